@@ -1,0 +1,1 @@
+//! Blocking filesystem answers for rcf-core, used by both runtime adapters and the bins.

@@ -1,0 +1,1 @@
+//! smol adapter: moves bytes between sockets and rcf-core client sessions.

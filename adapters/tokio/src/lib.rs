@@ -1,0 +1,1 @@
+//! tokio adapter: moves bytes between sockets and rcf-core server sessions.

@@ -1,0 +1,21 @@
+//! rcf-core: the pure heart of rcf, a wire-compatible implementation of
+//! CFEngine 3's host-to-host protocol.
+//!
+//! Nothing in this crate touches sockets, files, clocks, threads or global
+//! randomness. Every state machine takes bytes in and hands bytes and events
+//! out; the current time and any randomness are arguments. Adapters
+//! (`rcf-tokio`, `rcf-smol`) move bytes between sockets and these machines,
+//! answer their file and DNS requests and run their timers.
+//!
+//! # Run-loop contract
+//! After every input (`handle_*`), drain every output (`poll_*`) until it
+//! returns `None`, then wait for the next input or for `poll_timeout`.
+
+pub mod frame;
+pub mod banner;
+pub mod identity;
+pub mod request;
+pub mod reply;
+pub mod keys;
+pub mod policy;
+pub mod tls;
