@@ -1,1 +1,367 @@
-//! placeholder
+//! Reply encoders and the client-side parsers for them (PROTOCOL.md §8.4,
+//! §8.5). Byte-exact with 3.21: most text replies carry no trailing NUL,
+//! the terminators do.
+
+use crate::frame::{c_str, Status, Transaction};
+
+/// `CF_FAILEDSTR`: every access refusal, and a missing file looks the same.
+pub const FAILED: &[u8] = b"BAD: Unspecified server refusal (see verbose server output)";
+/// The protocol-error reply; the server closes right after sending it.
+pub const REQUEST_DENIED: &[u8] = b"BAD: Request denied";
+/// MD5 reply: the digests differ (copy needed).
+pub const CFD_TRUE: &[u8] = b"CFD_TRUE";
+/// MD5 reply: the digests are equal.
+pub const CFD_FALSE: &[u8] = b"CFD_FALSE";
+/// `CFD_TERMINATOR`, 27 bytes, ending OPENDIR listings and EXEC output.
+pub const TERMINATOR: &[u8] = b"---cfXen/gine/cfXen/gine---";
+/// `VAR` reply in Community after the ACL passed.
+pub const NOT_FOUND: &[u8] = b"BAD: Not found";
+/// Prefix of every error reply the client recognises (`BadProtoReply`).
+pub const BAD_PREFIX: &[u8] = b"BAD: ";
+/// OPENDIR packets are cut before they reach this many bytes (4096 - 256).
+pub const OPENDIR_PACKET_LIMIT: usize = 4096 - 256;
+/// Names in a listing are cut to this length (`strlcpy` into `CF_MAXLINKSIZE`).
+pub const MAX_NAME: usize = 255;
+
+/// `OK: 3.21.0`.
+pub fn version() -> Vec<u8> {
+    format!("OK: {}", crate::banner::SOFTWARE_VERSION).into_bytes()
+}
+
+/// The clock-skew refusal for `STAT`.
+pub fn clocks_unsynchronized(server_now: i64, client_time: i64) -> Vec<u8> {
+    format!("BAD: Clocks are too far unsynchronized {server_now}/{client_time}").into_bytes()
+}
+
+/// Whether `client_time` is too far from `server_now` for `denybadclocks`.
+///
+/// Uses 64-bit arithmetic: the C `int` overflow that lets some huge skews
+/// through in 3.21 is a bug we do not copy.
+pub fn clock_skew_too_large(server_now: i64, client_time: i64) -> bool {
+    server_now.saturating_sub(client_time).unsigned_abs() > 3600
+}
+
+/// The `EXEC` terminator as the server sends it: 27 bytes plus a NUL.
+pub fn exec_terminator() -> Vec<u8> {
+    let mut v = TERMINATOR.to_vec();
+    v.push(0);
+    v
+}
+
+/// Whether a reply payload is a refusal or error (`BAD: ` prefix).
+pub fn is_bad(payload: &[u8]) -> bool {
+    payload.starts_with(BAD_PREFIX)
+}
+
+/// File types as `StatFile` numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    /// 0: a regular file.
+    Regular = 0,
+    /// 1: a symbolic link (over TLS only a dangling one).
+    Link = 1,
+    /// 2: a directory.
+    Dir = 2,
+    /// 3: a FIFO.
+    Fifo = 3,
+    /// 4: a block device.
+    Block = 4,
+    /// 5: a character device.
+    Char = 5,
+    /// 6: a socket.
+    Socket = 6,
+}
+
+impl FileType {
+    /// The type for a wire number.
+    pub fn from_number(n: u64) -> Option<Self> {
+        Some(match n {
+            0 => FileType::Regular,
+            1 => FileType::Link,
+            2 => FileType::Dir,
+            3 => FileType::Fifo,
+            4 => FileType::Block,
+            5 => FileType::Char,
+            6 => FileType::Socket,
+            _ => return None,
+        })
+    }
+}
+
+/// The 13 fields of a successful `STAT` reply plus the link target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatReply {
+    /// What kind of file.
+    pub file_type: FileType,
+    /// `st_mode & 07777`.
+    pub mode: u32,
+    /// The link's own permission bits, or 0.
+    pub lmode: u32,
+    /// Owner uid on the server.
+    pub uid: u32,
+    /// Group gid on the server.
+    pub gid: u32,
+    /// Size in bytes (for a dangling link: the length of its text).
+    pub size: u64,
+    /// Access time, seconds.
+    pub atime: i64,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Status change time, seconds.
+    pub ctime: i64,
+    /// Whether the file is sparse.
+    pub makeholes: bool,
+    /// Inode, truncated to a C `int` as 3.21 does.
+    pub ino: i64,
+    /// Link count, as a C `int`.
+    pub nlink: i64,
+    /// Device number.
+    pub dev: u64,
+    /// The link text for a link; empty otherwise.
+    pub link_target: Vec<u8>,
+}
+
+impl StatReply {
+    /// The two transactions `StatFile` sends: the fields, then `OK:<link>`.
+    pub fn encode(&self) -> [Transaction; 2] {
+        let first = format!(
+            "OK: {} {} {} {} {} {} {} {} {} {} {} {} {}",
+            self.file_type as u8,
+            self.mode & 0o7777,
+            self.lmode & 0o7777,
+            self.uid,
+            self.gid,
+            self.size,
+            self.atime,
+            self.mtime,
+            self.ctime,
+            u8::from(self.makeholes),
+            self.ino as i32,
+            self.nlink as i32,
+            self.dev,
+        );
+        let mut second = b"OK:".to_vec();
+        // A link text that would not fit in one transaction is cut, as a C
+        // buffer would cut it; the protocol has no way to send more.
+        let room = crate::frame::MAX_PAYLOAD - second.len();
+        second.extend_from_slice(&self.link_target[..self.link_target.len().min(room)]);
+        [Transaction::done(first.into_bytes()), Transaction::done(second)]
+    }
+
+    /// Parse the client side of a `STAT` reply, as `StatParseResponse` does.
+    ///
+    /// All 13 numbers are required. The link text is taken only when the
+    /// second reply is longer than 4 bytes, reproducing libcfnet's quirk
+    /// that a 1-character target reads as "not a link".
+    pub fn parse(first: &[u8], second: &[u8]) -> Result<StatReply, StatParseError> {
+        let first = c_str(first);
+        let body = first.strip_prefix(b"OK:").ok_or(StatParseError::NotOk)?;
+        let text = std::str::from_utf8(body).map_err(|_| StatParseError::Fields)?;
+        let nums: Vec<&str> = text.split_ascii_whitespace().collect();
+        if nums.len() < 13 {
+            return Err(StatParseError::Fields);
+        }
+        let u = |i: usize| nums[i].parse::<u64>().map_err(|_| StatParseError::Fields);
+        let s = |i: usize| nums[i].parse::<i64>().map_err(|_| StatParseError::Fields);
+        let file_type = FileType::from_number(u(0)?).ok_or(StatParseError::Fields)?;
+        let second = c_str(second);
+        if !second.starts_with(b"OK:") {
+            return Err(StatParseError::NotOk);
+        }
+        let link_target = if second.len() > 4 { second[3..].to_vec() } else { Vec::new() };
+        Ok(StatReply {
+            file_type,
+            mode: u(1)? as u32 & 0o7777,
+            lmode: u(2)? as u32 & 0o7777,
+            uid: u(3)? as u32,
+            gid: u(4)? as u32,
+            size: u(5)?,
+            atime: s(6)?,
+            mtime: s(7)?,
+            ctime: s(8)?,
+            makeholes: u(9)? != 0,
+            ino: s(10)?,
+            nlink: s(11)?,
+            dev: u(12)?,
+            link_target,
+        })
+    }
+}
+
+/// A `STAT` reply the client cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatParseError {
+    /// The reply does not start with `OK:` (usually a `BAD:` refusal).
+    #[error("STAT reply is not OK")]
+    NotOk,
+    /// Fewer than 13 numeric fields, or one does not parse.
+    #[error("STAT reply has malformed fields")]
+    Fields,
+}
+
+/// Pack directory entries into OPENDIR transactions as `CfOpenDirectory` does.
+///
+/// Before a name is added, if `offset + len + 1 >= 3840` the packet goes out
+/// as `m` with an extra NUL; the last packet ends with the terminator, a
+/// NUL and an extra NUL, as `t`. Names are cut to 255 bytes.
+pub fn opendir_packets<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Vec<Transaction> {
+    let mut out = Vec::new();
+    let mut packet: Vec<u8> = Vec::with_capacity(OPENDIR_PACKET_LIMIT + 1);
+    for name in names {
+        let name = &name[..name.len().min(MAX_NAME)];
+        if packet.len() + name.len() + 1 >= OPENDIR_PACKET_LIMIT {
+            packet.push(0);
+            out.push(Transaction { status: Status::More, payload: std::mem::take(&mut packet).into() });
+        }
+        packet.extend_from_slice(name);
+        packet.push(0);
+    }
+    // The C server appends the terminator without a size check; a packet
+    // is at most 3839 + 28 + 1 bytes, which still fits one transaction.
+    packet.extend_from_slice(TERMINATOR);
+    packet.extend_from_slice(&[0, 0]);
+    out.push(Transaction::done(packet));
+    out
+}
+
+/// One OPENDIR packet, read by the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpendirChunk {
+    /// Names from a packet that did not end the listing.
+    Names(Vec<Vec<u8>>),
+    /// The final names; the listing is complete.
+    Last(Vec<Vec<u8>>),
+}
+
+/// A listing reply the client cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpendirError {
+    /// The server refused (`BAD: …`), with its text.
+    #[error("server refused the listing: {0}")]
+    Refused(String),
+    /// A first packet starting with NUL, which libcfnet also rejects.
+    #[error("empty directory listing packet")]
+    Empty,
+}
+
+/// Read one OPENDIR packet as `RemoteDirList` does: NUL-separated names up
+/// to an empty string (end of packet) or the terminator (end of listing).
+/// The `t`/`m` flag is ignored, as libcfnet ignores it.
+pub fn parse_opendir_packet(payload: &[u8]) -> Result<OpendirChunk, OpendirError> {
+    if is_bad(payload) {
+        return Err(OpendirError::Refused(String::from_utf8_lossy(c_str(payload)).into_owned()));
+    }
+    if payload.first() == Some(&0) || payload.is_empty() {
+        return Err(OpendirError::Empty);
+    }
+    let mut names = Vec::new();
+    for name in payload.split(|&b| b == 0) {
+        if name.is_empty() {
+            return Ok(OpendirChunk::Names(names));
+        }
+        if name == TERMINATOR {
+            return Ok(OpendirChunk::Last(names));
+        }
+        names.push(name.to_vec());
+    }
+    Ok(OpendirChunk::Names(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck_macros::quickcheck;
+
+    #[test]
+    fn fixed_strings_have_live_lengths() {
+        assert_eq!(FAILED.len(), 59);
+        assert_eq!(REQUEST_DENIED.len(), 19);
+        assert_eq!(CFD_TRUE.len(), 8);
+        assert_eq!(CFD_FALSE.len(), 9);
+        assert_eq!(exec_terminator().len(), 28);
+        assert_eq!(version(), b"OK: 3.21.0");
+    }
+
+    #[test]
+    fn stat_reply_matches_live_bytes() {
+        let r = StatReply {
+            file_type: FileType::Regular,
+            mode: 0o644,
+            lmode: 0,
+            uid: 0,
+            gid: 0,
+            size: 12,
+            atime: 1795415950,
+            mtime: 1795415950,
+            ctime: 1795415950,
+            makeholes: false,
+            ino: 10027301,
+            nlink: 1,
+            dev: 65024,
+            link_target: vec![],
+        };
+        let [a, b] = r.encode();
+        assert_eq!(a.payload.as_ref(), b"OK: 0 420 0 0 0 12 1795415950 1795415950 1795415950 0 10027301 1 65024");
+        assert_eq!(b.payload.as_ref(), b"OK:");
+        assert_eq!(StatReply::parse(&a.payload, &b.payload).unwrap(), r);
+        let quirk = StatReply::parse(&a.payload, b"OK:x").unwrap();
+        assert!(quirk.link_target.is_empty());
+        assert_eq!(StatReply::parse(FAILED, b"OK:"), Err(StatParseError::NotOk));
+        assert_eq!(StatReply::parse(b"OK: 0 1 2", b"OK:"), Err(StatParseError::Fields));
+    }
+
+    #[test]
+    fn opendir_single_packet_is_byte_exact() {
+        let names: Vec<&[u8]> = vec![b".", b"sub", b"..", b"a.txt"];
+        let p = opendir_packets(names);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].payload.as_ref(), b".\0sub\0..\0a.txt\0---cfXen/gine/cfXen/gine---\0\0");
+        assert_eq!(p[0].payload.len(), 44);
+    }
+
+    #[test]
+    fn opendir_cut_at_3840_like_live_server() {
+        // 1,000 four-character names (plus `.` and `..`) gave `m 3836`
+        // then `t 1199` live.
+        let mut names: Vec<Vec<u8>> = vec![b".".to_vec(), b"..".to_vec()];
+        names.extend((0..1000).map(|i| format!("{i:04}").into_bytes()));
+        let p = opendir_packets(names.iter().map(|n| n.as_slice()));
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].status, p[0].payload.len()), (Status::More, 3836));
+        assert_eq!((p[1].status, p[1].payload.len()), (Status::Done, 1199));
+    }
+
+    #[quickcheck]
+    fn opendir_round_trip(names: Vec<Vec<u8>>) -> bool {
+        let names: Vec<Vec<u8>> = names
+            .into_iter()
+            .map(|n| n.into_iter().filter(|&b| b != 0).take(MAX_NAME).collect::<Vec<u8>>())
+            .filter(|n| !n.is_empty() && n.as_slice() != TERMINATOR)
+            .collect();
+        let packets = opendir_packets(names.iter().map(|n| n.as_slice()));
+        let mut got = Vec::new();
+        let mut done = false;
+        for p in &packets {
+            if p.payload.len() > crate::frame::MAX_PAYLOAD {
+                return false;
+            }
+            match parse_opendir_packet(&p.payload) {
+                Ok(OpendirChunk::Names(n)) => got.extend(n),
+                Ok(OpendirChunk::Last(n)) => {
+                    got.extend(n);
+                    done = true;
+                }
+                // A packet can begin with NUL only if no name fit before a cut.
+                Err(_) => return false,
+            }
+        }
+        done && got == names
+    }
+
+    #[quickcheck]
+    fn stat_parse_never_panics(a: Vec<u8>, b: Vec<u8>) -> bool {
+        let _ = StatReply::parse(&a, &b);
+        let _ = parse_opendir_packet(&a);
+        true
+    }
+}
