@@ -19,3 +19,4 @@ pub mod reply;
 pub mod keys;
 pub mod policy;
 pub mod tls;
+pub mod server;

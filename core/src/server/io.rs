@@ -1,0 +1,200 @@
+//! What a server session asks of its environment, and the answers it takes.
+//!
+//! The session never touches the filesystem, the key store or DNS itself.
+//! It emits one question at a time as an [`Event`] and waits for the matching
+//! [`Answer`]; the adapter answers from the real world (`rcf-fs`) or from a
+//! test double. Questions are strictly one at a time because the protocol is
+//! lock-step: one request is served completely before the next is read.
+
+/// Log levels, named as cf-serverd names them in its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// `error:`
+    Error,
+    /// `warning:`
+    Warning,
+    /// `notice:`
+    Notice,
+    /// `info:`
+    Info,
+    /// `verbose:`
+    Verbose,
+    /// `debug:`
+    Debug,
+}
+
+impl Level {
+    /// The prefix cf-serverd prints (`verbose`, `info`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Verbose => "verbose",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+/// The current time, as two clocks: deadlines must not jump with the wall
+/// clock, while the `STAT` clock check needs wall-clock seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds from any fixed origin.
+    pub mono_ms: u64,
+    /// Wall-clock seconds since the Unix epoch.
+    pub unix_s: i64,
+}
+
+/// Where the peer's key stands in `ppkeys/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// `<user>-<id>.pub` (or the old `<user>-<ip>.pub`) holds this very key.
+    Trusted,
+    /// No stored key for this user and id.
+    Missing,
+    /// A stored key exists but differs from the presented one.
+    Different,
+}
+
+/// The filesystem's view of a canonicalised path (`realpath`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canonical {
+    /// The real path: symlinks resolved, no `.`/`..`, no doubled `/`. A
+    /// dangling symlink is kept as the link's own path, as 3.21 does.
+    pub path: Vec<u8>,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+}
+
+/// `lstat` of a canonical path, merged with `stat` of a link target as
+/// `StatFile` merges them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// The reply fields (type, modes, owners, size, times, inode…).
+    pub reply: crate::reply::StatReply,
+}
+
+/// An open regular file ready to be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedFile {
+    /// The adapter's handle for later reads and the close.
+    pub handle: u64,
+    /// Size at open time (`size0` in `CfGetFile`).
+    pub size: u64,
+    /// Owner uid, for the ownership rule.
+    pub uid: u32,
+    /// Permission bits, for the world-readable test.
+    pub mode: u32,
+}
+
+/// A question for the adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Write a log line (the adapter adds the IP prefix and level).
+    Log {
+        /// Level.
+        level: Level,
+        /// Text, exactly as CFEngine users grep for it.
+        message: String,
+    },
+    /// Is this key trusted for this user? Answer: [`Answer::Key`].
+    LookupKey {
+        /// IDENTITY username (may be empty).
+        user: String,
+        /// `MD5=…` id of the presented key.
+        key_id: String,
+        /// Peer IP, for the old `<user>-<ip>.pub` fallback.
+        ip: String,
+    },
+    /// Store the presented key as trusted (trust on first use). No answer.
+    SaveKey {
+        /// IDENTITY username.
+        user: String,
+        /// Its id.
+        key_id: String,
+        /// PEM `RSA PUBLIC KEY`.
+        public_pem: Vec<u8>,
+    },
+    /// Resolve a username to a uid on this host. Answer: [`Answer::User`].
+    LookupUser {
+        /// The name.
+        user: String,
+    },
+    /// Reverse-resolve the peer (only when host-name rules exist). Answer: [`Answer::Hostname`].
+    ReverseLookup {
+        /// Peer IP.
+        ip: String,
+    },
+    /// `realpath`. Answer: [`Answer::Canonical`].
+    Canonicalize {
+        /// Absolute request path after shortcut expansion.
+        path: Vec<u8>,
+    },
+    /// `lstat` (plus `stat` through a link). Answer: [`Answer::Stat`].
+    Stat {
+        /// Canonical path.
+        path: Vec<u8>,
+    },
+    /// Open a canonical path for reading, refusing to follow a symlink that
+    /// appeared since canonicalisation. Answer: [`Answer::Opened`].
+    Open {
+        /// Canonical path.
+        path: Vec<u8>,
+    },
+    /// Read from an open file. Answer: [`Answer::Data`].
+    Read {
+        /// From [`OpenedFile::handle`].
+        handle: u64,
+        /// Byte offset.
+        offset: u64,
+        /// Most bytes wanted.
+        len: usize,
+    },
+    /// Release an open file. No answer.
+    Close {
+        /// The handle.
+        handle: u64,
+    },
+    /// List a directory, in readdir order, `.` and `..` included. Answer: [`Answer::Listing`].
+    ListDir {
+        /// Canonical directory path.
+        path: Vec<u8>,
+    },
+    /// MD5 of a file's content. Answer: [`Answer::Digest`].
+    Digest {
+        /// Canonical path.
+        path: Vec<u8>,
+    },
+}
+
+/// The adapter's answer to the last question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// For [`Event::LookupKey`].
+    Key(KeyStatus),
+    /// For [`Event::LookupUser`]: the uid, or `None` for an unknown user.
+    User(Option<u32>),
+    /// For [`Event::ReverseLookup`]: the name, or `None` when lookup failed.
+    Hostname(Option<String>),
+    /// For [`Event::Canonicalize`]: the real path, or the error text (`No such file or directory`).
+    Canonical(Result<Canonical, String>),
+    /// For [`Event::Stat`].
+    Stat(Result<FileStat, String>),
+    /// For [`Event::Open`].
+    Opened(Result<OpenedFile, String>),
+    /// For [`Event::Read`]: the bytes (empty at EOF) and the file's size now.
+    Data {
+        /// Bytes read.
+        bytes: Vec<u8>,
+        /// `fstat` size after the read, to detect a file changing under us.
+        current_size: u64,
+    },
+    /// For [`Event::Read`] when reading failed.
+    ReadFailed(String),
+    /// For [`Event::ListDir`].
+    Listing(Result<Vec<Vec<u8>>, String>),
+    /// For [`Event::Digest`]: `None` when the file could not be read.
+    Digest(Option<[u8; 16]>),
+}

@@ -1,0 +1,824 @@
+//! The server side of one connection, above TLS: version negotiation,
+//! IDENTITY, key trust, and the command loop (PROTOCOL.md §5, §6.5-6.7, §8).
+//!
+//! Plaintext in ([`Session::handle_plaintext`]), plaintext records out
+//! ([`Session::poll_record`], one TLS record each, because 3.21's receiver
+//! reads a header with a single `SSL_read`), questions out
+//! ([`Session::poll_event`]) and answers in ([`Session::handle_answer`]).
+//! After every input, drain `poll_record` and `poll_event` until both are
+//! empty, then wait for input, an answer, or [`Session::poll_timeout`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::banner::{self, ProtocolVersion};
+use crate::frame::{self, Decoder, Status};
+use crate::identity::{self, LineBuffer};
+use crate::reply;
+use crate::request::{self, Dialect, Request, RequestError};
+
+use super::io::{Answer, Canonical, Event, KeyStatus, Level, Now, OpenedFile};
+use super::view::{Peer, PolicyView, Resource};
+
+/// GET data goes out in blocks of this size, whatever the client's bufsize,
+/// as `CfGetFile` does; cf-agent reads one record at a time.
+pub const GET_BLOCK: usize = 2048;
+/// How much file data one [`Event::Read`] asks for.
+pub const READ_CHUNK: usize = 32 * GET_BLOCK;
+/// Promised sizes remembered per connection (the client's STAT cache twin).
+const MAX_PROMISES: usize = 4096;
+
+/// Timeouts a session enforces itself, through [`Session::poll_timeout`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// From accept to WELCOME (TLS handshake included by the wrapper).
+    pub handshake_timeout_ms: u64,
+    /// Between requests once identified (3.21: 600 s receive timeout).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { handshake_timeout_ms: 30_000, idle_timeout_ms: 600_000 }
+    }
+}
+
+/// What the caller did wrong (the peer's mistakes are handled in-protocol).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallerError {
+    /// An answer arrived that does not fit the question outstanding.
+    #[error("answer {got} does not match the outstanding question ({want})")]
+    UnexpectedAnswer {
+        /// What the session was waiting for.
+        want: &'static str,
+        /// What it got.
+        got: String,
+    },
+}
+
+/// The peer's authenticated key, as the TLS layer extracted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerKey {
+    /// `MD5=…`.
+    pub id: String,
+    /// PEM `RSA PUBLIC KEY`, to store on trust.
+    pub public_pem: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitVersion,
+    AwaitIdentity,
+    Identifying,
+    Ready,
+    Busy,
+    Closing,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    Nothing,
+    Key,
+    User,
+    Reverse,
+    Canon(PathOp),
+    Stat { path: Vec<u8> },
+    Open { path: Vec<u8>, bufsize: u16 },
+    Read(Transfer),
+    Listing { path: Vec<u8> },
+    Digest { digest: [u8; 16] },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Stat,
+    Get,
+    Opendir,
+    Md5,
+}
+
+impl Cmd {
+    fn denied_log(self) -> &'static str {
+        match self {
+            Cmd::Stat => "STAT",
+            Cmd::Get => "GET",
+            Cmd::Opendir => "OPENDIR",
+            Cmd::Md5 => "file",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PathOp {
+    cmd: Cmd,
+    client_time: i64,
+    bufsize: u16,
+    digest: [u8; 16],
+}
+
+#[derive(Debug)]
+struct Transfer {
+    handle: u64,
+    path: Vec<u8>,
+    /// Bytes the client expects (its STAT's size when it made one).
+    target: u64,
+    sent: u64,
+    size0: u64,
+}
+
+/// One server connection's protocol state above TLS.
+pub struct Session {
+    cfg: Config,
+    policy: Arc<dyn PolicyView>,
+    peer: Peer,
+    peer_key: Option<PeerKey>,
+    version: Option<ProtocolVersion>,
+    uid: Option<u32>,
+    phase: Phase,
+    waiting: Waiting,
+    lines: LineBuffer,
+    decoder: Decoder,
+    /// Raw request payload being served, for log lines.
+    current: String,
+    records: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    deadline: Option<u64>,
+    promises: HashMap<Vec<u8>, u64>,
+    served: u64,
+}
+
+impl Session {
+    /// A session for a peer whose TLS handshake has just completed.
+    ///
+    /// Queues the banner at once: 3.21 speaks first after the handshake.
+    /// `peer_key` is the key from the client certificate; trust in it is
+    /// decided after IDENTITY, because ppkeys files are keyed by username.
+    pub fn new(cfg: Config, policy: Arc<dyn PolicyView>, ip: String, peer_key: PeerKey, now: Now) -> Self {
+        let deadline = Some(now.mono_ms + cfg.handshake_timeout_ms);
+        let mut s = Session {
+            cfg,
+            policy,
+            peer: Peer { ip, hostname: None, key_id: peer_key.id.clone(), username: String::new() },
+            peer_key: Some(peer_key),
+            version: None,
+            uid: None,
+            phase: Phase::AwaitVersion,
+            waiting: Waiting::Nothing,
+            lines: LineBuffer::new(),
+            decoder: Decoder::new(),
+            current: String::new(),
+            records: VecDeque::new(),
+            events: VecDeque::new(),
+            deadline,
+            promises: HashMap::new(),
+            served: 0,
+        };
+        s.records.push_back(banner::server_banner());
+        s
+    }
+
+    /// Swap in a reloaded policy; it applies from the next request on.
+    pub fn set_policy(&mut self, policy: Arc<dyn PolicyView>) {
+        self.policy = policy;
+    }
+
+    /// The peer facts as the ACL sees them.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The negotiated protocol version, once known.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// Whether the session is finished: close the connection once
+    /// [`poll_record`](Session::poll_record) has been drained.
+    pub fn is_closing(&self) -> bool {
+        self.phase == Phase::Closing
+    }
+
+    /// Whether WELCOME was sent (the peer is identified and trusted).
+    pub fn is_established(&self) -> bool {
+        matches!(self.phase, Phase::Ready | Phase::Busy)
+    }
+
+    /// File bytes served so far (for metrics).
+    pub fn bytes_served(&self) -> u64 {
+        self.served
+    }
+
+    /// The next plaintext record to send; each must go out as one TLS record.
+    pub fn poll_record(&mut self) -> Option<Vec<u8>> {
+        self.records.pop_front()
+    }
+
+    /// The next question or log line for the adapter.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Session::handle_timeout) must be called, in
+    /// monotonic milliseconds. `None` while waiting on the adapter: a slow
+    /// disk is not the peer's fault.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.phase == Phase::Closing || !matches!(self.waiting, Waiting::Nothing) {
+            return None;
+        }
+        self.deadline
+    }
+
+    /// The deadline passed: a silent or too slow peer is dropped without a reply.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if let Some(d) = self.poll_timeout() {
+            if now.mono_ms >= d {
+                let what = if self.is_established() { "idle" } else { "identification" };
+                self.log(Level::Info, format!("Connection timed out during {what}, closing"));
+                self.close();
+            }
+        }
+    }
+
+    /// The peer closed its side.
+    pub fn handle_eof(&mut self, _now: Now) {
+        if self.phase == Phase::AwaitVersion {
+            self.log(Level::Error, "Client closed connection early! He probably does not trust our key...".into());
+        } else if let Err(e) = self.decoder.finish() {
+            self.log(Level::Verbose, format!("Peer closed mid-transaction: {e}"));
+        }
+        self.close();
+    }
+
+    /// Decrypted application bytes from the peer.
+    pub fn handle_plaintext(&mut self, now: Now, bytes: &[u8]) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        match self.phase {
+            Phase::AwaitVersion | Phase::AwaitIdentity => {
+                self.lines.push(bytes);
+                self.identification(now);
+            }
+            _ => {
+                if let Err(e) = self.decoder.push(bytes) {
+                    self.log(Level::Info, format!("Closing connection: {e}"));
+                    self.close();
+                    return;
+                }
+                self.serve(now);
+            }
+        }
+    }
+
+    /// The adapter's answer to the outstanding question.
+    pub fn handle_answer(&mut self, now: Now, answer: Answer) -> Result<(), CallerError> {
+        if self.phase == Phase::Closing {
+            // A late answer after we decided to close: release what it holds.
+            if let Answer::Opened(Ok(f)) = answer {
+                self.events.push_back(Event::Close { handle: f.handle });
+            }
+            return Ok(());
+        }
+        let waiting = std::mem::replace(&mut self.waiting, Waiting::Nothing);
+        match (waiting, answer) {
+            (Waiting::Key, Answer::Key(k)) => self.key_answer(now, k),
+            (Waiting::User, Answer::User(uid)) => {
+                self.uid = Some(uid.unwrap_or(u32::MAX - 1));
+                self.welcome(now);
+            }
+            (Waiting::Reverse, Answer::Hostname(h)) => {
+                match &h {
+                    Some(name) => self.log(Level::Info, format!("Hostname (reverse looked up): {name}")),
+                    None => self.log(Level::Info, "Reverse lookup failed (getnameinfo: name unknown)!".into()),
+                }
+                self.peer.hostname = h;
+                self.phase = Phase::Ready;
+                self.serve(now);
+            }
+            (Waiting::Canon(op), Answer::Canonical(r)) => self.canonical(now, op, r),
+            (Waiting::Stat { path }, Answer::Stat(r)) => {
+                match r {
+                    Ok(st) => {
+                        self.remember(path, st.reply.size);
+                        for t in st.reply.encode() {
+                            self.send(t.status, &t.payload);
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("BAD: unable to stat file {}", String::from_utf8_lossy(&path));
+                        self.log(Level::Verbose, format!("{msg}. (lstat: {e})"));
+                        self.send(Status::Done, msg.as_bytes());
+                    }
+                }
+                self.done(now);
+            }
+            (Waiting::Open { path, bufsize }, Answer::Opened(r)) => self.opened(now, path, bufsize, r),
+            (Waiting::Read(t), Answer::Data { bytes, current_size }) => self.data(now, t, bytes, current_size),
+            (Waiting::Read(t), Answer::ReadFailed(e)) => {
+                self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
+                self.change_block(&t);
+                self.events.push_back(Event::Close { handle: t.handle });
+                self.done(now);
+            }
+            (Waiting::Listing { path }, Answer::Listing(r)) => {
+                match r {
+                    Ok(names) => {
+                        for t in reply::opendir_packets(names.iter().map(|n| n.as_slice())) {
+                            self.send(t.status, &t.payload);
+                        }
+                    }
+                    Err(e) => {
+                        let p = String::from_utf8_lossy(&path).into_owned();
+                        self.log(Level::Info, format!("Couldn't open directory '{p}' (DirOpen:{e})"));
+                        self.send(Status::Done, format!("BAD: cfengine, couldn't open dir {p}").as_bytes());
+                    }
+                }
+                self.done(now);
+            }
+            (Waiting::Digest { digest }, Answer::Digest(d)) => {
+                let same = d.map(|d| d == digest).unwrap_or(false);
+                self.send(Status::Done, if same { reply::CFD_FALSE } else { reply::CFD_TRUE });
+                self.done(now);
+            }
+            (w, a) => {
+                let want = match &w {
+                    Waiting::Nothing => "nothing",
+                    Waiting::Key => "Key",
+                    Waiting::User => "User",
+                    Waiting::Reverse => "Hostname",
+                    Waiting::Canon(_) => "Canonical",
+                    Waiting::Stat { .. } => "Stat",
+                    Waiting::Open { .. } => "Opened",
+                    Waiting::Read(_) => "Data",
+                    Waiting::Listing { .. } => "Listing",
+                    Waiting::Digest { .. } => "Digest",
+                };
+                self.waiting = w;
+                return Err(CallerError::UnexpectedAnswer { want, got: format!("{a:?}").chars().take(80).collect() });
+            }
+        }
+        Ok(())
+    }
+
+    // ---- identification -------------------------------------------------
+
+    fn identification(&mut self, now: Now) {
+        loop {
+            let line = match self.lines.next_line() {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    self.log(Level::Error, format!("Identification failed: {e}"));
+                    self.close();
+                    return;
+                }
+            };
+            match self.phase {
+                Phase::AwaitVersion => match banner::server_accept(&line) {
+                    Ok(v) => {
+                        self.version = Some(v);
+                        self.phase = Phase::AwaitIdentity;
+                    }
+                    Err(e) => {
+                        self.log(Level::Error, e.to_string());
+                        self.close();
+                        return;
+                    }
+                },
+                Phase::AwaitIdentity => {
+                    match identity::parse_identity(&line) {
+                        Ok(id) => {
+                            for (k, v) in &id.unknown {
+                                self.log(Level::Verbose, format!("Received unknown IDENTITY parameter: {k}={v}"));
+                            }
+                            self.peer.username = id.username_or_empty().to_string();
+                            if !self.peer.username.is_empty() {
+                                self.log(Level::Verbose, format!("Setting IDENTITY: USERNAME={}", self.peer.username));
+                            }
+                        }
+                        Err(e) => {
+                            self.log(Level::Error, e.to_string());
+                            self.close();
+                            return;
+                        }
+                    }
+                    self.phase = Phase::Identifying;
+                    let rest = self.lines.take_rest();
+                    if self.decoder.push(&rest).is_err() {
+                        self.close();
+                        return;
+                    }
+                    self.waiting = Waiting::Key;
+                    self.events.push_back(Event::LookupKey {
+                        user: self.peer.username.clone(),
+                        key_id: self.peer.key_id.clone(),
+                        ip: self.peer.ip.clone(),
+                    });
+                    let _ = now;
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn key_answer(&mut self, now: Now, k: KeyStatus) {
+        let id = self.peer.key_id.clone();
+        match k {
+            KeyStatus::Trusted => {
+                self.log(Level::Verbose, "Received public key compares equal to the one we have stored".into());
+                self.log(Level::Verbose, format!("{id}: Client is TRUSTED, public key MATCHES stored one."));
+            }
+            KeyStatus::Missing | KeyStatus::Different => {
+                if k == KeyStatus::Missing {
+                    self.log(Level::Verbose, format!("Received key '{id}' not found in ppkeys"));
+                } else {
+                    self.log(Level::Notice, format!("Received key '{id}' compares different to the one in ppkeys"));
+                }
+                if self.policy.trusts_keys_from(&self.peer.ip) {
+                    self.log(Level::Verbose, "Peer was found in \"trustkeysfrom\" list".into());
+                    self.log(Level::Notice, format!("Trusting new key: {id}"));
+                    if let Some(pk) = &self.peer_key {
+                        self.events.push_back(Event::SaveKey {
+                            user: self.peer.username.clone(),
+                            key_id: id,
+                            public_pem: pk.public_pem.clone(),
+                        });
+                    }
+                } else {
+                    self.log(Level::Notice, "TRUST FAILED, peer presented an untrusted key, dropping connection!".into());
+                    self.log(
+                        Level::Verbose,
+                        "Add peer to \"trustkeysfrom\" if you really want to start trusting this new key.".into(),
+                    );
+                    self.close();
+                    return;
+                }
+            }
+        }
+        match self.peer.username.as_str() {
+            "root" => {
+                self.uid = Some(0);
+                self.welcome(now);
+            }
+            "" => {
+                self.uid = Some(u32::MAX - 1);
+                self.welcome(now);
+            }
+            u => {
+                self.waiting = Waiting::User;
+                self.events.push_back(Event::LookupUser { user: u.to_string() });
+            }
+        }
+    }
+
+    fn welcome(&mut self, now: Now) {
+        let w = identity::encode_welcome(&self.peer.username);
+        self.records.push_back(w);
+        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        if self.policy.needs_reverse_dns() {
+            self.phase = Phase::Busy;
+            self.waiting = Waiting::Reverse;
+            self.events.push_back(Event::ReverseLookup { ip: self.peer.ip.clone() });
+        } else {
+            self.phase = Phase::Ready;
+            self.serve(now);
+        }
+    }
+
+    // ---- command loop ---------------------------------------------------
+
+    fn serve(&mut self, now: Now) {
+        while self.phase == Phase::Ready {
+            let t = match self.decoder.poll() {
+                Ok(Some(t)) => t,
+                Ok(None) => return,
+                Err(e) => {
+                    self.log(Level::Info, format!("Closing connection: {e}"));
+                    self.close();
+                    return;
+                }
+            };
+            self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+            self.request(now, &t.payload);
+        }
+    }
+
+    fn request(&mut self, now: Now, payload: &[u8]) {
+        self.current = Request::describe(payload);
+        let req = match request::parse_request(payload, Dialect::Tls) {
+            Ok(r) => r,
+            Err(RequestError::Empty) => {
+                self.log(Level::Warning, format!("Got NULL transmission (of size {})", payload.len()));
+                return;
+            }
+            Err(e) => {
+                if let RequestError::Unknown(_) = e {
+                    self.log(Level::Warning, format!("Unexpected protocol command: {}", self.current));
+                }
+                return self.protocol_error(&format!("{e}"));
+            }
+        };
+        let label = |c: &str, rest: &[u8]| format!("{:>14} {:>7} {}", "Received:", c, String::from_utf8_lossy(rest));
+        match req {
+            Request::Version => self.send(Status::Done, &reply::version()),
+            Request::Stat { client_time, path } => {
+                self.log(Level::Verbose, label("STAT", &path));
+                self.path_op(now, path, PathOp { cmd: Cmd::Stat, client_time, bufsize: 0, digest: [0; 16] });
+            }
+            Request::Get { bufsize, path } => {
+                self.log(Level::Verbose, label("GET", &path));
+                let bufsize = if bufsize == 4096 { 2048 } else { bufsize };
+                self.path_op(now, path, PathOp { cmd: Cmd::Get, client_time: 0, bufsize, digest: [0; 16] });
+            }
+            Request::Opendir { path } => {
+                self.log(Level::Verbose, label("OPENDIR", &path));
+                self.path_op(now, path, PathOp { cmd: Cmd::Opendir, client_time: 0, bufsize: 0, digest: [0; 16] });
+            }
+            Request::Md5 { path, digest } => {
+                self.log(Level::Verbose, label("MD5", &path));
+                self.path_op(now, path, PathOp { cmd: Cmd::Md5, client_time: 0, bufsize: 0, digest });
+            }
+            Request::Var { name } => {
+                if self.policy.check_name(Resource::Literal, &name, &self.peer).allowed {
+                    self.log(Level::Verbose, "Access to server literals is only available in CFEngine Enterprise".into());
+                    self.send(Status::Done, reply::NOT_FOUND);
+                } else {
+                    self.log(Level::Info, format!("access denied to variable: {}", String::from_utf8_lossy(&name)));
+                    self.refuse();
+                }
+            }
+            Request::Context { regex } => {
+                // No persistent classes are kept by rcf-serverd, so nothing can match.
+                self.log(Level::Info, format!("No allowed classes for remoteclassesmatching: {}", String::from_utf8_lossy(&regex)));
+                self.refuse();
+            }
+            Request::Query { args } => {
+                let first: Vec<u8> = args.split(|&b| b == b' ').next().unwrap_or(&[]).to_vec();
+                if self.policy.check_name(Resource::Query, &first, &self.peer).allowed {
+                    // Community has no report data to give.
+                    self.protocol_error("QUERY is only answered by CFEngine Enterprise");
+                } else {
+                    self.log(Level::Info, format!("access denied to query: {}", String::from_utf8_lossy(&args)));
+                    self.refuse();
+                }
+            }
+            Request::Cookie => {
+                if self.version < Some(ProtocolVersion::Cookie) {
+                    return self.protocol_error("COOKIE needs protocol version 3");
+                }
+                if self.policy.check_name(Resource::Query, b"delta", &self.peer).allowed {
+                    self.protocol_error("COOKIE is only answered by CFEngine Enterprise");
+                } else {
+                    self.log(Level::Info, "access denied to cookie query: delta".into());
+                    self.refuse();
+                }
+            }
+            Request::CallMeBack => {
+                self.log(Level::Info, "access denied to Call-Collect, check the ACL for class: collect_calls".into());
+                self.close();
+            }
+            Request::Exec { .. } => {
+                self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
+                self.refuse();
+                self.send(Status::Done, &reply::exec_terminator());
+                self.close();
+            }
+            // Classic-only words cannot come out of the TLS table.
+            _ => self.protocol_error("command not valid inside TLS"),
+        }
+    }
+
+    fn path_op(&mut self, now: Now, path: Vec<u8>, op: PathOp) {
+        let path = if path.first() == Some(&b'/') {
+            path
+        } else {
+            match self.policy.expand_shortcut(&path, &self.peer) {
+                Some(p) if p.len() < frame::MAX_PAYLOAD * 2 => p,
+                Some(_) => return self.protocol_error("shortcut expansion overflow"),
+                None => {
+                    self.log(Level::Info, format!("Relative paths are not allowed: {}", String::from_utf8_lossy(&path)));
+                    self.refuse_path(&op);
+                    return self.done(now);
+                }
+            }
+        };
+        if path.contains(&0) || path.first() != Some(&b'/') {
+            self.log(Level::Info, format!("Relative paths are not allowed: {}", String::from_utf8_lossy(&path)));
+            self.refuse_path(&op);
+            return self.done(now);
+        }
+        self.phase = Phase::Busy;
+        self.waiting = Waiting::Canon(op);
+        self.events.push_back(Event::Canonicalize { path });
+    }
+
+    fn canonical(&mut self, now: Now, op: PathOp, r: Result<Canonical, String>) {
+        let c = match r {
+            Ok(c) => c,
+            Err(e) => {
+                self.log(Level::Info, format!("Failed to canonicalise filename '{}' (realpath: {e})", self.request_path()));
+                self.refuse_path(&op);
+                return self.done(now);
+            }
+        };
+        let mut path = c.path;
+        match op.cmd {
+            Cmd::Get | Cmd::Md5 => strip_slash(&mut path),
+            Cmd::Opendir => add_slash(&mut path),
+            Cmd::Stat => {
+                if c.is_dir {
+                    add_slash(&mut path)
+                } else {
+                    strip_slash(&mut path)
+                }
+            }
+        }
+        let d = self.policy.check_path(&path, &self.peer);
+        if !d.allowed {
+            self.log(Level::Info, format!("access denied to {}: {}", op.cmd.denied_log(), String::from_utf8_lossy(&path)));
+            self.refuse_path(&op);
+            return self.done(now);
+        }
+        match op.cmd {
+            Cmd::Stat => {
+                if self.policy.deny_bad_clocks() && reply::clock_skew_too_large(now.unix_s, op.client_time) {
+                    let msg = reply::clocks_unsynchronized(now.unix_s, op.client_time);
+                    self.log(Level::Info, format!("denybadclocks {}", String::from_utf8_lossy(&msg)));
+                    self.send(Status::Done, &msg);
+                    return self.done(now);
+                }
+                self.waiting = Waiting::Stat { path: path.clone() };
+                self.events.push_back(Event::Stat { path });
+            }
+            Cmd::Get => {
+                self.waiting = Waiting::Open { path: path.clone(), bufsize: op.bufsize };
+                self.events.push_back(Event::Open { path });
+            }
+            Cmd::Opendir => {
+                self.waiting = Waiting::Listing { path: path.clone() };
+                self.events.push_back(Event::ListDir { path });
+            }
+            Cmd::Md5 => {
+                self.waiting = Waiting::Digest { digest: op.digest };
+                self.events.push_back(Event::Digest { path });
+            }
+        }
+    }
+
+    fn opened(&mut self, now: Now, path: Vec<u8>, bufsize: u16, r: Result<OpenedFile, String>) {
+        let f = match r {
+            Ok(f) => f,
+            Err(e) => {
+                self.log(Level::Error, format!("Open error of file '{}'. (open: {e})", String::from_utf8_lossy(&path)));
+                self.raw_refusal_block(bufsize);
+                return self.done(now);
+            }
+        };
+        // The ownership rule (TransferRights): root reads anything admitted;
+        // others need to own the file or find it world-readable.
+        let uid = self.uid.unwrap_or(u32::MAX - 1);
+        if uid != 0 && f.uid != uid && f.mode & 0o004 == 0 {
+            self.log(
+                Level::Info,
+                format!(
+                    "Remote user '{}' is not owner of the file, access denied, consider maproot or making file world-readable",
+                    self.peer.username
+                ),
+            );
+            self.log(Level::Info, format!("REFUSE access to file: {}", String::from_utf8_lossy(&path)));
+            self.refuse();
+            // 3.21 follows with a raw bufsize block; ours is zero-padded, never stack garbage.
+            self.raw_refusal_block(bufsize);
+            self.events.push_back(Event::Close { handle: f.handle });
+            return self.done(now);
+        }
+        let target = self.promises.get(&path).copied().unwrap_or(f.size);
+        let t = Transfer { handle: f.handle, path, target, sent: 0, size0: f.size };
+        if t.size0 != t.target {
+            // The file changed between the client's STAT and this GET. Sending
+            // the new size would desynchronise the stream; say so in one block
+            // the client reads whole, and let its next run fetch the new file.
+            self.log(Level::Verbose, "Aborting transfer of file due to source changes".into());
+            self.change_block(&t);
+            self.events.push_back(Event::Close { handle: t.handle });
+            return self.done(now);
+        }
+        self.next_read(now, t);
+    }
+
+    fn next_read(&mut self, now: Now, t: Transfer) {
+        if t.sent >= t.target {
+            self.events.push_back(Event::Close { handle: t.handle });
+            return self.done(now);
+        }
+        let len = READ_CHUNK.min((t.target - t.sent) as usize);
+        self.events.push_back(Event::Read { handle: t.handle, offset: t.sent, len });
+        self.waiting = Waiting::Read(t);
+    }
+
+    fn data(&mut self, now: Now, mut t: Transfer, bytes: Vec<u8>, current_size: u64) {
+        let remaining = (t.target - t.sent) as usize;
+        if bytes.is_empty() || current_size != t.size0 || bytes.len() > remaining {
+            self.log(Level::Verbose, "Aborting transfer of file due to source changes".into());
+            self.change_block(&t);
+            self.events.push_back(Event::Close { handle: t.handle });
+            return self.done(now);
+        }
+        for block in bytes.chunks(GET_BLOCK) {
+            self.records.push_back(block.to_vec());
+        }
+        t.sent += bytes.len() as u64;
+        self.served += bytes.len() as u64;
+        self.next_read(now, t);
+    }
+
+    /// `BAD: File changed while copying: <path>` as one raw record no longer
+    /// than what the client still expects, so it reads it whole and stays in sync.
+    fn change_block(&mut self, t: &Transfer) {
+        let remaining = t.target.saturating_sub(t.sent) as usize;
+        if remaining == 0 {
+            return;
+        }
+        let mut b = format!("BAD: File changed while copying: {}", String::from_utf8_lossy(&t.path)).into_bytes();
+        b.resize(remaining.min(GET_BLOCK), 0);
+        self.records.push_back(b);
+    }
+
+    fn raw_refusal_block(&mut self, bufsize: u16) {
+        let mut b = reply::FAILED.to_vec();
+        b.resize(usize::from(bufsize).max(reply::FAILED.len() + 1), 0);
+        b.truncate(usize::from(bufsize.max(1)));
+        self.records.push_back(b);
+    }
+
+    fn remember(&mut self, path: Vec<u8>, size: u64) {
+        if self.promises.len() >= MAX_PROMISES {
+            self.promises.clear();
+        }
+        self.promises.insert(path, size);
+    }
+
+    fn request_path(&self) -> String {
+        self.current.clone()
+    }
+
+    fn refuse_path(&mut self, _op: &PathOp) {
+        self.refuse();
+    }
+
+    fn refuse(&mut self) {
+        self.send(Status::Done, reply::FAILED);
+        let user = if self.peer.username.is_empty() { "?".to_string() } else { self.peer.username.clone() };
+        self.log(Level::Verbose, format!("REFUSAL to user='{user}' of request: {}", self.current));
+    }
+
+    fn protocol_error(&mut self, why: &str) {
+        self.send(Status::Done, reply::REQUEST_DENIED);
+        self.log(Level::Info, format!("Closing connection due to illegal request: {} ({why})", self.current));
+        self.close();
+    }
+
+    fn done(&mut self, now: Now) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::Ready;
+        self.waiting = Waiting::Nothing;
+        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        self.serve(now);
+    }
+
+    fn send(&mut self, status: Status, payload: &[u8]) {
+        let mut v = Vec::with_capacity(frame::HEADER_LEN + payload.len());
+        match frame::encode(status, payload, &mut v) {
+            Ok(()) => self.records.push_back(v),
+            Err(e) => self.log(Level::Error, format!("internal: cannot frame a reply: {e}")),
+        }
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        self.events.push_back(Event::Log { level, message });
+    }
+
+    fn close(&mut self) {
+        if self.phase != Phase::Closing {
+            self.phase = Phase::Closing;
+            if let Waiting::Read(t) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+                self.events.push_back(Event::Close { handle: t.handle });
+            }
+        }
+    }
+}
+
+fn strip_slash(p: &mut Vec<u8>) {
+    if p.len() > 1 && p.last() == Some(&b'/') {
+        p.pop();
+    }
+}
+
+fn add_slash(p: &mut Vec<u8>) {
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+}

@@ -1,0 +1,64 @@
+//! What a server session needs to know from the loaded policy.
+//!
+//! The session sees the policy only through this trait, so reloading means
+//! handing sessions a new `Arc<dyn PolicyView>` between requests, and tests
+//! can use a small table instead of a parsed policy file.
+
+/// Facts about the peer that access rules match on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Peer {
+    /// Numeric IP, `::ffff:` already stripped.
+    pub ip: String,
+    /// Reverse-DNS name, when looked up and found.
+    pub hostname: Option<String>,
+    /// `MD5=…` id of the peer's key.
+    pub key_id: String,
+    /// IDENTITY username (empty when none was given).
+    pub username: String,
+}
+
+/// Which ACL table a name-based lookup goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// `resource_type => "literal"`, keyed by handle (VAR).
+    Literal,
+    /// `resource_type => "query"` (QUERY, COOKIE, SCALLBACK).
+    Query,
+    /// `resource_type => "context"`, regex over class names (CONTEXT).
+    Context,
+    /// `resource_type => "bundle"`, regex over bundle names (EXEC `-b`).
+    Bundle,
+}
+
+/// An access decision with the reason, for logs and `--explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether access is granted.
+    pub allowed: bool,
+    /// Which rule decided, in words (empty when none matched).
+    pub rule: String,
+}
+
+impl Decision {
+    /// A denial because no rule matched.
+    pub fn no_rule() -> Self {
+        Decision { allowed: false, rule: String::new() }
+    }
+}
+
+/// The policy, as a server session consults it.
+pub trait PolicyView: Send + Sync {
+    /// Expand a relative request path through the `shortcut` map, with
+    /// `$(connection.*)` substituted. `None` when no shortcut matches.
+    fn expand_shortcut(&self, path: &[u8], peer: &Peer) -> Option<Vec<u8>>;
+    /// The TLS path ACL for a canonical path (trailing `/` for directories).
+    fn check_path(&self, path: &[u8], peer: &Peer) -> Decision;
+    /// A name-based ACL lookup.
+    fn check_name(&self, resource: Resource, name: &[u8], peer: &Peer) -> Decision;
+    /// Whether an unknown or changed key from this IP may be trusted (`trustkeysfrom`).
+    fn trusts_keys_from(&self, ip: &str) -> bool;
+    /// `denybadclocks` (default true).
+    fn deny_bad_clocks(&self) -> bool;
+    /// Whether any rule names a host, so each connection needs a reverse lookup.
+    fn needs_reverse_dns(&self) -> bool;
+}
