@@ -4,6 +4,12 @@
 //! * [`transcript`] reads the `cfe-transcript 1` files in `shared/interop/vectors/`.
 //! * [`runner`] replays them through rcf-core's codecs (framing, banner,
 //!   IDENTITY, request parsing, fixed replies).
+//! * [`session_replay`] feeds the client side to the core server session
+//!   and compares every byte it sends with the recorded server.
+//! * [`world`] is the in-memory file/key/policy world that answers a
+//!   session's questions in those replays and in the session tests.
 
 pub mod runner;
+pub mod session_replay;
 pub mod transcript;
+pub mod world;

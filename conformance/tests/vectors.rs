@@ -71,3 +71,25 @@ fn command_vectors_cover_stat_opendir_md5_get_exec() {
     assert!(report("exec-ok").covers("reply-exec"));
     assert!(report("classic-copy-file").covers("classic-handshake"));
 }
+
+/// Vectors whose server side was the real cf-serverd over TLS, replayed
+/// against the core session. EXEC is issue 8's; those are listed apart.
+#[test]
+fn server_vectors_replay_against_the_core_session() {
+    let pending_exec = ["exec-ok", "exec-denied-class"];
+    let mut replayed = Vec::new();
+    for t in all() {
+        if !t.server_is_authoritative() || !t.is_tls() || pending_exec.contains(&t.name.as_str()) {
+            continue;
+        }
+        match rcf_conformance::session_replay::replay(&t) {
+            Ok(n) => {
+                assert!(n > 0, "{}: nothing compared", t.name);
+                replayed.push(t.name.clone());
+            }
+            Err(m) => panic!("{}: {}", m.name, m.what),
+        }
+    }
+    eprintln!("replayed against the session: {replayed:?}");
+    assert!(replayed.len() >= 20, "{replayed:?}");
+}
