@@ -135,6 +135,7 @@ pub struct TlsLayer {
     /// The layer failed; everything but `poll_transmit` returns `Closed`.
     failed: bool,
     peer_key: Option<RsaPublicKey>,
+    peer_cert: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TlsLayer {
@@ -177,6 +178,7 @@ impl TlsLayer {
             eof_delivered: false,
             failed: false,
             peer_key: None,
+            peer_cert: None,
         };
         if let Inner::Active(c) = &mut layer.inner {
             // Never split a write into several records because of a buffer
@@ -271,6 +273,7 @@ impl TlsLayer {
             if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
                 // The verifier accepted only certificates with an RSA key.
                 self.peer_key = rsa_public_key_from_cert(cert.as_ref()).ok();
+                self.peer_cert = Some(cert.as_ref().to_vec());
             }
         }
         Ok(())
@@ -390,6 +393,12 @@ impl TlsLayer {
     /// caller's decision (ppkeys, `trustkeysfrom`, `trustkey`).
     pub fn peer_public_key(&self) -> Option<&RsaPublicKey> {
         self.peer_key.as_ref()
+    }
+
+    /// DER of the certificate the peer presented (for logs and tests: a
+    /// CFEngine peer's is X.509 v1, serial 0, `CN=a`).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.peer_cert.as_deref()
     }
 
     /// Version and suite, once the handshake completed.
