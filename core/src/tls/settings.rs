@@ -98,6 +98,9 @@ pub enum TlsWarningKind {
     EcdsaNeedsEcdsaKey(String),
     /// No `TLS_*` name in the list, so TLS 1.3 is disabled, as cf-serverd does.
     Tls13Disabled,
+    /// Only `TLS_*` names (or none at all): TLS 1.2 keeps the default list,
+    /// as 3.21 with OpenSSL 3.0 does **[live]**; all ECDHE suites here.
+    Tls12Defaults,
     /// CFEngine's own warning for an unrecognised minimum version (then 1.0).
     UnrecognizedVersion(String),
     /// A minimum below 1.2 was requested; rustls starts at TLS 1.2.
@@ -134,6 +137,10 @@ impl fmt::Display for TlsWarning {
             TlsWarningKind::Tls13Disabled => write!(
                 f,
                 "{s}: Disabling TLS 1.3 because no TLS 1.3 ciphersuites specified in allowed ciphers"
+            ),
+            TlsWarningKind::Tls12Defaults => write!(
+                f,
+                "{s}: no TLS 1.2 cipher named, so TLS 1.2 uses the default list (every ECDHE AEAD suite) as cf-serverd does; set the minimum version to 1.3 to turn TLS 1.2 off"
             ),
             TlsWarningKind::UnrecognizedVersion(v) => write!(
                 f,
@@ -253,16 +260,27 @@ impl TlsSettings {
         };
 
         // --- cipher list -----------------------------------------------------
-        let (tls13, tls12) = match (role, ciphers) {
-            (Role::Client, None) => (
-                TLS13_MAP.iter().map(|(_, s)| *s).collect(),
-                TLS12_MAP.iter().map(|(_, s)| *s).collect(),
-            ),
+        let parsed = match (role, ciphers) {
+            (Role::Client, None) => Parsed {
+                tls13: TLS13_MAP.iter().map(|(_, s)| *s).collect(),
+                tls12: TLS12_MAP.iter().map(|(_, s)| *s).collect(),
+                fatal: None,
+            },
             (Role::Server, None) => parse_list(cset, CFENGINE_SERVER_DEFAULT_CIPHERS, &mut warnings),
             (_, Some(list)) => parse_list(cset, list, &mut warnings),
         };
 
-        let mut settings = TlsSettings { role, tls13, tls12, min_version, unusable: None };
+        let mut settings =
+            TlsSettings { role, tls13: parsed.tls13, tls12: parsed.tls12, min_version, unusable: None };
+        if let Some(err) = parsed.fatal {
+            // cf-serverd 3.21 would log this error and not listen at all.
+            warnings.push(TlsWarning {
+                setting: cset,
+                kind: TlsWarningKind::Unusable(format!("{err} (CFEngine 3.21 refuses to start with this list)")),
+            });
+            settings.unusable = Some(format!("{cset}: {err}"));
+            return (settings, warnings);
+        }
 
         // --- anything left? --------------------------------------------------
         let can13 = !settings.tls13.is_empty();
@@ -346,15 +364,28 @@ fn push_unique(v: &mut Vec<SupportedCipherSuite>, s: SupportedCipherSuite) {
     }
 }
 
+/// Result of parsing a cipher list.
+struct Parsed {
+    tls13: Vec<SupportedCipherSuite>,
+    tls12: Vec<SupportedCipherSuite>,
+    /// CFEngine's own start-up error for this list, if 3.21 refuses it.
+    fatal: Option<String>,
+}
+
 /// Splits an OpenSSL-style list the way CFEngine does and maps each name.
-fn parse_list(
-    setting: &'static str,
-    list: &str,
-    warnings: &mut Vec<TlsWarning>,
-) -> (Vec<SupportedCipherSuite>, Vec<SupportedCipherSuite>) {
+///
+/// Live behaviour of 3.21 + OpenSSL 3.0 that this mirrors:
+/// * no `TLS_*` name → TLS 1.3 disabled;
+/// * no other name (e.g. `"TLS_AES_256_GCM_SHA384"` or `""`) → TLS 1.2 keeps
+///   OpenSSL's default list (ECDHE and static RSA both work);
+/// * unknown names are ignored as long as one valid name of the same kind
+///   remains; otherwise cf-serverd logs `No valid ciphers in the cipher
+///   list: %s` / `No valid cipher suites in the list: %s` and never
+///   listens. We listen and refuse instead (see module docs).
+fn parse_list(setting: &'static str, list: &str, warnings: &mut Vec<TlsWarning>) -> Parsed {
     let mut tls13 = Vec::new();
     let mut tls12 = Vec::new();
-    let mut saw_tls13_token = false;
+    let (mut saw13, mut valid13, mut saw12, mut valid12) = (false, false, false, false);
     let warn = |w: &mut Vec<TlsWarning>, kind| w.push(TlsWarning { setting, kind });
 
     for raw in list.split(':') {
@@ -363,16 +394,23 @@ fn parse_list(
             continue;
         }
         if tok.starts_with("TLS_") {
-            saw_tls13_token = true;
+            saw13 = true;
             match TLS13_MAP.iter().find(|(n, _)| *n == tok) {
-                Some((_, s)) => push_unique(&mut tls13, *s),
+                Some((_, s)) => {
+                    valid13 = true;
+                    push_unique(&mut tls13, *s);
+                }
                 None => match classify_unsupported(tok) {
-                    Some(why) => warn(warnings, TlsWarningKind::UnsupportedByDesign { name: tok.into(), why }),
+                    Some(why) => {
+                        valid13 = true; // OpenSSL knows it, rustls does not
+                        warn(warnings, TlsWarningKind::UnsupportedByDesign { name: tok.into(), why });
+                    }
                     None => warn(warnings, TlsWarningKind::UnknownCipher(tok.into())),
                 },
             }
             continue;
         }
+        saw12 = true;
         if let Some(rest) = tok.strip_prefix('!').or_else(|| tok.strip_prefix('-')) {
             // removal: of an exact name or of an alias we expand
             if ALL_TLS12_ALIASES.contains(&rest) {
@@ -389,6 +427,7 @@ fn parse_list(
             continue;
         }
         if let Some((n, s)) = TLS12_MAP.iter().find(|(n, _)| *n == tok) {
+            valid12 = true;
             push_unique(&mut tls12, *s);
             if n.starts_with("ECDHE-ECDSA") {
                 warn(warnings, TlsWarningKind::EcdsaNeedsEcdsaKey(tok.into()));
@@ -396,20 +435,35 @@ fn parse_list(
             continue;
         }
         if ALL_TLS12_ALIASES.contains(&tok) {
+            valid12 = true;
             for (_, s) in TLS12_MAP.iter() {
                 push_unique(&mut tls12, *s);
             }
             continue;
         }
         match classify_unsupported(tok) {
-            Some(why) => warn(warnings, TlsWarningKind::UnsupportedByDesign { name: tok.into(), why }),
+            Some(why) => {
+                valid12 = true;
+                warn(warnings, TlsWarningKind::UnsupportedByDesign { name: tok.into(), why });
+            }
             None => warn(warnings, TlsWarningKind::UnknownCipher(tok.into())),
         }
     }
-    if !saw_tls13_token {
+    if !saw13 {
         warn(warnings, TlsWarningKind::Tls13Disabled);
     }
-    (tls13, tls12)
+    if !saw12 {
+        tls12 = TLS12_MAP.iter().map(|(_, s)| *s).collect();
+        warn(warnings, TlsWarningKind::Tls12Defaults);
+    }
+    let fatal = if saw12 && !valid12 {
+        Some(format!("No valid ciphers in the cipher list: {list}"))
+    } else if saw13 && !valid13 {
+        Some(format!("No valid cipher suites in the list: {list}"))
+    } else {
+        None
+    };
+    Parsed { tls13, tls12, fatal }
 }
 
 #[cfg(test)]
@@ -454,8 +508,18 @@ mod tests {
     #[test]
     fn cipher_list_table() {
         // (list, tls13 names, tls12 names, unusable, tls13-disabled warning)
+        const ALL12: &[&str] = &[
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ];
+        // (list, tls13 names, tls12 names, unusable, tls13-disabled warning)
         let table: &[(&str, &[&str], &[&str], bool, bool)] = &[
-            ("TLS_AES_256_GCM_SHA384", &["TLS_AES_256_GCM_SHA384"], &[], false, false),
+            // only TLS_ names: TLS 1.2 keeps the default list [live]
+            ("TLS_AES_256_GCM_SHA384", &["TLS_AES_256_GCM_SHA384"], ALL12, false, false),
             ("AES256-GCM-SHA384:AES256-SHA", &[], &[], true, true),
             ("ECDHE-RSA-AES256-GCM-SHA384", &[], &["ECDHE-RSA-AES256-GCM-SHA384"], false, true),
             (
@@ -465,15 +529,25 @@ mod tests {
                 false,
                 false,
             ),
-            ("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384", &["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_256_GCM_SHA384"], &[], false, false),
+            (
+                "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:AES256-SHA",
+                &["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_256_GCM_SHA384"],
+                &[],
+                false,
+                false,
+            ),
             ("ECDHE-ECDSA-AES256-GCM-SHA384", &[], &["ECDHE-ECDSA-AES256-GCM-SHA384"], true, true),
             ("DHE-RSA-AES256-GCM-SHA384:AES128-SHA:AES256-SHA256", &[], &[], true, true),
             ("HIGH:!ECDHE-ECDSA-AES128-GCM-SHA256", &[], &[
                 "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305",
                 "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"], false, true),
-            ("", &[], &[], true, true),
-            ("TLS_AES_128_CCM_SHA256", &[], &[], true, false),
+            // empty: TLS 1.3 off, TLS 1.2 on OpenSSL defaults [live]
+            ("", &[], ALL12, false, true),
+            ("TLS_AES_128_CCM_SHA256:AES256-SHA", &[], &[], true, false),
             (" TLS_AES_256_GCM_SHA384 : ECDHE-RSA-AES256-GCM-SHA384 ", &["TLS_AES_256_GCM_SHA384"], &["ECDHE-RSA-AES256-GCM-SHA384"], false, false),
+            // unknown names are ignored while a valid one of the same kind remains [live]
+            ("FOO-BAR:ECDHE-RSA-AES256-GCM-SHA384", &[], &["ECDHE-RSA-AES256-GCM-SHA384"], false, true),
+            ("TLS_FOO:TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384", &["TLS_AES_256_GCM_SHA384"], &["ECDHE-RSA-AES256-GCM-SHA384"], false, false),
         ];
         for (list, t13, t12, unusable, disabled13) in table {
             let (s, w) = TlsSettings::from_cfengine(Role::Server, Some(list), None);
@@ -524,15 +598,32 @@ mod tests {
             (Some(""), TlsVersion::Tls12, Some(TlsWarningKind::UnrecognizedVersion("".into()))),
         ];
         for (v, expect, warn) in table {
-            let (s, w) = TlsSettings::from_cfengine(Role::Server, Some("TLS_AES_256_GCM_SHA384"), *v);
+            let (s, w) = TlsSettings::from_cfengine(Role::Server, Some("TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384"), *v);
             assert_eq!(s.min_version(), *expect, "{v:?}");
             assert_eq!(kinds(&w), warn.iter().cloned().collect::<Vec<_>>(), "{v:?}");
         }
-        let (_, w) = TlsSettings::from_cfengine(Role::Server, Some("TLS_AES_256_GCM_SHA384"), Some("TLSv1.2"));
+        let (_, w) = TlsSettings::from_cfengine(Role::Server, Some("TLS_AES_256_GCM_SHA384:AES256-SHA"), Some("TLSv1.2"));
         assert!(w[0]
             .to_string()
             .contains("Unrecognized requested minimum TLS version 'TLSv1.2', using the minimum required version 1.0."));
         assert_eq!(w[0].setting, "allowtlsversion");
+    }
+
+    #[test]
+    fn lists_cfengine_refuses_are_unusable_with_cfengine_message() {
+        // 3.21 logs these errors and never listens [live]; we listen and refuse.
+        for (list, msg) in [
+            ("FOO-BAR", "No valid ciphers in the cipher list: FOO-BAR"),
+            ("TLS_FOO:ECDHE-RSA-AES256-GCM-SHA384", "No valid cipher suites in the list: TLS_FOO:ECDHE-RSA-AES256-GCM-SHA384"),
+            ("TLS_FOO", "No valid cipher suites in the list: TLS_FOO"),
+        ] {
+            let (s, w) = TlsSettings::from_cfengine(Role::Server, Some(list), None);
+            assert!(s.is_unusable(), "{list}");
+            assert!(s.unusable_reason().unwrap().contains(msg), "{list}: {:?}", s.unusable_reason());
+            let unusable: Vec<_> = w.iter().filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_))).collect();
+            assert_eq!(unusable.len(), 1, "{list}");
+            assert!(unusable[0].to_string().starts_with("allowciphers: "));
+        }
     }
 
     #[test]
