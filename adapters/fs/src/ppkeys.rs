@@ -169,6 +169,32 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool,
     result
 }
 
+/// Atomically replace (or create) `path` with `contents` and permission
+/// `mode`: temp file, fsync, rename over, fsync the directory. For files
+/// that are meant to be rewritten, such as `WORKDIR/randseed`.
+pub fn write_replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
+    let (dir, name) = split(path)?;
+    let tmp = temp_path(dir, name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(FsError::io("create", &tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(FsError::io("chmod", &tmp))?;
+        f.write_all(contents).map_err(FsError::io("write", &tmp))?;
+        f.sync_all().map_err(FsError::io("fsync", &tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(FsError::io("rename", path))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Give `from`'s file the name `to` unless `to` exists. Hard link first (it
 /// refuses an existing target atomically); where links are unsupported, fall
 /// back to check-then-rename.
@@ -328,6 +354,17 @@ mod tests {
         }
         fs::write(tmp.path().join("big.pub"), vec![b'x'; MAX_PEM_LEN + 1]).unwrap();
         assert!(matches!(d.read("big.pub"), Err(FsError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn replace_atomic_rewrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("randseed");
+        write_replace_atomic(&p, b"one", 0o600).unwrap();
+        write_replace_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 
     #[test]
