@@ -265,16 +265,16 @@ fn read_key_file(log: &Log, path: &Path) -> Option<Vec<u8>> {
 /// A public key from a public key file; for -p, a private key file too.
 fn load_public(log: &Log, path: &Path, allow_private: bool) -> Option<RsaPublicKey> {
     let bytes = read_key_file(log, path)?;
-    let result = match parse_public_pem(&bytes) {
+    let (what, result) = match parse_public_pem(&bytes) {
         Err(KeyError::WrongType { .. }) if allow_private && looks_private(&bytes) => {
-            parse_private_pem(&bytes).map(|k| k.to_public_key())
+            ("private", parse_private_pem(&bytes).map(|k| k.to_public_key()))
         }
-        r => r,
+        r => ("public", r),
     };
     match result {
         Ok(k) => Some(k),
         Err(e) => {
-            log.error(&format!("Error while reading public key '{}' ({e})", path.display()));
+            log.error(&format!("Error while reading {what} key '{}' ({e})", path.display()));
             None
         }
     }

@@ -94,6 +94,12 @@ fn check_components(n: &BigUint, e: &BigUint) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Size of the key's modulus in bits (what `-T` asked for), for logs and
+/// checks outside this module.
+pub fn modulus_bits(key: &RsaPublicKey) -> usize {
+    key.n().bits()
+}
+
 /// Read a public key the way `PEM_read_RSAPublicKey` does: the first
 /// `-----BEGIN RSA PUBLIC KEY-----` block (PKCS#1 RSAPublicKey) wins, other
 /// blocks are skipped. A `PUBLIC KEY` (SubjectPublicKeyInfo) block is *not*

@@ -24,7 +24,7 @@ pub mod trust;
 
 pub use id::{key_id, DigestKind, KeyId, KeyIdParseError};
 pub use codec::{
-    check_public_key, encode_private_pem, encode_public_pem, generate, parse_private_pem,
+    check_public_key, encode_private_pem, encode_public_pem, generate, modulus_bits, parse_private_pem,
     parse_public_pem, DEFAULT_BITS, LEGACY_PASSPHRASE, MAX_BITS, MAX_PEM_LEN, MIN_BITS,
 };
 
@@ -49,7 +49,7 @@ pub enum KeyError {
         max: usize,
     },
     /// No PEM block at all (OpenSSL says "no start line").
-    #[error("no PEM data found (no start line)")]
+    #[error("no PEM data found: no start line")]
     NoPem,
     /// The PEM armour is broken: bad base64, bad headers, missing end line.
     #[error("malformed PEM: {0}")]
