@@ -1,1 +1,7 @@
 //! Blocking filesystem answers for rcf-core, used by both runtime adapters and the bins.
+//!
+//! * [`ppkeys`]: the ppkeys trust directory ([`ppkeys::FsPpkeys`] implements
+//!   `rcf_core::keys::trust::PpkeysDir`) and the atomic, never-overwriting
+//!   file writes keys need.
+
+pub mod ppkeys;

@@ -1,10 +1,508 @@
-use clap::Parser;
+//! rcf-key: make and manage CFEngine host keys, compatible with cf-key 3.21.
+//!
+//! Same options, files, messages and exit codes as cf-key where it matters;
+//! the differences come from having no lastseen database (see `--help`).
 
-/// rcf-key (placeholder until its issue lands).
-#[derive(Parser)]
-#[command(name = "rcf-key", version)]
-struct Cli {}
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-fn main() {
-    let _cli = Cli::parse();
+use clap::{ArgAction, Parser};
+use rand_core::{OsRng, RngCore};
+use rcf_core::keys::ppkeys::{self, PPKEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
+use rcf_core::keys::trust::{Entry, RemoveTarget, TrustError, TrustStore};
+use rcf_core::keys::{
+    encode_private_pem, encode_public_pem, generate, key_id, parse_private_pem, parse_public_pem,
+    DigestKind, KeyError, RsaPublicKey, DEFAULT_BITS,
+};
+use rcf_fs::ppkeys::{
+    check_private_dir, ensure_private_dir, read_limited, write_new_atomic, write_replace_atomic,
+    FsError, FsPpkeys,
+};
+
+/// Where the Debian package keeps CFEngine's state (upstream: /var/cfengine).
+const SYSTEM_WORKDIR: &str = "/var/lib/cfengine3";
+/// The environment variable CFEngine's own tests use to move WORKDIR.
+const WORKDIR_ENV: &str = "CFENGINE_TEST_OVERRIDE_WORKDIR";
+/// Size of the entropy file cf-key writes.
+const RANDSEED_LEN: usize = 1024;
+
+const AFTER_HELP: &str = "\
+Work directory: --workdir DIR, else $CFENGINE_TEST_OVERRIDE_WORKDIR, else
+/var/lib/cfengine3 when running as root (Debian's location; upstream uses
+/var/cfengine), else $HOME/.cfagent. Keys are written to WORKDIR/ppkeys/
+localhost.priv and localhost.pub (0600, directory 0700), plus WORKDIR/randseed.
+
+Differences from cf-key 3.21: there is no lastseen database. -s lists the
+trusted key files in ppkeys (user, key id, and the address of old-style
+<user>-<ip>.pub files) instead of lastseen entries; -t USER@IP:FILE does not
+record the address; -r removes the matching key files (for an address: the
+old-style files and the keys they hold) and exits 252/253 when none is found.
+Keys under 2048 bits are refused (cf-serverd 3.21 on OpenSSL 3 cannot use
+them). -p also accepts a private key file (plain or legacy-encrypted).";
+
+#[derive(Parser, Debug)]
+#[command(name = "rcf-key", version, about = "Make and manage CFEngine host keys (cf-key compatible)", after_help = AFTER_HELP)]
+struct Cli {
+    /// Work directory (overrides CFENGINE_TEST_OVERRIDE_WORKDIR and the default).
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+
+    /// Write the key pair to PATH.priv and PATH.pub instead of WORKDIR/ppkeys/localhost.*.
+    #[arg(short = 'f', long = "output-file", value_name = "PATH")]
+    output_file: Option<PathBuf>,
+
+    /// RSA key size in bits (the long name is cf-key's).
+    #[arg(short = 'T', long = "key-type", value_name = "BITS", default_value_t = DEFAULT_BITS)]
+    key_type: usize,
+
+    /// Print the key id of FILE (default WORKDIR/ppkeys/localhost.pub).
+    #[arg(short = 'p', long = "print-digest", value_name = "FILE", num_args = 0..=1)]
+    print_digest: Option<Option<PathBuf>>,
+
+    /// List trusted keys (ppkeys files; cf-key lists lastseen).
+    #[arg(short = 's', long = "show-hosts")]
+    show_hosts: bool,
+
+    /// With -s: tab-separated, untruncated columns.
+    #[arg(short = 'N', long = "no-truncate")]
+    no_truncate: bool,
+
+    /// Accepted for compatibility (no host name lookups are ever made).
+    #[arg(short = 'n', long = "numeric")]
+    numeric: bool,
+
+    /// Trust the public key in FILE: [[USER@]IPADDR:]FILE, saved as USER-<keyid>.pub (USER default root).
+    #[arg(short = 't', long = "trust-key", value_name = "[[USER@]IP:]FILE")]
+    trust_key: Option<String>,
+
+    /// Remove the trusted keys of a key id (MD5=…, SHA=…) or an address.
+    #[arg(short = 'r', long = "remove-keys", value_name = "ID|IP")]
+    remove_keys: Option<String>,
+
+    /// Accepted for compatibility with -r (without lastseen there is nothing to force).
+    #[arg(short = 'x', long = "force-removal")]
+    force_removal: bool,
+
+    /// Print basic information (log level info).
+    #[arg(short = 'I', long = "inform")]
+    inform: bool,
+
+    /// Verbose output (log level verbose).
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+
+    /// Debug output (log level debug).
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+
+    /// Log level: error, warning, notice, info, verbose, debug.
+    #[arg(short = 'g', long = "log-level", value_name = "LEVEL", value_parser = ["error", "warning", "notice", "info", "verbose", "debug"])]
+    log_level: Option<String>,
+
+    /// Accepted for compatibility: output is never coloured.
+    #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto", action = ArgAction::Set)]
+    color: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Verbose,
+    Debug,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Verbose => "verbose",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+/// cf-key's log lines: level right-aligned in 8 columns, on stdout.
+struct Log {
+    max: Level,
+}
+
+impl Log {
+    fn log(&self, level: Level, msg: &str) {
+        if level <= self.max {
+            // One line per message, whatever a path or a peer put in it.
+            let clean: String =
+                msg.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{:>8}: {}", level.name(), clean);
+        }
+    }
+    fn error(&self, msg: &str) {
+        self.log(Level::Error, msg)
+    }
+}
+
+/// Resolve WORKDIR as documented in `--help`.
+fn workdir(cli: &Cli) -> Result<PathBuf, String> {
+    if let Some(w) = &cli.workdir {
+        return Ok(w.clone());
+    }
+    if let Some(w) = std::env::var_os(WORKDIR_ENV).filter(|w| !w.is_empty()) {
+        return Ok(PathBuf::from(w));
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from(SYSTEM_WORKDIR));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".cfagent")),
+        None => Err("HOME is not set; use --workdir".into()),
+    }
+}
+
+fn with_ext(base: &Path, ext: &str) -> PathBuf {
+    let mut s: OsString = base.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// The OS error text the way cf-key shows it after `(fopen: ...)`.
+fn os_reason(e: &FsError) -> String {
+    match e {
+        FsError::Io { source, .. } => {
+            let s = source.to_string();
+            // std appends " (os error N)"; strerror has no such suffix.
+            match s.rfind(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let max = match cli.log_level.as_deref() {
+        Some("error") => Level::Error,
+        Some("warning") => Level::Warning,
+        Some("info") => Level::Info,
+        Some("verbose") => Level::Verbose,
+        Some("debug") => Level::Debug,
+        Some(_) | None if cli.debug => Level::Debug,
+        Some(_) | None if cli.verbose => Level::Verbose,
+        Some(_) | None if cli.inform => Level::Info,
+        _ => Level::Notice,
+    };
+    let log = Log { max };
+    let code = run(&cli, &log);
+    let _ = std::io::stdout().flush();
+    ExitCode::from(code)
+}
+
+fn run(cli: &Cli, log: &Log) -> u8 {
+    if cli.no_truncate && !cli.show_hosts {
+        log.error("Option -N/--no-truncate can only be used together with -s/--show-hosts");
+        return 1;
+    }
+    let _ = (cli.numeric, cli.force_removal, &cli.color);
+    let workdir = match workdir(cli) {
+        Ok(w) => w,
+        Err(e) => {
+            log.error(&e);
+            return 1;
+        }
+    };
+    log.log(Level::Verbose, &format!("Work directory is {}", workdir.display()));
+    let ppkeys_dir = workdir.join(PPKEYS_DIR);
+    if let Err(e) = check_private_dir(&ppkeys_dir) {
+        log.error(&format!("Fatal CFEngine error: {e}"));
+        return 1;
+    }
+    // cf-key's precedence when several actions are given.
+    if cli.show_hosts {
+        return show_hosts(cli, log, &ppkeys_dir);
+    }
+    if let Some(file) = &cli.print_digest {
+        let file = file.clone().unwrap_or_else(|| ppkeys_dir.join(PUBLIC_KEY_FILE));
+        return print_digest(log, &file);
+    }
+    if let Some(target) = &cli.remove_keys {
+        return remove_keys(log, &ppkeys_dir, target);
+    }
+    if let Some(arg) = &cli.trust_key {
+        return trust_key(log, &ppkeys_dir, arg);
+    }
+    generate_pair(cli, log, &workdir, &ppkeys_dir)
+}
+
+/// Read a key file for -p / -t, with cf-key's open error.
+fn read_key_file(log: &Log, path: &Path) -> Option<Vec<u8>> {
+    match read_limited(path, rcf_core::keys::MAX_PEM_LEN) {
+        Ok(b) => Some(b),
+        Err(e @ FsError::TooLarge { .. }) => {
+            log.error(&format!("Error while reading public key '{}' ({e})", path.display()));
+            None
+        }
+        Err(e) => {
+            log.error(&format!(
+                "Cannot open public key file '{}' (fopen: {})",
+                path.display(),
+                os_reason(&e)
+            ));
+            None
+        }
+    }
+}
+
+/// A public key from a public key file; for -p, a private key file too.
+fn load_public(log: &Log, path: &Path, allow_private: bool) -> Option<RsaPublicKey> {
+    let bytes = read_key_file(log, path)?;
+    let (what, result) = match parse_public_pem(&bytes) {
+        Err(KeyError::WrongType { .. }) if allow_private && looks_private(&bytes) => {
+            ("private", parse_private_pem(&bytes).map(|k| k.to_public_key()))
+        }
+        r => ("public", r),
+    };
+    match result {
+        Ok(k) => Some(k),
+        Err(e) => {
+            log.error(&format!("Error while reading {what} key '{}' ({e})", path.display()));
+            None
+        }
+    }
+}
+
+fn looks_private(bytes: &[u8]) -> bool {
+    let has = |n: &[u8]| bytes.windows(n.len()).any(|w| w == n);
+    has(b"-----BEGIN RSA PRIVATE KEY-----") || has(b"-----BEGIN PRIVATE KEY-----")
+}
+
+fn print_digest(log: &Log, file: &Path) -> u8 {
+    match load_public(log, file, true) {
+        Some(k) => {
+            println!("{}", key_id(&k, DigestKind::Md5));
+            0
+        }
+        None => 1,
+    }
+}
+
+fn store(ppkeys_dir: &Path) -> TrustStore<FsPpkeys> {
+    TrustStore::new(FsPpkeys::new(ppkeys_dir), DigestKind::Md5)
+}
+
+/// Split `[[USER@]IP:]FILE` at the rightmost `:` (IPv6 addresses keep theirs).
+fn split_trust_arg(arg: &str) -> (String, Option<String>, String) {
+    match arg.rsplit_once(':') {
+        None => ("root".into(), None, arg.into()),
+        Some((left, file)) => match left.split_once('@') {
+            Some((user, ip)) => (user.into(), Some(ip.into()), file.into()),
+            None => ("root".into(), Some(left.into()), file.into()),
+        },
+    }
+}
+
+fn trust_key(log: &Log, ppkeys_dir: &Path, arg: &str) -> u8 {
+    let (user, ip, file) = split_trust_arg(arg);
+    match &ip {
+        None => log.log(
+            Level::Notice,
+            "Establishing trust might be incomplete. For completeness, use --trust-key IPADDR:filename",
+        ),
+        Some(ip) => log.log(
+            Level::Verbose,
+            &format!("No lastseen database: the address '{ip}' is not recorded"),
+        ),
+    }
+    if let Err(e) = ppkeys::check_user(&user) {
+        log.error(&format!("Cannot trust key '{file}': {e}"));
+        return 1;
+    }
+    let Some(key) = load_public(log, Path::new(&file), false) else {
+        return 1;
+    };
+    match store(ppkeys_dir).trust(&user, &key) {
+        Ok(saved) => {
+            let path = ppkeys_dir.join(&saved.file);
+            if saved.written {
+                log.log(Level::Verbose, &format!("Saving public key to file '{}'", path.display()));
+            } else {
+                log.log(
+                    Level::Verbose,
+                    &format!("Public key file '{}' already exists, not rewriting", path.display()),
+                );
+            }
+            0
+        }
+        Err(e) => {
+            log.error(&format!("Unable to trust the key in '{file}': {e}"));
+            1
+        }
+    }
+}
+
+fn remove_keys(log: &Log, ppkeys_dir: &Path, target: &str) -> u8 {
+    let parsed = match RemoveTarget::parse::<FsError>(target) {
+        Ok(t) => t,
+        Err(e) => {
+            log.error(&e.to_string());
+            return 255;
+        }
+    };
+    match store(ppkeys_dir).remove(&parsed) {
+        Ok(removed) if removed.is_empty() => {
+            let (what, code) = match parsed {
+                RemoveTarget::Key(_) => ("digest", 252),
+                RemoveTarget::Address(_) => ("host", 253),
+            };
+            log.error(&format!("No trusted key file found for {what} '{target}'"));
+            code
+        }
+        Ok(removed) => {
+            for f in removed {
+                log.log(Level::Info, &format!("Removed key file '{}'", ppkeys_dir.join(f).display()));
+            }
+            0
+        }
+        Err(e) => {
+            log.error(&format!("Unable to remove keys for '{target}': {e}"));
+            255
+        }
+    }
+}
+
+fn show_hosts(cli: &Cli, log: &Log, ppkeys_dir: &Path) -> u8 {
+    let entries: Vec<Entry> = match store(ppkeys_dir).list() {
+        Ok(e) => e,
+        Err(TrustError::Store(e)) => {
+            log.error(&format!("Unable to list trusted keys: {e}"));
+            return 1;
+        }
+        Err(e) => {
+            log.error(&format!("Unable to list trusted keys: {e}"));
+            return 1;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let row = |out: &mut std::io::StdoutLock, user: &str, ip: &str, key: &str| {
+        let user = if user.is_empty() { "(none)" } else { user };
+        if cli.no_truncate {
+            writeln!(out, "{user}\t{ip}\t{key}")
+        } else {
+            writeln!(out, "{:<20.20} {:<40.40} {}", user, ip, key)
+        }
+    };
+    let mut ok = row(&mut out, "User", "IP", "Key").is_ok();
+    for e in &entries {
+        let key = e.id.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        ok &= row(&mut out, &e.user, e.ip.as_deref().unwrap_or("-"), &key).is_ok();
+    }
+    ok &= writeln!(out, "Total Entries: {}", entries.len()).is_ok();
+    if ok { 0 } else { 1 }
+}
+
+fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 {
+    let (priv_path, pub_path) = match &cli.output_file {
+        Some(base) => (with_ext(base, "priv"), with_ext(base, "pub")),
+        None => (ppkeys_dir.join(PRIVATE_KEY_FILE), ppkeys_dir.join(PUBLIC_KEY_FILE)),
+    };
+    for p in [&pub_path, &priv_path] {
+        if std::fs::symlink_metadata(p).is_ok() {
+            log.error(&format!("A key file already exists at {}", p.display()));
+            return 1;
+        }
+    }
+    log.log(Level::Info, "Making a key pair for CFEngine, please wait, this could take a minute...");
+    let key = match generate(&mut OsRng, cli.key_type) {
+        Ok(k) => k,
+        Err(e) => {
+            log.error(&format!("Unable to generate cryptographic key ({e})"));
+            return 1;
+        }
+    };
+    let (priv_pem, pub_pem) = match (encode_private_pem(&key), encode_public_pem(&key.to_public_key())) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            log.error(&format!("Unable to encode the key pair ({e})"));
+            return 1;
+        }
+    };
+    if cli.output_file.is_none() {
+        if let Err(e) = ensure_private_dir(ppkeys_dir) {
+            log.error(&format!("Unable to create the key directory ({e})"));
+            return 1;
+        }
+    }
+    log.log(Level::Verbose, &format!("Writing private key to '{}'", priv_path.display()));
+    match write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600) {
+        Ok(true) => {}
+        Ok(false) => {
+            log.error(&format!("A key file already exists at {}", priv_path.display()));
+            return 1;
+        }
+        Err(e) => {
+            log.error(&format!(
+                "Error while writing private key file '{}' ({})",
+                priv_path.display(),
+                os_reason(&e)
+            ));
+            return 1;
+        }
+    }
+    log.log(Level::Verbose, &format!("Writing public key to file '{}'", pub_path.display()));
+    let pub_result = write_new_atomic(&pub_path, pub_pem.as_bytes(), 0o600);
+    if !matches!(pub_result, Ok(true)) {
+        // Never leave half a pair behind.
+        let _ = std::fs::remove_file(&priv_path);
+        match pub_result {
+            Ok(_) => log.error(&format!("A key file already exists at {}", pub_path.display())),
+            Err(e) => log.error(&format!(
+                "Error while writing public key file '{}' ({})",
+                pub_path.display(),
+                os_reason(&e)
+            )),
+        }
+        return 1;
+    }
+    let seed_path = workdir.join("randseed");
+    log.log(Level::Verbose, &format!("Using '{}' for randseed", seed_path.display()));
+    let mut seed = vec![0u8; RANDSEED_LEN];
+    OsRng.fill_bytes(&mut seed);
+    if let Err(e) = ensure_private_dir(workdir).and_then(|_| write_replace_atomic(&seed_path, &seed, 0o600)) {
+        log.error(&format!("Could not write randseed file '{}' ({e})", seed_path.display()));
+        return 1;
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_arg_splits_at_the_rightmost_colon() {
+        assert_eq!(split_trust_arg("k.pub"), ("root".into(), None, "k.pub".into()));
+        assert_eq!(split_trust_arg("10.0.0.1:k.pub"), ("root".into(), Some("10.0.0.1".into()), "k.pub".into()));
+        assert_eq!(split_trust_arg("bob@::1:k.pub"), ("bob".into(), Some("::1".into()), "k.pub".into()));
+        assert_eq!(split_trust_arg("@1.2.3.4:/a/k.pub"), ("".into(), Some("1.2.3.4".into()), "/a/k.pub".into()));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["rcf-key", "-p"]).unwrap();
+        assert_eq!(c.print_digest, Some(None));
+        let c = Cli::try_parse_from(["rcf-key", "-p", "x.pub"]).unwrap();
+        assert_eq!(c.print_digest, Some(Some(PathBuf::from("x.pub"))));
+        assert_eq!(Cli::try_parse_from(["rcf-key"]).unwrap().key_type, 2048);
+    }
 }
