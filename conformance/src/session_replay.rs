@@ -169,7 +169,7 @@ pub fn replay(t: &Transcript) -> Result<usize, Mismatch> {
     let fail = |what: String| Mismatch { name: t.name.clone(), what };
     let (mut world, policy) = world_of(t);
     let now = Now { mono_ms: 0, unix_s: recorded_time(t) };
-    let key = rcf_core::server::PeerKey { id: format!("MD5={}", "1".repeat(32)), public_pem: b"PEM".to_vec() };
+    let key = crate::world::test_peer_key();
     let mut s = rcf_core::server::Session::new(Default::default(), Arc::new(policy), "127.0.0.1".into(), key, now);
     let mut out: Vec<u8> = Vec::new();
     for r in world.drive(&mut s, now) {

@@ -237,10 +237,18 @@ pub fn file_stat(size: u64, mode: u32, uid: u32) -> StatReply {
     }
 }
 
-/// A session for `ip` presenting key `MD5=00…` at time `now`.
+/// A real key made by cf-key 3.21, for sessions in tests.
+pub const TEST_PUB_PEM: &str = include_str!("../../core/src/keys/testdata/cfkey.pub");
+
+/// [`TEST_PUB_PEM`] as the TLS layer would hand it to a session.
+pub fn test_peer_key() -> rcf_core::server::PeerKey {
+    let k = rcf_core::keys::parse_public_pem(TEST_PUB_PEM.as_bytes()).expect("test key parses");
+    rcf_core::server::PeerKey::new(k)
+}
+
+/// A session for `ip` presenting [`test_peer_key`] at time `now`.
 pub fn session(policy: Arc<dyn PolicyView>, ip: &str, now: Now) -> Session {
-    let key = rcf_core::server::PeerKey { id: format!("MD5={}", "0".repeat(32)), public_pem: b"PEM".to_vec() };
-    Session::new(Default::default(), policy, ip.to_string(), key, now)
+    Session::new(Default::default(), policy, ip.to_string(), test_peer_key(), now)
 }
 
 /// Level names in log lines, for assertions.

@@ -95,7 +95,9 @@ fn trustkeysfrom_saves_the_key_under_the_identity_username() {
     let mut s = session(Arc::new(p), "127.0.0.1", NOW);
     let out = identify(&mut s, &mut w, "root");
     assert!(out.ends_with(b"OK WELCOME USERNAME=root\n"));
-    assert_eq!(w.saved_keys, vec![("root".to_string(), format!("MD5={}", "0".repeat(32)))]);
+    let id = rcf_conformance::world::test_peer_key().id;
+    assert_eq!(id, include_str!("../../core/src/keys/testdata/cfkey.id").trim());
+    assert_eq!(w.saved_keys, vec![("root".to_string(), id)]);
     assert!(w.logged("Trusting new key: MD5="));
 }
 

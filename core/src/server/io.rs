@@ -105,6 +105,8 @@ pub enum Event {
         user: String,
         /// `MD5=…` id of the presented key.
         key_id: String,
+        /// The presented key, to compare with the stored file's contents.
+        key: rsa::RsaPublicKey,
         /// Peer IP, for the old `<user>-<ip>.pub` fallback.
         ip: String,
     },
@@ -114,8 +116,10 @@ pub enum Event {
         user: String,
         /// Its id.
         key_id: String,
-        /// PEM `RSA PUBLIC KEY`.
-        public_pem: Vec<u8>,
+        /// The key to store as `<user>-<id>.pub`.
+        key: rsa::RsaPublicKey,
+        /// Peer IP, for the log line naming who was trusted.
+        ip: String,
     },
     /// Resolve a username to a uid on this host. Answer: [`Answer::User`].
     LookupUser {

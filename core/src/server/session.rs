@@ -56,13 +56,21 @@ pub enum CallerError {
     },
 }
 
-/// The peer's authenticated key, as the TLS layer extracted it.
+/// The peer's key, as the TLS layer extracted it from its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerKey {
-    /// `MD5=…`.
+    /// `MD5=…` (what `admit_keys` and `$(connection.key)` match).
     pub id: String,
-    /// PEM `RSA PUBLIC KEY`, to store on trust.
-    pub public_pem: Vec<u8>,
+    /// The key itself, compared with ppkeys and stored on trust.
+    pub key: rsa::RsaPublicKey,
+}
+
+impl PeerKey {
+    /// The Community (MD5) identity of `key`.
+    pub fn new(key: rsa::RsaPublicKey) -> Self {
+        let id = crate::keys::key_id(&key, crate::keys::DigestKind::Md5).to_string();
+        PeerKey { id, key }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,9 +417,14 @@ impl Session {
                         return;
                     }
                     self.waiting = Waiting::Key;
+                    let Some(key) = self.peer_key.as_ref().map(|k| k.key.clone()) else {
+                        self.close();
+                        return;
+                    };
                     self.events.push_back(Event::LookupKey {
                         user: self.peer.username.clone(),
                         key_id: self.peer.key_id.clone(),
+                        key,
                         ip: self.peer.ip.clone(),
                     });
                     let _ = now;
@@ -442,7 +455,8 @@ impl Session {
                         self.events.push_back(Event::SaveKey {
                             user: self.peer.username.clone(),
                             key_id: id,
-                            public_pem: pk.public_pem.clone(),
+                            key: pk.key.clone(),
+                            ip: self.peer.ip.clone(),
                         });
                     }
                 } else {
