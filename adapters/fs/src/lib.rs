@@ -3,5 +3,8 @@
 //! * [`ppkeys`]: the ppkeys trust directory ([`ppkeys::FsPpkeys`] implements
 //!   `rcf_core::keys::trust::PpkeysDir`) and the atomic, never-overwriting
 //!   file writes keys need.
+//! * [`serve`]: answers to a server session's questions (realpath, stat,
+//!   no-follow open and read, listings, the shared digest cache, keys).
 
 pub mod ppkeys;
+pub mod serve;

@@ -1,11 +1,13 @@
 //! The server role: one [`session::Session`] per connection, the questions
 //! it asks ([`io`]) and the policy it consults ([`view`]).
 
+pub mod conn;
 pub mod io;
 pub mod session;
 pub mod view;
 
 
+pub use conn::Connection;
 pub use io::{Answer, Event, KeyStatus, Level, Now};
 pub use session::{Config, PeerKey, Session};
 pub use view::{Decision, Peer, PolicyView, Resource};

@@ -1,0 +1,405 @@
+//! Answers to a server session's questions, from the real filesystem.
+//!
+//! Blocking calls, meant to run on a blocking pool (`spawn_blocking`). The
+//! safety argument for file service: the session authorises a *canonical*
+//! path (no symlinks, no `..`); [`Files::open`] then opens that path without
+//! following a final symlink and checks, through `/proc/self/fd`, that the
+//! file it got is still the authorised path, so a component swapped for a
+//! symlink between the check and the open is refused like a missing file.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use md5::Digest as _;
+use rcf_core::reply::{FileType, StatReply};
+use rcf_core::server::io::{Canonical, FileStat, OpenedFile};
+use rcf_core::server::{Answer, Event, KeyStatus};
+
+/// Entries the digest cache keeps before it starts over.
+const DIGEST_CACHE_MAX: usize = 100_000;
+
+/// The error text CFEngine logs (`strerror`), without Rust's `(os error N)`.
+pub fn strerror(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn os(p: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(p))
+}
+
+/// `realpath()` with 3.21's exception: a dangling symlink is kept as the
+/// link's own (parent-canonicalised) path.
+pub fn canonicalize(path: &[u8]) -> Result<Canonical, String> {
+    let p = os(path);
+    match fs::canonicalize(p) {
+        Ok(c) => {
+            let is_dir = fs::metadata(&c).map(|m| m.is_dir()).unwrap_or(false);
+            Ok(Canonical { path: c.into_os_string().into_vec(), is_dir })
+        }
+        Err(e) => {
+            if let Ok(m) = fs::symlink_metadata(p) {
+                if m.file_type().is_symlink() {
+                    if let (Some(parent), Some(name)) = (p.parent(), p.file_name()) {
+                        if let Ok(cp) = fs::canonicalize(parent) {
+                            return Ok(Canonical { path: cp.join(name).into_os_string().into_vec(), is_dir: false });
+                        }
+                    }
+                }
+            }
+            Err(strerror(&e))
+        }
+    }
+}
+
+fn file_type(ft: fs::FileType) -> FileType {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        FileType::Dir
+    } else if ft.is_symlink() {
+        FileType::Link
+    } else if ft.is_fifo() {
+        FileType::Fifo
+    } else if ft.is_block_device() {
+        FileType::Block
+    } else if ft.is_char_device() {
+        FileType::Char
+    } else if ft.is_socket() {
+        FileType::Socket
+    } else {
+        FileType::Regular
+    }
+}
+
+/// `StatFile`: `lstat`, and for a link the target's type, mode, owners,
+/// size and times merged in when it resolves.
+pub fn stat(path: &[u8]) -> Result<FileStat, String> {
+    let p = os(path);
+    let l = fs::symlink_metadata(p).map_err(|e| strerror(&e))?;
+    let mut reply = StatReply {
+        file_type: file_type(l.file_type()),
+        mode: l.mode() & 0o7777,
+        lmode: 0,
+        uid: l.uid(),
+        gid: l.gid(),
+        size: l.size(),
+        atime: l.atime(),
+        mtime: l.mtime(),
+        ctime: l.ctime(),
+        makeholes: l.size() > l.blocks() * 512,
+        ino: i64::from(l.ino() as i32),
+        nlink: i64::from(l.nlink() as i32),
+        dev: l.dev(),
+        link_target: Vec::new(),
+    };
+    if l.file_type().is_symlink() {
+        reply.lmode = l.mode() & 0o7777;
+        reply.link_target = fs::read_link(p).map_err(|e| strerror(&e))?.into_os_string().into_vec();
+        if let Ok(t) = fs::metadata(p) {
+            reply.file_type = file_type(t.file_type());
+            reply.mode = t.mode() & 0o7777;
+            reply.uid = t.uid();
+            reply.gid = t.gid();
+            reply.size = t.size();
+            reply.mtime = t.mtime();
+            reply.ctime = t.ctime();
+            reply.makeholes = t.size() > l.blocks() * 512;
+        }
+    }
+    Ok(FileStat { reply })
+}
+
+/// Directory entries in readdir order, `.` and `..` first (std hides them;
+/// clients skip them, 3.21 sends them).
+pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let rd = fs::read_dir(os(path)).map_err(|e| strerror(&e))?;
+    let mut v = vec![b".".to_vec(), b"..".to_vec()];
+    for e in rd {
+        let e = e.map_err(|e| strerror(&e))?;
+        v.push(e.file_name().into_vec());
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DigestKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// MD5 digests keyed by (dev, inode, size, mtime, ctime): a file is hashed
+/// again only when one of those changed. Shared by all sessions.
+#[derive(Debug, Default)]
+pub struct DigestCache {
+    map: Mutex<HashMap<DigestKey, [u8; 16]>>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+impl DigestCache {
+    /// The MD5 of a file's content, `None` when it cannot be read (3.21
+    /// then compares an all-zero digest, which always "differs").
+    pub fn digest(&self, path: &[u8]) -> Option<[u8; 16]> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let p = os(path);
+        let m = fs::metadata(p).ok()?;
+        let key = DigestKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        };
+        if let Some(d) = self.map.lock().ok()?.get(&key) {
+            self.hits.fetch_add(1, Relaxed);
+            return Some(*d);
+        }
+        self.misses.fetch_add(1, Relaxed);
+        let mut f = File::open(p).ok()?;
+        let mut h = md5::Md5::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read(&mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let d: [u8; 16] = h.finalize().into();
+        let mut map = self.map.lock().ok()?;
+        if map.len() >= DIGEST_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, d);
+        Some(d)
+    }
+
+    /// (hits, misses) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+}
+
+/// Open files of one connection.
+#[derive(Debug, Default)]
+pub struct Files {
+    open: HashMap<u64, File>,
+    next: u64,
+}
+
+impl Files {
+    /// Open a canonical path for reading, refusing anything but the
+    /// authorised regular file (see the module docs).
+    pub fn open(&mut self, path: &[u8]) -> Result<OpenedFile, String> {
+        let p = os(path);
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(p)
+            .map_err(|e| strerror(&e))?;
+        let m = f.metadata().map_err(|e| strerror(&e))?;
+        if !m.is_file() {
+            return Err(if m.is_dir() { "Is a directory".into() } else { "Not a regular file".into() });
+        }
+        // The fd must still name the authorised path: no component was
+        // swapped for a symlink since the session checked it.
+        if let Ok(real) = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))) {
+            if real != p {
+                return Err("No such file or directory".into());
+            }
+        }
+        self.next += 1;
+        let handle = self.next;
+        self.open.insert(handle, f);
+        Ok(OpenedFile { handle, size: m.size(), uid: m.uid(), mode: m.mode() & 0o7777 })
+    }
+
+    /// Read up to `len` bytes at `offset`, reporting the size now.
+    pub fn read(&mut self, handle: u64, offset: u64, len: usize) -> Answer {
+        let Some(f) = self.open.get_mut(&handle) else {
+            return Answer::ReadFailed("bad handle".into());
+        };
+        let mut buf = vec![0u8; len];
+        let r = f.seek(SeekFrom::Start(offset)).and_then(|_| {
+            let mut got = 0;
+            while got < len {
+                match f.read(&mut buf[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(got)
+        });
+        match r {
+            Ok(n) => {
+                buf.truncate(n);
+                let current_size = f.metadata().map(|m| m.size()).unwrap_or(0);
+                Answer::Data { bytes: buf, current_size }
+            }
+            Err(e) => Answer::ReadFailed(strerror(&e)),
+        }
+    }
+
+    /// Release a handle.
+    pub fn close(&mut self, handle: u64) {
+        self.open.remove(&handle);
+    }
+}
+
+/// Everything a server connection needs answered, from one host's disk.
+#[derive(Debug)]
+pub struct ServerFs {
+    /// `WORKDIR/ppkeys`.
+    pub ppkeys: PathBuf,
+    /// Shared digest cache.
+    pub digests: std::sync::Arc<DigestCache>,
+}
+
+/// What the adapter should log after a key was stored (or failed to be).
+pub type Note = Option<(rcf_core::server::Level, String)>;
+
+impl ServerFs {
+    /// Answer `ev` for a connection whose open files are `files`.
+    /// Returns the answer (if the event needs one) and a log note.
+    pub fn answer(&self, files: &mut Files, ev: &Event) -> (Option<Answer>, Note) {
+        use rcf_core::keys::trust::{TrustStore, Verdict};
+        use rcf_core::keys::DigestKind;
+        use rcf_core::server::Level;
+        let store = || TrustStore::new(crate::ppkeys::FsPpkeys::new(&self.ppkeys), DigestKind::Md5);
+        match ev {
+            Event::Log { .. } => (None, None),
+            Event::LookupKey { user, key, ip, .. } => match store().lookup(user, Some(ip), key) {
+                Ok(l) => {
+                    let note = l.renamed_from.as_ref().map(|old| (Level::Info, format!("Renaming old key from '{old}' to '{}'", l.file)));
+                    let status = match l.verdict {
+                        Verdict::Trusted { .. } => KeyStatus::Trusted,
+                        Verdict::Unknown => KeyStatus::Missing,
+                        Verdict::Changed { .. } => KeyStatus::Different,
+                    };
+                    (Some(Answer::Key(status)), note)
+                }
+                Err(e) => (Some(Answer::Key(KeyStatus::Missing)), Some((Level::Error, format!("ppkeys lookup failed: {e}")))),
+            },
+            Event::SaveKey { user, key, ip, .. } => match store().trust(user, key) {
+                Ok(s) if s.written => (None, Some((Level::Notice, format!("Saved trusted key {} for user '{user}' from {ip} as '{}'", s.id, s.file)))),
+                Ok(s) => (None, Some((Level::Verbose, format!("Public key file '{}' already exists, not rewriting", s.file)))),
+                Err(e) => (None, Some((Level::Error, format!("Failed to save trusted key: {e}")))),
+            },
+            Event::LookupUser { user } => (Some(Answer::User(lookup_uid(user))), None),
+            Event::ReverseLookup { ip } => (Some(Answer::Hostname(reverse_lookup(ip))), None),
+            Event::Canonicalize { path } => (Some(Answer::Canonical(canonicalize(path))), None),
+            Event::Stat { path } => (Some(Answer::Stat(stat(path))), None),
+            Event::Open { path } => (Some(Answer::Opened(files.open(path))), None),
+            Event::Read { handle, offset, len } => (Some(files.read(*handle, *offset, *len)), None),
+            Event::Close { handle } => {
+                files.close(*handle);
+                (None, None)
+            }
+            Event::ListDir { path } => (Some(Answer::Listing(list_dir(path))), None),
+            Event::Digest { path } => (Some(Answer::Digest(self.digests.digest(path))), None),
+        }
+    }
+}
+
+/// `getpwnam(user)->pw_uid`, reading `/etc/passwd` (no NSS modules).
+pub fn lookup_uid(user: &str) -> Option<u32> {
+    let text = fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == user).then(|| f.nth(1)?.parse().ok()).flatten()
+    })
+}
+
+/// Reverse DNS as `getnameinfo(NI_NAMEREQD)`: `None` when there is no name.
+pub fn reverse_lookup(ip: &str) -> Option<String> {
+    let addr: std::net::IpAddr = ip.parse().ok()?;
+    let name = dns_lookup::lookup_addr(&addr).ok()?;
+    // getnameinfo without NI_NAMEREQD hands back the numeric form; that is "no name".
+    (name != ip).then_some(name)
+}
+
+/// The standard locations under a workdir.
+pub fn workdir_paths(workdir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (workdir.join("ppkeys"), workdir.join("inputs"), workdir.join("masterfiles"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonicalize_keeps_dangling_links_and_resolves_live_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        fs::write(root.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("f", root.join("live")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+        let live = canonicalize(root.join("live").as_os_str().as_bytes()).unwrap();
+        assert_eq!(live.path, root.join("f").as_os_str().as_bytes());
+        let dang = canonicalize(root.join("dangling").as_os_str().as_bytes()).unwrap();
+        assert_eq!(dang.path, root.join("dangling").as_os_str().as_bytes());
+        let st = stat(&dang.path).unwrap().reply;
+        assert_eq!((st.file_type, st.mode, st.lmode), (FileType::Link, 0o777, 0o777));
+        assert_eq!(st.link_target, b"/nonexistent/target");
+        assert_eq!(canonicalize(b"/nonexistent/x").unwrap_err(), "No such file or directory");
+    }
+
+    #[test]
+    fn open_refuses_symlinks_and_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        fs::write(root.join("f"), b"hello").unwrap();
+        std::os::unix::fs::symlink(root.join("f"), root.join("l")).unwrap();
+        let mut files = Files::default();
+        assert!(files.open(root.join("l").as_os_str().as_bytes()).is_err());
+        assert!(files.open(root.as_os_str().as_bytes()).is_err());
+        let f = files.open(root.join("f").as_os_str().as_bytes()).unwrap();
+        assert_eq!(f.size, 5);
+        assert_eq!(files.read(f.handle, 1, 100), Answer::Data { bytes: b"ello".to_vec(), current_size: 5 });
+    }
+
+    #[test]
+    fn digest_cache_hits_until_the_file_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, b"abc").unwrap();
+        let c = DigestCache::default();
+        let pb = p.as_os_str().as_bytes();
+        let d1 = c.digest(pb).unwrap();
+        assert_eq!(c.digest(pb).unwrap(), d1);
+        assert_eq!(c.stats(), (1, 1));
+        fs::write(&p, b"abcd").unwrap();
+        assert_ne!(c.digest(pb).unwrap(), d1);
+        assert_eq!(c.digest(b"/nonexistent"), None);
+    }
+
+    #[test]
+    fn listing_includes_dot_entries() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a"), b"").unwrap();
+        let l = list_dir(d.path().as_os_str().as_bytes()).unwrap();
+        assert_eq!(&l[..2], &[b".".to_vec(), b"..".to_vec()]);
+        assert!(l.contains(&b"a".to_vec()));
+    }
+
+    #[test]
+    fn uid_lookup_reads_passwd() {
+        assert_eq!(lookup_uid("root"), Some(0));
+        assert_eq!(lookup_uid("no-such-user-rcf"), None);
+    }
+}
