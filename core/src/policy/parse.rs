@@ -10,7 +10,7 @@
 use super::ast::*;
 use nom::{
     branch::alt,
-    bytes::complete::{tag, take_while, take_while1},
+    bytes::complete::{tag, take_while1},
     character::complete::{char, multispace1, not_line_ending},
     combinator::{opt, recognize},
     multi::many0_count,
@@ -212,19 +212,19 @@ fn is_class_char(c: char) -> bool {
 }
 
 /// Whitespace and comments.
-fn ws(i: &str) -> Res<()> {
+fn ws(i: &str) -> Res<'_, ()> {
     let (i, _) = many0_count(alt((multispace1, recognize(pair(char('#'), not_line_ending)))))(i)?;
     Ok((i, ()))
 }
 
 /// `[a-zA-Z0-9_]+` optionally followed by `:` and another id (a symbol).
-fn ident(i: &str) -> Res<&str> {
+fn ident(i: &str) -> Res<'_, &str> {
     recognize(pair(take_while1(is_id_char), opt(pair(char(':'), take_while1(is_id_char)))))(i)
 }
 
 /// A quoted string (double, single or back quotes), de-escaped like
 /// CFEngine's lexer does.
-fn qstring(i: &str) -> Res<String> {
+fn qstring(i: &str) -> Res<'_, String> {
     let mut chars = i.char_indices();
     let q = match chars.next() {
         Some((_, c)) if c == '"' || c == '\'' || c == '`' => c,
@@ -277,7 +277,7 @@ fn de_escape(raw: &str) -> String {
 }
 
 /// `$(name)`, `${name}`, `@(name)`, `@{name}`, with nested brackets.
-fn nakedvar(i: &str) -> Res<String> {
+fn nakedvar(i: &str) -> Res<'_, String> {
     let b = i.as_bytes();
     if b.len() < 3 || !(b[0] == b'$' || b[0] == b'@') || !(b[1] == b'(' || b[1] == b'{') {
         return soft(i, "expected a variable reference");
@@ -573,11 +573,6 @@ impl<'s> Parser<'s> {
     }
 }
 
-// Silence an unused-import warning when `take_while` is not needed.
-#[allow(dead_code)]
-fn _unused(i: &str) -> Res<&str> {
-    take_while(|c: char| c == ' ')(i)
-}
 
 #[cfg(test)]
 mod tests {
