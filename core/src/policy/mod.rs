@@ -1,1 +1,86 @@
-//! placeholder
+//! Server policy: the CFEngine 3 policy language subset a server needs, and
+//! the access-control engine that answers "may this peer have that?".
+//!
+//! Everything here is pure: policy text arrives through [`PolicySource`],
+//! canonicalisation of path promisers is a question the caller answers, and
+//! the loaded [`ServerPolicy`] is an immutable value a server swaps
+//! atomically on reload (wrap it in an `Arc`; [`load`] never half-applies:
+//! it returns a whole new policy or errors).
+
+pub mod acl;
+pub mod addr;
+pub mod ast;
+pub mod eval;
+pub mod parse;
+pub mod server;
+pub mod summary;
+
+pub use acl::{ConnFacts, Decision, Protocol, Reason, Request};
+pub use eval::{LoadOptions, Value};
+pub use parse::{parse_policy, SyntaxError};
+pub use server::{load, AclTables, Resource, ServerControl, ServerPolicy, TlsMinVersion};
+
+/// What the filesystem says about a path promiser (SEMANTICS.md B.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canon {
+    /// `realpath()` succeeded; `is_dir` tells whether the result is a directory.
+    Resolved {
+        /// The real path (symlinks resolved, `.`/`..` removed).
+        path: String,
+        /// Whether the real path is a directory.
+        is_dir: bool,
+    },
+    /// ENOENT: the path (or a link target) does not exist.
+    Missing,
+    /// Any other failure (EACCES, ENOTDIR, ELOOP, ...), with its text.
+    Failed(String),
+}
+
+/// The evaluator's window on the outside world. Implemented over the real
+/// filesystem by `rcf-fs` (`policy_source::FsPolicySource`) and over maps in tests.
+pub trait PolicySource {
+    /// The bytes of a policy file, or a human-readable reason it cannot be read.
+    fn read(&self, path: &str) -> Result<Vec<u8>, String>;
+    /// `realpath()` plus "is it a directory", as used for path promisers.
+    fn canonicalize(&self, path: &str) -> Canon;
+    /// Whether anything exists at `path` (for `fileexists()`).
+    fn exists(&self, path: &str) -> bool;
+    /// Whether `path` itself is a symlink (used to tell a dangling link
+    /// from a missing file in log messages).
+    fn is_symlink(&self, _path: &str) -> bool {
+        false
+    }
+}
+
+/// A warning or error tied to a place in the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Policy file.
+    pub file: String,
+    /// 1-based line (0 when not tied to a line).
+    pub line: u32,
+    /// 1-based column (0 when unknown).
+    pub col: u32,
+    /// The message.
+    pub message: String,
+}
+
+impl core::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.col > 0 {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        }
+    }
+}
+
+/// Why a policy load failed: every error found, each with `file:line`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct PolicyErrors {
+    /// The errors, in the order found.
+    pub errors: Vec<Diagnostic>,
+    /// Warnings gathered before the failure.
+    pub warnings: Vec<Diagnostic>,
+}

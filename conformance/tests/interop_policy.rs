@@ -1,0 +1,212 @@
+//! Policy interop: the rcf policy parser against the real masterfiles, and
+//! rcf's access summary against the real `cf-serverd -v`.
+
+use std::path::{Path, PathBuf};
+
+fn masterfiles_dirs() -> Vec<PathBuf> {
+    ["/usr/share/cfengine3/masterfiles", "/var/lib/cfengine3/masterfiles"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+fn cf_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            cf_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "cf") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every `.cf` file of the masterfiles framework Debian ships parses.
+#[test]
+fn every_masterfiles_file_parses() {
+    let dirs = masterfiles_dirs();
+    assert!(!dirs.is_empty(), "no masterfiles found: install the cfengine3 package");
+    let mut files = Vec::new();
+    for d in &dirs {
+        cf_files(d, &mut files);
+    }
+    assert!(files.len() > 50, "only {} .cf files found", files.len());
+    let mut failures = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        if let Err(e) = rcf_core::policy::parse_policy(&f.display().to_string(), &text) {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} files failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Summary comparison against the real cf-serverd
+// ---------------------------------------------------------------------------
+
+use rcf_core::policy::{Canon, LoadOptions, PolicySource, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Test-local filesystem answers (conformance does not depend on rcf-fs).
+struct Fs;
+
+impl PolicySource for Fs {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| e.to_string())
+    }
+    fn canonicalize(&self, path: &str) -> Canon {
+        match std::fs::canonicalize(path) {
+            Ok(p) => Canon::Resolved { is_dir: p.is_dir(), path: p.to_string_lossy().into_owned() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
+            Err(e) => Canon::Failed(e.to_string()),
+        }
+    }
+    fn exists(&self, path: &str) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+}
+
+/// Kills the process it guards (by PID, through its own Child handle) on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CF_SERVERD: &str = "/usr/bin/cf-serverd";
+const CF_KEY: &str = "/usr/bin/cf-key";
+
+fn free_loopback_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        let dst = to.join(e.file_name());
+        if p.is_dir() {
+            copy_tree(&p, &dst);
+        } else {
+            std::fs::copy(&p, &dst).unwrap();
+        }
+    }
+}
+
+/// A sandboxed CFEngine work dir with keys, the fixture policy in
+/// `inputs/`, and the data tree the policy's paths refer to.
+fn make_workdir(root: &Path) -> PathBuf {
+    let wd = root.join("wd");
+    for d in ["inputs", "ppkeys", "state", "outputs", "modules"] {
+        std::fs::create_dir_all(wd.join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["ppkeys", "inputs"] {
+        std::fs::set_permissions(wd.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
+    let out = Command::new(CF_KEY).env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd).output().expect("run cf-key");
+    assert!(out.status.success(), "cf-key failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(wd.join("ppkeys/localhost.priv").exists(), "cf-key made no key");
+    if !wd.join("bin").is_symlink() {
+        let _ = std::fs::remove_dir_all(wd.join("bin"));
+        std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy/server");
+    copy_tree(&fixture, &wd.join("inputs"));
+    let data = wd.join("data");
+    for d in ["masterfiles", "modules", "share/private", "hosts", "keys", "pub_a", "pub_b", "guarded", "target"] {
+        std::fs::create_dir_all(data.join(d)).unwrap();
+    }
+    std::os::unix::fs::symlink(data.join("target"), data.join("link")).unwrap();
+    wd
+}
+
+/// The summary lines of a cf-serverd log, without level prefixes.
+fn real_summary(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in log.lines() {
+        let Some(idx) = line.find("verbose: ") else { continue };
+        if !line[..idx].trim().is_empty() && !line[..idx].trim_end().ends_with(|c: char| c.is_ascii_digit() || c == 'Z' || c == '>') {
+            continue;
+        }
+        let msg = &line[idx + "verbose: ".len()..];
+        if msg.contains("=== BEGIN summary of access promises ===") {
+            inside = true;
+        }
+        if inside {
+            out.push(msg.to_string());
+        }
+        if msg.contains("=== END summary of access promises ===") {
+            break;
+        }
+    }
+    out
+}
+
+/// rcf's summary for the fixture equals, line for line, what the real
+/// `cf-serverd -v` prints for the same file in the same sandbox.
+#[test]
+fn access_summary_matches_real_cf_serverd() {
+    assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
+    assert!(Path::new(CF_KEY).exists(), "{CF_KEY} missing: install the cfengine3 package");
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = make_workdir(tmp.path());
+    let policy = wd.join("inputs/promises.cf");
+    let port = free_loopback_port();
+    let log_path = tmp.path().join("cf-serverd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(CF_SERVERD)
+        .args(["-F", "-v", "-f"])
+        .arg(&policy)
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd)
+        .env("RCF_INTEROP_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start cf-serverd");
+    let mut guard = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("END summary of access promises") {
+            break text;
+        }
+        if let Ok(Some(st)) = guard.0.try_wait() {
+            panic!("cf-serverd exited early ({st}):\n{text}");
+        }
+        assert!(Instant::now() < deadline, "no summary from cf-serverd within 30 s:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(guard);
+    assert!(text.contains(&format!("Setting default port number to {port}")) || text.contains(&port.to_string()), "cf-serverd did not pick up the policy port");
+    let real = real_summary(&text);
+    assert!(real.len() > 100, "summary too short: {real:#?}");
+
+    let wd_s = wd.to_string_lossy().into_owned();
+    let mut sys = BTreeMap::new();
+    sys.insert("workdir".to_string(), Value::Scalar(wd_s.clone()));
+    sys.insert("inputdir".to_string(), Value::Scalar(format!("{wd_s}/inputs")));
+    sys.insert("uqhost".to_string(), Value::Scalar("localhost".into()));
+    let mut env = BTreeMap::new();
+    env.insert("RCF_INTEROP_PORT".to_string(), port.to_string());
+    let opts = LoadOptions { file: policy.to_string_lossy().into_owned(), sys, env, classes: BTreeSet::from(["linux".to_string()]) };
+    let pol = rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused the policy:\n{e}"));
+    assert_eq!(pol.control.port, port);
+    let ours = pol.summary_lines();
+    for (i, (a, b)) in real.iter().zip(ours.iter()).enumerate() {
+        assert_eq!(a, b, "summary line {} differs (real vs rcf)", i + 1);
+    }
+    assert_eq!(real.len(), ours.len(), "summary lengths differ\nreal:\n{}\nrcf:\n{}", real.join("\n"), ours.join("\n"));
+}
