@@ -1,9 +1,11 @@
 //! The server role: one [`session::Session`] per connection, the questions
 //! it asks ([`io`]) and the policy it consults ([`view`]).
 
+pub mod admission;
 pub mod conn;
 pub mod io;
 pub mod session;
+pub mod policy_view;
 pub mod view;
 
 

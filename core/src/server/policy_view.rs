@@ -1,0 +1,60 @@
+//! [`PolicyView`] over a loaded [`ServerPolicy`]: the TLS rule set of
+//! SEMANTICS.md B.5 as the session consults it.
+
+use crate::policy::{ConnFacts, Protocol, Request, ServerPolicy};
+
+use super::view::{Decision, Peer, PolicyView, Resource};
+
+fn facts<'a>(peer: &'a Peer) -> ConnFacts<'a> {
+    ConnFacts {
+        ip: &peer.ip,
+        hostname: peer.hostname.as_deref(),
+        key: &peer.key_id,
+        username: &peer.username,
+        protocol: Protocol::Tls,
+        encrypted: true,
+    }
+}
+
+fn decision(d: crate::policy::Decision) -> Decision {
+    Decision { allowed: d.allowed, rule: format!("{} ({:?})", d.resource.unwrap_or_default(), d.reason) }
+}
+
+impl PolicyView for ServerPolicy {
+    fn expand_shortcut(&self, path: &[u8], peer: &Peer) -> Option<Vec<u8>> {
+        let p = std::str::from_utf8(path).ok()?;
+        ServerPolicy::expand_shortcut(self, p, &peer.ip, peer.hostname.as_deref(), &peer.key_id).map(String::into_bytes)
+    }
+
+    /// Paths that are not UTF-8 can match no rule (policy text is UTF-8),
+    /// so they are denied like any uncovered path.
+    fn check_path(&self, path: &[u8], peer: &Peer) -> Decision {
+        match std::str::from_utf8(path) {
+            Ok(p) => decision(self.check(&facts(peer), Request::Path(p))),
+            Err(_) => Decision::no_rule(),
+        }
+    }
+
+    fn check_name(&self, resource: Resource, name: &[u8], peer: &Peer) -> Decision {
+        let Ok(n) = std::str::from_utf8(name) else { return Decision::no_rule() };
+        let req = match resource {
+            Resource::Literal => Request::Literal(n),
+            Resource::Query => Request::Query(n),
+            Resource::Context => Request::Context(n),
+            Resource::Bundle => Request::Bundle(n),
+        };
+        decision(self.check(&facts(peer), req))
+    }
+
+    fn trusts_keys_from(&self, ip: &str) -> bool {
+        self.control.trustkeysfrom.contains(ip)
+    }
+
+    fn deny_bad_clocks(&self) -> bool {
+        self.control.denybadclocks
+    }
+
+    fn needs_reverse_dns(&self) -> bool {
+        self.reverse_dns
+    }
+}
