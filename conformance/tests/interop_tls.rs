@@ -326,96 +326,196 @@ fn assert_cfengine_v1_cert(der: &[u8]) {
     assert_eq!(&first[..3], &[0x02, 0x01, 0x00], "serial 0");
 }
 
+/// A real cf-net run against one connection of an in-test server.
+struct CfNetRun {
+    _tmp: tempfile::TempDir,
+    cli: PathBuf,
+    srv: PathBuf,
+    out_path: PathBuf,
+    cfnet: Guard,
+    sock: TcpStream,
+    tls: TlsLayer,
+}
+
+impl CfNetRun {
+    /// Starts cf-net (`extra` options before `connect`) against a listener
+    /// serving `settings`, accepts its connection and returns before the
+    /// handshake.
+    fn start(settings: &TlsSettings, extra: &[&str]) -> CfNetRun {
+        require_binaries();
+        let tmp = tempfile::tempdir().unwrap();
+        let cli = tmp.path().join("client");
+        let srv = tmp.path().join("server");
+        make_workdir(&cli);
+        make_workdir(&srv);
+        let clock = TlsClock::new(now());
+        let server = ServerTls::new(&load_priv(&srv), settings, &clock).unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let out_path = tmp.path().join("cf-net.out");
+        let out = fs::File::create(&out_path).unwrap();
+        let hostport = format!("127.0.0.1:{port}");
+        let mut args = vec!["-v", "-H", hostport.as_str()];
+        args.extend_from_slice(extra);
+        args.push("connect");
+        let child = Command::new(Path::new(BIN).join("cf-net"))
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &cli)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let cfnet = Guard { child, what: "cf-net" };
+
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let sock = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "cf-net never connected: {}", read_lossy(&out_path));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        sock.set_nonblocking(false).unwrap();
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let tls = server.accept().unwrap();
+        CfNetRun { _tmp: tmp, cli, srv, out_path, cfnet, sock, tls }
+    }
+
+    fn log(&self) -> String {
+        read_lossy(&self.out_path)
+    }
+
+    /// Waits for cf-net to exit; returns its status and output.
+    fn finish(&mut self) -> (std::process::ExitStatus, String) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let status = loop {
+            if let Some(st) = self.cfnet.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "cf-net did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = read_lossy(&self.out_path);
+        eprintln!("cf-net output:\n{log}");
+        (status, log)
+    }
+
+    /// Handshake, key checks, banner and identification with a real cf-net.
+    fn full_dialog(mut self, version: &str, cipher: &str) {
+        let mut plain = Vec::new();
+        drive(&mut self.sock, &mut self.tls, &mut plain, |t, _, _| !t.is_handshaking())
+            .unwrap_or_else(|e| panic!("handshake with cf-net failed: {e}\n{}", self.log()));
+        let neg = self.tls.negotiated().unwrap();
+        assert_eq!((neg.version, neg.cipher), (version, cipher));
+
+        // our verifier accepted cf-net's X.509 v1 certificate and extracted its key
+        assert_cfengine_v1_cert(self.tls.peer_certificate().unwrap());
+        let key = self.tls.peer_public_key().expect("peer key").clone();
+        assert_eq!(key, load_pub(&self.cli.join("ppkeys/localhost.pub")));
+        assert_eq!(md5_id(&key), cf_key_p(&self.cli.join("ppkeys/localhost.pub")));
+
+        // banner exchange (the real session machine comes later)
+        self.tls.send_plaintext(b"CFE_v3 cf-serverd 3.21.0\n").unwrap();
+        drive(&mut self.sock, &mut self.tls, &mut plain, |_, p, _| {
+            p.windows(9).any(|w| w == b"IDENTITY ") && p.ends_with(b"\n")
+        })
+        .unwrap();
+        let text = String::from_utf8(plain.clone()).unwrap();
+        let mut lines = text.lines();
+        let version_line = lines.next().unwrap();
+        assert!(version_line.starts_with("CFE_v3 "), "version line {version_line:?}");
+        let identity = lines.next().unwrap();
+        assert!(identity.starts_with("IDENTITY USERNAME="), "identity line {identity:?}");
+        plain.clear();
+        let user = identity.trim_start_matches("IDENTITY USERNAME=");
+        self.tls.send_plaintext(format!("OK WELCOME USERNAME={user}\n").as_bytes()).unwrap();
+        let eof = drive(&mut self.sock, &mut self.tls, &mut plain, |_, _, e| e.is_some()).unwrap();
+        // cf-net (like cf-agent) ends with close_notify
+        assert_eq!(eof, Some(EofKind::CloseNotify), "cf-net output:\n{}", self.log());
+
+        let our_id = md5_id(&load_priv(&self.srv).to_public_key());
+        let cli = self.cli.clone();
+        let (status, log) = self.finish();
+        assert!(status.success(), "cf-net failed ({status}):\n{log}");
+        let line = format!("TLS version negotiated: {version:>8}; Cipher: {cipher},{version}");
+        assert!(log.contains(&line), "missing {line:?} in:\n{log}");
+        assert!(log.contains("Connected & authenticated successfully"), "{log}");
+        // cf-net trusted our (rcgen, X.509 v3) certificate's key on first use
+        let trusted: Vec<PathBuf> = fs::read_dir(cli.join("ppkeys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(&our_id))
+            .collect();
+        assert_eq!(trusted.len(), 1, "cf-net did not store our key {our_id}:\n{log}");
+    }
+}
+
 #[test]
 fn real_cf_net_against_our_server() {
+    let (settings, _warnings) = TlsSettings::server_default();
+    CfNetRun::start(&settings, &[]).full_dialog("TLSv1.3", "TLS_AES_256_GCM_SHA384");
+}
+
+#[test]
+fn real_cf_net_against_our_server_tls12_ecdhe() {
+    // allowciphers without TLS_ names: TLS 1.3 off, as cf-serverd does
+    let (settings, _) = TlsSettings::from_cfengine(Role::Server, Some("ECDHE-RSA-AES256-GCM-SHA384"), None);
+    assert!(settings.tls13_suites().is_empty());
+    CfNetRun::start(&settings, &[]).full_dialog("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384");
+}
+
+#[test]
+fn real_cf_net_is_refused_when_our_settings_are_unusable() {
+    // cf-serverd's own TLS 1.2 suites, without TLS 1.3: nothing rustls can do.
+    let (settings, warnings) = TlsSettings::from_cfengine(Role::Server, Some("AES256-GCM-SHA384:AES256-SHA"), None);
+    assert!(settings.is_unusable());
+    assert_eq!(warnings.iter().filter(|w| matches!(w.kind, rcf_core::tls::TlsWarningKind::Unusable(_))).count(), 1);
+    let mut run = CfNetRun::start(&settings, &[]);
+    let err = drive(&mut run.sock, &mut run.tls, &mut Vec::new(), |t, _, _| !t.is_handshaking()).unwrap_err();
+    match err {
+        TlsError::Unusable(why) => assert!(why.contains("allowciphers"), "{why}"),
+        other => panic!("expected Unusable, got {other:?}"),
+    }
+    let (status, log) = run.finish();
+    // the client got a TLS refusal (an alert), not a dead port
+    assert!(!status.success() || !log.contains("Connected & authenticated"), "{log}");
+    assert!(log.contains("handshake failure"), "cf-net should report the handshake_failure alert:\n{log}");
+}
+
+#[test]
+fn our_tls12_client_against_real_cf_serverd() {
     require_binaries();
     let tmp = tempfile::tempdir().unwrap();
-    let cli = tmp.path().join("client");
     let srv = tmp.path().join("server");
-    make_workdir(&cli);
+    let cli = tmp.path().join("client");
     make_workdir(&srv);
+    make_workdir(&cli);
+    let port = free_port();
+    let _server = start_cf_serverd(&srv, port, r#"  allowciphers => "ECDHE-RSA-AES256-GCM-SHA384";"#);
     let clock = TlsClock::new(now());
-    let (settings, _warnings) = TlsSettings::server_default();
-    let server = ServerTls::new(&load_priv(&srv), &settings, &clock).unwrap();
-
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let out_path = tmp.path().join("cf-net.out");
-    let out = fs::File::create(&out_path).unwrap();
-    let child = Command::new(Path::new(BIN).join("cf-net"))
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &cli)
-        .args(["-v", "-H", &format!("127.0.0.1:{port}"), "connect"])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut cfnet = Guard { child, what: "cf-net" };
-
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut sock = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "cf-net never connected: {}", read_lossy(&out_path));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("accept: {e}"),
-        }
-    };
-    sock.set_nonblocking(false).unwrap();
-    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut tls = server.accept().unwrap();
+    let (only12, _) = TlsSettings::from_cfengine(Role::Client, Some("ECDHE-RSA-AES256-GCM-SHA384"), None);
+    let cfg = client_config(&load_priv(&cli), &only12, &clock).unwrap();
+    let mut sock = connect(port);
+    let mut tls = TlsLayer::client(cfg).unwrap();
     let mut plain = Vec::new();
-    drive(&mut sock, &mut tls, &mut plain, |t, _, _| !t.is_handshaking())
-        .unwrap_or_else(|e| panic!("handshake with cf-net failed: {e}\n{}", read_lossy(&out_path)));
+    drive(&mut sock, &mut tls, &mut plain, |t, p, _| !t.is_handshaking() && p.ends_with(b"\n")).unwrap();
     let neg = tls.negotiated().unwrap();
-    assert_eq!((neg.version, neg.cipher), ("TLSv1.3", "TLS_AES_256_GCM_SHA384"));
-
-    // our verifier accepted cf-net's X.509 v1 certificate and extracted its key
+    assert_eq!((neg.version, neg.cipher), ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384"));
     assert_cfengine_v1_cert(tls.peer_certificate().unwrap());
-    let key = tls.peer_public_key().expect("peer key").clone();
-    assert_eq!(key, load_pub(&cli.join("ppkeys/localhost.pub")));
-    assert_eq!(md5_id(&key), cf_key_p(&cli.join("ppkeys/localhost.pub")));
-
-    // banner exchange (the real session machine comes later)
-    tls.send_plaintext(b"CFE_v3 cf-serverd 3.21.0\n").unwrap();
-    drive(&mut sock, &mut tls, &mut plain, |_, p, _| p.windows(9).any(|w| w == b"IDENTITY ") && p.ends_with(b"\n"))
-        .unwrap();
-    let text = String::from_utf8(plain.clone()).unwrap();
-    let mut lines = text.lines();
-    let version = lines.next().unwrap();
-    assert!(version.starts_with("CFE_v3 "), "version line {version:?}");
-    let identity = lines.next().unwrap();
-    assert!(identity.starts_with("IDENTITY USERNAME="), "identity line {identity:?}");
+    assert_eq!(tls.peer_public_key(), Some(&load_pub(&srv.join("ppkeys/localhost.pub"))));
+    assert_eq!(plain, b"CFE_v3 cf-serverd 3.21.0\n");
     plain.clear();
-    let user = identity.trim_start_matches("IDENTITY USERNAME=");
-    tls.send_plaintext(format!("OK WELCOME USERNAME={user}\n").as_bytes()).unwrap();
-    let eof = drive(&mut sock, &mut tls, &mut plain, |_, _, e| e.is_some()).unwrap();
-    // cf-net (like cf-agent) ends with close_notify
-    assert_eq!(eof, Some(EofKind::CloseNotify), "cf-net output:\n{}", read_lossy(&out_path));
-
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let status = loop {
-        if let Some(st) = cfnet.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "cf-net did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let log = read_lossy(&out_path);
-    eprintln!("cf-net output:\n{log}");
-    assert!(status.success(), "cf-net failed ({status}):\n{log}");
-    assert!(log.contains("TLS version negotiated:  TLSv1.3; Cipher: TLS_AES_256_GCM_SHA384,TLSv1.3"), "{log}");
-    // cf-net trusted our (rcgen, X.509 v3) certificate's key on first use
-    let our_id = md5_id(&load_priv(&srv).to_public_key());
-    let trusted: Vec<PathBuf> = fs::read_dir(cli.join("ppkeys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(&our_id))
-        .collect();
-    assert_eq!(trusted.len(), 1, "cf-net did not store our key {our_id}:\n{log}");
+    tls.send_plaintext(b"CFE_v3 cf-agent 3.21.0\n").unwrap();
+    tls.send_plaintext(b"IDENTITY USERNAME=root\n").unwrap();
+    drive(&mut sock, &mut tls, &mut plain, |_, p, _| p.ends_with(b"\n")).unwrap();
+    assert_eq!(plain, b"OK WELCOME USERNAME=root\n");
 }
 
 fn read_lossy(p: &Path) -> String {
