@@ -12,14 +12,19 @@ use rcf_core::tls::{client_config, ReadStatus, Role, ServerTls, TlsClock, TlsLay
 use rsa::pkcs1::DecodeRsaPrivateKey;
 
 fn main() {
-    let server_key = rsa::RsaPrivateKey::from_pkcs1_pem(include_str!("../src/tls/testdata/key-a.pem")).unwrap();
-    let client_key = rsa::RsaPrivateKey::from_pkcs1_pem(include_str!("../src/tls/testdata/key-b.pem")).unwrap();
+    let server_key =
+        rsa::RsaPrivateKey::from_pkcs1_pem(include_str!("../src/tls/testdata/key-a.pem")).unwrap();
+    let client_key =
+        rsa::RsaPrivateKey::from_pkcs1_pem(include_str!("../src/tls/testdata/key-b.pem")).unwrap();
     let clock = TlsClock::new(1_767_225_600);
     let (sset, _) = TlsSettings::server_default();
     let cset = TlsSettings::from_cfengine(Role::Client, None, None).0;
     let server = ServerTls::new(&server_key, &sset, &clock).unwrap();
     let client = client_config(&client_key, &cset, &clock).unwrap();
-    let iters: usize = std::env::var("ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(500);
+    let iters: usize = std::env::var("ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
 
     let one = || {
         let mut s = server.accept().unwrap();

@@ -69,7 +69,11 @@ fn provider(settings: &TlsSettings) -> CryptoProvider {
 /// Unusable settings are an error here ([`TlsError::Unusable`]); a server
 /// that must keep listening uses [`super::ServerTls`], which turns them
 /// into per-connection refusals.
-pub fn server_config(key: &RsaPrivateKey, settings: &TlsSettings, clock: &TlsClock) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    key: &RsaPrivateKey,
+    settings: &TlsSettings,
+    clock: &TlsClock,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let cert = make_certificate(key, clock.get())?;
     server_config_with_cert(&cert, settings, clock)
 }
@@ -90,7 +94,10 @@ pub fn server_config_with_cert(
         .key_provider
         .load_private_key(cert.key.clone_key())
         .map_err(|e| TlsError::HostKey(format!("rustls cannot load RSA key: {e}")))?;
-    let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![cert.cert.clone()], signing_key));
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.cert.clone()],
+        signing_key,
+    ));
     let mut cfg = ServerConfig::builder_with_details(provider, Arc::new(clock.clone()))
         .with_protocol_versions(&settings.versions())
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -106,7 +113,11 @@ pub fn server_config_with_cert(
 /// certificate with an RSA key (trust is checked after the handshake), no
 /// SNI, no resumption. Unusable settings are an error: a client has no
 /// reason to connect at all.
-pub fn client_config(key: &RsaPrivateKey, settings: &TlsSettings, clock: &TlsClock) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(
+    key: &RsaPrivateKey,
+    settings: &TlsSettings,
+    clock: &TlsClock,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let cert = make_certificate(key, clock.get())?;
     client_config_with_cert(&cert, settings, clock)
 }
@@ -125,7 +136,10 @@ pub fn client_config_with_cert(
         .key_provider
         .load_private_key(cert.key.clone_key())
         .map_err(|e| TlsError::HostKey(format!("rustls cannot load RSA key: {e}")))?;
-    let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![cert.cert.clone()], signing_key));
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.cert.clone()],
+        signing_key,
+    ));
     let mut cfg = ClientConfig::builder_with_details(provider, Arc::new(clock.clone()))
         .with_protocol_versions(&settings.versions())
         .map_err(|e| TlsError::Config(e.to_string()))?

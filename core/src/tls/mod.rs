@@ -30,7 +30,9 @@ pub(crate) mod test_keys;
 mod tests;
 
 pub use cert::{make_certificate, rsa_public_key_from_cert, HostCertificate};
-pub use config::{client_config, client_config_with_cert, server_config, server_config_with_cert, TlsClock};
+pub use config::{
+    client_config, client_config_with_cert, server_config, server_config_with_cert, TlsClock,
+};
 pub use error::{PeerError, TlsError};
 pub use layer::{EofKind, Negotiated, ReadStatus, ServerTls, TlsLayer};
 pub use settings::{Role, TlsSettings, TlsVersion, TlsWarning, TlsWarningKind};
