@@ -418,3 +418,56 @@ fn clock_is_shared_and_settable() {
     use rustls::time_provider::TimeProvider;
     assert_eq!(clk.current_time().unwrap().as_secs(), TEST_NOW);
 }
+
+mod hostile_input {
+    use super::*;
+    use quickcheck_macros::quickcheck;
+
+    /// Whatever bytes arrive, in whatever chunks, the server layer neither
+    /// panics nor completes a handshake, and ends in a clean error or waits.
+    #[quickcheck]
+    fn random_bytes_never_panic_or_handshake(chunks: Vec<Vec<u8>>, eof: bool) -> bool {
+        let mut s = server(None, None).accept().unwrap();
+        for c in &chunks {
+            if s.handle_input(c).is_err() {
+                break;
+            }
+            while s.poll_transmit().is_some() {}
+        }
+        if eof {
+            let _ = s.handle_eof();
+        }
+        let mut out = Vec::new();
+        let _ = s.read_plaintext(&mut out);
+        s.is_handshaking() && out.is_empty() && s.peer_public_key().is_none()
+    }
+
+    /// A real ClientHello with bytes flipped is refused, never accepted.
+    #[quickcheck]
+    fn mutated_client_hello_is_handled(flips: Vec<(u16, u8)>) -> bool {
+        let mut c = client(None, None);
+        let mut hello = c.poll_transmit().unwrap();
+        for (pos, x) in flips {
+            let i = usize::from(pos) % hello.len();
+            hello[i] ^= x;
+        }
+        let mut s = server(None, None).accept().unwrap();
+        let _ = s.handle_input(&hello);
+        while s.poll_transmit().is_some() {}
+        s.is_handshaking()
+    }
+
+    /// Any policy string parses; unusable exactly when no version is left.
+    #[quickcheck]
+    fn any_setting_strings_parse(ciphers: Option<String>, min: Option<String>, client_role: bool) -> bool {
+        let role = if client_role { Role::Client } else { Role::Server };
+        let (s, w) = TlsSettings::from_cfengine(role, ciphers.as_deref(), min.as_deref());
+        let unusable_warnings = w.iter().filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_))).count();
+        let _ = w.iter().map(|w| w.to_string()).count();
+        if s.is_unusable() {
+            unusable_warnings == 1
+        } else {
+            unusable_warnings == 0 && !s.versions().is_empty() && !s.suites().is_empty()
+        }
+    }
+}
