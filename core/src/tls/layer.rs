@@ -9,9 +9,11 @@
 //! * Read plaintext with [`TlsLayer::read_plaintext`] or
 //!   [`TlsLayer::read_record`]. Only read from the socket while
 //!   [`TlsLayer::wants_input`] is true: that is the back-pressure that keeps
-//!   buffered plaintext bounded (rustls holds at most 16 KiB of received
-//!   plaintext; we hold at most [`MAX_PENDING_INPUT`] bytes of ciphertext
-//!   it could not take yet).
+//!   buffered plaintext bounded (rustls stops taking ciphertext once it
+//!   holds 16 KiB of unread plaintext, so at most that plus what one
+//!   `read_tls` decrypts, under 32 KiB, is buffered; we hold at most
+//!   [`MAX_PENDING_INPUT`] bytes of ciphertext it could not take yet, and a
+//!   driver that feeds more gets [`TlsError::InputOverflow`]).
 //!
 //! # Records
 //! CFEngine's C receiver reads a transaction header and its payload with a
