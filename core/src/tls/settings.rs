@@ -8,6 +8,13 @@
 //! * the cipher list is split on `:`; `TLS_*` names are TLS 1.3 suites, the
 //!   rest are OpenSSL TLS ≤ 1.2 cipher names;
 //! * a list without any `TLS_*` name disables TLS 1.3 altogether;
+//! * a list without any other name keeps TLS 1.2 on OpenSSL's default list
+//!   (**[live]** on 3.21 + OpenSSL 3.0, not in PROTOCOL.md): here, every
+//!   ECDHE AEAD suite;
+//! * unknown names are ignored while a valid name of the same kind remains;
+//!   with none, 3.21 logs `No valid ciphers in the cipher list: %s` (or
+//!   `No valid cipher suites in the list: %s`) and never listens
+//!   **[live]**; we mark the settings unusable instead;
 //! * the minimum version accepts exactly `1.0`, `1.1`, `1.2`, `1.3`; any
 //!   other string warns and means 1.0.
 //!
@@ -264,7 +271,9 @@ impl TlsSettings {
 
     /// Builds settings from the policy strings. `None` means "not set in
     /// policy" (the built-in default applies); an empty string is a value,
-    /// as in 3.21 (an empty cipher list leaves nothing usable).
+    /// as in 3.21: an empty cipher list turns TLS 1.3 off and leaves TLS 1.2
+    /// on the default list **[live]**; an empty minimum version gets the
+    /// "Unrecognized" warning.
     ///
     /// Never fails: problems become warnings, and a configuration with
     /// nothing left to negotiate is marked unusable (see module docs).
