@@ -154,10 +154,16 @@ impl fmt::Display for TlsWarning {
                 f,
                 "{s}: Unrecognized requested minimum TLS version '{v}', using the minimum required version 1.0. (rcf implements TLS 1.2 and 1.3 only, so the effective minimum is 1.2)"
             ),
-            TlsWarningKind::VersionRaised(v) => write!(
-                f,
-                "{s}: minimum TLS version {v} requested; rcf implements TLS 1.2 and 1.3 only, accepting TLS 1.2 and up"
-            ),
+            TlsWarningKind::VersionRaised(v) => {
+                if v == "1.0" {
+                    // CFEngine's own warning for 1.0 [live]
+                    write!(f, "{s}: Minimum requested TLS version is 1.0, but minimum version recommended by CFEngine is 1.1. ")?;
+                }
+                write!(
+                    f,
+                    "{s}: minimum TLS version {v} requested; rcf implements TLS 1.2 and 1.3 only, accepting TLS 1.2 and up"
+                )
+            }
             TlsWarningKind::Unusable(why) => write!(
                 f,
                 "{s}: no usable TLS configuration remains ({why}); every TLS handshake will be refused"
@@ -272,8 +278,8 @@ impl TlsSettings {
     /// Builds settings from the policy strings. `None` means "not set in
     /// policy" (the built-in default applies); an empty string is a value,
     /// as in 3.21: an empty cipher list turns TLS 1.3 off and leaves TLS 1.2
-    /// on the default list **[live]**; an empty minimum version gets the
-    /// "Unrecognized" warning.
+    /// on the default list **[live]**. An empty minimum version is the
+    /// default, without a warning **[live]**.
     ///
     /// Never fails: problems become warnings, and a configuration with
     /// nothing left to negotiate is marked unusable (see module docs).
@@ -288,7 +294,9 @@ impl TlsSettings {
 
         // --- minimum version -------------------------------------------------
         let min_version = match min_version {
-            None => TlsVersion::Tls12, // CFEngine default 1.1; silently 1.2 here
+            // unset or empty: CFEngine's default 1.1 [live: "" logs no
+            // warning]; silently 1.2 here
+            None | Some("") => TlsVersion::Tls12,
             Some("1.3") => TlsVersion::Tls13,
             Some("1.2") => TlsVersion::Tls12,
             Some(v @ ("1.0" | "1.1")) => {
@@ -768,11 +776,8 @@ mod tests {
                 TlsVersion::Tls12,
                 Some(TlsWarningKind::UnrecognizedVersion("TLSv1.2".into())),
             ),
-            (
-                Some(""),
-                TlsVersion::Tls12,
-                Some(TlsWarningKind::UnrecognizedVersion("".into())),
-            ),
+            // live: an empty allowtlsversion is the default, no warning
+            (Some(""), TlsVersion::Tls12, None),
         ];
         for (v, expect, warn) in table {
             let (s, w) = TlsSettings::from_cfengine(
@@ -792,6 +797,14 @@ mod tests {
             .to_string()
             .contains("Unrecognized requested minimum TLS version 'TLSv1.2', using the minimum required version 1.0."));
         assert_eq!(w[0].setting, "allowtlsversion");
+        let (_, w) = TlsSettings::from_cfengine(
+            Role::Client,
+            Some("TLS_AES_256_GCM_SHA384:AES256-SHA"),
+            Some("1.0"),
+        );
+        assert!(w[0].to_string().starts_with(
+            "tls_min_version: Minimum requested TLS version is 1.0, but minimum version recommended by CFEngine is 1.1."
+        ));
     }
 
     #[test]

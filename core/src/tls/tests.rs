@@ -459,10 +459,21 @@ mod hostile_input {
 
     /// Any policy string parses; unusable exactly when no version is left.
     #[quickcheck]
-    fn any_setting_strings_parse(ciphers: Option<String>, min: Option<String>, client_role: bool) -> bool {
-        let role = if client_role { Role::Client } else { Role::Server };
+    fn any_setting_strings_parse(
+        ciphers: Option<String>,
+        min: Option<String>,
+        client_role: bool,
+    ) -> bool {
+        let role = if client_role {
+            Role::Client
+        } else {
+            Role::Server
+        };
         let (s, w) = TlsSettings::from_cfengine(role, ciphers.as_deref(), min.as_deref());
-        let unusable_warnings = w.iter().filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_))).count();
+        let unusable_warnings = w
+            .iter()
+            .filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_)))
+            .count();
         let _ = w.iter().map(|w| w.to_string()).count();
         if s.is_unusable() {
             unusable_warnings == 1
