@@ -286,63 +286,98 @@ fn connect(port: u16) -> TcpStream {
     s
 }
 
+/// A real cf-serverd in a fresh sandbox, plus a fresh client key made by
+/// the real cf-key.
+struct RealServer {
+    _tmp: tempfile::TempDir,
+    srv: PathBuf,
+    port: u16,
+    client_key: RsaPrivateKey,
+    _server: Guard,
+}
+
+impl RealServer {
+    fn start(extra_control: &str) -> RealServer {
+        require_binaries();
+        let tmp = tempfile::tempdir().unwrap();
+        let srv = tmp.path().join("server");
+        let cli = tmp.path().join("client");
+        make_workdir(&srv);
+        make_workdir(&cli);
+        let port = free_port();
+        let server = start_cf_serverd(&srv, port, extra_control);
+        let client_key = load_priv(&cli);
+        RealServer {
+            _tmp: tmp,
+            srv,
+            port,
+            client_key,
+            _server: server,
+        }
+    }
+
+    /// Connects with `settings`, completes the handshake, checks the
+    /// negotiated parameters, the server's key and v1 certificate and the
+    /// banner, then identifies as root (two records) and expects the welcome.
+    fn identify(
+        &self,
+        settings: &TlsSettings,
+        version: &str,
+        cipher: &str,
+    ) -> (TcpStream, TlsLayer) {
+        let clock = TlsClock::new(now());
+        let cfg = client_config(&self.client_key, settings, &clock).unwrap();
+        let mut sock = connect(self.port);
+        let mut tls = TlsLayer::client(cfg).unwrap();
+        let mut plain = Vec::new();
+        // handshake, then the banner (read after the handshake, like cf-agent)
+        drive(&mut sock, &mut tls, &mut plain, |t, p, _| {
+            !t.is_handshaking() && p.ends_with(b"\n")
+        })
+        .unwrap();
+        let neg = tls.negotiated().unwrap();
+        assert_eq!((neg.version, neg.cipher), (version, cipher));
+        let server_pub = self.srv.join("ppkeys/localhost.pub");
+        assert_eq!(
+            tls.peer_public_key(),
+            Some(&load_pub(&server_pub)),
+            "server key from its certificate"
+        );
+        assert_eq!(
+            md5_id(tls.peer_public_key().unwrap()),
+            cf_key_p(&server_pub)
+        );
+        assert_cfengine_v1_cert(tls.peer_certificate().unwrap());
+        assert_eq!(plain, b"CFE_v3 cf-serverd 3.21.0\n");
+
+        // identification: two separate records
+        plain.clear();
+        tls.send_plaintext(b"CFE_v3 cf-agent 3.21.0\n").unwrap();
+        tls.send_plaintext(b"IDENTITY USERNAME=root\n").unwrap();
+        drive(&mut sock, &mut tls, &mut plain, |_, p, _| {
+            p.ends_with(b"\n")
+        })
+        .unwrap();
+        assert_eq!(plain, b"OK WELCOME USERNAME=root\n");
+        // the server trusted and stored our key under the CFEngine digest we compute
+        let our_id = md5_id(&self.client_key.to_public_key());
+        assert!(
+            self.srv.join(format!("ppkeys/root-{our_id}.pub")).exists(),
+            "ppkeys/root-{our_id}.pub missing"
+        );
+        (sock, tls)
+    }
+}
+
 #[test]
 fn our_client_against_real_cf_serverd() {
-    require_binaries();
-    let tmp = tempfile::tempdir().unwrap();
-    let srv = tmp.path().join("server");
-    let cli = tmp.path().join("client");
-    make_workdir(&srv);
-    make_workdir(&cli); // a fresh client RSA key, made by the real cf-key
-    let port = free_port();
-    let _server = start_cf_serverd(&srv, port, "");
-
-    let clock = TlsClock::new(now());
-    let client_key = load_priv(&cli);
-    let settings = TlsSettings::client_default();
-    let cfg = client_config(&client_key, &settings, &clock).unwrap();
-
-    let mut sock = connect(port);
-    let mut tls = TlsLayer::client(cfg.clone()).unwrap();
+    let server = RealServer::start("");
+    let (mut sock, mut tls) = server.identify(
+        &TlsSettings::client_default(),
+        "TLSv1.3",
+        "TLS_AES_256_GCM_SHA384",
+    );
     let mut plain = Vec::new();
-    // handshake, then the banner (read after the handshake, like cf-agent)
-    drive(&mut sock, &mut tls, &mut plain, |t, p, _| {
-        !t.is_handshaking() && p.ends_with(b"\n")
-    })
-    .unwrap();
-    let neg = tls.negotiated().unwrap();
-    assert_eq!(
-        (neg.version, neg.cipher),
-        ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
-    );
-    let server_pub = load_pub(&srv.join("ppkeys/localhost.pub"));
-    assert_eq!(
-        tls.peer_public_key(),
-        Some(&server_pub),
-        "server key from its v1 certificate"
-    );
-    assert_eq!(
-        md5_id(tls.peer_public_key().unwrap()),
-        cf_key_p(&srv.join("ppkeys/localhost.pub"))
-    );
-    assert_cfengine_v1_cert(tls.peer_certificate().unwrap());
-    assert_eq!(plain, b"CFE_v3 cf-serverd 3.21.0\n");
-
-    // identification: two separate records
-    plain.clear();
-    tls.send_plaintext(b"CFE_v3 cf-agent 3.21.0\n").unwrap();
-    tls.send_plaintext(b"IDENTITY USERNAME=root\n").unwrap();
-    drive(&mut sock, &mut tls, &mut plain, |_, p, _| {
-        p.ends_with(b"\n")
-    })
-    .unwrap();
-    assert_eq!(plain, b"OK WELCOME USERNAME=root\n");
-    // the server trusted and stored our key under the CFEngine digest we compute
-    let our_id = md5_id(&client_key.to_public_key());
-    assert!(
-        srv.join(format!("ppkeys/root-{our_id}.pub")).exists(),
-        "ppkeys/root-{our_id}.pub missing"
-    );
 
     // one transaction, one record
     plain.clear();
@@ -362,8 +397,8 @@ fn our_client_against_real_cf_serverd() {
     // (its TLS 1.2 suites are static RSA): handshake_failure, as documented.
     let (only12, _) =
         TlsSettings::from_cfengine(Role::Client, Some("ECDHE-RSA-AES256-GCM-SHA384"), None);
-    let cfg12 = client_config(&client_key, &only12, &clock).unwrap();
-    let mut sock = connect(port);
+    let cfg12 = client_config(&server.client_key, &only12, &TlsClock::new(now())).unwrap();
+    let mut sock = connect(server.port);
     let mut tls = TlsLayer::client(cfg12).unwrap();
     let err = drive(&mut sock, &mut tls, &mut Vec::new(), |t, _, _| {
         !t.is_handshaking()
@@ -624,48 +659,10 @@ fn real_cf_net_is_refused_when_our_settings_are_unusable() {
 
 #[test]
 fn our_tls12_client_against_real_cf_serverd() {
-    require_binaries();
-    let tmp = tempfile::tempdir().unwrap();
-    let srv = tmp.path().join("server");
-    let cli = tmp.path().join("client");
-    make_workdir(&srv);
-    make_workdir(&cli);
-    let port = free_port();
-    let _server = start_cf_serverd(
-        &srv,
-        port,
-        r#"  allowciphers => "ECDHE-RSA-AES256-GCM-SHA384";"#,
-    );
-    let clock = TlsClock::new(now());
+    let server = RealServer::start(r#"  allowciphers => "ECDHE-RSA-AES256-GCM-SHA384";"#);
     let (only12, _) =
         TlsSettings::from_cfengine(Role::Client, Some("ECDHE-RSA-AES256-GCM-SHA384"), None);
-    let cfg = client_config(&load_priv(&cli), &only12, &clock).unwrap();
-    let mut sock = connect(port);
-    let mut tls = TlsLayer::client(cfg).unwrap();
-    let mut plain = Vec::new();
-    drive(&mut sock, &mut tls, &mut plain, |t, p, _| {
-        !t.is_handshaking() && p.ends_with(b"\n")
-    })
-    .unwrap();
-    let neg = tls.negotiated().unwrap();
-    assert_eq!(
-        (neg.version, neg.cipher),
-        ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")
-    );
-    assert_cfengine_v1_cert(tls.peer_certificate().unwrap());
-    assert_eq!(
-        tls.peer_public_key(),
-        Some(&load_pub(&srv.join("ppkeys/localhost.pub")))
-    );
-    assert_eq!(plain, b"CFE_v3 cf-serverd 3.21.0\n");
-    plain.clear();
-    tls.send_plaintext(b"CFE_v3 cf-agent 3.21.0\n").unwrap();
-    tls.send_plaintext(b"IDENTITY USERNAME=root\n").unwrap();
-    drive(&mut sock, &mut tls, &mut plain, |_, p, _| {
-        p.ends_with(b"\n")
-    })
-    .unwrap();
-    assert_eq!(plain, b"OK WELCOME USERNAME=root\n");
+    server.identify(&only12, "TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384");
 }
 
 fn read_lossy(p: &Path) -> String {
