@@ -474,11 +474,15 @@ mod hostile_input {
             .iter()
             .filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_)))
             .count();
-        let _ = w.iter().map(|w| w.to_string()).count();
-        if s.is_unusable() {
-            unusable_warnings == 1
-        } else {
-            unusable_warnings == 0 && !s.versions().is_empty() && !s.suites().is_empty()
-        }
+        // every message names its setting
+        let named = w
+            .iter()
+            .all(|w| w.to_string().starts_with(&format!("{}: ", w.setting)));
+        named
+            && if s.is_unusable() {
+                unusable_warnings == 1
+            } else {
+                unusable_warnings == 0 && !s.versions().is_empty() && !s.suites().is_empty()
+            }
     }
 }
