@@ -39,7 +39,10 @@ pub struct HostCertificate {
 
 impl Clone for HostCertificate {
     fn clone(&self) -> Self {
-        HostCertificate { cert: self.cert.clone(), key: self.key.clone_key() }
+        HostCertificate {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
@@ -49,7 +52,10 @@ impl Clone for HostCertificate {
 ///
 /// Deterministic for a given key and time: rcgen derives the serial from
 /// the public key hash and RSA PKCS#1 v1.5 signing involves no randomness.
-pub fn make_certificate(key: &RsaPrivateKey, not_before_unix: u64) -> Result<HostCertificate, TlsError> {
+pub fn make_certificate(
+    key: &RsaPrivateKey,
+    not_before_unix: u64,
+) -> Result<HostCertificate, TlsError> {
     let pkcs1 = key
         .to_pkcs1_der()
         .map_err(|e| TlsError::HostKey(format!("cannot encode RSA key as PKCS#1: {e}")))?;
@@ -65,12 +71,16 @@ pub fn make_certificate(key: &RsaPrivateKey, not_before_unix: u64) -> Result<Hos
     params.distinguished_name = dn;
     params.not_before = time::OffsetDateTime::from_unix_timestamp(start)
         .map_err(|e| TlsError::HostKey(format!("certificate start time: {e}")))?;
-    params.not_after = time::OffsetDateTime::from_unix_timestamp(start.saturating_add(CERT_VALIDITY_SECS))
-        .map_err(|e| TlsError::HostKey(format!("certificate end time: {e}")))?;
+    params.not_after =
+        time::OffsetDateTime::from_unix_timestamp(start.saturating_add(CERT_VALIDITY_SECS))
+            .map_err(|e| TlsError::HostKey(format!("certificate end time: {e}")))?;
     let cert = params
         .self_signed(&key_pair)
         .map_err(|e| TlsError::HostKey(format!("cannot self-sign certificate: {e}")))?;
-    Ok(HostCertificate { cert: cert.der().clone(), key: key_der })
+    Ok(HostCertificate {
+        cert: cert.der().clone(),
+        key: key_der,
+    })
 }
 
 /// The parts of a peer certificate we care about.
@@ -97,7 +107,11 @@ pub(crate) fn peer_key_from_cert(der: &[u8]) -> Result<PeerKey, PeerError> {
     }
     let pkcs1 = spki.subject_public_key.data.as_ref();
     let key = rsa_from_pkcs1(pkcs1)?;
-    Ok(PeerKey { spki: spki.raw.to_vec(), rsa_pkcs1: pkcs1.to_vec(), key })
+    Ok(PeerKey {
+        spki: spki.raw.to_vec(),
+        rsa_pkcs1: pkcs1.to_vec(),
+        key,
+    })
 }
 
 /// Public form of [`peer_key_from_cert`]: the RSA key of a DER certificate.
@@ -129,9 +143,15 @@ mod tests {
         assert_eq!(cert.subject().to_string(), "CN=a");
         assert_eq!(cert.issuer().to_string(), "CN=a");
         assert_eq!(cert.validity().not_before.timestamp(), TEST_NOW as i64);
-        assert_eq!(cert.validity().not_after.timestamp(), TEST_NOW as i64 + CERT_VALIDITY_SECS);
+        assert_eq!(
+            cert.validity().not_after.timestamp(),
+            TEST_NOW as i64 + CERT_VALIDITY_SECS
+        );
         // sha384WithRSAEncryption, like CFEngine
-        assert_eq!(cert.signature_algorithm.algorithm.to_id_string(), "1.2.840.113549.1.1.12");
+        assert_eq!(
+            cert.signature_algorithm.algorithm.to_id_string(),
+            "1.2.840.113549.1.1.12"
+        );
         let pk = rsa_public_key_from_cert(hc.cert.as_ref()).unwrap();
         assert_eq!(pk, key.to_public_key());
         // self-signature is valid (sha384WithRSAEncryption over the TBS bytes)
@@ -162,9 +182,15 @@ mod tests {
 
     #[test]
     fn non_rsa_and_garbage_are_refused() {
-        assert!(matches!(rsa_public_key_from_cert(b"not a cert"), Err(PeerError::BadCertificate(_))));
+        assert!(matches!(
+            rsa_public_key_from_cert(b"not a cert"),
+            Err(PeerError::BadCertificate(_))
+        ));
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = CertificateParams::new(vec!["x".into()]).unwrap().self_signed(&ec).unwrap();
+        let cert = CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&ec)
+            .unwrap();
         match rsa_public_key_from_cert(cert.der().as_ref()) {
             Err(PeerError::NonRsaKey(oid)) => assert_eq!(oid, "1.2.840.10045.2.1"),
             other => panic!("expected NonRsaKey, got {other:?}"),

@@ -61,6 +61,24 @@ fn provider(settings: &TlsSettings) -> CryptoProvider {
     p
 }
 
+/// What both configurations start from: the restricted provider and our
+/// certificate with its rustls signing key. Refuses unusable settings.
+fn provider_and_key(
+    cert: &HostCertificate,
+    settings: &TlsSettings,
+) -> Result<(Arc<CryptoProvider>, Arc<rustls::sign::CertifiedKey>), TlsError> {
+    if let Some(why) = settings.unusable_reason() {
+        return Err(TlsError::Unusable(why.to_string()));
+    }
+    let provider = Arc::new(provider(settings));
+    let signing_key = provider
+        .key_provider
+        .load_private_key(cert.key.clone_key())
+        .map_err(|e| TlsError::HostKey(format!("rustls cannot load RSA key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(vec![cert.cert.clone()], signing_key);
+    Ok((provider, Arc::new(certified)))
+}
+
 /// Server configuration: mandatory RSA client certificate (any, v1
 /// included), no session resumption (cf-serverd never resumes), no
 /// tickets, no early data. The certificate is made from `key`, valid from
@@ -69,7 +87,11 @@ fn provider(settings: &TlsSettings) -> CryptoProvider {
 /// Unusable settings are an error here ([`TlsError::Unusable`]); a server
 /// that must keep listening uses [`super::ServerTls`], which turns them
 /// into per-connection refusals.
-pub fn server_config(key: &RsaPrivateKey, settings: &TlsSettings, clock: &TlsClock) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    key: &RsaPrivateKey,
+    settings: &TlsSettings,
+    clock: &TlsClock,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let cert = make_certificate(key, clock.get())?;
     server_config_with_cert(&cert, settings, clock)
 }
@@ -82,15 +104,7 @@ pub fn server_config_with_cert(
     settings: &TlsSettings,
     clock: &TlsClock,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    if let Some(why) = settings.unusable_reason() {
-        return Err(TlsError::Unusable(why.to_string()));
-    }
-    let provider = Arc::new(provider(settings));
-    let signing_key = provider
-        .key_provider
-        .load_private_key(cert.key.clone_key())
-        .map_err(|e| TlsError::HostKey(format!("rustls cannot load RSA key: {e}")))?;
-    let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![cert.cert.clone()], signing_key));
+    let (provider, certified) = provider_and_key(cert, settings)?;
     let mut cfg = ServerConfig::builder_with_details(provider, Arc::new(clock.clone()))
         .with_protocol_versions(&settings.versions())
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -106,7 +120,11 @@ pub fn server_config_with_cert(
 /// certificate with an RSA key (trust is checked after the handshake), no
 /// SNI, no resumption. Unusable settings are an error: a client has no
 /// reason to connect at all.
-pub fn client_config(key: &RsaPrivateKey, settings: &TlsSettings, clock: &TlsClock) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(
+    key: &RsaPrivateKey,
+    settings: &TlsSettings,
+    clock: &TlsClock,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let cert = make_certificate(key, clock.get())?;
     client_config_with_cert(&cert, settings, clock)
 }
@@ -117,15 +135,7 @@ pub fn client_config_with_cert(
     settings: &TlsSettings,
     clock: &TlsClock,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    if let Some(why) = settings.unusable_reason() {
-        return Err(TlsError::Unusable(why.to_string()));
-    }
-    let provider = Arc::new(provider(settings));
-    let signing_key = provider
-        .key_provider
-        .load_private_key(cert.key.clone_key())
-        .map_err(|e| TlsError::HostKey(format!("rustls cannot load RSA key: {e}")))?;
-    let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![cert.cert.clone()], signing_key));
+    let (provider, certified) = provider_and_key(cert, settings)?;
     let mut cfg = ClientConfig::builder_with_details(provider, Arc::new(clock.clone()))
         .with_protocol_versions(&settings.versions())
         .map_err(|e| TlsError::Config(e.to_string()))?

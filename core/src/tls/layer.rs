@@ -9,9 +9,11 @@
 //! * Read plaintext with [`TlsLayer::read_plaintext`] or
 //!   [`TlsLayer::read_record`]. Only read from the socket while
 //!   [`TlsLayer::wants_input`] is true: that is the back-pressure that keeps
-//!   buffered plaintext bounded (rustls holds at most 16 KiB of received
-//!   plaintext; we hold at most [`MAX_PENDING_INPUT`] bytes of ciphertext
-//!   it could not take yet).
+//!   buffered plaintext bounded (rustls stops taking ciphertext once it
+//!   holds 16 KiB of unread plaintext, so at most that plus what one
+//!   `read_tls` decrypts, under 32 KiB, is buffered; we hold at most
+//!   [`MAX_PENDING_INPUT`] bytes of ciphertext it could not take yet, and a
+//!   driver that feeds more gets [`TlsError::InputOverflow`]).
 //!
 //! # Records
 //! CFEngine's C receiver reads a transaction header and its payload with a
@@ -80,6 +82,19 @@ pub struct Negotiated {
     pub cipher: &'static str,
 }
 
+impl std::fmt::Display for Negotiated {
+    /// CFEngine's verbose line, byte for byte: `TLS version negotiated: %8s;
+    /// Cipher: %s,%s` (the second `%s` is the suite's protocol version, the
+    /// same as the connection's for every suite rustls implements).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TLS version negotiated: {:>8}; Cipher: {},{}",
+            self.version, self.cipher, self.version
+        )
+    }
+}
+
 /// A server's TLS context: a rustls configuration, or, when the settings
 /// leave nothing usable, a refusal given to every client.
 #[derive(Debug, Clone)]
@@ -105,7 +120,9 @@ impl ServerTls {
             super::cert::make_certificate(key, clock.get())?;
             return Ok(ServerTls::Refusing(why.to_string()));
         }
-        Ok(ServerTls::Ready(super::server_config(key, settings, clock)?))
+        Ok(ServerTls::Ready(super::server_config(
+            key, settings, clock,
+        )?))
     }
 
     /// A fresh server-side layer for one accepted connection.
@@ -118,9 +135,12 @@ impl ServerTls {
 }
 
 enum Inner {
-    Active(Connection),
+    Active(Box<Connection>),
     /// Unusable settings: answer the first bytes with an alert, then stop.
-    Refusing { why: String, alert: Option<Vec<u8>> },
+    Refusing {
+        why: String,
+        alert: Option<Vec<u8>>,
+    },
 }
 
 /// One TLS connection, driven by byte buffers only (see module docs).
@@ -153,16 +173,18 @@ impl TlsLayer {
     /// Server side of a new connection.
     pub fn server(config: Arc<ServerConfig>) -> Result<TlsLayer, TlsError> {
         let conn = ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(Self::with(Inner::Active(conn.into())))
+        Ok(Self::with(Inner::Active(Box::new(conn.into()))))
     }
 
     /// Client side of a new connection; the ClientHello is ready in
     /// [`TlsLayer::poll_transmit`] at once. No SNI is sent; the name is a
     /// placeholder our verifier ignores.
     pub fn client(config: Arc<ClientConfig>) -> Result<TlsLayer, TlsError> {
-        let name = ServerName::try_from("cfengine.invalid").map_err(|e| TlsError::Config(e.to_string()))?;
-        let conn = ClientConnection::new(config, name).map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(Self::with(Inner::Active(conn.into())))
+        let name = ServerName::try_from("cfengine.invalid")
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let conn =
+            ClientConnection::new(config, name).map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(Self::with(Inner::Active(Box::new(conn.into()))))
     }
 
     /// A server-side layer that refuses the handshake (unusable settings).
@@ -234,7 +256,9 @@ impl TlsLayer {
     /// Moves pending ciphertext into rustls as far as its plaintext buffer
     /// allows, and the EOF once everything before it was processed.
     fn pump(&mut self) -> Result<(), TlsError> {
-        let Inner::Active(conn) = &mut self.inner else { return Ok(()) };
+        let Inner::Active(conn) = &mut self.inner else {
+            return Ok(());
+        };
         while !self.pending_in.is_empty() {
             let mut rd: &[u8] = &self.pending_in;
             let n = match conn.read_tls(&mut rd) {
@@ -338,7 +362,9 @@ impl TlsLayer {
         if self.failed {
             return Err(TlsError::Closed);
         }
-        let Inner::Active(conn) = &mut self.inner else { return Ok(ReadStatus::NoData) };
+        let Inner::Active(conn) = &mut self.inner else {
+            return Ok(ReadStatus::NoData);
+        };
         let mut reader = conn.reader();
         let status = match reader.fill_buf() {
             Ok([]) => ReadStatus::Eof(EofKind::CloseNotify),
@@ -349,7 +375,9 @@ impl TlsLayer {
                 ReadStatus::Data(n)
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => ReadStatus::NoData,
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => ReadStatus::Eof(EofKind::WithoutCloseNotify),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                ReadStatus::Eof(EofKind::WithoutCloseNotify)
+            }
             Err(e) => {
                 self.failed = true;
                 return Err(TlsError::Peer(PeerError::Protocol(e.to_string())));
@@ -370,7 +398,9 @@ impl TlsLayer {
         if self.failed {
             return Err(TlsError::Closed);
         }
-        let Inner::Active(conn) = &mut self.inner else { return Err(TlsError::Closed) };
+        let Inner::Active(conn) = &mut self.inner else {
+            return Err(TlsError::Closed);
+        };
         if data.is_empty() {
             return Ok(());
         }
@@ -403,7 +433,9 @@ impl TlsLayer {
 
     /// Version and suite, once the handshake completed.
     pub fn negotiated(&self) -> Option<Negotiated> {
-        let Inner::Active(conn) = &self.inner else { return None };
+        let Inner::Active(conn) = &self.inner else {
+            return None;
+        };
         if conn.is_handshaking() {
             return None;
         }

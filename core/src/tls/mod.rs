@@ -17,6 +17,18 @@
 //! aws-lc draw internally for handshake randoms, key shares, PSS salts and
 //! RSA blinding (see [`layer`]).
 
+//! # Differences from cf-serverd / cf-agent 3.21 (deliberate)
+//! * TLS 1.2 static-RSA, CBC and DHE suites (cf-serverd's default TLS 1.2
+//!   pair `AES256-GCM-SHA384:AES256-SHA` included) and TLS 1.0/1.1 are not
+//!   implemented by rustls: reported as warnings, never negotiated.
+//! * A cipher list 3.21 refuses (`No valid ciphers in the cipher list`)
+//!   makes cf-serverd exit without listening; we listen and answer every
+//!   ClientHello with `handshake_failure` ([`ServerTls::Refusing`]).
+//! * Our certificate is X.509 v3 (rcgen), not v1; real cf-net and
+//!   cf-serverd accept it (tested live in `conformance/tests/interop_tls.rs`).
+//! * Our server sends no TLS 1.3 NewSessionTicket; cf-serverd sends two that
+//!   can never be used.
+
 pub mod cert;
 pub mod config;
 pub mod error;
@@ -30,7 +42,9 @@ pub(crate) mod test_keys;
 mod tests;
 
 pub use cert::{make_certificate, rsa_public_key_from_cert, HostCertificate};
-pub use config::{client_config, client_config_with_cert, server_config, server_config_with_cert, TlsClock};
+pub use config::{
+    client_config, client_config_with_cert, server_config, server_config_with_cert, TlsClock,
+};
 pub use error::{PeerError, TlsError};
 pub use layer::{EofKind, Negotiated, ReadStatus, ServerTls, TlsLayer};
 pub use settings::{Role, TlsSettings, TlsVersion, TlsWarning, TlsWarningKind};

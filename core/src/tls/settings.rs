@@ -8,6 +8,13 @@
 //! * the cipher list is split on `:`; `TLS_*` names are TLS 1.3 suites, the
 //!   rest are OpenSSL TLS ≤ 1.2 cipher names;
 //! * a list without any `TLS_*` name disables TLS 1.3 altogether;
+//! * a list without any other name keeps TLS 1.2 on OpenSSL's default list
+//!   (**[live]** on 3.21 + OpenSSL 3.0, not in PROTOCOL.md): here, every
+//!   ECDHE AEAD suite;
+//! * unknown names are ignored while a valid name of the same kind remains;
+//!   with none, 3.21 logs `No valid ciphers in the cipher list: %s` (or
+//!   `No valid cipher suites in the list: %s`) and never listens
+//!   **[live]**; we mark the settings unusable instead;
 //! * the minimum version accepts exactly `1.0`, `1.1`, `1.2`, `1.3`; any
 //!   other string warns and means 1.0.
 //!
@@ -27,7 +34,8 @@ use rustls::crypto::aws_lc_rs::cipher_suite as cs;
 use rustls::SupportedCipherSuite;
 
 /// cf-serverd's built-in `allowciphers` (3.21, OpenSSL with TLS 1.3).
-pub const CFENGINE_SERVER_DEFAULT_CIPHERS: &str = "AES256-GCM-SHA384:AES256-SHA:TLS_AES_256_GCM_SHA384";
+pub const CFENGINE_SERVER_DEFAULT_CIPHERS: &str =
+    "AES256-GCM-SHA384:AES256-SHA:TLS_AES_256_GCM_SHA384";
 
 /// cf-serverd's and cf-agent's built-in minimum TLS version.
 pub const CFENGINE_DEFAULT_MIN_VERSION: &str = "1.1";
@@ -146,10 +154,16 @@ impl fmt::Display for TlsWarning {
                 f,
                 "{s}: Unrecognized requested minimum TLS version '{v}', using the minimum required version 1.0. (rcf implements TLS 1.2 and 1.3 only, so the effective minimum is 1.2)"
             ),
-            TlsWarningKind::VersionRaised(v) => write!(
-                f,
-                "{s}: minimum TLS version {v} requested; rcf implements TLS 1.2 and 1.3 only, accepting TLS 1.2 and up"
-            ),
+            TlsWarningKind::VersionRaised(v) => {
+                if v == "1.0" {
+                    // CFEngine's own warning for 1.0 [live]
+                    write!(f, "{s}: Minimum requested TLS version is 1.0, but minimum version recommended by CFEngine is 1.1. ")?;
+                }
+                write!(
+                    f,
+                    "{s}: minimum TLS version {v} requested; rcf implements TLS 1.2 and 1.3 only, accepting TLS 1.2 and up"
+                )
+            }
             TlsWarningKind::Unusable(why) => write!(
                 f,
                 "{s}: no usable TLS configuration remains ({why}); every TLS handshake will be refused"
@@ -160,18 +174,39 @@ impl fmt::Display for TlsWarning {
 
 /// OpenSSL TLS ≤ 1.2 names rustls implements (ECDHE + AEAD only).
 const TLS12_MAP: [(&str, SupportedCipherSuite); 6] = [
-    ("ECDHE-RSA-AES256-GCM-SHA384", cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
-    ("ECDHE-RSA-AES128-GCM-SHA256", cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
-    ("ECDHE-RSA-CHACHA20-POLY1305", cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("ECDHE-ECDSA-AES256-GCM-SHA384", cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
-    ("ECDHE-ECDSA-AES128-GCM-SHA256", cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-    ("ECDHE-ECDSA-CHACHA20-POLY1305", cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
 ];
 
 /// TLS 1.3 suite names (same in OpenSSL and IANA).
 const TLS13_MAP: [(&str, SupportedCipherSuite); 3] = [
     ("TLS_AES_256_GCM_SHA384", cs::TLS13_AES_256_GCM_SHA384),
-    ("TLS_CHACHA20_POLY1305_SHA256", cs::TLS13_CHACHA20_POLY1305_SHA256),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
     ("TLS_AES_128_GCM_SHA256", cs::TLS13_AES_128_GCM_SHA256),
 ];
 
@@ -186,7 +221,9 @@ pub fn openssl_name(suite: SupportedCipherSuite) -> &'static str {
 }
 
 /// Aliases we expand to "every ECDHE suite rustls has" (order as TLS12_MAP).
-const ALL_TLS12_ALIASES: [&str; 8] = ["DEFAULT", "ALL", "HIGH", "ECDHE", "EECDH", "kECDHE", "kEECDH", "AESGCM"];
+const ALL_TLS12_ALIASES: [&str; 8] = [
+    "DEFAULT", "ALL", "HIGH", "ECDHE", "EECDH", "kECDHE", "kEECDH", "AESGCM",
+];
 
 fn classify_unsupported(name: &str) -> Option<&'static str> {
     let up = name.to_ascii_uppercase();
@@ -199,7 +236,12 @@ fn classify_unsupported(name: &str) -> Option<&'static str> {
     if up.contains("PSK") || up.contains("SRP") {
         return Some("PSK/SRP key exchange");
     }
-    if up.contains("CAMELLIA") || up.contains("ARIA") || up.contains("SEED") || up.contains("RC4") || up.contains("IDEA") {
+    if up.contains("CAMELLIA")
+        || up.contains("ARIA")
+        || up.contains("SEED")
+        || up.contains("RC4")
+        || up.contains("IDEA")
+    {
         return Some("cipher not implemented by rustls");
     }
     if up.contains("CCM") {
@@ -235,26 +277,40 @@ impl TlsSettings {
 
     /// Builds settings from the policy strings. `None` means "not set in
     /// policy" (the built-in default applies); an empty string is a value,
-    /// as in 3.21 (an empty cipher list leaves nothing usable).
+    /// as in 3.21: an empty cipher list turns TLS 1.3 off and leaves TLS 1.2
+    /// on the default list **[live]**. An empty minimum version is the
+    /// default, without a warning **[live]**.
     ///
     /// Never fails: problems become warnings, and a configuration with
     /// nothing left to negotiate is marked unusable (see module docs).
-    pub fn from_cfengine(role: Role, ciphers: Option<&str>, min_version: Option<&str>) -> (TlsSettings, Vec<TlsWarning>) {
+    pub fn from_cfengine(
+        role: Role,
+        ciphers: Option<&str>,
+        min_version: Option<&str>,
+    ) -> (TlsSettings, Vec<TlsWarning>) {
         let mut warnings = Vec::new();
         let cset = role.ciphers_setting();
         let vset = role.version_setting();
 
         // --- minimum version -------------------------------------------------
         let min_version = match min_version {
-            None => TlsVersion::Tls12, // CFEngine default 1.1; silently 1.2 here
+            // unset or empty: CFEngine's default 1.1 [live: "" logs no
+            // warning]; silently 1.2 here
+            None | Some("") => TlsVersion::Tls12,
             Some("1.3") => TlsVersion::Tls13,
             Some("1.2") => TlsVersion::Tls12,
             Some(v @ ("1.0" | "1.1")) => {
-                warnings.push(TlsWarning { setting: vset, kind: TlsWarningKind::VersionRaised(v.to_string()) });
+                warnings.push(TlsWarning {
+                    setting: vset,
+                    kind: TlsWarningKind::VersionRaised(v.to_string()),
+                });
                 TlsVersion::Tls12
             }
             Some(other) => {
-                warnings.push(TlsWarning { setting: vset, kind: TlsWarningKind::UnrecognizedVersion(other.to_string()) });
+                warnings.push(TlsWarning {
+                    setting: vset,
+                    kind: TlsWarningKind::UnrecognizedVersion(other.to_string()),
+                });
                 TlsVersion::Tls12
             }
         };
@@ -266,17 +322,26 @@ impl TlsSettings {
                 tls12: TLS12_MAP.iter().map(|(_, s)| *s).collect(),
                 fatal: None,
             },
-            (Role::Server, None) => parse_list(cset, CFENGINE_SERVER_DEFAULT_CIPHERS, &mut warnings),
+            (Role::Server, None) => {
+                parse_list(cset, CFENGINE_SERVER_DEFAULT_CIPHERS, &mut warnings)
+            }
             (_, Some(list)) => parse_list(cset, list, &mut warnings),
         };
 
-        let mut settings =
-            TlsSettings { role, tls13: parsed.tls13, tls12: parsed.tls12, min_version, unusable: None };
+        let mut settings = TlsSettings {
+            role,
+            tls13: parsed.tls13,
+            tls12: parsed.tls12,
+            min_version,
+            unusable: None,
+        };
         if let Some(err) = parsed.fatal {
             // cf-serverd 3.21 would log this error and not listen at all.
             warnings.push(TlsWarning {
                 setting: cset,
-                kind: TlsWarningKind::Unusable(format!("{err} (CFEngine 3.21 refuses to start with this list)")),
+                kind: TlsWarningKind::Unusable(format!(
+                    "{err} (CFEngine 3.21 refuses to start with this list)"
+                )),
             });
             settings.unusable = Some(format!("{cset}: {err}"));
             return (settings, warnings);
@@ -294,7 +359,10 @@ impl TlsSettings {
             } else {
                 format!("{cset} leaves only ECDSA suites, which RSA host keys cannot use")
             };
-            warnings.push(TlsWarning { setting: cset, kind: TlsWarningKind::Unusable(why.clone()) });
+            warnings.push(TlsWarning {
+                setting: cset,
+                kind: TlsWarningKind::Unusable(why.clone()),
+            });
             settings.unusable = Some(format!("{cset}/{vset}: {why}"));
         }
         (settings, warnings)
@@ -355,7 +423,9 @@ impl TlsSettings {
 }
 
 fn is_ecdsa(s: SupportedCipherSuite) -> bool {
-    TLS12_MAP.iter().any(|(n, x)| n.starts_with("ECDHE-ECDSA") && x.suite() == s.suite())
+    TLS12_MAP
+        .iter()
+        .any(|(n, x)| n.starts_with("ECDHE-ECDSA") && x.suite() == s.suite())
 }
 
 fn push_unique(v: &mut Vec<SupportedCipherSuite>, s: SupportedCipherSuite) {
@@ -403,7 +473,13 @@ fn parse_list(setting: &'static str, list: &str, warnings: &mut Vec<TlsWarning>)
                 None => match classify_unsupported(tok) {
                     Some(why) => {
                         valid13 = true; // OpenSSL knows it, rustls does not
-                        warn(warnings, TlsWarningKind::UnsupportedByDesign { name: tok.into(), why });
+                        warn(
+                            warnings,
+                            TlsWarningKind::UnsupportedByDesign {
+                                name: tok.into(),
+                                why,
+                            },
+                        );
                     }
                     None => warn(warnings, TlsWarningKind::UnknownCipher(tok.into())),
                 },
@@ -444,7 +520,13 @@ fn parse_list(setting: &'static str, list: &str, warnings: &mut Vec<TlsWarning>)
         match classify_unsupported(tok) {
             Some(why) => {
                 valid12 = true;
-                warn(warnings, TlsWarningKind::UnsupportedByDesign { name: tok.into(), why });
+                warn(
+                    warnings,
+                    TlsWarningKind::UnsupportedByDesign {
+                        name: tok.into(),
+                        why,
+                    },
+                );
             }
             None => warn(warnings, TlsWarningKind::UnknownCipher(tok.into())),
         }
@@ -463,7 +545,11 @@ fn parse_list(setting: &'static str, list: &str, warnings: &mut Vec<TlsWarning>)
     } else {
         None
     };
-    Parsed { tls13, tls12, fatal }
+    Parsed {
+        tls13,
+        tls12,
+        fatal,
+    }
 }
 
 #[cfg(test)]
@@ -488,8 +574,14 @@ mod tests {
         assert_eq!(
             kinds(&w),
             vec![
-                TlsWarningKind::UnsupportedByDesign { name: "AES256-GCM-SHA384".into(), why: "static RSA key exchange" },
-                TlsWarningKind::UnsupportedByDesign { name: "AES256-SHA".into(), why: "static RSA key exchange" },
+                TlsWarningKind::UnsupportedByDesign {
+                    name: "AES256-GCM-SHA384".into(),
+                    why: "static RSA key exchange"
+                },
+                TlsWarningKind::UnsupportedByDesign {
+                    name: "AES256-SHA".into(),
+                    why: "static RSA key exchange"
+                },
             ]
         );
         assert!(w[0].to_string().contains("unsupported by design"));
@@ -499,7 +591,14 @@ mod tests {
     #[test]
     fn client_default_is_openssl_like() {
         let s = TlsSettings::client_default();
-        assert_eq!(names(s.tls13_suites()), ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"]);
+        assert_eq!(
+            names(s.tls13_suites()),
+            [
+                "TLS_AES_256_GCM_SHA384",
+                "TLS_CHACHA20_POLY1305_SHA256",
+                "TLS_AES_128_GCM_SHA256"
+            ]
+        );
         assert_eq!(s.tls12_suites().len(), 6);
         assert_eq!(s.versions().len(), 2);
         assert_eq!(s.min_version(), TlsVersion::Tls12);
@@ -517,11 +616,30 @@ mod tests {
             "ECDHE-ECDSA-CHACHA20-POLY1305",
         ];
         // (list, tls13 names, tls12 names, unusable, tls13-disabled warning)
-        let table: &[(&str, &[&str], &[&str], bool, bool)] = &[
+        type Row = (
+            &'static str,
+            &'static [&'static str],
+            &'static [&'static str],
+            bool,
+            bool,
+        );
+        let table: &[Row] = &[
             // only TLS_ names: TLS 1.2 keeps the default list [live]
-            ("TLS_AES_256_GCM_SHA384", &["TLS_AES_256_GCM_SHA384"], ALL12, false, false),
+            (
+                "TLS_AES_256_GCM_SHA384",
+                &["TLS_AES_256_GCM_SHA384"],
+                ALL12,
+                false,
+                false,
+            ),
             ("AES256-GCM-SHA384:AES256-SHA", &[], &[], true, true),
-            ("ECDHE-RSA-AES256-GCM-SHA384", &[], &["ECDHE-RSA-AES256-GCM-SHA384"], false, true),
+            (
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                &[],
+                &["ECDHE-RSA-AES256-GCM-SHA384"],
+                false,
+                true,
+            ),
             (
                 "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:TLS_AES_128_GCM_SHA256",
                 &["TLS_AES_128_GCM_SHA256"],
@@ -536,27 +654,78 @@ mod tests {
                 false,
                 false,
             ),
-            ("ECDHE-ECDSA-AES256-GCM-SHA384", &[], &["ECDHE-ECDSA-AES256-GCM-SHA384"], true, true),
-            ("DHE-RSA-AES256-GCM-SHA384:AES128-SHA:AES256-SHA256", &[], &[], true, true),
-            ("HIGH:!ECDHE-ECDSA-AES128-GCM-SHA256", &[], &[
-                "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305",
-                "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"], false, true),
+            (
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                &[],
+                &["ECDHE-ECDSA-AES256-GCM-SHA384"],
+                true,
+                true,
+            ),
+            (
+                "DHE-RSA-AES256-GCM-SHA384:AES128-SHA:AES256-SHA256",
+                &[],
+                &[],
+                true,
+                true,
+            ),
+            (
+                "HIGH:!ECDHE-ECDSA-AES128-GCM-SHA256",
+                &[],
+                &[
+                    "ECDHE-RSA-AES256-GCM-SHA384",
+                    "ECDHE-RSA-AES128-GCM-SHA256",
+                    "ECDHE-RSA-CHACHA20-POLY1305",
+                    "ECDHE-ECDSA-AES256-GCM-SHA384",
+                    "ECDHE-ECDSA-CHACHA20-POLY1305",
+                ],
+                false,
+                true,
+            ),
             // empty: TLS 1.3 off, TLS 1.2 on OpenSSL defaults [live]
             ("", &[], ALL12, false, true),
             ("TLS_AES_128_CCM_SHA256:AES256-SHA", &[], &[], true, false),
-            (" TLS_AES_256_GCM_SHA384 : ECDHE-RSA-AES256-GCM-SHA384 ", &["TLS_AES_256_GCM_SHA384"], &["ECDHE-RSA-AES256-GCM-SHA384"], false, false),
+            (
+                " TLS_AES_256_GCM_SHA384 : ECDHE-RSA-AES256-GCM-SHA384 ",
+                &["TLS_AES_256_GCM_SHA384"],
+                &["ECDHE-RSA-AES256-GCM-SHA384"],
+                false,
+                false,
+            ),
             // unknown names are ignored while a valid one of the same kind remains [live]
-            ("FOO-BAR:ECDHE-RSA-AES256-GCM-SHA384", &[], &["ECDHE-RSA-AES256-GCM-SHA384"], false, true),
-            ("TLS_FOO:TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384", &["TLS_AES_256_GCM_SHA384"], &["ECDHE-RSA-AES256-GCM-SHA384"], false, false),
+            (
+                "FOO-BAR:ECDHE-RSA-AES256-GCM-SHA384",
+                &[],
+                &["ECDHE-RSA-AES256-GCM-SHA384"],
+                false,
+                true,
+            ),
+            (
+                "TLS_FOO:TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384",
+                &["TLS_AES_256_GCM_SHA384"],
+                &["ECDHE-RSA-AES256-GCM-SHA384"],
+                false,
+                false,
+            ),
         ];
         for (list, t13, t12, unusable, disabled13) in table {
             let (s, w) = TlsSettings::from_cfengine(Role::Server, Some(list), None);
             assert_eq!(names(s.tls13_suites()), *t13, "tls13 for {list:?}");
             assert_eq!(names(s.tls12_suites()), *t12, "tls12 for {list:?}");
             assert_eq!(s.is_unusable(), *unusable, "unusable for {list:?}: {w:?}");
-            assert_eq!(kinds(&w).contains(&TlsWarningKind::Tls13Disabled), *disabled13, "tls13 disabled for {list:?}");
-            let n_unusable = w.iter().filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_))).count();
-            assert_eq!(n_unusable, usize::from(*unusable), "exactly one unusable warning for {list:?}");
+            assert_eq!(
+                kinds(&w).contains(&TlsWarningKind::Tls13Disabled),
+                *disabled13,
+                "tls13 disabled for {list:?}"
+            );
+            let n_unusable = w
+                .iter()
+                .filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_)))
+                .count();
+            assert_eq!(
+                n_unusable,
+                usize::from(*unusable),
+                "exactly one unusable warning for {list:?}"
+            );
         }
     }
 
@@ -592,21 +761,50 @@ mod tests {
             (None, TlsVersion::Tls12, None),
             (Some("1.3"), TlsVersion::Tls13, None),
             (Some("1.2"), TlsVersion::Tls12, None),
-            (Some("1.1"), TlsVersion::Tls12, Some(TlsWarningKind::VersionRaised("1.1".into()))),
-            (Some("1.0"), TlsVersion::Tls12, Some(TlsWarningKind::VersionRaised("1.0".into()))),
-            (Some("TLSv1.2"), TlsVersion::Tls12, Some(TlsWarningKind::UnrecognizedVersion("TLSv1.2".into()))),
-            (Some(""), TlsVersion::Tls12, Some(TlsWarningKind::UnrecognizedVersion("".into()))),
+            (
+                Some("1.1"),
+                TlsVersion::Tls12,
+                Some(TlsWarningKind::VersionRaised("1.1".into())),
+            ),
+            (
+                Some("1.0"),
+                TlsVersion::Tls12,
+                Some(TlsWarningKind::VersionRaised("1.0".into())),
+            ),
+            (
+                Some("TLSv1.2"),
+                TlsVersion::Tls12,
+                Some(TlsWarningKind::UnrecognizedVersion("TLSv1.2".into())),
+            ),
+            // live: an empty allowtlsversion is the default, no warning
+            (Some(""), TlsVersion::Tls12, None),
         ];
         for (v, expect, warn) in table {
-            let (s, w) = TlsSettings::from_cfengine(Role::Server, Some("TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384"), *v);
+            let (s, w) = TlsSettings::from_cfengine(
+                Role::Server,
+                Some("TLS_AES_256_GCM_SHA384:ECDHE-RSA-AES256-GCM-SHA384"),
+                *v,
+            );
             assert_eq!(s.min_version(), *expect, "{v:?}");
             assert_eq!(kinds(&w), warn.iter().cloned().collect::<Vec<_>>(), "{v:?}");
         }
-        let (_, w) = TlsSettings::from_cfengine(Role::Server, Some("TLS_AES_256_GCM_SHA384:AES256-SHA"), Some("TLSv1.2"));
+        let (_, w) = TlsSettings::from_cfengine(
+            Role::Server,
+            Some("TLS_AES_256_GCM_SHA384:AES256-SHA"),
+            Some("TLSv1.2"),
+        );
         assert!(w[0]
             .to_string()
             .contains("Unrecognized requested minimum TLS version 'TLSv1.2', using the minimum required version 1.0."));
         assert_eq!(w[0].setting, "allowtlsversion");
+        let (_, w) = TlsSettings::from_cfengine(
+            Role::Client,
+            Some("TLS_AES_256_GCM_SHA384:AES256-SHA"),
+            Some("1.0"),
+        );
+        assert!(w[0].to_string().starts_with(
+            "tls_min_version: Minimum requested TLS version is 1.0, but minimum version recommended by CFEngine is 1.1."
+        ));
     }
 
     #[test]
@@ -614,13 +812,23 @@ mod tests {
         // 3.21 logs these errors and never listens [live]; we listen and refuse.
         for (list, msg) in [
             ("FOO-BAR", "No valid ciphers in the cipher list: FOO-BAR"),
-            ("TLS_FOO:ECDHE-RSA-AES256-GCM-SHA384", "No valid cipher suites in the list: TLS_FOO:ECDHE-RSA-AES256-GCM-SHA384"),
+            (
+                "TLS_FOO:ECDHE-RSA-AES256-GCM-SHA384",
+                "No valid cipher suites in the list: TLS_FOO:ECDHE-RSA-AES256-GCM-SHA384",
+            ),
             ("TLS_FOO", "No valid cipher suites in the list: TLS_FOO"),
         ] {
             let (s, w) = TlsSettings::from_cfengine(Role::Server, Some(list), None);
             assert!(s.is_unusable(), "{list}");
-            assert!(s.unusable_reason().unwrap().contains(msg), "{list}: {:?}", s.unusable_reason());
-            let unusable: Vec<_> = w.iter().filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_))).collect();
+            assert!(
+                s.unusable_reason().unwrap().contains(msg),
+                "{list}: {:?}",
+                s.unusable_reason()
+            );
+            let unusable: Vec<_> = w
+                .iter()
+                .filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_)))
+                .collect();
             assert_eq!(unusable.len(), 1, "{list}");
             assert!(unusable[0].to_string().starts_with("allowciphers: "));
         }
@@ -628,10 +836,16 @@ mod tests {
 
     #[test]
     fn min_13_without_tls13_is_unusable_and_min_13_drops_tls12() {
-        let (s, w) = TlsSettings::from_cfengine(Role::Server, Some("ECDHE-RSA-AES256-GCM-SHA384"), Some("1.3"));
+        let (s, w) = TlsSettings::from_cfengine(
+            Role::Server,
+            Some("ECDHE-RSA-AES256-GCM-SHA384"),
+            Some("1.3"),
+        );
         assert!(s.is_unusable());
         assert!(s.unusable_reason().unwrap().contains("allowtlsversion"));
-        assert!(w.iter().any(|w| matches!(w.kind, TlsWarningKind::Unusable(_))));
+        assert!(w
+            .iter()
+            .any(|w| matches!(w.kind, TlsWarningKind::Unusable(_))));
         let (s, _) = TlsSettings::from_cfengine(
             Role::Server,
             Some("ECDHE-RSA-AES256-GCM-SHA384:TLS_AES_256_GCM_SHA384"),

@@ -80,9 +80,16 @@ fn drain(l: &mut TlsLayer) -> Vec<u8> {
 #[test]
 fn tls13_default_handshake_both_ways_with_keys_and_names() {
     let (mut c, mut s) = established(None, None);
-    let want = Negotiated { version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384" };
+    let want = Negotiated {
+        version: "TLSv1.3",
+        cipher: "TLS_AES_256_GCM_SHA384",
+    };
     assert_eq!(c.negotiated(), Some(want));
     assert_eq!(s.negotiated(), Some(want));
+    assert_eq!(
+        want.to_string(),
+        "TLS version negotiated:  TLSv1.3; Cipher: TLS_AES_256_GCM_SHA384,TLSv1.3"
+    );
     assert_eq!(s.peer_public_key(), Some(&test_key(1).to_public_key()));
     assert_eq!(c.peer_public_key(), Some(&test_key(0).to_public_key()));
 
@@ -108,7 +115,10 @@ fn server_sends_no_session_tickets() {
 #[test]
 fn tls12_ecdhe_when_allowed() {
     let (c, s) = established(Some("ECDHE-RSA-AES256-GCM-SHA384"), None);
-    let want = Negotiated { version: "TLSv1.2", cipher: "ECDHE-RSA-AES256-GCM-SHA384" };
+    let want = Negotiated {
+        version: "TLSv1.2",
+        cipher: "ECDHE-RSA-AES256-GCM-SHA384",
+    };
     assert_eq!(c.negotiated(), Some(want));
     assert_eq!(s.negotiated(), Some(want));
     assert_eq!(s.peer_public_key(), Some(&test_key(1).to_public_key()));
@@ -117,7 +127,10 @@ fn tls12_ecdhe_when_allowed() {
         Some("ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_256_GCM_SHA384"),
         Some("ECDHE-RSA-AES128-GCM-SHA256"),
     );
-    assert_eq!(c.negotiated().unwrap().cipher, "ECDHE-RSA-AES128-GCM-SHA256");
+    assert_eq!(
+        c.negotiated().unwrap().cipher,
+        "ECDHE-RSA-AES128-GCM-SHA256"
+    );
 }
 
 #[test]
@@ -143,7 +156,10 @@ fn one_record_per_send_up_to_16k() {
     assert_eq!(s.read_record(&mut a).unwrap(), ReadStatus::Data(8));
     let mut b = Vec::new();
     assert_eq!(s.read_record(&mut b).unwrap(), ReadStatus::Data(7));
-    assert_eq!((a.as_slice(), b.as_slice()), (&b"t 7\0\0\0\0\0"[..], &b"VERSION"[..]));
+    assert_eq!(
+        (a.as_slice(), b.as_slice()),
+        (&b"t 7\0\0\0\0\0"[..], &b"VERSION"[..])
+    );
     // more than 16 KiB: consecutive full records
     c.send_plaintext(&vec![0u8; 16385]).unwrap();
     assert_eq!(records(&drain(&mut c)).len(), 2);
@@ -189,32 +205,49 @@ fn unusable_settings_refuse_with_alert_and_say_why() {
     }
     // server_config itself reports the problem as an error
     let (set, _) = TlsSettings::from_cfengine(Role::Server, Some("AES256-SHA"), None);
-    assert!(matches!(server_config(test_key(0), &set, &clock()), Err(TlsError::Unusable(_))));
+    assert!(matches!(
+        server_config(test_key(0), &set, &clock()),
+        Err(TlsError::Unusable(_))
+    ));
 }
 
 #[test]
 fn no_shared_cipher_fails_on_both_sides() {
     let mut s = server(None, None).accept().unwrap(); // TLS 1.3 AES-256 only
-    let mut c = client(Some("TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256"), None);
+    let mut c = client(
+        Some("TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256"),
+        None,
+    );
     let (ce, se) = run(&mut c, &mut s);
-    assert!(matches!(se, Some(TlsError::Peer(PeerError::Incompatible(_)))), "{se:?}");
-    assert!(matches!(ce, Some(TlsError::Peer(PeerError::AlertReceived(ref a))) if a == "handshake_failure"), "{ce:?}");
+    assert!(
+        matches!(se, Some(TlsError::Peer(PeerError::Incompatible(_)))),
+        "{se:?}"
+    );
+    assert!(
+        matches!(ce, Some(TlsError::Peer(PeerError::AlertReceived(ref a))) if a == "handshake_failure"),
+        "{ce:?}"
+    );
 }
 
 #[test]
 fn client_without_certificate_is_refused() {
     let (set, _) = TlsSettings::from_cfengine(Role::Client, None, None);
     let _ = set;
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(CfeServerCertVerifier::new()))
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(CfeServerCertVerifier::new()))
+    .with_no_client_auth();
     let mut c = TlsLayer::client(Arc::new(cfg)).unwrap();
     let mut s = server(None, None).accept().unwrap();
     let (_, se) = run(&mut c, &mut s);
-    assert!(matches!(se, Some(TlsError::Peer(PeerError::NoCertificate))), "{se:?}");
+    assert!(
+        matches!(se, Some(TlsError::Peer(PeerError::NoCertificate))),
+        "{se:?}"
+    );
 }
 
 #[test]
@@ -231,6 +264,7 @@ fn client_presenting_x509_v1_certificate_is_accepted() {
     let (ce, se) = run(&mut c, &mut s);
     assert!(ce.is_none() && se.is_none(), "{ce:?} {se:?}");
     assert_eq!(s.peer_public_key(), Some(&key.to_public_key()));
+    assert_eq!(s.peer_certificate(), Some(V1_CERT_DER));
     // and a server presenting one, over TLS 1.2 too (PKCS#1 or PSS signatures)
     for ciphers in [None, Some("ECDHE-RSA-AES256-GCM-SHA384")] {
         let (sset, _) = TlsSettings::from_cfengine(Role::Server, ciphers, None);
@@ -246,22 +280,33 @@ fn client_presenting_x509_v1_certificate_is_accepted() {
 #[test]
 fn ecdsa_server_cannot_handshake_with_our_client() {
     let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["a".into()]).unwrap().self_signed(&ec).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ec.serialize_der().into());
-    let scfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
+    let cert = rcgen::CertificateParams::new(vec!["a".into()])
         .unwrap()
-        .with_client_cert_verifier(Arc::new(CfeClientCertVerifier::new()))
-        .with_single_cert(vec![cert.der().clone()], key)
+        .self_signed(&ec)
         .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ec.serialize_der().into());
+    let scfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_client_cert_verifier(Arc::new(CfeClientCertVerifier::new()))
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
     let mut s = TlsLayer::server(Arc::new(scfg)).unwrap();
     let mut c = client(None, None);
     let (ce, se) = run(&mut c, &mut s);
     // We advertise RSA signature schemes only, so an ECDSA server cannot even
     // sign: it fails first and tells us (the verifier's own NonRsaKey check
     // is covered in verify.rs).
-    assert!(matches!(se, Some(TlsError::Peer(PeerError::Incompatible(_)))), "server: {se:?}");
-    assert!(matches!(ce, Some(TlsError::Peer(PeerError::AlertReceived(ref a))) if a == "handshake_failure"), "client: {ce:?}");
+    assert!(
+        matches!(se, Some(TlsError::Peer(PeerError::Incompatible(_)))),
+        "server: {se:?}"
+    );
+    assert!(
+        matches!(ce, Some(TlsError::Peer(PeerError::AlertReceived(ref a))) if a == "handshake_failure"),
+        "client: {ce:?}"
+    );
 }
 
 #[test]
@@ -273,7 +318,10 @@ fn eof_without_close_notify_is_ordinary_eof() {
     c.handle_eof().unwrap(); // cf-serverd: TCP close, no close_notify
     let mut got = Vec::new();
     assert_eq!(c.read_plaintext(&mut got).unwrap(), ReadStatus::Data(11));
-    assert_eq!(c.read_plaintext(&mut got).unwrap(), ReadStatus::Eof(EofKind::WithoutCloseNotify));
+    assert_eq!(
+        c.read_plaintext(&mut got).unwrap(),
+        ReadStatus::Eof(EofKind::WithoutCloseNotify)
+    );
     assert!(!c.wants_input());
 }
 
@@ -284,7 +332,10 @@ fn eof_with_close_notify() {
     let wire = drain(&mut c);
     s.handle_input(&wire).unwrap();
     let mut got = Vec::new();
-    assert_eq!(s.read_plaintext(&mut got).unwrap(), ReadStatus::Eof(EofKind::CloseNotify));
+    assert_eq!(
+        s.read_plaintext(&mut got).unwrap(),
+        ReadStatus::Eof(EofKind::CloseNotify)
+    );
 }
 
 #[test]
@@ -293,16 +344,24 @@ fn eof_during_handshake_is_a_peer_error() {
     let mut c = client(None, None);
     let hello = c.poll_transmit().unwrap();
     s.handle_input(&hello[..10]).unwrap();
-    assert!(matches!(s.handle_eof(), Err(TlsError::Peer(PeerError::EofDuringHandshake))));
+    assert!(matches!(
+        s.handle_eof(),
+        Err(TlsError::Peer(PeerError::EofDuringHandshake))
+    ));
     let mut c = client(None, None);
     let _ = c.poll_transmit();
-    assert!(matches!(c.handle_eof(), Err(TlsError::Peer(PeerError::EofDuringHandshake))));
+    assert!(matches!(
+        c.handle_eof(),
+        Err(TlsError::Peer(PeerError::EofDuringHandshake))
+    ));
 }
 
 #[test]
 fn garbage_instead_of_tls_is_a_protocol_error() {
     let mut s = server(None, None).accept().unwrap();
-    let err = s.handle_input(b"t 7\0\0\0\0CAUTH 127.0.0.1 localhost root 0").unwrap_err();
+    let err = s
+        .handle_input(b"t 7\0\0\0\0CAUTH 127.0.0.1 localhost root 0")
+        .unwrap_err();
     assert!(err.is_peer_error(), "{err:?}");
     // after a failure only poll_transmit works
     assert!(matches!(s.handle_input(b"x"), Err(TlsError::Closed)));
@@ -325,7 +384,10 @@ fn buffered_plaintext_is_bounded_and_nothing_is_lost() {
         let (mut c2, mut s2) = established(None, None);
         s2.send_plaintext(&vec![1u8; 100_000]).unwrap();
         let w2 = drain(&mut s2);
-        assert!(matches!(c2.handle_input(&w2), Err(TlsError::InputOverflow(_))));
+        assert!(matches!(
+            c2.handle_input(&w2),
+            Err(TlsError::InputOverflow(_))
+        ));
     }
     let mut got = Vec::new();
     let mut off = 0;
@@ -341,7 +403,10 @@ fn buffered_plaintext_is_bounded_and_nothing_is_lost() {
         max_buffered = max_buffered.max(got.len() - before);
     }
     assert_eq!(got, sent);
-    assert!(max_buffered <= 16 * 1024 + 16 * 1024, "buffered {max_buffered}");
+    assert!(
+        max_buffered <= 16 * 1024 + 16 * 1024,
+        "buffered {max_buffered}"
+    );
 }
 
 #[test]
@@ -352,4 +417,72 @@ fn clock_is_shared_and_settable() {
     assert_eq!(clk.get(), TEST_NOW);
     use rustls::time_provider::TimeProvider;
     assert_eq!(clk.current_time().unwrap().as_secs(), TEST_NOW);
+}
+
+mod hostile_input {
+    use super::*;
+    use quickcheck_macros::quickcheck;
+
+    /// Whatever bytes arrive, in whatever chunks, the server layer neither
+    /// panics nor completes a handshake, and ends in a clean error or waits.
+    #[quickcheck]
+    fn random_bytes_never_panic_or_handshake(chunks: Vec<Vec<u8>>, eof: bool) -> bool {
+        let mut s = server(None, None).accept().unwrap();
+        for c in &chunks {
+            if s.handle_input(c).is_err() {
+                break;
+            }
+            while s.poll_transmit().is_some() {}
+        }
+        if eof {
+            let _ = s.handle_eof();
+        }
+        let mut out = Vec::new();
+        let _ = s.read_plaintext(&mut out);
+        s.is_handshaking() && out.is_empty() && s.peer_public_key().is_none()
+    }
+
+    /// A real ClientHello with bytes flipped is refused, never accepted.
+    #[quickcheck]
+    fn mutated_client_hello_is_handled(flips: Vec<(u16, u8)>) -> bool {
+        let mut c = client(None, None);
+        let mut hello = c.poll_transmit().unwrap();
+        for (pos, x) in flips {
+            let i = usize::from(pos) % hello.len();
+            hello[i] ^= x;
+        }
+        let mut s = server(None, None).accept().unwrap();
+        let _ = s.handle_input(&hello);
+        while s.poll_transmit().is_some() {}
+        s.is_handshaking()
+    }
+
+    /// Any policy string parses; unusable exactly when no version is left.
+    #[quickcheck]
+    fn any_setting_strings_parse(
+        ciphers: Option<String>,
+        min: Option<String>,
+        client_role: bool,
+    ) -> bool {
+        let role = if client_role {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        let (s, w) = TlsSettings::from_cfengine(role, ciphers.as_deref(), min.as_deref());
+        let unusable_warnings = w
+            .iter()
+            .filter(|w| matches!(w.kind, TlsWarningKind::Unusable(_)))
+            .count();
+        // every message names its setting
+        let named = w
+            .iter()
+            .all(|w| w.to_string().starts_with(&format!("{}: ", w.setting)));
+        named
+            && if s.is_unusable() {
+                unusable_warnings == 1
+            } else {
+                unusable_warnings == 0 && !s.versions().is_empty() && !s.suites().is_empty()
+            }
+    }
 }

@@ -13,7 +13,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 
 use super::cert::{peer_key_from_cert, PeerKey};
 use super::error::{PeerError, VerifierError};
@@ -32,7 +34,9 @@ pub const RSA_SCHEMES: [SignatureScheme; 6] = [
 
 fn reject(e: PeerError) -> rustls::Error {
     match e {
-        PeerError::BadCertificate(_) => rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
+        PeerError::BadCertificate(_) => {
+            rustls::Error::InvalidCertificate(CertificateError::BadEncoding)
+        }
         other => rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
             VerifierError(other),
         )))),
@@ -53,7 +57,9 @@ impl RsaKeyChecker {
     }
 
     fn check_cert(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        peer_key_from_cert(end_entity.as_ref()).map(|_| ()).map_err(reject)
+        peer_key_from_cert(end_entity.as_ref())
+            .map(|_| ())
+            .map_err(reject)
     }
 
     fn peer_key(&self, cert: &CertificateDer<'_>) -> Result<PeerKey, rustls::Error> {
@@ -91,11 +97,17 @@ impl RsaKeyChecker {
                 rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
             ))?;
         for alg in algs {
-            if alg.verify_signature(&key.rsa_pkcs1, message, dss.signature()).is_ok() {
+            if alg
+                .verify_signature(&key.rsa_pkcs1, message, dss.signature())
+                .is_ok()
+            {
                 return Ok(HandshakeSignatureValid::assertion());
             }
         }
-        Err(reject(PeerError::BadSignature(format!("{:?} over TLS 1.2 handshake", dss.scheme))))
+        Err(reject(PeerError::BadSignature(format!(
+            "{:?} over TLS 1.2 handshake",
+            dss.scheme
+        ))))
     }
 
     fn tls13(
@@ -107,12 +119,14 @@ impl RsaKeyChecker {
         self.check_scheme(dss.scheme)?;
         let key = self.peer_key(cert)?;
         let spki = SubjectPublicKeyInfoDer::from(key.spki.as_slice());
-        rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algs).map_err(|e| {
-            match e {
+        rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algs)
+            .map_err(|e| match e {
                 rustls::Error::PeerMisbehaved(_) => e,
-                other => reject(PeerError::BadSignature(format!("{:?}: {other}", dss.scheme))),
-            }
-        })
+                other => reject(PeerError::BadSignature(format!(
+                    "{:?}: {other}",
+                    dss.scheme
+                ))),
+            })
     }
 }
 
@@ -126,7 +140,9 @@ pub struct CfeClientCertVerifier {
 impl CfeClientCertVerifier {
     /// A verifier using the aws-lc-rs signature algorithms.
     pub fn new() -> Self {
-        CfeClientCertVerifier { inner: RsaKeyChecker::new() }
+        CfeClientCertVerifier {
+            inner: RsaKeyChecker::new(),
+        }
     }
 }
 
@@ -195,7 +211,9 @@ pub struct CfeServerCertVerifier {
 impl CfeServerCertVerifier {
     /// A verifier using the aws-lc-rs signature algorithms.
     pub fn new() -> Self {
-        CfeServerCertVerifier { inner: RsaKeyChecker::new() }
+        CfeServerCertVerifier {
+            inner: RsaKeyChecker::new(),
+        }
     }
 }
 
@@ -245,10 +263,10 @@ impl ServerCertVerifier for CfeServerCertVerifier {
 mod tests {
     use super::*;
     use crate::tls::test_keys::V1_CERT_DER;
+    use rand_chacha::rand_core::SeedableRng;
     use rsa::pkcs1v15::SigningKey;
     use rsa::pss::BlindedSigningKey;
     use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
-    use rand_chacha::rand_core::SeedableRng;
 
     fn dss(scheme: SignatureScheme, sig: Vec<u8>) -> DigitallySignedStruct {
         // DigitallySignedStruct has no public constructor; decode it from its
@@ -257,14 +275,16 @@ mod tests {
         wire.extend_from_slice(&u16::from(scheme).to_be_bytes());
         wire.extend_from_slice(&(sig.len() as u16).to_be_bytes());
         wire.extend_from_slice(&sig);
-        crate::tls::verify::decode_dss(&wire).unwrap()
+        decode_dss(&wire).unwrap()
     }
 
     #[test]
     fn v1_certificate_accepted_by_both_verifiers() {
         let cert = CertificateDer::from(V1_CERT_DER);
         let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(0));
-        CfeClientCertVerifier::new().verify_client_cert(&cert, &[], now).unwrap();
+        CfeClientCertVerifier::new()
+            .verify_client_cert(&cert, &[], now)
+            .unwrap();
         CfeServerCertVerifier::new()
             .verify_server_cert(&cert, &[], &ServerName::try_from("x").unwrap(), &[], now)
             .unwrap();
@@ -277,24 +297,57 @@ mod tests {
         let msg = b"handshake transcript stand-in";
         let v = CfeClientCertVerifier::new();
         // TLS 1.2, RSA PKCS#1 v1.5 SHA-256
-        let sig = SigningKey::<sha2::Sha256>::new(key.clone()).sign(msg).to_vec();
-        v.verify_tls12_signature(msg, &cert, &dss(SignatureScheme::RSA_PKCS1_SHA256, sig.clone())).unwrap();
+        let sig = SigningKey::<sha2::Sha256>::new(key.clone())
+            .sign(msg)
+            .to_vec();
+        v.verify_tls12_signature(
+            msg,
+            &cert,
+            &dss(SignatureScheme::RSA_PKCS1_SHA256, sig.clone()),
+        )
+        .unwrap();
         // wrong message fails
         let err = v
-            .verify_tls12_signature(b"other", &cert, &dss(SignatureScheme::RSA_PKCS1_SHA256, sig.clone()))
+            .verify_tls12_signature(
+                b"other",
+                &cert,
+                &dss(SignatureScheme::RSA_PKCS1_SHA256, sig.clone()),
+            )
             .unwrap_err();
-        assert!(matches!(crate::tls::error::from_rustls(err), crate::tls::TlsError::Peer(PeerError::BadSignature(_))));
+        assert!(matches!(
+            crate::tls::error::from_rustls(err),
+            crate::tls::TlsError::Peer(PeerError::BadSignature(_))
+        ));
         // PKCS#1 is not allowed in TLS 1.3
-        assert!(v.verify_tls13_signature(msg, &cert, &dss(SignatureScheme::RSA_PKCS1_SHA256, sig)).is_err());
+        assert!(v
+            .verify_tls13_signature(msg, &cert, &dss(SignatureScheme::RSA_PKCS1_SHA256, sig))
+            .is_err());
         // TLS 1.3, RSA-PSS SHA-512 (deterministic test RNG)
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
-        let pss = BlindedSigningKey::<sha2::Sha512>::new(key).sign_with_rng(&mut rng, msg).to_vec();
-        v.verify_tls13_signature(msg, &cert, &dss(SignatureScheme::RSA_PSS_SHA512, pss.clone())).unwrap();
+        let pss = BlindedSigningKey::<sha2::Sha512>::new(key)
+            .sign_with_rng(&mut rng, msg)
+            .to_vec();
+        v.verify_tls13_signature(
+            msg,
+            &cert,
+            &dss(SignatureScheme::RSA_PSS_SHA512, pss.clone()),
+        )
+        .unwrap();
         CfeServerCertVerifier::new()
-            .verify_tls13_signature(msg, &cert, &dss(SignatureScheme::RSA_PSS_SHA512, pss.clone()))
+            .verify_tls13_signature(
+                msg,
+                &cert,
+                &dss(SignatureScheme::RSA_PSS_SHA512, pss.clone()),
+            )
             .unwrap();
         // a scheme we did not advertise is refused
-        assert!(v.verify_tls13_signature(msg, &cert, &dss(SignatureScheme::ECDSA_NISTP256_SHA256, pss)).is_err());
+        assert!(v
+            .verify_tls13_signature(
+                msg,
+                &cert,
+                &dss(SignatureScheme::ECDSA_NISTP256_SHA256, pss)
+            )
+            .is_err());
     }
 
     #[test]
@@ -309,20 +362,27 @@ mod tests {
     #[test]
     fn non_rsa_certificate_rejected_with_clear_error() {
         let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["x".into()]).unwrap().self_signed(&ec).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&ec)
+            .unwrap();
         let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(0));
-        let err = CfeClientCertVerifier::new().verify_client_cert(cert.der(), &[], now).unwrap_err();
+        let err = CfeClientCertVerifier::new()
+            .verify_client_cert(cert.der(), &[], now)
+            .unwrap_err();
         let mapped = crate::tls::error::from_rustls(err);
-        assert!(matches!(mapped, crate::tls::TlsError::Peer(PeerError::NonRsaKey(_))), "{mapped:?}");
+        assert!(
+            matches!(mapped, crate::tls::TlsError::Peer(PeerError::NonRsaKey(_))),
+            "{mapped:?}"
+        );
         assert!(mapped.to_string().contains("not RSA"));
     }
-}
 
-/// Decodes a wire-format `DigitallySignedStruct` (tests only need this;
-/// rustls offers no public constructor).
-#[cfg(test)]
-pub(crate) fn decode_dss(wire: &[u8]) -> Option<DigitallySignedStruct> {
-    use rustls::internal::msgs::codec::{Codec, Reader};
-    let mut r = Reader::init(wire);
-    DigitallySignedStruct::read(&mut r).ok()
+    /// Decodes a wire-format `DigitallySignedStruct` (tests only need this;
+    /// rustls offers no public constructor).
+    fn decode_dss(wire: &[u8]) -> Option<DigitallySignedStruct> {
+        use rustls::internal::msgs::codec::{Codec, Reader};
+        let mut r = Reader::init(wire);
+        DigitallySignedStruct::read(&mut r).ok()
+    }
 }
