@@ -1,26 +1,371 @@
+//! rcf-serverd: a drop-in for CFEngine 3.21's cf-serverd.
+//!
+//! Flags follow cf-serverd's (`-f`, `-F`, `-K`, `-I`, `-v`, `-d`, `-g`, `-l`,
+//! clustered as `-Kldf FILE`). Without `-F`, `-v` or `-d` it parses the
+//! policy, binds, then forks: the parent exits 0 once the port listens, the
+//! child detaches with its standard streams on /dev/null.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use clap::Parser;
+use rcf_core::policy::{self, LoadOptions, PolicySource, ServerPolicy};
+use rcf_core::server::Level;
+use rcf_core::tls::{Role, ServerTls, TlsClock, TlsSettings};
+use rcf_fs::policy_source::FsPolicySource;
+use rcf_fs::serve::{DigestCache, ServerFs};
+use rcf_tokio::{Logger, Shared};
 
 mod check_config;
 
-/// rcf-serverd (placeholder until its issue lands).
-#[derive(Parser)]
-#[command(name = "rcf-serverd", version)]
+/// The policy served when there is no policy file: `WORKDIR/masterfiles`
+/// (shortcut `masterfiles`) to loopback peers only.
+const DEFAULT_POLICY: &str = r#"
+body server control
+{
+      allowconnects => { "127.0.0.1", "::1" };
+      trustkeysfrom => { "127.0.0.1", "::1" };
+}
+
+bundle server rcf_default_access
+{
+  access:
+      "$(sys.workdir)/masterfiles/"
+        admit_ips => { "127.0.0.1", "::1" },
+        shortcut => "masterfiles";
+}
+"#;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rcf-serverd",
+    version,
+    about = "CFEngine 3.21 compatible server daemon (cf-serverd drop-in)",
+    after_help = "Work directory: --workdir, else $CFENGINE_TEST_OVERRIDE_WORKDIR, else /var/lib/cfengine3.\n\
+                  Policy: -f FILE, else WORKDIR/inputs/promises.cf, else a built-in policy serving\n\
+                  WORKDIR/masterfiles (shortcut 'masterfiles') to loopback only."
+)]
 struct Cli {
-    /// Load and evaluate the policy, print warnings and the access summary,
-    /// exit 0 if valid, 1 if not.
-    #[arg(long)]
-    check_config: bool,
-    /// Policy file (default WORKDIR/inputs/promises.cf).
+    /// Policy file (relative names are taken from WORKDIR/inputs, as cf-serverd does).
     #[arg(short = 'f', long = "file")]
     file: Option<String>,
-    /// Work directory (default $CFENGINE_TEST_OVERRIDE_WORKDIR, else /var/lib/cfengine3).
+    /// Stay in the foreground (for systemd and tests).
+    #[arg(short = 'F', long = "no-fork")]
+    no_fork: bool,
+    /// Ignore locks (accepted for compatibility; rcf-serverd's locks are per port).
+    #[arg(short = 'K', long = "no-lock")]
+    no_lock: bool,
+    /// Log at info level.
+    #[arg(short = 'I', long = "inform")]
+    inform: bool,
+    /// Log at verbose level; implies --no-fork.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    /// Log at debug level; implies --no-fork.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// Log level: error, warning, notice, info, verbose, debug.
+    #[arg(short = 'g', long = "log-level")]
+    log_level: Option<String>,
+    /// Prefix log lines with a timestamp.
+    #[arg(short = 'l', long = "timestamp")]
+    timestamp: bool,
+    /// Define classes (accepted for compatibility).
+    #[arg(short = 'D', long = "define")]
+    define: Vec<String>,
+    /// Negate classes (accepted for compatibility).
+    #[arg(short = 'N', long = "negate")]
+    negate: Vec<String>,
+    /// Load and evaluate the policy, print warnings and the access summary, then exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Work directory.
     #[arg(long)]
     workdir: Option<String>,
+    /// Listening port (overrides `port` in body server control).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Bind address (overrides `bindtointerface`).
+    #[arg(long = "bind")]
+    bind: Option<String>,
+    /// Where a daemonised server logs (default WORKDIR/outputs/rcf-serverd-PORT.log).
+    #[arg(long = "log-file")]
+    log_file: Option<PathBuf>,
+}
+
+fn level(cli: &Cli) -> Level {
+    if let Some(g) = &cli.log_level {
+        return match g.as_str() {
+            "error" | "err" => Level::Error,
+            "warning" | "warn" => Level::Warning,
+            "notice" => Level::Notice,
+            "info" | "inform" => Level::Info,
+            "verbose" => Level::Verbose,
+            _ => Level::Debug,
+        };
+    }
+    if cli.debug {
+        Level::Debug
+    } else if cli.verbose {
+        Level::Verbose
+    } else if cli.inform {
+        Level::Info
+    } else {
+        Level::Notice
+    }
+}
+
+/// Serves [`DEFAULT_POLICY`] under a virtual file name, everything else from disk.
+struct DefaultSource;
+const DEFAULT_NAME: &str = "/rcf-serverd/built-in/promises.cf";
+
+impl PolicySource for DefaultSource {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        if path == DEFAULT_NAME {
+            Ok(DEFAULT_POLICY.as_bytes().to_vec())
+        } else {
+            FsPolicySource.read(path)
+        }
+    }
+    fn canonicalize(&self, path: &str) -> policy::Canon {
+        FsPolicySource.canonicalize(path)
+    }
+    fn exists(&self, path: &str) -> bool {
+        FsPolicySource.exists(path)
+    }
+    fn is_symlink(&self, path: &str) -> bool {
+        FsPolicySource.is_symlink(path)
+    }
+}
+
+/// Load the policy: the given or default file, else the built-in one.
+fn load_policy(cli: &Cli, workdir: &str) -> (String, Result<ServerPolicy, policy::PolicyErrors>) {
+    let file = check_config::resolve_file(cli.file.as_deref(), workdir);
+    if cli.file.is_none() && !Path::new(&file).exists() {
+        let opts: LoadOptions = check_config::load_options(DEFAULT_NAME, workdir);
+        return (DEFAULT_NAME.into(), policy::load(&DefaultSource, &opts));
+    }
+    let opts = check_config::load_options(&file, workdir);
+    (file.clone(), policy::load(&FsPolicySource, &opts))
+}
+
+fn host_key(workdir: &str, logger: &Logger) -> Result<rcf_core::keys::RsaPrivateKey, String> {
+    let ppkeys = Path::new(workdir).join("ppkeys");
+    let priv_path = ppkeys.join("localhost.priv");
+    match std::fs::read(&priv_path) {
+        Ok(pem) => rcf_core::keys::parse_private_pem(&pem).map_err(|e| format!("{}: {e}", priv_path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            logger.log(Level::Notice, None, "Making a key pair for CFEngine, please wait, this could take a minute...");
+            let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS).map_err(|e| e.to_string())?;
+            let pub_pem = rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
+            let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
+            rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
+            rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+            rcf_fs::ppkeys::write_new_atomic(&ppkeys.join("localhost.pub"), pub_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("{}: {e}", priv_path.display())),
+    }
+}
+
+fn listen_backlog() -> i32 {
+    std::env::var("CF_SERVERD_LISTEN_QUEUE_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|n| (1..=2048).contains(n))
+        .unwrap_or(128)
+}
+
+/// Bind like `OpenReceiverChannel`: the given address, else the dual-stack
+/// wildcard (IPv6 with V6ONLY cleared), falling back to IPv4 only.
+fn bind(addr: &str, port: u16) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mk = |sa: SocketAddr, dual: bool| -> std::io::Result<std::net::TcpListener> {
+        let s = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        if dual {
+            s.set_only_v6(false)?;
+        }
+        s.bind(&sa.into())?;
+        s.listen(listen_backlog())?;
+        s.set_nonblocking(true)?;
+        Ok(s.into())
+    };
+    if addr.is_empty() {
+        match mk(SocketAddr::from(([0u16; 8], port)), true) {
+            Ok(l) => Ok(vec![l]),
+            Err(_) => Ok(vec![mk(SocketAddr::from(([0u8; 4], port)), false)?]),
+        }
+    } else {
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .or_else(|_| {
+                use std::net::ToSocketAddrs;
+                (addr, port).to_socket_addrs()?.next().map(|a| a.ip()).ok_or_else(|| std::io::Error::other("no address"))
+            })
+            .map_err(|e: std::io::Error| std::io::Error::other(format!("bindtointerface '{addr}': {e}")))?;
+        Ok(vec![mk(SocketAddr::new(ip, port), false)?])
+    }
+}
+
+/// Fork; the parent exits 0 (the port already listens), the child detaches.
+fn daemonize() -> Result<(), String> {
+    use nix::unistd::{fork, setsid, ForkResult};
+    // SAFETY: called before any thread (tokio's runtime) exists.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    setsid().map_err(|e| format!("setsid: {e}"))?;
+    let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| e.to_string())?;
+    use std::os::fd::AsRawFd;
+    for fd in 0..3 {
+        // SAFETY: dup2 on valid descriptors; no Rust object owns 0..=2 here.
+        if unsafe { libc::dup2(devnull.as_raw_fd(), fd) } < 0 {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 fn main() {
     let cli = Cli::parse();
+    let _ = (&cli.no_lock, &cli.define, &cli.negate);
     if cli.check_config {
         std::process::exit(check_config::run(cli.file.as_deref(), cli.workdir.as_deref()));
+    }
+    let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
+    let foreground = cli.no_fork || cli.verbose || cli.debug;
+    let lvl = level(&cli);
+    let startup_logger = Logger::stderr(lvl, cli.timestamp);
+
+    let (file, loaded) = load_policy(&cli, &workdir);
+    let policy = match loaded {
+        Ok(p) => p,
+        Err(e) => {
+            for d in &e.errors {
+                eprintln!("rcf-serverd: error: {d}");
+            }
+            std::process::exit(1);
+        }
+    };
+    for w in &policy.warnings {
+        startup_logger.log(Level::Warning, None, &w.to_string());
+    }
+    for l in policy.summary_lines() {
+        startup_logger.log(Level::Verbose, None, &l);
+    }
+    let key = match host_key(&workdir, &startup_logger) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("rcf-serverd: error: cannot load the host key: {e}");
+            std::process::exit(1);
+        }
+    };
+    let (settings, warnings) = TlsSettings::from_cfengine(
+        Role::Server,
+        policy.control.allowciphers.as_deref(),
+        policy.control.allowtlsversion.as_deref(),
+    );
+    for w in &warnings {
+        startup_logger.log(Level::Warning, None, &w.to_string());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let clock = TlsClock::new(now);
+    let tls = match ServerTls::new(&key, &settings, &clock) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rcf-serverd: error: TLS setup failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let ServerTls::Refusing(why) = &tls {
+        startup_logger.log(Level::Warning, None, &format!("Every TLS handshake will be refused: {why}"));
+    }
+    let port = cli.port.unwrap_or(policy.control.port);
+    let bind_addr = cli.bind.clone().unwrap_or_else(|| policy.control.bindtointerface.clone());
+    let listeners = match bind(&bind_addr, port) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rcf-serverd: error: Unable to start server: {e}");
+            std::process::exit(1);
+        }
+    };
+    if !foreground {
+        if let Err(e) = daemonize() {
+            eprintln!("rcf-serverd: error: {e}");
+            std::process::exit(1);
+        }
+    }
+    let logger = Arc::new(if foreground {
+        Logger::stderr(lvl, cli.timestamp)
+    } else {
+        let path = cli.log_file.clone().unwrap_or_else(|| Path::new(&workdir).join("outputs").join(format!("rcf-serverd-{port}.log")));
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")));
+        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(f) => Logger::to(lvl, true, Box::new(f)),
+            Err(_) => Logger::to(lvl, true, Box::new(std::io::sink())),
+        }
+    });
+    // Pid files are per port so several servers can share a workdir.
+    let pid_files: Vec<PathBuf> = {
+        let mut v = vec![Path::new(&workdir).join(format!("cf-serverd-{port}.pid"))];
+        if port == 5308 {
+            v.push(Path::new(&workdir).join("cf-serverd.pid"));
+        }
+        v
+    };
+    for p in &pid_files {
+        let _ = std::fs::write(p, format!("{}\n", std::process::id()));
+    }
+    logger.log(Level::Notice, None, &format!("Server is starting... (policy '{file}', port {port})"));
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let fs = Arc::new(ServerFs { ppkeys: Path::new(&workdir).join("ppkeys"), digests: Arc::new(DigestCache::default()) });
+        let shared = Shared::new(Arc::new(policy), tls, clock, fs, logger.clone());
+        let tl: Vec<tokio::net::TcpListener> =
+            listeners.into_iter().map(|l| tokio::net::TcpListener::from_std(l).expect("listener")).collect();
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let reload_shared = shared.clone();
+        let reload_logger = logger.clone();
+        let cli_file = cli.file.clone();
+        let wd = workdir.clone();
+        let reloader = tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reload_logger.log(Level::Info, None, &format!("Rereading policy file '{file}'"));
+                let c = Cli { file: cli_file.clone(), ..Cli::parse_from(["rcf-serverd"]) };
+                let wd = wd.clone();
+                match tokio::task::spawn_blocking(move || load_policy(&c, &wd)).await {
+                    Ok((_, Ok(p))) => {
+                        reload_logger.log(Level::Info, None, "New promises detected...");
+                        reload_shared.set_policy(Arc::new(p));
+                    }
+                    Ok((_, Err(e))) => {
+                        reload_logger.log(Level::Error, None, "File changes contain errors -- ignoring");
+                        for d in &e.errors {
+                            reload_logger.log(Level::Error, None, &d.to_string());
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        rcf_tokio::serve(tl, shared, async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+        .await;
+        reloader.abort();
+        logger.log(Level::Notice, None, "Server is stopping");
+    });
+    for p in &pid_files {
+        let _ = std::fs::remove_file(p);
     }
 }
