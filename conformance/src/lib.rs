@@ -1,1 +1,2 @@
 //! Conformance: transcript loader and runner.
+pub mod lab;
