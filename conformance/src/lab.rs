@@ -64,8 +64,9 @@ pub const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound on a server start (policy validation excluded).
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Everything that can go wrong in the lab.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong in the lab. `Debug` prints the same text
+/// as `Display`, so `.unwrap()` shows a readable message.
+#[derive(thiserror::Error)]
 pub enum LabError {
     /// A CFEngine binary is missing: the test must fail, not skip.
     #[error("{name} not found at {}: install Debian's cfengine3 (apt-get install cfengine3)", path.display())]
@@ -83,6 +84,12 @@ pub enum LabError {
     /// Something failed; `detail` holds the relevant output or log tail.
     #[error("{what}: {detail}")]
     Failed { what: String, detail: String },
+}
+
+impl std::fmt::Debug for LabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl LabError {

@@ -91,7 +91,9 @@ pub fn run_tool(
 }
 
 /// What the classes of one copy promise said (from `RCFLAB-OUTCOME` reports).
-/// Recursive copies can be both kept and repaired.
+/// cf-agent evaluates a files promise in several passes, so a fresh copy
+/// shows up as `repaired` AND `kept` (observed on 3.21); an unchanged file
+/// is `kept` only; a missing or denied source is `failed`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CopyOutcome {
     pub kept: bool,

@@ -24,6 +24,7 @@ pub struct Workdir {
     work: PathBuf,
     name: String,
     bins: CfeBins,
+    key_id: std::sync::OnceLock<String>,
 }
 
 fn mkdir(p: &Path, mode: Option<u32>) -> Result<(), LabError> {
@@ -53,7 +54,7 @@ impl Workdir {
             Some(tmp)
         };
         let work = root.join("work");
-        let wd = Workdir { _tmp: tmp, root, work, name: name.to_string(), bins };
+        let wd = Workdir { _tmp: tmp, root, work, name: name.to_string(), bins, key_id: Default::default() };
         for d in ["inputs", "ppkeys"] {
             mkdir(&wd.work.join(d), Some(0o700))?;
         }
@@ -149,29 +150,31 @@ impl Workdir {
         self.key_id()
     }
 
-    /// The id of `ppkeys/localhost.pub` as `cf-key -p` prints it (`MD5=<hex>`).
+    /// The id of `ppkeys/localhost.pub` as `cf-key -p` prints it
+    /// (`MD5=<hex>`); computed once, then cached (replace the key files
+    /// behind its back and the cache is stale).
     pub fn key_id(&self) -> Result<String, LabError> {
-        key_id_of(self, &self.pubkey_path())
+        if let Some(id) = self.key_id.get() {
+            return Ok(id.clone());
+        }
+        let id = key_id_of(self, &self.pubkey_path())?;
+        let _ = self.key_id.set(id.clone());
+        Ok(id)
     }
 
     /// Trust `other`'s host key for `user`, as `cf-key -t` does for root:
     /// copy its `localhost.pub` to `ppkeys/<user>-<id>.pub` (mode 0600).
     /// Returns the installed path.
     pub fn trust(&self, other: &Workdir, user: &str) -> Result<PathBuf, LabError> {
-        self.trust_key_file(&other.pubkey_path(), user)
+        let id = other.key_id()?;
+        install_key(&other.pubkey_path(), &self.ppkeys().join(format!("{user}-{id}.pub")))
     }
 
     /// Trust any PEM public key file (e.g. one made by `rcf-key`) for `user`.
     pub fn trust_key_file(&self, pubkey: &Path, user: &str) -> Result<PathBuf, LabError> {
         let id = key_id_of(self, pubkey)?;
-        let dest = self.ppkeys().join(format!("{user}-{id}.pub"));
-        std::fs::copy(pubkey, &dest)
-            .map_err(|e| LabError::io(format!("copy {} to {}", pubkey.display(), dest.display()), e))?;
-        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| LabError::io(format!("chmod {}", dest.display()), e))?;
-        Ok(dest)
+        install_key(pubkey, &self.ppkeys().join(format!("{user}-{id}.pub")))
     }
-
     /// The peer keys currently trusted: file names in `ppkeys/` other than
     /// `localhost.*` (e.g. `root-MD5=<hex>.pub`), sorted.
     pub fn trusted_keys(&self) -> Vec<String> {
@@ -212,6 +215,14 @@ impl Workdir {
         }
         unreachable!()
     }
+}
+
+fn install_key(pubkey: &Path, dest: &Path) -> Result<PathBuf, LabError> {
+    std::fs::copy(pubkey, dest)
+        .map_err(|e| LabError::io(format!("copy {} to {}", pubkey.display(), dest.display()), e))?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| LabError::io(format!("chmod {}", dest.display()), e))?;
+    Ok(dest.to_path_buf())
 }
 
 fn key_id_of(wd: &Workdir, pubkey: &Path) -> Result<String, LabError> {
