@@ -44,10 +44,10 @@ mod tree;
 mod workdir;
 
 pub use client::{
-    cf_agent_copies, cf_agent_copy, cf_agent_policy, cf_net, cf_runagent, run_tool, AgentRun,
-    CfrunScript, CopyOutcome, ToolRun,
+    cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net, cf_runagent,
+    parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
 };
-pub use policy::{quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
+pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
 pub use server::RealServer;
 pub use tree::{make_data_tree, trees_equal, trees_equal_deref, DataTree};

@@ -210,10 +210,57 @@ fn t7_denied_path_and_untrusted_key() {
     let run = cf_net(&s.cli_wd, &srv.host_port(), &["connect"]).unwrap();
     eprintln!("[interop_lab] t7: untrusted cf-net exit code {:?}", run.code());
     assert!(!run.contains("Connected & authenticated successfully"), "{}", run.describe());
+    run.assert_contains("Failed to connect to");
     assert!(
         srv.wait_for_log("TRUST FAILED, peer presented an untrusted key, dropping connection!", Duration::from_secs(5)),
         "{}",
         srv.log()
     );
     report("t7_denied_path_and_untrusted_key", t0);
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // a zombie is dead for our purposes
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+#[test]
+fn t8_server_stopped_when_test_panics() {
+    let t0 = Instant::now();
+    let wd = Workdir::new("t8").unwrap();
+    let pid = std::sync::Mutex::new(0u32);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let srv = RealServer::start(&wd, &ServerPolicy::new(0)).unwrap();
+        *pid.lock().unwrap() = srv.pid();
+        panic!("simulated test failure");
+    }));
+    assert!(r.is_err());
+    let pid = *pid.lock().unwrap();
+    assert!(pid != 0 && !pid_alive(pid), "cf-serverd {pid} survived the panic");
+    report("t8_server_stopped_when_test_panics", t0);
+}
+
+#[test]
+fn t9_bad_policy_is_refused_before_start() {
+    let wd = Workdir::new("t9").unwrap();
+    let mut policy = ServerPolicy::new(0);
+    policy.extra_bundles = "bundle server broken {\n access: \"/x\" admit_ips => ;\n}\n".into();
+    let e = RealServer::start(&wd, &policy).unwrap_err().to_string();
+    assert!(e.contains("does not validate"), "{e}");
+}
+
+#[test]
+fn t10_tool_timeout_kills_the_process_group() {
+    let wd = Workdir::new("t10").unwrap();
+    let pidfile = wd.scratch().join("bg.pid");
+    let script = format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display());
+    let t0 = Instant::now();
+    let e = run_tool(&wd, std::path::Path::new("/bin/sh"), &["-c", &script], None, Duration::from_millis(500)).unwrap_err();
+    assert!(matches!(e, LabError::Timeout { .. }), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let bg: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!pid_alive(bg), "background child {bg} of the timed-out tool survived");
 }

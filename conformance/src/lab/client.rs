@@ -1,6 +1,6 @@
 //! The real clients: cf-agent, cf-net, cf-runagent (and any tool run).
 
-use super::policy::render_copy_policy;
+use super::policy::copy_policy;
 use super::proc::{spawn_logged, wait_bounded};
 use super::{grep, tail, CopySpec, LabError, Workdir, TOOL_TIMEOUT};
 use std::path::{Path, PathBuf};
@@ -151,20 +151,30 @@ pub fn cf_agent_copy(client: &Workdir, spec: &CopySpec) -> Result<AgentRun, LabE
 /// destinations. cf-agent exits 0 even when a copy failed: judge by
 /// [`AgentRun::outcomes`], the files and the output.
 pub fn cf_agent_copies(client: &Workdir, specs: &[CopySpec]) -> Result<AgentRun, LabError> {
+    cf_agent_copies_with_flags(client, specs, &["-v"])
+}
+
+/// [`cf_agent_copies`] with other cf-agent flags instead of `-v` (e.g.
+/// `["-d"]`, `["-I"]`; outcomes are parsed whatever the verbosity).
+pub fn cf_agent_copies_with_flags(client: &Workdir, specs: &[CopySpec], flags: &[&str]) -> Result<AgentRun, LabError> {
     client.cf_key()?;
     for s in specs {
         if let Some(parent) = s.dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| LabError::io(format!("mkdir {}", parent.display()), e))?;
         }
     }
-    let (run, policy) = cf_agent_policy(client, &render_copy_policy(specs), &["-v"])?;
-    let mut outcomes = vec![CopyOutcome::default(); specs.len()];
-    for line in run.output.lines() {
-        let Some(rest) = line.split("RCFLAB-OUTCOME ").nth(1) else { continue };
-        // skip the verbose echo of the promise itself, keep "R: ..." reports
-        if !line.contains("R: ") {
-            continue;
-        }
+    let (run, policy) = cf_agent_policy(client, &copy_policy(specs), flags)?;
+    let outcomes = parse_outcomes(&run.output, specs.len());
+    Ok(AgentRun { run, policy, outcomes })
+}
+
+/// Read the `R: RCFLAB-OUTCOME <i> <word>` reports of a [`copy_policy`]
+/// run with `n` promises.
+pub fn parse_outcomes(output: &str, n: usize) -> Vec<CopyOutcome> {
+    let mut outcomes = vec![CopyOutcome::default(); n];
+    for line in output.lines() {
+        // only "R: ..." report lines, not a verbose echo of the promise
+        let Some(rest) = line.split("R: RCFLAB-OUTCOME ").nth(1) else { continue };
         let mut it = rest.split_whitespace();
         let (Some(i), Some(o)) = (it.next().and_then(|i| i.parse::<usize>().ok()), it.next()) else { continue };
         let Some(out) = outcomes.get_mut(i) else { continue };
@@ -177,7 +187,7 @@ pub fn cf_agent_copies(client: &Workdir, specs: &[CopySpec]) -> Result<AgentRun,
             _ => {}
         }
     }
-    Ok(AgentRun { run, policy, outcomes })
+    outcomes
 }
 
 /// Run the real `cf-net -H <host_port> <args...>` (e.g. `["connect"]`,
