@@ -1,5 +1,5 @@
 //! rcf-conformance: recorded CFEngine 3.21 transcripts, a loader for them,
-//! and runners that hold an implementation to them.
+//! runners that hold an implementation to them, and the interop lab.
 //!
 //! * [`transcript`] reads the `cfe-transcript 1` files in `shared/interop/vectors/`.
 //! * [`runner`] replays them through rcf-core's codecs (framing, banner,
@@ -8,7 +8,10 @@
 //!   and compares every byte it sends with the recorded server.
 //! * [`world`] is the in-memory file/key/policy world that answers a
 //!   session's questions in those replays and in the session tests.
+//! * [`lab`] runs the real CFEngine 3.21 binaries (and ours) sandboxed on
+//!   loopback for the interop tests.
 
+pub mod lab;
 pub mod runner;
 pub mod session_replay;
 pub mod transcript;
