@@ -39,6 +39,7 @@
 mod client;
 mod policy;
 mod proc;
+mod rcf;
 mod server;
 mod tree;
 mod workdir;
@@ -49,6 +50,7 @@ pub use client::{
 };
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
+pub use rcf::{rcf_bin, RcfServer};
 pub use server::RealServer;
 pub use tree::{make_data_tree, trees_equal, trees_equal_deref, DataTree};
 pub use workdir::Workdir;
