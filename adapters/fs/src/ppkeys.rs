@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, DirBuilderExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,7 +54,11 @@ pub enum FsError {
 
 impl FsError {
     fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
-        move |source| FsError::Io { op, path: path.to_path_buf(), source }
+        move |source| FsError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// The underlying OS error kind, if this is an I/O failure.
@@ -71,9 +75,14 @@ impl FsError {
 pub fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>, FsError> {
     let f = File::open(path).map_err(FsError::io("open", path))?;
     let mut buf = Vec::new();
-    f.take(max as u64 + 1).read_to_end(&mut buf).map_err(FsError::io("read", path))?;
+    f.take(max as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(FsError::io("read", path))?;
     if buf.len() > max {
-        return Err(FsError::TooLarge { path: path.to_path_buf(), max });
+        return Err(FsError::TooLarge {
+            path: path.to_path_buf(),
+            max,
+        });
     }
     Ok(buf)
 }
@@ -108,17 +117,26 @@ pub fn check_private_dir(dir: &Path) -> Result<(), FsError> {
         Ok(m) => {
             let mode = m.permissions().mode() & 0o7777;
             if mode & 0o077 != 0 {
-                return Err(FsError::NotPrivate { path: dir.to_path_buf(), mode });
+                return Err(FsError::NotPrivate {
+                    path: dir.to_path_buf(),
+                    mode,
+                });
             }
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(FsError::Io { op: "stat", path: dir.to_path_buf(), source: e }),
+        Err(e) => Err(FsError::Io {
+            op: "stat",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), FsError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(FsError::io("fsync", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(FsError::io("fsync", dir))
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -154,7 +172,8 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool,
             .open(&tmp)
             .map_err(FsError::io("create", &tmp))?;
         // The umask may have removed bits; set exactly what was asked.
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(FsError::io("chmod", &tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(FsError::io("chmod", &tmp))?;
         f.write_all(contents).map_err(FsError::io("write", &tmp))?;
         f.sync_all().map_err(FsError::io("fsync", &tmp))?;
         drop(f);
@@ -182,7 +201,8 @@ pub fn write_replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(
             .mode(mode)
             .open(&tmp)
             .map_err(FsError::io("create", &tmp))?;
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(FsError::io("chmod", &tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(FsError::io("chmod", &tmp))?;
         f.write_all(contents).map_err(FsError::io("write", &tmp))?;
         f.sync_all().map_err(FsError::io("fsync", &tmp))?;
         drop(f);
@@ -202,7 +222,11 @@ fn link_no_replace(from: &Path, to: &Path) -> Result<bool, FsError> {
     match fs::hard_link(from, to) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FsError::Io { op: "link", path: from.to_path_buf(), source: e }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FsError::Io {
+            op: "link",
+            path: from.to_path_buf(),
+            source: e,
+        }),
         Err(_) => {
             if fs::symlink_metadata(to).is_ok() {
                 return Ok(false);
@@ -232,7 +256,12 @@ impl FsPpkeys {
     }
 
     fn file(&self, name: &str) -> Result<PathBuf, FsError> {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+        {
             return Err(FsError::BadName(name.to_string()));
         }
         Ok(self.dir.join(name))
@@ -274,7 +303,11 @@ impl PpkeysDir for FsPpkeys {
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(FsError::Io { op: "unlink", path, source: e }),
+            Err(e) => Err(FsError::Io {
+                op: "unlink",
+                path,
+                source: e,
+            }),
         }
     }
 
@@ -282,7 +315,13 @@ impl PpkeysDir for FsPpkeys {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(FsError::Io { op: "opendir", path: self.dir.clone(), source: e }),
+            Err(e) => {
+                return Err(FsError::Io {
+                    op: "opendir",
+                    path: self.dir.clone(),
+                    source: e,
+                })
+            }
         };
         let mut out = Vec::new();
         for ent in rd {
@@ -307,7 +346,9 @@ mod tests {
     fn key() -> &'static RsaPublicKey {
         static K: OnceLock<RsaPublicKey> = OnceLock::new();
         K.get_or_init(|| {
-            generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1), 2048).unwrap().to_public_key()
+            generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1), 2048)
+                .unwrap()
+                .to_public_key()
         })
     }
 
@@ -326,7 +367,11 @@ mod tests {
         assert_eq!(mode(&dir.join("a.pub")), 0o600);
         assert!(!d.create_new("a.pub", b"two").unwrap());
         assert_eq!(fs::read(dir.join("a.pub")).unwrap(), b"one");
-        assert_eq!(d.list().unwrap(), vec!["a.pub".to_string()], "no temp files left");
+        assert_eq!(
+            d.list().unwrap(),
+            vec!["a.pub".to_string()],
+            "no temp files left"
+        );
     }
 
     #[test]
@@ -350,7 +395,10 @@ mod tests {
         let d = FsPpkeys::new(tmp.path());
         for n in ["", ".", "..", "../x", "a/b", "a\0b"] {
             assert!(matches!(d.read(n), Err(FsError::BadName(_))), "{n:?}");
-            assert!(matches!(d.create_new(n, b"x"), Err(FsError::BadName(_))), "{n:?}");
+            assert!(
+                matches!(d.create_new(n, b"x"), Err(FsError::BadName(_))),
+                "{n:?}"
+            );
         }
         fs::write(tmp.path().join("big.pub"), vec![b'x'; MAX_PEM_LEN + 1]).unwrap();
         assert!(matches!(d.read("big.pub"), Err(FsError::TooLarge { .. })));
@@ -378,7 +426,10 @@ mod tests {
         let e = check_private_dir(&p).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("UNTRUSTED: Private key directory {} (mode 755) was not private!", p.display())
+            format!(
+                "UNTRUSTED: Private key directory {} (mode 755) was not private!",
+                p.display()
+            )
         );
     }
 
@@ -389,16 +440,26 @@ mod tests {
         let store = TrustStore::new(FsPpkeys::new(&dir), DigestKind::Md5);
         // Old-style file from an old installation.
         ensure_private_dir(&dir).unwrap();
-        fs::write(dir.join("root-192.0.2.5.pub"), encode_public_pem(key()).unwrap()).unwrap();
-        let out = store.verify("root", Some("192.0.2.5"), key(), false).unwrap();
-        let Outcome::Trusted(l) = out else { panic!("{out:?}") };
+        fs::write(
+            dir.join("root-192.0.2.5.pub"),
+            encode_public_pem(key()).unwrap(),
+        )
+        .unwrap();
+        let out = store
+            .verify("root", Some("192.0.2.5"), key(), false)
+            .unwrap();
+        let Outcome::Trusted(l) = out else {
+            panic!("{out:?}")
+        };
         assert_eq!(l.renamed_from.as_deref(), Some("root-192.0.2.5.pub"));
         assert!(matches!(l.verdict, Verdict::Trusted { .. }));
         assert!(dir.join(&l.file).exists());
         assert!(!dir.join("root-192.0.2.5.pub").exists());
         // Trust on first use for another user writes a 0600 file.
         let out = store.verify("bob", None, key(), true).unwrap();
-        let Outcome::NewlyTrusted(_, saved) = out else { panic!("{out:?}") };
+        let Outcome::NewlyTrusted(_, saved) = out else {
+            panic!("{out:?}")
+        };
         assert!(saved.written);
         assert_eq!(mode(&dir.join(&saved.file)), 0o600);
         assert_eq!(store.list().unwrap().len(), 2);

@@ -138,8 +138,10 @@ impl Log {
     fn log(&self, level: Level, msg: &str) {
         if level <= self.max {
             // One line per message, whatever a path or a peer put in it.
-            let clean: String =
-                msg.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+            let clean: String = msg
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{:>8}: {}", level.name(), clean);
         }
@@ -220,7 +222,10 @@ fn run(cli: &Cli, log: &Log) -> u8 {
             return 1;
         }
     };
-    log.log(Level::Verbose, &format!("Work directory is {}", workdir.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Work directory is {}", workdir.display()),
+    );
     let ppkeys_dir = workdir.join(PPKEYS_DIR);
     if let Err(e) = check_private_dir(&ppkeys_dir) {
         log.error(&format!("Fatal CFEngine error: {e}"));
@@ -231,7 +236,9 @@ fn run(cli: &Cli, log: &Log) -> u8 {
         return show_hosts(cli, log, &ppkeys_dir);
     }
     if let Some(file) = &cli.print_digest {
-        let file = file.clone().unwrap_or_else(|| ppkeys_dir.join(PUBLIC_KEY_FILE));
+        let file = file
+            .clone()
+            .unwrap_or_else(|| ppkeys_dir.join(PUBLIC_KEY_FILE));
         return print_digest(log, &file);
     }
     if let Some(target) = &cli.remove_keys {
@@ -248,7 +255,10 @@ fn read_key_file(log: &Log, path: &Path) -> Option<Vec<u8>> {
     match read_limited(path, rcf_core::keys::MAX_PEM_LEN) {
         Ok(b) => Some(b),
         Err(e @ FsError::TooLarge { .. }) => {
-            log.error(&format!("Error while reading public key '{}' ({e})", path.display()));
+            log.error(&format!(
+                "Error while reading public key '{}' ({e})",
+                path.display()
+            ));
             None
         }
         Err(e) => {
@@ -266,15 +276,19 @@ fn read_key_file(log: &Log, path: &Path) -> Option<Vec<u8>> {
 fn load_public(log: &Log, path: &Path, allow_private: bool) -> Option<RsaPublicKey> {
     let bytes = read_key_file(log, path)?;
     let (what, result) = match parse_public_pem(&bytes) {
-        Err(KeyError::WrongType { .. }) if allow_private && looks_private(&bytes) => {
-            ("private", parse_private_pem(&bytes).map(|k| k.to_public_key()))
-        }
+        Err(KeyError::WrongType { .. }) if allow_private && looks_private(&bytes) => (
+            "private",
+            parse_private_pem(&bytes).map(|k| k.to_public_key()),
+        ),
         r => ("public", r),
     };
     match result {
         Ok(k) => Some(k),
         Err(e) => {
-            log.error(&format!("Error while reading {what} key '{}' ({e})", path.display()));
+            log.error(&format!(
+                "Error while reading {what} key '{}' ({e})",
+                path.display()
+            ));
             None
         }
     }
@@ -333,11 +347,17 @@ fn trust_key(log: &Log, ppkeys_dir: &Path, arg: &str) -> u8 {
         Ok(saved) => {
             let path = ppkeys_dir.join(&saved.file);
             if saved.written {
-                log.log(Level::Verbose, &format!("Saving public key to file '{}'", path.display()));
+                log.log(
+                    Level::Verbose,
+                    &format!("Saving public key to file '{}'", path.display()),
+                );
             } else {
                 log.log(
                     Level::Verbose,
-                    &format!("Public key file '{}' already exists, not rewriting", path.display()),
+                    &format!(
+                        "Public key file '{}' already exists, not rewriting",
+                        path.display()
+                    ),
                 );
             }
             0
@@ -368,7 +388,10 @@ fn remove_keys(log: &Log, ppkeys_dir: &Path, target: &str) -> u8 {
         }
         Ok(removed) => {
             for f in removed {
-                log.log(Level::Info, &format!("Removed key file '{}'", ppkeys_dir.join(f).display()));
+                log.log(
+                    Level::Info,
+                    &format!("Removed key file '{}'", ppkeys_dir.join(f).display()),
+                );
             }
             0
         }
@@ -402,17 +425,27 @@ fn show_hosts(cli: &Cli, log: &Log, ppkeys_dir: &Path) -> u8 {
     };
     let mut ok = row(&mut out, "User", "IP", "Key").is_ok();
     for e in &entries {
-        let key = e.id.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        let key =
+            e.id.as_ref()
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into());
         ok &= row(&mut out, &e.user, e.ip.as_deref().unwrap_or("-"), &key).is_ok();
     }
     ok &= writeln!(out, "Total Entries: {}", entries.len()).is_ok();
-    if ok { 0 } else { 1 }
+    if ok {
+        0
+    } else {
+        1
+    }
 }
 
 fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 {
     let (priv_path, pub_path) = match &cli.output_file {
         Some(base) => (with_ext(base, "priv"), with_ext(base, "pub")),
-        None => (ppkeys_dir.join(PRIVATE_KEY_FILE), ppkeys_dir.join(PUBLIC_KEY_FILE)),
+        None => (
+            ppkeys_dir.join(PRIVATE_KEY_FILE),
+            ppkeys_dir.join(PUBLIC_KEY_FILE),
+        ),
     };
     for p in [&pub_path, &priv_path] {
         if std::fs::symlink_metadata(p).is_ok() {
@@ -420,7 +453,10 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
             return 1;
         }
     }
-    log.log(Level::Info, "Making a key pair for CFEngine, please wait, this could take a minute...");
+    log.log(
+        Level::Info,
+        "Making a key pair for CFEngine, please wait, this could take a minute...",
+    );
     let key = match generate(&mut OsRng, cli.key_type) {
         Ok(k) => k,
         Err(e) => {
@@ -428,7 +464,10 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
             return 1;
         }
     };
-    let (priv_pem, pub_pem) = match (encode_private_pem(&key), encode_public_pem(&key.to_public_key())) {
+    let (priv_pem, pub_pem) = match (
+        encode_private_pem(&key),
+        encode_public_pem(&key.to_public_key()),
+    ) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             log.error(&format!("Unable to encode the key pair ({e})"));
@@ -441,11 +480,17 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
             return 1;
         }
     }
-    log.log(Level::Verbose, &format!("Writing private key to '{}'", priv_path.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Writing private key to '{}'", priv_path.display()),
+    );
     match write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600) {
         Ok(true) => {}
         Ok(false) => {
-            log.error(&format!("A key file already exists at {}", priv_path.display()));
+            log.error(&format!(
+                "A key file already exists at {}",
+                priv_path.display()
+            ));
             return 1;
         }
         Err(e) => {
@@ -457,13 +502,19 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
             return 1;
         }
     }
-    log.log(Level::Verbose, &format!("Writing public key to file '{}'", pub_path.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Writing public key to file '{}'", pub_path.display()),
+    );
     let pub_result = write_new_atomic(&pub_path, pub_pem.as_bytes(), 0o600);
     if !matches!(pub_result, Ok(true)) {
         // Never leave half a pair behind.
         let _ = std::fs::remove_file(&priv_path);
         match pub_result {
-            Ok(_) => log.error(&format!("A key file already exists at {}", pub_path.display())),
+            Ok(_) => log.error(&format!(
+                "A key file already exists at {}",
+                pub_path.display()
+            )),
             Err(e) => log.error(&format!(
                 "Error while writing public key file '{}' ({})",
                 pub_path.display(),
@@ -473,11 +524,19 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
         return 1;
     }
     let seed_path = workdir.join("randseed");
-    log.log(Level::Verbose, &format!("Using '{}' for randseed", seed_path.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Using '{}' for randseed", seed_path.display()),
+    );
     let mut seed = vec![0u8; RANDSEED_LEN];
     OsRng.fill_bytes(&mut seed);
-    if let Err(e) = ensure_private_dir(workdir).and_then(|_| write_replace_atomic(&seed_path, &seed, 0o600)) {
-        log.error(&format!("Could not write randseed file '{}' ({e})", seed_path.display()));
+    if let Err(e) =
+        ensure_private_dir(workdir).and_then(|_| write_replace_atomic(&seed_path, &seed, 0o600))
+    {
+        log.error(&format!(
+            "Could not write randseed file '{}' ({e})",
+            seed_path.display()
+        ));
         return 1;
     }
     0
@@ -489,10 +548,22 @@ mod tests {
 
     #[test]
     fn trust_arg_splits_at_the_rightmost_colon() {
-        assert_eq!(split_trust_arg("k.pub"), ("root".into(), None, "k.pub".into()));
-        assert_eq!(split_trust_arg("10.0.0.1:k.pub"), ("root".into(), Some("10.0.0.1".into()), "k.pub".into()));
-        assert_eq!(split_trust_arg("bob@::1:k.pub"), ("bob".into(), Some("::1".into()), "k.pub".into()));
-        assert_eq!(split_trust_arg("@1.2.3.4:/a/k.pub"), ("".into(), Some("1.2.3.4".into()), "/a/k.pub".into()));
+        assert_eq!(
+            split_trust_arg("k.pub"),
+            ("root".into(), None, "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg("10.0.0.1:k.pub"),
+            ("root".into(), Some("10.0.0.1".into()), "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg("bob@::1:k.pub"),
+            ("bob".into(), Some("::1".into()), "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg("@1.2.3.4:/a/k.pub"),
+            ("".into(), Some("1.2.3.4".into()), "/a/k.pub".into())
+        );
     }
 
     #[test]

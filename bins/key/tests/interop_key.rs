@@ -27,12 +27,20 @@ impl Drop for Reaper {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn id_of(r: &Run) -> String {
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.starts_with("MD5=") && r.stdout.ends_with('\n'), "{:?}", r.stdout);
+    assert!(
+        r.stdout.starts_with("MD5=") && r.stdout.ends_with('\n'),
+        "{:?}",
+        r.stdout
+    );
     r.stdout.clone()
 }
 
@@ -46,18 +54,30 @@ fn same_id_for_keys_made_by_cf_key() {
     let privf = wd.join("ppkeys/localhost.priv");
     let theirs = id_of(&cf_key(&wd, &["-p", pubf.to_str().unwrap()]));
     // Exactly the same output, byte for byte (id + newline).
-    assert_eq!(id_of(&rcf_key(&wd, &["-p", pubf.to_str().unwrap()])), theirs);
+    assert_eq!(
+        id_of(&rcf_key(&wd, &["-p", pubf.to_str().unwrap()])),
+        theirs
+    );
     // Default file (WORKDIR/ppkeys/localhost.pub) for both.
     assert_eq!(id_of(&rcf_key(&wd, &["-p"])), theirs);
     assert_eq!(id_of(&cf_key(&wd, &["-p"])), theirs);
     // Our private-key reader agrees with their key pair.
-    assert_eq!(id_of(&rcf_key(&wd, &["-p", privf.to_str().unwrap()])), theirs);
+    assert_eq!(
+        id_of(&rcf_key(&wd, &["-p", privf.to_str().unwrap()])),
+        theirs
+    );
 
     // A non-default size too (odd byte lengths exercise the minimal encoding).
     let base = tmp.path().join("k3072");
-    assert_eq!(cf_key(&wd, &["-T", "3072", "-f", base.to_str().unwrap()]).code, 0);
+    assert_eq!(
+        cf_key(&wd, &["-T", "3072", "-f", base.to_str().unwrap()]).code,
+        0
+    );
     let f = format!("{}.pub", base.display());
-    assert_eq!(id_of(&rcf_key(&wd, &["-p", &f])), id_of(&cf_key(&wd, &["-p", &f])));
+    assert_eq!(
+        id_of(&rcf_key(&wd, &["-p", &f])),
+        id_of(&cf_key(&wd, &["-p", &f]))
+    );
 }
 
 #[test]
@@ -70,13 +90,24 @@ fn cf_key_agrees_on_keys_made_by_rcf_key() {
     assert_eq!(id_of(&cf_key(&wd, &["-p", pubf.to_str().unwrap()])), ours);
     // And with -f / -T.
     let base = tmp.path().join("other");
-    assert_eq!(rcf_key(&wd, &["-f", base.to_str().unwrap(), "-T", "4096"]).code, 0);
+    assert_eq!(
+        rcf_key(&wd, &["-f", base.to_str().unwrap(), "-T", "4096"]).code,
+        0
+    );
     let f = format!("{}.pub", base.display());
-    assert_eq!(id_of(&cf_key(&wd, &["-p", &f])), id_of(&rcf_key(&wd, &["-p", &f])));
+    assert_eq!(
+        id_of(&cf_key(&wd, &["-p", &f])),
+        id_of(&rcf_key(&wd, &["-p", &f]))
+    );
     // cf-key refuses to overwrite our pair, naming the same file we would.
     let r = cf_key(&wd, &[]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains(&format!("A key file already exists at {}", pubf.display())), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains(&format!("A key file already exists at {}", pubf.display())),
+        "{}",
+        r.all()
+    );
 }
 
 #[test]
@@ -86,7 +117,10 @@ fn trust_files_match_cf_key_byte_for_byte() {
     assert_eq!(cf_key(&peer, &[]).code, 0);
     let peer_pub = peer.join("ppkeys/localhost.pub");
     let (theirs, ours) = (tmp.path().join("theirs"), tmp.path().join("ours"));
-    for arg in [peer_pub.display().to_string(), format!("bob@192.0.2.9:{}", peer_pub.display())] {
+    for arg in [
+        peer_pub.display().to_string(),
+        format!("bob@192.0.2.9:{}", peer_pub.display()),
+    ] {
         let a = cf_key(&theirs, &["-t", &arg]);
         let b = rcf_key(&ours, &["-t", &arg]);
         assert_eq!((a.code, b.code), (0, 0), "{} / {}", a.all(), b.all());
@@ -96,7 +130,13 @@ fn trust_files_match_cf_key_byte_for_byte() {
         let mut v: Vec<_> = fs::read_dir(d.join("ppkeys"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .map(|p| (p.file_name().unwrap().to_str().unwrap().to_string(), fs::read(&p).unwrap(), mode(&p)))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_str().unwrap().to_string(),
+                    fs::read(&p).unwrap(),
+                    mode(&p),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -162,7 +202,11 @@ fn run_with_deadline(mut cmd: Command, limit: Duration) -> Run {
         assert!(start.elapsed() < limit, "timed out: {cmd:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    Run { code, stdout: fs::read_to_string(out.path()).unwrap(), stderr: String::new() }
+    Run {
+        code,
+        stdout: fs::read_to_string(out.path()).unwrap(),
+        stderr: String::new(),
+    }
 }
 
 #[test]
@@ -177,8 +221,14 @@ fn cf_serverd_starts_and_authenticates_with_rcf_key_keys() {
     assert_eq!(rcf_key(&cli, &[]).code, 0);
     let srv_pub = srv.join("ppkeys/localhost.pub");
     let cli_pub = cli.join("ppkeys/localhost.pub");
-    assert_eq!(rcf_key(&srv, &["-t", &format!("127.0.0.1:{}", cli_pub.display())]).code, 0);
-    assert_eq!(rcf_key(&cli, &["-t", &format!("127.0.0.1:{}", srv_pub.display())]).code, 0);
+    assert_eq!(
+        rcf_key(&srv, &["-t", &format!("127.0.0.1:{}", cli_pub.display())]).code,
+        0
+    );
+    assert_eq!(
+        rcf_key(&cli, &["-t", &format!("127.0.0.1:{}", srv_pub.display())]).code,
+        0
+    );
     let cli_id = rcf_key(&cli, &["-p"]).stdout.trim().to_string();
 
     let port = free_port();
@@ -199,7 +249,10 @@ fn cf_serverd_starts_and_authenticates_with_rcf_key_keys() {
     let start = Instant::now();
     loop {
         let text = fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(!text.contains("going to failsafe"), "policy rejected:\n{text}");
+        assert!(
+            !text.contains("going to failsafe"),
+            "policy rejected:\n{text}"
+        );
         if let Some(status) = server.0.try_wait().unwrap() {
             panic!("cf-serverd exited ({status}) at start:\n{text}");
         }
@@ -208,25 +261,39 @@ fn cf_serverd_starts_and_authenticates_with_rcf_key_keys() {
         {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "cf-serverd not listening on {addr}:\n{text}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cf-serverd not listening on {addr}:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = fs::read_to_string(&log_path).unwrap();
     assert!(
-        text.contains(&format!("Loaded private key at '{}'", srv.join("ppkeys/localhost.priv").display())),
+        text.contains(&format!(
+            "Loaded private key at '{}'",
+            srv.join("ppkeys/localhost.priv").display()
+        )),
         "{text}"
     );
 
     // A full TLS handshake + key trust check, both ways, with cf-net.
     let mut net = Command::new(&cf_net);
-    net.args(["-H", &format!("127.0.0.1:{port}"), "connect"]).env("CFENGINE_TEST_OVERRIDE_WORKDIR", &cli);
+    net.args(["-H", &format!("127.0.0.1:{port}"), "connect"])
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &cli);
     let r = run_with_deadline(net, Duration::from_secs(30));
     assert_eq!(r.code, 0, "cf-net: {}", r.stdout);
-    assert!(r.stdout.contains("Connected & authenticated successfully"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Connected & authenticated successfully"),
+        "{}",
+        r.stdout
+    );
     let start = Instant::now();
     let needle = format!("{cli_id}: Client is TRUSTED, public key MATCHES stored one.");
     while !fs::read_to_string(&log_path).unwrap().contains(&needle) {
-        assert!(start.elapsed() < Duration::from_secs(10), "server did not log '{needle}'");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server did not log '{needle}'"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(server);
@@ -240,13 +307,26 @@ fn legacy_encrypted_key_loads_with_the_right_id() {
     let privf = wd.join("ppkeys/localhost.priv");
     let legacy = tmp.path().join("legacy.priv");
     openssl(&[
-        "rsa", "-in", privf.to_str().unwrap(), "-des3", "-traditional",
-        "-passout", "pass:Cfengine passphrase", "-out", legacy.to_str().unwrap(),
+        "rsa",
+        "-in",
+        privf.to_str().unwrap(),
+        "-des3",
+        "-traditional",
+        "-passout",
+        "pass:Cfengine passphrase",
+        "-out",
+        legacy.to_str().unwrap(),
     ]);
     let text = fs::read_to_string(&legacy).unwrap();
-    assert!(text.contains("Proc-Type: 4,ENCRYPTED") && text.contains("DEK-Info: DES-EDE3-CBC,"), "{text}");
+    assert!(
+        text.contains("Proc-Type: 4,ENCRYPTED") && text.contains("DEK-Info: DES-EDE3-CBC,"),
+        "{text}"
+    );
     let want = id_of(&cf_key(&wd, &["-p"]));
-    assert_eq!(id_of(&rcf_key(&wd, &["-p", legacy.to_str().unwrap()])), want);
+    assert_eq!(
+        id_of(&rcf_key(&wd, &["-p", legacy.to_str().unwrap()])),
+        want
+    );
 }
 
 /// Bad key files: one error line naming the file, non-zero exit, and the
@@ -267,7 +347,12 @@ fn bad_key_files_give_one_line_and_change_nothing() {
         fs::write(&p, bytes).unwrap();
         cases.push((name, p));
     };
-    add("corrupt.pub", good_pub.replace(&good_pub[40..60], "!!!!!!!!!!!!!!!!!!!!").as_bytes());
+    add(
+        "corrupt.pub",
+        good_pub
+            .replace(&good_pub[40..60], "!!!!!!!!!!!!!!!!!!!!")
+            .as_bytes(),
+    );
     add("garbage.pub", b"this is not a key\n");
     add("empty.pub", b"");
     add("truncated.pub", &good_pub.as_bytes()[..good_pub.len() / 2]);
@@ -279,18 +364,52 @@ fn bad_key_files_give_one_line_and_change_nothing() {
 
     // Wrong types, made by openssl: SubjectPublicKeyInfo, an EC key, a certificate.
     let spki = bad.join("spki.pub");
-    openssl(&["rsa", "-in", good_priv.to_str().unwrap(), "-pubout", "-out", spki.to_str().unwrap()]);
+    openssl(&[
+        "rsa",
+        "-in",
+        good_priv.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        spki.to_str().unwrap(),
+    ]);
     cases.push(("spki.pub", spki));
     let ec = bad.join("ec.pem");
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", ec.to_str().unwrap()]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        ec.to_str().unwrap(),
+    ]);
     cases.push(("ec.pem", ec.clone()));
     let cert = bad.join("cert.pem");
-    openssl(&["req", "-x509", "-new", "-key", ec.to_str().unwrap(), "-subj", "/CN=x", "-days", "1", "-out", cert.to_str().unwrap()]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        ec.to_str().unwrap(),
+        "-subj",
+        "/CN=x",
+        "-days",
+        "1",
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
     cases.push(("cert.pem", cert));
 
     // 1024 bits, made by the real cf-key (which accepts it).
     let small = tmp.path().join("small");
-    assert_eq!(cf_key(&tmp.path().join("cfwd"), &["-T", "1024", "-f", small.to_str().unwrap()]).code, 0);
+    assert_eq!(
+        cf_key(
+            &tmp.path().join("cfwd"),
+            &["-T", "1024", "-f", small.to_str().unwrap()]
+        )
+        .code,
+        0
+    );
     let small_pub = bad.join("small1024.pub");
     fs::rename(format!("{}.pub", small.display()), &small_pub).unwrap();
     cases.push(("small1024.pub", small_pub));
@@ -301,15 +420,29 @@ fn bad_key_files_give_one_line_and_change_nothing() {
     // Encrypted with a passphrase other than CFEngine's.
     let otherpass = bad.join("otherpass.priv");
     openssl(&[
-        "rsa", "-in", good_priv.to_str().unwrap(), "-des3", "-traditional",
-        "-passout", "pass:not the cfengine one", "-out", otherpass.to_str().unwrap(),
+        "rsa",
+        "-in",
+        good_priv.to_str().unwrap(),
+        "-des3",
+        "-traditional",
+        "-passout",
+        "pass:not the cfengine one",
+        "-out",
+        otherpass.to_str().unwrap(),
     ]);
     cases.push(("otherpass.priv", otherpass));
     // Encrypted with another cipher (AES), which CFEngine never wrote.
     let aes = bad.join("aes.priv");
     openssl(&[
-        "rsa", "-in", good_priv.to_str().unwrap(), "-aes256", "-traditional",
-        "-passout", "pass:Cfengine passphrase", "-out", aes.to_str().unwrap(),
+        "rsa",
+        "-in",
+        good_priv.to_str().unwrap(),
+        "-aes256",
+        "-traditional",
+        "-passout",
+        "pass:Cfengine passphrase",
+        "-out",
+        aes.to_str().unwrap(),
     ]);
     cases.push(("aes.priv", aes));
     cases.push(("missing.pub", bad.join("missing.pub")));
@@ -317,15 +450,31 @@ fn bad_key_files_give_one_line_and_change_nothing() {
     let before = snapshot(&wd);
     for (name, path) in &cases {
         let p = path.to_str().unwrap();
-        for args in [vec!["-p", p], vec!["-t", p], vec!["-t", &format!("bob@10.1.1.1:{p}")]] {
+        for args in [
+            vec!["-p", p],
+            vec!["-t", p],
+            vec!["-t", &format!("bob@10.1.1.1:{p}")],
+        ] {
             let r = rcf_key(&wd, &args);
             assert_ne!(r.code, 0, "{name} {args:?} should fail: {}", r.all());
             let all = r.all();
-            assert_eq!(all.lines().filter(|l| !l.contains("  notice: Establishing trust")).count(), 1,
-                "{name} {args:?}: exactly one error line:\n{all}");
-            let line = all.lines().find(|l| l.starts_with("   error: ")).unwrap_or_else(|| panic!("{name}: {all}"));
+            assert_eq!(
+                all.lines()
+                    .filter(|l| !l.contains("  notice: Establishing trust"))
+                    .count(),
+                1,
+                "{name} {args:?}: exactly one error line:\n{all}"
+            );
+            let line = all
+                .lines()
+                .find(|l| l.starts_with("   error: "))
+                .unwrap_or_else(|| panic!("{name}: {all}"));
             assert!(line.contains(p), "{name}: error must name the file: {line}");
-            assert_eq!(snapshot(&wd), before, "{name} {args:?} changed the work dir");
+            assert_eq!(
+                snapshot(&wd),
+                before,
+                "{name} {args:?} changed the work dir"
+            );
         }
     }
     // The reasons are the specific ones.
@@ -333,15 +482,45 @@ fn bad_key_files_give_one_line_and_change_nothing() {
         let p = bad.join(name);
         rcf_key(&wd, &["-p", p.to_str().unwrap()]).stdout
     };
-    assert!(why("small1024.pub").contains("1024 bits, at least 2048"), "{}", why("small1024.pub"));
+    assert!(
+        why("small1024.pub").contains("1024 bits, at least 2048"),
+        "{}",
+        why("small1024.pub")
+    );
     assert!(why("small1024.priv").contains("1024 bits, at least 2048"));
-    assert!(why("otherpass.priv").contains("bad decrypt"), "{}", why("otherpass.priv"));
-    assert!(why("aes.priv").contains("unsupported private key encryption: AES-256-CBC"), "{}", why("aes.priv"));
-    assert!(why("spki.pub").contains("expected a PEM block 'RSA PUBLIC KEY', found 'PUBLIC KEY'"), "{}", why("spki.pub"));
-    assert!(why("missing.pub").contains("Cannot open public key file"), "{}", why("missing.pub"));
+    assert!(
+        why("otherpass.priv").contains("bad decrypt"),
+        "{}",
+        why("otherpass.priv")
+    );
+    assert!(
+        why("aes.priv").contains("unsupported private key encryption: AES-256-CBC"),
+        "{}",
+        why("aes.priv")
+    );
+    assert!(
+        why("spki.pub").contains("expected a PEM block 'RSA PUBLIC KEY', found 'PUBLIC KEY'"),
+        "{}",
+        why("spki.pub")
+    );
+    assert!(
+        why("missing.pub").contains("Cannot open public key file"),
+        "{}",
+        why("missing.pub")
+    );
     // cf-key itself rejects the same public files (it accepts 1024 bits).
-    for name in ["corrupt.pub", "garbage.pub", "truncated.pub", "spki.pub", "cert.pem"] {
+    for name in [
+        "corrupt.pub",
+        "garbage.pub",
+        "truncated.pub",
+        "spki.pub",
+        "cert.pem",
+    ] {
         let p = bad.join(name);
-        assert_eq!(cf_key(&tmp.path().join("cfwd"), &["-p", p.to_str().unwrap()]).code, 1, "cf-key -p {name}");
+        assert_eq!(
+            cf_key(&tmp.path().join("cfwd"), &["-p", p.to_str().unwrap()]).code,
+            1,
+            "cf-key -p {name}"
+        );
     }
 }
