@@ -31,7 +31,8 @@ const RANDSEED_LEN: usize = 1024;
 const AFTER_HELP: &str = "\
 Work directory: --workdir DIR, else $CFENGINE_TEST_OVERRIDE_WORKDIR, else
 /var/lib/cfengine3 when running as root (Debian's location; upstream uses
-/var/cfengine), else $HOME/.cfagent. Keys are written to WORKDIR/ppkeys/
+/var/cfengine), else ~/.cfagent, with ~ taken from the password database like
+cf-key does ($HOME only if the user is not in /etc/passwd). Keys are written to WORKDIR/ppkeys/
 localhost.priv and localhost.pub (0600, directory 0700), plus WORKDIR/randseed.
 
 Differences from cf-key 3.21: there is no lastseen database. -s lists the
@@ -159,13 +160,33 @@ fn workdir(cli: &Cli) -> Result<PathBuf, String> {
     if let Some(w) = std::env::var_os(WORKDIR_ENV).filter(|w| !w.is_empty()) {
         return Ok(PathBuf::from(w));
     }
-    if rustix::process::geteuid().is_root() {
+    let uid = rustix::process::geteuid();
+    if uid.is_root() {
         return Ok(PathBuf::from(SYSTEM_WORKDIR));
     }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".cfagent")),
-        None => Err("HOME is not set; use --workdir".into()),
+    // CFEngine takes the home directory from the password database, not
+    // from $HOME; $HOME is only the fallback for users /etc/passwd lacks.
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let home = passwd_home(&passwd, uid.as_raw())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from)
+        });
+    match home {
+        Some(h) => Ok(h.join(".cfagent")),
+        None => Err("no home directory for this user; use --workdir".into()),
     }
+}
+
+/// The home directory of `uid` in passwd(5) text.
+fn passwd_home(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty())
+            .then(|| f[5].to_string())
+    })
 }
 
 fn with_ext(base: &Path, ext: &str) -> PathBuf {
@@ -318,7 +339,13 @@ fn split_trust_arg(arg: &str) -> (String, Option<String>, String) {
     match arg.rsplit_once(':') {
         None => ("root".into(), None, arg.into()),
         Some((left, file)) => match left.split_once('@') {
-            Some((user, ip)) => (user.into(), Some(ip.into()), file.into()),
+            // cf-key 3.21 treats `USER@:FILE` as "no address" (it warns)
+            // but `:FILE` as an empty address (it does not): observed live.
+            Some((user, ip)) => (
+                user.into(),
+                Some(ip.to_string()).filter(|i| !i.is_empty()),
+                file.into(),
+            ),
             None => ("root".into(), Some(left.into()), file.into()),
         },
     }
@@ -564,6 +591,22 @@ mod tests {
             split_trust_arg("@1.2.3.4:/a/k.pub"),
             ("".into(), Some("1.2.3.4".into()), "/a/k.pub".into())
         );
+        assert_eq!(
+            split_trust_arg("bob@:k.pub"),
+            ("bob".into(), None, "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg(":k.pub"),
+            ("root".into(), Some("".into()), "k.pub".into())
+        );
+    }
+
+    #[test]
+    fn home_from_passwd() {
+        let pw = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nbad line\n";
+        assert_eq!(passwd_home(pw, 65534).as_deref(), Some("/nonexistent"));
+        assert_eq!(passwd_home(pw, 0).as_deref(), Some("/root"));
+        assert_eq!(passwd_home(pw, 1000), None);
     }
 
     #[test]

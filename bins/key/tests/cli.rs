@@ -215,3 +215,48 @@ fn hostile_trust_user_is_refused() {
     assert_eq!(r.code, 1);
     assert_eq!(snapshot(tmp.path()), before);
 }
+
+/// Without --workdir or CFENGINE_TEST_OVERRIDE_WORKDIR: root uses
+/// /var/lib/cfengine3, anyone else the passwd home + /.cfagent (as cf-key,
+/// which ignores $HOME). Checked read-only with -p on a missing default key.
+#[test]
+fn default_workdir_for_a_non_root_user_is_passwd_home() {
+    use std::process::Command;
+    let is_root = fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    }).unwrap();
+    let mut cmd = if is_root {
+        // Run as nobody (home /nonexistent on Debian).
+        let mut c = Command::new(require("runuser", "needs util-linux runuser"));
+        c.args(["-u", "nobody", "--", RCF_KEY, "-p"]);
+        c
+    } else {
+        let mut c = Command::new(RCF_KEY);
+        c.arg("-p");
+        c
+    };
+    let out = cmd
+        .env_remove("CFENGINE_TEST_OVERRIDE_WORKDIR")
+        .env("HOME", "/definitely/not/used")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected_home = if is_root {
+        "/nonexistent".to_string()
+    } else {
+        let uid = fs::metadata("/proc/self").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        }).unwrap();
+        fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 7 && f[2] == uid.to_string())
+            .map(|f| f[5].to_string())
+            .expect("current user in /etc/passwd")
+    };
+    let want = format!("{expected_home}/.cfagent/ppkeys/localhost.pub");
+    assert!(text.contains(&want), "expected the default key path {want}, got: {text}");
+}

@@ -117,9 +117,14 @@ fn trust_files_match_cf_key_byte_for_byte() {
     assert_eq!(cf_key(&peer, &[]).code, 0);
     let peer_pub = peer.join("ppkeys/localhost.pub");
     let (theirs, ours) = (tmp.path().join("theirs"), tmp.path().join("ours"));
+    let p = peer_pub.display();
     for arg in [
-        peer_pub.display().to_string(),
-        format!("bob@192.0.2.9:{}", peer_pub.display()),
+        p.to_string(),
+        format!("bob@192.0.2.9:{p}"),
+        format!("@192.0.2.9:{p}"),
+        format!("carol@:{p}"),
+        format!(":{p}"),
+        format!("::1:{p}"),
     ] {
         let a = cf_key(&theirs, &["-t", &arg]);
         let b = rcf_key(&ours, &["-t", &arg]);
@@ -142,7 +147,8 @@ fn trust_files_match_cf_key_byte_for_byte() {
         v
     };
     let (a, b) = (list(&theirs), list(&ours));
-    assert_eq!(a.len(), 2, "{a:?}");
+    // root, bob, "" (empty user) and carol.
+    assert_eq!(a.len(), 4, "{a:?}");
     assert_eq!(a, b, "same names, contents and modes");
 }
 
