@@ -12,8 +12,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rcf_core::keys::ppkeys::{PPKEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
 use rcf_core::keys::trust::PpkeysDir;
-use rcf_core::keys::MAX_PEM_LEN;
+use rcf_core::keys::{
+    key_id, parse_private_pem, parse_public_pem, DigestKind, KeyError, KeyId, RsaPrivateKey,
+    RsaPublicKey, MAX_PEM_LEN,
+};
 use thiserror::Error;
 
 /// A filesystem failure, with the operation and path that failed.
@@ -237,6 +241,99 @@ fn link_no_replace(from: &Path, to: &Path) -> Result<bool, FsError> {
     }
 }
 
+/// The host's own key pair, loaded from `WORKDIR/ppkeys`.
+#[derive(Debug, Clone)]
+pub struct HostKey {
+    /// `localhost.priv`: signs the TLS handshake.
+    pub private: RsaPrivateKey,
+    /// `localhost.pub` (identical to the private key's public half).
+    pub public: RsaPublicKey,
+    /// The host's key id, as peers will compute it.
+    pub id: KeyId,
+}
+
+/// Why the host key pair could not be loaded. Messages follow CFEngine's
+/// (`LoadSecretKeys`) and always name the file.
+#[derive(Debug, Error)]
+pub enum HostKeyError {
+    /// `WORKDIR/ppkeys` is group/other accessible: CFEngine refuses to run.
+    #[error(transparent)]
+    NotPrivate(FsError),
+    /// A key file is missing or unreadable.
+    #[error("Couldn't find a {which} key at '{path}', use cf-key to get one. ({source})")]
+    Missing {
+        /// `private` or `public`.
+        which: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: FsError,
+    },
+    /// A key file does not hold a usable key.
+    #[error("Error reading {which} key at '{path}' ({source})")]
+    BadKey {
+        /// `private` or `public`.
+        which: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: KeyError,
+    },
+    /// The two files hold different keys (CFEngine would run with a broken
+    /// identity; we refuse).
+    #[error("public key '{public}' does not belong to private key '{private}'")]
+    Mismatch {
+        /// `localhost.pub`.
+        public: PathBuf,
+        /// `localhost.priv`.
+        private: PathBuf,
+    },
+}
+
+/// Load and check the host key pair of `workdir`, as cf-serverd and
+/// cf-agent do at start: ppkeys must be private, `localhost.priv` (plain or
+/// legacy-encrypted) and `localhost.pub` must parse, pass the key checks and
+/// match each other.
+pub fn load_host_key(workdir: &Path, kind: DigestKind) -> Result<HostKey, HostKeyError> {
+    let dir = workdir.join(PPKEYS_DIR);
+    check_private_dir(&dir).map_err(HostKeyError::NotPrivate)?;
+    let read = |which: &'static str, path: &Path| {
+        read_limited(path, MAX_PEM_LEN).map_err(|source| HostKeyError::Missing {
+            which,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let (priv_path, pub_path) = (dir.join(PRIVATE_KEY_FILE), dir.join(PUBLIC_KEY_FILE));
+    let private = parse_private_pem(&read("private", &priv_path)?).map_err(|source| {
+        HostKeyError::BadKey {
+            which: "private",
+            path: priv_path.clone(),
+            source,
+        }
+    })?;
+    let public =
+        parse_public_pem(&read("public", &pub_path)?).map_err(|source| HostKeyError::BadKey {
+            which: "public",
+            path: pub_path.clone(),
+            source,
+        })?;
+    if private.to_public_key() != public {
+        return Err(HostKeyError::Mismatch {
+            public: pub_path,
+            private: priv_path,
+        });
+    }
+    let id = key_id(&public, kind);
+    Ok(HostKey {
+        private,
+        public,
+        id,
+    })
+}
+
 /// A ppkeys directory on disk.
 #[derive(Debug, Clone)]
 pub struct FsPpkeys {
@@ -413,6 +510,53 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(mode(&p), 0o600);
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn host_key_loading() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pp = tmp.path().join("ppkeys");
+        ensure_private_dir(&pp).unwrap();
+        // Missing.
+        let e = load_host_key(tmp.path(), DigestKind::Md5).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Couldn't find a private key at '"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("localhost.priv"));
+        // cf-key's own files (legacy-encrypted private key).
+        fs::write(
+            pp.join("localhost.priv"),
+            include_bytes!("../../../core/src/keys/testdata/cfkey-legacy.priv"),
+        )
+        .unwrap();
+        fs::write(
+            pp.join("localhost.pub"),
+            include_bytes!("../../../core/src/keys/testdata/cfkey.pub"),
+        )
+        .unwrap();
+        let k = load_host_key(tmp.path(), DigestKind::Md5).unwrap();
+        assert_eq!(
+            format!("{}\n", k.id),
+            include_str!("../../../core/src/keys/testdata/cfkey.id")
+        );
+        // A public key of another pair.
+        fs::write(pp.join("localhost.pub"), encode_public_pem(key()).unwrap()).unwrap();
+        assert!(matches!(
+            load_host_key(tmp.path(), DigestKind::Md5),
+            Err(HostKeyError::Mismatch { .. })
+        ));
+        // A bad public key names its file.
+        fs::write(pp.join("localhost.pub"), b"junk").unwrap();
+        let e = load_host_key(tmp.path(), DigestKind::Md5).unwrap_err();
+        assert!(e.to_string().contains("localhost.pub"), "{e}");
+        // Non-private directory.
+        fs::set_permissions(&pp, fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(matches!(
+            load_host_key(tmp.path(), DigestKind::Md5),
+            Err(HostKeyError::NotPrivate(_))
+        ));
     }
 
     #[test]

@@ -414,6 +414,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tolerates_what_openssl_tolerates() {
+        let want = parse_public_pem(CFKEY_PUB.as_bytes()).unwrap();
+        // CRLF line endings.
+        let crlf = CFKEY_PUB.replace('\n', "\r\n");
+        assert_eq!(parse_public_pem(crlf.as_bytes()).unwrap(), want);
+        let crlf_legacy = CFKEY_LEGACY.replace('\n', "\r\n");
+        assert_eq!(
+            parse_private_pem(crlf_legacy.as_bytes())
+                .unwrap()
+                .to_public_key(),
+            want
+        );
+        // Text before the block, and other blocks before the wanted one.
+        let noisy = format!("a comment\n{CFKEY_PRIV}{CFKEY_PUB}");
+        assert_eq!(parse_public_pem(noisy.as_bytes()).unwrap(), want);
+        assert_eq!(
+            parse_private_pem(noisy.as_bytes()).unwrap().to_public_key(),
+            want
+        );
+    }
+
+    #[test]
     fn small_key_refused() {
         assert_eq!(
             parse_public_pem(SMALL_PUB.as_bytes()),
