@@ -2,6 +2,26 @@
 //!
 //! Same options, files, messages and exit codes as cf-key where it matters;
 //! the differences come from having no lastseen database (see `--help`).
+//!
+//! What cf-key 3.21 does that rcf-key does not:
+//! * lastseen (`WORKDIR/state/cf_lastseen.lmdb`): `-s` lists ppkeys files
+//!   instead (columns User/IP/Key, not Direction/IP/Name/Last connection/Key);
+//!   `-t IP:FILE` records nothing; `-r` works on files only (no coherence
+//!   check, no exit 254, `-x` has no extra effect; "nothing found" exits
+//!   252/253 instead of cf-key's lastseen errors).
+//! * It creates the whole WORKDIR tree (inputs, outputs, state, bin, ...) and
+//!   runs the generic agent start-up (classes, host discovery); rcf-key only
+//!   creates WORKDIR and WORKDIR/ppkeys (0700).
+//! * It accepts keys under 2048 bits (`-T 1024`, `-p`/`-t` of 1024-bit keys);
+//!   rcf-key refuses them because cf-serverd 3.21 on OpenSSL 3 cannot use them.
+//! * `-l` (Enterprise licence), `-M` (man page), `-C` colours and host name
+//!   lookups are not implemented (`-C`, `-n` are accepted and ignored).
+//! * `--timestamp` prints UTC (+0000); cf-key uses local time.
+//! * randseed: cf-key writes OpenSSL's RAND_write_file output (1024 bytes);
+//!   rcf-key writes 1024 bytes from the OS generator, mode 0600, atomically.
+//!
+//! Extensions: `-p` also accepts a private key file (plain or legacy
+//! encrypted) and prints its id; `--workdir DIR`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -102,6 +122,10 @@ struct Cli {
     #[arg(short = 'g', long = "log-level", value_name = "LEVEL", value_parser = ["error", "warning", "notice", "info", "verbose", "debug"])]
     log_level: Option<String>,
 
+    /// Log timestamps on each line of log output (always UTC, +0000).
+    #[arg(long = "timestamp")]
+    timestamp: bool,
+
     /// Accepted for compatibility: output is never coloured.
     #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto", action = ArgAction::Set)]
     color: Option<String>,
@@ -130,9 +154,11 @@ impl Level {
     }
 }
 
-/// cf-key's log lines: level right-aligned in 8 columns, on stdout.
+/// cf-key's log lines: level right-aligned in 8 columns, on stdout,
+/// optionally preceded by an ISO 8601 timestamp (`--timestamp`).
 struct Log {
     max: Level,
+    timestamps: bool,
 }
 
 impl Log {
@@ -144,12 +170,41 @@ impl Log {
                 .map(|c| if c.is_control() { '?' } else { c })
                 .collect();
             let mut out = std::io::stdout().lock();
+            if self.timestamps {
+                let _ = write!(out, "{} ", utc_timestamp(std::time::SystemTime::now()));
+            }
             let _ = writeln!(out, "{:>8}: {}", level.name(), clean);
         }
     }
     fn error(&self, msg: &str) {
         self.log(Level::Error, msg)
     }
+}
+
+/// `2026-11-23T09:57:13+0000`, cf-key's `--timestamp` format, in UTC (cf-key
+/// uses local time; on a UTC host they are identical).
+fn utc_timestamp(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Resolve WORKDIR as documented in `--help`.
@@ -224,7 +279,10 @@ fn main() -> ExitCode {
         Some(_) | None if cli.inform => Level::Info,
         _ => Level::Notice,
     };
-    let log = Log { max };
+    let log = Log {
+        max,
+        timestamps: cli.timestamp,
+    };
     let code = run(&cli, &log);
     let _ = std::io::stdout().flush();
     ExitCode::from(code)
@@ -232,7 +290,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, log: &Log) -> u8 {
     if cli.no_truncate && !cli.show_hosts {
-        log.error("Option -N/--no-truncate can only be used together with -s/--show-hosts");
+        log.error("--no-truncate / -N option is only for --show-hosts / -s");
         return 1;
     }
     let _ = (cli.numeric, cli.force_removal, &cli.color);
@@ -599,6 +657,17 @@ mod tests {
             split_trust_arg(":k.pub"),
             ("root".into(), Some("".into()), "k.pub".into())
         );
+    }
+
+    #[test]
+    fn timestamps_are_iso8601_utc() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00+0000");
+        // 2026-11-23T09:57:13Z, as printed by cf-key --timestamp on this host.
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_427_833);
+        assert_eq!(utc_timestamp(t), "2026-11-23T09:57:13+0000");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(utc_timestamp(leap), "2000-02-29T00:00:00+0000");
     }
 
     #[test]

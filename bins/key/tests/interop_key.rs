@@ -530,3 +530,43 @@ fn bad_key_files_give_one_line_and_change_nothing() {
         );
     }
 }
+
+/// Messages rcf-key shares with cf-key verbatim (stdout, exit code).
+#[test]
+fn shared_messages_match_cf_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (theirs, ours) = (tmp.path().join("theirs"), tmp.path().join("ours"));
+    assert_eq!(cf_key(&theirs, &[]).code, 0);
+    assert_eq!(rcf_key(&ours, &[]).code, 0);
+    let same = |args: &[&str]| {
+        let a = cf_key(&theirs, args);
+        let b = rcf_key(&ours, args);
+        let strip = |s: &str, wd: &Path| s.replace(&wd.display().to_string(), "WD");
+        assert_eq!(
+            (a.code, strip(&a.stdout, &theirs)),
+            (b.code, strip(&b.stdout, &ours)),
+            "{args:?}"
+        );
+    };
+    same(&["-p", "/nonexistent/key.pub"]);
+    same(&["-t", "/nonexistent/key.pub"]);
+    same(&[]); // A key file already exists at WD/ppkeys/localhost.pub
+               // -N without -s: cf-key also prints its usage first; compare the error.
+    let a = cf_key(&theirs, &["-N"]);
+    let b = rcf_key(&ours, &["-N"]);
+    assert_eq!(a.code, b.code);
+    assert_eq!(a.stdout.lines().last(), b.stdout.lines().last());
+    // --timestamp: same shape, `YYYY-MM-DDTHH:MM:SS+ZZZZ    error: ...`.
+    let a = cf_key(&theirs, &["--timestamp", "-p", "/nonexistent/k.pub"]);
+    let b = rcf_key(&ours, &["--timestamp", "-p", "/nonexistent/k.pub"]);
+    let shape = regex_lite(&a.stdout);
+    assert_eq!(shape, regex_lite(&b.stdout), "{} / {}", a.stdout, b.stdout);
+    assert_eq!(a.stdout[24..], b.stdout[24..]);
+}
+
+/// Replace digits by '9' to compare timestamp shapes.
+fn regex_lite(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect()
+}
