@@ -455,7 +455,7 @@ fn trust_key(log: &Log, ppkeys_dir: &Path, arg: &str) -> u8 {
 }
 
 fn remove_keys(log: &Log, ppkeys_dir: &Path, target: &str) -> u8 {
-    let parsed = match RemoveTarget::parse::<FsError>(target) {
+    let parsed = match target.parse::<RemoveTarget>() {
         Ok(t) => t,
         Err(e) => {
             log.error(&e.to_string());

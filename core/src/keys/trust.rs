@@ -74,10 +74,12 @@ pub enum TrustError<E: std::error::Error + 'static> {
     /// The user name or address cannot form a key file name.
     #[error(transparent)]
     Name(#[from] NameError),
-    /// Caller error: a removal target that is neither a key id nor an address.
-    #[error("'{0}' is neither a key id (MD5=…, SHA=…) nor an address")]
-    BadTarget(String),
 }
+
+/// Caller error: a removal target that is neither a key id nor an address.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("'{0}' is neither a key id (MD5=…, SHA=…) nor an address")]
+pub struct BadTarget(pub String);
 
 /// The outcome of looking a presented key up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,19 +168,21 @@ pub enum RemoveTarget {
     Address(String),
 }
 
-impl RemoveTarget {
+impl core::str::FromStr for RemoveTarget {
+    type Err = BadTarget;
+
     /// Read a `cf-key -r` argument: `MD5=`/`SHA=` prefixed text is a key id
     /// (and must be well formed), anything else an address literal (no
     /// hostname resolution, as in cf-key).
-    pub fn parse<E: std::error::Error>(s: &str) -> Result<Self, TrustError<E>> {
+    fn from_str(s: &str) -> Result<Self, BadTarget> {
         if s.starts_with("MD5=") || s.starts_with("SHA=") {
             return s
                 .parse()
                 .map(RemoveTarget::Key)
-                .map_err(|_| TrustError::BadTarget(s.into()));
+                .map_err(|_| BadTarget(s.into()));
         }
         // Reuse the old-style name check to keep it a plain address.
-        ppkeys::old_style_key_file("", s).map_err(|_| TrustError::BadTarget(s.into()))?;
+        ppkeys::old_style_key_file("", s).map_err(|_| BadTarget(s.into()))?;
         Ok(RemoveTarget::Address(s.to_string()))
     }
 }
@@ -595,7 +599,7 @@ mod tests {
         // By address: the old-style file and the new-style files of its key.
         store.trust("carol", &pk(2)).unwrap();
         let r = store
-            .remove(&RemoveTarget::parse::<Never>("10.0.0.7").unwrap())
+            .remove(&"10.0.0.7".parse::<RemoveTarget>().unwrap())
             .unwrap();
         assert_eq!(
             r,
@@ -606,7 +610,7 @@ mod tests {
         );
         assert!(store.remove(&RemoveTarget::Key(id(2))).unwrap().is_empty());
         assert_eq!(store.list().unwrap().len(), 2);
-        assert!(RemoveTarget::parse::<Never>("MD5=zz").is_err());
-        assert!(RemoveTarget::parse::<Never>("../x").is_err());
+        assert!("MD5=zz".parse::<RemoveTarget>().is_err());
+        assert!("../x".parse::<RemoveTarget>().is_err());
     }
 }
