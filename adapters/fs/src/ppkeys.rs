@@ -150,6 +150,37 @@ fn temp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Create a fresh temporary file next to `name` (0600 until chmod), trying
+/// a few names in case a crashed process with our PID left one behind.
+fn create_temp(dir: &Path, name: &str, mode: u32) -> Result<(PathBuf, File), FsError> {
+    let mut last = None;
+    for _ in 0..16 {
+        let tmp = temp_path(dir, name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => {
+                return Err(FsError::Io {
+                    op: "create",
+                    path: tmp,
+                    source: e,
+                })
+            }
+        }
+    }
+    let (path, source) = last.expect("loop ran");
+    Err(FsError::Io {
+        op: "create",
+        path,
+        source,
+    })
+}
+
 fn split(path: &Path) -> Result<(&Path, &str), FsError> {
     let name = path
         .file_name()
@@ -167,14 +198,8 @@ fn split(path: &Path) -> Result<(&Path, &str), FsError> {
 /// nothing was changed.
 pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool, FsError> {
     let (dir, name) = split(path)?;
-    let tmp = temp_path(dir, name);
+    let (tmp, mut f) = create_temp(dir, name, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(FsError::io("create", &tmp))?;
         // The umask may have removed bits; set exactly what was asked.
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(FsError::io("chmod", &tmp))?;
@@ -197,14 +222,8 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool,
 /// that are meant to be rewritten, such as `WORKDIR/randseed`.
 pub fn write_replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
     let (dir, name) = split(path)?;
-    let tmp = temp_path(dir, name);
+    let (tmp, mut f) = create_temp(dir, name, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(FsError::io("create", &tmp))?;
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(FsError::io("chmod", &tmp))?;
         f.write_all(contents).map_err(FsError::io("write", &tmp))?;

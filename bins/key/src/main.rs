@@ -580,7 +580,7 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
         }
         Err(e) => {
             log.error(&format!(
-                "Error while writing private key file '{}' ({})",
+                "Error while writing private key file '{}' (fopen: {})",
                 priv_path.display(),
                 os_reason(&e)
             ));
@@ -601,7 +601,7 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
                 pub_path.display()
             )),
             Err(e) => log.error(&format!(
-                "Error while writing public key file '{}' ({})",
+                "Error while writing public key file '{}' (fopen: {})",
                 pub_path.display(),
                 os_reason(&e)
             )),
