@@ -222,10 +222,12 @@ fn hostile_trust_user_is_refused() {
 #[test]
 fn default_workdir_for_a_non_root_user_is_passwd_home() {
     use std::process::Command;
-    let is_root = fs::metadata("/proc/self").map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid() == 0
-    }).unwrap();
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        })
+        .unwrap();
     let mut cmd = if is_root {
         // Run as nobody (home /nonexistent on Debian).
         let mut c = Command::new(require("runuser", "needs util-linux runuser"));
@@ -245,10 +247,12 @@ fn default_workdir_for_a_non_root_user_is_passwd_home() {
     let expected_home = if is_root {
         "/nonexistent".to_string()
     } else {
-        let uid = fs::metadata("/proc/self").map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid()
-        }).unwrap();
+        let uid = fs::metadata("/proc/self")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid()
+            })
+            .unwrap();
         fs::read_to_string("/etc/passwd")
             .unwrap()
             .lines()
@@ -258,5 +262,8 @@ fn default_workdir_for_a_non_root_user_is_passwd_home() {
             .expect("current user in /etc/passwd")
     };
     let want = format!("{expected_home}/.cfagent/ppkeys/localhost.pub");
-    assert!(text.contains(&want), "expected the default key path {want}, got: {text}");
+    assert!(
+        text.contains(&want),
+        "expected the default key path {want}, got: {text}"
+    );
 }

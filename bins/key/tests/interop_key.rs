@@ -552,7 +552,7 @@ fn shared_messages_match_cf_key() {
     same(&["-t", "/nonexistent/key.pub"]);
     same(&[]); // A key file already exists at WD/ppkeys/localhost.pub
     same(&["-f", "/nonexistent/dir/x"]); // (fopen: No such file or directory)
-               // -N without -s: cf-key also prints its usage first; compare the error.
+                                         // -N without -s: cf-key also prints its usage first; compare the error.
     let a = cf_key(&theirs, &["-N"]);
     let b = rcf_key(&ours, &["-N"]);
     assert_eq!(a.code, b.code);
