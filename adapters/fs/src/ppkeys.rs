@@ -8,12 +8,16 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, DirBuilderExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rcf_core::keys::ppkeys::{PPKEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
 use rcf_core::keys::trust::PpkeysDir;
-use rcf_core::keys::MAX_PEM_LEN;
+use rcf_core::keys::{
+    key_id, parse_private_pem, parse_public_pem, DigestKind, KeyError, KeyId, RsaPrivateKey,
+    RsaPublicKey, MAX_PEM_LEN,
+};
 use thiserror::Error;
 
 /// A filesystem failure, with the operation and path that failed.
@@ -54,7 +58,11 @@ pub enum FsError {
 
 impl FsError {
     fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
-        move |source| FsError::Io { op, path: path.to_path_buf(), source }
+        move |source| FsError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// The underlying OS error kind, if this is an I/O failure.
@@ -71,9 +79,14 @@ impl FsError {
 pub fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>, FsError> {
     let f = File::open(path).map_err(FsError::io("open", path))?;
     let mut buf = Vec::new();
-    f.take(max as u64 + 1).read_to_end(&mut buf).map_err(FsError::io("read", path))?;
+    f.take(max as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(FsError::io("read", path))?;
     if buf.len() > max {
-        return Err(FsError::TooLarge { path: path.to_path_buf(), max });
+        return Err(FsError::TooLarge {
+            path: path.to_path_buf(),
+            max,
+        });
     }
     Ok(buf)
 }
@@ -108,17 +121,26 @@ pub fn check_private_dir(dir: &Path) -> Result<(), FsError> {
         Ok(m) => {
             let mode = m.permissions().mode() & 0o7777;
             if mode & 0o077 != 0 {
-                return Err(FsError::NotPrivate { path: dir.to_path_buf(), mode });
+                return Err(FsError::NotPrivate {
+                    path: dir.to_path_buf(),
+                    mode,
+                });
             }
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(FsError::Io { op: "stat", path: dir.to_path_buf(), source: e }),
+        Err(e) => Err(FsError::Io {
+            op: "stat",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), FsError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(FsError::io("fsync", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(FsError::io("fsync", dir))
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -126,6 +148,37 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 fn temp_path(dir: &Path, name: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// Create a fresh temporary file next to `name` (0600 until chmod), trying
+/// a few names in case a crashed process with our PID left one behind.
+fn create_temp(dir: &Path, name: &str, mode: u32) -> Result<(PathBuf, File), FsError> {
+    let mut last = None;
+    for _ in 0..16 {
+        let tmp = temp_path(dir, name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => {
+                return Err(FsError::Io {
+                    op: "create",
+                    path: tmp,
+                    source: e,
+                })
+            }
+        }
+    }
+    let (path, source) = last.expect("loop ran");
+    Err(FsError::Io {
+        op: "create",
+        path,
+        source,
+    })
 }
 
 fn split(path: &Path) -> Result<(&Path, &str), FsError> {
@@ -145,16 +198,11 @@ fn split(path: &Path) -> Result<(&Path, &str), FsError> {
 /// nothing was changed.
 pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool, FsError> {
     let (dir, name) = split(path)?;
-    let tmp = temp_path(dir, name);
+    let (tmp, mut f) = create_temp(dir, name, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(FsError::io("create", &tmp))?;
         // The umask may have removed bits; set exactly what was asked.
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(FsError::io("chmod", &tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(FsError::io("chmod", &tmp))?;
         f.write_all(contents).map_err(FsError::io("write", &tmp))?;
         f.sync_all().map_err(FsError::io("fsync", &tmp))?;
         drop(f);
@@ -174,15 +222,10 @@ pub fn write_new_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool,
 /// that are meant to be rewritten, such as `WORKDIR/randseed`.
 pub fn write_replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
     let (dir, name) = split(path)?;
-    let tmp = temp_path(dir, name);
+    let (tmp, mut f) = create_temp(dir, name, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(FsError::io("create", &tmp))?;
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(FsError::io("chmod", &tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(FsError::io("chmod", &tmp))?;
         f.write_all(contents).map_err(FsError::io("write", &tmp))?;
         f.sync_all().map_err(FsError::io("fsync", &tmp))?;
         drop(f);
@@ -202,7 +245,11 @@ fn link_no_replace(from: &Path, to: &Path) -> Result<bool, FsError> {
     match fs::hard_link(from, to) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FsError::Io { op: "link", path: from.to_path_buf(), source: e }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FsError::Io {
+            op: "link",
+            path: from.to_path_buf(),
+            source: e,
+        }),
         Err(_) => {
             if fs::symlink_metadata(to).is_ok() {
                 return Ok(false);
@@ -211,6 +258,99 @@ fn link_no_replace(from: &Path, to: &Path) -> Result<bool, FsError> {
             Ok(true)
         }
     }
+}
+
+/// The host's own key pair, loaded from `WORKDIR/ppkeys`.
+#[derive(Debug, Clone)]
+pub struct HostKey {
+    /// `localhost.priv`: signs the TLS handshake.
+    pub private: RsaPrivateKey,
+    /// `localhost.pub` (identical to the private key's public half).
+    pub public: RsaPublicKey,
+    /// The host's key id, as peers will compute it.
+    pub id: KeyId,
+}
+
+/// Why the host key pair could not be loaded. Messages follow CFEngine's
+/// (`LoadSecretKeys`) and always name the file.
+#[derive(Debug, Error)]
+pub enum HostKeyError {
+    /// `WORKDIR/ppkeys` is group/other accessible: CFEngine refuses to run.
+    #[error(transparent)]
+    NotPrivate(FsError),
+    /// A key file is missing or unreadable.
+    #[error("Couldn't find a {which} key at '{path}', use cf-key to get one. ({source})")]
+    Missing {
+        /// `private` or `public`.
+        which: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: FsError,
+    },
+    /// A key file does not hold a usable key.
+    #[error("Error reading {which} key at '{path}' ({source})")]
+    BadKey {
+        /// `private` or `public`.
+        which: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: KeyError,
+    },
+    /// The two files hold different keys (CFEngine would run with a broken
+    /// identity; we refuse).
+    #[error("public key '{public}' does not belong to private key '{private}'")]
+    Mismatch {
+        /// `localhost.pub`.
+        public: PathBuf,
+        /// `localhost.priv`.
+        private: PathBuf,
+    },
+}
+
+/// Load and check the host key pair of `workdir`, as cf-serverd and
+/// cf-agent do at start: ppkeys must be private, `localhost.priv` (plain or
+/// legacy-encrypted) and `localhost.pub` must parse, pass the key checks and
+/// match each other.
+pub fn load_host_key(workdir: &Path, kind: DigestKind) -> Result<HostKey, HostKeyError> {
+    let dir = workdir.join(PPKEYS_DIR);
+    check_private_dir(&dir).map_err(HostKeyError::NotPrivate)?;
+    let read = |which: &'static str, path: &Path| {
+        read_limited(path, MAX_PEM_LEN).map_err(|source| HostKeyError::Missing {
+            which,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let (priv_path, pub_path) = (dir.join(PRIVATE_KEY_FILE), dir.join(PUBLIC_KEY_FILE));
+    let private = parse_private_pem(&read("private", &priv_path)?).map_err(|source| {
+        HostKeyError::BadKey {
+            which: "private",
+            path: priv_path.clone(),
+            source,
+        }
+    })?;
+    let public =
+        parse_public_pem(&read("public", &pub_path)?).map_err(|source| HostKeyError::BadKey {
+            which: "public",
+            path: pub_path.clone(),
+            source,
+        })?;
+    if private.to_public_key() != public {
+        return Err(HostKeyError::Mismatch {
+            public: pub_path,
+            private: priv_path,
+        });
+    }
+    let id = key_id(&public, kind);
+    Ok(HostKey {
+        private,
+        public,
+        id,
+    })
 }
 
 /// A ppkeys directory on disk.
@@ -232,7 +372,12 @@ impl FsPpkeys {
     }
 
     fn file(&self, name: &str) -> Result<PathBuf, FsError> {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+        {
             return Err(FsError::BadName(name.to_string()));
         }
         Ok(self.dir.join(name))
@@ -274,7 +419,11 @@ impl PpkeysDir for FsPpkeys {
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(FsError::Io { op: "unlink", path, source: e }),
+            Err(e) => Err(FsError::Io {
+                op: "unlink",
+                path,
+                source: e,
+            }),
         }
     }
 
@@ -282,7 +431,13 @@ impl PpkeysDir for FsPpkeys {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(FsError::Io { op: "opendir", path: self.dir.clone(), source: e }),
+            Err(e) => {
+                return Err(FsError::Io {
+                    op: "opendir",
+                    path: self.dir.clone(),
+                    source: e,
+                })
+            }
         };
         let mut out = Vec::new();
         for ent in rd {
@@ -307,7 +462,9 @@ mod tests {
     fn key() -> &'static RsaPublicKey {
         static K: OnceLock<RsaPublicKey> = OnceLock::new();
         K.get_or_init(|| {
-            generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1), 2048).unwrap().to_public_key()
+            generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1), 2048)
+                .unwrap()
+                .to_public_key()
         })
     }
 
@@ -326,7 +483,11 @@ mod tests {
         assert_eq!(mode(&dir.join("a.pub")), 0o600);
         assert!(!d.create_new("a.pub", b"two").unwrap());
         assert_eq!(fs::read(dir.join("a.pub")).unwrap(), b"one");
-        assert_eq!(d.list().unwrap(), vec!["a.pub".to_string()], "no temp files left");
+        assert_eq!(
+            d.list().unwrap(),
+            vec!["a.pub".to_string()],
+            "no temp files left"
+        );
     }
 
     #[test]
@@ -350,7 +511,10 @@ mod tests {
         let d = FsPpkeys::new(tmp.path());
         for n in ["", ".", "..", "../x", "a/b", "a\0b"] {
             assert!(matches!(d.read(n), Err(FsError::BadName(_))), "{n:?}");
-            assert!(matches!(d.create_new(n, b"x"), Err(FsError::BadName(_))), "{n:?}");
+            assert!(
+                matches!(d.create_new(n, b"x"), Err(FsError::BadName(_))),
+                "{n:?}"
+            );
         }
         fs::write(tmp.path().join("big.pub"), vec![b'x'; MAX_PEM_LEN + 1]).unwrap();
         assert!(matches!(d.read("big.pub"), Err(FsError::TooLarge { .. })));
@@ -368,6 +532,53 @@ mod tests {
     }
 
     #[test]
+    fn host_key_loading() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pp = tmp.path().join("ppkeys");
+        ensure_private_dir(&pp).unwrap();
+        // Missing.
+        let e = load_host_key(tmp.path(), DigestKind::Md5).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Couldn't find a private key at '"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("localhost.priv"));
+        // cf-key's own files (legacy-encrypted private key).
+        fs::write(
+            pp.join("localhost.priv"),
+            include_bytes!("../../../core/src/keys/testdata/cfkey-legacy.priv"),
+        )
+        .unwrap();
+        fs::write(
+            pp.join("localhost.pub"),
+            include_bytes!("../../../core/src/keys/testdata/cfkey.pub"),
+        )
+        .unwrap();
+        let k = load_host_key(tmp.path(), DigestKind::Md5).unwrap();
+        assert_eq!(
+            format!("{}\n", k.id),
+            include_str!("../../../core/src/keys/testdata/cfkey.id")
+        );
+        // A public key of another pair.
+        fs::write(pp.join("localhost.pub"), encode_public_pem(key()).unwrap()).unwrap();
+        assert!(matches!(
+            load_host_key(tmp.path(), DigestKind::Md5),
+            Err(HostKeyError::Mismatch { .. })
+        ));
+        // A bad public key names its file.
+        fs::write(pp.join("localhost.pub"), b"junk").unwrap();
+        let e = load_host_key(tmp.path(), DigestKind::Md5).unwrap_err();
+        assert!(e.to_string().contains("localhost.pub"), "{e}");
+        // Non-private directory.
+        fs::set_permissions(&pp, fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(matches!(
+            load_host_key(tmp.path(), DigestKind::Md5),
+            Err(HostKeyError::NotPrivate(_))
+        ));
+    }
+
+    #[test]
     fn private_dir_check() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("pp");
@@ -378,7 +589,10 @@ mod tests {
         let e = check_private_dir(&p).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("UNTRUSTED: Private key directory {} (mode 755) was not private!", p.display())
+            format!(
+                "UNTRUSTED: Private key directory {} (mode 755) was not private!",
+                p.display()
+            )
         );
     }
 
@@ -389,16 +603,26 @@ mod tests {
         let store = TrustStore::new(FsPpkeys::new(&dir), DigestKind::Md5);
         // Old-style file from an old installation.
         ensure_private_dir(&dir).unwrap();
-        fs::write(dir.join("root-192.0.2.5.pub"), encode_public_pem(key()).unwrap()).unwrap();
-        let out = store.verify("root", Some("192.0.2.5"), key(), false).unwrap();
-        let Outcome::Trusted(l) = out else { panic!("{out:?}") };
+        fs::write(
+            dir.join("root-192.0.2.5.pub"),
+            encode_public_pem(key()).unwrap(),
+        )
+        .unwrap();
+        let out = store
+            .verify("root", Some("192.0.2.5"), key(), false)
+            .unwrap();
+        let Outcome::Trusted(l) = out else {
+            panic!("{out:?}")
+        };
         assert_eq!(l.renamed_from.as_deref(), Some("root-192.0.2.5.pub"));
         assert!(matches!(l.verdict, Verdict::Trusted { .. }));
         assert!(dir.join(&l.file).exists());
         assert!(!dir.join("root-192.0.2.5.pub").exists());
         // Trust on first use for another user writes a 0600 file.
         let out = store.verify("bob", None, key(), true).unwrap();
-        let Outcome::NewlyTrusted(_, saved) = out else { panic!("{out:?}") };
+        let Outcome::NewlyTrusted(_, saved) = out else {
+            panic!("{out:?}")
+        };
         assert!(saved.written);
         assert_eq!(mode(&dir.join(&saved.file)), 0o600);
         assert_eq!(store.list().unwrap().len(), 2);

@@ -2,6 +2,26 @@
 //!
 //! Same options, files, messages and exit codes as cf-key where it matters;
 //! the differences come from having no lastseen database (see `--help`).
+//!
+//! What cf-key 3.21 does that rcf-key does not:
+//! * lastseen (`WORKDIR/state/cf_lastseen.lmdb`): `-s` lists ppkeys files
+//!   instead (columns User/IP/Key, not Direction/IP/Name/Last connection/Key);
+//!   `-t IP:FILE` records nothing; `-r` works on files only (no coherence
+//!   check, no exit 254, `-x` has no extra effect; "nothing found" exits
+//!   252/253 instead of cf-key's lastseen errors).
+//! * It creates the whole WORKDIR tree (inputs, outputs, state, bin, ...) and
+//!   runs the generic agent start-up (classes, host discovery); rcf-key only
+//!   creates WORKDIR and WORKDIR/ppkeys (0700).
+//! * It accepts keys under 2048 bits (`-T 1024`, `-p`/`-t` of 1024-bit keys);
+//!   rcf-key refuses them because cf-serverd 3.21 on OpenSSL 3 cannot use them.
+//! * `-l` (Enterprise licence), `-M` (man page), `-C` colours and host name
+//!   lookups are not implemented (`-C`, `-n` are accepted and ignored).
+//! * `--timestamp` prints UTC (+0000); cf-key uses local time.
+//! * randseed: cf-key writes OpenSSL's RAND_write_file output (1024 bytes);
+//!   rcf-key writes 1024 bytes from the OS generator, mode 0600, atomically.
+//!
+//! Extensions: `-p` also accepts a private key file (plain or legacy
+//! encrypted) and prints its id; `--workdir DIR`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -31,7 +51,8 @@ const RANDSEED_LEN: usize = 1024;
 const AFTER_HELP: &str = "\
 Work directory: --workdir DIR, else $CFENGINE_TEST_OVERRIDE_WORKDIR, else
 /var/lib/cfengine3 when running as root (Debian's location; upstream uses
-/var/cfengine), else $HOME/.cfagent. Keys are written to WORKDIR/ppkeys/
+/var/cfengine), else ~/.cfagent, with ~ taken from the password database like
+cf-key does ($HOME only if the user is not in /etc/passwd). Keys are written to WORKDIR/ppkeys/
 localhost.priv and localhost.pub (0600, directory 0700), plus WORKDIR/randseed.
 
 Differences from cf-key 3.21: there is no lastseen database. -s lists the
@@ -101,6 +122,10 @@ struct Cli {
     #[arg(short = 'g', long = "log-level", value_name = "LEVEL", value_parser = ["error", "warning", "notice", "info", "verbose", "debug"])]
     log_level: Option<String>,
 
+    /// Log timestamps on each line of log output (always UTC, +0000).
+    #[arg(long = "timestamp")]
+    timestamp: bool,
+
     /// Accepted for compatibility: output is never coloured.
     #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto", action = ArgAction::Set)]
     color: Option<String>,
@@ -129,24 +154,57 @@ impl Level {
     }
 }
 
-/// cf-key's log lines: level right-aligned in 8 columns, on stdout.
+/// cf-key's log lines: level right-aligned in 8 columns, on stdout,
+/// optionally preceded by an ISO 8601 timestamp (`--timestamp`).
 struct Log {
     max: Level,
+    timestamps: bool,
 }
 
 impl Log {
     fn log(&self, level: Level, msg: &str) {
         if level <= self.max {
             // One line per message, whatever a path or a peer put in it.
-            let clean: String =
-                msg.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+            let clean: String = msg
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
             let mut out = std::io::stdout().lock();
+            if self.timestamps {
+                let _ = write!(out, "{} ", utc_timestamp(std::time::SystemTime::now()));
+            }
             let _ = writeln!(out, "{:>8}: {}", level.name(), clean);
         }
     }
     fn error(&self, msg: &str) {
         self.log(Level::Error, msg)
     }
+}
+
+/// `2026-11-23T09:57:13+0000`, cf-key's `--timestamp` format, in UTC (cf-key
+/// uses local time; on a UTC host they are identical).
+fn utc_timestamp(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Resolve WORKDIR as documented in `--help`.
@@ -157,13 +215,33 @@ fn workdir(cli: &Cli) -> Result<PathBuf, String> {
     if let Some(w) = std::env::var_os(WORKDIR_ENV).filter(|w| !w.is_empty()) {
         return Ok(PathBuf::from(w));
     }
-    if rustix::process::geteuid().is_root() {
+    let uid = rustix::process::geteuid();
+    if uid.is_root() {
         return Ok(PathBuf::from(SYSTEM_WORKDIR));
     }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".cfagent")),
-        None => Err("HOME is not set; use --workdir".into()),
+    // CFEngine takes the home directory from the password database, not
+    // from $HOME; $HOME is only the fallback for users /etc/passwd lacks.
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let home = passwd_home(&passwd, uid.as_raw())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from)
+        });
+    match home {
+        Some(h) => Ok(h.join(".cfagent")),
+        None => Err("no home directory for this user; use --workdir".into()),
     }
+}
+
+/// The home directory of `uid` in passwd(5) text.
+fn passwd_home(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty())
+            .then(|| f[5].to_string())
+    })
 }
 
 fn with_ext(base: &Path, ext: &str) -> PathBuf {
@@ -201,7 +279,10 @@ fn main() -> ExitCode {
         Some(_) | None if cli.inform => Level::Info,
         _ => Level::Notice,
     };
-    let log = Log { max };
+    let log = Log {
+        max,
+        timestamps: cli.timestamp,
+    };
     let code = run(&cli, &log);
     let _ = std::io::stdout().flush();
     ExitCode::from(code)
@@ -209,7 +290,7 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, log: &Log) -> u8 {
     if cli.no_truncate && !cli.show_hosts {
-        log.error("Option -N/--no-truncate can only be used together with -s/--show-hosts");
+        log.error("--no-truncate / -N option is only for --show-hosts / -s");
         return 1;
     }
     let _ = (cli.numeric, cli.force_removal, &cli.color);
@@ -220,7 +301,10 @@ fn run(cli: &Cli, log: &Log) -> u8 {
             return 1;
         }
     };
-    log.log(Level::Verbose, &format!("Work directory is {}", workdir.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Work directory is {}", workdir.display()),
+    );
     let ppkeys_dir = workdir.join(PPKEYS_DIR);
     if let Err(e) = check_private_dir(&ppkeys_dir) {
         log.error(&format!("Fatal CFEngine error: {e}"));
@@ -231,7 +315,9 @@ fn run(cli: &Cli, log: &Log) -> u8 {
         return show_hosts(cli, log, &ppkeys_dir);
     }
     if let Some(file) = &cli.print_digest {
-        let file = file.clone().unwrap_or_else(|| ppkeys_dir.join(PUBLIC_KEY_FILE));
+        let file = file
+            .clone()
+            .unwrap_or_else(|| ppkeys_dir.join(PUBLIC_KEY_FILE));
         return print_digest(log, &file);
     }
     if let Some(target) = &cli.remove_keys {
@@ -248,7 +334,10 @@ fn read_key_file(log: &Log, path: &Path) -> Option<Vec<u8>> {
     match read_limited(path, rcf_core::keys::MAX_PEM_LEN) {
         Ok(b) => Some(b),
         Err(e @ FsError::TooLarge { .. }) => {
-            log.error(&format!("Error while reading public key '{}' ({e})", path.display()));
+            log.error(&format!(
+                "Error while reading public key '{}' ({e})",
+                path.display()
+            ));
             None
         }
         Err(e) => {
@@ -266,15 +355,19 @@ fn read_key_file(log: &Log, path: &Path) -> Option<Vec<u8>> {
 fn load_public(log: &Log, path: &Path, allow_private: bool) -> Option<RsaPublicKey> {
     let bytes = read_key_file(log, path)?;
     let (what, result) = match parse_public_pem(&bytes) {
-        Err(KeyError::WrongType { .. }) if allow_private && looks_private(&bytes) => {
-            ("private", parse_private_pem(&bytes).map(|k| k.to_public_key()))
-        }
+        Err(KeyError::WrongType { .. }) if allow_private && looks_private(&bytes) => (
+            "private",
+            parse_private_pem(&bytes).map(|k| k.to_public_key()),
+        ),
         r => ("public", r),
     };
     match result {
         Ok(k) => Some(k),
         Err(e) => {
-            log.error(&format!("Error while reading {what} key '{}' ({e})", path.display()));
+            log.error(&format!(
+                "Error while reading {what} key '{}' ({e})",
+                path.display()
+            ));
             None
         }
     }
@@ -304,7 +397,13 @@ fn split_trust_arg(arg: &str) -> (String, Option<String>, String) {
     match arg.rsplit_once(':') {
         None => ("root".into(), None, arg.into()),
         Some((left, file)) => match left.split_once('@') {
-            Some((user, ip)) => (user.into(), Some(ip.into()), file.into()),
+            // cf-key 3.21 treats `USER@:FILE` as "no address" (it warns)
+            // but `:FILE` as an empty address (it does not): observed live.
+            Some((user, ip)) => (
+                user.into(),
+                Some(ip.to_string()).filter(|i| !i.is_empty()),
+                file.into(),
+            ),
             None => ("root".into(), Some(left.into()), file.into()),
         },
     }
@@ -333,11 +432,17 @@ fn trust_key(log: &Log, ppkeys_dir: &Path, arg: &str) -> u8 {
         Ok(saved) => {
             let path = ppkeys_dir.join(&saved.file);
             if saved.written {
-                log.log(Level::Verbose, &format!("Saving public key to file '{}'", path.display()));
+                log.log(
+                    Level::Verbose,
+                    &format!("Saving public key to file '{}'", path.display()),
+                );
             } else {
                 log.log(
                     Level::Verbose,
-                    &format!("Public key file '{}' already exists, not rewriting", path.display()),
+                    &format!(
+                        "Public key file '{}' already exists, not rewriting",
+                        path.display()
+                    ),
                 );
             }
             0
@@ -350,7 +455,7 @@ fn trust_key(log: &Log, ppkeys_dir: &Path, arg: &str) -> u8 {
 }
 
 fn remove_keys(log: &Log, ppkeys_dir: &Path, target: &str) -> u8 {
-    let parsed = match RemoveTarget::parse::<FsError>(target) {
+    let parsed = match target.parse::<RemoveTarget>() {
         Ok(t) => t,
         Err(e) => {
             log.error(&e.to_string());
@@ -368,7 +473,10 @@ fn remove_keys(log: &Log, ppkeys_dir: &Path, target: &str) -> u8 {
         }
         Ok(removed) => {
             for f in removed {
-                log.log(Level::Info, &format!("Removed key file '{}'", ppkeys_dir.join(f).display()));
+                log.log(
+                    Level::Info,
+                    &format!("Removed key file '{}'", ppkeys_dir.join(f).display()),
+                );
             }
             0
         }
@@ -402,17 +510,27 @@ fn show_hosts(cli: &Cli, log: &Log, ppkeys_dir: &Path) -> u8 {
     };
     let mut ok = row(&mut out, "User", "IP", "Key").is_ok();
     for e in &entries {
-        let key = e.id.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        let key =
+            e.id.as_ref()
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into());
         ok &= row(&mut out, &e.user, e.ip.as_deref().unwrap_or("-"), &key).is_ok();
     }
     ok &= writeln!(out, "Total Entries: {}", entries.len()).is_ok();
-    if ok { 0 } else { 1 }
+    if ok {
+        0
+    } else {
+        1
+    }
 }
 
 fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 {
     let (priv_path, pub_path) = match &cli.output_file {
         Some(base) => (with_ext(base, "priv"), with_ext(base, "pub")),
-        None => (ppkeys_dir.join(PRIVATE_KEY_FILE), ppkeys_dir.join(PUBLIC_KEY_FILE)),
+        None => (
+            ppkeys_dir.join(PRIVATE_KEY_FILE),
+            ppkeys_dir.join(PUBLIC_KEY_FILE),
+        ),
     };
     for p in [&pub_path, &priv_path] {
         if std::fs::symlink_metadata(p).is_ok() {
@@ -420,7 +538,10 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
             return 1;
         }
     }
-    log.log(Level::Info, "Making a key pair for CFEngine, please wait, this could take a minute...");
+    log.log(
+        Level::Info,
+        "Making a key pair for CFEngine, please wait, this could take a minute...",
+    );
     let key = match generate(&mut OsRng, cli.key_type) {
         Ok(k) => k,
         Err(e) => {
@@ -428,7 +549,10 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
             return 1;
         }
     };
-    let (priv_pem, pub_pem) = match (encode_private_pem(&key), encode_public_pem(&key.to_public_key())) {
+    let (priv_pem, pub_pem) = match (
+        encode_private_pem(&key),
+        encode_public_pem(&key.to_public_key()),
+    ) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
             log.error(&format!("Unable to encode the key pair ({e})"));
@@ -441,31 +565,43 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
             return 1;
         }
     }
-    log.log(Level::Verbose, &format!("Writing private key to '{}'", priv_path.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Writing private key to '{}'", priv_path.display()),
+    );
     match write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600) {
         Ok(true) => {}
         Ok(false) => {
-            log.error(&format!("A key file already exists at {}", priv_path.display()));
+            log.error(&format!(
+                "A key file already exists at {}",
+                priv_path.display()
+            ));
             return 1;
         }
         Err(e) => {
             log.error(&format!(
-                "Error while writing private key file '{}' ({})",
+                "Error while writing private key file '{}' (fopen: {})",
                 priv_path.display(),
                 os_reason(&e)
             ));
             return 1;
         }
     }
-    log.log(Level::Verbose, &format!("Writing public key to file '{}'", pub_path.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Writing public key to file '{}'", pub_path.display()),
+    );
     let pub_result = write_new_atomic(&pub_path, pub_pem.as_bytes(), 0o600);
     if !matches!(pub_result, Ok(true)) {
         // Never leave half a pair behind.
         let _ = std::fs::remove_file(&priv_path);
         match pub_result {
-            Ok(_) => log.error(&format!("A key file already exists at {}", pub_path.display())),
+            Ok(_) => log.error(&format!(
+                "A key file already exists at {}",
+                pub_path.display()
+            )),
             Err(e) => log.error(&format!(
-                "Error while writing public key file '{}' ({})",
+                "Error while writing public key file '{}' (fopen: {})",
                 pub_path.display(),
                 os_reason(&e)
             )),
@@ -473,11 +609,19 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
         return 1;
     }
     let seed_path = workdir.join("randseed");
-    log.log(Level::Verbose, &format!("Using '{}' for randseed", seed_path.display()));
+    log.log(
+        Level::Verbose,
+        &format!("Using '{}' for randseed", seed_path.display()),
+    );
     let mut seed = vec![0u8; RANDSEED_LEN];
     OsRng.fill_bytes(&mut seed);
-    if let Err(e) = ensure_private_dir(workdir).and_then(|_| write_replace_atomic(&seed_path, &seed, 0o600)) {
-        log.error(&format!("Could not write randseed file '{}' ({e})", seed_path.display()));
+    if let Err(e) =
+        ensure_private_dir(workdir).and_then(|_| write_replace_atomic(&seed_path, &seed, 0o600))
+    {
+        log.error(&format!(
+            "Could not write randseed file '{}' ({e})",
+            seed_path.display()
+        ));
         return 1;
     }
     0
@@ -489,10 +633,49 @@ mod tests {
 
     #[test]
     fn trust_arg_splits_at_the_rightmost_colon() {
-        assert_eq!(split_trust_arg("k.pub"), ("root".into(), None, "k.pub".into()));
-        assert_eq!(split_trust_arg("10.0.0.1:k.pub"), ("root".into(), Some("10.0.0.1".into()), "k.pub".into()));
-        assert_eq!(split_trust_arg("bob@::1:k.pub"), ("bob".into(), Some("::1".into()), "k.pub".into()));
-        assert_eq!(split_trust_arg("@1.2.3.4:/a/k.pub"), ("".into(), Some("1.2.3.4".into()), "/a/k.pub".into()));
+        assert_eq!(
+            split_trust_arg("k.pub"),
+            ("root".into(), None, "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg("10.0.0.1:k.pub"),
+            ("root".into(), Some("10.0.0.1".into()), "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg("bob@::1:k.pub"),
+            ("bob".into(), Some("::1".into()), "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg("@1.2.3.4:/a/k.pub"),
+            ("".into(), Some("1.2.3.4".into()), "/a/k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg("bob@:k.pub"),
+            ("bob".into(), None, "k.pub".into())
+        );
+        assert_eq!(
+            split_trust_arg(":k.pub"),
+            ("root".into(), Some("".into()), "k.pub".into())
+        );
+    }
+
+    #[test]
+    fn timestamps_are_iso8601_utc() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00+0000");
+        // 2026-11-23T09:57:13Z, as printed by cf-key --timestamp on this host.
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_427_833);
+        assert_eq!(utc_timestamp(t), "2026-11-23T09:57:13+0000");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(utc_timestamp(leap), "2000-02-29T00:00:00+0000");
+    }
+
+    #[test]
+    fn home_from_passwd() {
+        let pw = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nbad line\n";
+        assert_eq!(passwd_home(pw, 65534).as_deref(), Some("/nonexistent"));
+        assert_eq!(passwd_home(pw, 0).as_deref(), Some("/root"));
+        assert_eq!(passwd_home(pw, 1000), None);
     }
 
     #[test]

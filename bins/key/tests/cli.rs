@@ -25,12 +25,19 @@ fn generates_pair_where_cf_key_does_with_modes() {
     assert!(privk.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
     assert!(pubk.starts_with("-----BEGIN RSA PUBLIC KEY-----\n"));
     // No temp files left behind.
-    let names: Vec<_> = fs::read_dir(&pp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&pp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     // -p with no file reads localhost.pub.
     let r = rcf_key(&wd, &["-p"]);
     assert_eq!(r.code, 0);
-    assert!(r.stdout.starts_with("MD5=") && r.stdout.len() == 4 + 32 + 1, "{:?}", r.stdout);
+    assert!(
+        r.stdout.starts_with("MD5=") && r.stdout.len() == 4 + 32 + 1,
+        "{:?}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -43,21 +50,31 @@ fn refuses_to_overwrite_an_existing_pair() {
     assert_eq!(r.code, 1);
     assert_eq!(
         r.stdout,
-        format!("   error: A key file already exists at {}/ppkeys/localhost.pub\n", wd.display())
+        format!(
+            "   error: A key file already exists at {}/ppkeys/localhost.pub\n",
+            wd.display()
+        )
     );
     assert_eq!(snapshot(wd), before);
     // Only the private half present: cf-key names that file.
     fs::remove_file(wd.join("ppkeys/localhost.pub")).unwrap();
     let r = rcf_key(wd, &[]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("already exists at") && r.stdout.contains("localhost.priv"), "{}", r.all());
+    assert!(
+        r.stdout.contains("already exists at") && r.stdout.contains("localhost.priv"),
+        "{}",
+        r.all()
+    );
 }
 
 #[test]
 fn output_file_and_key_size() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("k");
-    let r = rcf_key(&tmp.path().join("wd"), &["-f", base.to_str().unwrap(), "-T", "3072"]);
+    let r = rcf_key(
+        &tmp.path().join("wd"),
+        &["-f", base.to_str().unwrap(), "-T", "3072"],
+    );
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(mode(&tmp.path().join("k.priv")), 0o600);
     assert_eq!(mode(&tmp.path().join("k.pub")), 0o600);
@@ -90,7 +107,11 @@ fn workdir_flag_beats_the_environment() {
     assert!(flag_wd.join("ppkeys/localhost.pub").exists());
     assert!(!env_wd.exists());
     let help = rcf_key(&env_wd, &["--help"]);
-    assert!(help.stdout.contains("CFENGINE_TEST_OVERRIDE_WORKDIR"), "{}", help.stdout);
+    assert!(
+        help.stdout.contains("CFENGINE_TEST_OVERRIDE_WORKDIR"),
+        "{}",
+        help.stdout
+    );
     assert!(help.stdout.contains("/var/lib/cfengine3") && help.stdout.contains(".cfagent"));
 }
 
@@ -145,14 +166,26 @@ fn trust_list_remove_cycle() {
         format!("User\tIP\tKey\nalice\t192.0.2.7\t{id}\nbob\t-\t{id}\nroot\t-\t{id}\nTotal Entries: 3\n")
     );
     let r = rcf_key(&wd, &["-s"]);
-    assert!(r.stdout.lines().nth(1).unwrap().starts_with("alice                192.0.2.7 "), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("alice                192.0.2.7 "),
+        "{}",
+        r.stdout
+    );
 
     // Never overwrite: tamper with the trusted file, trust again, unchanged.
     fs::write(&root_file, b"tampered").unwrap();
     assert_eq!(rcf_key(&wd, &["-t", peer_pub.to_str().unwrap()]).code, 0);
     assert_eq!(fs::read(&root_file).unwrap(), b"tampered");
     let v = rcf_key(&wd, &["-v", "-t", peer_pub.to_str().unwrap()]);
-    assert!(v.stdout.contains("already exists, not rewriting"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("already exists, not rewriting"),
+        "{}",
+        v.stdout
+    );
 
     // Remove by address: the old-style file and every file of its key.
     let r = rcf_key(&wd, &["-r", "192.0.2.7"]);
@@ -175,7 +208,62 @@ fn hostile_trust_user_is_refused() {
     assert_eq!(rcf_key(tmp.path(), &[]).code, 0);
     let pubk = tmp.path().join("ppkeys/localhost.pub");
     let before = snapshot(tmp.path());
-    let r = rcf_key(tmp.path(), &["-t", &format!("../../x@1.2.3.4:{}", pubk.display())]);
+    let r = rcf_key(
+        tmp.path(),
+        &["-t", &format!("../../x@1.2.3.4:{}", pubk.display())],
+    );
     assert_eq!(r.code, 1);
     assert_eq!(snapshot(tmp.path()), before);
+}
+
+/// Without --workdir or CFENGINE_TEST_OVERRIDE_WORKDIR: root uses
+/// /var/lib/cfengine3, anyone else the passwd home + /.cfagent (as cf-key,
+/// which ignores $HOME). Checked read-only with -p on a missing default key.
+#[test]
+fn default_workdir_for_a_non_root_user_is_passwd_home() {
+    use std::process::Command;
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        })
+        .unwrap();
+    let mut cmd = if is_root {
+        // Run as nobody (home /nonexistent on Debian).
+        let mut c = Command::new(require("runuser", "needs util-linux runuser"));
+        c.args(["-u", "nobody", "--", RCF_KEY, "-p"]);
+        c
+    } else {
+        let mut c = Command::new(RCF_KEY);
+        c.arg("-p");
+        c
+    };
+    let out = cmd
+        .env_remove("CFENGINE_TEST_OVERRIDE_WORKDIR")
+        .env("HOME", "/definitely/not/used")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected_home = if is_root {
+        "/nonexistent".to_string()
+    } else {
+        let uid = fs::metadata("/proc/self")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid()
+            })
+            .unwrap();
+        fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 7 && f[2] == uid.to_string())
+            .map(|f| f[5].to_string())
+            .expect("current user in /etc/passwd")
+    };
+    let want = format!("{expected_home}/.cfagent/ppkeys/localhost.pub");
+    assert!(
+        text.contains(&want),
+        "expected the default key path {want}, got: {text}"
+    );
 }

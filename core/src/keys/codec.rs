@@ -40,7 +40,10 @@ type TdesCbcDec = cbc::Decryptor<des::TdesEde3>;
 /// not PEM at all or the armour is broken.
 fn pem_blocks(input: &[u8]) -> Result<Vec<pem::Pem>, KeyError> {
     if input.len() > MAX_PEM_LEN {
-        return Err(KeyError::InputTooLarge { len: input.len(), max: MAX_PEM_LEN });
+        return Err(KeyError::InputTooLarge {
+            len: input.len(),
+            max: MAX_PEM_LEN,
+        });
     }
     let blocks = pem::parse_many(input).map_err(|e| KeyError::BadPem(e.to_string()))?;
     if blocks.is_empty() {
@@ -57,7 +60,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn found_labels(blocks: &[pem::Pem]) -> String {
-    blocks.iter().map(|b| format!("'{}'", b.tag())).collect::<Vec<_>>().join(", ")
+    blocks
+        .iter()
+        .map(|b| format!("'{}'", b.tag()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reject keys CFEngine 3.21 could not use, or that would cost unbounded
@@ -77,10 +84,16 @@ fn is_odd(x: &BigUint) -> bool {
 fn check_components(n: &BigUint, e: &BigUint) -> Result<(), KeyError> {
     let bits = n.bits();
     if bits > MAX_BITS {
-        return Err(KeyError::TooLarge { bits, max: MAX_BITS });
+        return Err(KeyError::TooLarge {
+            bits,
+            max: MAX_BITS,
+        });
     }
     if bits < MIN_BITS {
-        return Err(KeyError::TooSmall { bits, min: MIN_BITS });
+        return Err(KeyError::TooSmall {
+            bits,
+            min: MIN_BITS,
+        });
     }
     if e.bits() < 2 || !is_odd(e) {
         return Err(KeyError::BadExponent);
@@ -89,7 +102,9 @@ fn check_components(n: &BigUint, e: &BigUint) -> Result<(), KeyError> {
         return Err(KeyError::InvalidKey("modulus is even".into()));
     }
     if e >= n {
-        return Err(KeyError::InvalidKey("exponent is not below the modulus".into()));
+        return Err(KeyError::InvalidKey(
+            "exponent is not below the modulus".into(),
+        ));
     }
     Ok(())
 }
@@ -107,14 +122,21 @@ pub fn modulus_bits(key: &RsaPublicKey) -> usize {
 /// checked with [`check_public_key`].
 pub fn parse_public_pem(input: &[u8]) -> Result<RsaPublicKey, KeyError> {
     let blocks = pem_blocks(input)?;
-    let block = blocks.iter().find(|b| b.tag() == RSA_PUBLIC).ok_or_else(|| {
-        KeyError::WrongType { expected: RSA_PUBLIC, found: found_labels(&blocks) }
-    })?;
+    let block = blocks
+        .iter()
+        .find(|b| b.tag() == RSA_PUBLIC)
+        .ok_or_else(|| KeyError::WrongType {
+            expected: RSA_PUBLIC,
+            found: found_labels(&blocks),
+        })?;
     public_from_pkcs1_der(block.contents())
 }
 
 fn bad_der(what: &'static str, e: impl core::fmt::Display) -> KeyError {
-    KeyError::BadDer { what, detail: e.to_string() }
+    KeyError::BadDer {
+        what,
+        detail: e.to_string(),
+    }
 }
 
 fn public_from_pkcs1_der(der: &[u8]) -> Result<RsaPublicKey, KeyError> {
@@ -138,7 +160,10 @@ pub fn parse_private_pem(input: &[u8]) -> Result<RsaPrivateKey, KeyError> {
     let block = blocks
         .iter()
         .find(|b| b.tag() == RSA_PRIVATE || b.tag() == PKCS8_PRIVATE)
-        .ok_or_else(|| KeyError::WrongType { expected: RSA_PRIVATE, found: found_labels(&blocks) })?;
+        .ok_or_else(|| KeyError::WrongType {
+            expected: RSA_PRIVATE,
+            found: found_labels(&blocks),
+        })?;
     if block.tag() == PKCS8_PRIVATE {
         let info = rsa::pkcs8::PrivateKeyInfo::from_der(block.contents())
             .map_err(|e| bad_der("PKCS#8 private key", e))?;
@@ -186,6 +211,7 @@ fn bytes_to_key(pass: &[u8], salt: &[u8], len: usize) -> Vec<u8> {
     out
 }
 
+#[allow(clippy::manual_is_multiple_of)] // is_multiple_of is newer than the MSRV
 fn legacy_decrypt(dek_info: &str, data: &[u8], pass: &[u8]) -> Result<Vec<u8>, KeyError> {
     let (cipher, iv_hex) = dek_info
         .split_once(',')
@@ -195,7 +221,9 @@ fn legacy_decrypt(dek_info: &str, data: &[u8], pass: &[u8]) -> Result<Vec<u8>, K
     }
     let iv_hex = iv_hex.trim();
     if iv_hex.len() != 16 || !iv_hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(KeyError::BadPem(format!("malformed DEK-Info IV '{iv_hex}'")));
+        return Err(KeyError::BadPem(format!(
+            "malformed DEK-Info IV '{iv_hex}'"
+        )));
     }
     let mut iv = [0u8; 8];
     for (i, b) in iv.iter_mut().enumerate() {
@@ -206,14 +234,18 @@ fn legacy_decrypt(dek_info: &str, data: &[u8], pass: &[u8]) -> Result<Vec<u8>, K
         return Err(KeyError::BadDecrypt);
     }
     let key = bytes_to_key(pass, &iv, 24);
-    let dec = TdesCbcDec::new_from_slices(&key, &iv).map_err(|e| KeyError::Crypto(e.to_string()))?;
-    dec.decrypt_padded_vec_mut::<Pkcs7>(data).map_err(|_| KeyError::BadDecrypt)
+    let dec =
+        TdesCbcDec::new_from_slices(&key, &iv).map_err(|e| KeyError::Crypto(e.to_string()))?;
+    dec.decrypt_padded_vec_mut::<Pkcs7>(data)
+        .map_err(|_| KeyError::BadDecrypt)
 }
 
 fn private_from_pkcs1_der(der: &[u8]) -> Result<RsaPrivateKey, KeyError> {
     let k = rsa::pkcs1::RsaPrivateKey::from_der(der).map_err(|e| bad_der("RSA private key", e))?;
     if k.version() != rsa::pkcs1::Version::TwoPrime {
-        return Err(KeyError::InvalidKey("multi-prime RSA keys are not supported".into()));
+        return Err(KeyError::InvalidKey(
+            "multi-prime RSA keys are not supported".into(),
+        ));
     }
     let n = BigUint::from_bytes_be(k.modulus.as_bytes());
     let e = BigUint::from_bytes_be(k.public_exponent.as_bytes());
@@ -223,7 +255,9 @@ fn private_from_pkcs1_der(der: &[u8]) -> Result<RsaPrivateKey, KeyError> {
     let q = BigUint::from_bytes_be(k.prime2.as_bytes());
     // Bound the primes before the library multiplies them.
     if p.bits() > MAX_BITS || q.bits() > MAX_BITS || d.bits() > MAX_BITS {
-        return Err(KeyError::InvalidKey("private components larger than the modulus".into()));
+        return Err(KeyError::InvalidKey(
+            "private components larger than the modulus".into(),
+        ));
     }
     RsaPrivateKey::from_components(n, e, d, vec![p, q])
         .map_err(|e| KeyError::InvalidKey(e.to_string()))
@@ -241,7 +275,8 @@ pub fn encode_private_pem(key: &RsaPrivateKey) -> Result<String, KeyError> {
 /// PEM `RSA PUBLIC KEY` (PKCS#1 RSAPublicKey): the format of `localhost.pub`
 /// and of every trusted key in ppkeys.
 pub fn encode_public_pem(key: &RsaPublicKey) -> Result<String, KeyError> {
-    key.to_pkcs1_pem(LineEnding::LF).map_err(|e| KeyError::Crypto(e.to_string()))
+    key.to_pkcs1_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Crypto(e.to_string()))
 }
 
 /// Generate a host key pair like `cf-key`: `bits` bits, e = 65537, from the
@@ -252,9 +287,14 @@ pub fn generate<R: RngCore + CryptoRng + ?Sized>(
     bits: usize,
 ) -> Result<RsaPrivateKey, KeyError> {
     if !(MIN_BITS..=MAX_BITS).contains(&bits) {
-        return Err(KeyError::BadKeySize { bits, min: MIN_BITS, max: MAX_BITS });
+        return Err(KeyError::BadKeySize {
+            bits,
+            min: MIN_BITS,
+            max: MAX_BITS,
+        });
     }
-    let key = RsaPrivateKey::new(&mut Adapter(rng), bits).map_err(|e| KeyError::Crypto(e.to_string()))?;
+    let key =
+        RsaPrivateKey::new(&mut Adapter(rng), bits).map_err(|e| KeyError::Crypto(e.to_string()))?;
     check_public_key(&key.to_public_key())?;
     Ok(key)
 }
@@ -359,7 +399,10 @@ pub(crate) mod tests {
 
     #[test]
     fn other_passphrase_is_bad_decrypt() {
-        assert_eq!(parse_private_pem(CFKEY_OTHERPASS.as_bytes()), Err(KeyError::BadDecrypt));
+        assert_eq!(
+            parse_private_pem(CFKEY_OTHERPASS.as_bytes()),
+            Err(KeyError::BadDecrypt)
+        );
     }
 
     #[test]
@@ -371,10 +414,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tolerates_what_openssl_tolerates() {
+        let want = parse_public_pem(CFKEY_PUB.as_bytes()).unwrap();
+        // CRLF line endings.
+        let crlf = CFKEY_PUB.replace('\n', "\r\n");
+        assert_eq!(parse_public_pem(crlf.as_bytes()).unwrap(), want);
+        let crlf_legacy = CFKEY_LEGACY.replace('\n', "\r\n");
+        assert_eq!(
+            parse_private_pem(crlf_legacy.as_bytes())
+                .unwrap()
+                .to_public_key(),
+            want
+        );
+        // Text before the block, and other blocks before the wanted one.
+        let noisy = format!("a comment\n{CFKEY_PRIV}{CFKEY_PUB}");
+        assert_eq!(parse_public_pem(noisy.as_bytes()).unwrap(), want);
+        assert_eq!(
+            parse_private_pem(noisy.as_bytes()).unwrap().to_public_key(),
+            want
+        );
+    }
+
+    #[test]
     fn small_key_refused() {
         assert_eq!(
             parse_public_pem(SMALL_PUB.as_bytes()),
-            Err(KeyError::TooSmall { bits: 1024, min: MIN_BITS })
+            Err(KeyError::TooSmall {
+                bits: 1024,
+                min: MIN_BITS
+            })
         );
     }
 
@@ -382,16 +450,28 @@ pub(crate) mod tests {
     fn wrong_types_refused() {
         assert!(matches!(
             parse_public_pem(CFKEY_PRIV.as_bytes()),
-            Err(KeyError::WrongType { expected: "RSA PUBLIC KEY", .. })
+            Err(KeyError::WrongType {
+                expected: "RSA PUBLIC KEY",
+                ..
+            })
         ));
         assert!(matches!(
             parse_private_pem(CFKEY_PUB.as_bytes()),
-            Err(KeyError::WrongType { expected: "RSA PRIVATE KEY", .. })
+            Err(KeyError::WrongType {
+                expected: "RSA PRIVATE KEY",
+                ..
+            })
         ));
         // SubjectPublicKeyInfo is not what CFEngine reads.
         use rsa::pkcs8::EncodePublicKey;
-        let spki = keys()[0].to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
-        assert!(matches!(parse_public_pem(spki.as_bytes()), Err(KeyError::WrongType { .. })));
+        let spki = keys()[0]
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        assert!(matches!(
+            parse_public_pem(spki.as_bytes()),
+            Err(KeyError::WrongType { .. })
+        ));
         assert_eq!(parse_public_pem(b"garbage\n"), Err(KeyError::NoPem));
         assert_eq!(parse_public_pem(b""), Err(KeyError::NoPem));
     }
@@ -405,9 +485,15 @@ pub(crate) mod tests {
         assert!(parse_public_pem(&corrupt).is_err());
         // Valid base64, wrong DER.
         let fake = "-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n";
-        assert!(matches!(parse_public_pem(fake.as_bytes()), Err(KeyError::BadDer { .. })));
+        assert!(matches!(
+            parse_public_pem(fake.as_bytes()),
+            Err(KeyError::BadDer { .. })
+        ));
         let big = vec![b'A'; MAX_PEM_LEN + 1];
-        assert!(matches!(parse_public_pem(&big), Err(KeyError::InputTooLarge { .. })));
+        assert!(matches!(
+            parse_public_pem(&big),
+            Err(KeyError::InputTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -422,15 +508,25 @@ pub(crate) mod tests {
             use rsa::pkcs1::der::Encode;
             let bytes = der.to_der().unwrap();
             let pem = pem::encode(&pem::Pem::new("RSA PUBLIC KEY", bytes));
-            assert_eq!(parse_public_pem(pem.as_bytes()), Err(KeyError::BadExponent), "e={e}");
+            assert_eq!(
+                parse_public_pem(pem.as_bytes()),
+                Err(KeyError::BadExponent),
+                "e={e}"
+            );
         }
     }
 
     #[test]
     fn generate_checks_size() {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
-        assert!(matches!(generate(&mut rng, 1024), Err(KeyError::BadKeySize { .. })));
-        assert!(matches!(generate(&mut rng, MAX_BITS + 1), Err(KeyError::BadKeySize { .. })));
+        assert!(matches!(
+            generate(&mut rng, 1024),
+            Err(KeyError::BadKeySize { .. })
+        ));
+        assert!(matches!(
+            generate(&mut rng, MAX_BITS + 1),
+            Err(KeyError::BadKeySize { .. })
+        ));
         let k = &keys()[0];
         assert_eq!(k.n().bits(), 2048);
         assert_eq!(k.e(), &BigUint::from(65537u32));
@@ -451,7 +547,11 @@ pub(crate) mod tests {
 
     #[quickcheck]
     fn public_pem_round_trips_and_id_is_stable(k: AnyKey, sha: bool) -> bool {
-        let kind = if sha { DigestKind::Sha256 } else { DigestKind::Md5 };
+        let kind = if sha {
+            DigestKind::Sha256
+        } else {
+            DigestKind::Md5
+        };
         let key = pick(&k).to_public_key();
         let pem = encode_public_pem(&key).unwrap();
         let back = parse_public_pem(pem.as_bytes()).unwrap();
@@ -476,7 +576,9 @@ pub(crate) mod tests {
 
     #[quickcheck]
     fn mutated_key_files_never_panic(k: AnyKey, pos: usize, byte: u8) -> bool {
-        let pem = encode_public_pem(&pick(&k).to_public_key()).unwrap().into_bytes();
+        let pem = encode_public_pem(&pick(&k).to_public_key())
+            .unwrap()
+            .into_bytes();
         let mut m = pem.clone();
         let i = pos % m.len();
         m[i] = byte;

@@ -29,7 +29,7 @@ impl DigestKind {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             DigestKind::Md5 => 16,
             DigestKind::Sha256 => 32,
@@ -101,15 +101,15 @@ impl FromStr for KeyId {
         } else {
             return Err(KeyIdParseError::BadPrefix);
         };
-        if hex.len() != kind.len() * 2 {
+        if hex.len() != kind.digest_len() * 2 {
             return Err(KeyIdParseError::BadLength {
                 prefix: kind.prefix(),
-                expected: kind.len() * 2,
+                expected: kind.digest_len() * 2,
                 got: hex.chars().count(),
             });
         }
         let bytes = hex.as_bytes();
-        let mut digest = Vec::with_capacity(kind.len());
+        let mut digest = Vec::with_capacity(kind.digest_len());
         for pair in bytes.chunks(2) {
             let hi = hex_val(pair[0]).ok_or(KeyIdParseError::BadHex)?;
             let lo = hex_val(pair[1]).ok_or(KeyIdParseError::BadHex)?;
@@ -175,7 +175,11 @@ mod tests {
         assert_eq!("77f2".parse::<KeyId>(), Err(KeyIdParseError::BadPrefix));
         assert!(matches!(
             "MD5=77f2".parse::<KeyId>(),
-            Err(KeyIdParseError::BadLength { expected: 32, got: 4, .. })
+            Err(KeyIdParseError::BadLength {
+                expected: 32,
+                got: 4,
+                ..
+            })
         ));
         assert_eq!(
             format!("MD5={}", "g".repeat(32)).parse::<KeyId>(),
@@ -187,9 +191,13 @@ mod tests {
 
     #[quickcheck]
     fn any_digest_round_trips(bytes: Vec<u8>, sha: bool) -> bool {
-        let kind = if sha { DigestKind::Sha256 } else { DigestKind::Md5 };
+        let kind = if sha {
+            DigestKind::Sha256
+        } else {
+            DigestKind::Md5
+        };
         let mut digest = bytes;
-        digest.resize(kind.len(), 7);
+        digest.resize(kind.digest_len(), 7);
         let id = KeyId { kind, digest };
         id.to_string().parse::<KeyId>() == Ok(id)
     }

@@ -17,16 +17,17 @@
 //! `ee key too small`), at most [`MAX_BITS`] bits (a bound on work and
 //! memory), odd exponent of at least 2 bits (CFEngine's own loader check).
 
-mod id;
 mod codec;
+mod id;
 pub mod ppkeys;
 pub mod trust;
 
-pub use id::{key_id, DigestKind, KeyId, KeyIdParseError};
 pub use codec::{
-    check_public_key, encode_private_pem, encode_public_pem, generate, modulus_bits, parse_private_pem,
-    parse_public_pem, DEFAULT_BITS, LEGACY_PASSPHRASE, MAX_BITS, MAX_PEM_LEN, MIN_BITS,
+    check_public_key, encode_private_pem, encode_public_pem, generate, modulus_bits,
+    parse_private_pem, parse_public_pem, DEFAULT_BITS, LEGACY_PASSPHRASE, MAX_BITS, MAX_PEM_LEN,
+    MIN_BITS,
 };
+pub use id::{key_id, DigestKind, KeyId, KeyIdParseError};
 
 /// Re-exported so that users of this module need no direct `rsa` dependency.
 pub use rsa::{RsaPrivateKey, RsaPublicKey};

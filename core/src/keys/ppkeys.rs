@@ -68,7 +68,9 @@ pub fn old_style_key_file(user: &str, ip: &str) -> Result<String, NameError> {
     check_user(user)?;
     if ip.is_empty()
         || ip.len() > 64
-        || !ip.chars().all(|c| c.is_ascii_hexdigit() || c == '.' || c == ':' || c == '%' || c.is_ascii_alphanumeric())
+        || !ip.chars().all(|c| {
+            c.is_ascii_hexdigit() || c == '.' || c == ':' || c == '%' || c.is_ascii_alphanumeric()
+        })
     {
         return Err(NameError::BadAddress(ip.to_string()));
     }
@@ -116,10 +118,16 @@ pub fn classify(name: &str) -> PpkeysFile {
         return PpkeysFile::Other;
     };
     if let Ok(id) = rest.parse::<KeyId>() {
-        return PpkeysFile::Trusted { user: user.to_string(), id };
+        return PpkeysFile::Trusted {
+            user: user.to_string(),
+            id,
+        };
     }
     if let Ok(ip) = rest.parse::<IpAddr>() {
-        return PpkeysFile::OldStyle { user: user.to_string(), ip };
+        return PpkeysFile::OldStyle {
+            user: user.to_string(),
+            ip,
+        };
     }
     PpkeysFile::Other
 }
@@ -134,9 +142,15 @@ mod tests {
     #[test]
     fn names() {
         let id: KeyId = ID.parse().unwrap();
-        assert_eq!(trusted_key_file("root", &id).unwrap(), format!("root-{ID}.pub"));
+        assert_eq!(
+            trusted_key_file("root", &id).unwrap(),
+            format!("root-{ID}.pub")
+        );
         assert_eq!(trusted_key_file("", &id).unwrap(), format!("-{ID}.pub"));
-        assert_eq!(old_style_key_file("root", "10.0.0.1").unwrap(), "root-10.0.0.1.pub");
+        assert_eq!(
+            old_style_key_file("root", "10.0.0.1").unwrap(),
+            "root-10.0.0.1.pub"
+        );
         assert_eq!(old_style_key_file("root", "::1").unwrap(), "root-::1.pub");
         assert!(trusted_key_file("../x", &id).is_err());
         assert!(trusted_key_file("a\0b", &id).is_err());
@@ -152,16 +166,31 @@ mod tests {
         assert_eq!(classify("localhost.pub"), PpkeysFile::OwnPublic);
         assert_eq!(
             classify(&format!("cf-user-{ID}.pub")),
-            PpkeysFile::Trusted { user: "cf-user".into(), id: id.clone() }
+            PpkeysFile::Trusted {
+                user: "cf-user".into(),
+                id: id.clone()
+            }
         );
-        assert_eq!(classify(&format!("-{ID}.pub")), PpkeysFile::Trusted { user: "".into(), id });
+        assert_eq!(
+            classify(&format!("-{ID}.pub")),
+            PpkeysFile::Trusted {
+                user: "".into(),
+                id
+            }
+        );
         assert_eq!(
             classify("root-10.0.0.1.pub"),
-            PpkeysFile::OldStyle { user: "root".into(), ip: "10.0.0.1".parse().unwrap() }
+            PpkeysFile::OldStyle {
+                user: "root".into(),
+                ip: "10.0.0.1".parse().unwrap()
+            }
         );
         assert_eq!(
             classify("root-fe80::1.pub"),
-            PpkeysFile::OldStyle { user: "root".into(), ip: "fe80::1".parse().unwrap() }
+            PpkeysFile::OldStyle {
+                user: "root".into(),
+                ip: "fe80::1".parse().unwrap()
+            }
         );
         assert_eq!(classify("root-host.example.pub"), PpkeysFile::Other);
         assert_eq!(classify(".tmp.root-x"), PpkeysFile::Other);
@@ -177,9 +206,17 @@ mod tests {
         match trusted_key_file(&user, &id) {
             Ok(name) => {
                 !name.contains('/')
-                    && classify(&name) == PpkeysFile::Trusted { user: user.clone(), id }
+                    && classify(&name)
+                        == PpkeysFile::Trusted {
+                            user: user.clone(),
+                            id,
+                        }
             }
-            Err(_) => user.contains('/') || user.chars().any(char::is_control) || user.len() > MAX_USER_LEN,
+            Err(_) => {
+                user.contains('/')
+                    || user.chars().any(char::is_control)
+                    || user.len() > MAX_USER_LEN
+            }
         }
     }
 }

@@ -12,7 +12,9 @@ use rsa::RsaPublicKey;
 use thiserror::Error;
 
 use super::ppkeys::{self, NameError, PpkeysFile};
-use super::{check_public_key, encode_public_pem, key_id, parse_public_pem, DigestKind, KeyError, KeyId};
+use super::{
+    check_public_key, encode_public_pem, key_id, parse_public_pem, DigestKind, KeyError, KeyId,
+};
 
 /// File operations the trust store needs, on one flat directory. `name` is
 /// always a single file name built by [`super::ppkeys`], never a path.
@@ -72,10 +74,12 @@ pub enum TrustError<E: std::error::Error + 'static> {
     /// The user name or address cannot form a key file name.
     #[error(transparent)]
     Name(#[from] NameError),
-    /// Caller error: a removal target that is neither a key id nor an address.
-    #[error("'{0}' is neither a key id (MD5=…, SHA=…) nor an address")]
-    BadTarget(String),
 }
+
+/// Caller error: a removal target that is neither a key id nor an address.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("'{0}' is neither a key id (MD5=…, SHA=…) nor an address")]
+pub struct BadTarget(pub String);
 
 /// The outcome of looking a presented key up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,16 +168,21 @@ pub enum RemoveTarget {
     Address(String),
 }
 
-impl RemoveTarget {
+impl core::str::FromStr for RemoveTarget {
+    type Err = BadTarget;
+
     /// Read a `cf-key -r` argument: `MD5=`/`SHA=` prefixed text is a key id
     /// (and must be well formed), anything else an address literal (no
     /// hostname resolution, as in cf-key).
-    pub fn parse<E: std::error::Error>(s: &str) -> Result<Self, TrustError<E>> {
+    fn from_str(s: &str) -> Result<Self, BadTarget> {
         if s.starts_with("MD5=") || s.starts_with("SHA=") {
-            return s.parse().map(RemoveTarget::Key).map_err(|_| TrustError::BadTarget(s.into()));
+            return s
+                .parse()
+                .map(RemoveTarget::Key)
+                .map_err(|_| BadTarget(s.into()));
         }
         // Reuse the old-style name check to keep it a plain address.
-        ppkeys::old_style_key_file("", s).map_err(|_| TrustError::BadTarget(s.into()))?;
+        ppkeys::old_style_key_file("", s).map_err(|_| BadTarget(s.into()))?;
         Ok(RemoveTarget::Address(s.to_string()))
     }
 }
@@ -231,11 +240,22 @@ impl<D: PpkeysDir> TrustStore<D> {
             None => Verdict::Unknown,
             Some(bytes) => match parse_public_pem(&bytes) {
                 Ok(k) if &k == presented => Verdict::Trusted { file: file.clone() },
-                Ok(k) => Verdict::Changed { file: file.clone(), stored: Some(key_id(&k, self.kind)) },
-                Err(_) => Verdict::Changed { file: file.clone(), stored: None },
+                Ok(k) => Verdict::Changed {
+                    file: file.clone(),
+                    stored: Some(key_id(&k, self.kind)),
+                },
+                Err(_) => Verdict::Changed {
+                    file: file.clone(),
+                    stored: None,
+                },
             },
         };
-        Ok(Lookup { id, file, verdict, renamed_from })
+        Ok(Lookup {
+            id,
+            file,
+            verdict,
+            renamed_from,
+        })
     }
 
     /// Store `key` as trusted for `user` (`<user>-<id>.pub`, PEM RSA PUBLIC
@@ -279,10 +299,20 @@ impl<D: PpkeysDir> TrustStore<D> {
         let mut out = Vec::new();
         for file in names {
             match ppkeys::classify(&file) {
-                PpkeysFile::Trusted { user, id } => out.push(Entry { file, user, id: Some(id), ip: None }),
+                PpkeysFile::Trusted { user, id } => out.push(Entry {
+                    file,
+                    user,
+                    id: Some(id),
+                    ip: None,
+                }),
                 PpkeysFile::OldStyle { user, ip } => {
                     let id = self.id_of_file(&file)?;
-                    out.push(Entry { file, user, id, ip: Some(ip.to_string()) });
+                    out.push(Entry {
+                        file,
+                        user,
+                        id,
+                        ip: Some(ip.to_string()),
+                    });
                 }
                 _ => {}
             }
@@ -333,7 +363,10 @@ impl<D: PpkeysDir> TrustStore<D> {
 
 /// Compare address text semantically when both parse (`::1` vs `0::1`).
 fn ip_text_eq(a: Option<&str>, b: &str) -> bool {
-    match (a.and_then(|a| a.parse::<core::net::IpAddr>().ok()), b.parse::<core::net::IpAddr>().ok()) {
+    match (
+        a.and_then(|a| a.parse::<core::net::IpAddr>().ok()),
+        b.parse::<core::net::IpAddr>().ok(),
+    ) {
         (Some(x), Some(y)) => x == y,
         _ => false,
     }
@@ -416,11 +449,18 @@ mod tests {
     #[test]
     fn unknown_then_trusted_on_first_use() {
         let store = TrustStore::new(MemDir::default(), DigestKind::Md5);
-        let out = store.verify("root", Some("127.0.0.1"), &pk(0), false).unwrap();
+        let out = store
+            .verify("root", Some("127.0.0.1"), &pk(0), false)
+            .unwrap();
         assert!(matches!(&out, Outcome::Refused(l) if l.verdict == Verdict::Unknown));
-        assert!(store.dir().list().unwrap().is_empty(), "refusal writes nothing");
+        assert!(
+            store.dir().list().unwrap().is_empty(),
+            "refusal writes nothing"
+        );
 
-        let out = store.verify("root", Some("127.0.0.1"), &pk(0), true).unwrap();
+        let out = store
+            .verify("root", Some("127.0.0.1"), &pk(0), true)
+            .unwrap();
         let file = format!("root-{}.pub", id(0));
         match out {
             Outcome::NewlyTrusted(_, saved) => {
@@ -431,14 +471,20 @@ mod tests {
         }
         assert_eq!(store.dir().read(&file).unwrap().unwrap(), pem(0));
         let out = store.verify("root", None, &pk(0), false).unwrap();
-        assert_eq!(out, Outcome::Trusted(Lookup {
-            id: id(0),
-            file: file.clone(),
-            verdict: Verdict::Trusted { file },
-            renamed_from: None,
-        }));
+        assert_eq!(
+            out,
+            Outcome::Trusted(Lookup {
+                id: id(0),
+                file: file.clone(),
+                verdict: Verdict::Trusted { file },
+                renamed_from: None,
+            })
+        );
         // Another user is another relation.
-        assert!(matches!(store.verify("bob", None, &pk(0), false).unwrap(), Outcome::Refused(_)));
+        assert!(matches!(
+            store.verify("bob", None, &pk(0), false).unwrap(),
+            Outcome::Refused(_)
+        ));
     }
 
     #[test]
@@ -447,7 +493,13 @@ mod tests {
         let file = format!("root-{}.pub", id(0));
         store.dir().insert(&file, b"not a key");
         let l = store.lookup("root", None, &pk(0)).unwrap();
-        assert_eq!(l.verdict, Verdict::Changed { file: file.clone(), stored: None });
+        assert_eq!(
+            l.verdict,
+            Verdict::Changed {
+                file: file.clone(),
+                stored: None
+            }
+        );
         let s = store.trust("root", &pk(0)).unwrap();
         assert!(!s.written);
         assert_eq!(store.dir().read(&file).unwrap().unwrap(), b"not a key");
@@ -472,7 +524,13 @@ mod tests {
         store.dir().insert("root-10.0.0.1.pub", &pem(0));
         let l = store.lookup("root", Some("10.0.0.1"), &pk(1)).unwrap();
         let file = format!("root-{}.pub", id(1));
-        assert_eq!(l.verdict, Verdict::Changed { file: file.clone(), stored: Some(id(0)) });
+        assert_eq!(
+            l.verdict,
+            Verdict::Changed {
+                file: file.clone(),
+                stored: Some(id(0))
+            }
+        );
         assert_eq!(store.dir().read(&file).unwrap().unwrap(), pem(0));
         // Trusting it now (trustkeysfrom) leaves the file as is.
         assert!(!store.trust("root", &pk(1)).unwrap().written);
@@ -492,8 +550,14 @@ mod tests {
     #[test]
     fn hostile_names_and_keys_are_errors() {
         let store = TrustStore::new(MemDir::default(), DigestKind::Md5);
-        assert!(matches!(store.lookup("../../etc", None, &pk(0)), Err(TrustError::Name(_))));
-        assert!(matches!(store.lookup("root", Some("../x"), &pk(0)), Err(TrustError::Name(_))));
+        assert!(matches!(
+            store.lookup("../../etc", None, &pk(0)),
+            Err(TrustError::Name(_))
+        ));
+        assert!(matches!(
+            store.lookup("root", Some("../x"), &pk(0)),
+            Err(TrustError::Name(_))
+        ));
         let small = parse_public_pem(include_bytes!("testdata/small1024.pub"));
         assert!(small.is_err(), "1024-bit keys never even parse");
     }
@@ -510,20 +574,43 @@ mod tests {
         store.dir().insert("README", b"x");
         let list = store.list().unwrap();
         assert_eq!(list.len(), 5);
-        let old = list.iter().find(|e| e.file == "alice-10.0.0.7.pub").unwrap();
-        assert_eq!((old.user.as_str(), old.id.clone(), old.ip.as_deref()), ("alice", Some(id(2)), Some("10.0.0.7")));
-        assert_eq!(list.iter().find(|e| e.file == "root-2.2.2.2.pub").unwrap().id, None);
+        let old = list
+            .iter()
+            .find(|e| e.file == "alice-10.0.0.7.pub")
+            .unwrap();
+        assert_eq!(
+            (old.user.as_str(), old.id.clone(), old.ip.as_deref()),
+            ("alice", Some(id(2)), Some("10.0.0.7"))
+        );
+        assert_eq!(
+            list.iter()
+                .find(|e| e.file == "root-2.2.2.2.pub")
+                .unwrap()
+                .id,
+            None
+        );
 
         // By id: every user's file of that id.
         let r = store.remove(&RemoveTarget::Key(id(0))).unwrap();
-        assert_eq!(r, vec![format!("bob-{}.pub", id(0)), format!("root-{}.pub", id(0))]);
+        assert_eq!(
+            r,
+            vec![format!("bob-{}.pub", id(0)), format!("root-{}.pub", id(0))]
+        );
         // By address: the old-style file and the new-style files of its key.
         store.trust("carol", &pk(2)).unwrap();
-        let r = store.remove(&RemoveTarget::parse::<Never>("10.0.0.7").unwrap()).unwrap();
-        assert_eq!(r, vec!["alice-10.0.0.7.pub".to_string(), format!("carol-{}.pub", id(2))]);
+        let r = store
+            .remove(&"10.0.0.7".parse::<RemoveTarget>().unwrap())
+            .unwrap();
+        assert_eq!(
+            r,
+            vec![
+                "alice-10.0.0.7.pub".to_string(),
+                format!("carol-{}.pub", id(2))
+            ]
+        );
         assert!(store.remove(&RemoveTarget::Key(id(2))).unwrap().is_empty());
         assert_eq!(store.list().unwrap().len(), 2);
-        assert!(RemoveTarget::parse::<Never>("MD5=zz").is_err());
-        assert!(RemoveTarget::parse::<Never>("../x").is_err());
+        assert!("MD5=zz".parse::<RemoveTarget>().is_err());
+        assert!("../x".parse::<RemoveTarget>().is_err());
     }
 }

@@ -72,7 +72,11 @@ pub fn cf_key(workdir: &Path, args: &[&str]) -> Run {
 /// Run openssl (must be installed: apt-get install openssl).
 pub fn openssl(args: &[&str]) -> Run {
     let bin = require("openssl", "apt-get install openssl");
-    let r: Run = Command::new(bin).args(args).output().expect("run openssl").into();
+    let r: Run = Command::new(bin)
+        .args(args)
+        .output()
+        .expect("run openssl")
+        .into();
     assert_eq!(r.code, 0, "openssl {args:?} failed: {}", r.all());
     r
 }
@@ -90,7 +94,16 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
             let mode = m.permissions().mode();
             if m.file_type().is_symlink() {
-                out.insert(rel, (mode, fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+                out.insert(
+                    rel,
+                    (
+                        mode,
+                        fs::read_link(&p)
+                            .unwrap()
+                            .into_os_string()
+                            .into_encoded_bytes(),
+                    ),
+                );
             } else if m.is_dir() {
                 out.insert(rel, (mode, b"<dir>".to_vec()));
                 walk(root, &p, out);
