@@ -1100,7 +1100,10 @@ mod tests {
     fn hostname_conversions() {
         assert_eq!(regex_hostname_forms(".*\\.example\\.com"), Some(vec![".example.com".to_string()]));
         assert_eq!(regex_hostname_forms(".*example.com"), Some(vec!["example.com".to_string(), ".example.com".to_string()]));
-        assert_eq!(regex_hostname_forms("^host\\.ex\\.com"), Some(vec!["host.ex.com".to_string()]));
+        // live 3.21: IsRegex("^host\.ex\.com") is false, so it is kept verbatim
+        // (SEMANTICS.md B.4 says it becomes host.ex.com; the binary disagrees)
+        assert_eq!(regex_hostname_forms("^host\\.ex\\.com"), Some(vec!["^host\\.ex\\.com".to_string()]));
+        assert_eq!(regex_hostname_forms("^.*\\.ex\\.com"), Some(vec![".ex.com".to_string()]));
         assert_eq!(regex_hostname_forms("host.example.com"), Some(vec!["host.example.com".to_string()]));
         assert_eq!(regex_hostname_forms("(a|b).com"), None);
         assert_eq!(new_host_to_old(".example.com"), ".*\\.example\\.com");
