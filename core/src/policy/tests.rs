@@ -407,9 +407,13 @@ bundle server s
 "#;
     let p = load_mem(mem, text);
     let names: Vec<&str> = p.acl.paths.keys().map(String::as_str).collect();
-    assert_eq!(names, vec!["/p/lib/", "/srv//root/x+y/yes/a_b_c/a$b", "/srv/cfg"], "{:#?}", p.warnings);
+    assert_eq!(names, vec!["/p/lib/", "/srv//root/x+y/yes/a_b_c/a$b", "/srv/cfg", "/srv/drop"], "{:#?}", p.warnings);
+    // an unresolved deny entry makes its rule deny everyone (never widened)
+    assert!(p.acl.paths["/srv/drop"].poisoned);
+    let d = p.check(&tls("127.0.0.1", None, KEY_A), Request::Path("/srv/drop"));
+    assert_eq!((d.allowed, d.reason), (false, Reason::UnresolvedDenyRule));
     assert!(p.warnings.iter().any(|w| w.message.contains("unknown_fn") && w.file == "/p/promises.cf" && w.line == 12), "{:#?}", p.warnings);
-    assert!(p.warnings.iter().any(|w| w.message.contains("dropped") && w.message.contains("g.nothere")), "{:#?}", p.warnings);
+    assert!(p.warnings.iter().any(|w| w.message.contains("denies every request") && w.message.contains("g.nothere")), "{:#?}", p.warnings);
     assert!(p.warnings.iter().any(|w| w.message.contains("dropped") && w.message.contains("g.u")), "{:#?}", p.warnings);
     assert_eq!(p.files, vec!["/p/promises.cf", "/p/lib/a.cf"]);
 }
@@ -446,6 +450,32 @@ fn broken_policies_are_refused_with_positions() {
         assert!(all.contains(want), "{name}: expected '{want}' in:\n{all}");
         assert!(e.errors.iter().all(|d| !d.file.is_empty()), "{name}: error without a file");
         assert!(e.errors.iter().any(|d| d.line > 0 || *name == "missing input"), "{name}: no line in {all}");
+    }
+}
+
+#[test]
+fn unresolved_variables_never_widen() {
+    let text = r#"
+bundle common g { vars: "hub" slist => { "$(sys.policy_hub)/16" }; "bad" slist => { "$(nothere)" }; }
+bundle server s
+{
+  access:
+    "/srv/" admit_ips => { "0.0.0.0/0" };
+    "/srv/a/" admit_ips => { @(g.hub) };
+    "/srv/b/" admit_ips => { "0.0.0.0/0" }, deny_ips => { @(g.bad) };
+    "/srv/c/" admit_ips => { "0.0.0.0/0" }, deny_hostnames => { "$(nothere).com" };
+}
+"#;
+    let p = load_mem(Mem::default().dir("/srv").dir("/srv/a").dir("/srv/b").dir("/srv/c"), text);
+    let f = tls("10.0.0.1", Some("h.example.com"), KEY_A);
+    // kept literally, like cf-serverd: the child entry admits nobody and
+    // does not fall back to the parent
+    assert_eq!(p.acl.paths["/srv/a/"].admit.ips[0].text, "$(sys.policy_hub)/16");
+    assert!(!p.check(&f, Request::Path("/srv/a/x")).allowed);
+    assert!(p.check(&f, Request::Path("/srv/x")).allowed);
+    for path in ["/srv/b/x", "/srv/c/x"] {
+        let d = p.check(&f, Request::Path(path));
+        assert_eq!((d.allowed, d.reason), (false, Reason::UnresolvedDenyRule), "{path}");
     }
 }
 
