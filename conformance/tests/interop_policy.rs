@@ -121,8 +121,6 @@ fn make_workdir(root: &Path) -> PathBuf {
         let _ = std::fs::remove_dir_all(wd.join("bin"));
         std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
     }
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy/server");
-    copy_tree(&fixture, &wd.join("inputs"));
     let data = wd.join("data");
     for d in ["masterfiles", "modules", "share/private", "hosts", "keys", "pub_a", "pub_b", "guarded", "target"] {
         std::fs::create_dir_all(data.join(d)).unwrap();
@@ -154,22 +152,17 @@ fn real_summary(log: &str) -> Vec<String> {
     out
 }
 
-/// rcf's summary for the fixture equals, line for line, what the real
-/// `cf-serverd -v` prints for the same file in the same sandbox.
-#[test]
-fn access_summary_matches_real_cf_serverd() {
+/// Runs the real cf-serverd on `policy` in `wd` until it has printed its
+/// access summary, then kills it (by PID, in a drop guard) and returns the
+/// summary lines.
+fn real_cf_serverd_summary(tmp: &Path, wd: &Path, policy: &Path, port: u16, timeout: Duration) -> Vec<String> {
     assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
-    assert!(Path::new(CF_KEY).exists(), "{CF_KEY} missing: install the cfengine3 package");
-    let tmp = tempfile::tempdir().unwrap();
-    let wd = make_workdir(tmp.path());
-    let policy = wd.join("inputs/promises.cf");
-    let port = free_loopback_port();
-    let log_path = tmp.path().join("cf-serverd.log");
+    let log_path = tmp.join("cf-serverd.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(CF_SERVERD)
         .args(["-F", "-v", "-f"])
-        .arg(&policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd)
+        .arg(policy)
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
         .env("RCF_INTEROP_PORT", port.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -177,7 +170,7 @@ fn access_summary_matches_real_cf_serverd() {
         .spawn()
         .expect("start cf-serverd");
     let mut guard = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + timeout;
     let text = loop {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         if text.contains("END summary of access promises") {
@@ -186,27 +179,91 @@ fn access_summary_matches_real_cf_serverd() {
         if let Ok(Some(st)) = guard.0.try_wait() {
             panic!("cf-serverd exited early ({st}):\n{text}");
         }
-        assert!(Instant::now() < deadline, "no summary from cf-serverd within 30 s:\n{text}");
+        assert!(Instant::now() < deadline, "no summary from cf-serverd within {timeout:?}:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
     };
     drop(guard);
-    assert!(text.contains(&format!("Setting default port number to {port}")) || text.contains(&port.to_string()), "cf-serverd did not pick up the policy port");
-    let real = real_summary(&text);
-    assert!(real.len() > 100, "summary too short: {real:#?}");
+    assert!(text.contains(&format!("Setting default port number to {port}")), "cf-serverd did not use the sandbox port {port}");
+    real_summary(&text)
+}
 
-    let wd_s = wd.to_string_lossy().into_owned();
+/// The `sys.*` values rcf-serverd --check-config gives the evaluator.
+fn rcf_load(wd: &Path, policy: &Path, port: u16) -> rcf_core::policy::ServerPolicy {
+    let w = wd.to_string_lossy().into_owned();
     let mut sys = BTreeMap::new();
-    sys.insert("workdir".to_string(), Value::Scalar(wd_s.clone()));
-    sys.insert("inputdir".to_string(), Value::Scalar(format!("{wd_s}/inputs")));
-    sys.insert("uqhost".to_string(), Value::Scalar("localhost".into()));
+    for (k, v) in [
+        ("workdir", w.clone()),
+        ("inputdir", format!("{w}/inputs")),
+        ("masterdir", format!("{w}/masterfiles")),
+        ("libdir", format!("{w}/inputs/lib")),
+        ("local_libdir", "lib".into()),
+        ("bindir", format!("{w}/bin")),
+        ("statedir", format!("{w}/state")),
+        ("piddir", w.clone()),
+        ("logdir", w.clone()),
+        ("cf_agent", format!("{w}/bin/cf-agent")),
+        ("cf_promises", format!("{w}/bin/cf-promises")),
+        ("update_policy_path", format!("{w}/inputs/update.cf")),
+        ("uqhost", "localhost".into()),
+        ("fqhost", "localhost".into()),
+        ("cf_version", "3.21.0".into()),
+    ] {
+        sys.insert(k.to_string(), Value::Scalar(v));
+    }
     let mut env = BTreeMap::new();
     env.insert("RCF_INTEROP_PORT".to_string(), port.to_string());
-    let opts = LoadOptions { file: policy.to_string_lossy().into_owned(), sys, env, classes: BTreeSet::from(["linux".to_string()]) };
-    let pol = rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused the policy:\n{e}"));
-    assert_eq!(pol.control.port, port);
-    let ours = pol.summary_lines();
+    let classes = ["linux", "debian", "cfengine", "community_edition"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let opts = LoadOptions { file: policy.to_string_lossy().into_owned(), sys, env, classes };
+    rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused the policy:\n{e}"))
+}
+
+fn assert_same(real: &[String], ours: &[String]) {
     for (i, (a, b)) in real.iter().zip(ours.iter()).enumerate() {
-        assert_eq!(a, b, "summary line {} differs (real vs rcf)", i + 1);
+        assert_eq!(a, b, "summary line {} differs (left: real cf-serverd, right: rcf)", i + 1);
     }
     assert_eq!(real.len(), ours.len(), "summary lengths differ\nreal:\n{}\nrcf:\n{}", real.join("\n"), ours.join("\n"));
+}
+
+/// rcf's summary for the fixture equals, line for line, what the real
+/// `cf-serverd -v` prints for the same file in the same sandbox.
+#[test]
+fn access_summary_matches_real_cf_serverd() {
+    assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
+    assert!(Path::new(CF_KEY).exists(), "{CF_KEY} missing: install the cfengine3 package");
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = make_workdir(tmp.path());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy/server");
+    copy_tree(&fixture, &wd.join("inputs"));
+    let policy = wd.join("inputs/promises.cf");
+    let port = free_loopback_port();
+    let real = real_cf_serverd_summary(tmp.path(), &wd, &policy, port, Duration::from_secs(30));
+    assert!(real.len() > 100, "summary too short: {real:#?}");
+    let pol = rcf_load(&wd, &policy, port);
+    assert_eq!(pol.control.port, port);
+    assert_same(&real, &pol.summary_lines());
+}
+
+/// The same for the masterfiles framework Debian ships (not bootstrapped,
+/// so `sys.policy_hub` is undefined), bound to loopback on a free port.
+#[test]
+fn masterfiles_summary_matches_real_cf_serverd() {
+    let mpf = Path::new("/usr/share/cfengine3/masterfiles");
+    assert!(mpf.is_dir(), "{} missing: install the cfengine3 package", mpf.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = make_workdir(tmp.path());
+    copy_tree(mpf, &wd.join("inputs"));
+    let port = free_loopback_port();
+    let ctl = wd.join("inputs/controls/cf_serverd.cf");
+    let text = std::fs::read_to_string(&ctl).unwrap();
+    let anchor = "#   bindtointerface => \"::\";\n";
+    assert!(text.contains(anchor), "masterfiles changed: no bindtointerface comment in cf_serverd.cf");
+    let patched = text.replacen(anchor, &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"), 1);
+    std::fs::write(&ctl, patched).unwrap();
+    let policy = wd.join("inputs/promises.cf");
+    let real = real_cf_serverd_summary(tmp.path(), &wd, &policy, port, Duration::from_secs(90));
+    assert!(real.len() > 20, "summary too short: {real:#?}");
+    let pol = rcf_load(&wd, &policy, port);
+    assert_eq!(pol.control.port, port);
+    assert_eq!(pol.control.bindtointerface, "127.0.0.1");
+    assert_same(&real, &pol.summary_lines());
 }

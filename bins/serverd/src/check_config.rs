@@ -70,7 +70,22 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     put("piddir", workdir.to_string());
     put("logdir", workdir.to_string());
     put("sysconfdir", "/etc".into());
-    put("policy_hub", hub.clone());
+    put("libdir", format!("{workdir}/inputs/lib"));
+    put("local_libdir", "lib".into());
+    put("cf_agent", format!("{workdir}/bin/cf-agent"));
+    put("cf_promises", format!("{workdir}/bin/cf-promises"));
+    put("cf_serverd", format!("{workdir}/bin/cf-serverd"));
+    put("cf_execd", format!("{workdir}/bin/cf-execd"));
+    put("cf_key", format!("{workdir}/bin/cf-key"));
+    put("cf_runagent", format!("{workdir}/bin/cf-runagent"));
+    put("update_policy_path", format!("{workdir}/inputs/update.cf"));
+    put("default_policy_path", format!("{workdir}/inputs/promises.cf"));
+    put("failsafe_policy_path", format!("{workdir}/inputs/failsafe.cf"));
+    put("inputdir", format!("{workdir}/inputs"));
+    if !hub.is_empty() {
+        // like CFEngine: sys.policy_hub only exists once bootstrapped
+        put("policy_hub", hub.clone());
+    }
     put("fqhost", fq.clone());
     put("uqhost", uq.clone());
     put("host", uq.clone());

@@ -94,6 +94,9 @@ pub enum Reason {
         /// The first deny_hostnames entry that could not be checked.
         entry: String,
     },
+    /// rcf safety rule: the deciding entry has a deny rule holding an
+    /// unresolved variable, so nobody is admitted through it.
+    UnresolvedDenyRule,
     /// Classic: `ifencrypted` is set and the request was not encrypted.
     RequiresEncryption,
     /// Classic: this kind of resource has no legacy table (bundle, role).
@@ -198,6 +201,9 @@ fn deny_hit(res: &Resource, who: &Who) -> Hit {
 /// B.5.1 for one entry. `explicit` also runs the deny phase when not
 /// admitted (the regex-table lookups need it).
 fn check_resource(res: &Resource, who: &Who) -> (bool, Reason) {
+    if res.poisoned {
+        return (false, Reason::UnresolvedDenyRule);
+    }
     match match_list(&res.admit, who) {
         Hit::Yes(via, entry) => match deny_hit(res, who) {
             Hit::Yes(dvia, dentry) => (false, Reason::Denied { via: dvia, entry: dentry }),
@@ -401,6 +407,9 @@ fn check_regex(table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Dec
             continue;
         }
         any = Some(r.name.clone());
+        if r.poisoned {
+            return Decision { allowed: false, resource: Some(r.name.clone()), via_connection_vars: false, reason: Reason::UnresolvedDenyRule, maproot: false };
+        }
         match deny_hit(r, who) {
             Hit::Yes(via, entry) => {
                 return Decision { allowed: false, resource: Some(r.name.clone()), via_connection_vars: false, reason: Reason::Denied { via, entry }, maproot: false }

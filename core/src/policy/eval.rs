@@ -381,6 +381,76 @@ impl<'a> Eval<'a> {
                 let p = self.scalar_arg(c, 0, h, depth)?;
                 Self::class_bool(self.src.exists(&p))
             }
+            "translatepath" if need(1) => Some(Value::Scalar(self.scalar_arg(c, 0, h, depth)?)),
+            "getvalues" | "getindices" if need(1) => {
+                let n = self.scalar_arg(c, 0, h, depth)?;
+                if let Some(v) = self.lookup(&n, h) {
+                    return Some(match (name, v) {
+                        ("getvalues", Value::List(l)) => Value::List(l),
+                        ("getvalues", Value::Scalar(s)) => Value::List(vec![s]),
+                        _ => Value::List(Vec::new()),
+                    });
+                }
+                let n = strip_ns(&n);
+                let (scope, var) = match n.split_once('.') {
+                    Some((s, v)) => (s.to_string(), v.to_string()),
+                    None => (h.scope.to_string(), n.to_string()),
+                };
+                let prefix = format!("{var}[");
+                let mut out = Vec::new();
+                for ((sc, k), v) in &self.vars {
+                    if *sc != scope || !k.starts_with(&prefix) || !k.ends_with(']') {
+                        continue;
+                    }
+                    let idx = &k[prefix.len()..k.len() - 1];
+                    if idx.contains('[') || idx.contains(']') {
+                        continue;
+                    }
+                    if name == "getindices" {
+                        out.push(idx.to_string());
+                    } else {
+                        match v {
+                            Value::Scalar(x) => out.push(x.clone()),
+                            Value::List(l) => out.extend(l.iter().cloned()),
+                        }
+                    }
+                }
+                Some(Value::List(out))
+            }
+            "length" if need(1) => Some(Value::Scalar(self.list_arg(c, 0, h, depth)?.len().to_string())),
+            "nth" if need(2) => {
+                let l = self.list_arg(c, 0, h, depth)?;
+                let i: i64 = self.scalar_arg(c, 1, h, depth)?.trim().parse().ok()?;
+                let i = if i < 0 { l.len() as i64 + i } else { i };
+                l.get(usize::try_from(i).ok()?).cloned().map(Value::Scalar)
+            }
+            "lastnode" if need(2) => {
+                let s = self.scalar_arg(c, 0, h, depth)?;
+                let sep = self.scalar_arg(c, 1, h, depth)?;
+                let re = super::addr::compile(&sep)?;
+                Some(Value::Scalar(re.split(&s).last().unwrap_or("").to_string()))
+            }
+            "isdir" if need(1) => {
+                let p = self.scalar_arg(c, 0, h, depth)?;
+                Self::class_bool(matches!(self.src.canonicalize(&p), super::Canon::Resolved { is_dir: true, .. }))
+            }
+            "maplist" if need(2) => {
+                let Rval::Scalar(tpl) = &c.args[0] else { return None };
+                let l = self.list_arg(c, 1, h, depth)?;
+                let saved = self.bindings.clone();
+                let mut out = Vec::new();
+                for item in l {
+                    self.bindings.insert("this".into(), item);
+                    let e = self.expand(tpl, h);
+                    if !e.unresolved.is_empty() {
+                        self.bindings = saved;
+                        return None;
+                    }
+                    out.push(e.text);
+                }
+                self.bindings = saved;
+                Some(Value::List(out))
+            }
             "classmatch" if argc >= 1 => {
                 let re = self.scalar_arg(c, 0, h, depth)?;
                 let re = super::addr::compile(&re)?;
@@ -497,7 +567,21 @@ impl<'a> Eval<'a> {
                                     continue;
                                 }
                                 let h = Here { line: c.pos.line, ..here.clone() };
-                                if let Some(v) = self.eval_rval(&c.rval, &h, 0) {
+                                // like CFEngine: a value with unresolved variables is kept
+                                // literally; a failed function call leaves the variable undefined
+                                let v = match &c.rval {
+                                    Rval::Call(_) => self.eval_rval(&c.rval, &h, 0),
+                                    other => {
+                                        let mut unresolved = Vec::new();
+                                        let v = self.eval_rval_lenient(other, &h, &mut unresolved);
+                                        if unresolved.iter().any(|u| u.starts_with("Call(")) {
+                                            None
+                                        } else {
+                                            Some(v)
+                                        }
+                                    }
+                                };
+                                if let Some(v) = v {
                                     let v = match (ty, v) {
                                         ("slist" | "ilist" | "rlist", Value::Scalar(s)) => Value::List(vec![s]),
                                         (_, v) => v,

@@ -14,6 +14,8 @@ pub mod eval;
 pub mod parse;
 pub mod server;
 pub mod summary;
+#[cfg(test)]
+mod tests;
 
 pub use acl::{ConnFacts, Decision, Protocol, Reason, Request};
 pub use eval::{LoadOptions, Value};

@@ -168,6 +168,10 @@ pub struct Resource {
     pub deny: Rules,
     /// Where the promises that built it are (`file:line`), for `--explain`.
     pub origins: Vec<(String, u32)>,
+    /// A deny rule of this resource holds an unresolved variable: rcf
+    /// denies every request the resource decides (cf-serverd would keep the
+    /// literal text, which never matches, and so admit).
+    pub poisoned: bool,
     pub(crate) name_re: Option<Regex>,
 }
 
@@ -284,6 +288,9 @@ const SERVER_CONTROL_ATTRS: &[&str] = &[
 const COMMON_PROMISE_ATTRS: &[&str] =
     &["action", "classes", "comment", "depends_on", "handle", "if", "ifvarclass", "unless", "meta", "with"];
 
+const ACCESS_LIST_ATTRS: &[&str] =
+    &["admit", "deny", "admit_ips", "admit_hostnames", "admit_keys", "deny_ips", "deny_hostnames", "deny_keys", "maproot"];
+
 const ACCESS_ATTRS: &[&str] = &[
     "admit",
     "deny",
@@ -317,8 +324,7 @@ fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
 /// fails.
 pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, PolicyErrors> {
     let mut l = Loader { ev: Eval::new(src, opts), files: Vec::new(), errors: Vec::new(), notes: Vec::new() };
-    let mut stack = Vec::new();
-    l.load_file(&opts.file, &mut stack, None);
+    l.load_all(&opts.file);
     if !l.errors.is_empty() {
         return Err(PolicyErrors { errors: l.errors, warnings: l.ev.warnings });
     }
@@ -335,52 +341,50 @@ pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, 
 }
 
 impl<'a> Loader<'a> {
-    fn load_file(&mut self, path: &str, stack: &mut Vec<String>, from: Option<(&str, u32)>) {
-        if let Some(i) = stack.iter().position(|p| p == path) {
-            let (f, line) = from.unwrap_or((path, 0));
-            let mut cycle: Vec<&str> = stack[i..].iter().map(String::as_str).collect();
-            cycle.push(path);
-            self.errors.push(diag(f, line, format!("include cycle refused: {}", cycle.join(" -> "))));
-            return;
-        }
-        if self.files.iter().any(|f| f.path == path) {
-            return;
-        }
+    /// Reads and parses one file (errors are recorded against the
+    /// including `from` position). Returns whether it was added.
+    fn read_parse(&mut self, path: &str, from: Option<(&str, u32)>) -> bool {
         if self.files.len() >= super::eval::MAX_FILES {
             let (f, line) = from.unwrap_or((path, 0));
             self.errors.push(diag(f, line, format!("more than {} policy files", super::eval::MAX_FILES)));
-            return;
+            return false;
         }
         let bytes = match self.ev.src.read(path) {
             Ok(b) => b,
             Err(e) => {
                 let (f, line) = from.unwrap_or((path, 0));
                 self.errors.push(diag(f, line, format!("cannot read policy file '{path}': {e}")));
-                return;
+                return false;
             }
         };
         if bytes.len() > super::parse::MAX_FILE_SIZE {
             self.errors.push(diag(path, 0, format!("policy file too large ({} bytes)", bytes.len())));
-            return;
+            return false;
         }
         let text = match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
-        let parsed = match super::parse::parse_policy(path, &text) {
-            Ok(p) => p,
+        match super::parse::parse_policy(path, &text) {
+            Ok(p) => {
+                self.files.push(p);
+                true
+            }
             Err(e) => {
                 self.errors.push(Diagnostic { file: e.file, line: e.line, col: e.col, message: e.expected });
-                return;
+                false
             }
-        };
-        self.files.push(parsed);
-        let idx = self.files.len() - 1;
-        stack.push(path.to_string());
-        self.eval_commons();
-        // inputs from body common control / body file control of this file
-        let mut inputs: Vec<(String, u32)> = Vec::new();
+        }
+    }
+
+    /// The `inputs` of a file's `body common control` / `body file
+    /// control`: resolved paths (relative ones against the file's
+    /// directory) with their line, plus the unresolved entries.
+    fn inputs_of(&mut self, idx: usize) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
+        let path = self.files[idx].path.clone();
         let blocks = self.files[idx].blocks.clone();
+        let mut inputs = Vec::new();
+        let mut unresolved_all = Vec::new();
         for b in &blocks {
             let Block::Body(body) = b else { continue };
             if body.name != "control" || !(body.kind == "common" || body.kind == "file") {
@@ -390,27 +394,128 @@ impl<'a> Loader<'a> {
                 if a.lval != "inputs" {
                     continue;
                 }
-                let here = Here { file: path, scope: "control_common", line: a.pos.line };
+                let here = Here { file: &path, scope: "control_common", line: a.pos.line };
                 if !self.ev.class_expr(&a.guard, &here).unwrap_or(false) {
                     continue;
                 }
-                let mut unresolved = Vec::new();
-                let v = self.ev.eval_rval_lenient(&a.rval, &here, &mut unresolved);
-                if !unresolved.is_empty() {
-                    self.errors.push(diag(path, a.pos.line, format!("inputs: unresolved variable(s) {}", unresolved.join(", "))));
-                    continue;
-                }
-                match v {
-                    Value::List(l) => inputs.extend(l.into_iter().map(|x| (x, a.pos.line))),
-                    Value::Scalar(s) => inputs.push((s, a.pos.line)),
+                let items: Vec<Rval> = match &a.rval {
+                    Rval::List(l) => l.clone(),
+                    other => vec![other.clone()],
+                };
+                for it in &items {
+                    let mut unresolved = Vec::new();
+                    let v = self.ev.eval_rval_lenient(it, &here, &mut unresolved);
+                    if !unresolved.is_empty() {
+                        unresolved_all.push((unresolved.join(", "), a.pos.line));
+                        continue;
+                    }
+                    let vals = match v {
+                        Value::List(l) => l,
+                        Value::Scalar(s) => vec![s],
+                    };
+                    for x in vals {
+                        let full = if x.starts_with('/') { x } else { format!("{}/{}", dirname(&path), x) };
+                        inputs.push((full, a.pos.line));
+                    }
                 }
             }
         }
-        for (inp, line) in inputs {
-            let full = if inp.starts_with('/') { inp.clone() } else { format!("{}/{}", dirname(path), inp) };
-            self.load_file(&full, stack, Some((path, line)));
+        (inputs, unresolved_all)
+    }
+
+    /// Loads the main file and, to a fixpoint, every input the policy
+    /// names (inputs may depend on variables defined in other inputs, as
+    /// in the masterfiles framework). Cycles in the final include graph
+    /// are refused.
+    fn load_all(&mut self, root: &str) {
+        if !self.read_parse(root, None) {
+            return;
         }
-        stack.pop();
+        let mut edges: Vec<(usize, String, u32)> = Vec::new();
+        loop {
+            self.eval_commons();
+            let mut added = false;
+            // depth-first pre-order, so files end up in include order
+            let mut visited: Vec<bool> = vec![false; self.files.len()];
+            let root_path = self.files[0].path.clone();
+            let mut todo: Vec<(String, Option<(String, u32)>)> = vec![(root_path, None)];
+            while let Some((path, from)) = todo.pop() {
+                let idx = match self.files.iter().position(|f| f.path == path) {
+                    Some(i) => i,
+                    None => {
+                        let fr = from.as_ref().map(|(f, l)| (f.as_str(), *l));
+                        if !self.read_parse(&path, fr) {
+                            continue;
+                        }
+                        added = true;
+                        self.files.len() - 1
+                    }
+                };
+                visited.resize(self.files.len(), false);
+                if visited[idx] {
+                    continue;
+                }
+                visited[idx] = true;
+                let (inputs, _) = self.inputs_of(idx);
+                let me = self.files[idx].path.clone();
+                for (inp, line) in inputs.into_iter().rev() {
+                    if !edges.iter().any(|(f, t, _)| *f == idx && *t == inp) {
+                        edges.push((idx, inp.clone(), line));
+                    }
+                    todo.push((inp, Some((me.clone(), line))));
+                }
+            }
+            if !added || !self.errors.is_empty() {
+                break;
+            }
+        }
+        if !self.errors.is_empty() {
+            return;
+        }
+        for idx in 0..self.files.len() {
+            let (_, unresolved) = self.inputs_of(idx);
+            let file = self.files[idx].path.clone();
+            for (names, line) in unresolved {
+                self.ev.warnings.push(diag(&file, line, format!("inputs: unresolved variable(s) {names}; entry skipped")));
+            }
+        }
+        // cycle detection on the include graph
+        let index: BTreeMap<&str, usize> = self.files.iter().enumerate().map(|(i, f)| (f.path.as_str(), i)).collect();
+        let n = self.files.len();
+        let mut adj: Vec<Vec<(usize, u32)>> = vec![Vec::new(); n];
+        for (f, t, line) in &edges {
+            if let Some(&ti) = index.get(t.as_str()) {
+                adj[*f].push((ti, *line));
+            }
+        }
+        let mut state = vec![0u8; n];
+        let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+        let mut path: Vec<usize> = vec![0];
+        state[0] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if *next < adj[node].len() {
+                let (child, line) = adj[node][*next];
+                *next += 1;
+                if state[child] == 1 {
+                    let pos = path.iter().position(|&p| p == child).unwrap_or(0);
+                    let mut chain: Vec<&str> = path[pos..].iter().map(|&i| self.files[i].path.as_str()).collect();
+                    chain.push(self.files[child].path.as_str());
+                    let msg = format!("include cycle refused: {}", chain.join(" -> "));
+                    let from = self.files[node].path.clone();
+                    self.errors.push(diag(&from, line, msg));
+                    return;
+                }
+                if state[child] == 0 {
+                    state[child] = 1;
+                    stack.push((child, 0));
+                    path.push(child);
+                }
+            } else {
+                state[node] = 2;
+                stack.pop();
+                path.pop();
+            }
+        }
     }
 
     /// Three passes over every argument-less `bundle common`, like CFEngine.
@@ -478,7 +583,11 @@ impl<'a> Loader<'a> {
                             if known != "allowusers" {
                                 for it in &items {
                                     if let Some(p) = ip_rule_problem(it) {
-                                        self.errors.push(diag(file, line, format!("{known}: {p}")));
+                                        if is_soft_problem(it) && known != "denyconnects" {
+                                            self.ev.warnings.push(diag(file, line, format!("{known}: {p}; this entry never matches")));
+                                        } else {
+                                            self.errors.push(diag(file, line, format!("{known}: {p}")));
+                                        }
                                     }
                                 }
                             }
@@ -704,6 +813,7 @@ impl<'a> Loader<'a> {
         let mut ifencrypted: Option<bool> = None;
         let mut shortcut: Option<(String, u32)> = None;
         let mut has_rds = None;
+        let mut poisoned = false;
         for c in &p.constraints {
             let h = Here { line: c.pos.line, ..here.clone() };
             let lval = c.lval.as_str();
@@ -721,11 +831,19 @@ impl<'a> Loader<'a> {
             let mut unresolved = Vec::new();
             let v = self.ev.eval_rval_lenient(&c.rval, &h, &mut unresolved);
             if !unresolved.is_empty() {
-                self.ev.warn(
-                    &h,
-                    format!("access rule '{promiser}' dropped (never widened): attribute '{lval}' holds unresolved variable(s) {}", unresolved.join(", ")),
-                );
-                return;
+                let names = unresolved.join(", ");
+                if lval.starts_with("deny") {
+                    // kept as written (as cf-serverd does, for the summary), but the
+                    // entry then denies everyone: an unknown deny rule never widens
+                    self.ev.warn(&h, format!("access rule '{promiser}': '{lval}' holds unresolved variable(s) {names}; the rule now denies every request it covers"));
+                    poisoned = true;
+                } else if ACCESS_LIST_ATTRS.contains(&lval) {
+                    // an unresolved admit entry is kept literally and can never match
+                    self.ev.warn(&h, format!("access rule '{promiser}': '{lval}' holds unresolved variable(s) {names}; that entry never matches"));
+                } else {
+                    self.ev.warn(&h, format!("access rule '{promiser}' dropped (never widened): attribute '{lval}' holds unresolved variable(s) {names}"));
+                    return;
+                }
             }
             match (lval, v) {
                 ("resource_type", Value::Scalar(s)) => resource_type = s,
@@ -742,6 +860,12 @@ impl<'a> Loader<'a> {
                     })
                 }
                 (l, Value::List(items)) if !matches!(l, "resource_type" | "handle" | "shortcut" | "ifencrypted") => {
+                    if l.starts_with("deny") && !poisoned {
+                        if let Some(bad) = items.iter().find(|it| has_unexpanded_var(it)) {
+                            self.ev.warn(&h, format!("access rule '{promiser}': '{l}' entry '{bad}' holds an unresolved variable; the rule now denies every request it covers"));
+                            poisoned = true;
+                        }
+                    }
                     lists.push((l.to_string(), items, h.line))
                 }
                 (l, Value::Scalar(_)) if !matches!(l, "resource_type" | "handle" | "shortcut" | "ifencrypted") => {
@@ -773,6 +897,10 @@ impl<'a> Loader<'a> {
                     _ => None,
                 };
                 if let Some(pr) = problem {
+                    if is_soft_problem(it) && !l.starts_with("deny") {
+                        self.ev.warnings.push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}; this entry never matches")));
+                        continue;
+                    }
                     self.errors.push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}")));
                     return;
                 }
@@ -851,6 +979,7 @@ impl<'a> Loader<'a> {
         }
         let res = table.entry(key.clone()).or_insert_with(|| Resource { name: key.clone(), name_re: addr::compile(&key), ..Default::default() });
         res.origins.push((here.file.to_string(), here.line));
+        res.poisoned |= poisoned;
         if let (Some(ap), Some(enc)) = (legacy_admit.as_deref_mut(), ifencrypted) {
             ap.encrypt = enc;
         }
@@ -966,10 +1095,33 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// Whether a value still holds a `$(...)`/`${...}`/`@(...)` other than
+/// the `$(connection.*)` markers.
+fn has_unexpanded_var(s: &str) -> bool {
+    let t = s
+        .replace("$(connection.ip)", "")
+        .replace("$(connection.hostname)", "")
+        .replace("$(connection.key)", "")
+        .replace("${connection.ip}", "")
+        .replace("${connection.hostname}", "")
+        .replace("${connection.key}", "");
+    t.contains("$(") || t.contains("${") || t.contains("@(") || t.contains("@{")
+}
+
+/// Whether an IP-rule problem is only "this never matches" (an empty
+/// entry or an empty address before `/n`, as MPF produces on a host with
+/// no `sys.policy_hub`). cf-serverd accepts those; rcf warns for allow
+/// lists and refuses them in deny lists (a never-matching deny rule would
+/// silently widen access).
+fn is_soft_problem(rule: &str) -> bool {
+    rule.is_empty() || rule.starts_with('/')
+}
+
 /// A load-time check of an IP rule: bad CIDRs, impossible octets, and
 /// entries that are neither an address form nor a valid regex.
 fn ip_rule_problem(rule: &str) -> Option<String> {
-    if rule.contains("$(connection.") || rule.contains("${connection.") {
+    if rule.contains("$(") || rule.contains("${") {
+        // connection variables, or an unresolved variable (warned elsewhere)
         return None;
     }
     if rule.is_empty() {
@@ -1100,7 +1252,10 @@ mod tests {
     fn hostname_conversions() {
         assert_eq!(regex_hostname_forms(".*\\.example\\.com"), Some(vec![".example.com".to_string()]));
         assert_eq!(regex_hostname_forms(".*example.com"), Some(vec!["example.com".to_string(), ".example.com".to_string()]));
-        assert_eq!(regex_hostname_forms("^host\\.ex\\.com"), Some(vec!["host.ex.com".to_string()]));
+        // live 3.21: IsRegex("^host\.ex\.com") is false, so it is kept verbatim
+        // (SEMANTICS.md B.4 says it becomes host.ex.com; the binary disagrees)
+        assert_eq!(regex_hostname_forms("^host\\.ex\\.com"), Some(vec!["^host\\.ex\\.com".to_string()]));
+        assert_eq!(regex_hostname_forms("^.*\\.ex\\.com"), Some(vec![".ex.com".to_string()]));
         assert_eq!(regex_hostname_forms("host.example.com"), Some(vec!["host.example.com".to_string()]));
         assert_eq!(regex_hostname_forms("(a|b).com"), None);
         assert_eq!(new_host_to_old(".example.com"), ".*\\.example\\.com");
