@@ -23,6 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+mod classic;
+
 /// Writes log lines in cf-serverd's format: `<level>: <ip>>       <text>`.
 pub struct Logger {
     /// Most verbose level printed.
@@ -103,8 +105,21 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Bundle the server's shared state.
+    /// Bundle the server's shared state, with default deadlines.
     pub fn new(policy: Arc<ServerPolicy>, tls: ServerTls, tls_clock: TlsClock, fs: Arc<ServerFs>, logger: Arc<Logger>) -> Arc<Self> {
+        Self::with_timeouts(policy, tls, tls_clock, fs, logger, Config::default(), Duration::from_secs(60))
+    }
+
+    /// Bundle the server's shared state with explicit deadlines.
+    pub fn with_timeouts(
+        policy: Arc<ServerPolicy>,
+        tls: ServerTls,
+        tls_clock: TlsClock,
+        fs: Arc<ServerFs>,
+        logger: Arc<Logger>,
+        cfg: Config,
+        write_timeout: Duration,
+    ) -> Arc<Self> {
         let (tx, _rx) = watch::channel(policy);
         Arc::new(Shared {
             policy: tx,
@@ -112,8 +127,8 @@ impl Shared {
             tls_clock,
             fs,
             admission: Mutex::new(Admission::new()),
-            cfg: Config::default(),
-            write_timeout: Duration::from_secs(60),
+            cfg,
+            write_timeout,
             logger,
             stats: Stats::default(),
             origin: Instant::now(),
@@ -225,8 +240,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         }
         Some(true) => {
             log(Level::Verbose, "Peeked CAUTH in TCP stream, considering the protocol as Classic");
-            log(Level::Info, "Connection is not using latest protocol, denying");
-            return;
+            return classic::handle_classic(stream, ip.clone(), shared.clone()).await;
         }
         Some(false) => log(Level::Verbose, "Peeked nothing important in TCP stream, considering the protocol as TLS"),
     }

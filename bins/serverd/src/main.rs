@@ -92,6 +92,15 @@ struct Cli {
     /// Where a daemonised server logs (default WORKDIR/outputs/rcf-serverd-PORT.log).
     #[arg(long = "log-file")]
     log_file: Option<PathBuf>,
+    /// rcf extension: seconds from accept to WELCOME before a peer is dropped.
+    #[arg(long = "handshake-timeout", default_value_t = 30)]
+    handshake_timeout: u64,
+    /// rcf extension: seconds an identified peer may stay silent between requests (3.21: 600).
+    #[arg(long = "idle-timeout", default_value_t = 600)]
+    idle_timeout: u64,
+    /// rcf extension: seconds one write may block before a peer that stopped reading is dropped.
+    #[arg(long = "write-timeout", default_value_t = 60)]
+    write_timeout: u64,
 }
 
 fn level(cli: &Cli) -> Level {
@@ -324,7 +333,15 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let fs = Arc::new(ServerFs { ppkeys: Path::new(&workdir).join("ppkeys"), digests: Arc::new(DigestCache::default()) });
-        let shared = Shared::new(Arc::new(policy), tls, clock, fs, logger.clone());
+        let shared = Shared::with_timeouts(
+            Arc::new(policy),
+            tls,
+            clock,
+            fs,
+            logger.clone(),
+            rcf_core::server::Config { handshake_timeout_ms: cli.handshake_timeout * 1000, idle_timeout_ms: cli.idle_timeout * 1000 },
+            std::time::Duration::from_secs(cli.write_timeout),
+        );
         let tl: Vec<tokio::net::TcpListener> =
             listeners.into_iter().map(|l| tokio::net::TcpListener::from_std(l).expect("listener")).collect();
         use tokio::signal::unix::{signal, SignalKind};
