@@ -44,8 +44,8 @@ mod tree;
 mod workdir;
 
 pub use client::{
-    cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net, cf_runagent,
-    parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
+    cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net,
+    cf_runagent, parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
 };
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
@@ -80,7 +80,11 @@ pub enum LabError {
     },
     /// A subprocess did not finish in time (it has been killed).
     #[error("{what} timed out after {timeout:?} and was killed; output tail:\n{tail}")]
-    Timeout { what: String, timeout: Duration, tail: String },
+    Timeout {
+        what: String,
+        timeout: Duration,
+        tail: String,
+    },
     /// Something failed; `detail` holds the relevant output or log tail.
     #[error("{what}: {detail}")]
     Failed { what: String, detail: String },
@@ -94,10 +98,16 @@ impl std::fmt::Debug for LabError {
 
 impl LabError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        LabError::Io { context: context.into(), source }
+        LabError::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub(crate) fn failed(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        LabError::Failed { what: what.into(), detail: detail.into() }
+        LabError::Failed {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -141,7 +151,9 @@ pub fn require_cfengine() -> Result<CfeBins, LabError> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// A loopback TCP port that was free a moment ago (bind `127.0.0.1:0`, read,

@@ -19,7 +19,11 @@ fn setup(name: &str) -> Setup {
     srv_wd.cf_key().unwrap();
     cli_wd.cf_key().unwrap();
     let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
-    Setup { srv_wd, cli_wd, data }
+    Setup {
+        srv_wd,
+        cli_wd,
+        data,
+    }
 }
 
 fn report(name: &str, t0: Instant) {
@@ -29,7 +33,10 @@ fn report(name: &str, t0: Instant) {
 #[test]
 fn missing_binaries_error_is_clear() {
     // Not the real path: a dir with no binaries must give the install hint.
-    let e = LabError::MissingBinary { name: "cf-serverd", path: "/usr/bin/cf-serverd".into() };
+    let e = LabError::MissingBinary {
+        name: "cf-serverd",
+        path: "/usr/bin/cf-serverd".into(),
+    };
     assert_eq!(
         e.to_string(),
         "cf-serverd not found at /usr/bin/cf-serverd: install Debian's cfengine3 (apt-get install cfengine3)"
@@ -43,22 +50,41 @@ fn t1_cf_net_connect_real_server() {
     let s = setup("t1");
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
     let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
-    eprintln!("[interop_lab] t1: cf-serverd startup {:?}", srv.startup_time());
+    eprintln!(
+        "[interop_lab] t1: cf-serverd startup {:?}",
+        srv.startup_time()
+    );
     let run = cf_net(&s.cli_wd, &srv.host_port(), &["connect"]).unwrap();
     run.assert_contains("Connected & authenticated successfully");
     assert!(run.success(), "{}", run.describe());
-    assert!(srv.wait_for_log("Closing connection", Duration::from_secs(5)), "{}", srv.log());
+    assert!(
+        srv.wait_for_log("Closing connection", Duration::from_secs(5)),
+        "{}",
+        srv.log()
+    );
     let log = srv.log();
     assert!(log.contains("Accepting connection"), "{log}");
     assert!(log.contains("Setting IDENTITY: USERNAME=root"), "{log}");
     // trustkeysfrom loopback: the server saved the client key
     let cli_id = s.cli_wd.key_id().unwrap();
-    assert!(s.srv_wd.trusted_keys().contains(&format!("root-{cli_id}.pub")), "{:?}", s.srv_wd.trusted_keys());
+    assert!(
+        s.srv_wd
+            .trusted_keys()
+            .contains(&format!("root-{cli_id}.pub")),
+        "{:?}",
+        s.srv_wd.trusted_keys()
+    );
     let pid = srv.pid();
     let ts = Instant::now();
     let (status, _) = srv.stop();
-    eprintln!("[interop_lab] t1: cf-serverd exit after SIGTERM: {status:?} in {:?}", ts.elapsed());
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "cf-serverd {pid} still there");
+    eprintln!(
+        "[interop_lab] t1: cf-serverd exit after SIGTERM: {status:?} in {:?}",
+        ts.elapsed()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "cf-serverd {pid} still there"
+    );
     report("t1_cf_net_connect_real_server", t0);
 }
 
@@ -69,20 +95,42 @@ fn t2_cf_agent_copies_file_and_tree() {
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
     let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
     let out = s.cli_wd.scratch().join("out");
-    let file = CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt"));
-    let tree = CopySpec::new(srv.port(), s.data.share_path("tree"), out.join("tree")).recursive(true);
+    let file = CopySpec::new(
+        srv.port(),
+        s.data.share_path("hello.txt"),
+        out.join("hello.txt"),
+    );
+    let tree =
+        CopySpec::new(srv.port(), s.data.share_path("tree"), out.join("tree")).recursive(true);
     // a stray file in the destination, to be purged
     std::fs::create_dir_all(out.join("tree/sub")).unwrap();
     std::fs::write(out.join("tree/sub/stray.txt"), b"purge me\n").unwrap();
     let run = cf_agent_copies(&s.cli_wd, &[file, tree]).unwrap();
-    assert!(run.outcomes.iter().all(|o| o.ok()), "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes.iter().all(|o| o.ok()),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     run.assert_contains("TLS version negotiated:  TLSv1.3");
     trees_equal(&s.data.share.join("hello.txt"), &out.join("hello.txt")).unwrap();
     trees_equal(&s.data.share.join("tree"), &out.join("tree")).unwrap();
     // second run: everything kept, nothing repaired
-    let file = CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt"));
+    let file = CopySpec::new(
+        srv.port(),
+        s.data.share_path("hello.txt"),
+        out.join("hello.txt"),
+    );
     let again = cf_agent_copy(&s.cli_wd, &file).unwrap();
-    assert_eq!(again.outcomes[0], CopyOutcome { kept: true, ..Default::default() }, "{}", again.describe());
+    assert_eq!(
+        again.outcomes[0],
+        CopyOutcome {
+            kept: true,
+            ..Default::default()
+        },
+        "{}",
+        again.describe()
+    );
     report("t2_cf_agent_copies_file_and_tree", t0);
 }
 
@@ -93,21 +141,41 @@ fn t3_missing_then_good_on_one_cached_connection() {
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
     let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
     let out = s.cli_wd.scratch().join("out");
-    let missing = CopySpec::new(srv.port(), s.data.share_path("no-such-file.txt"), out.join("missing.txt"));
-    let good = CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt"));
+    let missing = CopySpec::new(
+        srv.port(),
+        s.data.share_path("no-such-file.txt"),
+        out.join("missing.txt"),
+    );
+    let good = CopySpec::new(
+        srv.port(),
+        s.data.share_path("hello.txt"),
+        out.join("hello.txt"),
+    );
     let mark = srv.log_mark();
     let run = cf_agent_copies(&s.cli_wd, &[missing, good]).unwrap();
     assert!(srv.wait_for_log("Closing connection", Duration::from_secs(5)));
     let log = srv.log_since(mark);
     eprintln!("[interop_lab] t3: outcomes {:?}", run.outcomes);
-    assert!(run.outcomes[0].failed && !run.outcomes[0].repaired, "{:?}\n{}", run.outcomes, run.describe());
-    assert!(run.outcomes[1].repaired && !run.outcomes[1].failed, "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes[0].failed && !run.outcomes[0].repaired,
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
+    assert!(
+        run.outcomes[1].repaired && !run.outcomes[1].failed,
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     assert!(!out.join("missing.txt").exists());
     trees_equal(&s.data.share.join("hello.txt"), &out.join("hello.txt")).unwrap();
     assert!(log.contains("Failed to canonicalise filename"), "{log}");
     let accepts = grep(&log, "Accepting connection").len();
     let closes = grep(&log, "Closing connection").len();
-    eprintln!("[interop_lab] t3: server saw {accepts} connection(s), {closes} close(s) for the run");
+    eprintln!(
+        "[interop_lab] t3: server saw {accepts} connection(s), {closes} close(s) for the run"
+    );
     assert_eq!(accepts, 1, "expected one cached connection:\n{log}");
     report("t3_missing_then_good_on_one_cached_connection", t0);
 }
@@ -139,11 +207,18 @@ fn t4_cf_runagent_exec() {
     eprintln!("[interop_lab] t4: cfruncommand argv: {inv:?}");
     assert_eq!(inv.len(), 2, "{inv:?}");
     assert!(inv[0].is_empty(), "plain EXEC passes no args: {inv:?}");
-    assert_eq!(inv[1], vec!["-D".to_string(), "rcflab_one,rcflab_two".to_string()], "{inv:?}");
+    assert_eq!(
+        inv[1],
+        vec!["-D".to_string(), "rcflab_one,rcflab_two".to_string()],
+        "{inv:?}"
+    );
     // a class not granted by roles is refused
     let denied = cf_runagent(&s.cli_wd, &["-H", &hp, "-D", "other_class"], None).unwrap();
     denied.assert_contains("EXEC denied role activation");
-    eprintln!("[interop_lab] t4: denied cf-runagent exit code {:?}", denied.code());
+    eprintln!(
+        "[interop_lab] t4: denied cf-runagent exit code {:?}",
+        denied.code()
+    );
     assert!(srv.wait_for_log("Access denied to: other_class", Duration::from_secs(5)));
     assert_eq!(script.invocations().len(), 2);
     report("t4_cf_runagent_exec", t0);
@@ -159,10 +234,18 @@ fn t5_classic_protocol_copy() {
     let dest = s.cli_wd.scratch().join("out/hello.txt");
     let spec = CopySpec::new(srv.port(), s.data.share_path("hello.txt"), &dest).protocol("classic");
     let run = cf_agent_copy(&s.cli_wd, &spec).unwrap();
-    assert!(run.outcomes[0].ok(), "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes[0].ok(),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     trees_equal(&s.data.share.join("hello.txt"), &dest).unwrap();
     let log = srv.log();
-    assert!(log.contains("Peeked CAUTH in TCP stream, considering the protocol as Classic"), "{log}");
+    assert!(
+        log.contains("Peeked CAUTH in TCP stream, considering the protocol as Classic"),
+        "{log}"
+    );
     report("t5_classic_protocol_copy", t0);
 }
 
@@ -180,7 +263,12 @@ fn t6_ipv6_loopback_server() {
     let mut spec = CopySpec::new(srv.port(), s.data.share_path("seq.txt"), &dest);
     spec.server = "::1".into();
     let run = cf_agent_copy(&s.cli_wd, &spec).unwrap();
-    assert!(run.outcomes[0].ok(), "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes[0].ok(),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     trees_equal(&s.data.share.join("seq.txt"), &dest).unwrap();
     assert!(srv.log().contains("::1>"), "{}", srv.log());
     report("t6_ipv6_loopback_server", t0);
@@ -193,13 +281,33 @@ fn t7_denied_path_and_untrusted_key() {
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
     let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
     let dest = s.cli_wd.scratch().join("out/secret.txt");
-    let secret = s.data.secret.join("secret.txt").to_string_lossy().into_owned();
+    let secret = s
+        .data
+        .secret
+        .join("secret.txt")
+        .to_string_lossy()
+        .into_owned();
     let spec = CopySpec::new(srv.port(), secret.as_str(), &dest);
     let run = cf_agent_copy(&s.cli_wd, &spec).unwrap();
-    eprintln!("[interop_lab] t7: denied copy outcome {:?}", run.outcomes[0]);
-    assert!(!run.outcomes[0].ok() && !dest.exists(), "{:?}\n{}", run.outcomes, run.describe());
+    eprintln!(
+        "[interop_lab] t7: denied copy outcome {:?}",
+        run.outcomes[0]
+    );
+    assert!(
+        !run.outcomes[0].ok() && !dest.exists(),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     run.assert_contains("Unspecified server refusal");
-    assert!(srv.wait_for_log(&format!("access denied to STAT: {secret}"), Duration::from_secs(5)), "{}", srv.log());
+    assert!(
+        srv.wait_for_log(
+            &format!("access denied to STAT: {secret}"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        srv.log()
+    );
     srv.stop();
 
     // a server trusting nobody: a client key it does not know is dropped
@@ -208,11 +316,21 @@ fn t7_denied_path_and_untrusted_key() {
     policy.trustkeysfrom.clear();
     let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
     let run = cf_net(&s.cli_wd, &srv.host_port(), &["connect"]).unwrap();
-    eprintln!("[interop_lab] t7: untrusted cf-net exit code {:?}", run.code());
-    assert!(!run.contains("Connected & authenticated successfully"), "{}", run.describe());
+    eprintln!(
+        "[interop_lab] t7: untrusted cf-net exit code {:?}",
+        run.code()
+    );
+    assert!(
+        !run.contains("Connected & authenticated successfully"),
+        "{}",
+        run.describe()
+    );
     run.assert_contains("Failed to connect to");
     assert!(
-        srv.wait_for_log("TRUST FAILED, peer presented an untrusted key, dropping connection!", Duration::from_secs(5)),
+        srv.wait_for_log(
+            "TRUST FAILED, peer presented an untrusted key, dropping connection!",
+            Duration::from_secs(5)
+        ),
         "{}",
         srv.log()
     );
@@ -222,7 +340,13 @@ fn t7_denied_path_and_untrusted_key() {
 fn pid_alive(pid: u32) -> bool {
     // a zombie is dead for our purposes
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -238,7 +362,10 @@ fn t8_server_stopped_when_test_panics() {
     }));
     assert!(r.is_err());
     let pid = *pid.lock().unwrap();
-    assert!(pid != 0 && !pid_alive(pid), "cf-serverd {pid} survived the panic");
+    assert!(
+        pid != 0 && !pid_alive(pid),
+        "cf-serverd {pid} survived the panic"
+    );
     report("t8_server_stopped_when_test_panics", t0);
 }
 
@@ -257,10 +384,24 @@ fn t10_tool_timeout_kills_the_process_group() {
     let pidfile = wd.scratch().join("bg.pid");
     let script = format!("sleep 30 & echo $! > {}; sleep 30", pidfile.display());
     let t0 = Instant::now();
-    let e = run_tool(&wd, std::path::Path::new("/bin/sh"), &["-c", &script], None, Duration::from_millis(500)).unwrap_err();
+    let e = run_tool(
+        &wd,
+        std::path::Path::new("/bin/sh"),
+        &["-c", &script],
+        None,
+        Duration::from_millis(500),
+    )
+    .unwrap_err();
     assert!(matches!(e, LabError::Timeout { .. }), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    let bg: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let bg: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!pid_alive(bg), "background child {bg} of the timed-out tool survived");
+    assert!(
+        !pid_alive(bg),
+        "background child {bg} of the timed-out tool survived"
+    );
 }

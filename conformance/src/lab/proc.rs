@@ -28,12 +28,23 @@ pub(crate) fn spawn_logged(
         .map_err(|e| LabError::io(format!("open log {}", log.display()), e))?;
     let err = out.try_clone().map_err(|e| LabError::io("dup log fd", e))?;
     cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.process_group(0);
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -132,7 +143,11 @@ impl Daemon {
     /// `log`. `name` is used in messages.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Daemon, LabError> {
         let child = spawn_logged(&mut cmd, log, None)?;
-        Ok(Daemon { child: Some(child), name: name.to_string(), log: log.to_path_buf() })
+        Ok(Daemon {
+            child: Some(child),
+            name: name.to_string(),
+            log: log.to_path_buf(),
+        })
     }
 
     /// Its PID.
@@ -147,12 +162,16 @@ impl Daemon {
 
     /// The whole log so far (lossy UTF-8).
     pub fn log(&self) -> String {
-        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Still running?
     pub fn is_running(&self) -> bool {
-        self.child.as_ref().is_some_and(|c| !exited_unreaped(c.id()))
+        self.child
+            .as_ref()
+            .is_some_and(|c| !exited_unreaped(c.id()))
     }
 
     /// Poll the log until it contains `needle` (true) or `timeout` passes.
@@ -185,7 +204,10 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 return Err(LabError::failed(
-                    format!("{} not listening on port {port} after {timeout:?}", self.name),
+                    format!(
+                        "{} not listening on port {port} after {timeout:?}",
+                        self.name
+                    ),
                     tail(&self.log(), 40),
                 ));
             }
