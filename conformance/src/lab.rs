@@ -13,7 +13,8 @@
 //!   pointed at any `host:port` (the real server or ours).
 //! * [`Daemon`]: the same PID-guarded process handling for any other server
 //!   binary (e.g. `rcf-serverd`).
-//! * [`make_data_tree`], [`trees_equal`], [`CfrunScript`]: fixtures.
+//! * [`make_data_tree`], [`trees_equal`], [`CfrunScript`], [`Lab`]: fixtures.
+//! * [`LogLine`], [`parse_log`], [`normalize`]: compare log lines.
 //!
 //! # Sandboxing rules the harness enforces
 //! * Every CFEngine process gets a cleared environment with only `PATH`,
@@ -37,6 +38,8 @@
 //! and tests are expected to unwrap that error (fail, never skip).
 
 mod client;
+mod fixture;
+mod logs;
 mod policy;
 mod proc;
 mod server;
@@ -47,6 +50,8 @@ pub use client::{
     cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net,
     cf_runagent, parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
 };
+pub use fixture::Lab;
+pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
 pub use server::RealServer;

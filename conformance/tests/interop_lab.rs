@@ -5,25 +5,8 @@
 use rcf_conformance::lab::*;
 use std::time::{Duration, Instant};
 
-/// Server + client work dirs, the data tree (in the server's scratch dir)
-/// and a real cf-serverd admitting `share/` to loopback.
-struct Setup {
-    srv_wd: Workdir,
-    cli_wd: Workdir,
-    data: DataTree,
-}
-
-fn setup(name: &str) -> Setup {
-    let srv_wd = Workdir::new(&format!("{name}-srv")).unwrap();
-    let cli_wd = Workdir::new(&format!("{name}-cli")).unwrap();
-    srv_wd.cf_key().unwrap();
-    cli_wd.cf_key().unwrap();
-    let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
-    Setup {
-        srv_wd,
-        cli_wd,
-        data,
-    }
+fn setup(name: &str) -> Lab {
+    Lab::new(name).unwrap()
 }
 
 fn report(name: &str, t0: Instant) {
@@ -49,12 +32,12 @@ fn t1_cf_net_connect_real_server() {
     let t0 = Instant::now();
     let s = setup("t1");
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
+    let srv = RealServer::start(&s.server, &policy).unwrap();
     eprintln!(
         "[interop_lab] t1: cf-serverd startup {:?}",
         srv.startup_time()
     );
-    let run = cf_net(&s.cli_wd, &srv.host_port(), &["connect"]).unwrap();
+    let run = cf_net(&s.client, &srv.host_port(), &["connect"]).unwrap();
     run.assert_contains("Connected & authenticated successfully");
     assert!(run.success(), "{}", run.describe());
     assert!(
@@ -66,13 +49,13 @@ fn t1_cf_net_connect_real_server() {
     assert!(log.contains("Accepting connection"), "{log}");
     assert!(log.contains("Setting IDENTITY: USERNAME=root"), "{log}");
     // trustkeysfrom loopback: the server saved the client key
-    let cli_id = s.cli_wd.key_id().unwrap();
+    let cli_id = s.client.key_id().unwrap();
     assert!(
-        s.srv_wd
+        s.server
             .trusted_keys()
             .contains(&format!("root-{cli_id}.pub")),
         "{:?}",
-        s.srv_wd.trusted_keys()
+        s.server.trusted_keys()
     );
     let pid = srv.pid();
     let ts = Instant::now();
@@ -93,8 +76,8 @@ fn t2_cf_agent_copies_file_and_tree() {
     let t0 = Instant::now();
     let s = setup("t2");
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
-    let out = s.cli_wd.scratch().join("out");
+    let srv = RealServer::start(&s.server, &policy).unwrap();
+    let out = s.client.scratch().join("out");
     let file = CopySpec::new(
         srv.port(),
         s.data.share_path("hello.txt"),
@@ -105,7 +88,7 @@ fn t2_cf_agent_copies_file_and_tree() {
     // a stray file in the destination, to be purged
     std::fs::create_dir_all(out.join("tree/sub")).unwrap();
     std::fs::write(out.join("tree/sub/stray.txt"), b"purge me\n").unwrap();
-    let run = cf_agent_copies(&s.cli_wd, &[file, tree]).unwrap();
+    let run = cf_agent_copies(&s.client, &[file, tree]).unwrap();
     assert!(
         run.outcomes.iter().all(|o| o.ok()),
         "{:?}\n{}",
@@ -121,7 +104,7 @@ fn t2_cf_agent_copies_file_and_tree() {
         s.data.share_path("hello.txt"),
         out.join("hello.txt"),
     );
-    let again = cf_agent_copy(&s.cli_wd, &file).unwrap();
+    let again = cf_agent_copy(&s.client, &file).unwrap();
     assert_eq!(
         again.outcomes[0],
         CopyOutcome {
@@ -139,8 +122,8 @@ fn t3_missing_then_good_on_one_cached_connection() {
     let t0 = Instant::now();
     let s = setup("t3");
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
-    let out = s.cli_wd.scratch().join("out");
+    let srv = RealServer::start(&s.server, &policy).unwrap();
+    let out = s.client.scratch().join("out");
     let missing = CopySpec::new(
         srv.port(),
         s.data.share_path("no-such-file.txt"),
@@ -152,7 +135,7 @@ fn t3_missing_then_good_on_one_cached_connection() {
         out.join("hello.txt"),
     );
     let mark = srv.log_mark();
-    let run = cf_agent_copies(&s.cli_wd, &[missing, good]).unwrap();
+    let run = cf_agent_copies(&s.client, &[missing, good]).unwrap();
     assert!(srv.wait_for_log("Closing connection", Duration::from_secs(5)));
     let log = srv.log_since(mark);
     eprintln!("[interop_lab] t3: outcomes {:?}", run.outcomes);
@@ -171,6 +154,23 @@ fn t3_missing_then_good_on_one_cached_connection() {
     assert!(!out.join("missing.txt").exists());
     trees_equal(&s.data.share.join("hello.txt"), &out.join("hello.txt")).unwrap();
     assert!(log.contains("Failed to canonicalise filename"), "{log}");
+    // the server's story of this run, normalized (comparable with rcf-serverd's)
+    let story: Vec<String> = parse_log(&log)
+        .iter()
+        .filter(|l| l.peer.is_some() && (l.level == "info" || l.message.starts_with("Received:")))
+        .map(LogLine::key)
+        .collect();
+    eprintln!("[interop_lab] t3: server story: {story:#?}");
+    assert_eq!(
+        story.first().map(String::as_str),
+        Some("info: Accepting connection"),
+        "{story:?}"
+    );
+    assert_eq!(
+        story.last().map(String::as_str),
+        Some("info: Closing connection, terminating thread"),
+        "{story:?}"
+    );
     let accepts = grep(&log, "Accepting connection").len();
     let closes = grep(&log, "Closing connection").len();
     eprintln!(
@@ -184,24 +184,24 @@ fn t3_missing_then_good_on_one_cached_connection() {
 fn t4_cf_runagent_exec() {
     let t0 = Instant::now();
     let s = setup("t4");
-    let script = CfrunScript::write(&s.srv_wd.scratch()).unwrap();
+    let script = CfrunScript::write(&s.server.scratch()).unwrap();
     let sp = script.path.to_string_lossy().into_owned();
     let mut policy = ServerPolicy::new(0);
     policy.cfruncommand = Some(sp.clone());
     policy.allowusers = vec!["root".into()];
     policy.access.push(AccessRule::admit_loopback(sp.clone()));
     policy.roles.push(("rcflab_.*".into(), vec!["root".into()]));
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
+    let srv = RealServer::start(&s.server, &policy).unwrap();
     // cf-runagent never trusts a new server key
-    s.cli_wd.trust(&s.srv_wd, "root").unwrap();
-    s.srv_wd.trust(&s.cli_wd, "root").unwrap();
+    s.client.trust(&s.server, "root").unwrap();
+    s.server.trust(&s.client, "root").unwrap();
     let hp = srv.host_port();
-    let run = cf_runagent(&s.cli_wd, &["-H", &hp], None).unwrap();
+    let run = cf_runagent(&s.client, &["-H", &hp], None).unwrap();
     run.assert_contains("(exit code: 0)");
     run.assert_contains(&format!("cf-serverd executing cfruncommand: {sp}"));
     run.assert_contains("rcflab cfruncommand ran with args:");
     assert!(run.success(), "{}", run.describe());
-    let run2 = cf_runagent(&s.cli_wd, &["-H", &hp, "-D", "rcflab_one,rcflab_two"], None).unwrap();
+    let run2 = cf_runagent(&s.client, &["-H", &hp, "-D", "rcflab_one,rcflab_two"], None).unwrap();
     run2.assert_contains("(exit code: 0)");
     let inv = script.invocations();
     eprintln!("[interop_lab] t4: cfruncommand argv: {inv:?}");
@@ -213,7 +213,7 @@ fn t4_cf_runagent_exec() {
         "{inv:?}"
     );
     // a class not granted by roles is refused
-    let denied = cf_runagent(&s.cli_wd, &["-H", &hp, "-D", "other_class"], None).unwrap();
+    let denied = cf_runagent(&s.client, &["-H", &hp, "-D", "other_class"], None).unwrap();
     denied.assert_contains("EXEC denied role activation");
     eprintln!(
         "[interop_lab] t4: denied cf-runagent exit code {:?}",
@@ -230,10 +230,10 @@ fn t5_classic_protocol_copy() {
     let s = setup("t5");
     let mut policy = ServerPolicy::new(0).admit(s.data.share_path(""));
     policy.allowlegacyconnects = vec!["127.0.0.1".into()];
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
-    let dest = s.cli_wd.scratch().join("out/hello.txt");
+    let srv = RealServer::start(&s.server, &policy).unwrap();
+    let dest = s.client.scratch().join("out/hello.txt");
     let spec = CopySpec::new(srv.port(), s.data.share_path("hello.txt"), &dest).protocol("classic");
-    let run = cf_agent_copy(&s.cli_wd, &spec).unwrap();
+    let run = cf_agent_copy(&s.client, &spec).unwrap();
     assert!(
         run.outcomes[0].ok(),
         "{:?}\n{}",
@@ -255,14 +255,14 @@ fn t6_ipv6_loopback_server() {
     let s = setup("t6");
     let mut policy = ServerPolicy::new(0).admit(s.data.share_path(""));
     policy.bind = "::1".into();
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
+    let srv = RealServer::start(&s.server, &policy).unwrap();
     assert!(srv.host_port().starts_with("[::1]:"));
-    let run = cf_net(&s.cli_wd, &srv.host_port(), &["connect"]).unwrap();
+    let run = cf_net(&s.client, &srv.host_port(), &["connect"]).unwrap();
     run.assert_contains("Connected & authenticated successfully");
-    let dest = s.cli_wd.scratch().join("out/seq.txt");
+    let dest = s.client.scratch().join("out/seq.txt");
     let mut spec = CopySpec::new(srv.port(), s.data.share_path("seq.txt"), &dest);
     spec.server = "::1".into();
-    let run = cf_agent_copy(&s.cli_wd, &spec).unwrap();
+    let run = cf_agent_copy(&s.client, &spec).unwrap();
     assert!(
         run.outcomes[0].ok(),
         "{:?}\n{}",
@@ -279,8 +279,8 @@ fn t7_denied_path_and_untrusted_key() {
     let t0 = Instant::now();
     let s = setup("t7");
     let policy = ServerPolicy::new(0).admit(s.data.share_path(""));
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
-    let dest = s.cli_wd.scratch().join("out/secret.txt");
+    let srv = RealServer::start(&s.server, &policy).unwrap();
+    let dest = s.client.scratch().join("out/secret.txt");
     let secret = s
         .data
         .secret
@@ -288,7 +288,7 @@ fn t7_denied_path_and_untrusted_key() {
         .to_string_lossy()
         .into_owned();
     let spec = CopySpec::new(srv.port(), secret.as_str(), &dest);
-    let run = cf_agent_copy(&s.cli_wd, &spec).unwrap();
+    let run = cf_agent_copy(&s.client, &spec).unwrap();
     eprintln!(
         "[interop_lab] t7: denied copy outcome {:?}",
         run.outcomes[0]
@@ -311,11 +311,11 @@ fn t7_denied_path_and_untrusted_key() {
     srv.stop();
 
     // a server trusting nobody: a client key it does not know is dropped
-    s.srv_wd.untrust_all();
+    s.server.untrust_all();
     let mut policy = ServerPolicy::new(0).admit(s.data.share_path(""));
     policy.trustkeysfrom.clear();
-    let srv = RealServer::start(&s.srv_wd, &policy).unwrap();
-    let run = cf_net(&s.cli_wd, &srv.host_port(), &["connect"]).unwrap();
+    let srv = RealServer::start(&s.server, &policy).unwrap();
+    let run = cf_net(&s.client, &srv.host_port(), &["connect"]).unwrap();
     eprintln!(
         "[interop_lab] t7: untrusted cf-net exit code {:?}",
         run.code()
@@ -355,7 +355,10 @@ fn t8_server_stopped_when_test_panics() {
     let t0 = Instant::now();
     let wd = Workdir::new("t8").unwrap();
     let pid = std::sync::Mutex::new(0u32);
+    let kept = std::sync::Mutex::new(std::path::PathBuf::new());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let inner = Workdir::new("t8-inner").unwrap();
+        *kept.lock().unwrap() = inner.path().to_path_buf();
         let srv = RealServer::start(&wd, &ServerPolicy::new(0)).unwrap();
         *pid.lock().unwrap() = srv.pid();
         panic!("simulated test failure");
@@ -366,6 +369,10 @@ fn t8_server_stopped_when_test_panics() {
         pid != 0 && !pid_alive(pid),
         "cf-serverd {pid} survived the panic"
     );
+    // a work dir dropped while panicking is kept for post-mortem
+    let kept = kept.lock().unwrap().clone();
+    assert!(kept.exists(), "{} not kept", kept.display());
+    std::fs::remove_dir_all(kept.parent().unwrap()).unwrap();
     report("t8_server_stopped_when_test_panics", t0);
 }
 

@@ -218,3 +218,11 @@ fn is_loopback(addr: &str) -> bool {
     addr.parse::<std::net::IpAddr>()
         .is_ok_and(|a| a.is_loopback())
 }
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("rcf lab: cf-serverd log: {}", self.log_path().display());
+        }
+    }
+}

@@ -16,10 +16,11 @@ use std::process::Command;
 ///   lab-logs/      our logs: cf-serverd-N.log, tool runs, generated policies
 /// scratch/         free for the test: data trees, copy destinations, scripts
 /// ```
-/// Removed on drop unless `RCF_LAB_KEEP=1`.
+/// Removed on drop unless `RCF_LAB_KEEP=1`, or unless the thread is
+/// panicking (a failing test): then it is kept and its path printed.
 #[derive(Debug)]
 pub struct Workdir {
-    _tmp: Option<tempfile::TempDir>,
+    tmp: Option<tempfile::TempDir>,
     root: PathBuf,
     work: PathBuf,
     name: String,
@@ -55,7 +56,7 @@ impl Workdir {
         };
         let work = root.join("work");
         let wd = Workdir {
-            _tmp: tmp,
+            tmp,
             root,
             work,
             name: name.to_string(),
@@ -255,5 +256,19 @@ fn key_id_of(wd: &Workdir, pubkey: &Path) -> Result<String, LabError> {
     match id {
         Some(id) if run.success() => Ok(id.to_string()),
         _ => Err(LabError::failed(format!("cf-key -p {p}"), run.output)),
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(t) = self.tmp.take() {
+                let p = t.keep();
+                eprintln!(
+                    "rcf lab: test failed, keeping work dir {} for post-mortem",
+                    p.display()
+                );
+            }
+        }
     }
 }
