@@ -16,6 +16,27 @@
 //! * [`make_data_tree`], [`trees_equal`], [`CfrunScript`], [`Lab`]: fixtures.
 //! * [`LogLine`], [`parse_log`], [`normalize`]: compare log lines.
 //!
+//! # Example
+//! ```no_run
+//! use rcf_conformance::lab::*;
+//! use std::time::Duration;
+//! let lab = Lab::new("example").unwrap();              // keys + data tree
+//! let srv = RealServer::start(&lab.server, &lab.policy()).unwrap();
+//! let spec = CopySpec::new(srv.port(), lab.data.share_path("hello.txt"), lab.out("hello.txt"));
+//! let run = cf_agent_copy(&lab.client, &spec).unwrap();
+//! assert!(run.outcomes[0].ok(), "{}", run.describe());
+//! trees_equal(&lab.data.share.join("hello.txt"), &lab.out("hello.txt")).unwrap();
+//! assert!(srv.wait_for_log("Closing connection", Duration::from_secs(5)));
+//!
+//! // Any other server (e.g. rcf-serverd) under the same PID guard:
+//! let port = free_port();
+//! let mut cmd = std::process::Command::new("/path/to/rcf-serverd");
+//! cmd.arg("--port").arg(port.to_string());
+//! let ours = Daemon::spawn("rcf-serverd", cmd, &lab.server.logs().join("rcf-serverd.log")).unwrap();
+//! ours.wait_listening(port, Duration::from_secs(20)).unwrap();
+//! let run = cf_net(&lab.client, &host_port("127.0.0.1", port), &["connect"]).unwrap();
+//! ```
+//!
 //! # Sandboxing rules the harness enforces
 //! * Every CFEngine process gets a cleared environment with only `PATH`,
 //!   `HOME` (the work dir), `LC_ALL=C` and `CFENGINE_TEST_OVERRIDE_WORKDIR`.

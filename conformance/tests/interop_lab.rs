@@ -57,6 +57,19 @@ fn t1_cf_net_connect_real_server() {
         "{:?}",
         s.server.trusted_keys()
     );
+    eprintln!("[interop_lab] t1: cf-net connect took {:?}", run.elapsed);
+    // options after -H and before the command work too
+    let hello = s.data.share_path("hello.txt");
+    let stat = cf_net(&s.client, &srv.host_port(), &["-I", "stat", &hello]).unwrap();
+    eprintln!("[interop_lab] t1: cf-net stat output:\n{}", stat.output);
+    assert!(stat.success(), "{}", stat.describe());
+    let got = s.client.scratch().join("got.txt");
+    let get = cf_net(&s.client, &srv.host_port(), &["get", &hello, "-o", &got.to_string_lossy()]).unwrap();
+    eprintln!("[interop_lab] t1: cf-net get output:\n{}", get.output);
+    trees_equal(&s.data.share.join("hello.txt"), &got).unwrap();
+    let ls = cf_net(&s.client, &srv.host_port(), &["opendir", &s.data.share_path("tree")]).unwrap();
+    eprintln!("[interop_lab] t1: cf-net opendir output:\n{}", ls.output);
+    ls.assert_contains("a.txt");
     let pid = srv.pid();
     let ts = Instant::now();
     let (status, _) = srv.stop();
@@ -89,6 +102,7 @@ fn t2_cf_agent_copies_file_and_tree() {
     std::fs::create_dir_all(out.join("tree/sub")).unwrap();
     std::fs::write(out.join("tree/sub/stray.txt"), b"purge me\n").unwrap();
     let run = cf_agent_copies(&s.client, &[file, tree]).unwrap();
+    eprintln!("[interop_lab] t2: cf-agent run took {:?}", run.elapsed);
     assert!(
         run.outcomes.iter().all(|o| o.ok()),
         "{:?}\n{}",
@@ -198,6 +212,7 @@ fn t4_cf_runagent_exec() {
     let hp = srv.host_port();
     let run = cf_runagent(&s.client, &["-H", &hp], None).unwrap();
     run.assert_contains("(exit code: 0)");
+    eprintln!("[interop_lab] t4: cf-runagent took {:?}", run.elapsed);
     run.assert_contains(&format!("cf-serverd executing cfruncommand: {sp}"));
     run.assert_contains("rcflab cfruncommand ran with args:");
     assert!(run.success(), "{}", run.describe());
