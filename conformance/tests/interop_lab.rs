@@ -64,10 +64,20 @@ fn t1_cf_net_connect_real_server() {
     eprintln!("[interop_lab] t1: cf-net stat output:\n{}", stat.output);
     assert!(stat.success(), "{}", stat.describe());
     let got = s.client.scratch().join("got.txt");
-    let get = cf_net(&s.client, &srv.host_port(), &["get", &hello, "-o", &got.to_string_lossy()]).unwrap();
+    let get = cf_net(
+        &s.client,
+        &srv.host_port(),
+        &["get", &hello, "-o", &got.to_string_lossy()],
+    )
+    .unwrap();
     eprintln!("[interop_lab] t1: cf-net get output:\n{}", get.output);
     trees_equal(&s.data.share.join("hello.txt"), &got).unwrap();
-    let ls = cf_net(&s.client, &srv.host_port(), &["opendir", &s.data.share_path("tree")]).unwrap();
+    let ls = cf_net(
+        &s.client,
+        &srv.host_port(),
+        &["opendir", &s.data.share_path("tree")],
+    )
+    .unwrap();
     eprintln!("[interop_lab] t1: cf-net opendir output:\n{}", ls.output);
     ls.assert_contains("a.txt");
     let pid = srv.pid();
@@ -426,4 +436,60 @@ fn t10_tool_timeout_kills_the_process_group() {
         !pid_alive(bg),
         "background child {bg} of the timed-out tool survived"
     );
+}
+
+#[test]
+fn t11_every_policy_field_is_accepted_by_the_real_server() {
+    let t0 = Instant::now();
+    let s = setup("t11");
+    let script = CfrunScript::write(&s.server.scratch()).unwrap();
+    let mut p = s.policy();
+    p.denyconnects = vec!["192.0.2.99".into()];
+    p.allowlegacyconnects = vec!["127.0.0.1".into()];
+    p.allowusers = vec!["root".into(), "nobody".into()];
+    p.allowciphers = Some("AES256-GCM-SHA384:TLS_AES_256_GCM_SHA384".into());
+    p.allowtlsversion = Some("1.2".into());
+    p.cfruncommand = Some(script.path.to_string_lossy().into_owned());
+    p.maxconnections = Some(50);
+    p.extra_control = "  logallconnections => \"true\";\n".into();
+    let cli_id = s.client.key_id().unwrap();
+    p.access.push(AccessRule {
+        admit_keys: vec![cli_id.clone()],
+        deny_hostnames: vec!["nowhere.invalid".into()],
+        shortcut: Some("hello".into()),
+        handle: Some("rcflab_hello".into()),
+        ifencrypted: Some(false),
+        maproot: vec!["127.0.0.1".into()],
+        ..AccessRule::new(s.data.share_path("hello.txt"))
+    });
+    p.access.push(AccessRule {
+        admit_ips: vec!["127.0.0.1".into()],
+        resource_type: Some("literal".into()),
+        ..AccessRule::new("rcflab_literal")
+    });
+    p.access
+        .push(AccessRule::deny_loopback(s.data.secret.to_string_lossy()));
+    p.roles.push((".*".into(), vec!["root".into()]));
+    p.extra_bundles =
+        "bundle common rcflab_extra\n{\n  vars:\n    \"x\" string => \"y\";\n}\n".into();
+    let srv = RealServer::start(&s.server, &p).unwrap();
+    let log = srv.log();
+    for needle in [
+        "Setting cipher list for TLS connections to: AES256-GCM-SHA384:TLS_AES_256_GCM_SHA384",
+        "Setting minimum acceptable TLS version: 1.2",
+        "IP: 192.0.2.99",
+        "USER: nobody",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?} in\n{log}");
+    }
+    // the shortcut works: copy "hello" (TLS resolves shortcuts)
+    let dest = s.out("hello-by-shortcut.txt");
+    let run = cf_agent_copy(&s.client, &CopySpec::new(srv.port(), "hello", &dest)).unwrap();
+    eprintln!(
+        "[interop_lab] t11: copy by shortcut outcome {:?}",
+        run.outcomes[0]
+    );
+    assert!(run.outcomes[0].ok(), "{}\n{}", run.describe(), srv.log());
+    trees_equal(&s.data.share.join("hello.txt"), &dest).unwrap();
+    report("t11_every_policy_field_is_accepted_by_the_real_server", t0);
 }
