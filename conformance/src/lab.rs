@@ -44,9 +44,9 @@
 //!   before `cf-serverd` starts, and a start is refused if the log ever says
 //!   `going to failsafe` (failsafe listens on `*:5308`).
 //! * Every child runs in its own process group and gets
-//!   `PR_SET_PDEATHSIG(SIGKILL)`: it dies with the thread that spawned it.
-//!   So create servers in the thread that uses them (the test thread).
-//!   Stopping is SIGTERM to the group, a grace period, then SIGKILL, always
+//!   `PR_SET_PDEATHSIG(SIGKILL)`, forked from one long-lived spawner thread,
+//!   so it dies with the test process (even on SIGKILL of the test binary)
+//!   but not with the test thread that started it. Stopping is SIGTERM to the group, a grace period, then SIGKILL, always
 //!   while the leader is still unreaped so the group id cannot be reused.
 //! * Every client run is bounded by a timeout.
 //!

@@ -493,3 +493,34 @@ fn t11_every_policy_field_is_accepted_by_the_real_server() {
     trees_equal(&s.data.share.join("hello.txt"), &dest).unwrap();
     report("t11_every_policy_field_is_accepted_by_the_real_server", t0);
 }
+
+#[test]
+fn t12_server_outlives_the_thread_that_started_it() {
+    let t0 = Instant::now();
+    let s = setup("t12");
+    let policy = s.policy();
+    let srv = std::thread::scope(|sc| {
+        sc.spawn(|| RealServer::start(&s.server, &policy).unwrap())
+            .join()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(srv.is_running(), "{}", srv.log());
+    let run = cf_net(&s.client, &srv.host_port(), &["connect"]).unwrap();
+    run.assert_contains("Connected & authenticated successfully");
+    let pid = srv.pid();
+    drop(srv);
+    assert!(!pid_alive(pid));
+    report("t12_server_outlives_the_thread_that_started_it", t0);
+}
+
+/// Manual check: run with `--ignored manual_hang_with_a_server`, SIGKILL
+/// the test binary, and see the cf-serverd it started die with it.
+#[test]
+#[ignore = "manual: SIGKILL the test binary while it hangs"]
+fn manual_hang_with_a_server() {
+    let wd = Workdir::new("hang").unwrap();
+    let srv = RealServer::start(&wd, &ServerPolicy::new(0)).unwrap();
+    eprintln!("manual_hang_with_a_server: cf-serverd pid {}", srv.pid());
+    std::thread::sleep(Duration::from_secs(600));
+}

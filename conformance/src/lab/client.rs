@@ -87,7 +87,7 @@ pub fn run_tool(
     let mut cmd = wd.command(program);
     cmd.args(args);
     let t0 = Instant::now();
-    let mut child = spawn_logged(&mut cmd, &log, stdin.map(str::as_bytes))?;
+    let mut child = spawn_logged(cmd, &log, stdin.map(str::as_bytes))?;
     let res = wait_bounded(&mut child, timeout);
     let elapsed = t0.elapsed();
     let output = std::fs::read(&log)

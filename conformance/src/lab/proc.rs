@@ -13,11 +13,44 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long a stopping process gets between SIGTERM and SIGKILL.
 pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
+type SpawnReq = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Fork every child from one long-lived thread. `PR_SET_PDEATHSIG` fires
+/// when the *thread* that forked exits, so forking from test threads would
+/// kill a server as soon as the test thread that started it ends (e.g. a
+/// server shared between tests). This thread lives until the process
+/// exits, so children die exactly when the test process dies, whatever
+/// thread started or stops them.
+fn spawn_via_spawner(cmd: Command) -> std::io::Result<Child> {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    static SPAWNER: OnceLock<Mutex<Sender<SpawnReq>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<SpawnReq>();
+        std::thread::Builder::new()
+            .name("rcf-lab-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("start the rcf-lab spawner thread");
+        Mutex::new(tx)
+    });
+    let (rtx, rrx) = channel();
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, rtx))
+        .map_err(|_| std::io::Error::other("rcf-lab spawner thread is gone"))?;
+    rrx.recv()
+        .map_err(|_| std::io::Error::other("rcf-lab spawner thread is gone"))?
+}
+
 /// Spawn `cmd` with stdout+stderr appended to `log`, stdin piped if `stdin`
 /// is given (written and closed at once), in its own process group and with
-/// PDEATHSIG set.
+/// PDEATHSIG set (forked from the spawner thread, see above).
 pub(crate) fn spawn_logged(
-    cmd: &mut Command,
+    mut cmd: Command,
     log: &Path,
     stdin: Option<&[u8]>,
 ) -> Result<Child, LabError> {
@@ -34,9 +67,11 @@ pub(crate) fn spawn_logged(
         Stdio::null()
     });
     cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+    // between fork and exec.
+    let parent = std::process::id() as libc::pid_t;
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -47,12 +82,16 @@ pub(crate) fn spawn_logged(
             {
                 return Err(std::io::Error::last_os_error());
             }
+            // the test process died between fork and prctl: do not outlive it
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("parent exited"));
+            }
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| LabError::io(format!("spawn {:?}", cmd.get_program()), e))?;
+    let program = cmd.get_program().to_owned();
+    let mut child =
+        spawn_via_spawner(cmd).map_err(|e| LabError::io(format!("spawn {program:?}"), e))?;
     if let Some(data) = stdin {
         if let Some(mut pipe) = child.stdin.take() {
             // Small inputs only (prompt answers); a full pipe would block.
@@ -141,8 +180,8 @@ pub struct Daemon {
 impl Daemon {
     /// Spawn `cmd` (env and args already set) with stdout+stderr appended to
     /// `log`. `name` is used in messages.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Daemon, LabError> {
-        let child = spawn_logged(&mut cmd, log, None)?;
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Daemon, LabError> {
+        let child = spawn_logged(cmd, log, None)?;
         Ok(Daemon {
             child: Some(child),
             name: name.to_string(),
