@@ -216,10 +216,35 @@ fn t4_cf_runagent_exec() {
     policy.access.push(AccessRule::admit_loopback(sp.clone()));
     policy.roles.push(("rcflab_.*".into(), vec!["root".into()]));
     let srv = RealServer::start(&s.server, &policy).unwrap();
-    // cf-runagent never trusts a new server key
-    s.client.trust(&s.server, "root").unwrap();
-    s.server.trust(&s.client, "root").unwrap();
     let hp = srv.host_port();
+    s.server.trust(&s.client, "root").unwrap();
+    // cf-runagent never trusts a new server key by itself...
+    let untrusted = cf_runagent(&s.client, &["-H", &hp], None).unwrap();
+    eprintln!(
+        "[interop_lab] t4: untrusted server, exit {:?}:\n{}",
+        untrusted.code(),
+        untrusted.output
+    );
+    // ...unless -i and the user answers yes
+    let interactive = cf_runagent(&s.client, &["-i", "-H", &hp], Some("yes\n")).unwrap();
+    eprintln!(
+        "[interop_lab] t4: -i + yes, exit {:?}:\n{}",
+        interactive.code(),
+        interactive.output
+    );
+    eprintln!(
+        "[interop_lab] t4: client trusts {:?}",
+        s.client.trusted_keys()
+    );
+    untrusted.assert_contains("TRUST FAILED, server presented untrusted key");
+    assert_eq!(untrusted.code(), Some(255), "{}", untrusted.describe());
+    interactive.assert_contains("Do you want to accept one on trust? (yes/no)");
+    interactive.assert_contains("(exit code: 0)");
+    let srv_id = s.server.key_id().unwrap();
+    assert_eq!(s.client.trusted_keys(), vec![format!("root-{srv_id}.pub")]);
+    s.client.untrust_all();
+    s.client.trust(&s.server, "root").unwrap();
+    let before = script.invocations().len();
     let run = cf_runagent(&s.client, &["-H", &hp], None).unwrap();
     run.assert_contains("(exit code: 0)");
     eprintln!("[interop_lab] t4: cf-runagent took {:?}", run.elapsed);
@@ -230,6 +255,7 @@ fn t4_cf_runagent_exec() {
     run2.assert_contains("(exit code: 0)");
     let inv = script.invocations();
     eprintln!("[interop_lab] t4: cfruncommand argv: {inv:?}");
+    let inv = &inv[before..];
     assert_eq!(inv.len(), 2, "{inv:?}");
     assert!(inv[0].is_empty(), "plain EXEC passes no args: {inv:?}");
     assert_eq!(
@@ -245,7 +271,7 @@ fn t4_cf_runagent_exec() {
         denied.code()
     );
     assert!(srv.wait_for_log("Access denied to: other_class", Duration::from_secs(5)));
-    assert_eq!(script.invocations().len(), 2);
+    assert_eq!(script.invocations().len(), before + 2);
     report("t4_cf_runagent_exec", t0);
 }
 
