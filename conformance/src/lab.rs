@@ -182,6 +182,36 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// One of our own binaries (`rcf-serverd`, `rcf-agent`, `rcf-key`): from
+/// `$RCF_BIN_DIR` if set, else from the target dir of the running test
+/// binary (`<target>/<profile>/<name>`, the test lives in
+/// `<target>/<profile>/deps/`). `cargo test -p rcf-conformance` does not
+/// build it: run `cargo build -p <name>` (or `--workspace`) first; the
+/// error says so.
+pub fn rcf_binary(name: &str) -> Result<PathBuf, LabError> {
+    let dir = match std::env::var_os("RCF_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| LabError::io("current_exe", e))?;
+            let deps = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            if deps.file_name().is_some_and(|n| n == "deps") {
+                deps.parent().map(Path::to_path_buf).unwrap_or(deps)
+            } else {
+                deps
+            }
+        }
+    };
+    let path = dir.join(name);
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(LabError::failed(
+            format!("{name} not found at {}", path.display()),
+            format!("build it first: cargo build -p {name} (same profile and CARGO_TARGET_DIR as the tests), or set RCF_BIN_DIR"),
+        ))
+    }
+}
+
 /// A loopback TCP port that was free a moment ago (bind `127.0.0.1:0`, read,
 /// drop). Never hands out the same port twice in one process, so parallel
 /// tests do not collide with each other; a collision with another process

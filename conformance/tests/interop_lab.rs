@@ -25,6 +25,9 @@ fn missing_binaries_error_is_clear() {
         "cf-serverd not found at /usr/bin/cf-serverd: install Debian's cfengine3 (apt-get install cfengine3)"
     );
     require_cfengine().unwrap();
+    // our own binaries are looked up next to the test binary
+    let e = rcf_binary("rcf-no-such-binary").unwrap_err().to_string();
+    assert!(e.contains("cargo build -p rcf-no-such-binary"), "{e}");
 }
 
 #[test]
