@@ -46,12 +46,36 @@
 //! * Every child runs in its own process group and gets
 //!   `PR_SET_PDEATHSIG(SIGKILL)`, forked from one long-lived spawner thread,
 //!   so it dies with the test process (even on SIGKILL of the test binary)
-//!   but not with the test thread that started it. Stopping is SIGTERM to the group, a grace period, then SIGKILL, always
-//!   while the leader is still unreaped so the group id cannot be reused.
-//! * Every client run is bounded by a timeout.
+//!   but not with the test thread that started it. Stopping is SIGTERM to
+//!   the group, a grace period, then SIGKILL, always while the leader is
+//!   still unreaped so the group id cannot be reused.
+//! * Every client run is bounded by a timeout ([`TOOL_TIMEOUT`], 60 s).
+//!   cf-agent's own connect timeout is 30 s: put `timeout => "5";` in
+//!   [`CopySpec::extra_body`] when pointing it at a server that may hang.
+//!
+//! # Facts observed with these tests (3.21.0-2, Debian 12)
+//! * Exit codes do not tell success: cf-agent exits 0 when a copy failed,
+//!   cf-net exits 0 after `Failed to connect to '<host:port>'`. cf-runagent
+//!   exits 255 on a trust failure or an EXEC denial.
+//! * A fresh copy sets both `promise_repaired` and `promise_kept` classes
+//!   (several passes); an unchanged one only `kept`; a missing or denied
+//!   source `repair_failed` (not `repair_denied`).
+//! * Several copy promises to one server share one connection (agent log
+//!   `FindIdle: found connection to '127.0.0.1' already open and ready.`),
+//!   even after a refused STAT: the server logs one `Accepting connection`.
+//! * cf-runagent sends `EXEC ` (trailing blank) or `EXEC -Da,b`; the server
+//!   runs `cfruncommand -D a,b` (argv `["-D", "a,b"]`). `-i` plus `yes` on
+//!   stdin trusts a new server key.
+//! * cf-serverd: ready (`Server is starting...` and listening) ~0.1 s after
+//!   spawn, exits 0 within ~25 ms of SIGTERM, exits 1 at once with `Could
+//!   not bind server address` on a busy port. cf-key takes ~0.3 s (2048
+//!   bits), a cf-agent copy run ~0.2 s. `ppkeys/` must be 0700 or every
+//!   binary dies with `UNTRUSTED: Private key directory ... was not private`.
+//! * Everything works unprivileged too (checked as `nobody` with a work dir
+//!   it owns); the server then logs `Setting IDENTITY: USERNAME=nobody`.
 //!
 //! Set `RCF_LAB_KEEP=1` to keep temp dirs (their paths go to stderr) for
-//! post-mortem; set `RCF_CFE_BINDIR` to use binaries from another dir
+//! post-mortem (work dirs of failing tests are always kept); set `RCF_CFE_BINDIR` to use binaries from another dir
 //! (default `/usr/bin`).
 //!
 //! The binaries are required: [`require_cfengine`] fails with
