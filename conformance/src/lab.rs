@@ -13,7 +13,29 @@
 //!   pointed at any `host:port` (the real server or ours).
 //! * [`Daemon`]: the same PID-guarded process handling for any other server
 //!   binary (e.g. `rcf-serverd`).
-//! * [`make_data_tree`], [`trees_equal`], [`CfrunScript`]: fixtures.
+//! * [`make_data_tree`], [`trees_equal`], [`CfrunScript`], [`Lab`]: fixtures.
+//! * [`LogLine`], [`parse_log`], [`normalize`]: compare log lines.
+//!
+//! # Example
+//! ```no_run
+//! use rcf_conformance::lab::*;
+//! use std::time::Duration;
+//! let lab = Lab::new("example").unwrap();              // keys + data tree
+//! let srv = RealServer::start(&lab.server, &lab.policy()).unwrap();
+//! let spec = CopySpec::new(srv.port(), lab.data.share_path("hello.txt"), lab.out("hello.txt"));
+//! let run = cf_agent_copy(&lab.client, &spec).unwrap();
+//! assert!(run.outcomes[0].ok(), "{}", run.describe());
+//! trees_equal(&lab.data.share.join("hello.txt"), &lab.out("hello.txt")).unwrap();
+//! assert!(srv.wait_for_log("Closing connection", Duration::from_secs(5)));
+//!
+//! // Any other server (e.g. rcf-serverd) under the same PID guard:
+//! let port = free_port();
+//! let mut cmd = std::process::Command::new("/path/to/rcf-serverd");
+//! cmd.arg("--port").arg(port.to_string());
+//! let ours = Daemon::spawn("rcf-serverd", cmd, &lab.server.logs().join("rcf-serverd.log")).unwrap();
+//! ours.wait_listening(port, Duration::from_secs(20)).unwrap();
+//! let run = cf_net(&lab.client, &host_port("127.0.0.1", port), &["connect"]).unwrap();
+//! ```
 //!
 //! # Sandboxing rules the harness enforces
 //! * Every CFEngine process gets a cleared environment with only `PATH`,
@@ -22,14 +44,38 @@
 //!   before `cf-serverd` starts, and a start is refused if the log ever says
 //!   `going to failsafe` (failsafe listens on `*:5308`).
 //! * Every child runs in its own process group and gets
-//!   `PR_SET_PDEATHSIG(SIGKILL)`: it dies with the thread that spawned it.
-//!   So create servers in the thread that uses them (the test thread).
-//!   Stopping is SIGTERM to the group, a grace period, then SIGKILL, always
-//!   while the leader is still unreaped so the group id cannot be reused.
-//! * Every client run is bounded by a timeout.
+//!   `PR_SET_PDEATHSIG(SIGKILL)`, forked from one long-lived spawner thread,
+//!   so it dies with the test process (even on SIGKILL of the test binary)
+//!   but not with the test thread that started it. Stopping is SIGTERM to
+//!   the group, a grace period, then SIGKILL, always while the leader is
+//!   still unreaped so the group id cannot be reused.
+//! * Every client run is bounded by a timeout ([`TOOL_TIMEOUT`], 60 s).
+//!   cf-agent's own connect timeout is 30 s: put `timeout => "5";` in
+//!   [`CopySpec::extra_body`] when pointing it at a server that may hang.
+//!
+//! # Facts observed with these tests (3.21.0-2, Debian 12)
+//! * Exit codes do not tell success: cf-agent exits 0 when a copy failed,
+//!   cf-net exits 0 after `Failed to connect to '<host:port>'`. cf-runagent
+//!   exits 255 on a trust failure or an EXEC denial.
+//! * A fresh copy sets both `promise_repaired` and `promise_kept` classes
+//!   (several passes); an unchanged one only `kept`; a missing or denied
+//!   source `repair_failed` (not `repair_denied`).
+//! * Several copy promises to one server share one connection (agent log
+//!   `FindIdle: found connection to '127.0.0.1' already open and ready.`),
+//!   even after a refused STAT: the server logs one `Accepting connection`.
+//! * cf-runagent sends `EXEC ` (trailing blank) or `EXEC -Da,b`; the server
+//!   runs `cfruncommand -D a,b` (argv `["-D", "a,b"]`). `-i` plus `yes` on
+//!   stdin trusts a new server key.
+//! * cf-serverd: ready (`Server is starting...` and listening) ~0.1 s after
+//!   spawn, exits 0 within ~25 ms of SIGTERM, exits 1 at once with `Could
+//!   not bind server address` on a busy port. cf-key takes ~0.3 s (2048
+//!   bits), a cf-agent copy run ~0.2 s. `ppkeys/` must be 0700 or every
+//!   binary dies with `UNTRUSTED: Private key directory ... was not private`.
+//! * Everything works unprivileged too (checked as `nobody` with a work dir
+//!   it owns); the server then logs `Setting IDENTITY: USERNAME=nobody`.
 //!
 //! Set `RCF_LAB_KEEP=1` to keep temp dirs (their paths go to stderr) for
-//! post-mortem; set `RCF_CFE_BINDIR` to use binaries from another dir
+//! post-mortem (work dirs of failing tests are always kept); set `RCF_CFE_BINDIR` to use binaries from another dir
 //! (default `/usr/bin`).
 //!
 //! The binaries are required: [`require_cfengine`] fails with
@@ -37,6 +83,8 @@
 //! and tests are expected to unwrap that error (fail, never skip).
 
 mod client;
+mod fixture;
+mod logs;
 mod policy;
 mod proc;
 mod rcf;
@@ -45,9 +93,11 @@ mod tree;
 mod workdir;
 
 pub use client::{
-    cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net, cf_runagent,
-    parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
+    cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net,
+    cf_runagent, parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
 };
+pub use fixture::Lab;
+pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
 pub use rcf::{rcf_bin, RcfServer};
@@ -82,7 +132,11 @@ pub enum LabError {
     },
     /// A subprocess did not finish in time (it has been killed).
     #[error("{what} timed out after {timeout:?} and was killed; output tail:\n{tail}")]
-    Timeout { what: String, timeout: Duration, tail: String },
+    Timeout {
+        what: String,
+        timeout: Duration,
+        tail: String,
+    },
     /// Something failed; `detail` holds the relevant output or log tail.
     #[error("{what}: {detail}")]
     Failed { what: String, detail: String },
@@ -96,10 +150,16 @@ impl std::fmt::Debug for LabError {
 
 impl LabError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        LabError::Io { context: context.into(), source }
+        LabError::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub(crate) fn failed(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        LabError::Failed { what: what.into(), detail: detail.into() }
+        LabError::Failed {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -143,7 +203,39 @@ pub fn require_cfengine() -> Result<CfeBins, LabError> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// One of our own binaries (`rcf-serverd`, `rcf-agent`, `rcf-key`): from
+/// `$RCF_BIN_DIR` if set, else from the target dir of the running test
+/// binary (`<target>/<profile>/<name>`, the test lives in
+/// `<target>/<profile>/deps/`). `cargo test -p rcf-conformance` does not
+/// build it: run `cargo build -p <name>` (or `--workspace`) first; the
+/// error says so.
+pub fn rcf_binary(name: &str) -> Result<PathBuf, LabError> {
+    let dir = match std::env::var_os("RCF_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| LabError::io("current_exe", e))?;
+            let deps = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            if deps.file_name().is_some_and(|n| n == "deps") {
+                deps.parent().map(Path::to_path_buf).unwrap_or(deps)
+            } else {
+                deps
+            }
+        }
+    };
+    let path = dir.join(name);
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(LabError::failed(
+            format!("{name} not found at {}", path.display()),
+            format!("build it first: cargo build -p {name} (same profile and CARGO_TARGET_DIR as the tests), or set RCF_BIN_DIR"),
+        ))
+    }
 }
 
 /// A loopback TCP port that was free a moment ago (bind `127.0.0.1:0`, read,

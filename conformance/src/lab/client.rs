@@ -45,7 +45,11 @@ impl ToolRun {
     /// contains `needle`.
     #[track_caller]
     pub fn assert_contains(&self, needle: &str) {
-        assert!(self.contains(needle), "{}\nexpected output to contain {needle:?}", self.describe());
+        assert!(
+            self.contains(needle),
+            "{}\nexpected output to contain {needle:?}",
+            self.describe()
+        );
     }
 
     /// Command, status, log path and the output tail, for assertion messages.
@@ -71,7 +75,10 @@ pub fn run_tool(
     stdin: Option<&str>,
     timeout: Duration,
 ) -> Result<ToolRun, LabError> {
-    let stem = program.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "tool".into());
+    let stem = program
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tool".into());
     let log = wd.next_log(&stem, "log");
     let cmdline = std::iter::once(program.to_string_lossy().into_owned())
         .chain(args.iter().map(|a| a.to_string()))
@@ -80,13 +87,25 @@ pub fn run_tool(
     let mut cmd = wd.command(program);
     cmd.args(args);
     let t0 = Instant::now();
-    let mut child = spawn_logged(&mut cmd, &log, stdin.map(str::as_bytes))?;
+    let mut child = spawn_logged(cmd, &log, stdin.map(str::as_bytes))?;
     let res = wait_bounded(&mut child, timeout);
     let elapsed = t0.elapsed();
-    let output = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let output = std::fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     match res {
-        Ok(status) => Ok(ToolRun { cmdline, status, output, log, elapsed }),
-        Err(()) => Err(LabError::Timeout { what: cmdline, timeout, tail: tail(&output, 40) }),
+        Ok(status) => Ok(ToolRun {
+            cmdline,
+            status,
+            output,
+            log,
+            elapsed,
+        }),
+        Err(()) => Err(LabError::Timeout {
+            what: cmdline,
+            timeout,
+            tail: tail(&output, 40),
+        }),
     }
 }
 
@@ -130,9 +149,14 @@ impl std::ops::Deref for AgentRun {
 /// Run the real `cf-agent -K -f <policy> <flags>` on an arbitrary client
 /// policy text (written to `lab-logs/agent-policy-<n>.cf`), bounded by
 /// [`TOOL_TIMEOUT`]. `flags` e.g. `["-v"]` or `["-I"]`.
-pub fn cf_agent_policy(client: &Workdir, policy: &str, flags: &[&str]) -> Result<(ToolRun, PathBuf), LabError> {
+pub fn cf_agent_policy(
+    client: &Workdir,
+    policy: &str,
+    flags: &[&str],
+) -> Result<(ToolRun, PathBuf), LabError> {
     let pol = client.next_log("agent-policy", "cf");
-    std::fs::write(&pol, policy).map_err(|e| LabError::io(format!("write {}", pol.display()), e))?;
+    std::fs::write(&pol, policy)
+        .map_err(|e| LabError::io(format!("write {}", pol.display()), e))?;
     let p = pol.to_string_lossy().into_owned();
     let mut args = vec!["-K", "-f", &p];
     args.extend_from_slice(flags);
@@ -156,16 +180,25 @@ pub fn cf_agent_copies(client: &Workdir, specs: &[CopySpec]) -> Result<AgentRun,
 
 /// [`cf_agent_copies`] with other cf-agent flags instead of `-v` (e.g.
 /// `["-d"]`, `["-I"]`; outcomes are parsed whatever the verbosity).
-pub fn cf_agent_copies_with_flags(client: &Workdir, specs: &[CopySpec], flags: &[&str]) -> Result<AgentRun, LabError> {
+pub fn cf_agent_copies_with_flags(
+    client: &Workdir,
+    specs: &[CopySpec],
+    flags: &[&str],
+) -> Result<AgentRun, LabError> {
     client.cf_key()?;
     for s in specs {
         if let Some(parent) = s.dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| LabError::io(format!("mkdir {}", parent.display()), e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| LabError::io(format!("mkdir {}", parent.display()), e))?;
         }
     }
     let (run, policy) = cf_agent_policy(client, &copy_policy(specs), flags)?;
     let outcomes = parse_outcomes(&run.output, specs.len());
-    Ok(AgentRun { run, policy, outcomes })
+    Ok(AgentRun {
+        run,
+        policy,
+        outcomes,
+    })
 }
 
 /// Read the `R: RCFLAB-OUTCOME <i> <word>` reports of a [`copy_policy`]
@@ -174,10 +207,17 @@ pub fn parse_outcomes(output: &str, n: usize) -> Vec<CopyOutcome> {
     let mut outcomes = vec![CopyOutcome::default(); n];
     for line in output.lines() {
         // only "R: ..." report lines, not a verbose echo of the promise
-        let Some(rest) = line.split("R: RCFLAB-OUTCOME ").nth(1) else { continue };
+        let Some(rest) = line.split("R: RCFLAB-OUTCOME ").nth(1) else {
+            continue;
+        };
         let mut it = rest.split_whitespace();
-        let (Some(i), Some(o)) = (it.next().and_then(|i| i.parse::<usize>().ok()), it.next()) else { continue };
-        let Some(out) = outcomes.get_mut(i) else { continue };
+        let (Some(i), Some(o)) = (it.next().and_then(|i| i.parse::<usize>().ok()), it.next())
+        else {
+            continue;
+        };
+        let Some(out) = outcomes.get_mut(i) else {
+            continue;
+        };
         match o {
             "kept" => out.kept = true,
             "repaired" => out.repaired = true,
@@ -206,7 +246,11 @@ pub fn cf_net(client: &Workdir, host_port: &str, args: &[&str]) -> Result<ToolRu
 /// [`TOOL_TIMEOUT`]. If `args` contains `-f` the minimal policy is not
 /// added. cf-runagent never trusts a new server key: trust both ways first
 /// ([`Workdir::trust`]). Remote output lines are prefixed `<ip>> `.
-pub fn cf_runagent(client: &Workdir, args: &[&str], stdin: Option<&str>) -> Result<ToolRun, LabError> {
+pub fn cf_runagent(
+    client: &Workdir,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<ToolRun, LabError> {
     client.cf_key()?;
     let mut a: Vec<String> = Vec::new();
     if !args.iter().any(|x| *x == "-f" || x.starts_with("--file")) {
@@ -246,7 +290,8 @@ impl CfrunScript {
             "#!/bin/sh\necho \"rcflab cfruncommand ran with args: $*\"\n{{ printf 'ARGV'; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; printf '\\n'; }} >> '{}'\nexit 0\n",
             log.display()
         );
-        std::fs::write(&path, script).map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
+        std::fs::write(&path, script)
+            .map_err(|e| LabError::io(format!("write {}", path.display()), e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| LabError::io(format!("chmod {}", path.display()), e))?;
         Ok(CfrunScript { path, log })
@@ -263,7 +308,9 @@ impl CfrunScript {
                 while let Some(start) = s.find(" [") {
                     let after = &s[start + 2..];
                     // the closing "]" is the one followed by " [" or the end
-                    let end = after.find("] [").unwrap_or_else(|| after.rfind(']').unwrap_or(after.len()));
+                    let end = after
+                        .find("] [")
+                        .unwrap_or_else(|| after.rfind(']').unwrap_or(after.len()));
                     args.push(after[..end].to_string());
                     s = &after[end.min(after.len())..];
                     s = s.strip_prefix(']').unwrap_or(s);

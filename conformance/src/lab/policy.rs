@@ -60,17 +60,26 @@ pub struct AccessRule {
 impl AccessRule {
     /// A rule for `path` with nothing set.
     pub fn new(path: impl Into<String>) -> AccessRule {
-        AccessRule { path: path.into(), ..Default::default() }
+        AccessRule {
+            path: path.into(),
+            ..Default::default()
+        }
     }
 
     /// `path` admitted to 127.0.0.1 and ::1 (`admit_ips`).
     pub fn admit_loopback(path: impl Into<String>) -> AccessRule {
-        AccessRule { admit_ips: loopbacks(), ..AccessRule::new(path) }
+        AccessRule {
+            admit_ips: loopbacks(),
+            ..AccessRule::new(path)
+        }
     }
 
     /// `path` denied to 127.0.0.1 and ::1 (`deny_ips`).
     pub fn deny_loopback(path: impl Into<String>) -> AccessRule {
-        AccessRule { deny_ips: loopbacks(), ..AccessRule::new(path) }
+        AccessRule {
+            deny_ips: loopbacks(),
+            ..AccessRule::new(path)
+        }
     }
 
     /// The promise text (indented for an `access:` section).
@@ -92,7 +101,11 @@ impl AccessRule {
                 attrs.push(format!("{k} => {}", slist(v)));
             }
         }
-        for (k, v) in [("shortcut", &self.shortcut), ("resource_type", &self.resource_type), ("handle", &self.handle)] {
+        for (k, v) in [
+            ("shortcut", &self.shortcut),
+            ("resource_type", &self.resource_type),
+            ("handle", &self.handle),
+        ] {
             if let Some(v) = v {
                 attrs.push(format!("{k} => {}", quote(v)));
             }
@@ -106,7 +119,13 @@ impl AccessRule {
             s.push_str(";\n");
         } else {
             s.push('\n');
-            s.push_str(&attrs.iter().map(|a| format!("      {a}")).collect::<Vec<_>>().join(",\n"));
+            s.push_str(
+                &attrs
+                    .iter()
+                    .map(|a| format!("      {a}"))
+                    .collect::<Vec<_>>()
+                    .join(",\n"),
+            );
             s.push_str(";\n");
         }
         s
@@ -236,7 +255,12 @@ impl ServerPolicy {
             if !self.roles.is_empty() {
                 s.push_str("  roles:\n");
                 for (class, users) in &self.roles {
-                    let _ = writeln!(s, "    {}\n      authorize => {};", quote(class), slist(users));
+                    let _ = writeln!(
+                        s,
+                        "    {}\n      authorize => {};",
+                        quote(class),
+                        slist(users)
+                    );
                 }
             }
             s.push_str("}\n\n");
@@ -360,7 +384,11 @@ impl CopySpec {
         s.push_str("}\n\n");
         if self.recurse {
             let depth = self.depth.as_deref().unwrap_or("inf");
-            let _ = writeln!(s, "body depth_search rcflab_depth_{i}\n{{\n  depth => {};\n}}\n", quote(depth));
+            let _ = writeln!(
+                s,
+                "body depth_search rcflab_depth_{i}\n{{\n  depth => {};\n}}\n",
+                quote(depth)
+            );
         }
         let _ = writeln!(
             s,
@@ -378,7 +406,11 @@ impl CopySpec {
         attrs.push(format!("classes => rcflab_outcome_{i}"));
         attrs.extend(self.promise_attrs.iter().cloned());
         let body: Vec<String> = attrs.iter().map(|a| format!("      {a}")).collect();
-        format!("    {}\n{};\n", quote(&self.dest.to_string_lossy()), body.join(",\n"))
+        format!(
+            "    {}\n{};\n",
+            quote(&self.dest.to_string_lossy()),
+            body.join(",\n")
+        )
     }
 }
 
@@ -397,7 +429,10 @@ pub fn copy_policy(specs: &[CopySpec]) -> String {
     s.push_str("\n  reports:\n");
     for i in 0..specs.len() {
         for o in ["kept", "repaired", "failed", "denied", "timeout"] {
-            let _ = writeln!(s, "    \"RCFLAB-OUTCOME {i} {o}\"\n      if => \"rcflab_{i}_{o}\";");
+            let _ = writeln!(
+                s,
+                "    \"RCFLAB-OUTCOME {i} {o}\"\n      if => \"rcflab_{i}_{o}\";"
+            );
         }
     }
     s.push_str("}\n");

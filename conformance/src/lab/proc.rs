@@ -13,11 +13,44 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long a stopping process gets between SIGTERM and SIGKILL.
 pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
+type SpawnReq = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Fork every child from one long-lived thread. `PR_SET_PDEATHSIG` fires
+/// when the *thread* that forked exits, so forking from test threads would
+/// kill a server as soon as the test thread that started it ends (e.g. a
+/// server shared between tests). This thread lives until the process
+/// exits, so children die exactly when the test process dies, whatever
+/// thread started or stops them.
+fn spawn_via_spawner(cmd: Command) -> std::io::Result<Child> {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    static SPAWNER: OnceLock<Mutex<Sender<SpawnReq>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<SpawnReq>();
+        std::thread::Builder::new()
+            .name("rcf-lab-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("start the rcf-lab spawner thread");
+        Mutex::new(tx)
+    });
+    let (rtx, rrx) = channel();
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, rtx))
+        .map_err(|_| std::io::Error::other("rcf-lab spawner thread is gone"))?;
+    rrx.recv()
+        .map_err(|_| std::io::Error::other("rcf-lab spawner thread is gone"))?
+}
+
 /// Spawn `cmd` with stdout+stderr appended to `log`, stdin piped if `stdin`
 /// is given (written and closed at once), in its own process group and with
-/// PDEATHSIG set.
+/// PDEATHSIG set (forked from the spawner thread, see above).
 pub(crate) fn spawn_logged(
-    cmd: &mut Command,
+    mut cmd: Command,
     log: &Path,
     stdin: Option<&[u8]>,
 ) -> Result<Child, LabError> {
@@ -28,20 +61,37 @@ pub(crate) fn spawn_logged(
         .map_err(|e| LabError::io(format!("open log {}", log.display()), e))?;
     let err = out.try_clone().map_err(|e| LabError::io("dup log fd", e))?;
     cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+    // between fork and exec.
+    let parent = std::process::id() as libc::pid_t;
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
+            }
+            // the test process died between fork and prctl: do not outlive it
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("parent exited"));
             }
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| LabError::io(format!("spawn {:?}", cmd.get_program()), e))?;
+    let program = cmd.get_program().to_owned();
+    let mut child =
+        spawn_via_spawner(cmd).map_err(|e| LabError::io(format!("spawn {program:?}"), e))?;
     if let Some(data) = stdin {
         if let Some(mut pipe) = child.stdin.take() {
             // Small inputs only (prompt answers); a full pipe would block.
@@ -130,9 +180,13 @@ pub struct Daemon {
 impl Daemon {
     /// Spawn `cmd` (env and args already set) with stdout+stderr appended to
     /// `log`. `name` is used in messages.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Daemon, LabError> {
-        let child = spawn_logged(&mut cmd, log, None)?;
-        Ok(Daemon { child: Some(child), name: name.to_string(), log: log.to_path_buf() })
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Daemon, LabError> {
+        let child = spawn_logged(cmd, log, None)?;
+        Ok(Daemon {
+            child: Some(child),
+            name: name.to_string(),
+            log: log.to_path_buf(),
+        })
     }
 
     /// Its PID.
@@ -147,12 +201,16 @@ impl Daemon {
 
     /// The whole log so far (lossy UTF-8).
     pub fn log(&self) -> String {
-        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Still running?
     pub fn is_running(&self) -> bool {
-        self.child.as_ref().is_some_and(|c| !exited_unreaped(c.id()))
+        self.child
+            .as_ref()
+            .is_some_and(|c| !exited_unreaped(c.id()))
     }
 
     /// Poll the log until it contains `needle` (true) or `timeout` passes.
@@ -185,7 +243,10 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 return Err(LabError::failed(
-                    format!("{} not listening on port {port} after {timeout:?}", self.name),
+                    format!(
+                        "{} not listening on port {port} after {timeout:?}",
+                        self.name
+                    ),
                     tail(&self.log(), 40),
                 ));
             }

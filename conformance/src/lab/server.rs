@@ -2,7 +2,9 @@
 
 use super::client::run_tool;
 use super::proc::Daemon;
-use super::{free_port, host_port, tail, LabError, ServerPolicy, Workdir, START_TIMEOUT, TOOL_TIMEOUT};
+use super::{
+    free_port, host_port, tail, LabError, ServerPolicy, Workdir, START_TIMEOUT, TOOL_TIMEOUT,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -32,9 +34,16 @@ impl RealServer {
     /// Fails with the log tail if the log says `going to failsafe` or the
     /// process exits. Creates the host key if missing. With `policy.port ==
     /// 0` a free port is chosen (retried up to 3 times on a lost race).
-    pub fn start_with_flags(wd: &Workdir, policy: &ServerPolicy, flags: &[&str]) -> Result<RealServer, LabError> {
+    pub fn start_with_flags(
+        wd: &Workdir,
+        policy: &ServerPolicy,
+        flags: &[&str],
+    ) -> Result<RealServer, LabError> {
         if !is_loopback(&policy.bind) {
-            return Err(LabError::failed("refusing to start cf-serverd", format!("bind address {:?} is not loopback", policy.bind)));
+            return Err(LabError::failed(
+                "refusing to start cf-serverd",
+                format!("bind address {:?} is not loopback", policy.bind),
+            ));
         }
         wd.cf_key()?;
         let attempts = if policy.port == 0 { 3 } else { 1 };
@@ -52,16 +61,30 @@ impl RealServer {
         Err(last.expect("at least one attempt"))
     }
 
-    fn start_once(wd: &Workdir, policy: &ServerPolicy, flags: &[&str]) -> Result<RealServer, LabError> {
+    fn start_once(
+        wd: &Workdir,
+        policy: &ServerPolicy,
+        flags: &[&str],
+    ) -> Result<RealServer, LabError> {
         let inputs = wd.inputs();
-        for f in ["failsafe.cf", "cf_promises_release_id", "cf_promises_validated"] {
+        for f in [
+            "failsafe.cf",
+            "cf_promises_release_id",
+            "cf_promises_validated",
+        ] {
             let _ = std::fs::remove_file(inputs.join(f));
         }
         let policy_path = inputs.join("promises.cf");
         std::fs::write(&policy_path, policy.render())
             .map_err(|e| LabError::io(format!("write {}", policy_path.display()), e))?;
         let pp = policy_path.to_string_lossy().into_owned();
-        let check = run_tool(wd, &wd.bins().promises, &["-c", "-f", &pp], None, TOOL_TIMEOUT)?;
+        let check = run_tool(
+            wd,
+            &wd.bins().promises,
+            &["-c", "-f", &pp],
+            None,
+            TOOL_TIMEOUT,
+        )?;
         if !check.success() {
             return Err(LabError::failed(
                 format!("server policy {pp} does not validate"),
@@ -69,28 +92,44 @@ impl RealServer {
             ));
         }
         if super::port_listening(policy.port) {
-            return Err(LabError::failed("cf-serverd start", format!("port {} is already in use", policy.port)));
+            return Err(LabError::failed(
+                "cf-serverd start",
+                format!("port {} is already in use", policy.port),
+            ));
         }
         let log = wd.next_log("cf-serverd", "log");
         let mut cmd = wd.command(&wd.bins().serverd);
-        cmd.arg("-F").arg("-l").args(flags).arg("-f").arg(&policy_path);
+        cmd.arg("-F")
+            .arg("-l")
+            .args(flags)
+            .arg("-f")
+            .arg(&policy_path);
         let t0 = Instant::now();
         let daemon = Daemon::spawn("cf-serverd", cmd, &log)?;
         let deadline = t0 + START_TIMEOUT;
         loop {
             let text = daemon.log();
             if text.contains("going to failsafe") {
-                return Err(LabError::failed("cf-serverd rejected the policy (failsafe)", tail(&text, 40)));
+                return Err(LabError::failed(
+                    "cf-serverd rejected the policy (failsafe)",
+                    tail(&text, 40),
+                ));
             }
             if !daemon.is_running() {
-                return Err(LabError::failed("cf-serverd exited at start", tail(&text, 40)));
+                return Err(LabError::failed(
+                    "cf-serverd exited at start",
+                    tail(&text, 40),
+                ));
             }
             if text.contains("Server is starting") && super::port_listening(policy.port) {
                 break;
             }
             if Instant::now() >= deadline {
                 return Err(LabError::failed(
-                    format!("cf-serverd not listening on {} after {START_TIMEOUT:?}", policy.port),
+                    format!(
+                        "cf-serverd not listening on {} after {START_TIMEOUT:?}",
+                        policy.port
+                    ),
                     tail(&text, 40),
                 ));
             }
@@ -176,5 +215,14 @@ impl RealServer {
 }
 
 fn is_loopback(addr: &str) -> bool {
-    addr.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+    addr.parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_loopback())
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("rcf lab: cf-serverd log: {}", self.log_path().display());
+        }
+    }
 }

@@ -26,7 +26,8 @@ impl DataTree {
 
 fn w(p: &Path, data: &[u8]) -> Result<(), LabError> {
     if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).map_err(|e| LabError::io(format!("mkdir {}", d.display()), e))?;
+        std::fs::create_dir_all(d)
+            .map_err(|e| LabError::io(format!("mkdir {}", d.display()), e))?;
     }
     std::fs::write(p, data).map_err(|e| LabError::io(format!("write {}", p.display()), e))
 }
@@ -63,28 +64,44 @@ pub fn make_data_tree(root: &Path) -> Result<DataTree, LabError> {
     w(&share.join("big.bin"), &big_bin())?;
     let link = share.join("link.txt");
     if std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink("hello.txt", &link).map_err(|e| LabError::io("symlink link.txt", e))?;
+        std::os::unix::fs::symlink("hello.txt", &link)
+            .map_err(|e| LabError::io("symlink link.txt", e))?;
     }
     w(&share.join("tree/a.txt"), b"file a\n")?;
     w(&share.join("tree/sub/b.txt"), b"file b\n")?;
     w(&share.join("tree/sub/deeper/c.txt"), b"file c\n")?;
     for i in 1..=300 {
-        w(&share.join(format!("many/entry-with-a-longish-name-{i:03}.txt")), b"")?;
+        w(
+            &share.join(format!("many/entry-with-a-longish-name-{i:03}.txt")),
+            b"",
+        )?;
     }
     w(&secret.join("secret.txt"), b"top secret\n")?;
     w(
         &mf.join("promises.cf"),
         b"body common control\n{\n  bundlesequence => { \"main\" };\n  inputs => { \"lib/stdlib.cf\" };\n}\nbundle agent main\n{\n  reports:\n    \"lab masterfiles promises.cf evaluated\";\n}\n",
     )?;
-    w(&mf.join("update.cf"), b"bundle agent update\n{\n  reports:\n    \"update\";\n}\n")?;
-    w(&mf.join("lib/stdlib.cf"), b"bundle agent lab_stdlib\n{\n  vars:\n    \"x\" string => \"y\";\n}\n")?;
+    w(
+        &mf.join("update.cf"),
+        b"bundle agent update\n{\n  reports:\n    \"update\";\n}\n",
+    )?;
+    w(
+        &mf.join("lib/stdlib.cf"),
+        b"bundle agent lab_stdlib\n{\n  vars:\n    \"x\" string => \"y\";\n}\n",
+    )?;
     w(&mf.join("services/main.cf"), b"# placeholder\n")?;
     chmod_a_rx(root)?;
-    Ok(DataTree { root: root.to_path_buf(), share, secret, masterfiles: mf })
+    Ok(DataTree {
+        root: root.to_path_buf(),
+        share,
+        secret,
+        masterfiles: mf,
+    })
 }
 
 fn chmod_a_rx(p: &Path) -> Result<(), LabError> {
-    let md = std::fs::symlink_metadata(p).map_err(|e| LabError::io(format!("stat {}", p.display()), e))?;
+    let md = std::fs::symlink_metadata(p)
+        .map_err(|e| LabError::io(format!("stat {}", p.display()), e))?;
     if md.file_type().is_symlink() {
         return Ok(());
     }
@@ -93,7 +110,9 @@ fn chmod_a_rx(p: &Path) -> Result<(), LabError> {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | add))
         .map_err(|e| LabError::io(format!("chmod {}", p.display()), e))?;
     if md.is_dir() {
-        for e in std::fs::read_dir(p).map_err(|e| LabError::io(format!("readdir {}", p.display()), e))? {
+        for e in
+            std::fs::read_dir(p).map_err(|e| LabError::io(format!("readdir {}", p.display()), e))?
+        {
             let e = e.map_err(|e| LabError::io("readdir", e))?;
             chmod_a_rx(&e.path())?;
         }
@@ -109,10 +128,23 @@ enum Node {
     Other,
 }
 
-fn walk(root: &Path, rel: &Path, deref: bool, out: &mut BTreeMap<PathBuf, Node>) -> Result<(), String> {
-    let p = if rel.as_os_str().is_empty() { root.to_path_buf() } else { root.join(rel) };
-    let md = if deref { std::fs::metadata(&p) } else { std::fs::symlink_metadata(&p) }
-        .map_err(|e| format!("stat {}: {e}", p.display()))?;
+fn walk(
+    root: &Path,
+    rel: &Path,
+    deref: bool,
+    out: &mut BTreeMap<PathBuf, Node>,
+) -> Result<(), String> {
+    let p = if rel.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let md = if deref {
+        std::fs::metadata(&p)
+    } else {
+        std::fs::symlink_metadata(&p)
+    }
+    .map_err(|e| format!("stat {}: {e}", p.display()))?;
     let ft = md.file_type();
     if ft.is_symlink() {
         let t = std::fs::read_link(&p).map_err(|e| format!("readlink {}: {e}", p.display()))?;
@@ -152,12 +184,25 @@ fn compare(a: &Path, b: &Path, deref: bool) -> Result<(), String> {
     let mut diffs = Vec::new();
     for (k, va) in &ta {
         match tb.get(k) {
-            None => diffs.push(format!("only in {}: {} ({})", a.display(), k.display(), describe(va))),
+            None => diffs.push(format!(
+                "only in {}: {} ({})",
+                a.display(),
+                k.display(),
+                describe(va)
+            )),
             Some(vb) if va != vb => {
                 let detail = match (va, vb) {
                     (Node::File(x), Node::File(y)) => {
-                        let at = x.iter().zip(y.iter()).position(|(p, q)| p != q).unwrap_or(x.len().min(y.len()));
-                        format!("contents differ: {} vs {} bytes, first difference at offset {at}", x.len(), y.len())
+                        let at = x
+                            .iter()
+                            .zip(y.iter())
+                            .position(|(p, q)| p != q)
+                            .unwrap_or(x.len().min(y.len()));
+                        format!(
+                            "contents differ: {} vs {} bytes, first difference at offset {at}",
+                            x.len(),
+                            y.len()
+                        )
                     }
                     _ => format!("{} vs {}", describe(va), describe(vb)),
                 };
@@ -168,7 +213,12 @@ fn compare(a: &Path, b: &Path, deref: bool) -> Result<(), String> {
     }
     for (k, vb) in &tb {
         if !ta.contains_key(k) {
-            diffs.push(format!("only in {}: {} ({})", b.display(), k.display(), describe(vb)));
+            diffs.push(format!(
+                "only in {}: {} ({})",
+                b.display(),
+                k.display(),
+                describe(vb)
+            ));
         }
     }
     if diffs.is_empty() {
@@ -176,7 +226,12 @@ fn compare(a: &Path, b: &Path, deref: bool) -> Result<(), String> {
     } else {
         let n = diffs.len();
         diffs.truncate(30);
-        Err(format!("trees {} and {} differ ({n} differences):\n  {}", a.display(), b.display(), diffs.join("\n  ")))
+        Err(format!(
+            "trees {} and {} differ ({n} differences):\n  {}",
+            a.display(),
+            b.display(),
+            diffs.join("\n  ")
+        ))
     }
 }
 
@@ -201,9 +256,15 @@ mod tests {
     fn data_tree_and_compare() {
         let t = tempfile::tempdir().unwrap();
         let d = make_data_tree(t.path()).unwrap();
-        assert_eq!(std::fs::metadata(d.share.join("seq.txt")).unwrap().len(), 3893);
+        assert_eq!(
+            std::fs::metadata(d.share.join("seq.txt")).unwrap().len(),
+            3893
+        );
         assert_eq!(std::fs::read(d.share.join("big.bin")).unwrap(), big_bin());
-        assert_eq!(std::fs::read_dir(d.share.join("many")).unwrap().count(), 300);
+        assert_eq!(
+            std::fs::read_dir(d.share.join("many")).unwrap().count(),
+            300
+        );
         trees_equal(&d.share, &d.share).unwrap();
         let e = trees_equal(&d.share, &d.share.join("tree")).unwrap_err();
         assert!(e.contains("only in"), "{e}");

@@ -16,10 +16,11 @@ use std::process::Command;
 ///   lab-logs/      our logs: cf-serverd-N.log, tool runs, generated policies
 /// scratch/         free for the test: data trees, copy destinations, scripts
 /// ```
-/// Removed on drop unless `RCF_LAB_KEEP=1`.
+/// Removed on drop unless `RCF_LAB_KEEP=1`, or unless the thread is
+/// panicking (a failing test): then it is kept and its path printed.
 #[derive(Debug)]
 pub struct Workdir {
-    _tmp: Option<tempfile::TempDir>,
+    tmp: Option<tempfile::TempDir>,
     root: PathBuf,
     work: PathBuf,
     name: String,
@@ -54,7 +55,14 @@ impl Workdir {
             Some(tmp)
         };
         let work = root.join("work");
-        let wd = Workdir { _tmp: tmp, root, work, name: name.to_string(), bins, key_id: Default::default() };
+        let wd = Workdir {
+            tmp,
+            root,
+            work,
+            name: name.to_string(),
+            bins,
+            key_id: Default::default(),
+        };
         for d in ["inputs", "ppkeys"] {
             mkdir(&wd.work.join(d), Some(0o700))?;
         }
@@ -167,7 +175,10 @@ impl Workdir {
     /// Returns the installed path.
     pub fn trust(&self, other: &Workdir, user: &str) -> Result<PathBuf, LabError> {
         let id = other.key_id()?;
-        install_key(&other.pubkey_path(), &self.ppkeys().join(format!("{user}-{id}.pub")))
+        install_key(
+            &other.pubkey_path(),
+            &self.ppkeys().join(format!("{user}-{id}.pub")),
+        )
     }
 
     /// Trust any PEM public key file (e.g. one made by `rcf-key`) for `user`.
@@ -209,7 +220,12 @@ impl Workdir {
     pub(crate) fn next_log(&self, stem: &str, ext: &str) -> PathBuf {
         for n in 1.. {
             let p = self.logs().join(format!("{stem}-{n}.{ext}"));
-            if std::fs::OpenOptions::new().write(true).create_new(true).open(&p).is_ok() {
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .is_ok()
+            {
                 return p;
             }
         }
@@ -218,8 +234,12 @@ impl Workdir {
 }
 
 fn install_key(pubkey: &Path, dest: &Path) -> Result<PathBuf, LabError> {
-    std::fs::copy(pubkey, dest)
-        .map_err(|e| LabError::io(format!("copy {} to {}", pubkey.display(), dest.display()), e))?;
+    std::fs::copy(pubkey, dest).map_err(|e| {
+        LabError::io(
+            format!("copy {} to {}", pubkey.display(), dest.display()),
+            e,
+        )
+    })?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| LabError::io(format!("chmod {}", dest.display()), e))?;
     Ok(dest.to_path_buf())
@@ -228,9 +248,27 @@ fn install_key(pubkey: &Path, dest: &Path) -> Result<PathBuf, LabError> {
 fn key_id_of(wd: &Workdir, pubkey: &Path) -> Result<String, LabError> {
     let p = pubkey.to_string_lossy();
     let run = run_tool(wd, &wd.bins.key, &["-p", &p], None, TOOL_TIMEOUT)?;
-    let id = run.output.lines().map(str::trim).find(|l| l.starts_with("MD5=") || l.starts_with("SHA="));
+    let id = run
+        .output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("MD5=") || l.starts_with("SHA="));
     match id {
         Some(id) if run.success() => Ok(id.to_string()),
         _ => Err(LabError::failed(format!("cf-key -p {p}"), run.output)),
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(t) = self.tmp.take() {
+                let p = t.keep();
+                eprintln!(
+                    "rcf lab: test failed, keeping work dir {} for post-mortem",
+                    p.display()
+                );
+            }
+        }
     }
 }
