@@ -100,7 +100,7 @@ pub use fixture::Lab;
 pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
-pub use rcf::{rcf_bin, RcfServer};
+pub use rcf::RcfServer;
 pub use server::RealServer;
 pub use tree::{make_data_tree, trees_equal, trees_equal_deref, DataTree};
 pub use workdir::Workdir;

@@ -2,31 +2,9 @@
 //! real one, so one test can hold both servers to the same expectations.
 
 use super::proc::Daemon;
-use super::{free_port, host_port, tail, LabError, ServerPolicy, Workdir, START_TIMEOUT};
+use super::{free_port, host_port, rcf_binary, tail, LabError, ServerPolicy, Workdir, START_TIMEOUT};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Where the workspace's binaries are: `$RCF_BIN_DIR`, else the directory
-/// of the running test's target profile (`target/<profile>`).
-pub fn rcf_bin(name: &str) -> Result<PathBuf, LabError> {
-    let dir = match std::env::var_os("RCF_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let exe = std::env::current_exe().map_err(|e| LabError::io("current_exe", e))?;
-            // target/<profile>/deps/<test-binary>
-            exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
-        }
-    };
-    let p = dir.join(name);
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(LabError::failed(
-            format!("{name} not found at {}", p.display()),
-            "build it first (`cargo test --workspace` builds every binary) or set RCF_BIN_DIR",
-        ))
-    }
-}
 
 /// A running `rcf-serverd -F -v --workdir <wd> -f <wd>/inputs/promises.cf`.
 /// Stopped by PID on drop, like [`RealServer`](super::RealServer).
@@ -56,7 +34,7 @@ impl RcfServer {
         }
         let policy_path = wd.inputs().join("promises.cf");
         std::fs::write(&policy_path, p.render()).map_err(|e| LabError::io(format!("write {}", policy_path.display()), e))?;
-        let bin = rcf_bin("rcf-serverd")?;
+        let bin = rcf_binary("rcf-serverd")?;
         let log = wd.next_log("rcf-serverd", "log");
         let mut cmd = wd.command(&bin);
         cmd.arg("-F").args(flags).arg("--workdir").arg(wd.path()).arg("-f").arg(&policy_path);
