@@ -260,7 +260,10 @@ fn main() {
         }
     };
     for w in &policy.warnings {
-        startup_logger.log(Level::Warning, None, &w.to_string());
+        // The TLS settings below report TLS findings themselves, once.
+        if !w.message.starts_with("Disabling TLS 1.3") {
+            startup_logger.log(Level::Warning, None, &w.to_string());
+        }
     }
     for l in policy.summary_lines() {
         startup_logger.log(Level::Verbose, None, &l);
@@ -277,8 +280,13 @@ fn main() {
         policy.control.allowciphers.as_deref(),
         policy.control.allowtlsversion.as_deref(),
     );
+    // When nothing usable remains, say so in ONE warning naming the setting
+    // (the details go to verbose); otherwise each finding is a warning.
+    let unusable = settings.is_unusable();
     for w in &warnings {
-        startup_logger.log(Level::Warning, None, &w.to_string());
+        let is_summary = matches!(w.kind, rcf_core::tls::TlsWarningKind::Unusable(_));
+        let lvl = if unusable && !is_summary { Level::Verbose } else { Level::Warning };
+        startup_logger.log(lvl, None, &w.to_string());
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let clock = TlsClock::new(now);
@@ -289,9 +297,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let ServerTls::Refusing(why) = &tls {
-        startup_logger.log(Level::Warning, None, &format!("Every TLS handshake will be refused: {why}"));
-    }
     let port = cli.port.unwrap_or(policy.control.port);
     let bind_addr = cli.bind.clone().unwrap_or_else(|| policy.control.bindtointerface.clone());
     let listeners = match bind(&bind_addr, port) {
