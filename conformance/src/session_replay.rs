@@ -158,6 +158,28 @@ fn world_of(t: &Transcript) -> (World, TablePolicy) {
             _ => {}
         }
     }
+    // EXEC: the lab's cfruncommand, admitted, run for root; its output and
+    // exit code as recorded.
+    let cmd = "/tmp/cfe-lab/cfrun.sh";
+    pol.cfruncommand = cmd.into();
+    pol.allowusers = vec!["root".into()];
+    pol.paths.push((cmd.as_bytes().to_vec(), vec!["*".into()]));
+    w.nodes.entry(cmd.as_bytes().to_vec()).or_insert(Node {
+        data: vec![],
+        stat: crate::world::file_stat(0, 0o755, 0),
+        listing: None,
+        digest: None,
+    });
+    for r in &t.records {
+        if let (Dir::Server, Kind::Txn { payload, .. }) = (&r.dir, &r.kind) {
+            if let Some(line) = payload.strip_prefix(b"> ") {
+                w.exec_output.push(line.strip_suffix(b"\n").unwrap_or(line).to_vec());
+            }
+            if let Some(code) = payload.strip_prefix(b"(exit code: ") {
+                w.exec_exit = String::from_utf8_lossy(code).trim_end_matches(")\n").parse().ok();
+            }
+        }
+    }
     w.key = Some(if t.name.contains("untrusted") { KeyStatus::Missing } else { KeyStatus::Trusted });
     (w, pol)
 }

@@ -38,6 +38,16 @@ pub struct TablePolicy {
     pub trust_from: Vec<String>,
     /// `denybadclocks`.
     pub deny_bad_clocks: bool,
+    /// `cfruncommand`.
+    pub cfruncommand: String,
+    /// `allowusers`.
+    pub allowusers: Vec<String>,
+    /// Classes granted by `roles` (to every user, in this table).
+    pub roles: Vec<String>,
+    /// Bundles granted by `bundle` access rules.
+    pub bundles: Vec<String>,
+    /// Classes defined on the server.
+    pub defined: Vec<String>,
 }
 
 impl PolicyView for TablePolicy {
@@ -72,8 +82,26 @@ impl PolicyView for TablePolicy {
     }
 
     fn check_name(&self, resource: Resource, name: &[u8], _peer: &Peer) -> Decision {
-        let allowed = resource == Resource::Literal && self.literals.iter().any(|l| l == name);
+        let n = String::from_utf8_lossy(name);
+        let allowed = match resource {
+            Resource::Literal => self.literals.iter().any(|l| l == name),
+            Resource::Role => self.roles.iter().any(|r| *r == n),
+            Resource::Bundle => self.bundles.iter().any(|b| *b == n),
+            _ => false,
+        };
         Decision { allowed, rule: String::new() }
+    }
+
+    fn cfruncommand(&self) -> &str {
+        &self.cfruncommand
+    }
+
+    fn user_may_exec(&self, user: &str) -> bool {
+        !user.is_empty() && self.allowusers.iter().any(|u| u == user)
+    }
+
+    fn class_defined(&self, name: &str) -> bool {
+        self.defined.iter().any(|c| c == name)
     }
 
     fn trusts_keys_from(&self, ip: &str) -> bool {
@@ -110,6 +138,13 @@ pub struct World {
     /// Mutations applied after a file is opened (path -> new content), to
     /// simulate a file changing mid-transfer.
     pub change_after_open: HashMap<Vec<u8>, Vec<u8>>,
+    /// What a started program prints, line by line.
+    pub exec_output: Vec<Vec<u8>>,
+    /// Its exit code (`None`: killed).
+    pub exec_exit: Option<i32>,
+    /// Every argv the session asked to run.
+    pub exec_runs: Vec<Vec<String>>,
+    exec_pending: std::collections::VecDeque<Vec<u8>>,
 }
 
 fn trim(p: &[u8]) -> Vec<u8> {
@@ -182,6 +217,16 @@ impl World {
                 Some(l) => Ok(l),
                 None => Err("Not a directory".into()),
             })),
+            Event::ExecStart { argv } => {
+                self.exec_runs.push(argv.clone());
+                self.exec_pending = self.exec_output.iter().cloned().collect();
+                Some(Answer::ExecStarted(Ok(7)))
+            }
+            Event::ExecRead { .. } => Some(Answer::ExecOutput(match self.exec_pending.pop_front() {
+                Some(l) => rcf_core::server::io::ExecChunk::Line(l),
+                None => rcf_core::server::io::ExecChunk::Exit(self.exec_exit),
+            })),
+            Event::ExecKill { .. } => None,
             Event::Digest { path } => Some(Answer::Digest(self.nodes.get(&trim(path)).map(|n| {
                 n.digest.unwrap_or_else(|| {
                     use md5::Digest as _;

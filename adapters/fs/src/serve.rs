@@ -312,6 +312,13 @@ impl ServerFs {
             }
             Event::ListDir { path } => (Some(Answer::Listing(list_dir(path))), None),
             Event::Digest { path } => (Some(Answer::Digest(self.digests.digest(path))), None),
+            // Programs are run by the runtime adapter, which owns the child
+            // processes and their timeouts; reaching here is a wiring bug.
+            Event::ExecStart { .. } => (Some(Answer::ExecStarted(Err("EXEC is not handled by rcf-fs".into()))), None),
+            Event::ExecRead { .. } => {
+                (Some(Answer::ExecOutput(rcf_core::server::io::ExecChunk::Exit(None))), None)
+            }
+            Event::ExecKill { .. } => (None, None),
         }
     }
 }

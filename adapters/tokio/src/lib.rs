@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 mod classic;
+mod exec;
 
 /// Writes log lines in cf-serverd's format: `<level>: <ip>>       <text>`.
 pub struct Logger {
@@ -101,6 +102,10 @@ pub struct Shared {
     pub logger: Arc<Logger>,
     /// Counters.
     pub stats: Stats,
+    /// Bounds concurrent EXEC runs.
+    pub exec_slots: Arc<tokio::sync::Semaphore>,
+    /// How long one EXEC run may take before it is killed.
+    pub exec_timeout: Duration,
     origin: Instant,
 }
 
@@ -131,6 +136,8 @@ impl Shared {
             write_timeout,
             logger,
             stats: Stats::default(),
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+            exec_timeout: Duration::from_secs(600),
             origin: Instant::now(),
         })
     }
@@ -255,6 +262,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let policy = policy_rx.borrow_and_update().clone();
     let mut conn = Connection::new(tls, shared.cfg.clone(), policy, ip.clone(), shared.now());
     let mut files = Some(Files::default());
+    let mut run: Option<exec::Run> = None;
     let mut buf = vec![0u8; 16 * 1024];
     let mut established = false;
     let mut served = 0u64;
@@ -276,6 +284,15 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             if let Event::Log { level, message } = &ev {
                 log(*level, message);
                 continue;
+            }
+            if let Some(answer) = exec::handle(&shared, &ip, &ev, &mut run).await {
+                if let Some(a) = answer {
+                    if let Err(e) = conn.handle_answer(shared.now(), a) {
+                        log(Level::Error, &format!("internal: {e}"));
+                        return;
+                    }
+                }
+                break;
             }
             let fs = shared.fs.clone();
             let mut f = files.take().unwrap_or_default();

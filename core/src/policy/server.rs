@@ -256,6 +256,9 @@ pub struct ServerPolicy {
     pub notes: Vec<Diagnostic>,
     /// Every policy file loaded, in load order.
     pub files: Vec<String>,
+    /// Classes defined on this server after evaluation (hard classes and
+    /// `bundle common` classes), for EXEC's class selection (`cf-runagent -s`).
+    pub defined_classes: std::collections::BTreeSet<String>,
 }
 
 const SERVER_CONTROL_ATTRS: &[&str] = &[
@@ -337,6 +340,7 @@ pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, 
     }
     pol.warnings = std::mem::take(&mut l.ev.warnings);
     pol.notes = l.notes;
+    pol.defined_classes = l.ev.classes.clone();
     Ok(pol)
 }
 

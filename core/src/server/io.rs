@@ -171,6 +171,32 @@ pub enum Event {
         /// Canonical path.
         path: Vec<u8>,
     },
+    /// Run a program without a shell, stdout and stderr merged, bounded by
+    /// the adapter's timeout and concurrency limit. Answer: [`Answer::ExecStarted`].
+    ExecStart {
+        /// Program and arguments, exactly (see `server::exec`).
+        argv: Vec<String>,
+    },
+    /// The next output line of a running program. Answer: [`Answer::ExecOutput`].
+    ExecRead {
+        /// From [`Answer::ExecStarted`].
+        handle: u64,
+    },
+    /// Kill and reap a program whose connection ended. No answer.
+    ExecKill {
+        /// The handle.
+        handle: u64,
+    },
+}
+
+/// One step of a running program's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    /// A line, without its newline.
+    Line(Vec<u8>),
+    /// The program ended: its exit code, or `None` when killed by a signal
+    /// (including the adapter's timeout).
+    Exit(Option<i32>),
 }
 
 /// The adapter's answer to the last question.
@@ -201,4 +227,8 @@ pub enum Answer {
     Listing(Result<Vec<Vec<u8>>, String>),
     /// For [`Event::Digest`]: `None` when the file could not be read.
     Digest(Option<[u8; 16]>),
+    /// For [`Event::ExecStart`]: a handle, or why the program could not start.
+    ExecStarted(Result<u64, String>),
+    /// For [`Event::ExecRead`].
+    ExecOutput(ExecChunk),
 }

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod conn;
+pub mod exec;
 pub mod io;
 pub mod session;
 pub mod policy_view;

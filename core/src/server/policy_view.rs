@@ -42,6 +42,7 @@ impl PolicyView for ServerPolicy {
             Resource::Query => Request::Query(n),
             Resource::Context => Request::Context(n),
             Resource::Bundle => Request::Bundle(n),
+            Resource::Role => Request::Role(n),
         };
         decision(self.check(&facts(peer), req))
     }
@@ -56,5 +57,23 @@ impl PolicyView for ServerPolicy {
 
     fn needs_reverse_dns(&self) -> bool {
         self.reverse_dns
+    }
+
+    fn cfruncommand(&self) -> &str {
+        &self.control.cfruncommand
+    }
+
+    fn user_may_exec(&self, user: &str) -> bool {
+        !user.is_empty() && self.control.allowusers.iter().any(|u| u == user)
+    }
+
+    fn class_defined(&self, name: &str) -> bool {
+        if self.defined_classes.contains(name) {
+            return true;
+        }
+        match crate::policy::addr::compile(name) {
+            Some(re) => self.defined_classes.iter().any(|c| crate::policy::addr::full_match(&re, c)),
+            None => false,
+        }
     }
 }

@@ -17,7 +17,8 @@ use crate::identity::{self, LineBuffer};
 use crate::reply;
 use crate::request::{self, Dialect, Request, RequestError};
 
-use super::io::{Answer, Canonical, Event, KeyStatus, Level, Now, OpenedFile};
+use super::exec::{self, TokenKind};
+use super::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, Level, Now, OpenedFile};
 use super::view::{Peer, PolicyView, Resource};
 
 /// GET data goes out in blocks of this size, whatever the client's bufsize,
@@ -95,6 +96,17 @@ enum Waiting {
     Read(Transfer),
     Listing { path: Vec<u8> },
     Digest { digest: [u8; 16] },
+    ExecCanon { args: String },
+    ExecStart,
+    ExecRead { handle: u64 },
+}
+
+/// An admitted EXEC reading cf-runagent's class-selection transactions.
+#[derive(Debug)]
+struct ExecClasses {
+    args: String,
+    reads: u8,
+    matched: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +165,7 @@ pub struct Session {
     deadline: Option<u64>,
     promises: HashMap<Vec<u8>, u64>,
     served: u64,
+    exec: Option<ExecClasses>,
 }
 
 impl Session {
@@ -180,6 +193,7 @@ impl Session {
             deadline,
             promises: HashMap::new(),
             served: 0,
+            exec: None,
         };
         s.records.push_back(banner::server_banner());
         s
@@ -343,6 +357,37 @@ impl Session {
                 }
                 self.done(now);
             }
+            (Waiting::ExecCanon { args }, Answer::Canonical(r)) => self.exec_arg0(now, args, r),
+            (Waiting::ExecStart, Answer::ExecStarted(r)) => match r {
+                Ok(handle) => {
+                    self.waiting = Waiting::ExecRead { handle };
+                    self.events.push_back(Event::ExecRead { handle });
+                }
+                Err(e) => {
+                    self.log(Level::Error, format!("Unable to run '{}' (pipe: {e})", self.current));
+                    self.send(Status::Done, &reply::exec_terminator());
+                    self.done(now);
+                }
+            },
+            (Waiting::ExecRead { handle }, Answer::ExecOutput(c)) => match c {
+                ExecChunk::Line(mut line) => {
+                    // `> ` + line + `\n` must fit one transaction.
+                    line.truncate(frame::MAX_PAYLOAD - 3);
+                    let mut p = b"> ".to_vec();
+                    p.extend_from_slice(&line);
+                    p.push(b'\n');
+                    self.send(Status::Done, &p);
+                    self.waiting = Waiting::ExecRead { handle };
+                    self.events.push_back(Event::ExecRead { handle });
+                }
+                ExecChunk::Exit(code) => {
+                    if let Some(code) = code {
+                        self.send(Status::Done, format!("(exit code: {code})\n").as_bytes());
+                    }
+                    self.send(Status::Done, &reply::exec_terminator());
+                    self.done(now);
+                }
+            },
             (Waiting::Digest { digest }, Answer::Digest(d)) => {
                 let same = d.map(|d| d == digest).unwrap_or(false);
                 self.send(Status::Done, if same { reply::CFD_FALSE } else { reply::CFD_TRUE });
@@ -360,6 +405,9 @@ impl Session {
                     Waiting::Read(_) => "Data",
                     Waiting::Listing { .. } => "Listing",
                     Waiting::Digest { .. } => "Digest",
+                    Waiting::ExecCanon { .. } => "Canonical",
+                    Waiting::ExecStart => "ExecStarted",
+                    Waiting::ExecRead { .. } => "ExecOutput",
                 };
                 self.waiting = w;
                 return Err(CallerError::UnexpectedAnswer { want, got: format!("{a:?}").chars().take(80).collect() });
@@ -514,7 +562,11 @@ impl Session {
                 }
             };
             self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
-            self.request(now, &t.payload);
+            if self.exec.is_some() {
+                self.exec_class_data(now, &t.payload);
+            } else {
+                self.request(now, &t.payload);
+            }
         }
     }
 
@@ -592,12 +644,7 @@ impl Session {
                 self.log(Level::Info, "access denied to Call-Collect, check the ACL for class: collect_calls".into());
                 self.close();
             }
-            Request::Exec { .. } => {
-                self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
-                self.refuse();
-                self.send(Status::Done, &reply::exec_terminator());
-                self.close();
-            }
+            Request::Exec { args } => self.start_exec(String::from_utf8_lossy(&args).into_owned()),
             // Classic-only words cannot come out of the TLS table.
             _ => self.protocol_error("command not valid inside TLS"),
         }
@@ -818,8 +865,136 @@ impl Session {
     fn close(&mut self) {
         if self.phase != Phase::Closing {
             self.phase = Phase::Closing;
-            if let Waiting::Read(t) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
-                self.events.push_back(Event::Close { handle: t.handle });
+            match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+                Waiting::Read(t) => self.events.push_back(Event::Close { handle: t.handle }),
+                Waiting::ExecRead { handle } => self.events.push_back(Event::ExecKill { handle }),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Session {
+    /// EXEC steps 1-3: a cfruncommand, its program admitted by a path
+    /// rule, and an allowed user. Each refusal ends the connection.
+    fn start_exec(&mut self, args: String) {
+        let cmd = self.policy.cfruncommand().to_string();
+        let Some(arg0) = exec::split_command(&cmd).into_iter().next() else {
+            self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
+            return self.exec_refused();
+        };
+        if !arg0.starts_with('/') {
+            self.log(Level::Info, "EXEC failed, invalid cfruncommand arg0".into());
+            return self.exec_refused();
+        }
+        self.phase = Phase::Busy;
+        self.waiting = Waiting::ExecCanon { args };
+        self.events.push_back(Event::Canonicalize { path: arg0.into_bytes() });
+    }
+
+    fn exec_arg0(&mut self, now: Now, args: String, r: Result<Canonical, String>) {
+        let Ok(c) = r else {
+            self.log(Level::Info, "EXEC failed, invalid cfruncommand arg0".into());
+            return self.exec_refused();
+        };
+        if !self.policy.check_path(&c.path, &self.peer).allowed {
+            self.log(Level::Info, format!("EXEC denied due to ACL for file: {}", String::from_utf8_lossy(&c.path)));
+            return self.exec_refused();
+        }
+        if !self.policy.user_may_exec(&self.peer.username) {
+            self.log(Level::Info, format!("EXEC denied due to not allowed user: {}", self.peer.username));
+            return self.exec_refused();
+        }
+        // Step 4: cf-runagent's class selection follows as transactions.
+        self.exec = Some(ExecClasses { args, reads: 0, matched: false });
+        self.phase = Phase::Ready;
+        self.waiting = Waiting::Nothing;
+        self.serve(now);
+    }
+
+    fn exec_refused(&mut self) {
+        self.refuse();
+        self.send(Status::Done, &reply::exec_terminator());
+        self.close();
+    }
+
+    /// One class-selection transaction. We read up to the terminator (at
+    /// most 10 transactions) instead of stopping at the first match as 3.21
+    /// does, so no leftover is ever read as a command.
+    fn exec_class_data(&mut self, now: Now, payload: &[u8]) {
+        let Some(mut ec) = self.exec.take() else { return };
+        ec.reads += 1;
+        let text = frame::c_str(payload);
+        if text.starts_with(reply::TERMINATOR) {
+            if ec.reads == 1 || ec.matched {
+                return self.exec_run(now, ec.args);
+            }
+            return self.exec_no_class(now);
+        }
+        for name in String::from_utf8_lossy(text).split(' ').filter(|n| !n.is_empty()) {
+            self.log(Level::Verbose, format!("Checking whether class {name} can be identified as me..."));
+            if self.policy.class_defined(name) {
+                ec.matched = true;
+            }
+        }
+        if ec.reads >= 10 {
+            if ec.matched {
+                return self.exec_run(now, ec.args);
+            }
+            return self.exec_no_class(now);
+        }
+        self.exec = Some(ec);
+    }
+
+    fn exec_no_class(&mut self, now: Now) {
+        self.log(Level::Verbose, "No classes matched, rejecting....".into());
+        let hello = format!("Hello  ({}), nothing relevant to do here...\n\n", self.peer.ip);
+        self.send(Status::Done, hello.as_bytes());
+        self.send(Status::Done, b"EXEC denied due to failed class match (check cf-serverd verbose output)");
+        self.send(Status::Done, &reply::exec_terminator());
+        self.done(now);
+    }
+
+    /// Steps 5-7: authorise `-D`/`-b`, build argv, start the program.
+    fn exec_run(&mut self, now: Now, args: String) {
+        let cmd = self.policy.cfruncommand().to_string();
+        let policy = self.policy.clone();
+        let peer = self.peer.clone();
+        let mut denied_token = None;
+        let r = exec::plan(&cmd, &args, |kind, tok| {
+            let res = match kind {
+                TokenKind::Class => Resource::Role,
+                TokenKind::Bundle => Resource::Bundle,
+            };
+            let ok = policy.check_name(res, tok.as_bytes(), &peer).allowed;
+            if !ok {
+                denied_token = Some(tok.to_string());
+            }
+            ok
+        });
+        match r {
+            Ok(p) => {
+                let line = format!("cf-serverd executing cfruncommand: {}", p.display);
+                self.log(Level::Info, line.clone());
+                self.send(Status::Done, format!("{line}\n").as_bytes());
+                self.phase = Phase::Busy;
+                self.waiting = Waiting::ExecStart;
+                self.events.push_back(Event::ExecStart { argv: p.argv });
+            }
+            Err(e) => {
+                if let Some(t) = denied_token {
+                    self.log(Level::Info, format!("Access denied to: {t}"));
+                } else if let exec::ExecDenial::Role(t) | exec::ExecDenial::Bundle(t) = &e {
+                    self.log(Level::Info, format!("llegal character in: {t}"));
+                }
+                self.log(Level::Info, e.to_string());
+                self.send(Status::Done, e.to_string().as_bytes());
+                if let exec::ExecDenial::TooLong { .. } = e {
+                    self.close();
+                    return;
+                }
+                self.send(Status::Done, &reply::exec_terminator());
+                self.done(now);
             }
         }
     }

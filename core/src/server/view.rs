@@ -28,6 +28,8 @@ pub enum Resource {
     Context,
     /// `resource_type => "bundle"`, regex over bundle names (EXEC `-b`).
     Bundle,
+    /// `roles:` promises, regex over class names, admitted by username (EXEC `-D`).
+    Role,
 }
 
 /// An access decision with the reason, for logs and `--explain`.
@@ -61,4 +63,18 @@ pub trait PolicyView: Send + Sync {
     fn deny_bad_clocks(&self) -> bool;
     /// Whether any rule names a host, so each connection needs a reverse lookup.
     fn needs_reverse_dns(&self) -> bool;
+    /// `cfruncommand`, empty when unset (EXEC then always fails).
+    fn cfruncommand(&self) -> &str {
+        ""
+    }
+    /// Whether `user` may EXEC (`allowusers`). An empty username never may:
+    /// 3.21 lets it through (its `IsItemIn` quirk), we do not.
+    fn user_may_exec(&self, _user: &str) -> bool {
+        false
+    }
+    /// Whether `name` is, or as a regex fully matches, a class defined on
+    /// this server (cf-runagent's `-s` selection).
+    fn class_defined(&self, _name: &str) -> bool {
+        false
+    }
 }

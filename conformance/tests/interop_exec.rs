@@ -1,0 +1,129 @@
+//! EXEC: the real cf-runagent 3.21 against the real cf-serverd and against
+//! rcf-serverd, case by case, with the same policy. Each case must give the
+//! same exit code, the same EXEC reply lines and the same argv on both.
+
+use rcf_conformance::lab::*;
+
+struct Case {
+    name: &'static str,
+    args: &'static [&'static str],
+    /// Expected argv of the cfruncommand (None: must not run).
+    argv: Option<&'static [&'static str]>,
+    /// A line cf-runagent must print.
+    says: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case { name: "plain run", args: &[], argv: Some(&[]), says: "(exit code: 0)" },
+    Case { name: "role1 admitted", args: &["-D", "role1"], argv: Some(&["-D", "role1"]), says: "(exit code: 0)" },
+    Case { name: "role12 not matched by anchored role1", args: &["-D", "role12"], argv: None, says: "EXEC denied role activation" },
+    Case { name: "several classes, all granted", args: &["-D", "role1,role2"], argv: Some(&["-D", "role1,role2"]), says: "(exit code: 0)" },
+    Case { name: "several classes, one not granted", args: &["-D", "role1,other"], argv: None, says: "EXEC denied role activation" },
+    Case { name: "repeated -D merged", args: &["-D", "role1", "-D", "role2"], argv: Some(&["-D", "role1,role2"]), says: "(exit code: 0)" },
+    Case {
+        name: "namespaced bundle admitted",
+        args: &["--remote-bundles", "ns1:deploy"],
+        argv: Some(&["--bundlesequence", "ns1:deploy"]),
+        says: "(exit code: 0)",
+    },
+    Case { name: "other namespace refused", args: &["--remote-bundles", "ns2:deploy"], argv: None, says: "EXEC denied bundle activation" },
+    Case { name: "token with @ refused", args: &["-D", "role1@evil"], argv: None, says: "EXEC denied role activation" },
+];
+
+fn policy(script: &str) -> ServerPolicy {
+    let mut p = ServerPolicy::new(0);
+    p.cfruncommand = Some(script.into());
+    p.allowusers = vec!["root".into()];
+    p.access.push(AccessRule::admit_loopback(script));
+    let mut b = AccessRule::admit_loopback("ns1:.*");
+    b.resource_type = Some("bundle".into());
+    p.access.push(b);
+    p.roles.push(("role1".into(), vec!["root".into()]));
+    p.roles.push(("role2".into(), vec!["root".into()]));
+    p
+}
+
+/// Run every case against `hp`; returns (exit code, EXEC lines, argv run) per case.
+fn run_cases(cli: &Workdir, hp: &str, script: &CfrunScript) -> Vec<(Option<i32>, Vec<String>, Option<Vec<String>>)> {
+    let mut out = Vec::new();
+    for c in CASES {
+        let before = script.invocations().len();
+        let mut args = vec!["-H", hp];
+        args.extend_from_slice(c.args);
+        let run = cf_runagent(cli, &args, None).unwrap();
+        let inv = script.invocations();
+        let ran = inv.get(before).cloned();
+        assert!(inv.len() <= before + 1, "{}: ran more than once", c.name);
+        let lines: Vec<String> = run
+            .output
+            .lines()
+            .filter(|l| l.contains("EXEC denied") || l.contains("(exit code") || l.contains("nothing relevant"))
+            .map(|l| l.trim().to_string())
+            .collect();
+        assert!(run.contains(c.says), "{}: expected `{}` in\n{}", c.name, c.says, run.describe());
+        match c.argv {
+            Some(want) => assert_eq!(ran.as_deref(), Some(&want.iter().map(|s| s.to_string()).collect::<Vec<_>>()[..]), "{}", c.name),
+            None => assert_eq!(ran, None, "{}: must not run", c.name),
+        }
+        out.push((run.code(), lines, ran));
+    }
+    out
+}
+
+#[test]
+fn cf_runagent_cases_match_the_real_server() {
+    require_cfengine().unwrap();
+    let real_wd = Workdir::new("exec-real").unwrap();
+    let rcf_wd = Workdir::new("exec-rcf").unwrap();
+    let cli = Workdir::new("exec-cli").unwrap();
+    cli.cf_key().unwrap();
+    let script = CfrunScript::write(&cli.scratch()).unwrap();
+    let sp = script.path.to_string_lossy().into_owned();
+    let real = RealServer::start(&real_wd, &policy(&sp)).unwrap();
+    let ours = RcfServer::start(&rcf_wd, &policy(&sp)).unwrap();
+    // cf-runagent never trusts a new server key: exchange keys first.
+    cli.trust(&real_wd, "root").unwrap();
+    cli.trust(&rcf_wd, "root").unwrap();
+    let a = run_cases(&cli, &real.host_port(), &script);
+    let b = run_cases(&cli, &ours.host_port(), &script);
+    for (i, c) in CASES.iter().enumerate() {
+        assert_eq!(a[i], b[i], "{}: real cf-serverd vs rcf-serverd differ\n{}", c.name, ours.log());
+    }
+    assert!(ours.log().contains(&format!("cf-serverd executing cfruncommand: {sp} -D role1,role2")), "{}", ours.log());
+}
+
+#[test]
+fn exec_refused_for_user_acl_and_ip_and_deprecated_options() {
+    require_cfengine().unwrap();
+    let cli = Workdir::new("exec2-cli").unwrap();
+    cli.cf_key().unwrap();
+    let script = CfrunScript::write(&cli.scratch()).unwrap();
+    let sp = script.path.to_string_lossy().into_owned();
+    let variants: Vec<(&str, ServerPolicy, &str)> = vec![
+        ("user not in allowusers", { let mut p = policy(&sp); p.allowusers = vec!["someone".into()]; p }, "EXEC denied due to not allowed user: root"),
+        ("no access rule for cfruncommand", { let mut p = policy(&sp); p.access.retain(|r| r.path != sp); p }, "EXEC denied due to ACL for file"),
+        ("rule admits another IP only", {
+            let mut p = policy(&sp);
+            p.access.retain(|r| r.path != sp);
+            let mut r = AccessRule::new(sp.clone());
+            r.admit_ips = vec!["127.0.0.2".into()];
+            p.access.push(r);
+            p
+        }, "EXEC denied due to ACL for file"),
+    ];
+    for (name, p, log_line) in variants {
+        let wd = Workdir::new("exec2-srv").unwrap();
+        let srv = RcfServer::start(&wd, &p).unwrap();
+        cli.untrust_all();
+        cli.trust(&wd, "root").unwrap();
+        let before = script.invocations().len();
+        let run = cf_runagent(&cli, &["-H", &srv.host_port()], None).unwrap();
+        assert_eq!(run.code(), Some(255), "{name}: {}", run.describe());
+        assert_eq!(script.invocations().len(), before, "{name}: the command ran");
+        assert!(srv.wait_for_log(log_line, std::time::Duration::from_secs(5)), "{name}: {}", srv.log());
+    }
+    // cf-runagent itself refuses -o before connecting.
+    let run = cf_runagent(&cli, &["-H", "127.0.0.1:1", "-o", "-Dx"], None).unwrap();
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    run.assert_contains("has been deprecated");
+}
