@@ -263,3 +263,49 @@ fn cf_net_connect_stat_get_opendir() {
     run.assert_contains("a.txt");
     done("cf_net_connect_stat_get_opendir", t0);
 }
+
+#[test]
+fn no_policy_file_serves_masterfiles_to_loopback_and_makes_the_host_key() {
+    let t0 = Instant::now();
+    require_cfengine().unwrap();
+    let wd = Workdir::new("rs11-srv").unwrap();
+    let cli = Workdir::new("rs11-cli").unwrap();
+    cli.cf_key().unwrap();
+    assert!(!wd.privkey_path().exists());
+    let mf = wd.path().join("masterfiles");
+    std::fs::create_dir_all(mf.join("lib")).unwrap();
+    std::fs::write(mf.join("promises.cf"), b"bundle agent main { }\n").unwrap();
+    std::fs::write(mf.join("lib/x.cf"), b"# lib\n").unwrap();
+    std::fs::write(wd.scratch().join("outside.txt"), b"not served\n").unwrap();
+    let port = free_port();
+    let mut cmd = wd.command(&rcf_binary("rcf-serverd").unwrap());
+    cmd.args(["-F", "-v", "--port", &port.to_string(), "--workdir"]).arg(wd.path());
+    let d = Daemon::spawn("rcf-serverd", cmd, &wd.scratch().join("srv.log")).unwrap();
+    d.wait_listening(port, Duration::from_secs(30)).unwrap();
+    assert!(wd.privkey_path().exists() && wd.pubkey_path().exists(), "host key not generated");
+    let out = cli.scratch().join("out");
+    let mut tree = CopySpec::new(port, "masterfiles", out.join("inputs")).recursive(true);
+    tree.trustkey = true;
+    let outside = CopySpec::new(port, wd.scratch().join("outside.txt").to_string_lossy().into_owned(), out.join("outside"));
+    let run = cf_agent_copies(&cli, &[tree, outside]).unwrap();
+    assert!(run.outcomes[0].ok(), "{}\n{}", run.describe(), d.log());
+    assert!(!run.outcomes[1].ok());
+    trees_equal(&mf, &out.join("inputs")).unwrap();
+    // rcf-key agrees the generated key is a valid CFEngine key (cf-key -p reads it).
+    let p = run_tool(&wd, &wd.bins().key, &["-p", &wd.pubkey_path().to_string_lossy()], None, TOOL_TIMEOUT).unwrap();
+    assert!(p.output.trim().starts_with("MD5="), "{}", p.describe());
+    done("no_policy_file_serves_masterfiles_to_loopback_and_makes_the_host_key", t0);
+}
+
+#[test]
+fn ipv6_loopback() {
+    let t0 = Instant::now();
+    let s = setup("rs12");
+    let mut p = policy(&s);
+    p.bind = "::1".into();
+    let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
+    let run = cf_net(&s.cli_wd, &format!("[::1]:{}", srv.port()), &["connect"]).unwrap();
+    run.assert_contains("Connected & authenticated successfully");
+    assert!(srv.log().contains("::1>"), "{}", srv.log());
+    done("ipv6_loopback", t0);
+}
