@@ -94,7 +94,8 @@ fn missing_default_file_exits_1() {
 
 #[test]
 fn broken_policies_exit_1_with_file_and_line() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("syntax error", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"/a\" admit_ips => { \"1.2.3.4\" }\n}\n")], "promises.cf:5:1: expected ',' or ';'"),
         ("missing input", &[("inputs/promises.cf", "body common control\n{\n inputs => { \"nope.cf\" };\n}\n")], "promises.cf:3: cannot read policy file"),
         (

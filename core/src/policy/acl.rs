@@ -222,13 +222,6 @@ fn longest_prefix<'t>(table: &'t BTreeMap<String, Resource>, path: &str) -> Opti
         .max_by_key(|r| r.name.len())
 }
 
-fn exact<'t>(table: &'t BTreeMap<String, Resource>, name: &str) -> Decision {
-    match table.get(name) {
-        None => Decision::deny(Reason::NoMatchingResource),
-        Some(r) => Decision { resource: Some(r.name.clone()), ..Decision::deny(Reason::NoMatchingResource) },
-    }
-}
-
 impl ServerPolicy {
     /// Decides a request. Deny by default; the result names the rule that
     /// decided, so servers can log it and `--explain` can show it.
@@ -260,7 +253,7 @@ impl ServerPolicy {
 
     fn check_exact(&self, table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Decision {
         match table.get(name) {
-            None => exact(table, name),
+            None => Decision::deny(Reason::NoMatchingResource),
             Some(r) => {
                 let (allowed, reason) = check_resource(r, who);
                 Decision { allowed, resource: Some(r.name.clone()), via_connection_vars: false, reason, maproot: false }
@@ -432,4 +425,50 @@ fn check_regex(table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Dec
         }
     }
     admitted.unwrap_or(Decision { resource: any, ..Decision::deny(if table.is_empty() { Reason::NoMatchingResource } else { Reason::NotAdmitted }) })
+}
+
+impl ServerPolicy {
+    /// A one-paragraph human explanation of a decision (for `--explain`
+    /// and for logs): the verdict, the deciding entry and where in the
+    /// policy it was written.
+    pub fn explain(&self, d: &Decision) -> String {
+        let verdict = if d.allowed { "ALLOW" } else { "DENY" };
+        let origins = d
+            .resource
+            .as_ref()
+            .and_then(|name| {
+                let t = &self.acl;
+                [&t.paths, &t.classes, &t.variables, &t.literals, &t.queries, &t.roles, &t.bundles]
+                    .iter()
+                    .find_map(|tab| tab.get(name))
+            })
+            .map(|r| r.origins.iter().map(|(f, l)| format!("{f}:{l}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        let why = match &d.reason {
+            Reason::NoMatchingResource => "no access rule covers the request (default deny)".to_string(),
+            Reason::Admitted { via, entry } => format!("admitted by {via:?} rule '{entry}'"),
+            Reason::Denied { via, entry } => format!("denied by {via:?} rule '{entry}' (deny beats admit)"),
+            Reason::NotAdmitted => "the deciding entry has no admit rule matching this peer".to_string(),
+            Reason::HostnameUnverifiable { entry } => {
+                format!("deny_hostnames rule '{entry}' cannot be checked because the peer's hostname is unknown (rcf denies; 3.21 would skip the rule)")
+            }
+            Reason::UnresolvedDenyRule => "a deny rule of the deciding entry holds an unresolved variable".to_string(),
+            Reason::RequiresEncryption => "the entry requires encryption (ifencrypted) and the request was not encrypted".to_string(),
+            Reason::NoLegacyTable => "the classic protocol has no table for this kind of request".to_string(),
+        };
+        let mut s = format!("{verdict}: {why}");
+        if let Some(r) = &d.resource {
+            s.push_str(&format!("; entry '{r}'"));
+            if d.via_connection_vars {
+                s.push_str(" (matched after substituting $(connection.*))");
+            }
+        }
+        if !origins.is_empty() {
+            s.push_str(&format!(" from {origins}"));
+        }
+        if d.maproot {
+            s.push_str("; maproot applies");
+        }
+        s
+    }
 }

@@ -13,6 +13,11 @@ pub const MAX_EVAL_DEPTH: usize = 64;
 pub const MAX_FILES: usize = 2000;
 /// Longest string an expansion may produce.
 pub const MAX_STRING: usize = 1 << 20;
+/// Most bytes all variable values together may hold (self-referencing or
+/// self-appending variables grow on every pass; this bounds them).
+pub const MAX_VAR_BYTES: usize = 64 << 20;
+/// Longest list a value may become.
+pub const MAX_LIST_LEN: usize = 100_000;
 /// Most iterations one promise may expand into through list variables.
 pub const MAX_ITERATIONS: usize = 10_000;
 
@@ -57,6 +62,8 @@ pub(crate) struct Eval<'a> {
     pub warnings: Vec<Diagnostic>,
     /// Iteration bindings for `$(list)` in the promise being expanded.
     pub bindings: BTreeMap<String, String>,
+    /// Bytes held by all variable values (bounded by [`MAX_VAR_BYTES`]).
+    pub var_bytes: usize,
 }
 
 /// Result of expanding a string.
@@ -88,6 +95,7 @@ impl<'a> Eval<'a> {
             local_classes: BTreeSet::new(),
             warnings: Vec::new(),
             bindings: BTreeMap::new(),
+            var_bytes: 0,
         }
     }
 
@@ -96,6 +104,24 @@ impl<'a> Eval<'a> {
         if !self.warnings.contains(&d) {
             self.warnings.push(d);
         }
+    }
+
+    /// Stores a variable unless that would push all values past
+    /// [`MAX_VAR_BYTES`] (then it warns and keeps the old value).
+    pub fn set_var(&mut self, scope: &str, name: &str, v: Value, here: &Here) {
+        let size = |v: &Value| match v {
+            Value::Scalar(s) => s.len() + 16,
+            Value::List(l) => l.iter().map(|x| x.len() + 16).sum::<usize>() + 16,
+        };
+        let key = (scope.to_string(), name.to_string());
+        let old = self.vars.get(&key).map(|v| size(v) + name.len()).unwrap_or(0);
+        let new = size(&v) + name.len();
+        if self.var_bytes - old + new > MAX_VAR_BYTES {
+            self.warn(here, format!("variable '{scope}.{name}' not set: all variables together would exceed {MAX_VAR_BYTES} bytes"));
+            return;
+        }
+        self.var_bytes = self.var_bytes - old + new;
+        self.vars.insert(key, v);
     }
 
     /// Looks a variable up; `None` when it does not exist. `connection.*`
@@ -222,10 +248,7 @@ impl<'a> Eval<'a> {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
-                    return match self.lookup(name, here) {
-                        Some(v) => Some(v),
-                        None => None,
-                    };
+                    return self.lookup(name, here);
                 }
                 let e = self.expand(s, here);
                 if e.unresolved.is_empty() {
@@ -241,6 +264,10 @@ impl<'a> Eval<'a> {
                     match self.eval_rval(it, here, depth + 1)? {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
+                    }
+                    if out.len() > MAX_LIST_LEN {
+                        self.warn(here, format!("list too long (more than {MAX_LIST_LEN} elements)"));
+                        return None;
                     }
                 }
                 Some(Value::List(out))
@@ -272,6 +299,12 @@ impl<'a> Eval<'a> {
                     match self.eval_rval_lenient(it, here, unresolved) {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
+                    }
+                    if out.len() > MAX_LIST_LEN {
+                        self.warn(here, format!("list too long (more than {MAX_LIST_LEN} elements); truncated"));
+                        out.truncate(MAX_LIST_LEN);
+                        unresolved.push("<list too long>".into());
+                        break;
                     }
                 }
                 Value::List(out)
@@ -586,7 +619,7 @@ impl<'a> Eval<'a> {
                                         ("slist" | "ilist" | "rlist", Value::Scalar(s)) => Value::List(vec![s]),
                                         (_, v) => v,
                                     };
-                                    self.vars.insert((scope.clone(), e.text.clone()), v);
+                                    self.set_var(&scope, &e.text, v, &h);
                                 }
                             }
                         }

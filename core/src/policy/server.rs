@@ -314,6 +314,9 @@ struct Loader<'a> {
     notes: Vec<Diagnostic>,
 }
 
+/// A string with the policy line it came from.
+type Located = (String, u32);
+
 fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
     Diagnostic { file: file.to_string(), line, col: 0, message: message.into() }
 }
@@ -380,7 +383,7 @@ impl<'a> Loader<'a> {
     /// The `inputs` of a file's `body common control` / `body file
     /// control`: resolved paths (relative ones against the file's
     /// directory) with their line, plus the unresolved entries.
-    fn inputs_of(&mut self, idx: usize) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
+    fn inputs_of(&mut self, idx: usize) -> (Vec<Located>, Vec<Located>) {
         let path = self.files[idx].path.clone();
         let blocks = self.files[idx].blocks.clone();
         let mut inputs = Vec::new();
@@ -971,10 +974,11 @@ impl<'a> Loader<'a> {
         if let Some((s, line)) = shortcut {
             if s.contains('/') {
                 self.ev.warnings.push(diag(here.file, line, format!("slashes are forbidden in ACL shortcut: {s}")));
-            } else if pol.shortcuts.contains_key(&s) {
-                self.ev.warnings.push(diag(here.file, line, format!("Already existing shortcut for path '{promiser}' was replaced")));
+            } else if let std::collections::btree_map::Entry::Vacant(e) = pol.shortcuts.entry(s) {
+                e.insert(promiser.clone());
             } else {
-                pol.shortcuts.insert(s, promiser.clone());
+                // 3.21 quirk: the message says "replaced" but the first registration is kept
+                self.ev.warnings.push(diag(here.file, line, format!("Already existing shortcut for path '{promiser}' was replaced")));
             }
         }
         let res = table.entry(key.clone()).or_insert_with(|| Resource { name: key.clone(), name_re: addr::compile(&key), ..Default::default() });

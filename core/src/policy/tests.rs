@@ -598,3 +598,36 @@ fn adding_a_deny_never_allows(rules: Vec<Rule>, extra: Rule) -> bool {
     let after = decisions(&more);
     before.iter().zip(after.iter()).all(|(b, a)| *b || !*a)
 }
+
+#[test]
+fn self_growing_variables_are_bounded() {
+    let text = r#"
+body common control { inputs => { "b.cf", "c.cf", "d.cf", "e.cf" }; }
+bundle common g { vars: "a" string => "$(a)$(a)$(a)$(a)$(a)$(a)$(a)$(a)"; "l" slist => { @(l), @(l), @(l), @(l), @(l), @(l), @(l), @(l), "x" }; }
+"#;
+    let mut mem = Mem::default();
+    for f in ["b", "c", "d", "e"] {
+        mem = mem.file(&format!("/p/{f}.cf"), "bundle agent x { }");
+    }
+    let p = load_mem(mem, text);
+    assert!(p.warnings.iter().any(|w| w.message.contains("list too long")), "{:#?}", p.warnings);
+}
+
+#[quickcheck_macros::quickcheck]
+fn loading_never_panics(body: String, access: String) -> bool {
+    let text = format!("bundle common g {{ vars: \"v\" string => \"{}\"; }}\nbundle server s {{ access: \"{}\" admit_ips => {{ \"$(g.v)\" }}; }}", body.replace('"', ""), access.replace('"', ""));
+    let _ = load(&Mem::default().file("/p/promises.cf", &text), &opts("/p/promises.cf"));
+    let _ = load(&Mem::default().file("/p/promises.cf", &body), &opts("/p/promises.cf"));
+    true
+}
+
+#[test]
+fn explain_names_the_rule_and_its_origin() {
+    let p = load_mem(mem_fs(), &server("\"/srv/\" admit_ips => {\"10.0.0.0/8\"};\n\"/srv/private/\" deny_ips => {\"10.0.0.66\"};"));
+    let d = p.check(&tls("10.0.0.5", None, KEY_A), Request::Path("/srv/private/a"));
+    let e = p.explain(&d);
+    assert!(e.starts_with("DENY: the deciding entry has no admit rule"), "{e}");
+    assert!(e.contains("entry '/srv/private/' from /p/promises.cf:5"), "{e}");
+    let d = p.check(&tls("10.0.0.5", None, KEY_A), Request::Path("/srv/a"));
+    assert!(p.explain(&d).starts_with("ALLOW: admitted by Ip rule '10.0.0.0/8'"));
+}
