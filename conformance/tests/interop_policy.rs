@@ -267,3 +267,20 @@ fn masterfiles_summary_matches_real_cf_serverd() {
     assert_eq!(pol.control.bindtointerface, "127.0.0.1");
     assert_same(&real, &pol.summary_lines());
 }
+
+/// Edge cases (duplicates, `/.`, maproot-only paths, hex-letter hostnames,
+/// SHA keys, literal maproot, deny-only queries, roles) match as well.
+#[test]
+fn edge_case_summary_matches_real_cf_serverd() {
+    assert!(Path::new(CF_KEY).exists(), "{CF_KEY} missing: install the cfengine3 package");
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = make_workdir(tmp.path());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy/edge");
+    copy_tree(&fixture, &wd.join("inputs"));
+    let policy = wd.join("inputs/promises.cf");
+    let port = free_loopback_port();
+    let real = real_cf_serverd_summary(tmp.path(), &wd, &policy, port, Duration::from_secs(30));
+    assert!(real.len() > 60, "summary too short: {real:#?}");
+    let pol = rcf_load(&wd, &policy, port);
+    assert_same(&real, &pol.summary_lines());
+}

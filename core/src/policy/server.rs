@@ -896,7 +896,19 @@ impl<'a> Loader<'a> {
             for it in items {
                 let problem = match l.as_str() {
                     "admit_ips" | "deny_ips" => ip_rule_problem(it),
-                    "admit" | "deny" if admit_type(it) == AdmitType::Ip => ip_rule_problem(it),
+                    "admit" | "deny" if admit_type(it) == AdmitType::Ip => {
+                        if it.contains(|c: char| c.is_ascii_lowercase()) && !it.contains(':') && ip_rule_problem(it).is_some() {
+                            // 3.21 quirk (B.4): hex-letter hostnames such as "bad.cafe" are classified as IPs
+                            self.ev.warnings.push(diag(
+                                here.file,
+                                *line,
+                                format!("{l} entry '{it}' of '{promiser}' is classified as an IP rule (only hex letters and dots), so it never matches a hostname; use admit_hostnames/deny_hostnames"),
+                            ));
+                            None
+                        } else {
+                            ip_rule_problem(it)
+                        }
+                    }
                     _ => None,
                 };
                 if let Some(pr) = problem {
