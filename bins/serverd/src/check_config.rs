@@ -48,6 +48,25 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// The host's own IPv4 addresses, from `/proc/net/fib_trie` (the
+/// "/32 host LOCAL" entries), loopback included, sorted and deduplicated.
+fn local_ipv4_addresses() -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") else { return Vec::new() };
+    let mut out = std::collections::BTreeSet::new();
+    let mut last_ip: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
+        if t.contains("/32 host LOCAL") {
+            if let Some(ip) = last_ip {
+                out.insert(ip.to_string());
+            }
+        } else if t.parse::<std::net::Ipv4Addr>().is_ok() {
+            last_ip = Some(t);
+        }
+    }
+    out.into_iter().collect()
+}
+
 fn canonify(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
@@ -95,7 +114,11 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     put("os", "linux".into());
     put("ostype", "linux_x86_64".into());
     put("class", "linux".into());
-    sys.insert("ip_addresses".into(), Value::List(vec!["127.0.0.1".into()]));
+    let ips = local_ipv4_addresses();
+    if let Some(first) = ips.iter().find(|ip| !ip.starts_with("127.")) {
+        sys.insert("ipv4".into(), Value::Scalar(first.clone()));
+    }
+    sys.insert("ip_addresses".into(), Value::List(ips));
     let env = std::env::vars().collect();
     let mut classes: BTreeSet<String> = ["any", "server", "linux", "cfengine", "cfengine_3", "cfengine_3_21", "cfengine_3_21_0", "community_edition", "debian"]
         .iter()

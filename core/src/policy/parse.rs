@@ -199,6 +199,28 @@ fn preprocess(text: &str) -> Result<String, (u32, String)> {
     Ok(out)
 }
 
+/// `a b::` (two names with only blanks between them) is a syntax error in
+/// CFEngine; quoted guards are checked after expansion instead.
+fn spaced_class_names(g: &str) -> bool {
+    let b: Vec<char> = g.chars().collect();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == ' ' || b[i] == '\t' {
+            let mut j = i;
+            while j < b.len() && (b[j] == ' ' || b[j] == '\t') {
+                j += 1;
+            }
+            if i > 0 && j < b.len() && (is_id_char(b[i - 1]) || b[i - 1] == ')') && (is_id_char(b[j]) || b[j] == '(' || b[j] == '!') {
+                return true;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
 fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || (c as u32) >= 0x80
 }
@@ -422,6 +444,9 @@ impl<'s> Parser<'s> {
                 return fail(i, "expected '}' closing the bundle");
             }
             if let Some((r, g)) = self.class_guard(i) {
+                if spaced_class_names(&g) {
+                    return fail(i, "class names can't be separated by whitespace without an intervening operator");
+                }
                 if sections.is_empty() {
                     return fail(i, "expected a promise type (like 'vars:') before a class guard");
                 }
@@ -507,6 +532,9 @@ impl<'s> Parser<'s> {
                 return fail(i, "expected '}' closing the body");
             }
             if let Some((r, g)) = self.class_guard(i) {
+                if spaced_class_names(&g) {
+                    return fail(i, "class names can't be separated by whitespace without an intervening operator");
+                }
                 guard = g;
                 i = r;
                 continue;
@@ -638,6 +666,14 @@ r"; }"#)
         assert!(e.expected.contains("runaway"), "{e}");
         let e = parse_policy("p.cf", "bundel agent x {}").unwrap_err();
         assert_eq!((e.line, e.col), (1, 1));
+    }
+
+    #[test]
+    fn spaced_class_names_are_an_error() {
+        let e = parse_policy("c.cf", "bundle agent x { vars:\n linux windows::\n \"a\" string => \"b\"; }").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.expected.contains("whitespace"), "{e}");
+        assert!(parse_policy("c.cf", "bundle agent x { vars:\n linux | windows::\n \"a\" string => \"b\"; }").is_ok());
     }
 
     #[test]

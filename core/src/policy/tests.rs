@@ -631,3 +631,17 @@ fn explain_names_the_rule_and_its_origin() {
     let d = p.check(&tls("10.0.0.5", None, KEY_A), Request::Path("/srv/a"));
     assert!(p.explain(&d).starts_with("ALLOW: admitted by Ip rule '10.0.0.0/8'"));
 }
+
+#[test]
+fn a_failed_reload_keeps_the_last_good_policy() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ServerPolicy>();
+    let good = Mem::default().dir("/srv").file("/p/promises.cf", &server("\"/srv/\" admit_ips => {\"10.0.0.0/8\"};"));
+    let mut current = std::sync::Arc::new(load(&good, &opts("/p/promises.cf")).unwrap());
+    let broken = Mem::default().dir("/srv").file("/p/promises.cf", &server("\"/srv/\" admit_ips => {\"10.0.0.0/99\"};"));
+    match load(&broken, &opts("/p/promises.cf")) {
+        Ok(p) => current = std::sync::Arc::new(p),
+        Err(e) => assert!(e.to_string().contains("/p/promises.cf:4:")),
+    }
+    assert!(current.check(&tls("10.1.1.1", None, KEY_A), Request::Path("/srv/x")).allowed);
+}
