@@ -88,8 +88,8 @@ pub fn parse_policy(path: &str, text: &str) -> Result<PolicyFile, SyntaxError> {
         return Err(err_at(1, 1, format!("file too large ({} bytes, limit {})", text.len(), MAX_FILE_SIZE)));
     }
     let pre = preprocess(text).map_err(|(line, what)| err_at(line, 1, what))?;
-    let p = Parser { src: &pre, namespace: String::from("default") };
-    let mut p = p;
+    let line_starts = std::iter::once(0).chain(pre.match_indices('\n').map(|(i, _)| i + 1)).collect();
+    let mut p = Parser { src: &pre, namespace: String::from("default"), line_starts };
     match p.file(&pre) {
         Ok((_, blocks)) => Ok(PolicyFile { path: path.to_string(), blocks }),
         Err(nom::Err::Error(e)) | Err(nom::Err::Failure(e)) => {
@@ -327,11 +327,18 @@ fn nakedvar(i: &str) -> Res<'_, String> {
 struct Parser<'s> {
     src: &'s str,
     namespace: String,
+    /// Byte offsets where lines start, for O(log n) positions.
+    line_starts: Vec<usize>,
 }
 
 impl<'s> Parser<'s> {
     fn pos(&self, rest: &str) -> Pos {
-        position(self.src, rest)
+        let off = self.src.len().saturating_sub(rest.len());
+        let line = match self.line_starts.binary_search(&off) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        Pos { line: line as u32 + 1, col: (off - self.line_starts[line]) as u32 + 1 }
     }
 
     fn file<'a>(&mut self, i: &'a str) -> Res<'a, Vec<Block>> {
