@@ -4,15 +4,20 @@
 use std::path::{Path, PathBuf};
 
 fn masterfiles_dirs() -> Vec<PathBuf> {
-    ["/usr/share/cfengine3/masterfiles", "/var/lib/cfengine3/masterfiles"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .collect()
+    [
+        "/usr/share/cfengine3/masterfiles",
+        "/var/lib/cfengine3/masterfiles",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.is_dir())
+    .collect()
 }
 
 fn cf_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -27,7 +32,10 @@ fn cf_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_masterfiles_file_parses() {
     let dirs = masterfiles_dirs();
-    assert!(!dirs.is_empty(), "no masterfiles found: install the cfengine3 package");
+    assert!(
+        !dirs.is_empty(),
+        "no masterfiles found: install the cfengine3 package"
+    );
     let mut files = Vec::new();
     for d in &dirs {
         cf_files(d, &mut files);
@@ -40,7 +48,13 @@ fn every_masterfiles_file_parses() {
             failures.push(e.to_string());
         }
     }
-    assert!(failures.is_empty(), "{} of {} files failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} files failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -61,7 +75,10 @@ impl PolicySource for Fs {
     }
     fn canonicalize(&self, path: &str) -> Canon {
         match std::fs::canonicalize(path) {
-            Ok(p) => Canon::Resolved { is_dir: p.is_dir(), path: p.to_string_lossy().into_owned() },
+            Ok(p) => Canon::Resolved {
+                is_dir: p.is_dir(),
+                path: p.to_string_lossy().into_owned(),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
             Err(e) => Canon::Failed(e.to_string()),
         }
@@ -114,15 +131,36 @@ fn make_workdir(root: &Path) -> PathBuf {
         std::fs::set_permissions(wd.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
     }
     std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
-    let out = Command::new(CF_KEY).env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd).output().expect("run cf-key");
-    assert!(out.status.success(), "cf-key failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(wd.join("ppkeys/localhost.priv").exists(), "cf-key made no key");
+    let out = Command::new(CF_KEY)
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd)
+        .output()
+        .expect("run cf-key");
+    assert!(
+        out.status.success(),
+        "cf-key failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wd.join("ppkeys/localhost.priv").exists(),
+        "cf-key made no key"
+    );
     if !wd.join("bin").is_symlink() {
         let _ = std::fs::remove_dir_all(wd.join("bin"));
         std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
     }
     let data = wd.join("data");
-    for d in ["masterfiles", "modules", "share/private", "hosts", "keys", "pub_a", "pub_b", "guarded", "target"] {
+    for d in [
+        "masterfiles",
+        "modules",
+        "share/private",
+        "hosts",
+        "keys",
+        "pub_a",
+        "pub_b",
+        "guarded",
+        "target",
+    ] {
         std::fs::create_dir_all(data.join(d)).unwrap();
     }
     std::os::unix::fs::symlink(data.join("target"), data.join("link")).unwrap();
@@ -134,8 +172,14 @@ fn real_summary(log: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut inside = false;
     for line in log.lines() {
-        let Some(idx) = line.find("verbose: ") else { continue };
-        if !line[..idx].trim().is_empty() && !line[..idx].trim_end().ends_with(|c: char| c.is_ascii_digit() || c == 'Z' || c == '>') {
+        let Some(idx) = line.find("verbose: ") else {
+            continue;
+        };
+        if !line[..idx].trim().is_empty()
+            && !line[..idx]
+                .trim_end()
+                .ends_with(|c: char| c.is_ascii_digit() || c == 'Z' || c == '>')
+        {
             continue;
         }
         let msg = &line[idx + "verbose: ".len()..];
@@ -155,8 +199,17 @@ fn real_summary(log: &str) -> Vec<String> {
 /// Runs the real cf-serverd on `policy` in `wd` until it has printed its
 /// access summary, then kills it (by PID, in a drop guard) and returns the
 /// summary lines.
-fn real_cf_serverd_summary(tmp: &Path, wd: &Path, policy: &Path, port: u16, timeout: Duration) -> Vec<String> {
-    assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
+fn real_cf_serverd_summary(
+    tmp: &Path,
+    wd: &Path,
+    policy: &Path,
+    port: u16,
+    timeout: Duration,
+) -> Vec<String> {
+    assert!(
+        Path::new(CF_SERVERD).exists(),
+        "{CF_SERVERD} missing: install the cfengine3 package"
+    );
     let log_path = tmp.join("cf-serverd.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(CF_SERVERD)
@@ -179,11 +232,17 @@ fn real_cf_serverd_summary(tmp: &Path, wd: &Path, policy: &Path, port: u16, time
         if let Ok(Some(st)) = guard.0.try_wait() {
             panic!("cf-serverd exited early ({st}):\n{text}");
         }
-        assert!(Instant::now() < deadline, "no summary from cf-serverd within {timeout:?}:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no summary from cf-serverd within {timeout:?}:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     drop(guard);
-    assert!(text.contains(&format!("Setting default port number to {port}")), "cf-serverd did not use the sandbox port {port}");
+    assert!(
+        text.contains(&format!("Setting default port number to {port}")),
+        "cf-serverd did not use the sandbox port {port}"
+    );
     real_summary(&text)
 }
 
@@ -212,24 +271,49 @@ fn rcf_load(wd: &Path, policy: &Path, port: u16) -> rcf_core::policy::ServerPoli
     }
     let mut env = BTreeMap::new();
     env.insert("RCF_INTEROP_PORT".to_string(), port.to_string());
-    let classes = ["linux", "debian", "cfengine", "community_edition"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-    let opts = LoadOptions { file: policy.to_string_lossy().into_owned(), sys, env, classes };
+    let classes = ["linux", "debian", "cfengine", "community_edition"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<BTreeSet<_>>();
+    let opts = LoadOptions {
+        file: policy.to_string_lossy().into_owned(),
+        sys,
+        env,
+        classes,
+    };
     rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused the policy:\n{e}"))
 }
 
 fn assert_same(real: &[String], ours: &[String]) {
     for (i, (a, b)) in real.iter().zip(ours.iter()).enumerate() {
-        assert_eq!(a, b, "summary line {} differs (left: real cf-serverd, right: rcf)", i + 1);
+        assert_eq!(
+            a,
+            b,
+            "summary line {} differs (left: real cf-serverd, right: rcf)",
+            i + 1
+        );
     }
-    assert_eq!(real.len(), ours.len(), "summary lengths differ\nreal:\n{}\nrcf:\n{}", real.join("\n"), ours.join("\n"));
+    assert_eq!(
+        real.len(),
+        ours.len(),
+        "summary lengths differ\nreal:\n{}\nrcf:\n{}",
+        real.join("\n"),
+        ours.join("\n")
+    );
 }
 
 /// rcf's summary for the fixture equals, line for line, what the real
 /// `cf-serverd -v` prints for the same file in the same sandbox.
 #[test]
 fn access_summary_matches_real_cf_serverd() {
-    assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
-    assert!(Path::new(CF_KEY).exists(), "{CF_KEY} missing: install the cfengine3 package");
+    assert!(
+        Path::new(CF_SERVERD).exists(),
+        "{CF_SERVERD} missing: install the cfengine3 package"
+    );
+    assert!(
+        Path::new(CF_KEY).exists(),
+        "{CF_KEY} missing: install the cfengine3 package"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let wd = make_workdir(tmp.path());
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy/server");
@@ -248,7 +332,11 @@ fn access_summary_matches_real_cf_serverd() {
 #[test]
 fn masterfiles_summary_matches_real_cf_serverd() {
     let mpf = Path::new("/usr/share/cfengine3/masterfiles");
-    assert!(mpf.is_dir(), "{} missing: install the cfengine3 package", mpf.display());
+    assert!(
+        mpf.is_dir(),
+        "{} missing: install the cfengine3 package",
+        mpf.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let wd = make_workdir(tmp.path());
     copy_tree(mpf, &wd.join("inputs"));
@@ -256,8 +344,15 @@ fn masterfiles_summary_matches_real_cf_serverd() {
     let ctl = wd.join("inputs/controls/cf_serverd.cf");
     let text = std::fs::read_to_string(&ctl).unwrap();
     let anchor = "#   bindtointerface => \"::\";\n";
-    assert!(text.contains(anchor), "masterfiles changed: no bindtointerface comment in cf_serverd.cf");
-    let patched = text.replacen(anchor, &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"), 1);
+    assert!(
+        text.contains(anchor),
+        "masterfiles changed: no bindtointerface comment in cf_serverd.cf"
+    );
+    let patched = text.replacen(
+        anchor,
+        &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"),
+        1,
+    );
     std::fs::write(&ctl, patched).unwrap();
     let policy = wd.join("inputs/promises.cf");
     let real = real_cf_serverd_summary(tmp.path(), &wd, &policy, port, Duration::from_secs(90));
@@ -272,7 +367,10 @@ fn masterfiles_summary_matches_real_cf_serverd() {
 /// SHA keys, literal maproot, deny-only queries, roles) match as well.
 #[test]
 fn edge_case_summary_matches_real_cf_serverd() {
-    assert!(Path::new(CF_KEY).exists(), "{CF_KEY} missing: install the cfengine3 package");
+    assert!(
+        Path::new(CF_KEY).exists(),
+        "{CF_KEY} missing: install the cfengine3 package"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let wd = make_workdir(tmp.path());
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy/edge");
@@ -295,16 +393,30 @@ const CF_NET: &str = "/usr/bin/cf-net";
 /// answered with the file's type (admitted), false on a refusal.
 fn cf_net_stat(cli: &Path, port: u16, path: &str) -> bool {
     let out = Command::new("timeout")
-        .args(["30", CF_NET, "-H", &format!("127.0.0.1:{port}"), "stat", path])
+        .args([
+            "30",
+            CF_NET,
+            "-H",
+            &format!("127.0.0.1:{port}"),
+            "stat",
+            path,
+        ])
         .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
         .stdin(Stdio::null())
         .output()
         .expect("run cf-net");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if text.contains("' is a ") {
         return true;
     }
-    assert!(text.contains("Could not stat"), "unexpected cf-net output for {path}: {text}");
+    assert!(
+        text.contains("Could not stat"),
+        "unexpected cf-net output for {path}: {text}"
+    );
     false
 }
 
@@ -312,8 +424,14 @@ fn cf_net_stat(cli: &Path, port: u16, path: &str) -> bool {
 /// what the real cf-serverd does for a real cf-net client over TLS.
 #[test]
 fn decisions_match_real_cf_serverd() {
-    assert!(Path::new(CF_NET).exists(), "{CF_NET} missing: install the cfengine3 package");
-    assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
+    assert!(
+        Path::new(CF_NET).exists(),
+        "{CF_NET} missing: install the cfengine3 package"
+    );
+    assert!(
+        Path::new(CF_SERVERD).exists(),
+        "{CF_SERVERD} missing: install the cfengine3 package"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let srv = make_workdir(&tmp.path().join("srv"));
     let cli = make_workdir(&tmp.path().join("cli"));
@@ -331,13 +449,26 @@ fn decisions_match_real_cf_serverd() {
         .flatten()
         .find_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("root-").and_then(|x| x.strip_suffix(".pub")).map(str::to_string)
+            n.strip_prefix("root-")
+                .and_then(|x| x.strip_suffix(".pub"))
+                .map(str::to_string)
         })
         .expect("client key trusted on the server");
     let d = srv.join("data");
     let files = [
-        "srv/x", "srv/private/a", "deny/f", "keys/f", "prefix/f", "prefix2/f", "conn/127.0.0.1/f", "conn2/127.0.0.1/f",
-        "regex/f", "v6only/f", "hostdeny/f", "target/f", "share/x",
+        "srv/x",
+        "srv/private/a",
+        "deny/f",
+        "keys/f",
+        "prefix/f",
+        "prefix2/f",
+        "conn/127.0.0.1/f",
+        "conn2/127.0.0.1/f",
+        "regex/f",
+        "v6only/f",
+        "hostdeny/f",
+        "target/f",
+        "share/x",
     ];
     for f in files {
         let p = d.join(f);
@@ -394,15 +525,24 @@ bundle server acl
         if let Ok(Some(st)) = guard.0.try_wait() {
             panic!("cf-serverd exited early ({st}):\n{text}");
         }
-        assert!(Instant::now() < deadline, "cf-serverd did not start listening:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "cf-serverd did not start listening:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let pol = rcf_load(&srv, &policy, port);
-    let ds = std::fs::canonicalize(&d).unwrap().to_string_lossy().into_owned();
+    let ds = std::fs::canonicalize(&d)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let requests: Vec<(String, String)> = files
         .iter()
         .map(|f| (format!("{ds}/{f}"), format!("{ds}/{f}")))
-        .chain([(format!("{ds}/flink"), format!("{ds}/target/f")), ("share/x".to_string(), format!("{ds}/share/x"))])
+        .chain([
+            (format!("{ds}/flink"), format!("{ds}/target/f")),
+            ("share/x".to_string(), format!("{ds}/share/x")),
+        ])
         .collect();
     let mut real = Vec::new();
     for (sent, _) in &requests {
@@ -410,35 +550,66 @@ bundle server acl
     }
     drop(guard);
     // the expected 3.21 answers, to be sure the comparison is not vacuous
-    let expected = [true, false, false, true, true, false, true, false, true, false, false, true, true, true, true];
+    let expected = [
+        true, false, false, true, true, false, true, false, true, false, false, true, true, true,
+        true,
+    ];
     for (i, ((sent, _), want)) in requests.iter().zip(expected).enumerate() {
         if sent.ends_with("hostdeny/f") {
             continue; // depends on this machine's reverse DNS for 127.0.0.1
         }
-        assert_eq!(real[i], want, "real cf-serverd answered unexpectedly for {sent}");
+        assert_eq!(
+            real[i], want,
+            "real cf-serverd answered unexpectedly for {sent}"
+        );
     }
     let log = std::fs::read_to_string(&log_path).unwrap();
     // what the server learnt from reverse DNS (hostname rules turn it on)
-    let hostname = log.lines().find_map(|l| l.split("Hostname (reverse looked up): ").nth(1).map(|h| h.trim().to_string()));
+    let hostname = log.lines().find_map(|l| {
+        l.split("Hostname (reverse looked up): ")
+            .nth(1)
+            .map(|h| h.trim().to_string())
+    });
     let lookup_failed = log.contains("Reverse lookup failed");
-    assert!(hostname.is_some() || lookup_failed, "no reverse lookup in the server log");
-    let facts = ConnFactsOwned { hostname: hostname.clone(), key: client_key.clone() };
+    assert!(
+        hostname.is_some() || lookup_failed,
+        "no reverse lookup in the server log"
+    );
+    let facts = ConnFactsOwned {
+        hostname: hostname.clone(),
+        key: client_key.clone(),
+    };
     let mut mismatches = Vec::new();
     for ((sent, canonical), real_allowed) in requests.iter().zip(real) {
         let f = facts.facts();
-        let target = pol.expand_shortcut(sent, "127.0.0.1", f.hostname, f.key).map(|p| p.replace("//", "/")).unwrap_or_else(|| canonical.clone());
+        let target = pol
+            .expand_shortcut(sent, "127.0.0.1", f.hostname, f.key)
+            .map(|p| p.replace("//", "/"))
+            .unwrap_or_else(|| canonical.clone());
         assert_eq!(&target, canonical, "shortcut expansion for {sent}");
         let d = pol.check(&f, rcf_core::policy::Request::Path(&target));
         if sent.ends_with("hostdeny/f") && hostname.is_none() {
             // documented rcf deviation: 3.21 skips deny_hostnames when the lookup fails
-            assert!(real_allowed && !d.allowed, "hostdeny with failed lookup: real {real_allowed}, rcf {d:?}");
+            assert!(
+                real_allowed && !d.allowed,
+                "hostdeny with failed lookup: real {real_allowed}, rcf {d:?}"
+            );
             continue;
         }
         if d.allowed != real_allowed {
-            mismatches.push(format!("{sent}: real cf-serverd {}, rcf {} ({})", real_allowed, d.allowed, pol.explain(&d)));
+            mismatches.push(format!(
+                "{sent}: real cf-serverd {}, rcf {} ({})",
+                real_allowed,
+                d.allowed,
+                pol.explain(&d)
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "decisions differ (hostname {hostname:?}):\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "decisions differ (hostname {hostname:?}):\n{}",
+        mismatches.join("\n")
+    );
 }
 
 struct ConnFactsOwned {

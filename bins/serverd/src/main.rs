@@ -21,6 +21,9 @@ struct Cli {
 fn main() {
     let cli = Cli::parse();
     if cli.check_config {
-        std::process::exit(check_config::run(cli.file.as_deref(), cli.workdir.as_deref()));
+        std::process::exit(check_config::run(
+            cli.file.as_deref(),
+            cli.workdir.as_deref(),
+        ));
     }
 }

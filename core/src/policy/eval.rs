@@ -75,7 +75,15 @@ pub(crate) struct Expanded {
 }
 
 fn canonify(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn strip_ns(name: &str) -> &str {
@@ -100,7 +108,12 @@ impl<'a> Eval<'a> {
     }
 
     pub fn warn(&mut self, here: &Here, msg: String) {
-        let d = Diagnostic { file: here.file.to_string(), line: here.line, col: 0, message: msg };
+        let d = Diagnostic {
+            file: here.file.to_string(),
+            line: here.line,
+            col: 0,
+            message: msg,
+        };
         if !self.warnings.contains(&d) {
             self.warnings.push(d);
         }
@@ -114,7 +127,11 @@ impl<'a> Eval<'a> {
             Value::List(l) => l.iter().map(|x| x.len() + 16).sum::<usize>() + 16,
         };
         let key = (scope.to_string(), name.to_string());
-        let old = self.vars.get(&key).map(|v| size(v) + name.len()).unwrap_or(0);
+        let old = self
+            .vars
+            .get(&key)
+            .map(|v| size(v) + name.len())
+            .unwrap_or(0);
         let new = size(&v) + name.len();
         if self.var_bytes - old + new > MAX_VAR_BYTES {
             self.warn(here, format!("variable '{scope}.{name}' not set: all variables together would exceed {MAX_VAR_BYTES} bytes"));
@@ -161,7 +178,10 @@ impl<'a> Eval<'a> {
                 Some(Value::Scalar(v))
             }
             "connection" => None,
-            _ => self.vars.get(&(scope.to_string(), var.to_string())).cloned(),
+            _ => self
+                .vars
+                .get(&(scope.to_string(), var.to_string()))
+                .cloned(),
         }
     }
 
@@ -174,7 +194,13 @@ impl<'a> Eval<'a> {
         Expanded { text, unresolved }
     }
 
-    fn expand_inner(&self, s: &str, here: &Here, depth: usize, unresolved: &mut Vec<String>) -> String {
+    fn expand_inner(
+        &self,
+        s: &str,
+        here: &Here,
+        depth: usize,
+        unresolved: &mut Vec<String>,
+    ) -> String {
         if depth > MAX_EVAL_DEPTH || !s.contains('$') {
             return s.to_string();
         }
@@ -266,7 +292,10 @@ impl<'a> Eval<'a> {
                         Value::List(l) => out.extend(l),
                     }
                     if out.len() > MAX_LIST_LEN {
-                        self.warn(here, format!("list too long (more than {MAX_LIST_LEN} elements)"));
+                        self.warn(
+                            here,
+                            format!("list too long (more than {MAX_LIST_LEN} elements)"),
+                        );
                         return None;
                     }
                 }
@@ -279,7 +308,12 @@ impl<'a> Eval<'a> {
     /// Like [`Self::eval_rval`] but keeps unresolved text, reporting the
     /// names that did not resolve (used for access lists, where an
     /// unresolved entry must drop the rule rather than widen it).
-    pub fn eval_rval_lenient(&mut self, r: &Rval, here: &Here, unresolved: &mut Vec<String>) -> Value {
+    pub fn eval_rval_lenient(
+        &mut self,
+        r: &Rval,
+        here: &Here,
+        unresolved: &mut Vec<String>,
+    ) -> Value {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
@@ -301,7 +335,10 @@ impl<'a> Eval<'a> {
                         Value::List(l) => out.extend(l),
                     }
                     if out.len() > MAX_LIST_LEN {
-                        self.warn(here, format!("list too long (more than {MAX_LIST_LEN} elements); truncated"));
+                        self.warn(
+                            here,
+                            format!("list too long (more than {MAX_LIST_LEN} elements); truncated"),
+                        );
                         out.truncate(MAX_LIST_LEN);
                         unresolved.push("<list too long>".into());
                         break;
@@ -344,7 +381,11 @@ impl<'a> Eval<'a> {
 
     /// Function calls. Class-valued functions return `any` / `!any`.
     pub fn call(&mut self, c: &FnCall, here: &Here, depth: usize) -> Option<Value> {
-        let here_call = Here { file: here.file, scope: here.scope, line: c.pos.line };
+        let here_call = Here {
+            file: here.file,
+            scope: here.scope,
+            line: c.pos.line,
+        };
         let h = &here_call;
         let name = strip_ns(&c.name);
         let argc = c.args.len();
@@ -387,7 +428,11 @@ impl<'a> Eval<'a> {
                     let e = self.scalar_arg(c, i, h, depth)?;
                     vals.push(self.class_expr(&e, h)?);
                 }
-                Self::class_bool(if name == "and" { vals.iter().all(|&x| x) } else { vals.iter().any(|&x| x) })
+                Self::class_bool(if name == "and" {
+                    vals.iter().all(|&x| x)
+                } else {
+                    vals.iter().any(|&x| x)
+                })
             }
             "join" if need(2) => {
                 let sep = self.scalar_arg(c, 0, h, depth)?;
@@ -409,7 +454,9 @@ impl<'a> Eval<'a> {
                 let v = self.scalar_arg(c, 0, h, depth)?;
                 Self::class_bool(self.lookup(&v, h).is_some())
             }
-            "canonify" if need(1) => Some(Value::Scalar(canonify(&self.scalar_arg(c, 0, h, depth)?))),
+            "canonify" if need(1) => {
+                Some(Value::Scalar(canonify(&self.scalar_arg(c, 0, h, depth)?)))
+            }
             "fileexists" if need(1) => {
                 let p = self.scalar_arg(c, 0, h, depth)?;
                 Self::class_bool(self.src.exists(&p))
@@ -450,7 +497,9 @@ impl<'a> Eval<'a> {
                 }
                 Some(Value::List(out))
             }
-            "length" if need(1) => Some(Value::Scalar(self.list_arg(c, 0, h, depth)?.len().to_string())),
+            "length" if need(1) => Some(Value::Scalar(
+                self.list_arg(c, 0, h, depth)?.len().to_string(),
+            )),
             "nth" if need(2) => {
                 let l = self.list_arg(c, 0, h, depth)?;
                 let i: i64 = self.scalar_arg(c, 1, h, depth)?.trim().parse().ok()?;
@@ -465,10 +514,15 @@ impl<'a> Eval<'a> {
             }
             "isdir" if need(1) => {
                 let p = self.scalar_arg(c, 0, h, depth)?;
-                Self::class_bool(matches!(self.src.canonicalize(&p), super::Canon::Resolved { is_dir: true, .. }))
+                Self::class_bool(matches!(
+                    self.src.canonicalize(&p),
+                    super::Canon::Resolved { is_dir: true, .. }
+                ))
             }
             "maplist" if need(2) => {
-                let Rval::Scalar(tpl) = &c.args[0] else { return None };
+                let Rval::Scalar(tpl) = &c.args[0] else {
+                    return None;
+                };
                 let l = self.list_arg(c, 1, h, depth)?;
                 let saved = self.bindings.clone();
                 let mut out = Vec::new();
@@ -524,7 +578,12 @@ impl<'a> Eval<'a> {
             return Some(false);
         }
         let toks: Vec<char> = e.text.chars().filter(|c| !c.is_whitespace()).collect();
-        let mut p = ClassParser { t: &toks, i: 0, ev: self, scope: here.scope };
+        let mut p = ClassParser {
+            t: &toks,
+            i: 0,
+            ev: self,
+            scope: here.scope,
+        };
         let r = p.or(0);
         match r {
             Some(v) if p.i == toks.len() => Some(v),
@@ -537,7 +596,10 @@ impl<'a> Eval<'a> {
 
     pub fn is_class(&self, name: &str, scope: &str) -> bool {
         let name = strip_ns(name);
-        self.classes.contains(name) || self.local_classes.contains(&(scope.to_string(), name.to_string()))
+        self.classes.contains(name)
+            || self
+                .local_classes
+                .contains(&(scope.to_string(), name.to_string()))
     }
 
     /// Is the promise's guard (and `if`/`ifvarclass`/`unless`) true?
@@ -551,7 +613,10 @@ impl<'a> Eval<'a> {
                 "unless" => false,
                 _ => continue,
             };
-            let h = Here { line: c.pos.line, ..here.clone() };
+            let h = Here {
+                line: c.pos.line,
+                ..here.clone()
+            };
             let v = match &c.rval {
                 Rval::Scalar(s) => {
                     let e = self.expand(s, &h);
@@ -584,7 +649,11 @@ impl<'a> Eval<'a> {
             match sec.promise_type.as_str() {
                 "vars" => {
                     for p in &sec.promises {
-                        let here = Here { file, scope: &scope, line: p.pos.line };
+                        let here = Here {
+                            file,
+                            scope: &scope,
+                            line: p.pos.line,
+                        };
                         if !self.promise_active(p, &here) {
                             continue;
                         }
@@ -596,10 +665,16 @@ impl<'a> Eval<'a> {
                             }
                             for c in &p.constraints {
                                 let ty = c.lval.as_str();
-                                if !matches!(ty, "string" | "int" | "real" | "slist" | "ilist" | "rlist") {
+                                if !matches!(
+                                    ty,
+                                    "string" | "int" | "real" | "slist" | "ilist" | "rlist"
+                                ) {
                                     continue;
                                 }
-                                let h = Here { line: c.pos.line, ..here.clone() };
+                                let h = Here {
+                                    line: c.pos.line,
+                                    ..here.clone()
+                                };
                                 // like CFEngine: a value with unresolved variables is kept
                                 // literally; a failed function call leaves the variable undefined
                                 let v = match &c.rval {
@@ -616,7 +691,9 @@ impl<'a> Eval<'a> {
                                 };
                                 if let Some(v) = v {
                                     let v = match (ty, v) {
-                                        ("slist" | "ilist" | "rlist", Value::Scalar(s)) => Value::List(vec![s]),
+                                        ("slist" | "ilist" | "rlist", Value::Scalar(s)) => {
+                                            Value::List(vec![s])
+                                        }
                                         (_, v) => v,
                                     };
                                     self.set_var(&scope, &e.text, v, &h);
@@ -628,18 +705,36 @@ impl<'a> Eval<'a> {
                 }
                 "classes" => {
                     for p in &sec.promises {
-                        let here = Here { file, scope: &scope, line: p.pos.line };
+                        let here = Here {
+                            file,
+                            scope: &scope,
+                            line: p.pos.line,
+                        };
                         if !self.promise_active(p, &here) {
                             continue;
                         }
                         let name = canonify(&self.expand(&p.promiser, &here).text);
-                        let mut val: Option<bool> = if p.constraints.iter().all(|c| matches!(c.lval.as_str(), "if" | "ifvarclass" | "unless" | "comment" | "handle" | "meta" | "scope" | "persistence")) {
+                        let mut val: Option<bool> = if p.constraints.iter().all(|c| {
+                            matches!(
+                                c.lval.as_str(),
+                                "if" | "ifvarclass"
+                                    | "unless"
+                                    | "comment"
+                                    | "handle"
+                                    | "meta"
+                                    | "scope"
+                                    | "persistence"
+                            )
+                        }) {
                             Some(true)
                         } else {
                             None
                         };
                         for c in &p.constraints {
-                            let h = Here { line: c.pos.line, ..here.clone() };
+                            let h = Here {
+                                line: c.pos.line,
+                                ..here.clone()
+                            };
                             let v = match c.lval.as_str() {
                                 "expression" => match &c.rval {
                                     Rval::Scalar(s) => self.class_expr(s, &h),
@@ -729,7 +824,10 @@ impl<'a> Eval<'a> {
 
 /// `@(name)` / `@{name}` as a whole string: the list it names.
 pub(crate) fn list_ref(s: &str) -> Option<&str> {
-    let inner = s.strip_prefix("@(").and_then(|r| r.strip_suffix(')')).or_else(|| s.strip_prefix("@{").and_then(|r| r.strip_suffix('}')))?;
+    let inner = s
+        .strip_prefix("@(")
+        .and_then(|r| r.strip_suffix(')'))
+        .or_else(|| s.strip_prefix("@{").and_then(|r| r.strip_suffix('}')))?;
     if inner.contains(['(', ')', '{', '}', '$']) {
         None
     } else {
@@ -817,7 +915,9 @@ impl ClassParser<'_, '_, '_> {
             return None;
         }
         let start = self.i;
-        while self.i < self.t.len() && (self.t[self.i].is_alphanumeric() || self.t[self.i] == '_' || self.t[self.i] == ':') {
+        while self.i < self.t.len()
+            && (self.t[self.i].is_alphanumeric() || self.t[self.i] == '_' || self.t[self.i] == ':')
+        {
             self.i += 1;
         }
         if start == self.i {
