@@ -389,49 +389,51 @@ fn edge_case_summary_matches_real_cf_serverd() {
 
 const CF_NET: &str = "/usr/bin/cf-net";
 
-/// Runs `cf-net stat PATH` from the client work dir; true if the server
-/// answered with the file's type (admitted), false on a refusal.
-fn cf_net_stat(cli: &Path, port: u16, path: &str) -> bool {
+/// Runs `cf-net stat PATH` against `host:port` from the client work dir;
+/// true if the server answered with the file's type (admitted), false on a
+/// refusal.
+fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
     let out = Command::new("timeout")
-        .args([
-            "30",
-            CF_NET,
-            "-H",
-            &format!("127.0.0.1:{port}"),
-            "stat",
-            path,
-        ])
+        .args(["30", CF_NET, "-H", hostport, "stat", path])
         .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
         .stdin(Stdio::null())
         .output()
         .expect("run cf-net");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if text.contains("' is a ") {
         return true;
     }
-    assert!(
-        text.contains("Could not stat"),
-        "unexpected cf-net output for {path}: {text}"
-    );
+    assert!(text.contains("Could not stat"), "unexpected cf-net output for {path}: {text}");
     false
 }
 
-/// For a set of policies and requests, rcf's decision function agrees with
-/// what the real cf-serverd does for a real cf-net client over TLS.
-#[test]
-fn decisions_match_real_cf_serverd() {
-    assert!(
-        Path::new(CF_NET).exists(),
-        "{CF_NET} missing: install the cfengine3 package"
-    );
-    assert!(
-        Path::new(CF_SERVERD).exists(),
-        "{CF_SERVERD} missing: install the cfengine3 package"
-    );
+/// Files the decision policy refers to (relative to WORKDIR/data).
+const DECISION_FILES: &[&str] = &[
+    "srv/x",
+    "srv/private/a",
+    "deny/f",
+    "keys/f",
+    "prefix/f",
+    "prefix2/f",
+    "conn/127.0.0.1/f",
+    "conn/::1/f",
+    "conn2/127.0.0.1/f",
+    "regex/f",
+    "v6only/f",
+    "hostdeny/f",
+    "target/f",
+    "share/x",
+    "ocal/f",
+    "any4/f",
+];
+
+/// Starts the real cf-serverd bound to `bind`, asks it for every request
+/// with the real cf-net, and compares with rcf's decision for the same peer.
+/// `expected` is what 3.21 answers (so the comparison is not vacuous).
+fn decisions_against_real(bind: &str, expected: &[bool]) {
+    assert!(Path::new(CF_NET).exists(), "{CF_NET} missing: install the cfengine3 package");
+    assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
+    let peer_ip = bind;
     let tmp = tempfile::tempdir().unwrap();
     let srv = make_workdir(&tmp.path().join("srv"));
     let cli = make_workdir(&tmp.path().join("cli"));
@@ -449,39 +451,27 @@ fn decisions_match_real_cf_serverd() {
         .flatten()
         .find_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("root-")
-                .and_then(|x| x.strip_suffix(".pub"))
-                .map(str::to_string)
+            n.strip_prefix("root-").and_then(|x| x.strip_suffix(".pub")).map(str::to_string)
         })
         .expect("client key trusted on the server");
     let d = srv.join("data");
-    let files = [
-        "srv/x",
-        "srv/private/a",
-        "deny/f",
-        "keys/f",
-        "prefix/f",
-        "prefix2/f",
-        "conn/127.0.0.1/f",
-        "conn2/127.0.0.1/f",
-        "regex/f",
-        "v6only/f",
-        "hostdeny/f",
-        "target/f",
-        "share/x",
-    ];
-    for f in files {
+    for f in DECISION_FILES {
         let p = d.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "x\n").unwrap();
     }
     std::os::unix::fs::symlink(d.join("target/f"), d.join("flink")).unwrap();
-    let port = free_loopback_port();
+    let port = if bind.contains(':') {
+        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
+        l.local_addr().unwrap().port()
+    } else {
+        free_loopback_port()
+    };
     let policy_text = format!(
         r#"
 body common control {{ bundlesequence => {{ "noop" }}; }}
 bundle agent noop {{ vars: "x" string => "y"; }}
-body server control {{ port => "{port}"; bindtointerface => "127.0.0.1"; allowconnects => {{ "127.0.0.1" }}; }}
+body server control {{ port => "{port}"; bindtointerface => "{bind}"; allowconnects => {{ "127.0.0.1", "::1" }}; }}
 bundle server acl
 {{
   access:
@@ -498,12 +488,13 @@ bundle server acl
     "$(sys.workdir)/data/hostdeny/f" admit_ips => {{ "127.0.0.1" }}, deny_hostnames => {{ "localhost", "localhost.localdomain" }};
     "$(sys.workdir)/data/flink" admit_ips => {{ "127.0.0.1" }};
     "$(sys.workdir)/data/share/" admit_ips => {{ "127.0.0.1" }}, shortcut => "share";
+    "$(sys.workdir)/data/ocal/f" admit_hostnames => {{ ".ocalhost" }};
+    "$(sys.workdir)/data/any4/f" admit_ips => {{ "0.0.0.0/0" }};
 }}
 "#
     );
     let policy = srv.join("inputs/promises.cf");
     std::fs::write(&policy, policy_text).unwrap();
-    // start the real server and wait until it listens
     let log_path = tmp.path().join("cf-serverd.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(CF_SERVERD)
@@ -525,94 +516,80 @@ bundle server acl
         if let Ok(Some(st)) = guard.0.try_wait() {
             panic!("cf-serverd exited early ({st}):\n{text}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "cf-serverd did not start listening:\n{text}"
-        );
+        assert!(Instant::now() < deadline, "cf-serverd did not start listening:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
     }
     let pol = rcf_load(&srv, &policy, port);
-    let ds = std::fs::canonicalize(&d)
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let requests: Vec<(String, String)> = files
+    let ds = std::fs::canonicalize(&d).unwrap().to_string_lossy().into_owned();
+    let requests: Vec<(String, String)> = DECISION_FILES
         .iter()
         .map(|f| (format!("{ds}/{f}"), format!("{ds}/{f}")))
-        .chain([
-            (format!("{ds}/flink"), format!("{ds}/target/f")),
-            ("share/x".to_string(), format!("{ds}/share/x")),
-        ])
+        .chain([(format!("{ds}/flink"), format!("{ds}/target/f")), ("share/x".to_string(), format!("{ds}/share/x"))])
         .collect();
-    let mut real = Vec::new();
-    for (sent, _) in &requests {
-        real.push(cf_net_stat(&cli, port, sent));
-    }
+    assert_eq!(requests.len(), expected.len());
+    let hostport = if bind.contains(':') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") };
+    let real: Vec<bool> = requests.iter().map(|(sent, _)| cf_net_stat(&cli, &hostport, sent)).collect();
     drop(guard);
-    // the expected 3.21 answers, to be sure the comparison is not vacuous
-    let expected = [
-        true, false, false, true, true, false, true, false, true, false, false, true, true, true,
-        true,
-    ];
-    for (i, ((sent, _), want)) in requests.iter().zip(expected).enumerate() {
-        if sent.ends_with("hostdeny/f") {
-            continue; // depends on this machine's reverse DNS for 127.0.0.1
-        }
-        assert_eq!(
-            real[i], want,
-            "real cf-serverd answered unexpectedly for {sent}"
-        );
-    }
     let log = std::fs::read_to_string(&log_path).unwrap();
-    // what the server learnt from reverse DNS (hostname rules turn it on)
-    let hostname = log.lines().find_map(|l| {
-        l.split("Hostname (reverse looked up): ")
-            .nth(1)
-            .map(|h| h.trim().to_string())
-    });
+    let hostname = log.lines().find_map(|l| l.split("Hostname (reverse looked up): ").nth(1).map(|h| h.trim().to_string()));
     let lookup_failed = log.contains("Reverse lookup failed");
-    assert!(
-        hostname.is_some() || lookup_failed,
-        "no reverse lookup in the server log"
-    );
-    let facts = ConnFactsOwned {
-        hostname: hostname.clone(),
-        key: client_key.clone(),
-    };
+    assert!(hostname.is_some() || lookup_failed, "no reverse lookup in the server log");
+    for (i, ((sent, _), want)) in requests.iter().zip(expected).enumerate() {
+        if sent.ends_with("hostdeny/f") && hostname.is_none() {
+            continue; // depends on this machine's reverse DNS
+        }
+        if sent.ends_with("ocal/f") && hostname.as_deref() != Some("localhost") {
+            continue;
+        }
+        assert_eq!(real[i], *want, "real cf-serverd answered unexpectedly for {sent} from {peer_ip}");
+    }
+    let facts = ConnFactsOwned { ip: peer_ip.to_string(), hostname: hostname.clone(), key: client_key.clone() };
     let mut mismatches = Vec::new();
     for ((sent, canonical), real_allowed) in requests.iter().zip(real) {
         let f = facts.facts();
         let target = pol
-            .expand_shortcut(sent, "127.0.0.1", f.hostname, f.key)
+            .expand_shortcut(sent, f.ip, f.hostname, f.key)
             .map(|p| p.replace("//", "/"))
             .unwrap_or_else(|| canonical.clone());
         assert_eq!(&target, canonical, "shortcut expansion for {sent}");
         let d = pol.check(&f, rcf_core::policy::Request::Path(&target));
-        if sent.ends_with("hostdeny/f") && hostname.is_none() {
+        if sent.ends_with("hostdeny/f") && hostname.is_none() && real_allowed {
             // documented rcf deviation: 3.21 skips deny_hostnames when the lookup fails
-            assert!(
-                real_allowed && !d.allowed,
-                "hostdeny with failed lookup: real {real_allowed}, rcf {d:?}"
-            );
+            assert!(!d.allowed, "hostdeny with failed lookup: rcf must deny, got {d:?}");
             continue;
         }
         if d.allowed != real_allowed {
-            mismatches.push(format!(
-                "{sent}: real cf-serverd {}, rcf {} ({})",
-                real_allowed,
-                d.allowed,
-                pol.explain(&d)
-            ));
+            mismatches.push(format!("{sent}: real cf-serverd {}, rcf {} ({})", real_allowed, d.allowed, pol.explain(&d)));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "decisions differ (hostname {hostname:?}):\n{}",
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "decisions differ for peer {peer_ip} (hostname {hostname:?}):\n{}", mismatches.join("\n"));
+}
+
+/// rcf's decisions equal the real cf-serverd's for an IPv4 loopback peer
+/// (B.10 #1, #3, #5, #6c, #8, #11 and shortcuts, live).
+#[test]
+fn decisions_match_real_cf_serverd_ipv4() {
+    #[rustfmt::skip]
+    let expected = [
+        true, false, false, true, true, false, true, false, false, true, false, false, true, true, true,
+        true, true, true,
+    ];
+    decisions_against_real("127.0.0.1", &expected);
+}
+
+/// The same from `::1`: IPv4 rules never match an IPv6 peer (B.10 #4, J.17).
+#[test]
+fn decisions_match_real_cf_serverd_ipv6() {
+    #[rustfmt::skip]
+    let expected = [
+        false, false, false, true, false, false, false, true, false, false, true, false, false, false, false,
+        false, false, false,
+    ];
+    decisions_against_real("::1", &expected);
 }
 
 struct ConnFactsOwned {
+    ip: String,
     hostname: Option<String>,
     key: String,
 }
@@ -620,7 +597,7 @@ struct ConnFactsOwned {
 impl ConnFactsOwned {
     fn facts(&self) -> rcf_core::policy::ConnFacts<'_> {
         rcf_core::policy::ConnFacts {
-            ip: "127.0.0.1",
+            ip: &self.ip,
             hostname: self.hostname.as_deref(),
             key: &self.key,
             username: "root",
