@@ -399,11 +399,18 @@ fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
         .stdin(Stdio::null())
         .output()
         .expect("run cf-net");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if text.contains("' is a ") {
         return true;
     }
-    assert!(text.contains("Could not stat"), "unexpected cf-net output for {path}: {text}");
+    assert!(
+        text.contains("Could not stat"),
+        "unexpected cf-net output for {path}: {text}"
+    );
     false
 }
 
@@ -431,8 +438,14 @@ const DECISION_FILES: &[&str] = &[
 /// with the real cf-net, and compares with rcf's decision for the same peer.
 /// `expected` is what 3.21 answers (so the comparison is not vacuous).
 fn decisions_against_real(bind: &str, expected: &[bool]) {
-    assert!(Path::new(CF_NET).exists(), "{CF_NET} missing: install the cfengine3 package");
-    assert!(Path::new(CF_SERVERD).exists(), "{CF_SERVERD} missing: install the cfengine3 package");
+    assert!(
+        Path::new(CF_NET).exists(),
+        "{CF_NET} missing: install the cfengine3 package"
+    );
+    assert!(
+        Path::new(CF_SERVERD).exists(),
+        "{CF_SERVERD} missing: install the cfengine3 package"
+    );
     let peer_ip = bind;
     let tmp = tempfile::tempdir().unwrap();
     let srv = make_workdir(&tmp.path().join("srv"));
@@ -451,7 +464,9 @@ fn decisions_against_real(bind: &str, expected: &[bool]) {
         .flatten()
         .find_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("root-").and_then(|x| x.strip_suffix(".pub")).map(str::to_string)
+            n.strip_prefix("root-")
+                .and_then(|x| x.strip_suffix(".pub"))
+                .map(str::to_string)
         })
         .expect("client key trusted on the server");
     let d = srv.join("data");
@@ -516,24 +531,47 @@ bundle server acl
         if let Ok(Some(st)) = guard.0.try_wait() {
             panic!("cf-serverd exited early ({st}):\n{text}");
         }
-        assert!(Instant::now() < deadline, "cf-serverd did not start listening:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "cf-serverd did not start listening:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let pol = rcf_load(&srv, &policy, port);
-    let ds = std::fs::canonicalize(&d).unwrap().to_string_lossy().into_owned();
+    let ds = std::fs::canonicalize(&d)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let requests: Vec<(String, String)> = DECISION_FILES
         .iter()
         .map(|f| (format!("{ds}/{f}"), format!("{ds}/{f}")))
-        .chain([(format!("{ds}/flink"), format!("{ds}/target/f")), ("share/x".to_string(), format!("{ds}/share/x"))])
+        .chain([
+            (format!("{ds}/flink"), format!("{ds}/target/f")),
+            ("share/x".to_string(), format!("{ds}/share/x")),
+        ])
         .collect();
     assert_eq!(requests.len(), expected.len());
-    let hostport = if bind.contains(':') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") };
-    let real: Vec<bool> = requests.iter().map(|(sent, _)| cf_net_stat(&cli, &hostport, sent)).collect();
+    let hostport = if bind.contains(':') {
+        format!("[{bind}]:{port}")
+    } else {
+        format!("{bind}:{port}")
+    };
+    let real: Vec<bool> = requests
+        .iter()
+        .map(|(sent, _)| cf_net_stat(&cli, &hostport, sent))
+        .collect();
     drop(guard);
     let log = std::fs::read_to_string(&log_path).unwrap();
-    let hostname = log.lines().find_map(|l| l.split("Hostname (reverse looked up): ").nth(1).map(|h| h.trim().to_string()));
+    let hostname = log.lines().find_map(|l| {
+        l.split("Hostname (reverse looked up): ")
+            .nth(1)
+            .map(|h| h.trim().to_string())
+    });
     let lookup_failed = log.contains("Reverse lookup failed");
-    assert!(hostname.is_some() || lookup_failed, "no reverse lookup in the server log");
+    assert!(
+        hostname.is_some() || lookup_failed,
+        "no reverse lookup in the server log"
+    );
     for (i, ((sent, _), want)) in requests.iter().zip(expected).enumerate() {
         if sent.ends_with("hostdeny/f") && hostname.is_none() {
             continue; // depends on this machine's reverse DNS
@@ -541,9 +579,16 @@ bundle server acl
         if sent.ends_with("ocal/f") && hostname.as_deref() != Some("localhost") {
             continue;
         }
-        assert_eq!(real[i], *want, "real cf-serverd answered unexpectedly for {sent} from {peer_ip}");
+        assert_eq!(
+            real[i], *want,
+            "real cf-serverd answered unexpectedly for {sent} from {peer_ip}"
+        );
     }
-    let facts = ConnFactsOwned { ip: peer_ip.to_string(), hostname: hostname.clone(), key: client_key.clone() };
+    let facts = ConnFactsOwned {
+        ip: peer_ip.to_string(),
+        hostname: hostname.clone(),
+        key: client_key.clone(),
+    };
     let mut mismatches = Vec::new();
     for ((sent, canonical), real_allowed) in requests.iter().zip(real) {
         let f = facts.facts();
@@ -555,14 +600,26 @@ bundle server acl
         let d = pol.check(&f, rcf_core::policy::Request::Path(&target));
         if sent.ends_with("hostdeny/f") && hostname.is_none() && real_allowed {
             // documented rcf deviation: 3.21 skips deny_hostnames when the lookup fails
-            assert!(!d.allowed, "hostdeny with failed lookup: rcf must deny, got {d:?}");
+            assert!(
+                !d.allowed,
+                "hostdeny with failed lookup: rcf must deny, got {d:?}"
+            );
             continue;
         }
         if d.allowed != real_allowed {
-            mismatches.push(format!("{sent}: real cf-serverd {}, rcf {} ({})", real_allowed, d.allowed, pol.explain(&d)));
+            mismatches.push(format!(
+                "{sent}: real cf-serverd {}, rcf {} ({})",
+                real_allowed,
+                d.allowed,
+                pol.explain(&d)
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "decisions differ for peer {peer_ip} (hostname {hostname:?}):\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "decisions differ for peer {peer_ip} (hostname {hostname:?}):\n{}",
+        mismatches.join("\n")
+    );
 }
 
 /// rcf's decisions equal the real cf-serverd's for an IPv4 loopback peer

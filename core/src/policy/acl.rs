@@ -3,7 +3,7 @@
 //! which rule decided and why.
 
 use super::addr::{self, full_match, fuzzy_set_match};
-use super::server::{LegacyAuth, Resource, Rules, ServerPolicy};
+use super::server::{LegacyAuth, LegacyMatchers, Resource, Rules, ServerPolicy};
 use std::collections::BTreeMap;
 
 /// Which protocol the peer speaks.
@@ -378,18 +378,22 @@ impl ServerPolicy {
     fn check_classic(&self, f: &ConnFacts, req: Request) -> Decision {
         let ip = addr::map_address(f.ip);
         let host = f.hostname.unwrap_or("");
-        let matches = |list: &[String]| -> Option<String> {
-            let cl = addr::ConnList::from_policy_order(list.iter().map(String::as_str));
+        // IsMatchItemIn on the IP, else the client-claimed hostname against
+        // each entry as a regex (IsRegexItemIn)
+        let matches = |cl: &addr::ConnList,
+                       res: &[(String, Option<regex::Regex>)]|
+         -> Option<(Category, String)> {
             if let Some(e) = cl.matching(ip) {
-                return Some(e.to_string());
+                return Some((Category::Ip, e.to_string()));
             }
             if host.is_empty() {
                 return None;
             }
-            list.iter()
-                .find(|e| *e == host || addr::full_match_str(e, host))
-                .cloned()
+            res.iter()
+                .find(|(e, re)| e == host || re.as_ref().is_some_and(|re| full_match(re, host)))
+                .map(|(e, _)| (Category::Hostname, e.clone()))
         };
+        let empty = LegacyMatchers::default();
         let covers = |a: &LegacyAuth, p: &str| {
             a.path == p
                 || a.path == "/"
@@ -422,8 +426,9 @@ impl ServerPolicy {
             reason: Reason::NotAdmitted,
             maproot: false,
         };
-        d.maproot = matches(&ap.maproot).is_some();
-        let Some(entry) = matches(&ap.accesslist) else {
+        let apm = ap.compiled.as_ref().unwrap_or(&empty);
+        d.maproot = matches(&apm.maproot, &apm.maproot_re).is_some();
+        let Some((via, entry)) = matches(&apm.access, &apm.access_re) else {
             return d;
         };
         if ap.encrypt && !f.encrypted {
@@ -431,9 +436,10 @@ impl ServerPolicy {
             return d;
         }
         for dp in denies.iter().filter(|a| hit(a)) {
-            if let Some(e) = matches(&dp.accesslist) {
+            let dpm = dp.compiled.as_ref().unwrap_or(&empty);
+            if let Some((dvia, e)) = matches(&dpm.access, &dpm.access_re) {
                 d.reason = Reason::Denied {
-                    via: Category::Ip,
+                    via: dvia,
                     entry: e,
                 };
                 d.resource = Some(dp.path.clone());
@@ -441,10 +447,7 @@ impl ServerPolicy {
             }
         }
         d.allowed = true;
-        d.reason = Reason::Admitted {
-            via: Category::Ip,
-            entry,
-        };
+        d.reason = Reason::Admitted { via, entry };
         d
     }
 

@@ -456,3 +456,17 @@ mod tests {
         !fuzzy_set_match(&rule, &ip) && !ConnList::from_policy_order([rule.as_str()]).contains(&ip)
     }
 }
+
+#[cfg(test)]
+mod v6_range_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_ranges_have_an_exclusive_lower_bound() {
+        assert!(fuzzy_set_match("fe80::1-ff", "fe80::ff"));
+        assert!(fuzzy_set_match("fe80::1-ff", "fe80::2"));
+        // 3.21 quirk: the lower bound itself does not match
+        assert!(!fuzzy_set_match("fe80::1-ff", "fe80::1"));
+        assert!(!fuzzy_set_match("fe80::1-ff", "fe80::100"));
+    }
+}

@@ -226,6 +226,31 @@ pub struct LegacyAuth {
     pub maproot: Vec<String>,
     /// ifencrypted.
     pub encrypt: bool,
+    /// Precompiled matchers for `accesslist` and `maproot` (built once at
+    /// the end of a load, so requests never compile regexes).
+    pub(crate) compiled: Option<LegacyMatchers>,
+}
+
+/// Precompiled classic matchers: IsMatchItemIn lists plus each entry as a
+/// hostname regex.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LegacyMatchers {
+    pub access: ConnList,
+    pub access_re: Vec<(String, Option<Regex>)>,
+    pub maproot: ConnList,
+    pub maproot_re: Vec<(String, Option<Regex>)>,
+}
+
+impl LegacyAuth {
+    fn compile(&mut self) {
+        let re = |l: &[String]| l.iter().map(|e| (e.clone(), addr::compile(e))).collect();
+        self.compiled = Some(LegacyMatchers {
+            access: ConnList::from_policy_order(self.accesslist.iter().map(String::as_str)),
+            access_re: re(&self.accesslist),
+            maproot: ConnList::from_policy_order(self.maproot.iter().map(String::as_str)),
+            maproot_re: re(&self.maproot),
+        });
+    }
 }
 
 /// The classic-protocol ACLs (B.9).
@@ -396,6 +421,16 @@ pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, 
             errors: l.errors,
             warnings: l.ev.warnings,
         });
+    }
+    for list in [
+        &mut pol.legacy.admit,
+        &mut pol.legacy.deny,
+        &mut pol.legacy.varadmit,
+        &mut pol.legacy.vardeny,
+    ] {
+        for a in list.iter_mut() {
+            a.compile();
+        }
     }
     pol.warnings = std::mem::take(&mut l.ev.warnings);
     pol.notes = l.notes;

@@ -741,6 +741,12 @@ fn classic_decision_table() {
         )
         .allowed
     );
+    // the hostname path: /var/cfengine/masterfiles is first for its subtree
+    let d = pol.check(
+        &classic("172.16.0.1", Some("a.example.com"), true),
+        Request::Path("/srv2/x"),
+    );
+    assert_eq!(d.reason, Reason::NoMatchingResource);
     // no table for bundles under classic
     assert_eq!(
         pol.check(&classic("10.0.0.1", None, false), Request::Bundle("x"))
@@ -1295,6 +1301,43 @@ fn a_failed_reload_keeps_the_last_good_policy() {
     assert!(
         current
             .check(&tls("10.1.1.1", None, KEY_A), Request::Path("/srv/x"))
+            .allowed
+    );
+}
+
+#[test]
+fn classic_hostname_regex_admission() {
+    let pol = load_mem(
+        Mem::default().file("/srv/f", "").dir("/srv"),
+        &server(r#""/srv/f" admit_hostnames => {".example.com"}, deny => {"evil.example.com"};"#),
+    );
+    let classic = |host: &'static str| ConnFacts {
+        ip: "172.16.0.1",
+        hostname: Some(host),
+        key: "",
+        username: "root",
+        protocol: Protocol::Classic,
+        encrypted: false,
+    };
+    let d = pol.check(&classic("a.example.com"), Request::Path("/srv/f"));
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(
+        d.reason,
+        Reason::Admitted {
+            via: Category::Hostname,
+            entry: ".*\\.example\\.com".into()
+        }
+    );
+    let d = pol.check(&classic("evil.example.com"), Request::Path("/srv/f"));
+    assert_eq!(
+        d.reason,
+        Reason::Denied {
+            via: Category::Hostname,
+            entry: "evil.example.com".into()
+        }
+    );
+    assert!(
+        !pol.check(&classic("example.org"), Request::Path("/srv/f"))
             .allowed
     );
 }
