@@ -409,6 +409,13 @@ pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, 
             warnings: l.ev.warnings,
         });
     }
+    l.check_var_class_attrs();
+    if !l.errors.is_empty() {
+        return Err(PolicyErrors {
+            errors: l.errors,
+            warnings: l.ev.warnings,
+        });
+    }
     l.eval_commons();
     let mut pol = ServerPolicy {
         files: l.files.iter().map(|f| f.path.clone()).collect(),
@@ -653,6 +660,55 @@ impl<'a> Loader<'a> {
                 state[node] = 2;
                 stack.pop();
                 path.pop();
+            }
+        }
+    }
+
+    /// Unknown attributes in the `vars:` and `classes:` promises the server
+    /// evaluates (common and server bundles) are errors, like cf-promises.
+    fn check_var_class_attrs(&mut self) {
+        const VARS: &[&str] = &[
+            "string", "int", "real", "slist", "ilist", "rlist", "data", "policy",
+        ];
+        const CLASSES: &[&str] = &[
+            "expression",
+            "and",
+            "or",
+            "xor",
+            "not",
+            "dist",
+            "select_class",
+            "scope",
+            "persistence",
+        ];
+        for f in &self.files {
+            for b in &f.blocks {
+                let Block::Bundle(b) = b else { continue };
+                if b.kind != "common" && b.kind != "server" {
+                    continue;
+                }
+                for sec in &b.sections {
+                    let known = match sec.promise_type.as_str() {
+                        "vars" => VARS,
+                        "classes" => CLASSES,
+                        _ => continue,
+                    };
+                    for p in &sec.promises {
+                        for c in &p.constraints {
+                            let l = c.lval.as_str();
+                            if !known.contains(&l) && !COMMON_PROMISE_ATTRS.contains(&l) {
+                                self.errors.push(diag(
+                                    &f.path,
+                                    c.pos.line,
+                                    format!(
+                                        "unknown attribute '{l}' in {} promise '{}' of bundle {}",
+                                        sec.promise_type, p.promiser, b.name
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
             }
         }
     }
