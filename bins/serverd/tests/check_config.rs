@@ -144,7 +144,7 @@ fn broken_policies_exit_1_with_file_and_line() {
             ],
             "a.cf:3: include cycle refused",
         ),
-        ("unknown attribute", &[("inputs/promises.cf", "body server control\n{\n  bindtoaddress => \"127.0.0.1\";\n}\n")], "promises.cf:3: unknown attribute 'bindtoaddress'"),
+        ("unknown attribute", &[("inputs/promises.cf", "body server control\n{\n  bindtoaddress => \"127.0.0.1\";\n}\n")], "promises.cf:3:3: unknown attribute 'bindtoaddress'"),
         ("bad CIDR", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"/a\"\n   admit_ips => { \"10.0.0.0/99\" };\n}\n")], "promises.cf:5: admit_ips of '/a': Invalid IPv4 CIDR"),
         ("bad IP", &[("inputs/promises.cf", "body server control\n{\n allowconnects => { \"300.1.1.1\" };\n}\n")], "promises.cf:3: allowconnects"),
         ("bad regex", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"bad[\" resource_type => \"context\", admit_ips => { \"1.2.3.4\" };\n}\n")], "promises.cf:4: context promiser 'bad[' is not a valid regular expression"),

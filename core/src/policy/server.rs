@@ -382,6 +382,15 @@ struct Loader<'a> {
 /// A string with the policy line it came from.
 type Located = (String, u32);
 
+fn diag_at(file: &str, pos: Pos, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        line: pos.line,
+        col: pos.col,
+        message: message.into(),
+    }
+}
+
 fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
     Diagnostic {
         file: file.to_string(),
@@ -697,9 +706,9 @@ impl<'a> Loader<'a> {
                         for c in &p.constraints {
                             let l = c.lval.as_str();
                             if !known.contains(&l) && !COMMON_PROMISE_ATTRS.contains(&l) {
-                                self.errors.push(diag(
+                                self.errors.push(diag_at(
                                     &f.path,
-                                    c.pos.line,
+                                    c.pos,
                                     format!(
                                         "unknown attribute '{l}' in {} promise '{}' of bundle {}",
                                         sec.promise_type, p.promiser, b.name
@@ -747,9 +756,9 @@ impl<'a> Loader<'a> {
                     };
                     let name = a.lval.as_str();
                     let Some(&known) = SERVER_CONTROL_ATTRS.iter().find(|&&k| k == name) else {
-                        self.errors.push(diag(
+                        self.errors.push(diag_at(
                             &f.path,
-                            a.pos.line,
+                            a.pos,
                             format!("unknown attribute '{name}' in body server control"),
                         ));
                         continue;
@@ -1146,9 +1155,9 @@ impl<'a> Loader<'a> {
                 && lval != "ifelapsed"
                 && lval != "expireafter"
             {
-                self.errors.push(diag(
+                self.errors.push(diag_at(
                     h.file,
-                    h.line,
+                    c.pos,
                     format!("unknown attribute '{lval}' in access promise '{promiser}'"),
                 ));
                 continue;

@@ -917,7 +917,7 @@ fn broken_policies_are_refused_with_positions() {
             "unknown control attr",
             Mem::default(),
             "body server control { bindtoaddress => \"1.2.3.4\"; }",
-            "/p/promises.cf:1: unknown attribute 'bindtoaddress'",
+            "/p/promises.cf:1:23: unknown attribute 'bindtoaddress'",
         ),
         (
             "unknown access attr",
