@@ -19,6 +19,23 @@ pub fn compile(pattern: &str) -> Option<Regex> {
         .ok()
 }
 
+/// Compiled patterns of one load, so a pattern used in many rules (an
+/// `@(def.acl)` list in every promise) is compiled once.
+#[derive(Debug, Default)]
+pub struct RegexCache(std::collections::BTreeMap<String, Option<Regex>>);
+
+impl RegexCache {
+    /// [`compile`], memoised. Regex clones share their program.
+    pub fn get(&mut self, pattern: &str) -> Option<Regex> {
+        if let Some(r) = self.0.get(pattern) {
+            return r.clone();
+        }
+        let r = compile(pattern);
+        self.0.insert(pattern.to_string(), r.clone());
+        r
+    }
+}
+
 /// Why a pattern did not compile, for load-time error messages.
 pub fn compile_error(pattern: &str) -> Option<String> {
     match RegexBuilder::new(pattern)

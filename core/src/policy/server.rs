@@ -134,10 +134,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(text: &str) -> Self {
+    fn new(text: &str, cache: &mut addr::RegexCache) -> Self {
         Entry {
             text: text.to_string(),
-            re: addr::compile(text),
+            re: cache.get(text),
         }
     }
 }
@@ -242,8 +242,8 @@ pub(crate) struct LegacyMatchers {
 }
 
 impl LegacyAuth {
-    fn compile(&mut self) {
-        let re = |l: &[String]| l.iter().map(|e| (e.clone(), addr::compile(e))).collect();
+    fn compile(&mut self, cache: &mut addr::RegexCache) {
+        let mut re = |l: &[String]| l.iter().map(|e| (e.clone(), cache.get(e))).collect();
         self.compiled = Some(LegacyMatchers {
             access: ConnList::from_policy_order(self.accesslist.iter().map(String::as_str)),
             access_re: re(&self.accesslist),
@@ -374,6 +374,7 @@ const ACCESS_ATTRS: &[&str] = &[
 
 struct Loader<'a> {
     ev: Eval<'a>,
+    regexes: addr::RegexCache,
     files: Vec<PolicyFile>,
     errors: Vec<Diagnostic>,
     notes: Vec<Diagnostic>,
@@ -407,6 +408,7 @@ fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
 pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, PolicyErrors> {
     let mut l = Loader {
         ev: Eval::new(src, opts),
+        regexes: addr::RegexCache::default(),
         files: Vec::new(),
         errors: Vec::new(),
         notes: Vec::new(),
@@ -445,7 +447,7 @@ pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, 
         &mut pol.legacy.vardeny,
     ] {
         for a in list.iter_mut() {
-            a.compile();
+            a.compile(&mut l.regexes);
         }
     }
     pol.warnings = std::mem::take(&mut l.ev.warnings);
@@ -1115,7 +1117,7 @@ impl<'a> Loader<'a> {
             .entry(name.clone())
             .or_insert_with(|| Resource {
                 name: name.clone(),
-                name_re: addr::compile(&name),
+                name_re: self.regexes.get(&name),
                 ..Default::default()
             });
         res.admit.usernames.extend(users);
@@ -1401,7 +1403,11 @@ impl<'a> Loader<'a> {
         }
         let res = table.entry(key.clone()).or_insert_with(|| Resource {
             name: key.clone(),
-            name_re: addr::compile(&key),
+            name_re: if resource_type == "path" {
+                None
+            } else {
+                self.regexes.get(&key)
+            },
             ..Default::default()
         });
         res.origins.push((here.file.to_string(), here.line));
@@ -1414,26 +1420,26 @@ impl<'a> Loader<'a> {
             for it in items {
                 match l.as_str() {
                     "admit_ips" => {
-                        res.admit.ips.push(Entry::new(it));
+                        res.admit.ips.push(Entry::new(it, &mut self.regexes));
                         if let Some(ap) = legacy_admit.as_deref_mut() {
                             ap.accesslist.push(it.clone());
                         }
                     }
                     "deny_ips" => {
-                        res.deny.ips.push(Entry::new(it));
+                        res.deny.ips.push(Entry::new(it, &mut self.regexes));
                         if let Some(dp) = legacy_deny.as_deref_mut() {
                             dp.accesslist.push(it.clone());
                         }
                     }
                     "admit_hostnames" => {
-                        res.admit.hostnames.push(Entry::new(it));
+                        res.admit.hostnames.push(Entry::new(it, &mut self.regexes));
                         hostname_rule = true;
                         if let Some(ap) = legacy_admit.as_deref_mut() {
                             ap.accesslist.push(new_host_to_old(it));
                         }
                     }
                     "deny_hostnames" => {
-                        res.deny.hostnames.push(Entry::new(it));
+                        res.deny.hostnames.push(Entry::new(it, &mut self.regexes));
                         hostname_rule = true;
                         if let Some(dp) = legacy_deny.as_deref_mut() {
                             dp.accesslist.push(new_host_to_old(it));
@@ -1449,11 +1455,11 @@ impl<'a> Loader<'a> {
                         };
                         match admit_type(it) {
                             AdmitType::Key => rules.keys.push(it.clone()),
-                            AdmitType::Ip => rules.ips.push(Entry::new(it)),
+                            AdmitType::Ip => rules.ips.push(Entry::new(it, &mut self.regexes)),
                             AdmitType::Hostname => match regex_hostname_forms(it) {
                                 Some(forms) => {
                                     for f in forms {
-                                        rules.hostnames.push(Entry::new(&f));
+                                        rules.hostnames.push(Entry::new(&f, &mut self.regexes));
                                     }
                                     hostname_rule = true;
                                 }
