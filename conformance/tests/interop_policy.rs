@@ -164,6 +164,8 @@ fn make_workdir(root: &Path) -> PathBuf {
         std::fs::create_dir_all(data.join(d)).unwrap();
     }
     std::os::unix::fs::symlink(data.join("target"), data.join("link")).unwrap();
+    std::fs::create_dir_all(data.join("target/sub")).unwrap();
+    std::os::unix::fs::symlink(data.join("nowhere"), data.join("dangling")).unwrap();
     wd
 }
 
