@@ -18,7 +18,10 @@ impl PolicySource for One<'_> {
     }
     fn canonicalize(&self, path: &str) -> Canon {
         if path == "/srv" || path == "/srv/" {
-            Canon::Resolved { path: "/srv".into(), is_dir: true }
+            Canon::Resolved {
+                path: "/srv".into(),
+                is_dir: true,
+            }
         } else {
             Canon::Missing
         }
@@ -29,11 +32,16 @@ impl PolicySource for One<'_> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if policy::parse_policy("fuzz.cf", text).is_err() {
         return;
     }
-    let opts = LoadOptions { file: "/fuzz/promises.cf".into(), ..Default::default() };
+    let opts = LoadOptions {
+        file: "/fuzz/promises.cf".into(),
+        ..Default::default()
+    };
     if let Ok(p) = policy::load(&One(text), &opts) {
         let _ = p.summary_lines();
         let facts = policy::ConnFacts {

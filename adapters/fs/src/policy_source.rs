@@ -21,7 +21,9 @@ impl PolicySource for FsPolicySource {
             return Err("is a directory".into());
         }
         let mut buf = Vec::new();
-        f.take(MAX_POLICY_FILE + 1).read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        f.take(MAX_POLICY_FILE + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| e.to_string())?;
         if buf.len() as u64 > MAX_POLICY_FILE {
             return Err(format!("larger than {MAX_POLICY_FILE} bytes"));
         }
@@ -34,7 +36,10 @@ impl PolicySource for FsPolicySource {
         match std::fs::canonicalize(path) {
             Ok(p) => {
                 let is_dir = std::fs::metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
-                Canon::Resolved { path: p.to_string_lossy().into_owned(), is_dir }
+                Canon::Resolved {
+                    path: p.to_string_lossy().into_owned(),
+                    is_dir,
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
             Err(e) => Canon::Failed(e.to_string()),
@@ -46,7 +51,9 @@ impl PolicySource for FsPolicySource {
     }
 
     fn is_symlink(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).map(|m| m.file_type().is_symlink()).unwrap_or(false)
+        std::fs::symlink_metadata(path)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
     }
 }
 
@@ -62,11 +69,26 @@ mod tests {
         std::os::unix::fs::symlink(d.join("dir"), d.join("link")).unwrap();
         std::os::unix::fs::symlink(d.join("nowhere"), d.join("dead")).unwrap();
         let s = FsPolicySource;
-        let real = std::fs::canonicalize(d.join("dir")).unwrap().to_string_lossy().into_owned();
-        assert_eq!(s.canonicalize(&d.join("link").to_string_lossy()), Canon::Resolved { path: real, is_dir: true });
-        assert_eq!(s.canonicalize(&d.join("dead").to_string_lossy()), Canon::Missing);
+        let real = std::fs::canonicalize(d.join("dir"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            s.canonicalize(&d.join("link").to_string_lossy()),
+            Canon::Resolved {
+                path: real,
+                is_dir: true
+            }
+        );
+        assert_eq!(
+            s.canonicalize(&d.join("dead").to_string_lossy()),
+            Canon::Missing
+        );
         assert!(s.is_symlink(&d.join("dead").to_string_lossy()));
-        assert_eq!(s.canonicalize(&d.join("missing").to_string_lossy()), Canon::Missing);
+        assert_eq!(
+            s.canonicalize(&d.join("missing").to_string_lossy()),
+            Canon::Missing
+        );
         assert!(s.read(&d.join("dir").to_string_lossy()).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }

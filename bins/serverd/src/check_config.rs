@@ -35,7 +35,9 @@ pub fn resolve_file(file: Option<&str>, workdir: &str) -> String {
     if f.starts_with('/') {
         f
     } else {
-        let cwd = std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| ".".into());
+        let cwd = std::env::current_dir()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| ".".into());
         let rel = f.strip_prefix("./").unwrap_or(&f);
         format!("{cwd}/{rel}")
     }
@@ -48,16 +50,50 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// The host's own IPv4 addresses, from `/proc/net/fib_trie` (the
+/// "/32 host LOCAL" entries), loopback included, sorted and deduplicated.
+fn local_ipv4_addresses() -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") else {
+        return Vec::new();
+    };
+    let mut out = std::collections::BTreeSet::new();
+    let mut last_ip: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
+        if t.contains("/32 host LOCAL") {
+            if let Some(ip) = last_ip {
+                out.insert(ip.to_string());
+            }
+        } else if t.parse::<std::net::Ipv4Addr>().is_ok() {
+            last_ip = Some(t);
+        }
+    }
+    out.into_iter().collect()
+}
+
 fn canonify(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The `sys.*` variables, environment and hard classes the evaluator gets.
 pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     let fq = hostname();
     let uq = fq.split('.').next().unwrap_or(&fq).to_string();
-    let domain = fq.split_once('.').map(|(_, d)| d.to_string()).unwrap_or_default();
-    let hub = std::fs::read_to_string(format!("{workdir}/policy_server.dat")).map(|s| s.trim().to_string()).unwrap_or_default();
+    let domain = fq
+        .split_once('.')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let hub = std::fs::read_to_string(format!("{workdir}/policy_server.dat"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let mut sys = BTreeMap::new();
     let mut put = |k: &str, v: String| {
         sys.insert(k.to_string(), Value::Scalar(v));
@@ -79,8 +115,14 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     put("cf_key", format!("{workdir}/bin/cf-key"));
     put("cf_runagent", format!("{workdir}/bin/cf-runagent"));
     put("update_policy_path", format!("{workdir}/inputs/update.cf"));
-    put("default_policy_path", format!("{workdir}/inputs/promises.cf"));
-    put("failsafe_policy_path", format!("{workdir}/inputs/failsafe.cf"));
+    put(
+        "default_policy_path",
+        format!("{workdir}/inputs/promises.cf"),
+    );
+    put(
+        "failsafe_policy_path",
+        format!("{workdir}/inputs/failsafe.cf"),
+    );
     put("inputdir", format!("{workdir}/inputs"));
     if !hub.is_empty() {
         // like CFEngine: sys.policy_hub only exists once bootstrapped
@@ -95,23 +137,45 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     put("os", "linux".into());
     put("ostype", "linux_x86_64".into());
     put("class", "linux".into());
-    sys.insert("ip_addresses".into(), Value::List(vec!["127.0.0.1".into()]));
+    let ips = local_ipv4_addresses();
+    if let Some(first) = ips.iter().find(|ip| !ip.starts_with("127.")) {
+        sys.insert("ipv4".into(), Value::Scalar(first.clone()));
+    }
+    sys.insert("ip_addresses".into(), Value::List(ips));
     let env = std::env::vars().collect();
-    let mut classes: BTreeSet<String> = ["any", "server", "linux", "cfengine", "cfengine_3", "cfengine_3_21", "cfengine_3_21_0", "community_edition", "debian"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut classes: BTreeSet<String> = [
+        "any",
+        "server",
+        "linux",
+        "cfengine",
+        "cfengine_3",
+        "cfengine_3_21",
+        "cfengine_3_21_0",
+        "community_edition",
+        "debian",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     classes.insert(canonify(&uq));
     classes.insert(canonify(&fq));
     if !hub.is_empty() {
         classes.insert(format!("policy_server_{}", canonify(&hub)));
     }
-    LoadOptions { file: file.to_string(), sys, env, classes }
+    LoadOptions {
+        file: file.to_string(),
+        sys,
+        env,
+        classes,
+    }
 }
 
 /// Loads the policy the way `--check-config` does (exposed for tests and
 /// for the server's own startup/reload).
-pub fn load(file: Option<&str>, workdir: Option<&str>) -> (String, Result<ServerPolicy, policy::PolicyErrors>) {
+pub fn load(
+    file: Option<&str>,
+    workdir: Option<&str>,
+) -> (String, Result<ServerPolicy, policy::PolicyErrors>) {
     let wd = resolve_workdir(workdir);
     let f = resolve_file(file, &wd);
     let opts = load_options(&f, &wd);
@@ -132,7 +196,10 @@ pub fn run(file: Option<&str>, workdir: Option<&str>) -> i32 {
             for line in p.summary_lines() {
                 println!("{line}");
             }
-            eprintln!("rcf-serverd: policy '{f}' is valid ({} file(s) loaded)", p.files.len());
+            eprintln!(
+                "rcf-serverd: policy '{f}' is valid ({} file(s) loaded)",
+                p.files.len()
+            );
             0
         }
         Err(e) => {
@@ -142,7 +209,10 @@ pub fn run(file: Option<&str>, workdir: Option<&str>) -> i32 {
             for err in &e.errors {
                 eprintln!("rcf-serverd: error: {err}");
             }
-            eprintln!("rcf-serverd: policy '{f}' is invalid ({} error(s))", e.errors.len());
+            eprintln!(
+                "rcf-serverd: policy '{f}' is invalid ({} error(s))",
+                e.errors.len()
+            );
             1
         }
     }

@@ -242,7 +242,10 @@ fn main() {
     let cli = Cli::parse();
     let _ = (&cli.no_lock, &cli.define, &cli.negate);
     if cli.check_config {
-        std::process::exit(check_config::run(cli.file.as_deref(), cli.workdir.as_deref()));
+        std::process::exit(check_config::run(
+            cli.file.as_deref(),
+            cli.workdir.as_deref(),
+        ));
     }
     let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
     let foreground = cli.no_fork || cli.verbose || cli.debug;

@@ -12,7 +12,11 @@ struct Tmp(PathBuf);
 
 impl Tmp {
     fn new() -> Self {
-        let p = std::env::temp_dir().join(format!("rcf-check-config-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let p = std::env::temp_dir().join(format!(
+            "rcf-check-config-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(p.join("inputs")).unwrap();
         Tmp(p)
@@ -38,7 +42,11 @@ fn run(args: &[&str], workdir: &Path) -> (i32, String, String) {
         .env("CFENGINE_TEST_OVERRIDE_WORKDIR", workdir)
         .output()
         .expect("run rcf-serverd");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 const GOOD: &str = r#"
@@ -52,7 +60,8 @@ bundle server acl
 }
 "#;
 
-const DEF: &str = "bundle common def { vars: \"acl\" slist => { \"127.0.0.1\", \"10.0.0.0/8\" }; }\n";
+const DEF: &str =
+    "bundle common def { vars: \"acl\" slist => { \"127.0.0.1\", \"10.0.0.0/8\" }; }\n";
 
 #[test]
 fn good_policy_prints_the_summary_and_exits_0() {
@@ -63,13 +72,30 @@ fn good_policy_prints_the_summary_and_exits_0() {
     let (code, out, err) = run(&[], &t.0);
     assert_eq!(code, 0, "stderr: {err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.first(), Some(&" === BEGIN summary of access promises === "));
-    assert_eq!(lines.last(), Some(&" === END summary of access promises === "));
+    assert_eq!(
+        lines.first(),
+        Some(&" === BEGIN summary of access promises === ")
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&" === END summary of access promises === ")
+    );
     let real = std::fs::canonicalize(t.0.join("inputs")).unwrap();
-    assert!(lines.contains(&format!("\tPath: {}/", real.display()).as_str()), "{out}");
+    assert!(
+        lines.contains(&format!("\tPath: {}/", real.display()).as_str()),
+        "{out}"
+    );
     assert!(lines.contains(&"\t\tadmit_ips: 10.0.0.0/8"), "{out}");
-    assert!(lines.contains(&"\tPath: /nonexistent/$(connection.ip)/"), "{out}");
-    assert!(err.contains("Path does not exist, it's added as-is in access rules: /nonexistent/$(connection.ip)/"), "{err}");
+    assert!(
+        lines.contains(&"\tPath: /nonexistent/$(connection.ip)/"),
+        "{out}"
+    );
+    assert!(
+        err.contains(
+            "Path does not exist, it's added as-is in access rules: /nonexistent/$(connection.ip)/"
+        ),
+        "{err}"
+    );
     // --workdir beats the environment; -f relative to WORKDIR/inputs
     let other = Tmp::new();
     let (code, out, _) = Command::new(env!("CARGO_BIN_EXE_rcf-serverd"))
@@ -78,7 +104,13 @@ fn good_policy_prints_the_summary_and_exits_0() {
         .args(["-f", "promises.cf"])
         .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &other.0)
         .output()
-        .map(|o| (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), ()))
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                (),
+            )
+        })
         .unwrap();
     assert_eq!(code, 0);
     assert!(out.contains("admit_ips: 10.0.0.0/8"));
@@ -89,12 +121,19 @@ fn missing_default_file_exits_1() {
     let t = Tmp::new();
     let (code, _, err) = run(&[], &t.0);
     assert_eq!(code, 1);
-    assert!(err.contains(&format!("cannot read policy file '{}/inputs/promises.cf'", t.0.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read policy file '{}/inputs/promises.cf'",
+            t.0.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
 fn broken_policies_exit_1_with_file_and_line() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("syntax error", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"/a\" admit_ips => { \"1.2.3.4\" }\n}\n")], "promises.cf:5:1: expected ',' or ';'"),
         ("missing input", &[("inputs/promises.cf", "body common control\n{\n inputs => { \"nope.cf\" };\n}\n")], "promises.cf:3: cannot read policy file"),
         (
@@ -105,7 +144,7 @@ fn broken_policies_exit_1_with_file_and_line() {
             ],
             "a.cf:3: include cycle refused",
         ),
-        ("unknown attribute", &[("inputs/promises.cf", "body server control\n{\n  bindtoaddress => \"127.0.0.1\";\n}\n")], "promises.cf:3: unknown attribute 'bindtoaddress'"),
+        ("unknown attribute", &[("inputs/promises.cf", "body server control\n{\n  bindtoaddress => \"127.0.0.1\";\n}\n")], "promises.cf:3:3: unknown attribute 'bindtoaddress'"),
         ("bad CIDR", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"/a\"\n   admit_ips => { \"10.0.0.0/99\" };\n}\n")], "promises.cf:5: admit_ips of '/a': Invalid IPv4 CIDR"),
         ("bad IP", &[("inputs/promises.cf", "body server control\n{\n allowconnects => { \"300.1.1.1\" };\n}\n")], "promises.cf:3: allowconnects"),
         ("bad regex", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"bad[\" resource_type => \"context\", admit_ips => { \"1.2.3.4\" };\n}\n")], "promises.cf:4: context promiser 'bad[' is not a valid regular expression"),
@@ -116,8 +155,14 @@ fn broken_policies_exit_1_with_file_and_line() {
             t.write(rel, text);
         }
         let (code, out, err) = run(&[], &t.0);
-        assert_eq!(code, 1, "{name}: expected exit 1, stdout: {out} stderr: {err}");
+        assert_eq!(
+            code, 1,
+            "{name}: expected exit 1, stdout: {out} stderr: {err}"
+        );
         assert!(err.contains(want), "{name}: expected '{want}' in:\n{err}");
-        assert!(!out.contains("BEGIN summary"), "{name}: printed a summary for a broken policy");
+        assert!(
+            !out.contains("BEGIN summary"),
+            "{name}: printed a summary for a broken policy"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! which rule decided and why.
 
 use super::addr::{self, full_match, fuzzy_set_match};
-use super::server::{LegacyAuth, Resource, Rules, ServerPolicy};
+use super::server::{LegacyAuth, LegacyMatchers, Resource, Rules, ServerPolicy};
 use std::collections::BTreeMap;
 
 /// Which protocol the peer speaks.
@@ -120,7 +120,13 @@ pub struct Decision {
 
 impl Decision {
     fn deny(reason: Reason) -> Self {
-        Decision { allowed: false, resource: None, via_connection_vars: false, reason, maproot: false }
+        Decision {
+            allowed: false,
+            resource: None,
+            via_connection_vars: false,
+            reason,
+            maproot: false,
+        }
     }
 }
 
@@ -146,7 +152,9 @@ fn match_ips(rules: &Rules, ip: &str) -> Option<String> {
     rules
         .ips
         .iter()
-        .find(|e| fuzzy_set_match(&e.text, ip) || e.re.as_ref().is_some_and(|re| full_match(re, ip)))
+        .find(|e| {
+            fuzzy_set_match(&e.text, ip) || e.re.as_ref().is_some_and(|re| full_match(re, ip))
+        })
         .map(|e| e.text.clone())
 }
 
@@ -155,13 +163,20 @@ fn match_hostnames(rules: &Rules, host: &str) -> Option<String> {
         return None;
     }
     let direct = rules.hostnames.iter().find(|e| {
-        e.text == host || (e.text.starts_with('.') && host.len() > e.text.len() && host.ends_with(e.text.as_str()))
+        e.text == host
+            || (e.text.starts_with('.')
+                && host.len() > e.text.len()
+                && host.ends_with(e.text.as_str()))
     });
     if let Some(e) = direct {
         return Some(e.text.clone());
     }
     // legacy fallback: each entry as a full regex
-    rules.hostnames.iter().find(|e| e.re.as_ref().is_some_and(|re| full_match(re, host))).map(|e| e.text.clone())
+    rules
+        .hostnames
+        .iter()
+        .find(|e| e.re.as_ref().is_some_and(|re| full_match(re, host)))
+        .map(|e| e.text.clone())
 }
 
 fn match_list(rules: &Rules, who: &Who) -> Hit {
@@ -173,7 +188,11 @@ fn match_list(rules: &Rules, who: &Who) -> Hit {
             return Hit::Yes(Category::Hostname, e);
         }
     }
-    if let Some(k) = rules.keys.iter().find(|k| !who.key.is_empty() && *k == who.key) {
+    if let Some(k) = rules
+        .keys
+        .iter()
+        .find(|k| !who.key.is_empty() && *k == who.key)
+    {
         return Hit::Yes(Category::Key, k.clone());
     }
     if let Some(u) = who.username {
@@ -206,7 +225,13 @@ fn check_resource(res: &Resource, who: &Who) -> (bool, Reason) {
     }
     match match_list(&res.admit, who) {
         Hit::Yes(via, entry) => match deny_hit(res, who) {
-            Hit::Yes(dvia, dentry) => (false, Reason::Denied { via: dvia, entry: dentry }),
+            Hit::Yes(dvia, dentry) => (
+                false,
+                Reason::Denied {
+                    via: dvia,
+                    entry: dentry,
+                },
+            ),
             Hit::Unverifiable(e) => (false, Reason::HostnameUnverifiable { entry: e }),
             Hit::No => (true, Reason::Admitted { via, entry }),
         },
@@ -218,15 +243,11 @@ fn check_resource(res: &Resource, who: &Who) -> (bool, Reason) {
 fn longest_prefix<'t>(table: &'t BTreeMap<String, Resource>, path: &str) -> Option<&'t Resource> {
     table
         .values()
-        .filter(|r| path.starts_with(r.name.as_str()) && (r.name.ends_with('/') || r.name.len() == path.len()))
+        .filter(|r| {
+            path.starts_with(r.name.as_str())
+                && (r.name.ends_with('/') || r.name.len() == path.len())
+        })
         .max_by_key(|r| r.name.len())
-}
-
-fn exact<'t>(table: &'t BTreeMap<String, Resource>, name: &str) -> Decision {
-    match table.get(name) {
-        None => Decision::deny(Reason::NoMatchingResource),
-        Some(r) => Decision { resource: Some(r.name.clone()), ..Decision::deny(Reason::NoMatchingResource) },
-    }
 }
 
 impl ServerPolicy {
@@ -242,7 +263,12 @@ impl ServerPolicy {
     fn check_tls(&self, f: &ConnFacts, req: Request) -> Decision {
         let ip = addr::map_address(f.ip);
         let hostname = f.hostname.filter(|h| !h.is_empty());
-        let who = Who { ip, hostname, key: f.key, username: None };
+        let who = Who {
+            ip,
+            hostname,
+            key: f.key,
+            username: None,
+        };
         let t = &self.acl;
         match req {
             Request::Path(p) => self.check_path(ip, hostname, f.key, p),
@@ -252,7 +278,12 @@ impl ServerPolicy {
             Request::Context(n) => check_regex(&t.classes, n, &who),
             Request::Bundle(n) => check_regex(&t.bundles, n, &who),
             Request::Role(n) => {
-                let who = Who { ip: "", hostname: None, key: "", username: Some(f.username) };
+                let who = Who {
+                    ip: "",
+                    hostname: None,
+                    key: "",
+                    username: Some(f.username),
+                };
                 check_regex(&t.roles, n, &who)
             }
         }
@@ -260,10 +291,16 @@ impl ServerPolicy {
 
     fn check_exact(&self, table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Decision {
         match table.get(name) {
-            None => exact(table, name),
+            None => Decision::deny(Reason::NoMatchingResource),
             Some(r) => {
                 let (allowed, reason) = check_resource(r, who);
-                Decision { allowed, resource: Some(r.name.clone()), via_connection_vars: false, reason, maproot: false }
+                Decision {
+                    allowed,
+                    resource: Some(r.name.clone()),
+                    via_connection_vars: false,
+                    reason,
+                    maproot: false,
+                }
             }
         }
     }
@@ -273,11 +310,25 @@ impl ServerPolicy {
     fn check_path(&self, ip: &str, hostname: Option<&str>, key: &str, path: &str) -> Decision {
         let table = &self.acl.paths;
         let direct = longest_prefix(table, path).map(|r| {
-            let (a, reason) = check_resource(r, &Who { ip, hostname, key, username: None });
+            let (a, reason) = check_resource(
+                r,
+                &Who {
+                    ip,
+                    hostname,
+                    key,
+                    username: None,
+                },
+            );
             (r, a, reason)
         });
         if let Some((r, true, reason)) = &direct {
-            return Decision { allowed: true, resource: Some(r.name.clone()), via_connection_vars: false, reason: reason.clone(), maproot: false };
+            return Decision {
+                allowed: true,
+                resource: Some(r.name.clone()),
+                via_connection_vars: false,
+                reason: reason.clone(),
+                maproot: false,
+            };
         }
         // special-variable check
         let mut rewritten = path.to_string();
@@ -300,12 +351,24 @@ impl ServerPolicy {
                 };
                 let (a, reason) = check_resource(r, &who);
                 if a {
-                    return Decision { allowed: true, resource: Some(r.name.clone()), via_connection_vars: true, reason, maproot: false };
+                    return Decision {
+                        allowed: true,
+                        resource: Some(r.name.clone()),
+                        via_connection_vars: true,
+                        reason,
+                        maproot: false,
+                    };
                 }
             }
         }
         match direct {
-            Some((r, _, reason)) => Decision { allowed: false, resource: Some(r.name.clone()), via_connection_vars: false, reason, maproot: false },
+            Some((r, _, reason)) => Decision {
+                allowed: false,
+                resource: Some(r.name.clone()),
+                via_connection_vars: false,
+                reason,
+                maproot: false,
+            },
             None => Decision::deny(Reason::NoMatchingResource),
         }
     }
@@ -315,20 +378,32 @@ impl ServerPolicy {
     fn check_classic(&self, f: &ConnFacts, req: Request) -> Decision {
         let ip = addr::map_address(f.ip);
         let host = f.hostname.unwrap_or("");
-        let matches = |list: &[String]| -> Option<String> {
-            let cl = addr::ConnList::from_policy_order(list.iter().map(String::as_str));
+        // IsMatchItemIn on the IP, else the client-claimed hostname against
+        // each entry as a regex (IsRegexItemIn)
+        let matches = |cl: &addr::ConnList,
+                       res: &[(String, Option<regex::Regex>)]|
+         -> Option<(Category, String)> {
             if let Some(e) = cl.matching(ip) {
-                return Some(e.to_string());
+                return Some((Category::Ip, e.to_string()));
             }
             if host.is_empty() {
                 return None;
             }
-            list.iter().find(|e| *e == host || addr::full_match_str(e, host)).cloned()
+            res.iter()
+                .find(|(e, re)| e == host || re.as_ref().is_some_and(|re| full_match(re, host)))
+                .map(|(e, _)| (Category::Hostname, e.clone()))
         };
-        let covers = |a: &LegacyAuth, p: &str| a.path == p || a.path == "/" || (p.starts_with(a.path.as_str()) && p.as_bytes().get(a.path.len()) == Some(&b'/'));
+        let empty = LegacyMatchers::default();
+        let covers = |a: &LegacyAuth, p: &str| {
+            a.path == p
+                || a.path == "/"
+                || (p.starts_with(a.path.as_str()) && p.as_bytes().get(a.path.len()) == Some(&b'/'))
+        };
         let (admits, denies, name, regex): (&[LegacyAuth], &[LegacyAuth], &str, bool) = match req {
             Request::Path(p) => (&self.legacy.admit, &self.legacy.deny, p, false),
-            Request::Literal(n) | Request::Variable(n) | Request::Query(n) => (&self.legacy.varadmit, &self.legacy.vardeny, n, false),
+            Request::Literal(n) | Request::Variable(n) | Request::Query(n) => {
+                (&self.legacy.varadmit, &self.legacy.vardeny, n, false)
+            }
             Request::Context(n) => (&self.legacy.varadmit, &self.legacy.vardeny, n, true),
             Request::Bundle(_) | Request::Role(_) => return Decision::deny(Reason::NoLegacyTable),
         };
@@ -344,22 +419,35 @@ impl ServerPolicy {
         let Some(ap) = admits.iter().find(|a| hit(a)) else {
             return Decision::deny(Reason::NoMatchingResource);
         };
-        let mut d = Decision { allowed: false, resource: Some(ap.path.clone()), via_connection_vars: false, reason: Reason::NotAdmitted, maproot: false };
-        d.maproot = matches(&ap.maproot).is_some();
-        let Some(entry) = matches(&ap.accesslist) else { return d };
+        let mut d = Decision {
+            allowed: false,
+            resource: Some(ap.path.clone()),
+            via_connection_vars: false,
+            reason: Reason::NotAdmitted,
+            maproot: false,
+        };
+        let apm = ap.compiled.as_ref().unwrap_or(&empty);
+        d.maproot = matches(&apm.maproot, &apm.maproot_re).is_some();
+        let Some((via, entry)) = matches(&apm.access, &apm.access_re) else {
+            return d;
+        };
         if ap.encrypt && !f.encrypted {
             d.reason = Reason::RequiresEncryption;
             return d;
         }
         for dp in denies.iter().filter(|a| hit(a)) {
-            if let Some(e) = matches(&dp.accesslist) {
-                d.reason = Reason::Denied { via: Category::Ip, entry: e };
+            let dpm = dp.compiled.as_ref().unwrap_or(&empty);
+            if let Some((dvia, e)) = matches(&dpm.access, &dpm.access_re) {
+                d.reason = Reason::Denied {
+                    via: dvia,
+                    entry: e,
+                };
                 d.resource = Some(dp.path.clone());
                 return d;
             }
         }
         d.allowed = true;
-        d.reason = Reason::Admitted { via: Category::Ip, entry };
+        d.reason = Reason::Admitted { via, entry };
         d
     }
 
@@ -380,7 +468,13 @@ impl ServerPolicy {
     /// Expands a request path that does not start with `/` through the
     /// registered shortcuts (B.7), substituting `$(connection.*)` with the
     /// peer's values. `None` when no shortcut applies.
-    pub fn expand_shortcut(&self, request: &str, ip: &str, hostname: Option<&str>, key: &str) -> Option<String> {
+    pub fn expand_shortcut(
+        &self,
+        request: &str,
+        ip: &str,
+        hostname: Option<&str>,
+        key: &str,
+    ) -> Option<String> {
         if request.starts_with('/') {
             return None;
         }
@@ -408,11 +502,23 @@ fn check_regex(table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Dec
         }
         any = Some(r.name.clone());
         if r.poisoned {
-            return Decision { allowed: false, resource: Some(r.name.clone()), via_connection_vars: false, reason: Reason::UnresolvedDenyRule, maproot: false };
+            return Decision {
+                allowed: false,
+                resource: Some(r.name.clone()),
+                via_connection_vars: false,
+                reason: Reason::UnresolvedDenyRule,
+                maproot: false,
+            };
         }
         match deny_hit(r, who) {
             Hit::Yes(via, entry) => {
-                return Decision { allowed: false, resource: Some(r.name.clone()), via_connection_vars: false, reason: Reason::Denied { via, entry }, maproot: false }
+                return Decision {
+                    allowed: false,
+                    resource: Some(r.name.clone()),
+                    via_connection_vars: false,
+                    reason: Reason::Denied { via, entry },
+                    maproot: false,
+                }
             }
             Hit::Unverifiable(entry) => {
                 return Decision {
@@ -427,9 +533,95 @@ fn check_regex(table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Dec
         }
         if admitted.is_none() {
             if let Hit::Yes(via, entry) = match_list(&r.admit, who) {
-                admitted = Some(Decision { allowed: true, resource: Some(r.name.clone()), via_connection_vars: false, reason: Reason::Admitted { via, entry }, maproot: false });
+                admitted = Some(Decision {
+                    allowed: true,
+                    resource: Some(r.name.clone()),
+                    via_connection_vars: false,
+                    reason: Reason::Admitted { via, entry },
+                    maproot: false,
+                });
             }
         }
     }
-    admitted.unwrap_or(Decision { resource: any, ..Decision::deny(if table.is_empty() { Reason::NoMatchingResource } else { Reason::NotAdmitted }) })
+    admitted.unwrap_or(Decision {
+        resource: any,
+        ..Decision::deny(if table.is_empty() {
+            Reason::NoMatchingResource
+        } else {
+            Reason::NotAdmitted
+        })
+    })
+}
+
+impl ServerPolicy {
+    /// A one-paragraph human explanation of a decision (for `--explain`
+    /// and for logs): the verdict, the deciding entry and where in the
+    /// policy it was written.
+    pub fn explain(&self, d: &Decision) -> String {
+        let verdict = if d.allowed { "ALLOW" } else { "DENY" };
+        let origins = d
+            .resource
+            .as_ref()
+            .and_then(|name| {
+                let t = &self.acl;
+                [
+                    &t.paths,
+                    &t.classes,
+                    &t.variables,
+                    &t.literals,
+                    &t.queries,
+                    &t.roles,
+                    &t.bundles,
+                ]
+                .iter()
+                .find_map(|tab| tab.get(name))
+            })
+            .map(|r| {
+                r.origins
+                    .iter()
+                    .map(|(f, l)| format!("{f}:{l}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let why = match &d.reason {
+            Reason::NoMatchingResource => {
+                "no access rule covers the request (default deny)".to_string()
+            }
+            Reason::Admitted { via, entry } => format!("admitted by {via:?} rule '{entry}'"),
+            Reason::Denied { via, entry } => {
+                format!("denied by {via:?} rule '{entry}' (deny beats admit)")
+            }
+            Reason::NotAdmitted => {
+                "the deciding entry has no admit rule matching this peer".to_string()
+            }
+            Reason::HostnameUnverifiable { entry } => {
+                format!("deny_hostnames rule '{entry}' cannot be checked because the peer's hostname is unknown (rcf denies; 3.21 would skip the rule)")
+            }
+            Reason::UnresolvedDenyRule => {
+                "a deny rule of the deciding entry holds an unresolved variable".to_string()
+            }
+            Reason::RequiresEncryption => {
+                "the entry requires encryption (ifencrypted) and the request was not encrypted"
+                    .to_string()
+            }
+            Reason::NoLegacyTable => {
+                "the classic protocol has no table for this kind of request".to_string()
+            }
+        };
+        let mut s = format!("{verdict}: {why}");
+        if let Some(r) = &d.resource {
+            s.push_str(&format!("; entry '{r}'"));
+            if d.via_connection_vars {
+                s.push_str(" (matched after substituting $(connection.*))");
+            }
+        }
+        if !origins.is_empty() {
+            s.push_str(&format!(" from {origins}"));
+        }
+        if d.maproot {
+            s.push_str("; maproot applies");
+        }
+        s
+    }
 }

@@ -19,6 +19,23 @@ pub fn compile(pattern: &str) -> Option<Regex> {
         .ok()
 }
 
+/// Compiled patterns of one load, so a pattern used in many rules (an
+/// `@(def.acl)` list in every promise) is compiled once.
+#[derive(Debug, Default)]
+pub struct RegexCache(std::collections::BTreeMap<String, Option<Regex>>);
+
+impl RegexCache {
+    /// [`compile`], memoised. Regex clones share their program.
+    pub fn get(&mut self, pattern: &str) -> Option<Regex> {
+        if let Some(r) = self.0.get(pattern) {
+            return r.clone();
+        }
+        let r = compile(pattern);
+        self.0.insert(pattern.to_string(), r.clone());
+        r
+    }
+}
+
 /// Why a pattern did not compile, for load-time error messages.
 pub fn compile_error(pattern: &str) -> Option<String> {
     match RegexBuilder::new(pattern)
@@ -28,7 +45,14 @@ pub fn compile_error(pattern: &str) -> Option<String> {
         .build()
     {
         Ok(_) => None,
-        Err(e) => Some(e.to_string().lines().last().unwrap_or("invalid regex").trim().to_string()),
+        Err(e) => Some(
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or("invalid regex")
+                .trim()
+                .to_string(),
+        ),
     }
 }
 
@@ -127,7 +151,9 @@ pub fn rule_problem(rule: &str) -> Option<String> {
     let has_slash = rule.contains('/');
     let has_dash = rule.contains('-');
     if has_slash && has_dash {
-        return Some(format!("Cannot mix CIDR notation with xxx-yyy range notation '{rule}'"));
+        return Some(format!(
+            "Cannot mix CIDR notation with xxx-yyy range notation '{rule}'"
+        ));
     }
     if has_slash {
         let (addr, bits) = rule.split_once('/')?;
@@ -139,7 +165,9 @@ pub fn rule_problem(rule: &str) -> Option<String> {
                 return Some(format!("invalid IPv6 CIDR '{rule}': bad address"));
             }
             if bits > 128 || bits % 8 != 0 {
-                return Some(format!("Cannot handle ipv6 masks which are not 8 bit multiples (fix me): '{rule}'"));
+                return Some(format!(
+                    "Cannot handle ipv6 masks which are not 8 bit multiples (fix me): '{rule}'"
+                ));
             }
         } else {
             if parse_v4_loose(addr).is_none() {
@@ -192,8 +220,12 @@ pub fn fuzzy_set_match(rule: &str, ip: &str) -> bool {
     }
     if v4 {
         if is_cidr {
-            let Some((addr, bits)) = rule.split_once('/') else { return false };
-            let Ok(bits) = bits.parse::<u32>() else { return false };
+            let Some((addr, bits)) = rule.split_once('/') else {
+                return false;
+            };
+            let Ok(bits) = bits.parse::<u32>() else {
+                return false;
+            };
             if bits > 32 {
                 return false;
             }
@@ -201,7 +233,11 @@ pub fn fuzzy_set_match(rule: &str, ip: &str) -> bool {
                 return false;
             };
             let b = u32::from(b);
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             return a & mask == b & mask;
         }
         // per-octet ranges
@@ -210,15 +246,23 @@ pub fn fuzzy_set_match(rule: &str, ip: &str) -> bool {
             if r.is_empty() {
                 break;
             }
-            let Some(c) = ip_parts.next() else { return false };
-            let Ok(cmp) = c.parse::<i64>() else { return false };
+            let Some(c) = ip_parts.next() else {
+                return false;
+            };
+            let Ok(cmp) = c.parse::<i64>() else {
+                return false;
+            };
             if let Some((f, t)) = r.split_once('-') {
-                let (Ok(f), Ok(t)) = (f.parse::<i64>(), t.parse::<i64>()) else { return false };
+                let (Ok(f), Ok(t)) = (f.parse::<i64>(), t.parse::<i64>()) else {
+                    return false;
+                };
                 if f < 0 || t < 0 || f > cmp || cmp > t {
                     return false;
                 }
             } else {
-                let Ok(f) = r.parse::<i64>() else { return false };
+                let Ok(f) = r.parse::<i64>() else {
+                    return false;
+                };
                 if f != cmp {
                     return false;
                 }
@@ -228,12 +272,19 @@ pub fn fuzzy_set_match(rule: &str, ip: &str) -> bool {
     }
     // IPv6
     if is_cidr {
-        let Some((addr, bits)) = rule.split_once('/') else { return false };
-        let Ok(bits) = bits.parse::<u32>() else { return false };
+        let Some((addr, bits)) = rule.split_once('/') else {
+            return false;
+        };
+        let Ok(bits) = bits.parse::<u32>() else {
+            return false;
+        };
         if bits % 8 != 0 || bits > 128 {
             return false;
         }
-        let (Ok(a), Ok(b)) = (addr.parse::<core::net::Ipv6Addr>(), ip.parse::<core::net::Ipv6Addr>()) else {
+        let (Ok(a), Ok(b)) = (
+            addr.parse::<core::net::Ipv6Addr>(),
+            ip.parse::<core::net::Ipv6Addr>(),
+        ) else {
             return false;
         };
         let n = (bits / 8) as usize;
@@ -242,18 +293,26 @@ pub fn fuzzy_set_match(rule: &str, ip: &str) -> bool {
     // IPv6 hex per-group ranges, lower bound exclusive (3.21 quirk)
     let mut ip_parts = ip.split(':');
     for r in rule.split(':') {
-        let Some(c) = ip_parts.next() else { return false };
+        let Some(c) = ip_parts.next() else {
+            return false;
+        };
         if r.is_empty() && c.is_empty() {
             continue;
         }
-        let Ok(cmp) = i64::from_str_radix(c, 16) else { return false };
+        let Ok(cmp) = i64::from_str_radix(c, 16) else {
+            return false;
+        };
         if let Some((f, t)) = r.split_once('-') {
-            let (Ok(f), Ok(t)) = (i64::from_str_radix(f, 16), i64::from_str_radix(t, 16)) else { return false };
+            let (Ok(f), Ok(t)) = (i64::from_str_radix(f, 16), i64::from_str_radix(t, 16)) else {
+                return false;
+            };
             if !(f < cmp && cmp <= t) {
                 return false;
             }
         } else {
-            let Ok(f) = i64::from_str_radix(r, 16) else { return false };
+            let Ok(f) = i64::from_str_radix(r, 16) else {
+                return false;
+            };
             if f != cmp {
                 return false;
             }
@@ -275,7 +334,10 @@ impl ConnEntry {
     /// Prepares an entry; regexes are compiled once here.
     pub fn new(text: &str) -> Self {
         let re = if is_regex(text) { compile(text) } else { None };
-        ConnEntry { text: text.to_string(), re }
+        ConnEntry {
+            text: text.to_string(),
+            re,
+        }
     }
 }
 
@@ -318,7 +380,9 @@ impl ConnList {
         }
         self.entries
             .iter()
-            .find(|e| fuzzy_set_match(&e.text, ip) || e.re.as_ref().is_some_and(|re| full_match(re, ip)))
+            .find(|e| {
+                fuzzy_set_match(&e.text, ip) || e.re.as_ref().is_some_and(|re| full_match(re, ip))
+            })
             .map(|e| e.text.as_str())
     }
 
@@ -384,8 +448,17 @@ mod tests {
 
     #[test]
     fn conn_list_order_and_match() {
-        let l = ConnList::from_policy_order(["127.0.0.1", "::1", "10.0.0.0/8", "127.0.0.1", "192.168.*"]);
-        assert_eq!(l.entries().collect::<Vec<_>>(), vec!["192.168.*", "10.0.0.0/8", "::1", "127.0.0.1"]);
+        let l = ConnList::from_policy_order([
+            "127.0.0.1",
+            "::1",
+            "10.0.0.0/8",
+            "127.0.0.1",
+            "192.168.*",
+        ]);
+        assert_eq!(
+            l.entries().collect::<Vec<_>>(),
+            vec!["192.168.*", "10.0.0.0/8", "::1", "127.0.0.1"]
+        );
         assert!(l.contains("10.9.9.9"));
         assert!(l.contains("192.168.7.7"));
         assert!(l.contains(map_address("::ffff:127.0.0.1")));
@@ -398,5 +471,19 @@ mod tests {
         let rule = format!("{a}.{b}.0.0/{}", bits % 33);
         let ip = format!("fe80::{seg:x}");
         !fuzzy_set_match(&rule, &ip) && !ConnList::from_policy_order([rule.as_str()]).contains(&ip)
+    }
+}
+
+#[cfg(test)]
+mod v6_range_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_ranges_have_an_exclusive_lower_bound() {
+        assert!(fuzzy_set_match("fe80::1-ff", "fe80::ff"));
+        assert!(fuzzy_set_match("fe80::1-ff", "fe80::2"));
+        // 3.21 quirk: the lower bound itself does not match
+        assert!(!fuzzy_set_match("fe80::1-ff", "fe80::1"));
+        assert!(!fuzzy_set_match("fe80::1-ff", "fe80::100"));
     }
 }

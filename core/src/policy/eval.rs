@@ -13,6 +13,11 @@ pub const MAX_EVAL_DEPTH: usize = 64;
 pub const MAX_FILES: usize = 2000;
 /// Longest string an expansion may produce.
 pub const MAX_STRING: usize = 1 << 20;
+/// Most bytes all variable values together may hold (self-referencing or
+/// self-appending variables grow on every pass; this bounds them).
+pub const MAX_VAR_BYTES: usize = 64 << 20;
+/// Longest list a value may become.
+pub const MAX_LIST_LEN: usize = 100_000;
 /// Most iterations one promise may expand into through list variables.
 pub const MAX_ITERATIONS: usize = 10_000;
 
@@ -57,6 +62,8 @@ pub(crate) struct Eval<'a> {
     pub warnings: Vec<Diagnostic>,
     /// Iteration bindings for `$(list)` in the promise being expanded.
     pub bindings: BTreeMap<String, String>,
+    /// Bytes held by all variable values (bounded by [`MAX_VAR_BYTES`]).
+    pub var_bytes: usize,
 }
 
 /// Result of expanding a string.
@@ -68,7 +75,15 @@ pub(crate) struct Expanded {
 }
 
 fn canonify(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn strip_ns(name: &str) -> &str {
@@ -88,14 +103,42 @@ impl<'a> Eval<'a> {
             local_classes: BTreeSet::new(),
             warnings: Vec::new(),
             bindings: BTreeMap::new(),
+            var_bytes: 0,
         }
     }
 
     pub fn warn(&mut self, here: &Here, msg: String) {
-        let d = Diagnostic { file: here.file.to_string(), line: here.line, col: 0, message: msg };
+        let d = Diagnostic {
+            file: here.file.to_string(),
+            line: here.line,
+            col: 0,
+            message: msg,
+        };
         if !self.warnings.contains(&d) {
             self.warnings.push(d);
         }
+    }
+
+    /// Stores a variable unless that would push all values past
+    /// [`MAX_VAR_BYTES`] (then it warns and keeps the old value).
+    pub fn set_var(&mut self, scope: &str, name: &str, v: Value, here: &Here) {
+        let size = |v: &Value| match v {
+            Value::Scalar(s) => s.len() + 16,
+            Value::List(l) => l.iter().map(|x| x.len() + 16).sum::<usize>() + 16,
+        };
+        let key = (scope.to_string(), name.to_string());
+        let old = self
+            .vars
+            .get(&key)
+            .map(|v| size(v) + name.len())
+            .unwrap_or(0);
+        let new = size(&v) + name.len();
+        if self.var_bytes - old + new > MAX_VAR_BYTES {
+            self.warn(here, format!("variable '{scope}.{name}' not set: all variables together would exceed {MAX_VAR_BYTES} bytes"));
+            return;
+        }
+        self.var_bytes = self.var_bytes - old + new;
+        self.vars.insert(key, v);
     }
 
     /// Looks a variable up; `None` when it does not exist. `connection.*`
@@ -135,7 +178,10 @@ impl<'a> Eval<'a> {
                 Some(Value::Scalar(v))
             }
             "connection" => None,
-            _ => self.vars.get(&(scope.to_string(), var.to_string())).cloned(),
+            _ => self
+                .vars
+                .get(&(scope.to_string(), var.to_string()))
+                .cloned(),
         }
     }
 
@@ -148,7 +194,13 @@ impl<'a> Eval<'a> {
         Expanded { text, unresolved }
     }
 
-    fn expand_inner(&self, s: &str, here: &Here, depth: usize, unresolved: &mut Vec<String>) -> String {
+    fn expand_inner(
+        &self,
+        s: &str,
+        here: &Here,
+        depth: usize,
+        unresolved: &mut Vec<String>,
+    ) -> String {
         if depth > MAX_EVAL_DEPTH || !s.contains('$') {
             return s.to_string();
         }
@@ -222,10 +274,7 @@ impl<'a> Eval<'a> {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
-                    return match self.lookup(name, here) {
-                        Some(v) => Some(v),
-                        None => None,
-                    };
+                    return self.lookup(name, here);
                 }
                 let e = self.expand(s, here);
                 if e.unresolved.is_empty() {
@@ -242,6 +291,13 @@ impl<'a> Eval<'a> {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
                     }
+                    if out.len() > MAX_LIST_LEN {
+                        self.warn(
+                            here,
+                            format!("list too long (more than {MAX_LIST_LEN} elements)"),
+                        );
+                        return None;
+                    }
                 }
                 Some(Value::List(out))
             }
@@ -252,7 +308,12 @@ impl<'a> Eval<'a> {
     /// Like [`Self::eval_rval`] but keeps unresolved text, reporting the
     /// names that did not resolve (used for access lists, where an
     /// unresolved entry must drop the rule rather than widen it).
-    pub fn eval_rval_lenient(&mut self, r: &Rval, here: &Here, unresolved: &mut Vec<String>) -> Value {
+    pub fn eval_rval_lenient(
+        &mut self,
+        r: &Rval,
+        here: &Here,
+        unresolved: &mut Vec<String>,
+    ) -> Value {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
@@ -272,6 +333,15 @@ impl<'a> Eval<'a> {
                     match self.eval_rval_lenient(it, here, unresolved) {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
+                    }
+                    if out.len() > MAX_LIST_LEN {
+                        self.warn(
+                            here,
+                            format!("list too long (more than {MAX_LIST_LEN} elements); truncated"),
+                        );
+                        out.truncate(MAX_LIST_LEN);
+                        unresolved.push("<list too long>".into());
+                        break;
                     }
                 }
                 Value::List(out)
@@ -311,7 +381,11 @@ impl<'a> Eval<'a> {
 
     /// Function calls. Class-valued functions return `any` / `!any`.
     pub fn call(&mut self, c: &FnCall, here: &Here, depth: usize) -> Option<Value> {
-        let here_call = Here { file: here.file, scope: here.scope, line: c.pos.line };
+        let here_call = Here {
+            file: here.file,
+            scope: here.scope,
+            line: c.pos.line,
+        };
         let h = &here_call;
         let name = strip_ns(&c.name);
         let argc = c.args.len();
@@ -354,7 +428,11 @@ impl<'a> Eval<'a> {
                     let e = self.scalar_arg(c, i, h, depth)?;
                     vals.push(self.class_expr(&e, h)?);
                 }
-                Self::class_bool(if name == "and" { vals.iter().all(|&x| x) } else { vals.iter().any(|&x| x) })
+                Self::class_bool(if name == "and" {
+                    vals.iter().all(|&x| x)
+                } else {
+                    vals.iter().any(|&x| x)
+                })
             }
             "join" if need(2) => {
                 let sep = self.scalar_arg(c, 0, h, depth)?;
@@ -376,7 +454,9 @@ impl<'a> Eval<'a> {
                 let v = self.scalar_arg(c, 0, h, depth)?;
                 Self::class_bool(self.lookup(&v, h).is_some())
             }
-            "canonify" if need(1) => Some(Value::Scalar(canonify(&self.scalar_arg(c, 0, h, depth)?))),
+            "canonify" if need(1) => {
+                Some(Value::Scalar(canonify(&self.scalar_arg(c, 0, h, depth)?)))
+            }
             "fileexists" if need(1) => {
                 let p = self.scalar_arg(c, 0, h, depth)?;
                 Self::class_bool(self.src.exists(&p))
@@ -417,7 +497,9 @@ impl<'a> Eval<'a> {
                 }
                 Some(Value::List(out))
             }
-            "length" if need(1) => Some(Value::Scalar(self.list_arg(c, 0, h, depth)?.len().to_string())),
+            "length" if need(1) => Some(Value::Scalar(
+                self.list_arg(c, 0, h, depth)?.len().to_string(),
+            )),
             "nth" if need(2) => {
                 let l = self.list_arg(c, 0, h, depth)?;
                 let i: i64 = self.scalar_arg(c, 1, h, depth)?.trim().parse().ok()?;
@@ -432,10 +514,15 @@ impl<'a> Eval<'a> {
             }
             "isdir" if need(1) => {
                 let p = self.scalar_arg(c, 0, h, depth)?;
-                Self::class_bool(matches!(self.src.canonicalize(&p), super::Canon::Resolved { is_dir: true, .. }))
+                Self::class_bool(matches!(
+                    self.src.canonicalize(&p),
+                    super::Canon::Resolved { is_dir: true, .. }
+                ))
             }
             "maplist" if need(2) => {
-                let Rval::Scalar(tpl) = &c.args[0] else { return None };
+                let Rval::Scalar(tpl) = &c.args[0] else {
+                    return None;
+                };
                 let l = self.list_arg(c, 1, h, depth)?;
                 let saved = self.bindings.clone();
                 let mut out = Vec::new();
@@ -491,7 +578,12 @@ impl<'a> Eval<'a> {
             return Some(false);
         }
         let toks: Vec<char> = e.text.chars().filter(|c| !c.is_whitespace()).collect();
-        let mut p = ClassParser { t: &toks, i: 0, ev: self, scope: here.scope };
+        let mut p = ClassParser {
+            t: &toks,
+            i: 0,
+            ev: self,
+            scope: here.scope,
+        };
         let r = p.or(0);
         match r {
             Some(v) if p.i == toks.len() => Some(v),
@@ -504,7 +596,10 @@ impl<'a> Eval<'a> {
 
     pub fn is_class(&self, name: &str, scope: &str) -> bool {
         let name = strip_ns(name);
-        self.classes.contains(name) || self.local_classes.contains(&(scope.to_string(), name.to_string()))
+        self.classes.contains(name)
+            || self
+                .local_classes
+                .contains(&(scope.to_string(), name.to_string()))
     }
 
     /// Is the promise's guard (and `if`/`ifvarclass`/`unless`) true?
@@ -518,7 +613,10 @@ impl<'a> Eval<'a> {
                 "unless" => false,
                 _ => continue,
             };
-            let h = Here { line: c.pos.line, ..here.clone() };
+            let h = Here {
+                line: c.pos.line,
+                ..here.clone()
+            };
             let v = match &c.rval {
                 Rval::Scalar(s) => {
                     let e = self.expand(s, &h);
@@ -551,7 +649,11 @@ impl<'a> Eval<'a> {
             match sec.promise_type.as_str() {
                 "vars" => {
                     for p in &sec.promises {
-                        let here = Here { file, scope: &scope, line: p.pos.line };
+                        let here = Here {
+                            file,
+                            scope: &scope,
+                            line: p.pos.line,
+                        };
                         if !self.promise_active(p, &here) {
                             continue;
                         }
@@ -563,10 +665,16 @@ impl<'a> Eval<'a> {
                             }
                             for c in &p.constraints {
                                 let ty = c.lval.as_str();
-                                if !matches!(ty, "string" | "int" | "real" | "slist" | "ilist" | "rlist") {
+                                if !matches!(
+                                    ty,
+                                    "string" | "int" | "real" | "slist" | "ilist" | "rlist"
+                                ) {
                                     continue;
                                 }
-                                let h = Here { line: c.pos.line, ..here.clone() };
+                                let h = Here {
+                                    line: c.pos.line,
+                                    ..here.clone()
+                                };
                                 // like CFEngine: a value with unresolved variables is kept
                                 // literally; a failed function call leaves the variable undefined
                                 let v = match &c.rval {
@@ -583,10 +691,12 @@ impl<'a> Eval<'a> {
                                 };
                                 if let Some(v) = v {
                                     let v = match (ty, v) {
-                                        ("slist" | "ilist" | "rlist", Value::Scalar(s)) => Value::List(vec![s]),
+                                        ("slist" | "ilist" | "rlist", Value::Scalar(s)) => {
+                                            Value::List(vec![s])
+                                        }
                                         (_, v) => v,
                                     };
-                                    self.vars.insert((scope.clone(), e.text.clone()), v);
+                                    self.set_var(&scope, &e.text, v, &h);
                                 }
                             }
                         }
@@ -595,18 +705,36 @@ impl<'a> Eval<'a> {
                 }
                 "classes" => {
                     for p in &sec.promises {
-                        let here = Here { file, scope: &scope, line: p.pos.line };
+                        let here = Here {
+                            file,
+                            scope: &scope,
+                            line: p.pos.line,
+                        };
                         if !self.promise_active(p, &here) {
                             continue;
                         }
                         let name = canonify(&self.expand(&p.promiser, &here).text);
-                        let mut val: Option<bool> = if p.constraints.iter().all(|c| matches!(c.lval.as_str(), "if" | "ifvarclass" | "unless" | "comment" | "handle" | "meta" | "scope" | "persistence")) {
+                        let mut val: Option<bool> = if p.constraints.iter().all(|c| {
+                            matches!(
+                                c.lval.as_str(),
+                                "if" | "ifvarclass"
+                                    | "unless"
+                                    | "comment"
+                                    | "handle"
+                                    | "meta"
+                                    | "scope"
+                                    | "persistence"
+                            )
+                        }) {
                             Some(true)
                         } else {
                             None
                         };
                         for c in &p.constraints {
-                            let h = Here { line: c.pos.line, ..here.clone() };
+                            let h = Here {
+                                line: c.pos.line,
+                                ..here.clone()
+                            };
                             let v = match c.lval.as_str() {
                                 "expression" => match &c.rval {
                                     Rval::Scalar(s) => self.class_expr(s, &h),
@@ -696,7 +824,10 @@ impl<'a> Eval<'a> {
 
 /// `@(name)` / `@{name}` as a whole string: the list it names.
 pub(crate) fn list_ref(s: &str) -> Option<&str> {
-    let inner = s.strip_prefix("@(").and_then(|r| r.strip_suffix(')')).or_else(|| s.strip_prefix("@{").and_then(|r| r.strip_suffix('}')))?;
+    let inner = s
+        .strip_prefix("@(")
+        .and_then(|r| r.strip_suffix(')'))
+        .or_else(|| s.strip_prefix("@{").and_then(|r| r.strip_suffix('}')))?;
     if inner.contains(['(', ')', '{', '}', '$']) {
         None
     } else {
@@ -784,7 +915,9 @@ impl ClassParser<'_, '_, '_> {
             return None;
         }
         let start = self.i;
-        while self.i < self.t.len() && (self.t[self.i].is_alphanumeric() || self.t[self.i] == '_' || self.t[self.i] == ':') {
+        while self.i < self.t.len()
+            && (self.t[self.i].is_alphanumeric() || self.t[self.i] == '_' || self.t[self.i] == ':')
+        {
             self.i += 1;
         }
         if start == self.i {

@@ -6,6 +6,41 @@
 //! the loaded [`ServerPolicy`] is an immutable value a server swaps
 //! atomically on reload (wrap it in an `Arc`; [`load`] never half-applies:
 //! it returns a whole new policy or errors).
+//!
+//! # Pieces
+//! - [`parse`]: nom parser for the whole policy language (any valid file,
+//!   masterfiles included); errors are `file:line:col: expected ...`.
+//! - [`eval`]: `inputs` (relative to the including file, loaded to a
+//!   fixpoint, cycles refused), `bundle common` vars/classes, expansion,
+//!   `sys.*`/`const.*`/`this.*`, a set of functions; `$(connection.*)` stays
+//!   literal for per-request use.
+//! - [`server`]: `body server control` with 3.21's defaults, `access:` and
+//!   `roles:` into the TLS tables and the classic lists ([`load`]).
+//! - [`acl`]: the decision ([`ServerPolicy::check`]), connection lists,
+//!   shortcuts, [`ServerPolicy::explain`].
+//! - [`summary`]: the verbose `=== BEGIN summary of access promises ===` dump.
+//!
+//! # Where rcf deliberately differs from 3.21 (all fail closed)
+//! - A failed or disabled reverse lookup with `deny_hostnames` on the
+//!   deciding entry denies ([`Reason::HostnameUnverifiable`]); 3.21 skips the
+//!   rule and admits (SEMANTICS.md B.8, B.10 #7).
+//! - A deny list holding an unresolved variable makes its entry deny every
+//!   request it decides ([`Reason::UnresolvedDenyRule`]); 3.21 keeps the
+//!   literal text, which never matches. An unresolved promiser drops the
+//!   promise with a warning. Unresolved admit entries are kept literally
+//!   (they never match), as in 3.21, so the summary stays identical.
+//! - An unconvertible hostname regex as the *last* legacy `admit`/`deny`
+//!   element is a load error; 3.21 crashes (`StrList_Append`, exit 255, seen
+//!   live). Elsewhere in the list it is dropped from the TLS tables with a
+//!   warning, as 3.21 silently does.
+//! - Invalid CIDRs/IPs/regexes and unknown attributes are load errors with
+//!   `file:line`; 3.21 logs at match time and never matches. Exceptions kept
+//!   for compatibility, as warnings: empty entries and `/n` with an empty
+//!   address in allow lists (MPF on an unbootstrapped host), and hex-letter
+//!   names like `bad.cafe` in legacy `admit`, which 3.21 classifies as IPs.
+//! - Regexes use the `regex` crate (no look-around/back-references); a
+//!   pattern it cannot compile never matches, and is a load error where the
+//!   pattern is a resource name (context, bundle, roles).
 
 pub mod acl;
 pub mod addr;
@@ -70,7 +105,11 @@ pub struct Diagnostic {
 impl core::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         if self.col > 0 {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.col, self.message
+            )
         } else {
             write!(f, "{}:{}: {}", self.file, self.line, self.message)
         }

@@ -50,7 +50,10 @@ struct PErr<'a> {
 
 impl<'a> nom::error::ParseError<&'a str> for PErr<'a> {
     fn from_error_kind(input: &'a str, kind: nom::error::ErrorKind) -> Self {
-        PErr { input, expected: Cow::Owned(format!("unexpected input ({})", kind.description())) }
+        PErr {
+            input,
+            expected: Cow::Owned(format!("unexpected input ({})", kind.description())),
+        }
     }
     fn append(_input: &'a str, _kind: nom::error::ErrorKind, other: Self) -> Self {
         other
@@ -67,11 +70,17 @@ impl<'a> nom::error::ParseError<&'a str> for PErr<'a> {
 type Res<'a, T> = IResult<&'a str, T, PErr<'a>>;
 
 fn fail<'a, T>(input: &'a str, expected: impl Into<Cow<'static, str>>) -> Res<'a, T> {
-    Err(nom::Err::Failure(PErr { input, expected: expected.into() }))
+    Err(nom::Err::Failure(PErr {
+        input,
+        expected: expected.into(),
+    }))
 }
 
 fn soft<'a, T>(input: &'a str, expected: &'static str) -> Res<'a, T> {
-    Err(nom::Err::Error(PErr { input, expected: Cow::Borrowed(expected) }))
+    Err(nom::Err::Error(PErr {
+        input,
+        expected: Cow::Borrowed(expected),
+    }))
 }
 
 /// Parses one policy file. `path` is only used in error messages and
@@ -85,13 +94,30 @@ pub fn parse_policy(path: &str, text: &str) -> Result<PolicyFile, SyntaxError> {
         expected: what,
     };
     if text.len() > MAX_FILE_SIZE {
-        return Err(err_at(1, 1, format!("file too large ({} bytes, limit {})", text.len(), MAX_FILE_SIZE)));
+        return Err(err_at(
+            1,
+            1,
+            format!(
+                "file too large ({} bytes, limit {})",
+                text.len(),
+                MAX_FILE_SIZE
+            ),
+        ));
     }
     let pre = preprocess(text).map_err(|(line, what)| err_at(line, 1, what))?;
-    let p = Parser { src: &pre, namespace: String::from("default") };
-    let mut p = p;
+    let line_starts = std::iter::once(0)
+        .chain(pre.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let mut p = Parser {
+        src: &pre,
+        namespace: String::from("default"),
+        line_starts,
+    };
     match p.file(&pre) {
-        Ok((_, blocks)) => Ok(PolicyFile { path: path.to_string(), blocks }),
+        Ok((_, blocks)) => Ok(PolicyFile {
+            path: path.to_string(),
+            blocks,
+        }),
         Err(nom::Err::Error(e)) | Err(nom::Err::Failure(e)) => {
             let pos = position(&pre, e.input);
             Err(err_at(pos.line, pos.col, e.expected.into_owned()))
@@ -104,8 +130,15 @@ fn position(src: &str, rest: &str) -> Pos {
     let off = src.len().saturating_sub(rest.len());
     let before = &src.as_bytes()[..off];
     let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map(|x| x + 1).unwrap_or(0);
-    Pos { line, col: (off - line_start) as u32 + 1 }
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|x| x + 1)
+        .unwrap_or(0);
+    Pos {
+        line,
+        col: (off - line_start) as u32 + 1,
+    }
 }
 
 fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
@@ -158,16 +191,34 @@ fn preprocess(text: &str) -> Result<String, (u32, String)> {
                 return Err((lno, "nested @if macros are not allowed".into()));
             }
             depth = 1;
-            let keep = if let Some(v) = rest.strip_prefix("minimum_version(").and_then(|r| r.strip_suffix(')')) {
-                EMULATED_VERSION >= parse_version(v).ok_or((lno, format!("unparseable version in '{body}'")))?
-            } else if let Some(v) = rest.strip_prefix("maximum_version(").and_then(|r| r.strip_suffix(')')) {
-                EMULATED_VERSION <= parse_version(v).ok_or((lno, format!("unparseable version in '{body}'")))?
-            } else if let Some(v) = rest.strip_prefix("between_versions(").and_then(|r| r.strip_suffix(')')) {
-                let (a, b) = v.split_once(',').ok_or((lno, format!("expected two versions in '{body}'")))?;
-                let a = parse_version(a).ok_or((lno, format!("unparseable version in '{body}'")))?;
-                let b = parse_version(b).ok_or((lno, format!("unparseable version in '{body}'")))?;
+            let keep = if let Some(v) = rest
+                .strip_prefix("minimum_version(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
+                EMULATED_VERSION
+                    >= parse_version(v).ok_or((lno, format!("unparseable version in '{body}'")))?
+            } else if let Some(v) = rest
+                .strip_prefix("maximum_version(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
+                EMULATED_VERSION
+                    <= parse_version(v).ok_or((lno, format!("unparseable version in '{body}'")))?
+            } else if let Some(v) = rest
+                .strip_prefix("between_versions(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
+                let (a, b) = v
+                    .split_once(',')
+                    .ok_or((lno, format!("expected two versions in '{body}'")))?;
+                let a =
+                    parse_version(a).ok_or((lno, format!("unparseable version in '{body}'")))?;
+                let b =
+                    parse_version(b).ok_or((lno, format!("unparseable version in '{body}'")))?;
                 EMULATED_VERSION >= a && EMULATED_VERSION <= b
-            } else if let Some(f) = rest.strip_prefix("feature(").and_then(|r| r.strip_suffix(')')) {
+            } else if let Some(f) = rest
+                .strip_prefix("feature(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
                 KNOWN_FEATURES.contains(&f)
             } else {
                 return Err((lno, format!("unknown macro '{body}'")));
@@ -194,9 +245,38 @@ fn preprocess(text: &str) -> Result<String, (u32, String)> {
         }
     }
     if depth > 0 {
-        return Err((text.lines().count() as u32, "EOF seen while @if was waiting for @endif".into()));
+        return Err((
+            text.lines().count() as u32,
+            "EOF seen while @if was waiting for @endif".into(),
+        ));
     }
     Ok(out)
+}
+
+/// `a b::` (two names with only blanks between them) is a syntax error in
+/// CFEngine; quoted guards are checked after expansion instead.
+fn spaced_class_names(g: &str) -> bool {
+    let b: Vec<char> = g.chars().collect();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == ' ' || b[i] == '\t' {
+            let mut j = i;
+            while j < b.len() && (b[j] == ' ' || b[j] == '\t') {
+                j += 1;
+            }
+            if i > 0
+                && j < b.len()
+                && (is_id_char(b[i - 1]) || b[i - 1] == ')')
+                && (is_id_char(b[j]) || b[j] == '(' || b[j] == '!')
+            {
+                return true;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 fn is_id_char(c: char) -> bool {
@@ -213,13 +293,19 @@ fn is_class_char(c: char) -> bool {
 
 /// Whitespace and comments.
 fn ws(i: &str) -> Res<'_, ()> {
-    let (i, _) = many0_count(alt((multispace1, recognize(pair(char('#'), not_line_ending)))))(i)?;
+    let (i, _) = many0_count(alt((
+        multispace1,
+        recognize(pair(char('#'), not_line_ending)),
+    )))(i)?;
     Ok((i, ()))
 }
 
 /// `[a-zA-Z0-9_]+` optionally followed by `:` and another id (a symbol).
 fn ident(i: &str) -> Res<'_, &str> {
-    recognize(pair(take_while1(is_id_char), opt(pair(char(':'), take_while1(is_id_char)))))(i)
+    recognize(pair(
+        take_while1(is_id_char),
+        opt(pair(char(':'), take_while1(is_id_char))),
+    ))(i)
 }
 
 /// A quoted string (double, single or back quotes), de-escaped like
@@ -305,11 +391,21 @@ fn nakedvar(i: &str) -> Res<'_, String> {
 struct Parser<'s> {
     src: &'s str,
     namespace: String,
+    /// Byte offsets where lines start, for O(log n) positions.
+    line_starts: Vec<usize>,
 }
 
 impl<'s> Parser<'s> {
     fn pos(&self, rest: &str) -> Pos {
-        position(self.src, rest)
+        let off = self.src.len().saturating_sub(rest.len());
+        let line = match self.line_starts.binary_search(&off) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        Pos {
+            line: line as u32 + 1,
+            col: (off - self.line_starts[line]) as u32 + 1,
+        }
     }
 
     fn file<'a>(&mut self, i: &'a str) -> Res<'a, Vec<Block>> {
@@ -354,9 +450,11 @@ impl<'s> Parser<'s> {
 
     fn header<'a>(&self, i: &'a str, what: &'static str) -> Res<'a, (String, String, Vec<String>)> {
         let (i, _) = ws(i)?;
-        let (i, kind) = ident(i).or_else(|_: nom::Err<PErr>| fail(i, format!("expected {what} type")))?;
+        let (i, kind) =
+            ident(i).or_else(|_: nom::Err<PErr>| fail(i, format!("expected {what} type")))?;
         let (i, _) = ws(i)?;
-        let (i, name) = ident(i).or_else(|_: nom::Err<PErr>| fail(i, format!("expected {what} name")))?;
+        let (i, name) =
+            ident(i).or_else(|_: nom::Err<PErr>| fail(i, format!("expected {what} name")))?;
         let (mut i, _) = ws(i)?;
         let mut args = Vec::new();
         if let Ok((r, _)) = char::<_, PErr>('(')(i) {
@@ -366,7 +464,8 @@ impl<'s> Parser<'s> {
                     i = r;
                     break;
                 }
-                let (r, a) = ident(i).or_else(|_: nom::Err<PErr>| fail(i, "expected parameter name or ')'"))?;
+                let (r, a) = ident(i)
+                    .or_else(|_: nom::Err<PErr>| fail(i, "expected parameter name or ')'"))?;
                 args.push(a.to_string());
                 i = ws(r)?.0;
                 if let Ok((r, _)) = char::<_, PErr>(',')(i) {
@@ -377,7 +476,8 @@ impl<'s> Parser<'s> {
             }
             i = ws(i)?.0;
         }
-        let (i, _) = char::<_, PErr>('{')(i).or_else(|_: nom::Err<PErr>| fail(i, "expected '{'"))?;
+        let (i, _) =
+            char::<_, PErr>('{')(i).or_else(|_: nom::Err<PErr>| fail(i, "expected '{'"))?;
         Ok((i, (kind.to_string(), name.to_string(), args)))
     }
 
@@ -422,17 +522,29 @@ impl<'s> Parser<'s> {
                 return fail(i, "expected '}' closing the bundle");
             }
             if let Some((r, g)) = self.class_guard(i) {
+                if spaced_class_names(&g) {
+                    return fail(i, "class names can't be separated by whitespace without an intervening operator");
+                }
                 if sections.is_empty() {
-                    return fail(i, "expected a promise type (like 'vars:') before a class guard");
+                    return fail(
+                        i,
+                        "expected a promise type (like 'vars:') before a class guard",
+                    );
                 }
                 guard = g;
                 i = r;
                 continue;
             }
             // promise type `[a-zA-Z_]+:` not followed by ':'
-            if let Ok((r, t)) = take_while1::<_, _, PErr>(|c: char| c.is_ascii_alphabetic() || c == '_')(i) {
+            if let Ok((r, t)) =
+                take_while1::<_, _, PErr>(|c: char| c.is_ascii_alphabetic() || c == '_')(i)
+            {
                 if r.starts_with(':') && !r.starts_with("::") {
-                    sections.push(Section { promise_type: t.to_string(), promises: Vec::new(), pos: self.pos(i) });
+                    sections.push(Section {
+                        promise_type: t.to_string(),
+                        promises: Vec::new(),
+                        pos: self.pos(i),
+                    });
                     guard = String::from("any");
                     i = &r[1..];
                     continue;
@@ -440,16 +552,32 @@ impl<'s> Parser<'s> {
             }
             if i.starts_with(['"', '\'', '`']) {
                 let Some(sec) = sections.last_mut() else {
-                    return fail(i, "expected a promise type (like 'vars:') before the first promise");
+                    return fail(
+                        i,
+                        "expected a promise type (like 'vars:') before the first promise",
+                    );
                 };
                 let (r, p) = self.promise(i, &guard)?;
                 sec.promises.push(p);
                 i = r;
                 continue;
             }
-            return fail(i, "expected a promise type, a class guard, a quoted promiser or '}'");
+            return fail(
+                i,
+                "expected a promise type, a class guard, a quoted promiser or '}'",
+            );
         }
-        Ok((i, Bundle { kind, name, namespace: self.namespace.clone(), args, sections, pos }))
+        Ok((
+            i,
+            Bundle {
+                kind,
+                name,
+                namespace: self.namespace.clone(),
+                args,
+                sections,
+                pos,
+            },
+        ))
     }
 
     fn promise<'a>(&self, i: &'a str, guard: &str) -> Res<'a, Promise> {
@@ -469,7 +597,11 @@ impl<'s> Parser<'s> {
                 i = r;
                 break;
             }
-            let (r, c) = self.constraint(i, "any", "expected an attribute name or ';' ending the promise")?;
+            let (r, c) = self.constraint(
+                i,
+                "any",
+                "expected an attribute name or ';' ending the promise",
+            )?;
             constraints.push(c);
             i = ws(r)?.0;
             if let Some(r) = i.strip_prefix(',') {
@@ -478,18 +610,37 @@ impl<'s> Parser<'s> {
                 return fail(i, "expected ',' or ';' after the attribute value");
             }
         }
-        Ok((i, Promise { promiser, promisee, guard: guard.to_string(), constraints, pos }))
+        Ok((
+            i,
+            Promise {
+                promiser,
+                promisee,
+                guard: guard.to_string(),
+                constraints,
+                pos,
+            },
+        ))
     }
 
     fn constraint<'a>(&self, i: &'a str, guard: &str, what: &'static str) -> Res<'a, Constraint> {
         let pos = self.pos(i);
-        let (r, lval) = take_while1::<_, _, PErr>(|c: char| c.is_ascii_alphanumeric() || c == '_')(i)
-            .or_else(|_| fail(i, what))?;
+        let (r, lval) =
+            take_while1::<_, _, PErr>(|c: char| c.is_ascii_alphanumeric() || c == '_')(i)
+                .or_else(|_| fail(i, what))?;
         let (r, _) = ws(r)?;
-        let (r, _) = tag::<_, _, PErr>("=>")(r).or_else(|_| fail(r, format!("expected '=>' after attribute '{lval}'")))?;
+        let (r, _) = tag::<_, _, PErr>("=>")(r)
+            .or_else(|_| fail(r, format!("expected '=>' after attribute '{lval}'")))?;
         let (r, _) = ws(r)?;
         let (r, rval) = self.rval(r, 0)?;
-        Ok((r, Constraint { lval: lval.to_string(), rval, guard: guard.to_string(), pos }))
+        Ok((
+            r,
+            Constraint {
+                lval: lval.to_string(),
+                rval,
+                guard: guard.to_string(),
+                pos,
+            },
+        ))
     }
 
     fn body<'a>(&self, start: &'a str, i: &'a str, what: &'static str) -> Res<'a, Body> {
@@ -507,29 +658,51 @@ impl<'s> Parser<'s> {
                 return fail(i, "expected '}' closing the body");
             }
             if let Some((r, g)) = self.class_guard(i) {
+                if spaced_class_names(&g) {
+                    return fail(i, "class names can't be separated by whitespace without an intervening operator");
+                }
                 guard = g;
                 i = r;
                 continue;
             }
-            let (r, c) = self.constraint(i, &guard, "expected an attribute name, a class guard or '}'")?;
+            let (r, c) = self.constraint(
+                i,
+                &guard,
+                "expected an attribute name, a class guard or '}'",
+            )?;
             attrs.push(c);
             let (r, _) = ws(r)?;
-            let (r, _) = char::<_, PErr>(';')(r).or_else(|_| fail(r, "expected ';' after the attribute value"))?;
+            let (r, _) = char::<_, PErr>(';')(r)
+                .or_else(|_| fail(r, "expected ';' after the attribute value"))?;
             i = r;
         }
-        Ok((i, Body { kind, name, namespace: self.namespace.clone(), args, attrs, pos }))
+        Ok((
+            i,
+            Body {
+                kind,
+                name,
+                namespace: self.namespace.clone(),
+                args,
+                attrs,
+                pos,
+            },
+        ))
     }
 
     fn rval<'a>(&self, i: &'a str, depth: usize) -> Res<'a, Rval> {
         if depth > MAX_NESTING {
-            return fail(i, format!("lists or function calls nested deeper than {MAX_NESTING}"));
+            return fail(
+                i,
+                format!("lists or function calls nested deeper than {MAX_NESTING}"),
+            );
         }
         if i.starts_with(['"', '\'', '`']) {
             let (r, s) = qstring(i)?;
             return Ok((r, Rval::Scalar(s)));
         }
         if i.starts_with(['$', '@']) {
-            let (r, s) = nakedvar(i).or_else(|_| fail(i, "expected a variable reference like $(name)"))?;
+            let (r, s) =
+                nakedvar(i).or_else(|_| fail(i, "expected a variable reference like $(name)"))?;
             // `$(handler)(args)`: a call whose name is a variable
             if let Some(r3) = ws(r)?.0.strip_prefix('(') {
                 let pos = self.pos(i);
@@ -547,11 +720,21 @@ impl<'s> Parser<'s> {
             if let Some(r3) = r2.strip_prefix('(') {
                 let pos = self.pos(i);
                 let (r, args) = self.items(r3, ')', depth)?;
-                return Ok((r, Rval::Call(FnCall { name: id.to_string(), args, pos })));
+                return Ok((
+                    r,
+                    Rval::Call(FnCall {
+                        name: id.to_string(),
+                        args,
+                        pos,
+                    }),
+                ));
             }
             return Ok((r, Rval::Symbol(id.to_string())));
         }
-        fail(i, "expected a value: a quoted string, a list, a variable or a function call")
+        fail(
+            i,
+            "expected a value: a quoted string, a list, a variable or a function call",
+        )
     }
 
     fn items<'a>(&self, i: &'a str, close: char, depth: usize) -> Res<'a, Vec<Rval>> {
@@ -572,7 +755,6 @@ impl<'s> Parser<'s> {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -606,29 +788,54 @@ promise agent git { path => "/usr/bin/git"; }
 "#;
         let f = parse_policy("t.cf", src).unwrap();
         assert_eq!(f.blocks.len(), 4);
-        let Block::Bundle(b) = &f.blocks[1] else { panic!() };
+        let Block::Bundle(b) = &f.blocks[1] else {
+            panic!()
+        };
         assert_eq!(b.args, vec!["a", "b"]);
-        assert_eq!(b.sections[0].promises[0].constraints[0].rval, Rval::Scalar("y\"z".into()));
+        assert_eq!(
+            b.sections[0].promises[0].constraints[0].rval,
+            Rval::Scalar("y\"z".into())
+        );
         assert_eq!(b.sections[0].promises[1].guard, "linux.!windows");
-        assert_eq!(b.sections[0].promises[2].guard, "DEBUG|DEBUG_$(this.bundle)");
-        assert_eq!(b.sections[0].promises[2].constraints[0].rval, Rval::Scalar("multi\nline".into()));
+        assert_eq!(
+            b.sections[0].promises[2].guard,
+            "DEBUG|DEBUG_$(this.bundle)"
+        );
+        assert_eq!(
+            b.sections[0].promises[2].constraints[0].rval,
+            Rval::Scalar("multi\nline".into())
+        );
         assert_eq!(b.sections[1].promises.len(), 2);
-        let Block::Body(body) = &f.blocks[2] else { panic!() };
+        let Block::Body(body) = &f.blocks[2] else {
+            panic!()
+        };
         assert_eq!(body.attrs[1].guard, "!foo");
     }
 
     #[test]
     fn escapes_follow_cfengine() {
-        let f = parse_policy("t.cf", r#"bundle common x { vars: "a" string => "q\\w\.e\"\
-r"; }"#)
+        let f = parse_policy(
+            "t.cf",
+            r#"bundle common x { vars: "a" string => "q\\w\.e\"\
+r"; }"#,
+        )
         .unwrap();
-        let Block::Bundle(b) = &f.blocks[0] else { panic!() };
-        assert_eq!(b.sections[0].promises[0].constraints[0].rval, Rval::Scalar("q\\w\\.e\"r".into()));
+        let Block::Bundle(b) = &f.blocks[0] else {
+            panic!()
+        };
+        assert_eq!(
+            b.sections[0].promises[0].constraints[0].rval,
+            Rval::Scalar("q\\w\\.e\"r".into())
+        );
     }
 
     #[test]
     fn reports_position_and_expectation() {
-        let e = parse_policy("p.cf", "bundle agent x\n{\n vars:\n  \"a\" string => \"b\"\n}\n").unwrap_err();
+        let e = parse_policy(
+            "p.cf",
+            "bundle agent x\n{\n vars:\n  \"a\" string => \"b\"\n}\n",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.col), (5, 1));
         assert!(e.expected.contains("',' or ';'"), "{e}");
         assert!(e.to_string().starts_with("p.cf:5:1: "));
@@ -638,6 +845,22 @@ r"; }"#)
         assert!(e.expected.contains("runaway"), "{e}");
         let e = parse_policy("p.cf", "bundel agent x {}").unwrap_err();
         assert_eq!((e.line, e.col), (1, 1));
+    }
+
+    #[test]
+    fn spaced_class_names_are_an_error() {
+        let e = parse_policy(
+            "c.cf",
+            "bundle agent x { vars:\n linux windows::\n \"a\" string => \"b\"; }",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.expected.contains("whitespace"), "{e}");
+        assert!(parse_policy(
+            "c.cf",
+            "bundle agent x { vars:\n linux | windows::\n \"a\" string => \"b\"; }"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -109,13 +109,19 @@ impl ServerControl {
     /// OpenSSL-style cipher names for TLS ≤ 1.2 (the parts not starting `TLS_`).
     pub fn tls12_ciphers(&self) -> Vec<String> {
         let s = self.allowciphers.as_deref().unwrap_or(DEFAULT_CIPHERS);
-        s.split(':').filter(|p| !p.is_empty() && !p.starts_with("TLS_")).map(str::to_string).collect()
+        s.split(':')
+            .filter(|p| !p.is_empty() && !p.starts_with("TLS_"))
+            .map(str::to_string)
+            .collect()
     }
     /// TLS 1.3 suites. Empty when `allowciphers` is set without any `TLS_`
     /// part, which disables TLS 1.3 (the 3.21 trap).
     pub fn tls13_suites(&self) -> Vec<String> {
         let s = self.allowciphers.as_deref().unwrap_or(DEFAULT_TLS13_SUITES);
-        s.split(':').filter(|p| p.starts_with("TLS_")).map(str::to_string).collect()
+        s.split(':')
+            .filter(|p| p.starts_with("TLS_"))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -128,8 +134,11 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(text: &str) -> Self {
-        Entry { text: text.to_string(), re: addr::compile(text) }
+    fn new(text: &str, cache: &mut addr::RegexCache) -> Self {
+        Entry {
+            text: text.to_string(),
+            re: cache.get(text),
+        }
     }
 }
 
@@ -148,12 +157,17 @@ pub struct Rules {
 
 impl Rules {
     fn is_empty(&self) -> bool {
-        self.ips.is_empty() && self.hostnames.is_empty() && self.keys.is_empty() && self.usernames.is_empty()
+        self.ips.is_empty()
+            && self.hostnames.is_empty()
+            && self.keys.is_empty()
+            && self.usernames.is_empty()
     }
     fn sort(&mut self) {
-        self.ips.sort_by(|a, b| a.text.as_bytes().cmp(b.text.as_bytes()));
+        self.ips
+            .sort_by(|a, b| a.text.as_bytes().cmp(b.text.as_bytes()));
         self.keys.sort();
-        self.hostnames.sort_by(|a, b| a.text.bytes().rev().cmp(b.text.bytes().rev()));
+        self.hostnames
+            .sort_by(|a, b| a.text.bytes().rev().cmp(b.text.bytes().rev()));
     }
 }
 
@@ -212,6 +226,31 @@ pub struct LegacyAuth {
     pub maproot: Vec<String>,
     /// ifencrypted.
     pub encrypt: bool,
+    /// Precompiled matchers for `accesslist` and `maproot` (built once at
+    /// the end of a load, so requests never compile regexes).
+    pub(crate) compiled: Option<LegacyMatchers>,
+}
+
+/// Precompiled classic matchers: IsMatchItemIn lists plus each entry as a
+/// hostname regex.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LegacyMatchers {
+    pub access: ConnList,
+    pub access_re: Vec<(String, Option<Regex>)>,
+    pub maproot: ConnList,
+    pub maproot_re: Vec<(String, Option<Regex>)>,
+}
+
+impl LegacyAuth {
+    fn compile(&mut self, cache: &mut addr::RegexCache) {
+        let mut re = |l: &[String]| l.iter().map(|e| (e.clone(), cache.get(e))).collect();
+        self.compiled = Some(LegacyMatchers {
+            access: ConnList::from_policy_order(self.accesslist.iter().map(String::as_str)),
+            access_re: re(&self.accesslist),
+            maproot: ConnList::from_policy_order(self.maproot.iter().map(String::as_str)),
+            maproot_re: re(&self.maproot),
+        });
+    }
 }
 
 /// The classic-protocol ACLs (B.9).
@@ -228,11 +267,18 @@ pub struct LegacyAcl {
 }
 
 fn get_or_create<'l>(list: &'l mut Vec<LegacyAuth>, path: &str) -> &'l mut LegacyAuth {
-    let key = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+    let key = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
     if let Some(i) = list.iter().position(|a| a.path == key) {
         return &mut list[i];
     }
-    list.push(LegacyAuth { path: key.to_string(), ..Default::default() });
+    list.push(LegacyAuth {
+        path: key.to_string(),
+        ..Default::default()
+    });
     list.last_mut().expect("just pushed")
 }
 
@@ -288,11 +334,30 @@ const SERVER_CONTROL_ATTRS: &[&str] = &[
     "listen",
 ];
 
-const COMMON_PROMISE_ATTRS: &[&str] =
-    &["action", "classes", "comment", "depends_on", "handle", "if", "ifvarclass", "unless", "meta", "with"];
+const COMMON_PROMISE_ATTRS: &[&str] = &[
+    "action",
+    "classes",
+    "comment",
+    "depends_on",
+    "handle",
+    "if",
+    "ifvarclass",
+    "unless",
+    "meta",
+    "with",
+];
 
-const ACCESS_LIST_ATTRS: &[&str] =
-    &["admit", "deny", "admit_ips", "admit_hostnames", "admit_keys", "deny_ips", "deny_hostnames", "deny_keys", "maproot"];
+const ACCESS_LIST_ATTRS: &[&str] = &[
+    "admit",
+    "deny",
+    "admit_ips",
+    "admit_hostnames",
+    "admit_keys",
+    "deny_ips",
+    "deny_hostnames",
+    "deny_keys",
+    "maproot",
+];
 
 const ACCESS_ATTRS: &[&str] = &[
     "admit",
@@ -312,13 +377,31 @@ const ACCESS_ATTRS: &[&str] = &[
 
 struct Loader<'a> {
     ev: Eval<'a>,
+    regexes: addr::RegexCache,
     files: Vec<PolicyFile>,
     errors: Vec<Diagnostic>,
     notes: Vec<Diagnostic>,
 }
 
+/// A string with the policy line it came from.
+type Located = (String, u32);
+
+fn diag_at(file: &str, pos: Pos, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        line: pos.line,
+        col: pos.col,
+        message: message.into(),
+    }
+}
+
 fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
-    Diagnostic { file: file.to_string(), line, col: 0, message: message.into() }
+    Diagnostic {
+        file: file.to_string(),
+        line,
+        col: 0,
+        message: message.into(),
+    }
 }
 
 /// Loads, evaluates and checks a server policy. Either the whole new policy
@@ -326,17 +409,49 @@ fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
 /// half-applied, so a running server keeps its last good policy when this
 /// fails.
 pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, PolicyErrors> {
-    let mut l = Loader { ev: Eval::new(src, opts), files: Vec::new(), errors: Vec::new(), notes: Vec::new() };
+    let mut l = Loader {
+        ev: Eval::new(src, opts),
+        regexes: addr::RegexCache::default(),
+        files: Vec::new(),
+        errors: Vec::new(),
+        notes: Vec::new(),
+    };
     l.load_all(&opts.file);
     if !l.errors.is_empty() {
-        return Err(PolicyErrors { errors: l.errors, warnings: l.ev.warnings });
+        return Err(PolicyErrors {
+            errors: l.errors,
+            warnings: l.ev.warnings,
+        });
+    }
+    l.check_var_class_attrs();
+    if !l.errors.is_empty() {
+        return Err(PolicyErrors {
+            errors: l.errors,
+            warnings: l.ev.warnings,
+        });
     }
     l.eval_commons();
-    let mut pol = ServerPolicy { files: l.files.iter().map(|f| f.path.clone()).collect(), ..Default::default() };
+    let mut pol = ServerPolicy {
+        files: l.files.iter().map(|f| f.path.clone()).collect(),
+        ..Default::default()
+    };
     l.server_control(&mut pol.control);
     l.server_bundles(&mut pol);
     if !l.errors.is_empty() {
-        return Err(PolicyErrors { errors: l.errors, warnings: l.ev.warnings });
+        return Err(PolicyErrors {
+            errors: l.errors,
+            warnings: l.ev.warnings,
+        });
+    }
+    for list in [
+        &mut pol.legacy.admit,
+        &mut pol.legacy.deny,
+        &mut pol.legacy.varadmit,
+        &mut pol.legacy.vardeny,
+    ] {
+        for a in list.iter_mut() {
+            a.compile(&mut l.regexes);
+        }
     }
     pol.warnings = std::mem::take(&mut l.ev.warnings);
     pol.notes = l.notes;
@@ -350,19 +465,31 @@ impl<'a> Loader<'a> {
     fn read_parse(&mut self, path: &str, from: Option<(&str, u32)>) -> bool {
         if self.files.len() >= super::eval::MAX_FILES {
             let (f, line) = from.unwrap_or((path, 0));
-            self.errors.push(diag(f, line, format!("more than {} policy files", super::eval::MAX_FILES)));
+            self.errors.push(diag(
+                f,
+                line,
+                format!("more than {} policy files", super::eval::MAX_FILES),
+            ));
             return false;
         }
         let bytes = match self.ev.src.read(path) {
             Ok(b) => b,
             Err(e) => {
                 let (f, line) = from.unwrap_or((path, 0));
-                self.errors.push(diag(f, line, format!("cannot read policy file '{path}': {e}")));
+                self.errors.push(diag(
+                    f,
+                    line,
+                    format!("cannot read policy file '{path}': {e}"),
+                ));
                 return false;
             }
         };
         if bytes.len() > super::parse::MAX_FILE_SIZE {
-            self.errors.push(diag(path, 0, format!("policy file too large ({} bytes)", bytes.len())));
+            self.errors.push(diag(
+                path,
+                0,
+                format!("policy file too large ({} bytes)", bytes.len()),
+            ));
             return false;
         }
         let text = match String::from_utf8(bytes) {
@@ -375,7 +502,12 @@ impl<'a> Loader<'a> {
                 true
             }
             Err(e) => {
-                self.errors.push(Diagnostic { file: e.file, line: e.line, col: e.col, message: e.expected });
+                self.errors.push(Diagnostic {
+                    file: e.file,
+                    line: e.line,
+                    col: e.col,
+                    message: e.expected,
+                });
                 false
             }
         }
@@ -384,21 +516,30 @@ impl<'a> Loader<'a> {
     /// The `inputs` of a file's `body common control` / `body file
     /// control`: resolved paths (relative ones against the file's
     /// directory) with their line, plus the unresolved entries.
-    fn inputs_of(&mut self, idx: usize) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
+    fn inputs_of(&mut self, idx: usize) -> (Vec<Located>, Vec<Located>) {
         let path = self.files[idx].path.clone();
-        let blocks = self.files[idx].blocks.clone();
+        let attrs: Vec<Constraint> = self.files[idx]
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Body(body)
+                    if body.name == "control" && (body.kind == "common" || body.kind == "file") =>
+                {
+                    Some(body)
+                }
+                _ => None,
+            })
+            .flat_map(|body| body.attrs.iter().filter(|a| a.lval == "inputs").cloned())
+            .collect();
         let mut inputs = Vec::new();
         let mut unresolved_all = Vec::new();
-        for b in &blocks {
-            let Block::Body(body) = b else { continue };
-            if body.name != "control" || !(body.kind == "common" || body.kind == "file") {
-                continue;
-            }
-            for a in &body.attrs {
-                if a.lval != "inputs" {
-                    continue;
-                }
-                let here = Here { file: &path, scope: "control_common", line: a.pos.line };
+        {
+            for a in &attrs {
+                let here = Here {
+                    file: &path,
+                    scope: "control_common",
+                    line: a.pos.line,
+                };
                 if !self.ev.class_expr(&a.guard, &here).unwrap_or(false) {
                     continue;
                 }
@@ -418,7 +559,11 @@ impl<'a> Loader<'a> {
                         Value::Scalar(s) => vec![s],
                     };
                     for x in vals {
-                        let full = if x.starts_with('/') { x } else { format!("{}/{}", dirname(&path), x) };
+                        let full = if x.starts_with('/') {
+                            x
+                        } else {
+                            format!("{}/{}", dirname(&path), x)
+                        };
                         inputs.push((full, a.pos.line));
                     }
                 }
@@ -480,11 +625,20 @@ impl<'a> Loader<'a> {
             let (_, unresolved) = self.inputs_of(idx);
             let file = self.files[idx].path.clone();
             for (names, line) in unresolved {
-                self.ev.warnings.push(diag(&file, line, format!("inputs: unresolved variable(s) {names}; entry skipped")));
+                self.ev.warnings.push(diag(
+                    &file,
+                    line,
+                    format!("inputs: unresolved variable(s) {names}; entry skipped"),
+                ));
             }
         }
         // cycle detection on the include graph
-        let index: BTreeMap<&str, usize> = self.files.iter().enumerate().map(|(i, f)| (f.path.as_str(), i)).collect();
+        let index: BTreeMap<&str, usize> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.as_str(), i))
+            .collect();
         let n = self.files.len();
         let mut adj: Vec<Vec<(usize, u32)>> = vec![Vec::new(); n];
         for (f, t, line) in &edges {
@@ -502,7 +656,10 @@ impl<'a> Loader<'a> {
                 *next += 1;
                 if state[child] == 1 {
                     let pos = path.iter().position(|&p| p == child).unwrap_or(0);
-                    let mut chain: Vec<&str> = path[pos..].iter().map(|&i| self.files[i].path.as_str()).collect();
+                    let mut chain: Vec<&str> = path[pos..]
+                        .iter()
+                        .map(|&i| self.files[i].path.as_str())
+                        .collect();
                     chain.push(self.files[child].path.as_str());
                     let msg = format!("include cycle refused: {}", chain.join(" -> "));
                     let from = self.files[node].path.clone();
@@ -518,6 +675,55 @@ impl<'a> Loader<'a> {
                 state[node] = 2;
                 stack.pop();
                 path.pop();
+            }
+        }
+    }
+
+    /// Unknown attributes in the `vars:` and `classes:` promises the server
+    /// evaluates (common and server bundles) are errors, like cf-promises.
+    fn check_var_class_attrs(&mut self) {
+        const VARS: &[&str] = &[
+            "string", "int", "real", "slist", "ilist", "rlist", "data", "policy",
+        ];
+        const CLASSES: &[&str] = &[
+            "expression",
+            "and",
+            "or",
+            "xor",
+            "not",
+            "dist",
+            "select_class",
+            "scope",
+            "persistence",
+        ];
+        for f in &self.files {
+            for b in &f.blocks {
+                let Block::Bundle(b) = b else { continue };
+                if b.kind != "common" && b.kind != "server" {
+                    continue;
+                }
+                for sec in &b.sections {
+                    let known = match sec.promise_type.as_str() {
+                        "vars" => VARS,
+                        "classes" => CLASSES,
+                        _ => continue,
+                    };
+                    for p in &sec.promises {
+                        for c in &p.constraints {
+                            let l = c.lval.as_str();
+                            if !known.contains(&l) && !COMMON_PROMISE_ATTRS.contains(&l) {
+                                self.errors.push(diag_at(
+                                    &f.path,
+                                    c.pos,
+                                    format!(
+                                        "unknown attribute '{l}' in {} promise '{}' of bundle {}",
+                                        sec.promise_type, p.promiser, b.name
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -549,10 +755,18 @@ impl<'a> Loader<'a> {
                     continue;
                 }
                 for a in &body.attrs {
-                    let here = Here { file: &f.path, scope: "control_server", line: a.pos.line };
+                    let here = Here {
+                        file: &f.path,
+                        scope: "control_server",
+                        line: a.pos.line,
+                    };
                     let name = a.lval.as_str();
                     let Some(&known) = SERVER_CONTROL_ATTRS.iter().find(|&&k| k == name) else {
-                        self.errors.push(diag(&f.path, a.pos.line, format!("unknown attribute '{name}' in body server control")));
+                        self.errors.push(diag_at(
+                            &f.path,
+                            a.pos,
+                            format!("unknown attribute '{name}' in body server control"),
+                        ));
                         continue;
                     };
                     if !self.ev.class_expr(&a.guard, &here).unwrap_or(false) {
@@ -573,13 +787,22 @@ impl<'a> Loader<'a> {
                         match v {
                             Value::Scalar(s) => Some(s.clone()),
                             Value::List(_) => {
-                                errs.push(diag(file, line, format!("'{name}' expects a single value, not a list")));
+                                errs.push(diag(
+                                    file,
+                                    line,
+                                    format!("'{name}' expects a single value, not a list"),
+                                ));
                                 None
                             }
                         }
                     };
                     match known {
-                        "allowconnects" | "denyconnects" | "allowallconnects" | "trustkeysfrom" | "allowlegacyconnects" | "allowusers" => {
+                        "allowconnects"
+                        | "denyconnects"
+                        | "allowallconnects"
+                        | "trustkeysfrom"
+                        | "allowlegacyconnects"
+                        | "allowusers" => {
                             let items = match v {
                                 Value::List(l) => l,
                                 Value::Scalar(s) => vec![s],
@@ -588,45 +811,86 @@ impl<'a> Loader<'a> {
                                 for it in &items {
                                     if let Some(p) = ip_rule_problem(it) {
                                         if is_soft_problem(it) && known != "denyconnects" {
-                                            self.ev.warnings.push(diag(file, line, format!("{known}: {p}; this entry never matches")));
+                                            self.ev.warnings.push(diag(
+                                                file,
+                                                line,
+                                                format!("{known}: {p}; this entry never matches"),
+                                            ));
                                         } else {
-                                            self.errors.push(diag(file, line, format!("{known}: {p}")));
+                                            self.errors.push(diag(
+                                                file,
+                                                line,
+                                                format!("{known}: {p}"),
+                                            ));
                                         }
                                     }
                                 }
                             }
                             lists.entry(known).or_default().extend(items);
                         }
-                        "maxconnections" | "port" | "call_collect_interval" | "collect_window" | "keycacheTTL" => {
-                            let Some(s) = scalar(&mut self.errors, &v) else { continue };
+                        "maxconnections"
+                        | "port"
+                        | "call_collect_interval"
+                        | "collect_window"
+                        | "keycacheTTL" => {
+                            let Some(s) = scalar(&mut self.errors, &v) else {
+                                continue;
+                            };
                             if !unresolved.is_empty() {
                                 continue;
                             }
                             let n: i64 = match s.trim().parse() {
                                 Ok(n) => n,
                                 Err(_) => {
-                                    self.errors.push(diag(file, line, format!("'{known}' must be an integer, got '{s}'")));
+                                    self.errors.push(diag(
+                                        file,
+                                        line,
+                                        format!("'{known}' must be an integer, got '{s}'"),
+                                    ));
                                     continue;
                                 }
                             };
                             match known {
-                                "maxconnections" if (0..=i64::from(u32::MAX)).contains(&n) => c.maxconnections = n as u32,
+                                "maxconnections" if (0..=i64::from(u32::MAX)).contains(&n) => {
+                                    c.maxconnections = n as u32
+                                }
                                 "port" if (1..=65535).contains(&n) => c.port = n as u16,
-                                "call_collect_interval" if (0..=(i64::from(u32::MAX) / 60)).contains(&n) => {
+                                "call_collect_interval"
+                                    if (0..=(i64::from(u32::MAX) / 60)).contains(&n) =>
+                                {
                                     c.call_collect_interval = n as u32 * 60
                                 }
-                                "collect_window" if (0..=i64::from(u32::MAX)).contains(&n) => c.collect_window = n as u32,
+                                "collect_window" if (0..=i64::from(u32::MAX)).contains(&n) => {
+                                    c.collect_window = n as u32
+                                }
                                 "keycacheTTL" => {}
-                                _ => self.errors.push(diag(file, line, format!("'{known}' value {n} is out of range"))),
+                                _ => self.errors.push(diag(
+                                    file,
+                                    line,
+                                    format!("'{known}' value {n} is out of range"),
+                                )),
                             }
                         }
-                        "denybadclocks" | "logencryptedtransfers" | "logallconnections" | "listen" | "auditing" | "hostnamekeys" => {
-                            let Some(s) = scalar(&mut self.errors, &v) else { continue };
+                        "denybadclocks"
+                        | "logencryptedtransfers"
+                        | "logallconnections"
+                        | "listen"
+                        | "auditing"
+                        | "hostnamekeys" => {
+                            let Some(s) = scalar(&mut self.errors, &v) else {
+                                continue;
+                            };
                             let b = match s.as_str() {
                                 "true" | "yes" | "on" => true,
                                 "false" | "no" | "off" => false,
                                 _ => {
-                                    self.errors.push(diag(file, line, format!("'{known}' must be true/false/yes/no/on/off, got '{s}'")));
+                                    self.errors.push(diag(
+                                        file,
+                                        line,
+                                        format!(
+                                            "'{known}' must be true/false/yes/no/on/off, got '{s}'"
+                                        ),
+                                    ));
                                     continue;
                                 }
                             };
@@ -640,7 +904,9 @@ impl<'a> Loader<'a> {
                         }
                         "allowciphers" => c.allowciphers = scalar(&mut self.errors, &v),
                         "allowtlsversion" => {
-                            let Some(s) = scalar(&mut self.errors, &v) else { continue };
+                            let Some(s) = scalar(&mut self.errors, &v) else {
+                                continue;
+                            };
                             c.tls_min_version = match s.as_str() {
                                 "1.0" => {
                                     self.ev.warn(&here, "Setting minimum acceptable TLS version to 1.0, but minimum version recommended by CFEngine is 1.1.".into());
@@ -656,11 +922,16 @@ impl<'a> Loader<'a> {
                             };
                             c.allowtlsversion = Some(s);
                         }
-                        "bindtointerface" => c.bindtointerface = scalar(&mut self.errors, &v).unwrap_or_default(),
+                        "bindtointerface" => {
+                            c.bindtointerface = scalar(&mut self.errors, &v).unwrap_or_default()
+                        }
                         "cfruncommand" => {
                             let s = scalar(&mut self.errors, &v).unwrap_or_default();
                             if s.len() > 1023 {
-                                self.ev.warn(&here, "cfruncommand too long (>1024), leaving empty".into());
+                                self.ev.warn(
+                                    &here,
+                                    "cfruncommand too long (>1024), leaving empty".into(),
+                                );
                             } else {
                                 c.cfruncommand = s;
                             }
@@ -669,7 +940,10 @@ impl<'a> Loader<'a> {
                             let s = scalar(&mut self.errors, &v).unwrap_or_default();
                             let ok = s == "LOG_USER"
                                 || s == "LOG_DAEMON"
-                                || (s.len() == 10 && s.starts_with("LOG_LOCAL") && s.as_bytes()[9].is_ascii_digit() && s.as_bytes()[9] <= b'7');
+                                || (s.len() == 10
+                                    && s.starts_with("LOG_LOCAL")
+                                    && s.as_bytes()[9].is_ascii_digit()
+                                    && s.as_bytes()[9] <= b'7');
                             if ok {
                                 c.serverfacility = s;
                             } else {
@@ -682,7 +956,14 @@ impl<'a> Loader<'a> {
             }
         }
         self.files = files;
-        let mk = |k: &str| ConnList::from_policy_order(lists.get(k).map(|v| v.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_default());
+        let mk = |k: &str| {
+            ConnList::from_policy_order(
+                lists
+                    .get(k)
+                    .map(|v| v.iter().map(String::as_str).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            )
+        };
         c.allowconnects = mk("allowconnects");
         c.denyconnects = mk("denyconnects");
         c.allowallconnects = mk("allowallconnects");
@@ -697,7 +978,11 @@ impl<'a> Loader<'a> {
         c.allowusers = users;
         if let Some(ci) = &c.allowciphers {
             if !ci.split(':').any(|p| p.starts_with("TLS_")) {
-                let file = self.files.first().map(|f| f.path.clone()).unwrap_or_default();
+                let file = self
+                    .files
+                    .first()
+                    .map(|f| f.path.clone())
+                    .unwrap_or_default();
                 self.ev.warnings.push(diag(
                     &file,
                     0,
@@ -721,7 +1006,10 @@ impl<'a> Loader<'a> {
                     self.ev.eval_bundle_vars_classes(&f.path, b);
                 }
                 for sec in &b.sections {
-                    if !matches!(sec.promise_type.as_str(), "meta" | "vars" | "classes" | "roles" | "access" | "defaults" | "reports") {
+                    if !matches!(
+                        sec.promise_type.as_str(),
+                        "meta" | "vars" | "classes" | "roles" | "access" | "defaults" | "reports"
+                    ) {
                         self.ev.warnings.push(diag(
                             &f.path,
                             sec.pos.line,
@@ -732,7 +1020,11 @@ impl<'a> Loader<'a> {
                 for want in ["roles", "access"] {
                     for sec in b.sections.iter().filter(|s| s.promise_type == want) {
                         for p in &sec.promises {
-                            let here = Here { file: &f.path, scope: &scope, line: p.pos.line };
+                            let here = Here {
+                                file: &f.path,
+                                scope: &scope,
+                                line: p.pos.line,
+                            };
                             if !self.ev.promise_active(p, &here) {
                                 continue;
                             }
@@ -756,17 +1048,31 @@ impl<'a> Loader<'a> {
     fn role_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
         let e = self.ev.expand(&p.promiser, here);
         if !e.unresolved.is_empty() {
-            self.ev.warn(here, format!("roles promise '{}' dropped: unresolved variable(s) {}", e.text, e.unresolved.join(", ")));
+            self.ev.warn(
+                here,
+                format!(
+                    "roles promise '{}' dropped: unresolved variable(s) {}",
+                    e.text,
+                    e.unresolved.join(", ")
+                ),
+            );
             return;
         }
         let name = e.text;
         if let Some(err) = addr::compile_error(&name) {
-            self.errors.push(diag(here.file, here.line, format!("roles promiser '{name}' is not a valid regular expression: {err}")));
+            self.errors.push(diag(
+                here.file,
+                here.line,
+                format!("roles promiser '{name}' is not a valid regular expression: {err}"),
+            ));
             return;
         }
         let mut users = Vec::new();
         for c in p.constraints.iter().rev() {
-            let h = Here { line: c.pos.line, ..here.clone() };
+            let h = Here {
+                line: c.pos.line,
+                ..here.clone()
+            };
             if c.lval == "authorize" {
                 let is_list = match &c.rval {
                     Rval::List(_) => true,
@@ -774,13 +1080,25 @@ impl<'a> Loader<'a> {
                     _ => false,
                 };
                 if !is_list {
-                    self.errors.push(diag(h.file, h.line, format!("Right-hand side of authorize promise for '{name}' should be a list")));
+                    self.errors.push(diag(
+                        h.file,
+                        h.line,
+                        format!(
+                            "Right-hand side of authorize promise for '{name}' should be a list"
+                        ),
+                    ));
                     return;
                 }
                 let mut unresolved = Vec::new();
                 let v = self.ev.eval_rval_lenient(&c.rval, &h, &mut unresolved);
                 if !unresolved.is_empty() {
-                    self.ev.warn(&h, format!("roles promise '{name}' dropped: unresolved variable(s) {}", unresolved.join(", ")));
+                    self.ev.warn(
+                        &h,
+                        format!(
+                            "roles promise '{name}' dropped: unresolved variable(s) {}",
+                            unresolved.join(", ")
+                        ),
+                    );
                     return;
                 }
                 match v {
@@ -791,14 +1109,21 @@ impl<'a> Loader<'a> {
                 if matches!(c.rval, Rval::List(_)) {
                     continue;
                 }
-                self.ev.warn(&h, format!("Unrecognised promise '{}' for {}", c.lval, name));
+                self.ev.warn(
+                    &h,
+                    format!("Unrecognised promise '{}' for {}", c.lval, name),
+                );
             }
         }
-        let res = pol.acl.roles.entry(name.clone()).or_insert_with(|| Resource {
-            name: name.clone(),
-            name_re: addr::compile(&name),
-            ..Default::default()
-        });
+        let res = pol
+            .acl
+            .roles
+            .entry(name.clone())
+            .or_insert_with(|| Resource {
+                name: name.clone(),
+                name_re: self.regexes.get(&name),
+                ..Default::default()
+            });
         res.admit.usernames.extend(users);
         res.origins.push((here.file.to_string(), here.line));
     }
@@ -806,7 +1131,14 @@ impl<'a> Loader<'a> {
     fn access_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
         let e = self.ev.expand(&p.promiser, here);
         if !e.unresolved.is_empty() {
-            self.ev.warn(here, format!("access promise '{}' dropped: unresolved variable(s) {}", e.text, e.unresolved.join(", ")));
+            self.ev.warn(
+                here,
+                format!(
+                    "access promise '{}' dropped: unresolved variable(s) {}",
+                    e.text,
+                    e.unresolved.join(", ")
+                ),
+            );
             return;
         }
         let promiser = e.text;
@@ -819,13 +1151,34 @@ impl<'a> Loader<'a> {
         let mut has_rds = None;
         let mut poisoned = false;
         for c in &p.constraints {
-            let h = Here { line: c.pos.line, ..here.clone() };
+            let h = Here {
+                line: c.pos.line,
+                ..here.clone()
+            };
             let lval = c.lval.as_str();
-            if !ACCESS_ATTRS.contains(&lval) && !COMMON_PROMISE_ATTRS.contains(&lval) && lval != "ifelapsed" && lval != "expireafter" {
-                self.errors.push(diag(h.file, h.line, format!("unknown attribute '{lval}' in access promise '{promiser}'")));
+            if !ACCESS_ATTRS.contains(&lval)
+                && !COMMON_PROMISE_ATTRS.contains(&lval)
+                && lval != "ifelapsed"
+                && lval != "expireafter"
+            {
+                self.errors.push(diag_at(
+                    h.file,
+                    c.pos,
+                    format!("unknown attribute '{lval}' in access promise '{promiser}'"),
+                ));
                 continue;
             }
-            if matches!(lval, "if" | "ifvarclass" | "unless" | "comment" | "meta" | "depends_on" | "action" | "classes" | "with") {
+            if matches!(
+                lval,
+                "if" | "ifvarclass"
+                    | "unless"
+                    | "comment"
+                    | "meta"
+                    | "depends_on"
+                    | "action"
+                    | "classes"
+                    | "with"
+            ) {
                 continue;
             }
             if lval == "report_data_select" {
@@ -858,12 +1211,18 @@ impl<'a> Loader<'a> {
                         "true" | "yes" | "on" => true,
                         "false" | "no" | "off" => false,
                         _ => {
-                            self.errors.push(diag(h.file, h.line, format!("ifencrypted must be a boolean, got '{s}'")));
+                            self.errors.push(diag(
+                                h.file,
+                                h.line,
+                                format!("ifencrypted must be a boolean, got '{s}'"),
+                            ));
                             return;
                         }
                     })
                 }
-                (l, Value::List(items)) if !matches!(l, "resource_type" | "handle" | "shortcut" | "ifencrypted") => {
+                (l, Value::List(items))
+                    if !matches!(l, "resource_type" | "handle" | "shortcut" | "ifencrypted") =>
+                {
                     if l.starts_with("deny") && !poisoned {
                         if let Some(bad) = items.iter().find(|it| has_unexpanded_var(it)) {
                             self.ev.warn(&h, format!("access rule '{promiser}': '{l}' entry '{bad}' holds an unresolved variable; the rule now denies every request it covers"));
@@ -872,23 +1231,42 @@ impl<'a> Loader<'a> {
                     }
                     lists.push((l.to_string(), items, h.line))
                 }
-                (l, Value::Scalar(_)) if !matches!(l, "resource_type" | "handle" | "shortcut" | "ifencrypted") => {
-                    self.errors.push(diag(h.file, h.line, format!("attribute '{l}' of access promise '{promiser}' expects a list")));
+                (l, Value::Scalar(_))
+                    if !matches!(l, "resource_type" | "handle" | "shortcut" | "ifencrypted") =>
+                {
+                    self.errors.push(diag(
+                        h.file,
+                        h.line,
+                        format!("attribute '{l}' of access promise '{promiser}' expects a list"),
+                    ));
                     return;
                 }
                 (l, _) => {
-                    self.errors.push(diag(h.file, h.line, format!("attribute '{l}' of access promise '{promiser}' expects a single value")));
+                    self.errors.push(diag(
+                        h.file,
+                        h.line,
+                        format!(
+                            "attribute '{l}' of access promise '{promiser}' expects a single value"
+                        ),
+                    ));
                     return;
                 }
             }
         }
-        if !matches!(resource_type.as_str(), "path" | "literal" | "context" | "query" | "variable" | "bundle") {
+        if !matches!(
+            resource_type.as_str(),
+            "path" | "literal" | "context" | "query" | "variable" | "bundle"
+        ) {
             self.errors.push(diag(here.file, here.line, format!("resource_type '{resource_type}' is not one of path, literal, context, query, variable, bundle")));
             return;
         }
         if let Some(line) = has_rds {
             if resource_type != "query" {
-                self.errors.push(diag(here.file, line, "Constraint report_data_select is allowed only for 'query' resource_type"));
+                self.errors.push(diag(
+                    here.file,
+                    line,
+                    "Constraint report_data_select is allowed only for 'query' resource_type",
+                ));
                 return;
             }
         }
@@ -897,21 +1275,43 @@ impl<'a> Loader<'a> {
             for it in items {
                 let problem = match l.as_str() {
                     "admit_ips" | "deny_ips" => ip_rule_problem(it),
-                    "admit" | "deny" if admit_type(it) == AdmitType::Ip => ip_rule_problem(it),
+                    "admit" | "deny" if admit_type(it) == AdmitType::Ip => {
+                        if it.contains(|c: char| c.is_ascii_lowercase())
+                            && !it.contains(':')
+                            && ip_rule_problem(it).is_some()
+                        {
+                            // 3.21 quirk (B.4): hex-letter hostnames such as "bad.cafe" are classified as IPs
+                            self.ev.warnings.push(diag(
+                                here.file,
+                                *line,
+                                format!("{l} entry '{it}' of '{promiser}' is classified as an IP rule (only hex letters and dots), so it never matches a hostname; use admit_hostnames/deny_hostnames"),
+                            ));
+                            None
+                        } else {
+                            ip_rule_problem(it)
+                        }
+                    }
                     _ => None,
                 };
                 if let Some(pr) = problem {
                     if is_soft_problem(it) && !l.starts_with("deny") {
-                        self.ev.warnings.push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}; this entry never matches")));
+                        self.ev.warnings.push(diag(
+                            here.file,
+                            *line,
+                            format!("{l} of '{promiser}': {pr}; this entry never matches"),
+                        ));
                         continue;
                     }
-                    self.errors.push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}")));
+                    self.errors
+                        .push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}")));
                     return;
                 }
             }
             if matches!(l.as_str(), "admit" | "deny") {
                 if let Some(last) = items.last() {
-                    if admit_type(last) == AdmitType::Hostname && regex_hostname_forms(last).is_none() {
+                    if admit_type(last) == AdmitType::Hostname
+                        && regex_hostname_forms(last).is_none()
+                    {
                         self.errors.push(diag(
                             here.file,
                             *line,
@@ -928,7 +1328,9 @@ impl<'a> Loader<'a> {
         let mut legacy_deny: Option<&mut LegacyAuth> = None;
         match resource_type.as_str() {
             "path" => {
-                let Some(k) = self.canonical_acl_path(&promiser, here) else { return };
+                let Some(k) = self.canonical_acl_path(&promiser, here) else {
+                    return;
+                };
                 key = k;
                 table = &mut pol.acl.paths;
                 legacy_admit = Some(get_or_create(&mut pol.legacy.admit, &key));
@@ -948,12 +1350,21 @@ impl<'a> Loader<'a> {
                 key = promiser.clone();
                 if resource_type == "context" {
                     if let Some(err) = addr::compile_error(&key) {
-                        self.errors.push(diag(here.file, here.line, format!("context promiser '{key}' is not a valid regular expression: {err}")));
+                        self.errors.push(diag(
+                            here.file,
+                            here.line,
+                            format!(
+                                "context promiser '{key}' is not a valid regular expression: {err}"
+                            ),
+                        ));
                         return;
                     }
                 }
                 if resource_type == "query" {
-                    self.ev.warn(here, "Report data select is only available in CFEngine Enterprise".into());
+                    self.ev.warn(
+                        here,
+                        "Report data select is only available in CFEngine Enterprise".into(),
+                    );
                 }
                 table = match resource_type.as_str() {
                     "context" => &mut pol.acl.classes,
@@ -966,7 +1377,11 @@ impl<'a> Loader<'a> {
             _ => {
                 key = promiser.clone();
                 if let Some(err) = addr::compile_error(&key) {
-                    self.errors.push(diag(here.file, here.line, format!("bundle promiser '{key}' is not a valid regular expression: {err}")));
+                    self.errors.push(diag(
+                        here.file,
+                        here.line,
+                        format!("bundle promiser '{key}' is not a valid regular expression: {err}"),
+                    ));
                     return;
                 }
                 table = &mut pol.acl.bundles;
@@ -974,14 +1389,31 @@ impl<'a> Loader<'a> {
         }
         if let Some((s, line)) = shortcut {
             if s.contains('/') {
-                self.ev.warnings.push(diag(here.file, line, format!("slashes are forbidden in ACL shortcut: {s}")));
-            } else if pol.shortcuts.contains_key(&s) {
-                self.ev.warnings.push(diag(here.file, line, format!("Already existing shortcut for path '{promiser}' was replaced")));
+                self.ev.warnings.push(diag(
+                    here.file,
+                    line,
+                    format!("slashes are forbidden in ACL shortcut: {s}"),
+                ));
+            } else if let std::collections::btree_map::Entry::Vacant(e) = pol.shortcuts.entry(s) {
+                e.insert(promiser.clone());
             } else {
-                pol.shortcuts.insert(s, promiser.clone());
+                // 3.21 quirk: the message says "replaced" but the first registration is kept
+                self.ev.warnings.push(diag(
+                    here.file,
+                    line,
+                    format!("Already existing shortcut for path '{promiser}' was replaced"),
+                ));
             }
         }
-        let res = table.entry(key.clone()).or_insert_with(|| Resource { name: key.clone(), name_re: addr::compile(&key), ..Default::default() });
+        let res = table.entry(key.clone()).or_insert_with(|| Resource {
+            name: key.clone(),
+            name_re: if resource_type == "path" {
+                None
+            } else {
+                self.regexes.get(&key)
+            },
+            ..Default::default()
+        });
         res.origins.push((here.file.to_string(), here.line));
         res.poisoned |= poisoned;
         if let (Some(ap), Some(enc)) = (legacy_admit.as_deref_mut(), ifencrypted) {
@@ -992,26 +1424,26 @@ impl<'a> Loader<'a> {
             for it in items {
                 match l.as_str() {
                     "admit_ips" => {
-                        res.admit.ips.push(Entry::new(it));
+                        res.admit.ips.push(Entry::new(it, &mut self.regexes));
                         if let Some(ap) = legacy_admit.as_deref_mut() {
                             ap.accesslist.push(it.clone());
                         }
                     }
                     "deny_ips" => {
-                        res.deny.ips.push(Entry::new(it));
+                        res.deny.ips.push(Entry::new(it, &mut self.regexes));
                         if let Some(dp) = legacy_deny.as_deref_mut() {
                             dp.accesslist.push(it.clone());
                         }
                     }
                     "admit_hostnames" => {
-                        res.admit.hostnames.push(Entry::new(it));
+                        res.admit.hostnames.push(Entry::new(it, &mut self.regexes));
                         hostname_rule = true;
                         if let Some(ap) = legacy_admit.as_deref_mut() {
                             ap.accesslist.push(new_host_to_old(it));
                         }
                     }
                     "deny_hostnames" => {
-                        res.deny.hostnames.push(Entry::new(it));
+                        res.deny.hostnames.push(Entry::new(it, &mut self.regexes));
                         hostname_rule = true;
                         if let Some(dp) = legacy_deny.as_deref_mut() {
                             dp.accesslist.push(new_host_to_old(it));
@@ -1020,14 +1452,18 @@ impl<'a> Loader<'a> {
                     "admit_keys" => res.admit.keys.push(it.clone()),
                     "deny_keys" => res.deny.keys.push(it.clone()),
                     "admit" | "deny" => {
-                        let rules = if l == "admit" { &mut res.admit } else { &mut res.deny };
+                        let rules = if l == "admit" {
+                            &mut res.admit
+                        } else {
+                            &mut res.deny
+                        };
                         match admit_type(it) {
                             AdmitType::Key => rules.keys.push(it.clone()),
-                            AdmitType::Ip => rules.ips.push(Entry::new(it)),
+                            AdmitType::Ip => rules.ips.push(Entry::new(it, &mut self.regexes)),
                             AdmitType::Hostname => match regex_hostname_forms(it) {
                                 Some(forms) => {
                                     for f in forms {
-                                        rules.hostnames.push(Entry::new(&f));
+                                        rules.hostnames.push(Entry::new(&f, &mut self.regexes));
                                     }
                                     hostname_rule = true;
                                 }
@@ -1038,7 +1474,11 @@ impl<'a> Loader<'a> {
                                 )),
                             },
                         }
-                        let lp = if l == "admit" { legacy_admit.as_deref_mut() } else { legacy_deny.as_deref_mut() };
+                        let lp = if l == "admit" {
+                            legacy_admit.as_deref_mut()
+                        } else {
+                            legacy_deny.as_deref_mut()
+                        };
                         if let Some(a) = lp {
                             a.accesslist.push(it.clone());
                         }
@@ -1063,12 +1503,27 @@ impl<'a> Loader<'a> {
     /// B.3: the ACL key for a path promiser, or `None` (logged) if ignored.
     fn canonical_acl_path(&mut self, promiser: &str, here: &Here) -> Option<String> {
         if promiser.len() > PATH_MAX - 1 {
-            self.ev.warnings.push(diag(here.file, here.line, format!("Path '{promiser}' in access_rules is too long ({} > {PATH_MAX}), ignoring!", promiser.len())));
+            self.ev.warnings.push(diag(
+                here.file,
+                here.line,
+                format!(
+                    "Path '{promiser}' in access_rules is too long ({} > {PATH_MAX}), ignoring!",
+                    promiser.len()
+                ),
+            ));
             return None;
         }
         if !promiser.starts_with('/') {
-            self.notes.push(diag(here.file, here.line, format!("Relative paths are not allowed: {promiser}")));
-            self.ev.warnings.push(diag(here.file, here.line, format!("Failed to canonicalize path '{promiser}' in access_rules, ignoring!")));
+            self.notes.push(diag(
+                here.file,
+                here.line,
+                format!("Relative paths are not allowed: {promiser}"),
+            ));
+            self.ev.warnings.push(diag(
+                here.file,
+                here.line,
+                format!("Failed to canonicalize path '{promiser}' in access_rules, ignoring!"),
+            ));
             return None;
         }
         match self.ev.src.canonicalize(promiser) {
@@ -1081,9 +1536,17 @@ impl<'a> Loader<'a> {
             }
             Canon::Missing => {
                 if self.ev.src.is_symlink(promiser.trim_end_matches('/')) {
-                    self.notes.push(diag(here.file, here.line, format!("Requested file is a dead symbolic link (filename: {promiser})")));
+                    self.notes.push(diag(
+                        here.file,
+                        here.line,
+                        format!("Requested file is a dead symbolic link (filename: {promiser})"),
+                    ));
                 }
-                self.notes.push(diag(here.file, here.line, format!("Path does not exist, it's added as-is in access rules: {promiser}")));
+                self.notes.push(diag(
+                    here.file,
+                    here.line,
+                    format!("Path does not exist, it's added as-is in access rules: {promiser}"),
+                ));
                 self.notes.push(diag(here.file, here.line, "WARNING: this means that (not) having a trailing slash defines if it's (not) a directory!"));
                 let mut p = promiser.to_string();
                 if p.len() >= 2 && p.ends_with("/.") {
@@ -1092,7 +1555,13 @@ impl<'a> Loader<'a> {
                 Some(p)
             }
             Canon::Failed(e) => {
-                self.ev.warnings.push(diag(here.file, here.line, format!("Failed to canonicalize path '{promiser}' in access_rules, ignoring! ({e})")));
+                self.ev.warnings.push(diag(
+                    here.file,
+                    here.line,
+                    format!(
+                        "Failed to canonicalize path '{promiser}' in access_rules, ignoring! ({e})"
+                    ),
+                ));
                 None
             }
         }
@@ -1134,7 +1603,9 @@ fn ip_rule_problem(rule: &str) -> Option<String> {
     if let Some(p) = addr::rule_problem(rule) {
         return Some(p);
     }
-    let ip_alphabet = rule.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/' | '-'));
+    let ip_alphabet = rule
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/' | '-'));
     if ip_alphabet && rule.contains('.') && !rule.contains(':') && !rule.contains('/') {
         for o in rule.split('.') {
             if o.is_empty() {
@@ -1144,12 +1615,18 @@ fn ip_rule_problem(rule: &str) -> Option<String> {
             for b in bounds {
                 match b.parse::<u32>() {
                     Ok(n) if n <= 255 => {}
-                    _ => return Some(format!("'{rule}' is not a valid IPv4 address, prefix or range")),
+                    _ => {
+                        return Some(format!(
+                            "'{rule}' is not a valid IPv4 address, prefix or range"
+                        ))
+                    }
                 }
             }
         }
         if rule.split('.').count() > 4 {
-            return Some(format!("'{rule}' is not a valid IPv4 address, prefix or range"));
+            return Some(format!(
+                "'{rule}' is not a valid IPv4 address, prefix or range"
+            ));
         }
         return None;
     }
@@ -1157,7 +1634,9 @@ fn ip_rule_problem(rule: &str) -> Option<String> {
         return None;
     }
     if let Some(e) = addr::compile_error(rule) {
-        return Some(format!("'{rule}' is neither an address form nor a valid regular expression ({e})"));
+        return Some(format!(
+            "'{rule}' is neither an address form nor a valid regular expression ({e})"
+        ));
     }
     None
 }
@@ -1247,20 +1726,34 @@ fn new_host_to_old(host: &str) -> String {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn hostname_conversions() {
-        assert_eq!(regex_hostname_forms(".*\\.example\\.com"), Some(vec![".example.com".to_string()]));
-        assert_eq!(regex_hostname_forms(".*example.com"), Some(vec!["example.com".to_string(), ".example.com".to_string()]));
+        assert_eq!(
+            regex_hostname_forms(".*\\.example\\.com"),
+            Some(vec![".example.com".to_string()])
+        );
+        assert_eq!(
+            regex_hostname_forms(".*example.com"),
+            Some(vec!["example.com".to_string(), ".example.com".to_string()])
+        );
         // live 3.21: IsRegex("^host\.ex\.com") is false, so it is kept verbatim
         // (SEMANTICS.md B.4 says it becomes host.ex.com; the binary disagrees)
-        assert_eq!(regex_hostname_forms("^host\\.ex\\.com"), Some(vec!["^host\\.ex\\.com".to_string()]));
-        assert_eq!(regex_hostname_forms("^.*\\.ex\\.com"), Some(vec![".ex.com".to_string()]));
-        assert_eq!(regex_hostname_forms("host.example.com"), Some(vec!["host.example.com".to_string()]));
+        assert_eq!(
+            regex_hostname_forms("^host\\.ex\\.com"),
+            Some(vec!["^host\\.ex\\.com".to_string()])
+        );
+        assert_eq!(
+            regex_hostname_forms("^.*\\.ex\\.com"),
+            Some(vec![".ex.com".to_string()])
+        );
+        assert_eq!(
+            regex_hostname_forms("host.example.com"),
+            Some(vec!["host.example.com".to_string()])
+        );
         assert_eq!(regex_hostname_forms("(a|b).com"), None);
         assert_eq!(new_host_to_old(".example.com"), ".*\\.example\\.com");
         assert_eq!(new_host_to_old("..a..b"), ".*\\.a\\.b");

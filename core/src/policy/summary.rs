@@ -12,11 +12,26 @@ impl ServerPolicy {
         out.push(" === BEGIN summary of access promises === ".to_string());
         let c = &self.control;
         let lists = [
-            ("Host IPs allowed connection access (allowconnects):", &c.allowconnects),
-            ("Host IPs denied connection access (denyconnects):", &c.denyconnects),
-            ("Host IPs allowed multiple connection access (allowallconnects):", &c.allowallconnects),
-            ("Host IPs whose keys we shall establish trust to (trustkeysfrom):", &c.trustkeysfrom),
-            ("Host IPs allowed legacy connections (allowlegacyconnects):", &c.allowlegacyconnects),
+            (
+                "Host IPs allowed connection access (allowconnects):",
+                &c.allowconnects,
+            ),
+            (
+                "Host IPs denied connection access (denyconnects):",
+                &c.denyconnects,
+            ),
+            (
+                "Host IPs allowed multiple connection access (allowallconnects):",
+                &c.allowallconnects,
+            ),
+            (
+                "Host IPs whose keys we shall establish trust to (trustkeysfrom):",
+                &c.trustkeysfrom,
+            ),
+            (
+                "Host IPs allowed legacy connections (allowlegacyconnects):",
+                &c.allowlegacyconnects,
+            ),
         ];
         for (title, l) in lists {
             out.push(title.to_string());
@@ -43,12 +58,30 @@ impl ServerPolicy {
             for r in table.values() {
                 out.push(format!("\t{title}: {}", r.name));
                 let cats: [(&str, Vec<&str>); 6] = [
-                    ("admit_ips", r.admit.ips.iter().map(|e| e.text.as_str()).collect()),
-                    ("admit_hostnames", r.admit.hostnames.iter().map(|e| e.text.as_str()).collect()),
-                    ("admit_keys", r.admit.keys.iter().map(String::as_str).collect()),
-                    ("deny_ips", r.deny.ips.iter().map(|e| e.text.as_str()).collect()),
-                    ("deny_hostnames", r.deny.hostnames.iter().map(|e| e.text.as_str()).collect()),
-                    ("deny_keys", r.deny.keys.iter().map(String::as_str).collect()),
+                    (
+                        "admit_ips",
+                        r.admit.ips.iter().map(|e| e.text.as_str()).collect(),
+                    ),
+                    (
+                        "admit_hostnames",
+                        r.admit.hostnames.iter().map(|e| e.text.as_str()).collect(),
+                    ),
+                    (
+                        "admit_keys",
+                        r.admit.keys.iter().map(String::as_str).collect(),
+                    ),
+                    (
+                        "deny_ips",
+                        r.deny.ips.iter().map(|e| e.text.as_str()).collect(),
+                    ),
+                    (
+                        "deny_hostnames",
+                        r.deny.hostnames.iter().map(|e| e.text.as_str()).collect(),
+                    ),
+                    (
+                        "deny_keys",
+                        r.deny.keys.iter().map(String::as_str).collect(),
+                    ),
                 ];
                 for (cat, items) in cats {
                     for e in items {
