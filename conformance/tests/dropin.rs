@@ -166,3 +166,36 @@ fn clustered_debug_flags_keep_it_in_the_foreground() {
     assert!(d.log().contains("debug:") || d.log().contains("verbose:"), "-d did not raise the log level:\n{}", d.log());
     d.stop();
 }
+
+#[test]
+fn starts_with_a_legacy_encrypted_host_key() {
+    require_cfengine().unwrap();
+    let srv_wd = Workdir::new("legacy-key-srv").unwrap();
+    let cli = Workdir::new("legacy-key-cli").unwrap();
+    let ppkeys = srv_wd.ppkeys();
+    let priv_path = ppkeys.join("localhost.priv");
+    let pub_path = ppkeys.join("localhost.pub");
+    let st = Command::new("openssl")
+        .args(["genrsa", "-traditional", "-des3", "-passout", "pass:Cfengine passphrase", "-out"])
+        .arg(&priv_path)
+        .arg("2048")
+        .output()
+        .expect("openssl is needed for this test (apt-get install openssl)");
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(std::fs::read_to_string(&priv_path).unwrap().contains("Proc-Type: 4,ENCRYPTED"));
+    let st = Command::new("openssl")
+        .args(["rsa", "-passin", "pass:Cfengine passphrase", "-RSAPublicKey_out", "-in"])
+        .arg(&priv_path)
+        .arg("-out")
+        .arg(&pub_path)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
+    let srv = RcfServer::start(&srv_wd, &ServerPolicy::new(0).admit(data.share_path(""))).unwrap();
+    let run = cf_net(&cli, &srv.host_port(), &["connect"]).unwrap();
+    run.assert_contains("Connected & authenticated successfully");
+    // The key the agent now trusts is the encrypted file's key.
+    let id = srv_wd.key_id().unwrap();
+    assert!(cli.trusted_keys().iter().any(|k| k.ends_with(&format!("{id}.pub"))), "{:?} vs {id}", cli.trusted_keys());
+}

@@ -288,3 +288,55 @@ fn answers_that_do_not_fit_are_caller_errors() {
     let e = s.handle_answer(NOW, rcf_core::server::Answer::Digest(None));
     assert!(e.is_err());
 }
+
+/// A policy file held in memory, for loading a real `ServerPolicy` here.
+struct OneFile(String);
+
+impl rcf_core::policy::PolicySource for OneFile {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        if path == "/mem/promises.cf" {
+            Ok(self.0.clone().into_bytes())
+        } else {
+            Err("No such file or directory".into())
+        }
+    }
+    fn canonicalize(&self, path: &str) -> rcf_core::policy::Canon {
+        rcf_core::policy::Canon::Resolved { path: path.trim_end_matches('/').to_string(), is_dir: path.ends_with('/') }
+    }
+    fn exists(&self, _path: &str) -> bool {
+        true
+    }
+}
+
+fn load(text: &str) -> rcf_core::policy::ServerPolicy {
+    let opts = rcf_core::policy::LoadOptions { file: "/mem/promises.cf".into(), ..Default::default() };
+    rcf_core::policy::load(&OneFile(text.into()), &opts).expect("policy loads")
+}
+
+/// Issue 12: with host-name rules and a failed reverse lookup, the rule
+/// does not match (deny wins) and nothing crashes.
+#[test]
+fn hostname_rules_with_failed_reverse_lookup_deny_and_keep_serving() {
+    let policy = load(
+        r#"
+bundle server access
+{
+  access:
+    "/srv/"
+      admit_ips => { "127.0.0.1" },
+      deny_hostnames => { ".evil.example" };
+    "/pub/"
+      admit_hostnames => { "trusted.example" };
+}
+"#,
+    );
+    assert!(policy.reverse_dns);
+    let mut w = world_with(&[("/srv/f", b"x", 0o644, 0), ("/pub/g", b"y", 0o644, 0)]);
+    let mut s = session(Arc::new(policy), "127.0.0.1", NOW);
+    identify(&mut s, &mut w, "root");
+    // The world's reverse lookup fails (answers None).
+    assert!(w.logged("Reverse lookup failed"));
+    assert_eq!(payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/f"))), vec![reply::FAILED.to_vec()]);
+    assert_eq!(payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/pub/g"))), vec![reply::FAILED.to_vec()]);
+    assert_eq!(payloads(&ask(&mut s, &mut w, b"VERSION")), vec![reply::version()]);
+}
