@@ -80,27 +80,7 @@ pub enum NegotiationError {
 /// Text after the number, including the trailing newline, is ignored.
 pub fn parse_version_number(line: &[u8]) -> Option<i64> {
     let rest = line.strip_prefix(b"CFE_v")?;
-    let rest = crate::frame::c_str(rest);
-    let mut i = 0;
-    while i < rest.len() && matches!(rest[i], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
-        i += 1;
-    }
-    let mut negative = false;
-    if i < rest.len() && (rest[i] == b'+' || rest[i] == b'-') {
-        negative = rest[i] == b'-';
-        i += 1;
-    }
-    let start = i;
-    let mut v: i64 = 0;
-    while i < rest.len() && rest[i].is_ascii_digit() {
-        // Saturate instead of wrapping: any huge number is simply "too new".
-        v = v.saturating_mul(10).saturating_add(i64::from(rest[i] - b'0'));
-        i += 1;
-    }
-    if i == start {
-        return None;
-    }
-    Some(if negative { -v } else { v })
+    crate::frame::scan_c_int(crate::frame::c_str(rest))
 }
 
 /// The server banner: `CFE_v3 cf-serverd 3.21.0\n`.

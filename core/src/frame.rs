@@ -153,6 +153,30 @@ pub fn encode(status: Status, payload: &[u8], out: &mut Vec<u8>) -> Result<(), E
     Ok(())
 }
 
+/// Scan a leading C `%d`: whitespace, an optional sign, at least one digit.
+///
+/// Saturates instead of overflowing, so absurd numbers fail the callers'
+/// range checks rather than wrapping into range. `None` when no digit
+/// follows, which is `sscanf`'s scan failure.
+pub(crate) fn scan_c_int(s: &[u8]) -> Option<i64> {
+    let mut i = 0;
+    while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+        i += 1;
+    }
+    let mut negative = false;
+    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
+        negative = s[i] == b'-';
+        i += 1;
+    }
+    let start = i;
+    let mut v: i64 = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        v = v.saturating_mul(10).saturating_add(i64::from(s[i] - b'0'));
+        i += 1;
+    }
+    (i > start).then_some(if negative { -v } else { v })
+}
+
 /// Parse an 8-byte header the way CFEngine's `sscanf("%c %d")` does.
 ///
 /// Accepts the same language as the C receiver (whitespace and an optional
@@ -165,29 +189,9 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Status, usize), FrameError>
         other => return Err(FrameError::BadStatus(other)),
     };
     // sscanf sees a C string: stop at the first NUL.
-    let rest = c_str(&h[1..]);
-    let mut i = 0;
-    while i < rest.len() && matches!(rest[i], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
-        i += 1;
-    }
-    let mut negative = false;
-    if i < rest.len() && (rest[i] == b'+' || rest[i] == b'-') {
-        negative = rest[i] == b'-';
-        i += 1;
-    }
-    let start = i;
-    let mut value: i64 = 0;
-    while i < rest.len() && rest[i].is_ascii_digit() {
-        // At most 7 bytes follow the status, so this cannot overflow.
-        value = value * 10 + i64::from(rest[i] - b'0');
-        i += 1;
-    }
-    if i == start {
+    let Some(value) = scan_c_int(c_str(&h[1..])) else {
         return Err(FrameError::Garbage(String::from_utf8_lossy(h).into_owned()));
-    }
-    if negative {
-        value = -value;
-    }
+    };
     if value <= 0 {
         return Err(FrameError::ZeroLength(value));
     }

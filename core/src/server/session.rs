@@ -131,6 +131,8 @@ impl Cmd {
 #[derive(Debug)]
 struct PathOp {
     cmd: Cmd,
+    /// The absolute path asked for (after shortcut expansion), for log lines.
+    requested: Vec<u8>,
     client_time: i64,
     bufsize: u16,
     digest: [u8; 16],
@@ -590,20 +592,20 @@ impl Session {
             Request::Version => self.send(Status::Done, &reply::version()),
             Request::Stat { client_time, path } => {
                 self.log(Level::Verbose, label("STAT", &path));
-                self.path_op(now, path, PathOp { cmd: Cmd::Stat, client_time, bufsize: 0, digest: [0; 16] });
+                self.path_op(now, path, PathOp { cmd: Cmd::Stat, requested: Vec::new(), client_time, bufsize: 0, digest: [0; 16] });
             }
             Request::Get { bufsize, path } => {
                 self.log(Level::Verbose, label("GET", &path));
                 let bufsize = if bufsize == 4096 { 2048 } else { bufsize };
-                self.path_op(now, path, PathOp { cmd: Cmd::Get, client_time: 0, bufsize, digest: [0; 16] });
+                self.path_op(now, path, PathOp { cmd: Cmd::Get, requested: Vec::new(), client_time: 0, bufsize, digest: [0; 16] });
             }
             Request::Opendir { path } => {
                 self.log(Level::Verbose, label("OPENDIR", &path));
-                self.path_op(now, path, PathOp { cmd: Cmd::Opendir, client_time: 0, bufsize: 0, digest: [0; 16] });
+                self.path_op(now, path, PathOp { cmd: Cmd::Opendir, requested: Vec::new(), client_time: 0, bufsize: 0, digest: [0; 16] });
             }
             Request::Md5 { path, digest } => {
                 self.log(Level::Verbose, label("MD5", &path));
-                self.path_op(now, path, PathOp { cmd: Cmd::Md5, client_time: 0, bufsize: 0, digest });
+                self.path_op(now, path, PathOp { cmd: Cmd::Md5, requested: Vec::new(), client_time: 0, bufsize: 0, digest });
             }
             Request::Var { name } => {
                 if self.policy.check_name(Resource::Literal, &name, &self.peer).allowed {
@@ -650,7 +652,7 @@ impl Session {
         }
     }
 
-    fn path_op(&mut self, now: Now, path: Vec<u8>, op: PathOp) {
+    fn path_op(&mut self, now: Now, path: Vec<u8>, mut op: PathOp) {
         let path = if path.first() == Some(&b'/') {
             path
         } else {
@@ -659,16 +661,17 @@ impl Session {
                 Some(_) => return self.protocol_error("shortcut expansion overflow"),
                 None => {
                     self.log(Level::Info, format!("Relative paths are not allowed: {}", String::from_utf8_lossy(&path)));
-                    self.refuse_path(&op);
+                    self.refuse();
                     return self.done(now);
                 }
             }
         };
         if path.contains(&0) || path.first() != Some(&b'/') {
             self.log(Level::Info, format!("Relative paths are not allowed: {}", String::from_utf8_lossy(&path)));
-            self.refuse_path(&op);
+            self.refuse();
             return self.done(now);
         }
+        op.requested = path.clone();
         self.phase = Phase::Busy;
         self.waiting = Waiting::Canon(op);
         self.events.push_back(Event::Canonicalize { path });
@@ -678,8 +681,8 @@ impl Session {
         let c = match r {
             Ok(c) => c,
             Err(e) => {
-                self.log(Level::Info, format!("Failed to canonicalise filename '{}' (realpath: {e})", self.request_path()));
-                self.refuse_path(&op);
+                self.log(Level::Info, format!("Failed to canonicalise filename '{}' (realpath: {e})", String::from_utf8_lossy(&op.requested)));
+                self.refuse();
                 return self.done(now);
             }
         };
@@ -698,7 +701,7 @@ impl Session {
         let d = self.policy.check_path(&path, &self.peer);
         if !d.allowed {
             self.log(Level::Info, format!("access denied to {}: {}", op.cmd.denied_log(), String::from_utf8_lossy(&path)));
-            self.refuse_path(&op);
+            self.refuse();
             return self.done(now);
         }
         match op.cmd {
@@ -818,14 +821,6 @@ impl Session {
             self.promises.clear();
         }
         self.promises.insert(path, size);
-    }
-
-    fn request_path(&self) -> String {
-        self.current.clone()
-    }
-
-    fn refuse_path(&mut self, _op: &PathOp) {
-        self.refuse();
     }
 
     fn refuse(&mut self) {
