@@ -52,6 +52,9 @@ pub fn run(workdir: &Path, host: &str, conn: &ConnArgs, what: &NetCmd, out: &Out
             return crate::EXIT_FAILED;
         }
     };
+    // cf-net trusts silently (its "Trusting new key" is below its default level).
+    let quiet = out.clone();
+    opts.log = std::sync::Arc::new(move |l, m| quiet.log(if l == Level::Notice { Level::Verbose } else { l }, m));
     opts.host = addr.host.clone();
     opts.port = addr.port;
     let shown = format!("{}:{}", addr.host, addr.port);

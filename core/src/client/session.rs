@@ -494,6 +494,12 @@ impl Session {
             if self.outstanding.is_empty() {
                 self.deadline = Some(now.mono_ms + self.cfg.timeout_ms);
             }
+            if let Request::Get { size: 0, .. } = req {
+                // An empty file: the server sends nothing, so the GET is
+                // complete as soon as it is sent (it went out alone).
+                self.events.push_back(Event::Reply { id, reply: Reply::Get(Ok(())) });
+                continue;
+            }
             let progress = match req {
                 Request::Stat { .. } => Progress::Stat { first: None },
                 Request::Get { size, .. } => Progress::Get { size, got: 0, started: false, ambiguous_since: None },
