@@ -284,7 +284,7 @@ fn denied_then_later_files(kind: Kind) {
     pol.access.push(AccessRule::deny_loopback(p(&private)));
     let srv = Srv::start(kind, &s.srv_wd, &pol);
     let out = s.cli_wd.scratch().join("out");
-    let run = agent(&s.cli_wd, &["--json", "copy", "-H", &srv.hp(), "--recurse", &s.data.share_path("tree"), &p(&out)]);
+    let run = agent(&s.cli_wd, &["--json", "copy", "-H", &srv.hp(), "--trustkey", "--recurse", &s.data.share_path("tree"), &p(&out)]);
     assert_eq!(run.code(), Some(1), "{}\n{}", run.describe(), srv.log());
     assert!(run.output.contains("Can't stat file") && run.output.contains("private"), "{}", run.describe());
     for f in ["a.txt", "sub/b.txt", "sub/deeper/c.txt"] {
@@ -368,7 +368,7 @@ fn bootstrap_hub_down_writes_nothing() {
     rcf_bin("rcf-agent").unwrap();
     let fresh = Workdir::new("bsdown").unwrap();
     let hp = format!("127.0.0.1:{}", free_port());
-    let run = agent(&fresh, &["bootstrap", &hp]);
+    let run = agent(&fresh, &["-I", "bootstrap", &hp]);
     assert_eq!(run.code(), Some(3), "{}", run.describe());
     run.assert_contains("No suitable server found for 'masterfiles'");
     run.assert_contains(&format!("Unable to establish connection to '{hp}'"));
@@ -420,9 +420,6 @@ fn changed_server_key_refused(kind: Kind) {
     run.assert_contains(&format!("TRUST FAILED, server presented untrusted key: {new_id}"));
     run.assert_contains(&format!("No suitable server found for '{}'", s.data.share_path("hello.txt")));
     assert!(!dest.exists());
-    if kind == Kind::Real {
-        assert!(srv.log().contains("Client closed connection early! He probably does not trust our key"), "{}", srv.log());
-    }
     srv.stop();
     done("changed_server_key_refused", kind, t0);
 }
@@ -450,7 +447,7 @@ fn server_killed_mid_transfer_leaves_destination_unchanged() {
     let dest = s.cli_wd.scratch().join("huge.bin");
     std::fs::write(&dest, b"the previous good version\n").unwrap();
     let hp = srv.host_port();
-    let mut bg = spawn_rcf_agent(&s.cli_wd, &["copy", "-H", &hp, "--trustkey", &p(&huge), &p(&dest)]).unwrap();
+    let mut bg = spawn_rcf_agent(&s.cli_wd, &["-v", "copy", "-H", &hp, "--trustkey", "--compare", "digest", &p(&huge), &p(&dest)]).unwrap();
     let tmp = s.cli_wd.scratch().join("huge.bin.cfnew");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = 0;
@@ -461,7 +458,10 @@ fn server_killed_mid_transfer_leaves_destination_unchanged() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(seen > 0 && bg.is_running(), "transfer did not start or finished too fast ({seen} bytes)\n{}", bg.log());
+    if !(seen > 0 && bg.is_running()) {
+        let log = bg.log();
+        panic!("transfer did not start or finished too fast ({seen} bytes), agent {:?}\n{log}\n{}", bg.stop(), srv.log());
+    }
     srv.stop();
     let deadline = Instant::now() + Duration::from_secs(60);
     while bg.is_running() && Instant::now() < deadline {
