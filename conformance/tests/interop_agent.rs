@@ -476,3 +476,55 @@ fn server_killed_mid_transfer_leaves_destination_unchanged() {
     assert!(!tmp.exists(), "temp file left behind");
     done("server_killed_mid_transfer", Kind::Rcf, t0);
 }
+
+/// The source grows while it is being fetched: the transfer is detected as
+/// changed (server change marker, or the re-STAT after the GET), never
+/// written, and fetched again; the final copy equals the final source.
+fn source_changes_during_transfer(kind: Kind) {
+    let t0 = Instant::now();
+    let s = setup(&format!("chg{kind:?}"));
+    let src = s.data.share.join("growing.bin");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len(256 << 20).unwrap();
+    drop(f);
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
+    let dest = s.cli_wd.scratch().join("growing.bin");
+    let mut bg = spawn_rcf_agent(&s.cli_wd, &["copy", "-H", &srv.hp(), "--trustkey", &p(&src), &p(&dest)]).unwrap();
+    let tmp = s.cli_wd.scratch().join("growing.bin.cfnew");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && bg.is_running() {
+        if std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) > 1 << 20 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(bg.is_running(), "transfer finished before the change\n{}", bg.log());
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&src).unwrap();
+        f.write_all(b"appended while copying\n").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while bg.is_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = bg.stop().expect("agent status");
+    let log = bg.log();
+    eprintln!("[interop_agent] changed source ({kind:?}): agent {status:?}\n{log}");
+    assert!(status.success(), "{log}\n{}", srv.log());
+    assert!(log.contains("changed while copying"), "{log}");
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), (256 << 20) + 23);
+    trees_equal(&src, &dest).unwrap();
+    srv.stop();
+    done("source_changes_during_transfer", kind, t0);
+}
+
+#[test]
+fn source_changes_during_transfer_real_server() {
+    source_changes_during_transfer(Kind::Real);
+}
+
+#[test]
+fn source_changes_during_transfer_rcf_server() {
+    source_changes_during_transfer(Kind::Rcf);
+}
