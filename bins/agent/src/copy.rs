@@ -188,7 +188,7 @@ impl Run {
                 }
                 Err(e) => {
                     match &e {
-                        NetError::Connect { .. } => self.out.log(Level::Info, &e.to_string()),
+                        NetError::Connect { .. } => self.out.log(Level::Verbose, &e.to_string()),
                         _ => self.out.log(Level::Error, &e.to_string()),
                     }
                     self.out.log(Level::Info, &format!("Unable to establish connection to '{}'", self.servers[i].text));
@@ -343,7 +343,7 @@ impl Run {
                     }
                 };
                 if st.file_type == FileType::Dir {
-                    if opts.depth.map_or(true, |d| level < d) {
+                    if opts.depth.is_none() || opts.depth > Some(level) {
                         subdirs.push((child_src, child_dst, level + 1));
                     }
                 } else {

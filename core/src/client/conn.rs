@@ -222,3 +222,104 @@ impl Connection {
         self.closing || self.session.is_closed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::test_keys::{test_key, TEST_NOW};
+    use crate::tls::{client_config, server_config, TlsClock, TlsSettings};
+
+    fn now() -> Now {
+        Now { mono_ms: 0, unix_s: TEST_NOW as i64 }
+    }
+
+    fn pair() -> (Connection, TlsLayer) {
+        let clock = TlsClock::new(TEST_NOW);
+        let (ss, _) = TlsSettings::server_default();
+        let server = TlsLayer::server(server_config(test_key(0), &ss, &clock).unwrap()).unwrap();
+        let client = TlsLayer::client(client_config(test_key(1), &TlsSettings::client_default(), &clock).unwrap()).unwrap();
+        (Connection::new(client, Config::default(), now()), server)
+    }
+
+    /// Move bytes both ways; the server queues its banner as soon as its
+    /// side of the handshake is done, as cf-serverd does.
+    fn pump(c: &mut Connection, s: &mut TlsLayer, banner: &mut bool) {
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(b) = c.poll_transmit() {
+                moved = true;
+                s.handle_input(&b).unwrap();
+            }
+            if !*banner && !s.is_handshaking() {
+                s.send_plaintext(b"CFE_v3 cf-serverd 3.21.0\n").unwrap();
+                *banner = true;
+            }
+            while let Some(b) = s.poll_transmit() {
+                moved = true;
+                c.handle_input(now(), &b);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn server_records(s: &mut TlsLayer) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        loop {
+            let mut r = Vec::new();
+            match s.read_record(&mut r).unwrap() {
+                ReadStatus::Data(_) => v.push(r),
+                _ => return v,
+            }
+        }
+    }
+
+    #[test]
+    fn trust_is_decided_before_the_banner_is_read() {
+        let (mut c, mut s) = pair();
+        let mut banner = false;
+        pump(&mut c, &mut s, &mut banner);
+        assert!(banner);
+        let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+        let want_id = crate::keys::key_id(&test_key(0).to_public_key(), crate::keys::DigestKind::Md5).to_string();
+        assert!(ev.iter().any(|e| matches!(e, Event::VerifyServerKey { key_id, .. } if *key_id == want_id)), "{ev:?}");
+        // Nothing was answered to the banner yet.
+        pump(&mut c, &mut s, &mut banner);
+        assert!(server_records(&mut s).is_empty());
+        c.handle_trust(now(), Ok(()));
+        pump(&mut c, &mut s, &mut banner);
+        // Version line and IDENTITY: two separate TLS records.
+        assert_eq!(server_records(&mut s), vec![b"CFE_v3 cf-agent 3.21.0\n".to_vec(), b"IDENTITY USERNAME=root\n".to_vec()]);
+        s.send_plaintext(b"OK WELCOME USERNAME=root\n").unwrap();
+        pump(&mut c, &mut s, &mut banner);
+        let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert!(ev.contains(&Event::Established { version: crate::banner::ProtocolVersion::Cookie }), "{ev:?}");
+        // A request now goes out as one framed record.
+        c.request(now(), 7, Request::Opendir { path: b"/d".to_vec() });
+        pump(&mut c, &mut s, &mut banner);
+        assert_eq!(server_records(&mut s), vec![b"t 10\0\0\0\0OPENDIR /d".to_vec()]);
+        // A server EOF (without close_notify, as cf-serverd closes) while
+        // the OPENDIR is unanswered fails the session.
+        c.handle_eof(now());
+        let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert!(ev.contains(&Event::Failed(ClientError::HungUp(1))), "{ev:?}");
+    }
+
+    #[test]
+    fn refused_key_closes_with_close_notify_and_reads_nothing() {
+        let (mut c, mut s) = pair();
+        let mut banner = false;
+        pump(&mut c, &mut s, &mut banner);
+        let _: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+        c.handle_trust(now(), Err("TRUST FAILED, server presented untrusted key: MD5=x".into()));
+        assert!(c.is_closed());
+        let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert_eq!(ev, vec![Event::Failed(ClientError::Transport("TRUST FAILED, server presented untrusted key: MD5=x".into()))]);
+        let out: Vec<u8> = std::iter::from_fn(|| c.poll_transmit()).flatten().collect();
+        s.handle_input(&out).unwrap();
+        let mut r = Vec::new();
+        assert!(matches!(s.read_record(&mut r), Ok(ReadStatus::Eof(crate::tls::EofKind::CloseNotify))));
+        assert!(r.is_empty(), "no version line was sent");
+    }
+}
