@@ -528,3 +528,177 @@ fn source_changes_during_transfer_real_server() {
 fn source_changes_during_transfer_rcf_server() {
     source_changes_during_transfer(Kind::Rcf);
 }
+
+// ---- a hostile server ------------------------------------------------------
+
+/// A scripted TLS server in a thread (loopback, one connection): it speaks
+/// the identification dialog properly, then answers each request payload
+/// with whatever `script` returns (each element one TLS record).
+fn hostile_server(
+    wd: &Workdir,
+    mut script: impl FnMut(&[u8]) -> Vec<Vec<u8>> + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    use rcf_core::tls::{server_config, ReadStatus, TlsClock, TlsLayer, TlsSettings};
+    use std::io::{Read, Write};
+    wd.cf_key().unwrap();
+    let key = rcf_core::keys::parse_private_pem(&std::fs::read(wd.privkey_path()).unwrap()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (settings, _) = TlsSettings::server_default();
+    let cfg = server_config(&key, &settings, &TlsClock::new(now)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let Ok((mut sock, _)) = listener.accept() else { return };
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut tls = TlsLayer::server(cfg).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (mut banner, mut lines, mut welcomed) = (false, 0, false);
+        let mut dec = rcf_core::frame::Decoder::new();
+        loop {
+            while let Some(b) = tls.poll_transmit() {
+                if sock.write_all(&b).is_err() {
+                    return;
+                }
+            }
+            let n = match sock.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if tls.handle_input(&buf[..n]).is_err() {
+                return;
+            }
+            if !banner && !tls.is_handshaking() {
+                tls.send_plaintext(b"CFE_v3 cf-serverd 3.21.0\n").unwrap();
+                banner = true;
+            }
+            let mut pt = Vec::new();
+            while let Ok(ReadStatus::Data(_)) = tls.read_plaintext(&mut pt) {}
+            if !welcomed {
+                lines += pt.iter().filter(|&&b| b == b'\n').count();
+                if lines >= 2 {
+                    tls.send_plaintext(b"OK WELCOME USERNAME=root\n").unwrap();
+                    welcomed = true;
+                }
+                continue;
+            }
+            if dec.push(&pt).is_err() {
+                return;
+            }
+            while let Ok(Some(t)) = dec.poll() {
+                for rec in script(&t.payload) {
+                    if rec.is_empty() {
+                        return; // hang up
+                    }
+                    if tls.send_plaintext(&rec).is_err() {
+                        return;
+                    }
+                    while let Some(b) = tls.poll_transmit() {
+                        if sock.write_all(&b).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (port, h)
+}
+
+fn txn(status: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = format!("{} {}", status as char, payload.len()).into_bytes();
+    v.resize(8, 0);
+    v.extend_from_slice(payload);
+    v
+}
+
+fn stat_reply(kind: u8, size: u64) -> Vec<Vec<u8>> {
+    vec![txn(b't', format!("OK: {kind} 420 0 0 0 {size} 1 1 1 0 1 1 1").as_bytes()), txn(b't', b"OK:")]
+}
+
+#[test]
+fn hostile_listing_names_never_leave_the_destination() {
+    rcf_bin("rcf-agent").unwrap();
+    let srv_wd = Workdir::new("hostile1-srv").unwrap();
+    let cli = Workdir::new("hostile1-cli").unwrap();
+    cli.cf_key().unwrap();
+    let (port, h) = hostile_server(&srv_wd, |req| {
+        let r = String::from_utf8_lossy(req).into_owned();
+        if r.ends_with("STAT /src") {
+            stat_reply(2, 4096)
+        } else if r == "OPENDIR /src" {
+            let mut p = Vec::new();
+            for n in [&b"."[..], b"..", b"../escape.txt", b"a/b", b"ok.txt", b"...", b"lost+found", b"/etc/evil"] {
+                p.extend_from_slice(n);
+                p.push(0);
+            }
+            p.extend_from_slice(b"---cfXen/gine/cfXen/gine---\0\0");
+            vec![txn(b't', &p)]
+        } else if r.ends_with("STAT /src/ok.txt") {
+            stat_reply(0, 3)
+        } else if r == "GET 2048 /src/ok.txt" {
+            vec![b"ok\n".to_vec()]
+        } else {
+            vec![txn(b't', b"BAD: Unspecified server refusal (see verbose server output)")]
+        }
+    });
+    let dest = cli.scratch().join("deep/dest");
+    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--recurse", "/src", &p(&dest)]);
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    run.assert_contains("Refusing suspicious file name \"../escape.txt\"");
+    run.assert_contains("Refusing suspicious file name \"a/b\"");
+    run.assert_contains("Refusing suspicious file name \"/etc/evil\"");
+    assert_eq!(std::fs::read(dest.join("ok.txt")).unwrap(), b"ok\n");
+    let names: Vec<String> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec!["ok.txt"]);
+    assert!(!cli.scratch().join("deep/escape.txt").exists() && !Path::new("/etc/evil").exists());
+    h.join().unwrap();
+}
+
+#[test]
+fn hostile_listing_flood_and_lying_size_are_bounded() {
+    rcf_bin("rcf-agent").unwrap();
+    let srv_wd = Workdir::new("hostile2-srv").unwrap();
+    let cli = Workdir::new("hostile2-cli").unwrap();
+    cli.cf_key().unwrap();
+    // An OPENDIR reply that never ends (20 MB of names, all `m`).
+    let (port, h) = hostile_server(&srv_wd, |req| {
+        let r = String::from_utf8_lossy(req).into_owned();
+        if r.ends_with("STAT /src") {
+            stat_reply(2, 4096)
+        } else if r == "OPENDIR /src" {
+            let mut packet = Vec::new();
+            while packet.len() < 3800 {
+                packet.extend_from_slice(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\0");
+            }
+            packet.push(0);
+            (0..5200).map(|_| txn(b'm', &packet)).collect()
+        } else {
+            vec![Vec::new()]
+        }
+    });
+    let t0 = Instant::now();
+    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--recurse", "/src", &p(&cli.scratch().join("d"))]);
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    run.assert_contains("directory listing larger than");
+    assert!(t0.elapsed() < Duration::from_secs(50));
+    h.join().unwrap();
+    // A STAT promising 1 TB, then a few bytes and a hang-up: nothing written.
+    let (port, h) = hostile_server(&srv_wd, |req| {
+        let r = String::from_utf8_lossy(req).into_owned();
+        if r.ends_with("STAT /big") {
+            stat_reply(0, 1_000_000_000_000)
+        } else if r == "GET 2048 /big" {
+            vec![vec![7u8; 2048], vec![7u8; 2048], Vec::new()]
+        } else {
+            vec![Vec::new()]
+        }
+    });
+    let dest = cli.scratch().join("big");
+    std::fs::write(&dest, b"old\n").unwrap();
+    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--compare", "digest", "/big", &p(&dest)]);
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    run.assert_contains("Connection error when copying");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old\n");
+    assert!(!cli.scratch().join("big.cfnew").exists());
+    h.join().unwrap();
+}
