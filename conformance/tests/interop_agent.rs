@@ -702,3 +702,26 @@ fn hostile_listing_flood_and_lying_size_are_bounded() {
     assert!(!cli.scratch().join("big.cfnew").exists());
     h.join().unwrap();
 }
+
+/// 300 small files from the real cf-serverd: rcf-agent (STATs pipelined per
+/// directory) next to the real cf-agent, same tree; times are printed.
+#[test]
+fn many_files_from_real_server_next_to_cf_agent() {
+    let s = setup("many");
+    let srv = Srv::start(Kind::Real, &s.srv_wd, &policy(&s));
+    let ours = s.cli_wd.scratch().join("ours");
+    let theirs = s.cli_wd.scratch().join("theirs");
+    let t0 = Instant::now();
+    let run = agent(&s.cli_wd, &["copy", "-H", &srv.hp(), "--trustkey", "--recurse", &s.data.share_path("many"), &p(&ours)]);
+    let ours_t = t0.elapsed();
+    assert!(run.success(), "{}", run.describe());
+    let t0 = Instant::now();
+    let spec = CopySpec::new(srv.port(), s.data.share_path("many"), theirs.clone()).recursive(false);
+    let real = cf_agent_copies(&s.cli_wd, &[spec]).unwrap();
+    let theirs_t = t0.elapsed();
+    assert!(real.outcomes[0].ok(), "{}", real.describe());
+    trees_equal(&ours, &theirs).unwrap();
+    trees_equal(&s.data.share.join("many"), &ours).unwrap();
+    eprintln!("[interop_agent] 300 files: rcf-agent {ours_t:?} (process, whole run), cf-agent {theirs_t:?} (process, whole run incl. policy evaluation)");
+    srv.stop();
+}

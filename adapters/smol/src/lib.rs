@@ -27,6 +27,9 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 
+/// Most `STAT`s [`Client::stat_many`] keeps in flight at once.
+pub const STAT_BATCH: usize = 128;
+
 /// Where log lines go: the level and cf-agent's wording.
 pub type LogFn = Arc<dyn Fn(Level, &str) + Send + Sync>;
 
@@ -348,6 +351,42 @@ impl Client {
             Reply::Stat(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
         }
+    }
+
+    /// Pipelined `STAT`s: all requests go out before the first reply is
+    /// read (in batches of [`STAT_BATCH`], so buffered replies stay small);
+    /// the results come back in the order of `paths`.
+    pub async fn stat_many(&mut self, paths: &[Vec<u8>]) -> Result<Vec<Result<StatReply, String>>, Error> {
+        let mut results = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(STAT_BATCH) {
+            let t = unix_now();
+            let first = self.next_id;
+            for p in chunk {
+                self.submit(Request::Stat { path: p.clone(), client_time: t });
+            }
+            let mut got: Vec<Option<Result<StatReply, String>>> = vec![None; chunk.len()];
+            let mut others = Vec::new();
+            let mut left = chunk.len();
+            let r = loop {
+                if left == 0 {
+                    break Ok(());
+                }
+                match self.next_event().await {
+                    Ok(Event::Reply { id, reply: Reply::Stat(st) }) if id >= first && ((id - first) as usize) < chunk.len() => {
+                        got[(id - first) as usize] = Some(st);
+                        left -= 1;
+                    }
+                    Ok(other) => others.push(other),
+                    Err(e) => break Err(e),
+                }
+            };
+            for e in others.into_iter().rev() {
+                self.backlog.push_front(e);
+            }
+            r?;
+            results.extend(got.into_iter().map(|g| g.unwrap_or_else(|| Err("no reply".into()))));
+        }
+        Ok(results)
     }
 
     /// `GET`: exactly `size` bytes (from the STAT) go to `on_data` as they

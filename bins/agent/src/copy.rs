@@ -329,6 +329,25 @@ impl Run {
                 let listed: HashSet<&[u8]> = listing.iter().map(|n| n.as_slice()).collect();
                 self.purge(&local, &listed);
             }
+            // STAT every entry of the directory in one pipelined batch
+            // (one round trip instead of one per entry).
+            let wanted: Vec<Vec<u8>> = names.iter().map(|n| join_remote(&dir, n)).filter(|p| !self.stat_cache.contains_key(p)).collect();
+            if !wanted.is_empty() {
+                self.ensure(&shown_dir).await?;
+                match self.client.as_mut().expect("ensured").stat_many(&wanted).await {
+                    Ok(results) => {
+                        for (p, r) in wanted.into_iter().zip(results) {
+                            if let Ok(st) = r {
+                                self.stat_cache.insert(p, st);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.out.log(Level::Verbose, &format!("Pipelined STAT of '{shown_dir}' failed ({e}); going one by one"));
+                        self.drop_client();
+                    }
+                }
+            }
             let mut subdirs = Vec::new();
             for name in names {
                 let child_src = join_remote(&dir, &name);
