@@ -328,6 +328,7 @@ fn bootstrap_and_update(kind: Kind) {
     run.assert_contains(&format!("Bootstrap to '{hp}' completed successfully!"));
     assert!(fresh.privkey_path().exists(), "host key generated");
     assert_eq!(std::fs::read_to_string(fresh.path().join("policy_server.dat")).unwrap(), format!("{hp}\n"));
+    assert_eq!(std::fs::read_to_string(fresh.path().join("bootstrap_id.dat")).unwrap().trim_end().len(), 40);
     trees_equal(&s.data.masterfiles, &fresh.inputs()).unwrap();
     let srv_id = s.srv_wd.key_id().unwrap();
     assert!(fresh.trusted_keys().contains(&format!("root-{srv_id}.pub")), "{:?}", fresh.trusted_keys());
@@ -418,6 +419,7 @@ fn changed_server_key_refused(kind: Kind) {
     let run = agent(&s.cli_wd, &["copy", "-H", &srv.hp(), &s.data.share_path("hello.txt"), &p(&dest)]);
     assert_eq!(run.code(), Some(3), "{}", run.describe());
     run.assert_contains(&format!("TRUST FAILED, server presented untrusted key: {new_id}"));
+    run.assert_contains(&format!("Authentication dialogue with '{}' failed", srv.hp()));
     run.assert_contains(&format!("No suitable server found for '{}'", s.data.share_path("hello.txt")));
     assert!(!dest.exists());
     srv.stop();

@@ -142,6 +142,43 @@ fn json(out: &Output, ok: bool, hub: &str, summary: Option<&crate::copy::Summary
     out.emit_json(&format!("{{\"hub\":{},\"result\":{s}}}", json_str(hub)));
 }
 
+/// `sys.bootstrap_id`: 30 random bytes in base64 (40 characters).
+fn bootstrap_id() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 30];
+    rand_core::OsRng.fill_bytes(&mut b);
+    base64(&b)
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_and_id_shape() {
+        assert_eq!(super::base64(b"Man"), "TWFu");
+        assert_eq!(super::base64(b"Ma"), "TWE=");
+        assert_eq!(super::base64(b"M"), "TQ==");
+        let id = super::bootstrap_id();
+        assert_eq!(id.len(), 40);
+        assert!(!id.contains('='));
+    }
+}
+
 fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "::1"
 }
@@ -177,6 +214,10 @@ pub fn bootstrap(workdir: &Path, hub_arg: &str, trust_server: bool, conn: &ConnA
                 return crate::EXIT_FAILED;
             }
             let _ = fs::remove_file(workdir.join("state").join("am_policy_hub"));
+            let id = workdir.join("bootstrap_id.dat");
+            if let Err(e) = rcf_fs::ppkeys::write_replace_atomic(&id, format!("{}\n", bootstrap_id()).as_bytes(), 0o600) {
+                out.log(Level::Warning, &format!("Can't write '{}': {e}", id.display()));
+            }
             out.log(Level::Notice, &format!("Bootstrap to '{hub_arg}' completed successfully!"));
             json(out, true, hub_arg, Some(&summary), None);
             crate::EXIT_OK

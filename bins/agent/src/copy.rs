@@ -189,7 +189,12 @@ impl Run {
                 Err(e) => {
                     match &e {
                         NetError::Connect { .. } => self.out.log(Level::Verbose, &e.to_string()),
-                        _ => self.out.log(Level::Error, &e.to_string()),
+                        _ => {
+                            // Reached, but TLS, trust or identification failed:
+                            // the wording CFEngine's FAQ documents.
+                            self.out.log(Level::Error, &e.to_string());
+                            self.out.log(Level::Error, &format!("Authentication dialogue with '{}' failed", self.servers[i].text));
+                        }
                     }
                     self.out.log(Level::Info, &format!("Unable to establish connection to '{}'", self.servers[i].text));
                 }

@@ -7,6 +7,35 @@
 //! suitable server (none of the servers connected and authenticated); 4
 //! classic protocol requested (not yet supported); 5 `update` could not
 //! reach the hub and kept the last good inputs.
+//!
+//! Differences from cf-agent / cf-net 3.21 (deliberate or not yet done):
+//! * Not a policy engine: `copy` takes `copy_from` attributes as flags.
+//!   No `copy_backup` (`.cfsaved`), `stealth`, `link_type`, `force_update`,
+//!   `copy_size`, `collapse_destination_dir`, excludes; dangling symlinks
+//!   (type 1 over TLS) and special files are reported and skipped.
+//! * Every file goes to `<dest>.cfnew` (0600, O_EXCL) like cf-agent, and is
+//!   also fsynced and its source re-STATed after the GET before the rename:
+//!   one extra round trip per file, which catches a source that grew
+//!   between STAT and GET (cf-agent would keep a short or desynchronised
+//!   copy). A changed source is fetched again (3 attempts).
+//! * STATs of a directory's entries are pipelined (one round trip per
+//!   directory, batches of 128); cf-agent sends them one at a time.
+//! * `net` exits non-zero on failure (cf-net 3.21 exits 0), and `net get`
+//!   writes through a temp file and rename.
+//! * `bootstrap` writes no failsafe.cf, runs no policy, starts no cf-execd
+//!   and cannot take the hub role (bootstrapping to one's own address) or
+//!   use `:avahi`; `inputs/` is replaced by one rename of a fully pulled
+//!   staging dir instead of being emptied first, and `policy_server.dat`
+//!   is written only after a successful pull (cf-agent writes it first and
+//!   removes it on failure). It generates the host key when missing
+//!   (cf-agent leaves that to cf-key).
+//! * No lastseen database is updated.
+//! * `Authentication dialogue with '…' failed` is printed for any TLS,
+//!   trust or identification failure (3.21 prints it for classic only).
+//! * `--protocol classic` exits 4 (not implemented yet).
+//! * TLS is rustls: TLS 1.3, or TLS 1.2 with ECDHE suites only; a
+//!   cf-serverd whose `allowciphers` leaves only static-RSA TLS 1.2 suites
+//!   cannot be reached.
 
 mod bootstrap;
 mod copy;
