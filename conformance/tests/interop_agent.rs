@@ -727,3 +727,21 @@ fn many_files_from_real_server_next_to_cf_agent() {
     eprintln!("[interop_agent] 300 files: rcf-agent {ours_t:?} (process, whole run), cf-agent {theirs_t:?} (process, whole run incl. policy evaluation)");
     srv.stop();
 }
+
+#[test]
+fn silent_server_times_out() {
+    rcf_bin("rcf-agent").unwrap();
+    let srv_wd = Workdir::new("silent-srv").unwrap();
+    let cli = Workdir::new("silent-cli").unwrap();
+    cli.cf_key().unwrap();
+    // Identifies us, then never answers a request.
+    let (port, h) = hostile_server(&srv_wd, |_| Vec::new());
+    let t0 = Instant::now();
+    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--timeout", "2", "/x", &p(&cli.scratch().join("x"))]);
+    let took = t0.elapsed();
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    run.assert_contains("Timeout waiting for the server (2000 ms)");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
+    assert!(!cli.scratch().join("x").exists());
+    h.join().unwrap();
+}
