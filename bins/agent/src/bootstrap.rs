@@ -166,19 +166,6 @@ fn base64(data: &[u8]) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_and_id_shape() {
-        assert_eq!(super::base64(b"Man"), "TWFu");
-        assert_eq!(super::base64(b"Ma"), "TWE=");
-        assert_eq!(super::base64(b"M"), "TQ==");
-        let id = super::bootstrap_id();
-        assert_eq!(id.len(), 40);
-        assert!(!id.contains('='));
-    }
-}
-
 fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "::1"
 }
@@ -277,5 +264,18 @@ pub fn update(workdir: &Path, conn: &ConnArgs, out: &Output) -> u8 {
             json(out, false, &hub_arg, None, Some(&msg));
             crate::EXIT_FAILED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_and_id_shape() {
+        assert_eq!(super::base64(b"Man"), "TWFu");
+        assert_eq!(super::base64(b"Ma"), "TWE=");
+        assert_eq!(super::base64(b"M"), "TQ==");
+        let id = super::bootstrap_id();
+        assert_eq!(id.len(), 40);
+        assert!(!id.contains('='));
     }
 }
