@@ -193,7 +193,7 @@ fn copy_file_and_tree(kind: Kind) {
     // A copied file is 0600 unless --preserve.
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(out.join("big.bin")).unwrap().permissions().mode() & 0o777, 0o600);
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--preserve", &s.data.share_path("hello.txt"), &p(&out.join("hello.txt"))]);
+    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--preserve", "--encrypt", &s.data.share_path("hello.txt"), &p(&out.join("hello.txt"))]);
     assert!(run.success(), "{}", run.describe());
     assert_eq!(std::fs::metadata(out.join("hello.txt")).unwrap().permissions().mode() & 0o777, 0o644);
     // Recursive, digest compare, purge.

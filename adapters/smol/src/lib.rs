@@ -295,10 +295,10 @@ impl Client {
                         self.conn.handle_input(now, &bytes);
                     }
                     Some(Err(e)) => {
+                        // A reset is an EOF to the protocol: the session
+                        // reports what it was waiting for (or closes quietly).
+                        (self.opts.log)(Level::Verbose, &format!("Socket read failed: {e}"));
                         self.conn.handle_eof(now);
-                        if self.conn.poll_event().is_none() {
-                            return Err(e.into());
-                        }
                     }
                     None => self.conn.handle_timeout(now),
                 }
