@@ -376,6 +376,10 @@ fn bootstrap_hub_down_writes_nothing() {
     assert!(!fresh.path().join("policy_server.dat").exists());
     assert_eq!(std::fs::read_dir(fresh.inputs()).unwrap().count(), 0);
     assert!(!fresh.path().join("inputs.rcf-staging").exists());
+    // Without --workdir, CFENGINE_TEST_OVERRIDE_WORKDIR (set by the lab) decides, as for rcf-key.
+    let run = run_tool(&fresh, &rcf_bin("rcf-agent").unwrap(), &["update"], None, Duration::from_secs(30)).unwrap();
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    run.assert_contains(&format!("No policy server is set ('{}", fresh.path().join("policy_server.dat").display()));
     // --trust-server=no against an unknown hub: refused, nothing written.
     let s = setup("bsnotrust");
     let srv = Srv::start(Kind::Rcf, &s.srv_wd, &policy(&s));

@@ -130,7 +130,7 @@ pub struct ConnArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CopyArgs {
-    /// Server HOST[:PORT]; repeat for failover (tried in order at connect time).
+    /// Server `HOST[:PORT]`; repeat for failover (tried in order at connect time).
     #[arg(long = "server", short = 'H', required = true, value_name = "HOST[:PORT]")]
     pub servers: Vec<String>,
     #[command(flatten)]
@@ -173,7 +173,7 @@ pub struct CopyArgs {
 
 #[derive(Args, Debug, Clone)]
 struct BootstrapArgs {
-    /// The hub, HOST[:PORT] (written to policy_server.dat exactly as given).
+    /// The hub, `HOST[:PORT]` (written to policy_server.dat exactly as given).
     hub: String,
     /// yes (default): trust the hub's key on first contact; no: it must already be trusted.
     #[arg(long = "trust-server", default_value = "yes", value_parser = ["yes", "no"], num_args = 0..=1, default_missing_value = "yes")]
@@ -190,7 +190,7 @@ struct UpdateArgs {
 
 #[derive(Args, Debug, Clone)]
 struct NetArgs {
-    /// The server, HOST[:PORT].
+    /// The server, `HOST[:PORT]`.
     #[arg(short = 'H', long = "host", required = true, value_name = "HOST[:PORT]")]
     host: String,
     #[command(flatten)]
@@ -205,7 +205,7 @@ enum NetCmd {
     Connect,
     /// Stat a remote path.
     Stat { path: String },
-    /// Fetch a remote file (to ./<basename> or -o FILE).
+    /// Fetch a remote file (to `./BASENAME` or `-o FILE`).
     Get {
         path: String,
         #[arg(short = 'o', long = "output")]
