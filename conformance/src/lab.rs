@@ -82,7 +82,9 @@
 //! `cf-serverd not found at /usr/bin/cf-serverd: install Debian's cfengine3`
 //! and tests are expected to unwrap that error (fail, never skip).
 
+mod agent;
 mod client;
+mod client_replay;
 mod fixture;
 mod logs;
 mod policy;
@@ -96,6 +98,8 @@ pub use client::{
     cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net,
     cf_runagent, parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
 };
+pub use agent::{rcf_agent, spawn_rcf_agent};
+pub use client_replay::{client_replay, ReplayReport};
 pub use fixture::Lab;
 pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};

@@ -1,1 +1,441 @@
-//! smol adapter: moves bytes between sockets and rcf-core client sessions.
+//! rcf-smol: the client runtime. It connects, moves bytes between a smol
+//! TCP stream and an [`rcf_core::client::Connection`], answers the
+//! connection's one question (is this server key trusted?) from `ppkeys`,
+//! and runs the timers. No protocol logic lives here.
+//!
+//! [`Client`] is one authenticated connection, used by `rcf-agent` as the
+//! per-server cached connection of a run. Its typed calls ([`Client::stat`],
+//! [`Client::get`], [`Client::opendir`], [`Client::md5`]) wait for their
+//! reply; [`Client::submit`] and [`Client::next_event`] expose the core's
+//! request queue for pipelining (several STATs or MD5s in flight).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rcf_core::banner::ProtocolVersion;
+use rcf_core::client::{
+    ClientError, Config, Connection, Event, GetFailure, Level, Now, Reply, Request, RequestId,
+};
+use rcf_core::keys::trust::{Outcome, TrustStore};
+use rcf_core::keys::DigestKind;
+use rcf_core::reply::StatReply;
+use rcf_core::tls::{TlsClock, TlsLayer};
+use rcf_fs::ppkeys::FsPpkeys;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use smol::Timer;
+
+/// Most `STAT`s [`Client::stat_many`] keeps in flight at once.
+pub const STAT_BATCH: usize = 128;
+
+/// Where log lines go: the level and cf-agent's wording.
+pub type LogFn = Arc<dyn Fn(Level, &str) + Send + Sync>;
+
+/// Everything needed to open one connection.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// Host name or address, as the user wrote it (without the port).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Version to ask for (`None` = latest); classic is not spoken here.
+    pub version: Option<ProtocolVersion>,
+    /// Connect timeout, also the per-read timeout (`copy_from timeout`).
+    pub timeout: Duration,
+    /// Trust an unknown (or changed) server key and save it (`trustkey`,
+    /// bootstrap, cf-net); otherwise such a key ends the connection.
+    pub trust_new: bool,
+    /// `WORKDIR/ppkeys`.
+    pub ppkeys: PathBuf,
+    /// The local user: the ppkeys file prefix and the IDENTITY username.
+    pub local_user: String,
+    /// Our TLS client configuration (host key certificate inside).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The clock rustls sees; refreshed on every call.
+    pub clock: TlsClock,
+    /// Log sink.
+    pub log: LogFn,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions").field("host", &self.host).field("port", &self.port).finish()
+    }
+}
+
+/// Why a connection or a request failed at the connection level (a
+/// refusal of one file is a normal reply, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// TCP connect failed or timed out.
+    #[error("Unable to establish connection to '{addr}': {detail}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// The OS error or "Timeout connecting to server".
+        detail: String,
+    },
+    /// The server's key is not trusted (and trusting it was not allowed).
+    #[error("{message}")]
+    Untrusted {
+        /// `MD5=…` of the presented key.
+        key_id: String,
+        /// `TRUST FAILED, server presented untrusted key: MD5=…`.
+        message: String,
+    },
+    /// The protocol session failed (TLS, identification, bad replies, EOF).
+    #[error("{0}")]
+    Session(#[from] ClientError),
+    /// A socket read or write failed.
+    #[error("connection I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The connection was already closed (after a failure or a desync).
+    #[error("connection is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether the server was never reached or never authenticated us (the
+    /// case where cf-agent tries the next server in its list).
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, Error::Connect { .. } | Error::Untrusted { .. })
+    }
+}
+
+/// One connected, authenticated client connection.
+pub struct Client {
+    stream: TcpStream,
+    conn: Connection,
+    opts: ConnectOptions,
+    start: Instant,
+    backlog: VecDeque<Event>,
+    next_id: RequestId,
+    server_key: Option<String>,
+    untrusted: Option<(String, String)>,
+    version: Option<ProtocolVersion>,
+    buf: Vec<u8>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Client {
+    /// Connect, handshake, check the server key, identify; returns once the
+    /// server welcomed us.
+    pub async fn connect(opts: ConnectOptions) -> Result<Client, Error> {
+        let addr = format_host_port(&opts.host, opts.port);
+        let host = opts.host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let connect = TcpStream::connect((host.as_str(), opts.port));
+        let timeout = opts.timeout;
+        let stream = smol::future::or(async { Some(connect.await) }, async {
+            Timer::after(timeout).await;
+            None
+        })
+        .await;
+        let stream = match stream {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(Error::Connect { addr, detail: e.to_string() }),
+            None => return Err(Error::Connect { addr, detail: "Timeout connecting to server".into() }),
+        };
+        let _ = stream.set_nodelay(true);
+        opts.clock.set(unix_now().max(0) as u64);
+        let tls = TlsLayer::client(opts.tls.clone()).map_err(|e| ClientError::Transport(e.to_string()))?;
+        let start = Instant::now();
+        let cfg = Config { version: opts.version, username: opts.local_user.clone(), timeout_ms: opts.timeout.as_millis() as u64 };
+        let now = Now { mono_ms: 0, unix_s: unix_now() };
+        let conn = Connection::new(tls, cfg, now);
+        let mut c = Client {
+            stream,
+            conn,
+            opts,
+            start,
+            backlog: VecDeque::new(),
+            next_id: 1,
+            server_key: None,
+            untrusted: None,
+            version: None,
+            buf: vec![0u8; 32 * 1024],
+        };
+        loop {
+            match c.next_event().await? {
+                Event::Established { version } => {
+                    c.version = Some(version);
+                    return Ok(c);
+                }
+                other => c.backlog.push_back(other),
+            }
+        }
+    }
+
+    /// The server key's id, once the handshake is done.
+    pub fn server_key_id(&self) -> Option<&str> {
+        self.server_key.as_deref()
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// Whether requests can still be made on this connection.
+    pub fn is_usable(&self) -> bool {
+        !self.conn.is_closed()
+    }
+
+    /// File bytes received on this connection.
+    pub fn bytes_received(&self) -> u64 {
+        self.conn.session().bytes_received()
+    }
+
+    fn now(&self) -> Now {
+        Now { mono_ms: self.start.elapsed().as_millis() as u64, unix_s: unix_now() }
+    }
+
+    /// Queue a request; its reply comes from [`Client::next_event`].
+    pub fn submit(&mut self, req: Request) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = self.now();
+        self.conn.request(now, id, req);
+        id
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        while let Some(bytes) = self.conn.poll_transmit() {
+            let timeout = self.opts.timeout;
+            let w = smol::future::or(async { Some(self.stream.write_all(&bytes).await) }, async {
+                Timer::after(timeout).await;
+                None
+            })
+            .await;
+            match w {
+                Some(r) => r?,
+                None => return Err(ClientError::Timeout(timeout.as_millis() as u64).into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn verify(&mut self, key_id: &str, key: &rcf_core::keys::RsaPublicKey) -> Result<(), String> {
+        self.server_key = Some(key_id.to_string());
+        let store = TrustStore::new(FsPpkeys::new(&self.opts.ppkeys), DigestKind::Md5);
+        let log = self.opts.log.clone();
+        match store.verify(&self.opts.local_user, None, key, self.opts.trust_new) {
+            Ok(Outcome::Trusted(_)) => {
+                log(Level::Verbose, &format!("Server is TRUSTED, received key '{key_id}' MATCHES stored one."));
+                Ok(())
+            }
+            Ok(Outcome::NewlyTrusted(_, saved)) => {
+                log(Level::Notice, &format!("Trusting new key: {key_id}"));
+                log(Level::Verbose, &format!("Saved server key as '{}'", saved.file));
+                Ok(())
+            }
+            Ok(Outcome::Refused(_)) => Err(format!("TRUST FAILED, server presented untrusted key: {key_id}")),
+            Err(e) => Err(format!("TRUST FAILED, server presented key {key_id}: {e}")),
+        }
+    }
+
+    /// The next event that is not a log line: `Data`, `Reply` (or, during
+    /// connect, `Established`). A session failure is an `Err`.
+    pub async fn next_event(&mut self) -> Result<Event, Error> {
+        loop {
+            if let Some(e) = self.backlog.pop_front() {
+                return Ok(e);
+            }
+            self.flush().await?;
+            while let Some(e) = self.conn.poll_event() {
+                match e {
+                    Event::Log { level, message } => (self.opts.log)(level, &message),
+                    Event::VerifyServerKey { key_id, key } => {
+                        let verdict = self.verify(&key_id, &key);
+                        if let Err(m) = &verdict {
+                            self.untrusted = Some((key_id.clone(), m.clone()));
+                        }
+                        let now = self.now();
+                        self.conn.handle_trust(now, verdict);
+                    }
+                    Event::Failed(e) => {
+                        let _ = self.flush().await;
+                        if let Some((key_id, message)) = self.untrusted.take() {
+                            return Err(Error::Untrusted { key_id, message });
+                        }
+                        return Err(e.into());
+                    }
+                    other => self.backlog.push_back(other),
+                }
+            }
+            if !self.backlog.is_empty() {
+                continue;
+            }
+            self.flush().await?;
+            if self.conn.is_closed() {
+                return Err(Error::Closed);
+            }
+            let deadline = self.conn.poll_timeout();
+            let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(self.start.elapsed().as_millis() as u64)));
+            if self.conn.wants_input() {
+                let start = self.start;
+                let (stream, buf) = (&mut self.stream, &mut self.buf);
+                let r = smol::future::or(async { Some(stream.read(buf).await) }, async {
+                    match wait {
+                        Some(w) => Timer::after(w).await,
+                        None => Timer::never().await,
+                    };
+                    None
+                })
+                .await;
+                let now = Now { mono_ms: start.elapsed().as_millis() as u64, unix_s: unix_now() };
+                match r {
+                    Some(Ok(0)) => self.conn.handle_eof(now),
+                    Some(Ok(n)) => {
+                        let bytes = self.buf[..n].to_vec();
+                        self.conn.handle_input(now, &bytes);
+                    }
+                    Some(Err(e)) => {
+                        // A reset is an EOF to the protocol: the session
+                        // reports what it was waiting for (or closes quietly).
+                        (self.opts.log)(Level::Verbose, &format!("Socket read failed: {e}"));
+                        self.conn.handle_eof(now);
+                    }
+                    None => self.conn.handle_timeout(now),
+                }
+            } else if let Some(w) = wait {
+                Timer::after(w).await;
+                let now = self.now();
+                self.conn.handle_timeout(now);
+            } else {
+                return Err(ClientError::Transport("connection stalled: nothing to read and no deadline".into()).into());
+            }
+        }
+    }
+
+    async fn reply(&mut self, id: RequestId, mut on_data: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<Reply, Error> {
+        let mut sink_error: Option<std::io::Error> = None;
+        // Events of other pipelined requests, handed back in order afterwards.
+        let mut others: Vec<Event> = Vec::new();
+        let result = loop {
+            let ev = match self.next_event().await {
+                Ok(ev) => ev,
+                Err(e) => break Err(e),
+            };
+            match ev {
+                Event::Reply { id: rid, reply } if rid == id => {
+                    break match sink_error.take() {
+                        Some(e) => Err(Error::Io(e)),
+                        None => Ok(reply),
+                    };
+                }
+                Event::Data { id: rid, bytes } if rid == id => {
+                    if sink_error.is_none() {
+                        if let Err(e) = on_data(&bytes) {
+                            sink_error = Some(e);
+                        }
+                    }
+                }
+                other => others.push(other),
+            }
+        };
+        for e in others.into_iter().rev() {
+            self.backlog.push_front(e);
+        }
+        result
+    }
+
+    /// `SYNCH <now> STAT <path>`: the server's stat, or its refusal text.
+    pub async fn stat(&mut self, path: &[u8]) -> Result<Result<StatReply, String>, Error> {
+        let id = self.submit(Request::Stat { path: path.to_vec(), client_time: unix_now() });
+        match self.reply(id, |_| Ok(())).await? {
+            Reply::Stat(r) => Ok(r),
+            other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+
+    /// Pipelined `STAT`s: all requests go out before the first reply is
+    /// read (in batches of [`STAT_BATCH`], so buffered replies stay small);
+    /// the results come back in the order of `paths`.
+    pub async fn stat_many(&mut self, paths: &[Vec<u8>]) -> Result<Vec<Result<StatReply, String>>, Error> {
+        let mut results = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(STAT_BATCH) {
+            let t = unix_now();
+            let first = self.next_id;
+            for p in chunk {
+                self.submit(Request::Stat { path: p.clone(), client_time: t });
+            }
+            let mut got: Vec<Option<Result<StatReply, String>>> = vec![None; chunk.len()];
+            let mut others = Vec::new();
+            let mut left = chunk.len();
+            let r = loop {
+                if left == 0 {
+                    break Ok(());
+                }
+                match self.next_event().await {
+                    Ok(Event::Reply { id, reply: Reply::Stat(st) }) if id >= first && ((id - first) as usize) < chunk.len() => {
+                        got[(id - first) as usize] = Some(st);
+                        left -= 1;
+                    }
+                    Ok(other) => others.push(other),
+                    Err(e) => break Err(e),
+                }
+            };
+            for e in others.into_iter().rev() {
+                self.backlog.push_front(e);
+            }
+            r?;
+            results.extend(got.into_iter().map(|g| g.unwrap_or_else(|| Err("no reply".into()))));
+        }
+        Ok(results)
+    }
+
+    /// `GET`: exactly `size` bytes (from the STAT) go to `on_data` as they
+    /// arrive. A sink error is reported after the reply, so the connection
+    /// stays in sync.
+    pub async fn get(
+        &mut self,
+        path: &[u8],
+        size: u64,
+        on_data: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Result<(), GetFailure>, Error> {
+        let id = self.submit(Request::Get { path: path.to_vec(), size });
+        match self.reply(id, on_data).await? {
+            Reply::Get(r) => Ok(r),
+            other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+
+    /// `OPENDIR`: every name the server listed, or its refusal text.
+    pub async fn opendir(&mut self, path: &[u8]) -> Result<Result<Vec<Vec<u8>>, String>, Error> {
+        let id = self.submit(Request::Opendir { path: path.to_vec() });
+        match self.reply(id, |_| Ok(())).await? {
+            Reply::Listing(r) => Ok(r),
+            other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+
+    /// `MD5`: `Ok(true)` when the server's file differs from `digest`.
+    pub async fn md5(&mut self, path: &[u8], digest: [u8; 16]) -> Result<Result<bool, String>, Error> {
+        let id = self.submit(Request::Md5 { path: path.to_vec(), digest });
+        match self.reply(id, |_| Ok(())).await? {
+            Reply::Md5(r) => Ok(r),
+            other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+
+    /// Send `close_notify` and close, as cf-agent does at the end of a run.
+    pub async fn close(mut self) {
+        self.conn.close();
+        let _ = self.flush().await;
+        let _ = self.stream.close().await;
+    }
+}
+
+/// `host:port`, bracketing a bare IPv6 address.
+pub fn format_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}

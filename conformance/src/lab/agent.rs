@@ -1,0 +1,26 @@
+//! Our `rcf-agent` in the lab: run it (bounded) or spawn it (PID-guarded)
+//! in a work dir's sandbox environment, like the real clients.
+
+use super::client::run_tool;
+use super::proc::Daemon;
+use super::{rcf_bin, LabError, ToolRun, Workdir, TOOL_TIMEOUT};
+
+/// Run `rcf-agent --workdir <wd> <args...>` to completion (bounded by
+/// [`TOOL_TIMEOUT`]); output is stdout and stderr interleaved.
+pub fn rcf_agent(wd: &Workdir, args: &[&str]) -> Result<ToolRun, LabError> {
+    let bin = rcf_bin("rcf-agent")?;
+    let wdp = wd.path().to_string_lossy().into_owned();
+    let mut a = vec!["--workdir", wdp.as_str()];
+    a.extend_from_slice(args);
+    run_tool(wd, &bin, &a, None, TOOL_TIMEOUT)
+}
+
+/// Start `rcf-agent --workdir <wd> <args...>` in the background (for fault
+/// tests that act while it runs); stopped by PID when dropped.
+pub fn spawn_rcf_agent(wd: &Workdir, args: &[&str]) -> Result<Daemon, LabError> {
+    let bin = rcf_bin("rcf-agent")?;
+    let log = wd.next_log("rcf-agent-bg", "log");
+    let mut cmd = wd.command(&bin);
+    cmd.arg("--workdir").arg(wd.path()).args(args);
+    Daemon::spawn("rcf-agent", cmd, &log)
+}

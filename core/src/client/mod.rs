@@ -1,0 +1,18 @@
+//! The client role (what cf-agent's `copy_from`, cf-net and bootstrap
+//! speak): a [`session::Session`] above TLS, a [`conn::Connection`] that
+//! wraps it with the TLS layer and the server-key trust check, and the pure
+//! helpers a copy needs ([`listing`]).
+//!
+//! Like the server role, nothing here touches sockets, files or clocks; the
+//! adapter (`rcf-smol`) feeds bytes and time in and drains records and
+//! events out, following the run-loop contract of the crate root.
+
+pub mod conn;
+pub mod listing;
+pub mod session;
+
+pub use conn::Connection;
+pub use session::{
+    ClientError, Config, Event, GetFailure, Reply, Request, RequestId, Session,
+};
+pub use crate::server::io::{Level, Now};
