@@ -88,8 +88,8 @@ struct Setup {
 
 fn setup(name: &str) -> Setup {
     require_cfengine().unwrap();
-    rcf_bin("rcf-agent").unwrap();
-    rcf_bin("rcf-serverd").unwrap();
+    rcf_binary("rcf-agent").unwrap();
+    rcf_binary("rcf-serverd").unwrap();
     let srv_wd = Workdir::new(&format!("{name}-srv")).unwrap();
     let cli_wd = Workdir::new(&format!("{name}-cli")).unwrap();
     srv_wd.cf_key().unwrap();
@@ -366,7 +366,7 @@ fn bootstrap_and_update_rcf_server() {
 #[test]
 fn bootstrap_hub_down_writes_nothing() {
     let t0 = Instant::now();
-    rcf_bin("rcf-agent").unwrap();
+    rcf_binary("rcf-agent").unwrap();
     let fresh = Workdir::new("bsdown").unwrap();
     let hp = format!("127.0.0.1:{}", free_port());
     let run = agent(&fresh, &["-I", "bootstrap", &hp]);
@@ -377,7 +377,7 @@ fn bootstrap_hub_down_writes_nothing() {
     assert_eq!(std::fs::read_dir(fresh.inputs()).unwrap().count(), 0);
     assert!(!fresh.path().join("inputs.rcf-staging").exists());
     // Without --workdir, CFENGINE_TEST_OVERRIDE_WORKDIR (set by the lab) decides, as for rcf-key.
-    let run = run_tool(&fresh, &rcf_bin("rcf-agent").unwrap(), &["update"], None, Duration::from_secs(30)).unwrap();
+    let run = run_tool(&fresh, &rcf_binary("rcf-agent").unwrap(), &["update"], None, Duration::from_secs(30)).unwrap();
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     run.assert_contains(&format!("No policy server is set ('{}", fresh.path().join("policy_server.dat").display()));
     // --trust-server=no against an unknown hub: refused, nothing written.
@@ -623,7 +623,7 @@ fn stat_reply(kind: u8, size: u64) -> Vec<Vec<u8>> {
 
 #[test]
 fn hostile_listing_names_never_leave_the_destination() {
-    rcf_bin("rcf-agent").unwrap();
+    rcf_binary("rcf-agent").unwrap();
     let srv_wd = Workdir::new("hostile1-srv").unwrap();
     let cli = Workdir::new("hostile1-cli").unwrap();
     cli.cf_key().unwrap();
@@ -662,7 +662,7 @@ fn hostile_listing_names_never_leave_the_destination() {
 
 #[test]
 fn hostile_listing_flood_and_lying_size_are_bounded() {
-    rcf_bin("rcf-agent").unwrap();
+    rcf_binary("rcf-agent").unwrap();
     let srv_wd = Workdir::new("hostile2-srv").unwrap();
     let cli = Workdir::new("hostile2-cli").unwrap();
     cli.cf_key().unwrap();
@@ -734,7 +734,7 @@ fn many_files_from_real_server_next_to_cf_agent() {
 
 #[test]
 fn silent_server_times_out() {
-    rcf_bin("rcf-agent").unwrap();
+    rcf_binary("rcf-agent").unwrap();
     let srv_wd = Workdir::new("silent-srv").unwrap();
     let cli = Workdir::new("silent-cli").unwrap();
     cli.cf_key().unwrap();

@@ -3,12 +3,12 @@
 
 use super::client::run_tool;
 use super::proc::Daemon;
-use super::{rcf_bin, LabError, ToolRun, Workdir, TOOL_TIMEOUT};
+use super::{rcf_binary, LabError, ToolRun, Workdir, TOOL_TIMEOUT};
 
 /// Run `rcf-agent --workdir <wd> <args...>` to completion (bounded by
 /// [`TOOL_TIMEOUT`]); output is stdout and stderr interleaved.
 pub fn rcf_agent(wd: &Workdir, args: &[&str]) -> Result<ToolRun, LabError> {
-    let bin = rcf_bin("rcf-agent")?;
+    let bin = rcf_binary("rcf-agent")?;
     let wdp = wd.path().to_string_lossy().into_owned();
     let mut a = vec!["--workdir", wdp.as_str()];
     a.extend_from_slice(args);
@@ -18,7 +18,7 @@ pub fn rcf_agent(wd: &Workdir, args: &[&str]) -> Result<ToolRun, LabError> {
 /// Start `rcf-agent --workdir <wd> <args...>` in the background (for fault
 /// tests that act while it runs); stopped by PID when dropped.
 pub fn spawn_rcf_agent(wd: &Workdir, args: &[&str]) -> Result<Daemon, LabError> {
-    let bin = rcf_bin("rcf-agent")?;
+    let bin = rcf_binary("rcf-agent")?;
     let log = wd.next_log("rcf-agent-bg", "log");
     let mut cmd = wd.command(&bin);
     cmd.arg("--workdir").arg(wd.path()).args(args);
