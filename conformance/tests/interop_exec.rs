@@ -43,14 +43,30 @@ fn policy(script: &str) -> ServerPolicy {
     p
 }
 
+/// Which client hails.
+#[derive(Clone, Copy, Debug)]
+enum Hailer {
+    /// The real cf-runagent 3.21.
+    CfRunagent,
+    /// `rcf-agent runagent`.
+    RcfAgent,
+}
+
 /// Run every case against `hp`; returns (exit code, EXEC lines, argv run) per case.
-fn run_cases(cli: &Workdir, hp: &str, script: &CfrunScript) -> Vec<(Option<i32>, Vec<String>, Option<Vec<String>>)> {
+fn run_cases(cli: &Workdir, hp: &str, script: &CfrunScript, who: Hailer) -> Vec<(Option<i32>, Vec<String>, Option<Vec<String>>)> {
     let mut out = Vec::new();
     for c in CASES {
         let before = script.invocations().len();
         let mut args = vec!["-H", hp];
         args.extend_from_slice(c.args);
-        let run = cf_runagent(cli, &args, None).unwrap();
+        let run = match who {
+            Hailer::CfRunagent => cf_runagent(cli, &args, None).unwrap(),
+            Hailer::RcfAgent => {
+                let mut a = vec!["runagent"];
+                a.extend_from_slice(&args);
+                rcf_agent(cli, &a).unwrap()
+            }
+        };
         let inv = script.invocations();
         let ran = inv.get(before).cloned();
         assert!(inv.len() <= before + 1, "{}: ran more than once", c.name);
@@ -60,7 +76,7 @@ fn run_cases(cli: &Workdir, hp: &str, script: &CfrunScript) -> Vec<(Option<i32>,
             .filter(|l| l.contains("EXEC denied") || l.contains("(exit code") || l.contains("nothing relevant"))
             .map(|l| l.trim().to_string())
             .collect();
-        assert!(run.contains(c.says), "{}: expected `{}` in\n{}", c.name, c.says, run.describe());
+        assert!(run.contains(c.says), "{} ({who:?}): expected `{}` in\n{}", c.name, c.says, run.describe());
         match c.argv {
             Some(want) => assert_eq!(ran.as_deref(), Some(&want.iter().map(|s| s.to_string()).collect::<Vec<_>>()[..]), "{}", c.name),
             None => assert_eq!(ran, None, "{}: must not run", c.name),
@@ -84,10 +100,15 @@ fn cf_runagent_cases_match_the_real_server() {
     // cf-runagent never trusts a new server key: exchange keys first.
     cli.trust(&real_wd, "root").unwrap();
     cli.trust(&rcf_wd, "root").unwrap();
-    let a = run_cases(&cli, &real.host_port(), &script);
-    let b = run_cases(&cli, &ours.host_port(), &script);
-    for (i, c) in CASES.iter().enumerate() {
-        assert_eq!(a[i], b[i], "{}: real cf-serverd vs rcf-serverd differ\n{}", c.name, ours.log());
+    let a = run_cases(&cli, &real.host_port(), &script, Hailer::CfRunagent);
+    let b = run_cases(&cli, &ours.host_port(), &script, Hailer::CfRunagent);
+    // rcf-agent runagent against both servers: the same outcomes again.
+    let c = run_cases(&cli, &real.host_port(), &script, Hailer::RcfAgent);
+    let d = run_cases(&cli, &ours.host_port(), &script, Hailer::RcfAgent);
+    for (i, case) in CASES.iter().enumerate() {
+        assert_eq!(a[i], b[i], "{}: real cf-serverd vs rcf-serverd differ\n{}", case.name, ours.log());
+        assert_eq!(a[i], c[i], "{}: cf-runagent vs rcf-agent runagent differ (real server)", case.name);
+        assert_eq!(a[i], d[i], "{}: cf-runagent vs rcf-agent runagent differ (rcf-serverd)", case.name);
     }
     assert!(ours.log().contains(&format!("cf-serverd executing cfruncommand: {sp} -D role1,role2")), "{}", ours.log());
 }
@@ -126,4 +147,44 @@ fn exec_refused_for_user_acl_and_ip_and_deprecated_options() {
     let run = cf_runagent(&cli, &["-H", "127.0.0.1:1", "-o", "-Dx"], None).unwrap();
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     run.assert_contains("has been deprecated");
+}
+
+#[test]
+fn rcf_agent_runagent_several_hosts_parallel_and_interactive_trust() {
+    require_cfengine().unwrap();
+    let cli = Workdir::new("exec3-cli").unwrap();
+    cli.cf_key().unwrap();
+    let script = CfrunScript::write(&cli.scratch()).unwrap();
+    let sp = script.path.to_string_lossy().into_owned();
+    let wd1 = Workdir::new("exec3-a").unwrap();
+    let wd2 = Workdir::new("exec3-b").unwrap();
+    let s1 = RcfServer::start(&wd1, &policy(&sp)).unwrap();
+    let s2 = RealServer::start(&wd2, &policy(&sp)).unwrap();
+    // Without -i an unknown server key is refused: nothing runs, exit 255.
+    let run = rcf_agent(&cli, &["runagent", "-H", &s1.host_port()]).unwrap();
+    assert_eq!(run.code(), Some(255), "{}", run.describe());
+    run.assert_contains("TRUST FAILED");
+    // -i asks with cf-runagent's prompt; "yes" trusts and runs.
+    let bin = rcf_binary("rcf-agent").unwrap();
+    let wdp = cli.path().to_string_lossy().into_owned();
+    let run = run_tool(&cli, &bin, &["--workdir", &wdp, "runagent", "-i", "-H", &s1.host_port()], Some("maybe\nyes\n"), TOOL_TIMEOUT).unwrap();
+    run.assert_contains("Do you want to accept one on trust? (yes/no)");
+    run.assert_contains("Please reply yes or no...(maybe)");
+    run.assert_contains("(exit code: 0)");
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    cli.trust(&wd2, "root").unwrap();
+    // Two hosts in parallel (-b): both succeed, so no host failed: exit 0
+    // (cf-runagent 3.21 would count both as failed here).
+    let hosts = format!("{},{}", s1.host_port(), s2.host_port());
+    let before = script.invocations().len();
+    let run = rcf_agent(&cli, &["runagent", "-b", "-H", &hosts, "-D", "role1"]).unwrap();
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert_eq!(script.invocations().len(), before + 2);
+    assert_eq!(run.lines_with("(exit code: 0)").len(), 2, "{}", run.describe());
+    // One host refusing: exit code counts the failed host.
+    let run = rcf_agent(&cli, &["runagent", "-H", &hosts, "-D", "role12"]).unwrap();
+    assert_eq!(run.code(), Some(2), "{}", run.describe());
+    // -b and -i together are refused as cf-runagent refuses them.
+    let run = rcf_agent(&cli, &["runagent", "-b", "-i", "-H", &hosts]).unwrap();
+    assert_eq!(run.code(), Some(101));
 }

@@ -328,7 +328,7 @@ impl Client {
                         None => Ok(reply),
                     };
                 }
-                Event::Data { id: rid, bytes } if rid == id => {
+                Event::Data { id: rid, bytes } | Event::ExecLine { id: rid, line: bytes } if rid == id => {
                     if sink_error.is_none() {
                         if let Err(e) = on_data(&bytes) {
                             sink_error = Some(e);
@@ -419,6 +419,21 @@ impl Client {
         let id = self.submit(Request::Md5 { path: path.to_vec(), digest });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Md5(r) => Ok(r),
+            other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+
+    /// `EXEC` (cf-runagent): each reply line goes to `on_line` as it
+    /// arrives; the result is the remote exit code, if one was reported.
+    pub async fn exec(
+        &mut self,
+        args: &[u8],
+        select: &[Vec<u8>],
+        on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<i32>, Error> {
+        let id = self.submit(Request::Exec { args: args.to_vec(), select: select.to_vec() });
+        match self.reply(id, on_line).await? {
+            Reply::Exec(code) => Ok(code),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
         }
     }

@@ -41,6 +41,7 @@ mod bootstrap;
 mod copy;
 mod net;
 mod output;
+mod runagent;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -115,6 +116,8 @@ enum Cmd {
     Update(UpdateArgs),
     /// cf-net equivalents: connect, stat, get, opendir.
     Net(NetArgs),
+    /// cf-runagent equivalent: ask hosts to run their agent now (EXEC).
+    Runagent(runagent::RunagentArgs),
 }
 
 /// Connection options shared by the commands.
@@ -380,6 +383,7 @@ fn main() -> ExitCode {
         Cmd::Net(a) => net::run(&wd, &a.host, &a.conn, &a.what, &out),
         Cmd::Bootstrap(a) => bootstrap::bootstrap(&wd, &a.hub, a.trust_server == "yes", &a.conn, &out),
         Cmd::Update(a) => bootstrap::update(&wd, &a.conn, &out),
+        Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)
 }

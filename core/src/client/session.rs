@@ -101,6 +101,15 @@ pub enum Request {
         /// MD5 of the local copy.
         digest: [u8; 16],
     },
+    /// `EXEC[ -D<classes>][ -b <bundles>]` (cf-runagent), then one
+    /// transaction per class of the `-s` selection, then the terminator.
+    /// The output streams as [`Event::ExecLine`] until the terminator.
+    Exec {
+        /// Text after `EXEC`, e.g. ` -Dfoo,bar -b baz` (leading space included).
+        args: Vec<u8>,
+        /// Class names for the server's class match (`-s`).
+        select: Vec<Vec<u8>>,
+    },
 }
 
 impl Request {
@@ -110,11 +119,14 @@ impl Request {
             Request::Get { path, .. } => request::encode_get(GET_BUFSIZE, path),
             Request::Opendir { path } => request::encode_opendir(path),
             Request::Md5 { path, digest } => request::encode_md5(path, digest),
+            Request::Exec { args, .. } => [b"EXEC".as_slice(), args].concat(),
         }
     }
 
-    fn is_get(&self) -> bool {
-        matches!(self, Request::Get { .. })
+    /// Requests whose replies cannot be told apart from what follows them
+    /// (raw GET data, EXEC output) go out alone.
+    fn is_barrier(&self) -> bool {
+        matches!(self, Request::Get { .. } | Request::Exec { .. })
     }
 }
 
@@ -147,6 +159,9 @@ pub enum Reply {
     /// `Ok(false)` for `CFD_FALSE`, `Err(text)` for anything else (the C
     /// client reads every non-`CFD_TRUE` reply as "same"; we tell them apart).
     Md5(Result<bool, String>),
+    /// `EXEC`: the terminator arrived; the remote exit code if an
+    /// `(exit code: N)` line came before it.
+    Exec(Option<i32>),
 }
 
 /// Why the session ended early. Every variant is final.
@@ -214,6 +229,14 @@ pub enum Event {
         /// The bytes.
         bytes: Bytes,
     },
+    /// One reply transaction of a running `EXEC` (`cf-serverd executing
+    /// cfruncommand: …`, `> output`, `(exit code: N)`, `EXEC denied …`, …).
+    ExecLine {
+        /// The request.
+        id: RequestId,
+        /// The transaction, up to its first NUL.
+        line: Bytes,
+    },
     /// A request completed.
     Reply {
         /// The request.
@@ -248,7 +271,11 @@ enum Progress {
     Get { size: u64, got: u64, started: bool, ambiguous_since: Option<u64> },
     Opendir { names: Vec<Vec<u8>>, bytes: usize },
     Md5,
+    Exec { code: Option<i32>, lines: usize },
 }
+
+/// Most reply transactions one EXEC may produce before we give up on it.
+const MAX_EXEC_LINES: usize = 1_000_000;
 
 #[derive(Debug)]
 struct Outstanding {
@@ -472,8 +499,8 @@ impl Session {
             return;
         }
         while let Some((_, req)) = self.unsent.front() {
-            let get_ahead = self.outstanding.iter().any(|o| matches!(o.progress, Progress::Get { .. }));
-            if get_ahead || (req.is_get() && !self.outstanding.is_empty()) {
+            let barrier_ahead = self.outstanding.iter().any(|o| matches!(o.progress, Progress::Get { .. } | Progress::Exec { .. }));
+            if barrier_ahead || (req.is_barrier() && !self.outstanding.is_empty()) {
                 return;
             }
             let (id, req) = self.unsent.pop_front().expect("front exists");
@@ -486,11 +513,23 @@ impl Session {
                     Request::Get { .. } => Reply::Get(Err(GetFailure::Refused(e.to_string()))),
                     Request::Opendir { .. } => Reply::Listing(Err(e.to_string())),
                     Request::Md5 { .. } => Reply::Md5(Err(e.to_string())),
+                    Request::Exec { .. } => Reply::Exec(None),
                 };
                 self.events.push_back(Event::Reply { id, reply });
                 continue;
             }
             self.records.push_back(rec);
+            if let Request::Exec { select, .. } = &req {
+                for class in select.iter().filter(|c| !c.is_empty()).take(9) {
+                    let mut r = Vec::new();
+                    if frame::encode(Status::Done, &class[..class.len().min(frame::MAX_PAYLOAD)], &mut r).is_ok() {
+                        self.records.push_back(r);
+                    }
+                }
+                let mut r = Vec::new();
+                frame::encode(Status::Done, reply::TERMINATOR, &mut r).expect("terminator fits");
+                self.records.push_back(r);
+            }
             if self.outstanding.is_empty() {
                 self.deadline = Some(now.mono_ms + self.cfg.timeout_ms);
             }
@@ -505,6 +544,7 @@ impl Session {
                 Request::Get { size, .. } => Progress::Get { size, got: 0, started: false, ambiguous_since: None },
                 Request::Opendir { .. } => Progress::Opendir { names: Vec::new(), bytes: 0 },
                 Request::Md5 { .. } => Progress::Md5,
+                Request::Exec { .. } => Progress::Exec { code: None, lines: 0 },
             };
             self.outstanding.push_back(Outstanding { id, progress });
         }
@@ -587,6 +627,23 @@ impl Session {
                 } else {
                     Err(bad_text(&payload))
                 }))
+            }
+            Progress::Exec { code, lines } => {
+                let line = frame::c_str(&payload);
+                if line.starts_with(reply::TERMINATOR) {
+                    Some(Reply::Exec(*code))
+                } else {
+                    *lines += 1;
+                    if *lines > MAX_EXEC_LINES {
+                        self.outstanding.push_front(o);
+                        return self.fail(ClientError::Malformed { what: "EXEC", detail: "endless output".into() });
+                    }
+                    if let Some(n) = line.strip_prefix(b"(exit code: ") {
+                        *code = std::str::from_utf8(n).ok().and_then(|t| t.trim_end().trim_end_matches(')').parse().ok());
+                    }
+                    self.events.push_back(Event::ExecLine { id: o.id, line: Bytes::copy_from_slice(line) });
+                    None
+                }
             }
             // `process` hands a GET's bytes to `get_step`, never here; stay
             // total anyway rather than trust that invariant with a panic.
