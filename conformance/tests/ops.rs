@@ -121,25 +121,36 @@ impl Raw {
         }
     }
 
-    /// One request transaction; the reply transactions up to the last (`t`).
+    /// Read one reply transaction: its status and payload.
+    fn read_transaction(&mut self) -> Result<(Status, Vec<u8>), String> {
+        let need = |p: &[u8]| -> Option<(Status, usize)> {
+            if p.len() < HEADER_LEN {
+                return None;
+            }
+            let h: [u8; HEADER_LEN] = p[..HEADER_LEN].try_into().unwrap();
+            let (st, len) = frame::parse_header(&h).ok()?;
+            (p.len() >= HEADER_LEN + len).then_some((st, len))
+        };
+        self.pump(|_, p| need(p).is_some())?;
+        let (st, len) = need(&self.plain).unwrap();
+        let payload = self.plain[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.plain.drain(..HEADER_LEN + len);
+        Ok((st, payload))
+    }
+
+    fn pump_one(&mut self) -> Result<Vec<u8>, String> {
+        self.read_transaction().map(|(_, p)| p)
+    }
+
+    /// One request transaction; the reply transactions up to the first `t`.
     fn request(&mut self, payload: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let mut rec = Vec::new();
         frame::encode(Status::Done, payload, &mut rec).unwrap();
         self.tls.send_plaintext(&rec).unwrap();
         let mut replies = Vec::new();
         loop {
-            let need = |p: &[u8]| -> Option<(Status, usize)> {
-                if p.len() < HEADER_LEN {
-                    return None;
-                }
-                let h: [u8; HEADER_LEN] = p[..HEADER_LEN].try_into().unwrap();
-                let (st, len) = frame::parse_header(&h).ok()?;
-                (p.len() >= HEADER_LEN + len).then_some((st, len))
-            };
-            self.pump(|_, p| need(p).is_some())?;
-            let (st, len) = need(&self.plain).unwrap();
-            replies.push(self.plain[HEADER_LEN..HEADER_LEN + len].to_vec());
-            self.plain.drain(..HEADER_LEN + len);
+            let (st, p) = self.read_transaction()?;
+            replies.push(p);
             if st == Status::Done {
                 return Ok(replies);
             }
@@ -149,7 +160,13 @@ impl Raw {
     /// `SYNCH <now> STAT <path>`: the reply text.
     fn stat(&mut self, path: &str) -> String {
         let r = self.request(&rcf_core::request::encode_stat(now() as i64, path.as_bytes())).expect("STAT on the open session");
-        String::from_utf8_lossy(&r[0]).into_owned()
+        let first = String::from_utf8_lossy(&r[0]).into_owned();
+        if first.starts_with("OK:") {
+            // a granted STAT is a pair: the stat line, then the link target line
+            let link = self.pump_one().expect("second STAT transaction");
+            assert!(link.starts_with(b"OK:"), "{link:?}");
+        }
+        first
     }
 }
 
@@ -186,15 +203,20 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
 
     let mut raw = Raw::open(srv.port(), &client_key(&lab.client), Ipv4Addr::LOCALHOST).unwrap();
     assert!(raw.stat(&hello).starts_with("OK:"), "share admitted");
-    assert!(raw.stat(&secret).starts_with("BAD:"), "secret not admitted yet");
+    let r = raw.stat(&secret);
+    assert!(r.starts_with("BAD:"), "secret not admitted yet: {r:?}");
 
     let mut p2 = p.clone();
+    p2.port = srv.port();
     p2.access.push(AccessRule::admit_loopback(lab.data.secret.to_string_lossy()));
-    let runs = 4;
+    // Agents copy in a loop until every reload is done (at least 2 runs).
+    let reloads_done = std::sync::atomic::AtomicBool::new(false);
     let outcomes = std::thread::scope(|s| {
         let agents = s.spawn(|| {
             let mut all = Vec::new();
-            for i in 0..runs {
+            let mut i = 0;
+            while i < 2 || !reloads_done.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(i < 50, "agents ran 50 times without the reloads finishing");
                 let out = lab.out(&format!("run{i}"));
                 let specs = [
                     CopySpec::new(srv.port(), lab.data.share_path("seq.txt"), out.join("seq.txt")),
@@ -203,14 +225,14 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
                 ];
                 let run = cf_agent_copies(&lab.client, &specs).unwrap();
                 all.push((i, run.outcomes.clone(), run.describe()));
+                i += 1;
             }
             all
         });
         // Reload several times while the agents run.
         for k in 0..3 {
             std::thread::sleep(Duration::from_millis(700));
-            let pol = if k == 0 { &p2 } else { &p2 };
-            std::fs::write(srv.policy_path(), pol.render()).unwrap();
+            std::fs::write(srv.policy_path(), p2.render()).unwrap();
             let before = count(&srv.log(), "New promises detected");
             sighup(srv.pid());
             let t0 = Instant::now();
@@ -219,8 +241,12 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        reloads_done.store(true, std::sync::atomic::Ordering::SeqCst);
         agents.join().unwrap()
     });
+    let log = srv.log();
+    assert_eq!(count(&log, "New promises detected"), 3);
+    eprintln!("{} agent runs during 3 reloads", outcomes.len());
     // The session opened before the reloads is still served, under the new rules.
     assert!(raw.stat(&secret).starts_with("OK:"), "new rule applies on the open session");
     assert!(raw.stat(&hello).starts_with("OK:"));

@@ -438,7 +438,14 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
                 conn.handle_timeout(shared.now());
             }
-            _ = policy_rx.changed() => {}
+            // `changed()` marks the new value seen, so apply it here: the
+            // `has_changed()` check above would not see it again.
+            r = policy_rx.changed() => {
+                if r.is_ok() {
+                    let p = policy_rx.borrow_and_update().clone();
+                    conn.set_policy(shared.tofu.view(p));
+                }
+            }
         }
     }
     // Flush what is left (a final refusal, an alert), then close without
