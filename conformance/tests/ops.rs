@@ -285,6 +285,7 @@ fn scrape(port: u16, path: &str) -> (u32, String) {
 /// Prometheus text format: `# HELP`/`# TYPE` comments, `name{labels} value`.
 /// Panics on anything else; returns `series -> value`.
 fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    let series_re = regex::Regex::new(r#"^[a-z_:][a-z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})?$"#).unwrap();
     let mut typed = BTreeMap::new();
     let mut v = BTreeMap::new();
     for line in text.lines() {
@@ -306,7 +307,7 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         let name = series.split('{').next().unwrap();
         let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
         assert!(typed.contains_key(name) || typed.contains_key(base), "series {name} has no # TYPE");
-        assert!(regex::Regex::new(r#"^[a-z_:][a-z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})?$"#).unwrap().is_match(series), "bad series {series}");
+        assert!(series_re.is_match(series), "bad series {series}");
         assert!(v.insert(series.to_string(), value).is_none(), "duplicate series {series}");
     }
     v
@@ -351,6 +352,8 @@ fn metrics_endpoint_scraped_by_curl_and_parsed() {
     assert_eq!(g("rcf_serverd_sessions_open"), 2.0, "the two raw sessions are open");
     assert_eq!(g(r#"rcf_serverd_refusals_total{reason="allowconnects"}"#), 1.0);
     assert_eq!(g(r#"rcf_serverd_refusals_total{reason="denyconnects"}"#), 0.0);
+    assert_eq!(g(r#"rcf_serverd_refusals_total{reason="access_denied"}"#), 1.0, "b's STAT from 127.0.0.2");
+    assert_eq!(g(r#"rcf_serverd_build_info{version="0.1.0"}"#), 1.0);
     assert!(g("rcf_serverd_bytes_served_total") >= 26.0);
     assert!(g("rcf_serverd_digest_cache_hits_total") + g("rcf_serverd_digest_cache_misses_total") >= 1.0, "{body}");
     assert_eq!(g("rcf_serverd_keys_seen_from_several_ips"), 1.0);
@@ -361,16 +364,9 @@ fn metrics_endpoint_scraped_by_curl_and_parsed() {
         assert!(n >= 1.0, "no {cmd} timed\n{body}");
         let inf = g(&format!(r#"rcf_serverd_command_duration_seconds_bucket{{command="{cmd}",le="+Inf"}}"#));
         assert_eq!(inf, n);
-        let mut last = 0.0;
-        for (k, v) in m.range(format!("rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",")..) {
-            if !k.starts_with(&format!("rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",")) {
-                break;
-            }
-            if !k.contains("+Inf") {
-                assert!(*v <= inf, "{k}");
-                let _ = last;
-                last = *v;
-            }
+        let prefix = format!("rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",");
+        for (k, v) in m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+            assert!(*v <= inf, "{k}");
         }
         assert!(g(&format!(r#"rcf_serverd_command_duration_seconds_sum{{command="{cmd}"}}"#)) >= 0.0);
     }

@@ -95,6 +95,8 @@ pub struct Stats {
     pub refused_second: AtomicU64,
     /// Refused: maxconnections reached.
     pub refused_too_many: AtomicU64,
+    /// Requests refused by the access rules (`access denied …`).
+    pub denied_requests: AtomicU64,
     /// Successful policy reloads.
     pub reloads: AtomicU64,
     /// Reloads rejected (errors in the new policy).
@@ -356,6 +358,9 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         while let Some(ev) = conn.poll_event() {
             progressed = true;
             if let Event::Log { level, message } = &ev {
+                if message.starts_with("access denied") {
+                    shared.stats.denied_requests.fetch_add(1, Ordering::Relaxed);
+                }
                 log(*level, message);
                 continue;
             }

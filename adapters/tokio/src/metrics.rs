@@ -121,12 +121,17 @@ pub fn render(shared: &Shared) -> String {
     let st = &shared.stats;
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# HELP rcf_serverd_build_info rcf-serverd version.\n# TYPE rcf_serverd_build_info gauge\nrcf_serverd_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     counter(&mut o, "connections_accepted_total", "Connections admitted (allowconnects, denyconnects, per-IP and maxconnections passed).", ld(&st.accepted));
     gauge(&mut o, "sessions_open", "Connections being served now.", st.open.load(Ordering::Relaxed));
     counter(&mut o, "handshakes_total", "Sessions that reached WELCOME (TLS handshake, identification and key trust done).", ld(&st.established));
     counter(&mut o, "handshake_failures_total", "TLS connections closed before WELCOME.", ld(&st.not_established));
     counter(&mut o, "classic_connections_total", "Connections that spoke the classic (pre-TLS) protocol.", ld(&st.classic));
-    let _ = writeln!(o, "# HELP rcf_serverd_refusals_total Connections or keys refused, by reason.\n# TYPE rcf_serverd_refusals_total counter");
+    let _ = writeln!(o, "# HELP rcf_serverd_refusals_total Connections, keys or requests refused, by reason.\n# TYPE rcf_serverd_refusals_total counter");
     let tofu = &shared.tofu;
     for (reason, v) in [
         ("allowconnects", ld(&st.refused_not_allowed)),
@@ -135,6 +140,7 @@ pub fn render(shared: &Shared) -> String {
         ("maxconnections", ld(&st.refused_too_many)),
         ("trustkeysfrom", ld(&tofu.refused_policy)),
         ("trust_budget_closed", ld(&tofu.refused_closed)),
+        ("access_denied", ld(&st.denied_requests)),
     ] {
         let _ = writeln!(o, "rcf_serverd_refusals_total{{reason=\"{reason}\"}} {v}");
     }

@@ -394,13 +394,11 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
             }
             let mut special_ok = None;
             for (i, r) in special.iter().enumerate() {
-                let mut alone = (*r).clone();
-                alone.name = r.name.clone();
+                // The rewrite matches with the marker identity: check the
+                // rule alone on the original path (its direct check cannot
+                // cover it unless it also covers it literally).
                 let ok = {
-                    // The rewrite matches with the marker identity: check the
-                    // rule alone on the original path (its direct check cannot
-                    // cover it unless it also covers it literally).
-                    let d = check_alone(&alone, a);
+                    let d = check_alone(r, a);
                     d.allowed && d.via_connection_vars
                 };
                 let role = if i == 0 { "longest prefix of the rewritten path" } else { "shorter prefix: not consulted" };
