@@ -10,7 +10,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 mod classic;
 mod exec;
+pub mod metrics;
 
 /// Writes log lines in cf-serverd's format: `<level>: <ip>>       <text>`.
 pub struct Logger {
@@ -80,6 +81,33 @@ pub struct Stats {
     pub established: AtomicU64,
     /// File bytes served by GET.
     pub bytes_served: AtomicU64,
+    /// Connections being served now.
+    pub open: AtomicI64,
+    /// TLS connections that ended before WELCOME.
+    pub not_established: AtomicU64,
+    /// Connections that spoke the classic protocol.
+    pub classic: AtomicU64,
+    /// Refused: not in allowconnects.
+    pub refused_not_allowed: AtomicU64,
+    /// Refused: in denyconnects.
+    pub refused_denied: AtomicU64,
+    /// Refused: second connection, not in allowallconnects.
+    pub refused_second: AtomicU64,
+    /// Refused: maxconnections reached.
+    pub refused_too_many: AtomicU64,
+    /// Requests refused by the access rules (`access denied …`).
+    pub denied_requests: AtomicU64,
+    /// Successful policy reloads.
+    pub reloads: AtomicU64,
+    /// Reloads rejected (errors in the new policy).
+    pub reload_failures: AtomicU64,
+    /// Latency histograms and key sightings.
+    pub detail: metrics::Metrics,
+}
+
+/// Wall-clock seconds since the Unix epoch (0 before it).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Everything the connection tasks share.
@@ -106,6 +134,9 @@ pub struct Shared {
     pub exec_slots: Arc<tokio::sync::Semaphore>,
     /// How long one EXEC run may take before it is killed.
     pub exec_timeout: Duration,
+    /// Trust on first use: `trustkeysfrom` plus the optional budget
+    /// (`--trust-max-new`, `--trust-window`), shared by all connections.
+    pub tofu: Arc<rcf_core::server::tofu::TofuGate>,
     origin: Instant,
 }
 
@@ -126,6 +157,11 @@ impl Shared {
         write_timeout: Duration,
     ) -> Arc<Self> {
         let (tx, _rx) = watch::channel(policy);
+        let tofu_log = logger.clone();
+        let tofu = Arc::new(rcf_core::server::tofu::TofuGate::new(
+            Box::new(unix_now),
+            Box::new(move |ip, why| tofu_log.log(Level::Notice, Some(ip), &format!("Not trusting new key: {why}"))),
+        ));
         Arc::new(Shared {
             policy: tx,
             tls,
@@ -138,6 +174,7 @@ impl Shared {
             stats: Stats::default(),
             exec_slots: Arc::new(tokio::sync::Semaphore::new(4)),
             exec_timeout: Duration::from_secs(600),
+            tofu,
             origin: Instant::now(),
         })
     }
@@ -184,11 +221,20 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         if let Err(refusal) = admitted {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            use rcf_core::server::admission::Refusal;
+            let by = match &refusal {
+                Refusal::NotAllowed(_) => &shared.stats.refused_not_allowed,
+                Refusal::Denied(_) => &shared.stats.refused_denied,
+                Refusal::Second(_) => &shared.stats.refused_second,
+                Refusal::TooMany { .. } => &shared.stats.refused_too_many,
+            };
+            by.fetch_add(1, Ordering::Relaxed);
             shared.logger.log(Level::Error, None, &refusal.to_string());
             drop(stream);
             continue;
         }
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        shared.stats.open.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
             let _release = Release { shared: shared.clone(), ip: ip.clone() };
@@ -207,6 +253,21 @@ impl Drop for Release {
     fn drop(&mut self) {
         if let Ok(mut a) = self.shared.admission.lock() {
             a.release(&self.ip);
+        }
+        self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a TLS connection that ended before WELCOME, however it ended.
+struct EndCount {
+    shared: Arc<Shared>,
+    established: bool,
+}
+
+impl Drop for EndCount {
+    fn drop(&mut self) {
+        if !self.established {
+            self.shared.stats.not_established.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -247,6 +308,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         }
         Some(true) => {
             log(Level::Verbose, "Peeked CAUTH in TCP stream, considering the protocol as Classic");
+            shared.stats.classic.fetch_add(1, Ordering::Relaxed);
             return classic::handle_classic(stream, ip.clone(), shared.clone()).await;
         }
         Some(false) => log(Level::Verbose, "Peeked nothing important in TCP stream, considering the protocol as TLS"),
@@ -258,15 +320,29 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             return;
         }
     };
+    let mut end = EndCount { shared: shared.clone(), established: false };
     let mut policy_rx = shared.policy.subscribe();
     let policy = policy_rx.borrow_and_update().clone();
-    let mut conn = Connection::new(tls, shared.cfg.clone(), policy, ip.clone(), shared.now());
+    let mut conn = Connection::new(tls, shared.cfg.clone(), shared.tofu.view(policy), ip.clone(), shared.now());
+    // (requests read, when the latest started, its label) for latency metrics
+    let mut timing: (u64, Option<(Instant, &'static str)>) = (0, None);
     let mut files = Some(Files::default());
     let mut run: Option<exec::Run> = None;
     let mut buf = vec![0u8; 16 * 1024];
     let mut established = false;
     let mut served = 0u64;
     loop {
+        if let Some(s) = conn.session() {
+            let (n, text) = s.last_request();
+            if n != timing.0 {
+                // A new request was read since we last looked: the previous
+                // one (if any) ended when this one arrived.
+                if let Some((t0, label)) = timing.1.take() {
+                    shared.stats.detail.observe(label, t0.elapsed());
+                }
+                timing = (n, Some((Instant::now(), metrics::command_label(text))));
+            }
+        }
         // Drain everything the core wants sent, bounded by the write deadline.
         while let Some(bytes) = conn.poll_transmit() {
             match tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes)).await {
@@ -282,6 +358,9 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         while let Some(ev) = conn.poll_event() {
             progressed = true;
             if let Event::Log { level, message } = &ev {
+                if message.starts_with("access denied") {
+                    shared.stats.denied_requests.fetch_add(1, Ordering::Relaxed);
+                }
                 log(*level, message);
                 continue;
             }
@@ -324,7 +403,16 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         }
         if !established && conn.session().map(|s| s.is_established()).unwrap_or(false) {
             established = true;
+            end.established = true;
             shared.stats.established.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = conn.session() {
+                if let Some(others) = shared.stats.detail.saw_key(&s.peer().key_id, &ip) {
+                    log(
+                        Level::Notice,
+                        &format!("Key {} was already seen from {} (cloned host, or a moved one?)", s.peer().key_id, others.join(", ")),
+                    );
+                }
+            }
         }
         if let Some(s) = conn.session() {
             let now_served = s.bytes_served();
@@ -336,7 +424,11 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         }
         if policy_rx.has_changed().unwrap_or(false) {
             let p = policy_rx.borrow_and_update().clone();
-            conn.set_policy(p);
+            conn.set_policy(shared.tofu.view(p));
+        }
+        // Everything asked was answered and sent: the request is done.
+        if let Some((t0, label)) = timing.1.take() {
+            shared.stats.detail.observe(label, t0.elapsed());
         }
         let sleep = conn.poll_timeout().map(|ms| {
             let now = shared.now().mono_ms;
@@ -351,7 +443,14 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
                 conn.handle_timeout(shared.now());
             }
-            _ = policy_rx.changed() => {}
+            // `changed()` marks the new value seen, so apply it here: the
+            // `has_changed()` check above would not see it again.
+            r = policy_rx.changed() => {
+                if r.is_ok() {
+                    let p = policy_rx.borrow_and_update().clone();
+                    conn.set_policy(shared.tofu.view(p));
+                }
+            }
         }
     }
     // Flush what is left (a final refusal, an alert), then close without
@@ -361,5 +460,6 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             break;
         }
     }
+    end.established = established;
     log(Level::Info, "Closing connection, terminating thread");
 }

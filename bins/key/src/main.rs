@@ -487,6 +487,23 @@ fn remove_keys(log: &Log, ppkeys_dir: &Path, target: &str) -> u8 {
     }
 }
 
+/// `YYYY-MM-DD HH:MM:SS` for seconds since the Unix epoch, in UTC.
+fn utc_text(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn show_hosts(cli: &Cli, log: &Log, ppkeys_dir: &Path) -> u8 {
     let entries: Vec<Entry> = match store(ppkeys_dir).list() {
         Ok(e) => e,
@@ -500,21 +517,29 @@ fn show_hosts(cli: &Cli, log: &Log, ppkeys_dir: &Path) -> u8 {
         }
     };
     let mut out = std::io::stdout().lock();
-    let row = |out: &mut std::io::StdoutLock, user: &str, ip: &str, key: &str| {
+    // The tab-separated form (-N) keeps its three columns for scripts; the
+    // table adds when each key was trusted (the file's mtime, UTC).
+    let row = |out: &mut std::io::StdoutLock, user: &str, ip: &str, key: &str, when: &str| {
         let user = if user.is_empty() { "(none)" } else { user };
         if cli.no_truncate {
             writeln!(out, "{user}\t{ip}\t{key}")
         } else {
-            writeln!(out, "{:<20.20} {:<40.40} {}", user, ip, key)
+            writeln!(out, "{:<20.20} {:<40.40} {:<36} {}", user, ip, key, when)
         }
     };
-    let mut ok = row(&mut out, "User", "IP", "Key").is_ok();
+    let mut ok = row(&mut out, "User", "IP", "Key", "Trusted (UTC)").is_ok();
     for e in &entries {
         let key =
             e.id.as_ref()
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "-".into());
-        ok &= row(&mut out, &e.user, e.ip.as_deref().unwrap_or("-"), &key).is_ok();
+        let when = std::fs::metadata(ppkeys_dir.join(&e.file))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| utc_text(d.as_secs()))
+            .unwrap_or_else(|| "-".into());
+        ok &= row(&mut out, &e.user, e.ip.as_deref().unwrap_or("-"), &key, &when).is_ok();
     }
     ok &= writeln!(out, "Total Entries: {}", entries.len()).is_ok();
     if ok {
@@ -687,5 +712,15 @@ mod tests {
         let c = Cli::try_parse_from(["rcf-key", "-p", "x.pub"]).unwrap();
         assert_eq!(c.print_digest, Some(Some(PathBuf::from("x.pub"))));
         assert_eq!(Cli::try_parse_from(["rcf-key"]).unwrap().key_type, 2048);
+    }
+}
+
+#[cfg(test)]
+mod when_tests {
+    #[test]
+    fn utc_text_is_civil_time() {
+        assert_eq!(super::utc_text(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc_text(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc_text(1_795_000_000), "2026-11-18 11:06:40");
     }
 }

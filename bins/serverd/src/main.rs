@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use rcf_core::policy::{self, LoadOptions, PolicySource, ServerPolicy};
 use rcf_core::server::Level;
 use rcf_core::tls::{Role, ServerTls, TlsClock, TlsSettings};
@@ -18,6 +18,8 @@ use rcf_fs::serve::{DigestCache, ServerFs};
 use rcf_tokio::{Logger, Shared};
 
 mod check_config;
+mod explain;
+mod sd;
 
 /// The policy served when there is no policy file: `WORKDIR/masterfiles`
 /// (shortcut `masterfiles`) to loopback peers only.
@@ -101,6 +103,55 @@ struct Cli {
     /// rcf extension: seconds one write may block before a peer that stopped reading is dropped.
     #[arg(long = "write-timeout", default_value_t = 60)]
     write_timeout: u64,
+    /// rcf extension: serve Prometheus metrics on http://ADDR/metrics (loopback addresses only; off by default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// rcf extension: trustkeysfrom closes itself after this many new keys were trusted (0: trust none).
+    #[arg(long = "trust-max-new", value_name = "N")]
+    trust_max_new: Option<u32>,
+    /// rcf extension: trustkeysfrom closes itself this many seconds after the server started.
+    #[arg(long = "trust-window", value_name = "SECS")]
+    trust_window: Option<u64>,
+    /// rcf extension: explain the access decision for one peer and request (a dry run), then exit:
+    /// 0 allowed, 1 denied, 2 bad policy or arguments.
+    #[arg(long, requires = "ip", help_heading = "Explain")]
+    explain: bool,
+    /// With --explain: the peer's IP address.
+    #[arg(long, requires = "explain", help_heading = "Explain")]
+    ip: Option<String>,
+    /// With --explain: the peer's reverse-DNS name (default: unknown).
+    #[arg(long, requires = "explain", help_heading = "Explain")]
+    hostname: Option<String>,
+    /// With --explain: the peer's key id (MD5=... or SHA=...).
+    #[arg(long, requires = "explain", help_heading = "Explain")]
+    key: Option<String>,
+    /// With --explain: the IDENTITY username (default root).
+    #[arg(long, requires = "explain", help_heading = "Explain")]
+    user: Option<String>,
+    /// With --explain: the peer speaks the classic (pre-TLS) protocol.
+    #[arg(long, requires = "explain", help_heading = "Explain")]
+    classic: bool,
+    /// With --explain: a VAR request for this literal handle.
+    #[arg(long, requires = "explain", group = "what", help_heading = "Explain")]
+    literal: Option<String>,
+    /// With --explain: a QUERY (or COOKIE: delta) for this name.
+    #[arg(long, requires = "explain", group = "what", help_heading = "Explain")]
+    query: Option<String>,
+    /// With --explain: a CONTEXT request for this class name.
+    #[arg(long, requires = "explain", group = "what", help_heading = "Explain")]
+    context: Option<String>,
+    /// With --explain: an EXEC -b for this bundle.
+    #[arg(long, requires = "explain", group = "what", help_heading = "Explain")]
+    bundle: Option<String>,
+    /// With --explain: an EXEC -D for this class (roles:, admitted by --user).
+    #[arg(long, requires = "explain", group = "what", help_heading = "Explain")]
+    role: Option<String>,
+    /// With --explain: the path asked for (absolute, or through a shortcut).
+    #[arg(requires = "explain", group = "what", value_name = "PATH")]
+    path: Option<String>,
+    /// Print the man page (roff) and exit.
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 fn level(cli: &Cli) -> Level {
@@ -238,9 +289,104 @@ fn daemonize() -> Result<(), String> {
     Ok(())
 }
 
+/// `--explain`: load the policy as the server would, then explain.
+fn run_explain(cli: &Cli) -> i32 {
+    let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
+    let (file, loaded) = load_policy(cli, &workdir);
+    let policy = match loaded {
+        Ok(p) => p,
+        Err(e) => {
+            for d in &e.errors {
+                eprintln!("rcf-serverd: error: {d}");
+            }
+            return 2;
+        }
+    };
+    let ip = cli.ip.clone().unwrap_or_default();
+    let key = cli.key.clone().unwrap_or_default();
+    let user = cli.user.clone().unwrap_or_else(|| "root".into());
+    let mut notes = Vec::new();
+    let what = if let Some(n) = &cli.literal {
+        explain::What::Literal(n.clone())
+    } else if let Some(n) = &cli.query {
+        explain::What::Query(n.clone())
+    } else if let Some(n) = &cli.context {
+        explain::What::Context(n.clone())
+    } else if let Some(n) = &cli.bundle {
+        explain::What::Bundle(n.clone())
+    } else if let Some(n) = &cli.role {
+        explain::What::Role(n.clone())
+    } else if let Some(p) = &cli.path {
+        let mut p = p.clone();
+        if !p.starts_with('/') {
+            match policy.expand_shortcut(&p, &ip, cli.hostname.as_deref(), &key) {
+                Some(x) => {
+                    notes.push(format!("shortcut: '{p}' expands to '{x}'"));
+                    p = x;
+                }
+                None => {
+                    println!("request: path '{p}'\nverdict: DENIED: relative path and no shortcut matches ('Relative paths are not allowed')");
+                    return 1;
+                }
+            }
+        }
+        // The server checks the real path (symlinks resolved); directories
+        // are checked with a trailing '/' (STAT, OPENDIR).
+        match std::fs::canonicalize(&p) {
+            Ok(real) => {
+                let mut r = real.to_string_lossy().into_owned();
+                if real.is_dir() && !r.ends_with('/') {
+                    r.push('/');
+                }
+                if r != p {
+                    notes.push(format!("real path: '{r}' (the server checks this)"));
+                }
+                p = r;
+            }
+            Err(e) => notes.push(format!("'{p}' cannot be resolved here ({e}); checking it as written (the server would refuse it: realpath fails)")),
+        }
+        explain::What::Path(p)
+    } else {
+        eprintln!("rcf-serverd: error: --explain needs a PATH, --literal, --query, --context, --bundle or --role");
+        return 2;
+    };
+    let key_known = if key.is_empty() {
+        None
+    } else {
+        Some(Path::new(&workdir).join("ppkeys").join(format!("{user}-{key}.pub")).exists())
+    };
+    let ask = explain::Ask { ip, hostname: cli.hostname.clone(), key, user, classic: cli.classic, what, key_known };
+    let report = explain::explain(&policy, &ask);
+    println!("policy: {file}");
+    for n in notes {
+        println!("{n}");
+    }
+    for l in &report.lines {
+        println!("{l}");
+    }
+    if !report.consistent {
+        3
+    } else if report.allowed() {
+        0
+    } else {
+        1
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let _ = (&cli.no_lock, &cli.define, &cli.negate);
+    if cli.man {
+        let mut out = std::io::stdout().lock();
+        let code = match clap_mangen::Man::new(Cli::command()).section("8").render(&mut out) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
+        std::process::exit(code);
+    }
+    if cli.explain {
+        std::process::exit(run_explain(&cli));
+    }
     if cli.check_config {
         std::process::exit(check_config::run(
             cli.file.as_deref(),
@@ -300,12 +446,35 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let port = cli.port.unwrap_or(policy.control.port);
+    let mut port = cli.port.unwrap_or(policy.control.port);
     let bind_addr = cli.bind.clone().unwrap_or_else(|| policy.control.bindtointerface.clone());
-    let listeners = match bind(&bind_addr, port) {
-        Ok(l) => l,
+    // Socket activation: systemd's sockets replace our own bind.
+    let inherited = match sd::listen_fds() {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("rcf-serverd: error: Unable to start server: {e}");
+            std::process::exit(1);
+        }
+    };
+    let activated = !inherited.is_empty();
+    let listeners = if activated {
+        if let Some(p) = inherited.first().and_then(|l| l.local_addr().ok()).map(|a| a.port()) {
+            port = p;
+        }
+        inherited
+    } else {
+        match bind(&bind_addr, port) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("rcf-serverd: error: Unable to start server: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
+    let metrics_listener = match cli.metrics.map(rcf_tokio::metrics::bind_loopback).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rcf-serverd: error: {e}");
             std::process::exit(1);
         }
     };
@@ -337,6 +506,9 @@ fn main() {
         let _ = std::fs::write(p, format!("{}\n", std::process::id()));
     }
     logger.log(Level::Notice, None, &format!("Server is starting... (policy '{file}', port {port})"));
+    if activated {
+        logger.log(Level::Info, None, "Using the listening socket(s) passed by systemd (socket activation)");
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
@@ -350,6 +522,19 @@ fn main() {
             rcf_core::server::Config { handshake_timeout_ms: cli.handshake_timeout * 1000, idle_timeout_ms: cli.idle_timeout * 1000 },
             std::time::Duration::from_secs(cli.write_timeout),
         );
+        if cli.trust_max_new.is_some() || cli.trust_window.is_some() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            shared.tofu.set_budget(rcf_core::server::tofu::TrustBudget::new(cli.trust_max_new, cli.trust_window, now));
+            let n = cli.trust_max_new.map(|n| format!("{n} new key(s)")).unwrap_or_else(|| "no key limit".into());
+            let w = cli.trust_window.map(|w| format!("{w} s")).unwrap_or_else(|| "no time limit".into());
+            logger.log(Level::Notice, None, &format!("Trust on first use (trustkeysfrom) is budgeted: {n}, {w}; it closes by itself after that"));
+        }
+        let metrics_task = metrics_listener.map(|l| {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            logger.log(Level::Notice, None, &format!("Serving metrics on http://{addr}/metrics"));
+            let l = tokio::net::TcpListener::from_std(l).expect("metrics listener");
+            tokio::spawn(rcf_tokio::metrics::serve_metrics(l, shared.clone()))
+        });
         let tl: Vec<tokio::net::TcpListener> =
             listeners.into_iter().map(|l| tokio::net::TcpListener::from_std(l).expect("listener")).collect();
         use tokio::signal::unix::{signal, SignalKind};
@@ -363,23 +548,30 @@ fn main() {
         let reloader = tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 reload_logger.log(Level::Info, None, &format!("Rereading policy file '{file}'"));
+                let _ = sd::notify("RELOADING=1");
                 let c = Cli { file: cli_file.clone(), ..Cli::parse_from(["rcf-serverd"]) };
                 let wd = wd.clone();
                 match tokio::task::spawn_blocking(move || load_policy(&c, &wd)).await {
                     Ok((_, Ok(p))) => {
                         reload_logger.log(Level::Info, None, "New promises detected...");
                         reload_shared.set_policy(Arc::new(p));
+                        reload_shared.stats.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok((_, Err(e))) => {
                         reload_logger.log(Level::Error, None, "File changes contain errors -- ignoring");
+                        reload_shared.stats.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         for d in &e.errors {
                             reload_logger.log(Level::Error, None, &d.to_string());
                         }
                     }
                     Err(_) => {}
                 }
+                let _ = sd::notify("READY=1");
             }
         });
+        if let Err(e) = sd::notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
+            logger.log(Level::Warning, None, &format!("Cannot notify systemd (NOTIFY_SOCKET): {e}"));
+        }
         rcf_tokio::serve(tl, shared, async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -387,7 +579,11 @@ fn main() {
             }
         })
         .await;
+        let _ = sd::notify("STOPPING=1");
         reloader.abort();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         logger.log(Level::Notice, None, "Server is stopping");
     });
     for p in &pid_files {

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod exec;
 pub mod io;
 pub mod session;
+pub mod tofu;
 pub mod policy_view;
 pub mod view;
 

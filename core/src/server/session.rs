@@ -167,6 +167,8 @@ pub struct Session {
     deadline: Option<u64>,
     promises: HashMap<Vec<u8>, u64>,
     served: u64,
+    /// Requests read so far (for per-command metrics).
+    requests: u64,
     exec: Option<ExecClasses>,
 }
 
@@ -195,6 +197,7 @@ impl Session {
             deadline,
             promises: HashMap::new(),
             served: 0,
+            requests: 0,
             exec: None,
         };
         s.records.push_back(banner::server_banner());
@@ -230,6 +233,12 @@ impl Session {
     /// File bytes served so far (for metrics).
     pub fn bytes_served(&self) -> u64 {
         self.served
+    }
+
+    /// Requests read so far and the text of the latest one (up to its
+    /// first NUL), so an adapter can time each command for metrics.
+    pub fn last_request(&self) -> (u64, &str) {
+        (self.requests, &self.current)
     }
 
     /// The next plaintext record to send; each must go out as one TLS record.
@@ -574,6 +583,7 @@ impl Session {
 
     fn request(&mut self, now: Now, payload: &[u8]) {
         self.current = Request::describe(payload);
+        self.requests += 1;
         let req = match request::parse_request(payload, Dialect::Tls) {
             Ok(r) => r,
             Err(RequestError::Empty) => {
