@@ -20,3 +20,4 @@ pub mod keys;
 pub mod policy;
 pub mod tls;
 pub mod server;
+pub mod classic;
