@@ -190,7 +190,10 @@ impl Driver {
         let mut buf = vec![0u8; 16384];
         loop {
             while let Some(b) = self.client.poll_transmit() {
-                self.sock.write_all(&b).unwrap();
+                // A server that hangs up mid-exchange: read what it said first.
+                if self.sock.write_all(&b).is_err() {
+                    break;
+                }
             }
             while let Some(e) = self.client.poll_event() {
                 events.push(e);
