@@ -79,6 +79,9 @@ fn agent_classic_plain_encrypted_digest_verify_and_empty_file() {
     assert!(log.contains("Peeked CAUTH in TCP stream, considering the protocol as Classic"), "{log}");
     assert!(log.contains("Authentication of client "), "{log}");
     assert!(log.contains("granted access to"), "{log}");
+    for word in ["SYNCH", "GET", "SSYNCH", "SGET", "MD5"] {
+        assert!(log.contains(&format!("Received: {word:>8} ")), "no {word} in\n{log}");
+    }
     assert_eq!(log.matches("Accepting connection").count(), 1, "one cached classic connection expected:\n{log}");
     assert!(s.srv_wd.trusted_keys().contains(&format!("root-{}.pub", s.cli_wd.key_id().unwrap())), "{:?}", s.srv_wd.trusted_keys());
     // Second run: the key is known ("OK: key accepted"), the digest compare
@@ -87,6 +90,8 @@ fn agent_classic_plain_encrypted_digest_verify_and_empty_file() {
     dig2.encrypt = true;
     let run = cf_agent_copies(&s.cli_wd, &[dig2]).unwrap();
     assert!(run.outcomes[0].ok() && !run.outcomes[0].repaired, "{:?}\n{}\n{}", run.outcomes, run.describe(), srv.log());
+    assert!(srv.log().contains(&format!("Received: {:>8} ", "SMD5")), "{}", srv.log());
+    assert!(srv.log().contains("A public key was already known from localhost/127.0.0.1"), "{}", srv.log());
     done("agent_classic_plain_encrypted_digest_verify_and_empty_file", t0);
 }
 

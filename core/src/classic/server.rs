@@ -823,6 +823,17 @@ impl ClassicServer {
     // ---- path commands --------------------------------------------------
 
     fn path_op(&mut self, now: Now, mut op: PathOp) {
+        let word = match (&op.kind, op.encrypted) {
+            (PathKind::Stat { .. }, false) => "SYNCH",
+            (PathKind::Stat { .. }, true) => "SSYNCH",
+            (PathKind::Get { .. }, _) => "GET",
+            (PathKind::SGet, _) => "SGET",
+            (PathKind::Opendir, _) => "OPENDIR",
+            (PathKind::SOpendir, _) => "SOPENDIR",
+            (PathKind::Md5 { .. }, false) => "MD5",
+            (PathKind::Md5 { .. }, true) => "SMD5",
+        };
+        self.log(Level::Verbose, format!("{:>14} {:>8} {}", "Received:", word, String::from_utf8_lossy(&op.requested)));
         if op.requested.is_empty() {
             self.log(Level::Verbose, "Empty filename in request, closing".into());
             return self.close();
