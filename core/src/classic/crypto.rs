@@ -188,7 +188,7 @@ impl SessionCipher {
     /// Decrypt one message.
     pub fn decrypt(&self, cipher: &[u8]) -> Result<Vec<u8>, CryptoError> {
         use cbc::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
-        if cipher.is_empty() || cipher.len() % BLOCK != 0 {
+        if cipher.is_empty() || cipher.len() & (BLOCK - 1) != 0 {
             return Err(CryptoError::CipherLength(cipher.len()));
         }
         let c = BfDec::new_from_slices(&self.key, &IV).expect("Blowfish accepts 16-byte keys");
