@@ -507,3 +507,53 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn wrong_server_key_flag_y_is_refused() {
+    let mut p = Pair::new(srv_pol(), World::new(), "root", true, false);
+    // Re-create the client with its own key posing as the server's.
+    let (_, ckey) = keys().clone();
+    let cfg = ClientConfig {
+        local_ip: "127.0.0.1".into(),
+        fqdn: "c".into(),
+        user: "root".into(),
+        key: ckey.clone(),
+        server_key: Some(ckey.to_public_key()),
+        trust_server: false,
+    };
+    p.client = ClassicClient::new(cfg, &mut p.rng).unwrap();
+    assert!(matches!(p.run(), Err(ClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED));
+    assert!(p.server.is_closing());
+    assert!(p.log.iter().any(|l| l.contains("private decrypt of received challenge failed")), "{:?}", p.log);
+}
+
+#[test]
+fn silent_peer_times_out_during_authentication_and_when_idle() {
+    let cfg = Config { handshake_timeout_ms: 1000, idle_timeout_ms: 5000 };
+    let mut s = ClassicServer::new(cfg, Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+    assert_eq!(s.poll_timeout(), Some(1000));
+    s.handle_timeout(Now { mono_ms: 999, unix_s: 0 });
+    assert!(!s.is_closing());
+    s.handle_timeout(Now { mono_ms: 1000, unix_s: 0 });
+    assert!(s.is_closing());
+    assert!(s.poll_transmit().is_none(), "a timeout closes without a byte");
+}
+
+#[test]
+fn pipelined_requests_do_not_recurse() {
+    // Thousands of refused requests in one read: served iteratively.
+    let mut p = authed(srv_pol());
+    let mut burst = Vec::new();
+    for _ in 0..5000 {
+        burst.extend(wire::framed(Status::Done, b"SYNCH 1700000000 STAT relative/path").unwrap());
+    }
+    p.server.handle_input(NOW, &burst);
+    let mut refusals = 0;
+    while let Some(b) = p.server.poll_transmit() {
+        if b.ends_with(crate::reply::FAILED) {
+            refusals += 1;
+        }
+    }
+    assert_eq!(refusals, 5000);
+    assert!(!p.server.is_closing());
+}
