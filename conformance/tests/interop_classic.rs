@@ -147,6 +147,123 @@ fn classic_refused_when_allowlegacyconnects_is_absent_or_empty() {
     done("classic_refused_when_allowlegacyconnects_is_absent_or_empty", t0);
 }
 
+/// Either server, started from the same lab policy.
+enum AnyServer {
+    Rcf(RcfServer),
+    Real(RealServer),
+}
+
+impl AnyServer {
+    fn start(real: bool, wd: &Workdir, p: &ServerPolicy) -> AnyServer {
+        if real {
+            AnyServer::Real(RealServer::start(wd, p).unwrap())
+        } else {
+            AnyServer::Rcf(RcfServer::start(wd, p).unwrap())
+        }
+    }
+    fn port(&self) -> u16 {
+        match self {
+            AnyServer::Rcf(s) => s.port(),
+            AnyServer::Real(s) => s.port(),
+        }
+    }
+    fn log(&self) -> String {
+        match self {
+            AnyServer::Rcf(s) => s.log(),
+            AnyServer::Real(s) => s.log(),
+        }
+    }
+}
+
+/// Recursive copies (OPENDIR / SOPENDIR), a symlink recreated as a link,
+/// `ifencrypted` (plain GET refused, SGET served) and `maproot` — with the
+/// same outcomes from the real cf-serverd and from rcf-serverd.
+#[test]
+fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
+    let t0 = Instant::now();
+    for real in [true, false] {
+        let s = setup(if real { "cl6r" } else { "cl6" });
+        let mut p = ServerPolicy::new(0);
+        p.allowlegacyconnects = vec!["127.0.0.1".into()];
+        // A small file: cf-agent reads min(size, 2048) raw bytes, so a framed
+        // refusal (67 bytes) inside a larger file's stream costs it its
+        // 30 s receive timeout (the same with the real cf-serverd).
+        std::fs::write(s.data.share.join("small.txt"), b"only when encrypted\n").unwrap();
+        let mut only_enc = AccessRule::admit_loopback(s.data.share_path("small.txt"));
+        only_enc.ifencrypted = Some(true);
+        p.access.push(only_enc);
+        p.access.push(AccessRule::admit_loopback(s.data.share_path("")));
+        let srv = AnyServer::start(real, &s.srv_wd, &p);
+        let out = s.cli_wd.scratch().join("out");
+        let tree_plain = classic(srv.port(), s.data.share_path("tree"), out.join("tree")).recursive(false);
+        let mut tree_enc = classic(srv.port(), s.data.share_path("tree"), out.join("tree-enc")).recursive(false);
+        tree_enc.encrypt = true;
+        let link = classic(srv.port(), s.data.share_path("link.txt"), out.join("link.txt"));
+        let seq_plain = classic(srv.port(), s.data.share_path("small.txt"), out.join("seq-plain.txt"));
+        let mut seq_enc = classic(srv.port(), s.data.share_path("small.txt"), out.join("seq-enc.txt"));
+        seq_enc.encrypt = true;
+        let run = cf_agent_copies(&s.cli_wd, &[tree_plain, tree_enc, link, seq_enc, seq_plain]).unwrap();
+        let o = &run.outcomes;
+        let who = if real { "real cf-serverd" } else { "rcf-serverd" };
+        assert!(o[0].ok() && o[1].ok() && o[2].ok() && o[3].ok(), "{who}: {o:?}\n{}\n{}", run.describe(), srv.log());
+        assert!(!o[4].ok(), "{who}: ifencrypted must refuse the plain GET: {o:?}\n{}", srv.log());
+        trees_equal(&s.data.share.join("tree"), &out.join("tree")).unwrap();
+        trees_equal(&s.data.share.join("tree"), &out.join("tree-enc")).unwrap();
+        trees_equal(&s.data.share.join("small.txt"), &out.join("seq-enc.txt")).unwrap();
+        let l = std::fs::symlink_metadata(out.join("link.txt")).unwrap();
+        assert!(l.file_type().is_symlink(), "{who}: classic reports links as links, cf-agent recreates them");
+        assert!(!out.join("seq-plain.txt").exists());
+        if !real {
+            let log = srv.log();
+            assert!(log.contains("requires encrypt connection...will not serve"), "{log}");
+            assert!(log.contains(&format!("Received: {:>8} ", "SOPENDIR")), "{log}");
+            assert!(log.contains(&format!("Received: {:>8} ", "OPENDIR")), "{log}");
+        }
+    }
+    done("agent_classic_tree_symlink_ifencrypted_same_as_real_server", t0);
+}
+
+/// A user that owns nothing: a 0600 file is refused unless `maproot`
+/// names the peer (the classic-only TransferRights escape), on both servers.
+#[test]
+fn core_client_maproot_same_as_real_server() {
+    let t0 = Instant::now();
+    for real in [true, false] {
+        let s = setup(if real { "cl7r" } else { "cl7" });
+        let private = s.data.share.join("p600.txt");
+        std::fs::write(&private, b"private bytes\n").unwrap();
+        std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let other = s.srv_wd.scratch().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let other_file = other.join("o600.txt");
+        std::fs::write(&other_file, b"other bytes\n").unwrap();
+        std::fs::set_permissions(&other_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let mut p = legacy_policy(&s);
+        let mut mr = AccessRule::admit_loopback(other.to_string_lossy().into_owned());
+        mr.maproot = vec!["127.0.0.1".into()];
+        p.access.push(mr);
+        let srv = AnyServer::start(real, &s.srv_wd, &p);
+        let who = if real { "real cf-serverd" } else { "rcf-serverd" };
+        let mut cfg = client_cfg(&s, None);
+        cfg.user = "nobody".into();
+        // The server trusts our key for user "nobody" (trustkeysfrom).
+        for (path, want) in [(other_file.to_string_lossy().into_owned(), Some(b"other bytes\n".to_vec())), (private.to_string_lossy().into_owned(), None)] {
+            let (mut d, _) = Driver::connect(srv.port(), cfg.clone()).unwrap();
+            let st = d.stat(&path, true).unwrap();
+            d.client.get(path.as_bytes(), st.size, true).unwrap();
+            let ev = d.until_event().unwrap();
+            match &want {
+                Some(w) => {
+                    let got: Vec<u8> = ev.iter().filter_map(|e| if let ClientEvent::Data(x) = e { Some(x.clone()) } else { None }).flatten().collect();
+                    assert_eq!(&got, w, "{who}: maproot must allow {path}: {ev:?}\n{}", srv.log());
+                }
+                None => assert!(matches!(&ev[..], [ClientEvent::Refused(_)]), "{who}: {path} must be refused: {ev:?}"),
+            }
+        }
+    }
+    done("core_client_maproot_same_as_real_server", t0);
+}
+
 // ---- rcf-core ClassicClient -> real cf-serverd -----------------------------
 
 /// /dev/urandom through the RNG traits the core machines take.

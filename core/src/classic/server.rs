@@ -897,7 +897,15 @@ impl ClassicServer {
             Level::Verbose,
             format!("Filename {} is resolved to {}", String::from_utf8_lossy(&op.requested), String::from_utf8_lossy(&real)),
         );
-        let d = self.policy.check_path(&real, &self.peer, op.encrypted);
+        // 3.21 passes encrypt=true to AccessControl for SYNCH and OPENDIR
+        // whatever the variant, so `ifencrypted` only bites on a plain GET
+        // or MD5.
+        let acl_encrypted = match op.kind {
+            PathKind::Stat { .. } | PathKind::Opendir | PathKind::SOpendir | PathKind::SGet => true,
+            PathKind::Get { .. } => false,
+            PathKind::Md5 { .. } => op.encrypted,
+        };
+        let d = self.policy.check_path(&real, &self.peer, acl_encrypted);
         self.maproot = d.maproot;
         if d.maproot {
             self.log(Level::Verbose, "Mapping root privileges to access non-root files".into());
