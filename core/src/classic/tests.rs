@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rsa::RsaPrivateKey;
 
 use super::*;
+use super::crypto::SessionCipher;
 use crate::frame::{Decoder, Status};
 use crate::reply::{FileType, StatReply};
 use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Now, OpenedFile};
@@ -556,4 +557,48 @@ fn pipelined_requests_do_not_recurse() {
     }
     assert_eq!(refusals, 5000);
     assert!(!p.server.is_closing());
+}
+
+/// PROTOCOL.md §8.10, classic column: which replies keep the connection.
+#[test]
+fn close_or_keep_table() {
+    let cipher_of = |p: &Pair| p.client.session_cipher().unwrap().clone();
+    // (request builder, expected first reply, connection kept)
+    type Build = Box<dyn Fn(&SessionCipher) -> Vec<u8>>;
+    let cases: Vec<(&str, Build, &[u8], bool)> = vec![
+        ("VERSION", Box::new(|_| b"VERSION".to_vec()), b"OK: 3.21.0", true),
+        ("unknown", Box::new(|_| b"FOO bar".to_vec()), crate::reply::REQUEST_DENIED, false),
+        ("AUTH", Box::new(|_| b"AUTH x".to_vec()), crate::reply::REQUEST_DENIED, false),
+        ("SYNCH time 0", Box::new(|_| b"SYNCH 0 STAT /srv/hello.txt".to_vec()), crate::reply::REQUEST_DENIED, false),
+        ("GET 5000", Box::new(|_| b"GET 5000 /srv/hello.txt".to_vec()), crate::reply::FAILED, false),
+        ("VAR denied", Box::new(|_| b"VAR x".to_vec()), crate::reply::FAILED, false),
+        ("CONTEXT", Box::new(|_| b"CONTEXT .*".to_vec()), crate::reply::FAILED, false),
+        ("EXEC", Box::new(|_| b"EXEC".to_vec()), crate::reply::FAILED, false),
+        ("MD5 denied", Box::new(|_| { let mut v = b"MD5 /secret/s.txt".to_vec(); v.extend([0u8; 18]); v }), crate::reply::FAILED, true),
+        ("SMD5 bad length", Box::new(|_| { let mut v = b"SMD5 99".to_vec(); v.resize(24, 0); v }), crate::reply::FAILED, true),
+        ("SSYNCH bad length", Box::new(|_| { let mut v = b"SSYNCH 99".to_vec(); v.resize(24, 0); v }), crate::reply::FAILED, false),
+        ("SSYNCH not SYNCH", Box::new(|c| wire::seal("SSYNCH", c, b"HELLO\0")), crate::reply::FAILED, true),
+        ("SSYNCH wrong key", Box::new(|_| wire::seal("SSYNCH", &SessionCipher::new([9; 16]), b"SYNCH 1700000000 STAT /srv/hello.txt\0")), crate::reply::FAILED, true),
+        ("SGET not GET", Box::new(|c| wire::seal("SGET", c, b"PUT dummykey /srv/hello.txt\0")), crate::reply::FAILED, true),
+        ("SOPENDIR denied", Box::new(|c| wire::seal("SOPENDIR", c, b"OPENDIR /secret\0")), crate::reply::FAILED, false),
+        ("SMD5 not MD5", Box::new(|c| wire::seal("SMD5", c, b"XYZ /srv/hello.txt\0")), crate::reply::FAILED, false),
+        ("SVAR", Box::new(|c| wire::seal("SVAR", c, b"VAR x\0")), crate::reply::FAILED, false),
+        ("CAUTH again", Box::new(|_| wire::encode_cauth("1", "h", "root")), crate::reply::REQUEST_DENIED, false),
+    ];
+    for (name, build, first, kept) in cases {
+        let mut p = authed(srv_pol());
+        let c = cipher_of(&p);
+        p.server.handle_input(NOW, &wire::framed(Status::Done, &build(&c)).unwrap());
+        while let Some(ev) = p.server.poll_event() {
+            if let Some(a) = p.world.answer(&ev) {
+                p.server.handle_answer(NOW, a, &mut p.rng).unwrap();
+            }
+        }
+        let out: Vec<u8> = std::iter::from_fn(|| p.server.poll_transmit()).flatten().collect();
+        let mut d = Decoder::new();
+        d.push(&out).unwrap();
+        let t = d.poll().unwrap().unwrap_or_else(|| panic!("{name}: no reply"));
+        assert_eq!(&t.payload[..], first, "{name}");
+        assert_eq!(!p.server.is_closing(), kept, "{name}");
+    }
 }
