@@ -480,10 +480,14 @@ impl ClassicServer {
                 self.uid = if self.peer.username == "root" { 0 } else { UNKNOWN_UID };
                 self.auth.cauth_seen = true;
             }
-            Ok(Request::Sauth { flag, clen, nlen, challenge, .. }) => {
+            Ok(Request::Sauth { flag, clen, nlen, challenge, enterprise }) => {
                 if !self.auth.cauth_seen {
                     self.log(Level::Info, "Client is not verified; rejecting connection".into());
                     return self.refuse_close();
+                }
+                if enterprise.is_none() {
+                    // [live] 3.21 accepts the 4-field form.
+                    self.log(Level::Verbose, "Peer sent only 4 parameters, assuming it is a legacy community client".into());
                 }
                 if let Err(why) = self.sauth(flag, clen, nlen, &challenge) {
                     self.log(Level::Error, format!("Authentication failure: {why}"));
