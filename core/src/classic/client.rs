@@ -14,6 +14,18 @@
 //! The machine is lock-step: a request may be issued only when
 //! [`ClassicClient::is_idle`]. Any `Err` is final: close the socket.
 //!
+//! # For the rcf-agent integration (`--protocol classic [--encrypt]`)
+//! * Connect plain TCP (no TLS, no peek games: the server classifies us by
+//!   the `CAUTH` at offset 8 of the first transaction).
+//! * `ClientConfig::server_key`: the key from `ppkeys/<localuser>-<id>.pub`
+//!   if the agent already trusts this server (sends `SAUTH y`), else `None`
+//!   (`SAUTH n`) with `trust_server` = the promise's `trustkey`.
+//! * On [`ClientEvent::Authenticated`] with `newly_trusted`, store
+//!   `server_key` as `ppkeys/<localuser>-<server_key_id>.pub` (what cf-agent
+//!   does) — the machine never touches storage.
+//! * `encrypt` per request maps to `copy_from encrypt`; `STAT` before `GET`
+//!   is the caller's job (the size is an argument), as is any stat cache.
+//!
 //! After a refused `GET`/`SGET` the server may have sent more than the one
 //! refusal the client can recognise (3.21's ownership refusal adds a raw
 //! block, or a second refusal transaction, and some refusals close), so the
