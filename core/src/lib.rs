@@ -20,4 +20,5 @@ pub mod keys;
 pub mod policy;
 pub mod tls;
 pub mod server;
+pub mod classic;
 pub mod client;

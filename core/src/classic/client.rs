@@ -1,0 +1,612 @@
+//! The client side of a classic (protocol v1) connection: the `CAUTH` /
+//! `SAUTH` key exchange as cf-agent runs it (`IdentifyAgent`,
+//! `AuthenticateAgent`), then `STAT`, `GET`, `OPENDIR`, `MD5` and `VERSION`,
+//! each plain or in its encrypted `S*` form (PROTOCOL.md §7).
+//!
+//! # Driving it
+//! ```text
+//! let mut c = ClassicClient::new(cfg, &mut rng);        // queues C0..C3
+//! loop { write every c.poll_transmit(); read bytes; c.handle_input(&bytes, &mut rng)?;
+//!        handle every c.poll_event() }                  // until Authenticated
+//! c.stat(unix_now, b"/srv/file", encrypt)?;            // one request at a time
+//! ... Stat(reply) ... c.get(b"/srv/file", reply.size, encrypt)?; ... Data ... FileDone
+//! ```
+//! The machine is lock-step: a request may be issued only when
+//! [`ClassicClient::is_idle`]. Any `Err` is final: close the socket.
+//!
+//! # For the rcf-agent integration (`--protocol classic [--encrypt]`)
+//! * Connect plain TCP (no TLS, no peek games: the server classifies us by
+//!   the `CAUTH` at offset 8 of the first transaction).
+//! * `ClientConfig::server_key`: the key from `ppkeys/<localuser>-<id>.pub`
+//!   if the agent already trusts this server (sends `SAUTH y`), else `None`
+//!   (`SAUTH n`) with `trust_server` = the promise's `trustkey`.
+//! * On [`ClientEvent::Authenticated`] with `newly_trusted`, store
+//!   `server_key` as `ppkeys/<localuser>-<server_key_id>.pub` (what cf-agent
+//!   does) — the machine never touches storage.
+//! * `encrypt` per request maps to `copy_from encrypt`; `STAT` before `GET`
+//!   is the caller's job (the size is an argument), as is any stat cache.
+//!
+//! After a refused `GET`/`SGET` the server may have sent more than the one
+//! refusal the client can recognise (3.21's ownership refusal adds a raw
+//! block, or a second refusal transaction, and some refusals close), so the
+//! machine marks itself [`desynchronised`](ClassicClient::is_desynchronised)
+//! and refuses further requests: open a new connection.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rand_core::{CryptoRng, RngCore};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+
+use crate::frame::{self, c_str, Decoder, Status, Transaction};
+use crate::reply::{self, OpendirChunk, StatReply};
+use crate::request;
+
+use super::crypto::{self, SessionCipher, DIGEST_LEN, NONCE_MPI_LEN, SESSION_KEY_LEN};
+use super::wire;
+
+/// The bufsize cf-agent states in a plain `GET`.
+pub const GET_BUFSIZE: u16 = 2048;
+/// Most directory-listing bytes one `OPENDIR` reply may accumulate.
+pub const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
+/// Prefix of the change-during-transfer message.
+pub const CHANGED: &[u8] = b"BAD: File changed while copying";
+
+/// Who the client is and what it knows about the server.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Our socket's numeric IP, sent in `CAUTH` (the server ignores it).
+    pub local_ip: String,
+    /// Our fully qualified name, sent in `CAUTH`; classic ACLs match it as a regex.
+    pub fqdn: String,
+    /// The local user name; the server stores our key as `<user>-<id>.pub`.
+    pub user: String,
+    /// Our host key (`localhost.priv`).
+    pub key: Arc<RsaPrivateKey>,
+    /// The server's key if we already trust one (`SAUTH y`: the nonce is
+    /// encrypted to it, so the server's reply proves it holds the key).
+    pub server_key: Option<RsaPublicKey>,
+    /// Accept an unknown server key (cf-agent `trustkey`). Only consulted
+    /// when `server_key` is `None`.
+    pub trust_server: bool,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("local_ip", &self.local_ip)
+            .field("fqdn", &self.fqdn)
+            .field("user", &self.user)
+            .field("server_key_known", &self.server_key.is_some())
+            .field("trust_server", &self.trust_server)
+            .finish()
+    }
+}
+
+/// What the client tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The key exchange succeeded; the session key is in place.
+    Authenticated {
+        /// The server's key (from S4/S5, or the configured one).
+        server_key: RsaPublicKey,
+        /// Its `MD5=…` id; cf-agent stores it as `ppkeys/<user>-<id>.pub`.
+        server_key_id: String,
+        /// True when the key was learnt in this exchange (trust on first use).
+        newly_trusted: bool,
+        /// The server's S1 text (`OK: key accepted` or `OK: unknown key was accepted on trust`).
+        s1: String,
+    },
+    /// A `STAT` reply.
+    Stat(StatReply),
+    /// File bytes of the current `GET`, in order.
+    Data(Vec<u8>),
+    /// The current `GET` delivered exactly the expected size.
+    FileDone,
+    /// A complete directory listing (`.` and `..` included, server order).
+    Listing(Vec<Vec<u8>>),
+    /// An `MD5` reply: `true` when the server's file differs from our digest.
+    Md5 {
+        /// `CFD_TRUE` (files differ) vs `CFD_FALSE`.
+        differs: bool,
+    },
+    /// A `VERSION` reply text (`OK: 3.21.0`).
+    Version(String),
+    /// The server refused the request; the text is its reply.
+    Refused(String),
+}
+
+/// A fatal client error: the connection must be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The byte stream is not valid transaction framing.
+    #[error("framing error: {0}")]
+    Frame(#[from] frame::FrameError),
+    /// The server did not accept our key (S1 was a `BAD:` reply).
+    #[error("Bad protocol reply: {0}")]
+    KeyRejected(String),
+    /// The server's digest of our nonce (S2) is wrong.
+    #[error("Challenge response from server was incorrect")]
+    BadChallengeResponse,
+    /// The server's key is unknown and trust was not allowed.
+    #[error("Not authorized to trust public key of server (trustkey = false)")]
+    Untrusted,
+    /// A key-exchange message did not decode (RSA, MPI, key parts).
+    #[error("key exchange failed: {0}")]
+    Crypto(#[from] crypto::CryptoError),
+    /// A request was issued while another is outstanding or before authentication.
+    #[error("client is not idle (a request is outstanding or authentication is not done)")]
+    Busy,
+    /// A request after a refused transfer left the stream in an unknown state.
+    #[error("the connection is desynchronised after a refused transfer; reconnect")]
+    Desynchronised,
+    /// The server sent something this request cannot have as a reply.
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+    /// The source file changed on the server during the transfer.
+    #[error("Source changed while copying")]
+    Changed,
+    /// The data did not add up to the size announced by STAT.
+    #[error("transfer size mismatch: expected {expected}, got {got}")]
+    SizeMismatch {
+        /// Size the caller gave.
+        expected: u64,
+        /// Bytes received.
+        got: u64,
+    },
+    /// A request argument cannot be sent (too long for one transaction).
+    #[error("request too long")]
+    TooLong,
+    /// The machine already failed; nothing more can happen on it.
+    #[error("client already failed")]
+    Failed,
+}
+
+#[derive(Debug)]
+enum Stage {
+    S1,
+    S2,
+    S3,
+    S4,
+    S5 { n: Vec<u8> },
+}
+
+#[derive(Debug)]
+enum Pending {
+    None,
+    Handshake(Stage),
+    Stat { first: Option<Vec<u8>> },
+    GetPlain { size: u64, got: u64 },
+    GetRefused,
+    GetSealed { size: u64, got: u64 },
+    Opendir { sealed: bool, names: Vec<Vec<u8>>, bytes: usize },
+    Md5,
+    Version,
+}
+
+/// One classic client connection.
+pub struct ClassicClient {
+    cfg: ClientConfig,
+    nonce: [u8; NONCE_MPI_LEN],
+    counter_digest: Option<[u8; DIGEST_LEN]>,
+    server_key: Option<RsaPublicKey>,
+    s1: String,
+    cipher: Option<SessionCipher>,
+    decoder: Decoder,
+    pending: Pending,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<ClientEvent>,
+    failed: bool,
+    desync: bool,
+}
+
+impl ClassicClient {
+    /// Start a connection: queues `CAUTH`, `SAUTH` (with a fresh nonce,
+    /// encrypted to the server's key when one is configured) and our
+    /// public key's modulus and exponent, as cf-agent sends them back to back.
+    pub fn new<R: RngCore + CryptoRng>(cfg: ClientConfig, rng: &mut R) -> Result<Self, ClientError> {
+        let nonce = crypto::nonce_mpi(rng);
+        let mut c = ClassicClient {
+            server_key: cfg.server_key.clone(),
+            cfg,
+            nonce,
+            counter_digest: None,
+            s1: String::new(),
+            cipher: None,
+            decoder: Decoder::new(),
+            pending: Pending::Handshake(Stage::S1),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            failed: false,
+            desync: false,
+        };
+        let cauth = wire::encode_cauth(&c.cfg.local_ip, &c.cfg.fqdn, &c.cfg.user);
+        c.push(Status::Done, &cauth)?;
+        let sauth = match &c.server_key {
+            Some(k) => wire::encode_sauth(true, &crypto::rsa_encrypt(rng, k, &nonce)?, NONCE_MPI_LEN),
+            None => wire::encode_sauth(false, &nonce, NONCE_MPI_LEN),
+        };
+        c.push(Status::Done, &sauth)?;
+        let (n, e) = crypto::public_key_mpis(&c.cfg.key.to_public_key());
+        c.push(Status::Done, &n)?;
+        c.push(Status::Done, &e)?;
+        Ok(c)
+    }
+
+    /// Bytes to write, in order.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// Authenticated and no request outstanding: a new request may be issued.
+    pub fn is_idle(&self) -> bool {
+        !self.failed && self.cipher.is_some() && matches!(self.pending, Pending::None)
+    }
+
+    /// Whether the key exchange completed.
+    pub fn is_authenticated(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// After a refused transfer the stream state is unknown; reconnect.
+    pub fn is_desynchronised(&self) -> bool {
+        self.desync
+    }
+
+    /// The session cipher (for tests and key-log tooling).
+    pub fn session_cipher(&self) -> Option<&SessionCipher> {
+        self.cipher.as_ref()
+    }
+
+    /// The server closed the connection. An error if a reply was still due.
+    pub fn handle_eof(&mut self) -> Result<(), ClientError> {
+        if matches!(self.pending, Pending::None) {
+            return Ok(());
+        }
+        self.failed = true;
+        Err(ClientError::Unexpected("connection closed by the server".into()))
+    }
+
+    /// Bytes read from the socket. Randomness is needed when these bytes
+    /// complete the key exchange (the session key and its RSA padding).
+    pub fn handle_input<R: RngCore + CryptoRng>(&mut self, bytes: &[u8], rng: &mut R) -> Result<(), ClientError> {
+        if self.failed {
+            return Err(ClientError::Failed);
+        }
+        let r = self.decoder.push(bytes).map_err(ClientError::from).and_then(|_| self.drive(rng));
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    fn ready(&self) -> Result<&SessionCipher, ClientError> {
+        if self.failed {
+            return Err(ClientError::Failed);
+        }
+        if self.desync {
+            return Err(ClientError::Desynchronised);
+        }
+        match (&self.cipher, &self.pending) {
+            (Some(c), Pending::None) => Ok(c),
+            _ => Err(ClientError::Busy),
+        }
+    }
+
+    fn request(&mut self, word: &str, plain: Vec<u8>, encrypt: bool, pending: Pending) -> Result<(), ClientError> {
+        let cipher = self.ready()?.clone();
+        let payload = if encrypt {
+            let mut p = plain;
+            if word != "SMD5" {
+                p.push(0);
+            }
+            wire::seal(word, &cipher, &p)
+        } else {
+            plain
+        };
+        if payload.len() > frame::MAX_PAYLOAD {
+            return Err(ClientError::TooLong);
+        }
+        self.push(Status::Done, &payload)?;
+        self.pending = pending;
+        Ok(())
+    }
+
+    /// `SYNCH <now> STAT <path>` (or `SSYNCH`). Replies: [`ClientEvent::Stat`] or `Refused`.
+    pub fn stat(&mut self, unix_now: i64, path: &[u8], encrypt: bool) -> Result<(), ClientError> {
+        self.request("SSYNCH", request::encode_stat(unix_now, path), encrypt, Pending::Stat { first: None })
+    }
+
+    /// `GET 2048 <path>` (or `SGET`) of a file whose size a `STAT` just
+    /// gave. Replies: `Data`… then `FileDone`, or `Refused`. A zero size
+    /// sends nothing and completes at once, as cf-agent does.
+    pub fn get(&mut self, path: &[u8], size: u64, encrypt: bool) -> Result<(), ClientError> {
+        if size == 0 {
+            self.ready()?;
+            self.events.push_back(ClientEvent::FileDone);
+            return Ok(());
+        }
+        if encrypt {
+            let mut p = b"GET dummykey ".to_vec();
+            p.extend_from_slice(path);
+            self.request("SGET", p, true, Pending::GetSealed { size, got: 0 })
+        } else {
+            self.request("GET", request::encode_get(GET_BUFSIZE, path), false, Pending::GetPlain { size, got: 0 })
+        }
+    }
+
+    /// `OPENDIR <dir>` (or `SOPENDIR`). Replies: [`ClientEvent::Listing`] or `Refused`.
+    pub fn opendir(&mut self, path: &[u8], encrypt: bool) -> Result<(), ClientError> {
+        self.request("SOPENDIR", request::encode_opendir(path), encrypt, Pending::Opendir { sealed: encrypt, names: Vec::new(), bytes: 0 })
+    }
+
+    /// `MD5 <path>\0\0<digest>` (or `SMD5`). Replies: [`ClientEvent::Md5`] or `Refused`.
+    pub fn md5(&mut self, path: &[u8], digest: &[u8; 16], encrypt: bool) -> Result<(), ClientError> {
+        self.request("SMD5", request::encode_md5(path, digest), encrypt, Pending::Md5)
+    }
+
+    /// `VERSION`. Replies: [`ClientEvent::Version`].
+    pub fn version(&mut self) -> Result<(), ClientError> {
+        self.request("VERSION", b"VERSION".to_vec(), false, Pending::Version)
+    }
+
+    // ---- replies --------------------------------------------------------
+
+    fn drive<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> Result<(), ClientError> {
+        loop {
+            match &mut self.pending {
+                Pending::None => {
+                    if self.decoder.buffered() > 0 && !self.desync {
+                        return Err(ClientError::Unexpected("data from the server with no request outstanding".into()));
+                    }
+                    return Ok(());
+                }
+                Pending::GetPlain { .. } => {
+                    if !self.raw_get()? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(t) = self.decoder.poll()? else { return Ok(()) };
+            self.transaction(t, rng)?;
+        }
+    }
+
+    fn transaction<R: RngCore + CryptoRng>(&mut self, t: Transaction, rng: &mut R) -> Result<(), ClientError> {
+        let pending = std::mem::replace(&mut self.pending, Pending::None);
+        let p = &t.payload[..];
+        match pending {
+            Pending::None | Pending::GetPlain { .. } => {
+                return Err(ClientError::Unexpected("transaction while raw data was expected".into()))
+            }
+            Pending::GetRefused => {
+                self.desync = true;
+                self.refused(p);
+            }
+            Pending::Handshake(stage) => self.handshake(stage, p, rng)?,
+            Pending::Stat { first: None } => {
+                if p.starts_with(b"OK:") {
+                    self.pending = Pending::Stat { first: Some(p.to_vec()) };
+                } else {
+                    self.refused(p);
+                }
+            }
+            Pending::Stat { first: Some(first) } => match StatReply::parse(&first, p) {
+                Ok(r) => self.events.push_back(ClientEvent::Stat(r)),
+                Err(e) => return Err(ClientError::Unexpected(format!("STAT reply: {e}"))),
+            },
+            Pending::GetSealed { size, got } => {
+                if got == 0 && p.starts_with(reply::FAILED) {
+                    self.desync = true;
+                    self.refused(p);
+                    return Ok(());
+                }
+                if p.starts_with(CHANGED) {
+                    self.desync = true;
+                    return Err(ClientError::Changed);
+                }
+                let cipher = self.cipher.clone().ok_or(ClientError::Failed)?;
+                let plain = cipher.decrypt(p)?;
+                let got = got + plain.len() as u64;
+                if got > size {
+                    return Err(ClientError::SizeMismatch { expected: size, got });
+                }
+                if !plain.is_empty() {
+                    self.events.push_back(ClientEvent::Data(plain));
+                }
+                if t.status == Status::Done {
+                    if got != size {
+                        return Err(ClientError::SizeMismatch { expected: size, got });
+                    }
+                    self.events.push_back(ClientEvent::FileDone);
+                } else {
+                    self.pending = Pending::GetSealed { size, got };
+                }
+            }
+            Pending::Opendir { sealed, mut names, mut bytes } => {
+                let plain = if sealed && !reply::is_bad(p) {
+                    let cipher = self.cipher.clone().ok_or(ClientError::Failed)?;
+                    cipher.decrypt(p)?
+                } else {
+                    p.to_vec()
+                };
+                match reply::parse_opendir_packet(&plain) {
+                    Err(reply::OpendirError::Refused(text)) => {
+                        self.events.push_back(ClientEvent::Refused(text));
+                    }
+                    Err(reply::OpendirError::Empty) => return Err(ClientError::Unexpected("empty OPENDIR packet".into())),
+                    Ok(chunk) => {
+                        let (more, last) = match chunk {
+                            OpendirChunk::Names(n) => (n, false),
+                            OpendirChunk::Last(n) => (n, true),
+                        };
+                        bytes += more.iter().map(|n| n.len() + 1).sum::<usize>();
+                        if bytes > MAX_LISTING_BYTES {
+                            return Err(ClientError::Unexpected("directory listing too large".into()));
+                        }
+                        names.extend(more);
+                        if last {
+                            self.events.push_back(ClientEvent::Listing(names));
+                        } else {
+                            self.pending = Pending::Opendir { sealed, names, bytes };
+                        }
+                    }
+                }
+            }
+            Pending::Md5 => {
+                let s = c_str(p);
+                if s == reply::CFD_TRUE {
+                    self.events.push_back(ClientEvent::Md5 { differs: true });
+                } else if s == reply::CFD_FALSE {
+                    self.events.push_back(ClientEvent::Md5 { differs: false });
+                } else {
+                    self.refused(p);
+                }
+            }
+            Pending::Version => {
+                let s = String::from_utf8_lossy(c_str(p)).into_owned();
+                if s.starts_with("OK:") {
+                    self.events.push_back(ClientEvent::Version(s));
+                } else {
+                    self.refused(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn refused(&mut self, p: &[u8]) {
+        self.events.push_back(ClientEvent::Refused(String::from_utf8_lossy(c_str(p)).into_owned()));
+    }
+
+    fn handshake<R: RngCore + CryptoRng>(&mut self, stage: Stage, p: &[u8], rng: &mut R) -> Result<(), ClientError> {
+        match stage {
+            Stage::S1 => {
+                let s = String::from_utf8_lossy(c_str(p)).into_owned();
+                if !s.starts_with("OK:") {
+                    return Err(ClientError::KeyRejected(s));
+                }
+                self.s1 = s;
+                self.pending = Pending::Handshake(Stage::S2);
+            }
+            Stage::S2 => {
+                if p.len() < DIGEST_LEN || p[..DIGEST_LEN] != crypto::digest(&self.nonce) {
+                    return Err(ClientError::BadChallengeResponse);
+                }
+                if self.server_key.is_none() && !self.cfg.trust_server {
+                    return Err(ClientError::Untrusted);
+                }
+                self.pending = Pending::Handshake(Stage::S3);
+            }
+            Stage::S3 => {
+                let counter = crypto::rsa_decrypt(&self.cfg.key, p)?;
+                if counter.len() < NONCE_MPI_LEN {
+                    return Err(ClientError::Unexpected(format!("counter-challenge of {} bytes", counter.len())));
+                }
+                // cf-agent hashes as many bytes as its own nonce has.
+                self.counter_digest = Some(crypto::digest(&counter[..NONCE_MPI_LEN]));
+                if self.server_key.is_some() {
+                    self.finish(false, rng)?;
+                } else {
+                    self.pending = Pending::Handshake(Stage::S4);
+                }
+            }
+            Stage::S4 => self.pending = Pending::Handshake(Stage::S5 { n: p.to_vec() }),
+            Stage::S5 { n } => {
+                self.server_key = Some(crypto::public_key_from_mpis(&n, p)?);
+                self.finish(true, rng)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// C4 (digest of the counter-challenge) and C5 (the session key,
+    /// encrypted to the server's key).
+    fn finish<R: RngCore + CryptoRng>(&mut self, newly_trusted: bool, rng: &mut R) -> Result<(), ClientError> {
+        let server_key = self.server_key.clone().ok_or(ClientError::Failed)?;
+        let d = self.counter_digest.ok_or(ClientError::Failed)?;
+        self.push(Status::Done, &d)?;
+        let mut key = [0u8; SESSION_KEY_LEN];
+        rng.fill_bytes(&mut key);
+        let c5 = crypto::rsa_encrypt(rng, &server_key, &key)?;
+        self.push(Status::Done, &c5)?;
+        self.cipher = Some(SessionCipher::new(key));
+        let server_key_id = crate::keys::key_id(&server_key, crate::keys::DigestKind::Md5).to_string();
+        self.events.push_back(ClientEvent::Authenticated { server_key, server_key_id, newly_trusted, s1: self.s1.clone() });
+        Ok(())
+    }
+
+    /// Consume raw `GET` data. Returns whether progress was made.
+    fn raw_get(&mut self) -> Result<bool, ClientError> {
+        let Pending::GetPlain { size, got } = self.pending else { return Ok(false) };
+        let buf = self.decoder.peek_raw();
+        const REFUSAL: &[u8] = b"BAD: Unspecified server refusal";
+        const FRAMED: usize = frame::HEADER_LEN + 5;
+        if got == 0 {
+            // Wait until a refusal could be recognised (libcfnet's checks):
+            // a framed `t <n>` + `BAD: ` transaction, or a raw block that
+            // starts with the refusal text.
+            let need = (size as usize).min(REFUSAL.len()).max(FRAMED.min(size as usize));
+            if buf.len() < need {
+                return Ok(false);
+            }
+            if buf.len() >= FRAMED && buf[0] == b't' && &buf[frame::HEADER_LEN..FRAMED] == b"BAD: " {
+                let mut h = [0u8; frame::HEADER_LEN];
+                h.copy_from_slice(&buf[..frame::HEADER_LEN]);
+                if frame::parse_header(&h).is_ok() {
+                    self.pending = Pending::GetRefused;
+                    return Ok(true);
+                }
+            }
+            if size as usize >= REFUSAL.len() && buf.starts_with(REFUSAL) {
+                self.desync = true;
+                self.pending = Pending::None;
+                let n = buf.len().min(usize::from(GET_BUFSIZE));
+                let text = self.decoder.take_raw(n);
+                self.refused(&text);
+                return Ok(true);
+            }
+        }
+        // At each 2048-byte block boundary, look for the change message.
+        let remaining = size - got;
+        if got % u64::from(GET_BUFSIZE) == 0 && remaining as usize >= CHANGED.len() {
+            if buf.len() < CHANGED.len() {
+                return Ok(false);
+            }
+            if buf.starts_with(CHANGED) {
+                self.desync = true;
+                return Err(ClientError::Changed);
+            }
+        }
+        let to_boundary = u64::from(GET_BUFSIZE) - got % u64::from(GET_BUFSIZE);
+        let max = remaining.min(to_boundary) as usize;
+        let data = self.decoder.take_raw(max);
+        if data.is_empty() {
+            return Ok(false);
+        }
+        let got = got + data.len() as u64;
+        self.events.push_back(ClientEvent::Data(data.to_vec()));
+        if got == size {
+            self.pending = Pending::None;
+            self.events.push_back(ClientEvent::FileDone);
+        } else {
+            self.pending = Pending::GetPlain { size, got };
+        }
+        Ok(true)
+    }
+
+    fn push(&mut self, status: Status, payload: &[u8]) -> Result<(), ClientError> {
+        let v = wire::framed(status, payload).ok_or(ClientError::TooLong)?;
+        self.out.push_back(v);
+        Ok(())
+    }
+}

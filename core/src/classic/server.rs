@@ -1,0 +1,1175 @@
+//! The server side of a classic (protocol v1) connection: the `CAUTH` /
+//! `SAUTH` key exchange and the classic command loop (PROTOCOL.md §7,
+//! §8.10 classic column; SEMANTICS.md B.9, D.7).
+//!
+//! Bytes in ([`ClassicServer::handle_input`]), bytes out
+//! ([`ClassicServer::poll_transmit`]: framed transactions and, for a plain
+//! `GET`, raw file blocks), questions out ([`ClassicServer::poll_event`],
+//! the same [`Event`]s as the TLS session) and answers in
+//! ([`ClassicServer::handle_answer`], which also takes the randomness the
+//! key exchange needs). After every input drain `poll_transmit` and
+//! `poll_event`, then wait for input, an answer or `poll_timeout`.
+//!
+//! `allowlegacyconnects` is the adapter's check, made before this machine
+//! exists ([`ClassicPolicy::legacy_allowed`]).
+//!
+//! Deliberate differences from 3.21, all on the safe side:
+//! * `CAUTH`/`SAUTH` after authentication is a protocol error (3.21 would
+//!   let a peer change its claimed user name mid-session).
+//! * Files are opened, listed and hashed by their canonical path (what the
+//!   ACL approved); only `STAT` looks at the requested path, so links are
+//!   reported as links as 3.21 does.
+//! * An encrypted `GET` of an empty file sends one `t` transaction holding
+//!   an encrypted empty message (3.21 sends uninitialised memory; cf-agent
+//!   never asks for an empty file).
+//! * Padding after a refusal is zeros, never stack contents.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rand_core::{CryptoRng, RngCore};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+
+use crate::frame::{self, c_str, Decoder, Status};
+use crate::reply;
+use crate::request::{self, Dialect, Encrypted, Request, RequestError};
+use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Level, Now, OpenedFile};
+use crate::server::session::{CallerError, Config, GET_BLOCK};
+
+use super::crypto::{self, SessionCipher, DIGEST_LEN, SESSION_KEY_LEN};
+use super::wire::SGET_CHUNK;
+
+/// Facts the classic ACLs match on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClassicPeer {
+    /// Numeric IP of the socket (the IP inside `CAUTH` is ignored).
+    pub ip: String,
+    /// The host name the client claimed in `CAUTH`, lower-cased. Unverified.
+    pub hostname: String,
+    /// The user name the client claimed in `CAUTH`.
+    pub username: String,
+    /// `MD5=…` id of the client's key, once received.
+    pub key_id: String,
+}
+
+/// A classic path decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicDecision {
+    /// Access granted.
+    pub allowed: bool,
+    /// The deciding rule's `maproot` matched the peer.
+    pub maproot: bool,
+    /// Denied only because the rule has `ifencrypted` and the request was plain.
+    pub needs_encryption: bool,
+    /// The deciding rule's path, for logs.
+    pub rule: String,
+}
+
+/// What the classic machine needs from the loaded policy (the legacy ACLs
+/// of SEMANTICS.md B.9 and a few control settings).
+pub trait ClassicPolicy: Send + Sync {
+    /// `allowlegacyconnects` matches this IP (empty or absent: nobody).
+    fn legacy_allowed(&self, ip: &str) -> bool;
+    /// `trustkeysfrom` matches this IP.
+    fn trusts_keys_from(&self, ip: &str) -> bool;
+    /// `denybadclocks`.
+    fn deny_bad_clocks(&self) -> bool;
+    /// Expand a relative path through the `shortcut` map; `None` if none applies.
+    fn expand_shortcut(&self, path: &[u8], peer: &ClassicPeer) -> Option<Vec<u8>>;
+    /// The legacy path ACL for a canonical path (no trailing slash).
+    fn check_path(&self, path: &[u8], peer: &ClassicPeer, encrypted: bool) -> ClassicDecision;
+    /// The legacy `varadmit` ACL for a literal handle (VAR) or query name.
+    fn check_literal(&self, name: &[u8], peer: &ClassicPeer, encrypted: bool) -> bool;
+}
+
+impl ClassicPolicy for crate::policy::ServerPolicy {
+    fn legacy_allowed(&self, ip: &str) -> bool {
+        self.control.allowlegacyconnects.contains(crate::policy::addr::map_address(ip))
+    }
+
+    fn trusts_keys_from(&self, ip: &str) -> bool {
+        self.control.trustkeysfrom.contains(crate::policy::addr::map_address(ip))
+    }
+
+    fn deny_bad_clocks(&self) -> bool {
+        self.control.denybadclocks
+    }
+
+    fn expand_shortcut(&self, path: &[u8], peer: &ClassicPeer) -> Option<Vec<u8>> {
+        let p = std::str::from_utf8(path).ok()?;
+        let host = (!peer.hostname.is_empty()).then_some(peer.hostname.as_str());
+        crate::policy::ServerPolicy::expand_shortcut(self, p, &peer.ip, host, &peer.key_id).map(String::into_bytes)
+    }
+
+    fn check_path(&self, path: &[u8], peer: &ClassicPeer, encrypted: bool) -> ClassicDecision {
+        let Ok(p) = std::str::from_utf8(path) else {
+            return ClassicDecision { allowed: false, maproot: false, needs_encryption: false, rule: String::new() };
+        };
+        let d = self.check(&facts(peer, encrypted), crate::policy::Request::Path(p));
+        ClassicDecision {
+            allowed: d.allowed,
+            maproot: d.maproot,
+            needs_encryption: d.reason == crate::policy::acl::Reason::RequiresEncryption,
+            rule: d.resource.unwrap_or_default(),
+        }
+    }
+
+    fn check_literal(&self, name: &[u8], peer: &ClassicPeer, encrypted: bool) -> bool {
+        let Ok(n) = std::str::from_utf8(name) else { return false };
+        self.check(&facts(peer, encrypted), crate::policy::Request::Literal(n)).allowed
+    }
+}
+
+fn facts(peer: &ClassicPeer, encrypted: bool) -> crate::policy::ConnFacts<'_> {
+    crate::policy::ConnFacts {
+        ip: &peer.ip,
+        hostname: (!peer.hostname.is_empty()).then_some(peer.hostname.as_str()),
+        key: &peer.key_id,
+        username: &peer.username,
+        protocol: crate::policy::Protocol::Classic,
+        encrypted,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for `CAUTH` (or, once it came, `SAUTH`); commands are refused.
+    Unauthenticated,
+    /// Inside the key exchange: reading C2 (modulus).
+    Modulus,
+    /// Reading C3 (exponent).
+    Exponent,
+    /// Waiting for the key lookup answer.
+    KeyCheck,
+    /// Reading C4 (counter-challenge response).
+    Response,
+    /// Reading C5 (session key).
+    SessionKey,
+    /// Waiting for the uid of a non-root user.
+    User,
+    /// Command loop, idle.
+    Ready,
+    /// Command loop, waiting on the adapter.
+    Busy,
+    /// Done; flush and close.
+    Closing,
+}
+
+/// Which command a path operation serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathKind {
+    Stat { client_time: i64 },
+    Get { bufsize: u16 },
+    SGet,
+    Opendir,
+    SOpendir,
+    Md5 { digest: [u8; 16] },
+}
+
+#[derive(Debug)]
+struct PathOp {
+    kind: PathKind,
+    /// The requested path after shortcut expansion (what `StatFile` stats).
+    requested: Vec<u8>,
+    /// Whether the request came through an `S*` command (for `ifencrypted`).
+    encrypted: bool,
+}
+
+impl PathOp {
+    /// Whether an ACL refusal closes the connection (PROTOCOL.md §8.10).
+    fn deny_closes(&self) -> bool {
+        matches!(self.kind, PathKind::SGet | PathKind::Opendir | PathKind::SOpendir)
+    }
+}
+
+#[derive(Debug)]
+struct Transfer {
+    handle: u64,
+    path: Vec<u8>,
+    size0: u64,
+    sent: u64,
+    encrypted: bool,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    Nothing,
+    Key,
+    User,
+    Canon(PathOp),
+    Stat(PathOp),
+    Open(PathOp),
+    Read(Transfer),
+    Listing(PathOp),
+    Digest([u8; 16]),
+}
+
+#[derive(Debug, Default)]
+struct Auth {
+    cauth_seen: bool,
+    flag: u8,
+    challenge_digest: [u8; DIGEST_LEN],
+    modulus: Vec<u8>,
+    client_key: Option<RsaPublicKey>,
+    counter_digest: [u8; DIGEST_LEN],
+}
+
+/// One classic server connection.
+pub struct ClassicServer {
+    cfg: Config,
+    policy: Arc<dyn ClassicPolicy>,
+    host_key: Arc<RsaPrivateKey>,
+    peer: ClassicPeer,
+    uid: u32,
+    maproot: bool,
+    phase: Phase,
+    waiting: Waiting,
+    auth: Auth,
+    cipher: Option<SessionCipher>,
+    decoder: Decoder,
+    current: String,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    deadline: Option<u64>,
+    served: u64,
+    pumping: bool,
+}
+
+/// uid of a user the server does not know (`CF_UNKNOWN_OWNER`).
+pub const UNKNOWN_UID: u32 = u32::MAX - 1;
+/// Largest `C5` payload accepted (`CF_BUFSIZE / 2`).
+pub const MAX_SESSION_KEY_PAYLOAD: usize = 2048;
+/// File bytes asked for per read while serving `SGET`.
+const SGET_READ: usize = 16 * SGET_CHUNK;
+/// File bytes asked for per read while serving a plain `GET`.
+const GET_READ: usize = 32 * GET_BLOCK;
+
+impl ClassicServer {
+    /// A machine for a peer at `ip` whose first bytes were a `CAUTH`
+    /// transaction and whose IP passed `allowlegacyconnects`. `host_key`
+    /// is the server's `localhost.priv`. The key-exchange deadline starts now.
+    pub fn new(cfg: Config, policy: Arc<dyn ClassicPolicy>, host_key: Arc<RsaPrivateKey>, ip: String, now: Now) -> Self {
+        let deadline = Some(now.mono_ms + cfg.handshake_timeout_ms);
+        ClassicServer {
+            cfg,
+            policy,
+            host_key,
+            peer: ClassicPeer { ip, ..ClassicPeer::default() },
+            uid: UNKNOWN_UID,
+            maproot: false,
+            phase: Phase::Unauthenticated,
+            waiting: Waiting::Nothing,
+            auth: Auth::default(),
+            cipher: None,
+            decoder: Decoder::new(),
+            current: String::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            deadline,
+            served: 0,
+            pumping: false,
+        }
+    }
+
+    /// Swap in a reloaded policy; it applies from the next request on.
+    pub fn set_policy(&mut self, policy: Arc<dyn ClassicPolicy>) {
+        self.policy = policy;
+    }
+
+    /// The peer as the ACLs see it.
+    pub fn peer(&self) -> &ClassicPeer {
+        &self.peer
+    }
+
+    /// Whether the key exchange completed (the command loop runs).
+    pub fn is_authenticated(&self) -> bool {
+        self.cipher.is_some() && matches!(self.phase, Phase::Ready | Phase::Busy | Phase::Closing)
+    }
+
+    /// The negotiated session cipher, once authenticated.
+    pub fn session_cipher(&self) -> Option<&SessionCipher> {
+        self.cipher.as_ref()
+    }
+
+    /// Whether the connection is done: close once `poll_transmit` is drained.
+    pub fn is_closing(&self) -> bool {
+        self.phase == Phase::Closing
+    }
+
+    /// File bytes served so far.
+    pub fn bytes_served(&self) -> u64 {
+        self.served
+    }
+
+    /// Bytes to write, in order (framed transactions or raw `GET` blocks).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// The next question or log line.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](ClassicServer::handle_timeout); `None`
+    /// while waiting on the adapter or closing.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.phase == Phase::Closing || !matches!(self.waiting, Waiting::Nothing) {
+            return None;
+        }
+        self.deadline
+    }
+
+    /// A deadline passed: a silent peer is dropped without a reply.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if let Some(d) = self.poll_timeout() {
+            if now.mono_ms >= d {
+                let what = if self.cipher.is_some() { "idle" } else { "authentication" };
+                self.log(Level::Info, format!("Connection timed out during {what}, closing"));
+                self.close();
+            }
+        }
+    }
+
+    /// The peer closed its side.
+    pub fn handle_eof(&mut self, _now: Now) {
+        if self.phase != Phase::Closing {
+            if let Err(e) = self.decoder.finish() {
+                self.log(Level::Verbose, format!("Peer closed mid-transaction: {e}"));
+            }
+            if self.cipher.is_none() {
+                self.log(Level::Info, "Peer closed the connection during authentication".into());
+            }
+        }
+        self.close();
+    }
+
+    /// Bytes read from the socket.
+    pub fn handle_input(&mut self, now: Now, bytes: &[u8]) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        if let Err(e) = self.decoder.push(bytes) {
+            self.log(Level::Info, format!("Closing connection: {e}"));
+            self.close();
+            return;
+        }
+        self.pump(now);
+    }
+
+    /// The adapter's answer to the outstanding question. The key exchange
+    /// draws its counter-challenge and RSA padding from `rng`.
+    pub fn handle_answer<R: RngCore + CryptoRng>(&mut self, now: Now, answer: Answer, rng: &mut R) -> Result<(), CallerError> {
+        if self.phase == Phase::Closing {
+            if let Answer::Opened(Ok(f)) = answer {
+                self.events.push_back(Event::Close { handle: f.handle });
+            }
+            return Ok(());
+        }
+        let waiting = std::mem::replace(&mut self.waiting, Waiting::Nothing);
+        match (waiting, answer) {
+            (Waiting::Key, Answer::Key(k)) => self.key_answer(now, k, rng),
+            (Waiting::User, Answer::User(uid)) => {
+                self.uid = uid.unwrap_or(UNKNOWN_UID);
+                self.ready(now);
+            }
+            (Waiting::Canon(op), Answer::Canonical(r)) => self.canonical(now, op, r),
+            (Waiting::Stat(op), Answer::Stat(r)) => self.stat_answer(now, op, r),
+            (Waiting::Open(op), Answer::Opened(r)) => self.opened(now, op, r),
+            (Waiting::Read(t), Answer::Data { bytes, current_size }) => self.data(now, t, bytes, current_size),
+            (Waiting::Read(t), Answer::ReadFailed(e)) => {
+                self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
+                if t.encrypted {
+                    self.send(Status::Done, reply::FAILED);
+                }
+                self.events.push_back(Event::Close { handle: t.handle });
+                self.done(now);
+            }
+            (Waiting::Listing(op), Answer::Listing(r)) => self.listing(now, op, r),
+            (Waiting::Digest(d), Answer::Digest(mine)) => {
+                let same = mine.map(|m| m == d).unwrap_or(false);
+                self.send(Status::Done, if same { reply::CFD_FALSE } else { reply::CFD_TRUE });
+                self.done(now);
+            }
+            (w, a) => {
+                let want = match &w {
+                    Waiting::Nothing => "nothing",
+                    Waiting::Key => "Key",
+                    Waiting::User => "User",
+                    Waiting::Canon(_) => "Canonical",
+                    Waiting::Stat(_) => "Stat",
+                    Waiting::Open(_) => "Opened",
+                    Waiting::Read(_) => "Data",
+                    Waiting::Listing(_) => "Listing",
+                    Waiting::Digest(_) => "Digest",
+                };
+                self.waiting = w;
+                return Err(CallerError::UnexpectedAnswer { want, got: format!("{a:?}").chars().take(80).collect() });
+            }
+        }
+        Ok(())
+    }
+
+    // ---- input dispatch -------------------------------------------------
+
+    /// Serve buffered transactions until the machine must wait. Re-entrant
+    /// calls (a reply finished synchronously inside a request) return at
+    /// once and the outer loop carries on, so pipelined requests never
+    /// deepen the stack.
+    fn pump(&mut self, now: Now) {
+        if self.pumping {
+            return;
+        }
+        self.pumping = true;
+        self.pump_loop(now);
+        self.pumping = false;
+    }
+
+    fn pump_loop(&mut self, now: Now) {
+        loop {
+            if !matches!(
+                self.phase,
+                Phase::Unauthenticated | Phase::Modulus | Phase::Exponent | Phase::Response | Phase::SessionKey | Phase::Ready
+            ) {
+                return;
+            }
+            let t = match self.decoder.poll() {
+                Ok(Some(t)) => t,
+                Ok(None) => return,
+                Err(e) => {
+                    self.log(Level::Info, format!("Closing connection: {e}"));
+                    self.close();
+                    return;
+                }
+            };
+            match self.phase {
+                Phase::Unauthenticated => self.pre_auth(&t.payload),
+                Phase::Modulus => {
+                    self.auth.modulus = t.payload.to_vec();
+                    self.phase = Phase::Exponent;
+                }
+                Phase::Exponent => self.exponent(&t.payload),
+                Phase::Response => self.response(&t.payload),
+                Phase::SessionKey => self.session_key(now, &t.payload),
+                Phase::Ready => {
+                    self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+                    self.command(now, &t.payload);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    // ---- key exchange ---------------------------------------------------
+
+    fn pre_auth(&mut self, payload: &[u8]) {
+        self.current = Request::describe(payload);
+        if c_str(payload).is_empty() {
+            self.log(Level::Warning, "Got NULL transmission, skipping!".into());
+            return;
+        }
+        match request::parse_request(payload, Dialect::Classic) {
+            Ok(Request::Cauth { fqdn, user, .. }) => {
+                let user = String::from_utf8_lossy(&user).into_owned();
+                if user.contains('/') || user.contains('\\') {
+                    self.log(Level::Info, format!("Client is sending wrong username: {user}"));
+                    return self.refuse_close();
+                }
+                self.peer.hostname = String::from_utf8_lossy(&fqdn).to_lowercase();
+                self.peer.username = user;
+                self.uid = if self.peer.username == "root" { 0 } else { UNKNOWN_UID };
+                self.auth.cauth_seen = true;
+            }
+            Ok(Request::Sauth { flag, clen, nlen, challenge, enterprise }) => {
+                if !self.auth.cauth_seen {
+                    self.log(Level::Info, "Client is not verified; rejecting connection".into());
+                    return self.refuse_close();
+                }
+                if enterprise.is_none() {
+                    // [live] 3.21 accepts the 4-field form.
+                    self.log(Level::Verbose, "Peer sent only 4 parameters, assuming it is a legacy community client".into());
+                }
+                if let Err(why) = self.sauth(flag, clen, nlen, &challenge) {
+                    self.log(Level::Error, format!("Authentication failure: {why}"));
+                    self.auth_failed();
+                }
+            }
+            Err(RequestError::Malformed { command: "SAUTH", why }) => {
+                self.log(Level::Error, format!("Authentication failure: {why}"));
+                self.auth_failed();
+            }
+            Err(RequestError::BadCipherLength { command: "SAUTH", declared, actual }) => {
+                self.log(Level::Error, format!("Authentication failure: peer sent only {actual} bytes as challenge but claims to have sent {declared} bytes"));
+                self.auth_failed();
+            }
+            _ => {
+                self.log(Level::Info, format!("REFUSAL due to no RSA authentication (command: {})", self.current));
+                self.refuse_close();
+            }
+        }
+    }
+
+    fn sauth(&mut self, flag: u8, clen: usize, nlen: usize, challenge: &[u8]) -> Result<(), String> {
+        let nonce = if flag == b'y' {
+            let plain = crypto::rsa_decrypt(&self.host_key, challenge).map_err(|_| {
+                "private decrypt of received challenge failed; probably the client has wrong public key for this server".to_string()
+            })?;
+            if plain.len() != nlen {
+                return Err(format!(
+                    "private decrypt of received challenge ({clen} bytes) resulted in {} bytes instead of promised {nlen} bytes",
+                    plain.len()
+                ));
+            }
+            plain
+        } else {
+            if nlen != clen {
+                return Err(format!("peer sent illegal challenge (challenge_len {nlen} != crypt_len {clen})"));
+            }
+            challenge.to_vec()
+        };
+        self.auth.flag = flag;
+        self.auth.challenge_digest = crypto::digest(&nonce);
+        self.phase = Phase::Modulus;
+        Ok(())
+    }
+
+    fn exponent(&mut self, e: &[u8]) {
+        let key = match crypto::public_key_from_mpis(&self.auth.modulus, e) {
+            Ok(k) => k,
+            Err(err) => {
+                self.log(Level::Error, format!("Authentication failure: bad client public key ({err})"));
+                return self.auth_failed();
+            }
+        };
+        let id = crate::keys::key_id(&key, crate::keys::DigestKind::Md5).to_string();
+        self.log(Level::Verbose, format!("Peer's identity is: {id}"));
+        self.peer.key_id = id.clone();
+        self.auth.client_key = Some(key.clone());
+        self.phase = Phase::KeyCheck;
+        self.waiting = Waiting::Key;
+        self.events.push_back(Event::LookupKey { user: self.peer.username.clone(), key_id: id, key, ip: self.peer.ip.clone() });
+    }
+
+    fn key_answer<R: RngCore + CryptoRng>(&mut self, now: Now, k: KeyStatus, rng: &mut R) {
+        let Some(key) = self.auth.client_key.clone() else { return self.auth_failed() };
+        if k == KeyStatus::Trusted {
+            self.log(Level::Verbose, format!("A public key was already known from {}/{} - no trust required", self.peer.hostname, self.peer.ip));
+            self.log(Level::Verbose, format!("The public key identity was confirmed as {}@{}", self.peer.username, self.peer.hostname));
+            self.send(Status::Done, b"OK: key accepted");
+        } else if self.policy.trusts_keys_from(&self.peer.ip) {
+            self.log(Level::Verbose, format!("Host {}/{} was found in the list of hosts to trust", self.peer.hostname, self.peer.ip));
+            self.send(Status::Done, b"OK: unknown key was accepted on trust");
+            self.log(Level::Notice, format!("Trusting new key: {}", self.peer.key_id));
+            self.events.push_back(Event::SaveKey {
+                user: self.peer.username.clone(),
+                key_id: self.peer.key_id.clone(),
+                key: key.clone(),
+                ip: self.peer.ip.clone(),
+            });
+        } else {
+            self.log(Level::Verbose, "No previous key found, and unable to accept this one on trust".into());
+            self.send(Status::Done, b"BAD: key could not be accepted on trust");
+            return self.auth_failed();
+        }
+        // S2: the digest of the client's challenge.
+        let d = self.auth.challenge_digest;
+        self.send(Status::Done, &d);
+        // S3: our counter-challenge, encrypted to the client's key.
+        let counter = crypto::nonce_mpi(rng);
+        self.auth.counter_digest = crypto::digest(&counter);
+        match crypto::rsa_encrypt(rng, &key, &counter) {
+            Ok(c) => self.send(Status::Done, &c),
+            Err(e) => {
+                self.log(Level::Error, format!("Authentication failure: public encryption of counter-challenge failed ({e})"));
+                return self.auth_failed();
+            }
+        }
+        // S4/S5: our key, unless the client said it has it.
+        if self.auth.flag != b'y' {
+            let (n, e) = crypto::public_key_mpis(&self.host_key.to_public_key());
+            self.send(Status::Done, &n);
+            self.send(Status::Done, &e);
+        }
+        self.phase = Phase::Response;
+        self.pump(now);
+    }
+
+    fn response(&mut self, payload: &[u8]) {
+        if payload.len() < DIGEST_LEN || payload[..DIGEST_LEN] != self.auth.counter_digest {
+            self.log(Level::Error, "Authentication failure: counter-challenge response was incorrect".into());
+            return self.auth_failed();
+        }
+        self.log(Level::Verbose, format!("Authentication of client {}/{} achieved", self.peer.hostname, self.peer.ip));
+        self.phase = Phase::SessionKey;
+    }
+
+    fn session_key(&mut self, now: Now, payload: &[u8]) {
+        if payload.len() > MAX_SESSION_KEY_PAYLOAD {
+            self.log(Level::Error, format!("Authentication failure: session key received is too long ({} bytes)", payload.len()));
+            return self.auth_failed();
+        }
+        let key = if payload.len() == SESSION_KEY_LEN {
+            // 3.21 takes a 16-byte payload as the raw key (old upgrade path).
+            payload.to_vec()
+        } else {
+            match crypto::rsa_decrypt(&self.host_key, payload) {
+                Ok(k) => k,
+                Err(_) => {
+                    self.log(Level::Error, "Authentication failure: private decrypt of session key failed".into());
+                    return self.auth_failed();
+                }
+            }
+        };
+        let Ok(k) = <[u8; SESSION_KEY_LEN]>::try_from(key.as_slice()) else {
+            self.log(
+                Level::Error,
+                format!("Authentication failure: session key decrypts to invalid size, expected {SESSION_KEY_LEN} but got {} bytes", key.len()),
+            );
+            return self.auth_failed();
+        };
+        self.cipher = Some(SessionCipher::new(k));
+        self.auth.modulus.clear();
+        if self.uid == 0 || self.peer.username.is_empty() {
+            self.ready(now);
+        } else {
+            self.phase = Phase::User;
+            self.waiting = Waiting::User;
+            self.events.push_back(Event::LookupUser { user: self.peer.username.clone() });
+        }
+    }
+
+    fn ready(&mut self, now: Now) {
+        self.phase = Phase::Ready;
+        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        self.pump(now);
+    }
+
+    fn auth_failed(&mut self) {
+        self.log(Level::Info, "Auth dialogue error".into());
+        self.refuse_close();
+    }
+
+    // ---- command loop ---------------------------------------------------
+
+    fn command(&mut self, now: Now, payload: &[u8]) {
+        self.current = Request::describe(payload);
+        if c_str(payload).is_empty() {
+            self.log(Level::Warning, "Got NULL transmission, skipping!".into());
+            return;
+        }
+        let req = match request::parse_request(payload, Dialect::Classic) {
+            Ok(r) => r,
+            Err(RequestError::BadBufsize(n)) => {
+                // Classic accepts 0..=4096 (a 0 only matters for refusals).
+                if n == 0 {
+                    if let Some(path) = get_path(payload) {
+                        return self.path_op(now, PathOp { kind: PathKind::Get { bufsize: 0 }, requested: path, encrypted: false });
+                    }
+                }
+                self.log(Level::Info, "GET buffer out of bounds".into());
+                return self.refuse_close();
+            }
+            Err(RequestError::BadCipherLength { command, declared, actual }) => {
+                self.log(Level::Verbose, format!("Protocol error {command}: declared {declared}, got {actual}"));
+                self.refuse();
+                // SMD5, SVAR, SCONTEXT and SQUERY keep the connection.
+                if matches!(command, "SSYNCH" | "SGET" | "SOPENDIR") {
+                    self.close();
+                }
+                return;
+            }
+            Err(e) => return self.protocol_error(&e.to_string()),
+        };
+        match req {
+            Request::Version => self.send(Status::Done, &reply::version()),
+            Request::Stat { client_time, path } => {
+                self.path_op(now, PathOp { kind: PathKind::Stat { client_time }, requested: path, encrypted: false })
+            }
+            Request::Get { bufsize, path } => {
+                let bufsize = if bufsize >= 4096 { 2048 } else { bufsize };
+                self.path_op(now, PathOp { kind: PathKind::Get { bufsize }, requested: path, encrypted: false })
+            }
+            Request::Opendir { path } => self.path_op(now, PathOp { kind: PathKind::Opendir, requested: path, encrypted: false }),
+            Request::Md5 { path, digest } => {
+                self.path_op(now, PathOp { kind: PathKind::Md5 { digest }, requested: path, encrypted: false })
+            }
+            Request::Var { name } => self.var(&name, false),
+            Request::Context { regex } => {
+                self.log(Level::Info, format!("Context access failure on CONTEXT {}", String::from_utf8_lossy(&regex)));
+                self.refuse_close();
+            }
+            Request::Query { .. } | Request::Cookie => self.protocol_error("QUERY is only answered by CFEngine Enterprise"),
+            Request::CallMeBack => {
+                self.log(Level::Info, "Decrypt error CALL_ME_BACK".into());
+                self.close();
+            }
+            Request::Exec { .. } => {
+                self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
+                self.refuse_close();
+            }
+            Request::Encrypted { kind, blocksize, ciphertext, .. } => self.encrypted(now, kind, blocksize, &ciphertext),
+            Request::Cauth { .. } | Request::Sauth { .. } => self.protocol_error("authentication repeated after success"),
+            Request::Auth | Request::Classes => {
+                self.log(Level::Warning, "Unexpected protocol command".into());
+                self.protocol_error("obsolete command");
+            }
+        }
+    }
+
+    fn encrypted(&mut self, now: Now, kind: Encrypted, blocksize: Option<i64>, ciphertext: &[u8]) {
+        let Some(cipher) = self.cipher.clone() else { return self.refuse_close() };
+        let plain = match cipher.decrypt(ciphertext) {
+            Ok(p) => p,
+            Err(e) => {
+                self.log(Level::Error, format!("Bad decrypt ({} bytes): {e}", ciphertext.len()));
+                Vec::new()
+            }
+        };
+        self.current = Request::describe(&plain);
+        match kind {
+            Encrypted::Synch => {
+                if !plain.starts_with(b"SYNCH") {
+                    self.log(Level::Info, "No synch".into());
+                    return self.refuse();
+                }
+                match request::parse_request(&plain, Dialect::Classic) {
+                    Ok(Request::Stat { client_time, path }) => {
+                        self.path_op(now, PathOp { kind: PathKind::Stat { client_time }, requested: path, encrypted: true })
+                    }
+                    _ => self.protocol_error("malformed SSYNCH plaintext"),
+                }
+            }
+            Encrypted::Get => {
+                if plain.get(..3) != Some(b"GET".as_slice()) {
+                    self.log(Level::Info, "SGET/GET problem".into());
+                    return self.refuse();
+                }
+                if !(0..=8192).contains(&blocksize.unwrap_or(-1)) {
+                    self.log(Level::Info, "SGET bounding error".into());
+                    return self.refuse_close();
+                }
+                let path = c_str(plain.get(13..).unwrap_or(&[])).to_vec();
+                self.path_op(now, PathOp { kind: PathKind::SGet, requested: path, encrypted: true })
+            }
+            Encrypted::Opendir => {
+                if !plain.starts_with(b"OPENDIR") {
+                    self.log(Level::Info, "Opendir failed to decrypt".into());
+                    return self.refuse();
+                }
+                match request::parse_request(&plain, Dialect::Classic) {
+                    Ok(Request::Opendir { path }) => {
+                        self.path_op(now, PathOp { kind: PathKind::SOpendir, requested: path, encrypted: true })
+                    }
+                    _ => self.close(),
+                }
+            }
+            Encrypted::Md5 => {
+                if !plain.starts_with(b"MD5") {
+                    self.log(Level::Info, "MD5 protocol error".into());
+                    return self.refuse_close();
+                }
+                match request::parse_request(&plain, Dialect::Classic) {
+                    Ok(Request::Md5 { path, digest }) => {
+                        self.path_op(now, PathOp { kind: PathKind::Md5 { digest }, requested: path, encrypted: true })
+                    }
+                    _ => self.close(),
+                }
+            }
+            Encrypted::Var => {
+                if !plain.starts_with(b"VAR") {
+                    self.log(Level::Info, "VAR protocol defect".into());
+                    return self.refuse_close();
+                }
+                let name = c_str(&plain).get(4..).unwrap_or(&[]).to_vec();
+                self.var(&name, true)
+            }
+            Encrypted::Context => {
+                if !plain.starts_with(b"CONTEXT") {
+                    self.log(Level::Info, "CONTEXT protocol defect...".into());
+                    return self.refuse_close();
+                }
+                self.log(Level::Info, format!("Context access failure on {}", self.current));
+                self.refuse_close();
+            }
+            Encrypted::Query => {
+                if !plain.starts_with(b"QUERY") {
+                    self.log(Level::Info, "QUERY protocol defect".into());
+                    return self.refuse_close();
+                }
+                let name: Vec<u8> = c_str(&plain).get(6..).unwrap_or(&[]).split(|&b| b == b' ').next().unwrap_or(&[]).to_vec();
+                if self.policy.check_literal(&name, &self.peer, true) {
+                    self.protocol_error("QUERY is only answered by CFEngine Enterprise");
+                } else {
+                    self.log(Level::Info, "Query access failure".into());
+                    self.refuse_close();
+                }
+            }
+        }
+    }
+
+    fn var(&mut self, name: &[u8], encrypted: bool) {
+        let name = &name[..name.len().min(255)];
+        if !self.policy.check_literal(name, &self.peer, encrypted) {
+            self.log(Level::Verbose, format!("Host {} denied access to literal '{}'", self.peer.hostname, String::from_utf8_lossy(name)));
+            self.log(Level::Info, "Literal access failure".into());
+            return self.refuse_close();
+        }
+        self.log(Level::Verbose, "Access to server literals is only available in CFEngine Enterprise".into());
+        if encrypted {
+            let mut p = reply::NOT_FOUND.to_vec();
+            p.push(0);
+            self.send_sealed(Status::Done, &p);
+        } else {
+            self.send(Status::Done, reply::NOT_FOUND);
+        }
+    }
+
+    // ---- path commands --------------------------------------------------
+
+    fn path_op(&mut self, now: Now, mut op: PathOp) {
+        let word = match (&op.kind, op.encrypted) {
+            (PathKind::Stat { .. }, false) => "SYNCH",
+            (PathKind::Stat { .. }, true) => "SSYNCH",
+            (PathKind::Get { .. }, _) => "GET",
+            (PathKind::SGet, _) => "SGET",
+            (PathKind::Opendir, _) => "OPENDIR",
+            (PathKind::SOpendir, _) => "SOPENDIR",
+            (PathKind::Md5 { .. }, false) => "MD5",
+            (PathKind::Md5 { .. }, true) => "SMD5",
+        };
+        self.log(Level::Verbose, format!("{:>14} {:>8} {}", "Received:", word, String::from_utf8_lossy(&op.requested)));
+        if op.requested.is_empty() {
+            self.log(Level::Verbose, "Empty filename in request, closing".into());
+            return self.close();
+        }
+        if op.requested.first() != Some(&b'/') {
+            match self.policy.expand_shortcut(&op.requested, &self.peer) {
+                Some(p) if p.len() < frame::MAX_PAYLOAD => op.requested = p,
+                Some(_) => {
+                    self.log(Level::Verbose, "Expanding filename made it too long".into());
+                    return self.close();
+                }
+                None => {}
+            }
+        }
+        if op.requested.first() != Some(&b'/') || op.requested.contains(&0) {
+            self.log(
+                Level::Info,
+                format!("Couldn't resolve (realpath: No such file or directory) filename: {}", String::from_utf8_lossy(&op.requested)),
+            );
+            return self.deny(now, op);
+        }
+        let path = op.requested.clone();
+        self.phase = Phase::Busy;
+        self.waiting = Waiting::Canon(op);
+        self.events.push_back(Event::Canonicalize { path });
+    }
+
+    fn deny(&mut self, now: Now, op: PathOp) {
+        self.log(Level::Info, format!("Host {} denied access to {}", self.peer.hostname, String::from_utf8_lossy(&op.requested)));
+        let what = match op.kind {
+            PathKind::Stat { .. } => "Access control in sync",
+            PathKind::Get { .. } | PathKind::Md5 { .. } => "Access denied to get object",
+            PathKind::SGet => "Access control error",
+            PathKind::Opendir => "DIR access error",
+            PathKind::SOpendir => "Access error",
+        };
+        self.log(Level::Info, what.into());
+        self.refuse();
+        if op.deny_closes() {
+            self.close();
+        }
+        self.done(now);
+    }
+
+    fn canonical(&mut self, now: Now, op: PathOp, r: Result<Canonical, String>) {
+        let c = match r {
+            Ok(c) => c,
+            Err(e) => {
+                self.log(
+                    Level::Info,
+                    format!("Couldn't resolve (realpath: {e}) filename: {}", String::from_utf8_lossy(&op.requested)),
+                );
+                return self.deny(now, op);
+            }
+        };
+        let mut real = c.path;
+        if real.len() > 1 && real.last() == Some(&b'/') {
+            real.pop();
+        }
+        self.log(
+            Level::Verbose,
+            format!("Filename {} is resolved to {}", String::from_utf8_lossy(&op.requested), String::from_utf8_lossy(&real)),
+        );
+        // 3.21 passes encrypt=true to AccessControl for SYNCH and OPENDIR
+        // whatever the variant, so `ifencrypted` only bites on a plain GET
+        // or MD5.
+        let acl_encrypted = match op.kind {
+            PathKind::Stat { .. } | PathKind::Opendir | PathKind::SOpendir | PathKind::SGet => true,
+            PathKind::Get { .. } => false,
+            PathKind::Md5 { .. } => op.encrypted,
+        };
+        let d = self.policy.check_path(&real, &self.peer, acl_encrypted);
+        self.maproot = d.maproot;
+        if d.maproot {
+            self.log(Level::Verbose, "Mapping root privileges to access non-root files".into());
+        }
+        if !d.allowed {
+            if d.needs_encryption {
+                self.log(Level::Error, format!("File {} requires encrypt connection...will not serve", d.rule));
+            }
+            return self.deny(now, op);
+        }
+        self.log(Level::Verbose, format!("Host {} granted access to {}", self.peer.hostname, String::from_utf8_lossy(&op.requested)));
+        match op.kind {
+            PathKind::Stat { client_time } => {
+                if self.policy.deny_bad_clocks() && reply::clock_skew_too_large(now.unix_s, client_time) {
+                    let msg = reply::clocks_unsynchronized(now.unix_s, client_time);
+                    self.log(Level::Info, format!("denybadclocks {}", String::from_utf8_lossy(&msg)));
+                    self.send(Status::Done, &msg);
+                    return self.done(now);
+                }
+                let last = op.requested.rsplit(|&b| b == b'/').find(|s| !s.is_empty()).unwrap_or(&[]);
+                if last.len() > crate::reply::MAX_NAME + 1 {
+                    let msg = format!("BAD: Filename suspiciously long [{}]", String::from_utf8_lossy(&op.requested));
+                    self.log(Level::Error, msg.clone());
+                    self.send(Status::Done, msg.as_bytes());
+                    return self.done(now);
+                }
+                let path = op.requested.clone();
+                self.waiting = Waiting::Stat(op);
+                self.events.push_back(Event::Stat { path });
+            }
+            PathKind::Get { .. } | PathKind::SGet => {
+                self.waiting = Waiting::Open(PathOp { requested: real.clone(), ..op });
+                self.events.push_back(Event::Open { path: real });
+            }
+            PathKind::Opendir | PathKind::SOpendir => {
+                self.waiting = Waiting::Listing(op);
+                self.events.push_back(Event::ListDir { path: real });
+            }
+            PathKind::Md5 { digest } => {
+                self.waiting = Waiting::Digest(digest);
+                self.events.push_back(Event::Digest { path: real });
+            }
+        }
+    }
+
+    fn stat_answer(&mut self, now: Now, op: PathOp, r: Result<FileStat, String>) {
+        match r {
+            Ok(st) => {
+                for t in st.reply.encode() {
+                    self.send(t.status, &t.payload);
+                }
+            }
+            Err(e) => {
+                let msg = format!("BAD: unable to stat file {}", String::from_utf8_lossy(&op.requested));
+                self.log(Level::Verbose, format!("{msg}. (lstat: {e})"));
+                self.send(Status::Done, msg.as_bytes());
+            }
+        }
+        self.done(now);
+    }
+
+    fn listing(&mut self, now: Now, op: PathOp, r: Result<Vec<Vec<u8>>, String>) {
+        let sealed = op.kind == PathKind::SOpendir;
+        match r {
+            Ok(names) => {
+                for t in reply::opendir_packets(names.iter().map(|n| n.as_slice())) {
+                    if sealed {
+                        self.send_sealed(t.status, &t.payload);
+                    } else {
+                        self.send(t.status, &t.payload);
+                    }
+                }
+            }
+            Err(e) => {
+                let p = String::from_utf8_lossy(&op.requested).into_owned();
+                self.log(Level::Info, format!("Couldn't open directory '{p}' (DirOpen:{e})"));
+                let msg = format!("BAD: cfengine, couldn't open dir {p}");
+                if sealed {
+                    let mut m = msg.into_bytes();
+                    m.push(0);
+                    self.send_sealed(Status::Done, &m);
+                } else {
+                    self.send(Status::Done, msg.as_bytes());
+                }
+            }
+        }
+        self.done(now);
+    }
+
+    fn opened(&mut self, now: Now, op: PathOp, r: Result<OpenedFile, String>) {
+        let encrypted = op.kind == PathKind::SGet;
+        let bufsize = match op.kind {
+            PathKind::Get { bufsize } => bufsize,
+            _ => 0,
+        };
+        let f = match r {
+            Ok(f) => f,
+            Err(e) => {
+                self.log(Level::Error, format!("Open error of file '{}'. (open: {e})", String::from_utf8_lossy(&op.requested)));
+                if encrypted {
+                    self.log(Level::Verbose, "Transfer failure".into());
+                    self.send(Status::Done, reply::FAILED);
+                } else {
+                    self.raw_refusal_block(bufsize);
+                }
+                return self.done(now);
+            }
+        };
+        // TransferRights: root, maproot, the owner, or a world-readable file.
+        if !(self.uid == 0 || self.maproot || f.uid == self.uid || f.mode & 0o004 != 0) {
+            self.log(
+                Level::Info,
+                format!(
+                    "Remote user '{}' is not owner of the file, access denied, consider maproot or making file world-readable",
+                    self.peer.username
+                ),
+            );
+            self.log(Level::Info, format!("REFUSE access to file: {}", String::from_utf8_lossy(&op.requested)));
+            self.refuse();
+            if encrypted {
+                self.log(Level::Verbose, "Transfer failure".into());
+                self.send(Status::Done, reply::FAILED);
+            } else {
+                self.raw_refusal_block(bufsize);
+            }
+            self.events.push_back(Event::Close { handle: f.handle });
+            return self.done(now);
+        }
+        let t = Transfer { handle: f.handle, path: op.requested, size0: f.size, sent: 0, encrypted };
+        if t.size0 == 0 {
+            if encrypted {
+                self.send_sealed(Status::Done, b"");
+            }
+            self.events.push_back(Event::Close { handle: t.handle });
+            return self.done(now);
+        }
+        self.next_read(now, t);
+    }
+
+    fn next_read(&mut self, now: Now, t: Transfer) {
+        if t.sent >= t.size0 {
+            self.events.push_back(Event::Close { handle: t.handle });
+            return self.done(now);
+        }
+        let step = if t.encrypted { SGET_READ } else { GET_READ };
+        let len = step.min((t.size0 - t.sent) as usize);
+        self.events.push_back(Event::Read { handle: t.handle, offset: t.sent, len });
+        self.waiting = Waiting::Read(t);
+    }
+
+    fn data(&mut self, now: Now, mut t: Transfer, bytes: Vec<u8>, current_size: u64) {
+        let remaining = (t.size0 - t.sent) as usize;
+        if bytes.is_empty() || current_size != t.size0 || bytes.len() > remaining {
+            self.log(Level::Verbose, "Aborting transfer of file due to source changes".into());
+            let msg = format!("BAD: File changed while copying: {}", String::from_utf8_lossy(&t.path)).into_bytes();
+            if t.encrypted {
+                self.send(Status::Done, &msg);
+            } else if remaining > 0 {
+                let mut b = msg;
+                b.resize(remaining.min(GET_BLOCK), 0);
+                self.out.push_back(b);
+            }
+            self.events.push_back(Event::Close { handle: t.handle });
+            return self.done(now);
+        }
+        if t.encrypted {
+            let cipher = self.cipher.clone();
+            let mut off = 0usize;
+            for chunk in bytes.chunks(SGET_CHUNK) {
+                off += chunk.len();
+                let last = t.sent + off as u64 >= t.size0;
+                if let Some(c) = &cipher {
+                    let ct = c.encrypt(chunk);
+                    self.send(if last { Status::Done } else { Status::More }, &ct);
+                }
+            }
+        } else {
+            for block in bytes.chunks(GET_BLOCK) {
+                self.out.push_back(block.to_vec());
+            }
+        }
+        t.sent += bytes.len() as u64;
+        self.served += bytes.len() as u64;
+        self.next_read(now, t);
+    }
+
+    fn raw_refusal_block(&mut self, bufsize: u16) {
+        if bufsize == 0 {
+            return;
+        }
+        let mut b = reply::FAILED.to_vec();
+        b.resize(usize::from(bufsize).max(reply::FAILED.len() + 1), 0);
+        b.truncate(usize::from(bufsize));
+        self.out.push_back(b);
+    }
+
+    // ---- replies --------------------------------------------------------
+
+    fn done(&mut self, now: Now) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::Ready;
+        self.waiting = Waiting::Nothing;
+        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        self.pump(now);
+    }
+
+    fn refuse(&mut self) {
+        self.send(Status::Done, reply::FAILED);
+        let user = if self.peer.username.is_empty() { "?" } else { self.peer.username.as_str() };
+        let m = format!("REFUSAL to user='{user}' of request: {}", self.current);
+        self.log(Level::Verbose, m);
+    }
+
+    fn refuse_close(&mut self) {
+        self.refuse();
+        self.close();
+    }
+
+    fn protocol_error(&mut self, why: &str) {
+        self.send(Status::Done, reply::REQUEST_DENIED);
+        self.log(Level::Info, format!("Closing connection due to request: {} ({why})", self.current));
+        self.close();
+    }
+
+    fn send(&mut self, status: Status, payload: &[u8]) {
+        match super::wire::framed(status, payload) {
+            Some(v) => self.out.push_back(v),
+            None => self.log(Level::Error, format!("internal: cannot frame a {}-byte reply", payload.len())),
+        }
+    }
+
+    fn send_sealed(&mut self, status: Status, plain: &[u8]) {
+        if let Some(c) = &self.cipher {
+            let ct = c.encrypt(plain);
+            self.send(status, &ct);
+        }
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        self.events.push_back(Event::Log { level, message });
+    }
+
+    fn close(&mut self) {
+        if self.phase != Phase::Closing {
+            self.phase = Phase::Closing;
+            if let Waiting::Read(t) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+                self.events.push_back(Event::Close { handle: t.handle });
+            }
+        }
+    }
+}
+
+/// `GET %d %[^\n]` for a bufsize the shared parser rejects (classic takes 0).
+fn get_path(payload: &[u8]) -> Option<Vec<u8>> {
+    let s = c_str(payload).strip_prefix(b"GET ")?;
+    let s = s.strip_prefix(b"0")?;
+    let s = s.strip_prefix(b" ")?;
+    let p = s.split(|&b| b == b'\n').next()?;
+    let start = p.iter().position(|&b| b != b' ')?;
+    Some(p[start..].to_vec())
+}

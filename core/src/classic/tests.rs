@@ -1,0 +1,607 @@
+//! The classic client and server machines against each other, in memory,
+//! with a small file world answering the server's questions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rsa::RsaPrivateKey;
+
+use super::*;
+use super::crypto::SessionCipher;
+use crate::frame::{Decoder, Status};
+use crate::reply::{FileType, StatReply};
+use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Now, OpenedFile};
+use crate::server::session::Config;
+
+fn keys() -> &'static (Arc<RsaPrivateKey>, Arc<RsaPrivateKey>) {
+    static K: OnceLock<(Arc<RsaPrivateKey>, Arc<RsaPrivateKey>)> = OnceLock::new();
+    K.get_or_init(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        (Arc::new(RsaPrivateKey::new(&mut rng, 1024).unwrap()), Arc::new(RsaPrivateKey::new(&mut rng, 1024).unwrap()))
+    })
+}
+
+#[derive(Clone, Default)]
+struct Pol {
+    trust: bool,
+    admit: Vec<(String, bool, bool)>, // path, ifencrypted, maproot
+    deny: Vec<String>,
+}
+
+impl ClassicPolicy for Pol {
+    fn legacy_allowed(&self, _ip: &str) -> bool {
+        true
+    }
+    fn trusts_keys_from(&self, _ip: &str) -> bool {
+        self.trust
+    }
+    fn deny_bad_clocks(&self) -> bool {
+        true
+    }
+    fn expand_shortcut(&self, path: &[u8], _peer: &ClassicPeer) -> Option<Vec<u8>> {
+        let p = path.strip_prefix(b"share/")?;
+        let mut v = b"/srv/".to_vec();
+        v.extend_from_slice(p);
+        Some(v)
+    }
+    fn check_path(&self, path: &[u8], _peer: &ClassicPeer, encrypted: bool) -> ClassicDecision {
+        let p = String::from_utf8_lossy(path).into_owned();
+        let covers = |r: &str| p == r || p.starts_with(&format!("{r}/"));
+        let mut d = ClassicDecision { allowed: false, maproot: false, needs_encryption: false, rule: String::new() };
+        if let Some((r, enc, mr)) = self.admit.iter().find(|(r, _, _)| covers(r)) {
+            d.rule = r.clone();
+            d.maproot = *mr;
+            if *enc && !encrypted {
+                d.needs_encryption = true;
+                return d;
+            }
+            d.allowed = !self.deny.iter().any(|r| covers(r));
+        }
+        d
+    }
+    fn check_literal(&self, _name: &[u8], _peer: &ClassicPeer, _encrypted: bool) -> bool {
+        false
+    }
+}
+
+struct World {
+    files: HashMap<Vec<u8>, (Vec<u8>, u32, u32)>, // content, uid, mode
+    dirs: HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    links: HashMap<Vec<u8>, Vec<u8>>,
+    known_key: bool,
+    saved: Vec<String>,
+    handles: HashMap<u64, Vec<u8>>,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut w = World { files: HashMap::new(), dirs: HashMap::new(), links: HashMap::new(), known_key: true, saved: vec![], handles: HashMap::new() };
+        w.files.insert(b"/srv/hello.txt".to_vec(), (b"hello from cf-serverd lab\n".to_vec(), 0, 0o644));
+        w.files.insert(b"/srv/empty.txt".to_vec(), (vec![], 0, 0o644));
+        w.files.insert(b"/srv/big.bin".to_vec(), ((0..10_000u32).map(|i| (i * 7 % 251) as u8).collect(), 0, 0o644));
+        w.files.insert(b"/srv/private.txt".to_vec(), (b"mine\n".to_vec(), 0, 0o600));
+        w.files.insert(b"/secret/s.txt".to_vec(), (b"no\n".to_vec(), 0, 0o644));
+        w.dirs.insert(b"/srv".to_vec(), vec![b".".to_vec(), b"..".to_vec(), b"hello.txt".to_vec(), b"big.bin".to_vec()]);
+        w.links.insert(b"/srv/link.txt".to_vec(), b"hello.txt".to_vec());
+        w
+    }
+
+    fn answer(&mut self, ev: &Event) -> Option<Answer> {
+        Some(match ev {
+            Event::Log { .. } | Event::Close { .. } | Event::ExecKill { .. } => return None,
+            // Classic EXEC is refused before anything runs.
+            Event::ExecStart { .. } => Answer::ExecStarted(Err("no programs in this world".into())),
+            Event::ExecRead { .. } => Answer::ExecOutput(crate::server::io::ExecChunk::Exit(None)),
+            Event::SaveKey { user, key_id, .. } => {
+                self.saved.push(format!("{user}-{key_id}.pub"));
+                return None;
+            }
+            Event::LookupKey { .. } => Answer::Key(if self.known_key { KeyStatus::Trusted } else { KeyStatus::Missing }),
+            Event::LookupUser { .. } => Answer::User(Some(1000)),
+            Event::ReverseLookup { .. } => Answer::Hostname(None),
+            Event::Canonicalize { path } => {
+                let mut p = path.clone();
+                if p.len() > 1 && p.ends_with(b"/") {
+                    p.pop();
+                }
+                if let Some(t) = self.links.get(&p) {
+                    let mut r = b"/srv/".to_vec();
+                    r.extend_from_slice(t);
+                    p = r;
+                }
+                if self.files.contains_key(&p) {
+                    Answer::Canonical(Ok(Canonical { path: p, is_dir: false }))
+                } else if self.dirs.contains_key(&p) {
+                    Answer::Canonical(Ok(Canonical { path: p, is_dir: true }))
+                } else {
+                    Answer::Canonical(Err("No such file or directory".into()))
+                }
+            }
+            Event::Stat { path } => {
+                let (target, link) = match self.links.get(path) {
+                    Some(t) => {
+                        let mut r = b"/srv/".to_vec();
+                        r.extend_from_slice(t);
+                        (r, t.clone())
+                    }
+                    None => (path.clone(), vec![]),
+                };
+                let Some((c, uid, mode)) = self.files.get(&target) else { return Some(Answer::Stat(Err("No such file".into()))) };
+                Answer::Stat(Ok(FileStat {
+                    reply: StatReply {
+                        file_type: FileType::Regular,
+                        mode: *mode,
+                        lmode: if link.is_empty() { 0 } else { 0o777 },
+                        uid: *uid,
+                        gid: 0,
+                        size: c.len() as u64,
+                        atime: 1,
+                        mtime: 2,
+                        ctime: 3,
+                        makeholes: false,
+                        ino: 4,
+                        nlink: 1,
+                        dev: 5,
+                        link_target: link,
+                    },
+                }))
+            }
+            Event::Open { path } => match self.files.get(path) {
+                Some((c, uid, mode)) => {
+                    let h = self.handles.len() as u64 + 1;
+                    self.handles.insert(h, path.clone());
+                    Answer::Opened(Ok(OpenedFile { handle: h, size: c.len() as u64, uid: *uid, mode: *mode }))
+                }
+                None => Answer::Opened(Err("No such file or directory".into())),
+            },
+            Event::Read { handle, offset, len } => {
+                let c = &self.files[&self.handles[handle]].0;
+                let o = (*offset as usize).min(c.len());
+                let e = (o + len).min(c.len());
+                Answer::Data { bytes: c[o..e].to_vec(), current_size: c.len() as u64 }
+            }
+            Event::ListDir { path } => Answer::Listing(self.dirs.get(path).cloned().ok_or_else(|| "Not a directory".to_string())),
+            Event::Digest { path } => Answer::Digest(self.files.get(path).map(|(c, _, _)| crypto::digest(c))),
+        })
+    }
+}
+
+const NOW: Now = Now { mono_ms: 0, unix_s: 1_700_000_000 };
+
+struct Pair {
+    server: ClassicServer,
+    client: ClassicClient,
+    world: World,
+    rng: ChaCha8Rng,
+    /// Everything the server sent, as transactions where framed.
+    server_bytes: Vec<u8>,
+    client_events: Vec<ClientEvent>,
+    log: Vec<String>,
+}
+
+impl Pair {
+    fn new(pol: Pol, world: World, user: &str, known_server_key: bool, trust_server: bool) -> Pair {
+        let (skey, ckey) = keys().clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let cfg = ClientConfig {
+            local_ip: "127.0.0.1".into(),
+            fqdn: "Client.Example".into(),
+            user: user.into(),
+            key: ckey,
+            server_key: known_server_key.then(|| skey.to_public_key()),
+            trust_server,
+        };
+        let client = ClassicClient::new(cfg, &mut rng).unwrap();
+        let server = ClassicServer::new(Config::default(), Arc::new(pol), skey, "127.0.0.1".into(), NOW);
+        Pair { server, client, world, rng, server_bytes: vec![], client_events: vec![], log: vec![] }
+    }
+
+    /// Shuttle bytes and answers until nothing moves. Returns the client error, if any.
+    fn run(&mut self) -> Result<(), ClientError> {
+        loop {
+            let mut moved = false;
+            while let Some(b) = self.client.poll_transmit() {
+                moved = true;
+                // Feed in odd-sized pieces to exercise reassembly.
+                for piece in b.chunks(7) {
+                    self.server.handle_input(NOW, piece);
+                }
+            }
+            while let Some(ev) = self.server.poll_event() {
+                moved = true;
+                if let Event::Log { message, .. } = &ev {
+                    self.log.push(message.clone());
+                }
+                if let Some(a) = self.world.answer(&ev) {
+                    self.server.handle_answer(NOW, a, &mut self.rng).unwrap();
+                }
+            }
+            while let Some(b) = self.server.poll_transmit() {
+                moved = true;
+                self.server_bytes.extend_from_slice(&b);
+                self.client.handle_input(&b, &mut self.rng)?;
+            }
+            while let Some(e) = self.client.poll_event() {
+                moved = true;
+                self.client_events.push(e);
+            }
+            if !moved {
+                return Ok(());
+            }
+        }
+    }
+
+    fn take_events(&mut self) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.client_events)
+    }
+}
+
+fn authed(pol: Pol) -> Pair {
+    let mut p = Pair::new(pol, World::new(), "root", false, true);
+    p.run().unwrap();
+    let ev = p.take_events();
+    assert!(matches!(&ev[..], [ClientEvent::Authenticated { newly_trusted: true, .. }]), "{ev:?}\n{:?}", p.log);
+    assert!(p.server.is_authenticated() && p.client.is_idle());
+    assert_eq!(p.server.session_cipher().unwrap().key(), p.client.session_cipher().unwrap().key());
+    p
+}
+
+fn srv_pol() -> Pol {
+    Pol { trust: true, admit: vec![("/srv".into(), false, false)], deny: vec![] }
+}
+
+fn data_of(ev: &[ClientEvent]) -> Vec<u8> {
+    ev.iter().filter_map(|e| if let ClientEvent::Data(d) = e { Some(d.clone()) } else { None }).flatten().collect()
+}
+
+#[test]
+fn handshake_flag_n_shapes_match_the_vectors() {
+    let mut p = authed(srv_pol());
+    // S1 "OK: key accepted", S2 16 bytes, S3 128 (1024-bit key), S4 MPI n, S5 MPI e.
+    let mut d = Decoder::new();
+    d.push(&p.server_bytes).unwrap();
+    let mut lens = vec![];
+    while let Some(t) = d.poll().unwrap() {
+        lens.push((t.status, t.payload.len(), t.payload[..t.payload.len().min(16)].to_vec()));
+    }
+    assert_eq!(lens[0].2, b"OK: key accepted");
+    assert_eq!(lens[1].1, 16);
+    assert_eq!(lens[2].1, 128);
+    assert_eq!(lens[3].1, 4 + 129);
+    assert_eq!(lens[4].2, vec![0, 0, 0, 3, 1, 0, 1]);
+    assert!(lens.iter().all(|l| l.0 == Status::Done));
+    assert!(p.log.iter().any(|l| l == "Authentication of client client.example/127.0.0.1 achieved"), "{:?}", p.log);
+    p.client.version().unwrap();
+    p.run().unwrap();
+    assert_eq!(p.take_events(), vec![ClientEvent::Version("OK: 3.21.0".into())]);
+}
+
+#[test]
+fn handshake_flag_y_sends_no_server_key() {
+    let mut p = Pair::new(srv_pol(), World::new(), "root", true, false);
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Authenticated { newly_trusted: false, .. }]));
+    let mut d = Decoder::new();
+    d.push(&p.server_bytes).unwrap();
+    let mut n = 0;
+    while d.poll().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3, "S1, S2, S3 only");
+}
+
+#[test]
+fn unknown_server_key_without_trust_is_refused_by_the_client() {
+    let mut p = Pair::new(srv_pol(), World::new(), "root", false, false);
+    assert_eq!(p.run(), Err(ClientError::Untrusted));
+}
+
+#[test]
+fn unknown_client_key_trusted_or_refused() {
+    let mut w = World::new();
+    w.known_key = false;
+    let mut p = Pair::new(srv_pol(), w, "root", false, true);
+    p.run().unwrap();
+    assert!(p.client.is_authenticated());
+    assert_eq!(p.world.saved.len(), 1);
+    assert!(p.world.saved[0].starts_with("root-MD5="), "{:?}", p.world.saved);
+    assert!(String::from_utf8_lossy(&p.server_bytes).contains("OK: unknown key was accepted on trust"));
+
+    let mut w = World::new();
+    w.known_key = false;
+    let mut p = Pair::new(Pol { trust: false, ..srv_pol() }, w, "root", false, true);
+    let r = p.run();
+    assert_eq!(r, Err(ClientError::KeyRejected("BAD: key could not be accepted on trust".into())));
+    assert!(p.server.is_closing());
+    while let Some(b) = p.server.poll_transmit() {
+        p.server_bytes.extend_from_slice(&b);
+    }
+    let s = String::from_utf8_lossy(&p.server_bytes).into_owned();
+    assert!(s.contains("BAD: key could not be accepted on trust") && s.contains("Unspecified server refusal"), "{s}");
+}
+
+#[test]
+fn stat_get_plain_and_encrypted() {
+    for enc in [false, true] {
+        let mut p = authed(srv_pol());
+        for name in ["hello.txt", "big.bin"] {
+            let path = format!("/srv/{name}");
+            p.client.stat(NOW.unix_s, path.as_bytes(), enc).unwrap();
+            p.run().unwrap();
+            let ev = p.take_events();
+            let ClientEvent::Stat(st) = &ev[0] else { panic!("{ev:?}") };
+            p.client.get(path.as_bytes(), st.size, enc).unwrap();
+            p.run().unwrap();
+            let ev = p.take_events();
+            assert_eq!(ev.last(), Some(&ClientEvent::FileDone), "{ev:?}");
+            assert_eq!(data_of(&ev), p.world.files[path.as_bytes()].0, "{name} enc={enc}");
+        }
+        // Empty file: nothing sent, done at once.
+        p.client.get(b"/srv/empty.txt", 0, enc).unwrap();
+        p.run().unwrap();
+        assert_eq!(p.take_events(), vec![ClientEvent::FileDone]);
+        assert!(p.client.is_idle());
+    }
+}
+
+#[test]
+fn sget_chunks_are_4064_bytes_of_plaintext() {
+    let mut p = authed(srv_pol());
+    let before = p.server_bytes.len();
+    p.client.get(b"/srv/big.bin", 10_000, true).unwrap();
+    p.run().unwrap();
+    let mut d = Decoder::new();
+    d.push(&p.server_bytes[before..]).unwrap();
+    let mut shapes = vec![];
+    while let Some(t) = d.poll().unwrap() {
+        shapes.push((t.status, t.payload.len()));
+    }
+    assert_eq!(shapes, vec![(Status::More, 4072), (Status::More, 4072), (Status::Done, 1880)]);
+}
+
+#[test]
+fn symlink_is_reported_as_a_link() {
+    let mut p = authed(srv_pol());
+    p.client.stat(NOW.unix_s, b"/srv/link.txt", false).unwrap();
+    p.run().unwrap();
+    let ev = p.take_events();
+    let ClientEvent::Stat(st) = &ev[0] else { panic!("{ev:?}") };
+    assert_eq!(st.lmode, 0o777);
+    assert_eq!(st.link_target, b"hello.txt");
+}
+
+#[test]
+fn refusals_keep_or_close_per_command() {
+    // Denied STAT: refused, kept.
+    let mut p = authed(srv_pol());
+    p.client.stat(NOW.unix_s, b"/secret/s.txt", false).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(t)] if t.as_bytes() == crate::reply::FAILED));
+    assert!(!p.server.is_closing());
+    assert!(p.log.iter().any(|l| l == "Host client.example denied access to /secret/s.txt"), "{:?}", p.log);
+    // Missing, then a good copy on the same connection.
+    p.client.stat(NOW.unix_s, b"/srv/missing", true).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(p.log.iter().any(|l| l.starts_with("Couldn't resolve (realpath: No such file or directory) filename: /srv/missing")));
+    p.client.stat(NOW.unix_s, b"/srv/hello.txt", false).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Stat(_)]));
+    // Denied OPENDIR closes.
+    p.client.opendir(b"/secret", false).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(p.server.is_closing());
+}
+
+#[test]
+fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
+    let mut p = authed(srv_pol());
+    p.client.get(b"/secret/s.txt", 3, false).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(p.client.is_desynchronised());
+    assert_eq!(p.client.stat(1, b"/srv/hello.txt", false), Err(ClientError::Desynchronised));
+    assert!(!p.server.is_closing(), "GET refusals keep the connection");
+}
+
+#[test]
+fn denied_sget_closes() {
+    let mut p = authed(srv_pol());
+    p.client.get(b"/secret/s.txt", 3, true).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(p.server.is_closing());
+}
+
+#[test]
+fn ownership_rule_and_maproot() {
+    // A non-root user cannot GET a 0600 root file...
+    let mut p = Pair::new(srv_pol(), World::new(), "alice", false, true);
+    p.run().unwrap();
+    p.take_events();
+    p.client.get(b"/srv/private.txt", 5, true).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    // ... unless maproot matches.
+    let pol = Pol { trust: true, admit: vec![("/srv".into(), false, true)], deny: vec![] };
+    let mut p = Pair::new(pol, World::new(), "alice", false, true);
+    p.run().unwrap();
+    p.take_events();
+    p.client.get(b"/srv/private.txt", 5, false).unwrap();
+    p.run().unwrap();
+    assert_eq!(data_of(&p.take_events()), b"mine\n");
+}
+
+#[test]
+fn ifencrypted_refuses_plain_get_but_serves_sget() {
+    let pol = Pol { trust: true, admit: vec![("/srv".into(), true, false)], deny: vec![] };
+    let mut p = authed(pol);
+    p.client.get(b"/srv/hello.txt", 26, false).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(p.log.iter().any(|l| l == "File /srv requires encrypt connection...will not serve"), "{:?}", p.log);
+    let pol = Pol { trust: true, admit: vec![("/srv".into(), true, false)], deny: vec![] };
+    let mut p = authed(pol);
+    p.client.get(b"/srv/hello.txt", 26, true).unwrap();
+    p.run().unwrap();
+    assert_eq!(data_of(&p.take_events()), b"hello from cf-serverd lab\n");
+}
+
+#[test]
+fn opendir_md5_and_shortcut_both_ways() {
+    for enc in [false, true] {
+        let mut p = authed(srv_pol());
+        p.client.opendir(b"/srv", enc).unwrap();
+        p.run().unwrap();
+        let ev = p.take_events();
+        assert_eq!(ev, vec![ClientEvent::Listing(World::new().dirs[b"/srv".as_slice()].clone())]);
+        let d = crypto::digest(b"hello from cf-serverd lab\n");
+        p.client.md5(b"share/hello.txt", &d, enc).unwrap();
+        p.run().unwrap();
+        assert_eq!(p.take_events(), vec![ClientEvent::Md5 { differs: false }]);
+        p.client.md5(b"/srv/hello.txt", &[0; 16], enc).unwrap();
+        p.run().unwrap();
+        assert_eq!(p.take_events(), vec![ClientEvent::Md5 { differs: true }]);
+    }
+}
+
+#[test]
+fn commands_before_authentication_are_refused_and_close() {
+    let mut s = ClassicServer::new(Config::default(), Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+    s.handle_input(NOW, &wire::framed(Status::Done, b"VERSION").unwrap());
+    let out: Vec<u8> = std::iter::from_fn(|| s.poll_transmit()).flatten().collect();
+    assert_eq!(out, wire::framed(Status::Done, crate::reply::FAILED).unwrap());
+    assert!(s.is_closing());
+    // SAUTH before CAUTH.
+    let mut s = ClassicServer::new(Config::default(), Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+    s.handle_input(NOW, &wire::framed(Status::Done, &wire::encode_sauth(false, &[0; 37], 37)).unwrap());
+    assert!(s.is_closing());
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for seed in 0..200u64 {
+        let mut s = ClassicServer::new(Config::default(), Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+        let mut r = ChaCha8Rng::seed_from_u64(seed);
+        let mut w = World::new();
+        let msgs: Vec<Vec<u8>> = vec![
+            wire::encode_cauth("1", "h", "root"),
+            wire::encode_sauth(false, &crypto::nonce_mpi(&mut r), 37),
+            {
+                let mut v = vec![0u8; (seed % 40) as usize + 1];
+                rand_chacha::rand_core::RngCore::fill_bytes(&mut r, &mut v);
+                v
+            },
+            vec![0, 0, 0, 1, 3],
+        ];
+        for m in msgs {
+            if let Some(f) = wire::framed(Status::Done, &m) {
+                s.handle_input(NOW, &f);
+            }
+            while let Some(ev) = s.poll_event() {
+                if let Some(a) = w.answer(&ev) {
+                    let _ = s.handle_answer(NOW, a, &mut rng);
+                }
+            }
+            while s.poll_transmit().is_some() {}
+        }
+    }
+}
+
+#[test]
+fn wrong_server_key_flag_y_is_refused() {
+    let mut p = Pair::new(srv_pol(), World::new(), "root", true, false);
+    // Re-create the client with its own key posing as the server's.
+    let (_, ckey) = keys().clone();
+    let cfg = ClientConfig {
+        local_ip: "127.0.0.1".into(),
+        fqdn: "c".into(),
+        user: "root".into(),
+        key: ckey.clone(),
+        server_key: Some(ckey.to_public_key()),
+        trust_server: false,
+    };
+    p.client = ClassicClient::new(cfg, &mut p.rng).unwrap();
+    assert!(matches!(p.run(), Err(ClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED));
+    assert!(p.server.is_closing());
+    assert!(p.log.iter().any(|l| l.contains("private decrypt of received challenge failed")), "{:?}", p.log);
+}
+
+#[test]
+fn silent_peer_times_out_during_authentication_and_when_idle() {
+    let cfg = Config { handshake_timeout_ms: 1000, idle_timeout_ms: 5000 };
+    let mut s = ClassicServer::new(cfg, Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+    assert_eq!(s.poll_timeout(), Some(1000));
+    s.handle_timeout(Now { mono_ms: 999, unix_s: 0 });
+    assert!(!s.is_closing());
+    s.handle_timeout(Now { mono_ms: 1000, unix_s: 0 });
+    assert!(s.is_closing());
+    assert!(s.poll_transmit().is_none(), "a timeout closes without a byte");
+}
+
+#[test]
+fn pipelined_requests_do_not_recurse() {
+    // Thousands of refused requests in one read: served iteratively.
+    let mut p = authed(srv_pol());
+    let mut burst = Vec::new();
+    for _ in 0..5000 {
+        burst.extend(wire::framed(Status::Done, b"SYNCH 1700000000 STAT relative/path").unwrap());
+    }
+    p.server.handle_input(NOW, &burst);
+    let mut refusals = 0;
+    while let Some(b) = p.server.poll_transmit() {
+        if b.ends_with(crate::reply::FAILED) {
+            refusals += 1;
+        }
+    }
+    assert_eq!(refusals, 5000);
+    assert!(!p.server.is_closing());
+}
+
+/// PROTOCOL.md §8.10, classic column: which replies keep the connection.
+#[test]
+fn close_or_keep_table() {
+    let cipher_of = |p: &Pair| p.client.session_cipher().unwrap().clone();
+    // (request builder, expected first reply, connection kept)
+    type Build = Box<dyn Fn(&SessionCipher) -> Vec<u8>>;
+    let cases: Vec<(&str, Build, &[u8], bool)> = vec![
+        ("VERSION", Box::new(|_| b"VERSION".to_vec()), b"OK: 3.21.0", true),
+        ("unknown", Box::new(|_| b"FOO bar".to_vec()), crate::reply::REQUEST_DENIED, false),
+        ("AUTH", Box::new(|_| b"AUTH x".to_vec()), crate::reply::REQUEST_DENIED, false),
+        ("SYNCH time 0", Box::new(|_| b"SYNCH 0 STAT /srv/hello.txt".to_vec()), crate::reply::REQUEST_DENIED, false),
+        ("GET 5000", Box::new(|_| b"GET 5000 /srv/hello.txt".to_vec()), crate::reply::FAILED, false),
+        ("VAR denied", Box::new(|_| b"VAR x".to_vec()), crate::reply::FAILED, false),
+        ("CONTEXT", Box::new(|_| b"CONTEXT .*".to_vec()), crate::reply::FAILED, false),
+        ("EXEC", Box::new(|_| b"EXEC".to_vec()), crate::reply::FAILED, false),
+        ("MD5 denied", Box::new(|_| { let mut v = b"MD5 /secret/s.txt".to_vec(); v.extend([0u8; 18]); v }), crate::reply::FAILED, true),
+        ("SMD5 bad length", Box::new(|_| { let mut v = b"SMD5 99".to_vec(); v.resize(24, 0); v }), crate::reply::FAILED, true),
+        ("SSYNCH bad length", Box::new(|_| { let mut v = b"SSYNCH 99".to_vec(); v.resize(24, 0); v }), crate::reply::FAILED, false),
+        ("SSYNCH not SYNCH", Box::new(|c| wire::seal("SSYNCH", c, b"HELLO\0")), crate::reply::FAILED, true),
+        ("SSYNCH wrong key", Box::new(|_| wire::seal("SSYNCH", &SessionCipher::new([9; 16]), b"SYNCH 1700000000 STAT /srv/hello.txt\0")), crate::reply::FAILED, true),
+        ("SGET not GET", Box::new(|c| wire::seal("SGET", c, b"PUT dummykey /srv/hello.txt\0")), crate::reply::FAILED, true),
+        ("SOPENDIR denied", Box::new(|c| wire::seal("SOPENDIR", c, b"OPENDIR /secret\0")), crate::reply::FAILED, false),
+        ("SMD5 not MD5", Box::new(|c| wire::seal("SMD5", c, b"XYZ /srv/hello.txt\0")), crate::reply::FAILED, false),
+        ("SVAR", Box::new(|c| wire::seal("SVAR", c, b"VAR x\0")), crate::reply::FAILED, false),
+        ("CAUTH again", Box::new(|_| wire::encode_cauth("1", "h", "root")), crate::reply::REQUEST_DENIED, false),
+    ];
+    for (name, build, first, kept) in cases {
+        let mut p = authed(srv_pol());
+        let c = cipher_of(&p);
+        p.server.handle_input(NOW, &wire::framed(Status::Done, &build(&c)).unwrap());
+        while let Some(ev) = p.server.poll_event() {
+            if let Some(a) = p.world.answer(&ev) {
+                p.server.handle_answer(NOW, a, &mut p.rng).unwrap();
+            }
+        }
+        let out: Vec<u8> = std::iter::from_fn(|| p.server.poll_transmit()).flatten().collect();
+        let mut d = Decoder::new();
+        d.push(&out).unwrap();
+        let t = d.poll().unwrap().unwrap_or_else(|| panic!("{name}: no reply"));
+        assert_eq!(&t.payload[..], first, "{name}");
+        assert_eq!(!p.server.is_closing(), kept, "{name}");
+    }
+}
