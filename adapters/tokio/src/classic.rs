@@ -57,7 +57,9 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
         }
     };
     let mut rng = rand_core::OsRng;
-    let mut conn = ClassicServer::new(shared.cfg.clone(), policy, key, ip.clone(), shared.now());
+    // New keys arriving by classic spend the same trust-on-first-use budget.
+    let gated = |p: Arc<rcf_core::policy::ServerPolicy>| shared.tofu.classic_view(p);
+    let mut conn = ClassicServer::new(shared.cfg.clone(), gated(policy), key, ip.clone(), shared.now());
     let mut files = Some(Files::default());
     let mut buf = vec![0u8; 16 * 1024];
     let mut established = false;
@@ -119,7 +121,7 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
         }
         if policy_rx.has_changed().unwrap_or(false) {
             let p = policy_rx.borrow_and_update().clone();
-            conn.set_policy(p);
+            conn.set_policy(gated(p));
         }
         let sleep = conn.poll_timeout().map(|ms| Duration::from_millis(ms.saturating_sub(shared.now().mono_ms)));
         tokio::select! {
@@ -130,7 +132,14 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
             _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
                 conn.handle_timeout(shared.now());
             }
-            _ = policy_rx.changed() => {}
+            // `changed()` marks the value seen, so apply it here: the
+            // `has_changed` check above would not fire for it any more.
+            r = policy_rx.changed() => {
+                if r.is_ok() {
+                    let p = policy_rx.borrow_and_update().clone();
+                    conn.set_policy(gated(p));
+                }
+            }
         }
     }
     while let Some(bytes) = conn.poll_transmit() {

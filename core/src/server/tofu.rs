@@ -168,6 +168,41 @@ impl TofuGate {
     pub fn view(self: &Arc<Self>, inner: Arc<dyn PolicyView>) -> Arc<dyn PolicyView> {
         Arc::new(Gated { inner, gate: self.clone() })
     }
+
+    /// The same gate for a classic-protocol session's policy, so the budget
+    /// holds whichever protocol a new key arrives by.
+    pub fn classic_view(
+        self: &Arc<Self>,
+        inner: Arc<dyn crate::classic::ClassicPolicy>,
+    ) -> Arc<dyn crate::classic::ClassicPolicy> {
+        Arc::new(GatedClassic { inner, gate: self.clone() })
+    }
+}
+
+struct GatedClassic {
+    inner: Arc<dyn crate::classic::ClassicPolicy>,
+    gate: Arc<TofuGate>,
+}
+
+impl crate::classic::ClassicPolicy for GatedClassic {
+    fn legacy_allowed(&self, ip: &str) -> bool {
+        self.inner.legacy_allowed(ip)
+    }
+    fn trusts_keys_from(&self, ip: &str) -> bool {
+        self.gate.decide(ip, self.inner.trusts_keys_from(ip))
+    }
+    fn deny_bad_clocks(&self) -> bool {
+        self.inner.deny_bad_clocks()
+    }
+    fn expand_shortcut(&self, path: &[u8], peer: &crate::classic::ClassicPeer) -> Option<Vec<u8>> {
+        self.inner.expand_shortcut(path, peer)
+    }
+    fn check_path(&self, path: &[u8], peer: &crate::classic::ClassicPeer, encrypted: bool) -> crate::classic::ClassicDecision {
+        self.inner.check_path(path, peer, encrypted)
+    }
+    fn check_literal(&self, name: &[u8], peer: &crate::classic::ClassicPeer, encrypted: bool) -> bool {
+        self.inner.check_literal(name, peer, encrypted)
+    }
 }
 
 /// A policy whose key-trust answer also consults the gate. Every other
@@ -274,6 +309,22 @@ mod gate_tests {
         fn cfruncommand(&self) -> &str {
             "/bin/true"
         }
+        fn user_may_exec(&self, u: &str) -> bool {
+            u == "root"
+        }
+        fn class_defined(&self, c: &str) -> bool {
+            c == "any"
+        }
+    }
+
+    #[test]
+    fn the_gate_forwards_everything_but_trust_unchanged() {
+        let gate = Arc::new(TofuGate::new(Box::new(|| 0), Box::new(|_, _| {})));
+        let v = gate.view(Arc::new(P(true)));
+        assert_eq!(v.cfruncommand(), "/bin/true");
+        assert!(v.user_may_exec("root") && !v.user_may_exec("bob"));
+        assert!(v.class_defined("any") && !v.class_defined("none"));
+        assert!(v.deny_bad_clocks() && !v.needs_reverse_dns());
     }
 
     #[test]

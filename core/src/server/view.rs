@@ -48,7 +48,8 @@ impl Decision {
     }
 }
 
-/// The policy, as a server session consults it.
+/// The policy, as a server session consults it. No method has a default:
+/// a wrapper that forgot one would silently answer "deny" for it.
 pub trait PolicyView: Send + Sync {
     /// Expand a relative request path through the `shortcut` map, with
     /// `$(connection.*)` substituted. `None` when no shortcut matches.
@@ -64,17 +65,11 @@ pub trait PolicyView: Send + Sync {
     /// Whether any rule names a host, so each connection needs a reverse lookup.
     fn needs_reverse_dns(&self) -> bool;
     /// `cfruncommand`, empty when unset (EXEC then always fails).
-    fn cfruncommand(&self) -> &str {
-        ""
-    }
+    fn cfruncommand(&self) -> &str;
     /// Whether `user` may EXEC (`allowusers`). An empty username never may:
     /// 3.21 lets it through (its `IsItemIn` quirk), we do not.
-    fn user_may_exec(&self, _user: &str) -> bool {
-        false
-    }
+    fn user_may_exec(&self, user: &str) -> bool;
     /// Whether `name` is, or as a regex fully matches, a class defined on
     /// this server (cf-runagent's `-s` selection).
-    fn class_defined(&self, _name: &str) -> bool {
-        false
-    }
+    fn class_defined(&self, name: &str) -> bool;
 }
