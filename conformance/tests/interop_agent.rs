@@ -228,9 +228,12 @@ fn copy_file_and_tree(kind: Kind) {
     run.assert_contains("Can't stat file");
     let run = agent(&s.cli_wd, &["copy", "-H", &hp, &s.data.share_path("tree"), &p(&out.join("t2"))]);
     assert_eq!(run.code(), Some(1), "{}", run.describe());
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--protocol", "classic", &s.data.share_path("hello.txt"), &p(&out.join("c"))]);
-    assert_eq!(run.code(), Some(4), "{}", run.describe());
-    run.assert_contains("classic protocol not yet supported by rcf-agent");
+    // Classic is refused by a server without allowlegacyconnects (as 3.21
+    // refuses it): no suitable server, nothing written.
+    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--protocol", "classic", "--trustkey", &s.data.share_path("hello.txt"), &p(&out.join("c"))]);
+    assert_eq!(run.code(), Some(3), "{}", run.describe());
+    run.assert_contains("No suitable server found");
+    assert!(!out.join("c").exists());
     // --protocol 2 still works (the server accepts the downgrade).
     let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--protocol", "2", &s.data.share_path("seq.txt"), &p(&out.join("seq2"))]);
     assert!(run.success(), "{}", run.describe());

@@ -27,6 +27,9 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::Timer;
 
+pub mod classic;
+pub use classic::{ClassicConn, ClassicOptions, Conn};
+
 /// Most `STAT`s [`Client::stat_many`] keeps in flight at once.
 pub const STAT_BATCH: usize = 128;
 
@@ -118,7 +121,16 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
-fn unix_now() -> i64 {
+/// This host's name (the `CAUTH` fqdn; classic ACLs match it as a regex).
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 

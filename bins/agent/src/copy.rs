@@ -20,7 +20,7 @@ use md5::{Digest, Md5};
 use rcf_core::client::listing;
 use rcf_core::client::{GetFailure, Level};
 use rcf_core::reply::{FileType, StatReply};
-use rcf_smol::{Client, ConnectOptions, Error as NetError};
+use rcf_smol::{ClassicOptions, Conn, ConnectOptions, Error as NetError};
 
 use crate::output::{json_str, Output};
 use crate::{CopyArgs, ServerAddr};
@@ -134,7 +134,9 @@ pub struct Run {
     servers: Vec<ServerAddr>,
     base: ConnectOptions,
     chosen: Option<usize>,
-    client: Option<Client>,
+    client: Option<Conn>,
+    /// Set for `--protocol classic`: connections speak protocol 1.
+    classic: Option<ClassicOptions>,
     stat_cache: HashMap<Vec<u8>, StatReply>,
     out: Output,
     pub summary: Summary,
@@ -142,18 +144,23 @@ pub struct Run {
 
 impl Run {
     pub fn new(servers: Vec<ServerAddr>, base: ConnectOptions, out: Output) -> Run {
-        Run { servers, base, chosen: None, client: None, stat_cache: HashMap::new(), out, summary: Summary::default() }
+        Run { servers, base, chosen: None, client: None, classic: None, stat_cache: HashMap::new(), out, summary: Summary::default() }
+    }
+
+    /// Speak the classic protocol (v1) instead of TLS.
+    pub fn use_classic(&mut self, c: ClassicOptions) {
+        self.classic = Some(c);
     }
 
     fn server_text(&self) -> String {
         self.chosen.map(|i| self.servers[i].text.clone()).unwrap_or_default()
     }
 
-    async fn connect_to(&self, i: usize) -> Result<Client, NetError> {
+    async fn connect_to(&self, i: usize) -> Result<Conn, NetError> {
         let mut o = self.base.clone();
         o.host = self.servers[i].host.clone();
         o.port = self.servers[i].port;
-        Client::connect(o).await
+        Conn::connect(o, self.classic.clone()).await
     }
 
     /// A usable connection: the cached one, a new one to the chosen server,
@@ -459,6 +466,12 @@ impl Run {
             }
         }
         let tmp = cfnew(dest);
+        // cf-agent creates a copy's missing parent directories.
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Err(e) = fs::create_dir_all(parent) {
+                return Ok(Outcome::Failed(format!("Can't create directory '{}': {e}", parent.display())));
+            }
+        }
         for attempt in 1..=MAX_ATTEMPTS {
             self.ensure(&src_text).await?;
             let _ = fs::remove_file(&tmp);
@@ -688,11 +701,17 @@ impl OsStrFromBytes for std::ffi::OsStr {
 
 /// `rcf-agent copy`.
 pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
-    let version = match crate::protocol(&a.conn, out) {
-        Ok(v) => v,
-        Err(code) => return code,
+    let classic = rcf_core::banner::ProtocolVersion::from_policy_name(&a.conn.protocol)
+        == Some(rcf_core::banner::ProtocolVersion::Classic);
+    let version = if classic {
+        rcf_core::banner::ProtocolVersion::Classic
+    } else {
+        match crate::protocol(&a.conn, out) {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
     };
-    if a.encrypt {
+    if a.encrypt && !classic {
         out.log(Level::Verbose, "encrypt is ignored over TLS (as cf-agent does)");
     }
     let mut servers = Vec::new();
@@ -733,6 +752,9 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
     };
     smol::block_on(async {
         let mut run = Run::new(servers, base, out.clone());
+        if classic {
+            run.use_classic(ClassicOptions { key: std::sync::Arc::new(key.clone()), encrypt: a.encrypt, state_dir: workdir.join("state") });
+        }
         let r = run.copy(&a.source, &a.dest, &opts).await;
         let summary = run.finish().await;
         let (code, err) = match &r {
