@@ -186,6 +186,23 @@ impl DigestCache {
         Some(d)
     }
 
+    /// The digest if the cache holds it for the file as it is now, without
+    /// hashing anything (one `stat`): cheap enough to call inline.
+    pub fn peek(&self, path: &[u8]) -> Option<[u8; 16]> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = fs::metadata(os(path)).ok()?;
+        let key = DigestKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        };
+        let d = *self.map.lock().ok()?.get(&key)?;
+        self.hits.fetch_add(1, Relaxed);
+        Some(d)
+    }
+
     /// (hits, misses) so far.
     pub fn stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -274,6 +291,21 @@ pub struct ServerFs {
 pub type Note = Option<(rcf_core::server::Level, String)>;
 
 impl ServerFs {
+    /// Questions answered from metadata alone, in microseconds: a runtime
+    /// may answer these on its own thread instead of a blocking pool.
+    pub fn is_quick(ev: &Event) -> bool {
+        matches!(
+            ev,
+            Event::Log { .. }
+                | Event::Canonicalize { .. }
+                | Event::Stat { .. }
+                | Event::ListDir { .. }
+                | Event::Open { .. }
+                | Event::Close { .. }
+                | Event::LookupUser { .. }
+        )
+    }
+
     /// Answer `ev` for a connection whose open files are `files`.
     /// Returns the answer (if the event needs one) and a log note.
     pub fn answer(&self, files: &mut Files, ev: &Event) -> (Option<Answer>, Note) {
