@@ -109,8 +109,9 @@ fn file_type(ft: fs::FileType) -> FileType {
     }
 }
 
-/// `StatFile`: `lstat`, and for a link the target's type, mode, owners,
-/// size and times merged in when it resolves.
+/// `StatFile` for a canonical path: `lstat` (through a descriptor checked
+/// to still be that path). A symlink is reported as itself when dangling;
+/// one that resolves is refused (see the comment inside).
 pub fn stat(path: &[u8]) -> Result<FileStat, String> {
     let p = os(path);
     // lstat through an O_PATH descriptor checked to still be `path`.
@@ -134,15 +135,13 @@ pub fn stat(path: &[u8]) -> Result<FileStat, String> {
     if l.file_type().is_symlink() {
         reply.lmode = l.mode() & 0o7777;
         reply.link_target = fs::read_link(p).map_err(|e| strerror(&e))?.into_os_string().into_vec();
-        if let Ok(t) = fs::metadata(p) {
-            reply.file_type = file_type(t.file_type());
-            reply.mode = t.mode() & 0o7777;
-            reply.uid = t.uid();
-            reply.gid = t.gid();
-            reply.size = t.size();
-            reply.mtime = t.mtime();
-            reply.ctime = t.ctime();
-            reply.makeholes = t.size() > l.blocks() * 512;
+        // The session hands over a symlink as a canonical path only when it
+        // did not resolve (dangling, or a loop: 3.21 then reports the link
+        // itself). One that resolves now was swapped in after the check and
+        // may point anywhere: refuse it like a missing file rather than
+        // merge its target's type, size and times into the reply.
+        if fs::metadata(p).is_ok() {
+            return Err("No such file or directory".into());
         }
     }
     Ok(FileStat { reply })
@@ -443,9 +442,12 @@ mod tests {
         assert_eq!(stat(&b("outside/f")).unwrap().reply.size, 6);
         assert!(list_dir(&[b("outside"), b"/".to_vec()].concat()).unwrap().contains(&b"f".to_vec()));
         assert!(DigestCache::default().digest(&b("outside/f")).is_some());
-        // A symlink that is itself the canonical path (dangling at check
-        // time) is still stat'ed as a link, not followed.
-        assert_eq!(stat(&b("lf")).unwrap().reply.lmode, 0o777);
+        // A symlink at a canonical path that resolves was swapped in after
+        // the check: refused, never merged with its target's metadata. A
+        // dangling one is still reported as a link.
+        assert_eq!(stat(&b("lf")).unwrap_err(), enoent);
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dl")).unwrap();
+        assert_eq!(stat(&b("dl")).unwrap().reply.lmode, 0o777);
     }
 
     #[test]
