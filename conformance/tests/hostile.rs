@@ -119,7 +119,10 @@ fn silent_and_trickling_peers_are_dropped_by_the_handshake_deadline_while_an_age
                     tick += 1;
                     for (slot, &i) in socks.iter_mut().zip(&ids) {
                         if let Some(sk) = slot {
-                            if i % 10 == 0 && tick % 5 == 0 {
+                            // (is_multiple_of is newer than the MSRV)
+                            #[allow(clippy::manual_is_multiple_of)]
+                            let trickle = i % 10 == 0 && tick % 5 == 0;
+                            if trickle {
                                 let byte = if i % 20 == 0 { 0x16 } else { b'x' };
                                 let _ = (&*sk).write(&[byte]);
                             }

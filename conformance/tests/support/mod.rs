@@ -64,13 +64,14 @@ pub fn raise_nofile(want: u64) -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 0;
         }
-        let target = want.min(r.rlim_max as u64);
-        if (r.rlim_cur as u64) < target {
-            r.rlim_cur = target as libc::rlim_t;
+        // rlim_t is u64 on Linux.
+        let target = want.min(r.rlim_max);
+        if r.rlim_cur < target {
+            r.rlim_cur = target;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
