@@ -50,8 +50,8 @@ def repo_fixtures(root):
             for name in sorted(os.listdir(p)):
                 if name.endswith(exts):
                     save(root, target, open(os.path.join(p, name), 'rb').read())
-    for d, _, files in os.walk(top):
-        if '/target' in d or '/.git' in d or '/fuzz/corpus' in d: continue
+    for d, dirs, files in os.walk(top):
+        dirs[:] = [x for x in dirs if x not in ('target', '.git', 'corpus', 'artifacts') and not x.startswith('target-')]
         for name in files:
             if name.endswith('.cf') and os.path.getsize(os.path.join(d, name)) < 64 * 1024:
                 save(root, 'policy_parse', open(os.path.join(d, name), 'rb').read())
