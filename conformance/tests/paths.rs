@@ -414,3 +414,32 @@ fn files_and_directories_swapped_for_symlinks_while_served_never_leak() {
     assert!(counts.get("GET served").copied().unwrap_or(0) > 0 && counts.get("refused").copied().unwrap_or(0) > 0, "the race never went both ways: {counts:?}");
     eprintln!("[paths] swap race: {rounds} rounds x 7 requests against {flips} flips: {counts:?}; no canary, no outside listing, no digest oracle, no outside STAT, no read; wall {:?}", t0.elapsed());
 }
+
+/// The deterministic form of the race: STAT sees a regular file, then it is
+/// replaced by a symlink to the canary, then GET and MD5 ask for it.
+#[test]
+fn a_file_replaced_by_a_symlink_between_stat_and_get_is_refused() {
+    let l = lab("p4");
+    let share = Path::new(&l.share);
+    let f = share.join("later-a-link.txt");
+    std::fs::write(&f, b"regular for now\n").unwrap();
+    let fb = f.as_os_str().as_bytes().to_vec();
+    let mut conn = Conn::new(&l);
+    let st = conn.exchange(&rcf_core::request::encode_stat(unix_now() as i64, &fb)).unwrap();
+    assert!(contains(&st, b"OK: 0 "), "STAT of the regular file: {}", show(&st));
+    let tmp = share.join("later-a-link.tmp");
+    std::os::unix::fs::symlink(Path::new(&l.outside).join("canary.txt"), &tmp).unwrap();
+    std::fs::rename(&tmp, &f).unwrap();
+    let watch = Watch::new(&[Path::new(&l.outside)]);
+    let missing = conn.exchange(&rcf_core::request::encode_get(2048, [l.share.as_bytes(), b"/nope"].concat().as_slice())).unwrap();
+    let get = conn.exchange(&rcf_core::request::encode_get(2048, &fb)).unwrap();
+    assert!(!contains(&get, CANARY));
+    assert_eq!(get, missing, "GET after the swap: {}", show(&get));
+    let digest: [u8; 16] = md5::Md5::digest(CANARY).into();
+    let md5 = conn.exchange(&rcf_core::request::encode_md5(&fb, &digest)).unwrap();
+    assert!(!contains(&md5, b"CFD_FALSE"), "MD5 compared against the canary");
+    let st = conn.exchange(&rcf_core::request::encode_stat(unix_now() as i64, &fb)).unwrap();
+    assert!(contains(&st, b"BAD: ") && !contains(&st, format!(" {} ", CANARY.len()).as_bytes()), "STAT after the swap: {}", show(&st));
+    let touched: Vec<String> = watch.events().into_iter().filter(|e| e.contains("ACCESS")).collect();
+    assert!(touched.is_empty(), "{touched:?}");
+}
