@@ -507,3 +507,85 @@ fn session_deadline_counts_from_accept_not_from_the_end_of_the_handshake() {
     }
     assert!(logs.iter().any(|l| l.contains("Connection timed out during identification")), "{logs:?}");
 }
+
+/// Build `n` bytes of a repeating, position-dependent pattern quickly.
+fn pattern(n: usize, salt: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[(i & 3)] ^ salt).collect()
+}
+
+/// No lost data: a source file that changes (grows, is truncated, or is
+/// rewritten in place with a size change) while the real cf-agent is
+/// fetching it never lands half-copied. The server signals the change
+/// inside the promised byte count; the agent either fails the copy and
+/// installs nothing (3.21's agent leaves its `.cfnew` behind), or has a
+/// byte-exact copy of one whole version. A file replaced by rename is
+/// served whole from the inode that was opened.
+/// (A same-size in-place rewrite cannot be detected from the size, as in
+/// 3.21; see SECURITY.md.)
+#[test]
+fn a_file_changing_during_get_never_lands_half_copied_at_the_agent() {
+    let t0 = Instant::now();
+    let s = setup("h6");
+    let pol = ServerPolicy::new(0).admit(s.data.share_path(""));
+    let srv = RcfServer::start(&s.srv_wd, &pol).unwrap();
+    let mut summary = Vec::new();
+    for (round, mode) in ["append", "truncate", "rewrite", "replace"].iter().enumerate() {
+        let name = format!("changing-{mode}.bin");
+        let src = s.data.share.join(&name);
+        let v1 = pattern(48 << 20, round as u8);
+        std::fs::write(&src, &v1).unwrap();
+        let path = s.data.share_path(&name);
+        let needle = format!("GET {path}");
+        let srv_log = srv.log().len();
+        let dest = s.cli_wd.scratch().join(format!("out-h6/{name}"));
+        let (run, changed_at) = std::thread::scope(|scope| {
+            let changer = scope.spawn(|| {
+                // Bounded: 30 s waiting for the GET.
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(30) {
+                    let text = srv.log();
+                    if text.len() > srv_log && text[srv_log..].contains(&needle) {
+                        if *mode == "replace" {
+                            // The hub's safe way: a new inode renamed over
+                            // the old one; the server keeps reading the old.
+                            let tmp = src.with_extension("tmp");
+                            std::fs::write(&tmp, pattern(1 << 20, 0xAA)).unwrap();
+                            std::fs::rename(&tmp, &src).unwrap();
+                            return Some(t.elapsed());
+                        }
+                        let f = std::fs::OpenOptions::new().write(true).append(*mode == "append").open(&src).unwrap();
+                        match *mode {
+                            "append" => (&f).write_all(b"more").unwrap(),
+                            "truncate" => f.set_len(1 << 20).unwrap(),
+                            _ => {
+                                use std::os::unix::fs::FileExt;
+                                f.write_all_at(b"XXXXXXXX", 40 << 20).unwrap();
+                                f.set_len((48 << 20) + 1).unwrap();
+                            }
+                        }
+                        return Some(t.elapsed());
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                None
+            });
+            let run = cf_agent_copies(&s.cli_wd, &[CopySpec::new(srv.port(), path.clone(), &dest)]).unwrap();
+            (run, changer.join().unwrap())
+        });
+        assert!(changed_at.is_some(), "[{mode}] the GET never showed up in the server log");
+        let v2 = std::fs::read(&src).unwrap();
+        let outcome = match std::fs::read(&dest) {
+            Err(_) => "copy failed, nothing installed",
+            Ok(got) if got == v1 => "old version, whole",
+            Ok(got) if got == v2 => "new version, whole",
+            Ok(got) => panic!("[{mode}] the agent installed {} bytes that are neither version (v1 {} B, v2 {} B)\n{}", got.len(), v1.len(), v2.len(), run.describe()),
+        };
+        if *mode == "replace" {
+            assert_eq!(outcome, "old version, whole", "[replace] a rename on the hub must not disturb a running GET\n{}", run.describe());
+        }
+        let aborted = srv.log()[srv_log..].contains("Aborting transfer of file due to source changes");
+        summary.push(format!("{mode}: {outcome} (server aborted the transfer: {aborted})"));
+    }
+    assert!(srv.is_running());
+    eprintln!("[hostile] source changing during GET: {}; wall {:?}", summary.join("; "), t0.elapsed());
+}
