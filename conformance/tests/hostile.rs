@@ -589,3 +589,48 @@ fn a_file_changing_during_get_never_lands_half_copied_at_the_agent() {
     assert!(srv.is_running());
     eprintln!("[hostile] source changing during GET: {}; wall {:?}", summary.join("; "), t0.elapsed());
 }
+
+/// After WELCOME: a silent peer, and one dribbling a request a byte at a
+/// time, are both dropped by the idle deadline (`--idle-timeout 2`); the
+/// deadline restarts only when a whole request has arrived.
+#[test]
+fn idle_and_dribbling_established_peers_are_dropped_by_the_idle_deadline() {
+    let t0 = Instant::now();
+    let s = setup("h7");
+    let pol = ServerPolicy::new(0).admit(s.data.share_path(""));
+    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--idle-timeout", "2"]).unwrap();
+    let key = client_key(&s.cli_wd);
+
+    let (mut silent, w) = RawClient::identify(Ipv4Addr::LOCALHOST, srv.port(), &key, "root");
+    assert!(w.unwrap().starts_with(b"OK WELCOME"));
+    let welcomed = Instant::now();
+    assert!(silent.wait_closed(Duration::from_secs(6)), "a silent established peer was never dropped");
+    let silent_for = welcomed.elapsed();
+    assert!(silent_for >= Duration::from_millis(1_800) && silent_for <= Duration::from_millis(3_500), "dropped after {silent_for:?}");
+
+    let (mut slow, w) = RawClient::identify(Ipv4Addr::LOCALHOST, srv.port(), &key, "root");
+    assert!(w.unwrap().starts_with(b"OK WELCOME"));
+    // Whole requests keep it alive past the deadline...
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1_000));
+        slow.txn(b"VERSION");
+        assert_eq!(slow.reply(IO).unwrap(), b"OK: 3.21.0");
+    }
+    // ...a request dribbled one byte every 300 ms does not.
+    let mut req = Vec::new();
+    rcf_core::frame::encode(rcf_core::frame::Status::Done, format!("GET 2048 {}", s.data.share_path("hello.txt")).as_bytes(), &mut req).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for b in req {
+        slow.send(&[b]);
+        if slow.wait_closed(Duration::from_millis(300)) {
+            closed = true;
+            break;
+        }
+    }
+    let dribbled_for = started.elapsed();
+    assert!(closed, "a dribbled request kept the connection for {dribbled_for:?}");
+    assert!(dribbled_for <= Duration::from_millis(3_500), "dropped only after {dribbled_for:?}");
+    assert!(srv.log().matches("Connection timed out during idle").count() >= 2, "{}", tail(&srv.log()));
+    eprintln!("[hostile] idle deadline 2 s: silent peer dropped after {silent_for:?}, dribbling peer after {dribbled_for:?}; wall {:?}", t0.elapsed());
+}
