@@ -7,7 +7,8 @@ Writes one file per interesting record into CORPUS_ROOT/<target>/. Idempotent.
 Also seeds the targets that are not fed from transcripts:
 * server_session: each TLS transcript's client side (lines and transactions,
   EOF) in the target's op encoding, under a few flag bytes (peer IP, key status);
-* server_conn: the flag bytes alone (1 = a genuine ClientHello goes first);
+* server_conn: the flag bytes alone (1 = a genuine ClientHello goes first),
+  and each TLS transcript's client side behind a real handshake (flag 4);
 * keys_pem, policy_parse: the key and policy fixtures committed in this repository.
 """
 import hashlib, os, re, sys
@@ -83,6 +84,8 @@ def main(vdir, root):
         if tls and client:
             for flags in (0x00, 0x01, 0x02, 0x04, 0x09, 0x10, 0x24):
                 save(root, 'server_session', bytes([flags]) + session_ops(client, eof))
+            # server_conn flag 4: the same plaintext behind a real handshake.
+            save(root, 'server_conn', bytes([0x04]) + session_ops(client, eof))
         for who, data in stream.items():
             if data: save(root, 'frame_decoder', b'\x07' + bytes(data))
     print(f"seeded {n} records from {vdir} into {root}")
