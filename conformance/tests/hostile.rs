@@ -634,3 +634,49 @@ fn idle_and_dribbling_established_peers_are_dropped_by_the_idle_deadline() {
     assert!(srv.log().matches("Connection timed out during idle").count() >= 2, "{}", tail(&srv.log()));
     eprintln!("[hostile] idle deadline 2 s: silent peer dropped after {silent_for:?}, dribbling peer after {dribbled_for:?}; wall {:?}", t0.elapsed());
 }
+
+/// CPU time (user + system) of a process, from /proc/<pid>/stat, in ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that closes the command name: state is field 3.
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// The server runs out of file descriptors (its RLIMIT_NOFILE lowered to
+/// 64 with prlimit) under a flood: accept fails with EMFILE, the server
+/// backs off instead of spinning, frees descriptors at the handshake
+/// deadline, and serves the agent again once the flood is gone.
+#[test]
+fn running_out_of_descriptors_neither_spins_nor_wedges_the_server() {
+    let t0 = Instant::now();
+    raise_nofile(4096);
+    let s = setup("h8");
+    let mut pol = ServerPolicy::new(0).admit(s.data.share_path(""));
+    pol.allowconnects = vec!["127.0.0.0/8".into(), "::1".into()];
+    pol.maxconnections = Some(1000);
+    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "2"]).unwrap();
+    let pid = srv.pid();
+    let lim = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
+    // SAFETY: prlimit on our own child, with a valid struct.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    agent_is_served(&s, &srv, "before-fd-flood");
+
+    let cpu0 = cpu_ticks(pid);
+    let flood: Vec<TcpStream> = (0..200).filter_map(|i| connect_from(src(i), srv.port()).ok()).collect();
+    assert!(srv.wait_for_log("accept: Too many open files", Duration::from_secs(10)), "no EMFILE:\n{}", tail(&srv.log()));
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = cpu_ticks(pid) - cpu0;
+    // 100 ticks = one CPU second; a spinning accept loop would burn ~3 s.
+    assert!(cpu < 150, "the server burnt {cpu} ticks in ~3 s while out of descriptors");
+    drop(flood);
+    // Queued flood connections are accepted and dropped in waves; give it
+    // two deadlines, then the agent must be served again.
+    std::thread::sleep(Duration::from_secs(4));
+    agent_is_served(&s, &srv, "after-fd-flood");
+    assert!(srv.is_running());
+    let emfile = srv.log().matches("accept: Too many open files").count();
+    eprintln!("[hostile] NOFILE 64 vs 200 connections: {emfile} EMFILE accept errors logged, {cpu} CPU ticks in 3 s, agent served after; wall {:?}", t0.elapsed());
+}
