@@ -9,7 +9,8 @@ Also seeds the targets that are not fed from transcripts:
   EOF) in the target's op encoding, under a few flag bytes (peer IP, key status);
 * server_conn: the flag bytes alone (1 = a genuine ClientHello goes first),
   and each TLS transcript's client side behind a real handshake (flag 4);
-* keys_pem, policy_parse: the key and policy fixtures committed in this repository.
+* keys_pem, policy_parse: the key and policy fixtures committed in this repository;
+* every target: the inputs kept in fuzz/regressions/<target>/ (past failures).
 """
 import hashlib, os, re, sys
 
@@ -58,6 +59,13 @@ def repo_fixtures(root):
                 save(root, 'policy_parse', open(os.path.join(d, name), 'rb').read())
     for flags in (0, 1, 2, 3):
         save(root, 'server_conn', bytes([flags]))
+    # Inputs that once failed (fuzz/regressions/<target>/*) stay in the corpus,
+    # so every CI smoke run replays them.
+    reg = os.path.join(here, 'regressions')
+    if os.path.isdir(reg):
+        for target in sorted(t for t in os.listdir(reg) if os.path.isdir(os.path.join(reg, t))):
+            for name in sorted(os.listdir(os.path.join(reg, target))):
+                save(root, target, open(os.path.join(reg, target, name), 'rb').read())
 
 def main(vdir, root):
     n = 0
