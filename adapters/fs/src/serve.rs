@@ -37,6 +37,35 @@ fn os(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))
 }
 
+/// Open an authorised canonical path for `stat`, `readdir` or reading
+/// without following a final symlink, and check through `/proc/self/fd`
+/// that the object opened is still that path: a component swapped for a
+/// symlink since the session checked it is refused like a missing file
+/// (`ENOENT`) instead of leaking metadata, names or a digest from outside.
+fn open_exact(path: &[u8], flags: i32) -> io::Result<File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | flags)
+        .open(os(path))?;
+    if !still_names(&f, path) {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    Ok(f)
+}
+
+/// Whether the open `f` is reached by `path` (trailing `/` ignored). Without
+/// `/proc` only `O_NOFOLLOW` protects, as in [`Files::open`].
+fn still_names(f: &File, path: &[u8]) -> bool {
+    let mut want = path;
+    while want.len() > 1 && want.last() == Some(&b'/') {
+        want = &want[..want.len() - 1];
+    }
+    match fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f))) {
+        Ok(real) => real.as_os_str().as_bytes() == want,
+        Err(_) => true,
+    }
+}
+
 /// `realpath()` with 3.21's exception: a dangling symlink is kept as the
 /// link's own (parent-canonicalised) path.
 pub fn canonicalize(path: &[u8]) -> Result<Canonical, String> {
@@ -80,11 +109,13 @@ fn file_type(ft: fs::FileType) -> FileType {
     }
 }
 
-/// `StatFile`: `lstat`, and for a link the target's type, mode, owners,
-/// size and times merged in when it resolves.
+/// `StatFile` for a canonical path: `lstat` (through a descriptor checked
+/// to still be that path). A symlink is reported as itself when dangling;
+/// one that resolves is refused (see the comment inside).
 pub fn stat(path: &[u8]) -> Result<FileStat, String> {
     let p = os(path);
-    let l = fs::symlink_metadata(p).map_err(|e| strerror(&e))?;
+    // lstat through an O_PATH descriptor checked to still be `path`.
+    let l = open_exact(path, libc::O_PATH).and_then(|f| f.metadata()).map_err(|e| strerror(&e))?;
     let mut reply = StatReply {
         file_type: file_type(l.file_type()),
         mode: l.mode() & 0o7777,
@@ -104,15 +135,13 @@ pub fn stat(path: &[u8]) -> Result<FileStat, String> {
     if l.file_type().is_symlink() {
         reply.lmode = l.mode() & 0o7777;
         reply.link_target = fs::read_link(p).map_err(|e| strerror(&e))?.into_os_string().into_vec();
-        if let Ok(t) = fs::metadata(p) {
-            reply.file_type = file_type(t.file_type());
-            reply.mode = t.mode() & 0o7777;
-            reply.uid = t.uid();
-            reply.gid = t.gid();
-            reply.size = t.size();
-            reply.mtime = t.mtime();
-            reply.ctime = t.ctime();
-            reply.makeholes = t.size() > l.blocks() * 512;
+        // The session hands over a symlink as a canonical path only when it
+        // did not resolve (dangling, or a loop: 3.21 then reports the link
+        // itself). One that resolves now was swapped in after the check and
+        // may point anywhere: refuse it like a missing file rather than
+        // merge its target's type, size and times into the reply.
+        if fs::metadata(p).is_ok() {
+            return Err("No such file or directory".into());
         }
     }
     Ok(FileStat { reply })
@@ -121,7 +150,10 @@ pub fn stat(path: &[u8]) -> Result<FileStat, String> {
 /// Directory entries in readdir order, `.` and `..` first (std hides them;
 /// clients skip them, 3.21 sends them).
 pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let rd = fs::read_dir(os(path)).map_err(|e| strerror(&e))?;
+    let d = open_exact(path, libc::O_DIRECTORY).map_err(|e| strerror(&e))?;
+    // Read the directory we checked, through its descriptor.
+    let via_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&d));
+    let rd = fs::read_dir(&via_fd).or_else(|_| fs::read_dir(os(path))).map_err(|e| strerror(&e))?;
     let mut v = vec![b".".to_vec(), b"..".to_vec()];
     for e in rd {
         let e = e.map_err(|e| strerror(&e))?;
@@ -153,8 +185,8 @@ impl DigestCache {
     /// then compares an all-zero digest, which always "differs").
     pub fn digest(&self, path: &[u8]) -> Option<[u8; 16]> {
         use std::sync::atomic::Ordering::Relaxed;
-        let p = os(path);
-        let m = fs::metadata(p).ok()?;
+        let mut f = open_exact(path, 0).ok()?;
+        let m = f.metadata().ok()?;
         let key = DigestKey {
             dev: m.dev(),
             ino: m.ino(),
@@ -167,7 +199,6 @@ impl DigestCache {
             return Some(*d);
         }
         self.misses.fetch_add(1, Relaxed);
-        let mut f = File::open(p).ok()?;
         let mut h = md5::Md5::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -190,7 +221,8 @@ impl DigestCache {
     /// hashing anything (one `stat`): cheap enough to call inline.
     pub fn peek(&self, path: &[u8]) -> Option<[u8; 16]> {
         use std::sync::atomic::Ordering::Relaxed;
-        let m = fs::metadata(os(path)).ok()?;
+        // The same no-follow, still-the-authorised-path open as `digest`.
+        let m = open_exact(path, 0).ok()?.metadata().ok()?;
         let key = DigestKey {
             dev: m.dev(),
             ino: m.ino(),
@@ -425,6 +457,37 @@ mod tests {
         fs::write(&p, b"abcd").unwrap();
         assert_ne!(c.digest(pb).unwrap(), d1);
         assert_eq!(c.digest(b"/nonexistent"), None);
+    }
+
+    /// Regression: a component of an authorised path swapped for a symlink
+    /// to outside after the check. `stat`, `list_dir` and `digest` used to
+    /// follow it (leaking metadata, names and a content oracle); like
+    /// `Files::open` they now refuse it as a missing file.
+    #[test]
+    fn stat_listing_and_digest_refuse_a_component_swapped_for_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        fs::create_dir(root.join("outside")).unwrap();
+        fs::write(root.join("outside/f"), b"secret").unwrap();
+        std::os::unix::fs::symlink(root.join("outside"), root.join("in")).unwrap();
+        std::os::unix::fs::symlink(root.join("outside/f"), root.join("lf")).unwrap();
+        let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
+        let enoent = "No such file or directory".to_string();
+        assert_eq!(stat(&b("in/f")).unwrap_err(), enoent);
+        assert_eq!(list_dir(&[b("in"), b"/".to_vec()].concat()).unwrap_err(), enoent);
+        assert!(list_dir(&b("in")).is_err());
+        assert_eq!(DigestCache::default().digest(&b("in/f")), None);
+        assert_eq!(DigestCache::default().digest(&b("lf")), None);
+        // The real paths still work.
+        assert_eq!(stat(&b("outside/f")).unwrap().reply.size, 6);
+        assert!(list_dir(&[b("outside"), b"/".to_vec()].concat()).unwrap().contains(&b"f".to_vec()));
+        assert!(DigestCache::default().digest(&b("outside/f")).is_some());
+        // A symlink at a canonical path that resolves was swapped in after
+        // the check: refused, never merged with its target's metadata. A
+        // dangling one is still reported as a link.
+        assert_eq!(stat(&b("lf")).unwrap_err(), enoent);
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dl")).unwrap();
+        assert_eq!(stat(&b("dl")).unwrap().reply.lmode, 0o777);
     }
 
     #[test]

@@ -298,10 +298,16 @@ async fn classify(stream: &TcpStream, deadline: Duration) -> Option<bool> {
 
 async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Arc<Shared>) {
     let log = |l: Level, m: &str| shared.logger.log(l, Some(&ip), m);
+    // The handshake deadline runs from here (accept) to WELCOME.
+    let accepted = shared.now();
     log(Level::Info, "Accepting connection");
     let _ = stream.set_nodelay(true);
     let handshake = Duration::from_millis(shared.cfg.handshake_timeout_ms);
     match classify(&stream, handshake).await {
+        None if shared.now().mono_ms >= accepted.mono_ms + shared.cfg.handshake_timeout_ms => {
+            log(Level::Info, "Connection timed out before the peer sent anything, closing");
+            return;
+        }
         None => {
             log(Level::Verbose, "Peer closed TCP connection without sending data!");
             return;
@@ -323,7 +329,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let mut end = EndCount { shared: shared.clone(), established: false };
     let mut policy_rx = shared.policy.subscribe();
     let policy = policy_rx.borrow_and_update().clone();
-    let mut conn = Connection::new(tls, shared.cfg.clone(), shared.tofu.view(policy), ip.clone(), shared.now());
+    let mut conn = Connection::new(tls, shared.cfg.clone(), shared.tofu.view(policy), ip.clone(), accepted);
     // (requests read, when the latest started, its label) for latency metrics
     let mut timing: (u64, Option<(Instant, &'static str)>) = (0, None);
     let mut files = Some(Files::default());

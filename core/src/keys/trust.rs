@@ -93,9 +93,9 @@ pub enum Verdict {
     /// user + address name).
     Unknown,
     /// A file was found under the presented key's name but holds another key,
-    /// or cannot be read as a key (`stored` is then `None`). After an
-    /// old-style rename this is CFEngine's documented quirk: the file now
-    /// carries the presented id even though its contents differ.
+    /// or cannot be read as a key (`stored` is then `None`). `file` is the
+    /// file compared: the old-style `<user>-<ip>.pub` when that was the one
+    /// found (it is left in place, unlike in CFEngine).
     Changed {
         /// The file that was compared.
         file: String,
@@ -211,8 +211,9 @@ impl<D: PpkeysDir> TrustStore<D> {
 
     /// Look up the key a peer presented, as CFEngine's `HavePublicKey`:
     /// `<user>-<id>.pub` first; if missing and `ip` is given, the old-style
-    /// `<user>-<ip>.pub`, which is then renamed to the new name (before the
-    /// comparison, exactly like CFEngine) and compared.
+    /// `<user>-<ip>.pub`, which is compared and, only when it holds the
+    /// presented key, renamed to the new name (CFEngine renames before
+    /// comparing; see the comment inside for why we do not).
     ///
     /// The presented key is checked with [`check_public_key`] first: a peer
     /// key CFEngine could not use is an error, never "unknown".
@@ -226,26 +227,40 @@ impl<D: PpkeysDir> TrustStore<D> {
         let id = key_id(presented, self.kind);
         let file = ppkeys::trusted_key_file(user, &id)?;
         let mut renamed_from = None;
+        let mut compared = file.clone();
         let mut stored = Self::store(self.dir.read(&file))?;
         if stored.is_none() {
             if let Some(ip) = ip {
+                // Deliberate deviation from 3.21 (SEMANTICS.md open question
+                // 13): CFEngine renames the old-style file to the *presented*
+                // key's id before comparing, so a spoofer from the same IP
+                // moves the real key away and breaks trust for the real
+                // peer. We compare first and rename only a matching key: an
+                // untrusted peer never changes the trust store.
                 let old = ppkeys::old_style_key_file(user, ip)?;
-                if Self::store(self.dir.rename_new(&old, &file))? {
-                    renamed_from = Some(old);
-                    stored = Self::store(self.dir.read(&file))?;
+                if let Some(bytes) = Self::store(self.dir.read(&old))? {
+                    let matches = parse_public_pem(&bytes).map(|k| &k == presented).unwrap_or(false);
+                    if matches && Self::store(self.dir.rename_new(&old, &file))? {
+                        renamed_from = Some(old);
+                        stored = Self::store(self.dir.read(&file))?;
+                    } else {
+                        compared = old;
+                        stored = Some(bytes);
+                    }
                 }
             }
         }
         let verdict = match stored {
             None => Verdict::Unknown,
             Some(bytes) => match parse_public_pem(&bytes) {
-                Ok(k) if &k == presented => Verdict::Trusted { file: file.clone() },
+                Ok(k) if &k == presented && compared == file => Verdict::Trusted { file: file.clone() },
+                Ok(k) if &k == presented => Verdict::Trusted { file: compared },
                 Ok(k) => Verdict::Changed {
-                    file: file.clone(),
+                    file: compared,
                     stored: Some(key_id(&k, self.kind)),
                 },
                 Err(_) => Verdict::Changed {
-                    file: file.clone(),
+                    file: compared,
                     stored: None,
                 },
             },
@@ -517,23 +532,26 @@ mod tests {
     }
 
     #[test]
-    fn old_style_quirk_spoofer_renames_real_key() {
-        // CFEngine renames before comparing: a spoofing peer from the same IP
-        // moves the real key to the spoofer's id and is then refused.
+    fn old_style_spoofer_cannot_rename_the_real_key() {
+        // Regression (deliberate deviation from 3.21, which renames before
+        // comparing): a peer from the same IP presenting another key is
+        // refused and the real peer's old-style file stays where it was.
         let store = TrustStore::new(MemDir::default(), DigestKind::Md5);
         store.dir().insert("root-10.0.0.1.pub", &pem(0));
         let l = store.lookup("root", Some("10.0.0.1"), &pk(1)).unwrap();
-        let file = format!("root-{}.pub", id(1));
         assert_eq!(
             l.verdict,
             Verdict::Changed {
-                file: file.clone(),
+                file: "root-10.0.0.1.pub".into(),
                 stored: Some(id(0))
             }
         );
-        assert_eq!(store.dir().read(&file).unwrap().unwrap(), pem(0));
-        // Trusting it now (trustkeysfrom) leaves the file as is.
-        assert!(!store.trust("root", &pk(1)).unwrap().written);
+        assert_eq!(l.renamed_from, None);
+        assert_eq!(store.dir().list().unwrap(), vec!["root-10.0.0.1.pub".to_string()]);
+        // The real peer is still trusted, and only now is the file renamed.
+        let l = store.lookup("root", Some("10.0.0.1"), &pk(0)).unwrap();
+        assert_eq!(l.verdict, Verdict::Trusted { file: format!("root-{}.pub", id(0)) });
+        assert_eq!(l.renamed_from.as_deref(), Some("root-10.0.0.1.pub"));
     }
 
     #[test]

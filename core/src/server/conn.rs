@@ -21,6 +21,9 @@ pub struct Connection {
     cfg: Config,
     policy: Arc<dyn PolicyView>,
     ip: String,
+    /// When the connection was accepted: the handshake deadline runs from
+    /// here to WELCOME, across the TLS handshake and identification.
+    accepted_ms: u64,
     deadline: u64,
     /// Log lines from before the session existed.
     events: VecDeque<Event>,
@@ -41,6 +44,7 @@ impl Connection {
             cfg,
             policy,
             ip,
+            accepted_ms: now.mono_ms,
             deadline,
             events: VecDeque::new(),
             closing: false,
@@ -103,7 +107,11 @@ impl Connection {
                 self.log(Level::Verbose, format!("TLS version negotiated: {:>8}; Cipher: {},{}", n.version, n.cipher, n.version));
             }
             self.log(Level::Verbose, "TLS session established, checking trust...".into());
-            let s = Session::new(self.cfg.clone(), self.policy.clone(), self.ip.clone(), PeerKey::new(key), now);
+            // The session's identification deadline counts from accept, not
+            // from the end of the handshake: one deadline for the whole way
+            // to WELCOME, so a peer slow in both phases cannot double it.
+            let start = Now { mono_ms: self.accepted_ms, unix_s: now.unix_s };
+            let s = Session::new(self.cfg.clone(), self.policy.clone(), self.ip.clone(), PeerKey::new(key), start);
             self.session = Some(s);
         }
         let Some(s) = &mut self.session else { return };
