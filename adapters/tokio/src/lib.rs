@@ -272,6 +272,19 @@ impl Drop for EndCount {
     }
 }
 
+/// Output is written once this much is pending, or when nothing else is.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Write and clear `out`; false when the peer did not take it in time.
+async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, deadline: Duration) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let ok = matches!(tokio::time::timeout(deadline, stream.write_all(out)).await, Ok(Ok(())));
+    out.clear();
+    ok
+}
+
 /// Classic or TLS, from the first bytes: `CAUTH` at offset 8 (or a short
 /// first segment that is not a TLS record) means classic.
 async fn classify(stream: &TcpStream, deadline: Duration) -> Option<bool> {
@@ -350,21 +363,15 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                 timing = (n, Some((Instant::now(), metrics::command_label(text))));
             }
         }
-        // Drain everything the core wants sent into one write (a STAT reply
-        // is two records; one syscall per record showed up in profiles),
-        // bounded by the write deadline.
-        out.clear();
+        // Send what is pending in one write (a STAT reply is two records;
+        // one syscall per record showed up in profiles), bounded by the
+        // write deadline.
         while let Some(bytes) = conn.poll_transmit() {
             out.extend_from_slice(&bytes);
         }
-        if !out.is_empty() {
-            match tokio::time::timeout(shared.write_timeout, stream.write_all(&out)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => {
-                    log(Level::Info, "Peer stopped reading (write deadline), closing connection");
-                    return;
-                }
-            }
+        if !send(&mut stream, &mut out, shared.write_timeout).await {
+            log(Level::Info, "Peer stopped reading (write deadline), closing connection");
+            return;
         }
         // Answer every question; answers may produce more output.
         let mut progressed = false;
@@ -427,9 +434,16 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                     return;
                 }
             }
-            // Send what this answer produced before asking the next question,
-            // so a large GET streams with bounded memory.
-            break;
+            // Answer pipelined requests back to back, writing whenever a
+            // batch fills (a GET's reads fill one each, so large files
+            // stream with bounded memory).
+            while let Some(bytes) = conn.poll_transmit() {
+                out.extend_from_slice(&bytes);
+            }
+            if out.len() >= WRITE_BATCH && !send(&mut stream, &mut out, shared.write_timeout).await {
+                log(Level::Info, "Peer stopped reading (write deadline), closing connection");
+                return;
+            }
         }
         if progressed {
             continue;
