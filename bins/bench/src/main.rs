@@ -37,6 +37,10 @@ struct Cli {
 enum Cmd {
     /// Run the same load against cf-serverd 3.21 and rcf-serverd; print a table and JSON.
     Compare(CompareArgs),
+    /// Hold N established, identified sessions against each server; report RSS per session.
+    Idle(IdleArgs),
+    /// Wall time of the real cf-agent syncing the tree (recursive copy, digest) from each server.
+    Agent(AgentArgs),
     /// Write the masterfiles-like tree to DIR and print its shape.
     Tree {
         /// Output directory (created).
@@ -90,6 +94,27 @@ struct CompareArgs {
     shape: TreeArgs,
 }
 
+#[derive(Args, Clone)]
+struct IdleArgs {
+    /// Sessions to hold.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Which servers: both, cfe, rcf.
+    #[arg(long, default_value = "both")]
+    servers: String,
+}
+
+#[derive(Args, Clone)]
+struct AgentArgs {
+    /// cf-agent runs per server after the first (full) copy: each one an
+    /// up-to-date check of the whole tree.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Which servers: both, cfe, rcf.
+    #[arg(long, default_value = "both")]
+    servers: String,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -97,6 +122,8 @@ fn main() -> std::process::ExitCode {
             println!("{}: {} files, {} dirs, {} bytes", t.root.display(), t.files.len(), t.dirs.len(), t.bytes());
         }).map_err(|e| e.to_string()),
         Cmd::Compare(a) => compare(&a),
+        Cmd::Idle(a) => idle(&a),
+        Cmd::Agent(a) => agent_e2e(&a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -147,22 +174,35 @@ fn lab<T>(r: Result<T, rcf_conformance::lab::LabError>) -> Result<T, String> {
     r.map_err(|e| e.to_string())
 }
 
-fn compare(a: &CompareArgs) -> Result<(), String> {
+fn kinds(servers: &str) -> Result<Vec<Kind>, String> {
+    match servers {
+        "both" => Ok(vec![Kind::Cfe, Kind::Rcf]),
+        "cfe" => Ok(vec![Kind::Cfe]),
+        "rcf" => Ok(vec![Kind::Rcf]),
+        s => Err(format!("--servers {s:?}: both, cfe or rcf")),
+    }
+}
+
+/// Work dirs, keys, the tree, the policy and the client options shared by
+/// every subcommand.
+struct Setup {
+    client: Workdir,
+    wds: Vec<Workdir>,
+    tree: tree::Tree,
+    policy: ServerPolicy,
+    base: ConnectOptions,
+}
+
+fn setup(kinds: &[Kind], shape: &TreeArgs, timeout: u64, maxconnections: u32) -> Result<Setup, String> {
     procstat::raise_nofile();
-    let kinds: Vec<Kind> = match a.servers.as_str() {
-        "both" => vec![Kind::Cfe, Kind::Rcf],
-        "cfe" => vec![Kind::Cfe],
-        "rcf" => vec![Kind::Rcf],
-        s => return Err(format!("--servers {s:?}: both, cfe or rcf")),
-    };
     // Work dirs: one per server, one for the simulated agents' key; the
     // tree lives in the client's scratch dir, readable by both servers.
     let client = lab(Workdir::new("bench-client"))?;
     lab(client.cf_key())?;
-    let tree = tree::generate(&client.scratch().join("masterfiles"), a.shape.files, a.shape.bytes, a.shape.seed)
+    let tree = tree::generate(&client.scratch().join("masterfiles"), shape.files, shape.bytes, shape.seed)
         .map_err(|e| format!("generate tree: {e}"))?;
     let mut wds = Vec::new();
-    for k in &kinds {
+    for k in kinds {
         let wd = lab(Workdir::new(match k {
             Kind::Cfe => "bench-cfe",
             Kind::Rcf => "bench-rcf",
@@ -176,7 +216,7 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
     policy.allowconnects = vec!["127.0.0.0/8".into(), "::1".into()];
     policy.allowallconnects = vec![];
     policy.trustkeysfrom = vec![];
-    policy.maxconnections = Some(a.maxconnections);
+    policy.maxconnections = Some(maxconnections);
     policy.access.push(AccessRule { admit_ips: vec!["127.0.0.0/8".into()], ..AccessRule::new(tree.root.to_string_lossy()) });
 
     let key = rcf_fs::ppkeys::load_host_key(client.path(), DigestKind::Md5).map_err(|e| e.to_string())?.private;
@@ -186,7 +226,7 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
         host: "127.0.0.1".into(),
         port: 0,
         version: Some(ProtocolVersion::Cookie),
-        timeout: Duration::from_secs(a.timeout.max(1)),
+        timeout: Duration::from_secs(timeout.max(1)),
         trust_new: false,
         ppkeys: client.ppkeys(),
         local_user: "root".into(),
@@ -194,7 +234,44 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
         clock,
         log: Arc::new(|_, _| {}),
     };
+    Ok(Setup { client, wds, tree, policy, base })
+}
 
+enum Srv {
+    Cfe(RealServer),
+    Rcf(RcfServer),
+}
+
+impl Srv {
+    fn start(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, String> {
+        Ok(match kind {
+            Kind::Cfe => Srv::Cfe(lab(RealServer::start_with_flags(wd, policy, &[]))?),
+            Kind::Rcf => Srv::Rcf(lab(RcfServer::start_with_flags(wd, policy, &[]))?),
+        })
+    }
+    fn pid(&self) -> u32 {
+        match self {
+            Srv::Cfe(s) => s.pid(),
+            Srv::Rcf(s) => s.pid(),
+        }
+    }
+    fn port(&self) -> u16 {
+        match self {
+            Srv::Cfe(s) => s.port(),
+            Srv::Rcf(s) => s.port(),
+        }
+    }
+    fn log(&self) -> String {
+        match self {
+            Srv::Cfe(s) => s.log(),
+            Srv::Rcf(s) => s.log(),
+        }
+    }
+}
+
+fn compare(a: &CompareArgs) -> Result<(), String> {
+    let kinds = kinds(&a.servers)?;
+    let Setup { client: _client, wds, tree, policy, base } = setup(&kinds, &a.shape, a.timeout, a.maxconnections)?;
     println!(
         "# tree: {} files, {} dirs, {} bytes; scenario {}; {:.0} s per server and K (at most {} runs per agent); {} client threads",
         tree.files.len(),
@@ -261,28 +338,15 @@ fn measure(
     addr: &mut u32,
 ) -> Result<Row, String> {
     // A fresh server per (server, K): VmHWM is then this load's peak.
-    enum Srv {
-        Cfe(RealServer),
-        Rcf(RcfServer),
-    }
-    let srv = match kind {
-        Kind::Cfe => Srv::Cfe(lab(RealServer::start_with_flags(wd, policy, &[]))?),
-        Kind::Rcf => Srv::Rcf(lab(RcfServer::start_with_flags(wd, policy, &[]))?),
-    };
-    let (pid, port) = match &srv {
-        Srv::Cfe(s) => (s.pid(), s.port()),
-        Srv::Rcf(s) => (s.pid(), s.port()),
-    };
+    let srv = Srv::start(kind, wd, policy)?;
+    let (pid, port) = (srv.pid(), srv.port());
     let mut opts = base.clone();
     opts.port = port;
     let shared = Arc::new(Shared::new(opts, tree, a.scenario, *addr));
     // One unmeasured run first: fail fast on a setup problem.
     let mut probe = load::Agent::new(&shared, usize::MAX / 2);
     if let Err(e) = smol::block_on(probe.run(&shared)) {
-        let log = match &srv {
-            Srv::Cfe(s) => s.log(),
-            Srv::Rcf(s) => s.log(),
-        };
+        let log = srv.log();
         return Err(format!("{}: probe run failed: {e}\n--- server log tail ---\n{}", kind.name(), rcf_conformance::lab::tail(&log, 30)));
     }
     let cpu0 = procstat::cpu_seconds(pid)?;
@@ -342,4 +406,115 @@ fn json_line(k: usize, s: Scenario, rcf: Option<&Row>, cfe: Option<&Row>) -> Str
         num(f(cfe, &|r| r.load.percentile(0.5) * 1e3)),
         num(f(cfe, &|r| r.load.percentile(0.99) * 1e3)),
     )
+}
+
+fn idle(a: &IdleArgs) -> Result<(), String> {
+    let kinds = kinds(&a.servers)?;
+    let max = (a.sessions as u32 + 100).max(2000);
+    let Setup { client: _client, wds, tree, policy, base } = setup(&kinds, &TreeArgs { files: 10, bytes: 10_000, seed: 1 }, 60, max)?;
+    println!("# idle capacity: {} established, identified sessions held per server; machine load average {}", a.sessions, procstat::loadavg());
+    println!("{:<12} {:>8} {:>8} {:>11} {:>11} {:>14} {:>10} {:>12}", "server", "held", "failed", "rss0 MB", "rss MB", "rss/session KB", "threads", "connect s");
+    let mut addr = 0x0010_0000u32;
+    for (kind, wd) in kinds.iter().zip(&wds) {
+        let srv = Srv::start(*kind, wd, &policy)?;
+        let mut opts = base.clone();
+        opts.port = srv.port();
+        let shared = Arc::new(Shared::new(opts.clone(), &tree, Scenario::Steady, addr));
+        smol::block_on(load::Agent::new(&shared, 0).run(&shared)).map_err(|e| format!("{}: probe: {e}\n{}", kind.name(), rcf_conformance::lab::tail(&srv.log(), 20)))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let rss0 = procstat::vm_rss_kb(srv.pid())?;
+        let t0 = std::time::Instant::now();
+        // connect in waves of 50 at a time, keep them all
+        let (clients, failed) = smol::block_on(async {
+            let mut held = Vec::with_capacity(a.sessions);
+            let mut failed = 0usize;
+            let mut first_err = None;
+            let mut left = a.sessions;
+            while left > 0 {
+                let wave = left.min(50);
+                left -= wave;
+                let futs: Vec<_> = (0..wave)
+                    .map(|_| {
+                        let o = opts.clone();
+                        let src = shared.next_source();
+                        smol::spawn(async move { rcf_smol::Client::connect_from(o, Some(src)).await })
+                    })
+                    .collect();
+                for f in futs {
+                    match f.await {
+                        Ok(c) => held.push(c),
+                        Err(e) => {
+                            failed += 1;
+                            first_err.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                println!("# {} first connect error: {e}", kind.name());
+            }
+            (held, failed)
+        });
+        let connect_s = t0.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(500));
+        let rss1 = procstat::vm_rss_kb(srv.pid())?;
+        let threads = procstat::threads(srv.pid()).unwrap_or(0);
+        let per = if clients.is_empty() { f64::NAN } else { (rss1 as f64 - rss0 as f64) / clients.len() as f64 };
+        println!(
+            "{:<12} {:>8} {:>8} {:>11.1} {:>11.1} {:>14.1} {:>10} {:>12.2}",
+            kind.name(),
+            clients.len(),
+            failed,
+            rss0 as f64 / 1024.0,
+            rss1 as f64 / 1024.0,
+            per,
+            threads,
+            connect_s
+        );
+        smol::block_on(async {
+            for c in clients {
+                c.close().await;
+            }
+        });
+        addr = shared.next_source_index();
+        drop(srv);
+    }
+    Ok(())
+}
+
+fn agent_e2e(a: &AgentArgs) -> Result<(), String> {
+    use rcf_conformance::lab::{cf_agent_copies_with_flags, trees_equal, CopySpec};
+    let kinds = kinds(&a.servers)?;
+    let Setup { client, wds, tree, policy, .. } = setup(&kinds, &TreeArgs { files: tree::DEFAULT_FILES, bytes: tree::DEFAULT_BYTES, seed: 1 }, 30, 2000)?;
+    println!(
+        "# the real cf-agent 3.21 (cf-agent -K, copy_from compare => digest, depth_search inf, purge) syncing {} files / {} bytes; machine load average {}",
+        tree.files.len(),
+        tree.bytes(),
+        procstat::loadavg()
+    );
+    println!("{:<12} {:>12} {:>18} {:>8}", "server", "full copy s", "up-to-date run s", "ok");
+    for (kind, wd) in kinds.iter().zip(&wds) {
+        let srv = Srv::start(*kind, wd, &policy)?;
+        let dest = client.scratch().join(format!("copy-{}", kind.name()));
+        let spec = CopySpec::new(srv.port(), tree.root.to_string_lossy(), &dest).recursive(true);
+        let t0 = std::time::Instant::now();
+        let first = lab(cf_agent_copies_with_flags(&client, std::slice::from_ref(&spec), &[]))?;
+        let full = t0.elapsed().as_secs_f64();
+        let mut ok = first.outcomes.first().is_some_and(|o| o.ok()) && trees_equal(&tree.root, &dest).is_ok();
+        let mut times = Vec::new();
+        for _ in 0..a.runs {
+            let t = std::time::Instant::now();
+            let run = lab(cf_agent_copies_with_flags(&client, std::slice::from_ref(&spec), &[]))?;
+            times.push(t.elapsed().as_secs_f64());
+            ok &= run.outcomes.first().is_some_and(|o| o.ok());
+        }
+        times.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+        println!("{:<12} {:>12.3} {:>18.3} {:>8}", kind.name(), full, median, ok);
+        if !ok {
+            println!("# {} cf-agent output tail:\n{}", kind.name(), rcf_conformance::lab::tail(&first.run.output, 20));
+        }
+        drop(srv);
+    }
+    Ok(())
 }

@@ -24,8 +24,13 @@ pub fn vm_hwm_kb(pid: u32) -> Result<u64, String> {
         .ok_or_else(|| "no VmHWM".into())
 }
 
+/// `Threads` of `pid`.
+pub fn threads(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// `VmRSS` of `pid` in kB.
-#[allow(dead_code)]
 pub fn vm_rss_kb(pid: u32) -> Result<u64, String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     text.lines()
