@@ -128,7 +128,11 @@ pub struct Agent {
 impl Agent {
     /// An agent whose copy is in sync with the server.
     pub fn new(shared: &Shared, id: usize) -> Agent {
-        Agent { local: shared.digests.clone(), run: 0, id }
+        Agent {
+            local: shared.digests.clone(),
+            run: 0,
+            id,
+        }
     }
 
     /// Files changed "since the last run" in the changed scenario: a
@@ -145,7 +149,11 @@ impl Agent {
             self.local[i][0] ^= 0xA5;
         }
         // (after a failed run, more than a tenth may be stale)
-        self.local.iter().zip(&shared.digests).filter(|(a, b)| a != b).count()
+        self.local
+            .iter()
+            .zip(&shared.digests)
+            .filter(|(a, b)| a != b)
+            .count()
     }
 
     /// One update run against the server.
@@ -161,14 +169,23 @@ impl Agent {
         r
     }
 
-    async fn session(&mut self, c: &mut Client, shared: &Shared, stale: usize) -> Result<RunInfo, String> {
+    async fn session(
+        &mut self,
+        c: &mut Client,
+        shared: &Shared,
+        stale: usize,
+    ) -> Result<RunInfo, String> {
         let mut info = RunInfo::default();
         // Recursive walk: OPENDIR, then STAT of every entry (pipelined).
         let mut files: Vec<(Vec<u8>, u64)> = Vec::with_capacity(shared.nfiles);
         let mut stack = vec![shared.root.clone()];
         while let Some(dir) = stack.pop() {
             info.requests += 1;
-            let names = c.opendir(&dir).await.map_err(|e| e.to_string())?.map_err(|t| format!("OPENDIR refused: {t}"))?;
+            let names = c
+                .opendir(&dir)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|t| format!("OPENDIR refused: {t}"))?;
             let paths: Vec<Vec<u8>> = names
                 .iter()
                 .filter(|n| n.as_slice() != b"." && n.as_slice() != b"..")
@@ -191,21 +208,34 @@ impl Agent {
             }
         }
         if files.len() != shared.nfiles {
-            return Err(format!("walk found {} files, expected {}", files.len(), shared.nfiles));
+            return Err(format!(
+                "walk found {} files, expected {}",
+                files.len(),
+                shared.nfiles
+            ));
         }
         // MD5 of every file against the local copy (pipelined).
         let mut differ: Vec<(Vec<u8>, u64, usize)> = Vec::new();
         for chunk in files.chunks(PIPELINE) {
             let mut ids = HashMap::with_capacity(chunk.len());
             for (p, size) in chunk {
-                let i = *shared.index.get(p).ok_or_else(|| format!("unexpected file {}", String::from_utf8_lossy(p)))?;
-                let id = c.submit(Request::Md5 { path: p.clone(), digest: self.local[i] });
+                let i = *shared
+                    .index
+                    .get(p)
+                    .ok_or_else(|| format!("unexpected file {}", String::from_utf8_lossy(p)))?;
+                let id = c.submit(Request::Md5 {
+                    path: p.clone(),
+                    digest: self.local[i],
+                });
                 ids.insert(id, (p.clone(), *size, i));
             }
             info.requests += chunk.len() as u64;
             while !ids.is_empty() {
                 match c.next_event().await.map_err(|e| e.to_string())? {
-                    Event::Reply { id, reply: Reply::Md5(r) } => {
+                    Event::Reply {
+                        id,
+                        reply: Reply::Md5(r),
+                    } => {
                         let entry = ids.remove(&id).ok_or("MD5 reply to an unknown request")?;
                         if r.map_err(|t| format!("MD5 refused: {t}"))? {
                             differ.push(entry);
@@ -233,7 +263,10 @@ impl Agent {
             .map_err(|f| format!("GET failed: {f:?}"))?;
             let d: [u8; 16] = h.finalize().into();
             if d != shared.digests[i] {
-                return Err(format!("GET {} gave a wrong digest", String::from_utf8_lossy(&p)));
+                return Err(format!(
+                    "GET {} gave a wrong digest",
+                    String::from_utf8_lossy(&p)
+                ));
             }
             self.local[i] = d;
             info.gets += 1;
@@ -281,7 +314,13 @@ impl LoadResult {
 /// Run `agents` simulated agents on `threads` OS threads until `duration`
 /// has passed or each made `max_runs` runs (a run in progress at the
 /// deadline finishes; each is bounded by the connection timeout).
-pub fn run_load(shared: Arc<Shared>, agents: usize, threads: usize, duration: Duration, max_runs: u64) -> LoadResult {
+pub fn run_load(
+    shared: Arc<Shared>,
+    agents: usize,
+    threads: usize,
+    duration: Duration,
+    max_runs: u64,
+) -> LoadResult {
     let threads = threads.max(1).min(agents.max(1));
     let result = Arc::new(Mutex::new(LoadResult::default()));
     let requests = Arc::new(AtomicU64::new(0));
@@ -345,7 +384,9 @@ pub fn run_load(shared: Arc<Shared>, agents: usize, threads: usize, duration: Du
             });
         }
     });
-    let mut r = Arc::try_unwrap(result).map(|m| m.into_inner().unwrap()).unwrap_or_else(|a| a.lock().unwrap().clone());
+    let mut r = Arc::try_unwrap(result)
+        .map(|m| m.into_inner().unwrap())
+        .unwrap_or_else(|a| a.lock().unwrap().clone());
     r.wall = start.elapsed();
     r.requests = requests.load(Ordering::Relaxed);
     r.latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -27,7 +27,10 @@ use rcf_smol::ConnectOptions;
 use load::{LoadResult, Scenario, Shared};
 
 #[derive(Parser)]
-#[command(name = "rcf-bench", about = "rcf-serverd vs cf-serverd 3.21 under masterfiles-update load")]
+#[command(
+    name = "rcf-bench",
+    about = "rcf-serverd vs cf-serverd 3.21 under masterfiles-update load"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -118,9 +121,17 @@ struct AgentArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Tree { out, shape } => tree::generate(&out, shape.files, shape.bytes, shape.seed).map(|t| {
-            println!("{}: {} files, {} dirs, {} bytes", t.root.display(), t.files.len(), t.dirs.len(), t.bytes());
-        }).map_err(|e| e.to_string()),
+        Cmd::Tree { out, shape } => tree::generate(&out, shape.files, shape.bytes, shape.seed)
+            .map(|t| {
+                println!(
+                    "{}: {} files, {} dirs, {} bytes",
+                    t.root.display(),
+                    t.files.len(),
+                    t.dirs.len(),
+                    t.bytes()
+                );
+            })
+            .map_err(|e| e.to_string()),
         Cmd::Compare(a) => compare(&a),
         Cmd::Idle(a) => idle(&a),
         Cmd::Agent(a) => agent_e2e(&a),
@@ -193,14 +204,24 @@ struct Setup {
     base: ConnectOptions,
 }
 
-fn setup(kinds: &[Kind], shape: &TreeArgs, timeout: u64, maxconnections: u32) -> Result<Setup, String> {
+fn setup(
+    kinds: &[Kind],
+    shape: &TreeArgs,
+    timeout: u64,
+    maxconnections: u32,
+) -> Result<Setup, String> {
     procstat::raise_nofile();
     // Work dirs: one per server, one for the simulated agents' key; the
     // tree lives in the client's scratch dir, readable by both servers.
     let client = lab(Workdir::new("bench-client"))?;
     lab(client.cf_key())?;
-    let tree = tree::generate(&client.scratch().join("masterfiles"), shape.files, shape.bytes, shape.seed)
-        .map_err(|e| format!("generate tree: {e}"))?;
+    let tree = tree::generate(
+        &client.scratch().join("masterfiles"),
+        shape.files,
+        shape.bytes,
+        shape.seed,
+    )
+    .map_err(|e| format!("generate tree: {e}"))?;
     let mut wds = Vec::new();
     for k in kinds {
         let wd = lab(Workdir::new(match k {
@@ -217,11 +238,22 @@ fn setup(kinds: &[Kind], shape: &TreeArgs, timeout: u64, maxconnections: u32) ->
     policy.allowallconnects = vec![];
     policy.trustkeysfrom = vec![];
     policy.maxconnections = Some(maxconnections);
-    policy.access.push(AccessRule { admit_ips: vec!["127.0.0.0/8".into()], ..AccessRule::new(tree.root.to_string_lossy()) });
+    policy.access.push(AccessRule {
+        admit_ips: vec!["127.0.0.0/8".into()],
+        ..AccessRule::new(tree.root.to_string_lossy())
+    });
 
-    let key = rcf_fs::ppkeys::load_host_key(client.path(), DigestKind::Md5).map_err(|e| e.to_string())?.private;
-    let clock = TlsClock::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
-    let tls = rcf_core::tls::client_config(&key, &TlsSettings::client_default(), &clock).map_err(|e| e.to_string())?;
+    let key = rcf_fs::ppkeys::load_host_key(client.path(), DigestKind::Md5)
+        .map_err(|e| e.to_string())?
+        .private;
+    let clock = TlsClock::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    let tls = rcf_core::tls::client_config(&key, &TlsSettings::client_default(), &clock)
+        .map_err(|e| e.to_string())?;
     let base = ConnectOptions {
         host: "127.0.0.1".into(),
         port: 0,
@@ -234,7 +266,13 @@ fn setup(kinds: &[Kind], shape: &TreeArgs, timeout: u64, maxconnections: u32) ->
         clock,
         log: Arc::new(|_, _| {}),
     };
-    Ok(Setup { client, wds, tree, policy, base })
+    Ok(Setup {
+        client,
+        wds,
+        tree,
+        policy,
+        base,
+    })
 }
 
 enum Srv {
@@ -271,7 +309,13 @@ impl Srv {
 
 fn compare(a: &CompareArgs) -> Result<(), String> {
     let kinds = kinds(&a.servers)?;
-    let Setup { client: _client, wds, tree, policy, base } = setup(&kinds, &a.shape, a.timeout, a.maxconnections)?;
+    let Setup {
+        client: _client,
+        wds,
+        tree,
+        policy,
+        base,
+    } = setup(&kinds, &a.shape, a.timeout, a.maxconnections)?;
     println!(
         "# tree: {} files, {} dirs, {} bytes; scenario {}; {:.0} s per server and K (at most {} runs per agent); {} client threads",
         tree.files.len(),
@@ -282,13 +326,29 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
         a.runs,
         a.threads
     );
-    println!("# machine: {} CPUs, load average {}", procstat::ncpus(), procstat::loadavg());
+    println!(
+        "# machine: {} CPUs, load average {}",
+        procstat::ncpus(),
+        procstat::loadavg()
+    );
     if kinds.contains(&Kind::Rcf) {
-        println!("# rcf-serverd: {}", lab(rcf_conformance::lab::rcf_binary("rcf-serverd"))?.display());
+        println!(
+            "# rcf-serverd: {}",
+            lab(rcf_conformance::lab::rcf_binary("rcf-serverd"))?.display()
+        );
     }
     println!(
         "{:>5} {:<12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>8} {:>6} {:>10}",
-        "K", "server", "runs", "runs/s", "p50 ms", "p99 ms", "cpu s/run", "rss MB", "errors", "client cpu"
+        "K",
+        "server",
+        "runs",
+        "runs/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu s/run",
+        "rss MB",
+        "errors",
+        "client cpu"
     );
     let mut addr = 0u32;
     let mut jsons = Vec::new();
@@ -347,18 +407,34 @@ fn measure(
     let mut probe = load::Agent::new(&shared, usize::MAX / 2);
     if let Err(e) = smol::block_on(probe.run(&shared)) {
         let log = srv.log();
-        return Err(format!("{}: probe run failed: {e}\n--- server log tail ---\n{}", kind.name(), rcf_conformance::lab::tail(&log, 30)));
+        return Err(format!(
+            "{}: probe run failed: {e}\n--- server log tail ---\n{}",
+            kind.name(),
+            rcf_conformance::lab::tail(&log, 30)
+        ));
     }
     let cpu0 = procstat::cpu_seconds(pid)?;
     let self0 = procstat::self_cpu_seconds();
-    let load = load::run_load(shared.clone(), k, a.threads, Duration::from_secs_f64(a.duration), a.runs);
+    let load = load::run_load(
+        shared.clone(),
+        k,
+        a.threads,
+        Duration::from_secs_f64(a.duration),
+        a.runs,
+    );
     let cpu1 = procstat::cpu_seconds(pid)?;
     let self1 = procstat::self_cpu_seconds();
     let rss_mb = procstat::vm_hwm_kb(pid)? as f64 / 1024.0;
     *addr = shared.next_source_index();
     drop(srv);
     let runs = load.runs.max(1) as f64;
-    Ok(Row { kind, load, cpu_s: cpu1 - cpu0, rss_mb, client_cpu_s: (self1 - self0) / runs })
+    Ok(Row {
+        kind,
+        load,
+        cpu_s: cpu1 - cpu0,
+        rss_mb,
+        client_cpu_s: (self1 - self0) / runs,
+    })
 }
 
 fn print_row(k: usize, r: &Row) {
@@ -411,16 +487,40 @@ fn json_line(k: usize, s: Scenario, rcf: Option<&Row>, cfe: Option<&Row>) -> Str
 fn idle(a: &IdleArgs) -> Result<(), String> {
     let kinds = kinds(&a.servers)?;
     let max = (a.sessions as u32 + 100).max(2000);
-    let Setup { client: _client, wds, tree, policy, base } = setup(&kinds, &TreeArgs { files: 10, bytes: 10_000, seed: 1 }, 60, max)?;
+    let Setup {
+        client: _client,
+        wds,
+        tree,
+        policy,
+        base,
+    } = setup(
+        &kinds,
+        &TreeArgs {
+            files: 10,
+            bytes: 10_000,
+            seed: 1,
+        },
+        60,
+        max,
+    )?;
     println!("# idle capacity: {} established, identified sessions held per server; machine load average {}", a.sessions, procstat::loadavg());
-    println!("{:<12} {:>8} {:>8} {:>11} {:>11} {:>14} {:>10} {:>12}", "server", "held", "failed", "rss0 MB", "rss MB", "rss/session KB", "threads", "connect s");
+    println!(
+        "{:<12} {:>8} {:>8} {:>11} {:>11} {:>14} {:>10} {:>12}",
+        "server", "held", "failed", "rss0 MB", "rss MB", "rss/session KB", "threads", "connect s"
+    );
     let mut addr = 0x0010_0000u32;
     for (kind, wd) in kinds.iter().zip(&wds) {
         let srv = Srv::start(*kind, wd, &policy)?;
         let mut opts = base.clone();
         opts.port = srv.port();
         let shared = Arc::new(Shared::new(opts.clone(), &tree, Scenario::Steady, addr));
-        smol::block_on(load::Agent::new(&shared, 0).run(&shared)).map_err(|e| format!("{}: probe: {e}\n{}", kind.name(), rcf_conformance::lab::tail(&srv.log(), 20)))?;
+        smol::block_on(load::Agent::new(&shared, 0).run(&shared)).map_err(|e| {
+            format!(
+                "{}: probe: {e}\n{}",
+                kind.name(),
+                rcf_conformance::lab::tail(&srv.log(), 20)
+            )
+        })?;
         std::thread::sleep(Duration::from_millis(300));
         let rss0 = procstat::vm_rss_kb(srv.pid())?;
         let t0 = std::time::Instant::now();
@@ -437,7 +537,9 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
                     .map(|_| {
                         let o = opts.clone();
                         let src = shared.next_source();
-                        smol::spawn(async move { rcf_smol::Client::connect_from(o, Some(src)).await })
+                        smol::spawn(
+                            async move { rcf_smol::Client::connect_from(o, Some(src)).await },
+                        )
                     })
                     .collect();
                 for f in futs {
@@ -459,7 +561,11 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(500));
         let rss1 = procstat::vm_rss_kb(srv.pid())?;
         let threads = procstat::threads(srv.pid()).unwrap_or(0);
-        let per = if clients.is_empty() { f64::NAN } else { (rss1 as f64 - rss0 as f64) / clients.len() as f64 };
+        let per = if clients.is_empty() {
+            f64::NAN
+        } else {
+            (rss1 as f64 - rss0 as f64) / clients.len() as f64
+        };
         println!(
             "{:<12} {:>8} {:>8} {:>11.1} {:>11.1} {:>14.1} {:>10} {:>12.2}",
             kind.name(),
@@ -485,34 +591,71 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
 fn agent_e2e(a: &AgentArgs) -> Result<(), String> {
     use rcf_conformance::lab::{cf_agent_copies_with_flags, trees_equal, CopySpec};
     let kinds = kinds(&a.servers)?;
-    let Setup { client, wds, tree, policy, .. } = setup(&kinds, &TreeArgs { files: tree::DEFAULT_FILES, bytes: tree::DEFAULT_BYTES, seed: 1 }, 30, 2000)?;
+    let Setup {
+        client,
+        wds,
+        tree,
+        policy,
+        ..
+    } = setup(
+        &kinds,
+        &TreeArgs {
+            files: tree::DEFAULT_FILES,
+            bytes: tree::DEFAULT_BYTES,
+            seed: 1,
+        },
+        30,
+        2000,
+    )?;
     println!(
         "# the real cf-agent 3.21 (cf-agent -K, copy_from compare => digest, depth_search inf, purge) syncing {} files / {} bytes; machine load average {}",
         tree.files.len(),
         tree.bytes(),
         procstat::loadavg()
     );
-    println!("{:<12} {:>12} {:>18} {:>8}", "server", "full copy s", "up-to-date run s", "ok");
+    println!(
+        "{:<12} {:>12} {:>18} {:>8}",
+        "server", "full copy s", "up-to-date run s", "ok"
+    );
     for (kind, wd) in kinds.iter().zip(&wds) {
         let srv = Srv::start(*kind, wd, &policy)?;
         let dest = client.scratch().join(format!("copy-{}", kind.name()));
         let spec = CopySpec::new(srv.port(), tree.root.to_string_lossy(), &dest).recursive(true);
         let t0 = std::time::Instant::now();
-        let first = lab(cf_agent_copies_with_flags(&client, std::slice::from_ref(&spec), &[]))?;
+        let first = lab(cf_agent_copies_with_flags(
+            &client,
+            std::slice::from_ref(&spec),
+            &[],
+        ))?;
         let full = t0.elapsed().as_secs_f64();
-        let mut ok = first.outcomes.first().is_some_and(|o| o.ok()) && trees_equal(&tree.root, &dest).is_ok();
+        let mut ok = first.outcomes.first().is_some_and(|o| o.ok())
+            && trees_equal(&tree.root, &dest).is_ok();
         let mut times = Vec::new();
         for _ in 0..a.runs {
             let t = std::time::Instant::now();
-            let run = lab(cf_agent_copies_with_flags(&client, std::slice::from_ref(&spec), &[]))?;
+            let run = lab(cf_agent_copies_with_flags(
+                &client,
+                std::slice::from_ref(&spec),
+                &[],
+            ))?;
             times.push(t.elapsed().as_secs_f64());
             ok &= run.outcomes.first().is_some_and(|o| o.ok());
         }
         times.sort_by(|x, y| x.partial_cmp(y).unwrap());
         let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
-        println!("{:<12} {:>12.3} {:>18.3} {:>8}", kind.name(), full, median, ok);
+        println!(
+            "{:<12} {:>12.3} {:>18.3} {:>8}",
+            kind.name(),
+            full,
+            median,
+            ok
+        );
         if !ok {
-            println!("# {} cf-agent output tail:\n{}", kind.name(), rcf_conformance::lab::tail(&first.run.output, 20));
+            println!(
+                "# {} cf-agent output tail:\n{}",
+                kind.name(),
+                rcf_conformance::lab::tail(&first.run.output, 20)
+            );
         }
         drop(srv);
     }

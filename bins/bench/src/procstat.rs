@@ -3,9 +3,13 @@
 
 /// utime + stime of `pid` in seconds (`/proc/<pid>/stat`, fields 14 and 15).
 pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // the command name may hold blanks and parentheses: split after the last ')'
-    let rest = text.rsplit_once(')').map(|(_, r)| r).ok_or("bad /proc stat")?;
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("bad /proc stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): utime is field 14, stime 15
     let utime: u64 = f.get(11).and_then(|s| s.parse().ok()).ok_or("bad utime")?;
@@ -17,7 +21,8 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
 
 /// `VmHWM` of `pid` in kB.
 pub fn vm_hwm_kb(pid: u32) -> Result<u64, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     text.lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
@@ -27,12 +32,15 @@ pub fn vm_hwm_kb(pid: u32) -> Result<u64, String> {
 /// `Threads` of `pid`.
 pub fn threads(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `VmRSS` of `pid` in kB.
 pub fn vm_rss_kb(pid: u32) -> Result<u64, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     text.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
@@ -62,7 +70,9 @@ pub fn raise_nofile() {
 
 /// Online CPUs.
 pub fn ncpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// `/proc/loadavg`'s first three fields.

@@ -96,18 +96,84 @@ const DIRS: &[&str] = &[
 ];
 
 const STEMS: &[&str] = &[
-    "packages", "files", "services", "commands", "users", "storage", "edit_xml", "paths", "common",
-    "bundles", "monitor", "reports", "processes", "vcs", "event", "feature", "databases", "guest",
-    "testing", "stdlib", "cfengine_stdlib", "update_policy", "update_bins", "update_processes",
-    "cf_serverd", "cf_agent", "cf_execd", "cf_monitord", "cf_hub", "def", "promises", "inventory",
-    "linux", "debian", "redhat", "suse", "aix", "windows", "macos", "lsb", "generic", "any",
+    "packages",
+    "files",
+    "services",
+    "commands",
+    "users",
+    "storage",
+    "edit_xml",
+    "paths",
+    "common",
+    "bundles",
+    "monitor",
+    "reports",
+    "processes",
+    "vcs",
+    "event",
+    "feature",
+    "databases",
+    "guest",
+    "testing",
+    "stdlib",
+    "cfengine_stdlib",
+    "update_policy",
+    "update_bins",
+    "update_processes",
+    "cf_serverd",
+    "cf_agent",
+    "cf_execd",
+    "cf_monitord",
+    "cf_hub",
+    "def",
+    "promises",
+    "inventory",
+    "linux",
+    "debian",
+    "redhat",
+    "suse",
+    "aix",
+    "windows",
+    "macos",
+    "lsb",
+    "generic",
+    "any",
 ];
 
 const WORDS: &[&str] = &[
-    "bundle", "agent", "vars", "classes", "files", "perms", "copy_from", "edit_line", "handle",
-    "comment", "ifvarclass", "depth_search", "action", "if_elapsed", "usebundle", "string",
-    "slist", "expression", "policy_server", "sys.workdir", "inputs", "masterfiles", "digest",
-    "purge", "true", "false", "linux", "any", "cfengine", "promise", "body", "common", "method",
+    "bundle",
+    "agent",
+    "vars",
+    "classes",
+    "files",
+    "perms",
+    "copy_from",
+    "edit_line",
+    "handle",
+    "comment",
+    "ifvarclass",
+    "depth_search",
+    "action",
+    "if_elapsed",
+    "usebundle",
+    "string",
+    "slist",
+    "expression",
+    "policy_server",
+    "sys.workdir",
+    "inputs",
+    "masterfiles",
+    "digest",
+    "purge",
+    "true",
+    "false",
+    "linux",
+    "any",
+    "cfengine",
+    "promise",
+    "body",
+    "common",
+    "method",
 ];
 
 fn content(rng: &mut Rng, size: usize, salt: u64) -> Vec<u8> {
@@ -121,7 +187,10 @@ fn content(rng: &mut Rng, size: usize, salt: u64) -> Vec<u8> {
         let w3 = WORDS[rng.below(WORDS.len())];
         let line = match n % 4 {
             0 => format!("bundle {w1} {w2}_{n}\n{{\n"),
-            1 => format!("  \"{w1}_{n}\" {w2} => \"{w3} {}\";\n", rng.next_u64() % 100_000),
+            1 => format!(
+                "  \"{w1}_{n}\" {w2} => \"{w3} {}\";\n",
+                rng.next_u64() % 100_000
+            ),
             2 => format!("      comment => \"{w1} {w2} {w3}\",\n      handle => \"{w2}_{n}\";\n"),
             _ => "}\n\n".to_string(),
         };
@@ -141,9 +210,15 @@ pub fn plan(nfiles: usize, total: u64, seed: u64) -> Vec<(String, u64)> {
         // 10% tiny (READMEs, json stubs), 3% large (templates, data),
         // the rest .cf files of 1-20 KB skewed towards the small end.
         let (size, ext) = if r < 0.10 {
-            (200.0 + 800.0 * rng.unit(), ["json", "md", "dat", "txt"][rng.below(4)])
+            (
+                200.0 + 800.0 * rng.unit(),
+                ["json", "md", "dat", "txt"][rng.below(4)],
+            )
         } else if r < 0.13 {
-            (24_000.0 + 72_000.0 * rng.unit(), ["mustache", "json", "cf"][rng.below(3)])
+            (
+                24_000.0 + 72_000.0 * rng.unit(),
+                ["mustache", "json", "cf"][rng.below(3)],
+            )
         } else {
             (1024.0 + 19_456.0 * rng.unit().powf(2.5), "cf")
         };
@@ -154,12 +229,19 @@ pub fn plan(nfiles: usize, total: u64, seed: u64) -> Vec<(String, u64)> {
             name = format!("{stem}_{i}.{ext}");
             names.insert(format!("{dir}/{name}"));
         }
-        let rel = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+        let rel = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
         raw.push((rel, size));
     }
     let sum: f64 = raw.iter().map(|(_, s)| s).sum();
     let scale = total as f64 / sum;
-    let mut out: Vec<(String, u64)> = raw.into_iter().map(|(r, s)| (r, ((s * scale) as u64).max(64))).collect();
+    let mut out: Vec<(String, u64)> = raw
+        .into_iter()
+        .map(|(r, s)| (r, ((s * scale) as u64).max(64)))
+        .collect();
     out.sort();
     out
 }
@@ -183,9 +265,17 @@ pub fn generate(root: &Path, nfiles: usize, total: u64, seed: u64) -> std::io::R
         }
         let data = content(&mut rng, size as usize, 0);
         std::fs::write(&path, &data)?;
-        files.push(FileEntry { rel, size, digest: Md5::digest(&data).into() });
+        files.push(FileEntry {
+            rel,
+            size,
+            digest: Md5::digest(&data).into(),
+        });
     }
-    Ok(Tree { root, files, dirs: dirs.into_iter().collect() })
+    Ok(Tree {
+        root,
+        files,
+        dirs: dirs.into_iter().collect(),
+    })
 }
 
 #[cfg(test)]

@@ -9,17 +9,33 @@ use std::process::Command;
 
 fn run(scenario: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_rcf-bench"))
-        .args(["compare", "--agents", "2", "--scenario", scenario, "--runs", "2", "--duration", "5"])
+        .args([
+            "compare",
+            "--agents",
+            "2",
+            "--scenario",
+            scenario,
+            "--runs",
+            "2",
+            "--duration",
+            "5",
+        ])
         .output()
         .expect("run rcf-bench");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "rcf-bench failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    assert!(
+        out.status.success(),
+        "rcf-bench failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
     stdout
 }
 
 fn check(stdout: &str, scenario: &str) {
-    assert!(stdout.contains("runs/s") && stdout.contains("p99 ms"), "no table header:\n{stdout}");
+    assert!(
+        stdout.contains("runs/s") && stdout.contains("p99 ms"),
+        "no table header:\n{stdout}"
+    );
     for server in ["cf-serverd", "rcf-serverd"] {
         let row = stdout
             .lines()
@@ -32,7 +48,10 @@ fn check(stdout: &str, scenario: &str) {
         assert_eq!(f[8], "0", "errors: {row}");
     }
     let last = stdout.lines().last().unwrap_or("");
-    assert!(last.starts_with('{') && last.ends_with('}'), "last line is not JSON: {last}");
+    assert!(
+        last.starts_with('{') && last.ends_with('}'),
+        "last line is not JSON: {last}"
+    );
     for key in [
         "\"agents\":2",
         &format!("\"scenario\":\"{scenario}\""),
