@@ -1,0 +1,402 @@
+//! The load: K simulated agents, each repeating what the masterfiles update
+//! (`update.cf`, `copy_from` with `compare => digest`, `depth_search`) does
+//! every five minutes, back to back: a fresh TLS connection with
+//! IDENTITY, a recursive OPENDIR walk with a STAT of every entry, an MD5 of
+//! every file against the agent's local copy, a GET of every file that
+//! differs, then close.
+//!
+//! Every connection comes from its own source address in 127.0.0.0/8
+//! (127.0.0.2, 127.0.0.3, ...), so a server's one-connection-per-address
+//! rule holds without `allowallconnects`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use rcf_core::client::{Event, Reply, Request};
+use rcf_core::reply::FileType;
+use rcf_smol::{Client, ConnectOptions};
+
+use crate::tree::Tree;
+
+/// What changes between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Nothing changed: every MD5 matches, no GET.
+    Steady,
+    /// 10% of the files changed since the agent's last run: their MD5
+    /// differs (CFD_TRUE) and they are fetched with GET.
+    Changed,
+}
+
+impl Scenario {
+    /// `steady` / `changed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Steady => "steady",
+            Scenario::Changed => "changed",
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "steady" => Ok(Scenario::Steady),
+            "changed" => Ok(Scenario::Changed),
+            _ => Err(format!("unknown scenario {s:?} (steady, changed)")),
+        }
+    }
+}
+
+/// Most requests of one kind kept in flight on a connection.
+const PIPELINE: usize = 128;
+
+/// What the agents share.
+pub struct Shared {
+    /// Connection options (host, port, keys); the source address is per run.
+    pub opts: ConnectOptions,
+    /// The remote root of the tree.
+    pub root: Vec<u8>,
+    /// Remote path -> index in `tree.files`.
+    pub index: HashMap<Vec<u8>, usize>,
+    /// The true digests (what the server has).
+    pub digests: Vec<[u8; 16]>,
+    /// Number of files expected per walk.
+    pub nfiles: usize,
+    /// Scenario.
+    pub scenario: Scenario,
+    next_addr: AtomicU32,
+}
+
+impl Shared {
+    /// Shared state for a load against `opts.host:opts.port`.
+    pub fn new(opts: ConnectOptions, tree: &Tree, scenario: Scenario, first_addr: u32) -> Shared {
+        let root = tree.root.to_string_lossy().into_owned().into_bytes();
+        let index = tree
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut p = root.clone();
+                p.push(b'/');
+                p.extend_from_slice(f.rel.as_bytes());
+                (p, i)
+            })
+            .collect();
+        Shared {
+            opts,
+            root,
+            index,
+            digests: tree.files.iter().map(|f| f.digest).collect(),
+            nfiles: tree.files.len(),
+            scenario,
+            next_addr: AtomicU32::new(first_addr),
+        }
+    }
+
+    /// The next source address: 127.0.0.2 upwards, wrapping within 127/8
+    /// (never 127.0.0.0, 127.0.0.1 or 127.255.255.255).
+    pub fn next_source(&self) -> IpAddr {
+        let n = self.next_addr.fetch_add(1, Ordering::Relaxed) % 0x00FF_FFFC;
+        IpAddr::V4(Ipv4Addr::from(0x7F00_0002u32 + n))
+    }
+}
+
+/// One agent's result of one run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunInfo {
+    /// Requests sent (OPENDIR + STAT + MD5 + GET).
+    pub requests: u64,
+    /// Files fetched.
+    pub gets: u64,
+    /// File bytes received.
+    pub bytes: u64,
+}
+
+/// One agent: its local copy (digests only) and which run it is on.
+pub struct Agent {
+    local: Vec<[u8; 16]>,
+    run: u64,
+    id: usize,
+}
+
+impl Agent {
+    /// An agent whose copy is in sync with the server.
+    pub fn new(shared: &Shared, id: usize) -> Agent {
+        Agent {
+            local: shared.digests.clone(),
+            run: 0,
+            id,
+        }
+    }
+
+    /// Files changed "since the last run" in the changed scenario: a
+    /// rotating tenth of them (different per agent and per run). Their
+    /// local digest is made stale, which on the wire is exactly a file
+    /// rewritten on the server: MD5 answers CFD_TRUE, the agent GETs it.
+    fn make_stale(&mut self, shared: &Shared) -> usize {
+        if shared.scenario == Scenario::Steady {
+            return 0;
+        }
+        let phase = ((self.id as u64 + self.run) % 10) as usize;
+        for i in (phase..self.local.len()).step_by(10) {
+            self.local[i] = shared.digests[i];
+            self.local[i][0] ^= 0xA5;
+        }
+        // (after a failed run, more than a tenth may be stale)
+        self.local
+            .iter()
+            .zip(&shared.digests)
+            .filter(|(a, b)| a != b)
+            .count()
+    }
+
+    /// One update run against the server.
+    pub async fn run(&mut self, shared: &Shared) -> Result<RunInfo, String> {
+        let stale = self.make_stale(shared);
+        self.run += 1;
+        let source = shared.next_source();
+        let mut c = Client::connect_from(shared.opts.clone(), Some(source))
+            .await
+            .map_err(|e| format!("connect from {source}: {e}"))?;
+        let r = self.session(&mut c, shared, stale).await;
+        c.close().await;
+        r
+    }
+
+    async fn session(
+        &mut self,
+        c: &mut Client,
+        shared: &Shared,
+        stale: usize,
+    ) -> Result<RunInfo, String> {
+        let mut info = RunInfo::default();
+        // Recursive walk: OPENDIR, then STAT of every entry (pipelined).
+        let mut files: Vec<(Vec<u8>, u64)> = Vec::with_capacity(shared.nfiles);
+        let mut stack = vec![shared.root.clone()];
+        while let Some(dir) = stack.pop() {
+            info.requests += 1;
+            let names = c
+                .opendir(&dir)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|t| format!("OPENDIR refused: {t}"))?;
+            let paths: Vec<Vec<u8>> = names
+                .iter()
+                .filter(|n| n.as_slice() != b"." && n.as_slice() != b"..")
+                .map(|n| {
+                    let mut p = dir.clone();
+                    p.push(b'/');
+                    p.extend_from_slice(n);
+                    p
+                })
+                .collect();
+            info.requests += paths.len() as u64;
+            let stats = c.stat_many(&paths).await.map_err(|e| e.to_string())?;
+            for (p, st) in paths.into_iter().zip(stats) {
+                let st = st.map_err(|t| format!("STAT refused: {t}"))?;
+                match st.file_type {
+                    FileType::Dir => stack.push(p),
+                    FileType::Regular => files.push((p, st.size)),
+                    _ => {}
+                }
+            }
+        }
+        if files.len() != shared.nfiles {
+            return Err(format!(
+                "walk found {} files, expected {}",
+                files.len(),
+                shared.nfiles
+            ));
+        }
+        // MD5 of every file against the local copy (pipelined).
+        let mut differ: Vec<(Vec<u8>, u64, usize)> = Vec::new();
+        for chunk in files.chunks(PIPELINE) {
+            let mut ids = HashMap::with_capacity(chunk.len());
+            for (p, size) in chunk {
+                let i = *shared
+                    .index
+                    .get(p)
+                    .ok_or_else(|| format!("unexpected file {}", String::from_utf8_lossy(p)))?;
+                let id = c.submit(Request::Md5 {
+                    path: p.clone(),
+                    digest: self.local[i],
+                });
+                ids.insert(id, (p.clone(), *size, i));
+            }
+            info.requests += chunk.len() as u64;
+            while !ids.is_empty() {
+                match c.next_event().await.map_err(|e| e.to_string())? {
+                    Event::Reply {
+                        id,
+                        reply: Reply::Md5(r),
+                    } => {
+                        let entry = ids.remove(&id).ok_or("MD5 reply to an unknown request")?;
+                        if r.map_err(|t| format!("MD5 refused: {t}"))? {
+                            differ.push(entry);
+                        }
+                    }
+                    other => return Err(format!("unexpected event {other:?}")),
+                }
+            }
+        }
+        if differ.len() != stale {
+            return Err(format!("{} files differ, expected {stale}", differ.len()));
+        }
+        // GET what differs, check it, update the local copy.
+        for (p, size, i) in differ {
+            info.requests += 1;
+            let mut h = Md5::new();
+            let mut got = 0u64;
+            c.get(&p, size, |b| {
+                got += b.len() as u64;
+                h.update(b);
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|f| format!("GET failed: {f:?}"))?;
+            let d: [u8; 16] = h.finalize().into();
+            if d != shared.digests[i] {
+                return Err(format!(
+                    "GET {} gave a wrong digest",
+                    String::from_utf8_lossy(&p)
+                ));
+            }
+            self.local[i] = d;
+            info.gets += 1;
+            info.bytes += got;
+        }
+        Ok(info)
+    }
+}
+
+/// Result of one load.
+#[derive(Debug, Default, Clone)]
+pub struct LoadResult {
+    /// Completed runs.
+    pub runs: u64,
+    /// Failed runs.
+    pub errors: u64,
+    /// A few error messages.
+    pub error_samples: Vec<String>,
+    /// Run latencies (successful runs), seconds, sorted.
+    pub latencies: Vec<f64>,
+    /// Wall time from the first start to the last end.
+    pub wall: Duration,
+    /// Requests sent by successful runs.
+    pub requests: u64,
+    /// GETs and bytes of successful runs.
+    pub gets: u64,
+    pub bytes: u64,
+}
+
+impl LoadResult {
+    /// Successful agent-runs per second.
+    pub fn runs_per_s(&self) -> f64 {
+        self.runs as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    /// Latency percentile `q` in [0, 1], seconds.
+    pub fn percentile(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies[i.min(self.latencies.len() - 1)]
+    }
+}
+
+/// Run `agents` simulated agents on `threads` OS threads until `duration`
+/// has passed or each made `max_runs` runs (a run in progress at the
+/// deadline finishes; each is bounded by the connection timeout).
+pub fn run_load(
+    shared: Arc<Shared>,
+    agents: usize,
+    threads: usize,
+    duration: Duration,
+    max_runs: u64,
+) -> LoadResult {
+    let threads = threads.max(1).min(agents.max(1));
+    let result = Arc::new(Mutex::new(LoadResult::default()));
+    let requests = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let shared = shared.clone();
+            let result = result.clone();
+            let requests = requests.clone();
+            s.spawn(move || {
+                let ex = smol::LocalExecutor::new();
+                let mut tasks = Vec::new();
+                for a in (t..agents).step_by(threads) {
+                    let shared = shared.clone();
+                    let result = result.clone();
+                    let requests = requests.clone();
+                    tasks.push(ex.spawn(async move {
+                        let mut agent = Agent::new(&shared, a);
+                        let mut lat = Vec::new();
+                        let (mut runs, mut errors, mut gets, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+                        let mut samples = Vec::new();
+                        while runs + errors < max_runs && Instant::now() < deadline {
+                            let t0 = Instant::now();
+                            match agent.run(&shared).await {
+                                Ok(info) => {
+                                    lat.push(t0.elapsed().as_secs_f64());
+                                    runs += 1;
+                                    gets += info.gets;
+                                    bytes += info.bytes;
+                                    requests.fetch_add(info.requests, Ordering::Relaxed);
+                                }
+                                Err(e) => {
+                                    errors += 1;
+                                    if samples.len() < 3 {
+                                        samples.push(e);
+                                    }
+                                    // do not spin on a refusing server
+                                    smol::Timer::after(Duration::from_millis(50)).await;
+                                }
+                            }
+                        }
+                        let mut r = result.lock().unwrap();
+                        r.runs += runs;
+                        r.errors += errors;
+                        r.gets += gets;
+                        r.bytes += bytes;
+                        r.latencies.extend(lat);
+                        for e in samples {
+                            if r.error_samples.len() < 5 {
+                                r.error_samples.push(e);
+                            }
+                        }
+                    }));
+                }
+                smol::block_on(ex.run(async {
+                    for t in tasks {
+                        t.await;
+                    }
+                }));
+            });
+        }
+    });
+    let mut r = Arc::try_unwrap(result)
+        .map(|m| m.into_inner().unwrap())
+        .unwrap_or_else(|a| a.lock().unwrap().clone());
+    r.wall = start.elapsed();
+    r.requests = requests.load(Ordering::Relaxed);
+    r.latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    r
+}
+
+impl Shared {
+    /// The index the next source address would take (to continue the
+    /// sequence with a new server, so addresses are never reused soon).
+    pub fn next_source_index(&self) -> u32 {
+        self.next_addr.load(Ordering::Relaxed)
+    }
+}

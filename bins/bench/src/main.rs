@@ -1,0 +1,663 @@
+//! rcf-bench: rcf-serverd and the real cf-serverd 3.21 side by side, under
+//! the load of K agents running the masterfiles update.
+//!
+//! `rcf-bench compare --agents 1,10,100 --scenario steady` starts each
+//! server in turn (the lab's PID-guarded `RealServer` and `RcfServer`, same
+//! policy, same tree, same machine), runs the same load against it and
+//! prints one table, then one JSON line per K (the last line is the JSON of
+//! the last K). `rcf-bench tree --out DIR` writes the tree only.
+//!
+//! Everything is on loopback; every process started is stopped by PID.
+
+mod load;
+mod procstat;
+mod tree;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rcf_conformance::lab::{AccessRule, RcfServer, RealServer, ServerPolicy, Workdir};
+use rcf_core::banner::ProtocolVersion;
+use rcf_core::keys::DigestKind;
+use rcf_core::tls::{TlsClock, TlsSettings};
+use rcf_smol::ConnectOptions;
+
+use load::{LoadResult, Scenario, Shared};
+
+#[derive(Parser)]
+#[command(
+    name = "rcf-bench",
+    about = "rcf-serverd vs cf-serverd 3.21 under masterfiles-update load"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the same load against cf-serverd 3.21 and rcf-serverd; print a table and JSON.
+    Compare(CompareArgs),
+    /// Hold N established, identified sessions against each server; report RSS per session.
+    Idle(IdleArgs),
+    /// Wall time of the real cf-agent syncing the tree (recursive copy, digest) from each server.
+    Agent(AgentArgs),
+    /// Write the masterfiles-like tree to DIR and print its shape.
+    Tree {
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        shape: TreeArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct TreeArgs {
+    /// Number of files.
+    #[arg(long, default_value_t = tree::DEFAULT_FILES)]
+    files: usize,
+    /// Total bytes.
+    #[arg(long, default_value_t = tree::DEFAULT_BYTES)]
+    bytes: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args, Clone)]
+struct CompareArgs {
+    /// Simulated agents, one or a comma-separated list.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 10, 100, 1000])]
+    agents: Vec<usize>,
+    /// steady (nothing changed) or changed (10% of the files per run).
+    #[arg(long, default_value = "steady")]
+    scenario: Scenario,
+    /// Most runs per agent per server (the load also stops at --duration).
+    #[arg(long, default_value_t = 1_000_000)]
+    runs: u64,
+    /// Seconds of load per server and K (runs in progress then finish).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Client OS threads (the agents are tasks spread over them).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Which servers: both, cfe, rcf.
+    #[arg(long, default_value = "both")]
+    servers: String,
+    /// Per-read timeout of a simulated agent, seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// maxconnections in the server policy (so it is not the limit).
+    #[arg(long, default_value_t = 2000)]
+    maxconnections: u32,
+    #[command(flatten)]
+    shape: TreeArgs,
+}
+
+#[derive(Args, Clone)]
+struct IdleArgs {
+    /// Sessions to hold.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Which servers: both, cfe, rcf.
+    #[arg(long, default_value = "both")]
+    servers: String,
+}
+
+#[derive(Args, Clone)]
+struct AgentArgs {
+    /// cf-agent runs per server after the first (full) copy: each one an
+    /// up-to-date check of the whole tree.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Which servers: both, cfe, rcf.
+    #[arg(long, default_value = "both")]
+    servers: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Tree { out, shape } => tree::generate(&out, shape.files, shape.bytes, shape.seed)
+            .map(|t| {
+                println!(
+                    "{}: {} files, {} dirs, {} bytes",
+                    t.root.display(),
+                    t.files.len(),
+                    t.dirs.len(),
+                    t.bytes()
+                );
+            })
+            .map_err(|e| e.to_string()),
+        Cmd::Compare(a) => compare(&a),
+        Cmd::Idle(a) => idle(&a),
+        Cmd::Agent(a) => agent_e2e(&a),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rcf-bench: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Cfe,
+    Rcf,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Cfe => "cf-serverd",
+            Kind::Rcf => "rcf-serverd",
+        }
+    }
+}
+
+/// One measured row.
+#[derive(Debug, Clone)]
+struct Row {
+    kind: Kind,
+    load: LoadResult,
+    cpu_s: f64,
+    rss_mb: f64,
+    client_cpu_s: f64,
+}
+
+impl Row {
+    fn cpu_per_run(&self) -> f64 {
+        if self.load.runs == 0 {
+            f64::NAN
+        } else {
+            self.cpu_s / self.load.runs as f64
+        }
+    }
+}
+
+fn lab<T>(r: Result<T, rcf_conformance::lab::LabError>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+fn kinds(servers: &str) -> Result<Vec<Kind>, String> {
+    match servers {
+        "both" => Ok(vec![Kind::Cfe, Kind::Rcf]),
+        "cfe" => Ok(vec![Kind::Cfe]),
+        "rcf" => Ok(vec![Kind::Rcf]),
+        s => Err(format!("--servers {s:?}: both, cfe or rcf")),
+    }
+}
+
+/// Work dirs, keys, the tree, the policy and the client options shared by
+/// every subcommand.
+struct Setup {
+    client: Workdir,
+    wds: Vec<Workdir>,
+    tree: tree::Tree,
+    policy: ServerPolicy,
+    base: ConnectOptions,
+}
+
+fn setup(
+    kinds: &[Kind],
+    shape: &TreeArgs,
+    timeout: u64,
+    maxconnections: u32,
+) -> Result<Setup, String> {
+    procstat::raise_nofile();
+    // Work dirs: one per server, one for the simulated agents' key; the
+    // tree lives in the client's scratch dir, readable by both servers.
+    let client = lab(Workdir::new("bench-client"))?;
+    lab(client.cf_key())?;
+    let tree = tree::generate(
+        &client.scratch().join("masterfiles"),
+        shape.files,
+        shape.bytes,
+        shape.seed,
+    )
+    .map_err(|e| format!("generate tree: {e}"))?;
+    let mut wds = Vec::new();
+    for k in kinds {
+        let wd = lab(Workdir::new(match k {
+            Kind::Cfe => "bench-cfe",
+            Kind::Rcf => "bench-rcf",
+        }))?;
+        lab(wd.cf_key())?;
+        lab(wd.trust(&client, "root"))?;
+        lab(client.trust(&wd, "root"))?;
+        wds.push(wd);
+    }
+    let mut policy = ServerPolicy::new(0);
+    policy.allowconnects = vec!["127.0.0.0/8".into(), "::1".into()];
+    policy.allowallconnects = vec![];
+    policy.trustkeysfrom = vec![];
+    policy.maxconnections = Some(maxconnections);
+    policy.access.push(AccessRule {
+        admit_ips: vec!["127.0.0.0/8".into()],
+        ..AccessRule::new(tree.root.to_string_lossy())
+    });
+
+    let key = rcf_fs::ppkeys::load_host_key(client.path(), DigestKind::Md5)
+        .map_err(|e| e.to_string())?
+        .private;
+    let clock = TlsClock::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    let tls = rcf_core::tls::client_config(&key, &TlsSettings::client_default(), &clock)
+        .map_err(|e| e.to_string())?;
+    let base = ConnectOptions {
+        host: "127.0.0.1".into(),
+        port: 0,
+        version: Some(ProtocolVersion::Cookie),
+        timeout: Duration::from_secs(timeout.max(1)),
+        trust_new: false,
+        ppkeys: client.ppkeys(),
+        local_user: "root".into(),
+        tls,
+        clock,
+        log: Arc::new(|_, _| {}),
+    };
+    Ok(Setup {
+        client,
+        wds,
+        tree,
+        policy,
+        base,
+    })
+}
+
+enum Srv {
+    Cfe(RealServer),
+    Rcf(RcfServer),
+}
+
+impl Srv {
+    fn start(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, String> {
+        Ok(match kind {
+            Kind::Cfe => Srv::Cfe(lab(RealServer::start_with_flags(wd, policy, &[]))?),
+            Kind::Rcf => Srv::Rcf(lab(RcfServer::start_with_flags(wd, policy, &[]))?),
+        })
+    }
+    fn pid(&self) -> u32 {
+        match self {
+            Srv::Cfe(s) => s.pid(),
+            Srv::Rcf(s) => s.pid(),
+        }
+    }
+    fn port(&self) -> u16 {
+        match self {
+            Srv::Cfe(s) => s.port(),
+            Srv::Rcf(s) => s.port(),
+        }
+    }
+    fn log(&self) -> String {
+        match self {
+            Srv::Cfe(s) => s.log(),
+            Srv::Rcf(s) => s.log(),
+        }
+    }
+}
+
+fn compare(a: &CompareArgs) -> Result<(), String> {
+    let kinds = kinds(&a.servers)?;
+    let Setup {
+        client: _client,
+        wds,
+        tree,
+        policy,
+        base,
+    } = setup(&kinds, &a.shape, a.timeout, a.maxconnections)?;
+    println!(
+        "# tree: {} files, {} dirs, {} bytes; scenario {}; {:.0} s per server and K (at most {} runs per agent); {} client threads",
+        tree.files.len(),
+        tree.dirs.len(),
+        tree.bytes(),
+        a.scenario.name(),
+        a.duration,
+        a.runs,
+        a.threads
+    );
+    println!(
+        "# machine: {} CPUs, load average {}",
+        procstat::ncpus(),
+        procstat::loadavg()
+    );
+    if kinds.contains(&Kind::Rcf) {
+        println!(
+            "# rcf-serverd: {}",
+            lab(rcf_conformance::lab::rcf_binary("rcf-serverd"))?.display()
+        );
+    }
+    println!(
+        "{:>5} {:<12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>8} {:>6} {:>10}",
+        "K",
+        "server",
+        "runs",
+        "runs/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu s/run",
+        "rss MB",
+        "errors",
+        "client cpu"
+    );
+    let mut addr = 0u32;
+    let mut jsons = Vec::new();
+    for &k in &a.agents {
+        let mut rows = Vec::new();
+        for (kind, wd) in kinds.iter().zip(&wds) {
+            let row = measure(*kind, wd, &policy, &base, &tree, a, k, &mut addr)?;
+            print_row(k, &row);
+            rows.push(row);
+        }
+        let get = |kind: Kind| rows.iter().find(|r| r.kind == kind);
+        if let (Some(c), Some(r)) = (get(Kind::Cfe), get(Kind::Rcf)) {
+            let ratio = r.load.runs_per_s() / c.load.runs_per_s();
+            let cpu_ratio = c.cpu_per_run() / r.cpu_per_run();
+            println!(
+                "{:>5} {:<12} rcf/cfe runs/s = {:.2}x, cfe/rcf cpu per run = {:.2}x, p99 cfe {:.1} ms / rcf {:.1} ms",
+                k,
+                "ratio",
+                ratio,
+                cpu_ratio,
+                c.load.percentile(0.99) * 1e3,
+                r.load.percentile(0.99) * 1e3
+            );
+        }
+        for r in &rows {
+            for e in &r.load.error_samples {
+                println!("# {} K={k} error: {e}", r.kind.name());
+            }
+        }
+        jsons.push(json_line(k, a.scenario, get(Kind::Rcf), get(Kind::Cfe)));
+    }
+    for j in jsons {
+        println!("{j}");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    kind: Kind,
+    wd: &Workdir,
+    policy: &ServerPolicy,
+    base: &ConnectOptions,
+    tree: &tree::Tree,
+    a: &CompareArgs,
+    k: usize,
+    addr: &mut u32,
+) -> Result<Row, String> {
+    // A fresh server per (server, K): VmHWM is then this load's peak.
+    let srv = Srv::start(kind, wd, policy)?;
+    let (pid, port) = (srv.pid(), srv.port());
+    let mut opts = base.clone();
+    opts.port = port;
+    let shared = Arc::new(Shared::new(opts, tree, a.scenario, *addr));
+    // One unmeasured run first: fail fast on a setup problem.
+    let mut probe = load::Agent::new(&shared, usize::MAX / 2);
+    if let Err(e) = smol::block_on(probe.run(&shared)) {
+        let log = srv.log();
+        return Err(format!(
+            "{}: probe run failed: {e}\n--- server log tail ---\n{}",
+            kind.name(),
+            rcf_conformance::lab::tail(&log, 30)
+        ));
+    }
+    let cpu0 = procstat::cpu_seconds(pid)?;
+    let self0 = procstat::self_cpu_seconds();
+    let load = load::run_load(
+        shared.clone(),
+        k,
+        a.threads,
+        Duration::from_secs_f64(a.duration),
+        a.runs,
+    );
+    let cpu1 = procstat::cpu_seconds(pid)?;
+    let self1 = procstat::self_cpu_seconds();
+    let rss_mb = procstat::vm_hwm_kb(pid)? as f64 / 1024.0;
+    *addr = shared.next_source_index();
+    drop(srv);
+    let runs = load.runs.max(1) as f64;
+    Ok(Row {
+        kind,
+        load,
+        cpu_s: cpu1 - cpu0,
+        rss_mb,
+        client_cpu_s: (self1 - self0) / runs,
+    })
+}
+
+fn print_row(k: usize, r: &Row) {
+    println!(
+        "{:>5} {:<12} {:>7} {:>9.2} {:>9.1} {:>9.1} {:>10.4} {:>8.1} {:>6} {:>10.4}",
+        k,
+        r.kind.name(),
+        r.load.runs,
+        r.load.runs_per_s(),
+        r.load.percentile(0.5) * 1e3,
+        r.load.percentile(0.99) * 1e3,
+        r.cpu_per_run(),
+        r.rss_mb,
+        r.load.errors,
+        r.client_cpu_s
+    );
+}
+
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.4}", x)
+    } else {
+        "null".into()
+    }
+}
+
+fn json_line(k: usize, s: Scenario, rcf: Option<&Row>, cfe: Option<&Row>) -> String {
+    let f = |r: Option<&Row>, g: &dyn Fn(&Row) -> f64| r.map(g).unwrap_or(f64::NAN);
+    let rr = f(rcf, &|r| r.load.runs_per_s());
+    let cr = f(cfe, &|r| r.load.runs_per_s());
+    let errors = rcf.map(|r| r.load.errors).unwrap_or(0) + cfe.map(|r| r.load.errors).unwrap_or(0);
+    format!(
+        "{{\"agents\":{k},\"scenario\":\"{}\",\"rcf_runs_per_s\":{},\"cfe_runs_per_s\":{},\"ratio\":{},\"rcf_cpu_s_per_run\":{},\"cfe_cpu_s_per_run\":{},\"rcf_rss_mb\":{},\"cfe_rss_mb\":{},\"errors\":{},\"rcf_p50_ms\":{},\"rcf_p99_ms\":{},\"cfe_p50_ms\":{},\"cfe_p99_ms\":{}}}",
+        s.name(),
+        num(rr),
+        num(cr),
+        num(rr / cr),
+        num(f(rcf, &|r| r.cpu_per_run())),
+        num(f(cfe, &|r| r.cpu_per_run())),
+        num(f(rcf, &|r| r.rss_mb)),
+        num(f(cfe, &|r| r.rss_mb)),
+        errors,
+        num(f(rcf, &|r| r.load.percentile(0.5) * 1e3)),
+        num(f(rcf, &|r| r.load.percentile(0.99) * 1e3)),
+        num(f(cfe, &|r| r.load.percentile(0.5) * 1e3)),
+        num(f(cfe, &|r| r.load.percentile(0.99) * 1e3)),
+    )
+}
+
+fn idle(a: &IdleArgs) -> Result<(), String> {
+    let kinds = kinds(&a.servers)?;
+    let max = (a.sessions as u32 + 100).max(2000);
+    let Setup {
+        client: _client,
+        wds,
+        tree,
+        policy,
+        base,
+    } = setup(
+        &kinds,
+        &TreeArgs {
+            files: 10,
+            bytes: 10_000,
+            seed: 1,
+        },
+        60,
+        max,
+    )?;
+    println!("# idle capacity: {} established, identified sessions held per server; machine load average {}", a.sessions, procstat::loadavg());
+    println!(
+        "{:<12} {:>8} {:>8} {:>11} {:>11} {:>14} {:>10} {:>12}",
+        "server", "held", "failed", "rss0 MB", "rss MB", "rss/session KB", "threads", "connect s"
+    );
+    let mut addr = 0x0010_0000u32;
+    for (kind, wd) in kinds.iter().zip(&wds) {
+        let srv = Srv::start(*kind, wd, &policy)?;
+        let mut opts = base.clone();
+        opts.port = srv.port();
+        let shared = Arc::new(Shared::new(opts.clone(), &tree, Scenario::Steady, addr));
+        smol::block_on(load::Agent::new(&shared, 0).run(&shared)).map_err(|e| {
+            format!(
+                "{}: probe: {e}\n{}",
+                kind.name(),
+                rcf_conformance::lab::tail(&srv.log(), 20)
+            )
+        })?;
+        std::thread::sleep(Duration::from_millis(300));
+        let rss0 = procstat::vm_rss_kb(srv.pid())?;
+        let t0 = std::time::Instant::now();
+        // connect in waves of 50 at a time, keep them all
+        let (clients, failed) = smol::block_on(async {
+            let mut held = Vec::with_capacity(a.sessions);
+            let mut failed = 0usize;
+            let mut first_err = None;
+            let mut left = a.sessions;
+            while left > 0 {
+                let wave = left.min(50);
+                left -= wave;
+                let futs: Vec<_> = (0..wave)
+                    .map(|_| {
+                        let o = opts.clone();
+                        let src = shared.next_source();
+                        smol::spawn(
+                            async move { rcf_smol::Client::connect_from(o, Some(src)).await },
+                        )
+                    })
+                    .collect();
+                for f in futs {
+                    match f.await {
+                        Ok(c) => held.push(c),
+                        Err(e) => {
+                            failed += 1;
+                            first_err.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                println!("# {} first connect error: {e}", kind.name());
+            }
+            (held, failed)
+        });
+        let connect_s = t0.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(500));
+        let rss1 = procstat::vm_rss_kb(srv.pid())?;
+        let threads = procstat::threads(srv.pid()).unwrap_or(0);
+        let per = if clients.is_empty() {
+            f64::NAN
+        } else {
+            (rss1 as f64 - rss0 as f64) / clients.len() as f64
+        };
+        println!(
+            "{:<12} {:>8} {:>8} {:>11.1} {:>11.1} {:>14.1} {:>10} {:>12.2}",
+            kind.name(),
+            clients.len(),
+            failed,
+            rss0 as f64 / 1024.0,
+            rss1 as f64 / 1024.0,
+            per,
+            threads,
+            connect_s
+        );
+        smol::block_on(async {
+            for c in clients {
+                c.close().await;
+            }
+        });
+        addr = shared.next_source_index();
+        drop(srv);
+    }
+    Ok(())
+}
+
+fn agent_e2e(a: &AgentArgs) -> Result<(), String> {
+    use rcf_conformance::lab::{cf_agent_copies_with_flags, trees_equal, CopySpec};
+    let kinds = kinds(&a.servers)?;
+    let Setup {
+        client,
+        wds,
+        tree,
+        policy,
+        ..
+    } = setup(
+        &kinds,
+        &TreeArgs {
+            files: tree::DEFAULT_FILES,
+            bytes: tree::DEFAULT_BYTES,
+            seed: 1,
+        },
+        30,
+        2000,
+    )?;
+    println!(
+        "# the real cf-agent 3.21 (cf-agent -K, copy_from compare => digest, depth_search inf, purge) syncing {} files / {} bytes; machine load average {}",
+        tree.files.len(),
+        tree.bytes(),
+        procstat::loadavg()
+    );
+    println!(
+        "{:<12} {:>12} {:>18} {:>8}",
+        "server", "full copy s", "up-to-date run s", "ok"
+    );
+    for (kind, wd) in kinds.iter().zip(&wds) {
+        let srv = Srv::start(*kind, wd, &policy)?;
+        let dest = client.scratch().join(format!("copy-{}", kind.name()));
+        let spec = CopySpec::new(srv.port(), tree.root.to_string_lossy(), &dest).recursive(true);
+        let t0 = std::time::Instant::now();
+        let first = lab(cf_agent_copies_with_flags(
+            &client,
+            std::slice::from_ref(&spec),
+            &[],
+        ))?;
+        let full = t0.elapsed().as_secs_f64();
+        let mut ok = first.outcomes.first().is_some_and(|o| o.ok())
+            && trees_equal(&tree.root, &dest).is_ok();
+        let mut times = Vec::new();
+        for _ in 0..a.runs {
+            let t = std::time::Instant::now();
+            let run = lab(cf_agent_copies_with_flags(
+                &client,
+                std::slice::from_ref(&spec),
+                &[],
+            ))?;
+            times.push(t.elapsed().as_secs_f64());
+            ok &= run.outcomes.first().is_some_and(|o| o.ok());
+        }
+        times.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "{:<12} {:>12.3} {:>18.3} {:>8}",
+            kind.name(),
+            full,
+            median,
+            ok
+        );
+        if !ok {
+            println!(
+                "# {} cf-agent output tail:\n{}",
+                kind.name(),
+                rcf_conformance::lab::tail(&first.run.output, 20)
+            );
+        }
+        drop(srv);
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `rcf-bench compare` with small settings completes against both servers,
+//! prints the table and a final JSON line with the required keys. No
+//! timing is asserted: the figures are for people, not for CI.
+//!
+//! Needs `rcf-serverd` built next to `rcf-bench` (`cargo build -p
+//! rcf-serverd`, same profile and CARGO_TARGET_DIR) or `RCF_BIN_DIR`.
+
+use std::process::Command;
+
+fn run(scenario: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rcf-bench"))
+        .args([
+            "compare",
+            "--agents",
+            "2",
+            "--scenario",
+            scenario,
+            "--runs",
+            "2",
+            "--duration",
+            "5",
+        ])
+        .output()
+        .expect("run rcf-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "rcf-bench failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
+    stdout
+}
+
+fn check(stdout: &str, scenario: &str) {
+    assert!(
+        stdout.contains("runs/s") && stdout.contains("p99 ms"),
+        "no table header:\n{stdout}"
+    );
+    for server in ["cf-serverd", "rcf-serverd"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(server))
+            .unwrap_or_else(|| panic!("no row for {server}:\n{stdout}"));
+        let f: Vec<&str> = row.split_whitespace().collect();
+        // K server runs runs/s p50 p99 cpu rss errors client
+        assert_eq!(f[0], "2", "{row}");
+        assert_eq!(f[2], "4", "2 agents x 2 runs each: {row}");
+        assert_eq!(f[8], "0", "errors: {row}");
+    }
+    let last = stdout.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with('{') && last.ends_with('}'),
+        "last line is not JSON: {last}"
+    );
+    for key in [
+        "\"agents\":2",
+        &format!("\"scenario\":\"{scenario}\""),
+        "\"rcf_runs_per_s\":",
+        "\"cfe_runs_per_s\":",
+        "\"ratio\":",
+        "\"rcf_cpu_s_per_run\":",
+        "\"cfe_cpu_s_per_run\":",
+        "\"rcf_rss_mb\":",
+        "\"cfe_rss_mb\":",
+        "\"errors\":0",
+    ] {
+        assert!(last.contains(key), "{key} missing in {last}");
+    }
+    assert!(!last.contains("null"), "a figure is missing: {last}");
+}
+
+#[test]
+fn compare_steady_small() {
+    check(&run("steady"), "steady");
+}
+
+#[test]
+fn compare_changed_small() {
+    check(&run("changed"), "changed");
+}
