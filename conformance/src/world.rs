@@ -180,7 +180,7 @@ impl World {
                     None => Err("No such file or directory".into()),
                 }))
             }
-            Event::Stat { path } => Some(Answer::Stat(match self.nodes.get(&trim(path)) {
+            Event::Stat { path } | Event::StatLink { path, .. } => Some(Answer::Stat(match self.nodes.get(&trim(path)) {
                 Some(n) => Ok(FileStat { reply: n.stat.clone() }),
                 None => Err("No such file or directory".into()),
             })),

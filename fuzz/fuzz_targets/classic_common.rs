@@ -110,7 +110,7 @@ pub fn answer(ev: &Event, salt: u8) -> Option<Answer> {
                 Answer::Canonical(Ok(Canonical { path: path.clone(), is_dir: path.ends_with(b"/") }))
             }
         }
-        Event::Stat { .. } => Answer::Stat(Ok(FileStat {
+        Event::Stat { .. } | Event::StatLink { .. } => Answer::Stat(Ok(FileStat {
             reply: StatReply {
                 file_type: FileType::Regular,
                 mode: 0o644,

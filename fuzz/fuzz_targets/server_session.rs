@@ -268,7 +268,7 @@ impl World {
     }
 
     fn answer(&mut self, ev: &Event) -> Option<Answer> {
-        if let Event::Stat { path } | Event::Open { path } | Event::ListDir { path } | Event::Digest { path } = ev {
+        if let Event::Stat { path } | Event::StatLink { path, .. } | Event::Open { path } | Event::ListDir { path } | Event::Digest { path } = ev {
             // Nothing outside the admitted tree is ever looked at.
             assert!(!Self::trim(path).starts_with(&p("/secret")), "the session touched {:?}", String::from_utf8_lossy(path));
         }
@@ -307,7 +307,7 @@ impl World {
                 assert!(path.first() == Some(&b'/') && !path.contains(&0), "session canonicalises only absolute, NUL-free paths");
                 Answer::Canonical(self.canonicalize(path))
             }
-            Event::Stat { path } => Answer::Stat(match self.nodes.get(&Self::trim(path)) {
+            Event::Stat { path } | Event::StatLink { path, .. } => Answer::Stat(match self.nodes.get(&Self::trim(path)) {
                 Some(n) => {
                     let st = stat_of(n);
                     if self.promised.len() >= 4096 {

@@ -147,6 +147,35 @@ pub fn stat(path: &[u8]) -> Result<FileStat, String> {
     Ok(FileStat { reply })
 }
 
+/// Classic `STAT` of a requested path (see `Event::StatLink`): a symlink is
+/// reported as one, with its target's type, mode, owners, size and times
+/// merged in as `StatFile` does, and the link's own lmode, atime, inode,
+/// link count and blocks, but only while it still resolves to `resolved`,
+/// the real path the ACL approved. A link repointed since is refused like
+/// a missing file.
+pub fn stat_link(path: &[u8], resolved: &[u8]) -> Result<FileStat, String> {
+    let p = os(path);
+    let l = fs::symlink_metadata(p).map_err(|e| strerror(&e))?;
+    if !l.file_type().is_symlink() {
+        return stat(resolved);
+    }
+    let link_target = fs::read_link(p).map_err(|e| strerror(&e))?.into_os_string().into_vec();
+    let mut reply = match fs::canonicalize(p) {
+        Ok(real) if real.as_os_str().as_bytes() == resolved => stat(resolved)?.reply,
+        Ok(_) => return Err("No such file or directory".into()),
+        // Dangling: `resolved` is the link itself, reported as a link.
+        Err(_) => return stat(resolved),
+    };
+    reply.lmode = l.mode() & 0o7777;
+    reply.atime = l.atime();
+    reply.ino = i64::from(l.ino() as i32);
+    reply.nlink = i64::from(l.nlink() as i32);
+    reply.dev = l.dev();
+    reply.makeholes = reply.size > l.blocks() * 512;
+    reply.link_target = link_target;
+    Ok(FileStat { reply })
+}
+
 /// Directory entries in readdir order, `.` and `..` first (std hides them;
 /// clients skip them, 3.21 sends them).
 pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
@@ -331,6 +360,7 @@ impl ServerFs {
             Event::Log { .. }
                 | Event::Canonicalize { .. }
                 | Event::Stat { .. }
+                | Event::StatLink { .. }
                 | Event::ListDir { .. }
                 | Event::Open { .. }
                 | Event::Close { .. }
@@ -368,6 +398,7 @@ impl ServerFs {
             Event::ReverseLookup { ip } => (Some(Answer::Hostname(reverse_lookup(ip))), None),
             Event::Canonicalize { path } => (Some(Answer::Canonical(canonicalize(path))), None),
             Event::Stat { path } => (Some(Answer::Stat(stat(path))), None),
+            Event::StatLink { path, resolved } => (Some(Answer::Stat(stat_link(path, resolved))), None),
             Event::Open { path } => (Some(Answer::Opened(files.open(path))), None),
             Event::Read { handle, offset, len } => (Some(files.read(*handle, *offset, *len)), None),
             Event::Close { handle } => {

@@ -126,8 +126,8 @@ pub struct ConnArgs {
     /// Protocol: classic, 1, tls, 2, cookie, 3, latest.
     #[arg(long, default_value = "latest")]
     pub protocol: String,
-    /// Connect and per-read timeout, seconds (copy_from timeout).
-    #[arg(long, default_value_t = 30)]
+    /// Connect and per-read timeout, seconds (copy_from timeout; cf-runagent's -t).
+    #[arg(short = 't', long, default_value_t = 30)]
     pub timeout: u64,
 }
 

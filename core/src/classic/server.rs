@@ -936,9 +936,13 @@ impl ClassicServer {
                     self.send(Status::Done, msg.as_bytes());
                     return self.done(now);
                 }
+                // Classic reports a link as a link (no PreprocessRequestPath),
+                // so the request path itself is stat'ed; its target's details
+                // are merged only while it still resolves to `real`, the
+                // path the ACL approved.
                 let path = op.requested.clone();
                 self.waiting = Waiting::Stat(op);
-                self.events.push_back(Event::Stat { path });
+                self.events.push_back(Event::StatLink { path, resolved: real });
             }
             PathKind::Get { .. } | PathKind::SGet => {
                 self.waiting = Waiting::Open(PathOp { requested: real.clone(), ..op });

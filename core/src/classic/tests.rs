@@ -119,7 +119,7 @@ impl World {
                     Answer::Canonical(Err("No such file or directory".into()))
                 }
             }
-            Event::Stat { path } => {
+            Event::Stat { path } | Event::StatLink { path, .. } => {
                 let (target, link) = match self.links.get(path) {
                     Some(t) => {
                         let mut r = b"/srv/".to_vec();

@@ -136,10 +136,21 @@ pub enum Event {
         /// Absolute request path after shortcut expansion.
         path: Vec<u8>,
     },
-    /// `lstat` (plus `stat` through a link). Answer: [`Answer::Stat`].
+    /// `lstat` of a canonical path. A symlink there resolves only if it was
+    /// swapped in after the ACL check, so it is refused. Answer: [`Answer::Stat`].
     Stat {
         /// Canonical path.
         path: Vec<u8>,
+    },
+    /// Classic `STAT` of the path as requested, reported as a link when it
+    /// is one, with its target's type, mode, owners, size and times merged
+    /// in as `StatFile` does, but only while it resolves to `resolved`.
+    /// Answer: [`Answer::Stat`].
+    StatLink {
+        /// The requested (absolute, shortcut-expanded) path.
+        path: Vec<u8>,
+        /// Its real path, as the ACL approved it.
+        resolved: Vec<u8>,
     },
     /// Open a canonical path for reading, refusing to follow a symlink that
     /// appeared since canonicalisation. Answer: [`Answer::Opened`].
