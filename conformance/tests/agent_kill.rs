@@ -85,9 +85,14 @@ fn update_killed_anywhere_leaves_old_or_new_inputs() {
     let new = snapshot(&s.mf);
     assert_ne!(old, new);
     let (mut saw_old, mut saw_new) = (0, 0);
-    for i in 0..14u64 {
-        // Deterministic kill points across the whole pull.
-        run_and_kill(&s.cli, &["update"], Duration::from_millis(i * span / 13));
+    // Deterministic kill points across the whole pull; on a slow box, later
+    // rounds reach further (bounded) until a kill lands after the swap.
+    for i in 0..24u64 {
+        if i >= 14 && saw_new > 0 {
+            break;
+        }
+        let delay = if i < 14 { i * span / 13 } else { span * (i - 12) };
+        run_and_kill(&s.cli, &["update"], Duration::from_millis(delay));
         let now = snapshot(&inputs);
         if now == old {
             saw_old += 1;
