@@ -4,7 +4,7 @@
 //! Nothing in this crate touches sockets, files, clocks, threads or global
 //! randomness. Every state machine takes bytes in and hands bytes and events
 //! out; the current time and any randomness are arguments. Adapters
-//! (`rcf-tokio`, `rcf-smol`) move bytes between sockets and these machines,
+//! (the server and client runtime crates under `adapters/`) move bytes between sockets and these machines,
 //! answer their file and DNS requests and run their timers.
 //!
 //! # Run-loop contract

@@ -4,7 +4,7 @@
 //! helpers a copy needs ([`listing`]).
 //!
 //! Like the server role, nothing here touches sockets, files or clocks; the
-//! adapter (`rcf-smol`) feeds bytes and time in and drains records and
+//! client runtime adapter feeds bytes and time in and drains records and
 //! events out, following the run-loop contract of the crate root.
 
 pub mod conn;
