@@ -38,11 +38,33 @@ fn os(p: &[u8]) -> &Path {
 }
 
 /// Open an authorised canonical path for `stat`, `readdir` or reading
-/// without following a final symlink, and check through `/proc/self/fd`
-/// that the object opened is still that path: a component swapped for a
-/// symlink since the session checked it is refused like a missing file
-/// (`ENOENT`) instead of leaking metadata, names or a digest from outside.
+/// without following a final symlink, and make sure the object opened is
+/// still that path: a component swapped for a symlink since the session
+/// checked it is refused like a missing file (`ENOENT`) instead of leaking
+/// metadata, names or a digest from outside.
+///
+/// Where the kernel has `openat2` this is one lookup that refuses any
+/// symlink on the way (a canonical path has none; the final component may
+/// be a link only for `O_PATH`, which then names the link itself). Older
+/// kernels open with `O_NOFOLLOW` and check the result through
+/// `/proc/self/fd`.
 fn open_exact(path: &[u8], flags: i32) -> io::Result<File> {
+    if is_clean_absolute(path) {
+        match open_no_symlinks(path, flags) {
+            Some(Ok(f)) => return Ok(f),
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(io::Error::from_raw_os_error(libc::ENOENT))
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    open_checked_via_proc(path, flags)
+}
+
+/// The `openat2`-less way: open with `O_NOFOLLOW`, then check through
+/// `/proc/self/fd` that the descriptor still names `path`.
+fn open_checked_via_proc(path: &[u8], flags: i32) -> io::Result<File> {
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | flags)
@@ -51,6 +73,66 @@ fn open_exact(path: &[u8], flags: i32) -> io::Result<File> {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     }
     Ok(f)
+}
+
+/// Whether `path` is absolute with no empty, `.` or `..` component and no
+/// trailing slash: then, if no component is a symlink, it is its own
+/// `realpath` (the root `/` included).
+fn is_clean_absolute(path: &[u8]) -> bool {
+    if path == b"/" {
+        return true;
+    }
+    path.first() == Some(&b'/')
+        && path[1..].split(|&b| b == b'/').all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+/// Whether this kernel lacks `openat2` (or a sandbox forbids it); learned
+/// once, then the `/proc` check is used.
+static NO_OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `openat2(path, O_NOFOLLOW|flags, RESOLVE_NO_SYMLINKS)`: `ELOOP` when any
+/// component (or, without `O_PATH`, the final one) is a symlink. `None`
+/// when the kernel cannot do it.
+fn open_no_symlinks(path: &[u8], flags: i32) -> Option<io::Result<File>> {
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::Ordering::Relaxed;
+    if NO_OPENAT2.load(Relaxed) {
+        return None;
+    }
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return Some(Err(io::Error::from_raw_os_error(libc::ENOENT)));
+    };
+    // O_RDONLY is 0: read access unless O_PATH is asked for.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    // openat2 refuses (EINVAL) what plain open ignores: O_PATH takes no
+    // O_NONBLOCK.
+    let nonblock = if flags & libc::O_PATH != 0 { 0 } else { libc::O_NONBLOCK };
+    how.flags = (libc::O_NOFOLLOW | nonblock | libc::O_CLOEXEC | flags) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `c` is a NUL-terminated string and `how` a fully initialised
+    // `open_how` whose size is passed; the kernel only reads both.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::E2BIG) | Some(libc::EINVAL) => {
+                NO_OPENAT2.store(true, Relaxed);
+                None
+            }
+            Some(libc::EAGAIN) => None,
+            _ => Some(Err(e)),
+        };
+    }
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    Some(Ok(unsafe { File::from_raw_fd(fd as i32) }))
 }
 
 /// Whether the open `f` is reached by `path` (trailing `/` ignored). Without
@@ -70,6 +152,18 @@ fn still_names(f: &File, path: &[u8]) -> bool {
 /// link's own (parent-canonicalised) path.
 pub fn canonicalize(path: &[u8]) -> Result<Canonical, String> {
     let p = os(path);
+    // Fast path, the common case: a clean absolute path without symlinks is
+    // its own realpath; one `openat2` proves it, instead of realpath's
+    // `readlink` per component (each a walk from the root).
+    if is_clean_absolute(path) {
+        if let Some(Ok(f)) = open_no_symlinks(path, libc::O_PATH) {
+            if let Ok(m) = f.metadata() {
+                if !m.file_type().is_symlink() {
+                    return Ok(Canonical { path: path.to_vec(), is_dir: m.is_dir() });
+                }
+            }
+        }
+    }
     match fs::canonicalize(p) {
         Ok(c) => {
             let is_dir = fs::metadata(&c).map(|m| m.is_dir()).unwrap_or(false);
@@ -250,8 +344,10 @@ impl DigestCache {
     /// hashing anything (one `stat`): cheap enough to call inline.
     pub fn peek(&self, path: &[u8]) -> Option<[u8; 16]> {
         use std::sync::atomic::Ordering::Relaxed;
-        // The same no-follow, still-the-authorised-path open as `digest`.
-        let m = open_exact(path, 0).ok()?.metadata().ok()?;
+        // The same no-follow, still-the-authorised-path lookup as `digest`;
+        // `O_PATH` because nothing is read (a final symlink then names the
+        // link, whose key is never in the map).
+        let m = open_exact(path, libc::O_PATH).ok()?.metadata().ok()?;
         let key = DigestKey {
             dev: m.dev(),
             ino: m.ino(),
@@ -282,22 +378,12 @@ impl Files {
     /// Open a canonical path for reading, refusing anything but the
     /// authorised regular file (see the module docs).
     pub fn open(&mut self, path: &[u8]) -> Result<OpenedFile, String> {
-        let p = os(path);
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(p)
-            .map_err(|e| strerror(&e))?;
+        // No final symlink followed, and the file opened must still be the
+        // authorised path (no component swapped for a symlink since).
+        let f = open_exact(path, 0).map_err(|e| strerror(&e))?;
         let m = f.metadata().map_err(|e| strerror(&e))?;
         if !m.is_file() {
             return Err(if m.is_dir() { "Is a directory".into() } else { "Not a regular file".into() });
-        }
-        // The fd must still name the authorised path: no component was
-        // swapped for a symlink since the session checked it.
-        if let Ok(real) = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))) {
-            if real != p {
-                return Err("No such file or directory".into());
-            }
         }
         self.next += 1;
         let handle = self.next;
@@ -459,6 +545,60 @@ mod tests {
         assert_eq!((st.file_type, st.mode, st.lmode), (FileType::Link, 0o777, 0o777));
         assert_eq!(st.link_target, b"/nonexistent/target");
         assert_eq!(canonicalize(b"/nonexistent/x").unwrap_err(), "No such file or directory");
+    }
+
+    #[test]
+    fn clean_absolute_paths_are_recognised() {
+        for ok in [&b"/"[..], b"/a", b"/a/b.c/..d", b"/a/.x"] {
+            assert!(is_clean_absolute(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [&b""[..], b"a/b", b"/a/", b"//a", b"/a//b", b"/a/./b", b"/a/../b", b"/a/.", b"/.."] {
+            assert!(!is_clean_absolute(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// The fast path (`openat2`) and the slow one (realpath) agree: a clean
+    /// path without links is itself, anything with a link or `..` is
+    /// resolved, a dangling final link is kept.
+    #[test]
+    fn canonicalize_fast_path_agrees_with_realpath() {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("la")).unwrap();
+        std::os::unix::fs::symlink("nowhere", root.join("a/dang")).unwrap();
+        let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
+        let c = |p: &[u8]| canonicalize(p).unwrap();
+        assert_eq!(c(&b("a/b/f")), Canonical { path: b("a/b/f"), is_dir: false });
+        assert_eq!(c(&b("a/b")), Canonical { path: b("a/b"), is_dir: true });
+        assert_eq!(c(&b("la/b/f")), Canonical { path: b("a/b/f"), is_dir: false });
+        assert_eq!(c(&b("a/b/../b/f")), Canonical { path: b("a/b/f"), is_dir: false });
+        assert_eq!(c(&b("a/dang")), Canonical { path: b("a/dang"), is_dir: false });
+        assert_eq!(canonicalize(&b("a/missing")).unwrap_err(), "No such file or directory");
+        assert_eq!(canonicalize(&b("a/b/f/x")).unwrap_err(), "Not a directory");
+    }
+
+    /// Both ways of opening an authorised path refuse one whose directory
+    /// was swapped for a symlink, and a final symlink unless `O_PATH`.
+    #[test]
+    fn both_exact_opens_refuse_a_swapped_component() {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        fs::create_dir(root.join("out")).unwrap();
+        fs::write(root.join("out/f"), b"secret").unwrap();
+        std::os::unix::fs::symlink(root.join("out"), root.join("in")).unwrap();
+        std::os::unix::fs::symlink(root.join("out/f"), root.join("lf")).unwrap();
+        let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
+        for open in [open_exact as fn(&[u8], i32) -> io::Result<File>, open_checked_via_proc] {
+            assert_eq!(open(&b("in/f"), 0).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+            assert_eq!(open(&b("in/f"), libc::O_PATH).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+            assert!(open(&b("lf"), 0).is_err());
+            assert!(open(&b("lf"), libc::O_PATH).unwrap().metadata().unwrap().file_type().is_symlink());
+            let mut s = String::new();
+            open(&b("out/f"), 0).unwrap().read_to_string(&mut s).unwrap();
+            assert_eq!(s, "secret");
+        }
     }
 
     #[test]
