@@ -494,7 +494,7 @@ fn session_deadline_counts_from_accept_not_from_the_end_of_the_handshake() {
     let clock = TlsClock::new(NOW);
     let server = ServerTls::new(&skey, &TlsSettings::server_default().0, &clock).unwrap();
     let policy: Arc<dyn PolicyView> = Arc::new(rcf_conformance::world::TablePolicy::default());
-    let cfg = Config { handshake_timeout_ms: 3_000, idle_timeout_ms: 600_000 };
+    let cfg = Config { handshake_timeout_ms: 3_000, idle_timeout_ms: 600_000, ..Config::default() };
     let at = |ms| Now { mono_ms: ms, unix_s: NOW as i64 };
     let mut conn = Connection::new(server.accept().unwrap(), cfg, policy, "192.0.2.1".into(), at(0));
     assert_eq!(conn.poll_timeout(), Some(3_000));

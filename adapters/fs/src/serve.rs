@@ -49,7 +49,13 @@ fn os(p: &[u8]) -> &Path {
 /// kernels open with `O_NOFOLLOW` and check the result through
 /// `/proc/self/fd`.
 fn open_exact(path: &[u8], flags: i32) -> io::Result<File> {
-    if is_clean_absolute(path) {
+    // A directory may be asked for with one trailing `/` (the kernel then
+    // also requires a directory).
+    let bare = match path {
+        [rest @ .., b'/'] if rest.len() > 1 => rest,
+        _ => path,
+    };
+    if is_clean_absolute(bare) {
         match open_no_symlinks(path, flags) {
             Some(Ok(f)) => return Ok(f),
             Some(Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -151,6 +157,13 @@ fn still_names(f: &File, path: &[u8]) -> bool {
 /// `realpath()` with 3.21's exception: a dangling symlink is kept as the
 /// link's own (parent-canonicalised) path.
 pub fn canonicalize(path: &[u8]) -> Result<Canonical, String> {
+    canonicalize_seen(path).0
+}
+
+/// [`canonicalize`], plus the `lstat` of the result when the fast path got
+/// it for free: an object reached with no symlink on the way, so exactly
+/// the canonical path (never a symlink itself).
+fn canonicalize_seen(path: &[u8]) -> (Result<Canonical, String>, Option<fs::Metadata>) {
     let p = os(path);
     // Fast path, the common case: a clean absolute path without symlinks is
     // its own realpath; one `openat2` proves it, instead of realpath's
@@ -159,11 +172,16 @@ pub fn canonicalize(path: &[u8]) -> Result<Canonical, String> {
         if let Some(Ok(f)) = open_no_symlinks(path, libc::O_PATH) {
             if let Ok(m) = f.metadata() {
                 if !m.file_type().is_symlink() {
-                    return Ok(Canonical { path: path.to_vec(), is_dir: m.is_dir() });
+                    return (Ok(Canonical { path: path.to_vec(), is_dir: m.is_dir() }), Some(m));
                 }
             }
         }
     }
+    (canonicalize_slow(p), None)
+}
+
+/// realpath(3) and the dangling-link exception.
+fn canonicalize_slow(p: &Path) -> Result<Canonical, String> {
     match fs::canonicalize(p) {
         Ok(c) => {
             let is_dir = fs::metadata(&c).map(|m| m.is_dir()).unwrap_or(false);
@@ -203,14 +221,10 @@ fn file_type(ft: fs::FileType) -> FileType {
     }
 }
 
-/// `StatFile` for a canonical path: `lstat` (through a descriptor checked
-/// to still be that path). A symlink is reported as itself when dangling;
-/// one that resolves is refused (see the comment inside).
-pub fn stat(path: &[u8]) -> Result<FileStat, String> {
-    let p = os(path);
-    // lstat through an O_PATH descriptor checked to still be `path`.
-    let l = open_exact(path, libc::O_PATH).and_then(|f| f.metadata()).map_err(|e| strerror(&e))?;
-    let mut reply = StatReply {
+/// The reply fields an `lstat` gives (a symlink's lmode and target are
+/// filled in by the caller).
+fn stat_reply(l: &fs::Metadata) -> StatReply {
+    StatReply {
         file_type: file_type(l.file_type()),
         mode: l.mode() & 0o7777,
         lmode: 0,
@@ -225,7 +239,17 @@ pub fn stat(path: &[u8]) -> Result<FileStat, String> {
         nlink: i64::from(l.nlink() as i32),
         dev: l.dev(),
         link_target: Vec::new(),
-    };
+    }
+}
+
+/// `StatFile` for a canonical path: `lstat` (through a descriptor checked
+/// to still be that path). A symlink is reported as itself when dangling;
+/// one that resolves is refused (see the comment inside).
+pub fn stat(path: &[u8]) -> Result<FileStat, String> {
+    let p = os(path);
+    // lstat through an O_PATH descriptor checked to still be `path`.
+    let l = open_exact(path, libc::O_PATH).and_then(|f| f.metadata()).map_err(|e| strerror(&e))?;
+    let mut reply = stat_reply(&l);
     if l.file_type().is_symlink() {
         reply.lmode = l.mode() & 0o7777;
         reply.link_target = fs::read_link(p).map_err(|e| strerror(&e))?.into_os_string().into_vec();
@@ -273,16 +297,41 @@ pub fn stat_link(path: &[u8], resolved: &[u8]) -> Result<FileStat, String> {
 /// Directory entries in readdir order, `.` and `..` first (std hides them;
 /// clients skip them, 3.21 sends them).
 pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use std::os::fd::IntoRawFd;
     let d = open_exact(path, libc::O_DIRECTORY).map_err(|e| strerror(&e))?;
-    // Read the directory we checked, through its descriptor.
-    let via_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&d));
-    let rd = fs::read_dir(&via_fd).or_else(|_| fs::read_dir(os(path))).map_err(|e| strerror(&e))?;
-    let mut v = vec![b".".to_vec(), b"..".to_vec()];
-    for e in rd {
-        let e = e.map_err(|e| strerror(&e))?;
-        v.push(e.file_name().into_vec());
+    // Read the directory we checked, through its descriptor (no second
+    // lookup of the path, which could have been swapped meanwhile).
+    let fd = d.into_raw_fd();
+    // SAFETY: `fd` is an open directory descriptor we own; on success
+    // `fdopendir` takes it over and `closedir` below releases both.
+    let dir = unsafe { libc::fdopendir(fd) };
+    if dir.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `fd` is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(strerror(&e));
     }
-    Ok(v)
+    let mut v = vec![b".".to_vec(), b"..".to_vec()];
+    let r = loop {
+        // SAFETY: errno is thread-local; zero it so end-of-directory (NULL,
+        // errno unchanged) is told from an error (NULL, errno set).
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `dir` is a valid, open DIR* used by this thread only.
+        let ent = unsafe { libc::readdir64(dir) };
+        if ent.is_null() {
+            let e = io::Error::last_os_error();
+            break if e.raw_os_error().unwrap_or(0) == 0 { Ok(()) } else { Err(strerror(&e)) };
+        }
+        // SAFETY: readdir returned an entry whose d_name is NUL-terminated
+        // and valid until the next readdir/closedir on `dir`.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+        if name != b"." && name != b".." {
+            v.push(name.to_vec());
+        }
+    };
+    // SAFETY: `dir` came from fdopendir and is closed exactly once.
+    unsafe { libc::closedir(dir) };
+    r.map(|()| v)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -343,11 +392,20 @@ impl DigestCache {
     /// The digest if the cache holds it for the file as it is now, without
     /// hashing anything (one `stat`): cheap enough to call inline.
     pub fn peek(&self, path: &[u8]) -> Option<[u8; 16]> {
-        use std::sync::atomic::Ordering::Relaxed;
         // The same no-follow, still-the-authorised-path lookup as `digest`;
         // `O_PATH` because nothing is read (a final symlink then names the
         // link, whose key is never in the map).
         let m = open_exact(path, libc::O_PATH).ok()?.metadata().ok()?;
+        self.peek_metadata(&m)
+    }
+
+    /// The cached digest for a file whose `lstat` (taken through an exact,
+    /// no-symlink lookup of the authorised path) is `m`.
+    pub fn peek_metadata(&self, m: &fs::Metadata) -> Option<[u8; 16]> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !m.is_file() {
+            return None;
+        }
         let key = DigestKey {
             dev: m.dev(),
             ino: m.ino(),
@@ -367,11 +425,28 @@ impl DigestCache {
     }
 }
 
-/// Open files of one connection.
+/// Open files of one connection, and what its last `Canonicalize` saw.
 #[derive(Debug, Default)]
 pub struct Files {
     open: HashMap<u64, File>,
     next: u64,
+    /// The canonical path and `lstat` the last `Canonicalize` got from its
+    /// exact lookup. The session asks `Stat`/`Digest` of that very path
+    /// right after its ACL check; answering from this saves a second
+    /// lookup per request. Consumed by the next question, whatever it is,
+    /// so it is never older than one ACL decision.
+    seen: Option<(Vec<u8>, fs::Metadata)>,
+}
+
+impl Files {
+    /// The `lstat` the previous `Canonicalize` saw of `path`, if that was
+    /// the previous question; forgets it either way.
+    fn take_seen(&mut self, path: &[u8]) -> Option<fs::Metadata> {
+        match self.seen.take() {
+            Some((p, m)) if p == path => Some(m),
+            _ => None,
+        }
+    }
 }
 
 impl Files {
@@ -454,6 +529,16 @@ impl ServerFs {
         )
     }
 
+    /// A digest-cache hit for `path` without hashing (`None`: ask
+    /// [`ServerFs::answer`] on a blocking thread). Uses what the previous
+    /// `Canonicalize` saw of the path when that was the last question.
+    pub fn peek_digest(&self, files: &mut Files, path: &[u8]) -> Option<[u8; 16]> {
+        match files.take_seen(path) {
+            Some(m) => self.digests.peek_metadata(&m),
+            None => self.digests.peek(path),
+        }
+    }
+
     /// Answer `ev` for a connection whose open files are `files`.
     /// Returns the answer (if the event needs one) and a log note.
     pub fn answer(&self, files: &mut Files, ev: &Event) -> (Option<Answer>, Note) {
@@ -461,6 +546,13 @@ impl ServerFs {
         use rcf_core::keys::DigestKind;
         use rcf_core::server::Level;
         let store = || TrustStore::new(crate::ppkeys::FsPpkeys::new(&self.ppkeys), DigestKind::Md5);
+        let seen = match ev {
+            Event::Stat { path } => files.take_seen(path),
+            _ => {
+                files.seen = None;
+                None
+            }
+        };
         match ev {
             Event::Log { .. } => (None, None),
             Event::LookupKey { user, key, ip, .. } => match store().lookup(user, Some(ip), key) {
@@ -482,8 +574,17 @@ impl ServerFs {
             },
             Event::LookupUser { user } => (Some(Answer::User(lookup_uid(user))), None),
             Event::ReverseLookup { ip } => (Some(Answer::Hostname(reverse_lookup(ip))), None),
-            Event::Canonicalize { path } => (Some(Answer::Canonical(canonicalize(path))), None),
-            Event::Stat { path } => (Some(Answer::Stat(stat(path))), None),
+            Event::Canonicalize { path } => {
+                let (r, m) = canonicalize_seen(path);
+                if let (Ok(c), Some(m)) = (&r, m) {
+                    files.seen = Some((c.path.clone(), m));
+                }
+                (Some(Answer::Canonical(r)), None)
+            }
+            Event::Stat { path } => match seen {
+                Some(m) => (Some(Answer::Stat(Ok(FileStat { reply: stat_reply(&m) }))), None),
+                None => (Some(Answer::Stat(stat(path))), None),
+            },
             Event::StatLink { path, resolved } => (Some(Answer::Stat(stat_link(path, resolved))), None),
             Event::Open { path } => (Some(Answer::Opened(files.open(path))), None),
             Event::Read { handle, offset, len } => (Some(files.read(*handle, *offset, *len)), None),
@@ -599,6 +700,68 @@ mod tests {
             open(&b("out/f"), 0).unwrap().read_to_string(&mut s).unwrap();
             assert_eq!(s, "secret");
         }
+    }
+
+    /// `Stat` and the digest peek right after `Canonicalize` of the same
+    /// path answer from what it saw; any other question in between, or
+    /// another path, forgets it (then the file is looked at again).
+    #[test]
+    fn stat_after_canonicalize_reuses_its_lookup_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        fs::write(root.join("f"), b"abc").unwrap();
+        fs::write(root.join("g"), b"x").unwrap();
+        let f = root.join("f").as_os_str().as_bytes().to_vec();
+        let g = root.join("g").as_os_str().as_bytes().to_vec();
+        let sfs = ServerFs { ppkeys: root.join("ppkeys"), digests: Default::default() };
+        let mut files = Files::default();
+        let canon = |files: &mut Files, p: &[u8]| sfs.answer(files, &Event::Canonicalize { path: p.to_vec() }).0;
+        let stat_ev = |files: &mut Files, p: &[u8]| match sfs.answer(files, &Event::Stat { path: p.to_vec() }).0 {
+            Some(Answer::Stat(Ok(s))) => s.reply,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(canon(&mut files, &f), Some(Answer::Canonical(Ok(_)))));
+        assert!(files.seen.is_some());
+        assert_eq!(stat_ev(&mut files, &f), stat(&f).unwrap().reply);
+        assert!(files.seen.is_none(), "consumed");
+        // another path in between: looked at afresh
+        canon(&mut files, &f);
+        assert_eq!(stat_ev(&mut files, &g).size, 1);
+        assert!(files.seen.is_none());
+        // the digest peek: a miss until hashed, then a hit from the memo
+        canon(&mut files, &f);
+        assert_eq!(sfs.peek_digest(&mut files, &f), None);
+        let want: [u8; 16] = md5::Md5::digest(b"abc").into();
+        assert_eq!(sfs.digests.digest(&f), Some(want));
+        canon(&mut files, &f);
+        assert_eq!(sfs.peek_digest(&mut files, &f), Some(want));
+        assert!(files.seen.is_none());
+        // a changed file is not served from the old entry
+        fs::write(root.join("f"), b"abcd").unwrap();
+        canon(&mut files, &f);
+        assert_eq!(sfs.peek_digest(&mut files, &f), None);
+    }
+
+    /// The listing read through the checked descriptor has `.`, `..`, then
+    /// every entry once, with or without a trailing `/`; a file is refused.
+    #[test]
+    fn list_dir_reads_every_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        let mut want: Vec<Vec<u8>> = (0..300).map(|i| format!("entry-{i:04}").into_bytes()).collect();
+        for n in &want {
+            fs::write(root.join(OsStr::from_bytes(n)), b"").unwrap();
+        }
+        let r = root.as_os_str().as_bytes().to_vec();
+        for p in [r.clone(), [r.clone(), b"/".to_vec()].concat()] {
+            let got = list_dir(&p).unwrap();
+            assert_eq!(&got[..2], &[b".".to_vec(), b"..".to_vec()]);
+            let mut rest = got[2..].to_vec();
+            rest.sort();
+            want.sort();
+            assert_eq!(rest, want);
+        }
+        assert_eq!(list_dir(root.join("entry-0001").as_os_str().as_bytes()).unwrap_err(), "Not a directory");
     }
 
     #[test]

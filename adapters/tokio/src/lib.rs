@@ -400,7 +400,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             // DNS may block, so they still go to the pool.
             let mut f = files.take().unwrap_or_default();
             let quick = match &ev {
-                Event::Digest { path } => shared.fs.digests.peek(path).map(|d| (Some(rcf_core::server::Answer::Digest(Some(d))), None)),
+                Event::Digest { path } => shared.fs.peek_digest(&mut f, path).map(|d| (Some(rcf_core::server::Answer::Digest(Some(d))), None)),
                 e if ServerFs::is_quick(e) => Some(shared.fs.answer(&mut f, e)),
                 _ => None,
             };

@@ -519,7 +519,7 @@ fn main() {
             clock,
             fs,
             logger.clone(),
-            rcf_core::server::Config { handshake_timeout_ms: cli.handshake_timeout * 1000, idle_timeout_ms: cli.idle_timeout * 1000 },
+            rcf_core::server::Config { handshake_timeout_ms: cli.handshake_timeout * 1000, idle_timeout_ms: cli.idle_timeout * 1000, log_level: lvl },
             std::time::Duration::from_secs(cli.write_timeout),
         );
         if cli.trust_max_new.is_some() || cli.trust_window.is_some() {

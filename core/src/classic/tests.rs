@@ -533,7 +533,7 @@ fn wrong_server_key_flag_y_is_refused() {
 
 #[test]
 fn silent_peer_times_out_during_authentication_and_when_idle() {
-    let cfg = Config { handshake_timeout_ms: 1000, idle_timeout_ms: 5000 };
+    let cfg = Config { handshake_timeout_ms: 1000, idle_timeout_ms: 5000, ..Config::default() };
     let mut s = ClassicServer::new(cfg, Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
     assert_eq!(s.poll_timeout(), Some(1000));
     s.handle_timeout(Now { mono_ms: 999, unix_s: 0 });

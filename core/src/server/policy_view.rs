@@ -16,8 +16,13 @@ fn facts<'a>(peer: &'a Peer) -> ConnFacts<'a> {
     }
 }
 
+/// The rule in words: the resource alone when granted (checked for every
+/// request; formatting the reason there showed up in profiles), with the
+/// reason when denied.
 fn decision(d: crate::policy::Decision) -> Decision {
-    Decision { allowed: d.allowed, rule: format!("{} ({:?})", d.resource.unwrap_or_default(), d.reason) }
+    let resource = d.resource.unwrap_or_default();
+    let rule = if d.allowed { resource } else { format!("{resource} ({:?})", d.reason) };
+    Decision { allowed: d.allowed, rule }
 }
 
 impl PolicyView for ServerPolicy {

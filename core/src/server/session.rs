@@ -36,11 +36,17 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// Between requests once identified (3.21: 600 s receive timeout).
     pub idle_timeout_ms: u64,
+    /// The most detailed level the caller will print. Per-request lines
+    /// above it (`Received: STAT …`, `verbose`) are not even formatted:
+    /// building them cost a measurable share of the server's CPU under
+    /// load. Lines at `info` and above are always emitted, because
+    /// adapters count some of them (denials) whatever they print.
+    pub log_level: Level,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { handshake_timeout_ms: 30_000, idle_timeout_ms: 600_000 }
+        Config { handshake_timeout_ms: 30_000, idle_timeout_ms: 600_000, log_level: Level::Debug }
     }
 }
 
@@ -161,7 +167,7 @@ pub struct Session {
     lines: LineBuffer,
     decoder: Decoder,
     /// Raw request payload being served, for log lines.
-    current: String,
+    current: Vec<u8>,
     records: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     deadline: Option<u64>,
@@ -191,7 +197,7 @@ impl Session {
             waiting: Waiting::Nothing,
             lines: LineBuffer::new(),
             decoder: Decoder::new(),
-            current: String::new(),
+            current: Vec::new(),
             records: VecDeque::new(),
             events: VecDeque::new(),
             deadline,
@@ -237,7 +243,7 @@ impl Session {
 
     /// Requests read so far and the text of the latest one (up to its
     /// first NUL), so an adapter can time each command for metrics.
-    pub fn last_request(&self) -> (u64, &str) {
+    pub fn last_request(&self) -> (u64, &[u8]) {
         (self.requests, &self.current)
     }
 
@@ -375,7 +381,7 @@ impl Session {
                     self.events.push_back(Event::ExecRead { handle });
                 }
                 Err(e) => {
-                    self.log(Level::Error, format!("Unable to run '{}' (pipe: {e})", self.current));
+                    self.log(Level::Error, format!("Unable to run '{}' (pipe: {e})", self.current()));
                     self.send(Status::Done, &reply::exec_terminator());
                     self.done(now);
                 }
@@ -582,7 +588,9 @@ impl Session {
     }
 
     fn request(&mut self, now: Now, payload: &[u8]) {
-        self.current = Request::describe(payload);
+        // Kept as bytes in a reused buffer: described only when logged.
+        self.current.clear();
+        self.current.extend_from_slice(crate::frame::c_str(payload));
         self.requests += 1;
         let req = match request::parse_request(payload, Dialect::Tls) {
             Ok(r) => r,
@@ -592,29 +600,28 @@ impl Session {
             }
             Err(e) => {
                 if let RequestError::Unknown(_) = e {
-                    self.log(Level::Warning, format!("Unexpected protocol command: {}", self.current));
+                    self.log(Level::Warning, format!("Unexpected protocol command: {}", self.current()));
                 }
                 return self.protocol_error(&format!("{e}"));
             }
         };
-        let label = |c: &str, rest: &[u8]| format!("{:>14} {:>7} {}", "Received:", c, String::from_utf8_lossy(rest));
         match req {
             Request::Version => self.send(Status::Done, &reply::version()),
             Request::Stat { client_time, path } => {
-                self.log(Level::Verbose, label("STAT", &path));
+                self.received("STAT", &path);
                 self.path_op(now, path, PathOp { cmd: Cmd::Stat, requested: Vec::new(), client_time, bufsize: 0, digest: [0; 16] });
             }
             Request::Get { bufsize, path } => {
-                self.log(Level::Verbose, label("GET", &path));
+                self.received("GET", &path);
                 let bufsize = if bufsize == 4096 { 2048 } else { bufsize };
                 self.path_op(now, path, PathOp { cmd: Cmd::Get, requested: Vec::new(), client_time: 0, bufsize, digest: [0; 16] });
             }
             Request::Opendir { path } => {
-                self.log(Level::Verbose, label("OPENDIR", &path));
+                self.received("OPENDIR", &path);
                 self.path_op(now, path, PathOp { cmd: Cmd::Opendir, requested: Vec::new(), client_time: 0, bufsize: 0, digest: [0; 16] });
             }
             Request::Md5 { path, digest } => {
-                self.log(Level::Verbose, label("MD5", &path));
+                self.received("MD5", &path);
                 self.path_op(now, path, PathOp { cmd: Cmd::Md5, requested: Vec::new(), client_time: 0, bufsize: 0, digest });
             }
             Request::Var { name } => {
@@ -836,12 +843,12 @@ impl Session {
     fn refuse(&mut self) {
         self.send(Status::Done, reply::FAILED);
         let user = if self.peer.username.is_empty() { "?".to_string() } else { self.peer.username.clone() };
-        self.log(Level::Verbose, format!("REFUSAL to user='{user}' of request: {}", self.current));
+        self.log(Level::Verbose, format!("REFUSAL to user='{user}' of request: {}", self.current()));
     }
 
     fn protocol_error(&mut self, why: &str) {
         self.send(Status::Done, reply::REQUEST_DENIED);
-        self.log(Level::Info, format!("Closing connection due to illegal request: {} ({why})", self.current));
+        self.log(Level::Info, format!("Closing connection due to illegal request: {} ({why})", self.current()));
         self.close();
     }
 
@@ -865,6 +872,19 @@ impl Session {
 
     fn log(&mut self, level: Level, message: String) {
         self.events.push_back(Event::Log { level, message });
+    }
+
+    /// cf-serverd's per-request `verbose` line, built only if
+    /// `cfg.log_level` shows it.
+    fn received(&mut self, cmd: &str, path: &[u8]) {
+        if Level::Verbose <= self.cfg.log_level {
+            self.log(Level::Verbose, format!("{:>14} {:>7} {}", "Received:", cmd, String::from_utf8_lossy(path)));
+        }
+    }
+
+    /// The request being served, as text (up to its first NUL).
+    fn current(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.current)
     }
 
     fn close(&mut self) {
