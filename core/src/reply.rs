@@ -88,23 +88,21 @@ impl FileType {
     }
 }
 
-/// Append `n` in decimal, as `%d`/`%ju` print it.
-fn push_decimal(out: &mut Vec<u8>, n: i128) {
-    if n < 0 {
+/// Append `n` in decimal, as `%d`/`%ju` print it (digits pushed in place:
+/// 64-bit arithmetic, no intermediate copy).
+fn push_decimal(out: &mut Vec<u8>, negative: bool, mut m: u64) {
+    if negative {
         out.push(b'-');
     }
-    let mut m = n.unsigned_abs();
-    let mut buf = [0u8; 40];
-    let mut i = buf.len();
+    let start = out.len();
     loop {
-        i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
+        out.push(b'0' + (m % 10) as u8);
         m /= 10;
         if m == 0 {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    out[start..].reverse();
 }
 
 /// The 13 fields of a successful `STAT` reply plus the link target.
@@ -147,23 +145,24 @@ impl StatReply {
         // share of the server's per-request CPU.
         let mut first = Vec::with_capacity(128);
         first.extend_from_slice(b"OK:");
-        for n in [
-            i128::from(self.file_type as u8),
-            i128::from(self.mode & 0o7777),
-            i128::from(self.lmode & 0o7777),
-            i128::from(self.uid),
-            i128::from(self.gid),
-            i128::from(self.size),
-            i128::from(self.atime),
-            i128::from(self.mtime),
-            i128::from(self.ctime),
-            i128::from(u8::from(self.makeholes)),
-            i128::from(self.ino as i32),
-            i128::from(self.nlink as i32),
-            i128::from(self.dev),
+        let signed = |n: i64| (n < 0, n.unsigned_abs());
+        for (negative, n) in [
+            (false, u64::from(self.file_type as u8)),
+            (false, u64::from(self.mode & 0o7777)),
+            (false, u64::from(self.lmode & 0o7777)),
+            (false, u64::from(self.uid)),
+            (false, u64::from(self.gid)),
+            (false, self.size),
+            signed(self.atime),
+            signed(self.mtime),
+            signed(self.ctime),
+            (false, u64::from(self.makeholes)),
+            signed(i64::from(self.ino as i32)),
+            signed(i64::from(self.nlink as i32)),
+            (false, self.dev),
         ] {
             first.push(b' ');
-            push_decimal(&mut first, n);
+            push_decimal(&mut first, negative, n);
         }
         let mut second = b"OK:".to_vec();
         // A link text that would not fit in one transaction is cut, as a C

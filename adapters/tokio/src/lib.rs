@@ -262,6 +262,8 @@ impl Drop for Release {
 struct EndCount {
     shared: Arc<Shared>,
     established: bool,
+    /// This connection's request latencies, merged in batches and at the end.
+    latency: metrics::LocalLatency,
 }
 
 impl Drop for EndCount {
@@ -269,6 +271,7 @@ impl Drop for EndCount {
         if !self.established {
             self.shared.stats.not_established.fetch_add(1, Ordering::Relaxed);
         }
+        self.latency.flush(&self.shared.stats.detail);
     }
 }
 
@@ -339,7 +342,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             return;
         }
     };
-    let mut end = EndCount { shared: shared.clone(), established: false };
+    let mut end = EndCount { shared: shared.clone(), established: false, latency: Default::default() };
     let mut policy_rx = shared.policy.subscribe();
     let policy = policy_rx.borrow_and_update().clone();
     let mut conn = Connection::new(tls, shared.cfg.clone(), shared.tofu.view(policy), ip.clone(), accepted);
@@ -351,6 +354,9 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut established = false;
     let mut served = 0u64;
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed: Option<u64> = None;
     loop {
         if let Some(s) = conn.session() {
             let (n, text) = s.last_request();
@@ -358,7 +364,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                 // A new request was read since we last looked: the previous
                 // one (if any) ended when this one arrived.
                 if let Some((t0, label)) = timing.1.take() {
-                    shared.stats.detail.observe(label, t0.elapsed());
+                    end.latency.observe(label, t0.elapsed(), &shared.stats.detail);
                 }
                 timing = (n, Some((Instant::now(), metrics::command_label(text))));
             }
@@ -475,19 +481,27 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         }
         // Everything asked was answered and sent: the request is done.
         if let Some((t0, label)) = timing.1.take() {
-            shared.stats.detail.observe(label, t0.elapsed());
+            end.latency.observe(label, t0.elapsed(), &shared.stats.detail);
         }
-        let sleep = conn.poll_timeout().map(|ms| {
-            let now = shared.now().mono_ms;
-            Duration::from_millis(ms.saturating_sub(now))
-        });
+        // One timer per connection, moved only when the deadline comes
+        // earlier or more than a second later than armed: re-arming a timer
+        // for every request showed in profiles. Firing early is harmless
+        // (`handle_timeout` checks the real deadline), then it is re-armed.
+        let want = conn.poll_timeout();
+        if let Some(w) = want {
+            if armed.is_none_or(|a| w < a || w > a + 1000) {
+                sleep.as_mut().reset(tokio::time::Instant::from_std(shared.origin + Duration::from_millis(w)));
+                armed = Some(w);
+            }
+        }
         tokio::select! {
             r = stream.read(&mut buf) => match r {
                 Ok(0) => conn.handle_eof(shared.now()),
                 Ok(n) => conn.handle_input(shared.now(), &buf[..n]),
                 Err(_) => conn.handle_eof(shared.now()),
             },
-            _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {
+            _ = &mut sleep, if want.is_some() => {
+                armed = None;
                 conn.handle_timeout(shared.now());
             }
             // `changed()` marks the new value seen, so apply it here: the

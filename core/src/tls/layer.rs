@@ -259,8 +259,12 @@ impl TlsLayer {
         let Inner::Active(conn) = &mut self.inner else {
             return Ok(());
         };
-        while !self.pending_in.is_empty() {
-            let mut rd: &[u8] = &self.pending_in;
+        // rustls takes a few KiB per `read_tls`; consume by offset and
+        // compact once, rather than shifting the rest after every call.
+        let mut used = 0;
+        let mut result = Ok(());
+        while used < self.pending_in.len() {
+            let mut rd: &[u8] = &self.pending_in[used..];
             let n = match conn.read_tls(&mut rd) {
                 Ok(n) => n,
                 // rustls' plaintext or message buffer is full: wait for the
@@ -268,18 +272,22 @@ impl TlsLayer {
                 Err(e) if e.kind() == ErrorKind::Other => break,
                 Err(e) => {
                     self.failed = true;
-                    return Err(TlsError::Peer(PeerError::Protocol(e.to_string())));
+                    result = Err(TlsError::Peer(PeerError::Protocol(e.to_string())));
+                    break;
                 }
             };
-            self.pending_in.drain(..n);
+            used += n;
             if let Err(e) = conn.process_new_packets() {
                 self.failed = true;
-                return Err(from_rustls(e));
+                result = Err(from_rustls(e));
+                break;
             }
             if n == 0 {
                 break;
             }
         }
+        self.pending_in.drain(..used);
+        result?;
         if self.eof && !self.eof_delivered && self.pending_in.is_empty() {
             self.eof_delivered = true;
             let mut empty: &[u8] = &[];
