@@ -357,6 +357,8 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed: Option<u64> = None;
+    // The clock as read once per burst of quick answers (reset on each wait).
+    let mut now: Option<Now> = None;
     loop {
         if let Some(s) = conn.session() {
             let (n, text) = s.last_request();
@@ -413,6 +415,8 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             let (answer, note) = match quick {
                 Some(r) => {
                     files = Some(f);
+                    // Quick answers of one burst share one clock reading.
+                    now = Some(now.unwrap_or_else(|| shared.now()));
                     r
                 }
                 None => {
@@ -425,6 +429,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                     {
                         Ok((f, r)) => {
                             files = Some(f);
+                            now = Some(shared.now());
                             r
                         }
                         Err(_) => return,
@@ -435,7 +440,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                 log(level, &msg);
             }
             if let Some(a) = answer {
-                if let Err(e) = conn.handle_answer(shared.now(), a) {
+                if let Err(e) = conn.handle_answer(now.unwrap_or_else(|| shared.now()), a) {
                     log(Level::Error, &format!("internal: {e}"));
                     return;
                 }
@@ -446,9 +451,12 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             while let Some(bytes) = conn.poll_transmit() {
                 out.extend_from_slice(&bytes);
             }
-            if out.len() >= WRITE_BATCH && !send(&mut stream, &mut out, shared.write_timeout).await {
-                log(Level::Info, "Peer stopped reading (write deadline), closing connection");
-                return;
+            if out.len() >= WRITE_BATCH {
+                if !send(&mut stream, &mut out, shared.write_timeout).await {
+                    log(Level::Info, "Peer stopped reading (write deadline), closing connection");
+                    return;
+                }
+                now = None;
             }
         }
         if progressed {
@@ -494,6 +502,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                 armed = Some(w);
             }
         }
+        now = None;
         tokio::select! {
             r = stream.read(&mut buf) => match r {
                 Ok(0) => conn.handle_eof(shared.now()),
