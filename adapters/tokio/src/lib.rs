@@ -447,9 +447,12 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             }
             // Answer pipelined requests back to back, writing whenever a
             // batch fills (a GET's reads fill one each, so large files
-            // stream with bounded memory).
-            while let Some(bytes) = conn.poll_transmit() {
-                out.extend_from_slice(&bytes);
+            // stream with bounded memory); the rest goes out before the
+            // next wait, at the top of the loop.
+            if conn.pending_output() >= WRITE_BATCH {
+                while let Some(bytes) = conn.poll_transmit() {
+                    out.extend_from_slice(&bytes);
+                }
             }
             if out.len() >= WRITE_BATCH {
                 if !send(&mut stream, &mut out, shared.write_timeout).await {

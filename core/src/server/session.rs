@@ -247,7 +247,8 @@ impl Session {
         (self.requests, &self.current)
     }
 
-    /// The next plaintext record to send; each must go out as one TLS record.
+    /// The next transaction (or raw GET block) to send. It must not be
+    /// split across TLS records; several may share one.
     pub fn poll_record(&mut self) -> Option<Vec<u8>> {
         self.records.pop_front()
     }
