@@ -33,7 +33,14 @@ pub struct Connection {
     deadline: u64,
     timeout_ms: u64,
     closing: bool,
+    /// Whole request transactions not yet sealed: once identified, several
+    /// share one TLS record (cf-serverd reads a record's transactions one
+    /// `SSL_read` at a time), which saves a seal per pipelined request.
+    unsealed: Vec<u8>,
 }
+
+/// Most plaintext in one TLS record.
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
 impl Connection {
     /// Wrap a fresh client-side TLS layer (its ClientHello is already
@@ -50,6 +57,7 @@ impl Connection {
             deadline: now.mono_ms + timeout_ms,
             timeout_ms,
             closing: false,
+            unsealed: Vec::new(),
         }
     }
 
@@ -193,11 +201,38 @@ impl Connection {
 
     fn flush_session(&mut self) {
         while let Some(r) = self.session.poll_record() {
-            if let Err(e) = self.tls.send_plaintext(&r) {
-                self.fail(format!("TLS send failed: {e}"));
+            // The banner and IDENTITY lines go out one record each: 3.21
+            // mishandles both lines in one record.
+            if !self.session.is_established() {
+                if !self.seal() {
+                    return;
+                }
+                if let Err(e) = self.tls.send_plaintext(&r) {
+                    self.fail(format!("TLS send failed: {e}"));
+                    return;
+                }
+                continue;
+            }
+            if self.unsealed.len() + r.len() > MAX_RECORD_PLAINTEXT && !self.seal() {
                 return;
             }
+            self.unsealed.extend_from_slice(&r);
         }
+        self.seal();
+    }
+
+    /// Hand the collected transactions to TLS as one record.
+    fn seal(&mut self) -> bool {
+        if self.unsealed.is_empty() {
+            return true;
+        }
+        let r = self.tls.send_plaintext(&self.unsealed);
+        self.unsealed.clear();
+        if let Err(e) = r {
+            self.fail(format!("TLS send failed: {e}"));
+            return false;
+        }
+        true
     }
 
     /// Ciphertext to write to the socket.
@@ -272,6 +307,44 @@ mod tests {
                 ReadStatus::Data(_) => v.push(r),
                 _ => return v,
             }
+        }
+    }
+
+    /// Identification lines go out one record each; pipelined requests
+    /// after WELCOME share records, never splitting a transaction, with
+    /// every request there in order.
+    #[test]
+    fn pipelined_requests_share_records_whole() {
+        let (mut c, mut s) = pair();
+        let mut banner = false;
+        pump(&mut c, &mut s, &mut banner);
+        c.handle_trust(now(), Ok(()));
+        pump(&mut c, &mut s, &mut banner);
+        assert_eq!(server_records(&mut s).len(), 2);
+        s.send_plaintext(b"OK WELCOME USERNAME=root\n").unwrap();
+        pump(&mut c, &mut s, &mut banner);
+        // 400 STATs of ~100 bytes: ~40 KB, so at least three records.
+        let path = |i: u64| format!("/var/cfengine/masterfiles/some/dir/file-{i:04}.cf-with-a-long-name").into_bytes();
+        for i in 0..400 {
+            c.request(now(), i, Request::Stat { path: path(i), client_time: 0 });
+        }
+        pump(&mut c, &mut s, &mut banner);
+        let recs = server_records(&mut s);
+        assert!(recs.len() >= 3 && recs.len() < 400, "{} records", recs.len());
+        let mut got = Vec::new();
+        for r in &recs {
+            assert!(r.len() <= MAX_RECORD_PLAINTEXT);
+            // Each record holds whole transactions only.
+            let mut d = crate::frame::Decoder::new();
+            d.push(r).unwrap();
+            while let Some(t) = d.poll().unwrap() {
+                got.push(t.payload.to_vec());
+            }
+            assert_eq!(d.buffered(), 0, "a transaction was split across records");
+        }
+        assert_eq!(got.len(), 400);
+        for (i, p) in got.iter().enumerate() {
+            assert!(p.ends_with(&path(i as u64)), "{}", String::from_utf8_lossy(p));
         }
     }
 

@@ -344,7 +344,8 @@ impl Session {
         self.received
     }
 
-    /// The next plaintext record to send (each one TLS record).
+    /// The next transaction or identification line to send. Transactions
+    /// must not be split across TLS records; several may share one.
     pub fn poll_record(&mut self) -> Option<Vec<u8>> {
         self.records.pop_front()
     }
@@ -498,8 +499,10 @@ impl Session {
         if self.phase != Phase::Ready {
             return;
         }
+        // Computed once, then kept up to date below: scanning the whole
+        // pipeline for every request sent was quadratic in its depth.
+        let mut barrier_ahead = self.outstanding.iter().any(|o| matches!(o.progress, Progress::Get { .. } | Progress::Exec { .. }));
         while let Some((_, req)) = self.unsent.front() {
-            let barrier_ahead = self.outstanding.iter().any(|o| matches!(o.progress, Progress::Get { .. } | Progress::Exec { .. }));
             if barrier_ahead || (req.is_barrier() && !self.outstanding.is_empty()) {
                 return;
             }
@@ -546,6 +549,7 @@ impl Session {
                 Request::Md5 { .. } => Progress::Md5,
                 Request::Exec { .. } => Progress::Exec { code: None, lines: 0 },
             };
+            barrier_ahead |= matches!(progress, Progress::Get { .. } | Progress::Exec { .. });
             self.outstanding.push_back(Outstanding { id, progress });
         }
     }
