@@ -505,8 +505,8 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
     )?;
     println!("# idle capacity: {} established, identified sessions held per server; machine load average {}", a.sessions, procstat::loadavg());
     println!(
-        "{:<12} {:>8} {:>8} {:>11} {:>11} {:>14} {:>10} {:>12}",
-        "server", "held", "failed", "rss0 MB", "rss MB", "rss/session KB", "threads", "connect s"
+        "{:<12} {:>8} {:>8} {:>11} {:>11} {:>14} {:>10} {:>12} {:>14}",
+        "server", "held", "failed", "rss0 MB", "rss MB", "rss/session KB", "threads", "connect s", "fresh run ms"
     );
     let mut addr = 0x0010_0000u32;
     for (kind, wd) in kinds.iter().zip(&wds) {
@@ -561,13 +561,22 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(500));
         let rss1 = procstat::vm_rss_kb(srv.pid())?;
         let threads = procstat::threads(srv.pid()).unwrap_or(0);
+        // A fresh agent while all those sessions are held: a full update
+        // run (handshake, walk, STAT and MD5 of every file), timed.
+        let fresh = {
+            let t = std::time::Instant::now();
+            match smol::block_on(load::Agent::new(&shared, 1).run(&shared)) {
+                Ok(_) => format!("{:.1}", t.elapsed().as_secs_f64() * 1000.0),
+                Err(e) => format!("failed: {e}"),
+            }
+        };
         let per = if clients.is_empty() {
             f64::NAN
         } else {
             (rss1 as f64 - rss0 as f64) / clients.len() as f64
         };
         println!(
-            "{:<12} {:>8} {:>8} {:>11.1} {:>11.1} {:>14.1} {:>10} {:>12.2}",
+            "{:<12} {:>8} {:>8} {:>11.1} {:>11.1} {:>14.1} {:>10} {:>12.2} {:>14}",
             kind.name(),
             clients.len(),
             failed,
@@ -575,7 +584,8 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
             rss1 as f64 / 1024.0,
             per,
             threads,
-            connect_s
+            connect_s,
+            fresh
         );
         smol::block_on(async {
             for c in clients {
