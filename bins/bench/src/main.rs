@@ -9,6 +9,8 @@
 //!
 //! Everything is on loopback; every process started is stopped by PID.
 
+mod agents;
+mod delay;
 mod load;
 mod procstat;
 mod tree;
@@ -44,6 +46,9 @@ enum Cmd {
     Idle(IdleArgs),
     /// Wall time of the real cf-agent syncing the tree (recursive copy, digest) from each server.
     Agent(AgentArgs),
+    /// rcf-agent vs the real cf-agent syncing the tree from one server, at
+    /// several round-trip times (netem if available, else a delay proxy).
+    Agents(agents::AgentsArgs),
     /// Write the masterfiles-like tree to DIR and print its shape.
     Tree {
         /// Output directory (created).
@@ -135,6 +140,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Compare(a) => compare(&a),
         Cmd::Idle(a) => idle(&a),
         Cmd::Agent(a) => agent_e2e(&a),
+        Cmd::Agents(a) => agents::run(&a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
