@@ -187,7 +187,9 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
                 let d = format!("{}us", rtt * 500);
                 sh(
                     "tc",
-                    &["qdisc", "replace", "dev", "lo", "root", "netem", "delay", &d],
+                    &[
+                        "qdisc", "replace", "dev", "lo", "root", "netem", "delay", &d,
+                    ],
                 )?;
                 (Via::Netem, srv.port(), None)
             } else {
@@ -399,7 +401,10 @@ fn reexec_in_netns() -> Result<(), String> {
     let ns = format!("rcf-bench-{}", std::process::id());
     sh("ip", &["netns", "add", &ns])?;
     let r = (|| {
-        sh("ip", &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        sh(
+            "ip",
+            &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+        )?;
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let status = Command::new("ip")
             .args(["netns", "exec", &ns])
@@ -412,7 +417,9 @@ fn reexec_in_netns() -> Result<(), String> {
         if status.success() {
             Ok(())
         } else {
-            Err(format!("the run inside network namespace {ns} failed: {status}"))
+            Err(format!(
+                "the run inside network namespace {ns} failed: {status}"
+            ))
         }
     })();
     let _ = sh("ip", &["netns", "del", &ns]);

@@ -181,7 +181,11 @@ fn sleep_until(due: Instant) {
 pub fn probe_netem() -> Result<(), String> {
     let ns = format!("rcf-bench-probe-{}", std::process::id());
     sh("ip", &["netns", "add", &ns])?;
-    let r = sh("ip", &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]).and_then(|_| {
+    let r = sh(
+        "ip",
+        &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+    )
+    .and_then(|_| {
         sh(
             "ip",
             &[
@@ -252,7 +256,10 @@ mod tests {
         let back = reader.join().unwrap();
         let seen = echo.join().unwrap();
         assert_eq!(seen, sent, "server side");
-        assert_eq!(back, sent, "client side (EOF forwarded back after the server closed)");
+        assert_eq!(
+            back, sent,
+            "client side (EOF forwarded back after the server closed)"
+        );
         assert_eq!(proxy.accepted(), 1);
     }
 }
