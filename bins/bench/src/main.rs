@@ -11,6 +11,7 @@
 
 mod agents;
 mod delay;
+mod handshakes;
 mod load;
 mod procstat;
 mod tree;
@@ -49,6 +50,9 @@ enum Cmd {
     /// rcf-agent vs the real cf-agent syncing the tree from one server, at
     /// several round-trip times (netem if available, else a delay proxy).
     Agents(agents::AgentsArgs),
+    /// Connection throughput (connect, TLS handshake, IDENTITY, close) of each
+    /// server against the in-memory TLS handshake ceiling.
+    Handshakes(handshakes::HandshakesArgs),
     /// Write the masterfiles-like tree to DIR and print its shape.
     Tree {
         /// Output directory (created).
@@ -141,6 +145,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Idle(a) => idle(&a),
         Cmd::Agent(a) => agent_e2e(&a),
         Cmd::Agents(a) => agents::run(&a),
+        Cmd::Handshakes(a) => handshakes::run(&a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
