@@ -95,6 +95,9 @@ struct Row {
     full_s: f64,
     uptodate_s: Vec<f64>,
     ok: bool,
+    /// Request/reply turns through the proxy: full copy, last up-to-date run.
+    turns_full: Option<u64>,
+    turns_uptodate: Option<u64>,
 }
 
 impl Row {
@@ -201,6 +204,7 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
             for client_name in ["cf-agent", "rcf-agent"] {
                 let conns0 = proxy.as_ref().map(|p| p.accepted());
                 let row = measure(
+                    proxy.as_ref(),
                     *kind,
                     client_name,
                     rtt,
@@ -223,10 +227,12 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
                 );
                 if let (Some(p), Some(c0)) = (&proxy, conns0) {
                     println!(
-                        "# {} through the proxy: {} connections for {} runs",
+                        "# {} through the proxy: {} connections for {} runs; request/reply turns: full copy {}, up-to-date run {}",
                         row.client,
                         p.accepted() - c0,
-                        a.runs + 1
+                        a.runs + 1,
+                        row.turns_full.unwrap_or(0),
+                        row.turns_uptodate.unwrap_or(0)
                     );
                 }
                 pair.push(row);
@@ -256,6 +262,7 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
 /// Full copy, then `runs` up-to-date runs, of one client against `port`.
 #[allow(clippy::too_many_arguments)]
 fn measure(
+    proxy: Option<&DelayProxy>,
     server: Kind,
     client_name: &'static str,
     rtt_ms: u64,
@@ -314,7 +321,10 @@ fn measure(
             ))
         }
     };
+    let turns = || proxy.map(|p| p.turns());
+    let t0 = turns();
     let (full_s, ok, copied, out) = once()?;
+    let turns_full = turns().zip(t0).map(|(b, a)| b - a);
     let equal = trees_equal(source, &dest);
     if !ok || !copied || equal.is_err() {
         return Err(format!(
@@ -331,9 +341,13 @@ fn measure(
         full_s,
         uptodate_s: Vec::new(),
         ok: true,
+        turns_full,
+        turns_uptodate: None,
     };
     for _ in 0..runs {
+        let t0 = turns();
         let (t, ok, copied, out) = once()?;
+        row.turns_uptodate = turns().zip(t0).map(|(b, a)| b - a);
         row.uptodate_s.push(t);
         if !ok || copied {
             row.ok = false;
@@ -363,7 +377,7 @@ fn json(a: &AgentsArgs, rows: &[Row], ratios: &[(Kind, u64, (f64, f64))]) -> Str
         .iter()
         .map(|r| {
             format!(
-                "{{\"server\":\"{}\",\"client\":\"{}\",\"rtt_ms\":{},\"via\":\"{}\",\"full_copy_s\":{},\"uptodate_median_s\":{},\"uptodate_s\":[{}],\"ok\":{}}}",
+                "{{\"server\":\"{}\",\"client\":\"{}\",\"rtt_ms\":{},\"via\":\"{}\",\"full_copy_s\":{},\"uptodate_median_s\":{},\"uptodate_s\":[{}],\"ok\":{},\"turns_full_copy\":{},\"turns_uptodate\":{}}}",
                 r.server.name(),
                 r.client,
                 r.rtt_ms,
@@ -371,7 +385,9 @@ fn json(a: &AgentsArgs, rows: &[Row], ratios: &[(Kind, u64, (f64, f64))]) -> Str
                 num(r.full_s),
                 num(r.median()),
                 r.uptodate_s.iter().map(|t| num(*t)).collect::<Vec<_>>().join(","),
-                r.ok
+                r.ok,
+                r.turns_full.map(|t| t.to_string()).unwrap_or_else(|| "null".into()),
+                r.turns_uptodate.map(|t| t.to_string()).unwrap_or_else(|| "null".into())
             )
         })
         .collect();

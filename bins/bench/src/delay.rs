@@ -25,6 +25,11 @@
 //! connections come from 127.0.0.1). A read or write error ends both
 //! directions of that connection.
 //!
+//! The proxy also counts request/reply turns ([`DelayProxy::turns`]): a
+//! chunk read from the server after the last chunk read on that connection
+//! came from the client. With one request/reply exchange per round trip
+//! that is the number of round trips a sync costs, whatever the RTT.
+//!
 //! Unlike netem it delays chunks as read, not packets, and does not delay
 //! the TCP handshake of the upstream connection (made when the client's
 //! connection is accepted) nor ACKs; for a request/reply protocol the
@@ -33,7 +38,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -45,6 +50,7 @@ pub struct DelayProxy {
     port: u16,
     stop: Arc<AtomicBool>,
     accepted: Arc<AtomicU64>,
+    turns: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -56,7 +62,8 @@ impl DelayProxy {
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
-        let (stop2, accepted2) = (stop.clone(), accepted.clone());
+        let turns = Arc::new(AtomicU64::new(0));
+        let (stop2, accepted2, turns2) = (stop.clone(), accepted.clone(), turns.clone());
         let thread = std::thread::Builder::new()
             .name("delay-accept".into())
             .spawn(move || {
@@ -74,14 +81,27 @@ impl DelayProxy {
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    let _ = splice(&client, &server, one_way);
-                    let _ = splice(&server, &client, one_way);
+                    // who sent the last chunk read: 0 client, 1 server
+                    let last = Arc::new(AtomicU8::new(1));
+                    let up = Turns {
+                        last: last.clone(),
+                        from_server: false,
+                        turns: turns2.clone(),
+                    };
+                    let down = Turns {
+                        last,
+                        from_server: true,
+                        turns: turns2.clone(),
+                    };
+                    let _ = splice(&client, &server, one_way, up);
+                    let _ = splice(&server, &client, one_way, down);
                 }
             })?;
         Ok(DelayProxy {
             port,
             stop,
             accepted,
+            turns,
             thread: Some(thread),
         })
     }
@@ -94,6 +114,11 @@ impl DelayProxy {
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Request/reply turns so far, over all connections (see the module doc).
+    pub fn turns(&self) -> u64 {
+        self.turns.load(Ordering::Relaxed)
     }
 }
 
@@ -108,6 +133,22 @@ impl Drop for DelayProxy {
     }
 }
 
+/// Turn counting for one direction of one connection.
+struct Turns {
+    last: Arc<AtomicU8>,
+    from_server: bool,
+    turns: Arc<AtomicU64>,
+}
+
+impl Turns {
+    fn chunk(&self) {
+        let was = self.last.swap(self.from_server as u8, Ordering::Relaxed);
+        if self.from_server && was == 0 {
+            self.turns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One chunk on its way, or the end of the stream.
 enum Chunk {
     Data(Instant, Vec<u8>),
@@ -116,7 +157,7 @@ enum Chunk {
 
 /// Forward `from` -> `to` with `delay`: a reader and a writer thread
 /// (detached; they end with the connection).
-fn splice(from: &TcpStream, to: &TcpStream, delay: Duration) -> std::io::Result<()> {
+fn splice(from: &TcpStream, to: &TcpStream, delay: Duration, turns: Turns) -> std::io::Result<()> {
     let mut rd = from.try_clone()?;
     let rd_wr = from.try_clone()?;
     let mut wr = to.try_clone()?;
@@ -132,6 +173,7 @@ fn splice(from: &TcpStream, to: &TcpStream, delay: Duration) -> std::io::Result<
                         break;
                     }
                     Ok(n) => {
+                        turns.chunk();
                         if tx
                             .send(Chunk::Data(Instant::now() + delay, buf[..n].to_vec()))
                             .is_err()
@@ -261,5 +303,6 @@ mod tests {
             "client side (EOF forwarded back after the server closed)"
         );
         assert_eq!(proxy.accepted(), 1);
+        assert!(proxy.turns() >= 1);
     }
 }

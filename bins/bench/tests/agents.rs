@@ -72,8 +72,25 @@ fn agents_direct_and_through_the_delay_proxy() {
     ] {
         assert!(last.contains(key), "{key} missing in {last}");
     }
+    assert!(!last.contains("\"ok\":false"), "{last}");
+    for key in ["\"full_copy_s\":null", "\"uptodate_median_s\":null"] {
+        assert!(!last.contains(key), "a figure is missing: {last}");
+    }
+    // request/reply turns are counted through the proxy only
     assert!(
-        !last.contains("\"ok\":false") && !last.contains("null"),
+        last.contains("\"via\":\"direct\"") && last.contains("\"turns_full_copy\":null"),
         "{last}"
     );
+    let proxied = last
+        .split("\"client\":\"rcf-agent\",\"rtt_ms\":2,\"via\":\"proxy\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no proxied rcf-agent row: {last}"));
+    let turns: u64 = proxied
+        .split("\"turns_full_copy\":")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    // at least one per file GET of the 400-file tree
+    assert!(turns >= 400, "turns {turns}: {last}");
 }
