@@ -206,6 +206,8 @@ struct Row {
     /// Connect (handshake + IDENTITY) latencies, seconds, sorted.
     lat: Vec<f64>,
     threads: u64,
+    /// The server was gone after the load.
+    died: bool,
 }
 
 impl Row {
@@ -294,7 +296,8 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
         let srv = Srv::start(*kind, wd, &policy)?;
         let mut opts = base.clone();
         opts.port = srv.port();
-        let row = measure(*kind, &srv, opts, a, &mut addr)?;
+        let mut row = measure(*kind, &srv, opts, a, &mut addr)?;
+        row.died = !srv.is_running();
         println!(
             "{:<12} {:>8} {:>9.1} {:>14.3} {:>15.1} {:>9.1}% {:>8.1} {:>8.1} {:>14.3} {:>8} {:>7}",
             kind.name(),
@@ -328,8 +331,23 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
                 println!("# {} log: {l}", kind.name());
             }
         }
+        if row.died {
+            // cf-serverd 3.21 was seen to segfault in liblmdb (lastseen
+            // database) under this connection churn; say so instead of
+            // reporting the refused connections that follow as the figure.
+            let status = srv
+                .stop()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "exited".into());
+            println!(
+                "# {} DIED during the load ({status}; `dmesg` shows where): the row covers the {} handshakes before that, the errors are the connections refused after",
+                kind.name(),
+                row.ok
+            );
+        } else {
+            drop(srv);
+        }
         rows.push(row);
-        drop(srv);
     }
     println!("{}", json(a, &c, &rows));
     Ok(())
@@ -446,6 +464,7 @@ fn measure(
         client_cpu_s: self1 - self0,
         lat,
         threads: threads_now,
+        died: false,
     })
 }
 
@@ -473,7 +492,7 @@ fn json(a: &HandshakesArgs, c: &Ceiling, rows: &[Row]) -> String {
             Kind::Cfe => "cfe",
         };
         s.push_str(&format!(
-            ",\"{p}_handshakes\":{},\"{p}_hs_per_s\":{},\"{p}_server_cpu_ms_per_hs\":{},\"{p}_hs_per_server_cpu_s\":{},\"{p}_pct_of_ceiling\":{},\"{p}_p50_ms\":{},\"{p}_p99_ms\":{},\"{p}_errors\":{}",
+            ",\"{p}_handshakes\":{},\"{p}_hs_per_s\":{},\"{p}_server_cpu_ms_per_hs\":{},\"{p}_hs_per_server_cpu_s\":{},\"{p}_pct_of_ceiling\":{},\"{p}_p50_ms\":{},\"{p}_p99_ms\":{},\"{p}_errors\":{},\"{p}_died\":{}",
             r.ok,
             num(r.per_s()),
             num(r.cpu_per_hs() * 1e3),
@@ -481,7 +500,8 @@ fn json(a: &HandshakesArgs, c: &Ceiling, rows: &[Row]) -> String {
             num(100.0 * r.per_cpu_s() / c.per_cpu_s()),
             num(r.pct(0.5) * 1e3),
             num(r.pct(0.99) * 1e3),
-            r.errors
+            r.errors,
+            r.died
         ));
     }
     s.push('}');

@@ -316,6 +316,22 @@ impl Srv {
             Srv::Rcf(s) => s.log(),
         }
     }
+    fn is_running(&self) -> bool {
+        match self {
+            Srv::Cfe(s) => s.is_running(),
+            Srv::Rcf(s) => s.is_running(),
+        }
+    }
+    /// Stop it; the exit status when the lab reports one (cf-serverd).
+    fn stop(self) -> Option<std::process::ExitStatus> {
+        match self {
+            Srv::Cfe(s) => s.stop().0,
+            Srv::Rcf(s) => {
+                s.stop();
+                None
+            }
+        }
+    }
 }
 
 fn compare(a: &CompareArgs) -> Result<(), String> {

@@ -54,6 +54,7 @@ fn handshakes_small() {
         "\"rcf_pct_of_ceiling\":",
         "\"cfe_pct_of_ceiling\":",
         "\"rcf_errors\":0",
+        "\"rcf_died\":false",
     ] {
         assert!(last.contains(key), "{key} missing in {last}");
     }
