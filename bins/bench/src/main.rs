@@ -6,6 +6,10 @@
 //! policy, same tree, same machine), runs the same load against it and
 //! prints one table, then one JSON line per K (the last line is the JSON of
 //! the last K). `rcf-bench tree --out DIR` writes the tree only.
+//! `rcf-bench agents` times rcf-agent against the real cf-agent syncing the
+//! tree, directly and at an emulated round-trip time (`agents.rs`,
+//! `delay.rs`); `rcf-bench handshakes` compares each server's connection
+//! cost with the in-memory TLS handshake ceiling (`handshakes.rs`).
 //!
 //! Everything is on loopback; every process started is stopped by PID.
 
