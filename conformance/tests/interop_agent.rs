@@ -276,6 +276,59 @@ fn copy_file_and_tree_rcf_server() {
 
 // ---- denied file on the same connection --------------------------------
 
+/// `--compare digest` asks the MD5s of a directory's files in one
+/// pipelined batch: exactly the files changed locally (same size, other
+/// bytes) are copied again, in a batch of 20 and in a one-file directory;
+/// a file only rewritten with the same bytes is kept.
+fn digest_batch(kind: Kind) {
+    let t0 = Instant::now();
+    let s = setup(&format!("md5b{kind:?}"));
+    let src = s.data.share.join("digest");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("f{i:02}.txt")), format!("file number {i:02}\n")).unwrap();
+    }
+    std::fs::write(src.join("sub/only.txt"), b"only one\n").unwrap();
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
+    let hp = srv.hp();
+    let out = s.cli_wd.scratch().join("digest-out");
+    let args = ["--json", "-v", "copy", "-H", &hp, "--trustkey", "--recurse", "--compare", "digest"];
+    let run_once = || agent(&s.cli_wd, &[&args[..], &[&s.data.share_path("digest"), &p(&out)]].concat());
+    let run = run_once();
+    assert!(run.success(), "{}", run.describe());
+    trees_equal(&src, &out).unwrap();
+    let run = run_once();
+    assert!(run.success() && run.output.contains("\"copied\":[]") && run.output.contains("\"kept\":21"), "{}", run.describe());
+    assert!(!run.contains("Pipelined MD5"), "{}", run.describe());
+    // Three files changed locally with the same size, one only touched.
+    for i in [3, 7, 19] {
+        std::fs::write(out.join(format!("f{i:02}.txt")), format!("FILE NUMBER {i:02}\n")).unwrap();
+    }
+    std::fs::write(out.join("sub/only.txt"), b"ONLY ONE\n").unwrap();
+    let touched = std::fs::read(out.join("f05.txt")).unwrap();
+    std::fs::write(out.join("f05.txt"), touched).unwrap();
+    let run = run_once();
+    assert!(run.success(), "{}", run.describe());
+    for i in [3, 7, 19] {
+        assert!(run.output.contains(&format!("f{i:02}.txt\"")), "f{i:02} not copied: {}", run.describe());
+    }
+    assert!(run.output.contains("sub/only.txt\""), "{}", run.describe());
+    assert!(run.output.contains("\"kept\":17"), "{}", run.describe());
+    trees_equal(&src, &out).unwrap();
+    srv.stop();
+    done("digest_batch", kind, t0);
+}
+
+#[test]
+fn digest_batch_real_server() {
+    digest_batch(Kind::Real);
+}
+
+#[test]
+fn digest_batch_rcf_server() {
+    digest_batch(Kind::Rcf);
+}
+
 fn denied_then_later_files(kind: Kind) {
     let t0 = Instant::now();
     let s = setup(&format!("den{kind:?}"));

@@ -336,6 +336,21 @@ impl Conn {
         }
     }
 
+    /// Several MD5s (`(path, local digest)`); pipelined over TLS, one by
+    /// one over classic.
+    pub async fn md5_many(&mut self, items: &[(Vec<u8>, [u8; 16])]) -> Result<Vec<Result<bool, String>>, Error> {
+        match self {
+            Conn::Tls(c) => c.md5_many(items).await,
+            Conn::Classic(c) => {
+                let mut v = Vec::with_capacity(items.len());
+                for (p, d) in items {
+                    v.push(c.md5(p, *d).await?);
+                }
+                Ok(v)
+            }
+        }
+    }
+
     /// Close.
     pub async fn close(self) {
         match self {

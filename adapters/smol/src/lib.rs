@@ -6,8 +6,9 @@
 //! [`Client`] is one authenticated connection, used by `rcf-agent` as the
 //! per-server cached connection of a run. Its typed calls ([`Client::stat`],
 //! [`Client::get`], [`Client::opendir`], [`Client::md5`]) wait for their
-//! reply; [`Client::submit`] and [`Client::next_event`] expose the core's
-//! request queue for pipelining (several STATs or MD5s in flight).
+//! reply; [`Client::stat_many`] and [`Client::md5_many`] pipeline a batch;
+//! [`Client::submit`] and [`Client::next_event`] expose the core's request
+//! queue for other pipelining (several STATs or MD5s in flight).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -399,6 +400,42 @@ impl Client {
                 match self.next_event().await {
                     Ok(Event::Reply { id, reply: Reply::Stat(st) }) if id >= first && ((id - first) as usize) < chunk.len() => {
                         got[(id - first) as usize] = Some(st);
+                        left -= 1;
+                    }
+                    Ok(other) => others.push(other),
+                    Err(e) => break Err(e),
+                }
+            };
+            for e in others.into_iter().rev() {
+                self.backlog.push_front(e);
+            }
+            r?;
+            results.extend(got.into_iter().map(|g| g.unwrap_or_else(|| Err("no reply".into()))));
+        }
+        Ok(results)
+    }
+
+    /// Pipelined `MD5`s, like [`Client::stat_many`]: every `(path, local
+    /// digest)` goes out before the first reply is read (in batches of
+    /// [`STAT_BATCH`]); the verdicts (`Ok(true)` = the server's file
+    /// differs) come back in the order of `items`.
+    pub async fn md5_many(&mut self, items: &[(Vec<u8>, [u8; 16])]) -> Result<Vec<Result<bool, String>>, Error> {
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(STAT_BATCH) {
+            let first = self.next_id;
+            for (p, d) in chunk {
+                self.submit(Request::Md5 { path: p.clone(), digest: *d });
+            }
+            let mut got: Vec<Option<Result<bool, String>>> = vec![None; chunk.len()];
+            let mut others = Vec::new();
+            let mut left = chunk.len();
+            let r = loop {
+                if left == 0 {
+                    break Ok(());
+                }
+                match self.next_event().await {
+                    Ok(Event::Reply { id, reply: Reply::Md5(v) }) if id >= first && ((id - first) as usize) < chunk.len() => {
+                        got[(id - first) as usize] = Some(v);
                         left -= 1;
                     }
                     Ok(other) => others.push(other),

@@ -7,6 +7,10 @@
 //!   fsynced temporary file whose size matched the STAT and whose source
 //!   was re-STATed unchanged afterwards; an aborted or changed transfer
 //!   leaves the old destination untouched and the temp file removed;
+//! * an `MD5` verdict fetched ahead of time (pipelined per directory) is
+//!   used only while the local file is exactly as it was when hashed (same
+//!   inode, size, mtime and ctime); otherwise the file is hashed and asked
+//!   about again;
 //! * names from an `OPENDIR` listing are checked
 //!   ([`rcf_core::client::listing`]) before they touch a local path.
 
@@ -138,13 +142,26 @@ pub struct Run {
     /// Set for `--protocol classic`: connections speak protocol 1.
     classic: Option<ClassicOptions>,
     stat_cache: HashMap<Vec<u8>, StatReply>,
+    /// `MD5` verdicts asked ahead of time for a directory's files, with the
+    /// state of the local file they were computed from.
+    md5_cache: HashMap<Vec<u8>, (LocalState, Result<bool, String>)>,
     out: Output,
     pub summary: Summary,
 }
 
 impl Run {
     pub fn new(servers: Vec<ServerAddr>, base: ConnectOptions, out: Output) -> Run {
-        Run { servers, base, chosen: None, client: None, classic: None, stat_cache: HashMap::new(), out, summary: Summary::default() }
+        Run {
+            servers,
+            base,
+            chosen: None,
+            client: None,
+            classic: None,
+            stat_cache: HashMap::new(),
+            md5_cache: HashMap::new(),
+            out,
+            summary: Summary::default(),
+        }
     }
 
     /// Speak the classic protocol (v1) instead of TLS.
@@ -178,6 +195,7 @@ impl Run {
                     self.out.log(Level::Verbose, &format!("Reconnected to '{}'", self.servers[i].text));
                     self.client = Some(c);
                     self.stat_cache.clear();
+                    self.md5_cache.clear();
                     Ok(())
                 }
                 Err(e) => Err(RunError::Lost { server: self.servers[i].text.clone(), detail: e.to_string() }),
@@ -360,6 +378,9 @@ impl Run {
                     }
                 }
             }
+            if matches!(opts.compare, Compare::Digest | Compare::Atime) {
+                self.prefetch_md5(&dir, &local, &names, opts.compare).await?;
+            }
             let mut subdirs = Vec::new();
             for name in names {
                 let child_src = join_remote(&dir, &name);
@@ -384,6 +405,57 @@ impl Run {
             // Depth first, in name order.
             subdirs.reverse();
             stack.extend(subdirs);
+        }
+        Ok(())
+    }
+
+    /// Ask the server about every file of a directory whose local copy
+    /// `needs_copy` would hash (a regular file of the source's size; for
+    /// `atime`, not older), in one pipelined batch instead of one round
+    /// trip per file; `digest_differs` then takes the verdicts from
+    /// `md5_cache`. A connection error drops the batch (and the
+    /// connection): the files are then asked about one by one.
+    async fn prefetch_md5(&mut self, dir: &[u8], local: &Path, names: &[Vec<u8>], compare: Compare) -> Result<(), RunError> {
+        let mut items = Vec::new();
+        let mut states = Vec::new();
+        for name in names {
+            let src = join_remote(dir, name);
+            let Some(st) = self.stat_cache.get(&src) else { continue };
+            if st.file_type != FileType::Regular {
+                continue;
+            }
+            let dest = local.join(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(name));
+            let Ok(m) = fs::symlink_metadata(&dest) else { continue };
+            if !m.is_file() || m.len() != st.size {
+                continue;
+            }
+            if compare == Compare::Atime && (m.ctime() < st.ctime || m.mtime() < st.mtime) {
+                continue;
+            }
+            let Ok(digest) = md5_file(&dest) else { continue };
+            // hashed from this state (re-read: the hash took time)
+            let Ok(m2) = fs::symlink_metadata(&dest) else { continue };
+            let state = LocalState::of(&m2);
+            if state != LocalState::of(&m) {
+                continue;
+            }
+            items.push((src, digest));
+            states.push(state);
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.ensure(&String::from_utf8_lossy(dir)).await?;
+        match self.client.as_mut().expect("ensured").md5_many(&items).await {
+            Ok(results) => {
+                for (((src, _), state), r) in items.into_iter().zip(states).zip(results) {
+                    self.md5_cache.insert(src, (state, r));
+                }
+            }
+            Err(e) => {
+                self.out.log(Level::Verbose, &format!("Pipelined MD5 of '{}' failed ({e}); going one by one", String::from_utf8_lossy(dir)));
+                self.drop_client();
+            }
         }
         Ok(())
     }
@@ -430,9 +502,19 @@ impl Run {
         if m.len() != st.size {
             return Ok(true);
         }
-        let Ok(digest) = md5_file(dest) else { return Ok(true) };
-        self.ensure(&String::from_utf8_lossy(src)).await?;
-        match self.client.as_mut().expect("ensured").md5(src, digest).await {
+        let cached = match self.md5_cache.remove(src) {
+            Some((state, r)) if state == LocalState::of(m) => Some(r),
+            _ => None,
+        };
+        let answer = match cached {
+            Some(r) => Ok(r),
+            None => {
+                let Ok(digest) = md5_file(dest) else { return Ok(true) };
+                self.ensure(&String::from_utf8_lossy(src)).await?;
+                self.client.as_mut().expect("ensured").md5(src, digest).await
+            }
+        };
+        match answer {
             Ok(Ok(d)) => Ok(d),
             // cf-agent reads anything but CFD_TRUE as "same".
             Ok(Err(text)) => {
@@ -635,6 +717,29 @@ impl Run {
             c.close().await;
         }
         self.summary
+    }
+}
+
+/// What identifies the content of a local file for a cached MD5 verdict:
+/// it was not replaced (device, inode) nor written (size, mtime, ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LocalState {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl LocalState {
+    fn of(m: &fs::Metadata) -> LocalState {
+        LocalState {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
     }
 }
 

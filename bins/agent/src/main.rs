@@ -19,7 +19,8 @@
 //!   between STAT and GET (cf-agent would keep a short or desynchronised
 //!   copy). A changed source is fetched again (3 attempts).
 //! * STATs of a directory's entries are pipelined (one round trip per
-//!   directory, batches of 128); cf-agent sends them one at a time.
+//!   directory, batches of 128), and so are the MD5s of its files with
+//!   `--compare digest` (or `atime`); cf-agent sends them one at a time.
 //! * `net` exits non-zero on failure (cf-net 3.21 exits 0), and `net get`
 //!   writes through a temp file and rename.
 //! * `bootstrap` writes no failsafe.cf, runs no policy, starts no cf-execd

@@ -6,9 +6,16 @@
 //! policy, same tree, same machine), runs the same load against it and
 //! prints one table, then one JSON line per K (the last line is the JSON of
 //! the last K). `rcf-bench tree --out DIR` writes the tree only.
+//! `rcf-bench agents` times rcf-agent against the real cf-agent syncing the
+//! tree, directly and at an emulated round-trip time (`agents.rs`,
+//! `delay.rs`); `rcf-bench handshakes` compares each server's connection
+//! cost with the in-memory TLS handshake ceiling (`handshakes.rs`).
 //!
 //! Everything is on loopback; every process started is stopped by PID.
 
+mod agents;
+mod delay;
+mod handshakes;
 mod load;
 mod procstat;
 mod tree;
@@ -44,6 +51,12 @@ enum Cmd {
     Idle(IdleArgs),
     /// Wall time of the real cf-agent syncing the tree (recursive copy, digest) from each server.
     Agent(AgentArgs),
+    /// rcf-agent vs the real cf-agent syncing the tree from one server, at
+    /// several round-trip times (netem if available, else a delay proxy).
+    Agents(agents::AgentsArgs),
+    /// Connection throughput (connect, TLS handshake, IDENTITY, close) of each
+    /// server against the in-memory TLS handshake ceiling.
+    Handshakes(handshakes::HandshakesArgs),
     /// Write the masterfiles-like tree to DIR and print its shape.
     Tree {
         /// Output directory (created).
@@ -135,6 +148,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Compare(a) => compare(&a),
         Cmd::Idle(a) => idle(&a),
         Cmd::Agent(a) => agent_e2e(&a),
+        Cmd::Agents(a) => agents::run(&a),
+        Cmd::Handshakes(a) => handshakes::run(&a),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -303,6 +318,22 @@ impl Srv {
         match self {
             Srv::Cfe(s) => s.log(),
             Srv::Rcf(s) => s.log(),
+        }
+    }
+    fn is_running(&self) -> bool {
+        match self {
+            Srv::Cfe(s) => s.is_running(),
+            Srv::Rcf(s) => s.is_running(),
+        }
+    }
+    /// Stop it; the exit status when the lab reports one (cf-serverd).
+    fn stop(self) -> Option<std::process::ExitStatus> {
+        match self {
+            Srv::Cfe(s) => s.stop().0,
+            Srv::Rcf(s) => {
+                s.stop();
+                None
+            }
         }
     }
 }
