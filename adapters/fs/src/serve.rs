@@ -552,6 +552,22 @@ impl ServerFs {
         )
     }
 
+    /// The key lookup when the presented key's own ppkeys file exists: one
+    /// small read (like `Open`), never a rename or a write, so a runtime may
+    /// answer it on its own thread; handing it to a blocking pool was two
+    /// thread switches per connection. `None`: ask [`ServerFs::answer`].
+    pub fn quick_key(&self, ev: &Event) -> Option<Answer> {
+        use rcf_core::keys::trust::{TrustStore, Verdict};
+        let Event::LookupKey { user, key, .. } = ev else { return None };
+        let store = TrustStore::new(crate::ppkeys::FsPpkeys::new(&self.ppkeys), rcf_core::keys::DigestKind::Md5);
+        let l = store.lookup_own_file(user, key).ok()??;
+        Some(Answer::Key(match l.verdict {
+            Verdict::Trusted { .. } => KeyStatus::Trusted,
+            Verdict::Unknown => KeyStatus::Missing,
+            Verdict::Changed { .. } => KeyStatus::Different,
+        }))
+    }
+
     /// A digest-cache hit for `path` without hashing (`None`: ask
     /// [`ServerFs::answer`] on a blocking thread). Uses what the previous
     /// `Canonicalize` saw of the path when that was the last question.

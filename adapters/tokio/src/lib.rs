@@ -409,6 +409,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             let mut f = files.take().unwrap_or_default();
             let quick = match &ev {
                 Event::Digest { path } => shared.fs.peek_digest(&mut f, path).map(|d| (Some(rcf_core::server::Answer::Digest(Some(d))), None)),
+                e @ Event::LookupKey { .. } => shared.fs.quick_key(e).map(|a| (Some(a), None)),
                 e if ServerFs::is_quick(e) => Some(shared.fs.answer(&mut f, e)),
                 _ => None,
             };

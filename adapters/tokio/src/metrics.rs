@@ -131,7 +131,8 @@ impl Metrics {
 
     /// Record that `key_id` completed a handshake from `ip`. Returns the
     /// other IPs it was seen from when this IP is new for an already seen
-    /// key (a cloned host, or a host that moved), else `None`.
+    /// key (a cloned host, or a host that moved) and still among the key's
+    /// first `MAX_IPS_PER_KEY` addresses, else `None`.
     pub fn saw_key(&self, key_id: &str, ip: &str) -> Option<Vec<String>> {
         let mut s = self.sightings.lock().ok()?;
         if !s.ips.contains_key(key_id) && s.ips.len() >= MAX_KEYS {
@@ -142,7 +143,11 @@ impl Metrics {
             return None;
         }
         let others = ips.clone();
-        if ips.len() < MAX_IPS_PER_KEY {
+        // Reported (logged) for a key's first few addresses only: a key
+        // shared by a whole fleet would otherwise log on every connection.
+        // Counted always.
+        let recorded = ips.len() < MAX_IPS_PER_KEY;
+        if recorded {
             ips.push(ip.to_string());
         }
         if others.is_empty() {
@@ -152,7 +157,7 @@ impl Metrics {
             s.multi += 1;
         }
         s.conflicts += 1;
-        Some(others)
+        recorded.then_some(others)
     }
 }
 
@@ -314,8 +319,15 @@ mod tests {
         assert_eq!(m.saw_key("MD5=a", "10.0.0.1"), None);
         assert_eq!(m.saw_key("MD5=a", "10.0.0.2"), Some(vec!["10.0.0.1".into()]));
         assert_eq!(m.saw_key("MD5=a", "10.0.0.3").map(|v| v.len()), Some(2));
-        let s = m.sightings.lock().unwrap();
-        assert_eq!((s.multi, s.conflicts), (1, 2));
+        {
+            let s = m.sightings.lock().unwrap();
+            assert_eq!((s.multi, s.conflicts), (1, 2));
+        }
+        // Past MAX_IPS_PER_KEY addresses a key is still counted, no longer
+        // reported (no log line per connection for a fleet sharing a key).
+        let reported = (4..40).filter(|i| m.saw_key("MD5=a", &format!("10.0.0.{i}")).is_some()).count();
+        assert_eq!(reported, MAX_IPS_PER_KEY - 3);
+        assert_eq!(m.sightings.lock().unwrap().conflicts, 2 + 36);
     }
 
     #[test]

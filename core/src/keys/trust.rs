@@ -273,6 +273,40 @@ impl<D: PpkeysDir> TrustStore<D> {
         })
     }
 
+    /// [`Self::lookup`] when the presented key's own file (`<user>-<id>.pub`)
+    /// exists: one read, never a rename or a write, so a server may answer
+    /// it without a blocking pool. `Ok(None)` when that file is missing:
+    /// only the full lookup (with its old-style fallback) can decide.
+    pub fn lookup_own_file(
+        &self,
+        user: &str,
+        presented: &RsaPublicKey,
+    ) -> Result<Option<Lookup>, TrustError<D::Error>> {
+        check_public_key(presented).map_err(TrustError::Key)?;
+        let id = key_id(presented, self.kind);
+        let file = ppkeys::trusted_key_file(user, &id)?;
+        let Some(bytes) = Self::store(self.dir.read(&file))? else {
+            return Ok(None);
+        };
+        let verdict = match parse_public_pem(&bytes) {
+            Ok(k) if &k == presented => Verdict::Trusted { file: file.clone() },
+            Ok(k) => Verdict::Changed {
+                file: file.clone(),
+                stored: Some(key_id(&k, self.kind)),
+            },
+            Err(_) => Verdict::Changed {
+                file: file.clone(),
+                stored: None,
+            },
+        };
+        Ok(Some(Lookup {
+            id,
+            file,
+            verdict,
+            renamed_from: None,
+        }))
+    }
+
     /// Store `key` as trusted for `user` (`<user>-<id>.pub`, PEM RSA PUBLIC
     /// KEY), never overwriting an existing file, like `SavePublicKey`.
     pub fn trust(&self, user: &str, key: &RsaPublicKey) -> Result<Saved, TrustError<D::Error>> {
@@ -500,6 +534,31 @@ mod tests {
             store.verify("bob", None, &pk(0), false).unwrap(),
             Outcome::Refused(_)
         ));
+    }
+
+    /// The read-only fast path agrees with the full lookup whenever the
+    /// presented key's own file exists (same key, another key, garbage),
+    /// defers when it is missing, and never touches the directory.
+    #[test]
+    fn own_file_lookup_agrees_with_the_full_lookup() {
+        let file = format!("root-{}.pub", id(0));
+        for contents in [Some(pem(0)), Some(pem(1)), Some(b"not a key".to_vec()), None] {
+            let store = TrustStore::new(MemDir::default(), DigestKind::Md5);
+            if let Some(c) = &contents {
+                store.dir().insert(&file, c);
+            }
+            // An old-style file only the full lookup may rename.
+            store.dir().insert("root-10.0.0.1.pub", &pem(0));
+            let before = { let mut l = store.dir().list().unwrap(); l.sort(); l };
+            let quick = store.lookup_own_file("root", &pk(0)).unwrap();
+            let after = { let mut l = store.dir().list().unwrap(); l.sort(); l };
+            assert_eq!(before, after, "the fast path wrote nothing");
+            match (contents, quick) {
+                (None, None) => {}
+                (Some(_), Some(q)) => assert_eq!(q, store.lookup("root", Some("10.0.0.1"), &pk(0)).unwrap()),
+                (c, q) => panic!("{c:?} {q:?}"),
+            }
+        }
     }
 
     #[test]
