@@ -131,7 +131,7 @@ fuzz_target!(|data: &[u8]| {
     let tls = if flags & 2 != 0 { &st.tls12 } else { &st.tls13 };
     let layer = tls.accept().expect("accept");
     let mut now = Now { mono_ms: 0, unix_s: NOW as i64 };
-    let cfg = Config { handshake_timeout_ms: 10_000, idle_timeout_ms: 600_000 };
+    let cfg = Config { handshake_timeout_ms: 10_000, idle_timeout_ms: 600_000, ..Config::default() };
     let pv: Arc<dyn PolicyView> = st.policy.clone();
     let mut c = Connection::new(layer, cfg, pv, "192.0.2.7".into(), now);
     let mut out = 0usize;

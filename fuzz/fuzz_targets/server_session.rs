@@ -422,7 +422,7 @@ fuzz_target!(|data: &[u8]| {
     let ip = ["127.0.0.1", "10.0.0.1", "10.0.0.2", "192.0.2.1"][usize::from(flags >> 2 & 3)];
     let mut world = World::new(flags);
     let mut now = Now { mono_ms: 1_000, unix_s: 1_795_415_949 };
-    let cfg = Config { handshake_timeout_ms: 30_000, idle_timeout_ms: 600_000 };
+    let cfg = Config { handshake_timeout_ms: 30_000, idle_timeout_ms: 600_000, ..Config::default() };
     let pv: Arc<dyn PolicyView> = policy.clone();
     let mut s = Session::new(cfg, pv, ip.to_string(), key.clone(), now);
     world.drive(&mut s, now);
