@@ -345,7 +345,11 @@ impl Request {
 
 /// Build a client request payload for `SYNCH <time> STAT <path>`.
 pub fn encode_stat(client_time: i64, path: &[u8]) -> Vec<u8> {
-    let mut v = format!("SYNCH {client_time} STAT ").into_bytes();
+    // Sized once: the request is built for every file of every run.
+    let mut v = Vec::with_capacity(32 + path.len());
+    v.extend_from_slice(b"SYNCH ");
+    v.extend_from_slice(client_time.to_string().as_bytes());
+    v.extend_from_slice(b" STAT ");
     v.extend_from_slice(path);
     v
 }
@@ -359,14 +363,16 @@ pub fn encode_get(bufsize: u16, path: &[u8]) -> Vec<u8> {
 
 /// Build `OPENDIR <dir>`.
 pub fn encode_opendir(path: &[u8]) -> Vec<u8> {
-    let mut v = b"OPENDIR ".to_vec();
+    let mut v = Vec::with_capacity(8 + path.len());
+    v.extend_from_slice(b"OPENDIR ");
     v.extend_from_slice(path);
     v
 }
 
 /// Build `MD5 <path>\0\0<digest>`, the layout `CompareHashNet` sends.
 pub fn encode_md5(path: &[u8], digest: &[u8; MD5_LEN]) -> Vec<u8> {
-    let mut v = b"MD5 ".to_vec();
+    let mut v = Vec::with_capacity(4 + path.len() + 2 + MD5_LEN);
+    v.extend_from_slice(b"MD5 ");
     v.extend_from_slice(path);
     v.extend_from_slice(&[0, 0]);
     v.extend_from_slice(digest);

@@ -231,8 +231,25 @@ impl Client {
 
     async fn flush(&mut self) -> Result<(), Error> {
         while let Some(bytes) = self.conn.poll_transmit() {
+            // Most writes fit the socket buffer at once: try without arming
+            // a timer (a reactor timer per write was a visible share of the
+            // client's CPU). A pending `write` wrote nothing, so dropping it
+            // is safe; the rest goes through the timed path.
+            let mut off = 0;
+            while off < bytes.len() {
+                match smol::future::poll_once(self.stream.write(&bytes[off..])).await {
+                    Some(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                    Some(Ok(n)) => off += n,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => break,
+                }
+            }
+            if off == bytes.len() {
+                continue;
+            }
+            let bytes = &bytes[off..];
             let timeout = self.opts.timeout;
-            let w = smol::future::or(async { Some(self.stream.write_all(&bytes).await) }, async {
+            let w = smol::future::or(async { Some(self.stream.write_all(bytes).await) }, async {
                 Timer::after(timeout).await;
                 None
             })
@@ -305,21 +322,26 @@ impl Client {
             if self.conn.wants_input() {
                 let start = self.start;
                 let (stream, buf) = (&mut self.stream, &mut self.buf);
-                let r = smol::future::or(async { Some(stream.read(buf).await) }, async {
-                    match wait {
-                        Some(w) => Timer::after(w).await,
-                        None => Timer::never().await,
-                    };
-                    None
-                })
-                .await;
+                // Data already waiting (the usual case deep in a pipeline)
+                // is read without arming a timer; only a read that has to
+                // wait gets the deadline.
+                let r = match smol::future::poll_once(stream.read(buf)).await {
+                    Some(r) => Some(r),
+                    None => {
+                        smol::future::or(async { Some(stream.read(buf).await) }, async {
+                            match wait {
+                                Some(w) => Timer::after(w).await,
+                                None => Timer::never().await,
+                            };
+                            None
+                        })
+                        .await
+                    }
+                };
                 let now = Now { mono_ms: start.elapsed().as_millis() as u64, unix_s: unix_now() };
                 match r {
                     Some(Ok(0)) => self.conn.handle_eof(now),
-                    Some(Ok(n)) => {
-                        let bytes = self.buf[..n].to_vec();
-                        self.conn.handle_input(now, &bytes);
-                    }
+                    Some(Ok(n)) => self.conn.handle_input(now, &self.buf[..n]),
                     Some(Err(e)) => {
                         // A reset is an EOF to the protocol: the session
                         // reports what it was waiting for (or closes quietly).

@@ -217,8 +217,11 @@ impl Agent {
         // MD5 of every file against the local copy (pipelined).
         let mut differ: Vec<(Vec<u8>, u64, usize)> = Vec::new();
         for chunk in files.chunks(PIPELINE) {
+            // request id -> (position in the chunk, tree index): the load
+            // generator shares the cores with the server, so it keeps its
+            // own per-file work (clones, lookups) to a minimum.
             let mut ids = HashMap::with_capacity(chunk.len());
-            for (p, size) in chunk {
+            for (k, (p, _)) in chunk.iter().enumerate() {
                 let i = *shared
                     .index
                     .get(p)
@@ -227,7 +230,7 @@ impl Agent {
                     path: p.clone(),
                     digest: self.local[i],
                 });
-                ids.insert(id, (p.clone(), *size, i));
+                ids.insert(id, (k, i));
             }
             info.requests += chunk.len() as u64;
             while !ids.is_empty() {
@@ -236,9 +239,10 @@ impl Agent {
                         id,
                         reply: Reply::Md5(r),
                     } => {
-                        let entry = ids.remove(&id).ok_or("MD5 reply to an unknown request")?;
+                        let (k, i) = ids.remove(&id).ok_or("MD5 reply to an unknown request")?;
                         if r.map_err(|t| format!("MD5 refused: {t}"))? {
-                            differ.push(entry);
+                            let (p, size) = &chunk[k];
+                            differ.push((p.clone(), *size, i));
                         }
                     }
                     other => return Err(format!("unexpected event {other:?}")),

@@ -507,8 +507,9 @@ impl Session {
                 return;
             }
             let (id, req) = self.unsent.pop_front().expect("front exists");
-            let mut rec = Vec::new();
-            if let Err(e) = frame::encode(Status::Done, &req.payload(), &mut rec) {
+            let payload = req.payload();
+            let mut rec = Vec::with_capacity(frame::HEADER_LEN + payload.len());
+            if let Err(e) = frame::encode(Status::Done, &payload, &mut rec) {
                 // Tell the caller about this one request and go on.
                 self.events.push_back(Event::Log { level: Level::Error, message: format!("cannot send request: {e}") });
                 let reply = match req {
