@@ -405,36 +405,15 @@ impl Client {
     /// read (in batches of [`STAT_BATCH`], so buffered replies stay small);
     /// the results come back in the order of `paths`.
     pub async fn stat_many(&mut self, paths: &[Vec<u8>]) -> Result<Vec<Result<StatReply, String>>, Error> {
-        let mut results = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(STAT_BATCH) {
-            let t = unix_now();
-            let first = self.next_id;
-            for p in chunk {
-                self.submit(Request::Stat { path: p.clone(), client_time: t });
-            }
-            let mut got: Vec<Option<Result<StatReply, String>>> = vec![None; chunk.len()];
-            let mut others = Vec::new();
-            let mut left = chunk.len();
-            let r = loop {
-                if left == 0 {
-                    break Ok(());
-                }
-                match self.next_event().await {
-                    Ok(Event::Reply { id, reply: Reply::Stat(st) }) if id >= first && ((id - first) as usize) < chunk.len() => {
-                        got[(id - first) as usize] = Some(st);
-                        left -= 1;
-                    }
-                    Ok(other) => others.push(other),
-                    Err(e) => break Err(e),
-                }
-            };
-            for e in others.into_iter().rev() {
-                self.backlog.push_front(e);
-            }
-            r?;
-            results.extend(got.into_iter().map(|g| g.unwrap_or_else(|| Err("no reply".into()))));
-        }
-        Ok(results)
+        self.pipelined(
+            paths,
+            |p, t| Request::Stat { path: p.clone(), client_time: t },
+            |r| match r {
+                Reply::Stat(st) => Ok(st),
+                other => Err(other),
+            },
+        )
+        .await
     }
 
     /// Pipelined `MD5`s, like [`Client::stat_many`]: every `(path, local
@@ -442,13 +421,35 @@ impl Client {
     /// [`STAT_BATCH`]); the verdicts (`Ok(true)` = the server's file
     /// differs) come back in the order of `items`.
     pub async fn md5_many(&mut self, items: &[(Vec<u8>, [u8; 16])]) -> Result<Vec<Result<bool, String>>, Error> {
+        self.pipelined(
+            items,
+            |(p, d), _| Request::Md5 { path: p.clone(), digest: *d },
+            |r| match r {
+                Reply::Md5(v) => Ok(v),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// Send `make(item, now)` for each of `items`, a batch of
+    /// [`STAT_BATCH`] at a time, and collect the replies `pick` accepts in
+    /// the order of `items`. Events for other requests (and replies `pick`
+    /// hands back) are kept for later callers.
+    async fn pipelined<I, T: Clone>(
+        &mut self,
+        items: &[I],
+        make: impl Fn(&I, i64) -> Request,
+        pick: impl Fn(Reply) -> Result<Result<T, String>, Reply>,
+    ) -> Result<Vec<Result<T, String>>, Error> {
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(STAT_BATCH) {
+            let t = unix_now();
             let first = self.next_id;
-            for (p, d) in chunk {
-                self.submit(Request::Md5 { path: p.clone(), digest: *d });
+            for it in chunk {
+                self.submit(make(it, t));
             }
-            let mut got: Vec<Option<Result<bool, String>>> = vec![None; chunk.len()];
+            let mut got: Vec<Option<Result<T, String>>> = vec![None; chunk.len()];
             let mut others = Vec::new();
             let mut left = chunk.len();
             let r = loop {
@@ -456,10 +457,13 @@ impl Client {
                     break Ok(());
                 }
                 match self.next_event().await {
-                    Ok(Event::Reply { id, reply: Reply::Md5(v) }) if id >= first && ((id - first) as usize) < chunk.len() => {
-                        got[(id - first) as usize] = Some(v);
-                        left -= 1;
-                    }
+                    Ok(Event::Reply { id, reply }) if id >= first && ((id - first) as usize) < chunk.len() => match pick(reply) {
+                        Ok(v) => {
+                            got[(id - first) as usize] = Some(v);
+                            left -= 1;
+                        }
+                        Err(reply) => others.push(Event::Reply { id, reply }),
+                    },
                     Ok(other) => others.push(other),
                     Err(e) => break Err(e),
                 }

@@ -7,30 +7,21 @@
 //! build -p rcf-serverd -p rcf-agent`, same profile and CARGO_TARGET_DIR)
 //! or `RCF_BIN_DIR`, and Debian's cfengine3 (cf-agent).
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn agents_direct_and_through_the_delay_proxy() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rcf-bench"))
-        .args([
-            "agents",
-            "--rtt-ms",
-            "0,2",
-            "--runs",
-            "1",
-            "--server",
-            "rcf",
-            "--emulation",
-            "proxy",
-        ])
-        .output()
-        .expect("run rcf-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "rcf-bench failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-    );
+    let stdout = common::run_bench(&[
+        "agents",
+        "--rtt-ms",
+        "0,2",
+        "--runs",
+        "1",
+        "--server",
+        "rcf",
+        "--emulation",
+        "proxy",
+    ]);
     for (client, rtt, via) in [
         ("cf-agent", "0", "direct"),
         ("rcf-agent", "0", "direct"),

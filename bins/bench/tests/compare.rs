@@ -5,30 +5,20 @@
 //! Needs `rcf-serverd` built next to `rcf-bench` (`cargo build -p
 //! rcf-serverd`, same profile and CARGO_TARGET_DIR) or `RCF_BIN_DIR`.
 
-use std::process::Command;
+mod common;
 
 fn run(scenario: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rcf-bench"))
-        .args([
-            "compare",
-            "--agents",
-            "2",
-            "--scenario",
-            scenario,
-            "--runs",
-            "2",
-            "--duration",
-            "5",
-        ])
-        .output()
-        .expect("run rcf-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "rcf-bench failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-    );
-    stdout
+    common::run_bench(&[
+        "compare",
+        "--agents",
+        "2",
+        "--scenario",
+        scenario,
+        "--runs",
+        "2",
+        "--duration",
+        "5",
+    ])
 }
 
 fn check(stdout: &str, scenario: &str) {

@@ -5,28 +5,19 @@
 //! Needs `rcf-serverd` built next to `rcf-bench` (`cargo build -p
 //! rcf-serverd`, same profile and CARGO_TARGET_DIR) or `RCF_BIN_DIR`.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn handshakes_small() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rcf-bench"))
-        .args([
-            "handshakes",
-            "--duration",
-            "1",
-            "--concurrency",
-            "2",
-            "--ceiling-iters",
-            "20",
-        ])
-        .output()
-        .expect("run rcf-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "rcf-bench failed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-    );
+    let stdout = common::run_bench(&[
+        "handshakes",
+        "--duration",
+        "1",
+        "--concurrency",
+        "2",
+        "--ceiling-iters",
+        "20",
+    ]);
     assert!(stdout.contains("# in-memory ceiling"), "{stdout}");
     assert!(stdout.contains("per server CPU-second"), "{stdout}");
     for server in ["cf-serverd", "rcf-serverd"] {
