@@ -33,14 +33,7 @@ pub struct Connection {
     deadline: u64,
     timeout_ms: u64,
     closing: bool,
-    /// Whole request transactions not yet sealed: once identified, several
-    /// share one TLS record (cf-serverd reads a record's transactions one
-    /// `SSL_read` at a time), which saves a seal per pipelined request.
-    unsealed: Vec<u8>,
 }
-
-/// Most plaintext in one TLS record.
-const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
 impl Connection {
     /// Wrap a fresh client-side TLS layer (its ClientHello is already
@@ -57,7 +50,6 @@ impl Connection {
             deadline: now.mono_ms + timeout_ms,
             timeout_ms,
             closing: false,
-            unsealed: Vec::new(),
         }
     }
 
@@ -201,38 +193,14 @@ impl Connection {
 
     fn flush_session(&mut self) {
         while let Some(r) = self.session.poll_record() {
-            // The banner and IDENTITY lines go out one record each: 3.21
-            // mishandles both lines in one record.
-            if !self.session.is_established() {
-                if !self.seal() {
-                    return;
-                }
-                if let Err(e) = self.tls.send_plaintext(&r) {
-                    self.fail(format!("TLS send failed: {e}"));
-                    return;
-                }
-                continue;
-            }
-            if self.unsealed.len() + r.len() > MAX_RECORD_PLAINTEXT && !self.seal() {
+            // The banner and IDENTITY lines go out one record each (3.21
+            // mishandles both lines in one record); requests share records.
+            let sent = if self.session.is_established() { self.tls.queue_unit(&r) } else { self.tls.send_plaintext(&r) };
+            if let Err(e) = sent {
+                self.fail(format!("TLS send failed: {e}"));
                 return;
             }
-            self.unsealed.extend_from_slice(&r);
         }
-        self.seal();
-    }
-
-    /// Hand the collected transactions to TLS as one record.
-    fn seal(&mut self) -> bool {
-        if self.unsealed.is_empty() {
-            return true;
-        }
-        let r = self.tls.send_plaintext(&self.unsealed);
-        self.unsealed.clear();
-        if let Err(e) = r {
-            self.fail(format!("TLS send failed: {e}"));
-            return false;
-        }
-        true
     }
 
     /// Ciphertext to write to the socket.
@@ -333,7 +301,7 @@ mod tests {
         assert!(recs.len() >= 3 && recs.len() < 400, "{} records", recs.len());
         let mut got = Vec::new();
         for r in &recs {
-            assert!(r.len() <= MAX_RECORD_PLAINTEXT);
+            assert!(r.len() <= crate::tls::MAX_RECORD_PLAINTEXT);
             // Each record holds whole transactions only.
             let mut d = crate::frame::Decoder::new();
             d.push(r).unwrap();

@@ -29,17 +29,7 @@ pub struct Connection {
     events: VecDeque<Event>,
     closing: bool,
     plaintext: Vec<u8>,
-    /// Whole transactions not yet sealed. Several share one TLS record
-    /// (3.21's client reads a record's transactions one `SSL_read` at a
-    /// time; only a transaction split across records breaks it), and
-    /// sealing each on its own cost a visible share of every request.
-    unsealed: Vec<u8>,
-    /// Plaintext bytes sealed since the last [`Connection::poll_transmit`].
-    sealed: usize,
 }
-
-/// Most plaintext in one TLS record.
-const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
 impl Connection {
     /// Wrap a fresh server-side TLS layer for a peer at `ip`.
@@ -59,8 +49,6 @@ impl Connection {
             events: VecDeque::new(),
             closing: false,
             plaintext: Vec::new(),
-            unsealed: Vec::new(),
-            sealed: 0,
         }
     }
 
@@ -146,49 +134,25 @@ impl Connection {
         self.flush_session();
     }
 
-    /// Collect the session's transactions, sealing a record whenever the
-    /// next one would not fit whole.
+    /// Queue the session's transactions; several share a TLS record.
     fn flush_session(&mut self) {
-        while let Some(r) = self.session.as_mut().and_then(|s| s.poll_record()) {
-            if self.unsealed.len() + r.len() > MAX_RECORD_PLAINTEXT && !self.seal() {
+        let Some(s) = &mut self.session else { return };
+        while let Some(r) = s.poll_record() {
+            if let Err(e) = self.tls.queue_unit(&r) {
+                self.events.push_back(Event::Log { level: Level::Info, message: format!("TLS send failed: {e}") });
+                self.closing = true;
                 return;
             }
-            if self.unsealed.is_empty() && r.len() >= MAX_RECORD_PLAINTEXT {
-                // Never the case for a transaction (at most 4096 bytes), but
-                // keep anything bigger in its own write.
-                self.unsealed = r;
-                if !self.seal() {
-                    return;
-                }
-            } else {
-                self.unsealed.extend_from_slice(&r);
-            }
         }
     }
 
-    /// Hand the collected transactions to TLS as one record.
-    fn seal(&mut self) -> bool {
-        if self.unsealed.is_empty() {
-            return true;
-        }
-        if let Err(e) = self.tls.send_plaintext(&self.unsealed) {
-            self.events.push_back(Event::Log { level: Level::Info, message: format!("TLS send failed: {e}") });
-            self.closing = true;
-            self.unsealed.clear();
-            return false;
-        }
-        self.sealed += self.unsealed.len();
-        self.unsealed.clear();
-        true
-    }
-
-    /// Plaintext bytes produced but not yet returned by
+    /// Plaintext produced but not yet returned by
     /// [`Connection::poll_transmit`]. Answers are cheapest drained in
     /// bursts: an adapter answering back to back should drain once this
     /// passes its write batch (a GET streams with bounded memory), and
     /// always before it waits for input.
     pub fn pending_output(&self) -> usize {
-        self.unsealed.len() + self.sealed
+        self.tls.pending_plaintext()
     }
 
     /// The adapter's answer to the session's outstanding question.
@@ -227,8 +191,6 @@ impl Connection {
     /// Ciphertext to write to the socket.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.flush_session();
-        self.seal();
-        self.sealed = 0;
         self.tls.poll_transmit()
     }
 

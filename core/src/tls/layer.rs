@@ -156,6 +156,10 @@ pub struct TlsLayer {
     failed: bool,
     peer_key: Option<RsaPublicKey>,
     peer_cert: Option<Vec<u8>>,
+    /// Whole units ([`TlsLayer::queue_unit`]) not yet sealed into a record.
+    unsealed: Vec<u8>,
+    /// Plaintext handed to rustls since the last `poll_transmit`.
+    sealed: usize,
 }
 
 impl std::fmt::Debug for TlsLayer {
@@ -201,6 +205,8 @@ impl TlsLayer {
             failed: false,
             peer_key: None,
             peer_cert: None,
+            unsealed: Vec::new(),
+            sealed: 0,
         };
         if let Inner::Active(c) = &mut layer.inner {
             // Never split a write into several records because of a buffer
@@ -313,6 +319,10 @@ impl TlsLayer {
 
     /// Bytes to write to the socket, if any. Call until `None`.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        // A failure here is already recorded (`failed`); what rustls holds
+        // (an alert, say) still goes out.
+        let _ = self.seal();
+        self.sealed = 0;
         match &mut self.inner {
             Inner::Refusing { alert, .. } => alert.take(),
             Inner::Active(conn) => {
@@ -403,6 +413,45 @@ impl TlsLayer {
     /// before the handshake ends, it is held and sent, still one record per
     /// call, once the handshake completes. Empty data sends nothing.
     pub fn send_plaintext(&mut self, data: &[u8]) -> Result<(), TlsError> {
+        // Queued units go first, in their own record.
+        self.seal()?;
+        self.write_record(data)
+    }
+
+    /// Queue one unit (a framed transaction, a raw GET block) that must not
+    /// be split across TLS records; units share records of up to
+    /// [`MAX_RECORD_PLAINTEXT`] bytes. 3.21 reads a record's transactions
+    /// one `SSL_read` at a time, so only a split unit breaks it, and sealing
+    /// each unit on its own cost a visible share of every request. Queued
+    /// units go out at the next `poll_transmit` or `send_plaintext`.
+    pub fn queue_unit(&mut self, unit: &[u8]) -> Result<(), TlsError> {
+        if self.unsealed.len() + unit.len() > MAX_RECORD_PLAINTEXT {
+            self.seal()?;
+        }
+        self.unsealed.extend_from_slice(unit);
+        Ok(())
+    }
+
+    /// Plaintext queued or handed to rustls since the last `poll_transmit`:
+    /// a driver answering back to back drains once this passes its batch.
+    pub fn pending_plaintext(&self) -> usize {
+        self.unsealed.len() + self.sealed
+    }
+
+    /// The queued units as one record.
+    fn seal(&mut self) -> Result<(), TlsError> {
+        if self.unsealed.is_empty() {
+            return Ok(());
+        }
+        let units = std::mem::take(&mut self.unsealed);
+        let r = self.write_record(&units);
+        // Keep the allocation for the next batch.
+        self.unsealed = units;
+        self.unsealed.clear();
+        r
+    }
+
+    fn write_record(&mut self, data: &[u8]) -> Result<(), TlsError> {
         if self.failed {
             return Err(TlsError::Closed);
         }
@@ -417,11 +466,15 @@ impl TlsLayer {
         conn.writer().write_all(data).map_err(|_| {
             self.failed = true;
             TlsError::Closed
-        })
+        })?;
+        self.sealed += data.len();
+        Ok(())
     }
 
     /// Queues a `close_notify` alert (cf-agent sends one; cf-serverd never does).
     pub fn send_close_notify(&mut self) {
+        // After what was queued before it.
+        let _ = self.seal();
         if let Inner::Active(conn) = &mut self.inner {
             conn.send_close_notify();
         }

@@ -46,6 +46,6 @@ pub use config::{
     client_config, client_config_with_cert, server_config, server_config_with_cert, TlsClock,
 };
 pub use error::{PeerError, TlsError};
-pub use layer::{EofKind, Negotiated, ReadStatus, ServerTls, TlsLayer};
+pub use layer::{EofKind, Negotiated, ReadStatus, ServerTls, TlsLayer, MAX_RECORD_PLAINTEXT};
 pub use settings::{Role, TlsSettings, TlsVersion, TlsWarning, TlsWarningKind};
 pub use verify::{CfeClientCertVerifier, CfeServerCertVerifier};
