@@ -334,8 +334,11 @@ pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     r.map(|()| v)
 }
 
+/// What identifies a file's content without reading it: it was not
+/// replaced (device, inode) nor written (size, mtime, ctime). The server's
+/// digest cache and rcf-agent's cached MD5 verdicts both key on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct DigestKey {
+pub struct ContentKey {
     dev: u64,
     ino: u64,
     size: u64,
@@ -343,7 +346,20 @@ struct DigestKey {
     ctime: (i64, i64),
 }
 
-/// A multiply-xor hasher for [`DigestKey`]: its fields are local file
+impl ContentKey {
+    /// The key of the file `m` describes.
+    pub fn of(m: &fs::Metadata) -> ContentKey {
+        ContentKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// A multiply-xor hasher for [`ContentKey`]: its fields are local file
 /// metadata, not chosen by peers, so SipHash's flood resistance buys
 /// nothing here and it showed in the per-request profile.
 #[derive(Debug, Default, Clone, Copy)]
@@ -370,7 +386,7 @@ impl std::hash::Hasher for KeyHasher {
 /// again only when one of those changed. Shared by all sessions.
 #[derive(Debug, Default)]
 pub struct DigestCache {
-    map: Mutex<HashMap<DigestKey, [u8; 16], std::hash::BuildHasherDefault<KeyHasher>>>,
+    map: Mutex<HashMap<ContentKey, [u8; 16], std::hash::BuildHasherDefault<KeyHasher>>>,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
@@ -382,13 +398,7 @@ impl DigestCache {
         use std::sync::atomic::Ordering::Relaxed;
         let mut f = open_exact(path, 0).ok()?;
         let m = f.metadata().ok()?;
-        let key = DigestKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        };
+        let key = ContentKey::of(&m);
         if let Some(d) = self.map.lock().ok()?.get(&key) {
             self.hits.fetch_add(1, Relaxed);
             return Some(*d);
@@ -429,13 +439,7 @@ impl DigestCache {
         if !m.is_file() {
             return None;
         }
-        let key = DigestKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        };
+        let key = ContentKey::of(&m);
         let d = *self.map.lock().ok()?.get(&key)?;
         self.hits.fetch_add(1, Relaxed);
         Some(d)
@@ -719,16 +723,23 @@ mod tests {
         assert_eq!(canonicalize(&b("a/b/f/x")).unwrap_err(), "Not a directory");
     }
 
+    /// `outside/f` ("secret"), `in` -> `outside` and `lf` -> `outside/f`:
+    /// an authorised path's directory, and a file, swapped for symlinks.
+    fn swapped_tree() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(d.path()).unwrap();
+        fs::create_dir(root.join("outside")).unwrap();
+        fs::write(root.join("outside/f"), b"secret").unwrap();
+        std::os::unix::fs::symlink(root.join("outside"), root.join("in")).unwrap();
+        std::os::unix::fs::symlink(root.join("outside/f"), root.join("lf")).unwrap();
+        (d, root)
+    }
+
     /// Both ways of opening an authorised path refuse one whose directory
     /// was swapped for a symlink, and a final symlink unless `O_PATH`.
     #[test]
     fn both_exact_opens_refuse_a_swapped_component() {
-        let d = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(d.path()).unwrap();
-        fs::create_dir(root.join("out")).unwrap();
-        fs::write(root.join("out/f"), b"secret").unwrap();
-        std::os::unix::fs::symlink(root.join("out"), root.join("in")).unwrap();
-        std::os::unix::fs::symlink(root.join("out/f"), root.join("lf")).unwrap();
+        let (_d, root) = swapped_tree();
         let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
         for open in [open_exact as fn(&[u8], i32) -> io::Result<File>, open_checked_via_proc] {
             assert_eq!(open(&b("in/f"), 0).unwrap_err().raw_os_error(), Some(libc::ENOENT));
@@ -736,7 +747,7 @@ mod tests {
             assert!(open(&b("lf"), 0).is_err());
             assert!(open(&b("lf"), libc::O_PATH).unwrap().metadata().unwrap().file_type().is_symlink());
             let mut s = String::new();
-            open(&b("out/f"), 0).unwrap().read_to_string(&mut s).unwrap();
+            open(&b("outside/f"), 0).unwrap().read_to_string(&mut s).unwrap();
             assert_eq!(s, "secret");
         }
     }
@@ -838,12 +849,7 @@ mod tests {
     /// `Files::open` they now refuse it as a missing file.
     #[test]
     fn stat_listing_and_digest_refuse_a_component_swapped_for_a_symlink() {
-        let d = tempfile::tempdir().unwrap();
-        let root = fs::canonicalize(d.path()).unwrap();
-        fs::create_dir(root.join("outside")).unwrap();
-        fs::write(root.join("outside/f"), b"secret").unwrap();
-        std::os::unix::fs::symlink(root.join("outside"), root.join("in")).unwrap();
-        std::os::unix::fs::symlink(root.join("outside/f"), root.join("lf")).unwrap();
+        let (_d, root) = swapped_tree();
         let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
         let enoent = "No such file or directory".to_string();
         assert_eq!(stat(&b("in/f")).unwrap_err(), enoent);

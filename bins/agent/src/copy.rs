@@ -24,6 +24,7 @@ use md5::{Digest, Md5};
 use rcf_core::client::listing;
 use rcf_core::client::{GetFailure, Level};
 use rcf_core::reply::{FileType, StatReply};
+use rcf_fs::serve::ContentKey;
 use rcf_smol::{ClassicOptions, Conn, ConnectOptions, Error as NetError};
 
 use crate::output::{json_str, Output};
@@ -144,7 +145,7 @@ pub struct Run {
     stat_cache: HashMap<Vec<u8>, StatReply>,
     /// `MD5` verdicts asked ahead of time for a directory's files, with the
     /// state of the local file they were computed from.
-    md5_cache: HashMap<Vec<u8>, (LocalState, Result<bool, String>)>,
+    md5_cache: HashMap<Vec<u8>, (ContentKey, Result<bool, String>)>,
     out: Output,
     pub summary: Summary,
     /// Directories that had a file renamed into them, fsynced once each at
@@ -455,8 +456,8 @@ impl Run {
             let Ok(digest) = md5_file(&dest) else { continue };
             // hashed from this state (re-read: the hash took time)
             let Ok(m2) = fs::symlink_metadata(&dest) else { continue };
-            let state = LocalState::of(&m2);
-            if state != LocalState::of(&m) {
+            let state = ContentKey::of(&m2);
+            if state != ContentKey::of(&m) {
                 continue;
             }
             items.push((src, digest));
@@ -523,7 +524,7 @@ impl Run {
             return Ok(true);
         }
         let cached = match self.md5_cache.remove(src) {
-            Some((state, r)) if state == LocalState::of(m) => Some(r),
+            Some((state, r)) if state == ContentKey::of(m) => Some(r),
             _ => None,
         };
         let answer = match cached {
@@ -738,29 +739,6 @@ impl Run {
         }
         self.sync_dirs();
         std::mem::take(&mut self.summary)
-    }
-}
-
-/// What identifies the content of a local file for a cached MD5 verdict:
-/// it was not replaced (device, inode) nor written (size, mtime, ctime).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LocalState {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl LocalState {
-    fn of(m: &fs::Metadata) -> LocalState {
-        LocalState {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
     }
 }
 

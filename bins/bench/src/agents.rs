@@ -44,7 +44,7 @@ use rcf_conformance::lab::{
 };
 
 use crate::delay::{probe_netem, sh, DelayProxy};
-use crate::{lab, procstat, tree, Kind, Setup, Srv, TreeArgs};
+use crate::{lab, procstat, Kind, Setup, Srv, TreeArgs};
 
 /// `rcf-bench agents` arguments.
 #[derive(Args, Clone, Debug)]
@@ -148,11 +148,7 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
         ..
     } = crate::setup(
         &kinds,
-        &TreeArgs {
-            files: tree::DEFAULT_FILES,
-            bytes: tree::DEFAULT_BYTES,
-            seed: 1,
-        },
+        &TreeArgs::standard(),
         30,
         2000,
     )?;

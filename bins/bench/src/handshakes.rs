@@ -239,11 +239,7 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
         ..
     } = crate::setup(
         &kinds,
-        &TreeArgs {
-            files: 10,
-            bytes: 10_000,
-            seed: 1,
-        },
+        &TreeArgs::tiny(),
         30,
         2000,
     )?;

@@ -80,6 +80,19 @@ struct TreeArgs {
     seed: u64,
 }
 
+impl TreeArgs {
+    /// The masterfiles-like tree every comparison uses (the CLI defaults).
+    fn standard() -> TreeArgs {
+        TreeArgs { files: tree::DEFAULT_FILES, bytes: tree::DEFAULT_BYTES, seed: 1 }
+    }
+
+    /// A tiny tree, for loads where the files are not the point (idle
+    /// sessions, connection churn).
+    fn tiny() -> TreeArgs {
+        TreeArgs { files: 10, bytes: 10_000, seed: 1 }
+    }
+}
+
 #[derive(Args, Clone)]
 struct CompareArgs {
     /// Simulated agents, one or a comma-separated list.
@@ -526,11 +539,7 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
         base,
     } = setup(
         &kinds,
-        &TreeArgs {
-            files: 10,
-            bytes: 10_000,
-            seed: 1,
-        },
+        &TreeArgs::tiny(),
         60,
         max,
     )?;
@@ -640,11 +649,7 @@ fn agent_e2e(a: &AgentArgs) -> Result<(), String> {
         ..
     } = setup(
         &kinds,
-        &TreeArgs {
-            files: tree::DEFAULT_FILES,
-            bytes: tree::DEFAULT_BYTES,
-            seed: 1,
-        },
+        &TreeArgs::standard(),
         30,
         2000,
     )?;
