@@ -34,12 +34,19 @@ impl Report {
         }
     }
 
-    fn check(&mut self, what: &'static str, cond: bool, rec: &Record, msg: impl FnOnce() -> String) {
+    fn check(
+        &mut self,
+        what: &'static str,
+        cond: bool,
+        rec: &Record,
+        msg: impl FnOnce() -> String,
+    ) {
         if cond {
             self.ok(what);
         } else {
             self.checks += 1;
-            self.failures.push(format!("line {}: {what}: {}", rec.line, msg()));
+            self.failures
+                .push(format!("line {}: {what}: {}", rec.line, msg()));
         }
     }
 
@@ -67,9 +74,16 @@ enum Expect {
 
 /// Replay `t` through the core's codecs.
 pub fn check_codec(t: &Transcript) -> Report {
-    let mut r = Report { name: t.name.clone(), ..Default::default() };
+    let mut r = Report {
+        name: t.name.clone(),
+        ..Default::default()
+    };
     let auth = t.server_is_authoritative();
-    let dialect = if t.is_tls() { request::Dialect::Tls } else { request::Dialect::Classic };
+    let dialect = if t.is_tls() {
+        request::Dialect::Tls
+    } else {
+        request::Dialect::Classic
+    };
     let recs = &t.records;
 
     // 1. Framing: every transaction header parses, matches its payload, and is canonical.
@@ -85,7 +99,9 @@ pub fn check_codec(t: &Transcript) -> Report {
                         format!("non-canonical header {}", escape(header))
                     });
                 }
-                Err(e) => r.check("framing", false, rec, || format!("header does not parse: {e}")),
+                Err(e) => r.check("framing", false, rec, || {
+                    format!("header does not parse: {e}")
+                }),
             }
             if let Some(rx) = &rec.regex {
                 match Regex::new(rx) {
@@ -109,11 +125,16 @@ pub fn check_codec(t: &Transcript) -> Report {
             match (&rec.dir, &rec.kind) {
                 (Dir::Server, Kind::Line(l)) if client_lines == 0 => {
                     if auth {
-                        r.check("banner", *l == banner::server_banner(), rec, || format!("banner {}", escape(l)));
+                        r.check("banner", *l == banner::server_banner(), rec, || {
+                            format!("banner {}", escape(l))
+                        });
                     }
-                    r.check("banner", banner::client_choose(None, l).is_ok(), rec, || {
-                        "client would refuse this banner".into()
-                    });
+                    r.check(
+                        "banner",
+                        banner::client_choose(None, l).is_ok(),
+                        rec,
+                        || "client would refuse this banner".into(),
+                    );
                 }
                 (Dir::Client, Kind::Line(l)) if client_lines == 0 => {
                     client_lines += 1;
@@ -128,13 +149,26 @@ pub fn check_codec(t: &Transcript) -> Report {
                 (Dir::Server, Kind::Line(l)) => {
                     // The welcome: what the core would send must match byte for byte.
                     let ours = match (&version_ok, &identity) {
-                        (Some(true), Some(Ok(id))) => Some(identity::encode_welcome(id.username_or_empty())),
+                        (Some(true), Some(Ok(id))) => {
+                            Some(identity::encode_welcome(id.username_or_empty()))
+                        }
                         _ => None,
                     };
-                    r.check("welcome", ours.as_deref() == Some(l.as_slice()), rec, || {
-                        format!("server sent {}, core would send {:?}", escape(l), ours.as_deref().map(escape))
+                    r.check(
+                        "welcome",
+                        ours.as_deref() == Some(l.as_slice()),
+                        rec,
+                        || {
+                            format!(
+                                "server sent {}, core would send {:?}",
+                                escape(l),
+                                ours.as_deref().map(escape)
+                            )
+                        },
+                    );
+                    r.check("welcome", identity::is_welcome(l), rec, || {
+                        "client would not accept it".into()
                     });
-                    r.check("welcome", identity::is_welcome(l), rec, || "client would not accept it".into());
                     i += 1;
                     break;
                 }
@@ -144,7 +178,10 @@ pub fn check_codec(t: &Transcript) -> Report {
                     let refused = version_ok == Some(false) || matches!(identity, Some(Err(_)));
                     let trust = t.name.contains("untrusted");
                     if trust && !refused {
-                        r.notes.push("hang-up caused by key trust: judged by the session, not the codec".into());
+                        r.notes.push(
+                            "hang-up caused by key trust: judged by the session, not the codec"
+                                .into(),
+                        );
                         r.ok("identity-trust-note");
                     } else if auth {
                         r.check("refusal", refused, rec, || {
@@ -179,9 +216,12 @@ pub fn check_codec(t: &Transcript) -> Report {
                     if let Some(word) = want {
                         let ok = matches!(
                             (word, request::parse_request(payload, dialect)),
-                            ("CAUTH", Ok(request::Request::Cauth { .. })) | ("SAUTH", Ok(request::Request::Sauth { .. }))
+                            ("CAUTH", Ok(request::Request::Cauth { .. }))
+                                | ("SAUTH", Ok(request::Request::Sauth { .. }))
                         );
-                        r.check("classic-handshake", ok, rec, || format!("{word} does not parse"));
+                        r.check("classic-handshake", ok, rec, || {
+                            format!("{word} does not parse")
+                        });
                     }
                     continue;
                 }
@@ -196,18 +236,32 @@ pub fn check_codec(t: &Transcript) -> Report {
                 let _ = status;
                 let parsed = request::parse_request(payload, dialect);
                 // Protocol error if the server's next records are BAD: Request denied then EOF.
-                let next_server: Vec<&Record> = recs[i..].iter().filter(|x| x.dir == Dir::Server).take(2).collect();
+                let next_server: Vec<&Record> = recs[i..]
+                    .iter()
+                    .filter(|x| x.dir == Dir::Server)
+                    .take(2)
+                    .collect();
                 let server_denied = matches!(next_server.first().map(|x| &x.kind),
                     Some(Kind::Txn { payload: p, .. }) if p.as_slice() == reply::REQUEST_DENIED)
                     && matches!(next_server.get(1).map(|x| &x.kind), Some(Kind::Eof) | None);
                 if auth && server_denied {
-                    r.check("request-parse", matches!(parsed, Err(ref e) if *e != request::RequestError::Empty), rec, || {
-                        format!("server called {} a protocol error, core parsed {parsed:?}", escape(payload))
-                    });
+                    r.check(
+                        "request-parse",
+                        matches!(parsed, Err(ref e) if *e != request::RequestError::Empty),
+                        rec,
+                        || {
+                            format!(
+                                "server called {} a protocol error, core parsed {parsed:?}",
+                                escape(payload)
+                            )
+                        },
+                    );
                     expect = Expect::ProtocolError;
                     continue;
                 }
-                r.check("request-parse", parsed.is_ok(), rec, || format!("{}: {parsed:?}", escape(payload)));
+                r.check("request-parse", parsed.is_ok(), rec, || {
+                    format!("{}: {parsed:?}", escape(payload))
+                });
                 expect = match parsed {
                     Ok(request::Request::Version) => Expect::Version,
                     Ok(request::Request::Stat { .. }) => Expect::Stat,
@@ -223,18 +277,29 @@ pub fn check_codec(t: &Transcript) -> Report {
                 opendir.clear();
             }
             (Dir::Server, Kind::Txn { header, payload }) if auth => {
-                let status = frame::parse_header(header).map(|h| h.0).unwrap_or(frame::Status::Done);
+                let status = frame::parse_header(header)
+                    .map(|h| h.0)
+                    .unwrap_or(frame::Status::Done);
                 let refusal = payload.as_slice() == reply::FAILED;
                 match expect {
                     Expect::Version => {
-                        r.check("reply-version", *payload == reply::version(), rec, || escape(payload));
+                        r.check("reply-version", *payload == reply::version(), rec, || {
+                            escape(payload)
+                        });
                         expect = Expect::Nothing;
                     }
                     Expect::ProtocolError => {
-                        r.check("reply-request-denied", payload.as_slice() == reply::REQUEST_DENIED, rec, || escape(payload));
+                        r.check(
+                            "reply-request-denied",
+                            payload.as_slice() == reply::REQUEST_DENIED,
+                            rec,
+                            || escape(payload),
+                        );
                     }
                     Expect::Md5 => {
-                        let ok = payload.as_slice() == reply::CFD_TRUE || payload.as_slice() == reply::CFD_FALSE || refusal;
+                        let ok = payload.as_slice() == reply::CFD_TRUE
+                            || payload.as_slice() == reply::CFD_FALSE
+                            || refusal;
                         r.check("reply-md5", ok, rec, || escape(payload));
                         expect = Expect::Nothing;
                     }
@@ -253,15 +318,33 @@ pub fn check_codec(t: &Transcript) -> Report {
                             match reply::StatReply::parse(&first, payload) {
                                 Ok(s) => {
                                     let [a, b] = s.encode();
-                                    r.check("reply-stat", a.payload.as_ref() == first.as_slice(), rec, || {
-                                        format!("re-encoded {} vs {}", escape(&a.payload), escape(&first))
-                                    });
+                                    r.check(
+                                        "reply-stat",
+                                        a.payload.as_ref() == first.as_slice(),
+                                        rec,
+                                        || {
+                                            format!(
+                                                "re-encoded {} vs {}",
+                                                escape(&a.payload),
+                                                escape(&first)
+                                            )
+                                        },
+                                    );
                                     // A 1-byte link text reads as "no link" (libcfnet quirk), so only
                                     // compare the second reply when the parser kept it.
                                     if payload.len() > 4 || payload.as_slice() == b"OK:" {
-                                        r.check("reply-stat", b.payload.as_ref() == payload.as_slice(), rec, || {
-                                            format!("re-encoded {} vs {}", escape(&b.payload), escape(payload))
-                                        });
+                                        r.check(
+                                            "reply-stat",
+                                            b.payload.as_ref() == payload.as_slice(),
+                                            rec,
+                                            || {
+                                                format!(
+                                                    "re-encoded {} vs {}",
+                                                    escape(&b.payload),
+                                                    escape(payload)
+                                                )
+                                            },
+                                        );
                                     }
                                 }
                                 Err(e) => r.check("reply-stat", false, rec, || format!("{e}")),
@@ -281,22 +364,34 @@ pub fn check_codec(t: &Transcript) -> Report {
                             let mut parse_ok = true;
                             for (_, p) in &opendir {
                                 match reply::parse_opendir_packet(p) {
-                                    Ok(reply::OpendirChunk::Names(n)) | Ok(reply::OpendirChunk::Last(n)) => names.extend(n),
+                                    Ok(reply::OpendirChunk::Names(n))
+                                    | Ok(reply::OpendirChunk::Last(n)) => names.extend(n),
                                     Err(_) => parse_ok = false,
                                 }
                             }
-                            r.check("reply-opendir", parse_ok, rec, || "a packet does not parse".into());
+                            r.check("reply-opendir", parse_ok, rec, || {
+                                "a packet does not parse".into()
+                            });
                             let ours = reply::opendir_packets(names.iter().map(|n| n.as_slice()));
                             let same = ours.len() == opendir.len()
-                                && ours.iter().zip(&opendir).all(|(a, (s, p))| a.status == *s && a.payload.as_ref() == p.as_slice());
-                            r.check("reply-opendir", same, rec, || "core packs the listing differently".into());
+                                && ours.iter().zip(&opendir).all(|(a, (s, p))| {
+                                    a.status == *s && a.payload.as_ref() == p.as_slice()
+                                });
+                            r.check("reply-opendir", same, rec, || {
+                                "core packs the listing differently".into()
+                            });
                             opendir.clear();
                             expect = Expect::Nothing;
                         }
                     }
                     Expect::ExecOutput | Expect::ExecClasses => {
                         if payload.starts_with(reply::TERMINATOR) {
-                            r.check("reply-exec", *payload == reply::exec_terminator(), rec, || escape(payload));
+                            r.check(
+                                "reply-exec",
+                                *payload == reply::exec_terminator(),
+                                rec,
+                                || escape(payload),
+                            );
                             expect = Expect::Nothing;
                         } else {
                             r.ok("reply-exec");
@@ -310,9 +405,14 @@ pub fn check_codec(t: &Transcript) -> Report {
                 if bytes.starts_with(b"t 59\0\0\0\0") {
                     let mut d = frame::Decoder::new();
                     let framed = d.push(bytes).ok().and_then(|_| d.poll().ok().flatten());
-                    r.check("get-refusal", framed.map(|t| t.payload.as_ref() == reply::FAILED).unwrap_or(false), rec, || {
-                        escape(bytes)
-                    });
+                    r.check(
+                        "get-refusal",
+                        framed
+                            .map(|t| t.payload.as_ref() == reply::FAILED)
+                            .unwrap_or(false),
+                        rec,
+                        || escape(bytes),
+                    );
                 } else {
                     r.ok("get-data");
                 }

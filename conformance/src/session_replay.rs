@@ -45,12 +45,24 @@ fn strip(p: &[u8]) -> Vec<u8> {
 /// Build the world a transcript implies.
 fn world_of(t: &Transcript) -> (World, TablePolicy) {
     let mut w = World::default();
-    let mut pol = TablePolicy { deny_bad_clocks: true, ..Default::default() };
+    let mut pol = TablePolicy {
+        deny_bad_clocks: true,
+        ..Default::default()
+    };
     let recs = &t.records;
-    let server_after = |i: usize| -> Vec<&Record> { recs[i + 1..].iter().take_while(|r| r.dir == Dir::Server).collect() };
+    let server_after = |i: usize| -> Vec<&Record> {
+        recs[i + 1..]
+            .iter()
+            .take_while(|r| r.dir == Dir::Server)
+            .collect()
+    };
     for (i, rec) in recs.iter().enumerate() {
-        let (Dir::Client, Kind::Txn { payload, .. }) = (&rec.dir, &rec.kind) else { continue };
-        let Ok(req) = request::parse_request(payload, Dialect::Tls) else { continue };
+        let (Dir::Client, Kind::Txn { payload, .. }) = (&rec.dir, &rec.kind) else {
+            continue;
+        };
+        let Ok(req) = request::parse_request(payload, Dialect::Tls) else {
+            continue;
+        };
         let replies = server_after(i);
         let txn = |k: usize| match replies.get(k).map(|r| &r.kind) {
             Some(Kind::Txn { payload, .. }) => Some(payload.clone()),
@@ -83,7 +95,13 @@ fn world_of(t: &Transcript) -> (World, TablePolicy) {
                     Some(Kind::Raw(_)) => {
                         let data: Vec<u8> = replies
                             .iter()
-                            .filter_map(|r| if let Kind::Raw(b) = &r.kind { Some(b.clone()) } else { None })
+                            .filter_map(|r| {
+                                if let Kind::Raw(b) = &r.kind {
+                                    Some(b.clone())
+                                } else {
+                                    None
+                                }
+                            })
                             .flatten()
                             .collect();
                         let n = w.nodes.entry(p.clone()).or_insert(Node {
@@ -173,14 +191,22 @@ fn world_of(t: &Transcript) -> (World, TablePolicy) {
     for r in &t.records {
         if let (Dir::Server, Kind::Txn { payload, .. }) = (&r.dir, &r.kind) {
             if let Some(line) = payload.strip_prefix(b"> ") {
-                w.exec_output.push(line.strip_suffix(b"\n").unwrap_or(line).to_vec());
+                w.exec_output
+                    .push(line.strip_suffix(b"\n").unwrap_or(line).to_vec());
             }
             if let Some(code) = payload.strip_prefix(b"(exit code: ") {
-                w.exec_exit = String::from_utf8_lossy(code).trim_end_matches(")\n").parse().ok();
+                w.exec_exit = String::from_utf8_lossy(code)
+                    .trim_end_matches(")\n")
+                    .parse()
+                    .ok();
             }
         }
     }
-    w.key = Some(if t.name.contains("untrusted") { KeyStatus::Missing } else { KeyStatus::Trusted });
+    w.key = Some(if t.name.contains("untrusted") {
+        KeyStatus::Missing
+    } else {
+        KeyStatus::Trusted
+    });
     (w, pol)
 }
 
@@ -188,11 +214,23 @@ fn world_of(t: &Transcript) -> (World, TablePolicy) {
 /// with the recorded server side. Only meaningful for vectors whose server
 /// was the real cf-serverd over TLS.
 pub fn replay(t: &Transcript) -> Result<usize, Mismatch> {
-    let fail = |what: String| Mismatch { name: t.name.clone(), what };
+    let fail = |what: String| Mismatch {
+        name: t.name.clone(),
+        what,
+    };
     let (mut world, policy) = world_of(t);
-    let now = Now { mono_ms: 0, unix_s: recorded_time(t) };
+    let now = Now {
+        mono_ms: 0,
+        unix_s: recorded_time(t),
+    };
     let key = crate::world::test_peer_key();
-    let mut s = rcf_core::server::Session::new(Default::default(), Arc::new(policy), "127.0.0.1".into(), key, now);
+    let mut s = rcf_core::server::Session::new(
+        Default::default(),
+        Arc::new(policy),
+        "127.0.0.1".into(),
+        key,
+        now,
+    );
     let mut out: Vec<u8> = Vec::new();
     for r in world.drive(&mut s, now) {
         out.extend(r);
@@ -222,21 +260,38 @@ pub fn replay(t: &Transcript) -> Result<usize, Mismatch> {
         match &rec.kind {
             Kind::Line(l) | Kind::Raw(l) => {
                 let got = out.get(pos..pos + l.len()).ok_or_else(|| {
-                    fail(format!("line {}: expected {}, stream ended: {}", rec.line, escape(l), escape(&out[pos.min(out.len())..])))
+                    fail(format!(
+                        "line {}: expected {}, stream ended: {}",
+                        rec.line,
+                        escape(l),
+                        escape(&out[pos.min(out.len())..])
+                    ))
                 })?;
                 if got != l.as_slice() {
-                    return Err(fail(format!("line {}: expected {}, got {}", rec.line, escape(l), escape(got))));
+                    return Err(fail(format!(
+                        "line {}: expected {}, got {}",
+                        rec.line,
+                        escape(l),
+                        escape(got)
+                    )));
                 }
                 pos += l.len();
             }
             Kind::Txn { header, payload } => {
                 let end = pos + frame::HEADER_LEN + payload.len();
                 let got = out.get(pos..end).ok_or_else(|| {
-                    fail(format!("line {}: expected {}, got {}", rec.line, escape(payload), escape(&out[pos.min(out.len())..])))
+                    fail(format!(
+                        "line {}: expected {}, got {}",
+                        rec.line,
+                        escape(payload),
+                        escape(&out[pos.min(out.len())..])
+                    ))
                 })?;
                 let (gh, gp) = got.split_at(frame::HEADER_LEN);
                 let ok_payload = match &rec.regex {
-                    Some(rx) => Regex::new(rx).map(|re| re.is_match(&escape(gp))).unwrap_or(false),
+                    Some(rx) => Regex::new(rx)
+                        .map(|re| re.is_match(&escape(gp)))
+                        .unwrap_or(false),
                     None => gp == payload.as_slice(),
                 };
                 if gh != header.as_slice() || !ok_payload {
@@ -253,7 +308,10 @@ pub fn replay(t: &Transcript) -> Result<usize, Mismatch> {
             }
             Kind::Eof => {
                 if !s.is_closing() {
-                    return Err(fail(format!("line {}: server hung up, session is still open", rec.line)));
+                    return Err(fail(format!(
+                        "line {}: server hung up, session is still open",
+                        rec.line
+                    )));
                 }
             }
             Kind::Partial(_) | Kind::CloseNotify => {}
@@ -261,7 +319,11 @@ pub fn replay(t: &Transcript) -> Result<usize, Mismatch> {
         checks += 1;
     }
     if pos != out.len() {
-        return Err(fail(format!("session sent {} extra bytes: {}", out.len() - pos, escape(&out[pos..]))));
+        return Err(fail(format!(
+            "session sent {} extra bytes: {}",
+            out.len() - pos,
+            escape(&out[pos..])
+        )));
     }
     Ok(checks)
 }

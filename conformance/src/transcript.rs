@@ -62,7 +62,10 @@ pub struct Transcript {
 impl Transcript {
     /// A metadata value by key.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.meta
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the session ran inside TLS (`# tls:` is not `none…`).
@@ -72,7 +75,9 @@ impl Transcript {
 
     /// Whether the server side was the real cf-serverd, so its bytes are normative.
     pub fn server_is_authoritative(&self) -> bool {
-        self.meta("roles").map(|r| r.contains("S = cf-serverd")).unwrap_or(false)
+        self.meta("roles")
+            .map(|r| r.contains("S = cf-serverd"))
+            .unwrap_or(false)
     }
 }
 
@@ -187,7 +192,11 @@ pub fn parse(file: &str, text: &str) -> Result<Transcript, TranscriptError> {
         Some((_, l)) if l.trim() == "# cfe-transcript 1" => {}
         _ => return Err(TranscriptError::BadMagic(file.to_string())),
     }
-    let syntax = |line: usize, why: String| TranscriptError::Syntax { file: file.to_string(), line, why };
+    let syntax = |line: usize, why: String| TranscriptError::Syntax {
+        file: file.to_string(),
+        line,
+        why,
+    };
     let mut meta = Vec::new();
     let mut records: Vec<Record> = Vec::new();
     for (idx, raw) in lines {
@@ -197,7 +206,9 @@ pub fn parse(file: &str, text: &str) -> Result<Transcript, TranscriptError> {
             continue;
         }
         if let Some(rx) = l.strip_prefix("~ ") {
-            let r = records.last_mut().ok_or_else(|| syntax(n, "annotation before any record".into()))?;
+            let r = records
+                .last_mut()
+                .ok_or_else(|| syntax(n, "annotation before any record".into()))?;
             r.regex = Some(rx.to_string());
             continue;
         }
@@ -236,40 +247,70 @@ pub fn parse(file: &str, text: &str) -> Result<Transcript, TranscriptError> {
                 }
                 let mut header = [0u8; 8];
                 header.copy_from_slice(&s[0]);
-                Kind::Txn { header, payload: s[1].clone() }
+                Kind::Txn {
+                    header,
+                    payload: s[1].clone(),
+                }
             }
             "RAW" => {
-                let (count, data) = args.split_once(' ').ok_or_else(|| syntax(n, "RAW needs a count".into()))?;
-                let count: usize = count.parse().map_err(|_| syntax(n, "bad RAW count".into()))?;
+                let (count, data) = args
+                    .split_once(' ')
+                    .ok_or_else(|| syntax(n, "RAW needs a count".into()))?;
+                let count: usize = count
+                    .parse()
+                    .map_err(|_| syntax(n, "bad RAW count".into()))?;
                 let bytes = one(quoted_strings(data).map_err(|e| syntax(n, e))?, n, file)?;
                 if bytes.len() != count {
-                    return Err(syntax(n, format!("RAW says {count} bytes but holds {}", bytes.len())));
+                    return Err(syntax(
+                        n,
+                        format!("RAW says {count} bytes but holds {}", bytes.len()),
+                    ));
                 }
                 Kind::Raw(bytes)
             }
             other => return Err(syntax(n, format!("unknown record kind {other}"))),
         };
-        records.push(Record { dir, kind, regex: None, varies: Vec::new(), line: n });
+        records.push(Record {
+            dir,
+            kind,
+            regex: None,
+            varies: Vec::new(),
+            line: n,
+        });
     }
     let name = meta
         .iter()
         .find(|(k, _)| k == "name")
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| file.to_string());
-    Ok(Transcript { name, meta, records })
+    Ok(Transcript {
+        name,
+        meta,
+        records,
+    })
 }
 
 fn one(mut v: Vec<Vec<u8>>, line: usize, file: &str) -> Result<Vec<u8>, TranscriptError> {
     if v.len() != 1 {
-        return Err(TranscriptError::Syntax { file: file.into(), line, why: "expected one quoted string".into() });
+        return Err(TranscriptError::Syntax {
+            file: file.into(),
+            line,
+            why: "expected one quoted string".into(),
+        });
     }
     Ok(v.remove(0))
 }
 
 /// Load one transcript file.
 pub fn load(path: &Path) -> Result<Transcript, TranscriptError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TranscriptError::Io { path: path.into(), source })?;
-    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = std::fs::read_to_string(path).map_err(|source| TranscriptError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     parse(&file, &text)
 }
 
@@ -284,7 +325,10 @@ pub fn vectors_dir() -> PathBuf {
 
 /// Load every `*.txt` transcript in `dir` (the README is skipped), sorted by name.
 pub fn load_all(dir: &Path) -> Result<Vec<Transcript>, TranscriptError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| TranscriptError::Io { path: dir.into(), source })?;
+    let rd = std::fs::read_dir(dir).map_err(|source| TranscriptError::Io {
+        path: dir.into(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().map(|e| e == "txt").unwrap_or(false))

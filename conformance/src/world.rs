@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use rcf_core::reply::StatReply;
 use rcf_core::server::io::{Canonical, FileStat, OpenedFile};
-use rcf_core::server::{Answer, Decision, Event, KeyStatus, Level, Now, Peer, PolicyView, Resource, Session};
+use rcf_core::server::{
+    Answer, Decision, Event, KeyStatus, Level, Now, Peer, PolicyView, Resource, Session,
+};
 
 /// A file, directory or other node in the world.
 #[derive(Debug, Clone)]
@@ -56,15 +58,22 @@ impl PolicyView for TablePolicy {
             Some(i) => (&path[..i], &path[i..]),
             None => (path, &[][..]),
         };
-        self.shortcuts.iter().find(|(n, _)| n.as_slice() == first).map(|(_, p)| {
-            let mut v = p.clone();
-            v.extend_from_slice(rest);
-            v
-        })
+        self.shortcuts
+            .iter()
+            .find(|(n, _)| n.as_slice() == first)
+            .map(|(_, p)| {
+                let mut v = p.clone();
+                v.extend_from_slice(rest);
+                v
+            })
     }
 
     fn check_path(&self, path: &[u8], peer: &Peer) -> Decision {
-        let covers = |k: &[u8]| k == path || (k.ends_with(b"/") && path.starts_with(k)) || path.starts_with(&[k, b"/"].concat());
+        let covers = |k: &[u8]| {
+            k == path
+                || (k.ends_with(b"/") && path.starts_with(k))
+                || path.starts_with(&[k, b"/"].concat())
+        };
         let best = self
             .paths
             .iter()
@@ -73,10 +82,14 @@ impl PolicyView for TablePolicy {
             .filter(|(k, _)| covers(k))
             .max_by_key(|(k, _)| k.len());
         match best {
-            Some((k, Some(ips))) if ips.iter().any(|i| i == "*" || *i == peer.ip) => {
-                Decision { allowed: true, rule: String::from_utf8_lossy(k).into_owned() }
-            }
-            Some((k, _)) => Decision { allowed: false, rule: String::from_utf8_lossy(k).into_owned() },
+            Some((k, Some(ips))) if ips.iter().any(|i| i == "*" || *i == peer.ip) => Decision {
+                allowed: true,
+                rule: String::from_utf8_lossy(k).into_owned(),
+            },
+            Some((k, _)) => Decision {
+                allowed: false,
+                rule: String::from_utf8_lossy(k).into_owned(),
+            },
             None => Decision::no_rule(),
         }
     }
@@ -89,7 +102,10 @@ impl PolicyView for TablePolicy {
             Resource::Bundle => self.bundles.iter().any(|b| *b == n),
             _ => false,
         };
-        Decision { allowed, rule: String::new() }
+        Decision {
+            allowed,
+            rule: String::new(),
+        }
     }
 
     fn cfruncommand(&self) -> &str {
@@ -163,7 +179,9 @@ impl World {
                 self.logs.push(format!("{}: {message}", level.as_str()));
                 None
             }
-            Event::LookupKey { .. } => Some(Answer::Key(self.key.clone().unwrap_or(KeyStatus::Trusted))),
+            Event::LookupKey { .. } => {
+                Some(Answer::Key(self.key.clone().unwrap_or(KeyStatus::Trusted)))
+            }
             Event::SaveKey { user, key_id, .. } => {
                 self.saved_keys.push((user.clone(), key_id.clone()));
                 None
@@ -176,14 +194,21 @@ impl World {
                     p = t.clone();
                 }
                 Some(Answer::Canonical(match self.nodes.get(&p) {
-                    Some(n) => Ok(Canonical { path: p, is_dir: n.listing.is_some() }),
+                    Some(n) => Ok(Canonical {
+                        path: p,
+                        is_dir: n.listing.is_some(),
+                    }),
                     None => Err("No such file or directory".into()),
                 }))
             }
-            Event::Stat { path } | Event::StatLink { path, .. } => Some(Answer::Stat(match self.nodes.get(&trim(path)) {
-                Some(n) => Ok(FileStat { reply: n.stat.clone() }),
-                None => Err("No such file or directory".into()),
-            })),
+            Event::Stat { path } | Event::StatLink { path, .. } => {
+                Some(Answer::Stat(match self.nodes.get(&trim(path)) {
+                    Some(n) => Ok(FileStat {
+                        reply: n.stat.clone(),
+                    }),
+                    None => Err("No such file or directory".into()),
+                }))
+            }
             Event::Open { path } => Some(Answer::Opened(match self.nodes.get(&trim(path)) {
                 Some(n) if n.listing.is_none() => {
                     self.next_handle += 1;
@@ -195,37 +220,53 @@ impl World {
                         self.nodes.get_mut(&p).expect("exists").data = newdata;
                     }
                     self.open.insert(h, p);
-                    Ok(OpenedFile { handle: h, size, uid, mode })
+                    Ok(OpenedFile {
+                        handle: h,
+                        size,
+                        uid,
+                        mode,
+                    })
                 }
                 Some(_) => Err("Is a directory".into()),
                 None => Err("No such file or directory".into()),
             })),
-            Event::Read { handle, offset, len } => {
+            Event::Read {
+                handle,
+                offset,
+                len,
+            } => {
                 let Some(p) = self.open.get(handle) else {
                     return Some(Answer::ReadFailed("bad handle".into()));
                 };
                 let data = &self.nodes[p].data;
                 let start = (*offset as usize).min(data.len());
                 let end = (start + len).min(data.len());
-                Some(Answer::Data { bytes: data[start..end].to_vec(), current_size: data.len() as u64 })
+                Some(Answer::Data {
+                    bytes: data[start..end].to_vec(),
+                    current_size: data.len() as u64,
+                })
             }
             Event::Close { handle } => {
                 self.open.remove(handle);
                 None
             }
-            Event::ListDir { path } => Some(Answer::Listing(match self.nodes.get(&trim(path)).and_then(|n| n.listing.clone()) {
-                Some(l) => Ok(l),
-                None => Err("Not a directory".into()),
-            })),
+            Event::ListDir { path } => Some(Answer::Listing(
+                match self.nodes.get(&trim(path)).and_then(|n| n.listing.clone()) {
+                    Some(l) => Ok(l),
+                    None => Err("Not a directory".into()),
+                },
+            )),
             Event::ExecStart { argv } => {
                 self.exec_runs.push(argv.clone());
                 self.exec_pending = self.exec_output.iter().cloned().collect();
                 Some(Answer::ExecStarted(Ok(7)))
             }
-            Event::ExecRead { .. } => Some(Answer::ExecOutput(match self.exec_pending.pop_front() {
-                Some(l) => rcf_core::server::io::ExecChunk::Line(l),
-                None => rcf_core::server::io::ExecChunk::Exit(self.exec_exit),
-            })),
+            Event::ExecRead { .. } => {
+                Some(Answer::ExecOutput(match self.exec_pending.pop_front() {
+                    Some(l) => rcf_core::server::io::ExecChunk::Line(l),
+                    None => rcf_core::server::io::ExecChunk::Exit(self.exec_exit),
+                }))
+            }
             Event::ExecKill { .. } => None,
             Event::Digest { path } => Some(Answer::Digest(self.nodes.get(&trim(path)).map(|n| {
                 n.digest.unwrap_or_else(|| {
@@ -247,7 +288,8 @@ impl World {
             match s.poll_event() {
                 Some(ev) => {
                     if let Some(a) = self.answer(&ev) {
-                        s.handle_answer(now, a).expect("world answers match questions");
+                        s.handle_answer(now, a)
+                            .expect("world answers match questions");
                     }
                 }
                 None => break,
@@ -293,7 +335,13 @@ pub fn test_peer_key() -> rcf_core::server::PeerKey {
 
 /// A session for `ip` presenting [`test_peer_key`] at time `now`.
 pub fn session(policy: Arc<dyn PolicyView>, ip: &str, now: Now) -> Session {
-    Session::new(Default::default(), policy, ip.to_string(), test_peer_key(), now)
+    Session::new(
+        Default::default(),
+        policy,
+        ip.to_string(),
+        test_peer_key(),
+        now,
+    )
 }
 
 /// Level names in log lines, for assertions.

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 fn pids_matching(needle: &str) -> Vec<u32> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
@@ -43,7 +45,9 @@ impl Drop for Reaper {
 
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
 }
 
 fn write_policy(wd: &Workdir, name: &str, port: u16, share: &str) -> PathBuf {
@@ -69,7 +73,10 @@ fn started_as_cf_serverd_kf_through_a_pipe_two_instances_stopped_by_ps_match() {
     let (p1, p2) = (free_port(), free_port());
     let pol1 = write_policy(&wd, "promises-a.cf", p1, &data.share_path(""));
     let pol2 = write_policy(&wd, "promises-b.cf", p2, &data.share_path(""));
-    let _reaper = Reaper(vec![pol1.to_string_lossy().into_owned(), pol2.to_string_lossy().into_owned()]);
+    let _reaper = Reaper(vec![
+        pol1.to_string_lossy().into_owned(),
+        pol2.to_string_lossy().into_owned(),
+    ]);
 
     for (pol, port, flags) in [(&pol1, p1, "-Kf"), (&pol2, p2, "-Klf")] {
         // `| cat` only ends when every writer of the pipe is gone: a child
@@ -85,9 +92,20 @@ fn started_as_cf_serverd_kf_through_a_pipe_two_instances_stopped_by_ps_match() {
             .output()
             .unwrap();
         let took = t.elapsed();
-        assert!(out.status.success(), "{script}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-        assert!(took < Duration::from_secs(10), "the call did not return promptly: {took:?}");
-        assert!(port_listening(port), "port {port} does not listen after the parent returned");
+        assert!(
+            out.status.success(),
+            "{script}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "the call did not return promptly: {took:?}"
+        );
+        assert!(
+            port_listening(port),
+            "port {port} does not listen after the parent returned"
+        );
         eprintln!("[dropin] {flags}: parent returned in {took:?}, port {port} listening");
     }
     // Per-port pid files in the shared workdir.
@@ -98,19 +116,36 @@ fn started_as_cf_serverd_kf_through_a_pipe_two_instances_stopped_by_ps_match() {
     // Both serve: the real cf-net authenticates against each.
     let cli = Workdir::new("dropin-cli").unwrap();
     for port in [p1, p2] {
-        cf_net(&cli, &format!("127.0.0.1:{port}"), &["connect"]).unwrap().assert_contains("Connected & authenticated successfully");
+        cf_net(&cli, &format!("127.0.0.1:{port}"), &["connect"])
+            .unwrap()
+            .assert_contains("Connected & authenticated successfully");
     }
     // Stop both through a process-table match on their policy paths.
     let mut pids = Vec::new();
     for pol in [&pol1, &pol2] {
         let found = pids_matching(&pol.to_string_lossy());
-        assert_eq!(found.len(), 1, "expected one process for {}: {found:?}", pol.display());
-        let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", found[0])).unwrap().replace('\0', " ");
-        assert!(cmdline.contains(&*pol.to_string_lossy()), "policy path not visible in `{cmdline}`");
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one process for {}: {found:?}",
+            pol.display()
+        );
+        let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", found[0]))
+            .unwrap()
+            .replace('\0', " ");
+        assert!(
+            cmdline.contains(&*pol.to_string_lossy()),
+            "policy path not visible in `{cmdline}`"
+        );
         // The daemon's standard streams are /dev/null.
         for fd in 0..3 {
             let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", found[0])).unwrap();
-            assert_eq!(target, Path::new("/dev/null"), "fd {fd} of the daemon is {}", target.display());
+            assert_eq!(
+                target,
+                Path::new("/dev/null"),
+                "fd {fd} of the daemon is {}",
+                target.display()
+            );
         }
         pids.extend(found);
     }
@@ -121,8 +156,15 @@ fn started_as_cf_serverd_kf_through_a_pipe_two_instances_stopped_by_ps_match() {
     while pids.iter().any(|&p| alive(p)) && ts.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!pids.iter().any(|&p| alive(p)), "SIGTERM did not stop {pids:?}");
-    eprintln!("[dropin] both stopped {:?} after SIGTERM; total {:?}", ts.elapsed(), t0.elapsed());
+    assert!(
+        !pids.iter().any(|&p| alive(p)),
+        "SIGTERM did not stop {pids:?}"
+    );
+    eprintln!(
+        "[dropin] both stopped {:?} after SIGTERM; total {:?}",
+        ts.elapsed(),
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -135,15 +177,30 @@ fn unusable_allowciphers_still_listens_warns_once_and_refuses_the_real_agent() {
     p.allowciphers = Some("AES128-GCM-SHA256".into());
     let srv = RcfServer::start(&srv_wd, &p).unwrap();
     let log = srv.log();
-    let warnings: Vec<&str> = log.lines().filter(|l| l.trim_start().starts_with("warning:")).collect();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.trim_start().starts_with("warning:"))
+        .collect();
     assert_eq!(warnings.len(), 1, "expected one warning:\n{log}");
-    assert!(warnings[0].contains("allowciphers"), "the warning must name the setting: {}", warnings[0]);
+    assert!(
+        warnings[0].contains("allowciphers"),
+        "the warning must name the setting: {}",
+        warnings[0]
+    );
     let out = cli_wd.scratch().join("out");
-    let run = cf_agent_copy(&cli_wd, &CopySpec::new(srv.port(), data.share_path("hello.txt"), out.join("h"))).unwrap();
+    let run = cf_agent_copy(
+        &cli_wd,
+        &CopySpec::new(srv.port(), data.share_path("hello.txt"), out.join("h")),
+    )
+    .unwrap();
     assert!(!run.outcomes[0].ok());
     assert!(!out.join("h").exists());
     run.assert_contains("Failed to establish TLS connection");
-    assert!(srv.wait_for_log("Failed to accept TLS connection", Duration::from_secs(5)), "{}", srv.log());
+    assert!(
+        srv.wait_for_log("Failed to accept TLS connection", Duration::from_secs(5)),
+        "{}",
+        srv.log()
+    );
     assert!(srv.is_running());
 }
 
@@ -163,7 +220,11 @@ fn clustered_debug_flags_keep_it_in_the_foreground() {
     // -d implies no fork: the process we started is the server itself.
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.is_running(), "{}", d.log());
-    assert!(d.log().contains("debug:") || d.log().contains("verbose:"), "-d did not raise the log level:\n{}", d.log());
+    assert!(
+        d.log().contains("debug:") || d.log().contains("verbose:"),
+        "-d did not raise the log level:\n{}",
+        d.log()
+    );
     d.stop();
 }
 
@@ -176,26 +237,55 @@ fn starts_with_a_legacy_encrypted_host_key() {
     let priv_path = ppkeys.join("localhost.priv");
     let pub_path = ppkeys.join("localhost.pub");
     let st = Command::new("openssl")
-        .args(["genrsa", "-traditional", "-des3", "-passout", "pass:Cfengine passphrase", "-out"])
+        .args([
+            "genrsa",
+            "-traditional",
+            "-des3",
+            "-passout",
+            "pass:Cfengine passphrase",
+            "-out",
+        ])
         .arg(&priv_path)
         .arg("2048")
         .output()
         .expect("openssl is needed for this test (apt-get install openssl)");
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    assert!(std::fs::read_to_string(&priv_path).unwrap().contains("Proc-Type: 4,ENCRYPTED"));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(std::fs::read_to_string(&priv_path)
+        .unwrap()
+        .contains("Proc-Type: 4,ENCRYPTED"));
     let st = Command::new("openssl")
-        .args(["rsa", "-passin", "pass:Cfengine passphrase", "-RSAPublicKey_out", "-in"])
+        .args([
+            "rsa",
+            "-passin",
+            "pass:Cfengine passphrase",
+            "-RSAPublicKey_out",
+            "-in",
+        ])
         .arg(&priv_path)
         .arg("-out")
         .arg(&pub_path)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
     let srv = RcfServer::start(&srv_wd, &ServerPolicy::new(0).admit(data.share_path(""))).unwrap();
     let run = cf_net(&cli, &srv.host_port(), &["connect"]).unwrap();
     run.assert_contains("Connected & authenticated successfully");
     // The key the agent now trusts is the encrypted file's key.
     let id = srv_wd.key_id().unwrap();
-    assert!(cli.trusted_keys().iter().any(|k| k.ends_with(&format!("{id}.pub"))), "{:?} vs {id}", cli.trusted_keys());
+    assert!(
+        cli.trusted_keys()
+            .iter()
+            .any(|k| k.ends_with(&format!("{id}.pub"))),
+        "{:?} vs {id}",
+        cli.trusted_keys()
+    );
 }

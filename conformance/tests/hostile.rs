@@ -38,7 +38,11 @@ fn setup(name: &str) -> Setup {
     srv_wd.cf_key().unwrap();
     cli_wd.cf_key().unwrap();
     let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
-    Setup { srv_wd, cli_wd, data }
+    Setup {
+        srv_wd,
+        cli_wd,
+        data,
+    }
 }
 
 fn client_key(wd: &Workdir) -> rcf_core::keys::RsaPrivateKey {
@@ -50,11 +54,25 @@ fn agent_is_served(s: &Setup, srv: &RcfServer, tag: &str) {
     let out = s.cli_wd.scratch().join(format!("out-{tag}"));
     let _ = std::fs::remove_dir_all(&out);
     let specs = [
-        CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt")),
-        CopySpec::new(srv.port(), s.data.share_path("big.bin"), out.join("big.bin")),
+        CopySpec::new(
+            srv.port(),
+            s.data.share_path("hello.txt"),
+            out.join("hello.txt"),
+        ),
+        CopySpec::new(
+            srv.port(),
+            s.data.share_path("big.bin"),
+            out.join("big.bin"),
+        ),
     ];
     let run = cf_agent_copies(&s.cli_wd, &specs).unwrap();
-    assert!(run.outcomes.iter().all(|o| o.ok()), "[{tag}] {:?}\n{}\n{}", run.outcomes, run.describe(), tail(&srv.log()));
+    assert!(
+        run.outcomes.iter().all(|o| o.ok()),
+        "[{tag}] {:?}\n{}\n{}",
+        run.outcomes,
+        run.describe(),
+        tail(&srv.log())
+    );
     trees_equal(&s.data.share.join("hello.txt"), &out.join("hello.txt")).unwrap();
     trees_equal(&s.data.share.join("big.bin"), &out.join("big.bin")).unwrap();
 }
@@ -97,7 +115,10 @@ fn silent_and_trickling_peers_are_dropped_by_the_handshake_deadline_while_an_age
     let nofile = raise_nofile(8192);
     // Our sockets and the server's (it inherits the limit) each need one fd.
     let flood = FLOOD_WANTED.min(nofile.saturating_sub(200) as usize);
-    assert!(flood >= 200, "RLIMIT_NOFILE {nofile} allows only {flood} flood connections");
+    assert!(
+        flood >= 200,
+        "RLIMIT_NOFILE {nofile} allows only {flood} flood connections"
+    );
     if flood < FLOOD_WANTED {
         eprintln!("[hostile] RLIMIT_NOFILE hard limit {nofile}: flooding with {flood} connections instead of {FLOOD_WANTED}");
     }
@@ -105,7 +126,8 @@ fn silent_and_trickling_peers_are_dropped_by_the_handshake_deadline_while_an_age
     let mut pol = ServerPolicy::new(0).admit(s.data.share_path(""));
     pol.allowconnects = vec!["127.0.0.0/8".into(), "::1".into()];
     pol.maxconnections = Some(flood as u32 + 100);
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "2"]).unwrap();
+    let srv =
+        RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "2"]).unwrap();
     let pid = srv.pid();
     let fds0 = open_fds(pid);
     let rss0 = rss_kib(pid);
@@ -120,7 +142,10 @@ fn silent_and_trickling_peers_are_dropped_by_the_handshake_deadline_while_an_age
         .map(|t| {
             std::thread::spawn(move || {
                 let ids: Vec<usize> = (t * flood / 10..(t + 1) * flood / 10).collect();
-                let mut socks: Vec<Option<TcpStream>> = ids.iter().map(|&i| connect_from(src(i), port).ok()).collect();
+                let mut socks: Vec<Option<TcpStream>> = ids
+                    .iter()
+                    .map(|&i| connect_from(src(i), port).ok())
+                    .collect();
                 let t0 = Instant::now();
                 let mut reopened = 0usize;
                 let mut tick = 0u64;
@@ -184,24 +209,43 @@ fn silent_and_trickling_peers_are_dropped_by_the_handshake_deadline_while_an_age
     // (479 to 939 of 1000 seen on this 2-core box, depending on load), so
     // only a quarter is required.
     eprintln!("[hostile] flood: peak {held} held, {fds_during} fds while the agent ran, {reopened} reopened");
-    assert!(held >= flood / 4, "the server held at most {held} of {flood} flood connections at once");
-    assert!(fds_during >= fds0 + flood / 4, "flood not at strength when the agent ran: {fds_during} fds");
-    assert!(reopened >= flood / 2, "the handshake deadline dropped only {reopened} flood connections in 6 s");
+    assert!(
+        held >= flood / 4,
+        "the server held at most {held} of {flood} flood connections at once"
+    );
+    assert!(
+        fds_during >= fds0 + flood / 4,
+        "flood not at strength when the agent ran: {fds_during} fds"
+    );
+    assert!(
+        reopened >= flood / 2,
+        "the handshake deadline dropped only {reopened} flood connections in 6 s"
+    );
 
     // Flood over: every remaining connection is dropped by the deadline (2 s)
     // with no help from the peers.
     let stopped = Instant::now();
     let mut open_left = flood;
     while stopped.elapsed() < Duration::from_secs(6) {
-        open_left = socks.iter_mut().filter_map(|s| s.as_mut()).filter(|s| !peer_closed(s)).count();
+        open_left = socks
+            .iter_mut()
+            .filter_map(|s| s.as_mut())
+            .filter(|s| !peer_closed(s))
+            .count();
         if open_left == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let dropped_in = stopped.elapsed();
-    assert_eq!(open_left, 0, "{open_left} flood connections still open {dropped_in:?} after the flood stopped");
-    assert!(dropped_in <= Duration::from_secs(4), "silent peers held for {dropped_in:?} (handshake deadline 2 s)");
+    assert_eq!(
+        open_left, 0,
+        "{open_left} flood connections still open {dropped_in:?} after the flood stopped"
+    );
+    assert!(
+        dropped_in <= Duration::from_secs(4),
+        "silent peers held for {dropped_in:?} (handshake deadline 2 s)"
+    );
     drop(socks);
     let deadline = Instant::now() + Duration::from_secs(5);
     while open_fds(pid) > fds0 + 5 && Instant::now() < deadline {
@@ -209,7 +253,10 @@ fn silent_and_trickling_peers_are_dropped_by_the_handshake_deadline_while_an_age
     }
     let fds_end = open_fds(pid);
     let rss_end = rss_kib(pid);
-    assert!(fds_end <= fds0 + 5, "server fds {fds0} -> {fds_end}: connections leaked");
+    assert!(
+        fds_end <= fds0 + 5,
+        "server fds {fds0} -> {fds_end}: connections leaked"
+    );
     // And it still serves.
     agent_is_served(&s, &srv, "after-flood");
     assert!(srv.is_running());
@@ -231,12 +278,15 @@ fn a_flood_beyond_maxconnections_never_stops_service_once_it_ends() {
     pol.allowconnects = vec!["127.0.0.0/8".into(), "::1".into()];
     pol.allowallconnects = vec!["127.0.0.0/8".into(), "::1".into()];
     pol.maxconnections = Some(20);
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "2"]).unwrap();
+    let srv =
+        RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "2"]).unwrap();
     let pid = srv.pid();
     let fds0 = open_fds(pid);
 
     // Round 1: 300 connections from 127.0.0.1 that the flooder closes itself.
-    let flood: Vec<TcpStream> = (0..300).filter_map(|_| connect_from(Ipv4Addr::LOCALHOST, srv.port()).ok()).collect();
+    let flood: Vec<TcpStream> = (0..300)
+        .filter_map(|_| connect_from(Ipv4Addr::LOCALHOST, srv.port()).ok())
+        .collect();
     // All but the 20 admitted (held open) are refused; count once the
     // server has worked through its accept queue (bounded wait).
     let opened = flood.len();
@@ -249,18 +299,31 @@ fn a_flood_beyond_maxconnections_never_stops_service_once_it_ends() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(opened >= 250 && refused >= opened - 20, "{refused} of {opened} refused at maxconnections 20");
+    assert!(
+        opened >= 250 && refused >= opened - 20,
+        "{refused} of {opened} refused at maxconnections 20"
+    );
     drop(flood);
     agent_is_served(&s, &srv, "after-closed-flood");
 
     // Round 2: the flood does not close; the handshake deadline frees the slots.
-    let mut flood: Vec<TcpStream> = (0..300).filter_map(|i| connect_from(Ipv4Addr::new(127, 0, 2, 1 + (i % 200) as u8), srv.port()).ok()).collect();
+    let mut flood: Vec<TcpStream> = (0..300)
+        .filter_map(|i| {
+            connect_from(Ipv4Addr::new(127, 0, 2, 1 + (i % 200) as u8), srv.port()).ok()
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
     let held = flood.iter_mut().filter(|s| !peer_closed(s)).count();
-    assert!(held <= 20, "{held} flood connections held open with maxconnections 20");
+    assert!(
+        held <= 20,
+        "{held} flood connections held open with maxconnections 20"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     let still = flood.iter_mut().filter(|s| !peer_closed(s)).count();
-    assert_eq!(still, 0, "{still} flood connections outlived the handshake deadline");
+    assert_eq!(
+        still, 0,
+        "{still} flood connections outlived the handshake deadline"
+    );
     agent_is_served(&s, &srv, "after-silent-flood");
     drop(flood);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -274,10 +337,23 @@ fn a_flood_beyond_maxconnections_never_stops_service_once_it_ends() {
 /// Identify as root from 127.0.0.1 and STAT+GET `path` without reading the data.
 fn start_get(port: u16, key: &rcf_core::keys::RsaPrivateKey, path: &str) -> (RawClient, u64) {
     let (mut c, w) = RawClient::identify(Ipv4Addr::LOCALHOST, port, key, "root");
-    assert!(w.as_deref().unwrap_or_default().starts_with(b"OK WELCOME"), "not welcomed: {w:?}");
+    assert!(
+        w.as_deref().unwrap_or_default().starts_with(b"OK WELCOME"),
+        "not welcomed: {w:?}"
+    );
     let st = c.stat(path.as_bytes());
-    assert_eq!(st.len(), 2, "STAT {path}: {:?}", String::from_utf8_lossy(&st[0]));
-    let size: u64 = String::from_utf8_lossy(&st[0]).split_whitespace().nth(6).unwrap().parse().unwrap();
+    assert_eq!(
+        st.len(),
+        2,
+        "STAT {path}: {:?}",
+        String::from_utf8_lossy(&st[0])
+    );
+    let size: u64 = String::from_utf8_lossy(&st[0])
+        .split_whitespace()
+        .nth(6)
+        .unwrap()
+        .parse()
+        .unwrap();
     c.txn(format!("GET 2048 {path}").as_bytes());
     (c, size)
 }
@@ -289,9 +365,13 @@ fn a_reader_that_stops_mid_get_is_dropped_by_the_write_deadline() {
     let s = setup("h3");
     // 256 MiB, sparse: far more than every socket buffer on the path.
     let huge = s.data.share.join("huge.bin");
-    std::fs::File::create(&huge).unwrap().set_len(256 << 20).unwrap();
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
     let pol = ServerPolicy::new(0).admit(s.data.share_path(""));
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--write-timeout", "2"]).unwrap();
+    let srv =
+        RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--write-timeout", "2"]).unwrap();
     let pid = srv.pid();
     let key = client_key(&s.cli_wd);
     let rss0 = rss_kib(pid);
@@ -306,7 +386,10 @@ fn a_reader_that_stops_mid_get_is_dropped_by_the_write_deadline() {
     let mut seen = false;
     while stopped.elapsed() < Duration::from_secs(10) {
         rss_peak = rss_peak.max(rss_kib(pid));
-        if srv.log().contains("Peer stopped reading (write deadline), closing connection") {
+        if srv
+            .log()
+            .contains("Peer stopped reading (write deadline), closing connection")
+        {
             seen = true;
             break;
         }
@@ -314,11 +397,19 @@ fn a_reader_that_stops_mid_get_is_dropped_by_the_write_deadline() {
     }
     let dropped_in = stopped.elapsed();
     assert!(seen, "not dropped within 10 s:\n{}", tail(&srv.log()));
-    assert!(dropped_in <= Duration::from_secs(6), "dropped only after {dropped_in:?} (write deadline 2 s)");
-    assert!(rss_peak < rss0 + 64 * 1024, "RSS grew from {rss0} to {rss_peak} KiB while the peer did not read");
+    assert!(
+        dropped_in <= Duration::from_secs(6),
+        "dropped only after {dropped_in:?} (write deadline 2 s)"
+    );
+    assert!(
+        rss_peak < rss0 + 64 * 1024,
+        "RSS grew from {rss0} to {rss_peak} KiB while the peer did not read"
+    );
     // What is still in flight ends in a close, never in the whole file.
     let mut got = first.len() as u64;
-    c.sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let read_until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < read_until {
@@ -327,7 +418,10 @@ fn a_reader_that_stops_mid_get_is_dropped_by_the_write_deadline() {
             Ok(n) => got += n as u64,
         }
     }
-    assert!(got < size / 2, "the peer got {got} bytes of {size} after it stopped reading");
+    assert!(
+        got < size / 2,
+        "the peer got {got} bytes of {size} after it stopped reading"
+    );
     // The server is fine and still serves.
     let (mut c2, w) = RawClient::identify(Ipv4Addr::LOCALHOST, srv.port(), &key, "root");
     assert!(w.unwrap().starts_with(b"OK WELCOME"));
@@ -346,7 +440,8 @@ fn a_peer_pipelining_megabytes_without_reading_keeps_server_memory_bounded() {
     let t0 = Instant::now();
     let s = setup("h4");
     let pol = ServerPolicy::new(0).admit(s.data.share_path(""));
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--write-timeout", "2"]).unwrap();
+    let srv =
+        RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--write-timeout", "2"]).unwrap();
     let pid = srv.pid();
     let key = client_key(&s.cli_wd);
     let rss0 = rss_kib(pid);
@@ -366,7 +461,9 @@ fn a_peer_pipelining_megabytes_without_reading_keeps_server_memory_bounded() {
         };
         rcf_core::frame::encode(rcf_core::frame::Status::Done, &p, &mut batch).unwrap();
     }
-    c.sock.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    c.sock
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let mut sent = 0u64;
     let mut rss_peak = rss0;
     let mut stalled = None;
@@ -400,16 +497,32 @@ fn a_peer_pipelining_megabytes_without_reading_keeps_server_memory_bounded() {
     let wait = Instant::now();
     while wait.elapsed() < Duration::from_secs(8) {
         rss_peak = rss_peak.max(rss_kib(pid));
-        if srv.log().contains("Peer stopped reading (write deadline), closing connection") {
+        if srv
+            .log()
+            .contains("Peer stopped reading (write deadline), closing connection")
+        {
             seen = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(seen, "the non-reading peer was not dropped:\n{}", tail(&srv.log()));
-    assert!(stalled.is_some(), "the server kept reading {sent} bytes of requests without sending replies");
-    assert!(sent < 8 << 20, "the server accepted {sent} bytes of requests from a peer that reads nothing");
-    assert!(rss_peak < rss0 + 48 * 1024, "RSS grew from {rss0} to {rss_peak} KiB");
+    assert!(
+        seen,
+        "the non-reading peer was not dropped:\n{}",
+        tail(&srv.log())
+    );
+    assert!(
+        stalled.is_some(),
+        "the server kept reading {sent} bytes of requests without sending replies"
+    );
+    assert!(
+        sent < 8 << 20,
+        "the server accepted {sent} bytes of requests from a peer that reads nothing"
+    );
+    assert!(
+        rss_peak < rss0 + 48 * 1024,
+        "RSS grew from {rss0} to {rss_peak} KiB"
+    );
     drop(c);
 
     // Identification flood: megabytes without a newline. The server must
@@ -425,10 +538,20 @@ fn a_peer_pipelining_megabytes_without_reading_keeps_server_memory_bounded() {
         pushed += junk.len();
         rss_peak = rss_peak.max(rss_kib(pid));
     }
-    assert!(c.wait_closed(Duration::from_secs(5)), "an endless identification line was not cut off");
+    assert!(
+        c.wait_closed(Duration::from_secs(5)),
+        "an endless identification line was not cut off"
+    );
     let cut_in = cut.elapsed();
-    assert!(srv.wait_for_log("identification line longer than", Duration::from_secs(5)), "{}", tail(&srv.log()));
-    assert!(rss_peak < rss0 + 48 * 1024, "RSS grew from {rss0} to {rss_peak} KiB");
+    assert!(
+        srv.wait_for_log("identification line longer than", Duration::from_secs(5)),
+        "{}",
+        tail(&srv.log())
+    );
+    assert!(
+        rss_peak < rss0 + 48 * 1024,
+        "RSS grew from {rss0} to {rss_peak} KiB"
+    );
     agent_is_served(&s, &srv, "after-pipelining");
     eprintln!(
         "[hostile] pipelining: {sent} B of requests written (socket buffers included) before our writes blocked (at {stalled:?}); \
@@ -443,7 +566,8 @@ fn a_slow_peer_gets_one_handshake_deadline_from_accept_to_welcome() {
     let t0 = Instant::now();
     let s = setup("h5");
     let pol = ServerPolicy::new(0).admit(s.data.share_path(""));
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "3"]).unwrap();
+    let srv =
+        RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "3"]).unwrap();
     let key = client_key(&s.cli_wd);
     // Dribble the ClientHello over ~2 s, finish the handshake, then dribble
     // the version line: the deadline is 3 s from accept, not 3 s per phase.
@@ -474,7 +598,12 @@ fn a_slow_peer_gets_one_handshake_deadline_from_accept_to_welcome() {
         "dropped {closed_at:?} after accept with a 3 s handshake deadline:\n{}",
         tail(&srv.log())
     );
-    assert!(srv.log().contains("Connection timed out during identification"), "{}", tail(&srv.log()));
+    assert!(
+        srv.log()
+            .contains("Connection timed out during identification"),
+        "{}",
+        tail(&srv.log())
+    );
     eprintln!("[hostile] slow handshake + slow identification dropped {closed_at:?} after accept; wall {:?}", t0.elapsed());
 }
 
@@ -489,16 +618,35 @@ fn session_deadline_counts_from_accept_not_from_the_end_of_the_handshake() {
     use rcf_core::tls::{client_config, ServerTls, TlsClock, TlsLayer, TlsSettings};
     use std::sync::Arc;
     const NOW: u64 = 1_767_225_600;
-    let skey = rcf_core::keys::parse_private_pem(include_bytes!("../../core/src/tls/testdata/key-a.pem")).unwrap();
-    let ckey = rcf_core::keys::parse_private_pem(include_bytes!("../../core/src/tls/testdata/key-b.pem")).unwrap();
+    let skey =
+        rcf_core::keys::parse_private_pem(include_bytes!("../../core/src/tls/testdata/key-a.pem"))
+            .unwrap();
+    let ckey =
+        rcf_core::keys::parse_private_pem(include_bytes!("../../core/src/tls/testdata/key-b.pem"))
+            .unwrap();
     let clock = TlsClock::new(NOW);
     let server = ServerTls::new(&skey, &TlsSettings::server_default().0, &clock).unwrap();
     let policy: Arc<dyn PolicyView> = Arc::new(rcf_conformance::world::TablePolicy::default());
-    let cfg = Config { handshake_timeout_ms: 3_000, idle_timeout_ms: 600_000, ..Config::default() };
-    let at = |ms| Now { mono_ms: ms, unix_s: NOW as i64 };
-    let mut conn = Connection::new(server.accept().unwrap(), cfg, policy, "192.0.2.1".into(), at(0));
+    let cfg = Config {
+        handshake_timeout_ms: 3_000,
+        idle_timeout_ms: 600_000,
+        ..Config::default()
+    };
+    let at = |ms| Now {
+        mono_ms: ms,
+        unix_s: NOW as i64,
+    };
+    let mut conn = Connection::new(
+        server.accept().unwrap(),
+        cfg,
+        policy,
+        "192.0.2.1".into(),
+        at(0),
+    );
     assert_eq!(conn.poll_timeout(), Some(3_000));
-    let mut client = TlsLayer::client(client_config(&ckey, &TlsSettings::client_default(), &clock).unwrap()).unwrap();
+    let mut client =
+        TlsLayer::client(client_config(&ckey, &TlsSettings::client_default(), &clock).unwrap())
+            .unwrap();
     // The whole handshake happens at 2.5 s (the peer was slow to start).
     for _ in 0..20 {
         let mut moved = false;
@@ -515,23 +663,36 @@ fn session_deadline_counts_from_accept_not_from_the_end_of_the_handshake() {
         }
     }
     assert!(conn.session().is_some(), "handshake did not complete");
-    assert_eq!(conn.poll_timeout(), Some(3_000), "the deadline must still be accept + 3 s");
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(3_000),
+        "the deadline must still be accept + 3 s"
+    );
     conn.handle_timeout(at(2_999));
     assert!(!conn.is_closing());
     conn.handle_timeout(at(3_000));
-    assert!(conn.is_closing(), "not closed at accept + handshake_timeout");
+    assert!(
+        conn.is_closing(),
+        "not closed at accept + handshake_timeout"
+    );
     let mut logs = Vec::new();
     while let Some(ev) = conn.poll_event() {
         if let rcf_core::server::Event::Log { message, .. } = ev {
             logs.push(message);
         }
     }
-    assert!(logs.iter().any(|l| l.contains("Connection timed out during identification")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Connection timed out during identification")),
+        "{logs:?}"
+    );
 }
 
 /// Build `n` bytes of a repeating, position-dependent pattern quickly.
 fn pattern(n: usize, salt: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i & 3] ^ salt).collect()
+    (0..n)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i & 3] ^ salt)
+        .collect()
 }
 
 /// No lost data: a source file that changes (grows, is truncated, or is
@@ -551,7 +712,10 @@ fn a_file_changing_during_get_never_lands_half_copied_at_the_agent() {
     let pol = ServerPolicy::new(0).admit(s.data.share_path(""));
     let srv = RcfServer::start(&s.srv_wd, &pol).unwrap();
     let mut summary = Vec::new();
-    for (round, mode) in ["append", "truncate", "rewrite", "replace"].iter().enumerate() {
+    for (round, mode) in ["append", "truncate", "rewrite", "replace"]
+        .iter()
+        .enumerate()
+    {
         let name = format!("changing-{mode}.bin");
         let src = s.data.share.join(&name);
         let v1 = pattern(48 << 20, round as u8);
@@ -575,7 +739,11 @@ fn a_file_changing_during_get_never_lands_half_copied_at_the_agent() {
                             std::fs::rename(&tmp, &src).unwrap();
                             return Some(t.elapsed());
                         }
-                        let f = std::fs::OpenOptions::new().write(true).append(*mode == "append").open(&src).unwrap();
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .append(*mode == "append")
+                            .open(&src)
+                            .unwrap();
                         match *mode {
                             "append" => (&f).write_all(b"more").unwrap(),
                             "truncate" => f.set_len(1 << 20).unwrap(),
@@ -591,10 +759,14 @@ fn a_file_changing_during_get_never_lands_half_copied_at_the_agent() {
                 }
                 None
             });
-            let run = cf_agent_copies(&s.cli_wd, &[CopySpec::new(srv.port(), path.clone(), &dest)]).unwrap();
+            let run = cf_agent_copies(&s.cli_wd, &[CopySpec::new(srv.port(), path.clone(), &dest)])
+                .unwrap();
             (run, changer.join().unwrap())
         });
-        assert!(changed_at.is_some(), "[{mode}] the GET never showed up in the server log");
+        assert!(
+            changed_at.is_some(),
+            "[{mode}] the GET never showed up in the server log"
+        );
         let v2 = std::fs::read(&src).unwrap();
         let outcome = match std::fs::read(&dest) {
             Err(_) => "copy failed, nothing installed",
@@ -603,13 +775,25 @@ fn a_file_changing_during_get_never_lands_half_copied_at_the_agent() {
             Ok(got) => panic!("[{mode}] the agent installed {} bytes that are neither version (v1 {} B, v2 {} B)\n{}", got.len(), v1.len(), v2.len(), run.describe()),
         };
         if *mode == "replace" {
-            assert_eq!(outcome, "old version, whole", "[replace] a rename on the hub must not disturb a running GET\n{}", run.describe());
+            assert_eq!(
+                outcome,
+                "old version, whole",
+                "[replace] a rename on the hub must not disturb a running GET\n{}",
+                run.describe()
+            );
         }
-        let aborted = srv.log()[srv_log..].contains("Aborting transfer of file due to source changes");
-        summary.push(format!("{mode}: {outcome} (server aborted the transfer: {aborted})"));
+        let aborted =
+            srv.log()[srv_log..].contains("Aborting transfer of file due to source changes");
+        summary.push(format!(
+            "{mode}: {outcome} (server aborted the transfer: {aborted})"
+        ));
     }
     assert!(srv.is_running());
-    eprintln!("[hostile] source changing during GET: {}; wall {:?}", summary.join("; "), t0.elapsed());
+    eprintln!(
+        "[hostile] source changing during GET: {}; wall {:?}",
+        summary.join("; "),
+        t0.elapsed()
+    );
 }
 
 /// After WELCOME: a silent peer, and one dribbling a request a byte at a
@@ -627,9 +811,15 @@ fn idle_and_dribbling_established_peers_are_dropped_by_the_idle_deadline() {
     let (mut silent, w) = RawClient::identify(Ipv4Addr::LOCALHOST, srv.port(), &key, "root");
     assert!(w.unwrap().starts_with(b"OK WELCOME"));
     let welcomed = Instant::now();
-    assert!(silent.wait_closed(Duration::from_secs(6)), "a silent established peer was never dropped");
+    assert!(
+        silent.wait_closed(Duration::from_secs(6)),
+        "a silent established peer was never dropped"
+    );
     let silent_for = welcomed.elapsed();
-    assert!(silent_for >= Duration::from_millis(1_800) && silent_for <= Duration::from_millis(3_500), "dropped after {silent_for:?}");
+    assert!(
+        silent_for >= Duration::from_millis(1_800) && silent_for <= Duration::from_millis(3_500),
+        "dropped after {silent_for:?}"
+    );
 
     let (mut slow, w) = RawClient::identify(Ipv4Addr::LOCALHOST, srv.port(), &key, "root");
     assert!(w.unwrap().starts_with(b"OK WELCOME"));
@@ -641,7 +831,12 @@ fn idle_and_dribbling_established_peers_are_dropped_by_the_idle_deadline() {
     }
     // ...a request dribbled one byte every 300 ms does not.
     let mut req = Vec::new();
-    rcf_core::frame::encode(rcf_core::frame::Status::Done, format!("GET 2048 {}", s.data.share_path("hello.txt")).as_bytes(), &mut req).unwrap();
+    rcf_core::frame::encode(
+        rcf_core::frame::Status::Done,
+        format!("GET 2048 {}", s.data.share_path("hello.txt")).as_bytes(),
+        &mut req,
+    )
+    .unwrap();
     let started = Instant::now();
     let mut closed = false;
     for b in req {
@@ -652,9 +847,22 @@ fn idle_and_dribbling_established_peers_are_dropped_by_the_idle_deadline() {
         }
     }
     let dribbled_for = started.elapsed();
-    assert!(closed, "a dribbled request kept the connection for {dribbled_for:?}");
-    assert!(dribbled_for <= Duration::from_millis(3_500), "dropped only after {dribbled_for:?}");
-    assert!(srv.log().matches("Connection timed out during idle").count() >= 2, "{}", tail(&srv.log()));
+    assert!(
+        closed,
+        "a dribbled request kept the connection for {dribbled_for:?}"
+    );
+    assert!(
+        dribbled_for <= Duration::from_millis(3_500),
+        "dropped only after {dribbled_for:?}"
+    );
+    assert!(
+        srv.log()
+            .matches("Connection timed out during idle")
+            .count()
+            >= 2,
+        "{}",
+        tail(&srv.log())
+    );
     eprintln!("[hostile] idle deadline 2 s: silent peer dropped after {silent_for:?}, dribbling peer after {dribbled_for:?}; wall {:?}", t0.elapsed());
 }
 
@@ -664,7 +872,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     // Fields after the ")" that closes the command name: state is field 3.
     let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 /// The server runs out of file descriptors (its RLIMIT_NOFILE lowered to
@@ -680,21 +889,41 @@ fn running_out_of_descriptors_neither_spins_nor_wedges_the_server() {
     let mut pol = ServerPolicy::new(0).admit(s.data.share_path(""));
     pol.allowconnects = vec!["127.0.0.0/8".into(), "::1".into()];
     pol.maxconnections = Some(1000);
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "2"]).unwrap();
+    let srv =
+        RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v", "--handshake-timeout", "2"]).unwrap();
     let pid = srv.pid();
-    let lim = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
+    let lim = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
     // SAFETY: prlimit on our own child, with a valid struct.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     agent_is_served(&s, &srv, "before-fd-flood");
 
     let cpu0 = cpu_ticks(pid);
-    let flood: Vec<TcpStream> = (0..200).filter_map(|i| connect_from(src(i), srv.port()).ok()).collect();
-    assert!(srv.wait_for_log("accept: Too many open files", Duration::from_secs(10)), "no EMFILE:\n{}", tail(&srv.log()));
+    let flood: Vec<TcpStream> = (0..200)
+        .filter_map(|i| connect_from(src(i), srv.port()).ok())
+        .collect();
+    assert!(
+        srv.wait_for_log("accept: Too many open files", Duration::from_secs(10)),
+        "no EMFILE:\n{}",
+        tail(&srv.log())
+    );
     std::thread::sleep(Duration::from_secs(3));
     let cpu = cpu_ticks(pid) - cpu0;
     // 100 ticks = one CPU second; a spinning accept loop would burn ~3 s.
-    assert!(cpu < 150, "the server burnt {cpu} ticks in ~3 s while out of descriptors");
+    assert!(
+        cpu < 150,
+        "the server burnt {cpu} ticks in ~3 s while out of descriptors"
+    );
     drop(flood);
     // Queued flood connections are accepted and dropped in waves; give it
     // two deadlines, then the agent must be served again.

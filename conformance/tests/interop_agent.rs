@@ -95,7 +95,11 @@ fn setup(name: &str) -> Setup {
     srv_wd.cf_key().unwrap();
     cli_wd.cf_key().unwrap();
     let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
-    Setup { srv_wd, cli_wd, data }
+    Setup {
+        srv_wd,
+        cli_wd,
+        data,
+    }
 }
 
 fn policy(s: &Setup) -> ServerPolicy {
@@ -129,11 +133,28 @@ fn net_commands(kind: Kind) {
     let tree = s.data.share_path("tree");
     let missing = s.data.share_path("nope.txt");
     // Our output next to the real cf-net's, same arguments, same strings.
-    for args in [vec!["connect"], vec!["stat", hello.as_str()], vec!["stat", tree.as_str()], vec!["stat", missing.as_str()]] {
+    for args in [
+        vec!["connect"],
+        vec!["stat", hello.as_str()],
+        vec!["stat", tree.as_str()],
+        vec!["stat", missing.as_str()],
+    ] {
         let ours = agent(&s.cli_wd, &[&["net", "-H", &hp][..], &args[..]].concat());
         let real = cf_net(&s.cli_wd, &hp, &args).unwrap();
-        let norm = |t: &str| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>();
-        assert_eq!(norm(&ours.output), norm(&real.output), "rcf-agent net {args:?} vs cf-net\n{}\n{}", ours.describe(), real.describe());
+        let norm = |t: &str| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            norm(&ours.output),
+            norm(&real.output),
+            "rcf-agent net {args:?} vs cf-net\n{}\n{}",
+            ours.describe(),
+            real.describe()
+        );
         let want_ok = args[0] == "connect" || args[1] != missing;
         assert_eq!(ours.success(), want_ok, "{}", ours.describe());
     }
@@ -143,13 +164,28 @@ fn net_commands(kind: Kind) {
     ours.assert_contains(&format!("Could not stat: '{missing}'"));
     // get -o, and opendir (same set of names as cf-net, order is readdir's).
     let got = s.cli_wd.scratch().join("seq.got");
-    let run = agent(&s.cli_wd, &["net", "-H", &hp, "get", &s.data.share_path("seq.txt"), "-o", &p(&got)]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "net",
+            "-H",
+            &hp,
+            "get",
+            &s.data.share_path("seq.txt"),
+            "-o",
+            &p(&got),
+        ],
+    );
     assert!(run.success(), "{}", run.describe());
     trees_equal(&s.data.share.join("seq.txt"), &got).unwrap();
     let ours = agent(&s.cli_wd, &["net", "-H", &hp, "opendir", &tree]);
     let real = cf_net(&s.cli_wd, &hp, &["opendir", &tree]).unwrap();
     let set = |t: &str| {
-        let mut v: Vec<String> = t.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let mut v: Vec<String> = t
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
         v.sort();
         v
     };
@@ -157,7 +193,11 @@ fn net_commands(kind: Kind) {
     assert_eq!(set(&ours.output), vec![".", "..", "a.txt", "sub"]);
     // --json
     let js = agent(&s.cli_wd, &["--json", "net", "-H", &hp, "connect"]);
-    assert!(js.output.contains("\"ok\":true") && js.output.contains("\"server_key\":\"MD5="), "{}", js.describe());
+    assert!(
+        js.output.contains("\"ok\":true") && js.output.contains("\"server_key\":\"MD5="),
+        "{}",
+        js.describe()
+    );
     srv.stop();
     done("net_commands", kind, t0);
 }
@@ -185,66 +225,249 @@ fn copy_file_and_tree(kind: Kind) {
     std::fs::create_dir_all(out.join("tree/gone/deep")).unwrap();
     // Failover: a dead server first, then ours.
     let dead = format!("127.0.0.1:{}", free_port());
-    let run = agent(&s.cli_wd, &["-I", "copy", "-H", &dead, "-H", &hp, "--trustkey", "--verify", &s.data.share_path("big.bin"), &p(&out.join("big.bin"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "-I",
+            "copy",
+            "-H",
+            &dead,
+            "-H",
+            &hp,
+            "--trustkey",
+            "--verify",
+            &s.data.share_path("big.bin"),
+            &p(&out.join("big.bin")),
+        ],
+    );
     assert!(run.success(), "{}\n{}", run.describe(), srv.log());
     run.assert_contains(&format!("Unable to establish connection to '{dead}'"));
     run.assert_contains("Updated file");
     trees_equal(&s.data.share.join("big.bin"), &out.join("big.bin")).unwrap();
     // A copied file is 0600 unless --preserve.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(out.join("big.bin")).unwrap().permissions().mode() & 0o777, 0o600);
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--preserve", "--encrypt", &s.data.share_path("hello.txt"), &p(&out.join("hello.txt"))]);
+    assert_eq!(
+        std::fs::metadata(out.join("big.bin"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--preserve",
+            "--encrypt",
+            &s.data.share_path("hello.txt"),
+            &p(&out.join("hello.txt")),
+        ],
+    );
     assert!(run.success(), "{}", run.describe());
-    assert_eq!(std::fs::metadata(out.join("hello.txt")).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(
+        std::fs::metadata(out.join("hello.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
     // Recursive, digest compare, purge.
-    let tree_args = ["--json", "copy", "-H", &hp, "--recurse", "--purge", "--compare", "digest"];
-    let run = agent(&s.cli_wd, &[&tree_args[..], &[&s.data.share_path("tree"), &p(&out.join("tree"))]].concat());
+    let tree_args = [
+        "--json",
+        "copy",
+        "-H",
+        &hp,
+        "--recurse",
+        "--purge",
+        "--compare",
+        "digest",
+    ];
+    let run = agent(
+        &s.cli_wd,
+        &[
+            &tree_args[..],
+            &[&s.data.share_path("tree"), &p(&out.join("tree"))],
+        ]
+        .concat(),
+    );
     assert!(run.success(), "{}\n{}", run.describe(), srv.log());
     trees_equal(&s.data.share.join("tree"), &out.join("tree")).unwrap();
     assert!(!out.join("tree/sub/stray.txt").exists() && !out.join("tree/gone").exists());
-    assert!(run.output.contains("\"purged\":[\"") && run.output.contains("stray.txt"), "{}", run.describe());
+    assert!(
+        run.output.contains("\"purged\":[\"") && run.output.contains("stray.txt"),
+        "{}",
+        run.describe()
+    );
     // Second run: everything kept, MD5 asked, nothing copied.
-    let run = agent(&s.cli_wd, &[&tree_args[..], &[&s.data.share_path("tree"), &p(&out.join("tree"))]].concat());
-    assert!(run.success() && run.output.contains("\"copied\":[]") && run.output.contains("\"kept\":3"), "{}", run.describe());
+    let run = agent(
+        &s.cli_wd,
+        &[
+            &tree_args[..],
+            &[&s.data.share_path("tree"), &p(&out.join("tree"))],
+        ]
+        .concat(),
+    );
+    assert!(
+        run.success() && run.output.contains("\"copied\":[]") && run.output.contains("\"kept\":3"),
+        "{}",
+        run.describe()
+    );
     // Local change, same size: digest sees it, mtime compare does not.
     std::fs::write(out.join("tree/a.txt"), b"file A\n").unwrap();
-    let run = agent(&s.cli_wd, &["--json", "copy", "-H", &hp, "--compare", "mtime", &s.data.share_path("tree/a.txt"), &p(&out.join("tree/a.txt"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "--json",
+            "copy",
+            "-H",
+            &hp,
+            "--compare",
+            "mtime",
+            &s.data.share_path("tree/a.txt"),
+            &p(&out.join("tree/a.txt")),
+        ],
+    );
     assert!(run.output.contains("\"copied\":[]"), "{}", run.describe());
-    let run = agent(&s.cli_wd, &[&tree_args[..], &[&s.data.share_path("tree"), &p(&out.join("tree"))]].concat());
-    assert!(run.success() && run.output.contains("tree/a.txt\"]"), "{}", run.describe());
+    let run = agent(
+        &s.cli_wd,
+        &[
+            &tree_args[..],
+            &[&s.data.share_path("tree"), &p(&out.join("tree"))],
+        ]
+        .concat(),
+    );
+    assert!(
+        run.success() && run.output.contains("tree/a.txt\"]"),
+        "{}",
+        run.describe()
+    );
     assert_eq!(std::fs::read(out.join("tree/a.txt")).unwrap(), b"file a\n");
     // A 300-entry directory (several OPENDIR packets) and --depth.
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--recurse", &s.data.share_path("many"), &p(&out.join("many"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--recurse",
+            &s.data.share_path("many"),
+            &p(&out.join("many")),
+        ],
+    );
     assert!(run.success(), "{}", run.describe());
     assert_eq!(std::fs::read_dir(out.join("many")).unwrap().count(), 300);
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--recurse", "--depth", "1", &s.data.share_path("tree"), &p(&out.join("shallow"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--recurse",
+            "--depth",
+            "1",
+            &s.data.share_path("tree"),
+            &p(&out.join("shallow")),
+        ],
+    );
     assert!(run.success(), "{}", run.describe());
     assert!(out.join("shallow/a.txt").exists() && !out.join("shallow/sub").exists());
     // missing-ok, a missing source, a directory without --recurse, classic.
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--missing-ok", &s.data.share_path("nope"), &p(&out.join("nope"))]);
-    assert!(run.success() && !out.join("nope").exists(), "{}", run.describe());
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, &s.data.share_path("nope"), &p(&out.join("nope"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--missing-ok",
+            &s.data.share_path("nope"),
+            &p(&out.join("nope")),
+        ],
+    );
+    assert!(
+        run.success() && !out.join("nope").exists(),
+        "{}",
+        run.describe()
+    );
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            &s.data.share_path("nope"),
+            &p(&out.join("nope")),
+        ],
+    );
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     run.assert_contains("Can't stat file");
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, &s.data.share_path("tree"), &p(&out.join("t2"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            &s.data.share_path("tree"),
+            &p(&out.join("t2")),
+        ],
+    );
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     // Classic is refused by a server without allowlegacyconnects (as 3.21
     // refuses it): no suitable server, nothing written.
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--protocol", "classic", "--trustkey", &s.data.share_path("hello.txt"), &p(&out.join("c"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--protocol",
+            "classic",
+            "--trustkey",
+            &s.data.share_path("hello.txt"),
+            &p(&out.join("c")),
+        ],
+    );
     assert_eq!(run.code(), Some(3), "{}", run.describe());
     run.assert_contains("No suitable server found");
     assert!(!out.join("c").exists());
     // --protocol 2 still works (the server accepts the downgrade).
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--protocol", "2", &s.data.share_path("seq.txt"), &p(&out.join("seq2"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--protocol",
+            "2",
+            &s.data.share_path("seq.txt"),
+            &p(&out.join("seq2")),
+        ],
+    );
     assert!(run.success(), "{}", run.describe());
     trees_equal(&s.data.share.join("seq.txt"), &out.join("seq2")).unwrap();
     // type-check: a directory where a file is promised.
     std::fs::create_dir_all(out.join("isdir")).unwrap();
-    let run = agent(&s.cli_wd, &["copy", "-H", &hp, "--type-check", &s.data.share_path("hello.txt"), &p(&out.join("isdir"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--type-check",
+            &s.data.share_path("hello.txt"),
+            &p(&out.join("isdir")),
+        ],
+    );
     assert_eq!(run.code(), Some(1));
     run.assert_contains("exists but type mismatch with source");
     // No temp files left anywhere.
-    let leftovers: Vec<PathBuf> = walk(&out).into_iter().filter(|f| f.to_string_lossy().ends_with(".cfnew")).collect();
+    let leftovers: Vec<PathBuf> = walk(&out)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().ends_with(".cfnew"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     srv.stop();
     done("copy_file_and_tree", kind, t0);
@@ -286,23 +509,50 @@ fn digest_batch(kind: Kind) {
     let src = s.data.share.join("digest");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     for i in 0..20 {
-        std::fs::write(src.join(format!("f{i:02}.txt")), format!("file number {i:02}\n")).unwrap();
+        std::fs::write(
+            src.join(format!("f{i:02}.txt")),
+            format!("file number {i:02}\n"),
+        )
+        .unwrap();
     }
     std::fs::write(src.join("sub/only.txt"), b"only one\n").unwrap();
     let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
     let hp = srv.hp();
     let out = s.cli_wd.scratch().join("digest-out");
-    let args = ["--json", "-v", "copy", "-H", &hp, "--trustkey", "--recurse", "--compare", "digest"];
-    let run_once = || agent(&s.cli_wd, &[&args[..], &[&s.data.share_path("digest"), &p(&out)]].concat());
+    let args = [
+        "--json",
+        "-v",
+        "copy",
+        "-H",
+        &hp,
+        "--trustkey",
+        "--recurse",
+        "--compare",
+        "digest",
+    ];
+    let run_once = || {
+        agent(
+            &s.cli_wd,
+            &[&args[..], &[&s.data.share_path("digest"), &p(&out)]].concat(),
+        )
+    };
     let run = run_once();
     assert!(run.success(), "{}", run.describe());
     trees_equal(&src, &out).unwrap();
     let run = run_once();
-    assert!(run.success() && run.output.contains("\"copied\":[]") && run.output.contains("\"kept\":21"), "{}", run.describe());
+    assert!(
+        run.success() && run.output.contains("\"copied\":[]") && run.output.contains("\"kept\":21"),
+        "{}",
+        run.describe()
+    );
     assert!(!run.contains("Pipelined MD5"), "{}", run.describe());
     // Three files changed locally with the same size, one only touched.
     for i in [3, 7, 19] {
-        std::fs::write(out.join(format!("f{i:02}.txt")), format!("FILE NUMBER {i:02}\n")).unwrap();
+        std::fs::write(
+            out.join(format!("f{i:02}.txt")),
+            format!("FILE NUMBER {i:02}\n"),
+        )
+        .unwrap();
     }
     std::fs::write(out.join("sub/only.txt"), b"ONLY ONE\n").unwrap();
     let touched = std::fs::read(out.join("f05.txt")).unwrap();
@@ -310,7 +560,11 @@ fn digest_batch(kind: Kind) {
     let run = run_once();
     assert!(run.success(), "{}", run.describe());
     for i in [3, 7, 19] {
-        assert!(run.output.contains(&format!("f{i:02}.txt\"")), "f{i:02} not copied: {}", run.describe());
+        assert!(
+            run.output.contains(&format!("f{i:02}.txt\"")),
+            "f{i:02} not copied: {}",
+            run.describe()
+        );
     }
     assert!(run.output.contains("sub/only.txt\""), "{}", run.describe());
     assert!(run.output.contains("\"kept\":17"), "{}", run.describe());
@@ -336,25 +590,57 @@ fn denied_then_later_files(kind: Kind) {
     let private = s.data.share.join("tree/private");
     std::fs::create_dir_all(&private).unwrap();
     std::fs::write(private.join("k.txt"), b"secret\n").unwrap();
-    pol.access.push(AccessRule::deny_loopback(p(&private) + "/"));
+    pol.access
+        .push(AccessRule::deny_loopback(p(&private) + "/"));
     pol.access.push(AccessRule::deny_loopback(p(&private)));
     let srv = Srv::start(kind, &s.srv_wd, &pol);
     let out = s.cli_wd.scratch().join("out");
-    let run = agent(&s.cli_wd, &["--json", "copy", "-H", &srv.hp(), "--trustkey", "--recurse", &s.data.share_path("tree"), &p(&out)]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "--json",
+            "copy",
+            "-H",
+            &srv.hp(),
+            "--trustkey",
+            "--recurse",
+            &s.data.share_path("tree"),
+            &p(&out),
+        ],
+    );
     assert_eq!(run.code(), Some(1), "{}\n{}", run.describe(), srv.log());
-    assert!(run.output.contains("Can't stat file") && run.output.contains("private"), "{}", run.describe());
+    assert!(
+        run.output.contains("Can't stat file") && run.output.contains("private"),
+        "{}",
+        run.describe()
+    );
     for f in ["a.txt", "sub/b.txt", "sub/deeper/c.txt"] {
         trees_equal(&s.data.share.join("tree").join(f), &out.join(f)).unwrap();
     }
     assert!(!out.join("private/k.txt").exists());
     let log = srv.log();
     if kind == Kind::Rcf {
-        assert_eq!(log.matches("Accepting connection").count(), 1, "one cached connection expected:\n{log}");
+        assert_eq!(
+            log.matches("Accepting connection").count(),
+            1,
+            "one cached connection expected:\n{log}"
+        );
     }
     // A single denied file: clear error, exit 1.
-    let run = agent(&s.cli_wd, &["copy", "-H", &srv.hp(), &p(&private.join("k.txt")), &p(&out.join("k.txt"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &srv.hp(),
+            &p(&private.join("k.txt")),
+            &p(&out.join("k.txt")),
+        ],
+    );
     assert_eq!(run.code(), Some(1), "{}", run.describe());
-    run.assert_contains("Server returned error: Unspecified server refusal (see verbose server output)");
+    run.assert_contains(
+        "Server returned error: Unspecified server refusal (see verbose server output)",
+    );
     srv.stop();
     done("denied_then_later_files", kind, t0);
 }
@@ -378,16 +664,33 @@ fn bootstrap_and_update(kind: Kind) {
     let fresh = Workdir::new(&format!("bs{kind:?}-fresh")).unwrap();
     let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
     let hp = srv.hp();
-    std::fs::write(fresh.inputs().join("old-policy.cf"), b"# the previous policy\n").unwrap();
+    std::fs::write(
+        fresh.inputs().join("old-policy.cf"),
+        b"# the previous policy\n",
+    )
+    .unwrap();
     let run = agent(&fresh, &["bootstrap", &hp]);
     assert!(run.success(), "{}\n{}", run.describe(), srv.log());
     run.assert_contains(&format!("Bootstrap to '{hp}' completed successfully!"));
     assert!(fresh.privkey_path().exists(), "host key generated");
-    assert_eq!(std::fs::read_to_string(fresh.path().join("policy_server.dat")).unwrap(), format!("{hp}\n"));
-    assert_eq!(std::fs::read_to_string(fresh.path().join("bootstrap_id.dat")).unwrap().trim_end().len(), 40);
+    assert_eq!(
+        std::fs::read_to_string(fresh.path().join("policy_server.dat")).unwrap(),
+        format!("{hp}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(fresh.path().join("bootstrap_id.dat"))
+            .unwrap()
+            .trim_end()
+            .len(),
+        40
+    );
     trees_equal(&s.data.masterfiles, &fresh.inputs()).unwrap();
     let srv_id = s.srv_wd.key_id().unwrap();
-    assert!(fresh.trusted_keys().contains(&format!("root-{srv_id}.pub")), "{:?}", fresh.trusted_keys());
+    assert!(
+        fresh.trusted_keys().contains(&format!("root-{srv_id}.pub")),
+        "{:?}",
+        fresh.trusted_keys()
+    );
     // Update picks up additions, changes and removals.
     std::fs::write(s.data.masterfiles.join("services/new.cf"), b"# new\n").unwrap();
     std::fs::write(s.data.masterfiles.join("update.cf"), b"# changed\n").unwrap();
@@ -433,15 +736,28 @@ fn bootstrap_hub_down_writes_nothing() {
     assert_eq!(std::fs::read_dir(fresh.inputs()).unwrap().count(), 0);
     assert!(!fresh.path().join("inputs.rcf-staging").exists());
     // Without --workdir, CFENGINE_TEST_OVERRIDE_WORKDIR (set by the lab) decides, as for rcf-key.
-    let run = run_tool(&fresh, &rcf_binary("rcf-agent").unwrap(), &["update"], None, Duration::from_secs(30)).unwrap();
+    let run = run_tool(
+        &fresh,
+        &rcf_binary("rcf-agent").unwrap(),
+        &["update"],
+        None,
+        Duration::from_secs(30),
+    )
+    .unwrap();
     assert_eq!(run.code(), Some(1), "{}", run.describe());
-    run.assert_contains(&format!("No policy server is set ('{}", fresh.path().join("policy_server.dat").display()));
+    run.assert_contains(&format!(
+        "No policy server is set ('{}",
+        fresh.path().join("policy_server.dat").display()
+    ));
     // --trust-server=no against an unknown hub: refused, nothing written.
     let s = setup("bsnotrust");
     let srv = Srv::start(Kind::Rcf, &s.srv_wd, &policy(&s));
     let run = agent(&fresh, &["bootstrap", "--trust-server=no", &srv.hp()]);
     assert_eq!(run.code(), Some(3), "{}", run.describe());
-    run.assert_contains(&format!("TRUST FAILED, server presented untrusted key: {}", s.srv_wd.key_id().unwrap()));
+    run.assert_contains(&format!(
+        "TRUST FAILED, server presented untrusted key: {}",
+        s.srv_wd.key_id().unwrap()
+    ));
     assert!(!fresh.path().join("policy_server.dat").exists());
     srv.stop();
     done("bootstrap_hub_down_writes_nothing", Kind::Rcf, t0);
@@ -460,11 +776,30 @@ fn changed_server_key_refused(kind: Kind) {
     let pol = policy(&s);
     let srv = Srv::start(kind, &s.srv_wd, &pol);
     let old_id = key_id_of(&s.srv_wd.pubkey_path());
-    let run = agent(&s.cli_wd, &["copy", "-H", &srv.hp(), "--trustkey", &s.data.share_path("hello.txt"), &p(&s.cli_wd.scratch().join("h1"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &srv.hp(),
+            "--trustkey",
+            &s.data.share_path("hello.txt"),
+            &p(&s.cli_wd.scratch().join("h1")),
+        ],
+    );
     assert!(run.success(), "{}", run.describe());
     run.assert_contains(&format!("Trusting new key: {old_id}"));
     // Without --trustkey the known key is fine.
-    let run = agent(&s.cli_wd, &["copy", "-H", &srv.hp(), &s.data.share_path("hello.txt"), &p(&s.cli_wd.scratch().join("h2"))]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &srv.hp(),
+            &s.data.share_path("hello.txt"),
+            &p(&s.cli_wd.scratch().join("h2")),
+        ],
+    );
     assert!(run.success(), "{}", run.describe());
     // The server gets a new key.
     let mut p2 = pol.clone();
@@ -476,11 +811,28 @@ fn changed_server_key_refused(kind: Kind) {
     let new_id = key_id_of(&s.srv_wd.pubkey_path());
     assert_ne!(old_id, new_id);
     let dest = s.cli_wd.scratch().join("h3");
-    let run = agent(&s.cli_wd, &["copy", "-H", &srv.hp(), &s.data.share_path("hello.txt"), &p(&dest)]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &srv.hp(),
+            &s.data.share_path("hello.txt"),
+            &p(&dest),
+        ],
+    );
     assert_eq!(run.code(), Some(3), "{}", run.describe());
-    run.assert_contains(&format!("TRUST FAILED, server presented untrusted key: {new_id}"));
-    run.assert_contains(&format!("Authentication dialogue with '{}' failed", srv.hp()));
-    run.assert_contains(&format!("No suitable server found for '{}'", s.data.share_path("hello.txt")));
+    run.assert_contains(&format!(
+        "TRUST FAILED, server presented untrusted key: {new_id}"
+    ));
+    run.assert_contains(&format!(
+        "Authentication dialogue with '{}' failed",
+        srv.hp()
+    ));
+    run.assert_contains(&format!(
+        "No suitable server found for '{}'",
+        s.data.share_path("hello.txt")
+    ));
     assert!(!dest.exists());
     srv.stop();
     done("changed_server_key_refused", kind, t0);
@@ -509,7 +861,21 @@ fn server_killed_mid_transfer_leaves_destination_unchanged() {
     let dest = s.cli_wd.scratch().join("huge.bin");
     std::fs::write(&dest, b"the previous good version\n").unwrap();
     let hp = srv.host_port();
-    let mut bg = spawn_rcf_agent(&s.cli_wd, &["-v", "copy", "-H", &hp, "--trustkey", "--compare", "digest", &p(&huge), &p(&dest)]).unwrap();
+    let mut bg = spawn_rcf_agent(
+        &s.cli_wd,
+        &[
+            "-v",
+            "copy",
+            "-H",
+            &hp,
+            "--trustkey",
+            "--compare",
+            "digest",
+            &p(&huge),
+            &p(&dest),
+        ],
+    )
+    .unwrap();
     let tmp = s.cli_wd.scratch().join("huge.bin.cfnew");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = 0;
@@ -522,7 +888,11 @@ fn server_killed_mid_transfer_leaves_destination_unchanged() {
     }
     if !(seen > 0 && bg.is_running()) {
         let log = bg.log();
-        panic!("transfer did not start or finished too fast ({seen} bytes), agent {:?}\n{log}\n{}", bg.stop(), srv.log());
+        panic!(
+            "transfer did not start or finished too fast ({seen} bytes), agent {:?}\n{log}\n{}",
+            bg.stop(),
+            srv.log()
+        );
     }
     srv.stop();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -533,8 +903,14 @@ fn server_killed_mid_transfer_leaves_destination_unchanged() {
     let log = bg.log();
     eprintln!("[interop_agent] killed after {seen} bytes; agent: {status:?}\n{log}");
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("Connection error when copying") && log.contains("Lost connection"), "{log}");
-    assert_eq!(std::fs::read(&dest).unwrap(), b"the previous good version\n");
+    assert!(
+        log.contains("Connection error when copying") && log.contains("Lost connection"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        b"the previous good version\n"
+    );
     assert!(!tmp.exists(), "temp file left behind");
     done("server_killed_mid_transfer", Kind::Rcf, t0);
 }
@@ -551,7 +927,11 @@ fn source_changes_during_transfer(kind: Kind) {
     drop(f);
     let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
     let dest = s.cli_wd.scratch().join("growing.bin");
-    let mut bg = spawn_rcf_agent(&s.cli_wd, &["copy", "-H", &srv.hp(), "--trustkey", &p(&src), &p(&dest)]).unwrap();
+    let mut bg = spawn_rcf_agent(
+        &s.cli_wd,
+        &["copy", "-H", &srv.hp(), "--trustkey", &p(&src), &p(&dest)],
+    )
+    .unwrap();
     let tmp = s.cli_wd.scratch().join("growing.bin.cfnew");
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && bg.is_running() {
@@ -560,7 +940,11 @@ fn source_changes_during_transfer(kind: Kind) {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(bg.is_running(), "transfer finished before the change\n{}", bg.log());
+    assert!(
+        bg.is_running(),
+        "transfer finished before the change\n{}",
+        bg.log()
+    );
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().append(true).open(&src).unwrap();
@@ -603,15 +987,22 @@ fn hostile_server(
     use rcf_core::tls::{server_config, ReadStatus, TlsClock, TlsLayer, TlsSettings};
     use std::io::{Read, Write};
     wd.cf_key().unwrap();
-    let key = rcf_core::keys::parse_private_pem(&std::fs::read(wd.privkey_path()).unwrap()).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let key =
+        rcf_core::keys::parse_private_pem(&std::fs::read(wd.privkey_path()).unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let (settings, _) = TlsSettings::server_default();
     let cfg = server_config(&key, &settings, &TlsClock::new(now)).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
-        let Ok((mut sock, _)) = listener.accept() else { return };
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let Ok((mut sock, _)) = listener.accept() else {
+            return;
+        };
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let mut tls = TlsLayer::server(cfg).unwrap();
         let mut buf = vec![0u8; 65536];
         let (mut banner, mut lines, mut welcomed) = (false, 0, false);
@@ -674,7 +1065,13 @@ fn txn(status: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn stat_reply(kind: u8, size: u64) -> Vec<Vec<u8>> {
-    vec![txn(b't', format!("OK: {kind} 420 0 0 0 {size} 1 1 1 0 1 1 1").as_bytes()), txn(b't', b"OK:")]
+    vec![
+        txn(
+            b't',
+            format!("OK: {kind} 420 0 0 0 {size} 1 1 1 0 1 1 1").as_bytes(),
+        ),
+        txn(b't', b"OK:"),
+    ]
 }
 
 #[test]
@@ -689,7 +1086,16 @@ fn hostile_listing_names_never_leave_the_destination() {
             stat_reply(2, 4096)
         } else if r == "OPENDIR /src" {
             let mut p = Vec::new();
-            for n in [&b"."[..], b"..", b"../escape.txt", b"a/b", b"ok.txt", b"...", b"lost+found", b"/etc/evil"] {
+            for n in [
+                &b"."[..],
+                b"..",
+                b"../escape.txt",
+                b"a/b",
+                b"ok.txt",
+                b"...",
+                b"lost+found",
+                b"/etc/evil",
+            ] {
                 p.extend_from_slice(n);
                 p.push(0);
             }
@@ -700,17 +1106,34 @@ fn hostile_listing_names_never_leave_the_destination() {
         } else if r == "GET 2048 /src/ok.txt" {
             vec![b"ok\n".to_vec()]
         } else {
-            vec![txn(b't', b"BAD: Unspecified server refusal (see verbose server output)")]
+            vec![txn(
+                b't',
+                b"BAD: Unspecified server refusal (see verbose server output)",
+            )]
         }
     });
     let dest = cli.scratch().join("deep/dest");
-    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--recurse", "/src", &p(&dest)]);
+    let run = agent(
+        &cli,
+        &[
+            "copy",
+            "-H",
+            &format!("127.0.0.1:{port}"),
+            "--trustkey",
+            "--recurse",
+            "/src",
+            &p(&dest),
+        ],
+    );
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     run.assert_contains("Refusing suspicious file name \"../escape.txt\"");
     run.assert_contains("Refusing suspicious file name \"a/b\"");
     run.assert_contains("Refusing suspicious file name \"/etc/evil\"");
     assert_eq!(std::fs::read(dest.join("ok.txt")).unwrap(), b"ok\n");
-    let names: Vec<String> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, vec!["ok.txt"]);
     assert!(!cli.scratch().join("deep/escape.txt").exists() && !Path::new("/etc/evil").exists());
     h.join().unwrap();
@@ -739,7 +1162,18 @@ fn hostile_listing_flood_and_lying_size_are_bounded() {
         }
     });
     let t0 = Instant::now();
-    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--recurse", "/src", &p(&cli.scratch().join("d"))]);
+    let run = agent(
+        &cli,
+        &[
+            "copy",
+            "-H",
+            &format!("127.0.0.1:{port}"),
+            "--trustkey",
+            "--recurse",
+            "/src",
+            &p(&cli.scratch().join("d")),
+        ],
+    );
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     run.assert_contains("directory listing larger than");
     assert!(t0.elapsed() < Duration::from_secs(50));
@@ -757,7 +1191,19 @@ fn hostile_listing_flood_and_lying_size_are_bounded() {
     });
     let dest = cli.scratch().join("big");
     std::fs::write(&dest, b"old\n").unwrap();
-    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--compare", "digest", "/big", &p(&dest)]);
+    let run = agent(
+        &cli,
+        &[
+            "copy",
+            "-H",
+            &format!("127.0.0.1:{port}"),
+            "--trustkey",
+            "--compare",
+            "digest",
+            "/big",
+            &p(&dest),
+        ],
+    );
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     run.assert_contains("Connection error when copying");
     assert_eq!(std::fs::read(&dest).unwrap(), b"old\n");
@@ -774,11 +1220,23 @@ fn many_files_from_real_server_next_to_cf_agent() {
     let ours = s.cli_wd.scratch().join("ours");
     let theirs = s.cli_wd.scratch().join("theirs");
     let t0 = Instant::now();
-    let run = agent(&s.cli_wd, &["copy", "-H", &srv.hp(), "--trustkey", "--recurse", &s.data.share_path("many"), &p(&ours)]);
+    let run = agent(
+        &s.cli_wd,
+        &[
+            "copy",
+            "-H",
+            &srv.hp(),
+            "--trustkey",
+            "--recurse",
+            &s.data.share_path("many"),
+            &p(&ours),
+        ],
+    );
     let ours_t = t0.elapsed();
     assert!(run.success(), "{}", run.describe());
     let t0 = Instant::now();
-    let spec = CopySpec::new(srv.port(), s.data.share_path("many"), theirs.clone()).recursive(false);
+    let spec =
+        CopySpec::new(srv.port(), s.data.share_path("many"), theirs.clone()).recursive(false);
     let real = cf_agent_copies(&s.cli_wd, &[spec]).unwrap();
     let theirs_t = t0.elapsed();
     assert!(real.outcomes[0].ok(), "{}", real.describe());
@@ -797,11 +1255,26 @@ fn silent_server_times_out() {
     // Identifies us, then never answers a request.
     let (port, h) = hostile_server(&srv_wd, |_| Vec::new());
     let t0 = Instant::now();
-    let run = agent(&cli, &["copy", "-H", &format!("127.0.0.1:{port}"), "--trustkey", "--timeout", "2", "/x", &p(&cli.scratch().join("x"))]);
+    let run = agent(
+        &cli,
+        &[
+            "copy",
+            "-H",
+            &format!("127.0.0.1:{port}"),
+            "--trustkey",
+            "--timeout",
+            "2",
+            "/x",
+            &p(&cli.scratch().join("x")),
+        ],
+    );
     let took = t0.elapsed();
     assert_eq!(run.code(), Some(1), "{}", run.describe());
     run.assert_contains("Timeout waiting for the server (2000 ms)");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
     assert!(!cli.scratch().join("x").exists());
     h.join().unwrap();
 }

@@ -29,22 +29,80 @@ fn against(server_is_real: bool) {
     let out = cli.scratch().join("out");
     let o = |n: &str| out.join(n).to_string_lossy().into_owned();
     // First contact: the key is unknown, so --trustkey is needed (SAUTH n).
-    let run = rcf_agent(&cli, &["copy", "-H", &hp, "--protocol", "classic", &data.share_path("hello.txt"), &o("hello.txt")]).unwrap();
-    assert!(!run.success(), "{tag}: an unknown classic server key must need --trustkey\n{}", run.describe());
+    let run = rcf_agent(
+        &cli,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--protocol",
+            "classic",
+            &data.share_path("hello.txt"),
+            &o("hello.txt"),
+        ],
+    )
+    .unwrap();
+    assert!(
+        !run.success(),
+        "{tag}: an unknown classic server key must need --trustkey\n{}",
+        run.describe()
+    );
     run.assert_contains("trustkey = false");
-    let run = rcf_agent(&cli, &["copy", "-H", &hp, "--protocol", "classic", "--trustkey", &data.share_path("hello.txt"), &o("hello.txt")]).unwrap();
+    let run = rcf_agent(
+        &cli,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--protocol",
+            "classic",
+            "--trustkey",
+            &data.share_path("hello.txt"),
+            &o("hello.txt"),
+        ],
+    )
+    .unwrap();
     assert!(run.success(), "{tag}: {}", run.describe());
     trees_equal(&data.share.join("hello.txt"), &out.join("hello.txt")).unwrap();
     let srv_id = srv_wd.key_id().unwrap();
-    assert!(cli.trusted_keys().contains(&format!("root-{srv_id}.pub")), "{tag}: {:?}", cli.trusted_keys());
+    assert!(
+        cli.trusted_keys().contains(&format!("root-{srv_id}.pub")),
+        "{tag}: {:?}",
+        cli.trusted_keys()
+    );
     // Known key now (SAUTH y): encrypted, no --trustkey.
-    let run = rcf_agent(&cli, &["copy", "-H", &hp, "--protocol", "classic", "--encrypt", &data.share_path("big.bin"), &o("big.bin")]).unwrap();
+    let run = rcf_agent(
+        &cli,
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--protocol",
+            "classic",
+            "--encrypt",
+            &data.share_path("big.bin"),
+            &o("big.bin"),
+        ],
+    )
+    .unwrap();
     assert!(run.success(), "{tag}: {}", run.describe());
     trees_equal(&data.share.join("big.bin"), &out.join("big.bin")).unwrap();
     // A recursive tree with digest compare, encrypted.
     let run = rcf_agent(
         &cli,
-        &["copy", "-H", &hp, "--protocol", "classic", "--encrypt", "--recurse", "--compare", "digest", &data.share_path("tree"), &o("tree")],
+        &[
+            "copy",
+            "-H",
+            &hp,
+            "--protocol",
+            "classic",
+            "--encrypt",
+            "--recurse",
+            "--compare",
+            "digest",
+            &data.share_path("tree"),
+            &o("tree"),
+        ],
     )
     .unwrap();
     assert!(run.success(), "{tag}: {}", run.describe());

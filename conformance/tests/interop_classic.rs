@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use rcf_conformance::lab::*;
 use rcf_conformance::transcript::{self, Dir, Kind, Transcript};
-use rcf_core::classic::{crypto, ClassicClient, ClassicServer, ClientConfig, ClientError, ClientEvent};
+use rcf_core::classic::{
+    crypto, ClassicClient, ClassicServer, ClientConfig, ClientError, ClientEvent,
+};
 use rcf_core::frame::{Decoder, Status};
 use rcf_core::reply::StatReply;
 use rcf_core::request::{self, Dialect, Request};
@@ -36,7 +38,11 @@ fn setup(name: &str) -> Setup {
     srv_wd.cf_key().unwrap();
     cli_wd.cf_key().unwrap();
     let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
-    Setup { srv_wd, cli_wd, data }
+    Setup {
+        srv_wd,
+        cli_wd,
+        data,
+    }
 }
 
 fn legacy_policy(s: &Setup) -> ServerPolicy {
@@ -61,38 +67,104 @@ fn agent_classic_plain_encrypted_digest_verify_and_empty_file() {
     let s = setup("cl1");
     let srv = RcfServer::start(&s.srv_wd, &legacy_policy(&s)).unwrap();
     let out = s.cli_wd.scratch().join("out");
-    let plain = classic(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt"));
-    let mut enc = classic(srv.port(), s.data.share_path("big.bin"), out.join("big.bin"));
+    let plain = classic(
+        srv.port(),
+        s.data.share_path("hello.txt"),
+        out.join("hello.txt"),
+    );
+    let mut enc = classic(
+        srv.port(),
+        s.data.share_path("big.bin"),
+        out.join("big.bin"),
+    );
     enc.encrypt = true;
-    let mut dig = classic(srv.port(), s.data.share_path("seq.txt"), out.join("seq.txt"));
+    let mut dig = classic(
+        srv.port(),
+        s.data.share_path("seq.txt"),
+        out.join("seq.txt"),
+    );
     dig.compare = Some("digest".into());
     dig.verify = true;
-    let empty = classic(srv.port(), s.data.share_path("empty.txt"), out.join("empty.txt"));
-    let mut empty_enc = classic(srv.port(), s.data.share_path("empty.txt"), out.join("empty-enc.txt"));
+    let empty = classic(
+        srv.port(),
+        s.data.share_path("empty.txt"),
+        out.join("empty.txt"),
+    );
+    let mut empty_enc = classic(
+        srv.port(),
+        s.data.share_path("empty.txt"),
+        out.join("empty-enc.txt"),
+    );
     empty_enc.encrypt = true;
     let run = cf_agent_copies(&s.cli_wd, &[plain, enc, dig.clone(), empty, empty_enc]).unwrap();
-    assert!(run.outcomes.iter().all(|o| o.ok()), "{:?}\n{}\n{}", run.outcomes, run.describe(), srv.log());
-    for (src, dst) in [("hello.txt", "hello.txt"), ("big.bin", "big.bin"), ("seq.txt", "seq.txt"), ("empty.txt", "empty.txt"), ("empty.txt", "empty-enc.txt")] {
+    assert!(
+        run.outcomes.iter().all(|o| o.ok()),
+        "{:?}\n{}\n{}",
+        run.outcomes,
+        run.describe(),
+        srv.log()
+    );
+    for (src, dst) in [
+        ("hello.txt", "hello.txt"),
+        ("big.bin", "big.bin"),
+        ("seq.txt", "seq.txt"),
+        ("empty.txt", "empty.txt"),
+        ("empty.txt", "empty-enc.txt"),
+    ] {
         trees_equal(&s.data.share.join(src), &out.join(dst)).unwrap();
     }
     let log = srv.log();
-    assert!(log.contains("Peeked CAUTH in TCP stream, considering the protocol as Classic"), "{log}");
+    assert!(
+        log.contains("Peeked CAUTH in TCP stream, considering the protocol as Classic"),
+        "{log}"
+    );
     assert!(log.contains("Authentication of client "), "{log}");
     assert!(log.contains("granted access to"), "{log}");
     for word in ["SYNCH", "GET", "SSYNCH", "SGET", "MD5"] {
-        assert!(log.contains(&format!("Received: {word:>8} ")), "no {word} in\n{log}");
+        assert!(
+            log.contains(&format!("Received: {word:>8} ")),
+            "no {word} in\n{log}"
+        );
     }
-    assert_eq!(log.matches("Accepting connection").count(), 1, "one cached classic connection expected:\n{log}");
-    assert!(s.srv_wd.trusted_keys().contains(&format!("root-{}.pub", s.cli_wd.key_id().unwrap())), "{:?}", s.srv_wd.trusted_keys());
+    assert_eq!(
+        log.matches("Accepting connection").count(),
+        1,
+        "one cached classic connection expected:\n{log}"
+    );
+    assert!(
+        s.srv_wd
+            .trusted_keys()
+            .contains(&format!("root-{}.pub", s.cli_wd.key_id().unwrap())),
+        "{:?}",
+        s.srv_wd.trusted_keys()
+    );
     // Second run: the key is known ("OK: key accepted"), the digest compare
     // (encrypted SMD5 this time) finds the file unchanged.
     let mut dig2 = dig;
     dig2.encrypt = true;
     let run = cf_agent_copies(&s.cli_wd, &[dig2]).unwrap();
-    assert!(run.outcomes[0].ok() && !run.outcomes[0].repaired, "{:?}\n{}\n{}", run.outcomes, run.describe(), srv.log());
-    assert!(srv.log().contains(&format!("Received: {:>8} ", "SMD5")), "{}", srv.log());
-    assert!(srv.log().contains("A public key was already known from localhost/127.0.0.1"), "{}", srv.log());
-    done("agent_classic_plain_encrypted_digest_verify_and_empty_file", t0);
+    assert!(
+        run.outcomes[0].ok() && !run.outcomes[0].repaired,
+        "{:?}\n{}\n{}",
+        run.outcomes,
+        run.describe(),
+        srv.log()
+    );
+    assert!(
+        srv.log().contains(&format!("Received: {:>8} ", "SMD5")),
+        "{}",
+        srv.log()
+    );
+    assert!(
+        srv.log()
+            .contains("A public key was already known from localhost/127.0.0.1"),
+        "{}",
+        srv.log()
+    );
+    done(
+        "agent_classic_plain_encrypted_digest_verify_and_empty_file",
+        t0,
+    );
 }
 
 #[test]
@@ -103,23 +175,63 @@ fn agent_classic_denied_then_missing_then_good_on_one_connection() {
     let private = s.data.share.join("private");
     std::fs::create_dir_all(&private).unwrap();
     std::fs::write(private.join("k.txt"), b"secret\n").unwrap();
-    p.access.push(AccessRule::deny_loopback(private.to_string_lossy().into_owned()));
+    p.access.push(AccessRule::deny_loopback(
+        private.to_string_lossy().into_owned(),
+    ));
     let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
     let out = s.cli_wd.scratch().join("out");
-    let denied = classic(srv.port(), private.join("k.txt").to_string_lossy().into_owned(), out.join("k.txt"));
-    let outside = classic(srv.port(), s.data.secret.join("secret.txt").to_string_lossy().into_owned(), out.join("secret.txt"));
-    let missing = classic(srv.port(), s.data.share_path("missing.txt"), out.join("missing.txt"));
-    let good = classic(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt"));
+    let denied = classic(
+        srv.port(),
+        private.join("k.txt").to_string_lossy().into_owned(),
+        out.join("k.txt"),
+    );
+    let outside = classic(
+        srv.port(),
+        s.data
+            .secret
+            .join("secret.txt")
+            .to_string_lossy()
+            .into_owned(),
+        out.join("secret.txt"),
+    );
+    let missing = classic(
+        srv.port(),
+        s.data.share_path("missing.txt"),
+        out.join("missing.txt"),
+    );
+    let good = classic(
+        srv.port(),
+        s.data.share_path("hello.txt"),
+        out.join("hello.txt"),
+    );
     let run = cf_agent_copies(&s.cli_wd, &[denied, outside, missing, good]).unwrap();
     let o = &run.outcomes;
-    assert!(!o[0].ok() && !o[1].ok() && !o[2].ok() && o[3].ok(), "{o:?}\n{}\n{}", run.describe(), srv.log());
+    assert!(
+        !o[0].ok() && !o[1].ok() && !o[2].ok() && o[3].ok(),
+        "{o:?}\n{}\n{}",
+        run.describe(),
+        srv.log()
+    );
     assert!(!out.join("k.txt").exists() && !out.join("secret.txt").exists());
     trees_equal(&s.data.share.join("hello.txt"), &out.join("hello.txt")).unwrap();
     let log = srv.log();
-    assert_eq!(log.matches("Accepting connection").count(), 1, "one cached connection expected:\n{log}");
-    assert!(log.contains("denied access to") && log.contains("Access control in sync"), "{log}");
-    assert!(log.contains("Couldn't resolve (realpath: No such file or directory) filename:"), "{log}");
-    done("agent_classic_denied_then_missing_then_good_on_one_connection", t0);
+    assert_eq!(
+        log.matches("Accepting connection").count(),
+        1,
+        "one cached connection expected:\n{log}"
+    );
+    assert!(
+        log.contains("denied access to") && log.contains("Access control in sync"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Couldn't resolve (realpath: No such file or directory) filename:"),
+        "{log}"
+    );
+    done(
+        "agent_classic_denied_then_missing_then_good_on_one_connection",
+        t0,
+    );
 }
 
 #[test]
@@ -133,18 +245,28 @@ fn classic_refused_when_allowlegacyconnects_is_absent_or_empty() {
             p.extra_control = "  allowlegacyconnects => { };\n".into();
         }
         let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
-        let run = cf_agent_copy(&s.cli_wd, &classic(srv.port(), s.data.share_path("hello.txt"), out.join("h"))).unwrap();
+        let run = cf_agent_copy(
+            &s.cli_wd,
+            &classic(srv.port(), s.data.share_path("hello.txt"), out.join("h")),
+        )
+        .unwrap();
         assert!(!run.outcomes[0].ok(), "{variant}: {}", run.describe());
         assert!(!out.join("h").exists());
         assert!(
-            srv.wait_for_log("Connection is not using latest protocol, denying", Duration::from_secs(5)),
+            srv.wait_for_log(
+                "Connection is not using latest protocol, denying",
+                Duration::from_secs(5)
+            ),
             "{variant}: {}",
             srv.log()
         );
         run.assert_contains("Authentication dialogue with '127.0.0.1' failed");
         srv.stop();
     }
-    done("classic_refused_when_allowlegacyconnects_is_absent_or_empty", t0);
+    done(
+        "classic_refused_when_allowlegacyconnects_is_absent_or_empty",
+        t0,
+    );
 }
 
 /// Either server, started from the same lab policy.
@@ -192,35 +314,79 @@ fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
         let mut only_enc = AccessRule::admit_loopback(s.data.share_path("small.txt"));
         only_enc.ifencrypted = Some(true);
         p.access.push(only_enc);
-        p.access.push(AccessRule::admit_loopback(s.data.share_path("")));
+        p.access
+            .push(AccessRule::admit_loopback(s.data.share_path("")));
         let srv = AnyServer::start(real, &s.srv_wd, &p);
         let out = s.cli_wd.scratch().join("out");
-        let tree_plain = classic(srv.port(), s.data.share_path("tree"), out.join("tree")).recursive(false);
-        let mut tree_enc = classic(srv.port(), s.data.share_path("tree"), out.join("tree-enc")).recursive(false);
+        let tree_plain =
+            classic(srv.port(), s.data.share_path("tree"), out.join("tree")).recursive(false);
+        let mut tree_enc =
+            classic(srv.port(), s.data.share_path("tree"), out.join("tree-enc")).recursive(false);
         tree_enc.encrypt = true;
-        let link = classic(srv.port(), s.data.share_path("link.txt"), out.join("link.txt"));
-        let seq_plain = classic(srv.port(), s.data.share_path("small.txt"), out.join("seq-plain.txt"));
-        let mut seq_enc = classic(srv.port(), s.data.share_path("small.txt"), out.join("seq-enc.txt"));
+        let link = classic(
+            srv.port(),
+            s.data.share_path("link.txt"),
+            out.join("link.txt"),
+        );
+        let seq_plain = classic(
+            srv.port(),
+            s.data.share_path("small.txt"),
+            out.join("seq-plain.txt"),
+        );
+        let mut seq_enc = classic(
+            srv.port(),
+            s.data.share_path("small.txt"),
+            out.join("seq-enc.txt"),
+        );
         seq_enc.encrypt = true;
-        let run = cf_agent_copies(&s.cli_wd, &[tree_plain, tree_enc, link, seq_enc, seq_plain]).unwrap();
+        let run =
+            cf_agent_copies(&s.cli_wd, &[tree_plain, tree_enc, link, seq_enc, seq_plain]).unwrap();
         let o = &run.outcomes;
-        let who = if real { "real cf-serverd" } else { "rcf-serverd" };
-        assert!(o[0].ok() && o[1].ok() && o[2].ok() && o[3].ok(), "{who}: {o:?}\n{}\n{}", run.describe(), srv.log());
-        assert!(!o[4].ok(), "{who}: ifencrypted must refuse the plain GET: {o:?}\n{}", srv.log());
+        let who = if real {
+            "real cf-serverd"
+        } else {
+            "rcf-serverd"
+        };
+        assert!(
+            o[0].ok() && o[1].ok() && o[2].ok() && o[3].ok(),
+            "{who}: {o:?}\n{}\n{}",
+            run.describe(),
+            srv.log()
+        );
+        assert!(
+            !o[4].ok(),
+            "{who}: ifencrypted must refuse the plain GET: {o:?}\n{}",
+            srv.log()
+        );
         trees_equal(&s.data.share.join("tree"), &out.join("tree")).unwrap();
         trees_equal(&s.data.share.join("tree"), &out.join("tree-enc")).unwrap();
         trees_equal(&s.data.share.join("small.txt"), &out.join("seq-enc.txt")).unwrap();
         let l = std::fs::symlink_metadata(out.join("link.txt")).unwrap();
-        assert!(l.file_type().is_symlink(), "{who}: classic reports links as links, cf-agent recreates them");
+        assert!(
+            l.file_type().is_symlink(),
+            "{who}: classic reports links as links, cf-agent recreates them"
+        );
         assert!(!out.join("seq-plain.txt").exists());
         if !real {
             let log = srv.log();
-            assert!(log.contains("requires encrypt connection...will not serve"), "{log}");
-            assert!(log.contains(&format!("Received: {:>8} ", "SOPENDIR")), "{log}");
-            assert!(log.contains(&format!("Received: {:>8} ", "OPENDIR")), "{log}");
+            assert!(
+                log.contains("requires encrypt connection...will not serve"),
+                "{log}"
+            );
+            assert!(
+                log.contains(&format!("Received: {:>8} ", "SOPENDIR")),
+                "{log}"
+            );
+            assert!(
+                log.contains(&format!("Received: {:>8} ", "OPENDIR")),
+                "{log}"
+            );
         }
     }
-    done("agent_classic_tree_symlink_ifencrypted_same_as_real_server", t0);
+    done(
+        "agent_classic_tree_symlink_ifencrypted_same_as_real_server",
+        t0,
+    );
 }
 
 /// A user that owns nothing: a 0600 file is refused unless `maproot`
@@ -232,32 +398,68 @@ fn core_client_maproot_same_as_real_server() {
         let s = setup(if real { "cl7r" } else { "cl7" });
         let private = s.data.share.join("p600.txt");
         std::fs::write(&private, b"private bytes\n").unwrap();
-        std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            &private,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let other = s.srv_wd.scratch().join("other");
         std::fs::create_dir_all(&other).unwrap();
         let other_file = other.join("o600.txt");
         std::fs::write(&other_file, b"other bytes\n").unwrap();
-        std::fs::set_permissions(&other_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            &other_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let mut p = legacy_policy(&s);
         let mut mr = AccessRule::admit_loopback(other.to_string_lossy().into_owned());
         mr.maproot = vec!["127.0.0.1".into()];
         p.access.push(mr);
         let srv = AnyServer::start(real, &s.srv_wd, &p);
-        let who = if real { "real cf-serverd" } else { "rcf-serverd" };
+        let who = if real {
+            "real cf-serverd"
+        } else {
+            "rcf-serverd"
+        };
         let mut cfg = client_cfg(&s, None);
         cfg.user = "nobody".into();
         // The server trusts our key for user "nobody" (trustkeysfrom).
-        for (path, want) in [(other_file.to_string_lossy().into_owned(), Some(b"other bytes\n".to_vec())), (private.to_string_lossy().into_owned(), None)] {
+        for (path, want) in [
+            (
+                other_file.to_string_lossy().into_owned(),
+                Some(b"other bytes\n".to_vec()),
+            ),
+            (private.to_string_lossy().into_owned(), None),
+        ] {
             let (mut d, _) = Driver::connect(srv.port(), cfg.clone()).unwrap();
             let st = d.stat(&path, true).unwrap();
             d.client.get(path.as_bytes(), st.size, true).unwrap();
             let ev = d.until_event().unwrap();
             match &want {
                 Some(w) => {
-                    let got: Vec<u8> = ev.iter().filter_map(|e| if let ClientEvent::Data(x) = e { Some(x.clone()) } else { None }).flatten().collect();
-                    assert_eq!(&got, w, "{who}: maproot must allow {path}: {ev:?}\n{}", srv.log());
+                    let got: Vec<u8> = ev
+                        .iter()
+                        .filter_map(|e| {
+                            if let ClientEvent::Data(x) = e {
+                                Some(x.clone())
+                            } else {
+                                None
+                            }
+                        })
+                        .flatten()
+                        .collect();
+                    assert_eq!(
+                        &got,
+                        w,
+                        "{who}: maproot must allow {path}: {ev:?}\n{}",
+                        srv.log()
+                    );
                 }
-                None => assert!(matches!(&ev[..], [ClientEvent::Refused(_)]), "{who}: {path} must be refused: {ev:?}"),
+                None => assert!(
+                    matches!(&ev[..], [ClientEvent::Refused(_)]),
+                    "{who}: {path} must be refused: {ev:?}"
+                ),
             }
         }
     }
@@ -280,7 +482,9 @@ impl rcf_core::classic::RngCore for OsRng {
         u64::from_le_bytes(b)
     }
     fn fill_bytes(&mut self, dest: &mut [u8]) {
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(dest)).expect("/dev/urandom");
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(dest))
+            .expect("/dev/urandom");
     }
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
         self.fill_bytes(dest);
@@ -298,7 +502,8 @@ struct Driver {
 impl Driver {
     fn connect(port: u16, cfg: ClientConfig) -> Result<(Driver, ClientEvent), ClientError> {
         let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let client = ClassicClient::new(cfg, &mut OsRng)?;
         let mut d = Driver { sock, client };
         let mut ev = d.until_event()?;
@@ -334,7 +539,10 @@ impl Driver {
     }
 
     fn stat(&mut self, path: &str, enc: bool) -> Result<StatReply, String> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         self.client.stat(now, path.as_bytes(), enc).unwrap();
         match self.until_event().unwrap().remove(0) {
             ClientEvent::Stat(s) => Ok(s),
@@ -346,7 +554,16 @@ impl Driver {
         self.client.get(path.as_bytes(), size, enc).unwrap();
         let ev = self.until_event().unwrap();
         assert_eq!(ev.last(), Some(&ClientEvent::FileDone), "{ev:?}");
-        ev.into_iter().filter_map(|e| if let ClientEvent::Data(d) = e { Some(d) } else { None }).flatten().collect()
+        ev.into_iter()
+            .filter_map(|e| {
+                if let ClientEvent::Data(d) = e {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
+            .flatten()
+            .collect()
     }
 }
 
@@ -372,7 +589,15 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
 
     // First contact: flag n, the server learns our key on trust.
     let (mut d, ev) = Driver::connect(srv.port(), client_cfg(&s, None)).unwrap();
-    let ClientEvent::Authenticated { server_key, server_key_id, newly_trusted, s1 } = ev else { panic!("{ev:?}") };
+    let ClientEvent::Authenticated {
+        server_key,
+        server_key_id,
+        newly_trusted,
+        s1,
+    } = ev
+    else {
+        panic!("{ev:?}")
+    };
     assert!(newly_trusted);
     assert_eq!(s1, "OK: unknown key was accepted on trust");
     let real_id = rcf_core::keys::key_id(
@@ -393,31 +618,58 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
     for enc in [true, false] {
         let st = d.stat(&big, enc).unwrap();
         assert_eq!(d.get(&big, st.size, enc), big_want, "big.bin enc={enc}");
-        d.client.opendir(s.data.share_path("tree").as_bytes(), enc).unwrap();
+        d.client
+            .opendir(s.data.share_path("tree").as_bytes(), enc)
+            .unwrap();
         let ev = d.until_event().unwrap();
-        let ClientEvent::Listing(names) = &ev[0] else { panic!("{ev:?}") };
-        assert!(names.contains(&b".".to_vec()) && names.contains(&b"..".to_vec()), "{names:?}");
-        d.client.md5(hello.as_bytes(), &crypto::digest(&want), enc).unwrap();
-        assert_eq!(d.until_event().unwrap(), vec![ClientEvent::Md5 { differs: false }]);
+        let ClientEvent::Listing(names) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert!(
+            names.contains(&b".".to_vec()) && names.contains(&b"..".to_vec()),
+            "{names:?}"
+        );
+        d.client
+            .md5(hello.as_bytes(), &crypto::digest(&want), enc)
+            .unwrap();
+        assert_eq!(
+            d.until_event().unwrap(),
+            vec![ClientEvent::Md5 { differs: false }]
+        );
         d.client.md5(hello.as_bytes(), &[0; 16], enc).unwrap();
-        assert_eq!(d.until_event().unwrap(), vec![ClientEvent::Md5 { differs: true }]);
+        assert_eq!(
+            d.until_event().unwrap(),
+            vec![ClientEvent::Md5 { differs: true }]
+        );
     }
     // A symlink comes back as a link over classic.
     let link = d.stat(&s.data.share_path("link.txt"), false).unwrap();
     assert_ne!(link.lmode, 0, "{link:?}");
     assert_eq!(link.link_target, b"hello.txt");
     d.client.version().unwrap();
-    assert_eq!(d.until_event().unwrap(), vec![ClientEvent::Version("OK: 3.21.0".into())]);
+    assert_eq!(
+        d.until_event().unwrap(),
+        vec![ClientEvent::Version("OK: 3.21.0".into())]
+    );
     // A refused STAT keeps the connection.
     let r = d.stat(&s.data.secret.join("secret.txt").to_string_lossy(), false);
-    assert!(r.as_ref().is_err_and(|e| e.contains("Unspecified server refusal")), "{r:?}");
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.contains("Unspecified server refusal")),
+        "{r:?}"
+    );
     let st = d.stat(&hello, false).unwrap();
     assert_eq!(st.size, want.len() as u64);
     drop(d);
 
     // Second contact: flag y with the server key we learnt, key now known.
     let (mut d, ev) = Driver::connect(srv.port(), client_cfg(&s, Some(server_key))).unwrap();
-    let ClientEvent::Authenticated { newly_trusted, s1, .. } = ev else { panic!("{ev:?}") };
+    let ClientEvent::Authenticated {
+        newly_trusted, s1, ..
+    } = ev
+    else {
+        panic!("{ev:?}")
+    };
     assert!(!newly_trusted);
     assert_eq!(s1, "OK: key accepted");
     let st = d.stat(&hello, true).unwrap();
@@ -428,11 +680,21 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
     let mut other = client_cfg(&s, None);
     other.server_key = Some(other.key.to_public_key());
     let r = Driver::connect(srv.port(), other);
-    assert!(matches!(r, Err(ClientError::KeyRejected(_))), "{:?}", r.as_ref().err());
+    assert!(
+        matches!(r, Err(ClientError::KeyRejected(_))),
+        "{:?}",
+        r.as_ref().err()
+    );
 
     let log = srv.log();
-    assert!(log.contains("Authentication of client localhost/127.0.0.1 achieved"), "{log}");
-    done("core_client_against_real_cf_serverd_plain_and_encrypted", t0);
+    assert!(
+        log.contains("Authentication of client localhost/127.0.0.1 achieved"),
+        "{log}"
+    );
+    done(
+        "core_client_against_real_cf_serverd_plain_and_encrypted",
+        t0,
+    );
 }
 
 #[test]
@@ -443,7 +705,12 @@ fn core_client_refused_by_real_server_without_trust() {
     p.trustkeysfrom = vec![];
     let srv = RealServer::start(&s.srv_wd, &p).unwrap();
     let r = Driver::connect(srv.port(), client_cfg(&s, None));
-    assert_eq!(r.err(), Some(ClientError::KeyRejected("BAD: key could not be accepted on trust".into())));
+    assert_eq!(
+        r.err(),
+        Some(ClientError::KeyRejected(
+            "BAD: key could not be accepted on trust".into()
+        ))
+    );
     // And the core client refuses an unknown server key without trustkey.
     let mut c = client_cfg(&s, None);
     c.trust_server = false;
@@ -451,7 +718,10 @@ fn core_client_refused_by_real_server_without_trust() {
     p.trustkeysfrom = vec!["127.0.0.1".into()];
     drop(srv);
     let srv = RealServer::start(&s.srv_wd, &p).unwrap();
-    assert_eq!(Driver::connect(srv.port(), c).err(), Some(ClientError::Untrusted));
+    assert_eq!(
+        Driver::connect(srv.port(), c).err(),
+        Some(ClientError::Untrusted)
+    );
     done("core_client_refused_by_real_server_without_trust", t0);
 }
 
@@ -472,8 +742,18 @@ impl rcf_core::classic::ClassicPolicy for NoAcl {
     fn expand_shortcut(&self, _: &[u8], _: &rcf_core::classic::ClassicPeer) -> Option<Vec<u8>> {
         None
     }
-    fn check_path(&self, _: &[u8], _: &rcf_core::classic::ClassicPeer, _: bool) -> rcf_core::classic::ClassicDecision {
-        rcf_core::classic::ClassicDecision { allowed: false, maproot: false, needs_encryption: false, rule: String::new() }
+    fn check_path(
+        &self,
+        _: &[u8],
+        _: &rcf_core::classic::ClassicPeer,
+        _: bool,
+    ) -> rcf_core::classic::ClassicDecision {
+        rcf_core::classic::ClassicDecision {
+            allowed: false,
+            maproot: false,
+            needs_encryption: false,
+            rule: String::new(),
+        }
     }
     fn check_literal(&self, _: &[u8], _: &rcf_core::classic::ClassicPeer, _: bool) -> bool {
         false
@@ -524,14 +804,28 @@ fn recorded_classic_transcripts_replay() {
     let host_key = {
         let wd = Workdir::new("cl-replay").unwrap();
         wd.cf_key().unwrap();
-        Arc::new(rcf_core::keys::parse_private_pem(&std::fs::read(wd.privkey_path()).unwrap()).unwrap())
+        Arc::new(
+            rcf_core::keys::parse_private_pem(&std::fs::read(wd.privkey_path()).unwrap()).unwrap(),
+        )
     };
     for t in classic_vectors() {
         // Framing and parsing of every transaction.
-        for (dir, list) in [(Dir::Client, txns(&t, Dir::Client)), (Dir::Server, txns(&t, Dir::Server))] {
+        for (dir, list) in [
+            (Dir::Client, txns(&t, Dir::Client)),
+            (Dir::Server, txns(&t, Dir::Server)),
+        ] {
             for (h, p) in &list {
-                let status = if h[0] == b't' { Status::Done } else { Status::More };
-                assert_eq!(&rcf_core::frame::encode_header(status, p.len()).unwrap(), h, "{}", t.name);
+                let status = if h[0] == b't' {
+                    Status::Done
+                } else {
+                    Status::More
+                };
+                assert_eq!(
+                    &rcf_core::frame::encode_header(status, p.len()).unwrap(),
+                    h,
+                    "{}",
+                    t.name
+                );
                 if dir == Dir::Client {
                     // Never panics; binary key-exchange payloads simply do not parse.
                     let _ = request::parse_request(p, Dialect::Classic);
@@ -542,14 +836,29 @@ fn recorded_classic_transcripts_replay() {
         let s = txns(&t, Dir::Server);
         match request::parse_request(&c[0].1, Dialect::Classic).unwrap() {
             Request::Cauth { ip, fqdn, user } => {
-                assert_eq!((ip.as_slice(), fqdn.as_slice(), user.as_slice()), (&b"127.0.0.1"[..], &b"localhost"[..], &b"root"[..]))
+                assert_eq!(
+                    (ip.as_slice(), fqdn.as_slice(), user.as_slice()),
+                    (&b"127.0.0.1"[..], &b"localhost"[..], &b"root"[..])
+                )
             }
             r => panic!("{r:?}"),
         }
-        let Request::Sauth { flag, clen, nlen, enterprise, challenge } = request::parse_request(&c[1].1, Dialect::Classic).unwrap() else {
+        let Request::Sauth {
+            flag,
+            clen,
+            nlen,
+            enterprise,
+            challenge,
+        } = request::parse_request(&c[1].1, Dialect::Classic).unwrap()
+        else {
             panic!()
         };
-        assert_eq!((flag, clen, nlen, enterprise), (b'n', 37, 37, Some(b'c')), "{}", t.name);
+        assert_eq!(
+            (flag, clen, nlen, enterprise),
+            (b'n', 37, 37, Some(b'c')),
+            "{}",
+            t.name
+        );
         assert_eq!(&challenge[..5], &[0, 0, 0, 0x21, 0]);
         let client_key = crypto::public_key_from_mpis(&c[2].1, &c[3].1).unwrap();
         assert_eq!(rsa::traits::PublicKeyParts::size(&client_key), 256);
@@ -560,12 +869,26 @@ fn recorded_classic_transcripts_replay() {
             if w[0].1.starts_with(b"OK: ") && w[1].1.starts_with(b"OK:") {
                 let r = StatReply::parse(&w[0].1, &w[1].1).unwrap();
                 let e = r.encode();
-                assert_eq!((e[0].payload.to_vec(), e[1].payload.to_vec()), (w[0].1.clone(), w[1].1.clone()), "{}", t.name);
+                assert_eq!(
+                    (e[0].payload.to_vec(), e[1].payload.to_vec()),
+                    (w[0].1.clone(), w[1].1.clone()),
+                    "{}",
+                    t.name
+                );
             }
         }
         // Our server fed the recorded client side.
-        let now = Now { mono_ms: 0, unix_s: 1_795_415_973 };
-        let mut srv = ClassicServer::new(Default::default(), Arc::new(NoAcl), host_key.clone(), "127.0.0.1".into(), now);
+        let now = Now {
+            mono_ms: 0,
+            unix_s: 1_795_415_973,
+        };
+        let mut srv = ClassicServer::new(
+            Default::default(),
+            Arc::new(NoAcl),
+            host_key.clone(),
+            "127.0.0.1".into(),
+            now,
+        );
         let mut out = Vec::new();
         for (h, p) in &c[..4] {
             let mut b = h.to_vec();
@@ -577,7 +900,8 @@ fn recorded_classic_transcripts_replay() {
             if let Event::LookupKey { user, key_id, .. } = &ev {
                 assert_eq!(user, "root");
                 assert!(key_id.starts_with("MD5="));
-                srv.handle_answer(now, Answer::Key(KeyStatus::Trusted), &mut rng).unwrap();
+                srv.handle_answer(now, Answer::Key(KeyStatus::Trusted), &mut rng)
+                    .unwrap();
                 answered = true;
             }
         }
@@ -599,6 +923,10 @@ fn recorded_classic_transcripts_replay() {
         let mut b = h.to_vec();
         b.extend_from_slice(p);
         srv.handle_input(now, &b);
-        assert!(srv.is_closing(), "{}: a foreign C4 must be rejected", t.name);
+        assert!(
+            srv.is_closing(),
+            "{}: a foreign C4 must be rejected",
+            t.name
+        );
     }
 }

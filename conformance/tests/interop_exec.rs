@@ -14,20 +14,60 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "plain run", args: &[], argv: Some(&[]), says: "(exit code: 0)" },
-    Case { name: "role1 admitted", args: &["-D", "role1"], argv: Some(&["-D", "role1"]), says: "(exit code: 0)" },
-    Case { name: "role12 not matched by anchored role1", args: &["-D", "role12"], argv: None, says: "EXEC denied role activation" },
-    Case { name: "several classes, all granted", args: &["-D", "role1,role2"], argv: Some(&["-D", "role1,role2"]), says: "(exit code: 0)" },
-    Case { name: "several classes, one not granted", args: &["-D", "role1,other"], argv: None, says: "EXEC denied role activation" },
-    Case { name: "repeated -D merged", args: &["-D", "role1", "-D", "role2"], argv: Some(&["-D", "role1,role2"]), says: "(exit code: 0)" },
+    Case {
+        name: "plain run",
+        args: &[],
+        argv: Some(&[]),
+        says: "(exit code: 0)",
+    },
+    Case {
+        name: "role1 admitted",
+        args: &["-D", "role1"],
+        argv: Some(&["-D", "role1"]),
+        says: "(exit code: 0)",
+    },
+    Case {
+        name: "role12 not matched by anchored role1",
+        args: &["-D", "role12"],
+        argv: None,
+        says: "EXEC denied role activation",
+    },
+    Case {
+        name: "several classes, all granted",
+        args: &["-D", "role1,role2"],
+        argv: Some(&["-D", "role1,role2"]),
+        says: "(exit code: 0)",
+    },
+    Case {
+        name: "several classes, one not granted",
+        args: &["-D", "role1,other"],
+        argv: None,
+        says: "EXEC denied role activation",
+    },
+    Case {
+        name: "repeated -D merged",
+        args: &["-D", "role1", "-D", "role2"],
+        argv: Some(&["-D", "role1,role2"]),
+        says: "(exit code: 0)",
+    },
     Case {
         name: "namespaced bundle admitted",
         args: &["--remote-bundles", "ns1:deploy"],
         argv: Some(&["--bundlesequence", "ns1:deploy"]),
         says: "(exit code: 0)",
     },
-    Case { name: "other namespace refused", args: &["--remote-bundles", "ns2:deploy"], argv: None, says: "EXEC denied bundle activation" },
-    Case { name: "token with @ refused", args: &["-D", "role1@evil"], argv: None, says: "EXEC denied role activation" },
+    Case {
+        name: "other namespace refused",
+        args: &["--remote-bundles", "ns2:deploy"],
+        argv: None,
+        says: "EXEC denied bundle activation",
+    },
+    Case {
+        name: "token with @ refused",
+        args: &["-D", "role1@evil"],
+        argv: None,
+        says: "EXEC denied role activation",
+    },
 ];
 
 fn policy(script: &str) -> ServerPolicy {
@@ -53,7 +93,12 @@ enum Hailer {
 }
 
 /// Run every case against `hp`; returns (exit code, EXEC lines, argv run) per case.
-fn run_cases(cli: &Workdir, hp: &str, script: &CfrunScript, who: Hailer) -> Vec<(Option<i32>, Vec<String>, Option<Vec<String>>)> {
+fn run_cases(
+    cli: &Workdir,
+    hp: &str,
+    script: &CfrunScript,
+    who: Hailer,
+) -> Vec<(Option<i32>, Vec<String>, Option<Vec<String>>)> {
     let mut out = Vec::new();
     for c in CASES {
         let before = script.invocations().len();
@@ -73,12 +118,27 @@ fn run_cases(cli: &Workdir, hp: &str, script: &CfrunScript, who: Hailer) -> Vec<
         let lines: Vec<String> = run
             .output
             .lines()
-            .filter(|l| l.contains("EXEC denied") || l.contains("(exit code") || l.contains("nothing relevant"))
+            .filter(|l| {
+                l.contains("EXEC denied")
+                    || l.contains("(exit code")
+                    || l.contains("nothing relevant")
+            })
             .map(|l| l.trim().to_string())
             .collect();
-        assert!(run.contains(c.says), "{} ({who:?}): expected `{}` in\n{}", c.name, c.says, run.describe());
+        assert!(
+            run.contains(c.says),
+            "{} ({who:?}): expected `{}` in\n{}",
+            c.name,
+            c.says,
+            run.describe()
+        );
         match c.argv {
-            Some(want) => assert_eq!(ran.as_deref(), Some(&want.iter().map(|s| s.to_string()).collect::<Vec<_>>()[..]), "{}", c.name),
+            Some(want) => assert_eq!(
+                ran.as_deref(),
+                Some(&want.iter().map(|s| s.to_string()).collect::<Vec<_>>()[..]),
+                "{}",
+                c.name
+            ),
             None => assert_eq!(ran, None, "{}: must not run", c.name),
         }
         out.push((run.code(), lines, ran));
@@ -106,11 +166,31 @@ fn cf_runagent_cases_match_the_real_server() {
     let c = run_cases(&cli, &real.host_port(), &script, Hailer::RcfAgent);
     let d = run_cases(&cli, &ours.host_port(), &script, Hailer::RcfAgent);
     for (i, case) in CASES.iter().enumerate() {
-        assert_eq!(a[i], b[i], "{}: real cf-serverd vs rcf-serverd differ\n{}", case.name, ours.log());
-        assert_eq!(a[i], c[i], "{}: cf-runagent vs rcf-agent runagent differ (real server)", case.name);
-        assert_eq!(a[i], d[i], "{}: cf-runagent vs rcf-agent runagent differ (rcf-serverd)", case.name);
+        assert_eq!(
+            a[i],
+            b[i],
+            "{}: real cf-serverd vs rcf-serverd differ\n{}",
+            case.name,
+            ours.log()
+        );
+        assert_eq!(
+            a[i], c[i],
+            "{}: cf-runagent vs rcf-agent runagent differ (real server)",
+            case.name
+        );
+        assert_eq!(
+            a[i], d[i],
+            "{}: cf-runagent vs rcf-agent runagent differ (rcf-serverd)",
+            case.name
+        );
     }
-    assert!(ours.log().contains(&format!("cf-serverd executing cfruncommand: {sp} -D role1,role2")), "{}", ours.log());
+    assert!(
+        ours.log().contains(&format!(
+            "cf-serverd executing cfruncommand: {sp} -D role1,role2"
+        )),
+        "{}",
+        ours.log()
+    );
 }
 
 #[test]
@@ -121,16 +201,36 @@ fn exec_refused_for_user_acl_and_ip_and_deprecated_options() {
     let script = CfrunScript::write(&cli.scratch()).unwrap();
     let sp = script.path.to_string_lossy().into_owned();
     let variants: Vec<(&str, ServerPolicy, &str)> = vec![
-        ("user not in allowusers", { let mut p = policy(&sp); p.allowusers = vec!["someone".into()]; p }, "EXEC denied due to not allowed user: root"),
-        ("no access rule for cfruncommand", { let mut p = policy(&sp); p.access.retain(|r| r.path != sp); p }, "EXEC denied due to ACL for file"),
-        ("rule admits another IP only", {
-            let mut p = policy(&sp);
-            p.access.retain(|r| r.path != sp);
-            let mut r = AccessRule::new(sp.clone());
-            r.admit_ips = vec!["127.0.0.2".into()];
-            p.access.push(r);
-            p
-        }, "EXEC denied due to ACL for file"),
+        (
+            "user not in allowusers",
+            {
+                let mut p = policy(&sp);
+                p.allowusers = vec!["someone".into()];
+                p
+            },
+            "EXEC denied due to not allowed user: root",
+        ),
+        (
+            "no access rule for cfruncommand",
+            {
+                let mut p = policy(&sp);
+                p.access.retain(|r| r.path != sp);
+                p
+            },
+            "EXEC denied due to ACL for file",
+        ),
+        (
+            "rule admits another IP only",
+            {
+                let mut p = policy(&sp);
+                p.access.retain(|r| r.path != sp);
+                let mut r = AccessRule::new(sp.clone());
+                r.admit_ips = vec!["127.0.0.2".into()];
+                p.access.push(r);
+                p
+            },
+            "EXEC denied due to ACL for file",
+        ),
     ];
     for (name, p, log_line) in variants {
         let wd = Workdir::new("exec2-srv").unwrap();
@@ -140,8 +240,16 @@ fn exec_refused_for_user_acl_and_ip_and_deprecated_options() {
         let before = script.invocations().len();
         let run = cf_runagent(&cli, &["-H", &srv.host_port()], None).unwrap();
         assert_eq!(run.code(), Some(255), "{name}: {}", run.describe());
-        assert_eq!(script.invocations().len(), before, "{name}: the command ran");
-        assert!(srv.wait_for_log(log_line, std::time::Duration::from_secs(5)), "{name}: {}", srv.log());
+        assert_eq!(
+            script.invocations().len(),
+            before,
+            "{name}: the command ran"
+        );
+        assert!(
+            srv.wait_for_log(log_line, std::time::Duration::from_secs(5)),
+            "{name}: {}",
+            srv.log()
+        );
     }
     // cf-runagent itself refuses -o before connecting.
     let run = cf_runagent(&cli, &["-H", "127.0.0.1:1", "-o", "-Dx"], None).unwrap();
@@ -167,7 +275,14 @@ fn rcf_agent_runagent_several_hosts_parallel_and_interactive_trust() {
     // -i asks with cf-runagent's prompt; "yes" trusts and runs.
     let bin = rcf_binary("rcf-agent").unwrap();
     let wdp = cli.path().to_string_lossy().into_owned();
-    let run = run_tool(&cli, &bin, &["--workdir", &wdp, "runagent", "-i", "-H", &s1.host_port()], Some("maybe\nyes\n"), TOOL_TIMEOUT).unwrap();
+    let run = run_tool(
+        &cli,
+        &bin,
+        &["--workdir", &wdp, "runagent", "-i", "-H", &s1.host_port()],
+        Some("maybe\nyes\n"),
+        TOOL_TIMEOUT,
+    )
+    .unwrap();
     run.assert_contains("Do you want to accept one on trust? (yes/no)");
     run.assert_contains("Please reply yes or no...(maybe)");
     run.assert_contains("(exit code: 0)");
@@ -180,7 +295,12 @@ fn rcf_agent_runagent_several_hosts_parallel_and_interactive_trust() {
     let run = rcf_agent(&cli, &["runagent", "-b", "-H", &hosts, "-D", "role1"]).unwrap();
     assert_eq!(run.code(), Some(0), "{}", run.describe());
     assert_eq!(script.invocations().len(), before + 2);
-    assert_eq!(run.lines_with("(exit code: 0)").len(), 2, "{}", run.describe());
+    assert_eq!(
+        run.lines_with("(exit code: 0)").len(),
+        2,
+        "{}",
+        run.describe()
+    );
     // One host refusing: exit code counts the failed host.
     let run = rcf_agent(&cli, &["runagent", "-H", &hosts, "-D", "role12"]).unwrap();
     assert_eq!(run.code(), Some(2), "{}", run.describe());

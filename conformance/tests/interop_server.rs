@@ -17,7 +17,11 @@ fn setup(name: &str) -> Setup {
     srv_wd.cf_key().unwrap();
     cli_wd.cf_key().unwrap();
     let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
-    Setup { srv_wd, cli_wd, data }
+    Setup {
+        srv_wd,
+        cli_wd,
+        data,
+    }
 }
 
 fn policy(s: &Setup) -> ServerPolicy {
@@ -36,16 +40,33 @@ fn copy_file_and_recursive_tree_with_purge() {
     let out = s.cli_wd.scratch().join("out");
     std::fs::create_dir_all(out.join("tree/sub")).unwrap();
     std::fs::write(out.join("tree/sub/stray.txt"), b"purge me\n").unwrap();
-    let file = CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt"));
-    let tree = CopySpec::new(srv.port(), s.data.share_path("tree"), out.join("tree")).recursive(true);
+    let file = CopySpec::new(
+        srv.port(),
+        s.data.share_path("hello.txt"),
+        out.join("hello.txt"),
+    );
+    let tree =
+        CopySpec::new(srv.port(), s.data.share_path("tree"), out.join("tree")).recursive(true);
     let run = cf_agent_copies(&s.cli_wd, &[file, tree]).unwrap();
-    assert!(run.outcomes.iter().all(|o| o.ok()), "{:?}\n{}\n{}", run.outcomes, run.describe(), srv.log());
+    assert!(
+        run.outcomes.iter().all(|o| o.ok()),
+        "{:?}\n{}\n{}",
+        run.outcomes,
+        run.describe(),
+        srv.log()
+    );
     trees_equal(&s.data.share.join("hello.txt"), &out.join("hello.txt")).unwrap();
     trees_equal(&s.data.share.join("tree"), &out.join("tree")).unwrap();
-    assert!(!out.join("tree/sub/stray.txt").exists(), "purge did not remove the stray file");
+    assert!(
+        !out.join("tree/sub/stray.txt").exists(),
+        "purge did not remove the stray file"
+    );
     run.assert_contains("TLS version negotiated:  TLSv1.3");
     let log = srv.log();
-    assert!(log.contains("Accepting connection") && log.contains("Received:    STAT"), "{log}");
+    assert!(
+        log.contains("Accepting connection") && log.contains("Received:    STAT"),
+        "{log}"
+    );
     done("copy_file_and_recursive_tree_with_purge", t0);
 }
 
@@ -63,10 +84,20 @@ fn compare_mtime_and_digest_same_and_different() {
     };
     // First copy: all repaired.
     let run = cf_agent_copies(&s.cli_wd, &[mk("d", "digest"), mk("m", "mtime")]).unwrap();
-    assert!(run.outcomes.iter().all(|o| o.repaired), "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes.iter().all(|o| o.repaired),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     // Same content: digest compare asks MD5 and gets CFD_FALSE, nothing copied.
     let run = cf_agent_copies(&s.cli_wd, &[mk("d", "digest"), mk("m", "mtime")]).unwrap();
-    assert!(run.outcomes.iter().all(|o| o.kept && !o.repaired), "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes.iter().all(|o| o.kept && !o.repaired),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     assert!(srv.log().contains("Received:     MD5"), "{}", srv.log());
     // Local copy altered, same size, older: digest sees the difference.
     let original = std::fs::read(out.join("d")).unwrap();
@@ -74,7 +105,12 @@ fn compare_mtime_and_digest_same_and_different() {
     altered[0] ^= 1;
     std::fs::write(out.join("d"), &altered).unwrap();
     let run = cf_agent_copies(&s.cli_wd, &[mk("d", "digest")]).unwrap();
-    assert!(run.outcomes[0].repaired, "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes[0].repaired,
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     assert_eq!(std::fs::read(out.join("d")).unwrap(), original);
     done("compare_mtime_and_digest_same_and_different", t0);
 }
@@ -98,20 +134,55 @@ fn encrypt_missing_ok_shortcut_and_connection_ip_promiser() {
     p.access.push(ci);
     let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
     let out = s.cli_wd.scratch().join("out");
-    let mut enc = CopySpec::new(srv.port(), s.data.share_path("big.bin"), out.join("big.bin"));
+    let mut enc = CopySpec::new(
+        srv.port(),
+        s.data.share_path("big.bin"),
+        out.join("big.bin"),
+    );
     enc.encrypt = true;
-    let mut missing = CopySpec::new(srv.port(), s.data.share_path("no-such-file"), out.join("nothing"));
+    let mut missing = CopySpec::new(
+        srv.port(),
+        s.data.share_path("no-such-file"),
+        out.join("nothing"),
+    );
     missing.missing_ok = true;
-    let short = CopySpec::new(srv.port(), "masterfiles/promises.cf", out.join("promises.cf"));
-    let mine = CopySpec::new(srv.port(), format!("{}/127.0.0.1/mine.txt", per_host.display()), out.join("mine.txt"));
-    let other = CopySpec::new(srv.port(), format!("{}/127.0.0.2/other.txt", per_host.display()), out.join("other.txt"));
+    let short = CopySpec::new(
+        srv.port(),
+        "masterfiles/promises.cf",
+        out.join("promises.cf"),
+    );
+    let mine = CopySpec::new(
+        srv.port(),
+        format!("{}/127.0.0.1/mine.txt", per_host.display()),
+        out.join("mine.txt"),
+    );
+    let other = CopySpec::new(
+        srv.port(),
+        format!("{}/127.0.0.2/other.txt", per_host.display()),
+        out.join("other.txt"),
+    );
     let run = cf_agent_copies(&s.cli_wd, &[enc, missing, short, mine, other]).unwrap();
     let o = &run.outcomes;
-    assert!(o[0].ok() && o[1].ok() && o[2].ok() && o[3].ok(), "{o:?}\n{}\n{}", run.describe(), srv.log());
-    assert!(!o[4].ok(), "another host's directory must be refused: {o:?}");
+    assert!(
+        o[0].ok() && o[1].ok() && o[2].ok() && o[3].ok(),
+        "{o:?}\n{}\n{}",
+        run.describe(),
+        srv.log()
+    );
+    assert!(
+        !o[4].ok(),
+        "another host's directory must be refused: {o:?}"
+    );
     trees_equal(&s.data.share.join("big.bin"), &out.join("big.bin")).unwrap();
-    trees_equal(&s.data.masterfiles.join("promises.cf"), &out.join("promises.cf")).unwrap();
-    assert_eq!(std::fs::read(out.join("mine.txt")).unwrap(), b"for 127.0.0.1\n");
+    trees_equal(
+        &s.data.masterfiles.join("promises.cf"),
+        &out.join("promises.cf"),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(out.join("mine.txt")).unwrap(),
+        b"for 127.0.0.1\n"
+    );
     assert!(!out.join("nothing").exists() && !out.join("other.txt").exists());
     done("encrypt_missing_ok_shortcut_and_connection_ip_promiser", t0);
 }
@@ -124,22 +195,50 @@ fn denied_file_and_missing_then_good_copy_on_one_cached_connection() {
     let private = s.data.share.join("private");
     std::fs::create_dir_all(&private).unwrap();
     std::fs::write(private.join("k.txt"), b"secret\n").unwrap();
-    p.access.push(AccessRule::deny_loopback(private.to_string_lossy().into_owned() + "/"));
+    p.access.push(AccessRule::deny_loopback(
+        private.to_string_lossy().into_owned() + "/",
+    ));
     let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
     let out = s.cli_wd.scratch().join("out");
-    let denied = CopySpec::new(srv.port(), private.join("k.txt").to_string_lossy().into_owned(), out.join("k.txt"));
-    let missing = CopySpec::new(srv.port(), s.data.share_path("missing.txt"), out.join("missing.txt"));
-    let good = CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("hello.txt"));
+    let denied = CopySpec::new(
+        srv.port(),
+        private.join("k.txt").to_string_lossy().into_owned(),
+        out.join("k.txt"),
+    );
+    let missing = CopySpec::new(
+        srv.port(),
+        s.data.share_path("missing.txt"),
+        out.join("missing.txt"),
+    );
+    let good = CopySpec::new(
+        srv.port(),
+        s.data.share_path("hello.txt"),
+        out.join("hello.txt"),
+    );
     let run = cf_agent_copies(&s.cli_wd, &[denied, missing, good]).unwrap();
     let o = &run.outcomes;
-    assert!(!o[0].ok() && !o[1].ok() && o[2].ok(), "{o:?}\n{}\n{}", run.describe(), srv.log());
+    assert!(
+        !o[0].ok() && !o[1].ok() && o[2].ok(),
+        "{o:?}\n{}\n{}",
+        run.describe(),
+        srv.log()
+    );
     assert!(!out.join("k.txt").exists());
-    run.assert_contains("Server returned error: Unspecified server refusal (see verbose server output)");
+    run.assert_contains(
+        "Server returned error: Unspecified server refusal (see verbose server output)",
+    );
     let log = srv.log();
-    assert_eq!(log.matches("Accepting connection").count(), 1, "one cached connection expected:\n{log}");
+    assert_eq!(
+        log.matches("Accepting connection").count(),
+        1,
+        "one cached connection expected:\n{log}"
+    );
     assert!(log.contains("access denied to STAT:"), "{log}");
     assert!(log.contains("Failed to canonicalise filename"), "{log}");
-    done("denied_file_and_missing_then_good_copy_on_one_cached_connection", t0);
+    done(
+        "denied_file_and_missing_then_good_copy_on_one_cached_connection",
+        t0,
+    );
 }
 
 #[test]
@@ -150,10 +249,21 @@ fn denyconnects_refuses_the_connection() {
     p.denyconnects = vec!["127.0.0.1".into()];
     let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
     let out = s.cli_wd.scratch().join("out");
-    let run = cf_agent_copy(&s.cli_wd, &CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("h"))).unwrap();
+    let run = cf_agent_copy(
+        &s.cli_wd,
+        &CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("h")),
+    )
+    .unwrap();
     assert!(!run.outcomes[0].ok());
     assert!(!out.join("h").exists());
-    assert!(srv.wait_for_log("Remote host '127.0.0.1' is in denyconnects, denying connection", Duration::from_secs(5)), "{}", srv.log());
+    assert!(
+        srv.wait_for_log(
+            "Remote host '127.0.0.1' is in denyconnects, denying connection",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        srv.log()
+    );
     done("denyconnects_refuses_the_connection", t0);
 }
 
@@ -166,21 +276,47 @@ fn untrusted_client_key_refused_then_accepted_after_trustkeysfrom() {
     let out = s.cli_wd.scratch().join("out");
     {
         let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
-        let run = cf_agent_copy(&s.cli_wd, &CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("h"))).unwrap();
+        let run = cf_agent_copy(
+            &s.cli_wd,
+            &CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("h")),
+        )
+        .unwrap();
         assert!(!run.outcomes[0].ok(), "{}", run.describe());
-        assert!(srv.wait_for_log("TRUST FAILED, peer presented an untrusted key, dropping connection!", Duration::from_secs(5)), "{}", srv.log());
+        assert!(
+            srv.wait_for_log(
+                "TRUST FAILED, peer presented an untrusted key, dropping connection!",
+                Duration::from_secs(5)
+            ),
+            "{}",
+            srv.log()
+        );
         run.assert_contains("Connection was hung up during identification!");
-        assert!(s.srv_wd.trusted_keys().is_empty(), "{:?}", s.srv_wd.trusted_keys());
+        assert!(
+            s.srv_wd.trusted_keys().is_empty(),
+            "{:?}",
+            s.srv_wd.trusted_keys()
+        );
         srv.stop();
     }
     p.trustkeysfrom = vec!["127.0.0.1".into()];
     let srv = RcfServer::start(&s.srv_wd, &p).unwrap();
-    let run = cf_agent_copy(&s.cli_wd, &CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("h"))).unwrap();
+    let run = cf_agent_copy(
+        &s.cli_wd,
+        &CopySpec::new(srv.port(), s.data.share_path("hello.txt"), out.join("h")),
+    )
+    .unwrap();
     assert!(run.outcomes[0].ok(), "{}\n{}", run.describe(), srv.log());
     let id = s.cli_wd.key_id().unwrap();
-    assert!(s.srv_wd.trusted_keys().contains(&format!("root-{id}.pub")), "{:?}", s.srv_wd.trusted_keys());
+    assert!(
+        s.srv_wd.trusted_keys().contains(&format!("root-{id}.pub")),
+        "{:?}",
+        s.srv_wd.trusted_keys()
+    );
     assert!(srv.log().contains(&format!("Trusting new key: {id}")));
-    done("untrusted_client_key_refused_then_accepted_after_trustkeysfrom", t0);
+    done(
+        "untrusted_client_key_refused_then_accepted_after_trustkeysfrom",
+        t0,
+    );
 }
 
 #[test]
@@ -209,7 +345,12 @@ fn two_instances_on_two_ports_from_one_workdir() {
     let ca = CopySpec::new(a.port(), s.data.share_path("hello.txt"), out.join("a"));
     let cb = CopySpec::new(b.port(), s.data.share_path("seq.txt"), out.join("b"));
     let run = cf_agent_copies(&s.cli_wd, &[ca, cb]).unwrap();
-    assert!(run.outcomes.iter().all(|o| o.ok()), "{:?}\n{}", run.outcomes, run.describe());
+    assert!(
+        run.outcomes.iter().all(|o| o.ok()),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     assert!(a.is_running() && b.is_running());
     done("two_instances_on_two_ports_from_one_workdir", t0);
 }
@@ -237,11 +378,26 @@ fn a_100_mb_file_arrives_byte_identical() {
     let srv = RcfServer::start(&s.srv_wd, &policy(&s)).unwrap();
     let out = s.cli_wd.scratch().join("out");
     let t1 = Instant::now();
-    let run = cf_agent_copy(&s.cli_wd, &CopySpec::new(srv.port(), big.to_string_lossy().into_owned(), out.join("big"))).unwrap();
+    let run = cf_agent_copy(
+        &s.cli_wd,
+        &CopySpec::new(
+            srv.port(),
+            big.to_string_lossy().into_owned(),
+            out.join("big"),
+        ),
+    )
+    .unwrap();
     let took = t1.elapsed();
-    assert!(run.outcomes[0].ok(), "{}\n{}", run.describe(), rcf_conformance::lab::tail(&srv.log(), 30));
+    assert!(
+        run.outcomes[0].ok(),
+        "{}\n{}",
+        run.describe(),
+        rcf_conformance::lab::tail(&srv.log(), 30)
+    );
     trees_equal(&big, &out.join("big")).unwrap();
-    eprintln!("[interop_server] 100 MiB copied by cf-agent from rcf-serverd in {took:?} (debug build)");
+    eprintln!(
+        "[interop_server] 100 MiB copied by cf-agent from rcf-serverd in {took:?} (debug build)"
+    );
     done("a_100_mb_file_arrives_byte_identical", t0);
 }
 
@@ -251,14 +407,30 @@ fn cf_net_connect_stat_get_opendir() {
     let s = setup("rs10");
     let srv = RcfServer::start(&s.srv_wd, &policy(&s)).unwrap();
     let hp = srv.host_port();
-    cf_net(&s.cli_wd, &hp, &["connect"]).unwrap().assert_contains("Connected & authenticated successfully");
+    cf_net(&s.cli_wd, &hp, &["connect"])
+        .unwrap()
+        .assert_contains("Connected & authenticated successfully");
     let hello = s.data.share_path("hello.txt");
-    cf_net(&s.cli_wd, &hp, &["stat", &hello]).unwrap().assert_contains("is a regular file");
+    cf_net(&s.cli_wd, &hp, &["stat", &hello])
+        .unwrap()
+        .assert_contains("is a regular file");
     let missing = s.data.share_path("nope");
-    cf_net(&s.cli_wd, &hp, &["stat", &missing]).unwrap().assert_contains("Could not stat");
+    cf_net(&s.cli_wd, &hp, &["stat", &missing])
+        .unwrap()
+        .assert_contains("Could not stat");
     let got = s.cli_wd.scratch().join("got.txt");
-    let run = cf_net(&s.cli_wd, &hp, &["get", &hello, "-o", &got.to_string_lossy()]).unwrap();
-    assert_eq!(std::fs::read(&got).unwrap(), b"hello from cf-serverd lab\n", "{}", run.describe());
+    let run = cf_net(
+        &s.cli_wd,
+        &hp,
+        &["get", &hello, "-o", &got.to_string_lossy()],
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        b"hello from cf-serverd lab\n",
+        "{}",
+        run.describe()
+    );
     let run = cf_net(&s.cli_wd, &hp, &["opendir", &s.data.share_path("tree")]).unwrap();
     run.assert_contains("a.txt");
     done("cf_net_connect_stat_get_opendir", t0);
@@ -279,22 +451,43 @@ fn no_policy_file_serves_masterfiles_to_loopback_and_makes_the_host_key() {
     std::fs::write(wd.scratch().join("outside.txt"), b"not served\n").unwrap();
     let port = free_port();
     let mut cmd = wd.command(&rcf_binary("rcf-serverd").unwrap());
-    cmd.args(["-F", "-v", "--port", &port.to_string(), "--workdir"]).arg(wd.path());
+    cmd.args(["-F", "-v", "--port", &port.to_string(), "--workdir"])
+        .arg(wd.path());
     let d = Daemon::spawn("rcf-serverd", cmd, &wd.scratch().join("srv.log")).unwrap();
     d.wait_listening(port, Duration::from_secs(30)).unwrap();
-    assert!(wd.privkey_path().exists() && wd.pubkey_path().exists(), "host key not generated");
+    assert!(
+        wd.privkey_path().exists() && wd.pubkey_path().exists(),
+        "host key not generated"
+    );
     let out = cli.scratch().join("out");
     let mut tree = CopySpec::new(port, "masterfiles", out.join("inputs")).recursive(true);
     tree.trustkey = true;
-    let outside = CopySpec::new(port, wd.scratch().join("outside.txt").to_string_lossy().into_owned(), out.join("outside"));
+    let outside = CopySpec::new(
+        port,
+        wd.scratch()
+            .join("outside.txt")
+            .to_string_lossy()
+            .into_owned(),
+        out.join("outside"),
+    );
     let run = cf_agent_copies(&cli, &[tree, outside]).unwrap();
     assert!(run.outcomes[0].ok(), "{}\n{}", run.describe(), d.log());
     assert!(!run.outcomes[1].ok());
     trees_equal(&mf, &out.join("inputs")).unwrap();
     // rcf-key agrees the generated key is a valid CFEngine key (cf-key -p reads it).
-    let p = run_tool(&wd, &wd.bins().key, &["-p", &wd.pubkey_path().to_string_lossy()], None, TOOL_TIMEOUT).unwrap();
+    let p = run_tool(
+        &wd,
+        &wd.bins().key,
+        &["-p", &wd.pubkey_path().to_string_lossy()],
+        None,
+        TOOL_TIMEOUT,
+    )
+    .unwrap();
     assert!(p.output.trim().starts_with("MD5="), "{}", p.describe());
-    done("no_policy_file_serves_masterfiles_to_loopback_and_makes_the_host_key", t0);
+    done(
+        "no_policy_file_serves_masterfiles_to_loopback_and_makes_the_host_key",
+        t0,
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn require_tool(name: &str, hint: &str) -> PathBuf {
@@ -48,16 +51,28 @@ fn connect_from(src: Ipv4Addr, port: u16) -> TcpStream {
         let mk = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
             sin_zero: [0; 8],
         };
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let a = mk(src, 0);
-        assert_eq!(libc::bind(fd, &a as *const _ as *const libc::sockaddr, len), 0, "bind {src}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            libc::bind(fd, &a as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind {src}: {}",
+            std::io::Error::last_os_error()
+        );
         let b = mk(Ipv4Addr::LOCALHOST, port);
         let r = libc::connect(fd, &b as *const _ as *const libc::sockaddr, len);
         let s = TcpStream::from_raw_fd(fd);
-        assert_eq!(r, 0, "connect from {src}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "connect from {src}: {}",
+            std::io::Error::last_os_error()
+        );
         s
     }
 }
@@ -74,18 +89,26 @@ impl Raw {
     /// Handshake, banner, `IDENTITY USERNAME=root`. `Ok` on WELCOME; `Err`
     /// with what was received when the server hung up instead.
     fn open(port: u16, key: &RsaPrivateKey, src: Ipv4Addr) -> Result<Raw, String> {
-        let cfg = client_config(key, &TlsSettings::client_default(), &TlsClock::new(now())).unwrap();
+        let cfg =
+            client_config(key, &TlsSettings::client_default(), &TlsClock::new(now())).unwrap();
         let sock = connect_from(src, port);
         sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         sock.set_nodelay(true).unwrap();
-        let mut r = Raw { sock, tls: TlsLayer::client(cfg).unwrap(), plain: Vec::new() };
+        let mut r = Raw {
+            sock,
+            tls: TlsLayer::client(cfg).unwrap(),
+            plain: Vec::new(),
+        };
         r.pump(|t, p| !t.is_handshaking() && p.ends_with(b"\n"))?;
         r.plain.clear();
         r.tls.send_plaintext(b"CFE_v3 cf-agent 3.21.0\n").unwrap();
         r.tls.send_plaintext(b"IDENTITY USERNAME=root\n").unwrap();
         r.pump(|_, p| p.ends_with(b"\n"))?;
         if r.plain != b"OK WELCOME USERNAME=root\n" {
-            return Err(format!("no welcome: {:?}", String::from_utf8_lossy(&r.plain)));
+            return Err(format!(
+                "no welcome: {:?}",
+                String::from_utf8_lossy(&r.plain)
+            ));
         }
         r.plain.clear();
         Ok(r)
@@ -97,13 +120,24 @@ impl Raw {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             while let Some(out) = self.tls.poll_transmit() {
-                self.sock.write_all(&out).map_err(|e| format!("write: {e}"))?;
+                self.sock
+                    .write_all(&out)
+                    .map_err(|e| format!("write: {e}"))?;
             }
             loop {
-                match self.tls.read_plaintext(&mut self.plain).map_err(|e| format!("tls: {e}"))? {
+                match self
+                    .tls
+                    .read_plaintext(&mut self.plain)
+                    .map_err(|e| format!("tls: {e}"))?
+                {
                     ReadStatus::Data(_) => continue,
                     ReadStatus::NoData => break,
-                    ReadStatus::Eof(_) => return Err(format!("server closed; got {:?}", String::from_utf8_lossy(&self.plain))),
+                    ReadStatus::Eof(_) => {
+                        return Err(format!(
+                            "server closed; got {:?}",
+                            String::from_utf8_lossy(&self.plain)
+                        ))
+                    }
                 }
             }
             if done(&self.tls, &self.plain) {
@@ -116,7 +150,11 @@ impl Raw {
                 continue;
             }
             let n = self.sock.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-            let r = if n == 0 { self.tls.handle_eof() } else { self.tls.handle_input(&buf[..n]) };
+            let r = if n == 0 {
+                self.tls.handle_eof()
+            } else {
+                self.tls.handle_input(&buf[..n])
+            };
             r.map_err(|e| format!("tls: {e}"))?;
         }
     }
@@ -159,7 +197,12 @@ impl Raw {
 
     /// `SYNCH <now> STAT <path>`: the reply text.
     fn stat(&mut self, path: &str) -> String {
-        let r = self.request(&rcf_core::request::encode_stat(now() as i64, path.as_bytes())).expect("STAT on the open session");
+        let r = self
+            .request(&rcf_core::request::encode_stat(
+                now() as i64,
+                path.as_bytes(),
+            ))
+            .expect("STAT on the open session");
         let first = String::from_utf8_lossy(&r[0]).into_owned();
         if first.starts_with("OK:") {
             // a granted STAT is a pair: the stat line, then the link target line
@@ -184,8 +227,17 @@ fn count(text: &str, needle: &str) -> usize {
 }
 
 fn rcf_key_s(wd: &Workdir) -> String {
-    let out = Command::new(rcf_binary("rcf-key").unwrap()).arg("--workdir").arg(wd.path()).arg("-s").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(rcf_binary("rcf-key").unwrap())
+        .arg("--workdir")
+        .arg(wd.path())
+        .arg("-s")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -198,7 +250,12 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
     let lab = Lab::new("ops-reload").unwrap();
     let p = lab.policy();
     let srv = RcfServer::start(&lab.server, &p).unwrap();
-    let secret = lab.data.secret.join("secret.txt").to_string_lossy().into_owned();
+    let secret = lab
+        .data
+        .secret
+        .join("secret.txt")
+        .to_string_lossy()
+        .into_owned();
     let hello = lab.data.share_path("hello.txt");
 
     let mut raw = Raw::open(srv.port(), &client_key(&lab.client), Ipv4Addr::LOCALHOST).unwrap();
@@ -208,7 +265,9 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
 
     let mut p2 = p.clone();
     p2.port = srv.port();
-    p2.access.push(AccessRule::admit_loopback(lab.data.secret.to_string_lossy()));
+    p2.access.push(AccessRule::admit_loopback(
+        lab.data.secret.to_string_lossy(),
+    ));
     // Agents copy in a loop until every reload is done (at least 2 runs).
     let reloads_done = std::sync::atomic::AtomicBool::new(false);
     let outcomes = std::thread::scope(|s| {
@@ -219,9 +278,18 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
                 assert!(i < 50, "agents ran 50 times without the reloads finishing");
                 let out = lab.out(&format!("run{i}"));
                 let specs = [
-                    CopySpec::new(srv.port(), lab.data.share_path("seq.txt"), out.join("seq.txt")),
-                    CopySpec::new(srv.port(), lab.data.share_path("big.bin"), out.join("big.bin")),
-                    CopySpec::new(srv.port(), lab.data.share_path("tree"), out.join("tree")).recursive(false),
+                    CopySpec::new(
+                        srv.port(),
+                        lab.data.share_path("seq.txt"),
+                        out.join("seq.txt"),
+                    ),
+                    CopySpec::new(
+                        srv.port(),
+                        lab.data.share_path("big.bin"),
+                        out.join("big.bin"),
+                    ),
+                    CopySpec::new(srv.port(), lab.data.share_path("tree"), out.join("tree"))
+                        .recursive(false),
                 ];
                 let run = cf_agent_copies(&lab.client, &specs).unwrap();
                 all.push((i, run.outcomes.clone(), run.describe()));
@@ -237,7 +305,11 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
             sighup(srv.pid());
             let t0 = Instant::now();
             while count(&srv.log(), "New promises detected") <= before {
-                assert!(t0.elapsed() < Duration::from_secs(10), "reload {k} not logged:\n{}", tail(&srv.log(), 30));
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "reload {k} not logged:\n{}",
+                    tail(&srv.log(), 30)
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -248,14 +320,27 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
     assert_eq!(count(&log, "New promises detected"), 3);
     eprintln!("{} agent runs during 3 reloads", outcomes.len());
     // The session opened before the reloads is still served, under the new rules.
-    assert!(raw.stat(&secret).starts_with("OK:"), "new rule applies on the open session");
+    assert!(
+        raw.stat(&secret).starts_with("OK:"),
+        "new rule applies on the open session"
+    );
     assert!(raw.stat(&hello).starts_with("OK:"));
     let v = raw.request(b"VERSION").unwrap();
-    assert!(String::from_utf8_lossy(&v[0]).starts_with("OK: 3.21"), "{v:?}");
+    assert!(
+        String::from_utf8_lossy(&v[0]).starts_with("OK: 3.21"),
+        "{v:?}"
+    );
     for (i, o, text) in &outcomes {
-        assert!(o.iter().all(|x| x.ok()), "agent run {i} lost a copy during reloads: {o:?}\n{}", tail(text, 40));
+        assert!(
+            o.iter().all(|x| x.ok()),
+            "agent run {i} lost a copy during reloads: {o:?}\n{}",
+            tail(text, 40)
+        );
         let out = lab.out(&format!("run{i}"));
-        assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), std::fs::read(lab.data.share.join("big.bin")).unwrap());
+        assert_eq!(
+            std::fs::read(out.join("big.bin")).unwrap(),
+            std::fs::read(lab.data.share.join("big.bin")).unwrap()
+        );
         trees_equal(&out.join("tree"), &lab.data.share.join("tree")).unwrap();
     }
     assert!(srv.is_running());
@@ -263,8 +348,14 @@ fn reload_under_load_keeps_sessions_and_applies_new_rules() {
     // A broken policy is refused and the last good one stays in force.
     std::fs::write(srv.policy_path(), "body server control {").unwrap();
     sighup(srv.pid());
-    assert!(srv.wait_for_log("File changes contain errors -- ignoring", Duration::from_secs(10)));
-    assert!(raw.stat(&secret).starts_with("OK:"), "last good policy still in force");
+    assert!(srv.wait_for_log(
+        "File changes contain errors -- ignoring",
+        Duration::from_secs(10)
+    ));
+    assert!(
+        raw.stat(&secret).starts_with("OK:"),
+        "last good policy still in force"
+    );
     srv.stop();
 }
 
@@ -285,7 +376,8 @@ fn scrape(port: u16, path: &str) -> (u32, String) {
 /// Prometheus text format: `# HELP`/`# TYPE` comments, `name{labels} value`.
 /// Panics on anything else; returns `series -> value`.
 fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
-    let series_re = regex::Regex::new(r#"^[a-z_:][a-z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})?$"#).unwrap();
+    let series_re =
+        regex::Regex::new(r#"^[a-z_:][a-z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})?$"#).unwrap();
     let mut typed = BTreeMap::new();
     let mut v = BTreeMap::new();
     for line in text.lines() {
@@ -303,12 +395,23 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         }
         assert!(!line.starts_with('#'), "unexpected comment {line}");
         let (series, value) = line.rsplit_once(' ').unwrap();
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
         let name = series.split('{').next().unwrap();
-        let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-        assert!(typed.contains_key(name) || typed.contains_key(base), "series {name} has no # TYPE");
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            typed.contains_key(name) || typed.contains_key(base),
+            "series {name} has no # TYPE"
+        );
         assert!(series_re.is_match(series), "bad series {series}");
-        assert!(v.insert(series.to_string(), value).is_none(), "duplicate series {series}");
+        assert!(
+            v.insert(series.to_string(), value).is_none(),
+            "duplicate series {series}"
+        );
     }
     v
 }
@@ -323,12 +426,19 @@ fn metrics_endpoint_scraped_by_curl_and_parsed() {
     let mport = free_port();
     let maddr = format!("127.0.0.1:{mport}");
     let srv = RcfServer::start_with_flags(&lab.server, &p, &["-v", "--metrics", &maddr]).unwrap();
-    assert!(srv.wait_for_log(&format!("Serving metrics on http://{maddr}/metrics"), Duration::from_secs(5)));
+    assert!(srv.wait_for_log(
+        &format!("Serving metrics on http://{maddr}/metrics"),
+        Duration::from_secs(5)
+    ));
 
     // Traffic: two agent runs (the second compares digests: MD5), a session
     // from a second address with the same key (a cloned host), a refused one.
     let specs = [
-        CopySpec::new(srv.port(), lab.data.share_path("hello.txt"), lab.out("hello.txt")),
+        CopySpec::new(
+            srv.port(),
+            lab.data.share_path("hello.txt"),
+            lab.out("hello.txt"),
+        ),
         CopySpec::new(srv.port(), lab.data.share_path("tree"), lab.out("tree")).recursive(false),
     ];
     for _ in 0..2 {
@@ -339,44 +449,103 @@ fn metrics_endpoint_scraped_by_curl_and_parsed() {
     let mut a = Raw::open(srv.port(), &key, Ipv4Addr::LOCALHOST).unwrap();
     let mut b = Raw::open(srv.port(), &key, Ipv4Addr::new(127, 0, 0, 2)).unwrap();
     assert!(a.stat(&lab.data.share_path("hello.txt")).starts_with("OK:"));
-    assert!(b.stat(&lab.data.share_path("hello.txt")).starts_with("BAD:"), "share is admitted to 127.0.0.1 only");
-    assert!(srv.wait_for_log("was already seen from 127.0.0.1 (cloned host", Duration::from_secs(5)), "{}", tail(&srv.log(), 20));
-    assert!(Raw::open(srv.port(), &key, Ipv4Addr::new(127, 0, 0, 3)).is_err(), "127.0.0.3 is not in allowconnects");
+    assert!(
+        b.stat(&lab.data.share_path("hello.txt"))
+            .starts_with("BAD:"),
+        "share is admitted to 127.0.0.1 only"
+    );
+    assert!(
+        srv.wait_for_log(
+            "was already seen from 127.0.0.1 (cloned host",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        tail(&srv.log(), 20)
+    );
+    assert!(
+        Raw::open(srv.port(), &key, Ipv4Addr::new(127, 0, 0, 3)).is_err(),
+        "127.0.0.3 is not in allowconnects"
+    );
 
     let (code, body) = scrape(mport, "/metrics");
     assert_eq!(code, 200, "{body}");
     let m = parse_exposition(&body);
-    let g = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no series {k} in\n{body}"));
+    let g = |k: &str| {
+        *m.get(k)
+            .unwrap_or_else(|| panic!("no series {k} in\n{body}"))
+    };
     assert!(g("rcf_serverd_handshakes_total") >= 4.0, "{body}");
     assert!(g("rcf_serverd_connections_accepted_total") >= 4.0);
-    assert_eq!(g("rcf_serverd_sessions_open"), 2.0, "the two raw sessions are open");
-    assert_eq!(g(r#"rcf_serverd_refusals_total{reason="allowconnects"}"#), 1.0);
-    assert_eq!(g(r#"rcf_serverd_refusals_total{reason="denyconnects"}"#), 0.0);
-    assert_eq!(g(r#"rcf_serverd_refusals_total{reason="access_denied"}"#), 1.0, "b's STAT from 127.0.0.2");
+    assert_eq!(
+        g("rcf_serverd_sessions_open"),
+        2.0,
+        "the two raw sessions are open"
+    );
+    assert_eq!(
+        g(r#"rcf_serverd_refusals_total{reason="allowconnects"}"#),
+        1.0
+    );
+    assert_eq!(
+        g(r#"rcf_serverd_refusals_total{reason="denyconnects"}"#),
+        0.0
+    );
+    assert_eq!(
+        g(r#"rcf_serverd_refusals_total{reason="access_denied"}"#),
+        1.0,
+        "b's STAT from 127.0.0.2"
+    );
     assert_eq!(g(r#"rcf_serverd_build_info{version="0.1.0"}"#), 1.0);
     assert!(g("rcf_serverd_bytes_served_total") >= 26.0);
-    assert!(g("rcf_serverd_digest_cache_hits_total") + g("rcf_serverd_digest_cache_misses_total") >= 1.0, "{body}");
+    assert!(
+        g("rcf_serverd_digest_cache_hits_total") + g("rcf_serverd_digest_cache_misses_total")
+            >= 1.0,
+        "{body}"
+    );
     assert_eq!(g("rcf_serverd_keys_seen_from_several_ips"), 1.0);
     assert_eq!(g("rcf_serverd_key_ip_conflicts_total"), 1.0);
-    assert_eq!(g("rcf_serverd_keys_trusted_total"), 1.0, "the client key was trusted once");
+    assert_eq!(
+        g("rcf_serverd_keys_trusted_total"),
+        1.0,
+        "the client key was trusted once"
+    );
     for cmd in ["GET", "STAT", "OPENDIR", "MD5"] {
-        let n = g(&format!(r#"rcf_serverd_command_duration_seconds_count{{command="{cmd}"}}"#));
+        let n = g(&format!(
+            r#"rcf_serverd_command_duration_seconds_count{{command="{cmd}"}}"#
+        ));
         assert!(n >= 1.0, "no {cmd} timed\n{body}");
-        let inf = g(&format!(r#"rcf_serverd_command_duration_seconds_bucket{{command="{cmd}",le="+Inf"}}"#));
+        let inf = g(&format!(
+            r#"rcf_serverd_command_duration_seconds_bucket{{command="{cmd}",le="+Inf"}}"#
+        ));
         assert_eq!(inf, n);
         let prefix = format!("rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",");
-        for (k, v) in m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+        for (k, v) in m
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+        {
             assert!(*v <= inf, "{k}");
         }
-        assert!(g(&format!(r#"rcf_serverd_command_duration_seconds_sum{{command="{cmd}"}}"#)) >= 0.0);
+        assert!(
+            g(&format!(
+                r#"rcf_serverd_command_duration_seconds_sum{{command="{cmd}"}}"#
+            )) >= 0.0
+        );
     }
     // buckets are cumulative: check in numeric le order for GET
     let mut les: Vec<(f64, f64)> = m
         .iter()
         .filter_map(|(k, v)| {
-            let rest = k.strip_prefix(r#"rcf_serverd_command_duration_seconds_bucket{command="GET",le=""#)?;
+            let rest = k.strip_prefix(
+                r#"rcf_serverd_command_duration_seconds_bucket{command="GET",le=""#,
+            )?;
             let le = rest.trim_end_matches("\"}");
-            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *v))
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                },
+                *v,
+            ))
         })
         .collect();
     les.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
@@ -392,11 +561,22 @@ fn metrics_endpoint_scraped_by_curl_and_parsed() {
         .command(&rcf_binary("rcf-serverd").unwrap())
         .args(["-F", "--workdir"])
         .arg(wd.path())
-        .args(["--port", &free_port().to_string(), "--bind", "127.0.0.1", "--metrics", "0.0.0.0:9308"])
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--metrics",
+            "0.0.0.0:9308",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a loopback address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -411,11 +591,22 @@ fn trust_on_first_use_closes_itself() {
     second.cf_key().unwrap();
     let mport = free_port();
     let maddr = format!("127.0.0.1:{mport}");
-    let srv = RcfServer::start_with_flags(&lab.server, &lab.policy(), &["-v", "--trust-max-new", "1", "--metrics", &maddr]).unwrap();
-    assert!(srv.log().contains("Trust on first use (trustkeysfrom) is budgeted: 1 new key(s), no time limit"));
+    let srv = RcfServer::start_with_flags(
+        &lab.server,
+        &lab.policy(),
+        &["-v", "--trust-max-new", "1", "--metrics", &maddr],
+    )
+    .unwrap();
+    assert!(srv
+        .log()
+        .contains("Trust on first use (trustkeysfrom) is budgeted: 1 new key(s), no time limit"));
     let copy = |wd: &Workdir, name: &str| {
         let out = wd.scratch().join("out").join(name);
-        cf_agent_copy(wd, &CopySpec::new(srv.port(), lab.data.share_path("hello.txt"), out)).unwrap()
+        cf_agent_copy(
+            wd,
+            &CopySpec::new(srv.port(), lab.data.share_path("hello.txt"), out),
+        )
+        .unwrap()
     };
     let first_id = lab.client.key_id().unwrap();
     let second_id = second.key_id().unwrap();
@@ -423,36 +614,70 @@ fn trust_on_first_use_closes_itself() {
     assert!(r.outcomes[0].ok(), "{}", r.describe());
     assert!(srv.wait_for_log(&format!("Saved trusted key {first_id} for user 'root' from 127.0.0.1 as 'root-{first_id}.pub'"), Duration::from_secs(5)), "{}", tail(&srv.log(), 30));
     let r = copy(&second, "b");
-    assert!(!r.outcomes[0].ok(), "second new key must be refused: {}", r.describe());
+    assert!(
+        !r.outcomes[0].ok(),
+        "second new key must be refused: {}",
+        r.describe()
+    );
     let log = srv.log();
     assert!(log.contains("Not trusting new key: trust on first use closed: 1 new key(s) already trusted (--trust-max-new)"), "{}", tail(&log, 30));
     assert!(log.contains("TRUST FAILED, peer presented an untrusted key, dropping connection!"));
-    assert!(!lab.server.ppkeys().join(format!("root-{second_id}.pub")).exists());
+    assert!(!lab
+        .server
+        .ppkeys()
+        .join(format!("root-{second_id}.pub"))
+        .exists());
     let r = copy(&lab.client, "c");
-    assert!(r.outcomes[0].ok(), "an already trusted key is not affected: {}", r.describe());
+    assert!(
+        r.outcomes[0].ok(),
+        "an already trusted key is not affected: {}",
+        r.describe()
+    );
     let (code, body) = scrape(mport, "/metrics");
     assert_eq!(code, 200);
     let m = parse_exposition(&body);
     assert_eq!(m["rcf_serverd_keys_trusted_total"], 1.0);
-    assert_eq!(m[r#"rcf_serverd_refusals_total{reason="trust_budget_closed"}"#], 1.0);
+    assert_eq!(
+        m[r#"rcf_serverd_refusals_total{reason="trust_budget_closed"}"#],
+        1.0
+    );
     assert_eq!(m["rcf_serverd_trust_budget_open"], 0.0);
     // rcf-key -s: when each key was trusted (UTC, the file's mtime).
     let s = rcf_key_s(&lab.server);
-    let row = s.lines().find(|l| l.contains(&first_id)).unwrap_or_else(|| panic!("{s}"));
+    let row = s
+        .lines()
+        .find(|l| l.contains(&first_id))
+        .unwrap_or_else(|| panic!("{s}"));
     let year = 1970 + now() / 31_556_952;
-    assert!(row.contains(&format!(" {year}-")) || row.contains(&format!(" {}-", year + 1)), "{s}");
+    assert!(
+        row.contains(&format!(" {year}-")) || row.contains(&format!(" {}-", year + 1)),
+        "{s}"
+    );
     assert!(s.lines().next().unwrap().contains("Trusted (UTC)"), "{s}");
     srv.stop();
 
     // The time window.
     let third = Workdir::new("ops-tofu-cli3").unwrap();
     third.cf_key().unwrap();
-    let srv = RcfServer::start_with_flags(&lab.server, &lab.policy(), &["-v", "--trust-window", "1"]).unwrap();
+    let srv =
+        RcfServer::start_with_flags(&lab.server, &lab.policy(), &["-v", "--trust-window", "1"])
+            .unwrap();
     std::thread::sleep(Duration::from_millis(2100));
     let out = third.scratch().join("out").join("w");
-    let r = cf_agent_copy(&third, &CopySpec::new(srv.port(), lab.data.share_path("hello.txt"), out)).unwrap();
+    let r = cf_agent_copy(
+        &third,
+        &CopySpec::new(srv.port(), lab.data.share_path("hello.txt"), out),
+    )
+    .unwrap();
     assert!(!r.outcomes[0].ok(), "{}", r.describe());
-    assert!(srv.wait_for_log("trust on first use closed: the 1 s window after start has passed (--trust-window)", Duration::from_secs(5)), "{}", tail(&srv.log(), 30));
+    assert!(
+        srv.wait_for_log(
+            "trust on first use closed: the 1 s window after start has passed (--trust-window)",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        tail(&srv.log(), 30)
+    );
     srv.stop();
 }
 
@@ -469,7 +694,11 @@ fn explain(wd: &Workdir, policy: &Path, args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -481,17 +710,42 @@ fn explain_agrees_with_the_running_server() {
     let mut p = lab.policy();
     let tree = lab.data.share.join("tree").to_string_lossy().into_owned();
     // share/tree/sub is denied to this key although share/ admits loopback.
-    p.access.push(AccessRule { deny_keys: vec![id.clone()], admit_ips: vec!["127.0.0.1".into()], ..AccessRule::new(format!("{tree}/sub")) });
-    p.access.push(AccessRule { admit_keys: vec![id.clone()], ..AccessRule::new(lab.data.secret.to_string_lossy()) });
-    p.access.push(AccessRule { admit_ips: vec!["127.0.0.1".into()], shortcut: Some("hello".into()), ..AccessRule::new(lab.data.share_path("hello.txt")) });
+    p.access.push(AccessRule {
+        deny_keys: vec![id.clone()],
+        admit_ips: vec!["127.0.0.1".into()],
+        ..AccessRule::new(format!("{tree}/sub"))
+    });
+    p.access.push(AccessRule {
+        admit_keys: vec![id.clone()],
+        ..AccessRule::new(lab.data.secret.to_string_lossy())
+    });
+    p.access.push(AccessRule {
+        admit_ips: vec!["127.0.0.1".into()],
+        shortcut: Some("hello".into()),
+        ..AccessRule::new(lab.data.share_path("hello.txt"))
+    });
     let srv = RcfServer::start(&lab.server, &p).unwrap();
     let pol = srv.policy_path().to_path_buf();
     let cases: Vec<(String, bool)> = vec![
         (lab.data.share_path("hello.txt"), true),
         (format!("{tree}/a.txt"), true),
         (format!("{tree}/sub/b.txt"), false),
-        (lab.data.secret.join("secret.txt").to_string_lossy().into_owned(), true),
-        (lab.data.root.join("nothing-here.txt").to_string_lossy().into_owned(), false),
+        (
+            lab.data
+                .secret
+                .join("secret.txt")
+                .to_string_lossy()
+                .into_owned(),
+            true,
+        ),
+        (
+            lab.data
+                .root
+                .join("nothing-here.txt")
+                .to_string_lossy()
+                .into_owned(),
+            false,
+        ),
     ];
     let specs: Vec<CopySpec> = cases
         .iter()
@@ -504,26 +758,78 @@ fn explain_agrees_with_the_running_server() {
         let said = code == 0;
         assert!(code == 0 || code == 1, "{text}");
         assert_eq!(said, *expect, "explain for {src}:\n{text}");
-        assert_eq!(run.outcomes[i].ok(), said, "server vs explain for {src}: {:?}\n{text}\n{}", run.outcomes[i], tail(&run.output, 30));
-        assert!(text.contains(if said { "verdict: ALLOWED" } else { "verdict: DENIED" }), "{text}");
+        assert_eq!(
+            run.outcomes[i].ok(),
+            said,
+            "server vs explain for {src}: {:?}\n{text}\n{}",
+            run.outcomes[i],
+            tail(&run.output, 30)
+        );
+        assert!(
+            text.contains(if said {
+                "verdict: ALLOWED"
+            } else {
+                "verdict: DENIED"
+            }),
+            "{text}"
+        );
     }
     // Details: which entry decided and why the others did not.
-    let (_, text) = explain(&lab.server, &pol, &["--ip", "127.0.0.1", "--key", &id, &format!("{tree}/sub/b.txt")]);
-    assert!(text.contains(&format!("deny_keys '{id}': matches")), "{text}");
-    assert!(text.contains(&format!("denied by key entry '{id}'")), "{text}");
-    let share_line = text.lines().find(|l| l.starts_with(&format!("  '{}/' [", lab.data.share.display()))).unwrap_or_else(|| panic!("{text}"));
-    assert!(share_line.contains("shorter prefix: not consulted (only the longest counts); alone it admits"), "{text}");
+    let (_, text) = explain(
+        &lab.server,
+        &pol,
+        &[
+            "--ip",
+            "127.0.0.1",
+            "--key",
+            &id,
+            &format!("{tree}/sub/b.txt"),
+        ],
+    );
+    assert!(
+        text.contains(&format!("deny_keys '{id}': matches")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("denied by key entry '{id}'")),
+        "{text}"
+    );
+    let share_line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("  '{}/' [", lab.data.share.display())))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        share_line
+            .contains("shorter prefix: not consulted (only the longest counts); alone it admits"),
+        "{text}"
+    );
     // Shortcuts are expanded as the server does.
     let (code, text) = explain(&lab.server, &pol, &["--ip", "127.0.0.1", "hello"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("shortcut: 'hello' expands to"), "{text}");
     // Connection-level refusals.
-    let (code, text) = explain(&lab.server, &pol, &["--ip", "10.1.2.3", &lab.data.share_path("hello.txt")]);
+    let (code, text) = explain(
+        &lab.server,
+        &pol,
+        &["--ip", "10.1.2.3", &lab.data.share_path("hello.txt")],
+    );
     assert_eq!(code, 1);
     assert!(text.contains("verdict: DENIED at connection level: Remote host '10.1.2.3' not in allowconnects, denying connection"), "{text}");
-    let (code, text) = explain(&lab.server, &pol, &["--ip", "127.0.0.1", "--classic", &lab.data.share_path("hello.txt")]);
+    let (code, text) = explain(
+        &lab.server,
+        &pol,
+        &[
+            "--ip",
+            "127.0.0.1",
+            "--classic",
+            &lab.data.share_path("hello.txt"),
+        ],
+    );
     assert_eq!(code, 1);
-    assert!(text.contains("Connection is not using latest protocol, denying"), "{text}");
+    assert!(
+        text.contains("Connection is not using latest protocol, denying"),
+        "{text}"
+    );
     srv.stop();
 }
 
@@ -537,7 +843,10 @@ fn dist() -> PathBuf {
 /// built binaries, as verify checks that they exist).
 #[test]
 fn systemd_units_verify() {
-    let analyze = require_tool("systemd-analyze", "apt-get install systemd (systemd-analyze verifies the units)");
+    let analyze = require_tool(
+        "systemd-analyze",
+        "apt-get install systemd (systemd-analyze verifies the units)",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let serverd = rcf_binary("rcf-serverd").unwrap();
     let agent = rcf_binary("rcf-agent").unwrap();
@@ -553,15 +862,45 @@ fn systemd_units_verify() {
         units.push(dst);
     }
     units.sort();
-    let names: Vec<String> = units.iter().map(|u| u.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["rcf-agent-update.service", "rcf-agent-update.timer", "rcf-serverd.service", "rcf-serverd.socket"]);
-    let out = Command::new(analyze).args(["verify", "--man=no"]).args(&units).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && !text.contains(tmp.path().to_str().unwrap()), "systemd-analyze verify:\n{text}");
+    let names: Vec<String> = units
+        .iter()
+        .map(|u| u.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "rcf-agent-update.service",
+            "rcf-agent-update.timer",
+            "rcf-serverd.service",
+            "rcf-serverd.socket"
+        ]
+    );
+    let out = Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains(tmp.path().to_str().unwrap()),
+        "systemd-analyze verify:\n{text}"
+    );
     // And it does catch mistakes (the check is not vacuous).
     let bad = tmp.path().join("bad.service");
-    std::fs::write(&bad, "[Service]\nType=notify\nExecStart=/nonexistent/rcf-serverd --no-fork\n").unwrap();
-    let out = Command::new(require_tool("systemd-analyze", "")).args(["verify", "--man=no"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "[Service]\nType=notify\nExecStart=/nonexistent/rcf-serverd --no-fork\n",
+    )
+    .unwrap();
+    let out = Command::new(require_tool("systemd-analyze", ""))
+        .args(["verify", "--man=no"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -581,7 +920,9 @@ fn socket_activation_and_sd_notify() {
     let notify_path = lab.server.scratch().join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut cmd = lab.server.command(&activate);
     cmd.arg("-l")
         .arg(format!("127.0.0.1:{port}"))
@@ -601,23 +942,45 @@ fn socket_activation_and_sd_notify() {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(s) => break s,
             Err(e) => {
-                assert!(t0.elapsed() < Duration::from_secs(10), "socket never listened: {e}\n{}", d.log());
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "socket never listened: {e}\n{}",
+                    d.log()
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
     };
     let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no READY=1: {e}\n{}", d.log()));
+    let n = notify
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1: {e}\n{}", d.log()));
     drop(first);
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.starts_with("READY=1"), "{msg}");
-    assert!(msg.contains(&format!("MAINPID={}", d.pid())), "{msg} (pid {})", d.pid());
-    assert!(d.log().contains("Using the listening socket(s) passed by systemd"), "{}", d.log());
+    assert!(
+        msg.contains(&format!("MAINPID={}", d.pid())),
+        "{msg} (pid {})",
+        d.pid()
+    );
+    assert!(
+        d.log()
+            .contains("Using the listening socket(s) passed by systemd"),
+        "{}",
+        d.log()
+    );
     assert!(d.log().contains(&format!("port {port})")), "{}", d.log());
     let out = lab.out("sd-hello.txt");
-    let run = cf_agent_copy(&lab.client, &CopySpec::new(port, lab.data.share_path("hello.txt"), out.clone())).unwrap();
+    let run = cf_agent_copy(
+        &lab.client,
+        &CopySpec::new(port, lab.data.share_path("hello.txt"), out.clone()),
+    )
+    .unwrap();
     assert!(run.outcomes[0].ok(), "{}\n{}", run.describe(), d.log());
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(lab.data.share.join("hello.txt")).unwrap());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(lab.data.share.join("hello.txt")).unwrap()
+    );
     assert!(!port_listening(p.port), "the policy's port was not bound");
     sighup(d.pid());
     let n = notify.recv(&mut buf).unwrap();
@@ -636,31 +999,77 @@ fn socket_activation_and_sd_notify() {
 /// Man pages for the three binaries, and the .deb with its contents.
 #[test]
 fn man_pages_and_deb_package() {
-    let bin_dir = rcf_binary("rcf-serverd").unwrap().parent().unwrap().to_path_buf();
+    let bin_dir = rcf_binary("rcf-serverd")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     for b in ["rcf-agent", "rcf-key"] {
         rcf_binary(b).unwrap();
     }
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new("sh").arg(dist().join("gen-man.sh")).arg(tmp.path().join("man")).env("RCF_BIN_DIR", &bin_dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg(dist().join("gen-man.sh"))
+        .arg(tmp.path().join("man"))
+        .env("RCF_BIN_DIR", &bin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let man = require_tool("man", "apt-get install man-db");
     for b in ["rcf-serverd", "rcf-agent", "rcf-key"] {
         let page = tmp.path().join("man").join(format!("{b}.8"));
         let text = std::fs::read_to_string(&page).unwrap();
-        assert!(text.lines().take(5).any(|l| l.starts_with(".TH")), "{b}: {text}");
-        let r = Command::new(&man).arg("-l").arg(&page).env("MANWIDTH", "120").env("MANPAGER", "cat").output().unwrap();
+        assert!(
+            text.lines().take(5).any(|l| l.starts_with(".TH")),
+            "{b}: {text}"
+        );
+        let r = Command::new(&man)
+            .arg("-l")
+            .arg(&page)
+            .env("MANWIDTH", "120")
+            .env("MANPAGER", "cat")
+            .output()
+            .unwrap();
         let rendered = String::from_utf8_lossy(&r.stdout);
-        assert!(r.status.success() && rendered.contains("NAME"), "{b}: {}", String::from_utf8_lossy(&r.stderr));
+        assert!(
+            r.status.success() && rendered.contains("NAME"),
+            "{b}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
     }
     let serverd = std::fs::read_to_string(tmp.path().join("man/rcf-serverd.8")).unwrap();
-    for flag in ["explain", "metrics", "trust\\-max\\-new", "trust\\-window", "check\\-config", "no\\-fork"] {
+    for flag in [
+        "explain",
+        "metrics",
+        "trust\\-max\\-new",
+        "trust\\-window",
+        "check\\-config",
+        "no\\-fork",
+    ] {
         assert!(serverd.contains(flag), "rcf-serverd.8 lacks {flag}");
     }
     require_tool("dpkg-deb", "apt-get install dpkg");
-    let out = Command::new("sh").arg(dist().join("build-deb.sh")).arg(tmp.path().join("deb")).env("RCF_BIN_DIR", &bin_dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg(dist().join("build-deb.sh"))
+        .arg(tmp.path().join("deb"))
+        .env("RCF_BIN_DIR", &bin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let c = Command::new("dpkg-deb").arg("--contents").arg(&deb).output().unwrap();
+    let c = Command::new("dpkg-deb")
+        .arg("--contents")
+        .arg(&deb)
+        .output()
+        .unwrap();
     let contents = String::from_utf8_lossy(&c.stdout);
     for f in [
         "./usr/bin/rcf-serverd",
@@ -673,8 +1082,17 @@ fn man_pages_and_deb_package() {
         "./usr/share/man/man8/rcf-serverd.8.gz",
         "./etc/default/rcf-serverd",
     ] {
-        assert!(contents.contains(f), "{f} missing from the .deb:\n{contents}");
+        assert!(
+            contents.contains(f),
+            "{f} missing from the .deb:\n{contents}"
+        );
     }
-    let info = Command::new("dpkg-deb").args(["--field", &deb, "Package", "Version"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&info.stdout), format!("Package: rcf\nVersion: {}\n", env!("CARGO_PKG_VERSION")));
+    let info = Command::new("dpkg-deb")
+        .args(["--field", &deb, "Package", "Version"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&info.stdout),
+        format!("Package: rcf\nVersion: {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -43,7 +43,8 @@ impl Watch {
         let mut names = Vec::new();
         for d in dirs {
             let c = std::ffi::CString::new(d.as_os_str().as_bytes()).unwrap();
-            let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) };
+            let wd =
+                unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) };
             assert!(wd >= 0, "inotify_add_watch {}", d.display());
             names.push((wd, d.display().to_string()));
         }
@@ -64,9 +65,20 @@ impl Watch {
                 let wd = i32::from_ne_bytes(buf[i..i + 4].try_into().unwrap());
                 let mask = u32::from_ne_bytes(buf[i + 4..i + 8].try_into().unwrap());
                 let len = u32::from_ne_bytes(buf[i + 12..i + 16].try_into().unwrap()) as usize;
-                let name = String::from_utf8_lossy(&buf[i + 16..i + 16 + len]).trim_end_matches('\0').to_string();
-                let dir = self.names.iter().find(|(w, _)| *w == wd).map(|(_, d)| d.as_str()).unwrap_or("?");
-                let what = if mask & libc::IN_ACCESS != 0 { "ACCESS (read)" } else { "OPEN" };
+                let name = String::from_utf8_lossy(&buf[i + 16..i + 16 + len])
+                    .trim_end_matches('\0')
+                    .to_string();
+                let dir = self
+                    .names
+                    .iter()
+                    .find(|(w, _)| *w == wd)
+                    .map(|(_, d)| d.as_str())
+                    .unwrap_or("?");
+                let what = if mask & libc::IN_ACCESS != 0 {
+                    "ACCESS (read)"
+                } else {
+                    "OPEN"
+                };
                 out.push(format!("{dir}/{name} {what}"));
                 i += 16 + len;
             }
@@ -115,7 +127,8 @@ fn lab(name: &str) -> Lab {
     symlink("../outside/nonexistent", share.join("dangling-out")).unwrap();
     let pol = ServerPolicy::new(0).admit(share.to_string_lossy().into_owned());
     let srv = RcfServer::start(&srv_wd, &pol).unwrap();
-    let key = rcf_core::keys::parse_private_pem(&std::fs::read(cli_wd.privkey_path()).unwrap()).unwrap();
+    let key =
+        rcf_core::keys::parse_private_pem(&std::fs::read(cli_wd.privkey_path()).unwrap()).unwrap();
     Lab {
         srv,
         key,
@@ -136,15 +149,27 @@ struct Conn<'a> {
 
 impl<'a> Conn<'a> {
     fn new(lab: &'a Lab) -> Self {
-        Conn { lab, c: None, marker: version_marker() }
+        Conn {
+            lab,
+            c: None,
+            marker: version_marker(),
+        }
     }
 
     /// Send `payload` then VERSION; everything received before the VERSION
     /// reply is this request's reply. `None` = the server closed instead.
     fn exchange(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
         if self.c.as_ref().map(|c| c.closed).unwrap_or(true) {
-            let (c, w) = RawClient::identify(Ipv4Addr::LOCALHOST, self.lab.srv.port(), &self.lab.key, "root");
-            assert!(w.unwrap_or_default().starts_with(b"OK WELCOME"), "not welcomed");
+            let (c, w) = RawClient::identify(
+                Ipv4Addr::LOCALHOST,
+                self.lab.srv.port(),
+                &self.lab.key,
+                "root",
+            );
+            assert!(
+                w.unwrap_or_default().starts_with(b"OK WELCOME"),
+                "not welcomed"
+            );
             self.c = Some(c);
         }
         let c = self.c.as_mut().unwrap();
@@ -153,27 +178,39 @@ impl<'a> Conn<'a> {
         let mut got = Vec::new();
         let deadline = Instant::now() + IO;
         while Instant::now() < deadline {
-            if let Some(i) = got.windows(self.marker.len()).position(|w| w == self.marker.as_slice()) {
+            if let Some(i) = got
+                .windows(self.marker.len())
+                .position(|w| w == self.marker.as_slice())
+            {
                 got.truncate(i);
                 return Some(got);
             }
             match c.raw(1, Duration::from_millis(200)) {
                 Some(b) => got.extend_from_slice(&b),
                 None if c.closed => {
-                    assert!(!contains(&got, CANARY), "canary content in a reply before a close");
+                    assert!(
+                        !contains(&got, CANARY),
+                        "canary content in a reply before a close"
+                    );
                     return None;
                 }
                 None => {}
             }
         }
-        panic!("no reply within {IO:?}: {:?}", String::from_utf8_lossy(&got));
+        panic!(
+            "no reply within {IO:?}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
     }
 }
 
 fn ops(path: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     let digest: [u8; 16] = md5::Md5::digest(CANARY).into();
     vec![
-        ("STAT", rcf_core::request::encode_stat(unix_now() as i64, path)),
+        (
+            "STAT",
+            rcf_core::request::encode_stat(unix_now() as i64, path),
+        ),
         ("GET", rcf_core::request::encode_get(2048, path)),
         ("OPENDIR", rcf_core::request::encode_opendir(path)),
         ("MD5", rcf_core::request::encode_md5(path, &digest)),
@@ -194,16 +231,31 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
 
     // Positive control: the admitted tree is served, so refusals below are
     // not just a broken server.
-    let hello = conn.exchange(&rcf_core::request::encode_get(2048, &cat(&[&p, b"/hello.txt"]))).unwrap();
+    let hello = conn
+        .exchange(&rcf_core::request::encode_get(
+            2048,
+            &cat(&[&p, b"/hello.txt"]),
+        ))
+        .unwrap();
     assert_eq!(hello, b"hello from cf-serverd lab\n");
 
     let missing_path = cat(&[&p, b"/no-such-file.txt"]);
     let baseline: Vec<(&str, Vec<u8>)> = ops(&missing_path)
         .into_iter()
-        .map(|(op, req)| (op, conn.exchange(&req).expect("a missing file does not close the connection")))
+        .map(|(op, req)| {
+            (
+                op,
+                conn.exchange(&req)
+                    .expect("a missing file does not close the connection"),
+            )
+        })
         .collect();
     for (op, b) in &baseline {
-        assert!(b.len() > 8 && contains(b, b"BAD: "), "{op} of a missing file: {}", show(b));
+        assert!(
+            b.len() > 8 && contains(b, b"BAD: "),
+            "{op} of a missing file: {}",
+            show(b)
+        );
     }
 
     let long_dots = cat(&[&p, &b"/.".repeat(1900), b"/../outside/canary.txt"]);
@@ -256,55 +308,114 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
         b"./".to_vec(),
     ];
 
-    let watch = Watch::new(&[Path::new(&l.outside), &Path::new(&l.outside).join("dir"), Path::new(&l.secret)]);
+    let watch = Watch::new(&[
+        Path::new(&l.outside),
+        &Path::new(&l.outside).join("dir"),
+        Path::new(&l.secret),
+    ]);
     let mut checked = 0;
     for a in &attempts {
-        assert!(a.len() < 4000, "attempt too long for one transaction: {}", a.len());
+        assert!(
+            a.len() < 4000,
+            "attempt too long for one transaction: {}",
+            a.len()
+        );
         // A symlink loop inside the tree is, as in 3.21, a "dangling" link:
         // STAT describes the link itself (type 1, its own text), which is
         // inside the admitted tree, and GET fails at the open (O_NOFOLLOW)
         // with 3.21's raw refusal block. Nothing outside is involved.
-        let own_link: Option<&[u8]> = [&b"/loop1"[..], &b"/self"[..]].into_iter().find(|s| *a == cat(&[&p, s]));
+        let own_link: Option<&[u8]> = [&b"/loop1"[..], &b"/self"[..]]
+            .into_iter()
+            .find(|s| *a == cat(&[&p, s]));
         for ((op, req), (_, base)) in ops(a).into_iter().zip(&baseline) {
             let r = conn.exchange(&req);
             let r = r.unwrap_or_else(|| panic!("{op} {} closed the connection", show(a)));
-            assert!(!contains(&r, CANARY), "{op} {}: canary content in the reply", show(a));
+            assert!(
+                !contains(&r, CANARY),
+                "{op} {}: canary content in the reply",
+                show(a)
+            );
             if let (Some(name), "STAT") = (own_link, op) {
-                let text = if name == b"/loop1" { &b"OK:loop2"[..] } else { b"OK:self" };
-                assert!(contains(&r, b"OK: 1 ") && r.ends_with(text), "STAT {}: {}", show(a), show(&r));
+                let text = if name == b"/loop1" {
+                    &b"OK:loop2"[..]
+                } else {
+                    b"OK:self"
+                };
+                assert!(
+                    contains(&r, b"OK: 1 ") && r.ends_with(text),
+                    "STAT {}: {}",
+                    show(a),
+                    show(&r)
+                );
                 checked += 1;
                 continue;
             }
             if own_link.is_some() {
                 // GET: the open error's raw refusal block; OPENDIR: "couldn't
                 // open dir"; MD5: CFD_TRUE ("differs", unreadable). All 3.21's.
-                let block = r.len() == 2048 && r.starts_with(rcf_core::reply::FAILED) && r[rcf_core::reply::FAILED.len()..].iter().all(|&b| b == 0);
-                let refused = &r == base || block || contains(&r, b"BAD: ") || r.ends_with(rcf_core::reply::CFD_TRUE);
-                assert!(refused && !contains(&r, b"CFD_FALSE") && !contains(&r, b"OK:"), "{op} {}: {}", show(a), show(&r));
+                let block = r.len() == 2048
+                    && r.starts_with(rcf_core::reply::FAILED)
+                    && r[rcf_core::reply::FAILED.len()..].iter().all(|&b| b == 0);
+                let refused = &r == base
+                    || block
+                    || contains(&r, b"BAD: ")
+                    || r.ends_with(rcf_core::reply::CFD_TRUE);
+                assert!(
+                    refused && !contains(&r, b"CFD_FALSE") && !contains(&r, b"OK:"),
+                    "{op} {}: {}",
+                    show(a),
+                    show(&r)
+                );
                 checked += 1;
                 continue;
             }
-            assert_eq!(&r, base, "{op} {}: reply differs from a missing file's: {}", show(a), show(&r));
+            assert_eq!(
+                &r,
+                base,
+                "{op} {}: reply differs from a missing file's: {}",
+                show(a),
+                show(&r)
+            );
             checked += 1;
         }
     }
     std::thread::sleep(Duration::from_millis(200));
     let touched = watch.events();
-    assert!(touched.is_empty(), "the server opened or read outside the admitted tree: {touched:?}");
+    assert!(
+        touched.is_empty(),
+        "the server opened or read outside the admitted tree: {touched:?}"
+    );
     // Control: the watch does see a read there.
     let _ = std::fs::read(Path::new(&l.outside).join("canary.txt")).unwrap();
-    assert!(watch.events().iter().any(|e| e.contains("canary.txt ACCESS")), "inotify watch is not live");
+    assert!(
+        watch
+            .events()
+            .iter()
+            .any(|e| e.contains("canary.txt ACCESS")),
+        "inotify watch is not live"
+    );
 
     // The server's log never shows it serving (or even statting) those files.
     let log = l.srv.log();
     for line in log.lines() {
         let mentions = line.contains(&l.outside) || line.contains(&l.secret);
-        let served = ["Sending", "sent", "opened", "Open error", "Aborting transfer", "unable to stat", "Couldn't open directory"]
-            .iter()
-            .any(|w| line.contains(w));
+        let served = [
+            "Sending",
+            "sent",
+            "opened",
+            "Open error",
+            "Aborting transfer",
+            "unable to stat",
+            "Couldn't open directory",
+        ]
+        .iter()
+        .any(|w| line.contains(w));
         assert!(!(mentions && served), "log line: {line}");
     }
-    assert!(log.contains("access denied to"), "expected denials in the log");
+    assert!(
+        log.contains("access denied to"),
+        "expected denials in the log"
+    );
     assert!(l.srv.is_running());
     eprintln!("[paths] {} attempts x 4 commands = {checked} requests, all refused like a missing file (in-tree symlink loops: as 3.21); inotify saw nothing outside; wall {:?}", attempts.len(), t0.elapsed());
 }
@@ -316,7 +427,9 @@ fn a_nul_ends_the_request_path_like_a_c_string() {
     let l = lab("p2");
     let mut conn = Conn::new(&l);
     let path = [l.share.as_bytes(), b"/hello.txt\0/../../outside/canary.txt"].concat();
-    let r = conn.exchange(&rcf_core::request::encode_get(2048, &path)).unwrap();
+    let r = conn
+        .exchange(&rcf_core::request::encode_get(2048, &path))
+        .unwrap();
     assert_eq!(r, b"hello from cf-serverd lab\n");
 }
 
@@ -325,7 +438,15 @@ fn exchange(a: &Path, b: &Path) -> bool {
     let ca = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
     let cb = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
     // SAFETY: two valid C strings.
-    unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) == 0 }
+    unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        ) == 0
+    }
 }
 
 #[test]
@@ -336,7 +457,11 @@ fn files_and_directories_swapped_for_symlinks_while_served_never_leak() {
     // swap.txt: a regular file <-> a symlink to the canary, exchanged atomically.
     let innocent = b"innocent content, and a different size from the canary\n";
     std::fs::write(share.join("swap.txt"), innocent).unwrap();
-    std::os::unix::fs::symlink(Path::new(&l.outside).join("canary.txt"), share.join("swap.lnk")).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new(&l.outside).join("canary.txt"),
+        share.join("swap.lnk"),
+    )
+    .unwrap();
     // real/: a directory <-> a symlink to the outside directory.
     std::fs::create_dir(share.join("real")).unwrap();
     std::fs::write(share.join("real/canary.txt"), innocent).unwrap();
@@ -352,7 +477,9 @@ fn files_and_directories_swapped_for_symlinks_while_served_never_leak() {
             let t = Instant::now();
             let mut flips = 0u64;
             // Bounded: 20 s at most, or until told.
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && t.elapsed() < Duration::from_secs(20) {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && t.elapsed() < Duration::from_secs(20)
+            {
                 assert!(exchange(&share.join("swap.txt"), &share.join("swap.lnk")));
                 assert!(exchange(&share.join("real"), &share.join("real.lnk")));
                 flips += 1;
@@ -375,12 +502,27 @@ fn files_and_directories_swapped_for_symlinks_while_served_never_leak() {
     while rounds < 300 && t.elapsed() < Duration::from_secs(12) {
         rounds += 1;
         for (what, req) in [
-            ("STAT swap.txt", rcf_core::request::encode_stat(unix_now() as i64, &b(&sw))),
+            (
+                "STAT swap.txt",
+                rcf_core::request::encode_stat(unix_now() as i64, &b(&sw)),
+            ),
             ("GET swap.txt", rcf_core::request::encode_get(2048, &b(&sw))),
-            ("STAT real/canary.txt", rcf_core::request::encode_stat(unix_now() as i64, &b(&rc))),
-            ("GET real/canary.txt", rcf_core::request::encode_get(2048, &b(&rc))),
-            ("MD5 real/canary.txt", rcf_core::request::encode_md5(&b(&rc), &digest)),
-            ("MD5 swap.txt", rcf_core::request::encode_md5(&b(&sw), &digest)),
+            (
+                "STAT real/canary.txt",
+                rcf_core::request::encode_stat(unix_now() as i64, &b(&rc)),
+            ),
+            (
+                "GET real/canary.txt",
+                rcf_core::request::encode_get(2048, &b(&rc)),
+            ),
+            (
+                "MD5 real/canary.txt",
+                rcf_core::request::encode_md5(&b(&rc), &digest),
+            ),
+            (
+                "MD5 swap.txt",
+                rcf_core::request::encode_md5(&b(&sw), &digest),
+            ),
             ("OPENDIR real", rcf_core::request::encode_opendir(&b(&rd))),
         ] {
             let Some(r) = conn.exchange(&req) else {
@@ -388,14 +530,30 @@ fn files_and_directories_swapped_for_symlinks_while_served_never_leak() {
                 continue;
             };
             assert!(!contains(&r, CANARY), "{what}: canary content in the reply");
-            assert!(!contains(&r, b"outside-only-marker"), "{what}: the outside directory was listed: {}", show(&r));
+            assert!(
+                !contains(&r, b"outside-only-marker"),
+                "{what}: the outside directory was listed: {}",
+                show(&r)
+            );
             if what.starts_with("MD5") {
                 // CFD_FALSE = "your digest equals the file's": an oracle on the canary.
-                assert!(!contains(&r, b"CFD_FALSE"), "{what}: the server compared against the canary's digest");
+                assert!(
+                    !contains(&r, b"CFD_FALSE"),
+                    "{what}: the server compared against the canary's digest"
+                );
             }
             if what.starts_with("STAT") && contains(&r, b"OK: ") {
-                let size = String::from_utf8_lossy(&r[8..]).split_whitespace().nth(6).unwrap_or("").to_string();
-                assert_eq!(size, innocent.len().to_string(), "{what}: STAT gave the size of something outside: {}", show(&r));
+                let size = String::from_utf8_lossy(&r[8..])
+                    .split_whitespace()
+                    .nth(6)
+                    .unwrap_or("")
+                    .to_string();
+                assert_eq!(
+                    size,
+                    innocent.len().to_string(),
+                    "{what}: STAT gave the size of something outside: {}",
+                    show(&r)
+                );
             }
             if what.starts_with("GET") && !contains(&r, b"BAD: ") {
                 assert_eq!(&r[..], &innocent[..], "{what}: GET served something else");
@@ -409,9 +567,20 @@ fn files_and_directories_swapped_for_symlinks_while_served_never_leak() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let flips = flipper.join().unwrap();
-    let touched: Vec<String> = watch.events().into_iter().filter(|e| e.contains("ACCESS")).collect();
-    assert!(touched.is_empty(), "the server read outside the admitted tree: {touched:?}");
-    assert!(counts.get("GET served").copied().unwrap_or(0) > 0 && counts.get("refused").copied().unwrap_or(0) > 0, "the race never went both ways: {counts:?}");
+    let touched: Vec<String> = watch
+        .events()
+        .into_iter()
+        .filter(|e| e.contains("ACCESS"))
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "the server read outside the admitted tree: {touched:?}"
+    );
+    assert!(
+        counts.get("GET served").copied().unwrap_or(0) > 0
+            && counts.get("refused").copied().unwrap_or(0) > 0,
+        "the race never went both ways: {counts:?}"
+    );
     eprintln!("[paths] swap race: {rounds} rounds x 7 requests against {flips} flips: {counts:?}; no canary, no outside listing, no digest oracle, no outside STAT, no read; wall {:?}", t0.elapsed());
 }
 
@@ -425,21 +594,49 @@ fn a_file_replaced_by_a_symlink_between_stat_and_get_is_refused() {
     std::fs::write(&f, b"regular for now\n").unwrap();
     let fb = f.as_os_str().as_bytes().to_vec();
     let mut conn = Conn::new(&l);
-    let st = conn.exchange(&rcf_core::request::encode_stat(unix_now() as i64, &fb)).unwrap();
-    assert!(contains(&st, b"OK: 0 "), "STAT of the regular file: {}", show(&st));
+    let st = conn
+        .exchange(&rcf_core::request::encode_stat(unix_now() as i64, &fb))
+        .unwrap();
+    assert!(
+        contains(&st, b"OK: 0 "),
+        "STAT of the regular file: {}",
+        show(&st)
+    );
     let tmp = share.join("later-a-link.tmp");
     std::os::unix::fs::symlink(Path::new(&l.outside).join("canary.txt"), &tmp).unwrap();
     std::fs::rename(&tmp, &f).unwrap();
     let watch = Watch::new(&[Path::new(&l.outside)]);
-    let missing = conn.exchange(&rcf_core::request::encode_get(2048, [l.share.as_bytes(), b"/nope"].concat().as_slice())).unwrap();
-    let get = conn.exchange(&rcf_core::request::encode_get(2048, &fb)).unwrap();
+    let missing = conn
+        .exchange(&rcf_core::request::encode_get(
+            2048,
+            [l.share.as_bytes(), b"/nope"].concat().as_slice(),
+        ))
+        .unwrap();
+    let get = conn
+        .exchange(&rcf_core::request::encode_get(2048, &fb))
+        .unwrap();
     assert!(!contains(&get, CANARY));
     assert_eq!(get, missing, "GET after the swap: {}", show(&get));
     let digest: [u8; 16] = md5::Md5::digest(CANARY).into();
-    let md5 = conn.exchange(&rcf_core::request::encode_md5(&fb, &digest)).unwrap();
-    assert!(!contains(&md5, b"CFD_FALSE"), "MD5 compared against the canary");
-    let st = conn.exchange(&rcf_core::request::encode_stat(unix_now() as i64, &fb)).unwrap();
-    assert!(contains(&st, b"BAD: ") && !contains(&st, format!(" {} ", CANARY.len()).as_bytes()), "STAT after the swap: {}", show(&st));
-    let touched: Vec<String> = watch.events().into_iter().filter(|e| e.contains("ACCESS")).collect();
+    let md5 = conn
+        .exchange(&rcf_core::request::encode_md5(&fb, &digest))
+        .unwrap();
+    assert!(
+        !contains(&md5, b"CFD_FALSE"),
+        "MD5 compared against the canary"
+    );
+    let st = conn
+        .exchange(&rcf_core::request::encode_stat(unix_now() as i64, &fb))
+        .unwrap();
+    assert!(
+        contains(&st, b"BAD: ") && !contains(&st, format!(" {} ", CANARY.len()).as_bytes()),
+        "STAT after the swap: {}",
+        show(&st)
+    );
+    let touched: Vec<String> = watch
+        .events()
+        .into_iter()
+        .filter(|e| e.contains("ACCESS"))
+        .collect();
     assert!(touched.is_empty(), "{touched:?}");
 }

@@ -10,14 +10,22 @@ use rcf_core::reply;
 use rcf_core::request::{encode_get, encode_stat};
 use rcf_core::server::{KeyStatus, Now, Session};
 
-const NOW: Now = Now { mono_ms: 1_000, unix_s: 1_700_000_000 };
+const NOW: Now = Now {
+    mono_ms: 1_000,
+    unix_s: 1_700_000_000,
+};
 
 fn world_with(files: &[(&str, &[u8], u32, u32)]) -> World {
     let mut w = World::default();
     for (p, data, mode, uid) in files {
         w.nodes.insert(
             p.as_bytes().to_vec(),
-            Node { data: data.to_vec(), stat: file_stat(data.len() as u64, *mode, *uid), listing: None, digest: None },
+            Node {
+                data: data.to_vec(),
+                stat: file_stat(data.len() as u64, *mode, *uid),
+                listing: None,
+                digest: None,
+            },
         );
     }
     w.users.insert("alice".into(), 1000);
@@ -96,7 +104,10 @@ fn trustkeysfrom_saves_the_key_under_the_identity_username() {
     let out = identify(&mut s, &mut w, "root");
     assert!(out.ends_with(b"OK WELCOME USERNAME=root\n"));
     let id = rcf_conformance::world::test_peer_key().id;
-    assert_eq!(id, include_str!("../../core/src/keys/testdata/cfkey.id").trim());
+    assert_eq!(
+        id,
+        include_str!("../../core/src/keys/testdata/cfkey.id").trim()
+    );
     assert_eq!(w.saved_keys, vec![("root".to_string(), id)]);
     assert!(w.logged("Trusting new key: MD5="));
 }
@@ -108,10 +119,17 @@ fn stat_get_round_trip_in_2048_byte_records() {
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
     let st = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/f")));
-    assert!(st[0].starts_with(b"OK: 0 420 0 0 0 5000 "), "{:?}", String::from_utf8_lossy(&st[0]));
+    assert!(
+        st[0].starts_with(b"OK: 0 420 0 0 0 5000 "),
+        "{:?}",
+        String::from_utf8_lossy(&st[0])
+    );
     assert_eq!(st[1], b"OK:");
     let recs = ask(&mut s, &mut w, &encode_get(2048, b"/srv/f"));
-    assert_eq!(recs.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![2048, 2048, 904]);
+    assert_eq!(
+        recs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+        vec![2048, 2048, 904]
+    );
     assert_eq!(recs.concat(), data);
     assert!(w.open.is_empty(), "file handle leaked");
 }
@@ -121,19 +139,34 @@ fn shortcut_and_relative_paths() {
     let mut w = world_with(&[("/srv/promises.cf", b"body", 0o600, 0)]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
-    let st = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"masterfiles/promises.cf")));
+    let st = payloads(&ask(
+        &mut s,
+        &mut w,
+        &encode_stat(NOW.unix_s, b"masterfiles/promises.cf"),
+    ));
     assert!(st[0].starts_with(b"OK: 0 384 "));
-    let st = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"nosuch/promises.cf")));
+    let st = payloads(&ask(
+        &mut s,
+        &mut w,
+        &encode_stat(NOW.unix_s, b"nosuch/promises.cf"),
+    ));
     assert_eq!(st, vec![reply::FAILED.to_vec()]);
     assert!(w.logged("Relative paths are not allowed: nosuch/promises.cf"));
 }
 
 #[test]
 fn longest_rule_decides_and_missing_looks_like_denied() {
-    let mut w = world_with(&[("/srv/private/k", b"secret", 0o644, 0), ("/srv/ok", b"x", 0o644, 0)]);
+    let mut w = world_with(&[
+        ("/srv/private/k", b"secret", 0o644, 0),
+        ("/srv/ok", b"x", 0o644, 0),
+    ]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
-    let denied = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/private/k")));
+    let denied = payloads(&ask(
+        &mut s,
+        &mut w,
+        &encode_stat(NOW.unix_s, b"/srv/private/k"),
+    ));
     let missing = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/nope")));
     assert_eq!(denied, missing);
     assert_eq!(denied, vec![reply::FAILED.to_vec()]);
@@ -145,7 +178,10 @@ fn longest_rule_decides_and_missing_looks_like_denied() {
 
 #[test]
 fn ownership_rule_for_non_root_users_sends_a_zero_padded_block() {
-    let mut w = world_with(&[("/srv/root-only", b"topsecret", 0o600, 0), ("/srv/mine", b"mine", 0o600, 1000)]);
+    let mut w = world_with(&[
+        ("/srv/root-only", b"topsecret", 0o600, 0),
+        ("/srv/mine", b"mine", 0o600, 1000),
+    ]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "alice");
     let recs = ask(&mut s, &mut w, &encode_get(1000, b"/srv/root-only"));
@@ -153,9 +189,15 @@ fn ownership_rule_for_non_root_users_sends_a_zero_padded_block() {
     assert_eq!(recs[0], txn(reply::FAILED));
     assert_eq!(recs[1].len(), 1000);
     assert!(recs[1].starts_with(reply::FAILED));
-    assert!(recs[1][reply::FAILED.len()..].iter().all(|&b| b == 0), "padding must be zeros, never memory");
+    assert!(
+        recs[1][reply::FAILED.len()..].iter().all(|&b| b == 0),
+        "padding must be zeros, never memory"
+    );
     assert!(w.logged("Remote user 'alice' is not owner of the file"));
-    assert_eq!(ask(&mut s, &mut w, &encode_get(2048, b"/srv/mine")).concat(), b"mine");
+    assert_eq!(
+        ask(&mut s, &mut w, &encode_get(2048, b"/srv/mine")).concat(),
+        b"mine"
+    );
 }
 
 #[test]
@@ -172,13 +214,17 @@ fn a_file_that_changes_after_stat_never_desynchronises_the_stream() {
     assert_eq!(total, 2048, "one block the client reads whole");
     assert!(recs[0].starts_with(b"BAD: File changed while copying: /srv/grow"));
     // The stream is in sync: the next request gets its own answer.
-    assert_eq!(payloads(&ask(&mut s, &mut w, b"VERSION")), vec![reply::version()]);
+    assert_eq!(
+        payloads(&ask(&mut s, &mut w, b"VERSION")),
+        vec![reply::version()]
+    );
 }
 
 #[test]
 fn a_file_that_shrinks_mid_transfer_ends_with_a_change_block() {
     let mut w = world_with(&[("/srv/big", &vec![1u8; 100_000], 0o644, 0)]);
-    w.change_after_open.insert(b"/srv/big".to_vec(), vec![1u8; 70_000]);
+    w.change_after_open
+        .insert(b"/srv/big".to_vec(), vec![1u8; 70_000]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
     ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/big"));
@@ -195,10 +241,26 @@ fn clock_skew_is_refused_after_the_acl() {
     let mut w = world_with(&[("/srv/f", b"x", 0o644, 0)]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
-    let r = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s - 4000, b"/srv/f")));
-    assert_eq!(r, vec![format!("BAD: Clocks are too far unsynchronized {}/{}", NOW.unix_s, NOW.unix_s - 4000).into_bytes()]);
+    let r = payloads(&ask(
+        &mut s,
+        &mut w,
+        &encode_stat(NOW.unix_s - 4000, b"/srv/f"),
+    ));
+    assert_eq!(
+        r,
+        vec![format!(
+            "BAD: Clocks are too far unsynchronized {}/{}",
+            NOW.unix_s,
+            NOW.unix_s - 4000
+        )
+        .into_bytes()]
+    );
     // Denied paths get the refusal, not the clock message (ACL first).
-    let r = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s - 4000, b"/etc/passwd")));
+    let r = payloads(&ask(
+        &mut s,
+        &mut w,
+        &encode_stat(NOW.unix_s - 4000, b"/etc/passwd"),
+    ));
     assert_eq!(r, vec![reply::FAILED.to_vec()]);
 }
 
@@ -207,9 +269,15 @@ fn protocol_errors_close_and_refusals_do_not() {
     let mut w = world_with(&[]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
-    assert_eq!(payloads(&ask(&mut s, &mut w, b"VAR x")), vec![reply::FAILED.to_vec()]);
+    assert_eq!(
+        payloads(&ask(&mut s, &mut w, b"VAR x")),
+        vec![reply::FAILED.to_vec()]
+    );
     assert!(!s.is_closing());
-    assert_eq!(payloads(&ask(&mut s, &mut w, b"GET 0 /srv/f")), vec![reply::REQUEST_DENIED.to_vec()]);
+    assert_eq!(
+        payloads(&ask(&mut s, &mut w, b"GET 0 /srv/f")),
+        vec![reply::REQUEST_DENIED.to_vec()]
+    );
     assert!(s.is_closing());
     // Nothing more is answered once closing.
     assert!(ask(&mut s, &mut w, b"VERSION").is_empty());
@@ -220,9 +288,19 @@ fn hostile_paths_are_refused_like_missing_files() {
     let mut w = world_with(&[("/srv/f", b"x", 0o644, 0)]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
-    for p in [&b"/srv/../etc/passwd"[..], b"relative", b"/srv/\xff\xfe", b"//etc/passwd"] {
+    for p in [
+        &b"/srv/../etc/passwd"[..],
+        b"relative",
+        b"/srv/\xff\xfe",
+        b"//etc/passwd",
+    ] {
         let r = payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, p)));
-        assert_eq!(r, vec![reply::FAILED.to_vec()], "{}", String::from_utf8_lossy(p));
+        assert_eq!(
+            r,
+            vec![reply::FAILED.to_vec()],
+            "{}",
+            String::from_utf8_lossy(p)
+        );
     }
     assert!(!s.is_closing());
 }
@@ -257,7 +335,10 @@ fn deadlines_drop_silent_and_idle_peers() {
     w.drive(&mut s, NOW);
     let d = s.poll_timeout().expect("handshake deadline");
     assert_eq!(d, NOW.mono_ms + 30_000);
-    s.handle_timeout(Now { mono_ms: d - 1, ..NOW });
+    s.handle_timeout(Now {
+        mono_ms: d - 1,
+        ..NOW
+    });
     assert!(!s.is_closing());
     s.handle_timeout(Now { mono_ms: d, ..NOW });
     assert!(s.is_closing());
@@ -301,7 +382,10 @@ impl rcf_core::policy::PolicySource for OneFile {
         }
     }
     fn canonicalize(&self, path: &str) -> rcf_core::policy::Canon {
-        rcf_core::policy::Canon::Resolved { path: path.trim_end_matches('/').to_string(), is_dir: path.ends_with('/') }
+        rcf_core::policy::Canon::Resolved {
+            path: path.trim_end_matches('/').to_string(),
+            is_dir: path.ends_with('/'),
+        }
     }
     fn exists(&self, _path: &str) -> bool {
         true
@@ -309,7 +393,10 @@ impl rcf_core::policy::PolicySource for OneFile {
 }
 
 fn load(text: &str) -> rcf_core::policy::ServerPolicy {
-    let opts = rcf_core::policy::LoadOptions { file: "/mem/promises.cf".into(), ..Default::default() };
+    let opts = rcf_core::policy::LoadOptions {
+        file: "/mem/promises.cf".into(),
+        ..Default::default()
+    };
     rcf_core::policy::load(&OneFile(text.into()), &opts).expect("policy loads")
 }
 
@@ -336,7 +423,16 @@ bundle server access
     identify(&mut s, &mut w, "root");
     // The world's reverse lookup fails (answers None).
     assert!(w.logged("Reverse lookup failed"));
-    assert_eq!(payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/f"))), vec![reply::FAILED.to_vec()]);
-    assert_eq!(payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/pub/g"))), vec![reply::FAILED.to_vec()]);
-    assert_eq!(payloads(&ask(&mut s, &mut w, b"VERSION")), vec![reply::version()]);
+    assert_eq!(
+        payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/f"))),
+        vec![reply::FAILED.to_vec()]
+    );
+    assert_eq!(
+        payloads(&ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/pub/g"))),
+        vec![reply::FAILED.to_vec()]
+    );
+    assert_eq!(
+        payloads(&ask(&mut s, &mut w, b"VERSION")),
+        vec![reply::version()]
+    );
 }

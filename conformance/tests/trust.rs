@@ -30,7 +30,10 @@ fn snapshot(wd: &Workdir) -> BTreeMap<String, (u32, Vec<u8>)> {
         .map(|e| {
             let e = e.unwrap();
             let m = e.metadata().unwrap();
-            (e.file_name().to_string_lossy().into_owned(), (m.permissions().mode(), std::fs::read(e.path()).unwrap()))
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (m.permissions().mode(), std::fs::read(e.path()).unwrap()),
+            )
         })
         .collect()
 }
@@ -47,21 +50,34 @@ fn policy(trustkeysfrom: &[&str]) -> ServerPolicy {
 /// Identify and expect a refusal: no WELCOME, the connection closed.
 fn refused(srv: &RcfServer, src: Ipv4Addr, key: &rcf_core::keys::RsaPrivateKey, user: &str) {
     let (mut c, w) = RawClient::identify(src, srv.port(), key, user);
-    assert!(w.is_none(), "{user}@{src} was welcomed: {:?}", w.map(|l| String::from_utf8_lossy(&l).into_owned()));
-    assert!(c.wait_closed(Duration::from_secs(5)), "connection left open after a trust failure");
+    assert!(
+        w.is_none(),
+        "{user}@{src} was welcomed: {:?}",
+        w.map(|l| String::from_utf8_lossy(&l).into_owned())
+    );
+    assert!(
+        c.wait_closed(Duration::from_secs(5)),
+        "connection left open after a trust failure"
+    );
 }
 
 fn welcomed(srv: &RcfServer, src: Ipv4Addr, key: &rcf_core::keys::RsaPrivateKey, user: &str) {
     let (mut c, w) = RawClient::identify(src, srv.port(), key, user);
     let w = w.unwrap_or_else(|| panic!("{user}@{src} refused:\n{}", srv.log()));
-    assert!(w.starts_with(b"OK WELCOME"), "{:?}", String::from_utf8_lossy(&w));
+    assert!(
+        w.starts_with(b"OK WELCOME"),
+        "{:?}",
+        String::from_utf8_lossy(&w)
+    );
     c.txn(b"VERSION");
     assert_eq!(c.reply(IO).unwrap(), b"OK: 3.21.0");
 }
 
 /// Lines of `log` from `ip` saying TRUST FAILED.
 fn trust_failures(log: &str, ip: &str) -> usize {
-    log.lines().filter(|l| l.contains(TRUST_FAILED) && l.contains(&format!("{ip}>"))).count()
+    log.lines()
+        .filter(|l| l.contains(TRUST_FAILED) && l.contains(&format!("{ip}>")))
+        .count()
 }
 
 #[test]
@@ -78,15 +94,34 @@ fn an_unknown_key_is_refused_once_trustkeysfrom_is_closed() {
     refused(&srv, Ipv4Addr::LOCALHOST, &k, "root");
     // The real cf-agent gets the same answer.
     let out = cli_wd.scratch().join("out/hello.txt");
-    let run = cf_agent_copies(&cli_wd, &[CopySpec::new(srv.port(), data.share_path("hello.txt"), &out)]).unwrap();
-    assert!(!run.outcomes[0].ok() && !out.exists(), "{:?}\n{}", run.outcomes, run.describe());
+    let run = cf_agent_copies(
+        &cli_wd,
+        &[CopySpec::new(
+            srv.port(),
+            data.share_path("hello.txt"),
+            &out,
+        )],
+    )
+    .unwrap();
+    assert!(
+        !run.outcomes[0].ok() && !out.exists(),
+        "{:?}\n{}",
+        run.outcomes,
+        run.describe()
+    );
     assert!(srv.wait_for_log(TRUST_FAILED, Duration::from_secs(5)));
     let log = srv.log();
     assert_eq!(trust_failures(&log, "127.0.0.1"), 2, "{log}");
     assert!(log.contains("not found in ppkeys"), "{log}");
     assert_eq!(snapshot(&srv_wd), before, "ppkeys changed");
-    assert!(!log.contains("Trusting new key") && !log.contains("Saved trusted key"), "{log}");
-    eprintln!("[trust] unknown key refused (raw client and cf-agent), ppkeys unchanged; wall {:?}", t0.elapsed());
+    assert!(
+        !log.contains("Trusting new key") && !log.contains("Saved trusted key"),
+        "{log}"
+    );
+    eprintln!(
+        "[trust] unknown key refused (raw client and cf-agent), ppkeys unchanged; wall {:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -103,11 +138,19 @@ fn a_known_ip_presenting_a_different_key_is_refused() {
     let srv = RcfServer::start(&srv_wd, &policy(&["127.0.0.1"])).unwrap();
     welcomed(&srv, Ipv4Addr::LOCALHOST, &ka, "root");
     let stored = format!("root-{}.pub", a_wd.key_id().unwrap());
-    assert!(srv_wd.ppkeys().join(&stored).exists(), "TOFU did not store {stored}: {:?}", snapshot(&srv_wd).keys());
+    assert!(
+        srv_wd.ppkeys().join(&stored).exists(),
+        "TOFU did not store {stored}: {:?}",
+        snapshot(&srv_wd).keys()
+    );
     srv.stop();
 
     // An old-style `<user>-<ip>.pub` for 127.0.0.2 holding A's key, too.
-    std::fs::copy(a_wd.pubkey_path(), srv_wd.ppkeys().join("root-127.0.0.2.pub")).unwrap();
+    std::fs::copy(
+        a_wd.pubkey_path(),
+        srv_wd.ppkeys().join("root-127.0.0.2.pub"),
+    )
+    .unwrap();
 
     // Closed: the same IPs now present B's key.
     let srv = RcfServer::start(&srv_wd, &policy(&[])).unwrap();
@@ -118,9 +161,17 @@ fn a_known_ip_presenting_a_different_key_is_refused() {
     let log = srv.log();
     assert_eq!(trust_failures(&log, "127.0.0.1"), 1, "{log}");
     assert_eq!(trust_failures(&log, "127.0.0.2"), 1, "{log}");
-    assert!(log.contains("compares different to the one in ppkeys"), "the old-style file was not compared:\n{log}");
+    assert!(
+        log.contains("compares different to the one in ppkeys"),
+        "the old-style file was not compared:\n{log}"
+    );
     let after = snapshot(&srv_wd);
-    assert!(after == before, "ppkeys changed: {:?} -> {:?}", before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    assert!(
+        after == before,
+        "ppkeys changed: {:?} -> {:?}",
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
     // A is still trusted from both IPs. (The unchanged ppkeys above is the
     // regression check: 3.21 would have renamed root-127.0.0.2.pub to B's id.)
     welcomed(&srv, Ipv4Addr::LOCALHOST, &ka, "root");

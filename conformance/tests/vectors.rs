@@ -8,8 +8,14 @@ use rcf_conformance::{runner, transcript};
 
 fn all() -> Vec<transcript::Transcript> {
     let dir = transcript::vectors_dir();
-    let v = transcript::load_all(&dir).unwrap_or_else(|e| panic!("cannot load vectors from {}: {e}", dir.display()));
-    assert!(v.len() >= 30, "expected the recorded vector set in {}, found {}", dir.display(), v.len());
+    let v = transcript::load_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot load vectors from {}: {e}", dir.display()));
+    assert!(
+        v.len() >= 30,
+        "expected the recorded vector set in {}, found {}",
+        dir.display(),
+        v.len()
+    );
     v
 }
 
@@ -26,7 +32,10 @@ fn every_vector_replays_clean_through_the_core() {
 }
 
 fn report(name: &str) -> runner::Report {
-    let t = all().into_iter().find(|t| t.name == name).unwrap_or_else(|| panic!("vector {name} missing"));
+    let t = all()
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("vector {name} missing"));
     let rep = runner::check_codec(&t);
     assert!(rep.failures.is_empty(), "{name}: {:#?}", rep.failures);
     rep
@@ -36,11 +45,19 @@ fn report(name: &str) -> runner::Report {
 fn banner_and_version_vectors() {
     for name in ["version-v2", "version-cmd"] {
         let r = report(name);
-        assert!(r.covers("banner") && r.covers("welcome"), "{name}: {:?}", r.covered);
+        assert!(
+            r.covers("banner") && r.covers("welcome"),
+            "{name}: {:?}",
+            r.covered
+        );
     }
     assert!(report("version-cmd").covers("reply-version"));
     // v1 inside TLS, v4 and garbage: the server hangs up and so must the core.
-    for name in ["version-v1-refused", "version-v4-too-new", "version-garbage"] {
+    for name in [
+        "version-v1-refused",
+        "version-v4-too-new",
+        "version-garbage",
+    ] {
         let r = report(name);
         assert!(r.covers("refusal"), "{name}: {:?}", r.covered);
     }
@@ -56,7 +73,11 @@ fn identity_vectors() {
 #[test]
 fn bad_command_vector() {
     let r = report("bad-command");
-    assert!(r.covers("request-parse") && r.covers("reply-request-denied"), "{:?}", r.covered);
+    assert!(
+        r.covers("request-parse") && r.covers("reply-request-denied"),
+        "{:?}",
+        r.covered
+    );
 }
 
 #[test]
@@ -91,5 +112,8 @@ fn server_vectors_replay_against_the_core_session() {
     }
     eprintln!("replayed against the session: {replayed:?}");
     assert!(replayed.len() >= 26, "{replayed:?}");
-    assert!(replayed.contains(&"exec-ok".to_string()) && replayed.contains(&"exec-denied-class".to_string()));
+    assert!(
+        replayed.contains(&"exec-ok".to_string())
+            && replayed.contains(&"exec-denied-class".to_string())
+    );
 }

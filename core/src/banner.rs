@@ -99,7 +99,11 @@ pub fn client_version_line(v: ProtocolVersion) -> Vec<u8> {
 /// Accepts 2..=[`LATEST`]; classic inside TLS, anything newer, or garbage
 /// is refused so the caller closes silently, exactly as 3.21 does.
 pub fn server_accept(line: &[u8]) -> Result<ProtocolVersion, NegotiationError> {
-    let text = || String::from_utf8_lossy(line).trim_end_matches('\n').to_string();
+    let text = || {
+        String::from_utf8_lossy(line)
+            .trim_end_matches('\n')
+            .to_string()
+    };
     match parse_version_number(line) {
         None => Err(NegotiationError::Unparsable(text())),
         Some(n) if n <= 0 => Err(NegotiationError::Unparsable(text())),
@@ -119,8 +123,13 @@ pub fn client_choose(
     banner: &[u8],
 ) -> Result<ProtocolVersion, NegotiationError> {
     let wanted = wanted.unwrap_or(LATEST);
-    let text = || String::from_utf8_lossy(banner).trim_end_matches('\n').to_string();
-    let received = parse_version_number(banner).ok_or_else(|| NegotiationError::BadServerVersion(text()))?;
+    let text = || {
+        String::from_utf8_lossy(banner)
+            .trim_end_matches('\n')
+            .to_string()
+    };
+    let received =
+        parse_version_number(banner).ok_or_else(|| NegotiationError::BadServerVersion(text()))?;
     if received <= 1 {
         return Err(NegotiationError::BadServerVersion(text()));
     }
@@ -140,19 +149,46 @@ mod tests {
     #[test]
     fn banner_is_byte_exact() {
         assert_eq!(server_banner(), b"CFE_v3 cf-serverd 3.21.0\n");
-        assert_eq!(client_version_line(ProtocolVersion::Tls), b"CFE_v2 cf-agent 3.21.0\n");
+        assert_eq!(
+            client_version_line(ProtocolVersion::Tls),
+            b"CFE_v2 cf-agent 3.21.0\n"
+        );
     }
 
     #[test]
     fn server_rules() {
-        assert_eq!(server_accept(b"CFE_v3 cf-agent 3.21.0\n"), Ok(ProtocolVersion::Cookie));
-        assert_eq!(server_accept(b"CFE_v2 cf-agent 3.21.0\n"), Ok(ProtocolVersion::Tls));
-        assert_eq!(server_accept(b"CFE_v1 cf-agent 3.21.0\n"), Err(NegotiationError::Disallowed(1)));
-        assert_eq!(server_accept(b"CFE_v4 cf-agent 3.28.0\n"), Err(NegotiationError::TooNew(4)));
-        assert!(matches!(server_accept(b"HELLO there\n"), Err(NegotiationError::Unparsable(_))));
-        assert!(matches!(server_accept(b"CFE_v0\n"), Err(NegotiationError::Unparsable(_))));
-        assert!(matches!(server_accept(b"CFE_v-3\n"), Err(NegotiationError::Unparsable(_))));
-        assert_eq!(server_accept(b"CFE_v 3 trailing"), Ok(ProtocolVersion::Cookie));
+        assert_eq!(
+            server_accept(b"CFE_v3 cf-agent 3.21.0\n"),
+            Ok(ProtocolVersion::Cookie)
+        );
+        assert_eq!(
+            server_accept(b"CFE_v2 cf-agent 3.21.0\n"),
+            Ok(ProtocolVersion::Tls)
+        );
+        assert_eq!(
+            server_accept(b"CFE_v1 cf-agent 3.21.0\n"),
+            Err(NegotiationError::Disallowed(1))
+        );
+        assert_eq!(
+            server_accept(b"CFE_v4 cf-agent 3.28.0\n"),
+            Err(NegotiationError::TooNew(4))
+        );
+        assert!(matches!(
+            server_accept(b"HELLO there\n"),
+            Err(NegotiationError::Unparsable(_))
+        ));
+        assert!(matches!(
+            server_accept(b"CFE_v0\n"),
+            Err(NegotiationError::Unparsable(_))
+        ));
+        assert!(matches!(
+            server_accept(b"CFE_v-3\n"),
+            Err(NegotiationError::Unparsable(_))
+        ));
+        assert_eq!(
+            server_accept(b"CFE_v 3 trailing"),
+            Ok(ProtocolVersion::Cookie)
+        );
         assert!(matches!(
             server_accept(b"CFE_v99999999999999999999999\n"),
             Err(NegotiationError::TooNew(_))
@@ -162,10 +198,22 @@ mod tests {
     #[test]
     fn client_rules() {
         let v = |b: &[u8], w| client_choose(w, b);
-        assert_eq!(v(b"CFE_v3 cf-serverd 3.21.0\n", None), Ok(ProtocolVersion::Cookie));
-        assert_eq!(v(b"CFE_v2 cf-serverd 3.10.0\n", None), Ok(ProtocolVersion::Tls));
-        assert_eq!(v(b"CFE_v5 cf-serverd 3.28.0\n", None), Ok(ProtocolVersion::Cookie));
-        assert_eq!(v(b"CFE_v3 cf-serverd 3.21.0\n", Some(ProtocolVersion::Tls)), Ok(ProtocolVersion::Tls));
+        assert_eq!(
+            v(b"CFE_v3 cf-serverd 3.21.0\n", None),
+            Ok(ProtocolVersion::Cookie)
+        );
+        assert_eq!(
+            v(b"CFE_v2 cf-serverd 3.10.0\n", None),
+            Ok(ProtocolVersion::Tls)
+        );
+        assert_eq!(
+            v(b"CFE_v5 cf-serverd 3.28.0\n", None),
+            Ok(ProtocolVersion::Cookie)
+        );
+        assert_eq!(
+            v(b"CFE_v3 cf-serverd 3.21.0\n", Some(ProtocolVersion::Tls)),
+            Ok(ProtocolVersion::Tls)
+        );
         assert!(v(b"CFE_v1 x\n", None).is_err());
         assert!(v(b"garbage\n", None).is_err());
     }

@@ -53,12 +53,18 @@ pub struct Transaction {
 impl Transaction {
     /// A `t` transaction; `payload` must be 1..=4088 bytes for [`encode`] to accept it.
     pub fn done(payload: impl Into<Bytes>) -> Self {
-        Transaction { status: Status::Done, payload: payload.into() }
+        Transaction {
+            status: Status::Done,
+            payload: payload.into(),
+        }
     }
 
     /// An `m` transaction.
     pub fn more(payload: impl Into<Bytes>) -> Self {
-        Transaction { status: Status::More, payload: payload.into() }
+        Transaction {
+            status: Status::More,
+            payload: payload.into(),
+        }
     }
 
     /// The payload up to its first NUL, as the C server reads commands.
@@ -332,7 +338,10 @@ impl Decoder {
                 need: HEADER_LEN + len,
             }),
             None if !self.buf.is_empty() && self.buf.len() < HEADER_LEN => {
-                Err(FrameError::Truncated { have: self.buf.len(), need: HEADER_LEN })
+                Err(FrameError::Truncated {
+                    have: self.buf.len(),
+                    need: HEADER_LEN,
+                })
             }
             None => Ok(()),
         }
@@ -351,7 +360,10 @@ mod tests {
         assert_eq!(&encode_header(Status::Done, 7).unwrap(), b"t 7\0\0\0\0\0");
         assert_eq!(&encode_header(Status::More, 4088).unwrap(), b"m 4088\0\0");
         assert_eq!(encode_header(Status::Done, 0), Err(EncodeError::Empty));
-        assert_eq!(encode_header(Status::Done, 4089), Err(EncodeError::TooLong(4089)));
+        assert_eq!(
+            encode_header(Status::Done, 4089),
+            Err(EncodeError::TooLong(4089))
+        );
     }
 
     #[test]
@@ -365,13 +377,34 @@ mod tests {
 
     #[test]
     fn header_parser_rejects_what_cfengine_rejects() {
-        assert_eq!(parse_header(b"x 10\0\0\0\0"), Err(FrameError::BadStatus(b'x')));
-        assert_eq!(parse_header(b"t 0\0\0\0\0\0"), Err(FrameError::ZeroLength(0)));
-        assert_eq!(parse_header(b"t -5\0\0\0\0"), Err(FrameError::ZeroLength(-5)));
-        assert_eq!(parse_header(b"t 4089\0\0"), Err(FrameError::Oversized(4089)));
-        assert_eq!(parse_header(b"t 999999"), Err(FrameError::Oversized(999999)));
-        assert!(matches!(parse_header(b"t abc\0\0\0"), Err(FrameError::Garbage(_))));
-        assert!(matches!(parse_header(b"t \0 12\0\0"), Err(FrameError::Garbage(_))));
+        assert_eq!(
+            parse_header(b"x 10\0\0\0\0"),
+            Err(FrameError::BadStatus(b'x'))
+        );
+        assert_eq!(
+            parse_header(b"t 0\0\0\0\0\0"),
+            Err(FrameError::ZeroLength(0))
+        );
+        assert_eq!(
+            parse_header(b"t -5\0\0\0\0"),
+            Err(FrameError::ZeroLength(-5))
+        );
+        assert_eq!(
+            parse_header(b"t 4089\0\0"),
+            Err(FrameError::Oversized(4089))
+        );
+        assert_eq!(
+            parse_header(b"t 999999"),
+            Err(FrameError::Oversized(999999))
+        );
+        assert!(matches!(
+            parse_header(b"t abc\0\0\0"),
+            Err(FrameError::Garbage(_))
+        ));
+        assert!(matches!(
+            parse_header(b"t \0 12\0\0"),
+            Err(FrameError::Garbage(_))
+        ));
     }
 
     #[test]
@@ -390,7 +423,10 @@ mod tests {
         let mut d = Decoder::new();
         d.push(b"t 10\0\0\0\0OK").unwrap();
         assert_eq!(d.poll().unwrap(), None);
-        assert_eq!(d.finish(), Err(FrameError::Truncated { have: 10, need: 18 }));
+        assert_eq!(
+            d.finish(),
+            Err(FrameError::Truncated { have: 10, need: 18 })
+        );
         let mut d = Decoder::new();
         d.push(b"t 1").unwrap();
         assert_eq!(d.finish(), Err(FrameError::Truncated { have: 3, need: 8 }));

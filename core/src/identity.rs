@@ -76,7 +76,8 @@ pub fn parse_identity(line: &[u8]) -> Result<Identity, IdentityError> {
             if value.len() > MAX_USERNAME || value.iter().any(|&b| b == b'/' || b == b'\\') {
                 return Err(IdentityError::InvalidUsername(lossy));
             }
-            let name = String::from_utf8(value.to_vec()).map_err(|_| IdentityError::InvalidUsername(lossy))?;
+            let name = String::from_utf8(value.to_vec())
+                .map_err(|_| IdentityError::InvalidUsername(lossy))?;
             id.username = Some(name);
         } else {
             id.unknown.push((
@@ -174,7 +175,10 @@ mod tests {
         assert_eq!(id.unknown, vec![("FOO".into(), "bar".into())]);
         assert!(parse_identity(b"IDENTITY USERNAME=a/b\n").is_err());
         assert!(parse_identity(b"IDENTITY USERNAME=a\\b\n").is_err());
-        assert_eq!(parse_identity(b"IDENTITY USERNAME=\n").unwrap().username, None);
+        assert_eq!(
+            parse_identity(b"IDENTITY USERNAME=\n").unwrap().username,
+            None
+        );
         let long = format!("IDENTITY USERNAME={}\n", "x".repeat(1024));
         assert!(parse_identity(long.as_bytes()).is_err());
     }
@@ -191,10 +195,16 @@ mod tests {
     fn lines_split_anywhere_and_keep_the_rest() {
         let mut lb = LineBuffer::new();
         lb.push(b"CFE_v3 cf-agent 3.21.0\nIDENT");
-        assert_eq!(lb.next_line().unwrap().unwrap(), b"CFE_v3 cf-agent 3.21.0\n");
+        assert_eq!(
+            lb.next_line().unwrap().unwrap(),
+            b"CFE_v3 cf-agent 3.21.0\n"
+        );
         assert_eq!(lb.next_line().unwrap(), None);
         lb.push(b"ITY USERNAME=root\nt 7\0");
-        assert_eq!(lb.next_line().unwrap().unwrap(), b"IDENTITY USERNAME=root\n");
+        assert_eq!(
+            lb.next_line().unwrap().unwrap(),
+            b"IDENTITY USERNAME=root\n"
+        );
         assert_eq!(lb.take_rest(), b"t 7\0");
         let mut lb = LineBuffer::new();
         lb.push(&[b'a'; 2000]);

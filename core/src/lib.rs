@@ -11,14 +11,14 @@
 //! After every input (`handle_*`), drain every output (`poll_*`) until it
 //! returns `None`, then wait for the next input or for `poll_timeout`.
 
-pub mod frame;
 pub mod banner;
-pub mod identity;
-pub mod request;
-pub mod reply;
-pub mod keys;
-pub mod policy;
-pub mod tls;
-pub mod server;
 pub mod classic;
 pub mod client;
+pub mod frame;
+pub mod identity;
+pub mod keys;
+pub mod policy;
+pub mod reply;
+pub mod request;
+pub mod server;
+pub mod tls;

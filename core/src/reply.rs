@@ -192,7 +192,11 @@ impl StatReply {
         if !second.starts_with(b"OK:") {
             return Err(StatParseError::NotOk);
         }
-        let link_target = if second.len() > 4 { second[3..].to_vec() } else { Vec::new() };
+        let link_target = if second.len() > 4 {
+            second[3..].to_vec()
+        } else {
+            Vec::new()
+        };
         Ok(StatReply {
             file_type,
             mode: u(1)? as u32 & 0o7777,
@@ -235,7 +239,10 @@ pub fn opendir_packets<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Vec<Tra
         let name = &name[..name.len().min(MAX_NAME)];
         if packet.len() + name.len() + 1 >= OPENDIR_PACKET_LIMIT {
             packet.push(0);
-            out.push(Transaction { status: Status::More, payload: std::mem::take(&mut packet).into() });
+            out.push(Transaction {
+                status: Status::More,
+                payload: std::mem::take(&mut packet).into(),
+            });
         }
         packet.extend_from_slice(name);
         packet.push(0);
@@ -273,7 +280,9 @@ pub enum OpendirError {
 /// The `t`/`m` flag is ignored, as libcfnet ignores it.
 pub fn parse_opendir_packet(payload: &[u8]) -> Result<OpendirChunk, OpendirError> {
     if is_bad(payload) {
-        return Err(OpendirError::Refused(String::from_utf8_lossy(c_str(payload)).into_owned()));
+        return Err(OpendirError::Refused(
+            String::from_utf8_lossy(c_str(payload)).into_owned(),
+        ));
     }
     if payload.first() == Some(&0) || payload.is_empty() {
         return Err(OpendirError::Empty);
@@ -325,13 +334,19 @@ mod tests {
             link_target: vec![],
         };
         let [a, b] = r.encode();
-        assert_eq!(a.payload.as_ref(), b"OK: 0 420 0 0 0 12 1795415950 1795415950 1795415950 0 10027301 1 65024");
+        assert_eq!(
+            a.payload.as_ref(),
+            b"OK: 0 420 0 0 0 12 1795415950 1795415950 1795415950 0 10027301 1 65024"
+        );
         assert_eq!(b.payload.as_ref(), b"OK:");
         assert_eq!(StatReply::parse(&a.payload, &b.payload).unwrap(), r);
         let quirk = StatReply::parse(&a.payload, b"OK:x").unwrap();
         assert!(quirk.link_target.is_empty());
         assert_eq!(StatReply::parse(FAILED, b"OK:"), Err(StatParseError::NotOk));
-        assert_eq!(StatReply::parse(b"OK: 0 1 2", b"OK:"), Err(StatParseError::Fields));
+        assert_eq!(
+            StatReply::parse(b"OK: 0 1 2", b"OK:"),
+            Err(StatParseError::Fields)
+        );
     }
 
     #[test]
@@ -339,7 +354,10 @@ mod tests {
         let names: Vec<&[u8]> = vec![b".", b"sub", b"..", b"a.txt"];
         let p = opendir_packets(names);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].payload.as_ref(), b".\0sub\0..\0a.txt\0---cfXen/gine/cfXen/gine---\0\0");
+        assert_eq!(
+            p[0].payload.as_ref(),
+            b".\0sub\0..\0a.txt\0---cfXen/gine/cfXen/gine---\0\0"
+        );
         assert_eq!(p[0].payload.len(), 44);
     }
 
@@ -359,7 +377,12 @@ mod tests {
     fn opendir_round_trip(names: Vec<Vec<u8>>) -> bool {
         let names: Vec<Vec<u8>> = names
             .into_iter()
-            .map(|n| n.into_iter().filter(|&b| b != 0).take(MAX_NAME).collect::<Vec<u8>>())
+            .map(|n| {
+                n.into_iter()
+                    .filter(|&b| b != 0)
+                    .take(MAX_NAME)
+                    .collect::<Vec<u8>>()
+            })
             .filter(|n| !n.is_empty() && n.as_slice() != TERMINATOR)
             .collect();
         let packets = opendir_packets(names.iter().map(|n| n.as_slice()));
@@ -385,7 +408,10 @@ mod tests {
     /// The hand-written encoder prints exactly what `format!` (and so
     /// 3.21's `snprintf`) would, for any field values.
     #[quickcheck]
-    fn stat_encode_matches_format(v: (u32, u32, u32, u32, u64, i64, i64, i64), w: (bool, i64, i64, u64)) -> bool {
+    fn stat_encode_matches_format(
+        v: (u32, u32, u32, u32, u64, i64, i64, i64),
+        w: (bool, i64, i64, u64),
+    ) -> bool {
         let r = StatReply {
             file_type: FileType::Regular,
             mode: v.0,
@@ -419,7 +445,8 @@ mod tests {
             r.dev,
         );
         let got = r.encode();
-        got[0].payload == want.as_bytes() && StatReply::parse(&got[0].payload, &got[1].payload).is_ok()
+        got[0].payload == want.as_bytes()
+            && StatReply::parse(&got[0].payload, &got[1].payload).is_ok()
     }
 
     #[quickcheck]

@@ -30,13 +30,41 @@ pub enum Dialect {
 
 /// The command words, in the order of 3.21's tables.
 pub const TLS_COMMANDS: &[&str] = &[
-    "EXEC", "GET", "OPENDIR", "SYNCH", "MD5", "VERSION", "VAR", "CONTEXT", "QUERY", "SCALLBACK", "COOKIE",
+    "EXEC",
+    "GET",
+    "OPENDIR",
+    "SYNCH",
+    "MD5",
+    "VERSION",
+    "VAR",
+    "CONTEXT",
+    "QUERY",
+    "SCALLBACK",
+    "COOKIE",
 ];
 
 /// The classic table.
 pub const CLASSIC_COMMANDS: &[&str] = &[
-    "EXEC", "AUTH", "GET", "OPENDIR", "SYNCH", "CLASSES", "MD5", "SMD5", "CAUTH", "SAUTH", "SSYNCH", "SGET",
-    "VERSION", "SOPENDIR", "VAR", "SVAR", "CONTEXT", "SCONTEXT", "SQUERY", "SCALLBACK",
+    "EXEC",
+    "AUTH",
+    "GET",
+    "OPENDIR",
+    "SYNCH",
+    "CLASSES",
+    "MD5",
+    "SMD5",
+    "CAUTH",
+    "SAUTH",
+    "SSYNCH",
+    "SGET",
+    "VERSION",
+    "SOPENDIR",
+    "VAR",
+    "SVAR",
+    "CONTEXT",
+    "SCONTEXT",
+    "SQUERY",
+    "SCALLBACK",
 ];
 
 /// Length of the digest carried by `MD5` (Community's `CF_DEFAULT_DIGEST`).
@@ -80,7 +108,10 @@ pub enum Request {
     Stat { client_time: i64, path: Vec<u8> },
     /// `MD5 <path>\0\0<16-byte digest>`; a short tail is zero-padded as
     /// the C server's zeroed buffer does.
-    Md5 { path: Vec<u8>, digest: [u8; MD5_LEN] },
+    Md5 {
+        path: Vec<u8>,
+        digest: [u8; MD5_LEN],
+    },
     /// `VERSION`.
     Version,
     /// `VAR <name>`.
@@ -98,11 +129,26 @@ pub enum Request {
     /// Classic `CLASSES` (obsolete; answered with a protocol error).
     Classes,
     /// Classic `CAUTH <ip> <fqdn> <user> …`: the IP is ignored by the server.
-    Cauth { ip: Vec<u8>, fqdn: Vec<u8>, user: Vec<u8> },
+    Cauth {
+        ip: Vec<u8>,
+        fqdn: Vec<u8>,
+        user: Vec<u8>,
+    },
     /// Classic `SAUTH <flag> <clen> <nlen> [<enterprise>]` with its challenge.
-    Sauth { flag: u8, clen: usize, nlen: usize, enterprise: Option<u8>, challenge: Bytes },
+    Sauth {
+        flag: u8,
+        clen: usize,
+        nlen: usize,
+        enterprise: Option<u8>,
+        challenge: Bytes,
+    },
     /// A classic `S*` command: ciphertext still to be decrypted.
-    Encrypted { kind: Encrypted, clen: usize, blocksize: Option<i64>, ciphertext: Bytes },
+    Encrypted {
+        kind: Encrypted,
+        clen: usize,
+        blocksize: Option<i64>,
+        ciphertext: Bytes,
+    },
 }
 
 /// What is wrong with a request. Every variant but [`RequestError::Empty`]
@@ -175,9 +221,10 @@ fn word(i: &[u8]) -> IResult<&[u8], &[u8]> {
 
 /// Match `command` at the start of the C string, followed by a space or the end.
 fn command_word(s: &[u8], table: &[&'static str]) -> Option<&'static str> {
-    table.iter().copied().find(|w| {
-        s.starts_with(w.as_bytes()) && matches!(s.get(w.len()), None | Some(b' '))
-    })
+    table
+        .iter()
+        .copied()
+        .find(|w| s.starts_with(w.as_bytes()) && matches!(s.get(w.len()), None | Some(b' ')))
 }
 
 fn malformed(command: &'static str, why: &'static str) -> RequestError {
@@ -200,12 +247,16 @@ pub fn parse_request(payload: &[u8], dialect: Dialect) -> Result<Request, Reques
     };
     let Some(cmd) = command_word(s, table) else {
         let w = s.split(|&b| b == b' ').next().unwrap_or(s);
-        return Err(RequestError::Unknown(String::from_utf8_lossy(&w[..w.len().min(64)]).into_owned()));
+        return Err(RequestError::Unknown(
+            String::from_utf8_lossy(&w[..w.len().min(64)]).into_owned(),
+        ));
     };
     let args = &s[cmd.len()..];
     match cmd {
         "EXEC" => {
-            let args = rest_of_line(args).map(|(_, a)| a.to_vec()).unwrap_or_default();
+            let args = rest_of_line(args)
+                .map(|(_, a)| a.to_vec())
+                .unwrap_or_default();
             Ok(Request::Exec { args })
         }
         "GET" => {
@@ -214,11 +265,16 @@ pub fn parse_request(payload: &[u8], dialect: Dialect) -> Result<Request, Reques
             if !(1..=4096).contains(&bufsize) {
                 return Err(RequestError::BadBufsize(bufsize));
             }
-            Ok(Request::Get { bufsize: bufsize as u16, path: path.to_vec() })
+            Ok(Request::Get {
+                bufsize: bufsize as u16,
+                path: path.to_vec(),
+            })
         }
         "OPENDIR" => {
             let (_, path) = rest_of_line(args).map_err(|_| malformed("OPENDIR", "no directory"))?;
-            Ok(Request::Opendir { path: path.to_vec() })
+            Ok(Request::Opendir {
+                path: path.to_vec(),
+            })
         }
         "SYNCH" => {
             let p = |i| -> IResult<&[u8], (i64, &[u8])> {
@@ -228,11 +284,15 @@ pub fn parse_request(payload: &[u8], dialect: Dialect) -> Result<Request, Reques
                 let (i, path) = rest_of_line(i)?;
                 Ok((i, (t, path)))
             };
-            let (_, (client_time, path)) = p(args).map_err(|_| malformed("SYNCH", "expected SYNCH <time> STAT <path>"))?;
+            let (_, (client_time, path)) =
+                p(args).map_err(|_| malformed("SYNCH", "expected SYNCH <time> STAT <path>"))?;
             if client_time == 0 {
                 return Err(malformed("SYNCH", "zero client time"));
             }
-            Ok(Request::Stat { client_time, path: path.to_vec() })
+            Ok(Request::Stat {
+                client_time,
+                path: path.to_vec(),
+            })
         }
         "MD5" => {
             let (_, path) = rest_of_line(args).map_err(|_| malformed("MD5", "no path"))?;
@@ -240,16 +300,23 @@ pub fn parse_request(payload: &[u8], dialect: Dialect) -> Result<Request, Reques
             let tail = payload.get(s.len() + 2..).unwrap_or(&[]);
             let n = tail.len().min(MD5_LEN);
             digest[..n].copy_from_slice(&tail[..n]);
-            Ok(Request::Md5 { path: path.to_vec(), digest })
+            Ok(Request::Md5 {
+                path: path.to_vec(),
+                digest,
+            })
         }
         "VERSION" => Ok(Request::Version),
         "VAR" => {
             let (_, name) = rest_of_line(args).map_err(|_| malformed("VAR", "no name"))?;
-            Ok(Request::Var { name: name.to_vec() })
+            Ok(Request::Var {
+                name: name.to_vec(),
+            })
         }
         "CONTEXT" => {
             let (_, regex) = rest_of_line(args).map_err(|_| malformed("CONTEXT", "no regex"))?;
-            Ok(Request::Context { regex: regex.to_vec() })
+            Ok(Request::Context {
+                regex: regex.to_vec(),
+            })
         }
         "QUERY" => {
             let (_, a) = rest_of_line(args).map_err(|_| malformed("QUERY", "no query"))?;
@@ -266,9 +333,14 @@ pub fn parse_request(payload: &[u8], dialect: Dialect) -> Result<Request, Reques
                 let (i, user) = word(i)?;
                 Ok((i, (ip, fqdn, user)))
             };
-            let (_, (ip, fqdn, user)) = p(args).map_err(|_| malformed("CAUTH", "expected CAUTH <ip> <fqdn> <user>"))?;
+            let (_, (ip, fqdn, user)) =
+                p(args).map_err(|_| malformed("CAUTH", "expected CAUTH <ip> <fqdn> <user>"))?;
             let cap = |b: &[u8]| b[..b.len().min(255)].to_vec();
-            Ok(Request::Cauth { ip: cap(ip), fqdn: cap(fqdn), user: cap(user) })
+            Ok(Request::Cauth {
+                ip: cap(ip),
+                fqdn: cap(fqdn),
+                user: cap(user),
+            })
         }
         "SAUTH" => parse_sauth(args, payload),
         "SSYNCH" => encrypted(Encrypted::Synch, "SSYNCH", args, payload, false),
@@ -290,7 +362,8 @@ fn parse_sauth(args: &[u8], payload: &[u8]) -> Result<Request, RequestError> {
         let (i, ent) = opt(word)(i)?;
         Ok((i, (flag, clen, nlen, ent)))
     };
-    let (_, (flag, clen, nlen, ent)) = p(args).map_err(|_| malformed("SAUTH", "expected SAUTH <y|n> <clen> <nlen> [c]"))?;
+    let (_, (flag, clen, nlen, ent)) =
+        p(args).map_err(|_| malformed("SAUTH", "expected SAUTH <y|n> <clen> <nlen> [c]"))?;
     // 2 * CF_NONCELEN bounds both lengths.
     if !(1..=512).contains(&clen) || !(1..=512).contains(&nlen) {
         return Err(malformed("SAUTH", "challenge lengths outside 1..512"));
@@ -298,7 +371,11 @@ fn parse_sauth(args: &[u8], payload: &[u8]) -> Result<Request, RequestError> {
     let clen = clen as usize;
     let actual = payload.len().saturating_sub(RSA_PROTO_OFFSET);
     if payload.len() < RSA_PROTO_OFFSET + clen {
-        return Err(RequestError::BadCipherLength { command: "SAUTH", declared: clen as i64, actual });
+        return Err(RequestError::BadCipherLength {
+            command: "SAUTH",
+            declared: clen as i64,
+            actual,
+        });
     }
     Ok(Request::Sauth {
         flag: flag[0],
@@ -325,7 +402,11 @@ fn encrypted(
     let actual = payload.len().saturating_sub(PROTO_OFFSET);
     // The server requires received == 16 + clen exactly and clen < 4096.
     if clen <= 0 || clen >= 4096 || payload.len() != PROTO_OFFSET + clen as usize {
-        return Err(RequestError::BadCipherLength { command, declared: clen, actual });
+        return Err(RequestError::BadCipherLength {
+            command,
+            declared: clen,
+            actual,
+        });
     }
     Ok(Request::Encrypted {
         kind,
@@ -397,49 +478,125 @@ mod tests {
         assert!(matches!(tls(b"GETPATCH 00"), Err(RequestError::Unknown(_))));
         assert!(matches!(tls(b"FROBNICATE"), Err(RequestError::Unknown(_))));
         assert!(matches!(tls(b"SGET 1 2"), Err(RequestError::Unknown(_))));
-        assert!(matches!(tls(b"CAUTH 1 2 3 0"), Err(RequestError::Unknown(_))));
+        assert!(matches!(
+            tls(b"CAUTH 1 2 3 0"),
+            Err(RequestError::Unknown(_))
+        ));
         assert_eq!(tls(b"\0VERSION"), Err(RequestError::Empty));
         assert_eq!(tls(b"VERSION\0garbage"), Ok(Request::Version));
     }
 
     #[test]
     fn get_rules() {
-        assert_eq!(tls(b"GET 2048 /tmp/a b"), Ok(Request::Get { bufsize: 2048, path: b"/tmp/a b".to_vec() }));
-        assert_eq!(tls(b"GET 4096 /x"), Ok(Request::Get { bufsize: 4096, path: b"/x".to_vec() }));
+        assert_eq!(
+            tls(b"GET 2048 /tmp/a b"),
+            Ok(Request::Get {
+                bufsize: 2048,
+                path: b"/tmp/a b".to_vec()
+            })
+        );
+        assert_eq!(
+            tls(b"GET 4096 /x"),
+            Ok(Request::Get {
+                bufsize: 4096,
+                path: b"/x".to_vec()
+            })
+        );
         assert_eq!(tls(b"GET 0 /x"), Err(RequestError::BadBufsize(0)));
         assert_eq!(tls(b"GET 4097 /x"), Err(RequestError::BadBufsize(4097)));
         assert_eq!(tls(b"GET 5000 /x"), Err(RequestError::BadBufsize(5000)));
-        assert!(matches!(tls(b"GET 2048"), Err(RequestError::Malformed { .. })));
-        assert!(matches!(tls(b"GET /x"), Err(RequestError::Malformed { .. })));
-        assert_eq!(tls(b"GET 12 rel/path\nignored"), Ok(Request::Get { bufsize: 12, path: b"rel/path".to_vec() }));
+        assert!(matches!(
+            tls(b"GET 2048"),
+            Err(RequestError::Malformed { .. })
+        ));
+        assert!(matches!(
+            tls(b"GET /x"),
+            Err(RequestError::Malformed { .. })
+        ));
+        assert_eq!(
+            tls(b"GET 12 rel/path\nignored"),
+            Ok(Request::Get {
+                bufsize: 12,
+                path: b"rel/path".to_vec()
+            })
+        );
     }
 
     #[test]
     fn stat_opendir_md5() {
         assert_eq!(
             tls(b"SYNCH 1795415678 STAT /tmp/cfe-lab/data/share/hello.txt"),
-            Ok(Request::Stat { client_time: 1795415678, path: b"/tmp/cfe-lab/data/share/hello.txt".to_vec() })
+            Ok(Request::Stat {
+                client_time: 1795415678,
+                path: b"/tmp/cfe-lab/data/share/hello.txt".to_vec()
+            })
         );
-        assert!(matches!(tls(b"SYNCH abc"), Err(RequestError::Malformed { .. })));
-        assert!(matches!(tls(b"SYNCH 12 STAT"), Err(RequestError::Malformed { .. })));
-        assert!(matches!(tls(b"OPENDIR"), Err(RequestError::Malformed { .. })));
-        assert_eq!(tls(b"OPENDIR /a"), Ok(Request::Opendir { path: b"/a".to_vec() }));
+        assert!(matches!(
+            tls(b"SYNCH abc"),
+            Err(RequestError::Malformed { .. })
+        ));
+        assert!(matches!(
+            tls(b"SYNCH 12 STAT"),
+            Err(RequestError::Malformed { .. })
+        ));
+        assert!(matches!(
+            tls(b"OPENDIR"),
+            Err(RequestError::Malformed { .. })
+        ));
+        assert_eq!(
+            tls(b"OPENDIR /a"),
+            Ok(Request::Opendir {
+                path: b"/a".to_vec()
+            })
+        );
         let p = encode_md5(b"/p/f", &[7u8; 16]);
-        assert_eq!(tls(&p), Ok(Request::Md5 { path: b"/p/f".to_vec(), digest: [7u8; 16] }));
+        assert_eq!(
+            tls(&p),
+            Ok(Request::Md5 {
+                path: b"/p/f".to_vec(),
+                digest: [7u8; 16]
+            })
+        );
         let mut short = b"MD5 /p/f\0\0\x01".to_vec();
         short.truncate(11);
         let mut want = [0u8; 16];
         want[0] = 1;
-        assert_eq!(tls(&short), Ok(Request::Md5 { path: b"/p/f".to_vec(), digest: want }));
+        assert_eq!(
+            tls(&short),
+            Ok(Request::Md5 {
+                path: b"/p/f".to_vec(),
+                digest: want
+            })
+        );
     }
 
     #[test]
     fn exec_var_context_query() {
         assert_eq!(tls(b"EXEC"), Ok(Request::Exec { args: vec![] }));
-        assert_eq!(tls(b"EXEC -Dfoo,bar -b baz"), Ok(Request::Exec { args: b"-Dfoo,bar -b baz".to_vec() }));
-        assert_eq!(tls(b"VAR myvar"), Ok(Request::Var { name: b"myvar".to_vec() }));
-        assert_eq!(tls(b"CONTEXT .*"), Ok(Request::Context { regex: b".*".to_vec() }));
-        assert_eq!(tls(b"QUERY delta 1 2"), Ok(Request::Query { args: b"delta 1 2".to_vec() }));
+        assert_eq!(
+            tls(b"EXEC -Dfoo,bar -b baz"),
+            Ok(Request::Exec {
+                args: b"-Dfoo,bar -b baz".to_vec()
+            })
+        );
+        assert_eq!(
+            tls(b"VAR myvar"),
+            Ok(Request::Var {
+                name: b"myvar".to_vec()
+            })
+        );
+        assert_eq!(
+            tls(b"CONTEXT .*"),
+            Ok(Request::Context {
+                regex: b".*".to_vec()
+            })
+        );
+        assert_eq!(
+            tls(b"QUERY delta 1 2"),
+            Ok(Request::Query {
+                args: b"delta 1 2".to_vec()
+            })
+        );
         assert_eq!(tls(b"COOKIE"), Ok(Request::Cookie));
         assert_eq!(tls(b"SCALLBACK 12"), Ok(Request::CallMeBack));
         assert!(matches!(tls(b"VAR"), Err(RequestError::Malformed { .. })));
@@ -450,13 +607,23 @@ mod tests {
         let c = |p: &[u8]| parse_request(p, Dialect::Classic);
         assert_eq!(
             c(b"CAUTH 127.0.0.1 localhost root 0"),
-            Ok(Request::Cauth { ip: b"127.0.0.1".to_vec(), fqdn: b"localhost".to_vec(), user: b"root".to_vec() })
+            Ok(Request::Cauth {
+                ip: b"127.0.0.1".to_vec(),
+                fqdn: b"localhost".to_vec(),
+                user: b"root".to_vec()
+            })
         );
         let mut sauth = b"SAUTH n 37 37 c".to_vec();
         sauth.resize(24, 0);
         sauth.extend_from_slice(&[9u8; 37]);
         match c(&sauth) {
-            Ok(Request::Sauth { flag: b'n', clen: 37, nlen: 37, enterprise: Some(b'c'), challenge }) => {
+            Ok(Request::Sauth {
+                flag: b'n',
+                clen: 37,
+                nlen: 37,
+                enterprise: Some(b'c'),
+                challenge,
+            }) => {
                 assert_eq!(challenge.len(), 37)
             }
             other => panic!("{other:?}"),
@@ -466,17 +633,29 @@ mod tests {
         sget.extend_from_slice(&[1u8; 48]);
         assert!(matches!(
             c(&sget),
-            Ok(Request::Encrypted { kind: Encrypted::Get, clen: 48, blocksize: Some(2048), .. })
+            Ok(Request::Encrypted {
+                kind: Encrypted::Get,
+                clen: 48,
+                blocksize: Some(2048),
+                ..
+            })
         ));
         sget.push(0);
-        assert!(matches!(c(&sget), Err(RequestError::BadCipherLength { .. })));
+        assert!(matches!(
+            c(&sget),
+            Err(RequestError::BadCipherLength { .. })
+        ));
         assert_eq!(c(b"AUTH x"), Ok(Request::Auth));
         assert!(matches!(c(b"COOKIE"), Err(RequestError::Unknown(_))));
     }
 
     #[quickcheck]
     fn never_panics(p: Vec<u8>, classic: bool) -> bool {
-        let d = if classic { Dialect::Classic } else { Dialect::Tls };
+        let d = if classic {
+            Dialect::Classic
+        } else {
+            Dialect::Tls
+        };
         let _ = parse_request(&p, d);
         true
     }
@@ -491,8 +670,16 @@ mod tests {
         for (i, b) in digest.iter().take(16).enumerate() {
             d[i] = *b;
         }
-        tls(&encode_stat(t, &path)) == Ok(Request::Stat { client_time: t, path: path.clone() })
-            && tls(&encode_get(2048, &path)) == Ok(Request::Get { bufsize: 2048, path: path.clone() })
+        tls(&encode_stat(t, &path))
+            == Ok(Request::Stat {
+                client_time: t,
+                path: path.clone(),
+            })
+            && tls(&encode_get(2048, &path))
+                == Ok(Request::Get {
+                    bufsize: 2048,
+                    path: path.clone(),
+                })
             && tls(&encode_opendir(&path)) == Ok(Request::Opendir { path: path.clone() })
             && tls(&encode_md5(&path, &d)) == Ok(Request::Md5 { path, digest: d })
     }

@@ -89,7 +89,9 @@ fn is_clean_absolute(path: &[u8]) -> bool {
         return true;
     }
     path.first() == Some(&b'/')
-        && path[1..].split(|&b| b == b'/').all(|c| !c.is_empty() && c != b"." && c != b"..")
+        && path[1..]
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
 }
 
 /// Whether this kernel lacks `openat2` (or a sandbox forbids it); learned
@@ -112,7 +114,11 @@ fn open_no_symlinks(path: &[u8], flags: i32) -> Option<io::Result<File>> {
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     // openat2 refuses (EINVAL) what plain open ignores: O_PATH takes no
     // O_NONBLOCK.
-    let nonblock = if flags & libc::O_PATH != 0 { 0 } else { libc::O_NONBLOCK };
+    let nonblock = if flags & libc::O_PATH != 0 {
+        0
+    } else {
+        libc::O_NONBLOCK
+    };
     how.flags = (libc::O_NOFOLLOW | nonblock | libc::O_CLOEXEC | flags) as u64;
     how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `c` is a NUL-terminated string and `how` a fully initialised
@@ -148,7 +154,10 @@ fn still_names(f: &File, path: &[u8]) -> bool {
     while want.len() > 1 && want.last() == Some(&b'/') {
         want = &want[..want.len() - 1];
     }
-    match fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f))) {
+    match fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(f)
+    )) {
         Ok(real) => real.as_os_str().as_bytes() == want,
         Err(_) => true,
     }
@@ -172,7 +181,13 @@ fn canonicalize_seen(path: &[u8]) -> (Result<Canonical, String>, Option<fs::Meta
         if let Some(Ok(f)) = open_no_symlinks(path, libc::O_PATH) {
             if let Ok(m) = f.metadata() {
                 if !m.file_type().is_symlink() {
-                    return (Ok(Canonical { path: path.to_vec(), is_dir: m.is_dir() }), Some(m));
+                    return (
+                        Ok(Canonical {
+                            path: path.to_vec(),
+                            is_dir: m.is_dir(),
+                        }),
+                        Some(m),
+                    );
                 }
             }
         }
@@ -185,14 +200,20 @@ fn canonicalize_slow(p: &Path) -> Result<Canonical, String> {
     match fs::canonicalize(p) {
         Ok(c) => {
             let is_dir = fs::metadata(&c).map(|m| m.is_dir()).unwrap_or(false);
-            Ok(Canonical { path: c.into_os_string().into_vec(), is_dir })
+            Ok(Canonical {
+                path: c.into_os_string().into_vec(),
+                is_dir,
+            })
         }
         Err(e) => {
             if let Ok(m) = fs::symlink_metadata(p) {
                 if m.file_type().is_symlink() {
                     if let (Some(parent), Some(name)) = (p.parent(), p.file_name()) {
                         if let Ok(cp) = fs::canonicalize(parent) {
-                            return Ok(Canonical { path: cp.join(name).into_os_string().into_vec(), is_dir: false });
+                            return Ok(Canonical {
+                                path: cp.join(name).into_os_string().into_vec(),
+                                is_dir: false,
+                            });
                         }
                     }
                 }
@@ -248,11 +269,16 @@ fn stat_reply(l: &fs::Metadata) -> StatReply {
 pub fn stat(path: &[u8]) -> Result<FileStat, String> {
     let p = os(path);
     // lstat through an O_PATH descriptor checked to still be `path`.
-    let l = open_exact(path, libc::O_PATH).and_then(|f| f.metadata()).map_err(|e| strerror(&e))?;
+    let l = open_exact(path, libc::O_PATH)
+        .and_then(|f| f.metadata())
+        .map_err(|e| strerror(&e))?;
     let mut reply = stat_reply(&l);
     if l.file_type().is_symlink() {
         reply.lmode = l.mode() & 0o7777;
-        reply.link_target = fs::read_link(p).map_err(|e| strerror(&e))?.into_os_string().into_vec();
+        reply.link_target = fs::read_link(p)
+            .map_err(|e| strerror(&e))?
+            .into_os_string()
+            .into_vec();
         // The session hands over a symlink as a canonical path only when it
         // did not resolve (dangling, or a loop: 3.21 then reports the link
         // itself). One that resolves now was swapped in after the check and
@@ -277,7 +303,10 @@ pub fn stat_link(path: &[u8], resolved: &[u8]) -> Result<FileStat, String> {
     if !l.file_type().is_symlink() {
         return stat(resolved);
     }
-    let link_target = fs::read_link(p).map_err(|e| strerror(&e))?.into_os_string().into_vec();
+    let link_target = fs::read_link(p)
+        .map_err(|e| strerror(&e))?
+        .into_os_string()
+        .into_vec();
     let mut reply = match fs::canonicalize(p) {
         Ok(real) if real.as_os_str().as_bytes() == resolved => stat(resolved)?.reply,
         Ok(_) => return Err("No such file or directory".into()),
@@ -320,7 +349,11 @@ pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let ent = unsafe { libc::readdir64(dir) };
         if ent.is_null() {
             let e = io::Error::last_os_error();
-            break if e.raw_os_error().unwrap_or(0) == 0 { Ok(()) } else { Err(strerror(&e)) };
+            break if e.raw_os_error().unwrap_or(0) == 0 {
+                Ok(())
+            } else {
+                Err(strerror(&e))
+            };
         }
         // SAFETY: readdir returned an entry whose d_name is NUL-terminated
         // and valid until the next readdir/closedir on `dir`.
@@ -485,12 +518,21 @@ impl Files {
         let f = open_exact(path, 0).map_err(|e| strerror(&e))?;
         let m = f.metadata().map_err(|e| strerror(&e))?;
         if !m.is_file() {
-            return Err(if m.is_dir() { "Is a directory".into() } else { "Not a regular file".into() });
+            return Err(if m.is_dir() {
+                "Is a directory".into()
+            } else {
+                "Not a regular file".into()
+            });
         }
         self.next += 1;
         let handle = self.next;
         self.open.insert(handle, f);
-        Ok(OpenedFile { handle, size: m.size(), uid: m.uid(), mode: m.mode() & 0o7777 })
+        Ok(OpenedFile {
+            handle,
+            size: m.size(),
+            uid: m.uid(),
+            mode: m.mode() & 0o7777,
+        })
     }
 
     /// Read up to `len` bytes at `offset`, reporting the size now.
@@ -515,7 +557,10 @@ impl Files {
             Ok(n) => {
                 buf.truncate(n);
                 let current_size = f.metadata().map(|m| m.size()).unwrap_or(0);
-                Answer::Data { bytes: buf, current_size }
+                Answer::Data {
+                    bytes: buf,
+                    current_size,
+                }
             }
             Err(e) => Answer::ReadFailed(strerror(&e)),
         }
@@ -562,8 +607,13 @@ impl ServerFs {
     /// thread switches per connection. `None`: ask [`ServerFs::answer`].
     pub fn quick_key(&self, ev: &Event) -> Option<Answer> {
         use rcf_core::keys::trust::{TrustStore, Verdict};
-        let Event::LookupKey { user, key, .. } = ev else { return None };
-        let store = TrustStore::new(crate::ppkeys::FsPpkeys::new(&self.ppkeys), rcf_core::keys::DigestKind::Md5);
+        let Event::LookupKey { user, key, .. } = ev else {
+            return None;
+        };
+        let store = TrustStore::new(
+            crate::ppkeys::FsPpkeys::new(&self.ppkeys),
+            rcf_core::keys::DigestKind::Md5,
+        );
         let l = store.lookup_own_file(user, key).ok()??;
         Some(Answer::Key(match l.verdict {
             Verdict::Trusted { .. } => KeyStatus::Trusted,
@@ -600,7 +650,12 @@ impl ServerFs {
             Event::Log { .. } => (None, None),
             Event::LookupKey { user, key, ip, .. } => match store().lookup(user, Some(ip), key) {
                 Ok(l) => {
-                    let note = l.renamed_from.as_ref().map(|old| (Level::Info, format!("Renaming old key from '{old}' to '{}'", l.file)));
+                    let note = l.renamed_from.as_ref().map(|old| {
+                        (
+                            Level::Info,
+                            format!("Renaming old key from '{old}' to '{}'", l.file),
+                        )
+                    });
                     let status = match l.verdict {
                         Verdict::Trusted { .. } => KeyStatus::Trusted,
                         Verdict::Unknown => KeyStatus::Missing,
@@ -608,12 +663,33 @@ impl ServerFs {
                     };
                     (Some(Answer::Key(status)), note)
                 }
-                Err(e) => (Some(Answer::Key(KeyStatus::Missing)), Some((Level::Error, format!("ppkeys lookup failed: {e}")))),
+                Err(e) => (
+                    Some(Answer::Key(KeyStatus::Missing)),
+                    Some((Level::Error, format!("ppkeys lookup failed: {e}"))),
+                ),
             },
             Event::SaveKey { user, key, ip, .. } => match store().trust(user, key) {
-                Ok(s) if s.written => (None, Some((Level::Notice, format!("Saved trusted key {} for user '{user}' from {ip} as '{}'", s.id, s.file)))),
-                Ok(s) => (None, Some((Level::Verbose, format!("Public key file '{}' already exists, not rewriting", s.file)))),
-                Err(e) => (None, Some((Level::Error, format!("Failed to save trusted key: {e}")))),
+                Ok(s) if s.written => (
+                    None,
+                    Some((
+                        Level::Notice,
+                        format!(
+                            "Saved trusted key {} for user '{user}' from {ip} as '{}'",
+                            s.id, s.file
+                        ),
+                    )),
+                ),
+                Ok(s) => (
+                    None,
+                    Some((
+                        Level::Verbose,
+                        format!("Public key file '{}' already exists, not rewriting", s.file),
+                    )),
+                ),
+                Err(e) => (
+                    None,
+                    Some((Level::Error, format!("Failed to save trusted key: {e}"))),
+                ),
             },
             Event::LookupUser { user } => (Some(Answer::User(lookup_uid(user))), None),
             Event::ReverseLookup { ip } => (Some(Answer::Hostname(reverse_lookup(ip))), None),
@@ -625,12 +701,23 @@ impl ServerFs {
                 (Some(Answer::Canonical(r)), None)
             }
             Event::Stat { path } => match seen {
-                Some(m) => (Some(Answer::Stat(Ok(FileStat { reply: stat_reply(&m) }))), None),
+                Some(m) => (
+                    Some(Answer::Stat(Ok(FileStat {
+                        reply: stat_reply(&m),
+                    }))),
+                    None,
+                ),
                 None => (Some(Answer::Stat(stat(path))), None),
             },
-            Event::StatLink { path, resolved } => (Some(Answer::Stat(stat_link(path, resolved))), None),
+            Event::StatLink { path, resolved } => {
+                (Some(Answer::Stat(stat_link(path, resolved))), None)
+            }
             Event::Open { path } => (Some(Answer::Opened(files.open(path))), None),
-            Event::Read { handle, offset, len } => (Some(files.read(*handle, *offset, *len)), None),
+            Event::Read {
+                handle,
+                offset,
+                len,
+            } => (Some(files.read(*handle, *offset, *len)), None),
             Event::Close { handle } => {
                 files.close(*handle);
                 (None, None)
@@ -639,10 +726,18 @@ impl ServerFs {
             Event::Digest { path } => (Some(Answer::Digest(self.digests.digest(path))), None),
             // Programs are run by the runtime adapter, which owns the child
             // processes and their timeouts; reaching here is a wiring bug.
-            Event::ExecStart { .. } => (Some(Answer::ExecStarted(Err("EXEC is not handled by rcf-fs".into()))), None),
-            Event::ExecRead { .. } => {
-                (Some(Answer::ExecOutput(rcf_core::server::io::ExecChunk::Exit(None))), None)
-            }
+            Event::ExecStart { .. } => (
+                Some(Answer::ExecStarted(Err(
+                    "EXEC is not handled by rcf-fs".into()
+                ))),
+                None,
+            ),
+            Event::ExecRead { .. } => (
+                Some(Answer::ExecOutput(rcf_core::server::io::ExecChunk::Exit(
+                    None,
+                ))),
+                None,
+            ),
             Event::ExecKill { .. } => (None, None),
         }
     }
@@ -653,7 +748,9 @@ pub fn lookup_uid(user: &str) -> Option<u32> {
     let text = fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
         let mut f = l.split(':');
-        (f.next()? == user).then(|| f.nth(1)?.parse().ok()).flatten()
+        (f.next()? == user)
+            .then(|| f.nth(1)?.parse().ok())
+            .flatten()
     })
 }
 
@@ -667,7 +764,11 @@ pub fn reverse_lookup(ip: &str) -> Option<String> {
 
 /// The standard locations under a workdir.
 pub fn workdir_paths(workdir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (workdir.join("ppkeys"), workdir.join("inputs"), workdir.join("masterfiles"))
+    (
+        workdir.join("ppkeys"),
+        workdir.join("inputs"),
+        workdir.join("masterfiles"),
+    )
 }
 
 #[cfg(test)]
@@ -686,9 +787,15 @@ mod tests {
         let dang = canonicalize(root.join("dangling").as_os_str().as_bytes()).unwrap();
         assert_eq!(dang.path, root.join("dangling").as_os_str().as_bytes());
         let st = stat(&dang.path).unwrap().reply;
-        assert_eq!((st.file_type, st.mode, st.lmode), (FileType::Link, 0o777, 0o777));
+        assert_eq!(
+            (st.file_type, st.mode, st.lmode),
+            (FileType::Link, 0o777, 0o777)
+        );
         assert_eq!(st.link_target, b"/nonexistent/target");
-        assert_eq!(canonicalize(b"/nonexistent/x").unwrap_err(), "No such file or directory");
+        assert_eq!(
+            canonicalize(b"/nonexistent/x").unwrap_err(),
+            "No such file or directory"
+        );
     }
 
     #[test]
@@ -696,8 +803,22 @@ mod tests {
         for ok in [&b"/"[..], b"/a", b"/a/b.c/..d", b"/a/.x"] {
             assert!(is_clean_absolute(ok), "{:?}", String::from_utf8_lossy(ok));
         }
-        for bad in [&b""[..], b"a/b", b"/a/", b"//a", b"/a//b", b"/a/./b", b"/a/../b", b"/a/.", b"/.."] {
-            assert!(!is_clean_absolute(bad), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b""[..],
+            b"a/b",
+            b"/a/",
+            b"//a",
+            b"/a//b",
+            b"/a/./b",
+            b"/a/../b",
+            b"/a/.",
+            b"/..",
+        ] {
+            assert!(
+                !is_clean_absolute(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -714,12 +835,45 @@ mod tests {
         std::os::unix::fs::symlink("nowhere", root.join("a/dang")).unwrap();
         let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
         let c = |p: &[u8]| canonicalize(p).unwrap();
-        assert_eq!(c(&b("a/b/f")), Canonical { path: b("a/b/f"), is_dir: false });
-        assert_eq!(c(&b("a/b")), Canonical { path: b("a/b"), is_dir: true });
-        assert_eq!(c(&b("la/b/f")), Canonical { path: b("a/b/f"), is_dir: false });
-        assert_eq!(c(&b("a/b/../b/f")), Canonical { path: b("a/b/f"), is_dir: false });
-        assert_eq!(c(&b("a/dang")), Canonical { path: b("a/dang"), is_dir: false });
-        assert_eq!(canonicalize(&b("a/missing")).unwrap_err(), "No such file or directory");
+        assert_eq!(
+            c(&b("a/b/f")),
+            Canonical {
+                path: b("a/b/f"),
+                is_dir: false
+            }
+        );
+        assert_eq!(
+            c(&b("a/b")),
+            Canonical {
+                path: b("a/b"),
+                is_dir: true
+            }
+        );
+        assert_eq!(
+            c(&b("la/b/f")),
+            Canonical {
+                path: b("a/b/f"),
+                is_dir: false
+            }
+        );
+        assert_eq!(
+            c(&b("a/b/../b/f")),
+            Canonical {
+                path: b("a/b/f"),
+                is_dir: false
+            }
+        );
+        assert_eq!(
+            c(&b("a/dang")),
+            Canonical {
+                path: b("a/dang"),
+                is_dir: false
+            }
+        );
+        assert_eq!(
+            canonicalize(&b("a/missing")).unwrap_err(),
+            "No such file or directory"
+        );
         assert_eq!(canonicalize(&b("a/b/f/x")).unwrap_err(), "Not a directory");
     }
 
@@ -741,13 +895,30 @@ mod tests {
     fn both_exact_opens_refuse_a_swapped_component() {
         let (_d, root) = swapped_tree();
         let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
-        for open in [open_exact as fn(&[u8], i32) -> io::Result<File>, open_checked_via_proc] {
-            assert_eq!(open(&b("in/f"), 0).unwrap_err().raw_os_error(), Some(libc::ENOENT));
-            assert_eq!(open(&b("in/f"), libc::O_PATH).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        for open in [
+            open_exact as fn(&[u8], i32) -> io::Result<File>,
+            open_checked_via_proc,
+        ] {
+            assert_eq!(
+                open(&b("in/f"), 0).unwrap_err().raw_os_error(),
+                Some(libc::ENOENT)
+            );
+            assert_eq!(
+                open(&b("in/f"), libc::O_PATH).unwrap_err().raw_os_error(),
+                Some(libc::ENOENT)
+            );
             assert!(open(&b("lf"), 0).is_err());
-            assert!(open(&b("lf"), libc::O_PATH).unwrap().metadata().unwrap().file_type().is_symlink());
+            assert!(open(&b("lf"), libc::O_PATH)
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .file_type()
+                .is_symlink());
             let mut s = String::new();
-            open(&b("outside/f"), 0).unwrap().read_to_string(&mut s).unwrap();
+            open(&b("outside/f"), 0)
+                .unwrap()
+                .read_to_string(&mut s)
+                .unwrap();
             assert_eq!(s, "secret");
         }
     }
@@ -763,14 +934,26 @@ mod tests {
         fs::write(root.join("g"), b"x").unwrap();
         let f = root.join("f").as_os_str().as_bytes().to_vec();
         let g = root.join("g").as_os_str().as_bytes().to_vec();
-        let sfs = ServerFs { ppkeys: root.join("ppkeys"), digests: Default::default() };
+        let sfs = ServerFs {
+            ppkeys: root.join("ppkeys"),
+            digests: Default::default(),
+        };
         let mut files = Files::default();
-        let canon = |files: &mut Files, p: &[u8]| sfs.answer(files, &Event::Canonicalize { path: p.to_vec() }).0;
-        let stat_ev = |files: &mut Files, p: &[u8]| match sfs.answer(files, &Event::Stat { path: p.to_vec() }).0 {
+        let canon = |files: &mut Files, p: &[u8]| {
+            sfs.answer(files, &Event::Canonicalize { path: p.to_vec() })
+                .0
+        };
+        let stat_ev = |files: &mut Files, p: &[u8]| match sfs
+            .answer(files, &Event::Stat { path: p.to_vec() })
+            .0
+        {
             Some(Answer::Stat(Ok(s))) => s.reply,
             other => panic!("{other:?}"),
         };
-        assert!(matches!(canon(&mut files, &f), Some(Answer::Canonical(Ok(_)))));
+        assert!(matches!(
+            canon(&mut files, &f),
+            Some(Answer::Canonical(Ok(_)))
+        ));
         assert!(files.seen.is_some());
         assert_eq!(stat_ev(&mut files, &f), stat(&f).unwrap().reply);
         assert!(files.seen.is_none(), "consumed");
@@ -798,7 +981,9 @@ mod tests {
     fn list_dir_reads_every_entry() {
         let d = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(d.path()).unwrap();
-        let mut want: Vec<Vec<u8>> = (0..300).map(|i| format!("entry-{i:04}").into_bytes()).collect();
+        let mut want: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("entry-{i:04}").into_bytes())
+            .collect();
         for n in &want {
             fs::write(root.join(OsStr::from_bytes(n)), b"").unwrap();
         }
@@ -811,7 +996,10 @@ mod tests {
             want.sort();
             assert_eq!(rest, want);
         }
-        assert_eq!(list_dir(root.join("entry-0001").as_os_str().as_bytes()).unwrap_err(), "Not a directory");
+        assert_eq!(
+            list_dir(root.join("entry-0001").as_os_str().as_bytes()).unwrap_err(),
+            "Not a directory"
+        );
     }
 
     #[test]
@@ -825,7 +1013,13 @@ mod tests {
         assert!(files.open(root.as_os_str().as_bytes()).is_err());
         let f = files.open(root.join("f").as_os_str().as_bytes()).unwrap();
         assert_eq!(f.size, 5);
-        assert_eq!(files.read(f.handle, 1, 100), Answer::Data { bytes: b"ello".to_vec(), current_size: 5 });
+        assert_eq!(
+            files.read(f.handle, 1, 100),
+            Answer::Data {
+                bytes: b"ello".to_vec(),
+                current_size: 5
+            }
+        );
     }
 
     #[test]
@@ -853,13 +1047,18 @@ mod tests {
         let b = |rel: &str| root.join(rel).as_os_str().as_bytes().to_vec();
         let enoent = "No such file or directory".to_string();
         assert_eq!(stat(&b("in/f")).unwrap_err(), enoent);
-        assert_eq!(list_dir(&[b("in"), b"/".to_vec()].concat()).unwrap_err(), enoent);
+        assert_eq!(
+            list_dir(&[b("in"), b"/".to_vec()].concat()).unwrap_err(),
+            enoent
+        );
         assert!(list_dir(&b("in")).is_err());
         assert_eq!(DigestCache::default().digest(&b("in/f")), None);
         assert_eq!(DigestCache::default().digest(&b("lf")), None);
         // The real paths still work.
         assert_eq!(stat(&b("outside/f")).unwrap().reply.size, 6);
-        assert!(list_dir(&[b("outside"), b"/".to_vec()].concat()).unwrap().contains(&b"f".to_vec()));
+        assert!(list_dir(&[b("outside"), b"/".to_vec()].concat())
+            .unwrap()
+            .contains(&b"f".to_vec()));
         assert!(DigestCache::default().digest(&b("outside/f")).is_some());
         // A symlink at a canonical path that resolves was swapped in after
         // the check: refused, never merged with its target's metadata. A

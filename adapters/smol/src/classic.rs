@@ -52,29 +52,56 @@ fn map_file(state: &std::path::Path) -> PathBuf {
     state.join("rcf_classic_keys")
 }
 
-fn known_key(opts: &ConnectOptions, classic: &ClassicOptions, hp: &str) -> Option<(String, RsaPublicKey)> {
+fn known_key(
+    opts: &ConnectOptions,
+    classic: &ClassicOptions,
+    hp: &str,
+) -> Option<(String, RsaPublicKey)> {
     let text = std::fs::read_to_string(map_file(&classic.state_dir)).ok()?;
-    let id = text.lines().filter_map(|l| l.split_once(' ')).filter(|(h, _)| *h == hp).map(|(_, id)| id.trim().to_string()).next_back()?;
+    let id = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(h, _)| *h == hp)
+        .map(|(_, id)| id.trim().to_string())
+        .next_back()?;
     let pem = std::fs::read(opts.ppkeys.join(format!("{}-{id}.pub", opts.local_user))).ok()?;
     let key = rcf_core::keys::parse_public_pem(&pem).ok()?;
     (rcf_core::keys::key_id(&key, DigestKind::Md5).to_string() == id).then_some((id, key))
 }
 
-fn remember(opts: &ConnectOptions, classic: &ClassicOptions, hp: &str, key: &RsaPublicKey) -> Result<String, String> {
+fn remember(
+    opts: &ConnectOptions,
+    classic: &ClassicOptions,
+    hp: &str,
+    key: &RsaPublicKey,
+) -> Result<String, String> {
     use rcf_core::keys::trust::TrustStore;
     let store = TrustStore::new(rcf_fs::ppkeys::FsPpkeys::new(&opts.ppkeys), DigestKind::Md5);
-    let saved = store.trust(&opts.local_user, key).map_err(|e| e.to_string())?;
+    let saved = store
+        .trust(&opts.local_user, key)
+        .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&classic.state_dir).map_err(|e| e.to_string())?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(map_file(&classic.state_dir)).map_err(|e| e.to_string())?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(map_file(&classic.state_dir))
+        .map_err(|e| e.to_string())?;
     writeln!(f, "{hp} {}", saved.id).map_err(|e| e.to_string())?;
     Ok(saved.id.to_string())
 }
 
 impl ClassicConn {
     /// Connect and run the key exchange.
-    pub async fn connect(opts: ConnectOptions, classic: ClassicOptions) -> Result<ClassicConn, Error> {
+    pub async fn connect(
+        opts: ConnectOptions,
+        classic: ClassicOptions,
+    ) -> Result<ClassicConn, Error> {
         let hp = format_host_port(&opts.host, opts.port);
-        let host = opts.host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = opts
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let connect = TcpStream::connect((host.as_str(), opts.port));
         let stream = smol::future::or(async { Some(connect.await) }, async {
             Timer::after(opts.timeout).await;
@@ -83,11 +110,24 @@ impl ClassicConn {
         .await;
         let stream = match stream {
             Some(Ok(s)) => s,
-            Some(Err(e)) => return Err(Error::Connect { addr: hp, detail: e.to_string() }),
-            None => return Err(Error::Connect { addr: hp, detail: "Timeout connecting to server".into() }),
+            Some(Err(e)) => {
+                return Err(Error::Connect {
+                    addr: hp,
+                    detail: e.to_string(),
+                })
+            }
+            None => {
+                return Err(Error::Connect {
+                    addr: hp,
+                    detail: "Timeout connecting to server".into(),
+                })
+            }
         };
         let _ = stream.set_nodelay(true);
-        let local_ip = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "127.0.0.1".into());
+        let local_ip = stream
+            .local_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| "127.0.0.1".into());
         let known = known_key(&opts, &classic, &hp);
         let cfg = ClientConfig {
             local_ip,
@@ -112,14 +152,24 @@ impl ClassicConn {
             Err(Error::Session(ClientError::Transport(m))) if m.contains("trustkey = false") => {
                 return Err(Error::Untrusted {
                     key_id: String::new(),
-                    message: format!("Not authorized to trust public key of server '{hp}' (trustkey = false)"),
+                    message: format!(
+                        "Not authorized to trust public key of server '{hp}' (trustkey = false)"
+                    ),
                 })
             }
             Err(e) => return Err(e),
         };
         match ev {
-            ClientEvent::Authenticated { server_key, server_key_id, newly_trusted, s1 } => {
-                (opts.log)(Level::Verbose, &format!("Classic key exchange with '{hp}': {s1}"));
+            ClientEvent::Authenticated {
+                server_key,
+                server_key_id,
+                newly_trusted,
+                s1,
+            } => {
+                (opts.log)(
+                    Level::Verbose,
+                    &format!("Classic key exchange with '{hp}': {s1}"),
+                );
                 if newly_trusted || known.is_none() {
                     let id = remember(&opts, &classic, &hp, &server_key).map_err(transport)?;
                     (opts.log)(Level::Notice, &format!("Trusting new key: {id}"));
@@ -127,7 +177,9 @@ impl ClassicConn {
                 c.server_key_id = server_key_id;
                 Ok(c)
             }
-            other => Err(transport(format!("unexpected event during the key exchange: {other:?}"))),
+            other => Err(transport(format!(
+                "unexpected event during the key exchange: {other:?}"
+            ))),
         }
     }
 
@@ -161,7 +213,10 @@ impl ClassicConn {
                     return Err(Error::Session(ClientError::HungUp(1)));
                 }
                 Some(Ok(n)) => {
-                    if let Err(e) = self.client.handle_input(&self.buf[..n], &mut rand_core::OsRng) {
+                    if let Err(e) = self
+                        .client
+                        .handle_input(&self.buf[..n], &mut rand_core::OsRng)
+                    {
                         self.broken = true;
                         return Err(transport(e));
                     }
@@ -186,7 +241,9 @@ impl ClassicConn {
 
     /// `SYNCH`/`SSYNCH … STAT`.
     pub async fn stat(&mut self, path: &[u8]) -> Result<Result<StatReply, String>, Error> {
-        self.client.stat(unix_now(), path, self.encrypt).map_err(transport)?;
+        self.client
+            .stat(unix_now(), path, self.encrypt)
+            .map_err(transport)?;
         match self.step().await? {
             ClientEvent::Stat(s) => Ok(Ok(s)),
             ClientEvent::Refused(t) => Ok(Err(t)),
@@ -201,7 +258,9 @@ impl ClassicConn {
         size: u64,
         mut on_data: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Result<(), GetFailure>, Error> {
-        self.client.get(path, size, self.encrypt).map_err(transport)?;
+        self.client
+            .get(path, size, self.encrypt)
+            .map_err(transport)?;
         let mut sink_err = None;
         loop {
             match self.step().await {
@@ -218,7 +277,9 @@ impl ClassicConn {
                 }
                 Ok(ClientEvent::Refused(t)) => return Ok(Err(GetFailure::Refused(t))),
                 Ok(other) => return Err(transport(format!("unexpected reply {other:?}"))),
-                Err(Error::Session(ClientError::Transport(m))) if m.contains("changed while copying") => {
+                Err(Error::Session(ClientError::Transport(m)))
+                    if m.contains("changed while copying") =>
+                {
                     return Ok(Err(GetFailure::Changed));
                 }
                 Err(e) => return Err(e),
@@ -237,8 +298,14 @@ impl ClassicConn {
     }
 
     /// `MD5`/`SMD5`: `true` when the server's file differs.
-    pub async fn md5(&mut self, path: &[u8], digest: [u8; 16]) -> Result<Result<bool, String>, Error> {
-        self.client.md5(path, &digest, self.encrypt).map_err(transport)?;
+    pub async fn md5(
+        &mut self,
+        path: &[u8],
+        digest: [u8; 16],
+    ) -> Result<Result<bool, String>, Error> {
+        self.client
+            .md5(path, &digest, self.encrypt)
+            .map_err(transport)?;
         match self.step().await? {
             ClientEvent::Md5 { differs } => Ok(Ok(differs)),
             ClientEvent::Refused(t) => Ok(Err(t)),
@@ -262,7 +329,10 @@ pub enum Conn {
 
 impl Conn {
     /// Connect with TLS, or classic when `classic` is given.
-    pub async fn connect(opts: ConnectOptions, classic: Option<ClassicOptions>) -> Result<Conn, Error> {
+    pub async fn connect(
+        opts: ConnectOptions,
+        classic: Option<ClassicOptions>,
+    ) -> Result<Conn, Error> {
         match classic {
             Some(c) => ClassicConn::connect(opts, c).await.map(Conn::Classic),
             None => Client::connect(opts).await.map(Conn::Tls),
@@ -294,7 +364,10 @@ impl Conn {
     }
 
     /// Several STATs; pipelined over TLS, one by one over classic.
-    pub async fn stat_many(&mut self, paths: &[Vec<u8>]) -> Result<Vec<Result<StatReply, String>>, Error> {
+    pub async fn stat_many(
+        &mut self,
+        paths: &[Vec<u8>],
+    ) -> Result<Vec<Result<StatReply, String>>, Error> {
         match self {
             Conn::Tls(c) => c.stat_many(paths).await,
             Conn::Classic(c) => {
@@ -329,7 +402,11 @@ impl Conn {
     }
 
     /// MD5.
-    pub async fn md5(&mut self, path: &[u8], digest: [u8; 16]) -> Result<Result<bool, String>, Error> {
+    pub async fn md5(
+        &mut self,
+        path: &[u8],
+        digest: [u8; 16],
+    ) -> Result<Result<bool, String>, Error> {
         match self {
             Conn::Tls(c) => c.md5(path, digest).await,
             Conn::Classic(c) => c.md5(path, digest).await,
@@ -338,7 +415,10 @@ impl Conn {
 
     /// Several MD5s (`(path, local digest)`); pipelined over TLS, one by
     /// one over classic.
-    pub async fn md5_many(&mut self, items: &[(Vec<u8>, [u8; 16])]) -> Result<Vec<Result<bool, String>>, Error> {
+    pub async fn md5_many(
+        &mut self,
+        items: &[(Vec<u8>, [u8; 16])],
+    ) -> Result<Vec<Result<bool, String>>, Error> {
         match self {
             Conn::Tls(c) => c.md5_many(items).await,
             Conn::Classic(c) => {

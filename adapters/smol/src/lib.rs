@@ -65,7 +65,10 @@ pub struct ConnectOptions {
 
 impl std::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectOptions").field("host", &self.host).field("port", &self.port).finish()
+        f.debug_struct("ConnectOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -132,7 +135,10 @@ pub(crate) fn hostname() -> String {
 }
 
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Client {
@@ -146,9 +152,16 @@ impl Client {
     /// `bind` first (port chosen by the OS) when it is `Some`: a load
     /// generator spreads its connections over 127.0.0.0/8 this way. `host`
     /// must then be an IP address of the same family.
-    pub async fn connect_from(opts: ConnectOptions, bind: Option<std::net::IpAddr>) -> Result<Client, Error> {
+    pub async fn connect_from(
+        opts: ConnectOptions,
+        bind: Option<std::net::IpAddr>,
+    ) -> Result<Client, Error> {
         let addr = format_host_port(&opts.host, opts.port);
-        let host = opts.host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = opts
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let connect = async {
             match bind {
                 None => TcpStream::connect((host.as_str(), opts.port)).await,
@@ -163,15 +176,33 @@ impl Client {
         .await;
         let stream = match stream {
             Some(Ok(s)) => s,
-            Some(Err(e)) => return Err(Error::Connect { addr, detail: e.to_string() }),
-            None => return Err(Error::Connect { addr, detail: "Timeout connecting to server".into() }),
+            Some(Err(e)) => {
+                return Err(Error::Connect {
+                    addr,
+                    detail: e.to_string(),
+                })
+            }
+            None => {
+                return Err(Error::Connect {
+                    addr,
+                    detail: "Timeout connecting to server".into(),
+                })
+            }
         };
         let _ = stream.set_nodelay(true);
         opts.clock.set(unix_now().max(0) as u64);
-        let tls = TlsLayer::client(opts.tls.clone()).map_err(|e| ClientError::Transport(e.to_string()))?;
+        let tls = TlsLayer::client(opts.tls.clone())
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
         let start = Instant::now();
-        let cfg = Config { version: opts.version, username: opts.local_user.clone(), timeout_ms: opts.timeout.as_millis() as u64 };
-        let now = Now { mono_ms: 0, unix_s: unix_now() };
+        let cfg = Config {
+            version: opts.version,
+            username: opts.local_user.clone(),
+            timeout_ms: opts.timeout.as_millis() as u64,
+        };
+        let now = Now {
+            mono_ms: 0,
+            unix_s: unix_now(),
+        };
         let conn = Connection::new(tls, cfg, now);
         let mut c = Client {
             stream,
@@ -217,7 +248,10 @@ impl Client {
     }
 
     fn now(&self) -> Now {
-        Now { mono_ms: self.start.elapsed().as_millis() as u64, unix_s: unix_now() }
+        Now {
+            mono_ms: self.start.elapsed().as_millis() as u64,
+            unix_s: unix_now(),
+        }
     }
 
     /// Queue a request; its reply comes from [`Client::next_event`].
@@ -238,7 +272,9 @@ impl Client {
             let mut off = 0;
             while off < bytes.len() {
                 match smol::future::poll_once(self.stream.write(&bytes[off..])).await {
-                    Some(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                    Some(Ok(0)) => {
+                        return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into())
+                    }
                     Some(Ok(n)) => off += n,
                     Some(Err(e)) => return Err(e.into()),
                     None => break,
@@ -268,15 +304,23 @@ impl Client {
         let log = self.opts.log.clone();
         match store.verify(&self.opts.local_user, None, key, self.opts.trust_new) {
             Ok(Outcome::Trusted(_)) => {
-                log(Level::Verbose, &format!("Server is TRUSTED, received key '{key_id}' MATCHES stored one."));
+                log(
+                    Level::Verbose,
+                    &format!("Server is TRUSTED, received key '{key_id}' MATCHES stored one."),
+                );
                 Ok(())
             }
             Ok(Outcome::NewlyTrusted(_, saved)) => {
                 log(Level::Notice, &format!("Trusting new key: {key_id}"));
-                log(Level::Verbose, &format!("Saved server key as '{}'", saved.file));
+                log(
+                    Level::Verbose,
+                    &format!("Saved server key as '{}'", saved.file),
+                );
                 Ok(())
             }
-            Ok(Outcome::Refused(_)) => Err(format!("TRUST FAILED, server presented untrusted key: {key_id}")),
+            Ok(Outcome::Refused(_)) => Err(format!(
+                "TRUST FAILED, server presented untrusted key: {key_id}"
+            )),
             Err(e) => Err(format!("TRUST FAILED, server presented key {key_id}: {e}")),
         }
     }
@@ -318,7 +362,9 @@ impl Client {
                 return Err(Error::Closed);
             }
             let deadline = self.conn.poll_timeout();
-            let wait = deadline.map(|d| Duration::from_millis(d.saturating_sub(self.start.elapsed().as_millis() as u64)));
+            let wait = deadline.map(|d| {
+                Duration::from_millis(d.saturating_sub(self.start.elapsed().as_millis() as u64))
+            });
             if self.conn.wants_input() {
                 let start = self.start;
                 let (stream, buf) = (&mut self.stream, &mut self.buf);
@@ -338,7 +384,10 @@ impl Client {
                         .await
                     }
                 };
-                let now = Now { mono_ms: start.elapsed().as_millis() as u64, unix_s: unix_now() };
+                let now = Now {
+                    mono_ms: start.elapsed().as_millis() as u64,
+                    unix_s: unix_now(),
+                };
                 match r {
                     Some(Ok(0)) => self.conn.handle_eof(now),
                     Some(Ok(n)) => self.conn.handle_input(now, &self.buf[..n]),
@@ -355,12 +404,19 @@ impl Client {
                 let now = self.now();
                 self.conn.handle_timeout(now);
             } else {
-                return Err(ClientError::Transport("connection stalled: nothing to read and no deadline".into()).into());
+                return Err(ClientError::Transport(
+                    "connection stalled: nothing to read and no deadline".into(),
+                )
+                .into());
             }
         }
     }
 
-    async fn reply(&mut self, id: RequestId, mut on_data: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<Reply, Error> {
+    async fn reply(
+        &mut self,
+        id: RequestId,
+        mut on_data: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Reply, Error> {
         let mut sink_error: Option<std::io::Error> = None;
         // Events of other pipelined requests, handed back in order afterwards.
         let mut others: Vec<Event> = Vec::new();
@@ -376,7 +432,11 @@ impl Client {
                         None => Ok(reply),
                     };
                 }
-                Event::Data { id: rid, bytes } | Event::ExecLine { id: rid, line: bytes } if rid == id => {
+                Event::Data { id: rid, bytes }
+                | Event::ExecLine {
+                    id: rid,
+                    line: bytes,
+                } if rid == id => {
                     if sink_error.is_none() {
                         if let Err(e) = on_data(&bytes) {
                             sink_error = Some(e);
@@ -394,7 +454,10 @@ impl Client {
 
     /// `SYNCH <now> STAT <path>`: the server's stat, or its refusal text.
     pub async fn stat(&mut self, path: &[u8]) -> Result<Result<StatReply, String>, Error> {
-        let id = self.submit(Request::Stat { path: path.to_vec(), client_time: unix_now() });
+        let id = self.submit(Request::Stat {
+            path: path.to_vec(),
+            client_time: unix_now(),
+        });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Stat(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -404,10 +467,16 @@ impl Client {
     /// Pipelined `STAT`s: all requests go out before the first reply is
     /// read (in batches of [`STAT_BATCH`], so buffered replies stay small);
     /// the results come back in the order of `paths`.
-    pub async fn stat_many(&mut self, paths: &[Vec<u8>]) -> Result<Vec<Result<StatReply, String>>, Error> {
+    pub async fn stat_many(
+        &mut self,
+        paths: &[Vec<u8>],
+    ) -> Result<Vec<Result<StatReply, String>>, Error> {
         self.pipelined(
             paths,
-            |p, t| Request::Stat { path: p.clone(), client_time: t },
+            |p, t| Request::Stat {
+                path: p.clone(),
+                client_time: t,
+            },
             |r| match r {
                 Reply::Stat(st) => Ok(st),
                 other => Err(other),
@@ -420,10 +489,16 @@ impl Client {
     /// digest)` goes out before the first reply is read (in batches of
     /// [`STAT_BATCH`]); the verdicts (`Ok(true)` = the server's file
     /// differs) come back in the order of `items`.
-    pub async fn md5_many(&mut self, items: &[(Vec<u8>, [u8; 16])]) -> Result<Vec<Result<bool, String>>, Error> {
+    pub async fn md5_many(
+        &mut self,
+        items: &[(Vec<u8>, [u8; 16])],
+    ) -> Result<Vec<Result<bool, String>>, Error> {
         self.pipelined(
             items,
-            |(p, d), _| Request::Md5 { path: p.clone(), digest: *d },
+            |(p, d), _| Request::Md5 {
+                path: p.clone(),
+                digest: *d,
+            },
             |r| match r {
                 Reply::Md5(v) => Ok(v),
                 other => Err(other),
@@ -457,13 +532,17 @@ impl Client {
                     break Ok(());
                 }
                 match self.next_event().await {
-                    Ok(Event::Reply { id, reply }) if id >= first && ((id - first) as usize) < chunk.len() => match pick(reply) {
-                        Ok(v) => {
-                            got[(id - first) as usize] = Some(v);
-                            left -= 1;
+                    Ok(Event::Reply { id, reply })
+                        if id >= first && ((id - first) as usize) < chunk.len() =>
+                    {
+                        match pick(reply) {
+                            Ok(v) => {
+                                got[(id - first) as usize] = Some(v);
+                                left -= 1;
+                            }
+                            Err(reply) => others.push(Event::Reply { id, reply }),
                         }
-                        Err(reply) => others.push(Event::Reply { id, reply }),
-                    },
+                    }
                     Ok(other) => others.push(other),
                     Err(e) => break Err(e),
                 }
@@ -472,7 +551,10 @@ impl Client {
                 self.backlog.push_front(e);
             }
             r?;
-            results.extend(got.into_iter().map(|g| g.unwrap_or_else(|| Err("no reply".into()))));
+            results.extend(
+                got.into_iter()
+                    .map(|g| g.unwrap_or_else(|| Err("no reply".into()))),
+            );
         }
         Ok(results)
     }
@@ -486,7 +568,10 @@ impl Client {
         size: u64,
         on_data: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Result<(), GetFailure>, Error> {
-        let id = self.submit(Request::Get { path: path.to_vec(), size });
+        let id = self.submit(Request::Get {
+            path: path.to_vec(),
+            size,
+        });
         match self.reply(id, on_data).await? {
             Reply::Get(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -495,7 +580,9 @@ impl Client {
 
     /// `OPENDIR`: every name the server listed, or its refusal text.
     pub async fn opendir(&mut self, path: &[u8]) -> Result<Result<Vec<Vec<u8>>, String>, Error> {
-        let id = self.submit(Request::Opendir { path: path.to_vec() });
+        let id = self.submit(Request::Opendir {
+            path: path.to_vec(),
+        });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Listing(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -503,8 +590,15 @@ impl Client {
     }
 
     /// `MD5`: `Ok(true)` when the server's file differs from `digest`.
-    pub async fn md5(&mut self, path: &[u8], digest: [u8; 16]) -> Result<Result<bool, String>, Error> {
-        let id = self.submit(Request::Md5 { path: path.to_vec(), digest });
+    pub async fn md5(
+        &mut self,
+        path: &[u8],
+        digest: [u8; 16],
+    ) -> Result<Result<bool, String>, Error> {
+        let id = self.submit(Request::Md5 {
+            path: path.to_vec(),
+            digest,
+        });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Md5(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -519,7 +613,10 @@ impl Client {
         select: &[Vec<u8>],
         on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Option<i32>, Error> {
-        let id = self.submit(Request::Exec { args: args.to_vec(), select: select.to_vec() });
+        let id = self.submit(Request::Exec {
+            args: args.to_vec(),
+            select: select.to_vec(),
+        });
         match self.reply(id, on_line).await? {
             Reply::Exec(code) => Ok(code),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -537,18 +634,31 @@ impl Client {
 /// A TCP connection from `local:0` to `host:port` (`host` an IP address):
 /// socket2 creates, binds and starts a non-blocking connect, smol's
 /// `Async` waits for it to complete.
-async fn connect_bound(local: std::net::IpAddr, host: &str, port: u16) -> std::io::Result<TcpStream> {
+async fn connect_bound(
+    local: std::net::IpAddr,
+    host: &str,
+    port: u16,
+) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-    let ip: std::net::IpAddr = host
-        .parse()
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not an IP address: {host}")))?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not an IP address: {host}"),
+        )
+    })?;
     let remote = std::net::SocketAddr::new(ip, port);
-    let socket = Socket::new(Domain::for_address(remote), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(remote),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.bind(&SockAddr::from(std::net::SocketAddr::new(local, 0)))?;
     socket.set_nonblocking(true)?;
     match socket.connect(&SockAddr::from(remote)) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc_einprogress()) || e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc_einprogress())
+                || e.kind() == std::io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(e),
     }
     let stream: std::net::TcpStream = socket.into();

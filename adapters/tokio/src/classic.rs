@@ -28,7 +28,9 @@ fn host_key(shared: &Shared) -> Result<Arc<RsaPrivateKey>, String> {
         return Ok(k);
     }
     let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let key = Arc::new(rcf_core::keys::parse_private_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?);
+    let key = Arc::new(
+        rcf_core::keys::parse_private_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
     if let Ok(mut c) = cache.lock() {
         c.insert(path, key.clone());
     }
@@ -42,7 +44,10 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
     let policy = policy_rx.borrow_and_update().clone();
     if !ClassicPolicy::legacy_allowed(&*policy, &ip) {
         // 3.21 closes without a byte.
-        log(Level::Info, "Connection is not using latest protocol, denying");
+        log(
+            Level::Info,
+            "Connection is not using latest protocol, denying",
+        );
         return;
     }
     let key = {
@@ -50,7 +55,10 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
         match tokio::task::spawn_blocking(move || host_key(&s)).await {
             Ok(Ok(k)) => k,
             Ok(Err(e)) => {
-                log(Level::Error, &format!("No public/private key pair exists, create one with cf-key ({e})"));
+                log(
+                    Level::Error,
+                    &format!("No public/private key pair exists, create one with cf-key ({e})"),
+                );
                 return;
             }
             Err(_) => return,
@@ -59,7 +67,13 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
     let mut rng = rand_core::OsRng;
     // New keys arriving by classic spend the same trust-on-first-use budget.
     let gated = |p: Arc<rcf_core::policy::ServerPolicy>| shared.tofu.classic_view(p);
-    let mut conn = ClassicServer::new(shared.cfg.clone(), gated(policy), key, ip.clone(), shared.now());
+    let mut conn = ClassicServer::new(
+        shared.cfg.clone(),
+        gated(policy),
+        key,
+        ip.clone(),
+        shared.now(),
+    );
     let mut files = Some(Files::default());
     let mut buf = vec![0u8; 16 * 1024];
     let mut established = false;
@@ -69,7 +83,10 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
             match tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
-                    log(Level::Info, "Peer stopped reading (write deadline), closing connection");
+                    log(
+                        Level::Info,
+                        "Peer stopped reading (write deadline), closing connection",
+                    );
                     return;
                 }
             }
@@ -114,7 +131,10 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
             shared.stats.established.fetch_add(1, Ordering::Relaxed);
         }
         let now_served = conn.bytes_served();
-        shared.stats.bytes_served.fetch_add(now_served - served, Ordering::Relaxed);
+        shared
+            .stats
+            .bytes_served
+            .fetch_add(now_served - served, Ordering::Relaxed);
         served = now_served;
         if conn.is_closing() {
             break;
@@ -123,7 +143,9 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
             let p = policy_rx.borrow_and_update().clone();
             conn.set_policy(gated(p));
         }
-        let sleep = conn.poll_timeout().map(|ms| Duration::from_millis(ms.saturating_sub(shared.now().mono_ms)));
+        let sleep = conn
+            .poll_timeout()
+            .map(|ms| Duration::from_millis(ms.saturating_sub(shared.now().mono_ms)));
         tokio::select! {
             r = stream.read(&mut buf) => match r {
                 Ok(0) | Err(_) => conn.handle_eof(shared.now()),
@@ -143,7 +165,10 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
         }
     }
     while let Some(bytes) = conn.poll_transmit() {
-        if tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes)).await.is_err() {
+        if tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes))
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -29,7 +29,11 @@ async fn pump(r: impl AsyncRead + Unpin, tx: mpsc::Sender<Vec<u8>>) {
         let mut line = Vec::new();
         // Bounded read: a program printing without newlines cannot make us
         // buffer without limit.
-        match (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
+        match (&mut r)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 if line.last() == Some(&b'\n') {
@@ -47,7 +51,12 @@ use tokio::io::AsyncReadExt as _;
 
 /// Handle an EXEC event, if `ev` is one. `Some(answer)` (possibly none for
 /// a kill) means the event was ours.
-pub(crate) async fn handle(shared: &Arc<Shared>, ip: &str, ev: &Event, run: &mut Option<Run>) -> Option<Option<Answer>> {
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    ip: &str,
+    ev: &Event,
+    run: &mut Option<Run>,
+) -> Option<Option<Answer>> {
     match ev {
         Event::ExecStart { argv } => {
             let Some((prog, args)) = argv.split_first() else {
@@ -55,7 +64,11 @@ pub(crate) async fn handle(shared: &Arc<Shared>, ip: &str, ev: &Event, run: &mut
             };
             let slot = match shared.exec_slots.clone().acquire_owned().await {
                 Ok(s) => s,
-                Err(_) => return Some(Some(Answer::ExecStarted(Err("server shutting down".into())))),
+                Err(_) => {
+                    return Some(Some(Answer::ExecStarted(
+                        Err("server shutting down".into()),
+                    )))
+                }
             };
             let child = tokio::process::Command::new(prog)
                 .args(args)
@@ -75,7 +88,12 @@ pub(crate) async fn handle(shared: &Arc<Shared>, ip: &str, ev: &Event, run: &mut
             if let Some(err) = child.stderr.take() {
                 tokio::spawn(pump(err, tx));
             }
-            *run = Some(Run { child, lines: rx, deadline: tokio::time::Instant::now() + shared.exec_timeout, _slot: slot });
+            *run = Some(Run {
+                child,
+                lines: rx,
+                deadline: tokio::time::Instant::now() + shared.exec_timeout,
+                _slot: slot,
+            });
             Some(Some(Answer::ExecStarted(Ok(1))))
         }
         Event::ExecRead { .. } => {
@@ -96,7 +114,9 @@ pub(crate) async fn handle(shared: &Arc<Shared>, ip: &str, ev: &Event, run: &mut
                     Some(Some(Answer::ExecOutput(ExecChunk::Exit(code))))
                 }
                 Err(_) => {
-                    shared.logger.log(Level::Error, Some(ip), "cfruncommand timed out, killing it");
+                    shared
+                        .logger
+                        .log(Level::Error, Some(ip), "cfruncommand timed out, killing it");
                     let mut r = run.take().expect("checked above");
                     let _ = r.child.kill().await;
                     Some(Some(Answer::ExecOutput(ExecChunk::Exit(None))))

@@ -39,12 +39,20 @@ pub struct Logger {
 impl Logger {
     /// Log to stderr.
     pub fn stderr(max: Level, timestamps: bool) -> Self {
-        Logger { max, timestamps, out: Mutex::new(Box::new(std::io::stderr())) }
+        Logger {
+            max,
+            timestamps,
+            out: Mutex::new(Box::new(std::io::stderr())),
+        }
     }
 
     /// Log to any writer (a file, or a buffer in tests).
     pub fn to(max: Level, timestamps: bool, w: Box<dyn std::io::Write + Send>) -> Self {
-        Logger { max, timestamps, out: Mutex::new(w) }
+        Logger {
+            max,
+            timestamps,
+            out: Mutex::new(w),
+        }
     }
 
     /// One line; `ip` adds cf-serverd's per-connection prefix.
@@ -54,7 +62,10 @@ impl Logger {
         }
         let mut line = String::new();
         if self.timestamps {
-            let s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let s = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             line.push_str(&format!("{s} "));
         }
         line.push_str(&format!("{:>8}: ", level.as_str()));
@@ -107,7 +118,10 @@ pub struct Stats {
 
 /// Wall-clock seconds since the Unix epoch (0 before it).
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Everything the connection tasks share.
@@ -142,8 +156,22 @@ pub struct Shared {
 
 impl Shared {
     /// Bundle the server's shared state, with default deadlines.
-    pub fn new(policy: Arc<ServerPolicy>, tls: ServerTls, tls_clock: TlsClock, fs: Arc<ServerFs>, logger: Arc<Logger>) -> Arc<Self> {
-        Self::with_timeouts(policy, tls, tls_clock, fs, logger, Config::default(), Duration::from_secs(60))
+    pub fn new(
+        policy: Arc<ServerPolicy>,
+        tls: ServerTls,
+        tls_clock: TlsClock,
+        fs: Arc<ServerFs>,
+        logger: Arc<Logger>,
+    ) -> Arc<Self> {
+        Self::with_timeouts(
+            policy,
+            tls,
+            tls_clock,
+            fs,
+            logger,
+            Config::default(),
+            Duration::from_secs(60),
+        )
     }
 
     /// Bundle the server's shared state with explicit deadlines.
@@ -160,7 +188,13 @@ impl Shared {
         let tofu_log = logger.clone();
         let tofu = Arc::new(rcf_core::server::tofu::TofuGate::new(
             Box::new(unix_now),
-            Box::new(move |ip, why| tofu_log.log(Level::Notice, Some(ip), &format!("Not trusting new key: {why}"))),
+            Box::new(move |ip, why| {
+                tofu_log.log(
+                    Level::Notice,
+                    Some(ip),
+                    &format!("Not trusting new key: {why}"),
+                )
+            }),
         ));
         Arc::new(Shared {
             policy: tx,
@@ -180,8 +214,14 @@ impl Shared {
     }
 
     fn now(&self) -> Now {
-        let unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        Now { mono_ms: self.origin.elapsed().as_millis() as u64, unix_s }
+        let unix_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Now {
+            mono_ms: self.origin.elapsed().as_millis() as u64,
+            unix_s,
+        }
     }
 
     /// Publish a reloaded policy: new connections and the next request of
@@ -192,7 +232,11 @@ impl Shared {
 }
 
 /// Serve on `listeners` until `shutdown` resolves.
-pub async fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
         let shared = shared.clone();
@@ -207,7 +251,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let (stream, addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                shared.logger.log(Level::Error, None, &format!("accept: {e}"));
+                shared
+                    .logger
+                    .log(Level::Error, None, &format!("accept: {e}"));
                 // EMFILE and friends: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -237,7 +283,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         shared.stats.open.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let _release = Release { shared: shared.clone(), ip: ip.clone() };
+            let _release = Release {
+                shared: shared.clone(),
+                ip: ip.clone(),
+            };
             handle(stream, addr, ip, shared).await;
         });
     }
@@ -269,7 +318,10 @@ struct EndCount {
 impl Drop for EndCount {
     fn drop(&mut self) {
         if !self.established {
-            self.shared.stats.not_established.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .not_established
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.latency.flush(&self.shared.stats.detail);
     }
@@ -314,7 +366,10 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, deadline: Duration) -> 
     if out.is_empty() {
         return true;
     }
-    let ok = matches!(tokio::time::timeout(deadline, stream.write_all(out)).await, Ok(Ok(())));
+    let ok = matches!(
+        tokio::time::timeout(deadline, stream.write_all(out)).await,
+        Ok(Ok(()))
+    );
     out.clear();
     ok
 }
@@ -325,7 +380,10 @@ async fn classify(stream: &TcpStream, deadline: Duration) -> Option<bool> {
     let mut buf = [0u8; 14];
     let end = tokio::time::Instant::now() + deadline;
     loop {
-        let n = tokio::time::timeout_at(end, stream.peek(&mut buf)).await.ok()?.ok()?;
+        let n = tokio::time::timeout_at(end, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         if n == 0 {
             return None;
         }
@@ -352,31 +410,56 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let handshake = Duration::from_millis(shared.cfg.handshake_timeout_ms);
     match classify(&stream, handshake).await {
         None if shared.now().mono_ms >= accepted.mono_ms + shared.cfg.handshake_timeout_ms => {
-            log(Level::Info, "Connection timed out before the peer sent anything, closing");
+            log(
+                Level::Info,
+                "Connection timed out before the peer sent anything, closing",
+            );
             return;
         }
         None => {
-            log(Level::Verbose, "Peer closed TCP connection without sending data!");
+            log(
+                Level::Verbose,
+                "Peer closed TCP connection without sending data!",
+            );
             return;
         }
         Some(true) => {
-            log(Level::Verbose, "Peeked CAUTH in TCP stream, considering the protocol as Classic");
+            log(
+                Level::Verbose,
+                "Peeked CAUTH in TCP stream, considering the protocol as Classic",
+            );
             shared.stats.classic.fetch_add(1, Ordering::Relaxed);
             return classic::handle_classic(stream, ip.clone(), shared.clone()).await;
         }
-        Some(false) => log(Level::Verbose, "Peeked nothing important in TCP stream, considering the protocol as TLS"),
+        Some(false) => log(
+            Level::Verbose,
+            "Peeked nothing important in TCP stream, considering the protocol as TLS",
+        ),
     }
     let tls = match shared.tls.accept() {
         Ok(t) => t,
         Err(e) => {
-            log(Level::Error, &format!("Failed to accept TLS connection: {e}"));
+            log(
+                Level::Error,
+                &format!("Failed to accept TLS connection: {e}"),
+            );
             return;
         }
     };
-    let mut end = EndCount { shared: shared.clone(), established: false, latency: Default::default() };
+    let mut end = EndCount {
+        shared: shared.clone(),
+        established: false,
+        latency: Default::default(),
+    };
     let mut policy_rx = shared.policy.subscribe();
     let policy = policy_rx.borrow_and_update().clone();
-    let mut conn = Connection::new(tls, shared.cfg.clone(), shared.tofu.view(policy), ip.clone(), accepted);
+    let mut conn = Connection::new(
+        tls,
+        shared.cfg.clone(),
+        shared.tofu.view(policy),
+        ip.clone(),
+        accepted,
+    );
     // (requests read, when the latest started, its label) for latency metrics
     let mut timing: (u64, Option<(Instant, &'static str)>) = (0, None);
     let mut files = Some(Files::default());
@@ -396,7 +479,8 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                 // A new request was read since we last looked: the previous
                 // one (if any) ended when this one arrived.
                 if let Some((t0, label)) = timing.1.take() {
-                    end.latency.observe(label, t0.elapsed(), &shared.stats.detail);
+                    end.latency
+                        .observe(label, t0.elapsed(), &shared.stats.detail);
                 }
                 timing = (n, Some((Instant::now(), metrics::command_label(text))));
             }
@@ -408,7 +492,10 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             extend_out(&mut out, &bytes);
         }
         if !send(&mut stream, &mut out, shared.write_timeout).await {
-            log(Level::Info, "Peer stopped reading (write deadline), closing connection");
+            log(
+                Level::Info,
+                "Peer stopped reading (write deadline), closing connection",
+            );
             return;
         }
         // Answer every question; answers may produce more output.
@@ -438,7 +525,10 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             // DNS may block, so they still go to the pool.
             let mut f = files.take().unwrap_or_default();
             let quick = match &ev {
-                Event::Digest { path } => shared.fs.peek_digest(&mut f, path).map(|d| (Some(rcf_core::server::Answer::Digest(Some(d))), None)),
+                Event::Digest { path } => shared
+                    .fs
+                    .peek_digest(&mut f, path)
+                    .map(|d| (Some(rcf_core::server::Answer::Digest(Some(d))), None)),
                 e @ Event::LookupKey { .. } => shared.fs.quick_key(e).map(|a| (Some(a), None)),
                 e if ServerFs::is_quick(e) => Some(shared.fs.answer(&mut f, e)),
                 _ => None,
@@ -487,7 +577,10 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             }
             if out.len() >= WRITE_BATCH {
                 if !send(&mut stream, &mut out, shared.write_timeout).await {
-                    log(Level::Info, "Peer stopped reading (write deadline), closing connection");
+                    log(
+                        Level::Info,
+                        "Peer stopped reading (write deadline), closing connection",
+                    );
                     return;
                 }
                 now = None;
@@ -504,14 +597,21 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                 if let Some(others) = shared.stats.detail.saw_key(&s.peer().key_id, &ip) {
                     log(
                         Level::Notice,
-                        &format!("Key {} was already seen from {} (cloned host, or a moved one?)", s.peer().key_id, others.join(", ")),
+                        &format!(
+                            "Key {} was already seen from {} (cloned host, or a moved one?)",
+                            s.peer().key_id,
+                            others.join(", ")
+                        ),
                     );
                 }
             }
         }
         if let Some(s) = conn.session() {
             let now_served = s.bytes_served();
-            shared.stats.bytes_served.fetch_add(now_served - served, Ordering::Relaxed);
+            shared
+                .stats
+                .bytes_served
+                .fetch_add(now_served - served, Ordering::Relaxed);
             served = now_served;
         }
         if conn.is_closing() {
@@ -523,7 +623,8 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         }
         // Everything asked was answered and sent: the request is done.
         if let Some((t0, label)) = timing.1.take() {
-            end.latency.observe(label, t0.elapsed(), &shared.stats.detail);
+            end.latency
+                .observe(label, t0.elapsed(), &shared.stats.detail);
         }
         // One timer per connection, moved only when the deadline comes
         // earlier or more than a second later than armed: re-arming a timer
@@ -532,7 +633,9 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         let want = conn.poll_timeout();
         if let Some(w) = want {
             if armed.is_none_or(|a| w < a || w > a + 1000) {
-                sleep.as_mut().reset(tokio::time::Instant::from_std(shared.origin + Duration::from_millis(w)));
+                sleep.as_mut().reset(tokio::time::Instant::from_std(
+                    shared.origin + Duration::from_millis(w),
+                ));
                 armed = Some(w);
             }
         }
@@ -563,7 +666,10 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     // Flush what is left (a final refusal, an alert), then close without
     // close_notify, as 3.21 does.
     while let Some(bytes) = conn.poll_transmit() {
-        if tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes)).await.is_err() {
+        if tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes))
+            .await
+            .is_err()
+        {
             break;
         }
     }

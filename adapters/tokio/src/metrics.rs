@@ -22,10 +22,25 @@ use tokio::net::TcpListener;
 use crate::Shared;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-pub const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Commands timed separately; anything else is `other` (bounded label set).
-const COMMANDS: [&str; 12] = ["GET", "STAT", "OPENDIR", "MD5", "VERSION", "VAR", "CONTEXT", "QUERY", "COOKIE", "EXEC", "SCALLBACK", "other"];
+const COMMANDS: [&str; 12] = [
+    "GET",
+    "STAT",
+    "OPENDIR",
+    "MD5",
+    "VERSION",
+    "VAR",
+    "CONTEXT",
+    "QUERY",
+    "COOKIE",
+    "EXEC",
+    "SCALLBACK",
+    "other",
+];
 
 /// Most key ids tracked for the cloned-host counter, and IPs kept per key.
 const MAX_KEYS: usize = 100_000;
@@ -37,7 +52,11 @@ pub fn command_label(request: &[u8]) -> &'static str {
     if word == b"SYNCH" {
         return "STAT";
     }
-    COMMANDS.iter().copied().find(|c| c.as_bytes() == word && *c != "other").unwrap_or("other")
+    COMMANDS
+        .iter()
+        .copied()
+        .find(|c| c.as_bytes() == word && *c != "other")
+        .unwrap_or("other")
 }
 
 #[derive(Debug, Default, Clone)]
@@ -96,7 +115,10 @@ impl LocalLatency {
     /// Record how long one command took; merges into `into` every
     /// [`LOCAL_BATCH`] observations.
     pub fn observe(&mut self, command: &'static str, took: Duration, into: &Metrics) {
-        let i = COMMANDS.iter().position(|c| *c == command).unwrap_or(COMMANDS.len() - 1);
+        let i = COMMANDS
+            .iter()
+            .position(|c| *c == command)
+            .unwrap_or(COMMANDS.len() - 1);
         self.hist[i].observe(took.as_secs_f64());
         self.pending += 1;
         if self.pending >= LOCAL_BATCH {
@@ -166,7 +188,10 @@ fn counter(out: &mut String, name: &str, help: &str, v: u64) {
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, v: i64) {
-    let _ = writeln!(out, "# HELP rcf_serverd_{name} {help}\n# TYPE rcf_serverd_{name} gauge\nrcf_serverd_{name} {v}");
+    let _ = writeln!(
+        out,
+        "# HELP rcf_serverd_{name} {help}\n# TYPE rcf_serverd_{name} gauge\nrcf_serverd_{name} {v}"
+    );
 }
 
 /// The exposition text (Prometheus text format 0.0.4).
@@ -179,11 +204,36 @@ pub fn render(shared: &Shared) -> String {
         "# HELP rcf_serverd_build_info rcf-serverd version.\n# TYPE rcf_serverd_build_info gauge\nrcf_serverd_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-    counter(&mut o, "connections_accepted_total", "Connections admitted (allowconnects, denyconnects, per-IP and maxconnections passed).", ld(&st.accepted));
-    gauge(&mut o, "sessions_open", "Connections being served now.", st.open.load(Ordering::Relaxed));
-    counter(&mut o, "handshakes_total", "Sessions that reached WELCOME (TLS handshake, identification and key trust done).", ld(&st.established));
-    counter(&mut o, "handshake_failures_total", "TLS connections closed before WELCOME.", ld(&st.not_established));
-    counter(&mut o, "classic_connections_total", "Connections that spoke the classic (pre-TLS) protocol.", ld(&st.classic));
+    counter(
+        &mut o,
+        "connections_accepted_total",
+        "Connections admitted (allowconnects, denyconnects, per-IP and maxconnections passed).",
+        ld(&st.accepted),
+    );
+    gauge(
+        &mut o,
+        "sessions_open",
+        "Connections being served now.",
+        st.open.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut o,
+        "handshakes_total",
+        "Sessions that reached WELCOME (TLS handshake, identification and key trust done).",
+        ld(&st.established),
+    );
+    counter(
+        &mut o,
+        "handshake_failures_total",
+        "TLS connections closed before WELCOME.",
+        ld(&st.not_established),
+    );
+    counter(
+        &mut o,
+        "classic_connections_total",
+        "Connections that spoke the classic (pre-TLS) protocol.",
+        ld(&st.classic),
+    );
     let _ = writeln!(o, "# HELP rcf_serverd_refusals_total Connections, keys or requests refused, by reason.\n# TYPE rcf_serverd_refusals_total counter");
     let tofu = &shared.tofu;
     for (reason, v) in [
@@ -197,18 +247,64 @@ pub fn render(shared: &Shared) -> String {
     ] {
         let _ = writeln!(o, "rcf_serverd_refusals_total{{reason=\"{reason}\"}} {v}");
     }
-    counter(&mut o, "keys_trusted_total", "New or changed keys trusted on first use.", ld(&tofu.granted));
+    counter(
+        &mut o,
+        "keys_trusted_total",
+        "New or changed keys trusted on first use.",
+        ld(&tofu.granted),
+    );
     let b = tofu.budget();
     gauge(&mut o, "trust_budget_open", "1 while trust on first use is still open (policy permitting), 0 once the budget closed it.", i64::from(b.check(crate::unix_now()).is_ok()));
-    counter(&mut o, "bytes_served_total", "File bytes sent by GET.", ld(&st.bytes_served));
+    counter(
+        &mut o,
+        "bytes_served_total",
+        "File bytes sent by GET.",
+        ld(&st.bytes_served),
+    );
     let (hits, misses) = shared.fs.digests.stats();
-    counter(&mut o, "digest_cache_hits_total", "MD5 requests answered from the digest cache.", hits);
-    counter(&mut o, "digest_cache_misses_total", "MD5 requests that read the file.", misses);
-    counter(&mut o, "policy_reloads_total", "Successful policy reloads (SIGHUP).", ld(&st.reloads));
-    counter(&mut o, "policy_reload_failures_total", "Reloads rejected because the new policy had errors (the old one stays).", ld(&st.reload_failures));
-    let (multi, conflicts) = shared.stats.detail.sightings.lock().map(|s| (s.multi, s.conflicts)).unwrap_or((0, 0));
-    gauge(&mut o, "keys_seen_from_several_ips", "Key ids that completed handshakes from more than one IP (cloned hosts?).", multi as i64);
-    counter(&mut o, "key_ip_conflicts_total", "Handshakes presenting a key already seen from another IP.", conflicts);
+    counter(
+        &mut o,
+        "digest_cache_hits_total",
+        "MD5 requests answered from the digest cache.",
+        hits,
+    );
+    counter(
+        &mut o,
+        "digest_cache_misses_total",
+        "MD5 requests that read the file.",
+        misses,
+    );
+    counter(
+        &mut o,
+        "policy_reloads_total",
+        "Successful policy reloads (SIGHUP).",
+        ld(&st.reloads),
+    );
+    counter(
+        &mut o,
+        "policy_reload_failures_total",
+        "Reloads rejected because the new policy had errors (the old one stays).",
+        ld(&st.reload_failures),
+    );
+    let (multi, conflicts) = shared
+        .stats
+        .detail
+        .sightings
+        .lock()
+        .map(|s| (s.multi, s.conflicts))
+        .unwrap_or((0, 0));
+    gauge(
+        &mut o,
+        "keys_seen_from_several_ips",
+        "Key ids that completed handshakes from more than one IP (cloned hosts?).",
+        multi as i64,
+    );
+    counter(
+        &mut o,
+        "key_ip_conflicts_total",
+        "Handshakes presenting a key already seen from another IP.",
+        conflicts,
+    );
     let _ = writeln!(o, "# HELP rcf_serverd_command_duration_seconds Time from reading a request to having answered it.\n# TYPE rcf_serverd_command_duration_seconds histogram");
     let hist: Vec<(&'static str, Histogram)> = match shared.stats.detail.latency.lock() {
         Ok(h) => {
@@ -220,11 +316,27 @@ pub fn render(shared: &Shared) -> String {
     };
     for (cmd, h) in hist {
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(o, "rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",le=\"{b}\"}} {}", h.counts[i]);
+            let _ = writeln!(
+                o,
+                "rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",le=\"{b}\"}} {}",
+                h.counts[i]
+            );
         }
-        let _ = writeln!(o, "rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(o, "rcf_serverd_command_duration_seconds_sum{{command=\"{cmd}\"}} {}", h.sum);
-        let _ = writeln!(o, "rcf_serverd_command_duration_seconds_count{{command=\"{cmd}\"}} {}", h.count);
+        let _ = writeln!(
+            o,
+            "rcf_serverd_command_duration_seconds_bucket{{command=\"{cmd}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            o,
+            "rcf_serverd_command_duration_seconds_sum{{command=\"{cmd}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            o,
+            "rcf_serverd_command_duration_seconds_count{{command=\"{cmd}\"}} {}",
+            h.count
+        );
     }
     o
 }
@@ -246,7 +358,8 @@ pub fn bind_loopback(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsE
         return Err(MetricsError::NotLoopback(addr));
     }
     let l = std::net::TcpListener::bind(addr).map_err(|e| MetricsError::Bind(addr, e))?;
-    l.set_nonblocking(true).map_err(|e| MetricsError::Bind(addr, e))?;
+    l.set_nonblocking(true)
+        .map_err(|e| MetricsError::Bind(addr, e))?;
     Ok(l)
 }
 
@@ -274,25 +387,48 @@ async fn answer(s: &mut tokio::net::TcpStream, shared: &Shared) -> std::io::Resu
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > 8192 {
-            return reply(s, "431 Request Header Fields Too Large", "text/plain", "request too large\n").await;
+            return reply(
+                s,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            )
+            .await;
         }
     }
-    let line = String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or(b"")).trim_end().to_string();
+    let line = String::from_utf8_lossy(buf.split(|b| *b == b'\n').next().unwrap_or(b""))
+        .trim_end()
+        .to_string();
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") | ("HEAD", "/metrics") => {
             let body = render(shared);
-            let body = if method == "HEAD" { String::new() } else { body };
-            reply(s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body).await
+            let body = if method == "HEAD" {
+                String::new()
+            } else {
+                body
+            };
+            reply(
+                s,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
         }
         ("GET", _) | ("HEAD", _) => reply(s, "404 Not Found", "text/plain", "try /metrics\n").await,
         _ => reply(s, "405 Method Not Allowed", "text/plain", "GET only\n").await,
     }
 }
 
-async fn reply(s: &mut tokio::net::TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
+async fn reply(
+    s: &mut tokio::net::TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).await?;
     s.write_all(body.as_bytes()).await?;
@@ -317,7 +453,10 @@ mod tests {
         let m = Metrics::default();
         assert_eq!(m.saw_key("MD5=a", "10.0.0.1"), None);
         assert_eq!(m.saw_key("MD5=a", "10.0.0.1"), None);
-        assert_eq!(m.saw_key("MD5=a", "10.0.0.2"), Some(vec!["10.0.0.1".into()]));
+        assert_eq!(
+            m.saw_key("MD5=a", "10.0.0.2"),
+            Some(vec!["10.0.0.1".into()])
+        );
         assert_eq!(m.saw_key("MD5=a", "10.0.0.3").map(|v| v.len()), Some(2));
         {
             let s = m.sightings.lock().unwrap();
@@ -325,7 +464,9 @@ mod tests {
         }
         // Past MAX_IPS_PER_KEY addresses a key is still counted, no longer
         // reported (no log line per connection for a fleet sharing a key).
-        let reported = (4..40).filter(|i| m.saw_key("MD5=a", &format!("10.0.0.{i}")).is_some()).count();
+        let reported = (4..40)
+            .filter(|i| m.saw_key("MD5=a", &format!("10.0.0.{i}")).is_some())
+            .count();
         assert_eq!(reported, MAX_IPS_PER_KEY - 3);
         assert_eq!(m.sightings.lock().unwrap().conflicts, 2 + 36);
     }
@@ -343,8 +484,14 @@ mod tests {
 
     #[test]
     fn non_loopback_is_refused() {
-        assert!(matches!(bind_loopback("0.0.0.0:0".parse().unwrap()), Err(MetricsError::NotLoopback(_))));
-        assert!(matches!(bind_loopback("[::]:0".parse().unwrap()), Err(MetricsError::NotLoopback(_))));
+        assert!(matches!(
+            bind_loopback("0.0.0.0:0".parse().unwrap()),
+            Err(MetricsError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            bind_loopback("[::]:0".parse().unwrap()),
+            Err(MetricsError::NotLoopback(_))
+        ));
         assert!(bind_loopback("127.0.0.1:0".parse().unwrap()).is_ok());
     }
 }

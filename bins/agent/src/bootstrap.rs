@@ -74,21 +74,39 @@ fn swap_in(staging: &Path, inputs: &Path, workdir: &Path) -> std::io::Result<()>
     Ok(())
 }
 
-fn pull(workdir: &Path, hub: &ServerAddr, trust_new: bool, generate_key: bool, conn: &ConnArgs, out: &Output) -> Result<crate::copy::Summary, PullError> {
-    let version = crate::protocol(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+fn pull(
+    workdir: &Path,
+    hub: &ServerAddr,
+    trust_new: bool,
+    generate_key: bool,
+    conn: &ConnArgs,
+    out: &Output,
+) -> Result<crate::copy::Summary, PullError> {
+    let version =
+        crate::protocol(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
     let key = crate::host_key(workdir, generate_key, out).map_err(|e| {
         PullError::Failed(format!("{e}; No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\""))
     })?;
-    let base = crate::connect_options(workdir, &key, conn, version, trust_new, out).map_err(PullError::Failed)?;
+    let base = crate::connect_options(workdir, &key, conn, version, trust_new, out)
+        .map_err(PullError::Failed)?;
     let inputs = workdir.join("inputs");
     let staging = staging_dir(workdir);
     if fs::symlink_metadata(&staging).is_ok() {
-        fs::remove_dir_all(&staging).map_err(|e| PullError::Failed(format!("Can't remove stale '{}': {e}", staging.display())))?;
+        fs::remove_dir_all(&staging).map_err(|e| {
+            PullError::Failed(format!("Can't remove stale '{}': {e}", staging.display()))
+        })?;
     }
-    let seeded = if inputs.is_dir() { link_tree(&inputs, &staging) } else { Ok(()) };
+    let seeded = if inputs.is_dir() {
+        link_tree(&inputs, &staging)
+    } else {
+        Ok(())
+    };
     if let Err(e) = seeded {
         let _ = fs::remove_dir_all(&staging);
-        return Err(PullError::Failed(format!("Can't prepare '{}': {e}", staging.display())));
+        return Err(PullError::Failed(format!(
+            "Can't prepare '{}': {e}",
+            staging.display()
+        )));
     }
     let opts = CopyOpts {
         compare: Compare::Digest,
@@ -130,14 +148,26 @@ fn pull(workdir: &Path, hub: &ServerAddr, trust_new: bool, generate_key: bool, c
         )));
     }
     if let Err(e) = swap_in(&staging, &inputs, workdir) {
-        return fail(PullError::Failed(format!("Can't move the new policy into '{}': {e}", inputs.display())));
+        return fail(PullError::Failed(format!(
+            "Can't move the new policy into '{}': {e}",
+            inputs.display()
+        )));
     }
     Ok(summary)
 }
 
-fn json(out: &Output, ok: bool, hub: &str, summary: Option<&crate::copy::Summary>, error: Option<&str>) {
+fn json(
+    out: &Output,
+    ok: bool,
+    hub: &str,
+    summary: Option<&crate::copy::Summary>,
+    error: Option<&str>,
+) {
     let s = summary.map(|s| s.to_json(ok, error)).unwrap_or_else(|| {
-        format!("{{\"ok\":{ok},\"error\":{}}}", error.map(json_str).unwrap_or_else(|| "null".into()))
+        format!(
+            "{{\"ok\":{ok},\"error\":{}}}",
+            error.map(json_str).unwrap_or_else(|| "null".into())
+        )
     });
     out.emit_json(&format!("{{\"hub\":{},\"result\":{s}}}", json_str(hub)));
 }
@@ -154,7 +184,9 @@ fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -171,7 +203,13 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// `rcf-agent bootstrap HUB[:PORT]`.
-pub fn bootstrap(workdir: &Path, hub_arg: &str, trust_server: bool, conn: &ConnArgs, out: &Output) -> u8 {
+pub fn bootstrap(
+    workdir: &Path,
+    hub_arg: &str,
+    trust_server: bool,
+    conn: &ConnArgs,
+    out: &Output,
+) -> u8 {
     let hub = match crate::parse_host_port(hub_arg) {
         Ok(h) => h,
         Err(e) => {
@@ -185,27 +223,51 @@ pub fn bootstrap(workdir: &Path, hub_arg: &str, trust_server: bool, conn: &ConnA
     if is_loopback(&hub.host) {
         out.log(Level::Warning, "Bootstrapping to loopback interface (localhost), other hosts will not be able to bootstrap to this server");
     }
-    out.log(Level::Info, &format!("Assuming role as regular client, bootstrapping to policy server: {}", hub.text));
+    out.log(
+        Level::Info,
+        &format!(
+            "Assuming role as regular client, bootstrapping to policy server: {}",
+            hub.text
+        ),
+    );
     if trust_server {
         out.log(Level::Notice, "Bootstrap mode: implicitly trusting server, use --trust-server=no if server trust is already established");
     }
     if let Err(e) = fs::create_dir_all(workdir) {
-        out.log(Level::Error, &format!("Can't create work directory '{}': {e}", workdir.display()));
+        out.log(
+            Level::Error,
+            &format!("Can't create work directory '{}': {e}", workdir.display()),
+        );
         return crate::EXIT_FAILED;
     }
     match pull(workdir, &hub, trust_server, true, conn, out) {
         Ok(summary) => {
             let dat = workdir.join("policy_server.dat");
-            if let Err(e) = rcf_fs::ppkeys::write_replace_atomic(&dat, format!("{hub_arg}\n").as_bytes(), 0o644) {
-                out.log(Level::Error, &format!("Can't write '{}': {e}", dat.display()));
+            if let Err(e) =
+                rcf_fs::ppkeys::write_replace_atomic(&dat, format!("{hub_arg}\n").as_bytes(), 0o644)
+            {
+                out.log(
+                    Level::Error,
+                    &format!("Can't write '{}': {e}", dat.display()),
+                );
                 return crate::EXIT_FAILED;
             }
             let _ = fs::remove_file(workdir.join("state").join("am_policy_hub"));
             let id = workdir.join("bootstrap_id.dat");
-            if let Err(e) = rcf_fs::ppkeys::write_replace_atomic(&id, format!("{}\n", bootstrap_id()).as_bytes(), 0o600) {
-                out.log(Level::Warning, &format!("Can't write '{}': {e}", id.display()));
+            if let Err(e) = rcf_fs::ppkeys::write_replace_atomic(
+                &id,
+                format!("{}\n", bootstrap_id()).as_bytes(),
+                0o600,
+            ) {
+                out.log(
+                    Level::Warning,
+                    &format!("Can't write '{}': {e}", id.display()),
+                );
             }
-            out.log(Level::Notice, &format!("Bootstrap to '{hub_arg}' completed successfully!"));
+            out.log(
+                Level::Notice,
+                &format!("Bootstrap to '{hub_arg}' completed successfully!"),
+            );
             json(out, true, hub_arg, Some(&summary), None);
             crate::EXIT_OK
         }
@@ -218,7 +280,10 @@ pub fn bootstrap(workdir: &Path, hub_arg: &str, trust_server: bool, conn: &ConnA
         }
         Err(PullError::Failed(msg)) => {
             out.log(Level::Error, &msg);
-            out.log(Level::Error, "Bootstrapping failed; policy_server.dat and inputs/ were left as they were");
+            out.log(
+                Level::Error,
+                "Bootstrapping failed; policy_server.dat and inputs/ were left as they were",
+            );
             json(out, false, hub_arg, None, Some(&msg));
             crate::EXIT_FAILED
         }
@@ -231,7 +296,13 @@ pub fn update(workdir: &Path, conn: &ConnArgs, out: &Output) -> u8 {
     let hub_arg = match fs::read_to_string(&dat) {
         Ok(s) => s.lines().next().unwrap_or("").trim().to_string(),
         Err(e) => {
-            out.log(Level::Error, &format!("No policy server is set ('{}': {e}); bootstrap first", dat.display()));
+            out.log(
+                Level::Error,
+                &format!(
+                    "No policy server is set ('{}': {e}); bootstrap first",
+                    dat.display()
+                ),
+            );
             return crate::EXIT_FAILED;
         }
     };
@@ -260,7 +331,13 @@ pub fn update(workdir: &Path, conn: &ConnArgs, out: &Output) -> u8 {
         }
         Err(PullError::Failed(msg)) => {
             out.log(Level::Error, &msg);
-            out.log(Level::Notice, &format!("Policy update failed; keeping the last good policy in '{}'", inputs.display()));
+            out.log(
+                Level::Notice,
+                &format!(
+                    "Policy update failed; keeping the last good policy in '{}'",
+                    inputs.display()
+                ),
+            );
             json(out, false, &hub_arg, None, Some(&msg));
             crate::EXIT_FAILED
         }

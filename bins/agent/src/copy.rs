@@ -191,7 +191,9 @@ impl Run {
     }
 
     fn server_text(&self) -> String {
-        self.chosen.map(|i| self.servers[i].text.clone()).unwrap_or_default()
+        self.chosen
+            .map(|i| self.servers[i].text.clone())
+            .unwrap_or_default()
     }
 
     async fn connect_to(&self, i: usize) -> Result<Conn, NetError> {
@@ -213,19 +215,31 @@ impl Run {
         if let Some(i) = self.chosen {
             return match self.connect_to(i).await {
                 Ok(c) => {
-                    self.out.log(Level::Verbose, &format!("Reconnected to '{}'", self.servers[i].text));
+                    self.out.log(
+                        Level::Verbose,
+                        &format!("Reconnected to '{}'", self.servers[i].text),
+                    );
                     self.client = Some(c);
                     self.stat_cache.clear();
                     self.md5_cache.clear();
                     Ok(())
                 }
-                Err(e) => Err(RunError::Lost { server: self.servers[i].text.clone(), detail: e.to_string() }),
+                Err(e) => Err(RunError::Lost {
+                    server: self.servers[i].text.clone(),
+                    detail: e.to_string(),
+                }),
             };
         }
         for i in 0..self.servers.len() {
             match self.connect_to(i).await {
                 Ok(c) => {
-                    self.out.log(Level::Verbose, &format!("Connected & authenticated successfully to '{}'", self.servers[i].text));
+                    self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Connected & authenticated successfully to '{}'",
+                            self.servers[i].text
+                        ),
+                    );
                     self.summary.server = Some(self.servers[i].text.clone());
                     self.summary.server_key = c.server_key_id().map(str::to_string);
                     self.chosen = Some(i);
@@ -239,10 +253,22 @@ impl Run {
                             // Reached, but TLS, trust or identification failed:
                             // the wording CFEngine's FAQ documents.
                             self.out.log(Level::Error, &e.to_string());
-                            self.out.log(Level::Error, &format!("Authentication dialogue with '{}' failed", self.servers[i].text));
+                            self.out.log(
+                                Level::Error,
+                                &format!(
+                                    "Authentication dialogue with '{}' failed",
+                                    self.servers[i].text
+                                ),
+                            );
                         }
                     }
-                    self.out.log(Level::Info, &format!("Unable to establish connection to '{}'", self.servers[i].text));
+                    self.out.log(
+                        Level::Info,
+                        &format!(
+                            "Unable to establish connection to '{}'",
+                            self.servers[i].text
+                        ),
+                    );
                 }
             }
         }
@@ -273,7 +299,13 @@ impl Run {
             match self.client.as_mut().expect("ensured").stat(path).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    self.out.log(Level::Error, &format!("Connection error when checking '{}': {e}", String::from_utf8_lossy(path)));
+                    self.out.log(
+                        Level::Error,
+                        &format!(
+                            "Connection error when checking '{}': {e}",
+                            String::from_utf8_lossy(path)
+                        ),
+                    );
                     self.drop_client();
                 }
             }
@@ -284,7 +316,12 @@ impl Run {
     /// Copy `source` (remote) to `dest` (local). Per-file failures are
     /// logged and counted in the summary; only losing every server stops
     /// the run.
-    pub async fn copy(&mut self, source: &str, dest: &Path, opts: &CopyOpts) -> Result<(), RunError> {
+    pub async fn copy(
+        &mut self,
+        source: &str,
+        dest: &Path,
+        opts: &CopyOpts,
+    ) -> Result<(), RunError> {
         self.ensure(source).await?;
         let src = source.as_bytes().to_vec();
         let st = match self.stat(&src).await? {
@@ -298,7 +335,8 @@ impl Run {
                     self.summary.kept += 1;
                     return Ok(());
                 }
-                self.out.log(Level::Error, &format!("Server returned error: {text}"));
+                self.out
+                    .log(Level::Error, &format!("Server returned error: {text}"));
                 let msg = format!("Can't stat file '{source}' on '{}'", self.server_text());
                 self.out.log(Level::Error, &msg);
                 self.summary.failed.push((dest.display().to_string(), msg));
@@ -315,12 +353,22 @@ impl Run {
             }
             _ => {
                 self.entry(&src, dest, st, opts).await?;
+                // A single-file copy has no directory sweep: drop a
+                // temporary an interrupted run left (ENOENT otherwise; a
+                // copy that ran renamed or removed its own already).
+                let _ = fs::remove_file(cfnew(dest));
                 Ok(())
             }
         }
     }
 
-    async fn entry(&mut self, src: &[u8], dest: &Path, st: StatReply, opts: &CopyOpts) -> Result<(), RunError> {
+    async fn entry(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        st: StatReply,
+        opts: &CopyOpts,
+    ) -> Result<(), RunError> {
         let shown = dest.display().to_string();
         match st.file_type {
             FileType::Regular => match self.copy_file(src, dest, st, opts).await? {
@@ -333,17 +381,28 @@ impl Run {
             },
             FileType::Link => self.out.log(
                 Level::Warning,
-                &format!("Source '{}' is a dangling symbolic link on the server, not copied", String::from_utf8_lossy(src)),
+                &format!(
+                    "Source '{}' is a dangling symbolic link on the server, not copied",
+                    String::from_utf8_lossy(src)
+                ),
             ),
             other => self.out.log(
                 Level::Verbose,
-                &format!("Source '{}' is a special file ({other:?}), not copied", String::from_utf8_lossy(src)),
+                &format!(
+                    "Source '{}' is a special file ({other:?}), not copied",
+                    String::from_utf8_lossy(src)
+                ),
             ),
         }
         Ok(())
     }
 
-    async fn copy_tree(&mut self, src: &[u8], dest: &Path, opts: &CopyOpts) -> Result<(), RunError> {
+    async fn copy_tree(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        opts: &CopyOpts,
+    ) -> Result<(), RunError> {
         let mut stack: Vec<(Vec<u8>, PathBuf, u32)> = vec![(src.to_vec(), dest.to_path_buf(), 1)];
         while let Some((dir, local, level)) = stack.pop() {
             let shown_dir = String::from_utf8_lossy(&dir).into_owned();
@@ -371,21 +430,40 @@ impl Run {
             };
             let (names, refused) = listing::usable(&listing);
             for r in refused {
-                let msg = format!("Refusing suspicious file name {:?} in the server's listing of '{shown_dir}'", String::from_utf8_lossy(&r));
+                let msg = format!(
+                    "Refusing suspicious file name {:?} in the server's listing of '{shown_dir}'",
+                    String::from_utf8_lossy(&r)
+                );
                 self.out.log(Level::Error, &msg);
                 self.summary.failed.push((local.display().to_string(), msg));
             }
-            let names: Vec<Vec<u8>> = names.into_iter().filter(|n| !opts.exclude.contains(n)).collect();
-            if opts.purge {
+            let names: Vec<Vec<u8>> = names
+                .into_iter()
+                .filter(|n| !opts.exclude.contains(n))
+                .collect();
+            {
                 let listed: HashSet<&[u8]> = listing.iter().map(|n| n.as_slice()).collect();
-                self.purge(&local, &listed);
+                if opts.purge {
+                    self.purge(&local, &listed);
+                }
+                self.sweep_stale_temps(&local, &listed);
             }
             // STAT every entry of the directory in one pipelined batch
             // (one round trip instead of one per entry).
-            let wanted: Vec<Vec<u8>> = names.iter().map(|n| join_remote(&dir, n)).filter(|p| !self.stat_cache.contains_key(p)).collect();
+            let wanted: Vec<Vec<u8>> = names
+                .iter()
+                .map(|n| join_remote(&dir, n))
+                .filter(|p| !self.stat_cache.contains_key(p))
+                .collect();
             if !wanted.is_empty() {
                 self.ensure(&shown_dir).await?;
-                match self.client.as_mut().expect("ensured").stat_many(&wanted).await {
+                match self
+                    .client
+                    .as_mut()
+                    .expect("ensured")
+                    .stat_many(&wanted)
+                    .await
+                {
                     Ok(results) => {
                         for (p, r) in wanted.into_iter().zip(results) {
                             if let Ok(st) = r {
@@ -394,24 +472,37 @@ impl Run {
                         }
                     }
                     Err(e) => {
-                        self.out.log(Level::Verbose, &format!("Pipelined STAT of '{shown_dir}' failed ({e}); going one by one"));
+                        self.out.log(
+                            Level::Verbose,
+                            &format!(
+                                "Pipelined STAT of '{shown_dir}' failed ({e}); going one by one"
+                            ),
+                        );
                         self.drop_client();
                     }
                 }
             }
             if matches!(opts.compare, Compare::Digest | Compare::Atime) {
-                self.prefetch_md5(&dir, &local, &names, opts.compare).await?;
+                self.prefetch_md5(&dir, &local, &names, opts.compare)
+                    .await?;
             }
             let mut subdirs = Vec::new();
             for name in names {
                 let child_src = join_remote(&dir, &name);
-                let child_dst = local.join(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(&name));
+                let child_dst =
+                    local.join(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(&name));
                 let st = match self.stat(&child_src).await? {
                     Ok(st) => st,
                     Err(text) => {
-                        let msg = format!("Can't stat file '{}' on '{}': {text}", String::from_utf8_lossy(&child_src), self.server_text());
+                        let msg = format!(
+                            "Can't stat file '{}' on '{}': {text}",
+                            String::from_utf8_lossy(&child_src),
+                            self.server_text()
+                        );
                         self.out.log(Level::Error, &msg);
-                        self.summary.failed.push((child_dst.display().to_string(), msg));
+                        self.summary
+                            .failed
+                            .push((child_dst.display().to_string(), msg));
                         continue;
                     }
                 };
@@ -436,26 +527,40 @@ impl Run {
     /// trip per file; `digest_differs` then takes the verdicts from
     /// `md5_cache`. A connection error drops the batch (and the
     /// connection): the files are then asked about one by one.
-    async fn prefetch_md5(&mut self, dir: &[u8], local: &Path, names: &[Vec<u8>], compare: Compare) -> Result<(), RunError> {
+    async fn prefetch_md5(
+        &mut self,
+        dir: &[u8],
+        local: &Path,
+        names: &[Vec<u8>],
+        compare: Compare,
+    ) -> Result<(), RunError> {
         let mut items = Vec::new();
         let mut states = Vec::new();
         for name in names {
             let src = join_remote(dir, name);
-            let Some(st) = self.stat_cache.get(&src) else { continue };
+            let Some(st) = self.stat_cache.get(&src) else {
+                continue;
+            };
             if st.file_type != FileType::Regular {
                 continue;
             }
             let dest = local.join(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(name));
-            let Ok(m) = fs::symlink_metadata(&dest) else { continue };
+            let Ok(m) = fs::symlink_metadata(&dest) else {
+                continue;
+            };
             if !m.is_file() || m.len() != st.size {
                 continue;
             }
             if compare == Compare::Atime && (m.ctime() < st.ctime || m.mtime() < st.mtime) {
                 continue;
             }
-            let Ok(digest) = md5_file(&dest) else { continue };
+            let Ok(digest) = md5_file(&dest) else {
+                continue;
+            };
             // hashed from this state (re-read: the hash took time)
-            let Ok(m2) = fs::symlink_metadata(&dest) else { continue };
+            let Ok(m2) = fs::symlink_metadata(&dest) else {
+                continue;
+            };
             let state = ContentKey::of(&m2);
             if state != ContentKey::of(&m) {
                 continue;
@@ -467,23 +572,75 @@ impl Run {
             return Ok(());
         }
         self.ensure(&String::from_utf8_lossy(dir)).await?;
-        match self.client.as_mut().expect("ensured").md5_many(&items).await {
+        match self
+            .client
+            .as_mut()
+            .expect("ensured")
+            .md5_many(&items)
+            .await
+        {
             Ok(results) => {
                 for (((src, _), state), r) in items.into_iter().zip(states).zip(results) {
                     self.md5_cache.insert(src, (state, r));
                 }
             }
             Err(e) => {
-                self.out.log(Level::Verbose, &format!("Pipelined MD5 of '{}' failed ({e}); going one by one", String::from_utf8_lossy(dir)));
+                self.out.log(
+                    Level::Verbose,
+                    &format!(
+                        "Pipelined MD5 of '{}' failed ({e}); going one by one",
+                        String::from_utf8_lossy(dir)
+                    ),
+                );
                 self.drop_client();
             }
         }
         Ok(())
     }
 
+    /// Remove `<name>.cfnew` files that an interrupted earlier run left
+    /// next to a listed `<name>`: a file that is now up to date is never
+    /// rewritten, so without this its stale temporary would stay forever.
+    /// One directory read per directory (not a syscall per file); only
+    /// regular files are touched, and a `.cfnew` the server itself lists
+    /// is a real entry, not ours.
+    fn sweep_stale_temps(&mut self, local: &Path, listed: &HashSet<&[u8]>) {
+        let Ok(rd) = fs::read_dir(local) else { return };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let bytes = name.as_encoded_bytes();
+            let Some(base) = bytes.strip_suffix(b".cfnew") else {
+                continue;
+            };
+            if base.is_empty() || !listed.contains(base) || listed.contains(bytes) {
+                continue;
+            }
+            if !e.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let p = e.path();
+            match fs::remove_file(&p) {
+                Ok(()) => self.out.log(
+                    Level::Verbose,
+                    &format!("Removed '{}', left by an interrupted copy", p.display()),
+                ),
+                Err(err) => self.out.log(
+                    Level::Warning,
+                    &format!(
+                        "Could not remove stale temporary file '{}': {err}",
+                        p.display()
+                    ),
+                ),
+            }
+        }
+    }
+
     fn purge(&mut self, local: &Path, listed: &HashSet<&[u8]>) {
         if local.as_os_str().len() < 2 {
-            self.out.log(Level::Error, &format!("Purge of '{}' denied - too dangerous!", local.display()));
+            self.out.log(
+                Level::Error,
+                &format!("Purge of '{}' denied - too dangerous!", local.display()),
+            );
             return;
         }
         let Ok(rd) = fs::read_dir(local) else { return };
@@ -499,16 +656,29 @@ impl Run {
             };
             match r {
                 Ok(()) => {
-                    self.out.log(Level::Info, &format!("Purged '{}' (not on the server)", p.display()));
+                    self.out.log(
+                        Level::Info,
+                        &format!("Purged '{}' (not on the server)", p.display()),
+                    );
                     self.summary.purged.push(p.display().to_string());
                 }
-                Err(e) => self.out.log(Level::Error, &format!("Could not purge '{}': {e}", p.display())),
+                Err(e) => self.out.log(
+                    Level::Error,
+                    &format!("Could not purge '{}': {e}", p.display()),
+                ),
             }
         }
     }
 
     /// Whether an existing destination must be replaced.
-    async fn needs_copy(&mut self, src: &[u8], m: &fs::Metadata, dest: &Path, st: &StatReply, compare: Compare) -> Result<bool, RunError> {
+    async fn needs_copy(
+        &mut self,
+        src: &[u8],
+        m: &fs::Metadata,
+        dest: &Path,
+        st: &StatReply,
+        compare: Compare,
+    ) -> Result<bool, RunError> {
         let older = m.ctime() < st.ctime || m.mtime() < st.mtime;
         Ok(match compare {
             Compare::Exists => false,
@@ -519,7 +689,13 @@ impl Run {
         })
     }
 
-    async fn digest_differs(&mut self, src: &[u8], m: &fs::Metadata, dest: &Path, st: &StatReply) -> Result<bool, RunError> {
+    async fn digest_differs(
+        &mut self,
+        src: &[u8],
+        m: &fs::Metadata,
+        dest: &Path,
+        st: &StatReply,
+    ) -> Result<bool, RunError> {
         if m.len() != st.size {
             return Ok(true);
         }
@@ -530,27 +706,51 @@ impl Run {
         let answer = match cached {
             Some(r) => Ok(r),
             None => {
-                let Ok(digest) = md5_file(dest) else { return Ok(true) };
+                let Ok(digest) = md5_file(dest) else {
+                    return Ok(true);
+                };
                 self.ensure(&String::from_utf8_lossy(src)).await?;
-                self.client.as_mut().expect("ensured").md5(src, digest).await
+                self.client
+                    .as_mut()
+                    .expect("ensured")
+                    .md5(src, digest)
+                    .await
             }
         };
         match answer {
             Ok(Ok(d)) => Ok(d),
             // cf-agent reads anything but CFD_TRUE as "same".
             Ok(Err(text)) => {
-                self.out.log(Level::Verbose, &format!("MD5 of '{}' refused by the server ({text}), treating as same", String::from_utf8_lossy(src)));
+                self.out.log(
+                    Level::Verbose,
+                    &format!(
+                        "MD5 of '{}' refused by the server ({text}), treating as same",
+                        String::from_utf8_lossy(src)
+                    ),
+                );
                 Ok(false)
             }
             Err(e) => {
-                self.out.log(Level::Error, &format!("Connection error when checking '{}': {e}", String::from_utf8_lossy(src)));
+                self.out.log(
+                    Level::Error,
+                    &format!(
+                        "Connection error when checking '{}': {e}",
+                        String::from_utf8_lossy(src)
+                    ),
+                );
                 self.drop_client();
                 Ok(true)
             }
         }
     }
 
-    async fn copy_file(&mut self, src: &[u8], dest: &Path, mut st: StatReply, opts: &CopyOpts) -> Result<Outcome, RunError> {
+    async fn copy_file(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        mut st: StatReply,
+        opts: &CopyOpts,
+    ) -> Result<Outcome, RunError> {
         let src_text = String::from_utf8_lossy(src).into_owned();
         if let Ok(m) = fs::symlink_metadata(dest) {
             if !m.is_file() {
@@ -561,7 +761,11 @@ impl Run {
                     )));
                 }
             } else if !self.needs_copy(src, &m, dest, &st, opts.compare).await? {
-                self.out.log(Level::Verbose, &format!("File '{}' is an up to date copy of source", dest.display()));
+                self.out.log(
+                    Level::Verbose,
+                    &format!("File '{}' is an up to date copy of source", dest.display()),
+                );
+
                 if opts.preserve {
                     let _ = fs::set_permissions(dest, fs::Permissions::from_mode(st.mode & 0o7777));
                 }
@@ -572,15 +776,28 @@ impl Run {
         // cf-agent creates a copy's missing parent directories.
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Err(e) = fs::create_dir_all(parent) {
-                return Ok(Outcome::Failed(format!("Can't create directory '{}': {e}", parent.display())));
+                return Ok(Outcome::Failed(format!(
+                    "Can't create directory '{}': {e}",
+                    parent.display()
+                )));
             }
         }
         for attempt in 1..=MAX_ATTEMPTS {
             self.ensure(&src_text).await?;
             let _ = fs::remove_file(&tmp);
-            let file = match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp) {
+            let file = match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+            {
                 Ok(f) => f,
-                Err(e) => return Ok(Outcome::Failed(format!("Can't create temporary file '{}': {e}", tmp.display()))),
+                Err(e) => {
+                    return Ok(Outcome::Failed(format!(
+                        "Can't create temporary file '{}': {e}",
+                        tmp.display()
+                    )))
+                }
             };
             let mut w = BufWriter::with_capacity(64 * 1024, file);
             let mut done = 0u64;
@@ -606,19 +823,27 @@ impl Run {
                 Err(NetError::Io(e)) if self.client.as_ref().is_some_and(|c| c.is_usable()) => {
                     drop(w);
                     let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!("Failed to write '{}': {e}", tmp.display())));
+                    return Ok(Outcome::Failed(format!(
+                        "Failed to write '{}': {e}",
+                        tmp.display()
+                    )));
                 }
                 Err(e) => {
                     drop(w);
                     let _ = fs::remove_file(&tmp);
-                    self.out.log(Level::Error, &format!("Connection error when copying '{server}:{src_text}': {e}"));
+                    self.out.log(
+                        Level::Error,
+                        &format!("Connection error when copying '{server}:{src_text}': {e}"),
+                    );
                     self.drop_client();
                     continue;
                 }
                 Ok(Err(GetFailure::Refused(_))) | Ok(Err(GetFailure::Denied)) => {
                     drop(w);
                     let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!("Network access to '{server}:{src_text}' denied")));
+                    return Ok(Outcome::Failed(format!(
+                        "Network access to '{server}:{src_text}' denied"
+                    )));
                 }
                 Ok(Err(GetFailure::Changed)) => {
                     drop(w);
@@ -628,7 +853,11 @@ impl Run {
                     self.stat_cache.remove(src);
                     match self.stat_fresh(src).await? {
                         Ok(st2) => st = st2,
-                        Err(t) => return Ok(Outcome::Failed(format!("Can't stat file '{src_text}' on '{server}': {t}"))),
+                        Err(t) => {
+                            return Ok(Outcome::Failed(format!(
+                                "Can't stat file '{src_text}' on '{server}': {t}"
+                            )))
+                        }
                     }
                     continue;
                 }
@@ -638,12 +867,19 @@ impl Run {
                 Ok(f) => f,
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!("Failed to write '{}': {}", tmp.display(), e.error())));
+                    return Ok(Outcome::Failed(format!(
+                        "Failed to write '{}': {}",
+                        tmp.display(),
+                        e.error()
+                    )));
                 }
             };
             if let Err(e) = file.sync_all() {
                 let _ = fs::remove_file(&tmp);
-                return Ok(Outcome::Failed(format!("Failed to fsync '{}': {e}", tmp.display())));
+                return Ok(Outcome::Failed(format!(
+                    "Failed to fsync '{}': {e}",
+                    tmp.display()
+                )));
             }
             let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
             drop(file);
@@ -667,7 +903,11 @@ impl Run {
                     self.stat_cache.remove(src);
                     match self.stat_fresh(src).await? {
                         Ok(st2) => st = st2,
-                        Err(t) => return Ok(Outcome::Failed(format!("Can't stat file '{src_text}' on '{server}': {t}"))),
+                        Err(t) => {
+                            return Ok(Outcome::Failed(format!(
+                                "Can't stat file '{src_text}' on '{server}': {t}"
+                            )))
+                        }
                     }
                     continue;
                 }
@@ -683,7 +923,9 @@ impl Run {
                 Ok(_) => {}
                 Err(t) => {
                     let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!("Source '{server}:{src_text}' disappeared while copying: {t}")));
+                    return Ok(Outcome::Failed(format!(
+                        "Source '{server}:{src_text}' disappeared while copying: {t}"
+                    )));
                 }
             }
             if opts.verify {
@@ -691,23 +933,44 @@ impl Run {
                     Ok(d) => d,
                     Err(e) => {
                         let _ = fs::remove_file(&tmp);
-                        return Ok(Outcome::Failed(format!("Can't read back '{}': {e}", tmp.display())));
+                        return Ok(Outcome::Failed(format!(
+                            "Can't read back '{}': {e}",
+                            tmp.display()
+                        )));
                     }
                 };
-                match self.client.as_mut().expect("ensured").md5(src, digest).await {
-                    Ok(Ok(false)) => self.out.log(Level::Verbose, &format!("Verified '{}' against '{server}:{src_text}'", dest.display())),
+                match self
+                    .client
+                    .as_mut()
+                    .expect("ensured")
+                    .md5(src, digest)
+                    .await
+                {
+                    Ok(Ok(false)) => self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Verified '{}' against '{server}:{src_text}'",
+                            dest.display()
+                        ),
+                    ),
                     Ok(Ok(true)) => {
                         let _ = fs::remove_file(&tmp);
                         return Ok(Outcome::Failed(format!("Verification of '{}' against '{server}:{src_text}' failed: digests differ", dest.display())));
                     }
                     Ok(Err(t)) => {
                         let _ = fs::remove_file(&tmp);
-                        return Ok(Outcome::Failed(format!("Verification of '{}' refused by the server: {t}", dest.display())));
+                        return Ok(Outcome::Failed(format!(
+                            "Verification of '{}' refused by the server: {t}",
+                            dest.display()
+                        )));
                     }
                     Err(e) => {
                         let _ = fs::remove_file(&tmp);
                         self.drop_client();
-                        return Ok(Outcome::Failed(format!("Connection error when verifying '{}': {e}", dest.display())));
+                        return Ok(Outcome::Failed(format!(
+                            "Connection error when verifying '{}': {e}",
+                            dest.display()
+                        )));
                     }
                 }
             }
@@ -719,13 +982,23 @@ impl Run {
             }
             if let Err(e) = fs::rename(&tmp, dest) {
                 let _ = fs::remove_file(&tmp);
-                return Ok(Outcome::Failed(format!("Can't rename '{}' to '{}': {e}", tmp.display(), dest.display())));
+                return Ok(Outcome::Failed(format!(
+                    "Can't rename '{}' to '{}': {e}",
+                    tmp.display(),
+                    dest.display()
+                )));
             }
             if let Some(dir) = dest.parent() {
                 self.dirs_to_sync.insert(dir.to_path_buf());
             }
             self.summary.bytes += st.size;
-            self.out.log(Level::Info, &format!("Updated file '{}' from '{server}:{src_text}'", dest.display()));
+            self.out.log(
+                Level::Info,
+                &format!(
+                    "Updated file '{}' from '{server}:{src_text}'",
+                    dest.display()
+                ),
+            );
             return Ok(Outcome::Copied);
         }
         let _ = fs::remove_file(&tmp);
@@ -763,15 +1036,16 @@ fn make_dir(p: &Path, type_check: bool, src: &str) -> Result<(), String> {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => {
             let _ = type_check;
-            Err(format!("Promised file copy {} exists but type mismatch with source '{src}'", p.display()))
+            Err(format!(
+                "Promised file copy {} exists but type mismatch with source '{src}'",
+                p.display()
+            ))
         }
-        Err(_) => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(p)
-                .map_err(|e| format!("Can't create directory '{}': {e}", p.display()))
-        }
+        Err(_) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(p)
+            .map_err(|e| format!("Can't create directory '{}': {e}", p.display())),
     }
 }
 
@@ -816,7 +1090,10 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         }
     };
     if a.encrypt && !classic {
-        out.log(Level::Verbose, "encrypt is ignored over TLS (as cf-agent does)");
+        out.log(
+            Level::Verbose,
+            "encrypt is ignored over TLS (as cf-agent does)",
+        );
     }
     let mut servers = Vec::new();
     for s in &a.servers {
@@ -857,7 +1134,11 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
     smol::block_on(async {
         let mut run = Run::new(servers, base, out.clone());
         if classic {
-            run.use_classic(ClassicOptions { key: std::sync::Arc::new(key.clone()), encrypt: a.encrypt, state_dir: workdir.join("state") });
+            run.use_classic(ClassicOptions {
+                key: std::sync::Arc::new(key.clone()),
+                encrypt: a.encrypt,
+                state_dir: workdir.join("state"),
+            });
         }
         let r = run.copy(&a.source, &a.dest, &opts).await;
         let summary = run.finish().await;

@@ -135,7 +135,12 @@ pub struct ConnArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CopyArgs {
     /// Server `HOST[:PORT]`; repeat for failover (tried in order at connect time).
-    #[arg(long = "server", short = 'H', required = true, value_name = "HOST[:PORT]")]
+    #[arg(
+        long = "server",
+        short = 'H',
+        required = true,
+        value_name = "HOST[:PORT]"
+    )]
     pub servers: Vec<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -195,7 +200,12 @@ struct UpdateArgs {
 #[derive(Args, Debug, Clone)]
 struct NetArgs {
     /// The server, `HOST[:PORT]`.
-    #[arg(short = 'H', long = "host", required = true, value_name = "HOST[:PORT]")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        required = true,
+        value_name = "HOST[:PORT]"
+    )]
     host: String,
     #[command(flatten)]
     conn: ConnArgs,
@@ -258,7 +268,11 @@ pub fn parse_host_port(s: &str) -> Result<ServerAddr, String> {
         None | Some("") => DEFAULT_PORT,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
     };
-    Ok(ServerAddr { text: s.to_string(), host, port })
+    Ok(ServerAddr {
+        text: s.to_string(),
+        host,
+        port,
+    })
 }
 
 fn workdir(cli: &Cli) -> Result<PathBuf, String> {
@@ -275,7 +289,11 @@ fn workdir(cli: &Cli) -> Result<PathBuf, String> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let home = passwd_field(&passwd, uid.as_raw(), 5)
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from));
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from)
+        });
     match home {
         Some(h) => Ok(h.join(".cfagent")),
         None => Err("no home directory for this user; use --workdir".into()),
@@ -286,7 +304,8 @@ fn workdir(cli: &Cli) -> Result<PathBuf, String> {
 fn passwd_field(passwd: &str, uid: u32, idx: usize) -> Option<String> {
     passwd.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
-        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[idx].is_empty()).then(|| f[idx].to_string())
+        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[idx].is_empty())
+            .then(|| f[idx].to_string())
     })
 }
 
@@ -305,31 +324,50 @@ fn local_user() -> String {
 fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
     match ProtocolVersion::from_policy_name(&conn.protocol) {
         Some(ProtocolVersion::Classic) => {
-            out.log(Level::Error, "classic protocol not yet supported by rcf-agent");
+            out.log(
+                Level::Error,
+                "classic protocol not yet supported by rcf-agent",
+            );
             Err(EXIT_CLASSIC)
         }
         Some(v) => Ok(v),
         None => {
-            out.log(Level::Error, &format!("Unknown protocol version '{}'", conn.protocol));
+            out.log(
+                Level::Error,
+                &format!("Unknown protocol version '{}'", conn.protocol),
+            );
             Err(2)
         }
     }
 }
 
 /// Load the host key, or make one when `generate` (bootstrap).
-fn host_key(workdir: &Path, generate: bool, out: &Output) -> Result<rcf_core::keys::RsaPrivateKey, String> {
+fn host_key(
+    workdir: &Path,
+    generate: bool,
+    out: &Output,
+) -> Result<rcf_core::keys::RsaPrivateKey, String> {
     let ppkeys = workdir.join("ppkeys");
     let priv_path = ppkeys.join("localhost.priv");
     if generate && !priv_path.exists() {
-        out.log(Level::Notice, "Making a key pair for CFEngine, please wait, this could take a minute...");
-        let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS).map_err(|e| e.to_string())?;
-        let pub_pem = rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
+        out.log(
+            Level::Notice,
+            "Making a key pair for CFEngine, please wait, this could take a minute...",
+        );
+        let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
+            .map_err(|e| e.to_string())?;
+        let pub_pem =
+            rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
         let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
         rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::write_new_atomic(&ppkeys.join("localhost.pub"), pub_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_atomic(&ppkeys.join("localhost.pub"), pub_pem.as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
     }
-    rcf_fs::ppkeys::load_host_key(workdir, DigestKind::Md5).map(|k| k.private).map_err(|e| e.to_string())
+    rcf_fs::ppkeys::load_host_key(workdir, DigestKind::Md5)
+        .map(|k| k.private)
+        .map_err(|e| e.to_string())
 }
 
 /// Connection options for `server`, everything but the address filled in.
@@ -342,9 +380,13 @@ pub fn connect_options(
     out: &Output,
 ) -> Result<ConnectOptions, String> {
     let clock = TlsClock::new(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     );
-    let tls = rcf_core::tls::client_config(key, &TlsSettings::client_default(), &clock).map_err(|e| e.to_string())?;
+    let tls = rcf_core::tls::client_config(key, &TlsSettings::client_default(), &clock)
+        .map_err(|e| e.to_string())?;
     let out2 = out.clone();
     Ok(ConnectOptions {
         host: String::new(),
@@ -382,7 +424,9 @@ fn main() -> ExitCode {
     let code = match &cli.cmd {
         Cmd::Copy(a) => copy::run(&wd, a, &out),
         Cmd::Net(a) => net::run(&wd, &a.host, &a.conn, &a.what, &out),
-        Cmd::Bootstrap(a) => bootstrap::bootstrap(&wd, &a.hub, a.trust_server == "yes", &a.conn, &out),
+        Cmd::Bootstrap(a) => {
+            bootstrap::bootstrap(&wd, &a.hub, a.trust_server == "yes", &a.conn, &out)
+        }
         Cmd::Update(a) => bootstrap::update(&wd, &a.conn, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
@@ -401,7 +445,9 @@ mod tests {
         assert_eq!(p("[::1]:99"), Ok(("::1".into(), 99)));
         assert_eq!(p("[::1]"), Ok(("::1".into(), 5308)));
         assert_eq!(p("2001:db8::1"), Ok(("2001:db8::1".into(), 5308)));
-        assert!(p("hub:0").is_err() && p("hub:x").is_err() && p(":1").is_err() && p("[::1]x").is_err());
+        assert!(
+            p("hub:0").is_err() && p("hub:x").is_err() && p(":1").is_err() && p("[::1]x").is_err()
+        );
     }
 
     #[test]

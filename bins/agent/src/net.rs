@@ -54,7 +54,16 @@ pub fn run(workdir: &Path, host: &str, conn: &ConnArgs, what: &NetCmd, out: &Out
     };
     // cf-net trusts silently (its "Trusting new key" is below its default level).
     let quiet = out.clone();
-    opts.log = std::sync::Arc::new(move |l, m| quiet.log(if l == Level::Notice { Level::Verbose } else { l }, m));
+    opts.log = std::sync::Arc::new(move |l, m| {
+        quiet.log(
+            if l == Level::Notice {
+                Level::Verbose
+            } else {
+                l
+            },
+            m,
+        )
+    });
     opts.host = addr.host.clone();
     opts.port = addr.port;
     let shown = format!("{}:{}", addr.host, addr.port);
@@ -64,7 +73,10 @@ pub fn run(workdir: &Path, host: &str, conn: &ConnArgs, what: &NetCmd, out: &Out
             Err(e) => {
                 out.log(Level::Verbose, &e.to_string());
                 out.say(&format!("Failed to connect to '{shown}'"));
-                out.emit_json(&format!("{{\"ok\":false,\"error\":{}}}", json_str(&e.to_string())));
+                out.emit_json(&format!(
+                    "{{\"ok\":false,\"error\":{}}}",
+                    json_str(&e.to_string())
+                ));
                 return crate::EXIT_NO_SERVER;
             }
         };
@@ -77,12 +89,17 @@ pub fn run(workdir: &Path, host: &str, conn: &ConnArgs, what: &NetCmd, out: &Out
 async fn command(c: &mut Client, ip: &str, shown: &str, what: &NetCmd, out: &Output) -> u8 {
     let fail = |e: rcf_smol::Error| {
         out.log(Level::Error, &e.to_string());
-        out.emit_json(&format!("{{\"ok\":false,\"error\":{}}}", json_str(&e.to_string())));
+        out.emit_json(&format!(
+            "{{\"ok\":false,\"error\":{}}}",
+            json_str(&e.to_string())
+        ));
         crate::EXIT_FAILED
     };
     match what {
         NetCmd::Connect => {
-            out.say(&format!("Connected & authenticated successfully to '{shown}'"));
+            out.say(&format!(
+                "Connected & authenticated successfully to '{shown}'"
+            ));
             out.emit_json(&format!(
                 "{{\"ok\":true,\"server\":{},\"server_key\":{}}}",
                 json_str(shown),
@@ -108,9 +125,16 @@ async fn command(c: &mut Client, ip: &str, shown: &str, what: &NetCmd, out: &Out
                 crate::EXIT_OK
             }
             Ok(Err(text)) => {
-                out.log(Level::Warning, &format!("Could not stat remote file {ip}:{path}, response: BAD: {text}"));
+                out.log(
+                    Level::Warning,
+                    &format!("Could not stat remote file {ip}:{path}, response: BAD: {text}"),
+                );
                 out.say(&format!("Could not stat: '{path}'"));
-                out.emit_json(&format!("{{\"ok\":false,\"path\":{},\"error\":{}}}", json_str(path), json_str(&text)));
+                out.emit_json(&format!(
+                    "{{\"ok\":false,\"path\":{},\"error\":{}}}",
+                    json_str(path),
+                    json_str(&text)
+                ));
                 crate::EXIT_FAILED
             }
             Err(e) => fail(e),
@@ -119,25 +143,48 @@ async fn command(c: &mut Client, ip: &str, shown: &str, what: &NetCmd, out: &Out
             let st = match c.stat(path.as_bytes()).await {
                 Ok(Ok(st)) => st,
                 Ok(Err(text)) => {
-                    out.log(Level::Warning, &format!("Could not stat remote file {ip}:{path}, response: BAD: {text}"));
-                    out.log(Level::Error, &format!("Failed to stat remote file {ip}:{path}"));
+                    out.log(
+                        Level::Warning,
+                        &format!("Could not stat remote file {ip}:{path}, response: BAD: {text}"),
+                    );
+                    out.log(
+                        Level::Error,
+                        &format!("Failed to stat remote file {ip}:{path}"),
+                    );
                     out.say(&format!("Could not stat: '{path}'"));
-                    out.emit_json(&format!("{{\"ok\":false,\"path\":{},\"error\":{}}}", json_str(path), json_str(&text)));
+                    out.emit_json(&format!(
+                        "{{\"ok\":false,\"path\":{},\"error\":{}}}",
+                        json_str(path),
+                        json_str(&text)
+                    ));
                     return crate::EXIT_FAILED;
                 }
                 Err(e) => return fail(e),
             };
             let dest = output.clone().unwrap_or_else(|| {
-                PathBuf::from(Path::new(path).file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "file".into()))
+                PathBuf::from(
+                    Path::new(path)
+                        .file_name()
+                        .map(|n| n.to_os_string())
+                        .unwrap_or_else(|| "file".into()),
+                )
             });
             match get_to(c, path, st, &dest, out).await {
                 Ok(()) => {
-                    out.emit_json(&format!("{{\"ok\":true,\"path\":{},\"output\":{}}}", json_str(path), json_str(&dest.display().to_string())));
+                    out.emit_json(&format!(
+                        "{{\"ok\":true,\"path\":{},\"output\":{}}}",
+                        json_str(path),
+                        json_str(&dest.display().to_string())
+                    ));
                     crate::EXIT_OK
                 }
                 Err(msg) => {
                     out.log(Level::Error, &msg);
-                    out.emit_json(&format!("{{\"ok\":false,\"path\":{},\"error\":{}}}", json_str(path), json_str(&msg)));
+                    out.emit_json(&format!(
+                        "{{\"ok\":false,\"path\":{},\"error\":{}}}",
+                        json_str(path),
+                        json_str(&msg)
+                    ));
                     crate::EXIT_FAILED
                 }
             }
@@ -150,12 +197,20 @@ async fn command(c: &mut Client, ip: &str, shown: &str, what: &NetCmd, out: &Out
                     out.say(&s);
                     items.push(json_str(&s));
                 }
-                out.emit_json(&format!("{{\"ok\":true,\"path\":{},\"names\":[{}]}}", json_str(path), items.join(",")));
+                out.emit_json(&format!(
+                    "{{\"ok\":true,\"path\":{},\"names\":[{}]}}",
+                    json_str(path),
+                    items.join(",")
+                ));
                 crate::EXIT_OK
             }
             Ok(Err(text)) => {
                 out.log(Level::Error, &format!("Protocol error: BAD: {text}"));
-                out.emit_json(&format!("{{\"ok\":false,\"path\":{},\"error\":{}}}", json_str(path), json_str(&text)));
+                out.emit_json(&format!(
+                    "{{\"ok\":false,\"path\":{},\"error\":{}}}",
+                    json_str(path),
+                    json_str(&text)
+                ));
                 crate::EXIT_FAILED
             }
             Err(e) => fail(e),
@@ -164,14 +219,25 @@ async fn command(c: &mut Client, ip: &str, shown: &str, what: &NetCmd, out: &Out
 }
 
 /// GET (size from the STAT) into `<dest>.cfnew`, fsync, check, rename.
-async fn get_to(c: &mut Client, path: &str, st: rcf_core::reply::StatReply, dest: &Path, out: &Output) -> Result<(), String> {
+async fn get_to(
+    c: &mut Client,
+    path: &str,
+    st: rcf_core::reply::StatReply,
+    dest: &Path,
+    out: &Output,
+) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = dest.as_os_str().to_owned();
     tmp.push(".cfnew");
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
-    let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     let mut w = std::io::BufWriter::new(f);
     let mut done = 0u64;
     let r = if st.size == 0 {

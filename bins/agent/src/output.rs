@@ -27,7 +27,14 @@ impl Output {
     /// Print levels up to `max`; `json` moves logs to stderr.
     pub fn new(max: Level, json: bool) -> Self {
         let tty = !json && std::io::stderr().is_terminal();
-        Output { inner: Arc::new(Inner { max, json, tty, progress: Mutex::new(None) }) }
+        Output {
+            inner: Arc::new(Inner {
+                max,
+                json,
+                tty,
+                progress: Mutex::new(None),
+            }),
+        }
     }
 
     /// Whether `--json` is on.
@@ -76,7 +83,11 @@ impl Output {
         if !self.inner.tty || total < 1024 * 1024 {
             return;
         }
-        let mut last = self.inner.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(t) = *last {
             if t.elapsed().as_millis() < 100 && done < total {
                 return;
@@ -86,8 +97,15 @@ impl Output {
         let pct = done * 100 / total.max(1);
         let width = 30u64;
         let filled = (pct * width / 100) as usize;
-        let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width as usize - filled));
-        let _ = write!(std::io::stderr(), "\r[{bar}] {pct:>3}% {done}/{total} {name}\x1b[K");
+        let bar = format!(
+            "{}{}",
+            "#".repeat(filled),
+            "-".repeat(width as usize - filled)
+        );
+        let _ = write!(
+            std::io::stderr(),
+            "\r[{bar}] {pct:>3}% {done}/{total} {name}\x1b[K"
+        );
         if done >= total {
             let _ = writeln!(std::io::stderr());
             *last = None;
@@ -98,7 +116,11 @@ impl Output {
         if !self.inner.tty {
             return;
         }
-        let mut last = self.inner.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if last.take().is_some() {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
@@ -128,6 +150,9 @@ pub fn json_str(s: &str) -> String {
 mod tests {
     #[test]
     fn json_escapes() {
-        assert_eq!(super::json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+        assert_eq!(
+            super::json_str("a\"b\\c\n\u{1}"),
+            "\"a\\\"b\\\\c\\n\\u0001\""
+        );
     }
 }

@@ -38,7 +38,12 @@ pub struct RunagentArgs {
     #[arg(short = 'i', long = "interactive")]
     pub interactive: bool,
     /// Removed in CFEngine: refused, as cf-runagent refuses it.
-    #[arg(short = 'o', long = "remote-options", value_name = "OPTIONS", hide = true)]
+    #[arg(
+        short = 'o',
+        long = "remote-options",
+        value_name = "OPTIONS",
+        hide = true
+    )]
     pub remote_options: Option<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -72,7 +77,10 @@ pub fn run(workdir: &Path, a: &RunagentArgs, out: &Output) -> u8 {
         args.extend_from_slice(format!(" -b {bundles}").as_bytes());
     }
     if args.len() + 4 > rcf_core::frame::MAX_PAYLOAD {
-        out.log(Level::Error, "Command longer than maximum transaction packet");
+        out.log(
+            Level::Error,
+            "Command longer than maximum transaction packet",
+        );
         return crate::EXIT_FAILED;
     }
     let select: Vec<Vec<u8>> = a
@@ -82,7 +90,14 @@ pub fn run(workdir: &Path, a: &RunagentArgs, out: &Output) -> u8 {
         .filter(|s| !s.is_empty())
         .map(|s| s.as_bytes().to_vec())
         .collect();
-    let hosts: Vec<String> = a.hail.iter().flat_map(|h| h.split(',')).map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect();
+    let hosts: Vec<String> = a
+        .hail
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
     let version = match crate::protocol(&a.conn, out) {
         Ok(v) => v,
         Err(code) => return code,
@@ -94,9 +109,21 @@ pub fn run(workdir: &Path, a: &RunagentArgs, out: &Output) -> u8 {
             return crate::EXIT_FAILED;
         }
     };
-    let job = Arc::new(Job { workdir: workdir.to_path_buf(), key, conn: a.conn.clone(), version, args, select, out: out.clone(), interactive: a.interactive });
+    let job = Arc::new(Job {
+        workdir: workdir.to_path_buf(),
+        key,
+        conn: a.conn.clone(),
+        version,
+        args,
+        select,
+        out: out.clone(),
+        interactive: a.interactive,
+    });
     let codes: Vec<Option<i32>> = match a.background {
-        None => hosts.iter().map(|h| smol::block_on(job.clone().hail(h.clone()))).collect(),
+        None => hosts
+            .iter()
+            .map(|h| smol::block_on(job.clone().hail(h.clone())))
+            .collect(),
         Some(n) => {
             let ex = smol::LocalExecutor::new();
             let sem = Arc::new(smol::lock::Semaphore::new(n.max(1)));
@@ -146,14 +173,27 @@ impl Job {
         let addr = match crate::parse_host_port(&host) {
             Ok(a) => a,
             Err(_) => {
-                self.out.log(Level::Error, &format!("HailServer: ERROR, could not resolve '{host}'"));
+                self.out.log(
+                    Level::Error,
+                    &format!("HailServer: ERROR, could not resolve '{host}'"),
+                );
                 return None;
             }
         };
-        self.out.log(Level::Info, &format!("Hailing {} : {}", addr.host, addr.port));
+        self.out.log(
+            Level::Info,
+            &format!("Hailing {} : {}", addr.host, addr.port),
+        );
         let mut trust = false;
         let mut client = loop {
-            let mut opts = match crate::connect_options(&self.workdir, &self.key, &self.conn, self.version, trust, &self.out) {
+            let mut opts = match crate::connect_options(
+                &self.workdir,
+                &self.key,
+                &self.conn,
+                self.version,
+                trust,
+                &self.out,
+            ) {
                 Ok(o) => o,
                 Err(e) => {
                     self.out.log(Level::Error, &e);
@@ -165,7 +205,8 @@ impl Job {
             match Client::connect(opts).await {
                 Ok(c) => break c,
                 Err(Error::Untrusted { key_id, message }) if self.interactive && !trust => {
-                    self.out.log(Level::Verbose, &format!("{message} ({key_id})"));
+                    self.out
+                        .log(Level::Verbose, &format!("{message} ({key_id})"));
                     match ask_trust(&addr.host) {
                         Ok(true) => trust = true,
                         Ok(false) => return None,
@@ -177,7 +218,10 @@ impl Job {
                 }
                 Err(e) => {
                     self.out.log(Level::Error, &e.to_string());
-                    self.out.log(Level::Error, &format!("Failed to connect to host: {}", addr.host));
+                    self.out.log(
+                        Level::Error,
+                        &format!("Failed to connect to host: {}", addr.host),
+                    );
                     return None;
                 }
             }
@@ -215,7 +259,9 @@ impl Job {
 
 /// cf-runagent's `-i` dialogue, on stdout/stdin.
 fn ask_trust(host: &str) -> Result<bool, String> {
-    let _one = PROMPT.lock().map_err(|_| "prompt lock poisoned".to_string())?;
+    let _one = PROMPT
+        .lock()
+        .map_err(|_| "prompt lock poisoned".to_string())?;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     let _ = write!(out, "WARNING - You do not have a public key from host {host} = {host}\n          Do you want to accept one on trust? (yes/no)\n\n--> ");

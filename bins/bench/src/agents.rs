@@ -146,12 +146,7 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
         tree,
         mut policy,
         ..
-    } = crate::setup(
-        &kinds,
-        &TreeArgs::standard(),
-        30,
-        2000,
-    )?;
+    } = crate::setup(&kinds, &TreeArgs::standard(), 30, 2000)?;
     policy.allowallconnects = vec!["127.0.0.1".into()];
     println!(
         "# tree: {} files, {} dirs, {} bytes; full copy into an empty dir, then {} up-to-date runs per client (median shown); compare digest, depth_search inf, purge",

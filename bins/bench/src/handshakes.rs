@@ -237,12 +237,7 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
         policy,
         base,
         ..
-    } = crate::setup(
-        &kinds,
-        &TreeArgs::tiny(),
-        30,
-        2000,
-    )?;
+    } = crate::setup(&kinds, &TreeArgs::tiny(), 30, 2000)?;
     let key = |wd: &Workdir| {
         rcf_fs::ppkeys::load_host_key(wd.path(), DigestKind::Md5)
             .map(|k| k.private)

@@ -83,13 +83,21 @@ struct TreeArgs {
 impl TreeArgs {
     /// The masterfiles-like tree every comparison uses (the CLI defaults).
     fn standard() -> TreeArgs {
-        TreeArgs { files: tree::DEFAULT_FILES, bytes: tree::DEFAULT_BYTES, seed: 1 }
+        TreeArgs {
+            files: tree::DEFAULT_FILES,
+            bytes: tree::DEFAULT_BYTES,
+            seed: 1,
+        }
     }
 
     /// A tiny tree, for loads where the files are not the point (idle
     /// sessions, connection churn).
     fn tiny() -> TreeArgs {
-        TreeArgs { files: 10, bytes: 10_000, seed: 1 }
+        TreeArgs {
+            files: 10,
+            bytes: 10_000,
+            seed: 1,
+        }
     }
 }
 
@@ -537,16 +545,19 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
         tree,
         policy,
         base,
-    } = setup(
-        &kinds,
-        &TreeArgs::tiny(),
-        60,
-        max,
-    )?;
+    } = setup(&kinds, &TreeArgs::tiny(), 60, max)?;
     println!("# idle capacity: {} established, identified sessions held per server; machine load average {}", a.sessions, procstat::loadavg());
     println!(
         "{:<12} {:>8} {:>8} {:>11} {:>11} {:>14} {:>10} {:>12} {:>14}",
-        "server", "held", "failed", "rss0 MB", "rss MB", "rss/session KB", "threads", "connect s", "fresh run ms"
+        "server",
+        "held",
+        "failed",
+        "rss0 MB",
+        "rss MB",
+        "rss/session KB",
+        "threads",
+        "connect s",
+        "fresh run ms"
     );
     let mut addr = 0x0010_0000u32;
     for (kind, wd) in kinds.iter().zip(&wds) {
@@ -647,12 +658,7 @@ fn agent_e2e(a: &AgentArgs) -> Result<(), String> {
         tree,
         policy,
         ..
-    } = setup(
-        &kinds,
-        &TreeArgs::standard(),
-        30,
-        2000,
-    )?;
+    } = setup(&kinds, &TreeArgs::standard(), 30, 2000)?;
     println!(
         "# the real cf-agent 3.21 (cf-agent -K, copy_from compare => digest, depth_search inf, purge) syncing {} files / {} bytes; machine load average {}",
         tree.files.len(),

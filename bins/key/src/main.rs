@@ -501,7 +501,12 @@ fn utc_text(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn show_hosts(cli: &Cli, log: &Log, ppkeys_dir: &Path) -> u8 {
@@ -539,7 +544,14 @@ fn show_hosts(cli: &Cli, log: &Log, ppkeys_dir: &Path) -> u8 {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| utc_text(d.as_secs()))
             .unwrap_or_else(|| "-".into());
-        ok &= row(&mut out, &e.user, e.ip.as_deref().unwrap_or("-"), &key, &when).is_ok();
+        ok &= row(
+            &mut out,
+            &e.user,
+            e.ip.as_deref().unwrap_or("-"),
+            &key,
+            &when,
+        )
+        .is_ok();
     }
     ok &= writeln!(out, "Total Entries: {}", entries.len()).is_ok();
     if ok {

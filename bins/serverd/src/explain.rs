@@ -133,7 +133,11 @@ fn facts(a: &Ask) -> ConnFacts<'_> {
         hostname: a.hostname.as_deref(),
         key: &a.key,
         username: &a.user,
-        protocol: if a.classic { Protocol::Classic } else { Protocol::Tls },
+        protocol: if a.classic {
+            Protocol::Classic
+        } else {
+            Protocol::Tls
+        },
         encrypted: true,
     }
 }
@@ -179,16 +183,44 @@ fn entry_matches(r: &Resource, rules: Rules, a: &Ask) -> bool {
 fn single_rules(rules: &Rules) -> Vec<(&'static str, String, Rules)> {
     let mut v = Vec::new();
     for e in &rules.ips {
-        v.push(("ips", e.text.clone(), Rules { ips: vec![e.clone()], ..Default::default() }));
+        v.push((
+            "ips",
+            e.text.clone(),
+            Rules {
+                ips: vec![e.clone()],
+                ..Default::default()
+            },
+        ));
     }
     for e in &rules.hostnames {
-        v.push(("hostnames", e.text.clone(), Rules { hostnames: vec![e.clone()], ..Default::default() }));
+        v.push((
+            "hostnames",
+            e.text.clone(),
+            Rules {
+                hostnames: vec![e.clone()],
+                ..Default::default()
+            },
+        ));
     }
     for k in &rules.keys {
-        v.push(("keys", k.clone(), Rules { keys: vec![k.clone()], ..Default::default() }));
+        v.push((
+            "keys",
+            k.clone(),
+            Rules {
+                keys: vec![k.clone()],
+                ..Default::default()
+            },
+        ));
     }
     for u in &rules.usernames {
-        v.push(("users", u.clone(), Rules { usernames: vec![u.clone()], ..Default::default() }));
+        v.push((
+            "users",
+            u.clone(),
+            Rules {
+                usernames: vec![u.clone()],
+                ..Default::default()
+            },
+        ));
     }
     v
 }
@@ -249,27 +281,48 @@ fn connection(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> ConnVerdict {
     } else if let Some(e) = c.allowconnects.matching(ip) {
         out.push(format!("  allowconnects: entry '{e}' matches {ip}"));
     } else {
-        out.push(format!("  allowconnects: no entry matches {ip} (entries: {})", c.allowconnects.entries().collect::<Vec<_>>().join(", ")));
-        refuse(&mut verdict, format!("Remote host '{ip}' not in allowconnects, denying connection"));
+        out.push(format!(
+            "  allowconnects: no entry matches {ip} (entries: {})",
+            c.allowconnects.entries().collect::<Vec<_>>().join(", ")
+        ));
+        refuse(
+            &mut verdict,
+            format!("Remote host '{ip}' not in allowconnects, denying connection"),
+        );
     }
     match c.denyconnects.matching(ip) {
         Some(e) => {
             out.push(format!("  denyconnects: entry '{e}' matches {ip}"));
-            refuse(&mut verdict, format!("Remote host '{ip}' is in denyconnects, denying connection"));
+            refuse(
+                &mut verdict,
+                format!("Remote host '{ip}' is in denyconnects, denying connection"),
+            );
         }
         None => out.push(format!("  denyconnects: no entry matches {ip}")),
     }
     match c.allowallconnects.matching(ip) {
-        Some(e) => out.push(format!("  allowallconnects: entry '{e}' matches: several simultaneous connections allowed")),
-        None => out.push("  allowallconnects: no match: one connection at a time from this address".into()),
+        Some(e) => out.push(format!(
+            "  allowallconnects: entry '{e}' matches: several simultaneous connections allowed"
+        )),
+        None => out.push(
+            "  allowallconnects: no match: one connection at a time from this address".into(),
+        ),
     }
     out.push(format!("  maxconnections: {} at once", c.maxconnections));
     if a.classic {
         match c.allowlegacyconnects.matching(ip) {
-            Some(e) => out.push(format!("  allowlegacyconnects: entry '{e}' matches: the classic protocol is accepted")),
+            Some(e) => out.push(format!(
+                "  allowlegacyconnects: entry '{e}' matches: the classic protocol is accepted"
+            )),
             None => {
-                out.push("  allowlegacyconnects: no entry matches: the classic protocol is refused".into());
-                refuse(&mut verdict, "Connection is not using latest protocol, denying".into());
+                out.push(
+                    "  allowlegacyconnects: no entry matches: the classic protocol is refused"
+                        .into(),
+                );
+                refuse(
+                    &mut verdict,
+                    "Connection is not using latest protocol, denying".into(),
+                );
             }
         }
     }
@@ -304,18 +357,43 @@ pub fn explain(p: &ServerPolicy, a: &Ask) -> Report {
     out.push(format!("request: {kind} '{name}'"));
     let connection = connection(p, a, &mut out);
     let decision = p.check(&facts(a), a.what.request());
-    let (derived_allowed, derived_resource) = if a.classic { classic(p, a, &decision, &mut out) } else { tls(p, a, &mut out) };
+    let (derived_allowed, derived_resource) = if a.classic {
+        classic(p, a, &decision, &mut out)
+    } else {
+        tls(p, a, &mut out)
+    };
     let consistent = derived_allowed == decision.allowed && derived_resource == decision.resource;
-    let by = decision.resource.as_deref().map(|r| format!(" by rule '{r}'")).unwrap_or_default();
-    let via = if decision.via_connection_vars { " (through the $(connection.*) rewrite)" } else { "" };
+    let by = decision
+        .resource
+        .as_deref()
+        .map(|r| format!(" by rule '{r}'"))
+        .unwrap_or_default();
+    let via = if decision.via_connection_vars {
+        " (through the $(connection.*) rewrite)"
+    } else {
+        ""
+    };
     out.push(format!(
         "access: {}{by}{via}: {}",
-        if decision.allowed { "ALLOWED" } else { "DENIED" },
+        if decision.allowed {
+            "ALLOWED"
+        } else {
+            "DENIED"
+        },
         reason_text(&decision.reason)
     ));
     match &connection {
-        ConnVerdict::Admitted => out.push(format!("verdict: {}", if decision.allowed { "ALLOWED" } else { "DENIED" })),
-        ConnVerdict::Refused(why) => out.push(format!("verdict: DENIED at connection level: {why}")),
+        ConnVerdict::Admitted => out.push(format!(
+            "verdict: {}",
+            if decision.allowed {
+                "ALLOWED"
+            } else {
+                "DENIED"
+            }
+        )),
+        ConnVerdict::Refused(why) => {
+            out.push(format!("verdict: DENIED at connection level: {why}"))
+        }
     }
     if !consistent {
         out.push(format!(
@@ -323,26 +401,49 @@ pub fn explain(p: &ServerPolicy, a: &Ask) -> Report {
             derived_allowed, derived_resource, decision.allowed, decision.resource
         ));
     }
-    Report { lines: out, connection, decision, derived_allowed, derived_resource, consistent }
+    Report {
+        lines: out,
+        connection,
+        decision,
+        derived_allowed,
+        derived_resource,
+        consistent,
+    }
 }
 
 fn origins(r: &Resource) -> String {
     if r.origins.is_empty() {
         String::new()
     } else {
-        format!(" [{}]", r.origins.iter().map(|(f, l)| format!("{f}:{l}")).collect::<Vec<_>>().join(", "))
+        format!(
+            " [{}]",
+            r.origins
+                .iter()
+                .map(|(f, l)| format!("{f}:{l}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }
 
 fn describe(r: &Resource, a: &Ask, out: &mut Vec<String>) {
     if r.poisoned {
-        out.push("      (a deny entry holds an unresolved variable: this rule admits nobody)".into());
+        out.push(
+            "      (a deny entry holds an unresolved variable: this rule admits nobody)".into(),
+        );
     }
     for (list, text, rules) in single_rules(&r.admit) {
         let m = entry_matches(r, rules, a);
-        out.push(format!("      admit_{list} '{text}': {}", if m { "matches" } else { "does not match" }));
+        out.push(format!(
+            "      admit_{list} '{text}': {}",
+            if m { "matches" } else { "does not match" }
+        ));
     }
-    if r.admit.ips.is_empty() && r.admit.hostnames.is_empty() && r.admit.keys.is_empty() && r.admit.usernames.is_empty() {
+    if r.admit.ips.is_empty()
+        && r.admit.hostnames.is_empty()
+        && r.admit.keys.is_empty()
+        && r.admit.usernames.is_empty()
+    {
         out.push("      (no admit entries)".into());
     }
     for (list, text, rules) in single_rules(&r.deny) {
@@ -368,8 +469,11 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
             let rewritten = rewrite(a, path);
             let mut direct: Vec<&Resource> = t.values().filter(|r| covers(&r.name, path)).collect();
             direct.sort_by_key(|r| std::cmp::Reverse(r.name.len()));
-            let mut special: Vec<&Resource> =
-                if rewritten != *path { t.values().filter(|r| covers(&r.name, &rewritten)).collect() } else { Vec::new() };
+            let mut special: Vec<&Resource> = if rewritten != *path {
+                t.values().filter(|r| covers(&r.name, &rewritten)).collect()
+            } else {
+                Vec::new()
+            };
             special.sort_by_key(|r| std::cmp::Reverse(r.name.len()));
             if direct.is_empty() && special.is_empty() {
                 out.push("  none: no rule's path is a prefix of the request".into());
@@ -378,8 +482,19 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
             let mut direct_verdict: Option<(bool, String)> = None;
             for (i, r) in direct.iter().enumerate() {
                 let d = check_alone(r, a);
-                let role = if i == 0 { "longest prefix: decides the direct check" } else { "shorter prefix: not consulted (only the longest counts)" };
-                out.push(format!("  '{}'{}: {}; alone it {} ({})", r.name, origins(r), role, if d.allowed { "admits" } else { "refuses" }, reason_text(&d.reason)));
+                let role = if i == 0 {
+                    "longest prefix: decides the direct check"
+                } else {
+                    "shorter prefix: not consulted (only the longest counts)"
+                };
+                out.push(format!(
+                    "  '{}'{}: {}; alone it {} ({})",
+                    r.name,
+                    origins(r),
+                    role,
+                    if d.allowed { "admits" } else { "refuses" },
+                    reason_text(&d.reason)
+                ));
                 describe(r, a, out);
                 if i == 0 {
                     direct_verdict = Some((d.allowed && !d.via_connection_vars, r.name.clone()));
@@ -390,7 +505,9 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
             }
             // Step 2: the $(connection.*) rewritten path.
             if !special.is_empty() {
-                out.push(format!("  rewritten path for $(connection.*) rules: '{rewritten}'"));
+                out.push(format!(
+                    "  rewritten path for $(connection.*) rules: '{rewritten}'"
+                ));
             }
             let mut special_ok = None;
             for (i, r) in special.iter().enumerate() {
@@ -401,8 +518,21 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
                     let d = check_alone(r, a);
                     d.allowed && d.via_connection_vars
                 };
-                let role = if i == 0 { "longest prefix of the rewritten path" } else { "shorter prefix: not consulted" };
-                out.push(format!("  '{}'{}: {role}; {}", r.name, origins(r), if ok { "admits through $(connection.*)" } else { "does not admit through $(connection.*)" }));
+                let role = if i == 0 {
+                    "longest prefix of the rewritten path"
+                } else {
+                    "shorter prefix: not consulted"
+                };
+                out.push(format!(
+                    "  '{}'{}: {role}; {}",
+                    r.name,
+                    origins(r),
+                    if ok {
+                        "admits through $(connection.*)"
+                    } else {
+                        "does not admit through $(connection.*)"
+                    }
+                ));
                 if i == 0 && ok {
                     special_ok = Some(r.name.clone());
                 }
@@ -417,12 +547,20 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
             for r in t.values() {
                 if r.name == *n {
                     let d = check_alone(r, a);
-                    out.push(format!("  '{}'{}: exact name match: {}", r.name, origins(r), reason_text(&d.reason)));
+                    out.push(format!(
+                        "  '{}'{}: exact name match: {}",
+                        r.name,
+                        origins(r),
+                        reason_text(&d.reason)
+                    ));
                     describe(r, a, out);
                     return (d.allowed, Some(r.name.clone()));
                 }
             }
-            out.push(format!("  none: no rule is named '{n}' (names: {})", t.keys().cloned().collect::<Vec<_>>().join(", ")));
+            out.push(format!(
+                "  none: no rule is named '{n}' (names: {})",
+                t.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
             (false, None)
         }
         What::Context(_) | What::Bundle(_) | What::Role(_) => {
@@ -434,14 +572,28 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
             for r in t.values() {
                 let d = check_alone(r, a);
                 if d.resource.is_none() {
-                    out.push(format!("  '{}'{}: regex does not match the name: not a candidate", r.name, origins(r)));
+                    out.push(format!(
+                        "  '{}'{}: regex does not match the name: not a candidate",
+                        r.name,
+                        origins(r)
+                    ));
                     continue;
                 }
                 // With neither admit nor deny, the last candidate is reported.
                 any = Some(r.name.clone());
-                out.push(format!("  '{}'{}: regex matches: {}", r.name, origins(r), reason_text(&d.reason)));
+                out.push(format!(
+                    "  '{}'{}: regex matches: {}",
+                    r.name,
+                    origins(r),
+                    reason_text(&d.reason)
+                ));
                 describe(r, a, out);
-                let is_deny = matches!(d.reason, Reason::Denied { .. } | Reason::HostnameUnverifiable { .. } | Reason::UnresolvedDenyRule);
+                let is_deny = matches!(
+                    d.reason,
+                    Reason::Denied { .. }
+                        | Reason::HostnameUnverifiable { .. }
+                        | Reason::UnresolvedDenyRule
+                );
                 if is_deny && denied.is_none() {
                     denied = Some(r.name.clone());
                 }
@@ -462,18 +614,35 @@ fn tls(p: &ServerPolicy, a: &Ask, out: &mut Vec<String>) -> (bool, Option<String
 }
 
 /// Classic: the B.9 lists are walked in policy order; report check's answer.
-fn classic(p: &ServerPolicy, a: &Ask, d: &Decision, out: &mut Vec<String>) -> (bool, Option<String>) {
+fn classic(
+    p: &ServerPolicy,
+    a: &Ask,
+    d: &Decision,
+    out: &mut Vec<String>,
+) -> (bool, Option<String>) {
     out.push(format!(
         "classic ACL (first covering admit entry in policy order, then every covering deny entry): {} admit and {} deny path entries",
         p.legacy.admit.len(),
         p.legacy.deny.len()
     ));
     if let What::Path(path) = &a.what {
-        for e in p.legacy.admit.iter().filter(|e| e.path == "/" || *path == e.path || path.starts_with(&format!("{}/", e.path))) {
-            out.push(format!("  admit '{}': entries {}", e.path, e.accesslist.join(", ")));
+        for e in p.legacy.admit.iter().filter(|e| {
+            e.path == "/" || *path == e.path || path.starts_with(&format!("{}/", e.path))
+        }) {
+            out.push(format!(
+                "  admit '{}': entries {}",
+                e.path,
+                e.accesslist.join(", ")
+            ));
         }
-        for e in p.legacy.deny.iter().filter(|e| e.path == "/" || *path == e.path || path.starts_with(&format!("{}/", e.path))) {
-            out.push(format!("  deny '{}': entries {}", e.path, e.accesslist.join(", ")));
+        for e in p.legacy.deny.iter().filter(|e| {
+            e.path == "/" || *path == e.path || path.starts_with(&format!("{}/", e.path))
+        }) {
+            out.push(format!(
+                "  deny '{}': entries {}",
+                e.path,
+                e.accesslist.join(", ")
+            ));
         }
     }
     if d.maproot {
@@ -505,11 +674,17 @@ mod tests {
             let p = path.trim_end_matches('/');
             let p = if p.is_empty() { "/" } else { p };
             if self.dirs.contains(p) {
-                Canon::Resolved { path: p.into(), is_dir: true }
+                Canon::Resolved {
+                    path: p.into(),
+                    is_dir: true,
+                }
             } else if p.contains("/missing") {
                 Canon::Missing
             } else {
-                Canon::Resolved { path: p.into(), is_dir: false }
+                Canon::Resolved {
+                    path: p.into(),
+                    is_dir: false,
+                }
             }
         }
         fn exists(&self, _path: &str) -> bool {
@@ -581,18 +756,40 @@ bundle server acl
 
     fn policy() -> ServerPolicy {
         let dirs: BTreeSet<&'static str> = [
-            "/", "/srv", "/srv/data", "/srv/data/private", "/srv/hosts", "/srv/keys", "/srv/named", "/srv/poison",
-            "/srv/hosts/$(connection.ip)", "/srv/keys/$(connection.key)",
+            "/",
+            "/srv",
+            "/srv/data",
+            "/srv/data/private",
+            "/srv/hosts",
+            "/srv/keys",
+            "/srv/named",
+            "/srv/poison",
+            "/srv/hosts/$(connection.ip)",
+            "/srv/keys/$(connection.key)",
         ]
         .into_iter()
         .collect();
-        let src = Mem { text: POLICY.into(), dirs };
-        let opts = LoadOptions { file: "/p/promises.cf".into(), ..Default::default() };
+        let src = Mem {
+            text: POLICY.into(),
+            dirs,
+        };
+        let opts = LoadOptions {
+            file: "/p/promises.cf".into(),
+            ..Default::default()
+        };
         rcf_core::policy::load(&src, &opts).expect("policy loads")
     }
 
     fn ask(ip: &str, host: Option<&str>, key: &str, user: &str, what: What) -> Ask {
-        Ask { ip: ip.into(), hostname: host.map(str::to_string), key: key.into(), user: user.into(), classic: false, what, key_known: None }
+        Ask {
+            ip: ip.into(),
+            hostname: host.map(str::to_string),
+            key: key.into(),
+            user: user.into(),
+            classic: false,
+            what,
+            key_known: None,
+        }
     }
 
     /// The explanation's verdict and deciding rule equal the decision
@@ -604,40 +801,266 @@ bundle server acl
         let path = |s: &str| Path(s.to_string());
         // (ask, expected allowed, expected deciding resource)
         let cases: Vec<(Ask, bool, Option<&str>)> = vec![
-            (ask("127.0.0.1", None, "MD5=zz", "root", path("/srv/data/f")), true, Some("/srv/data/")),
-            (ask("10.1.7.7", None, "MD5=zz", "root", path("/srv/data/f")), true, Some("/srv/data/")),
-            (ask("10.1.2.3", None, "MD5=zz", "root", path("/srv/data/f")), false, Some("/srv/data/")),
-            (ask("10.2.0.1", None, "MD5=zz", "root", path("/srv/data/f")), false, Some("/srv/data/")),
-            (ask("127.0.0.1", None, "MD5=zz", "root", path("/srv/data/private/x")), false, Some("/srv/data/private/")),
-            (ask("10.2.0.1", None, "MD5=aaaa", "root", path("/srv/data/private/x")), true, Some("/srv/data/private/")),
-            (ask("10.2.0.1", Some("a.example.org"), "MD5=zz", "root", path("/srv/data/private/x")), true, Some("/srv/data/private/")),
-            (ask("127.0.0.2", None, "MD5=zz", "root", path("/srv/data/private/open.txt")), true, Some("/srv/data/private/open.txt")),
-            (ask("10.3.3.3", None, "MD5=zz", "root", path("/srv/hosts/10.3.3.3/file")), true, Some("/srv/hosts/$(connection.ip)/")),
-            (ask("10.3.3.3", None, "MD5=zz", "root", path("/srv/hosts/10.3.3.4/file")), false, None),
-            (ask("10.3.3.3", None, "MD5=bbbb", "root", path("/srv/keys/MD5=bbbb/k")), true, Some("/srv/keys/$(connection.key)/")),
-            (ask("10.3.3.3", None, "MD5=bbbb", "root", path("/srv/keys/MD5=cccc/k")), false, None),
-            (ask("10.3.3.3", Some("host1.example.org"), "", "root", path("/srv/named/f")), true, Some("/srv/named/")),
-            (ask("10.3.3.3", Some("x.lab.test"), "", "root", path("/srv/named/f")), true, Some("/srv/named/")),
-            (ask("10.3.3.3", Some("bad.lab.test"), "", "root", path("/srv/named/f")), false, Some("/srv/named/")),
-            (ask("10.3.3.3", None, "", "root", path("/srv/named/f")), false, Some("/srv/named/")),
-            (ask("127.0.0.1", None, "", "root", path("/srv/poison/f")), false, Some("/srv/poison/")),
-            (ask("10.5.5.5", None, "", "root", path("/etc/passwd")), true, Some("/")),
-            (ask("10.5.5.6", None, "", "root", path("/etc/passwd")), false, Some("/")),
-            (ask("127.0.0.1", None, "", "root", Literal("handle_a".into())), true, Some("handle_a")),
-            (ask("127.0.0.2", None, "", "root", Literal("handle_a".into())), false, Some("handle_a")),
-            (ask("127.0.0.1", None, "", "root", Literal("handle_b".into())), false, None),
-            (ask("127.0.0.1", None, "MD5=aaaa", "root", Query("delta".into())), true, Some("delta")),
-            (ask("127.0.0.1", None, "MD5=bbbb", "root", Query("delta".into())), false, Some("delta")),
-            (ask("127.0.0.1", None, "", "root", Context("linux_x86".into())), true, Some("linux.*")),
-            (ask("127.0.0.1", None, "", "root", Context("linux_bad_one".into())), false, Some("linux_bad.*")),
-            (ask("127.0.0.2", None, "", "root", Context("linux_bad_one".into())), true, Some("linux.*")),
-            (ask("127.0.0.1", None, "", "root", Context("windows".into())), false, None),
-            (ask("127.0.0.1", None, "", "root", Bundle("run_update".into())), true, Some("run_.*")),
-            (ask("10.0.0.1", None, "MD5=aaaa", "root", Bundle("run_secret".into())), false, Some("run_secret")),
-            (ask("127.0.0.1", None, "MD5=aaaa", "root", Bundle("run_secret".into())), true, Some("run_.*")),
-            (ask("127.0.0.1", None, "", "root", Role("class_x".into())), true, Some("class_.*")),
-            (ask("127.0.0.1", None, "", "admin", Role("class_admin".into())), true, Some("class_admin")),
-            (ask("127.0.0.1", None, "", "bob", Role("class_admin".into())), false, Some("class_admin")),
+            (
+                ask("127.0.0.1", None, "MD5=zz", "root", path("/srv/data/f")),
+                true,
+                Some("/srv/data/"),
+            ),
+            (
+                ask("10.1.7.7", None, "MD5=zz", "root", path("/srv/data/f")),
+                true,
+                Some("/srv/data/"),
+            ),
+            (
+                ask("10.1.2.3", None, "MD5=zz", "root", path("/srv/data/f")),
+                false,
+                Some("/srv/data/"),
+            ),
+            (
+                ask("10.2.0.1", None, "MD5=zz", "root", path("/srv/data/f")),
+                false,
+                Some("/srv/data/"),
+            ),
+            (
+                ask(
+                    "127.0.0.1",
+                    None,
+                    "MD5=zz",
+                    "root",
+                    path("/srv/data/private/x"),
+                ),
+                false,
+                Some("/srv/data/private/"),
+            ),
+            (
+                ask(
+                    "10.2.0.1",
+                    None,
+                    "MD5=aaaa",
+                    "root",
+                    path("/srv/data/private/x"),
+                ),
+                true,
+                Some("/srv/data/private/"),
+            ),
+            (
+                ask(
+                    "10.2.0.1",
+                    Some("a.example.org"),
+                    "MD5=zz",
+                    "root",
+                    path("/srv/data/private/x"),
+                ),
+                true,
+                Some("/srv/data/private/"),
+            ),
+            (
+                ask(
+                    "127.0.0.2",
+                    None,
+                    "MD5=zz",
+                    "root",
+                    path("/srv/data/private/open.txt"),
+                ),
+                true,
+                Some("/srv/data/private/open.txt"),
+            ),
+            (
+                ask(
+                    "10.3.3.3",
+                    None,
+                    "MD5=zz",
+                    "root",
+                    path("/srv/hosts/10.3.3.3/file"),
+                ),
+                true,
+                Some("/srv/hosts/$(connection.ip)/"),
+            ),
+            (
+                ask(
+                    "10.3.3.3",
+                    None,
+                    "MD5=zz",
+                    "root",
+                    path("/srv/hosts/10.3.3.4/file"),
+                ),
+                false,
+                None,
+            ),
+            (
+                ask(
+                    "10.3.3.3",
+                    None,
+                    "MD5=bbbb",
+                    "root",
+                    path("/srv/keys/MD5=bbbb/k"),
+                ),
+                true,
+                Some("/srv/keys/$(connection.key)/"),
+            ),
+            (
+                ask(
+                    "10.3.3.3",
+                    None,
+                    "MD5=bbbb",
+                    "root",
+                    path("/srv/keys/MD5=cccc/k"),
+                ),
+                false,
+                None,
+            ),
+            (
+                ask(
+                    "10.3.3.3",
+                    Some("host1.example.org"),
+                    "",
+                    "root",
+                    path("/srv/named/f"),
+                ),
+                true,
+                Some("/srv/named/"),
+            ),
+            (
+                ask(
+                    "10.3.3.3",
+                    Some("x.lab.test"),
+                    "",
+                    "root",
+                    path("/srv/named/f"),
+                ),
+                true,
+                Some("/srv/named/"),
+            ),
+            (
+                ask(
+                    "10.3.3.3",
+                    Some("bad.lab.test"),
+                    "",
+                    "root",
+                    path("/srv/named/f"),
+                ),
+                false,
+                Some("/srv/named/"),
+            ),
+            (
+                ask("10.3.3.3", None, "", "root", path("/srv/named/f")),
+                false,
+                Some("/srv/named/"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "root", path("/srv/poison/f")),
+                false,
+                Some("/srv/poison/"),
+            ),
+            (
+                ask("10.5.5.5", None, "", "root", path("/etc/passwd")),
+                true,
+                Some("/"),
+            ),
+            (
+                ask("10.5.5.6", None, "", "root", path("/etc/passwd")),
+                false,
+                Some("/"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "root", Literal("handle_a".into())),
+                true,
+                Some("handle_a"),
+            ),
+            (
+                ask("127.0.0.2", None, "", "root", Literal("handle_a".into())),
+                false,
+                Some("handle_a"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "root", Literal("handle_b".into())),
+                false,
+                None,
+            ),
+            (
+                ask("127.0.0.1", None, "MD5=aaaa", "root", Query("delta".into())),
+                true,
+                Some("delta"),
+            ),
+            (
+                ask("127.0.0.1", None, "MD5=bbbb", "root", Query("delta".into())),
+                false,
+                Some("delta"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "root", Context("linux_x86".into())),
+                true,
+                Some("linux.*"),
+            ),
+            (
+                ask(
+                    "127.0.0.1",
+                    None,
+                    "",
+                    "root",
+                    Context("linux_bad_one".into()),
+                ),
+                false,
+                Some("linux_bad.*"),
+            ),
+            (
+                ask(
+                    "127.0.0.2",
+                    None,
+                    "",
+                    "root",
+                    Context("linux_bad_one".into()),
+                ),
+                true,
+                Some("linux.*"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "root", Context("windows".into())),
+                false,
+                None,
+            ),
+            (
+                ask("127.0.0.1", None, "", "root", Bundle("run_update".into())),
+                true,
+                Some("run_.*"),
+            ),
+            (
+                ask(
+                    "10.0.0.1",
+                    None,
+                    "MD5=aaaa",
+                    "root",
+                    Bundle("run_secret".into()),
+                ),
+                false,
+                Some("run_secret"),
+            ),
+            (
+                ask(
+                    "127.0.0.1",
+                    None,
+                    "MD5=aaaa",
+                    "root",
+                    Bundle("run_secret".into()),
+                ),
+                true,
+                Some("run_.*"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "root", Role("class_x".into())),
+                true,
+                Some("class_.*"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "admin", Role("class_admin".into())),
+                true,
+                Some("class_admin"),
+            ),
+            (
+                ask("127.0.0.1", None, "", "bob", Role("class_admin".into())),
+                false,
+                Some("class_admin"),
+            ),
         ];
         for (i, (a, allowed, resource)) in cases.iter().enumerate() {
             let r = explain(&p, a);
@@ -645,45 +1068,122 @@ bundle server acl
             let text = r.lines.join("\n");
             assert!(r.consistent, "case {i}: parts disagree with check\n{text}");
             assert_eq!(r.decision, d, "case {i}");
-            assert_eq!((r.derived_allowed, r.derived_resource.clone()), (d.allowed, d.resource.clone()), "case {i}\n{text}");
+            assert_eq!(
+                (r.derived_allowed, r.derived_resource.clone()),
+                (d.allowed, d.resource.clone()),
+                "case {i}\n{text}"
+            );
             assert_eq!(d.allowed, *allowed, "case {i}: expectation\n{text}");
             if let Some(res) = resource {
                 assert_eq!(d.resource.as_deref(), Some(*res), "case {i}\n{text}");
             }
             let last_access = r.lines.iter().find(|l| l.starts_with("access: ")).unwrap();
-            assert!(last_access.starts_with(if *allowed { "access: ALLOWED" } else { "access: DENIED" }), "case {i}: {last_access}");
+            assert!(
+                last_access.starts_with(if *allowed {
+                    "access: ALLOWED"
+                } else {
+                    "access: DENIED"
+                }),
+                "case {i}: {last_access}"
+            );
         }
     }
 
     #[test]
     fn explains_entries_and_connection_refusals() {
         let p = policy();
-        let r = explain(&p, &ask("10.1.2.3", None, "MD5=zz", "root", What::Path("/srv/data/f".into())));
+        let r = explain(
+            &p,
+            &ask(
+                "10.1.2.3",
+                None,
+                "MD5=zz",
+                "root",
+                What::Path("/srv/data/f".into()),
+            ),
+        );
         let t = r.lines.join("\n");
         assert!(t.contains("admit_ips '10.1.0.0/16': matches"), "{t}");
         assert!(t.contains("admit_ips '127.0.0.1': does not match"), "{t}");
         assert!(t.contains("deny_ips '10.1.2.0/24': matches"), "{t}");
-        assert!(t.contains("'/' [/p/promises.cf:33]: shorter prefix: not consulted"), "{t}");
+        assert!(
+            t.contains("'/' [/p/promises.cf:33]: shorter prefix: not consulted"),
+            "{t}"
+        );
         assert!(t.contains("denied by IP entry '10.1.2.0/24'"), "{t}");
 
-        let r = explain(&p, &ask("192.168.1.1", None, "", "root", What::Path("/etc/passwd".into())));
-        assert_eq!(r.connection, ConnVerdict::Refused("Remote host '192.168.1.1' not in allowconnects, denying connection".into()));
+        let r = explain(
+            &p,
+            &ask(
+                "192.168.1.1",
+                None,
+                "",
+                "root",
+                What::Path("/etc/passwd".into()),
+            ),
+        );
+        assert_eq!(
+            r.connection,
+            ConnVerdict::Refused(
+                "Remote host '192.168.1.1' not in allowconnects, denying connection".into()
+            )
+        );
         assert!(!r.allowed());
-        let r = explain(&p, &ask("10.9.9.9", None, "", "root", What::Path("/".into())));
-        assert_eq!(r.connection, ConnVerdict::Refused("Remote host '10.9.9.9' is in denyconnects, denying connection".into()));
-        let mut a = ask("10.5.5.5", None, "MD5=new", "root", What::Path("/etc/passwd".into()));
+        let r = explain(
+            &p,
+            &ask("10.9.9.9", None, "", "root", What::Path("/".into())),
+        );
+        assert_eq!(
+            r.connection,
+            ConnVerdict::Refused(
+                "Remote host '10.9.9.9' is in denyconnects, denying connection".into()
+            )
+        );
+        let mut a = ask(
+            "10.5.5.5",
+            None,
+            "MD5=new",
+            "root",
+            What::Path("/etc/passwd".into()),
+        );
         a.key_known = Some(false);
         let r = explain(&p, &a);
-        assert_eq!(r.connection, ConnVerdict::Refused("TRUST FAILED, peer presented an untrusted key, dropping connection!".into()));
+        assert_eq!(
+            r.connection,
+            ConnVerdict::Refused(
+                "TRUST FAILED, peer presented an untrusted key, dropping connection!".into()
+            )
+        );
         a.key_known = Some(true);
         assert!(explain(&p, &a).allowed());
-        let mut a = ask("127.0.0.1", None, "", "root", What::Path("/srv/data/f".into()));
+        let mut a = ask(
+            "127.0.0.1",
+            None,
+            "",
+            "root",
+            What::Path("/srv/data/f".into()),
+        );
         a.classic = true;
         let r = explain(&p, &a);
-        assert_eq!(r.connection, ConnVerdict::Refused("Connection is not using latest protocol, denying".into()));
+        assert_eq!(
+            r.connection,
+            ConnVerdict::Refused("Connection is not using latest protocol, denying".into())
+        );
         // The hostname that cannot be checked is called out.
-        let r = explain(&p, &ask("10.3.3.3", None, "", "root", What::Path("/srv/named/f".into())));
+        let r = explain(
+            &p,
+            &ask(
+                "10.3.3.3",
+                None,
+                "",
+                "root",
+                What::Path("/srv/named/f".into()),
+            ),
+        );
         let t = r.lines.join("\n");
-        assert!(t.contains("deny_hostnames 'bad.lab.test': cannot be checked (hostname unknown)"), "{t}");
+        assert!(
+            t.contains("deny_hostnames 'bad.lab.test': cannot be checked (hostname unknown)"),
+            "{t}"
+        );
     }
 }

@@ -214,15 +214,28 @@ fn host_key(workdir: &str, logger: &Logger) -> Result<rcf_core::keys::RsaPrivate
     let ppkeys = Path::new(workdir).join("ppkeys");
     let priv_path = ppkeys.join("localhost.priv");
     match std::fs::read(&priv_path) {
-        Ok(pem) => rcf_core::keys::parse_private_pem(&pem).map_err(|e| format!("{}: {e}", priv_path.display())),
+        Ok(pem) => rcf_core::keys::parse_private_pem(&pem)
+            .map_err(|e| format!("{}: {e}", priv_path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            logger.log(Level::Notice, None, "Making a key pair for CFEngine, please wait, this could take a minute...");
-            let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS).map_err(|e| e.to_string())?;
-            let pub_pem = rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
+            logger.log(
+                Level::Notice,
+                None,
+                "Making a key pair for CFEngine, please wait, this could take a minute...",
+            );
+            let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
+                .map_err(|e| e.to_string())?;
+            let pub_pem = rcf_core::keys::encode_public_pem(&key.to_public_key())
+                .map_err(|e| e.to_string())?;
             let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
             rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::write_new_atomic(&ppkeys.join("localhost.pub"), pub_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+            rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
+                .map_err(|e| e.to_string())?;
+            rcf_fs::ppkeys::write_new_atomic(
+                &ppkeys.join("localhost.pub"),
+                pub_pem.as_bytes(),
+                0o600,
+            )
+            .map_err(|e| e.to_string())?;
             Ok(key)
         }
         Err(e) => Err(format!("{}: {e}", priv_path.display())),
@@ -262,9 +275,15 @@ fn bind(addr: &str, port: u16) -> std::io::Result<Vec<std::net::TcpListener>> {
             .parse()
             .or_else(|_| {
                 use std::net::ToSocketAddrs;
-                (addr, port).to_socket_addrs()?.next().map(|a| a.ip()).ok_or_else(|| std::io::Error::other("no address"))
+                (addr, port)
+                    .to_socket_addrs()?
+                    .next()
+                    .map(|a| a.ip())
+                    .ok_or_else(|| std::io::Error::other("no address"))
             })
-            .map_err(|e: std::io::Error| std::io::Error::other(format!("bindtointerface '{addr}': {e}")))?;
+            .map_err(|e: std::io::Error| {
+                std::io::Error::other(format!("bindtointerface '{addr}': {e}"))
+            })?;
         Ok(vec![mk(SocketAddr::new(ip, port), false)?])
     }
 }
@@ -278,7 +297,11 @@ fn daemonize() -> Result<(), String> {
         ForkResult::Child => {}
     }
     setsid().map_err(|e| format!("setsid: {e}"))?;
-    let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| e.to_string())?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| e.to_string())?;
     use std::os::fd::AsRawFd;
     for fd in 0..3 {
         // SAFETY: dup2 on valid descriptors; no Rust object owns 0..=2 here.
@@ -353,9 +376,22 @@ fn run_explain(cli: &Cli) -> i32 {
     let key_known = if key.is_empty() {
         None
     } else {
-        Some(Path::new(&workdir).join("ppkeys").join(format!("{user}-{key}.pub")).exists())
+        Some(
+            Path::new(&workdir)
+                .join("ppkeys")
+                .join(format!("{user}-{key}.pub"))
+                .exists(),
+        )
     };
-    let ask = explain::Ask { ip, hostname: cli.hostname.clone(), key, user, classic: cli.classic, what, key_known };
+    let ask = explain::Ask {
+        ip,
+        hostname: cli.hostname.clone(),
+        key,
+        user,
+        classic: cli.classic,
+        what,
+        key_known,
+    };
     let report = explain::explain(&policy, &ask);
     println!("policy: {file}");
     for n in notes {
@@ -378,7 +414,10 @@ fn main() {
     let _ = (&cli.no_lock, &cli.define, &cli.negate);
     if cli.man {
         let mut out = std::io::stdout().lock();
-        let code = match clap_mangen::Man::new(Cli::command()).section("8").render(&mut out) {
+        let code = match clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut out)
+        {
             Ok(()) => 0,
             Err(_) => 1,
         };
@@ -434,10 +473,17 @@ fn main() {
     let unusable = settings.is_unusable();
     for w in &warnings {
         let is_summary = matches!(w.kind, rcf_core::tls::TlsWarningKind::Unusable(_));
-        let lvl = if unusable && !is_summary { Level::Verbose } else { Level::Warning };
+        let lvl = if unusable && !is_summary {
+            Level::Verbose
+        } else {
+            Level::Warning
+        };
         startup_logger.log(lvl, None, &w.to_string());
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let clock = TlsClock::new(now);
     let tls = match ServerTls::new(&key, &settings, &clock) {
         Ok(t) => t,
@@ -447,7 +493,10 @@ fn main() {
         }
     };
     let mut port = cli.port.unwrap_or(policy.control.port);
-    let bind_addr = cli.bind.clone().unwrap_or_else(|| policy.control.bindtointerface.clone());
+    let bind_addr = cli
+        .bind
+        .clone()
+        .unwrap_or_else(|| policy.control.bindtointerface.clone());
     // Socket activation: systemd's sockets replace our own bind.
     let inherited = match sd::listen_fds() {
         Ok(v) => v,
@@ -458,7 +507,11 @@ fn main() {
     };
     let activated = !inherited.is_empty();
     let listeners = if activated {
-        if let Some(p) = inherited.first().and_then(|l| l.local_addr().ok()).map(|a| a.port()) {
+        if let Some(p) = inherited
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+        {
             port = p;
         }
         inherited
@@ -471,7 +524,11 @@ fn main() {
             }
         }
     };
-    let metrics_listener = match cli.metrics.map(rcf_tokio::metrics::bind_loopback).transpose() {
+    let metrics_listener = match cli
+        .metrics
+        .map(rcf_tokio::metrics::bind_loopback)
+        .transpose()
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("rcf-serverd: error: {e}");
@@ -487,9 +544,17 @@ fn main() {
     let logger = Arc::new(if foreground {
         Logger::stderr(lvl, cli.timestamp)
     } else {
-        let path = cli.log_file.clone().unwrap_or_else(|| Path::new(&workdir).join("outputs").join(format!("rcf-serverd-{port}.log")));
+        let path = cli.log_file.clone().unwrap_or_else(|| {
+            Path::new(&workdir)
+                .join("outputs")
+                .join(format!("rcf-serverd-{port}.log"))
+        });
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")));
-        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
             Ok(f) => Logger::to(lvl, true, Box::new(f)),
             Err(_) => Logger::to(lvl, true, Box::new(std::io::sink())),
         }
@@ -505,12 +570,23 @@ fn main() {
     for p in &pid_files {
         let _ = std::fs::write(p, format!("{}\n", std::process::id()));
     }
-    logger.log(Level::Notice, None, &format!("Server is starting... (policy '{file}', port {port})"));
+    logger.log(
+        Level::Notice,
+        None,
+        &format!("Server is starting... (policy '{file}', port {port})"),
+    );
     if activated {
-        logger.log(Level::Info, None, "Using the listening socket(s) passed by systemd (socket activation)");
+        logger.log(
+            Level::Info,
+            None,
+            "Using the listening socket(s) passed by systemd (socket activation)",
+        );
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     rt.block_on(async move {
         let fs = Arc::new(ServerFs { ppkeys: Path::new(&workdir).join("ppkeys"), digests: Arc::new(DigestCache::default()) });
         let shared = Shared::with_timeouts(

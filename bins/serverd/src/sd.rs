@@ -13,7 +13,9 @@ const LISTEN_FDS_START: i32 = 3;
 /// without `$NOTIFY_SOCKET`; errors are returned for logging, never fatal.
 /// A name starting with `@` is an abstract socket.
 pub fn notify(state: &str) -> std::io::Result<()> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(()) };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
     let path = path.to_string_lossy().into_owned();
     let sock = std::os::unix::net::UnixDatagram::unbound()?;
     if let Some(name) = path.strip_prefix('@') {
@@ -41,8 +43,13 @@ pub enum ActivationError {
 /// (`$LISTEN_PID` equals our pid). Unsets the variables so children do not
 /// inherit them, as `sd_listen_fds(1)` does.
 pub fn listen_fds() -> Result<Vec<TcpListener>, ActivationError> {
-    let pid_ok = std::env::var("LISTEN_PID").ok().and_then(|p| p.trim().parse::<u32>().ok()) == Some(std::process::id());
-    let Some(count) = std::env::var_os("LISTEN_FDS") else { return Ok(Vec::new()) };
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    let Some(count) = std::env::var_os("LISTEN_FDS") else {
+        return Ok(Vec::new());
+    };
     if !pid_ok {
         return Ok(Vec::new());
     }
@@ -51,7 +58,10 @@ pub fn listen_fds() -> Result<Vec<TcpListener>, ActivationError> {
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
-    let n: i32 = count.trim().parse().map_err(|_| ActivationError::BadCount(count.clone()))?;
+    let n: i32 = count
+        .trim()
+        .parse()
+        .map_err(|_| ActivationError::BadCount(count.clone()))?;
     let mut v = Vec::new();
     for fd in LISTEN_FDS_START..LISTEN_FDS_START + n.clamp(0, 64) {
         // Check it is a socket before taking ownership of it.
@@ -60,7 +70,12 @@ pub fn listen_fds() -> Result<Vec<TcpListener>, ActivationError> {
         let sock = socket2::SockRef::from(&borrowed);
         match sock.r#type() {
             Ok(socket2::Type::STREAM) => {}
-            Ok(_) => return Err(ActivationError::NotTcp(fd, std::io::Error::other("not a stream socket"))),
+            Ok(_) => {
+                return Err(ActivationError::NotTcp(
+                    fd,
+                    std::io::Error::other("not a stream socket"),
+                ))
+            }
             Err(e) => return Err(ActivationError::NotTcp(fd, e)),
         }
         // SAFETY: systemd hands us this descriptor; nothing else owns it.
@@ -69,7 +84,8 @@ pub fn listen_fds() -> Result<Vec<TcpListener>, ActivationError> {
         unsafe {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
-        l.set_nonblocking(true).map_err(|e| ActivationError::NotTcp(fd, e))?;
+        l.set_nonblocking(true)
+            .map_err(|e| ActivationError::NotTcp(fd, e))?;
         l.local_addr().map_err(|e| ActivationError::NotTcp(fd, e))?;
         v.push(l);
     }

@@ -2,7 +2,9 @@
 //! real one, so one test can hold both servers to the same expectations.
 
 use super::proc::Daemon;
-use super::{free_port, host_port, rcf_binary, tail, LabError, ServerPolicy, Workdir, START_TIMEOUT};
+use super::{
+    free_port, host_port, rcf_binary, tail, LabError, ServerPolicy, Workdir, START_TIMEOUT,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,34 +28,58 @@ impl RcfServer {
     }
 
     /// As [`start`](RcfServer::start), with other verbosity flags.
-    pub fn start_with_flags(wd: &Workdir, policy: &ServerPolicy, flags: &[&str]) -> Result<RcfServer, LabError> {
+    pub fn start_with_flags(
+        wd: &Workdir,
+        policy: &ServerPolicy,
+        flags: &[&str],
+    ) -> Result<RcfServer, LabError> {
         wd.cf_key()?;
         let mut p = policy.clone();
         if p.port == 0 {
             p.port = free_port();
         }
         let policy_path = wd.inputs().join("promises.cf");
-        std::fs::write(&policy_path, p.render()).map_err(|e| LabError::io(format!("write {}", policy_path.display()), e))?;
+        std::fs::write(&policy_path, p.render())
+            .map_err(|e| LabError::io(format!("write {}", policy_path.display()), e))?;
         let bin = rcf_binary("rcf-serverd")?;
         let log = wd.next_log("rcf-serverd", "log");
         let mut cmd = wd.command(&bin);
-        cmd.arg("-F").args(flags).arg("--workdir").arg(wd.path()).arg("-f").arg(&policy_path);
+        cmd.arg("-F")
+            .args(flags)
+            .arg("--workdir")
+            .arg(wd.path())
+            .arg("-f")
+            .arg(&policy_path);
         let t0 = Instant::now();
         let daemon = Daemon::spawn("rcf-serverd", cmd, &log)?;
         loop {
             let text = daemon.log();
             if !daemon.is_running() {
-                return Err(LabError::failed("rcf-serverd exited at start", tail(&text, 40)));
+                return Err(LabError::failed(
+                    "rcf-serverd exited at start",
+                    tail(&text, 40),
+                ));
             }
             if text.contains("Server is starting") && super::port_listening(p.port) {
                 break;
             }
             if t0.elapsed() >= START_TIMEOUT {
-                return Err(LabError::failed(format!("rcf-serverd not listening on {} after {START_TIMEOUT:?}", p.port), tail(&text, 40)));
+                return Err(LabError::failed(
+                    format!(
+                        "rcf-serverd not listening on {} after {START_TIMEOUT:?}",
+                        p.port
+                    ),
+                    tail(&text, 40),
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(RcfServer { daemon, port: p.port, bind: p.bind.clone(), policy_path })
+        Ok(RcfServer {
+            daemon,
+            port: p.port,
+            bind: p.bind.clone(),
+            policy_path,
+        })
     }
 
     /// The port.

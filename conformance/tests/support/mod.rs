@@ -20,12 +20,18 @@ use rcf_core::tls::{client_config, ReadStatus, TlsClock, TlsLayer, TlsSettings};
 pub const IO: Duration = Duration::from_secs(20);
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A TCP connection from `src` (any 127.0.0.0/8 address) to 127.0.0.1:`port`.
 pub fn connect_from(src: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
-    assert!(src.is_loopback() && src.octets()[0] == 127, "loopback sources only");
+    assert!(
+        src.is_loopback() && src.octets()[0] == 127,
+        "loopback sources only"
+    );
     // SAFETY: plain socket calls on a descriptor we own; on every error path
     // the descriptor is closed before returning.
     unsafe {
@@ -36,7 +42,9 @@ pub fn connect_from(src: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
         let sa = |a: SocketAddrV4| libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            },
             sin_zero: [0; 8],
         };
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -60,7 +68,10 @@ pub fn connect_from(src: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
 pub fn raise_nofile(want: u64) -> u64 {
     // SAFETY: getrlimit/setrlimit on a local struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 0;
         }
@@ -86,7 +97,9 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// What a read came to.
@@ -119,18 +132,37 @@ impl RawClient {
     /// A client layer over `sock`, its ClientHello still queued (not sent).
     pub fn over(sock: TcpStream, key: &RsaPrivateKey) -> RawClient {
         sock.set_nodelay(true).unwrap();
-        let cfg = client_config(key, &TlsSettings::client_default(), &TlsClock::new(unix_now())).expect("client config");
+        let cfg = client_config(
+            key,
+            &TlsSettings::client_default(),
+            &TlsClock::new(unix_now()),
+        )
+        .expect("client config");
         let tls = TlsLayer::client(cfg).expect("client layer");
-        RawClient { sock, tls, plain: Vec::new(), closed: false }
+        RawClient {
+            sock,
+            tls,
+            plain: Vec::new(),
+            closed: false,
+        }
     }
 
     /// Connect, read the banner, send version and IDENTITY for `user`;
     /// returns the client and the server's answer line (`OK WELCOME…`, or
     /// `None` when the server closed instead).
-    pub fn identify(src: Ipv4Addr, port: u16, key: &RsaPrivateKey, user: &str) -> (RawClient, Option<Vec<u8>>) {
+    pub fn identify(
+        src: Ipv4Addr,
+        port: u16,
+        key: &RsaPrivateKey,
+        user: &str,
+    ) -> (RawClient, Option<Vec<u8>>) {
         let mut c = RawClient::connect(src, port, key);
         let banner = c.line(IO).expect("server banner");
-        assert!(banner.starts_with(b"CFE_v"), "banner {:?}", String::from_utf8_lossy(&banner));
+        assert!(
+            banner.starts_with(b"CFE_v"),
+            "banner {:?}",
+            String::from_utf8_lossy(&banner)
+        );
         c.send(b"CFE_v2 cf-agent 3.21.0\n");
         c.send(format!("IDENTITY USERNAME={user}\n").as_bytes());
         let w = c.line(IO);
@@ -185,7 +217,9 @@ impl RawClient {
             if left.is_zero() {
                 return false;
             }
-            self.sock.set_read_timeout(Some(left.min(Duration::from_millis(500)))).unwrap();
+            self.sock
+                .set_read_timeout(Some(left.min(Duration::from_millis(500))))
+                .unwrap();
             match self.sock.read(&mut buf) {
                 Ok(0) => {
                     let _ = self.tls.handle_eof();
@@ -197,7 +231,11 @@ impl RawClient {
                     }
                     self.flush();
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => self.closed = true,
             }
         }
@@ -225,7 +263,12 @@ impl RawClient {
             return None;
         }
         let (_, n) = frame::parse_header(self.plain[..frame::HEADER_LEN].try_into().unwrap())
-            .unwrap_or_else(|e| panic!("bad header from the server: {e}: {:?}", String::from_utf8_lossy(&self.plain)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "bad header from the server: {e}: {:?}",
+                    String::from_utf8_lossy(&self.plain)
+                )
+            });
         let t: Vec<u8> = self.plain.drain(..frame::HEADER_LEN + n).collect();
         Some(t[frame::HEADER_LEN..].to_vec())
     }

@@ -175,11 +175,23 @@ enum Stage {
 enum Pending {
     None,
     Handshake(Stage),
-    Stat { first: Option<Vec<u8>> },
-    GetPlain { size: u64, got: u64 },
+    Stat {
+        first: Option<Vec<u8>>,
+    },
+    GetPlain {
+        size: u64,
+        got: u64,
+    },
     GetRefused,
-    GetSealed { size: u64, got: u64 },
-    Opendir { sealed: bool, names: Vec<Vec<u8>>, bytes: usize },
+    GetSealed {
+        size: u64,
+        got: u64,
+    },
+    Opendir {
+        sealed: bool,
+        names: Vec<Vec<u8>>,
+        bytes: usize,
+    },
     Md5,
     Version,
 }
@@ -204,7 +216,10 @@ impl ClassicClient {
     /// Start a connection: queues `CAUTH`, `SAUTH` (with a fresh nonce,
     /// encrypted to the server's key when one is configured) and our
     /// public key's modulus and exponent, as cf-agent sends them back to back.
-    pub fn new<R: RngCore + CryptoRng>(cfg: ClientConfig, rng: &mut R) -> Result<Self, ClientError> {
+    pub fn new<R: RngCore + CryptoRng>(
+        cfg: ClientConfig,
+        rng: &mut R,
+    ) -> Result<Self, ClientError> {
         let nonce = crypto::nonce_mpi(rng);
         let mut c = ClassicClient {
             server_key: cfg.server_key.clone(),
@@ -223,7 +238,9 @@ impl ClassicClient {
         let cauth = wire::encode_cauth(&c.cfg.local_ip, &c.cfg.fqdn, &c.cfg.user);
         c.push(Status::Done, &cauth)?;
         let sauth = match &c.server_key {
-            Some(k) => wire::encode_sauth(true, &crypto::rsa_encrypt(rng, k, &nonce)?, NONCE_MPI_LEN),
+            Some(k) => {
+                wire::encode_sauth(true, &crypto::rsa_encrypt(rng, k, &nonce)?, NONCE_MPI_LEN)
+            }
             None => wire::encode_sauth(false, &nonce, NONCE_MPI_LEN),
         };
         c.push(Status::Done, &sauth)?;
@@ -269,16 +286,26 @@ impl ClassicClient {
             return Ok(());
         }
         self.failed = true;
-        Err(ClientError::Unexpected("connection closed by the server".into()))
+        Err(ClientError::Unexpected(
+            "connection closed by the server".into(),
+        ))
     }
 
     /// Bytes read from the socket. Randomness is needed when these bytes
     /// complete the key exchange (the session key and its RSA padding).
-    pub fn handle_input<R: RngCore + CryptoRng>(&mut self, bytes: &[u8], rng: &mut R) -> Result<(), ClientError> {
+    pub fn handle_input<R: RngCore + CryptoRng>(
+        &mut self,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<(), ClientError> {
         if self.failed {
             return Err(ClientError::Failed);
         }
-        let r = self.decoder.push(bytes).map_err(ClientError::from).and_then(|_| self.drive(rng));
+        let r = self
+            .decoder
+            .push(bytes)
+            .map_err(ClientError::from)
+            .and_then(|_| self.drive(rng));
         if r.is_err() {
             self.failed = true;
         }
@@ -300,7 +327,13 @@ impl ClassicClient {
         }
     }
 
-    fn request(&mut self, word: &str, plain: Vec<u8>, encrypt: bool, pending: Pending) -> Result<(), ClientError> {
+    fn request(
+        &mut self,
+        word: &str,
+        plain: Vec<u8>,
+        encrypt: bool,
+        pending: Pending,
+    ) -> Result<(), ClientError> {
         let cipher = self.ready()?.clone();
         let payload = if encrypt {
             let mut p = plain;
@@ -321,7 +354,12 @@ impl ClassicClient {
 
     /// `SYNCH <now> STAT <path>` (or `SSYNCH`). Replies: [`ClientEvent::Stat`] or `Refused`.
     pub fn stat(&mut self, unix_now: i64, path: &[u8], encrypt: bool) -> Result<(), ClientError> {
-        self.request("SSYNCH", request::encode_stat(unix_now, path), encrypt, Pending::Stat { first: None })
+        self.request(
+            "SSYNCH",
+            request::encode_stat(unix_now, path),
+            encrypt,
+            Pending::Stat { first: None },
+        )
     }
 
     /// `GET 2048 <path>` (or `SGET`) of a file whose size a `STAT` just
@@ -338,18 +376,42 @@ impl ClassicClient {
             p.extend_from_slice(path);
             self.request("SGET", p, true, Pending::GetSealed { size, got: 0 })
         } else {
-            self.request("GET", request::encode_get(GET_BUFSIZE, path), false, Pending::GetPlain { size, got: 0 })
+            self.request(
+                "GET",
+                request::encode_get(GET_BUFSIZE, path),
+                false,
+                Pending::GetPlain { size, got: 0 },
+            )
         }
     }
 
     /// `OPENDIR <dir>` (or `SOPENDIR`). Replies: [`ClientEvent::Listing`] or `Refused`.
     pub fn opendir(&mut self, path: &[u8], encrypt: bool) -> Result<(), ClientError> {
-        self.request("SOPENDIR", request::encode_opendir(path), encrypt, Pending::Opendir { sealed: encrypt, names: Vec::new(), bytes: 0 })
+        self.request(
+            "SOPENDIR",
+            request::encode_opendir(path),
+            encrypt,
+            Pending::Opendir {
+                sealed: encrypt,
+                names: Vec::new(),
+                bytes: 0,
+            },
+        )
     }
 
     /// `MD5 <path>\0\0<digest>` (or `SMD5`). Replies: [`ClientEvent::Md5`] or `Refused`.
-    pub fn md5(&mut self, path: &[u8], digest: &[u8; 16], encrypt: bool) -> Result<(), ClientError> {
-        self.request("SMD5", request::encode_md5(path, digest), encrypt, Pending::Md5)
+    pub fn md5(
+        &mut self,
+        path: &[u8],
+        digest: &[u8; 16],
+        encrypt: bool,
+    ) -> Result<(), ClientError> {
+        self.request(
+            "SMD5",
+            request::encode_md5(path, digest),
+            encrypt,
+            Pending::Md5,
+        )
     }
 
     /// `VERSION`. Replies: [`ClientEvent::Version`].
@@ -364,7 +426,9 @@ impl ClassicClient {
             match &mut self.pending {
                 Pending::None => {
                     if self.decoder.buffered() > 0 && !self.desync {
-                        return Err(ClientError::Unexpected("data from the server with no request outstanding".into()));
+                        return Err(ClientError::Unexpected(
+                            "data from the server with no request outstanding".into(),
+                        ));
                     }
                     return Ok(());
                 }
@@ -376,17 +440,25 @@ impl ClassicClient {
                 }
                 _ => {}
             }
-            let Some(t) = self.decoder.poll()? else { return Ok(()) };
+            let Some(t) = self.decoder.poll()? else {
+                return Ok(());
+            };
             self.transaction(t, rng)?;
         }
     }
 
-    fn transaction<R: RngCore + CryptoRng>(&mut self, t: Transaction, rng: &mut R) -> Result<(), ClientError> {
+    fn transaction<R: RngCore + CryptoRng>(
+        &mut self,
+        t: Transaction,
+        rng: &mut R,
+    ) -> Result<(), ClientError> {
         let pending = std::mem::replace(&mut self.pending, Pending::None);
         let p = &t.payload[..];
         match pending {
             Pending::None | Pending::GetPlain { .. } => {
-                return Err(ClientError::Unexpected("transaction while raw data was expected".into()))
+                return Err(ClientError::Unexpected(
+                    "transaction while raw data was expected".into(),
+                ))
             }
             Pending::GetRefused => {
                 self.desync = true;
@@ -395,7 +467,9 @@ impl ClassicClient {
             Pending::Handshake(stage) => self.handshake(stage, p, rng)?,
             Pending::Stat { first: None } => {
                 if p.starts_with(b"OK:") {
-                    self.pending = Pending::Stat { first: Some(p.to_vec()) };
+                    self.pending = Pending::Stat {
+                        first: Some(p.to_vec()),
+                    };
                 } else {
                     self.refused(p);
                 }
@@ -418,21 +492,31 @@ impl ClassicClient {
                 let plain = cipher.decrypt(p)?;
                 let got = got + plain.len() as u64;
                 if got > size {
-                    return Err(ClientError::SizeMismatch { expected: size, got });
+                    return Err(ClientError::SizeMismatch {
+                        expected: size,
+                        got,
+                    });
                 }
                 if !plain.is_empty() {
                     self.events.push_back(ClientEvent::Data(plain));
                 }
                 if t.status == Status::Done {
                     if got != size {
-                        return Err(ClientError::SizeMismatch { expected: size, got });
+                        return Err(ClientError::SizeMismatch {
+                            expected: size,
+                            got,
+                        });
                     }
                     self.events.push_back(ClientEvent::FileDone);
                 } else {
                     self.pending = Pending::GetSealed { size, got };
                 }
             }
-            Pending::Opendir { sealed, mut names, mut bytes } => {
+            Pending::Opendir {
+                sealed,
+                mut names,
+                mut bytes,
+            } => {
                 let plain = if sealed && !reply::is_bad(p) {
                     let cipher = self.cipher.clone().ok_or(ClientError::Failed)?;
                     cipher.decrypt(p)?
@@ -443,7 +527,9 @@ impl ClassicClient {
                     Err(reply::OpendirError::Refused(text)) => {
                         self.events.push_back(ClientEvent::Refused(text));
                     }
-                    Err(reply::OpendirError::Empty) => return Err(ClientError::Unexpected("empty OPENDIR packet".into())),
+                    Err(reply::OpendirError::Empty) => {
+                        return Err(ClientError::Unexpected("empty OPENDIR packet".into()))
+                    }
                     Ok(chunk) => {
                         let (more, last) = match chunk {
                             OpendirChunk::Names(n) => (n, false),
@@ -451,13 +537,19 @@ impl ClassicClient {
                         };
                         bytes += more.iter().map(|n| n.len() + 1).sum::<usize>();
                         if bytes > MAX_LISTING_BYTES {
-                            return Err(ClientError::Unexpected("directory listing too large".into()));
+                            return Err(ClientError::Unexpected(
+                                "directory listing too large".into(),
+                            ));
                         }
                         names.extend(more);
                         if last {
                             self.events.push_back(ClientEvent::Listing(names));
                         } else {
-                            self.pending = Pending::Opendir { sealed, names, bytes };
+                            self.pending = Pending::Opendir {
+                                sealed,
+                                names,
+                                bytes,
+                            };
                         }
                     }
                 }
@@ -485,10 +577,17 @@ impl ClassicClient {
     }
 
     fn refused(&mut self, p: &[u8]) {
-        self.events.push_back(ClientEvent::Refused(String::from_utf8_lossy(c_str(p)).into_owned()));
+        self.events.push_back(ClientEvent::Refused(
+            String::from_utf8_lossy(c_str(p)).into_owned(),
+        ));
     }
 
-    fn handshake<R: RngCore + CryptoRng>(&mut self, stage: Stage, p: &[u8], rng: &mut R) -> Result<(), ClientError> {
+    fn handshake<R: RngCore + CryptoRng>(
+        &mut self,
+        stage: Stage,
+        p: &[u8],
+        rng: &mut R,
+    ) -> Result<(), ClientError> {
         match stage {
             Stage::S1 => {
                 let s = String::from_utf8_lossy(c_str(p)).into_owned();
@@ -510,7 +609,10 @@ impl ClassicClient {
             Stage::S3 => {
                 let counter = crypto::rsa_decrypt(&self.cfg.key, p)?;
                 if counter.len() < NONCE_MPI_LEN {
-                    return Err(ClientError::Unexpected(format!("counter-challenge of {} bytes", counter.len())));
+                    return Err(ClientError::Unexpected(format!(
+                        "counter-challenge of {} bytes",
+                        counter.len()
+                    )));
                 }
                 // cf-agent hashes as many bytes as its own nonce has.
                 self.counter_digest = Some(crypto::digest(&counter[..NONCE_MPI_LEN]));
@@ -531,7 +633,11 @@ impl ClassicClient {
 
     /// C4 (digest of the counter-challenge) and C5 (the session key,
     /// encrypted to the server's key).
-    fn finish<R: RngCore + CryptoRng>(&mut self, newly_trusted: bool, rng: &mut R) -> Result<(), ClientError> {
+    fn finish<R: RngCore + CryptoRng>(
+        &mut self,
+        newly_trusted: bool,
+        rng: &mut R,
+    ) -> Result<(), ClientError> {
         let server_key = self.server_key.clone().ok_or(ClientError::Failed)?;
         let d = self.counter_digest.ok_or(ClientError::Failed)?;
         self.push(Status::Done, &d)?;
@@ -540,14 +646,22 @@ impl ClassicClient {
         let c5 = crypto::rsa_encrypt(rng, &server_key, &key)?;
         self.push(Status::Done, &c5)?;
         self.cipher = Some(SessionCipher::new(key));
-        let server_key_id = crate::keys::key_id(&server_key, crate::keys::DigestKind::Md5).to_string();
-        self.events.push_back(ClientEvent::Authenticated { server_key, server_key_id, newly_trusted, s1: self.s1.clone() });
+        let server_key_id =
+            crate::keys::key_id(&server_key, crate::keys::DigestKind::Md5).to_string();
+        self.events.push_back(ClientEvent::Authenticated {
+            server_key,
+            server_key_id,
+            newly_trusted,
+            s1: self.s1.clone(),
+        });
         Ok(())
     }
 
     /// Consume raw `GET` data. Returns whether progress was made.
     fn raw_get(&mut self) -> Result<bool, ClientError> {
-        let Pending::GetPlain { size, got } = self.pending else { return Ok(false) };
+        let Pending::GetPlain { size, got } = self.pending else {
+            return Ok(false);
+        };
         let buf = self.decoder.peek_raw();
         const REFUSAL: &[u8] = b"BAD: Unspecified server refusal";
         const FRAMED: usize = frame::HEADER_LEN + 5;
@@ -555,11 +669,14 @@ impl ClassicClient {
             // Wait until a refusal could be recognised (libcfnet's checks):
             // a framed `t <n>` + `BAD: ` transaction, or a raw block that
             // starts with the refusal text.
-            let need = (size as usize).min(REFUSAL.len()).max(FRAMED.min(size as usize));
+            let need = (size as usize)
+                .min(REFUSAL.len())
+                .max(FRAMED.min(size as usize));
             if buf.len() < need {
                 return Ok(false);
             }
-            if buf.len() >= FRAMED && buf[0] == b't' && &buf[frame::HEADER_LEN..FRAMED] == b"BAD: " {
+            if buf.len() >= FRAMED && buf[0] == b't' && &buf[frame::HEADER_LEN..FRAMED] == b"BAD: "
+            {
                 let mut h = [0u8; frame::HEADER_LEN];
                 h.copy_from_slice(&buf[..frame::HEADER_LEN]);
                 if frame::parse_header(&h).is_ok() {

@@ -62,7 +62,10 @@ pub enum CryptoError {
 /// then the magnitude without leading zeros, with one `0x00` prepended when
 /// its top bit is set.
 pub fn mpi_encode(magnitude_be: &[u8]) -> Vec<u8> {
-    let start = magnitude_be.iter().position(|&b| b != 0).unwrap_or(magnitude_be.len());
+    let start = magnitude_be
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(magnitude_be.len());
     let m = &magnitude_be[start..];
     let pad = usize::from(m.first().is_some_and(|&b| b & 0x80 != 0));
     let len = m.len() + pad;
@@ -132,8 +135,13 @@ pub fn public_key_mpis(key: &RsaPublicKey) -> (Vec<u8>, Vec<u8>) {
 
 /// RSA PKCS#1 v1.5 encryption (`RSA_public_encrypt`, `RSA_PKCS1_PADDING`).
 /// The output is always `RSA_size(key)` bytes.
-pub fn rsa_encrypt(rng: &mut (impl RngCore + CryptoRng), key: &RsaPublicKey, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    key.encrypt(rng, Pkcs1v15Encrypt, msg).map_err(|e| CryptoError::Encrypt(e.to_string()))
+pub fn rsa_encrypt(
+    rng: &mut (impl RngCore + CryptoRng),
+    key: &RsaPublicKey,
+    msg: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    key.encrypt(rng, Pkcs1v15Encrypt, msg)
+        .map_err(|e| CryptoError::Encrypt(e.to_string()))
 }
 
 /// RSA PKCS#1 v1.5 decryption (`RSA_private_decrypt`, `RSA_PKCS1_PADDING`).
@@ -146,7 +154,8 @@ pub fn rsa_decrypt(key: &RsaPrivateKey, ciphertext: &[u8]) -> Result<Vec<u8>, Cr
     if ciphertext.len() != key.size() {
         return Err(CryptoError::Decrypt);
     }
-    key.decrypt(Pkcs1v15Encrypt, ciphertext).map_err(|_| CryptoError::Decrypt)
+    key.decrypt(Pkcs1v15Encrypt, ciphertext)
+        .map_err(|_| CryptoError::Decrypt)
 }
 
 /// The classic session cipher: Blowfish-CBC with a 16-byte key, PKCS#7
@@ -192,7 +201,8 @@ impl SessionCipher {
             return Err(CryptoError::CipherLength(cipher.len()));
         }
         let c = BfDec::new_from_slices(&self.key, &IV).expect("Blowfish accepts 16-byte keys");
-        c.decrypt_padded_vec_mut::<Pkcs7>(cipher).map_err(|_| CryptoError::Padding)
+        c.decrypt_padded_vec_mut::<Pkcs7>(cipher)
+            .map_err(|_| CryptoError::Padding)
     }
 }
 
@@ -207,8 +217,14 @@ mod tests {
         assert_eq!(mpi_encode(&[0x01, 0x00, 0x01]), vec![0, 0, 0, 3, 1, 0, 1]);
         assert_eq!(mpi_encode(&[0, 0, 0x80]), vec![0, 0, 0, 2, 0, 0x80]);
         assert_eq!(mpi_of(&BigUint::from(65537u32)), vec![0, 0, 0, 3, 1, 0, 1]);
-        assert_eq!(mpi_decode(&[0, 0, 0, 3, 1, 0, 1]).unwrap(), BigUint::from(65537u32));
-        assert_eq!(mpi_decode(&[0, 0, 0, 1, 0x80]), Err(CryptoError::MpiNegative));
+        assert_eq!(
+            mpi_decode(&[0, 0, 0, 3, 1, 0, 1]).unwrap(),
+            BigUint::from(65537u32)
+        );
+        assert_eq!(
+            mpi_decode(&[0, 0, 0, 1, 0x80]),
+            Err(CryptoError::MpiNegative)
+        );
         assert_eq!(mpi_decode(&[0, 0, 0, 2, 1]), Err(CryptoError::MpiLength(5)));
         assert_eq!(mpi_decode(&[0, 0]), Err(CryptoError::MpiLength(2)));
     }
@@ -232,7 +248,10 @@ mod tests {
         assert_eq!(c.encrypt(&[0u8; 936]).len(), 944);
         assert_eq!(c.encrypt(b"").len(), 8);
         // Deterministic: the same message under the same key is the same bytes.
-        assert_eq!(c.encrypt(b"SYNCH 1 STAT /x\0"), c.encrypt(b"SYNCH 1 STAT /x\0"));
+        assert_eq!(
+            c.encrypt(b"SYNCH 1 STAT /x\0"),
+            c.encrypt(b"SYNCH 1 STAT /x\0")
+        );
         assert_eq!(c.decrypt(&[0; 7]), Err(CryptoError::CipherLength(7)));
         assert_eq!(c.decrypt(&[]), Err(CryptoError::CipherLength(0)));
     }

@@ -22,7 +22,7 @@ pub mod wire;
 mod tests;
 
 pub use client::{ClassicClient, ClientConfig, ClientError, ClientEvent};
-pub use server::{ClassicDecision, ClassicPeer, ClassicPolicy, ClassicServer};
 /// Re-exported so adapters and fuzzers can name the RNG traits the
 /// machines take without depending on `rand_core` themselves.
 pub use rand_core::{CryptoRng, Error as RngError, RngCore};
+pub use server::{ClassicDecision, ClassicPeer, ClassicPolicy, ClassicServer};

@@ -84,11 +84,15 @@ pub trait ClassicPolicy: Send + Sync {
 
 impl ClassicPolicy for crate::policy::ServerPolicy {
     fn legacy_allowed(&self, ip: &str) -> bool {
-        self.control.allowlegacyconnects.contains(crate::policy::addr::map_address(ip))
+        self.control
+            .allowlegacyconnects
+            .contains(crate::policy::addr::map_address(ip))
     }
 
     fn trusts_keys_from(&self, ip: &str) -> bool {
-        self.control.trustkeysfrom.contains(crate::policy::addr::map_address(ip))
+        self.control
+            .trustkeysfrom
+            .contains(crate::policy::addr::map_address(ip))
     }
 
     fn deny_bad_clocks(&self) -> bool {
@@ -98,12 +102,18 @@ impl ClassicPolicy for crate::policy::ServerPolicy {
     fn expand_shortcut(&self, path: &[u8], peer: &ClassicPeer) -> Option<Vec<u8>> {
         let p = std::str::from_utf8(path).ok()?;
         let host = (!peer.hostname.is_empty()).then_some(peer.hostname.as_str());
-        crate::policy::ServerPolicy::expand_shortcut(self, p, &peer.ip, host, &peer.key_id).map(String::into_bytes)
+        crate::policy::ServerPolicy::expand_shortcut(self, p, &peer.ip, host, &peer.key_id)
+            .map(String::into_bytes)
     }
 
     fn check_path(&self, path: &[u8], peer: &ClassicPeer, encrypted: bool) -> ClassicDecision {
         let Ok(p) = std::str::from_utf8(path) else {
-            return ClassicDecision { allowed: false, maproot: false, needs_encryption: false, rule: String::new() };
+            return ClassicDecision {
+                allowed: false,
+                maproot: false,
+                needs_encryption: false,
+                rule: String::new(),
+            };
         };
         let d = self.check(&facts(peer, encrypted), crate::policy::Request::Path(p));
         ClassicDecision {
@@ -115,8 +125,11 @@ impl ClassicPolicy for crate::policy::ServerPolicy {
     }
 
     fn check_literal(&self, name: &[u8], peer: &ClassicPeer, encrypted: bool) -> bool {
-        let Ok(n) = std::str::from_utf8(name) else { return false };
-        self.check(&facts(peer, encrypted), crate::policy::Request::Literal(n)).allowed
+        let Ok(n) = std::str::from_utf8(name) else {
+            return false;
+        };
+        self.check(&facts(peer, encrypted), crate::policy::Request::Literal(n))
+            .allowed
     }
 }
 
@@ -178,7 +191,10 @@ struct PathOp {
 impl PathOp {
     /// Whether an ACL refusal closes the connection (PROTOCOL.md §8.10).
     fn deny_closes(&self) -> bool {
-        matches!(self.kind, PathKind::SGet | PathKind::Opendir | PathKind::SOpendir)
+        matches!(
+            self.kind,
+            PathKind::SGet | PathKind::Opendir | PathKind::SOpendir
+        )
     }
 }
 
@@ -248,13 +264,22 @@ impl ClassicServer {
     /// A machine for a peer at `ip` whose first bytes were a `CAUTH`
     /// transaction and whose IP passed `allowlegacyconnects`. `host_key`
     /// is the server's `localhost.priv`. The key-exchange deadline starts now.
-    pub fn new(cfg: Config, policy: Arc<dyn ClassicPolicy>, host_key: Arc<RsaPrivateKey>, ip: String, now: Now) -> Self {
+    pub fn new(
+        cfg: Config,
+        policy: Arc<dyn ClassicPolicy>,
+        host_key: Arc<RsaPrivateKey>,
+        ip: String,
+        now: Now,
+    ) -> Self {
         let deadline = Some(now.mono_ms + cfg.handshake_timeout_ms);
         ClassicServer {
             cfg,
             policy,
             host_key,
-            peer: ClassicPeer { ip, ..ClassicPeer::default() },
+            peer: ClassicPeer {
+                ip,
+                ..ClassicPeer::default()
+            },
             uid: UNKNOWN_UID,
             maproot: false,
             phase: Phase::Unauthenticated,
@@ -324,8 +349,15 @@ impl ClassicServer {
     pub fn handle_timeout(&mut self, now: Now) {
         if let Some(d) = self.poll_timeout() {
             if now.mono_ms >= d {
-                let what = if self.cipher.is_some() { "idle" } else { "authentication" };
-                self.log(Level::Info, format!("Connection timed out during {what}, closing"));
+                let what = if self.cipher.is_some() {
+                    "idle"
+                } else {
+                    "authentication"
+                };
+                self.log(
+                    Level::Info,
+                    format!("Connection timed out during {what}, closing"),
+                );
                 self.close();
             }
         }
@@ -338,7 +370,10 @@ impl ClassicServer {
                 self.log(Level::Verbose, format!("Peer closed mid-transaction: {e}"));
             }
             if self.cipher.is_none() {
-                self.log(Level::Info, "Peer closed the connection during authentication".into());
+                self.log(
+                    Level::Info,
+                    "Peer closed the connection during authentication".into(),
+                );
             }
         }
         self.close();
@@ -359,7 +394,12 @@ impl ClassicServer {
 
     /// The adapter's answer to the outstanding question. The key exchange
     /// draws its counter-challenge and RSA padding from `rng`.
-    pub fn handle_answer<R: RngCore + CryptoRng>(&mut self, now: Now, answer: Answer, rng: &mut R) -> Result<(), CallerError> {
+    pub fn handle_answer<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Now,
+        answer: Answer,
+        rng: &mut R,
+    ) -> Result<(), CallerError> {
         if self.phase == Phase::Closing {
             if let Answer::Opened(Ok(f)) = answer {
                 self.events.push_back(Event::Close { handle: f.handle });
@@ -376,7 +416,13 @@ impl ClassicServer {
             (Waiting::Canon(op), Answer::Canonical(r)) => self.canonical(now, op, r),
             (Waiting::Stat(op), Answer::Stat(r)) => self.stat_answer(now, op, r),
             (Waiting::Open(op), Answer::Opened(r)) => self.opened(now, op, r),
-            (Waiting::Read(t), Answer::Data { bytes, current_size }) => self.data(now, t, bytes, current_size),
+            (
+                Waiting::Read(t),
+                Answer::Data {
+                    bytes,
+                    current_size,
+                },
+            ) => self.data(now, t, bytes, current_size),
             (Waiting::Read(t), Answer::ReadFailed(e)) => {
                 self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
                 if t.encrypted {
@@ -388,7 +434,14 @@ impl ClassicServer {
             (Waiting::Listing(op), Answer::Listing(r)) => self.listing(now, op, r),
             (Waiting::Digest(d), Answer::Digest(mine)) => {
                 let same = mine.map(|m| m == d).unwrap_or(false);
-                self.send(Status::Done, if same { reply::CFD_FALSE } else { reply::CFD_TRUE });
+                self.send(
+                    Status::Done,
+                    if same {
+                        reply::CFD_FALSE
+                    } else {
+                        reply::CFD_TRUE
+                    },
+                );
                 self.done(now);
             }
             (w, a) => {
@@ -404,7 +457,10 @@ impl ClassicServer {
                     Waiting::Digest(_) => "Digest",
                 };
                 self.waiting = w;
-                return Err(CallerError::UnexpectedAnswer { want, got: format!("{a:?}").chars().take(80).collect() });
+                return Err(CallerError::UnexpectedAnswer {
+                    want,
+                    got: format!("{a:?}").chars().take(80).collect(),
+                });
             }
         }
         Ok(())
@@ -429,7 +485,12 @@ impl ClassicServer {
         loop {
             if !matches!(
                 self.phase,
-                Phase::Unauthenticated | Phase::Modulus | Phase::Exponent | Phase::Response | Phase::SessionKey | Phase::Ready
+                Phase::Unauthenticated
+                    | Phase::Modulus
+                    | Phase::Exponent
+                    | Phase::Response
+                    | Phase::SessionKey
+                    | Phase::Ready
             ) {
                 return;
             }
@@ -472,44 +533,83 @@ impl ClassicServer {
             Ok(Request::Cauth { fqdn, user, .. }) => {
                 let user = String::from_utf8_lossy(&user).into_owned();
                 if user.contains('/') || user.contains('\\') {
-                    self.log(Level::Info, format!("Client is sending wrong username: {user}"));
+                    self.log(
+                        Level::Info,
+                        format!("Client is sending wrong username: {user}"),
+                    );
                     return self.refuse_close();
                 }
                 self.peer.hostname = String::from_utf8_lossy(&fqdn).to_lowercase();
                 self.peer.username = user;
-                self.uid = if self.peer.username == "root" { 0 } else { UNKNOWN_UID };
+                self.uid = if self.peer.username == "root" {
+                    0
+                } else {
+                    UNKNOWN_UID
+                };
                 self.auth.cauth_seen = true;
             }
-            Ok(Request::Sauth { flag, clen, nlen, challenge, enterprise }) => {
+            Ok(Request::Sauth {
+                flag,
+                clen,
+                nlen,
+                challenge,
+                enterprise,
+            }) => {
                 if !self.auth.cauth_seen {
-                    self.log(Level::Info, "Client is not verified; rejecting connection".into());
+                    self.log(
+                        Level::Info,
+                        "Client is not verified; rejecting connection".into(),
+                    );
                     return self.refuse_close();
                 }
                 if enterprise.is_none() {
                     // [live] 3.21 accepts the 4-field form.
-                    self.log(Level::Verbose, "Peer sent only 4 parameters, assuming it is a legacy community client".into());
+                    self.log(
+                        Level::Verbose,
+                        "Peer sent only 4 parameters, assuming it is a legacy community client"
+                            .into(),
+                    );
                 }
                 if let Err(why) = self.sauth(flag, clen, nlen, &challenge) {
                     self.log(Level::Error, format!("Authentication failure: {why}"));
                     self.auth_failed();
                 }
             }
-            Err(RequestError::Malformed { command: "SAUTH", why }) => {
+            Err(RequestError::Malformed {
+                command: "SAUTH",
+                why,
+            }) => {
                 self.log(Level::Error, format!("Authentication failure: {why}"));
                 self.auth_failed();
             }
-            Err(RequestError::BadCipherLength { command: "SAUTH", declared, actual }) => {
+            Err(RequestError::BadCipherLength {
+                command: "SAUTH",
+                declared,
+                actual,
+            }) => {
                 self.log(Level::Error, format!("Authentication failure: peer sent only {actual} bytes as challenge but claims to have sent {declared} bytes"));
                 self.auth_failed();
             }
             _ => {
-                self.log(Level::Info, format!("REFUSAL due to no RSA authentication (command: {})", self.current));
+                self.log(
+                    Level::Info,
+                    format!(
+                        "REFUSAL due to no RSA authentication (command: {})",
+                        self.current
+                    ),
+                );
                 self.refuse_close();
             }
         }
     }
 
-    fn sauth(&mut self, flag: u8, clen: usize, nlen: usize, challenge: &[u8]) -> Result<(), String> {
+    fn sauth(
+        &mut self,
+        flag: u8,
+        clen: usize,
+        nlen: usize,
+        challenge: &[u8],
+    ) -> Result<(), String> {
         let nonce = if flag == b'y' {
             let plain = crypto::rsa_decrypt(&self.host_key, challenge).map_err(|_| {
                 "private decrypt of received challenge failed; probably the client has wrong public key for this server".to_string()
@@ -523,7 +623,9 @@ impl ClassicServer {
             plain
         } else {
             if nlen != clen {
-                return Err(format!("peer sent illegal challenge (challenge_len {nlen} != crypt_len {clen})"));
+                return Err(format!(
+                    "peer sent illegal challenge (challenge_len {nlen} != crypt_len {clen})"
+                ));
             }
             challenge.to_vec()
         };
@@ -537,7 +639,10 @@ impl ClassicServer {
         let key = match crypto::public_key_from_mpis(&self.auth.modulus, e) {
             Ok(k) => k,
             Err(err) => {
-                self.log(Level::Error, format!("Authentication failure: bad client public key ({err})"));
+                self.log(
+                    Level::Error,
+                    format!("Authentication failure: bad client public key ({err})"),
+                );
                 return self.auth_failed();
             }
         };
@@ -547,19 +652,47 @@ impl ClassicServer {
         self.auth.client_key = Some(key.clone());
         self.phase = Phase::KeyCheck;
         self.waiting = Waiting::Key;
-        self.events.push_back(Event::LookupKey { user: self.peer.username.clone(), key_id: id, key, ip: self.peer.ip.clone() });
+        self.events.push_back(Event::LookupKey {
+            user: self.peer.username.clone(),
+            key_id: id,
+            key,
+            ip: self.peer.ip.clone(),
+        });
     }
 
     fn key_answer<R: RngCore + CryptoRng>(&mut self, now: Now, k: KeyStatus, rng: &mut R) {
-        let Some(key) = self.auth.client_key.clone() else { return self.auth_failed() };
+        let Some(key) = self.auth.client_key.clone() else {
+            return self.auth_failed();
+        };
         if k == KeyStatus::Trusted {
-            self.log(Level::Verbose, format!("A public key was already known from {}/{} - no trust required", self.peer.hostname, self.peer.ip));
-            self.log(Level::Verbose, format!("The public key identity was confirmed as {}@{}", self.peer.username, self.peer.hostname));
+            self.log(
+                Level::Verbose,
+                format!(
+                    "A public key was already known from {}/{} - no trust required",
+                    self.peer.hostname, self.peer.ip
+                ),
+            );
+            self.log(
+                Level::Verbose,
+                format!(
+                    "The public key identity was confirmed as {}@{}",
+                    self.peer.username, self.peer.hostname
+                ),
+            );
             self.send(Status::Done, b"OK: key accepted");
         } else if self.policy.trusts_keys_from(&self.peer.ip) {
-            self.log(Level::Verbose, format!("Host {}/{} was found in the list of hosts to trust", self.peer.hostname, self.peer.ip));
+            self.log(
+                Level::Verbose,
+                format!(
+                    "Host {}/{} was found in the list of hosts to trust",
+                    self.peer.hostname, self.peer.ip
+                ),
+            );
             self.send(Status::Done, b"OK: unknown key was accepted on trust");
-            self.log(Level::Notice, format!("Trusting new key: {}", self.peer.key_id));
+            self.log(
+                Level::Notice,
+                format!("Trusting new key: {}", self.peer.key_id),
+            );
             self.events.push_back(Event::SaveKey {
                 user: self.peer.username.clone(),
                 key_id: self.peer.key_id.clone(),
@@ -567,7 +700,10 @@ impl ClassicServer {
                 ip: self.peer.ip.clone(),
             });
         } else {
-            self.log(Level::Verbose, "No previous key found, and unable to accept this one on trust".into());
+            self.log(
+                Level::Verbose,
+                "No previous key found, and unable to accept this one on trust".into(),
+            );
             self.send(Status::Done, b"BAD: key could not be accepted on trust");
             return self.auth_failed();
         }
@@ -596,16 +732,31 @@ impl ClassicServer {
 
     fn response(&mut self, payload: &[u8]) {
         if payload.len() < DIGEST_LEN || payload[..DIGEST_LEN] != self.auth.counter_digest {
-            self.log(Level::Error, "Authentication failure: counter-challenge response was incorrect".into());
+            self.log(
+                Level::Error,
+                "Authentication failure: counter-challenge response was incorrect".into(),
+            );
             return self.auth_failed();
         }
-        self.log(Level::Verbose, format!("Authentication of client {}/{} achieved", self.peer.hostname, self.peer.ip));
+        self.log(
+            Level::Verbose,
+            format!(
+                "Authentication of client {}/{} achieved",
+                self.peer.hostname, self.peer.ip
+            ),
+        );
         self.phase = Phase::SessionKey;
     }
 
     fn session_key(&mut self, now: Now, payload: &[u8]) {
         if payload.len() > MAX_SESSION_KEY_PAYLOAD {
-            self.log(Level::Error, format!("Authentication failure: session key received is too long ({} bytes)", payload.len()));
+            self.log(
+                Level::Error,
+                format!(
+                    "Authentication failure: session key received is too long ({} bytes)",
+                    payload.len()
+                ),
+            );
             return self.auth_failed();
         }
         let key = if payload.len() == SESSION_KEY_LEN {
@@ -615,7 +766,10 @@ impl ClassicServer {
             match crypto::rsa_decrypt(&self.host_key, payload) {
                 Ok(k) => k,
                 Err(_) => {
-                    self.log(Level::Error, "Authentication failure: private decrypt of session key failed".into());
+                    self.log(
+                        Level::Error,
+                        "Authentication failure: private decrypt of session key failed".into(),
+                    );
                     return self.auth_failed();
                 }
             }
@@ -634,7 +788,9 @@ impl ClassicServer {
         } else {
             self.phase = Phase::User;
             self.waiting = Waiting::User;
-            self.events.push_back(Event::LookupUser { user: self.peer.username.clone() });
+            self.events.push_back(Event::LookupUser {
+                user: self.peer.username.clone(),
+            });
         }
     }
 
@@ -663,14 +819,28 @@ impl ClassicServer {
                 // Classic accepts 0..=4096 (a 0 only matters for refusals).
                 if n == 0 {
                     if let Some(path) = get_path(payload) {
-                        return self.path_op(now, PathOp { kind: PathKind::Get { bufsize: 0 }, requested: path, encrypted: false });
+                        return self.path_op(
+                            now,
+                            PathOp {
+                                kind: PathKind::Get { bufsize: 0 },
+                                requested: path,
+                                encrypted: false,
+                            },
+                        );
                     }
                 }
                 self.log(Level::Info, "GET buffer out of bounds".into());
                 return self.refuse_close();
             }
-            Err(RequestError::BadCipherLength { command, declared, actual }) => {
-                self.log(Level::Verbose, format!("Protocol error {command}: declared {declared}, got {actual}"));
+            Err(RequestError::BadCipherLength {
+                command,
+                declared,
+                actual,
+            }) => {
+                self.log(
+                    Level::Verbose,
+                    format!("Protocol error {command}: declared {declared}, got {actual}"),
+                );
                 self.refuse();
                 // SMD5, SVAR, SCONTEXT and SQUERY keep the connection.
                 if matches!(command, "SSYNCH" | "SGET" | "SOPENDIR") {
@@ -682,23 +852,55 @@ impl ClassicServer {
         };
         match req {
             Request::Version => self.send(Status::Done, &reply::version()),
-            Request::Stat { client_time, path } => {
-                self.path_op(now, PathOp { kind: PathKind::Stat { client_time }, requested: path, encrypted: false })
-            }
+            Request::Stat { client_time, path } => self.path_op(
+                now,
+                PathOp {
+                    kind: PathKind::Stat { client_time },
+                    requested: path,
+                    encrypted: false,
+                },
+            ),
             Request::Get { bufsize, path } => {
                 let bufsize = if bufsize >= 4096 { 2048 } else { bufsize };
-                self.path_op(now, PathOp { kind: PathKind::Get { bufsize }, requested: path, encrypted: false })
+                self.path_op(
+                    now,
+                    PathOp {
+                        kind: PathKind::Get { bufsize },
+                        requested: path,
+                        encrypted: false,
+                    },
+                )
             }
-            Request::Opendir { path } => self.path_op(now, PathOp { kind: PathKind::Opendir, requested: path, encrypted: false }),
-            Request::Md5 { path, digest } => {
-                self.path_op(now, PathOp { kind: PathKind::Md5 { digest }, requested: path, encrypted: false })
-            }
+            Request::Opendir { path } => self.path_op(
+                now,
+                PathOp {
+                    kind: PathKind::Opendir,
+                    requested: path,
+                    encrypted: false,
+                },
+            ),
+            Request::Md5 { path, digest } => self.path_op(
+                now,
+                PathOp {
+                    kind: PathKind::Md5 { digest },
+                    requested: path,
+                    encrypted: false,
+                },
+            ),
             Request::Var { name } => self.var(&name, false),
             Request::Context { regex } => {
-                self.log(Level::Info, format!("Context access failure on CONTEXT {}", String::from_utf8_lossy(&regex)));
+                self.log(
+                    Level::Info,
+                    format!(
+                        "Context access failure on CONTEXT {}",
+                        String::from_utf8_lossy(&regex)
+                    ),
+                );
                 self.refuse_close();
             }
-            Request::Query { .. } | Request::Cookie => self.protocol_error("QUERY is only answered by CFEngine Enterprise"),
+            Request::Query { .. } | Request::Cookie => {
+                self.protocol_error("QUERY is only answered by CFEngine Enterprise")
+            }
             Request::CallMeBack => {
                 self.log(Level::Info, "Decrypt error CALL_ME_BACK".into());
                 self.close();
@@ -707,8 +909,15 @@ impl ClassicServer {
                 self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
                 self.refuse_close();
             }
-            Request::Encrypted { kind, blocksize, ciphertext, .. } => self.encrypted(now, kind, blocksize, &ciphertext),
-            Request::Cauth { .. } | Request::Sauth { .. } => self.protocol_error("authentication repeated after success"),
+            Request::Encrypted {
+                kind,
+                blocksize,
+                ciphertext,
+                ..
+            } => self.encrypted(now, kind, blocksize, &ciphertext),
+            Request::Cauth { .. } | Request::Sauth { .. } => {
+                self.protocol_error("authentication repeated after success")
+            }
             Request::Auth | Request::Classes => {
                 self.log(Level::Warning, "Unexpected protocol command".into());
                 self.protocol_error("obsolete command");
@@ -717,11 +926,16 @@ impl ClassicServer {
     }
 
     fn encrypted(&mut self, now: Now, kind: Encrypted, blocksize: Option<i64>, ciphertext: &[u8]) {
-        let Some(cipher) = self.cipher.clone() else { return self.refuse_close() };
+        let Some(cipher) = self.cipher.clone() else {
+            return self.refuse_close();
+        };
         let plain = match cipher.decrypt(ciphertext) {
             Ok(p) => p,
             Err(e) => {
-                self.log(Level::Error, format!("Bad decrypt ({} bytes): {e}", ciphertext.len()));
+                self.log(
+                    Level::Error,
+                    format!("Bad decrypt ({} bytes): {e}", ciphertext.len()),
+                );
                 Vec::new()
             }
         };
@@ -733,9 +947,14 @@ impl ClassicServer {
                     return self.refuse();
                 }
                 match request::parse_request(&plain, Dialect::Classic) {
-                    Ok(Request::Stat { client_time, path }) => {
-                        self.path_op(now, PathOp { kind: PathKind::Stat { client_time }, requested: path, encrypted: true })
-                    }
+                    Ok(Request::Stat { client_time, path }) => self.path_op(
+                        now,
+                        PathOp {
+                            kind: PathKind::Stat { client_time },
+                            requested: path,
+                            encrypted: true,
+                        },
+                    ),
                     _ => self.protocol_error("malformed SSYNCH plaintext"),
                 }
             }
@@ -749,7 +968,14 @@ impl ClassicServer {
                     return self.refuse_close();
                 }
                 let path = c_str(plain.get(13..).unwrap_or(&[])).to_vec();
-                self.path_op(now, PathOp { kind: PathKind::SGet, requested: path, encrypted: true })
+                self.path_op(
+                    now,
+                    PathOp {
+                        kind: PathKind::SGet,
+                        requested: path,
+                        encrypted: true,
+                    },
+                )
             }
             Encrypted::Opendir => {
                 if !plain.starts_with(b"OPENDIR") {
@@ -757,9 +983,14 @@ impl ClassicServer {
                     return self.refuse();
                 }
                 match request::parse_request(&plain, Dialect::Classic) {
-                    Ok(Request::Opendir { path }) => {
-                        self.path_op(now, PathOp { kind: PathKind::SOpendir, requested: path, encrypted: true })
-                    }
+                    Ok(Request::Opendir { path }) => self.path_op(
+                        now,
+                        PathOp {
+                            kind: PathKind::SOpendir,
+                            requested: path,
+                            encrypted: true,
+                        },
+                    ),
                     _ => self.close(),
                 }
             }
@@ -769,9 +1000,14 @@ impl ClassicServer {
                     return self.refuse_close();
                 }
                 match request::parse_request(&plain, Dialect::Classic) {
-                    Ok(Request::Md5 { path, digest }) => {
-                        self.path_op(now, PathOp { kind: PathKind::Md5 { digest }, requested: path, encrypted: true })
-                    }
+                    Ok(Request::Md5 { path, digest }) => self.path_op(
+                        now,
+                        PathOp {
+                            kind: PathKind::Md5 { digest },
+                            requested: path,
+                            encrypted: true,
+                        },
+                    ),
                     _ => self.close(),
                 }
             }
@@ -788,7 +1024,10 @@ impl ClassicServer {
                     self.log(Level::Info, "CONTEXT protocol defect...".into());
                     return self.refuse_close();
                 }
-                self.log(Level::Info, format!("Context access failure on {}", self.current));
+                self.log(
+                    Level::Info,
+                    format!("Context access failure on {}", self.current),
+                );
                 self.refuse_close();
             }
             Encrypted::Query => {
@@ -796,7 +1035,13 @@ impl ClassicServer {
                     self.log(Level::Info, "QUERY protocol defect".into());
                     return self.refuse_close();
                 }
-                let name: Vec<u8> = c_str(&plain).get(6..).unwrap_or(&[]).split(|&b| b == b' ').next().unwrap_or(&[]).to_vec();
+                let name: Vec<u8> = c_str(&plain)
+                    .get(6..)
+                    .unwrap_or(&[])
+                    .split(|&b| b == b' ')
+                    .next()
+                    .unwrap_or(&[])
+                    .to_vec();
                 if self.policy.check_literal(&name, &self.peer, true) {
                     self.protocol_error("QUERY is only answered by CFEngine Enterprise");
                 } else {
@@ -810,11 +1055,21 @@ impl ClassicServer {
     fn var(&mut self, name: &[u8], encrypted: bool) {
         let name = &name[..name.len().min(255)];
         if !self.policy.check_literal(name, &self.peer, encrypted) {
-            self.log(Level::Verbose, format!("Host {} denied access to literal '{}'", self.peer.hostname, String::from_utf8_lossy(name)));
+            self.log(
+                Level::Verbose,
+                format!(
+                    "Host {} denied access to literal '{}'",
+                    self.peer.hostname,
+                    String::from_utf8_lossy(name)
+                ),
+            );
             self.log(Level::Info, "Literal access failure".into());
             return self.refuse_close();
         }
-        self.log(Level::Verbose, "Access to server literals is only available in CFEngine Enterprise".into());
+        self.log(
+            Level::Verbose,
+            "Access to server literals is only available in CFEngine Enterprise".into(),
+        );
         if encrypted {
             let mut p = reply::NOT_FOUND.to_vec();
             p.push(0);
@@ -837,7 +1092,15 @@ impl ClassicServer {
             (PathKind::Md5 { .. }, false) => "MD5",
             (PathKind::Md5 { .. }, true) => "SMD5",
         };
-        self.log(Level::Verbose, format!("{:>14} {:>8} {}", "Received:", word, String::from_utf8_lossy(&op.requested)));
+        self.log(
+            Level::Verbose,
+            format!(
+                "{:>14} {:>8} {}",
+                "Received:",
+                word,
+                String::from_utf8_lossy(&op.requested)
+            ),
+        );
         if op.requested.is_empty() {
             self.log(Level::Verbose, "Empty filename in request, closing".into());
             return self.close();
@@ -855,7 +1118,10 @@ impl ClassicServer {
         if op.requested.first() != Some(&b'/') || op.requested.contains(&0) {
             self.log(
                 Level::Info,
-                format!("Couldn't resolve (realpath: No such file or directory) filename: {}", String::from_utf8_lossy(&op.requested)),
+                format!(
+                    "Couldn't resolve (realpath: No such file or directory) filename: {}",
+                    String::from_utf8_lossy(&op.requested)
+                ),
             );
             return self.deny(now, op);
         }
@@ -866,7 +1132,14 @@ impl ClassicServer {
     }
 
     fn deny(&mut self, now: Now, op: PathOp) {
-        self.log(Level::Info, format!("Host {} denied access to {}", self.peer.hostname, String::from_utf8_lossy(&op.requested)));
+        self.log(
+            Level::Info,
+            format!(
+                "Host {} denied access to {}",
+                self.peer.hostname,
+                String::from_utf8_lossy(&op.requested)
+            ),
+        );
         let what = match op.kind {
             PathKind::Stat { .. } => "Access control in sync",
             PathKind::Get { .. } | PathKind::Md5 { .. } => "Access denied to get object",
@@ -888,7 +1161,10 @@ impl ClassicServer {
             Err(e) => {
                 self.log(
                     Level::Info,
-                    format!("Couldn't resolve (realpath: {e}) filename: {}", String::from_utf8_lossy(&op.requested)),
+                    format!(
+                        "Couldn't resolve (realpath: {e}) filename: {}",
+                        String::from_utf8_lossy(&op.requested)
+                    ),
                 );
                 return self.deny(now, op);
             }
@@ -899,7 +1175,11 @@ impl ClassicServer {
         }
         self.log(
             Level::Verbose,
-            format!("Filename {} is resolved to {}", String::from_utf8_lossy(&op.requested), String::from_utf8_lossy(&real)),
+            format!(
+                "Filename {} is resolved to {}",
+                String::from_utf8_lossy(&op.requested),
+                String::from_utf8_lossy(&real)
+            ),
         );
         // 3.21 passes encrypt=true to AccessControl for SYNCH and OPENDIR
         // whatever the variant, so `ifencrypted` only bites on a plain GET
@@ -912,26 +1192,54 @@ impl ClassicServer {
         let d = self.policy.check_path(&real, &self.peer, acl_encrypted);
         self.maproot = d.maproot;
         if d.maproot {
-            self.log(Level::Verbose, "Mapping root privileges to access non-root files".into());
+            self.log(
+                Level::Verbose,
+                "Mapping root privileges to access non-root files".into(),
+            );
         }
         if !d.allowed {
             if d.needs_encryption {
-                self.log(Level::Error, format!("File {} requires encrypt connection...will not serve", d.rule));
+                self.log(
+                    Level::Error,
+                    format!(
+                        "File {} requires encrypt connection...will not serve",
+                        d.rule
+                    ),
+                );
             }
             return self.deny(now, op);
         }
-        self.log(Level::Verbose, format!("Host {} granted access to {}", self.peer.hostname, String::from_utf8_lossy(&op.requested)));
+        self.log(
+            Level::Verbose,
+            format!(
+                "Host {} granted access to {}",
+                self.peer.hostname,
+                String::from_utf8_lossy(&op.requested)
+            ),
+        );
         match op.kind {
             PathKind::Stat { client_time } => {
-                if self.policy.deny_bad_clocks() && reply::clock_skew_too_large(now.unix_s, client_time) {
+                if self.policy.deny_bad_clocks()
+                    && reply::clock_skew_too_large(now.unix_s, client_time)
+                {
                     let msg = reply::clocks_unsynchronized(now.unix_s, client_time);
-                    self.log(Level::Info, format!("denybadclocks {}", String::from_utf8_lossy(&msg)));
+                    self.log(
+                        Level::Info,
+                        format!("denybadclocks {}", String::from_utf8_lossy(&msg)),
+                    );
                     self.send(Status::Done, &msg);
                     return self.done(now);
                 }
-                let last = op.requested.rsplit(|&b| b == b'/').find(|s| !s.is_empty()).unwrap_or(&[]);
+                let last = op
+                    .requested
+                    .rsplit(|&b| b == b'/')
+                    .find(|s| !s.is_empty())
+                    .unwrap_or(&[]);
                 if last.len() > crate::reply::MAX_NAME + 1 {
-                    let msg = format!("BAD: Filename suspiciously long [{}]", String::from_utf8_lossy(&op.requested));
+                    let msg = format!(
+                        "BAD: Filename suspiciously long [{}]",
+                        String::from_utf8_lossy(&op.requested)
+                    );
                     self.log(Level::Error, msg.clone());
                     self.send(Status::Done, msg.as_bytes());
                     return self.done(now);
@@ -942,10 +1250,16 @@ impl ClassicServer {
                 // path the ACL approved.
                 let path = op.requested.clone();
                 self.waiting = Waiting::Stat(op);
-                self.events.push_back(Event::StatLink { path, resolved: real });
+                self.events.push_back(Event::StatLink {
+                    path,
+                    resolved: real,
+                });
             }
             PathKind::Get { .. } | PathKind::SGet => {
-                self.waiting = Waiting::Open(PathOp { requested: real.clone(), ..op });
+                self.waiting = Waiting::Open(PathOp {
+                    requested: real.clone(),
+                    ..op
+                });
                 self.events.push_back(Event::Open { path: real });
             }
             PathKind::Opendir | PathKind::SOpendir => {
@@ -967,7 +1281,10 @@ impl ClassicServer {
                 }
             }
             Err(e) => {
-                let msg = format!("BAD: unable to stat file {}", String::from_utf8_lossy(&op.requested));
+                let msg = format!(
+                    "BAD: unable to stat file {}",
+                    String::from_utf8_lossy(&op.requested)
+                );
                 self.log(Level::Verbose, format!("{msg}. (lstat: {e})"));
                 self.send(Status::Done, msg.as_bytes());
             }
@@ -989,7 +1306,10 @@ impl ClassicServer {
             }
             Err(e) => {
                 let p = String::from_utf8_lossy(&op.requested).into_owned();
-                self.log(Level::Info, format!("Couldn't open directory '{p}' (DirOpen:{e})"));
+                self.log(
+                    Level::Info,
+                    format!("Couldn't open directory '{p}' (DirOpen:{e})"),
+                );
                 let msg = format!("BAD: cfengine, couldn't open dir {p}");
                 if sealed {
                     let mut m = msg.into_bytes();
@@ -1012,7 +1332,13 @@ impl ClassicServer {
         let f = match r {
             Ok(f) => f,
             Err(e) => {
-                self.log(Level::Error, format!("Open error of file '{}'. (open: {e})", String::from_utf8_lossy(&op.requested)));
+                self.log(
+                    Level::Error,
+                    format!(
+                        "Open error of file '{}'. (open: {e})",
+                        String::from_utf8_lossy(&op.requested)
+                    ),
+                );
                 if encrypted {
                     self.log(Level::Verbose, "Transfer failure".into());
                     self.send(Status::Done, reply::FAILED);
@@ -1031,7 +1357,13 @@ impl ClassicServer {
                     self.peer.username
                 ),
             );
-            self.log(Level::Info, format!("REFUSE access to file: {}", String::from_utf8_lossy(&op.requested)));
+            self.log(
+                Level::Info,
+                format!(
+                    "REFUSE access to file: {}",
+                    String::from_utf8_lossy(&op.requested)
+                ),
+            );
             self.refuse();
             if encrypted {
                 self.log(Level::Verbose, "Transfer failure".into());
@@ -1042,7 +1374,13 @@ impl ClassicServer {
             self.events.push_back(Event::Close { handle: f.handle });
             return self.done(now);
         }
-        let t = Transfer { handle: f.handle, path: op.requested, size0: f.size, sent: 0, encrypted };
+        let t = Transfer {
+            handle: f.handle,
+            path: op.requested,
+            size0: f.size,
+            sent: 0,
+            encrypted,
+        };
         if t.size0 == 0 {
             if encrypted {
                 self.send_sealed(Status::Done, b"");
@@ -1060,15 +1398,26 @@ impl ClassicServer {
         }
         let step = if t.encrypted { SGET_READ } else { GET_READ };
         let len = step.min((t.size0 - t.sent) as usize);
-        self.events.push_back(Event::Read { handle: t.handle, offset: t.sent, len });
+        self.events.push_back(Event::Read {
+            handle: t.handle,
+            offset: t.sent,
+            len,
+        });
         self.waiting = Waiting::Read(t);
     }
 
     fn data(&mut self, now: Now, mut t: Transfer, bytes: Vec<u8>, current_size: u64) {
         let remaining = (t.size0 - t.sent) as usize;
         if bytes.is_empty() || current_size != t.size0 || bytes.len() > remaining {
-            self.log(Level::Verbose, "Aborting transfer of file due to source changes".into());
-            let msg = format!("BAD: File changed while copying: {}", String::from_utf8_lossy(&t.path)).into_bytes();
+            self.log(
+                Level::Verbose,
+                "Aborting transfer of file due to source changes".into(),
+            );
+            let msg = format!(
+                "BAD: File changed while copying: {}",
+                String::from_utf8_lossy(&t.path)
+            )
+            .into_bytes();
             if t.encrypted {
                 self.send(Status::Done, &msg);
             } else if remaining > 0 {
@@ -1124,7 +1473,11 @@ impl ClassicServer {
 
     fn refuse(&mut self) {
         self.send(Status::Done, reply::FAILED);
-        let user = if self.peer.username.is_empty() { "?" } else { self.peer.username.as_str() };
+        let user = if self.peer.username.is_empty() {
+            "?"
+        } else {
+            self.peer.username.as_str()
+        };
         let m = format!("REFUSAL to user='{user}' of request: {}", self.current);
         self.log(Level::Verbose, m);
     }
@@ -1136,14 +1489,23 @@ impl ClassicServer {
 
     fn protocol_error(&mut self, why: &str) {
         self.send(Status::Done, reply::REQUEST_DENIED);
-        self.log(Level::Info, format!("Closing connection due to request: {} ({why})", self.current));
+        self.log(
+            Level::Info,
+            format!(
+                "Closing connection due to request: {} ({why})",
+                self.current
+            ),
+        );
         self.close();
     }
 
     fn send(&mut self, status: Status, payload: &[u8]) {
         match super::wire::framed(status, payload) {
             Some(v) => self.out.push_back(v),
-            None => self.log(Level::Error, format!("internal: cannot frame a {}-byte reply", payload.len())),
+            None => self.log(
+                Level::Error,
+                format!("internal: cannot frame a {}-byte reply", payload.len()),
+            ),
         }
     }
 

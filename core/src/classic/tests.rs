@@ -8,8 +8,8 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rsa::RsaPrivateKey;
 
-use super::*;
 use super::crypto::SessionCipher;
+use super::*;
 use crate::frame::{Decoder, Status};
 use crate::reply::{FileType, StatReply};
 use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Now, OpenedFile};
@@ -19,7 +19,10 @@ fn keys() -> &'static (Arc<RsaPrivateKey>, Arc<RsaPrivateKey>) {
     static K: OnceLock<(Arc<RsaPrivateKey>, Arc<RsaPrivateKey>)> = OnceLock::new();
     K.get_or_init(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        (Arc::new(RsaPrivateKey::new(&mut rng, 1024).unwrap()), Arc::new(RsaPrivateKey::new(&mut rng, 1024).unwrap()))
+        (
+            Arc::new(RsaPrivateKey::new(&mut rng, 1024).unwrap()),
+            Arc::new(RsaPrivateKey::new(&mut rng, 1024).unwrap()),
+        )
     })
 }
 
@@ -49,7 +52,12 @@ impl ClassicPolicy for Pol {
     fn check_path(&self, path: &[u8], _peer: &ClassicPeer, encrypted: bool) -> ClassicDecision {
         let p = String::from_utf8_lossy(path).into_owned();
         let covers = |r: &str| p == r || p.starts_with(&format!("{r}/"));
-        let mut d = ClassicDecision { allowed: false, maproot: false, needs_encryption: false, rule: String::new() };
+        let mut d = ClassicDecision {
+            allowed: false,
+            maproot: false,
+            needs_encryption: false,
+            rule: String::new(),
+        };
         if let Some((r, enc, mr)) = self.admit.iter().find(|(r, _, _)| covers(r)) {
             d.rule = r.clone();
             d.maproot = *mr;
@@ -77,14 +85,43 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let mut w = World { files: HashMap::new(), dirs: HashMap::new(), links: HashMap::new(), known_key: true, saved: vec![], handles: HashMap::new() };
-        w.files.insert(b"/srv/hello.txt".to_vec(), (b"hello from cf-serverd lab\n".to_vec(), 0, 0o644));
-        w.files.insert(b"/srv/empty.txt".to_vec(), (vec![], 0, 0o644));
-        w.files.insert(b"/srv/big.bin".to_vec(), ((0..10_000u32).map(|i| (i * 7 % 251) as u8).collect(), 0, 0o644));
-        w.files.insert(b"/srv/private.txt".to_vec(), (b"mine\n".to_vec(), 0, 0o600));
-        w.files.insert(b"/secret/s.txt".to_vec(), (b"no\n".to_vec(), 0, 0o644));
-        w.dirs.insert(b"/srv".to_vec(), vec![b".".to_vec(), b"..".to_vec(), b"hello.txt".to_vec(), b"big.bin".to_vec()]);
-        w.links.insert(b"/srv/link.txt".to_vec(), b"hello.txt".to_vec());
+        let mut w = World {
+            files: HashMap::new(),
+            dirs: HashMap::new(),
+            links: HashMap::new(),
+            known_key: true,
+            saved: vec![],
+            handles: HashMap::new(),
+        };
+        w.files.insert(
+            b"/srv/hello.txt".to_vec(),
+            (b"hello from cf-serverd lab\n".to_vec(), 0, 0o644),
+        );
+        w.files
+            .insert(b"/srv/empty.txt".to_vec(), (vec![], 0, 0o644));
+        w.files.insert(
+            b"/srv/big.bin".to_vec(),
+            (
+                (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+                0,
+                0o644,
+            ),
+        );
+        w.files
+            .insert(b"/srv/private.txt".to_vec(), (b"mine\n".to_vec(), 0, 0o600));
+        w.files
+            .insert(b"/secret/s.txt".to_vec(), (b"no\n".to_vec(), 0, 0o644));
+        w.dirs.insert(
+            b"/srv".to_vec(),
+            vec![
+                b".".to_vec(),
+                b"..".to_vec(),
+                b"hello.txt".to_vec(),
+                b"big.bin".to_vec(),
+            ],
+        );
+        w.links
+            .insert(b"/srv/link.txt".to_vec(), b"hello.txt".to_vec());
         w
     }
 
@@ -98,7 +135,11 @@ impl World {
                 self.saved.push(format!("{user}-{key_id}.pub"));
                 return None;
             }
-            Event::LookupKey { .. } => Answer::Key(if self.known_key { KeyStatus::Trusted } else { KeyStatus::Missing }),
+            Event::LookupKey { .. } => Answer::Key(if self.known_key {
+                KeyStatus::Trusted
+            } else {
+                KeyStatus::Missing
+            }),
             Event::LookupUser { .. } => Answer::User(Some(1000)),
             Event::ReverseLookup { .. } => Answer::Hostname(None),
             Event::Canonicalize { path } => {
@@ -112,9 +153,15 @@ impl World {
                     p = r;
                 }
                 if self.files.contains_key(&p) {
-                    Answer::Canonical(Ok(Canonical { path: p, is_dir: false }))
+                    Answer::Canonical(Ok(Canonical {
+                        path: p,
+                        is_dir: false,
+                    }))
                 } else if self.dirs.contains_key(&p) {
-                    Answer::Canonical(Ok(Canonical { path: p, is_dir: true }))
+                    Answer::Canonical(Ok(Canonical {
+                        path: p,
+                        is_dir: true,
+                    }))
                 } else {
                     Answer::Canonical(Err("No such file or directory".into()))
                 }
@@ -128,7 +175,9 @@ impl World {
                     }
                     None => (path.clone(), vec![]),
                 };
-                let Some((c, uid, mode)) = self.files.get(&target) else { return Some(Answer::Stat(Err("No such file".into()))) };
+                let Some((c, uid, mode)) = self.files.get(&target) else {
+                    return Some(Answer::Stat(Err("No such file".into())));
+                };
                 Answer::Stat(Ok(FileStat {
                     reply: StatReply {
                         file_type: FileType::Regular,
@@ -152,23 +201,45 @@ impl World {
                 Some((c, uid, mode)) => {
                     let h = self.handles.len() as u64 + 1;
                     self.handles.insert(h, path.clone());
-                    Answer::Opened(Ok(OpenedFile { handle: h, size: c.len() as u64, uid: *uid, mode: *mode }))
+                    Answer::Opened(Ok(OpenedFile {
+                        handle: h,
+                        size: c.len() as u64,
+                        uid: *uid,
+                        mode: *mode,
+                    }))
                 }
                 None => Answer::Opened(Err("No such file or directory".into())),
             },
-            Event::Read { handle, offset, len } => {
+            Event::Read {
+                handle,
+                offset,
+                len,
+            } => {
                 let c = &self.files[&self.handles[handle]].0;
                 let o = (*offset as usize).min(c.len());
                 let e = (o + len).min(c.len());
-                Answer::Data { bytes: c[o..e].to_vec(), current_size: c.len() as u64 }
+                Answer::Data {
+                    bytes: c[o..e].to_vec(),
+                    current_size: c.len() as u64,
+                }
             }
-            Event::ListDir { path } => Answer::Listing(self.dirs.get(path).cloned().ok_or_else(|| "Not a directory".to_string())),
-            Event::Digest { path } => Answer::Digest(self.files.get(path).map(|(c, _, _)| crypto::digest(c))),
+            Event::ListDir { path } => Answer::Listing(
+                self.dirs
+                    .get(path)
+                    .cloned()
+                    .ok_or_else(|| "Not a directory".to_string()),
+            ),
+            Event::Digest { path } => {
+                Answer::Digest(self.files.get(path).map(|(c, _, _)| crypto::digest(c)))
+            }
         })
     }
 }
 
-const NOW: Now = Now { mono_ms: 0, unix_s: 1_700_000_000 };
+const NOW: Now = Now {
+    mono_ms: 0,
+    unix_s: 1_700_000_000,
+};
 
 struct Pair {
     server: ClassicServer,
@@ -194,8 +265,22 @@ impl Pair {
             trust_server,
         };
         let client = ClassicClient::new(cfg, &mut rng).unwrap();
-        let server = ClassicServer::new(Config::default(), Arc::new(pol), skey, "127.0.0.1".into(), NOW);
-        Pair { server, client, world, rng, server_bytes: vec![], client_events: vec![], log: vec![] }
+        let server = ClassicServer::new(
+            Config::default(),
+            Arc::new(pol),
+            skey,
+            "127.0.0.1".into(),
+            NOW,
+        );
+        Pair {
+            server,
+            client,
+            world,
+            rng,
+            server_bytes: vec![],
+            client_events: vec![],
+            log: vec![],
+        }
     }
 
     /// Shuttle bytes and answers until nothing moves. Returns the client error, if any.
@@ -242,18 +327,44 @@ fn authed(pol: Pol) -> Pair {
     let mut p = Pair::new(pol, World::new(), "root", false, true);
     p.run().unwrap();
     let ev = p.take_events();
-    assert!(matches!(&ev[..], [ClientEvent::Authenticated { newly_trusted: true, .. }]), "{ev:?}\n{:?}", p.log);
+    assert!(
+        matches!(
+            &ev[..],
+            [ClientEvent::Authenticated {
+                newly_trusted: true,
+                ..
+            }]
+        ),
+        "{ev:?}\n{:?}",
+        p.log
+    );
     assert!(p.server.is_authenticated() && p.client.is_idle());
-    assert_eq!(p.server.session_cipher().unwrap().key(), p.client.session_cipher().unwrap().key());
+    assert_eq!(
+        p.server.session_cipher().unwrap().key(),
+        p.client.session_cipher().unwrap().key()
+    );
     p
 }
 
 fn srv_pol() -> Pol {
-    Pol { trust: true, admit: vec![("/srv".into(), false, false)], deny: vec![] }
+    Pol {
+        trust: true,
+        admit: vec![("/srv".into(), false, false)],
+        deny: vec![],
+    }
 }
 
 fn data_of(ev: &[ClientEvent]) -> Vec<u8> {
-    ev.iter().filter_map(|e| if let ClientEvent::Data(d) = e { Some(d.clone()) } else { None }).flatten().collect()
+    ev.iter()
+        .filter_map(|e| {
+            if let ClientEvent::Data(d) = e {
+                Some(d.clone())
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .collect()
 }
 
 #[test]
@@ -264,7 +375,11 @@ fn handshake_flag_n_shapes_match_the_vectors() {
     d.push(&p.server_bytes).unwrap();
     let mut lens = vec![];
     while let Some(t) = d.poll().unwrap() {
-        lens.push((t.status, t.payload.len(), t.payload[..t.payload.len().min(16)].to_vec()));
+        lens.push((
+            t.status,
+            t.payload.len(),
+            t.payload[..t.payload.len().min(16)].to_vec(),
+        ));
     }
     assert_eq!(lens[0].2, b"OK: key accepted");
     assert_eq!(lens[1].1, 16);
@@ -272,17 +387,32 @@ fn handshake_flag_n_shapes_match_the_vectors() {
     assert_eq!(lens[3].1, 4 + 129);
     assert_eq!(lens[4].2, vec![0, 0, 0, 3, 1, 0, 1]);
     assert!(lens.iter().all(|l| l.0 == Status::Done));
-    assert!(p.log.iter().any(|l| l == "Authentication of client client.example/127.0.0.1 achieved"), "{:?}", p.log);
+    assert!(
+        p.log
+            .iter()
+            .any(|l| l == "Authentication of client client.example/127.0.0.1 achieved"),
+        "{:?}",
+        p.log
+    );
     p.client.version().unwrap();
     p.run().unwrap();
-    assert_eq!(p.take_events(), vec![ClientEvent::Version("OK: 3.21.0".into())]);
+    assert_eq!(
+        p.take_events(),
+        vec![ClientEvent::Version("OK: 3.21.0".into())]
+    );
 }
 
 #[test]
 fn handshake_flag_y_sends_no_server_key() {
     let mut p = Pair::new(srv_pol(), World::new(), "root", true, false);
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Authenticated { newly_trusted: false, .. }]));
+    assert!(matches!(
+        &p.take_events()[..],
+        [ClientEvent::Authenticated {
+            newly_trusted: false,
+            ..
+        }]
+    ));
     let mut d = Decoder::new();
     d.push(&p.server_bytes).unwrap();
     let mut n = 0;
@@ -306,20 +436,44 @@ fn unknown_client_key_trusted_or_refused() {
     p.run().unwrap();
     assert!(p.client.is_authenticated());
     assert_eq!(p.world.saved.len(), 1);
-    assert!(p.world.saved[0].starts_with("root-MD5="), "{:?}", p.world.saved);
-    assert!(String::from_utf8_lossy(&p.server_bytes).contains("OK: unknown key was accepted on trust"));
+    assert!(
+        p.world.saved[0].starts_with("root-MD5="),
+        "{:?}",
+        p.world.saved
+    );
+    assert!(
+        String::from_utf8_lossy(&p.server_bytes).contains("OK: unknown key was accepted on trust")
+    );
 
     let mut w = World::new();
     w.known_key = false;
-    let mut p = Pair::new(Pol { trust: false, ..srv_pol() }, w, "root", false, true);
+    let mut p = Pair::new(
+        Pol {
+            trust: false,
+            ..srv_pol()
+        },
+        w,
+        "root",
+        false,
+        true,
+    );
     let r = p.run();
-    assert_eq!(r, Err(ClientError::KeyRejected("BAD: key could not be accepted on trust".into())));
+    assert_eq!(
+        r,
+        Err(ClientError::KeyRejected(
+            "BAD: key could not be accepted on trust".into()
+        ))
+    );
     assert!(p.server.is_closing());
     while let Some(b) = p.server.poll_transmit() {
         p.server_bytes.extend_from_slice(&b);
     }
     let s = String::from_utf8_lossy(&p.server_bytes).into_owned();
-    assert!(s.contains("BAD: key could not be accepted on trust") && s.contains("Unspecified server refusal"), "{s}");
+    assert!(
+        s.contains("BAD: key could not be accepted on trust")
+            && s.contains("Unspecified server refusal"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -331,12 +485,18 @@ fn stat_get_plain_and_encrypted() {
             p.client.stat(NOW.unix_s, path.as_bytes(), enc).unwrap();
             p.run().unwrap();
             let ev = p.take_events();
-            let ClientEvent::Stat(st) = &ev[0] else { panic!("{ev:?}") };
+            let ClientEvent::Stat(st) = &ev[0] else {
+                panic!("{ev:?}")
+            };
             p.client.get(path.as_bytes(), st.size, enc).unwrap();
             p.run().unwrap();
             let ev = p.take_events();
             assert_eq!(ev.last(), Some(&ClientEvent::FileDone), "{ev:?}");
-            assert_eq!(data_of(&ev), p.world.files[path.as_bytes()].0, "{name} enc={enc}");
+            assert_eq!(
+                data_of(&ev),
+                p.world.files[path.as_bytes()].0,
+                "{name} enc={enc}"
+            );
         }
         // Empty file: nothing sent, done at once.
         p.client.get(b"/srv/empty.txt", 0, enc).unwrap();
@@ -358,7 +518,14 @@ fn sget_chunks_are_4064_bytes_of_plaintext() {
     while let Some(t) = d.poll().unwrap() {
         shapes.push((t.status, t.payload.len()));
     }
-    assert_eq!(shapes, vec![(Status::More, 4072), (Status::More, 4072), (Status::Done, 1880)]);
+    assert_eq!(
+        shapes,
+        vec![
+            (Status::More, 4072),
+            (Status::More, 4072),
+            (Status::Done, 1880)
+        ]
+    );
 }
 
 #[test]
@@ -367,7 +534,9 @@ fn symlink_is_reported_as_a_link() {
     p.client.stat(NOW.unix_s, b"/srv/link.txt", false).unwrap();
     p.run().unwrap();
     let ev = p.take_events();
-    let ClientEvent::Stat(st) = &ev[0] else { panic!("{ev:?}") };
+    let ClientEvent::Stat(st) = &ev[0] else {
+        panic!("{ev:?}")
+    };
     assert_eq!(st.lmode, 0o777);
     assert_eq!(st.link_target, b"hello.txt");
 }
@@ -378,14 +547,24 @@ fn refusals_keep_or_close_per_command() {
     let mut p = authed(srv_pol());
     p.client.stat(NOW.unix_s, b"/secret/s.txt", false).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(t)] if t.as_bytes() == crate::reply::FAILED));
+    assert!(
+        matches!(&p.take_events()[..], [ClientEvent::Refused(t)] if t.as_bytes() == crate::reply::FAILED)
+    );
     assert!(!p.server.is_closing());
-    assert!(p.log.iter().any(|l| l == "Host client.example denied access to /secret/s.txt"), "{:?}", p.log);
+    assert!(
+        p.log
+            .iter()
+            .any(|l| l == "Host client.example denied access to /secret/s.txt"),
+        "{:?}",
+        p.log
+    );
     // Missing, then a good copy on the same connection.
     p.client.stat(NOW.unix_s, b"/srv/missing", true).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
-    assert!(p.log.iter().any(|l| l.starts_with("Couldn't resolve (realpath: No such file or directory) filename: /srv/missing")));
+    assert!(p.log.iter().any(|l| l.starts_with(
+        "Couldn't resolve (realpath: No such file or directory) filename: /srv/missing"
+    )));
     p.client.stat(NOW.unix_s, b"/srv/hello.txt", false).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.take_events()[..], [ClientEvent::Stat(_)]));
@@ -403,7 +582,10 @@ fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
     p.run().unwrap();
     assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
     assert!(p.client.is_desynchronised());
-    assert_eq!(p.client.stat(1, b"/srv/hello.txt", false), Err(ClientError::Desynchronised));
+    assert_eq!(
+        p.client.stat(1, b"/srv/hello.txt", false),
+        Err(ClientError::Desynchronised)
+    );
     assert!(!p.server.is_closing(), "GET refusals keep the connection");
 }
 
@@ -426,7 +608,11 @@ fn ownership_rule_and_maproot() {
     p.run().unwrap();
     assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
     // ... unless maproot matches.
-    let pol = Pol { trust: true, admit: vec![("/srv".into(), false, true)], deny: vec![] };
+    let pol = Pol {
+        trust: true,
+        admit: vec![("/srv".into(), false, true)],
+        deny: vec![],
+    };
     let mut p = Pair::new(pol, World::new(), "alice", false, true);
     p.run().unwrap();
     p.take_events();
@@ -437,13 +623,27 @@ fn ownership_rule_and_maproot() {
 
 #[test]
 fn ifencrypted_refuses_plain_get_but_serves_sget() {
-    let pol = Pol { trust: true, admit: vec![("/srv".into(), true, false)], deny: vec![] };
+    let pol = Pol {
+        trust: true,
+        admit: vec![("/srv".into(), true, false)],
+        deny: vec![],
+    };
     let mut p = authed(pol);
     p.client.get(b"/srv/hello.txt", 26, false).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
-    assert!(p.log.iter().any(|l| l == "File /srv requires encrypt connection...will not serve"), "{:?}", p.log);
-    let pol = Pol { trust: true, admit: vec![("/srv".into(), true, false)], deny: vec![] };
+    assert!(
+        p.log
+            .iter()
+            .any(|l| l == "File /srv requires encrypt connection...will not serve"),
+        "{:?}",
+        p.log
+    );
+    let pol = Pol {
+        trust: true,
+        admit: vec![("/srv".into(), true, false)],
+        deny: vec![],
+    };
     let mut p = authed(pol);
     p.client.get(b"/srv/hello.txt", 26, true).unwrap();
     p.run().unwrap();
@@ -457,7 +657,12 @@ fn opendir_md5_and_shortcut_both_ways() {
         p.client.opendir(b"/srv", enc).unwrap();
         p.run().unwrap();
         let ev = p.take_events();
-        assert_eq!(ev, vec![ClientEvent::Listing(World::new().dirs[b"/srv".as_slice()].clone())]);
+        assert_eq!(
+            ev,
+            vec![ClientEvent::Listing(
+                World::new().dirs[b"/srv".as_slice()].clone()
+            )]
+        );
         let d = crypto::digest(b"hello from cf-serverd lab\n");
         p.client.md5(b"share/hello.txt", &d, enc).unwrap();
         p.run().unwrap();
@@ -470,14 +675,32 @@ fn opendir_md5_and_shortcut_both_ways() {
 
 #[test]
 fn commands_before_authentication_are_refused_and_close() {
-    let mut s = ClassicServer::new(Config::default(), Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+    let mut s = ClassicServer::new(
+        Config::default(),
+        Arc::new(srv_pol()),
+        keys().0.clone(),
+        "127.0.0.1".into(),
+        NOW,
+    );
     s.handle_input(NOW, &wire::framed(Status::Done, b"VERSION").unwrap());
     let out: Vec<u8> = std::iter::from_fn(|| s.poll_transmit()).flatten().collect();
-    assert_eq!(out, wire::framed(Status::Done, crate::reply::FAILED).unwrap());
+    assert_eq!(
+        out,
+        wire::framed(Status::Done, crate::reply::FAILED).unwrap()
+    );
     assert!(s.is_closing());
     // SAUTH before CAUTH.
-    let mut s = ClassicServer::new(Config::default(), Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
-    s.handle_input(NOW, &wire::framed(Status::Done, &wire::encode_sauth(false, &[0; 37], 37)).unwrap());
+    let mut s = ClassicServer::new(
+        Config::default(),
+        Arc::new(srv_pol()),
+        keys().0.clone(),
+        "127.0.0.1".into(),
+        NOW,
+    );
+    s.handle_input(
+        NOW,
+        &wire::framed(Status::Done, &wire::encode_sauth(false, &[0; 37], 37)).unwrap(),
+    );
     assert!(s.is_closing());
 }
 
@@ -485,7 +708,13 @@ fn commands_before_authentication_are_refused_and_close() {
 fn garbage_never_panics() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for seed in 0..200u64 {
-        let mut s = ClassicServer::new(Config::default(), Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+        let mut s = ClassicServer::new(
+            Config::default(),
+            Arc::new(srv_pol()),
+            keys().0.clone(),
+            "127.0.0.1".into(),
+            NOW,
+        );
         let mut r = ChaCha8Rng::seed_from_u64(seed);
         let mut w = World::new();
         let msgs: Vec<Vec<u8>> = vec![
@@ -526,21 +755,48 @@ fn wrong_server_key_flag_y_is_refused() {
         trust_server: false,
     };
     p.client = ClassicClient::new(cfg, &mut p.rng).unwrap();
-    assert!(matches!(p.run(), Err(ClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED));
+    assert!(
+        matches!(p.run(), Err(ClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED)
+    );
     assert!(p.server.is_closing());
-    assert!(p.log.iter().any(|l| l.contains("private decrypt of received challenge failed")), "{:?}", p.log);
+    assert!(
+        p.log
+            .iter()
+            .any(|l| l.contains("private decrypt of received challenge failed")),
+        "{:?}",
+        p.log
+    );
 }
 
 #[test]
 fn silent_peer_times_out_during_authentication_and_when_idle() {
-    let cfg = Config { handshake_timeout_ms: 1000, idle_timeout_ms: 5000, ..Config::default() };
-    let mut s = ClassicServer::new(cfg, Arc::new(srv_pol()), keys().0.clone(), "127.0.0.1".into(), NOW);
+    let cfg = Config {
+        handshake_timeout_ms: 1000,
+        idle_timeout_ms: 5000,
+        ..Config::default()
+    };
+    let mut s = ClassicServer::new(
+        cfg,
+        Arc::new(srv_pol()),
+        keys().0.clone(),
+        "127.0.0.1".into(),
+        NOW,
+    );
     assert_eq!(s.poll_timeout(), Some(1000));
-    s.handle_timeout(Now { mono_ms: 999, unix_s: 0 });
+    s.handle_timeout(Now {
+        mono_ms: 999,
+        unix_s: 0,
+    });
     assert!(!s.is_closing());
-    s.handle_timeout(Now { mono_ms: 1000, unix_s: 0 });
+    s.handle_timeout(Now {
+        mono_ms: 1000,
+        unix_s: 0,
+    });
     assert!(s.is_closing());
-    assert!(s.poll_transmit().is_none(), "a timeout closes without a byte");
+    assert!(
+        s.poll_transmit().is_none(),
+        "a timeout closes without a byte"
+    );
 }
 
 #[test]
@@ -569,38 +825,152 @@ fn close_or_keep_table() {
     // (request builder, expected first reply, connection kept)
     type Build = Box<dyn Fn(&SessionCipher) -> Vec<u8>>;
     let cases: Vec<(&str, Build, &[u8], bool)> = vec![
-        ("VERSION", Box::new(|_| b"VERSION".to_vec()), b"OK: 3.21.0", true),
-        ("unknown", Box::new(|_| b"FOO bar".to_vec()), crate::reply::REQUEST_DENIED, false),
-        ("AUTH", Box::new(|_| b"AUTH x".to_vec()), crate::reply::REQUEST_DENIED, false),
-        ("SYNCH time 0", Box::new(|_| b"SYNCH 0 STAT /srv/hello.txt".to_vec()), crate::reply::REQUEST_DENIED, false),
-        ("GET 5000", Box::new(|_| b"GET 5000 /srv/hello.txt".to_vec()), crate::reply::FAILED, false),
-        ("VAR denied", Box::new(|_| b"VAR x".to_vec()), crate::reply::FAILED, false),
-        ("CONTEXT", Box::new(|_| b"CONTEXT .*".to_vec()), crate::reply::FAILED, false),
-        ("EXEC", Box::new(|_| b"EXEC".to_vec()), crate::reply::FAILED, false),
-        ("MD5 denied", Box::new(|_| { let mut v = b"MD5 /secret/s.txt".to_vec(); v.extend([0u8; 18]); v }), crate::reply::FAILED, true),
-        ("SMD5 bad length", Box::new(|_| { let mut v = b"SMD5 99".to_vec(); v.resize(24, 0); v }), crate::reply::FAILED, true),
-        ("SSYNCH bad length", Box::new(|_| { let mut v = b"SSYNCH 99".to_vec(); v.resize(24, 0); v }), crate::reply::FAILED, false),
-        ("SSYNCH not SYNCH", Box::new(|c| wire::seal("SSYNCH", c, b"HELLO\0")), crate::reply::FAILED, true),
-        ("SSYNCH wrong key", Box::new(|_| wire::seal("SSYNCH", &SessionCipher::new([9; 16]), b"SYNCH 1700000000 STAT /srv/hello.txt\0")), crate::reply::FAILED, true),
-        ("SGET not GET", Box::new(|c| wire::seal("SGET", c, b"PUT dummykey /srv/hello.txt\0")), crate::reply::FAILED, true),
-        ("SOPENDIR denied", Box::new(|c| wire::seal("SOPENDIR", c, b"OPENDIR /secret\0")), crate::reply::FAILED, false),
-        ("SMD5 not MD5", Box::new(|c| wire::seal("SMD5", c, b"XYZ /srv/hello.txt\0")), crate::reply::FAILED, false),
-        ("SVAR", Box::new(|c| wire::seal("SVAR", c, b"VAR x\0")), crate::reply::FAILED, false),
-        ("CAUTH again", Box::new(|_| wire::encode_cauth("1", "h", "root")), crate::reply::REQUEST_DENIED, false),
+        (
+            "VERSION",
+            Box::new(|_| b"VERSION".to_vec()),
+            b"OK: 3.21.0",
+            true,
+        ),
+        (
+            "unknown",
+            Box::new(|_| b"FOO bar".to_vec()),
+            crate::reply::REQUEST_DENIED,
+            false,
+        ),
+        (
+            "AUTH",
+            Box::new(|_| b"AUTH x".to_vec()),
+            crate::reply::REQUEST_DENIED,
+            false,
+        ),
+        (
+            "SYNCH time 0",
+            Box::new(|_| b"SYNCH 0 STAT /srv/hello.txt".to_vec()),
+            crate::reply::REQUEST_DENIED,
+            false,
+        ),
+        (
+            "GET 5000",
+            Box::new(|_| b"GET 5000 /srv/hello.txt".to_vec()),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "VAR denied",
+            Box::new(|_| b"VAR x".to_vec()),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "CONTEXT",
+            Box::new(|_| b"CONTEXT .*".to_vec()),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "EXEC",
+            Box::new(|_| b"EXEC".to_vec()),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "MD5 denied",
+            Box::new(|_| {
+                let mut v = b"MD5 /secret/s.txt".to_vec();
+                v.extend([0u8; 18]);
+                v
+            }),
+            crate::reply::FAILED,
+            true,
+        ),
+        (
+            "SMD5 bad length",
+            Box::new(|_| {
+                let mut v = b"SMD5 99".to_vec();
+                v.resize(24, 0);
+                v
+            }),
+            crate::reply::FAILED,
+            true,
+        ),
+        (
+            "SSYNCH bad length",
+            Box::new(|_| {
+                let mut v = b"SSYNCH 99".to_vec();
+                v.resize(24, 0);
+                v
+            }),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "SSYNCH not SYNCH",
+            Box::new(|c| wire::seal("SSYNCH", c, b"HELLO\0")),
+            crate::reply::FAILED,
+            true,
+        ),
+        (
+            "SSYNCH wrong key",
+            Box::new(|_| {
+                wire::seal(
+                    "SSYNCH",
+                    &SessionCipher::new([9; 16]),
+                    b"SYNCH 1700000000 STAT /srv/hello.txt\0",
+                )
+            }),
+            crate::reply::FAILED,
+            true,
+        ),
+        (
+            "SGET not GET",
+            Box::new(|c| wire::seal("SGET", c, b"PUT dummykey /srv/hello.txt\0")),
+            crate::reply::FAILED,
+            true,
+        ),
+        (
+            "SOPENDIR denied",
+            Box::new(|c| wire::seal("SOPENDIR", c, b"OPENDIR /secret\0")),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "SMD5 not MD5",
+            Box::new(|c| wire::seal("SMD5", c, b"XYZ /srv/hello.txt\0")),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "SVAR",
+            Box::new(|c| wire::seal("SVAR", c, b"VAR x\0")),
+            crate::reply::FAILED,
+            false,
+        ),
+        (
+            "CAUTH again",
+            Box::new(|_| wire::encode_cauth("1", "h", "root")),
+            crate::reply::REQUEST_DENIED,
+            false,
+        ),
     ];
     for (name, build, first, kept) in cases {
         let mut p = authed(srv_pol());
         let c = cipher_of(&p);
-        p.server.handle_input(NOW, &wire::framed(Status::Done, &build(&c)).unwrap());
+        p.server
+            .handle_input(NOW, &wire::framed(Status::Done, &build(&c)).unwrap());
         while let Some(ev) = p.server.poll_event() {
             if let Some(a) = p.world.answer(&ev) {
                 p.server.handle_answer(NOW, a, &mut p.rng).unwrap();
             }
         }
-        let out: Vec<u8> = std::iter::from_fn(|| p.server.poll_transmit()).flatten().collect();
+        let out: Vec<u8> = std::iter::from_fn(|| p.server.poll_transmit())
+            .flatten()
+            .collect();
         let mut d = Decoder::new();
         d.push(&out).unwrap();
-        let t = d.poll().unwrap().unwrap_or_else(|| panic!("{name}: no reply"));
+        let t = d
+            .poll()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: no reply"));
         assert_eq!(&t.payload[..], first, "{name}");
         assert_eq!(!p.server.is_closing(), kept, "{name}");
     }

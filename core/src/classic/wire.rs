@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn layouts_match_the_vectors() {
-        assert_eq!(encode_cauth("127.0.0.1", "localhost", "root"), b"CAUTH 127.0.0.1 localhost root 0");
+        assert_eq!(
+            encode_cauth("127.0.0.1", "localhost", "root"),
+            b"CAUTH 127.0.0.1 localhost root 0"
+        );
         let s = encode_sauth(false, &[9; 37], 37);
         assert_eq!(&s[..24], b"SAUTH n 37 37 c\0\0\0\0\0\0\0\0\0");
         assert_eq!(s.len(), 61);

@@ -112,10 +112,14 @@ impl Connection {
                 return;
             };
             if let Some(n) = self.tls.negotiated() {
-                self.events.push_back(Event::Log { level: Level::Verbose, message: n.to_string() });
+                self.events.push_back(Event::Log {
+                    level: Level::Verbose,
+                    message: n.to_string(),
+                });
             }
             let key_id = crate::keys::key_id(&key, crate::keys::DigestKind::Md5).to_string();
-            self.events.push_back(Event::VerifyServerKey { key_id, key });
+            self.events
+                .push_back(Event::VerifyServerKey { key_id, key });
             self.trust = Trust::Asking;
             return;
         }
@@ -162,7 +166,10 @@ impl Connection {
     pub fn handle_timeout(&mut self, now: Now) {
         match self.trust {
             Trust::Handshaking if now.mono_ms >= self.deadline && !self.closing => {
-                self.fail(format!("Timeout during the TLS handshake ({} ms)", self.timeout_ms));
+                self.fail(format!(
+                    "Timeout during the TLS handshake ({} ms)",
+                    self.timeout_ms
+                ));
             }
             Trust::Trusted => self.session.handle_timeout(now),
             _ => {}
@@ -195,7 +202,11 @@ impl Connection {
         while let Some(r) = self.session.poll_record() {
             // The banner and IDENTITY lines go out one record each (3.21
             // mishandles both lines in one record); requests share records.
-            let sent = if self.session.is_established() { self.tls.queue_unit(&r) } else { self.tls.send_plaintext(&r) };
+            let sent = if self.session.is_established() {
+                self.tls.queue_unit(&r)
+            } else {
+                self.tls.send_plaintext(&r)
+            };
             if let Err(e) = sent {
                 self.fail(format!("TLS send failed: {e}"));
                 return;
@@ -233,14 +244,20 @@ mod tests {
     use crate::tls::{client_config, server_config, TlsClock, TlsSettings};
 
     fn now() -> Now {
-        Now { mono_ms: 0, unix_s: TEST_NOW as i64 }
+        Now {
+            mono_ms: 0,
+            unix_s: TEST_NOW as i64,
+        }
     }
 
     fn pair() -> (Connection, TlsLayer) {
         let clock = TlsClock::new(TEST_NOW);
         let (ss, _) = TlsSettings::server_default();
         let server = TlsLayer::server(server_config(test_key(0), &ss, &clock).unwrap()).unwrap();
-        let client = TlsLayer::client(client_config(test_key(1), &TlsSettings::client_default(), &clock).unwrap()).unwrap();
+        let client = TlsLayer::client(
+            client_config(test_key(1), &TlsSettings::client_default(), &clock).unwrap(),
+        )
+        .unwrap();
         (Connection::new(client, Config::default(), now()), server)
     }
 
@@ -292,13 +309,27 @@ mod tests {
         s.send_plaintext(b"OK WELCOME USERNAME=root\n").unwrap();
         pump(&mut c, &mut s, &mut banner);
         // 400 STATs of ~100 bytes: ~40 KB, so at least three records.
-        let path = |i: u64| format!("/var/cfengine/masterfiles/some/dir/file-{i:04}.cf-with-a-long-name").into_bytes();
+        let path = |i: u64| {
+            format!("/var/cfengine/masterfiles/some/dir/file-{i:04}.cf-with-a-long-name")
+                .into_bytes()
+        };
         for i in 0..400 {
-            c.request(now(), i, Request::Stat { path: path(i), client_time: 0 });
+            c.request(
+                now(),
+                i,
+                Request::Stat {
+                    path: path(i),
+                    client_time: 0,
+                },
+            );
         }
         pump(&mut c, &mut s, &mut banner);
         let recs = server_records(&mut s);
-        assert!(recs.len() >= 3 && recs.len() < 400, "{} records", recs.len());
+        assert!(
+            recs.len() >= 3 && recs.len() < 400,
+            "{} records",
+            recs.len()
+        );
         let mut got = Vec::new();
         for r in &recs {
             assert!(r.len() <= crate::tls::MAX_RECORD_PLAINTEXT);
@@ -312,7 +343,11 @@ mod tests {
         }
         assert_eq!(got.len(), 400);
         for (i, p) in got.iter().enumerate() {
-            assert!(p.ends_with(&path(i as u64)), "{}", String::from_utf8_lossy(p));
+            assert!(
+                p.ends_with(&path(i as u64)),
+                "{}",
+                String::from_utf8_lossy(p)
+            );
         }
     }
 
@@ -323,28 +358,57 @@ mod tests {
         pump(&mut c, &mut s, &mut banner);
         assert!(banner);
         let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
-        let want_id = crate::keys::key_id(&test_key(0).to_public_key(), crate::keys::DigestKind::Md5).to_string();
-        assert!(ev.iter().any(|e| matches!(e, Event::VerifyServerKey { key_id, .. } if *key_id == want_id)), "{ev:?}");
+        let want_id =
+            crate::keys::key_id(&test_key(0).to_public_key(), crate::keys::DigestKind::Md5)
+                .to_string();
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::VerifyServerKey { key_id, .. } if *key_id == want_id)),
+            "{ev:?}"
+        );
         // Nothing was answered to the banner yet.
         pump(&mut c, &mut s, &mut banner);
         assert!(server_records(&mut s).is_empty());
         c.handle_trust(now(), Ok(()));
         pump(&mut c, &mut s, &mut banner);
         // Version line and IDENTITY: two separate TLS records.
-        assert_eq!(server_records(&mut s), vec![b"CFE_v3 cf-agent 3.21.0\n".to_vec(), b"IDENTITY USERNAME=root\n".to_vec()]);
+        assert_eq!(
+            server_records(&mut s),
+            vec![
+                b"CFE_v3 cf-agent 3.21.0\n".to_vec(),
+                b"IDENTITY USERNAME=root\n".to_vec()
+            ]
+        );
         s.send_plaintext(b"OK WELCOME USERNAME=root\n").unwrap();
         pump(&mut c, &mut s, &mut banner);
         let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
-        assert!(ev.contains(&Event::Established { version: crate::banner::ProtocolVersion::Cookie }), "{ev:?}");
+        assert!(
+            ev.contains(&Event::Established {
+                version: crate::banner::ProtocolVersion::Cookie
+            }),
+            "{ev:?}"
+        );
         // A request now goes out as one framed record.
-        c.request(now(), 7, Request::Opendir { path: b"/d".to_vec() });
+        c.request(
+            now(),
+            7,
+            Request::Opendir {
+                path: b"/d".to_vec(),
+            },
+        );
         pump(&mut c, &mut s, &mut banner);
-        assert_eq!(server_records(&mut s), vec![b"t 10\0\0\0\0OPENDIR /d".to_vec()]);
+        assert_eq!(
+            server_records(&mut s),
+            vec![b"t 10\0\0\0\0OPENDIR /d".to_vec()]
+        );
         // A server EOF (without close_notify, as cf-serverd closes) while
         // the OPENDIR is unanswered fails the session.
         c.handle_eof(now());
         let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
-        assert!(ev.contains(&Event::Failed(ClientError::HungUp(1))), "{ev:?}");
+        assert!(
+            ev.contains(&Event::Failed(ClientError::HungUp(1))),
+            "{ev:?}"
+        );
     }
 
     #[test]
@@ -353,14 +417,25 @@ mod tests {
         let mut banner = false;
         pump(&mut c, &mut s, &mut banner);
         let _: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
-        c.handle_trust(now(), Err("TRUST FAILED, server presented untrusted key: MD5=x".into()));
+        c.handle_trust(
+            now(),
+            Err("TRUST FAILED, server presented untrusted key: MD5=x".into()),
+        );
         assert!(c.is_closed());
         let ev: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
-        assert_eq!(ev, vec![Event::Failed(ClientError::Transport("TRUST FAILED, server presented untrusted key: MD5=x".into()))]);
+        assert_eq!(
+            ev,
+            vec![Event::Failed(ClientError::Transport(
+                "TRUST FAILED, server presented untrusted key: MD5=x".into()
+            ))]
+        );
         let out: Vec<u8> = std::iter::from_fn(|| c.poll_transmit()).flatten().collect();
         s.handle_input(&out).unwrap();
         let mut r = Vec::new();
-        assert!(matches!(s.read_record(&mut r), Ok(ReadStatus::Eof(crate::tls::EofKind::CloseNotify))));
+        assert!(matches!(
+            s.read_record(&mut r),
+            Ok(ReadStatus::Eof(crate::tls::EofKind::CloseNotify))
+        ));
         assert!(r.is_empty(), "no version line was sent");
     }
 }

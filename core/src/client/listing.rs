@@ -25,7 +25,11 @@ pub fn classify(name: &[u8]) -> NameVerdict {
     if SKIPPED.contains(&name) {
         return NameVerdict::Skip;
     }
-    if name.is_empty() || name.contains(&b'/') || name.contains(&0) || name.len() > crate::reply::MAX_NAME {
+    if name.is_empty()
+        || name.contains(&b'/')
+        || name.contains(&0)
+        || name.len() > crate::reply::MAX_NAME
+    {
         return NameVerdict::Refuse;
     }
     NameVerdict::Use
@@ -62,7 +66,13 @@ mod tests {
         for n in [&b"../x"[..], b"/etc/passwd", b"a/b", b"a\0b", b""] {
             assert_eq!(classify(n), NameVerdict::Refuse);
         }
-        let (ok, bad) = usable(&[b"b".to_vec(), b"a".to_vec(), b"b".to_vec(), b"..".to_vec(), b"x/..".to_vec()]);
+        let (ok, bad) = usable(&[
+            b"b".to_vec(),
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"..".to_vec(),
+            b"x/..".to_vec(),
+        ]);
         assert_eq!(ok, vec![b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(bad, vec![b"x/..".to_vec()]);
     }

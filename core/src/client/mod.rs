@@ -11,8 +11,6 @@ pub mod conn;
 pub mod listing;
 pub mod session;
 
-pub use conn::Connection;
-pub use session::{
-    ClientError, Config, Event, GetFailure, Reply, Request, RequestId, Session,
-};
 pub use crate::server::io::{Level, Now};
+pub use conn::Connection;
+pub use session::{ClientError, Config, Event, GetFailure, Reply, Request, RequestId, Session};

@@ -65,7 +65,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { version: None, username: "root".into(), timeout_ms: 30_000 }
+        Config {
+            version: None,
+            username: "root".into(),
+            timeout_ms: 30_000,
+        }
     }
 }
 
@@ -267,11 +271,24 @@ enum Phase {
 
 #[derive(Debug)]
 enum Progress {
-    Stat { first: Option<Bytes> },
-    Get { size: u64, got: u64, started: bool, ambiguous_since: Option<u64> },
-    Opendir { names: Vec<Vec<u8>>, bytes: usize },
+    Stat {
+        first: Option<Bytes>,
+    },
+    Get {
+        size: u64,
+        got: u64,
+        started: bool,
+        ambiguous_since: Option<u64>,
+    },
+    Opendir {
+        names: Vec<Vec<u8>>,
+        bytes: usize,
+    },
     Md5,
-    Exec { code: Option<i32>, lines: usize },
+    Exec {
+        code: Option<i32>,
+        lines: usize,
+    },
 }
 
 /// Most reply transactions one EXEC may produce before we give up on it.
@@ -365,7 +382,10 @@ impl Session {
             return None;
         }
         let ambiguity = self.outstanding.front().and_then(|o| match o.progress {
-            Progress::Get { ambiguous_since: Some(t), .. } => Some(t + AMBIGUITY_WAIT_MS),
+            Progress::Get {
+                ambiguous_since: Some(t),
+                ..
+            } => Some(t + AMBIGUITY_WAIT_MS),
             _ => None,
         });
         match (self.deadline, ambiguity) {
@@ -384,7 +404,10 @@ impl Session {
             return;
         }
         match self.deadline {
-            Some(d) if now.mono_ms >= d && (self.phase != Phase::Ready || !self.outstanding.is_empty()) => {
+            Some(d)
+                if now.mono_ms >= d
+                    && (self.phase != Phase::Ready || !self.outstanding.is_empty()) =>
+            {
                 self.fail(ClientError::Timeout(self.cfg.timeout_ms));
             }
             _ => {}
@@ -426,10 +449,19 @@ impl Session {
             return;
         }
         // A short GET waiting out an ambiguity is settled by the EOF.
-        if let Some(Outstanding { progress: Progress::Get { ambiguous_since, .. }, .. }) = self.outstanding.front_mut() {
+        if let Some(Outstanding {
+            progress: Progress::Get {
+                ambiguous_since, ..
+            },
+            ..
+        }) = self.outstanding.front_mut()
+        {
             if ambiguous_since.is_some() {
                 *ambiguous_since = Some(0);
-                self.process(Now { mono_ms: now.mono_ms.max(AMBIGUITY_WAIT_MS), ..now });
+                self.process(Now {
+                    mono_ms: now.mono_ms.max(AMBIGUITY_WAIT_MS),
+                    ..now
+                });
             }
         }
         match self.phase {
@@ -465,9 +497,17 @@ impl Session {
                         Err(e) => return self.fail(e.into()),
                     };
                     self.version = Some(v);
-                    self.log(Level::Verbose, format!("Sending version line: CFE_v{} cf-agent {}", v.number(), banner::SOFTWARE_VERSION));
+                    self.log(
+                        Level::Verbose,
+                        format!(
+                            "Sending version line: CFE_v{} cf-agent {}",
+                            v.number(),
+                            banner::SOFTWARE_VERSION
+                        ),
+                    );
                     self.records.push_back(banner::client_version_line(v));
-                    self.records.push_back(identity::encode_identity(&self.cfg.username));
+                    self.records
+                        .push_back(identity::encode_identity(&self.cfg.username));
                     self.phase = Phase::AwaitWelcome;
                 }
                 Phase::AwaitWelcome => {
@@ -501,7 +541,10 @@ impl Session {
         }
         // Computed once, then kept up to date below: scanning the whole
         // pipeline for every request sent was quadratic in its depth.
-        let mut barrier_ahead = self.outstanding.iter().any(|o| matches!(o.progress, Progress::Get { .. } | Progress::Exec { .. }));
+        let mut barrier_ahead = self
+            .outstanding
+            .iter()
+            .any(|o| matches!(o.progress, Progress::Get { .. } | Progress::Exec { .. }));
         while let Some((_, req)) = self.unsent.front() {
             if barrier_ahead || (req.is_barrier() && !self.outstanding.is_empty()) {
                 return;
@@ -511,7 +554,10 @@ impl Session {
             let mut rec = Vec::with_capacity(frame::HEADER_LEN + payload.len());
             if let Err(e) = frame::encode(Status::Done, &payload, &mut rec) {
                 // Tell the caller about this one request and go on.
-                self.events.push_back(Event::Log { level: Level::Error, message: format!("cannot send request: {e}") });
+                self.events.push_back(Event::Log {
+                    level: Level::Error,
+                    message: format!("cannot send request: {e}"),
+                });
                 let reply = match req {
                     Request::Stat { .. } => Reply::Stat(Err(e.to_string())),
                     Request::Get { .. } => Reply::Get(Err(GetFailure::Refused(e.to_string()))),
@@ -526,7 +572,13 @@ impl Session {
             if let Request::Exec { select, .. } = &req {
                 for class in select.iter().filter(|c| !c.is_empty()).take(9) {
                     let mut r = Vec::new();
-                    if frame::encode(Status::Done, &class[..class.len().min(frame::MAX_PAYLOAD)], &mut r).is_ok() {
+                    if frame::encode(
+                        Status::Done,
+                        &class[..class.len().min(frame::MAX_PAYLOAD)],
+                        &mut r,
+                    )
+                    .is_ok()
+                    {
                         self.records.push_back(r);
                     }
                 }
@@ -540,15 +592,29 @@ impl Session {
             if let Request::Get { size: 0, .. } = req {
                 // An empty file: the server sends nothing, so the GET is
                 // complete as soon as it is sent (it went out alone).
-                self.events.push_back(Event::Reply { id, reply: Reply::Get(Ok(())) });
+                self.events.push_back(Event::Reply {
+                    id,
+                    reply: Reply::Get(Ok(())),
+                });
                 continue;
             }
             let progress = match req {
                 Request::Stat { .. } => Progress::Stat { first: None },
-                Request::Get { size, .. } => Progress::Get { size, got: 0, started: false, ambiguous_since: None },
-                Request::Opendir { .. } => Progress::Opendir { names: Vec::new(), bytes: 0 },
+                Request::Get { size, .. } => Progress::Get {
+                    size,
+                    got: 0,
+                    started: false,
+                    ambiguous_since: None,
+                },
+                Request::Opendir { .. } => Progress::Opendir {
+                    names: Vec::new(),
+                    bytes: 0,
+                },
                 Request::Md5 { .. } => Progress::Md5,
-                Request::Exec { .. } => Progress::Exec { code: None, lines: 0 },
+                Request::Exec { .. } => Progress::Exec {
+                    code: None,
+                    lines: 0,
+                },
             };
             barrier_ahead |= matches!(progress, Progress::Get { .. } | Progress::Exec { .. });
             self.outstanding.push_back(Outstanding { id, progress });
@@ -562,7 +628,10 @@ impl Session {
             self.consume(now);
             let before = self.outstanding.len();
             self.flush_unsent(now);
-            if self.phase != Phase::Ready || self.outstanding.len() == before || self.decoder.buffered() == 0 {
+            if self.phase != Phase::Ready
+                || self.outstanding.len() == before
+                || self.decoder.buffered() == 0
+            {
                 return;
             }
         }
@@ -570,7 +639,9 @@ impl Session {
 
     fn consume(&mut self, now: Now) {
         while self.phase == Phase::Ready {
-            let Some(front) = self.outstanding.front_mut() else { break };
+            let Some(front) = self.outstanding.front_mut() else {
+                break;
+            };
             if let Progress::Get { .. } = front.progress {
                 match self.get_step(now) {
                     Step::Wait => break,
@@ -587,12 +658,12 @@ impl Session {
     }
 
     fn transaction(&mut self, payload: Bytes) {
-        let Some(mut o) = self.outstanding.pop_front() else { return };
+        let Some(mut o) = self.outstanding.pop_front() else {
+            return;
+        };
         let done = match &mut o.progress {
             Progress::Stat { first } => match first.take() {
-                None if reply::is_bad(&payload) => {
-                    Some(Reply::Stat(Err(bad_text(&payload))))
-                }
+                None if reply::is_bad(&payload) => Some(Reply::Stat(Err(bad_text(&payload)))),
                 None => {
                     *first = Some(payload);
                     None
@@ -601,7 +672,10 @@ impl Session {
                     Ok(st) => Some(Reply::Stat(Ok(st))),
                     Err(e) => {
                         self.outstanding.push_front(o);
-                        return self.fail(ClientError::Malformed { what: "STAT", detail: format!("{e}: {}", lossy(&f)) });
+                        return self.fail(ClientError::Malformed {
+                            what: "STAT",
+                            detail: format!("{e}: {}", lossy(&f)),
+                        });
                     }
                 },
             },
@@ -620,7 +694,10 @@ impl Session {
                 }
                 Err(OpendirError::Refused(_)) => Some(Reply::Listing(Err(bad_text(&payload)))),
                 Err(OpendirError::Empty) => {
-                    return self.fail(ClientError::Malformed { what: "OPENDIR", detail: "empty packet".into() });
+                    return self.fail(ClientError::Malformed {
+                        what: "OPENDIR",
+                        detail: "empty packet".into(),
+                    });
                 }
             },
             Progress::Md5 => {
@@ -641,12 +718,20 @@ impl Session {
                     *lines += 1;
                     if *lines > MAX_EXEC_LINES {
                         self.outstanding.push_front(o);
-                        return self.fail(ClientError::Malformed { what: "EXEC", detail: "endless output".into() });
+                        return self.fail(ClientError::Malformed {
+                            what: "EXEC",
+                            detail: "endless output".into(),
+                        });
                     }
                     if let Some(n) = line.strip_prefix(b"(exit code: ") {
-                        *code = std::str::from_utf8(n).ok().and_then(|t| t.trim_end().trim_end_matches(')').parse().ok());
+                        *code = std::str::from_utf8(n)
+                            .ok()
+                            .and_then(|t| t.trim_end().trim_end_matches(')').parse().ok());
                     }
-                    self.events.push_back(Event::ExecLine { id: o.id, line: Bytes::copy_from_slice(line) });
+                    self.events.push_back(Event::ExecLine {
+                        id: o.id,
+                        line: Bytes::copy_from_slice(line),
+                    });
                     None
                 }
             }
@@ -654,7 +739,10 @@ impl Session {
             // total anyway rather than trust that invariant with a panic.
             Progress::Get { .. } => {
                 self.outstanding.push_front(o);
-                return self.fail(ClientError::Malformed { what: "GET", detail: "framed reply inside a GET stream".into() });
+                return self.fail(ClientError::Malformed {
+                    what: "GET",
+                    detail: "framed reply inside a GET stream".into(),
+                });
             }
         };
         match done {
@@ -665,7 +753,17 @@ impl Session {
 
     /// Advance the GET at the front of the queue by what is buffered.
     fn get_step(&mut self, now: Now) -> Step {
-        let Some(Outstanding { id, progress: Progress::Get { size, got, started, ambiguous_since } }) = self.outstanding.front_mut() else {
+        let Some(Outstanding {
+            id,
+            progress:
+                Progress::Get {
+                    size,
+                    got,
+                    started,
+                    ambiguous_since,
+                },
+        }) = self.outstanding.front_mut()
+        else {
             return Step::Wait;
         };
         let id = *id;
@@ -674,7 +772,10 @@ impl Session {
                 // Nothing will come (an empty file); a refusal would show up
                 // as the next reply, which then fails to parse.
                 self.outstanding.pop_front();
-                self.events.push_back(Event::Reply { id, reply: Reply::Get(Ok(())) });
+                self.events.push_back(Event::Reply {
+                    id,
+                    reply: Reply::Get(Ok(())),
+                });
                 return Step::Continue;
             }
             let buf = self.decoder.peek_raw();
@@ -686,13 +787,22 @@ impl Session {
                     let frame = self.decoder.take_raw(total);
                     let text = bad_text(&frame[frame::HEADER_LEN..]);
                     self.outstanding.pop_front();
-                    self.events.push_back(Event::Reply { id, reply: Reply::Get(Err(GetFailure::Refused(text))) });
+                    self.events.push_back(Event::Reply {
+                        id,
+                        reply: Reply::Get(Err(GetFailure::Refused(text))),
+                    });
                     return Step::Continue;
                 }
                 Sniff::RawRefusal => {
                     self.outstanding.pop_front();
-                    self.events.push_back(Event::Reply { id, reply: Reply::Get(Err(GetFailure::Denied)) });
-                    self.log(Level::Verbose, "Server sent a raw refusal block; closing the connection".into());
+                    self.events.push_back(Event::Reply {
+                        id,
+                        reply: Reply::Get(Err(GetFailure::Denied)),
+                    });
+                    self.log(
+                        Level::Verbose,
+                        "Server sent a raw refusal block; closing the connection".into(),
+                    );
                     self.phase = Phase::Closed;
                     return Step::Wait;
                 }
@@ -716,7 +826,10 @@ impl Session {
             let remaining = *size - *got;
             if remaining == 0 {
                 self.outstanding.pop_front();
-                self.events.push_back(Event::Reply { id, reply: Reply::Get(Ok(())) });
+                self.events.push_back(Event::Reply {
+                    id,
+                    reply: Reply::Get(Ok(())),
+                });
                 return Step::Continue;
             }
             let buf = self.decoder.peek_raw();
@@ -733,8 +846,14 @@ impl Session {
                     }
                     if need == CHANGED_MARKER.len() {
                         self.outstanding.pop_front();
-                        self.events.push_back(Event::Reply { id, reply: Reply::Get(Err(GetFailure::Changed)) });
-                        self.log(Level::Verbose, "Source changed while copying; closing the connection".into());
+                        self.events.push_back(Event::Reply {
+                            id,
+                            reply: Reply::Get(Err(GetFailure::Changed)),
+                        });
+                        self.log(
+                            Level::Verbose,
+                            "Source changed while copying; closing the connection".into(),
+                        );
                         self.phase = Phase::Closed;
                         return Step::Wait;
                     }
@@ -796,7 +915,9 @@ fn sniff(buf: &[u8]) -> Sniff {
     if buf.len() >= reply::FAILED.len() && failed_prefix {
         return Sniff::RawRefusal;
     }
-    if (framed_prefix && buf.len() < FRAMED_SNIFF) || (failed_prefix && buf.len() < reply::FAILED.len()) {
+    if (framed_prefix && buf.len() < FRAMED_SNIFF)
+        || (failed_prefix && buf.len() < reply::FAILED.len())
+    {
         // Decisive bytes still missing. A file at least that long will bring
         // them; for a shorter one the caller waits a moment (or for EOF).
         return Sniff::NeedMore;
@@ -832,7 +953,10 @@ fn bad_text(payload: &[u8]) -> String {
 }
 
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(frame::c_str(b)).chars().take(120).collect()
+    String::from_utf8_lossy(frame::c_str(b))
+        .chars()
+        .take(120)
+        .collect()
 }
 
 #[cfg(test)]
@@ -840,7 +964,10 @@ mod tests {
     use super::*;
 
     fn now(ms: u64) -> Now {
-        Now { mono_ms: ms, unix_s: 1_800_000_000 }
+        Now {
+            mono_ms: ms,
+            unix_s: 1_800_000_000,
+        }
     }
 
     fn established() -> Session {
@@ -850,7 +977,12 @@ mod tests {
         assert_eq!(s.poll_record().unwrap(), b"IDENTITY USERNAME=root\n");
         s.handle_plaintext(now(2), b"OK WELCOME USERNAME=root\n");
         assert!(matches!(s.poll_event(), Some(Event::Log { .. })));
-        assert_eq!(s.poll_event(), Some(Event::Established { version: ProtocolVersion::Cookie }));
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Established {
+                version: ProtocolVersion::Cookie
+            })
+        );
         s
     }
 
@@ -879,10 +1011,38 @@ mod tests {
     #[test]
     fn pipelined_stats_then_get_barrier() {
         let mut s = established();
-        s.request(now(3), 1, Request::Stat { path: b"/a".to_vec(), client_time: 5 });
-        s.request(now(3), 2, Request::Md5 { path: b"/a".to_vec(), digest: [0; 16] });
-        s.request(now(3), 3, Request::Get { path: b"/a".to_vec(), size: 3 });
-        s.request(now(3), 4, Request::Stat { path: b"/b".to_vec(), client_time: 5 });
+        s.request(
+            now(3),
+            1,
+            Request::Stat {
+                path: b"/a".to_vec(),
+                client_time: 5,
+            },
+        );
+        s.request(
+            now(3),
+            2,
+            Request::Md5 {
+                path: b"/a".to_vec(),
+                digest: [0; 16],
+            },
+        );
+        s.request(
+            now(3),
+            3,
+            Request::Get {
+                path: b"/a".to_vec(),
+                size: 3,
+            },
+        );
+        s.request(
+            now(3),
+            4,
+            Request::Stat {
+                path: b"/b".to_vec(),
+                client_time: 5,
+            },
+        );
         assert_eq!(s.poll_record().unwrap(), txn(b"SYNCH 5 STAT /a"));
         assert!(s.poll_record().unwrap().ends_with(&[0u8; 16]));
         assert_eq!(s.poll_record(), None, "GET waits for the queue to drain");
@@ -895,17 +1055,50 @@ mod tests {
         s.handle_plaintext(now(5), b"abc");
         assert_eq!(s.poll_record().unwrap(), txn(b"SYNCH 5 STAT /b"));
         let ev = drain(&mut s);
-        assert!(matches!(&ev[0], Event::Reply { id: 1, reply: Reply::Stat(Ok(st)) } if st.size == 3));
-        assert_eq!(ev[1], Event::Reply { id: 2, reply: Reply::Md5(Ok(true)) });
-        assert_eq!(ev[2], Event::Data { id: 3, bytes: Bytes::from_static(b"abc") });
-        assert_eq!(ev[3], Event::Reply { id: 3, reply: Reply::Get(Ok(())) });
+        assert!(
+            matches!(&ev[0], Event::Reply { id: 1, reply: Reply::Stat(Ok(st)) } if st.size == 3)
+        );
+        assert_eq!(
+            ev[1],
+            Event::Reply {
+                id: 2,
+                reply: Reply::Md5(Ok(true))
+            }
+        );
+        assert_eq!(
+            ev[2],
+            Event::Data {
+                id: 3,
+                bytes: Bytes::from_static(b"abc")
+            }
+        );
+        assert_eq!(
+            ev[3],
+            Event::Reply {
+                id: 3,
+                reply: Reply::Get(Ok(()))
+            }
+        );
     }
 
     #[test]
     fn framed_refusal_keeps_sync_and_change_marker_closes() {
         let mut s = established();
-        s.request(now(3), 1, Request::Get { path: b"/x".to_vec(), size: 5000 });
-        s.request(now(3), 2, Request::Opendir { path: b"/d".to_vec() });
+        s.request(
+            now(3),
+            1,
+            Request::Get {
+                path: b"/x".to_vec(),
+                size: 5000,
+            },
+        );
+        s.request(
+            now(3),
+            2,
+            Request::Opendir {
+                path: b"/d".to_vec(),
+            },
+        );
         let _ = std::iter::from_fn(|| s.poll_record()).count();
         s.handle_plaintext(now(4), &txn(reply::FAILED));
         let mut listing = b".\0a\0".to_vec();
@@ -913,31 +1106,68 @@ mod tests {
         listing.extend_from_slice(&[0, 0]);
         s.handle_plaintext(now(5), &txn(&listing));
         let ev = drain(&mut s);
-        assert!(ev.contains(&Event::Reply { id: 1, reply: Reply::Get(Err(GetFailure::Refused("Unspecified server refusal (see verbose server output)".into()))) }));
-        assert!(ev.contains(&Event::Reply { id: 2, reply: Reply::Listing(Ok(vec![b".".to_vec(), b"a".to_vec()])) }));
+        assert!(ev.contains(&Event::Reply {
+            id: 1,
+            reply: Reply::Get(Err(GetFailure::Refused(
+                "Unspecified server refusal (see verbose server output)".into()
+            )))
+        }));
+        assert!(ev.contains(&Event::Reply {
+            id: 2,
+            reply: Reply::Listing(Ok(vec![b".".to_vec(), b"a".to_vec()]))
+        }));
 
         let mut s = established();
-        s.request(now(3), 1, Request::Get { path: b"/x".to_vec(), size: 5000 });
+        s.request(
+            now(3),
+            1,
+            Request::Get {
+                path: b"/x".to_vec(),
+                size: 5000,
+            },
+        );
         let mut data = vec![b'x'; 2048];
         data.extend_from_slice(b"BAD: File changed while copying: /x\0");
         s.handle_plaintext(now(4), &data);
         let ev = drain(&mut s);
-        assert!(ev.contains(&Event::Reply { id: 1, reply: Reply::Get(Err(GetFailure::Changed)) }));
+        assert!(ev.contains(&Event::Reply {
+            id: 1,
+            reply: Reply::Get(Err(GetFailure::Changed))
+        }));
         assert!(s.is_closed());
     }
 
     #[test]
     fn short_file_that_looks_like_a_header_is_settled_by_timeout() {
         let mut s = established();
-        s.request(now(3), 1, Request::Get { path: b"/x".to_vec(), size: 3 });
+        s.request(
+            now(3),
+            1,
+            Request::Get {
+                path: b"/x".to_vec(),
+                size: 3,
+            },
+        );
         s.handle_plaintext(now(10), b"t 5");
         assert!(drain(&mut s).is_empty());
         let t = s.poll_timeout().unwrap();
         assert_eq!(t, 10 + AMBIGUITY_WAIT_MS);
         s.handle_timeout(now(t));
         let ev = drain(&mut s);
-        assert_eq!(ev[0], Event::Data { id: 1, bytes: Bytes::from_static(b"t 5") });
-        assert_eq!(ev[1], Event::Reply { id: 1, reply: Reply::Get(Ok(())) });
+        assert_eq!(
+            ev[0],
+            Event::Data {
+                id: 1,
+                bytes: Bytes::from_static(b"t 5")
+            }
+        );
+        assert_eq!(
+            ev[1],
+            Event::Reply {
+                id: 1,
+                reply: Reply::Get(Ok(()))
+            }
+        );
     }
 
     #[test]
@@ -945,15 +1175,28 @@ mod tests {
         let mut s = Session::new(Config::default(), now(0));
         s.handle_plaintext(now(1), b"CFE_v3 cf-serverd 3.21.0\n");
         s.handle_plaintext(now(2), b"BAD\n");
-        assert!(drain(&mut s).iter().any(|e| matches!(e, Event::Failed(ClientError::NotWelcomed(t)) if t == "BAD")));
+        assert!(drain(&mut s)
+            .iter()
+            .any(|e| matches!(e, Event::Failed(ClientError::NotWelcomed(t)) if t == "BAD")));
         let mut s = Session::new(Config::default(), now(0));
         s.handle_timeout(now(30_000));
         assert!(drain(&mut s).contains(&Event::Failed(ClientError::Timeout(30_000))));
         let mut s = Session::new(Config::default(), now(0));
         s.handle_eof(now(1));
-        assert!(drain(&mut s).contains(&Event::Failed(ClientError::HungUpDuringIdentification("no banner"))));
+        assert!(
+            drain(&mut s).contains(&Event::Failed(ClientError::HungUpDuringIdentification(
+                "no banner"
+            )))
+        );
         let mut s = established();
-        s.request(now(3), 1, Request::Stat { path: b"/a".to_vec(), client_time: 5 });
+        s.request(
+            now(3),
+            1,
+            Request::Stat {
+                path: b"/a".to_vec(),
+                client_time: 5,
+            },
+        );
         s.handle_eof(now(4));
         assert!(drain(&mut s).contains(&Event::Failed(ClientError::HungUp(1))));
     }
@@ -970,9 +1213,29 @@ mod tests {
         input.extend(txn(&listing));
         let run = |step: usize| {
             let mut s = established();
-            s.request(now(3), 1, Request::Stat { path: b"/f".to_vec(), client_time: 5 });
-            s.request(now(3), 2, Request::Get { path: b"/f".to_vec(), size: 5000 });
-            s.request(now(3), 3, Request::Opendir { path: b"/d".to_vec() });
+            s.request(
+                now(3),
+                1,
+                Request::Stat {
+                    path: b"/f".to_vec(),
+                    client_time: 5,
+                },
+            );
+            s.request(
+                now(3),
+                2,
+                Request::Get {
+                    path: b"/f".to_vec(),
+                    size: 5000,
+                },
+            );
+            s.request(
+                now(3),
+                3,
+                Request::Opendir {
+                    path: b"/d".to_vec(),
+                },
+            );
             let mut got = Vec::new();
             let mut file = Vec::new();
             for c in input.chunks(step) {
@@ -992,7 +1255,12 @@ mod tests {
         assert_eq!(whole.0.len(), 3);
         for step in [1, 2, 7, 8, 9, 2047, 2048, 2049, 4096] {
             let got = run(step);
-            assert!(got == whole, "split every {step} bytes: {} replies, {} file bytes", got.0.len(), got.1.len());
+            assert!(
+                got == whole,
+                "split every {step} bytes: {} replies, {} file bytes",
+                got.0.len(),
+                got.1.len()
+            );
         }
     }
 
@@ -1003,16 +1271,40 @@ mod tests {
         let mut x: u64 = 0x1234_5678;
         for round in 0..200 {
             let mut s = established();
-            s.request(now(3), 1, Request::Stat { path: b"/a".to_vec(), client_time: 5 });
-            s.request(now(3), 2, Request::Opendir { path: b"/a".to_vec() });
-            s.request(now(3), 3, Request::Get { path: b"/a".to_vec(), size: round });
+            s.request(
+                now(3),
+                1,
+                Request::Stat {
+                    path: b"/a".to_vec(),
+                    client_time: 5,
+                },
+            );
+            s.request(
+                now(3),
+                2,
+                Request::Opendir {
+                    path: b"/a".to_vec(),
+                },
+            );
+            s.request(
+                now(3),
+                3,
+                Request::Get {
+                    path: b"/a".to_vec(),
+                    size: round,
+                },
+            );
             for _ in 0..20 {
                 let mut chunk = Vec::new();
                 for _ in 0..(x % 64) {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    chunk.push(if x % 3 < 1 { b"t 9\0OK:"[(x % 7) as usize] } else { x as u8 });
+                    chunk.push(if x % 3 < 1 {
+                        b"t 9\0OK:"[(x % 7) as usize]
+                    } else {
+                        x as u8
+                    });
                 }
                 s.handle_plaintext(now(4), &chunk);
                 drain(&mut s);

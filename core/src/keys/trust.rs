@@ -239,7 +239,9 @@ impl<D: PpkeysDir> TrustStore<D> {
                 // untrusted peer never changes the trust store.
                 let old = ppkeys::old_style_key_file(user, ip)?;
                 if let Some(bytes) = Self::store(self.dir.read(&old))? {
-                    let matches = parse_public_pem(&bytes).map(|k| &k == presented).unwrap_or(false);
+                    let matches = parse_public_pem(&bytes)
+                        .map(|k| &k == presented)
+                        .unwrap_or(false);
                     if matches && Self::store(self.dir.rename_new(&old, &file))? {
                         renamed_from = Some(old);
                         stored = Self::store(self.dir.read(&file))?;
@@ -253,7 +255,9 @@ impl<D: PpkeysDir> TrustStore<D> {
         let verdict = match stored {
             None => Verdict::Unknown,
             Some(bytes) => match parse_public_pem(&bytes) {
-                Ok(k) if &k == presented && compared == file => Verdict::Trusted { file: file.clone() },
+                Ok(k) if &k == presented && compared == file => {
+                    Verdict::Trusted { file: file.clone() }
+                }
                 Ok(k) if &k == presented => Verdict::Trusted { file: compared },
                 Ok(k) => Verdict::Changed {
                     file: compared,
@@ -542,20 +546,35 @@ mod tests {
     #[test]
     fn own_file_lookup_agrees_with_the_full_lookup() {
         let file = format!("root-{}.pub", id(0));
-        for contents in [Some(pem(0)), Some(pem(1)), Some(b"not a key".to_vec()), None] {
+        for contents in [
+            Some(pem(0)),
+            Some(pem(1)),
+            Some(b"not a key".to_vec()),
+            None,
+        ] {
             let store = TrustStore::new(MemDir::default(), DigestKind::Md5);
             if let Some(c) = &contents {
                 store.dir().insert(&file, c);
             }
             // An old-style file only the full lookup may rename.
             store.dir().insert("root-10.0.0.1.pub", &pem(0));
-            let before = { let mut l = store.dir().list().unwrap(); l.sort(); l };
+            let before = {
+                let mut l = store.dir().list().unwrap();
+                l.sort();
+                l
+            };
             let quick = store.lookup_own_file("root", &pk(0)).unwrap();
-            let after = { let mut l = store.dir().list().unwrap(); l.sort(); l };
+            let after = {
+                let mut l = store.dir().list().unwrap();
+                l.sort();
+                l
+            };
             assert_eq!(before, after, "the fast path wrote nothing");
             match (contents, quick) {
                 (None, None) => {}
-                (Some(_), Some(q)) => assert_eq!(q, store.lookup("root", Some("10.0.0.1"), &pk(0)).unwrap()),
+                (Some(_), Some(q)) => {
+                    assert_eq!(q, store.lookup("root", Some("10.0.0.1"), &pk(0)).unwrap())
+                }
                 (c, q) => panic!("{c:?} {q:?}"),
             }
         }
@@ -606,10 +625,18 @@ mod tests {
             }
         );
         assert_eq!(l.renamed_from, None);
-        assert_eq!(store.dir().list().unwrap(), vec!["root-10.0.0.1.pub".to_string()]);
+        assert_eq!(
+            store.dir().list().unwrap(),
+            vec!["root-10.0.0.1.pub".to_string()]
+        );
         // The real peer is still trusted, and only now is the file renamed.
         let l = store.lookup("root", Some("10.0.0.1"), &pk(0)).unwrap();
-        assert_eq!(l.verdict, Verdict::Trusted { file: format!("root-{}.pub", id(0)) });
+        assert_eq!(
+            l.verdict,
+            Verdict::Trusted {
+                file: format!("root-{}.pub", id(0))
+            }
+        );
         assert_eq!(l.renamed_from.as_deref(), Some("root-10.0.0.1.pub"));
     }
 

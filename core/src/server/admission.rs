@@ -16,10 +16,14 @@ pub enum Refusal {
     #[error("Remote host '{0}' is in denyconnects, denying connection")]
     Denied(String),
     /// A second simultaneous connection from an IP not in `allowallconnects`.
-    #[error("Remote host '{0}' is not in allowallconnects, denying second simultaneous connection")]
+    #[error(
+        "Remote host '{0}' is not in allowallconnects, denying second simultaneous connection"
+    )]
     Second(String),
     /// `maxconnections` connections are already being served.
-    #[error("Too many threads ({active} > {max}), dropping connection! Increase server maxconnections?")]
+    #[error(
+        "Too many threads ({active} > {max}), dropping connection! Increase server maxconnections?"
+    )]
     TooMany {
         /// Connections being served.
         active: usize,
@@ -30,7 +34,9 @@ pub enum Refusal {
 
 /// Strip the `::ffff:` of an IPv4-mapped IPv6 peer, as `MapAddress` does.
 pub fn map_address(ip: &str) -> &str {
-    ip.strip_prefix("::ffff:").filter(|rest| rest.contains('.')).unwrap_or(ip)
+    ip.strip_prefix("::ffff:")
+        .filter(|rest| rest.contains('.'))
+        .unwrap_or(ip)
 }
 
 /// Open connections, counted per IP and in total.
@@ -65,7 +71,10 @@ impl Admission {
         }
         let max = control.maxconnections as usize;
         if self.active >= max {
-            return Err(Refusal::TooMany { active: self.active + 1, max });
+            return Err(Refusal::TooMany {
+                active: self.active + 1,
+                max,
+            });
         }
         *self.per_ip.entry(ip.to_string()).or_insert(0) += 1;
         self.active += 1;
@@ -108,8 +117,14 @@ mod tests {
     fn order_of_checks_and_messages() {
         let c = control(&["127.0.0.0/8"], &["127.0.0.9"], &["127.0.0.2"], 3);
         let mut a = Admission::new();
-        assert_eq!(a.admit("10.0.0.1", &c), Err(Refusal::NotAllowed("10.0.0.1".into())));
-        assert_eq!(a.admit("127.0.0.9", &c), Err(Refusal::Denied("127.0.0.9".into())));
+        assert_eq!(
+            a.admit("10.0.0.1", &c),
+            Err(Refusal::NotAllowed("10.0.0.1".into()))
+        );
+        assert_eq!(
+            a.admit("127.0.0.9", &c),
+            Err(Refusal::Denied("127.0.0.9".into()))
+        );
         assert_eq!(a.admit("127.0.0.1", &c), Ok(()));
         assert_eq!(
             a.admit("127.0.0.1", &c).unwrap_err().to_string(),
@@ -117,7 +132,10 @@ mod tests {
         );
         assert_eq!(a.admit("127.0.0.2", &c), Ok(()));
         assert_eq!(a.admit("127.0.0.2", &c), Ok(()));
-        assert!(matches!(a.admit("127.0.0.3", &c), Err(Refusal::TooMany { max: 3, .. })));
+        assert!(matches!(
+            a.admit("127.0.0.3", &c),
+            Err(Refusal::TooMany { max: 3, .. })
+        ));
         a.release("127.0.0.1");
         assert_eq!(a.admit("127.0.0.1", &c), Ok(()));
         assert_eq!(a.active(), 3);

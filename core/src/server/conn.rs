@@ -36,7 +36,13 @@ impl Connection {
     ///
     /// The handshake deadline starts now: a peer that sends a ClientHello
     /// and then nothing is dropped by [`poll_timeout`](Connection::poll_timeout).
-    pub fn new(tls: TlsLayer, cfg: Config, policy: Arc<dyn PolicyView>, ip: String, now: Now) -> Self {
+    pub fn new(
+        tls: TlsLayer,
+        cfg: Config,
+        policy: Arc<dyn PolicyView>,
+        ip: String,
+        now: Now,
+    ) -> Self {
         let deadline = now.mono_ms + cfg.handshake_timeout_ms;
         Connection {
             tls,
@@ -75,7 +81,10 @@ impl Connection {
             return;
         }
         if let Err(e) = self.tls.handle_input(bytes) {
-            self.log(Level::Error, format!("Failed to accept TLS connection: {e}"));
+            self.log(
+                Level::Error,
+                format!("Failed to accept TLS connection: {e}"),
+            );
             self.closing = true;
             return;
         }
@@ -89,7 +98,10 @@ impl Connection {
         match &mut self.session {
             Some(s) => s.handle_eof(now),
             None if !self.closing => {
-                self.log(Level::Verbose, "Peer closed the connection during the TLS handshake".into());
+                self.log(
+                    Level::Verbose,
+                    "Peer closed the connection during the TLS handshake".into(),
+                );
             }
             None => {}
         }
@@ -99,19 +111,40 @@ impl Connection {
     fn after_tls(&mut self, now: Now) {
         if self.session.is_none() && !self.tls.is_handshaking() {
             let Some(key) = self.tls.peer_public_key().cloned() else {
-                self.log(Level::Error, "Received key of unknown type, only RSA currently supported!".into());
+                self.log(
+                    Level::Error,
+                    "Received key of unknown type, only RSA currently supported!".into(),
+                );
                 self.closing = true;
                 return;
             };
             if let Some(n) = self.tls.negotiated() {
-                self.log(Level::Verbose, format!("TLS version negotiated: {:>8}; Cipher: {},{}", n.version, n.cipher, n.version));
+                self.log(
+                    Level::Verbose,
+                    format!(
+                        "TLS version negotiated: {:>8}; Cipher: {},{}",
+                        n.version, n.cipher, n.version
+                    ),
+                );
             }
-            self.log(Level::Verbose, "TLS session established, checking trust...".into());
+            self.log(
+                Level::Verbose,
+                "TLS session established, checking trust...".into(),
+            );
             // The session's identification deadline counts from accept, not
             // from the end of the handshake: one deadline for the whole way
             // to WELCOME, so a peer slow in both phases cannot double it.
-            let start = Now { mono_ms: self.accepted_ms, unix_s: now.unix_s };
-            let s = Session::new(self.cfg.clone(), self.policy.clone(), self.ip.clone(), PeerKey::new(key), start);
+            let start = Now {
+                mono_ms: self.accepted_ms,
+                unix_s: now.unix_s,
+            };
+            let s = Session::new(
+                self.cfg.clone(),
+                self.policy.clone(),
+                self.ip.clone(),
+                PeerKey::new(key),
+                start,
+            );
             self.session = Some(s);
         }
         let Some(s) = &mut self.session else { return };
@@ -125,7 +158,10 @@ impl Connection {
                     break;
                 }
                 Err(e) => {
-                    self.events.push_back(Event::Log { level: Level::Info, message: format!("TLS error: {e}") });
+                    self.events.push_back(Event::Log {
+                        level: Level::Info,
+                        message: format!("TLS error: {e}"),
+                    });
                     self.closing = true;
                     break;
                 }
@@ -139,7 +175,10 @@ impl Connection {
         let Some(s) = &mut self.session else { return };
         while let Some(r) = s.poll_record() {
             if let Err(e) = self.tls.queue_unit(&r) {
-                self.events.push_back(Event::Log { level: Level::Info, message: format!("TLS send failed: {e}") });
+                self.events.push_back(Event::Log {
+                    level: Level::Info,
+                    message: format!("TLS send failed: {e}"),
+                });
                 self.closing = true;
                 return;
             }
@@ -158,7 +197,10 @@ impl Connection {
     /// The adapter's answer to the session's outstanding question.
     pub fn handle_answer(&mut self, now: Now, answer: Answer) -> Result<(), CallerError> {
         let Some(s) = &mut self.session else {
-            return Err(CallerError::UnexpectedAnswer { want: "nothing", got: format!("{answer:?}").chars().take(80).collect() });
+            return Err(CallerError::UnexpectedAnswer {
+                want: "nothing",
+                got: format!("{answer:?}").chars().take(80).collect(),
+            });
         };
         s.handle_answer(now, answer)?;
         self.flush_session();
@@ -205,6 +247,11 @@ impl Connection {
     /// Whether the connection is done: close the socket once
     /// [`poll_transmit`](Connection::poll_transmit) returns `None`.
     pub fn is_closing(&self) -> bool {
-        self.closing || self.session.as_ref().map(|s| s.is_closing()).unwrap_or(false)
+        self.closing
+            || self
+                .session
+                .as_ref()
+                .map(|s| s.is_closing())
+                .unwrap_or(false)
     }
 }

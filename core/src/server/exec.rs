@@ -85,7 +85,9 @@ pub struct ExecPlan {
 }
 
 fn valid_token(t: &str) -> bool {
-    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
 /// Decide on an EXEC request's arguments.
@@ -94,7 +96,11 @@ fn valid_token(t: &str) -> bool {
 /// roles (classes, by username) and bundle (by peer) ACLs. Returns the
 /// plan, or the denial to send. Every token is checked before anything
 /// is authorised, so a malformed list never reaches the ACL.
-pub fn plan(cfruncommand: &str, args: &str, mut authorize: impl FnMut(TokenKind, &str) -> bool) -> Result<ExecPlan, ExecDenial> {
+pub fn plan(
+    cfruncommand: &str,
+    args: &str,
+    mut authorize: impl FnMut(TokenKind, &str) -> bool,
+) -> Result<ExecPlan, ExecDenial> {
     let mut classes: Vec<String> = Vec::new();
     let mut bundles: Vec<String> = Vec::new();
     let words: Vec<&str> = args.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
@@ -157,7 +163,10 @@ pub fn plan(cfruncommand: &str, args: &str, mut authorize: impl FnMut(TokenKind,
         argv.push(l);
     }
     if display.len() > MAX_COMMAND {
-        return Err(ExecDenial::TooLong { len: display.len(), cmd: display });
+        return Err(ExecDenial::TooLong {
+            len: display.len(),
+            cmd: display,
+        });
     }
     Ok(ExecPlan { argv, display })
 }
@@ -169,9 +178,18 @@ mod tests {
 
     #[test]
     fn quote_rules() {
-        assert_eq!(split_command("/usr/bin/cf-agent -I -f x"), vec!["/usr/bin/cf-agent", "-I", "-f", "x"]);
-        assert_eq!(split_command("\"/opt/my dir/agent\" -D 'a b' `c d`"), vec!["/opt/my dir/agent", "-D", "a b", "c d"]);
-        assert_eq!(split_command("a \"unterminated rest"), vec!["a", "unterminated rest"]);
+        assert_eq!(
+            split_command("/usr/bin/cf-agent -I -f x"),
+            vec!["/usr/bin/cf-agent", "-I", "-f", "x"]
+        );
+        assert_eq!(
+            split_command("\"/opt/my dir/agent\" -D 'a b' `c d`"),
+            vec!["/opt/my dir/agent", "-D", "a b", "c d"]
+        );
+        assert_eq!(
+            split_command("a \"unterminated rest"),
+            vec!["a", "unterminated rest"]
+        );
         assert!(split_command("   ").is_empty());
     }
 
@@ -179,27 +197,57 @@ mod tests {
     fn the_3_21_argument_forms() {
         let all = |_: TokenKind, _: &str| true;
         let p = plan("/bin/run", "-Drole1,role2 -b b1,b2", all).unwrap();
-        assert_eq!(p.argv, vec!["/bin/run", "-D", "role1,role2", "--bundlesequence", "b1,b2"]);
+        assert_eq!(
+            p.argv,
+            vec!["/bin/run", "-D", "role1,role2", "--bundlesequence", "b1,b2"]
+        );
         assert_eq!(p.display, "/bin/run -D role1,role2 --bundlesequence b1,b2");
         let p = plan("/bin/run", "-D role1 -D role2", all).unwrap();
         assert_eq!(p.argv, vec!["/bin/run", "-D", "role1,role2"]);
         assert_eq!(plan("/bin/run", "", all).unwrap().argv, vec!["/bin/run"]);
-        assert_eq!(plan("/bin/run", "-b ns:bundle", all).unwrap().argv, vec!["/bin/run", "--bundlesequence", "ns:bundle"]);
+        assert_eq!(
+            plan("/bin/run", "-b ns:bundle", all).unwrap().argv,
+            vec!["/bin/run", "--bundlesequence", "ns:bundle"]
+        );
     }
 
     #[test]
     fn refusals() {
         let all = |_: TokenKind, _: &str| true;
-        assert_eq!(plan("/bin/run", "-D a@b", all), Err(ExecDenial::Role("a@b".into())));
-        assert_eq!(plan("/bin/run", "-D a;rm", all), Err(ExecDenial::Role("a;rm".into())));
-        assert_eq!(plan("/bin/run", "-b x$(y)", all), Err(ExecDenial::Bundle("x$(y)".into())));
-        assert_eq!(plan("/bin/run", "-o foo", all), Err(ExecDenial::InvalidArguments("-o foo".into())));
-        assert_eq!(plan("/bin/run", "-D", all), Err(ExecDenial::InvalidArguments("-D".into())));
+        assert_eq!(
+            plan("/bin/run", "-D a@b", all),
+            Err(ExecDenial::Role("a@b".into()))
+        );
+        assert_eq!(
+            plan("/bin/run", "-D a;rm", all),
+            Err(ExecDenial::Role("a;rm".into()))
+        );
+        assert_eq!(
+            plan("/bin/run", "-b x$(y)", all),
+            Err(ExecDenial::Bundle("x$(y)".into()))
+        );
+        assert_eq!(
+            plan("/bin/run", "-o foo", all),
+            Err(ExecDenial::InvalidArguments("-o foo".into()))
+        );
+        assert_eq!(
+            plan("/bin/run", "-D", all),
+            Err(ExecDenial::InvalidArguments("-D".into()))
+        );
         let only_role1 = |k: TokenKind, t: &str| k == TokenKind::Class && t == "role1";
-        assert_eq!(plan("/bin/run", "-D role1,role12", only_role1), Err(ExecDenial::Role("role12".into())));
+        assert_eq!(
+            plan("/bin/run", "-D role1,role12", only_role1),
+            Err(ExecDenial::Role("role12".into()))
+        );
         let long = format!("-D {}", "a".repeat(5000));
-        assert!(matches!(plan("/bin/run", &long, all), Err(ExecDenial::TooLong { .. })));
-        assert_eq!(ExecDenial::Role("x".into()).to_string(), "EXEC denied role activation (check cf-serverd verbose output)");
+        assert!(matches!(
+            plan("/bin/run", &long, all),
+            Err(ExecDenial::TooLong { .. })
+        ));
+        assert_eq!(
+            ExecDenial::Role("x".into()).to_string(),
+            "EXEC denied role activation (check cf-serverd verbose output)"
+        );
     }
 
     /// No input ever puts into argv anything but cfruncommand's words, the
@@ -208,7 +256,11 @@ mod tests {
     fn argv_holds_only_validated_tokens(args: String, cmd_words: Vec<String>) -> bool {
         let cmd: String = cmd_words
             .iter()
-            .map(|w| w.chars().filter(|c| !c.is_whitespace() && !"\"'`".contains(*c)).collect::<String>())
+            .map(|w| {
+                w.chars()
+                    .filter(|c| !c.is_whitespace() && !"\"'`".contains(*c))
+                    .collect::<String>()
+            })
             .filter(|w| !w.is_empty())
             .take(4)
             .collect::<Vec<_>>()

@@ -5,11 +5,10 @@ pub mod admission;
 pub mod conn;
 pub mod exec;
 pub mod io;
+pub mod policy_view;
 pub mod session;
 pub mod tofu;
-pub mod policy_view;
 pub mod view;
-
 
 pub use conn::Connection;
 pub use io::{Answer, Event, KeyStatus, Level, Now};

@@ -21,14 +21,22 @@ fn facts<'a>(peer: &'a Peer) -> ConnFacts<'a> {
 /// reason when denied.
 fn decision(d: crate::policy::Decision) -> Decision {
     let resource = d.resource.unwrap_or_default();
-    let rule = if d.allowed { resource } else { format!("{resource} ({:?})", d.reason) };
-    Decision { allowed: d.allowed, rule }
+    let rule = if d.allowed {
+        resource
+    } else {
+        format!("{resource} ({:?})", d.reason)
+    };
+    Decision {
+        allowed: d.allowed,
+        rule,
+    }
 }
 
 impl PolicyView for ServerPolicy {
     fn expand_shortcut(&self, path: &[u8], peer: &Peer) -> Option<Vec<u8>> {
         let p = std::str::from_utf8(path).ok()?;
-        ServerPolicy::expand_shortcut(self, p, &peer.ip, peer.hostname.as_deref(), &peer.key_id).map(String::into_bytes)
+        ServerPolicy::expand_shortcut(self, p, &peer.ip, peer.hostname.as_deref(), &peer.key_id)
+            .map(String::into_bytes)
     }
 
     /// Paths that are not UTF-8 can match no rule (policy text is UTF-8),
@@ -41,7 +49,9 @@ impl PolicyView for ServerPolicy {
     }
 
     fn check_name(&self, resource: Resource, name: &[u8], peer: &Peer) -> Decision {
-        let Ok(n) = std::str::from_utf8(name) else { return Decision::no_rule() };
+        let Ok(n) = std::str::from_utf8(name) else {
+            return Decision::no_rule();
+        };
         let req = match resource {
             Resource::Literal => Request::Literal(n),
             Resource::Query => Request::Query(n),
@@ -77,7 +87,10 @@ impl PolicyView for ServerPolicy {
             return true;
         }
         match crate::policy::addr::compile(name) {
-            Some(re) => self.defined_classes.iter().any(|c| crate::policy::addr::full_match(&re, c)),
+            Some(re) => self
+                .defined_classes
+                .iter()
+                .any(|c| crate::policy::addr::full_match(&re, c)),
             None => false,
         }
     }

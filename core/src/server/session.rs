@@ -46,7 +46,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { handshake_timeout_ms: 30_000, idle_timeout_ms: 600_000, log_level: Level::Debug }
+        Config {
+            handshake_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
+            log_level: Level::Debug,
+        }
     }
 }
 
@@ -184,12 +188,23 @@ impl Session {
     /// Queues the banner at once: 3.21 speaks first after the handshake.
     /// `peer_key` is the key from the client certificate; trust in it is
     /// decided after IDENTITY, because ppkeys files are keyed by username.
-    pub fn new(cfg: Config, policy: Arc<dyn PolicyView>, ip: String, peer_key: PeerKey, now: Now) -> Self {
+    pub fn new(
+        cfg: Config,
+        policy: Arc<dyn PolicyView>,
+        ip: String,
+        peer_key: PeerKey,
+        now: Now,
+    ) -> Self {
         let deadline = Some(now.mono_ms + cfg.handshake_timeout_ms);
         let mut s = Session {
             cfg,
             policy,
-            peer: Peer { ip, hostname: None, key_id: peer_key.id.clone(), username: String::new() },
+            peer: Peer {
+                ip,
+                hostname: None,
+                key_id: peer_key.id.clone(),
+                username: String::new(),
+            },
             peer_key: Some(peer_key),
             version: None,
             uid: None,
@@ -272,8 +287,15 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Now) {
         if let Some(d) = self.poll_timeout() {
             if now.mono_ms >= d {
-                let what = if self.is_established() { "idle" } else { "identification" };
-                self.log(Level::Info, format!("Connection timed out during {what}, closing"));
+                let what = if self.is_established() {
+                    "idle"
+                } else {
+                    "identification"
+                };
+                self.log(
+                    Level::Info,
+                    format!("Connection timed out during {what}, closing"),
+                );
                 self.close();
             }
         }
@@ -282,7 +304,10 @@ impl Session {
     /// The peer closed its side.
     pub fn handle_eof(&mut self, _now: Now) {
         if self.phase == Phase::AwaitVersion {
-            self.log(Level::Error, "Client closed connection early! He probably does not trust our key...".into());
+            self.log(
+                Level::Error,
+                "Client closed connection early! He probably does not trust our key...".into(),
+            );
         } else if let Err(e) = self.decoder.finish() {
             self.log(Level::Verbose, format!("Peer closed mid-transaction: {e}"));
         }
@@ -328,8 +353,13 @@ impl Session {
             }
             (Waiting::Reverse, Answer::Hostname(h)) => {
                 match &h {
-                    Some(name) => self.log(Level::Info, format!("Hostname (reverse looked up): {name}")),
-                    None => self.log(Level::Info, "Reverse lookup failed (getnameinfo: name unknown)!".into()),
+                    Some(name) => {
+                        self.log(Level::Info, format!("Hostname (reverse looked up): {name}"))
+                    }
+                    None => self.log(
+                        Level::Info,
+                        "Reverse lookup failed (getnameinfo: name unknown)!".into(),
+                    ),
                 }
                 self.peer.hostname = h;
                 self.phase = Phase::Ready;
@@ -345,15 +375,26 @@ impl Session {
                         }
                     }
                     Err(e) => {
-                        let msg = format!("BAD: unable to stat file {}", String::from_utf8_lossy(&path));
+                        let msg = format!(
+                            "BAD: unable to stat file {}",
+                            String::from_utf8_lossy(&path)
+                        );
                         self.log(Level::Verbose, format!("{msg}. (lstat: {e})"));
                         self.send(Status::Done, msg.as_bytes());
                     }
                 }
                 self.done(now);
             }
-            (Waiting::Open { path, bufsize }, Answer::Opened(r)) => self.opened(now, path, bufsize, r),
-            (Waiting::Read(t), Answer::Data { bytes, current_size }) => self.data(now, t, bytes, current_size),
+            (Waiting::Open { path, bufsize }, Answer::Opened(r)) => {
+                self.opened(now, path, bufsize, r)
+            }
+            (
+                Waiting::Read(t),
+                Answer::Data {
+                    bytes,
+                    current_size,
+                },
+            ) => self.data(now, t, bytes, current_size),
             (Waiting::Read(t), Answer::ReadFailed(e)) => {
                 self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
                 self.change_block(&t);
@@ -369,8 +410,14 @@ impl Session {
                     }
                     Err(e) => {
                         let p = String::from_utf8_lossy(&path).into_owned();
-                        self.log(Level::Info, format!("Couldn't open directory '{p}' (DirOpen:{e})"));
-                        self.send(Status::Done, format!("BAD: cfengine, couldn't open dir {p}").as_bytes());
+                        self.log(
+                            Level::Info,
+                            format!("Couldn't open directory '{p}' (DirOpen:{e})"),
+                        );
+                        self.send(
+                            Status::Done,
+                            format!("BAD: cfengine, couldn't open dir {p}").as_bytes(),
+                        );
                     }
                 }
                 self.done(now);
@@ -382,7 +429,10 @@ impl Session {
                     self.events.push_back(Event::ExecRead { handle });
                 }
                 Err(e) => {
-                    self.log(Level::Error, format!("Unable to run '{}' (pipe: {e})", self.current()));
+                    self.log(
+                        Level::Error,
+                        format!("Unable to run '{}' (pipe: {e})", self.current()),
+                    );
                     self.send(Status::Done, &reply::exec_terminator());
                     self.done(now);
                 }
@@ -408,7 +458,14 @@ impl Session {
             },
             (Waiting::Digest { digest }, Answer::Digest(d)) => {
                 let same = d.map(|d| d == digest).unwrap_or(false);
-                self.send(Status::Done, if same { reply::CFD_FALSE } else { reply::CFD_TRUE });
+                self.send(
+                    Status::Done,
+                    if same {
+                        reply::CFD_FALSE
+                    } else {
+                        reply::CFD_TRUE
+                    },
+                );
                 self.done(now);
             }
             (w, a) => {
@@ -428,7 +485,10 @@ impl Session {
                     Waiting::ExecRead { .. } => "ExecOutput",
                 };
                 self.waiting = w;
-                return Err(CallerError::UnexpectedAnswer { want, got: format!("{a:?}").chars().take(80).collect() });
+                return Err(CallerError::UnexpectedAnswer {
+                    want,
+                    got: format!("{a:?}").chars().take(80).collect(),
+                });
             }
         }
         Ok(())
@@ -463,11 +523,17 @@ impl Session {
                     match identity::parse_identity(&line) {
                         Ok(id) => {
                             for (k, v) in &id.unknown {
-                                self.log(Level::Verbose, format!("Received unknown IDENTITY parameter: {k}={v}"));
+                                self.log(
+                                    Level::Verbose,
+                                    format!("Received unknown IDENTITY parameter: {k}={v}"),
+                                );
                             }
                             self.peer.username = id.username_or_empty().to_string();
                             if !self.peer.username.is_empty() {
-                                self.log(Level::Verbose, format!("Setting IDENTITY: USERNAME={}", self.peer.username));
+                                self.log(
+                                    Level::Verbose,
+                                    format!("Setting IDENTITY: USERNAME={}", self.peer.username),
+                                );
                             }
                         }
                         Err(e) => {
@@ -505,17 +571,32 @@ impl Session {
         let id = self.peer.key_id.clone();
         match k {
             KeyStatus::Trusted => {
-                self.log(Level::Verbose, "Received public key compares equal to the one we have stored".into());
-                self.log(Level::Verbose, format!("{id}: Client is TRUSTED, public key MATCHES stored one."));
+                self.log(
+                    Level::Verbose,
+                    "Received public key compares equal to the one we have stored".into(),
+                );
+                self.log(
+                    Level::Verbose,
+                    format!("{id}: Client is TRUSTED, public key MATCHES stored one."),
+                );
             }
             KeyStatus::Missing | KeyStatus::Different => {
                 if k == KeyStatus::Missing {
-                    self.log(Level::Verbose, format!("Received key '{id}' not found in ppkeys"));
+                    self.log(
+                        Level::Verbose,
+                        format!("Received key '{id}' not found in ppkeys"),
+                    );
                 } else {
-                    self.log(Level::Notice, format!("Received key '{id}' compares different to the one in ppkeys"));
+                    self.log(
+                        Level::Notice,
+                        format!("Received key '{id}' compares different to the one in ppkeys"),
+                    );
                 }
                 if self.policy.trusts_keys_from(&self.peer.ip) {
-                    self.log(Level::Verbose, "Peer was found in \"trustkeysfrom\" list".into());
+                    self.log(
+                        Level::Verbose,
+                        "Peer was found in \"trustkeysfrom\" list".into(),
+                    );
                     self.log(Level::Notice, format!("Trusting new key: {id}"));
                     if let Some(pk) = &self.peer_key {
                         self.events.push_back(Event::SaveKey {
@@ -526,7 +607,11 @@ impl Session {
                         });
                     }
                 } else {
-                    self.log(Level::Notice, "TRUST FAILED, peer presented an untrusted key, dropping connection!".into());
+                    self.log(
+                        Level::Notice,
+                        "TRUST FAILED, peer presented an untrusted key, dropping connection!"
+                            .into(),
+                    );
                     self.log(
                         Level::Verbose,
                         "Add peer to \"trustkeysfrom\" if you really want to start trusting this new key.".into(),
@@ -547,7 +632,9 @@ impl Session {
             }
             u => {
                 self.waiting = Waiting::User;
-                self.events.push_back(Event::LookupUser { user: u.to_string() });
+                self.events.push_back(Event::LookupUser {
+                    user: u.to_string(),
+                });
             }
         }
     }
@@ -559,7 +646,9 @@ impl Session {
         if self.policy.needs_reverse_dns() {
             self.phase = Phase::Busy;
             self.waiting = Waiting::Reverse;
-            self.events.push_back(Event::ReverseLookup { ip: self.peer.ip.clone() });
+            self.events.push_back(Event::ReverseLookup {
+                ip: self.peer.ip.clone(),
+            });
         } else {
             self.phase = Phase::Ready;
             self.serve(now);
@@ -596,12 +685,18 @@ impl Session {
         let req = match request::parse_request(payload, Dialect::Tls) {
             Ok(r) => r,
             Err(RequestError::Empty) => {
-                self.log(Level::Warning, format!("Got NULL transmission (of size {})", payload.len()));
+                self.log(
+                    Level::Warning,
+                    format!("Got NULL transmission (of size {})", payload.len()),
+                );
                 return;
             }
             Err(e) => {
                 if let RequestError::Unknown(_) = e {
-                    self.log(Level::Warning, format!("Unexpected protocol command: {}", self.current()));
+                    self.log(
+                        Level::Warning,
+                        format!("Unexpected protocol command: {}", self.current()),
+                    );
                 }
                 return self.protocol_error(&format!("{e}"));
             }
@@ -610,42 +705,108 @@ impl Session {
             Request::Version => self.send(Status::Done, &reply::version()),
             Request::Stat { client_time, path } => {
                 self.received("STAT", &path);
-                self.path_op(now, path, PathOp { cmd: Cmd::Stat, requested: Vec::new(), client_time, bufsize: 0, digest: [0; 16] });
+                self.path_op(
+                    now,
+                    path,
+                    PathOp {
+                        cmd: Cmd::Stat,
+                        requested: Vec::new(),
+                        client_time,
+                        bufsize: 0,
+                        digest: [0; 16],
+                    },
+                );
             }
             Request::Get { bufsize, path } => {
                 self.received("GET", &path);
                 let bufsize = if bufsize == 4096 { 2048 } else { bufsize };
-                self.path_op(now, path, PathOp { cmd: Cmd::Get, requested: Vec::new(), client_time: 0, bufsize, digest: [0; 16] });
+                self.path_op(
+                    now,
+                    path,
+                    PathOp {
+                        cmd: Cmd::Get,
+                        requested: Vec::new(),
+                        client_time: 0,
+                        bufsize,
+                        digest: [0; 16],
+                    },
+                );
             }
             Request::Opendir { path } => {
                 self.received("OPENDIR", &path);
-                self.path_op(now, path, PathOp { cmd: Cmd::Opendir, requested: Vec::new(), client_time: 0, bufsize: 0, digest: [0; 16] });
+                self.path_op(
+                    now,
+                    path,
+                    PathOp {
+                        cmd: Cmd::Opendir,
+                        requested: Vec::new(),
+                        client_time: 0,
+                        bufsize: 0,
+                        digest: [0; 16],
+                    },
+                );
             }
             Request::Md5 { path, digest } => {
                 self.received("MD5", &path);
-                self.path_op(now, path, PathOp { cmd: Cmd::Md5, requested: Vec::new(), client_time: 0, bufsize: 0, digest });
+                self.path_op(
+                    now,
+                    path,
+                    PathOp {
+                        cmd: Cmd::Md5,
+                        requested: Vec::new(),
+                        client_time: 0,
+                        bufsize: 0,
+                        digest,
+                    },
+                );
             }
             Request::Var { name } => {
-                if self.policy.check_name(Resource::Literal, &name, &self.peer).allowed {
-                    self.log(Level::Verbose, "Access to server literals is only available in CFEngine Enterprise".into());
+                if self
+                    .policy
+                    .check_name(Resource::Literal, &name, &self.peer)
+                    .allowed
+                {
+                    self.log(
+                        Level::Verbose,
+                        "Access to server literals is only available in CFEngine Enterprise".into(),
+                    );
                     self.send(Status::Done, reply::NOT_FOUND);
                 } else {
-                    self.log(Level::Info, format!("access denied to variable: {}", String::from_utf8_lossy(&name)));
+                    self.log(
+                        Level::Info,
+                        format!(
+                            "access denied to variable: {}",
+                            String::from_utf8_lossy(&name)
+                        ),
+                    );
                     self.refuse();
                 }
             }
             Request::Context { regex } => {
                 // No persistent classes are kept by rcf-serverd, so nothing can match.
-                self.log(Level::Info, format!("No allowed classes for remoteclassesmatching: {}", String::from_utf8_lossy(&regex)));
+                self.log(
+                    Level::Info,
+                    format!(
+                        "No allowed classes for remoteclassesmatching: {}",
+                        String::from_utf8_lossy(&regex)
+                    ),
+                );
                 self.refuse();
             }
             Request::Query { args } => {
                 let first: Vec<u8> = args.split(|&b| b == b' ').next().unwrap_or(&[]).to_vec();
-                if self.policy.check_name(Resource::Query, &first, &self.peer).allowed {
+                if self
+                    .policy
+                    .check_name(Resource::Query, &first, &self.peer)
+                    .allowed
+                {
                     // Community has no report data to give.
                     self.protocol_error("QUERY is only answered by CFEngine Enterprise");
                 } else {
-                    self.log(Level::Info, format!("access denied to query: {}", String::from_utf8_lossy(&args)));
+                    self.log(
+                        Level::Info,
+                        format!("access denied to query: {}", String::from_utf8_lossy(&args)),
+                    );
                     self.refuse();
                 }
             }
@@ -653,7 +814,11 @@ impl Session {
                 if self.version < Some(ProtocolVersion::Cookie) {
                     return self.protocol_error("COOKIE needs protocol version 3");
                 }
-                if self.policy.check_name(Resource::Query, b"delta", &self.peer).allowed {
+                if self
+                    .policy
+                    .check_name(Resource::Query, b"delta", &self.peer)
+                    .allowed
+                {
                     self.protocol_error("COOKIE is only answered by CFEngine Enterprise");
                 } else {
                     self.log(Level::Info, "access denied to cookie query: delta".into());
@@ -661,7 +826,10 @@ impl Session {
                 }
             }
             Request::CallMeBack => {
-                self.log(Level::Info, "access denied to Call-Collect, check the ACL for class: collect_calls".into());
+                self.log(
+                    Level::Info,
+                    "access denied to Call-Collect, check the ACL for class: collect_calls".into(),
+                );
                 self.close();
             }
             Request::Exec { args } => self.start_exec(String::from_utf8_lossy(&args).into_owned()),
@@ -678,14 +846,26 @@ impl Session {
                 Some(p) if p.len() < frame::MAX_PAYLOAD * 2 => p,
                 Some(_) => return self.protocol_error("shortcut expansion overflow"),
                 None => {
-                    self.log(Level::Info, format!("Relative paths are not allowed: {}", String::from_utf8_lossy(&path)));
+                    self.log(
+                        Level::Info,
+                        format!(
+                            "Relative paths are not allowed: {}",
+                            String::from_utf8_lossy(&path)
+                        ),
+                    );
                     self.refuse();
                     return self.done(now);
                 }
             }
         };
         if path.contains(&0) || path.first() != Some(&b'/') {
-            self.log(Level::Info, format!("Relative paths are not allowed: {}", String::from_utf8_lossy(&path)));
+            self.log(
+                Level::Info,
+                format!(
+                    "Relative paths are not allowed: {}",
+                    String::from_utf8_lossy(&path)
+                ),
+            );
             self.refuse();
             return self.done(now);
         }
@@ -699,7 +879,13 @@ impl Session {
         let c = match r {
             Ok(c) => c,
             Err(e) => {
-                self.log(Level::Info, format!("Failed to canonicalise filename '{}' (realpath: {e})", String::from_utf8_lossy(&op.requested)));
+                self.log(
+                    Level::Info,
+                    format!(
+                        "Failed to canonicalise filename '{}' (realpath: {e})",
+                        String::from_utf8_lossy(&op.requested)
+                    ),
+                );
                 self.refuse();
                 return self.done(now);
             }
@@ -718,15 +904,27 @@ impl Session {
         }
         let d = self.policy.check_path(&path, &self.peer);
         if !d.allowed {
-            self.log(Level::Info, format!("access denied to {}: {}", op.cmd.denied_log(), String::from_utf8_lossy(&path)));
+            self.log(
+                Level::Info,
+                format!(
+                    "access denied to {}: {}",
+                    op.cmd.denied_log(),
+                    String::from_utf8_lossy(&path)
+                ),
+            );
             self.refuse();
             return self.done(now);
         }
         match op.cmd {
             Cmd::Stat => {
-                if self.policy.deny_bad_clocks() && reply::clock_skew_too_large(now.unix_s, op.client_time) {
+                if self.policy.deny_bad_clocks()
+                    && reply::clock_skew_too_large(now.unix_s, op.client_time)
+                {
                     let msg = reply::clocks_unsynchronized(now.unix_s, op.client_time);
-                    self.log(Level::Info, format!("denybadclocks {}", String::from_utf8_lossy(&msg)));
+                    self.log(
+                        Level::Info,
+                        format!("denybadclocks {}", String::from_utf8_lossy(&msg)),
+                    );
                     self.send(Status::Done, &msg);
                     return self.done(now);
                 }
@@ -734,7 +932,10 @@ impl Session {
                 self.events.push_back(Event::Stat { path });
             }
             Cmd::Get => {
-                self.waiting = Waiting::Open { path: path.clone(), bufsize: op.bufsize };
+                self.waiting = Waiting::Open {
+                    path: path.clone(),
+                    bufsize: op.bufsize,
+                };
                 self.events.push_back(Event::Open { path });
             }
             Cmd::Opendir => {
@@ -752,7 +953,13 @@ impl Session {
         let f = match r {
             Ok(f) => f,
             Err(e) => {
-                self.log(Level::Error, format!("Open error of file '{}'. (open: {e})", String::from_utf8_lossy(&path)));
+                self.log(
+                    Level::Error,
+                    format!(
+                        "Open error of file '{}'. (open: {e})",
+                        String::from_utf8_lossy(&path)
+                    ),
+                );
                 self.raw_refusal_block(bufsize);
                 return self.done(now);
             }
@@ -768,7 +975,10 @@ impl Session {
                     self.peer.username
                 ),
             );
-            self.log(Level::Info, format!("REFUSE access to file: {}", String::from_utf8_lossy(&path)));
+            self.log(
+                Level::Info,
+                format!("REFUSE access to file: {}", String::from_utf8_lossy(&path)),
+            );
             self.refuse();
             // 3.21 follows with a raw bufsize block; ours is zero-padded, never stack garbage.
             self.raw_refusal_block(bufsize);
@@ -776,12 +986,21 @@ impl Session {
             return self.done(now);
         }
         let target = self.promises.get(&path).copied().unwrap_or(f.size);
-        let t = Transfer { handle: f.handle, path, target, sent: 0, size0: f.size };
+        let t = Transfer {
+            handle: f.handle,
+            path,
+            target,
+            sent: 0,
+            size0: f.size,
+        };
         if t.size0 != t.target {
             // The file changed between the client's STAT and this GET. Sending
             // the new size would desynchronise the stream; say so in one block
             // the client reads whole, and let its next run fetch the new file.
-            self.log(Level::Verbose, "Aborting transfer of file due to source changes".into());
+            self.log(
+                Level::Verbose,
+                "Aborting transfer of file due to source changes".into(),
+            );
             self.change_block(&t);
             self.events.push_back(Event::Close { handle: t.handle });
             return self.done(now);
@@ -795,14 +1014,21 @@ impl Session {
             return self.done(now);
         }
         let len = READ_CHUNK.min((t.target - t.sent) as usize);
-        self.events.push_back(Event::Read { handle: t.handle, offset: t.sent, len });
+        self.events.push_back(Event::Read {
+            handle: t.handle,
+            offset: t.sent,
+            len,
+        });
         self.waiting = Waiting::Read(t);
     }
 
     fn data(&mut self, now: Now, mut t: Transfer, bytes: Vec<u8>, current_size: u64) {
         let remaining = (t.target - t.sent) as usize;
         if bytes.is_empty() || current_size != t.size0 || bytes.len() > remaining {
-            self.log(Level::Verbose, "Aborting transfer of file due to source changes".into());
+            self.log(
+                Level::Verbose,
+                "Aborting transfer of file due to source changes".into(),
+            );
             self.change_block(&t);
             self.events.push_back(Event::Close { handle: t.handle });
             return self.done(now);
@@ -822,7 +1048,11 @@ impl Session {
         if remaining == 0 {
             return;
         }
-        let mut b = format!("BAD: File changed while copying: {}", String::from_utf8_lossy(&t.path)).into_bytes();
+        let mut b = format!(
+            "BAD: File changed while copying: {}",
+            String::from_utf8_lossy(&t.path)
+        )
+        .into_bytes();
         b.resize(remaining.min(GET_BLOCK), 0);
         self.records.push_back(b);
     }
@@ -843,13 +1073,26 @@ impl Session {
 
     fn refuse(&mut self) {
         self.send(Status::Done, reply::FAILED);
-        let user = if self.peer.username.is_empty() { "?".to_string() } else { self.peer.username.clone() };
-        self.log(Level::Verbose, format!("REFUSAL to user='{user}' of request: {}", self.current()));
+        let user = if self.peer.username.is_empty() {
+            "?".to_string()
+        } else {
+            self.peer.username.clone()
+        };
+        self.log(
+            Level::Verbose,
+            format!("REFUSAL to user='{user}' of request: {}", self.current()),
+        );
     }
 
     fn protocol_error(&mut self, why: &str) {
         self.send(Status::Done, reply::REQUEST_DENIED);
-        self.log(Level::Info, format!("Closing connection due to illegal request: {} ({why})", self.current()));
+        self.log(
+            Level::Info,
+            format!(
+                "Closing connection due to illegal request: {} ({why})",
+                self.current()
+            ),
+        );
         self.close();
     }
 
@@ -879,7 +1122,15 @@ impl Session {
     /// `cfg.log_level` shows it.
     fn received(&mut self, cmd: &str, path: &[u8]) {
         if Level::Verbose <= self.cfg.log_level {
-            self.log(Level::Verbose, format!("{:>14} {:>7} {}", "Received:", cmd, String::from_utf8_lossy(path)));
+            self.log(
+                Level::Verbose,
+                format!(
+                    "{:>14} {:>7} {}",
+                    "Received:",
+                    cmd,
+                    String::from_utf8_lossy(path)
+                ),
+            );
         }
     }
 
@@ -915,7 +1166,9 @@ impl Session {
         }
         self.phase = Phase::Busy;
         self.waiting = Waiting::ExecCanon { args };
-        self.events.push_back(Event::Canonicalize { path: arg0.into_bytes() });
+        self.events.push_back(Event::Canonicalize {
+            path: arg0.into_bytes(),
+        });
     }
 
     fn exec_arg0(&mut self, now: Now, args: String, r: Result<Canonical, String>) {
@@ -924,15 +1177,31 @@ impl Session {
             return self.exec_refused();
         };
         if !self.policy.check_path(&c.path, &self.peer).allowed {
-            self.log(Level::Info, format!("EXEC denied due to ACL for file: {}", String::from_utf8_lossy(&c.path)));
+            self.log(
+                Level::Info,
+                format!(
+                    "EXEC denied due to ACL for file: {}",
+                    String::from_utf8_lossy(&c.path)
+                ),
+            );
             return self.exec_refused();
         }
         if !self.policy.user_may_exec(&self.peer.username) {
-            self.log(Level::Info, format!("EXEC denied due to not allowed user: {}", self.peer.username));
+            self.log(
+                Level::Info,
+                format!(
+                    "EXEC denied due to not allowed user: {}",
+                    self.peer.username
+                ),
+            );
             return self.exec_refused();
         }
         // Step 4: cf-runagent's class selection follows as transactions.
-        self.exec = Some(ExecClasses { args, reads: 0, matched: false });
+        self.exec = Some(ExecClasses {
+            args,
+            reads: 0,
+            matched: false,
+        });
         self.phase = Phase::Ready;
         self.waiting = Waiting::Nothing;
         self.serve(now);
@@ -948,7 +1217,9 @@ impl Session {
     /// most 10 transactions) instead of stopping at the first match as 3.21
     /// does, so no leftover is ever read as a command.
     fn exec_class_data(&mut self, now: Now, payload: &[u8]) {
-        let Some(mut ec) = self.exec.take() else { return };
+        let Some(mut ec) = self.exec.take() else {
+            return;
+        };
         ec.reads += 1;
         let text = frame::c_str(payload);
         if text.starts_with(reply::TERMINATOR) {
@@ -957,8 +1228,14 @@ impl Session {
             }
             return self.exec_no_class(now);
         }
-        for name in String::from_utf8_lossy(text).split(' ').filter(|n| !n.is_empty()) {
-            self.log(Level::Verbose, format!("Checking whether class {name} can be identified as me..."));
+        for name in String::from_utf8_lossy(text)
+            .split(' ')
+            .filter(|n| !n.is_empty())
+        {
+            self.log(
+                Level::Verbose,
+                format!("Checking whether class {name} can be identified as me..."),
+            );
             if self.policy.class_defined(name) {
                 ec.matched = true;
             }
@@ -974,9 +1251,15 @@ impl Session {
 
     fn exec_no_class(&mut self, now: Now) {
         self.log(Level::Verbose, "No classes matched, rejecting....".into());
-        let hello = format!("Hello  ({}), nothing relevant to do here...\n\n", self.peer.ip);
+        let hello = format!(
+            "Hello  ({}), nothing relevant to do here...\n\n",
+            self.peer.ip
+        );
         self.send(Status::Done, hello.as_bytes());
-        self.send(Status::Done, b"EXEC denied due to failed class match (check cf-serverd verbose output)");
+        self.send(
+            Status::Done,
+            b"EXEC denied due to failed class match (check cf-serverd verbose output)",
+        );
         self.send(Status::Done, &reply::exec_terminator());
         self.done(now);
     }

@@ -40,7 +40,12 @@ pub struct TrustBudget {
 impl TrustBudget {
     /// A budget opened at `now_s`. `None` means no limit of that kind.
     pub fn new(max_new: Option<u32>, window_s: Option<u64>, now_s: u64) -> Self {
-        TrustBudget { max_new, window_s, opened_s: now_s, granted: 0 }
+        TrustBudget {
+            max_new,
+            window_s,
+            opened_s: now_s,
+            granted: 0,
+        }
     }
 
     /// A budget that never closes (CFEngine's behaviour).
@@ -109,7 +114,9 @@ pub struct TofuGate {
 
 impl std::fmt::Debug for TofuGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TofuGate").field("budget", &self.budget).finish_non_exhaustive()
+        f.debug_struct("TofuGate")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +142,10 @@ impl TofuGate {
 
     /// A copy of the budget as it stands.
     pub fn budget(&self) -> TrustBudget {
-        self.budget.lock().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.budget
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The trust decision for a new or changed key from `ip`, given what
@@ -166,7 +176,10 @@ impl TofuGate {
 
     /// `inner` with its `trusts_keys_from` answered through this gate.
     pub fn view(self: &Arc<Self>, inner: Arc<dyn PolicyView>) -> Arc<dyn PolicyView> {
-        Arc::new(Gated { inner, gate: self.clone() })
+        Arc::new(Gated {
+            inner,
+            gate: self.clone(),
+        })
     }
 
     /// The same gate for a classic-protocol session's policy, so the budget
@@ -175,7 +188,10 @@ impl TofuGate {
         self: &Arc<Self>,
         inner: Arc<dyn crate::classic::ClassicPolicy>,
     ) -> Arc<dyn crate::classic::ClassicPolicy> {
-        Arc::new(GatedClassic { inner, gate: self.clone() })
+        Arc::new(GatedClassic {
+            inner,
+            gate: self.clone(),
+        })
     }
 }
 
@@ -197,10 +213,20 @@ impl crate::classic::ClassicPolicy for GatedClassic {
     fn expand_shortcut(&self, path: &[u8], peer: &crate::classic::ClassicPeer) -> Option<Vec<u8>> {
         self.inner.expand_shortcut(path, peer)
     }
-    fn check_path(&self, path: &[u8], peer: &crate::classic::ClassicPeer, encrypted: bool) -> crate::classic::ClassicDecision {
+    fn check_path(
+        &self,
+        path: &[u8],
+        peer: &crate::classic::ClassicPeer,
+        encrypted: bool,
+    ) -> crate::classic::ClassicDecision {
         self.inner.check_path(path, peer, encrypted)
     }
-    fn check_literal(&self, name: &[u8], peer: &crate::classic::ClassicPeer, encrypted: bool) -> bool {
+    fn check_literal(
+        &self,
+        name: &[u8],
+        peer: &crate::classic::ClassicPeer,
+        encrypted: bool,
+    ) -> bool {
         self.inner.check_literal(name, peer, encrypted)
     }
 }
@@ -276,8 +302,14 @@ mod tests {
 
     #[test]
     fn zero_means_closed_from_the_start() {
-        assert_eq!(TrustBudget::new(Some(0), None, 0).check(0), Err(Closed::Exhausted(0)));
-        assert_eq!(TrustBudget::new(None, Some(0), 0).check(0), Err(Closed::WindowOver(0)));
+        assert_eq!(
+            TrustBudget::new(Some(0), None, 0).check(0),
+            Err(Closed::Exhausted(0))
+        );
+        assert_eq!(
+            TrustBudget::new(None, Some(0), 0).check(0),
+            Err(Closed::WindowOver(0))
+        );
     }
 }
 
@@ -348,7 +380,9 @@ mod gate_tests {
         assert_eq!(gate.refused_policy.load(Ordering::Relaxed), 1);
         assert_eq!(gate.refused_closed.load(Ordering::Relaxed), 1);
         assert_eq!(told.lock().unwrap().len(), 1);
-        assert!(told.lock().unwrap()[0].starts_with("10.0.0.3: trust on first use closed: 1 new key"));
+        assert!(
+            told.lock().unwrap()[0].starts_with("10.0.0.3: trust on first use closed: 1 new key")
+        );
         // the window also closes it
         gate.set_budget(TrustBudget::new(None, Some(100), 10));
         assert!(open.trusts_keys_from("10.0.0.4"));

@@ -44,7 +44,10 @@ pub struct Decision {
 impl Decision {
     /// A denial because no rule matched.
     pub fn no_rule() -> Self {
-        Decision { allowed: false, rule: String::new() }
+        Decision {
+            allowed: false,
+            rule: String::new(),
+        }
     }
 }
 
