@@ -172,7 +172,7 @@ pub fn canonicalize(path: &[u8]) -> Result<Canonical, String> {
 /// [`canonicalize`], plus the `lstat` of the result when the fast path got
 /// it for free: an object reached with no symlink on the way, so exactly
 /// the canonical path (never a symlink itself).
-fn canonicalize_seen(path: &[u8]) -> (Result<Canonical, String>, Option<fs::Metadata>) {
+fn canonicalize_seen(path: &[u8]) -> (Result<Canonical, String>, Option<Lstat>) {
     let p = os(path);
     // Fast path, the common case: a clean absolute path without symlinks is
     // its own realpath; one `openat2` proves it, instead of realpath's
@@ -186,13 +186,122 @@ fn canonicalize_seen(path: &[u8]) -> (Result<Canonical, String>, Option<fs::Meta
                             path: path.to_vec(),
                             is_dir: m.is_dir(),
                         }),
-                        Some(m),
+                        Some(Lstat::from(&m)),
                     );
                 }
             }
         }
     }
     (canonicalize_slow(p), None)
+}
+
+/// [`canonicalize_seen`] for a connection, through its burst's directory
+/// memo ([`Files::end_burst`]): a pipelined batch asks about many entries
+/// of one directory, and proving the directory symlink-free once (one
+/// `openat2`), then taking each entry's `lstat` relative to it (one
+/// `fstatat` of one component) replaced three syscalls and a full path
+/// walk per request. A final component that is a symlink, and anything
+/// not clean and absolute, take the general path.
+fn canonicalize_in(files: &mut Files, path: &[u8]) -> (Result<Canonical, String>, Option<Lstat>) {
+    if path.len() > 1 && is_clean_absolute(path) {
+        let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        let (dir, name) = (&path[..cut.max(1)], &path[cut + 1..]);
+        if let Some(dirfd) = files.dir_fd(dir) {
+            match fstatat_nofollow(dirfd, name) {
+                Ok(l) if !l.is_symlink() => {
+                    return (
+                        Ok(Canonical {
+                            path: path.to_vec(),
+                            is_dir: l.is_dir(),
+                        }),
+                        Some(l),
+                    )
+                }
+                // A final symlink (resolve it), or gone: realpath says which.
+                _ => return (canonicalize_slow(os(path)), None),
+            }
+        }
+    }
+    canonicalize_seen(path)
+}
+
+/// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)` of one path component.
+fn fstatat_nofollow(dirfd: std::os::fd::BorrowedFd<'_>, name: &[u8]) -> io::Result<Lstat> {
+    use std::os::fd::AsRawFd;
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
+    let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+    // SAFETY: `dirfd` is an open descriptor, `c` NUL-terminated and `st` a
+    // writable stat64 the kernel fills in.
+    let r = unsafe { libc::fstatat64(dirfd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Lstat::from_stat(&st))
+}
+
+/// The `lstat` fields the server answers from (a STAT reply, a digest-cache
+/// key), whether they came from `std::fs` or from a raw `fstatat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lstat {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    blocks: u64,
+    atime: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    nlink: u64,
+    dev: u64,
+}
+
+impl From<&fs::Metadata> for Lstat {
+    fn from(m: &fs::Metadata) -> Lstat {
+        Lstat {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            blocks: m.blocks(),
+            atime: m.atime(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            dev: m.dev(),
+        }
+    }
+}
+
+impl Lstat {
+    fn from_stat(st: &libc::stat64) -> Lstat {
+        Lstat {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: st.st_atime,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+            ino: st.st_ino,
+            nlink: st.st_nlink,
+            dev: st.st_dev,
+        }
+    }
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+    fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+    fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
 }
 
 /// realpath(3) and the dangling-link exception.
@@ -223,42 +332,33 @@ fn canonicalize_slow(p: &Path) -> Result<Canonical, String> {
     }
 }
 
-fn file_type(ft: fs::FileType) -> FileType {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        FileType::Dir
-    } else if ft.is_symlink() {
-        FileType::Link
-    } else if ft.is_fifo() {
-        FileType::Fifo
-    } else if ft.is_block_device() {
-        FileType::Block
-    } else if ft.is_char_device() {
-        FileType::Char
-    } else if ft.is_socket() {
-        FileType::Socket
-    } else {
-        FileType::Regular
-    }
-}
-
 /// The reply fields an `lstat` gives (a symlink's lmode and target are
 /// filled in by the caller).
-fn stat_reply(l: &fs::Metadata) -> StatReply {
+fn stat_reply(l: &Lstat) -> StatReply {
+    let file_type = match l.kind() {
+        libc::S_IFDIR => FileType::Dir,
+        libc::S_IFLNK => FileType::Link,
+        libc::S_IFREG => FileType::Regular,
+        libc::S_IFBLK => FileType::Block,
+        libc::S_IFCHR => FileType::Char,
+        libc::S_IFIFO => FileType::Fifo,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::Regular,
+    };
     StatReply {
-        file_type: file_type(l.file_type()),
-        mode: l.mode() & 0o7777,
+        file_type,
+        mode: l.mode & 0o7777,
         lmode: 0,
-        uid: l.uid(),
-        gid: l.gid(),
-        size: l.size(),
-        atime: l.atime(),
-        mtime: l.mtime(),
-        ctime: l.ctime(),
-        makeholes: l.size() > l.blocks() * 512,
-        ino: i64::from(l.ino() as i32),
-        nlink: i64::from(l.nlink() as i32),
-        dev: l.dev(),
+        uid: l.uid,
+        gid: l.gid,
+        size: l.size,
+        atime: l.atime,
+        mtime: l.mtime.0,
+        ctime: l.ctime.0,
+        makeholes: l.size > l.blocks * 512,
+        ino: i64::from(l.ino as i32),
+        nlink: i64::from(l.nlink as i32),
+        dev: l.dev,
         link_target: Vec::new(),
     }
 }
@@ -272,7 +372,7 @@ pub fn stat(path: &[u8]) -> Result<FileStat, String> {
     let l = open_exact(path, libc::O_PATH)
         .and_then(|f| f.metadata())
         .map_err(|e| strerror(&e))?;
-    let mut reply = stat_reply(&l);
+    let mut reply = stat_reply(&Lstat::from(&l));
     if l.file_type().is_symlink() {
         reply.lmode = l.mode() & 0o7777;
         reply.link_target = fs::read_link(p)
@@ -382,12 +482,18 @@ pub struct ContentKey {
 impl ContentKey {
     /// The key of the file `m` describes.
     pub fn of(m: &fs::Metadata) -> ContentKey {
+        ContentKey::of_lstat(&Lstat::from(m))
+    }
+
+    /// The same key from an [`Lstat`] (a raw `fstatat` gives the same
+    /// fields as `std::fs`, so both spellings of one file agree).
+    pub fn of_lstat(l: &Lstat) -> ContentKey {
         ContentKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
+            dev: l.dev,
+            ino: l.ino,
+            size: l.size,
+            mtime: l.mtime,
+            ctime: l.ctime,
         }
     }
 }
@@ -462,17 +568,17 @@ impl DigestCache {
         // `O_PATH` because nothing is read (a final symlink then names the
         // link, whose key is never in the map).
         let m = open_exact(path, libc::O_PATH).ok()?.metadata().ok()?;
-        self.peek_metadata(&m)
+        self.peek_metadata(&Lstat::from(&m))
     }
 
     /// The cached digest for a file whose `lstat` (taken through an exact,
     /// no-symlink lookup of the authorised path) is `m`.
-    pub fn peek_metadata(&self, m: &fs::Metadata) -> Option<[u8; 16]> {
+    pub fn peek_metadata(&self, m: &Lstat) -> Option<[u8; 16]> {
         use std::sync::atomic::Ordering::Relaxed;
         if !m.is_file() {
             return None;
         }
-        let key = ContentKey::of(&m);
+        let key = ContentKey::of_lstat(m);
         let d = *self.map.lock().ok()?.get(&key)?;
         self.hits.fetch_add(1, Relaxed);
         Some(d)
@@ -495,17 +601,45 @@ pub struct Files {
     /// right after its ACL check; answering from this saves a second
     /// lookup per request. Consumed by the next question, whatever it is,
     /// so it is never older than one ACL decision.
-    seen: Option<(Vec<u8>, fs::Metadata)>,
+    seen: Option<(Vec<u8>, Lstat)>,
+    /// A directory proven symlink-free during the current burst (its
+    /// canonical path and an `O_PATH` descriptor of it), for
+    /// [`canonicalize_in`]. Dropped by [`Files::end_burst`], so it is never
+    /// older than the batch of requests that arrived together: a directory
+    /// replaced or renamed afterwards is looked up afresh.
+    dir: Option<(Vec<u8>, std::os::fd::OwnedFd)>,
 }
 
 impl Files {
     /// The `lstat` the previous `Canonicalize` saw of `path`, if that was
     /// the previous question; forgets it either way.
-    fn take_seen(&mut self, path: &[u8]) -> Option<fs::Metadata> {
+    fn take_seen(&mut self, path: &[u8]) -> Option<Lstat> {
         match self.seen.take() {
             Some((p, m)) if p == path => Some(m),
             _ => None,
         }
+    }
+
+    /// The runtime has answered everything that arrived together and is
+    /// about to wait for the peer: forget the burst's directory, so the
+    /// next request's lookups see the filesystem as it is then, and an idle
+    /// session holds no descriptor.
+    pub fn end_burst(&mut self) {
+        self.dir = None;
+    }
+
+    /// The burst's descriptor of `dir` (a canonical directory path), opened
+    /// with no symlink on the way when it is not the one already held.
+    /// `None` when that cannot be proven (a symlink in it, not a directory,
+    /// gone, or no `openat2`): the caller takes the general path.
+    fn dir_fd(&mut self, dir: &[u8]) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        if self.dir.as_ref().is_none_or(|(p, _)| p != dir) {
+            self.dir = None;
+            let f = open_no_symlinks(dir, libc::O_PATH | libc::O_DIRECTORY)?.ok()?;
+            self.dir = Some((dir.to_vec(), f.into()));
+        }
+        self.dir.as_ref().map(|(_, fd)| fd.as_fd())
     }
 }
 
@@ -694,7 +828,7 @@ impl ServerFs {
             Event::LookupUser { user } => (Some(Answer::User(lookup_uid(user))), None),
             Event::ReverseLookup { ip } => (Some(Answer::Hostname(reverse_lookup(ip))), None),
             Event::Canonicalize { path } => {
-                let (r, m) = canonicalize_seen(path);
+                let (r, m) = canonicalize_in(files, path);
                 if let (Ok(c), Some(m)) = (&r, m) {
                     files.seen = Some((c.path.clone(), m));
                 }
@@ -879,6 +1013,50 @@ mod tests {
 
     /// `outside/f` ("secret"), `in` -> `outside` and `lf` -> `outside/f`:
     /// an authorised path's directory, and a file, swapped for symlinks.
+    #[test]
+    fn fstatat_and_std_metadata_agree() {
+        use std::os::fd::AsFd;
+        let (_d, root) = swapped_tree();
+        let dir = fs::File::open(&root).unwrap();
+        for name in ["outside", "outside/f", "in", "lf"] {
+            let raw = fstatat_nofollow(dir.as_fd(), name.as_bytes()).unwrap();
+            let std = Lstat::from(&fs::symlink_metadata(root.join(name)).unwrap());
+            assert_eq!(raw, std, "{name}");
+            assert_eq!(stat_reply(&raw), stat_reply(&std));
+        }
+    }
+
+    #[test]
+    fn burst_directory_memo_is_exact_and_forgotten_between_bursts() {
+        let (_d, root) = swapped_tree();
+        fs::create_dir(root.join("real")).unwrap();
+        fs::write(root.join("real/a"), b"a").unwrap();
+        std::os::unix::fs::symlink(root.join("outside/f"), root.join("real/l")).unwrap();
+        let b = |p: PathBuf| p.into_os_string().into_vec();
+        let mut files = Files::default();
+        let canon = |files: &mut Files, p: &PathBuf| canonicalize_in(files, p.as_os_str().as_bytes()).0.map(|c| c.path);
+        // Entries of one directory: one descriptor, exact answers.
+        assert_eq!(canon(&mut files, &root.join("real/a")), Ok(b(root.join("real/a"))));
+        assert!(files.dir.is_some());
+        // A final symlink is resolved like realpath (the ACL then sees where it points).
+        assert_eq!(canon(&mut files, &root.join("real/l")), Ok(b(root.join("outside/f"))));
+        // A symlinked directory on the way is never taken as canonical.
+        assert_eq!(canon(&mut files, &root.join("in/f")), Ok(b(root.join("outside/f"))));
+        assert!(canon(&mut files, &root.join("real/missing")).is_err());
+        // The directory is swapped for a symlink between bursts: the next
+        // burst looks it up afresh and follows the link to its real path.
+        canon(&mut files, &root.join("real/a")).unwrap();
+        files.end_burst();
+        assert!(files.dir.is_none(), "an idle session holds no descriptor");
+        fs::rename(root.join("real"), root.join("old")).unwrap();
+        std::os::unix::fs::symlink(root.join("outside"), root.join("real")).unwrap();
+        fs::write(root.join("outside/a"), b"elsewhere").unwrap();
+        assert_eq!(canon(&mut files, &root.join("real/a")), Ok(b(root.join("outside/a"))));
+        // and the lstat handed on is the real file's
+        let (_, seen) = canonicalize_in(&mut files, root.join("old/a").as_os_str().as_bytes());
+        assert_eq!(seen.unwrap().size, 1);
+    }
+
     fn swapped_tree() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(d.path()).unwrap();

@@ -143,6 +143,11 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
             let p = policy_rx.borrow_and_update().clone();
             conn.set_policy(gated(p));
         }
+        // Everything that arrived together is answered: the next lookups
+        // must see the filesystem afresh (see `Files::end_burst`).
+        if let Some(f) = files.as_mut() {
+            f.end_burst();
+        }
         let sleep = conn
             .poll_timeout()
             .map(|ms| Duration::from_millis(ms.saturating_sub(shared.now().mono_ms)));

@@ -640,6 +640,11 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             }
         }
         now = None;
+        // Everything that arrived together is answered: the next lookups
+        // must see the filesystem afresh (see `Files::end_burst`).
+        if let Some(f) = files.as_mut() {
+            f.end_burst();
+        }
         // An idle session keeps no output buffer (re-made per burst).
         if out.is_empty() && out.capacity() > 0 {
             out = Vec::new();
