@@ -146,8 +146,22 @@ pub fn encode_header(status: Status, len: usize) -> Result<[u8; HEADER_LEN], Enc
     let mut h = [0u8; HEADER_LEN];
     h[0] = status.byte();
     h[1] = b' ';
-    let digits = len.to_string();
-    h[2..2 + digits.len()].copy_from_slice(digits.as_bytes());
+    // len <= MAX_PAYLOAD (4088): at most 4 digits, written in place (a
+    // `to_string` here was an allocation per reply transaction).
+    let mut n = len;
+    let width = if n >= 1000 {
+        4
+    } else if n >= 100 {
+        3
+    } else if n >= 10 {
+        2
+    } else {
+        1
+    };
+    for i in (0..width).rev() {
+        h[2 + i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
     Ok(h)
 }
 
@@ -350,6 +364,16 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn header_lengths_are_written_like_sprintf() {
+        for len in [1usize, 9, 10, 99, 100, 999, 1000, 4087, MAX_PAYLOAD] {
+            let h = encode_header(Status::More, len).unwrap();
+            let mut want = format!("m {len}").into_bytes();
+            want.resize(HEADER_LEN, 0);
+            assert_eq!(h[..], want[..], "{len}");
+        }
+    }
+
     use super::*;
     use quickcheck::{Arbitrary, Gen};
     use quickcheck_macros::quickcheck;

@@ -232,7 +232,14 @@ fn fstatat_nofollow(dirfd: std::os::fd::BorrowedFd<'_>, name: &[u8]) -> io::Resu
     let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
     // SAFETY: `dirfd` is an open descriptor, `c` NUL-terminated and `st` a
     // writable stat64 the kernel fills in.
-    let r = unsafe { libc::fstatat64(dirfd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::fstatat64(
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -1034,14 +1041,27 @@ mod tests {
         std::os::unix::fs::symlink(root.join("outside/f"), root.join("real/l")).unwrap();
         let b = |p: PathBuf| p.into_os_string().into_vec();
         let mut files = Files::default();
-        let canon = |files: &mut Files, p: &PathBuf| canonicalize_in(files, p.as_os_str().as_bytes()).0.map(|c| c.path);
+        let canon = |files: &mut Files, p: &PathBuf| {
+            canonicalize_in(files, p.as_os_str().as_bytes())
+                .0
+                .map(|c| c.path)
+        };
         // Entries of one directory: one descriptor, exact answers.
-        assert_eq!(canon(&mut files, &root.join("real/a")), Ok(b(root.join("real/a"))));
+        assert_eq!(
+            canon(&mut files, &root.join("real/a")),
+            Ok(b(root.join("real/a")))
+        );
         assert!(files.dir.is_some());
         // A final symlink is resolved like realpath (the ACL then sees where it points).
-        assert_eq!(canon(&mut files, &root.join("real/l")), Ok(b(root.join("outside/f"))));
+        assert_eq!(
+            canon(&mut files, &root.join("real/l")),
+            Ok(b(root.join("outside/f")))
+        );
         // A symlinked directory on the way is never taken as canonical.
-        assert_eq!(canon(&mut files, &root.join("in/f")), Ok(b(root.join("outside/f"))));
+        assert_eq!(
+            canon(&mut files, &root.join("in/f")),
+            Ok(b(root.join("outside/f")))
+        );
         assert!(canon(&mut files, &root.join("real/missing")).is_err());
         // The directory is swapped for a symlink between bursts: the next
         // burst looks it up afresh and follows the link to its real path.
@@ -1051,7 +1071,10 @@ mod tests {
         fs::rename(root.join("real"), root.join("old")).unwrap();
         std::os::unix::fs::symlink(root.join("outside"), root.join("real")).unwrap();
         fs::write(root.join("outside/a"), b"elsewhere").unwrap();
-        assert_eq!(canon(&mut files, &root.join("real/a")), Ok(b(root.join("outside/a"))));
+        assert_eq!(
+            canon(&mut files, &root.join("real/a")),
+            Ok(b(root.join("outside/a")))
+        );
         // and the lstat handed on is the real file's
         let (_, seen) = canonicalize_in(&mut files, root.join("old/a").as_os_str().as_bytes());
         assert_eq!(seen.unwrap().size, 1);

@@ -8,7 +8,7 @@
 //! After every input, drain `poll_record` and `poll_event` until both are
 //! empty, then wait for input, an answer, or [`Session::poll_timeout`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::banner::{self, ProtocolVersion};
@@ -175,7 +175,10 @@ pub struct Session {
     records: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     deadline: Option<u64>,
-    promises: HashMap<Vec<u8>, u64>,
+    /// Newest last; a bounded ring, not a map: a STAT only appends (no
+    /// hashing of a peer-chosen path per request), and the rare GET
+    /// searches back from the newest, so the latest STAT of a path wins.
+    promises: VecDeque<(Vec<u8>, u64)>,
     served: u64,
     /// Requests read so far (for per-command metrics).
     requests: u64,
@@ -216,7 +219,7 @@ impl Session {
             records: VecDeque::new(),
             events: VecDeque::new(),
             deadline,
-            promises: HashMap::new(),
+            promises: VecDeque::new(),
             served: 0,
             requests: 0,
             exec: None,
@@ -370,9 +373,10 @@ impl Session {
                 match r {
                     Ok(st) => {
                         self.remember(path, st.reply.size);
-                        for t in st.reply.encode() {
-                            self.send(t.status, &t.payload);
-                        }
+                        // Both transactions in one record buffer.
+                        let mut v = Vec::with_capacity(2 * frame::HEADER_LEN + 128);
+                        st.reply.encode_framed(&mut v);
+                        self.records.push_back(v);
                     }
                     Err(e) => {
                         let msg = format!(
@@ -985,7 +989,12 @@ impl Session {
             self.events.push_back(Event::Close { handle: f.handle });
             return self.done(now);
         }
-        let target = self.promises.get(&path).copied().unwrap_or(f.size);
+        let target = self
+            .promises
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == path)
+            .map_or(f.size, |&(_, size)| size);
         let t = Transfer {
             handle: f.handle,
             path,
@@ -1066,9 +1075,9 @@ impl Session {
 
     fn remember(&mut self, path: Vec<u8>, size: u64) {
         if self.promises.len() >= MAX_PROMISES {
-            self.promises.clear();
+            self.promises.pop_front();
         }
-        self.promises.insert(path, size);
+        self.promises.push_back((path, size));
     }
 
     fn refuse(&mut self) {
