@@ -324,6 +324,7 @@ pub fn run_load(
     threads: usize,
     duration: Duration,
     max_runs: u64,
+    cpus: Option<&[usize]>,
 ) -> LoadResult {
     let threads = threads.max(1).min(agents.max(1));
     let result = Arc::new(Mutex::new(LoadResult::default()));
@@ -336,6 +337,11 @@ pub fn run_load(
             let result = result.clone();
             let requests = requests.clone();
             s.spawn(move || {
+                if let Some(cpus) = cpus {
+                    if let Err(e) = crate::procstat::pin_self(cpus) {
+                        eprintln!("# load thread {t}: {e}");
+                    }
+                }
                 let ex = smol::LocalExecutor::new();
                 let mut tasks = Vec::new();
                 for a in (t..agents).step_by(threads) {

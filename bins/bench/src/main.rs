@@ -127,6 +127,12 @@ struct CompareArgs {
     /// maxconnections in the server policy (so it is not the limit).
     #[arg(long, default_value_t = 2000)]
     maxconnections: u32,
+    /// Give the server CPU 0 and the load generator the other CPUs (needs
+    /// 2 or more), so neither steals the other's CPU: runs/s then measures
+    /// the server on a fixed budget of one core. Without it both share all
+    /// CPUs and runs/s measures the whole box.
+    #[arg(long)]
+    pin: bool,
     #[command(flatten)]
     shape: TreeArgs,
 }
@@ -389,6 +395,18 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
             lab(rcf_conformance::lab::rcf_binary("rcf-serverd"))?.display()
         );
     }
+    if a.pin {
+        let n = procstat::ncpus();
+        if n < 2 {
+            return Err(format!("--pin needs at least 2 CPUs, this machine has {n}"));
+        }
+        println!(
+            "# pinned: each server on CPU 0, the load generator on CPUs 1-{}",
+            n - 1
+        );
+    } else {
+        println!("# not pinned: servers and load generator share all CPUs (runs/s measures the whole box)");
+    }
     println!(
         "{:>5} {:<12} {:>7} {:>9} {:>9} {:>9} {:>10} {:>8} {:>6} {:>10}",
         "K",
@@ -430,7 +448,13 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
                 println!("# {} K={k} error: {e}", r.kind.name());
             }
         }
-        jsons.push(json_line(k, a.scenario, get(Kind::Rcf), get(Kind::Cfe)));
+        jsons.push(json_line(
+            k,
+            a.scenario,
+            a.pin,
+            get(Kind::Rcf),
+            get(Kind::Cfe),
+        ));
     }
     for j in jsons {
         println!("{j}");
@@ -465,6 +489,12 @@ fn measure(
             rcf_conformance::lab::tail(&log, 30)
         ));
     }
+    let client_cpus: Option<Vec<usize>> = if a.pin {
+        procstat::pin_process(pid, &[0])?;
+        Some((1..procstat::ncpus()).collect())
+    } else {
+        None
+    };
     let cpu0 = procstat::cpu_seconds(pid)?;
     let self0 = procstat::self_cpu_seconds();
     let load = load::run_load(
@@ -473,7 +503,17 @@ fn measure(
         a.threads,
         Duration::from_secs_f64(a.duration),
         a.runs,
+        client_cpus.as_deref(),
     );
+    if a.pin {
+        let masks = procstat::allowed_cpus(pid);
+        if masks != ["0"] {
+            return Err(format!(
+                "{}: server threads escaped the pin: {masks:?}",
+                kind.name()
+            ));
+        }
+    }
     let cpu1 = procstat::cpu_seconds(pid)?;
     let self1 = procstat::self_cpu_seconds();
     let rss_mb = procstat::vm_hwm_kb(pid)? as f64 / 1024.0;
@@ -513,13 +553,13 @@ fn num(x: f64) -> String {
     }
 }
 
-fn json_line(k: usize, s: Scenario, rcf: Option<&Row>, cfe: Option<&Row>) -> String {
+fn json_line(k: usize, s: Scenario, pinned: bool, rcf: Option<&Row>, cfe: Option<&Row>) -> String {
     let f = |r: Option<&Row>, g: &dyn Fn(&Row) -> f64| r.map(g).unwrap_or(f64::NAN);
     let rr = f(rcf, &|r| r.load.runs_per_s());
     let cr = f(cfe, &|r| r.load.runs_per_s());
     let errors = rcf.map(|r| r.load.errors).unwrap_or(0) + cfe.map(|r| r.load.errors).unwrap_or(0);
     format!(
-        "{{\"agents\":{k},\"scenario\":\"{}\",\"rcf_runs_per_s\":{},\"cfe_runs_per_s\":{},\"ratio\":{},\"rcf_cpu_s_per_run\":{},\"cfe_cpu_s_per_run\":{},\"rcf_rss_mb\":{},\"cfe_rss_mb\":{},\"errors\":{},\"rcf_p50_ms\":{},\"rcf_p99_ms\":{},\"cfe_p50_ms\":{},\"cfe_p99_ms\":{}}}",
+        "{{\"agents\":{k},\"scenario\":\"{}\",\"rcf_runs_per_s\":{},\"cfe_runs_per_s\":{},\"ratio\":{},\"rcf_cpu_s_per_run\":{},\"cfe_cpu_s_per_run\":{},\"rcf_rss_mb\":{},\"cfe_rss_mb\":{},\"errors\":{},\"rcf_p50_ms\":{},\"rcf_p99_ms\":{},\"cfe_p50_ms\":{},\"cfe_p99_ms\":{},\"pinned\":{pinned}}}",
         s.name(),
         num(rr),
         num(cr),

@@ -81,3 +81,65 @@ pub fn loadavg() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+/// Restrict a thread (`tid`; 0 = the calling thread) to `cpus`.
+fn set_affinity(tid: i32, cpus: &[usize]) -> Result<(), String> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: as above; `c` is below the machine's CPU count.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is initialised and its size is passed.
+    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "sched_setaffinity({tid}): {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Pin the calling thread (and the threads it will create) to `cpus`.
+pub fn pin_self(cpus: &[usize]) -> Result<(), String> {
+    set_affinity(0, cpus)
+}
+
+/// Pin every thread `pid` has now to `cpus`; threads it creates later
+/// inherit their creator's mask, so they stay there too. Returns how many
+/// threads were pinned.
+pub fn pin_process(pid: u32, cpus: &[usize]) -> Result<usize, String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir)
+        .map_err(|e| format!("{dir}: {e}"))?
+        .flatten()
+    {
+        if let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            set_affinity(tid, cpus)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The distinct `Cpus_allowed_list` values of `pid`'s threads now (to show
+/// that pinning held, including threads created since).
+pub fn allowed_cpus(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|s| s.trim().to_string())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}

@@ -7,8 +7,8 @@
 
 mod common;
 
-fn run(scenario: &str) -> String {
-    common::run_bench(&[
+fn run(scenario: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "compare",
         "--agents",
         "2",
@@ -18,7 +18,9 @@ fn run(scenario: &str) -> String {
         "2",
         "--duration",
         "5",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    common::run_bench(&args)
 }
 
 fn check(stdout: &str, scenario: &str) {
@@ -61,10 +63,29 @@ fn check(stdout: &str, scenario: &str) {
 
 #[test]
 fn compare_steady_small() {
-    check(&run("steady"), "steady");
+    let out = run("steady", &[]);
+    check(&out, "steady");
+    assert!(out.trim_end().ends_with("\"pinned\":false}"), "{out}");
+}
+
+/// `--pin` puts each server on CPU 0 and the load on the others; the run
+/// fails (instead of reporting) if a server thread escaped the pin.
+#[test]
+fn compare_pinned_small() {
+    if rcf_bench_cpus() < 2 {
+        panic!("--pin needs 2 CPUs; CI machines have 2");
+    }
+    let out = run("steady", &["--pin"]);
+    check(&out, "steady");
+    assert!(out.contains("# pinned: each server on CPU 0"), "{out}");
+    assert!(out.trim_end().ends_with("\"pinned\":true}"), "{out}");
+}
+
+fn rcf_bench_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[test]
 fn compare_changed_small() {
-    check(&run("changed"), "changed");
+    check(&run("changed", &[]), "changed");
 }
