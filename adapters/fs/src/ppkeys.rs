@@ -78,7 +78,10 @@ impl FsError {
 /// reading them (a key path pointing at /dev/zero must not eat memory).
 pub fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>, FsError> {
     let f = File::open(path).map_err(FsError::io("open", path))?;
-    let mut buf = Vec::new();
+    // Room for the whole (small) file up front: one read and the EOF read,
+    // instead of read_to_end's growing 32, 64, 128... byte reads (six
+    // syscalls per key lookup, once per connection).
+    let mut buf = Vec::with_capacity(max.saturating_add(1).min(8 * 1024));
     f.take(max as u64 + 1)
         .read_to_end(&mut buf)
         .map_err(FsError::io("read", path))?;

@@ -64,6 +64,11 @@ pub struct HandshakesArgs {
     /// Which servers: both, cfe, rcf.
     #[arg(long, default_value = "both")]
     pub servers: String,
+    /// Give the server CPU 0 and the clients the other CPUs (needs 2 or
+    /// more): the server's CPU per handshake is then not inflated by
+    /// clients preempting it and evicting its caches on the same core.
+    #[arg(long)]
+    pub pin: bool,
     /// In-memory handshakes for the ceiling (after 10 warm-up ones).
     #[arg(long = "ceiling-iters", default_value_t = 300)]
     pub ceiling_iters: usize,
@@ -266,7 +271,15 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
         "# load: {} concurrent loops on {} client threads, {:.0} s per server; each: TCP connect from its own 127/8 address, TLS handshake, banner + IDENTITY -> WELCOME, close_notify, close",
         a.concurrency, a.threads, a.duration
     );
-    println!("# clients and server share the machine's cores, so handshakes/s (wall) is a whole-box figure; the fair comparison with the ceiling is per server CPU-second (% ceiling)");
+    if a.pin {
+        let n = procstat::ncpus();
+        if n < 2 {
+            return Err(format!("--pin needs at least 2 CPUs, this machine has {n}"));
+        }
+        println!("# pinned: each server on CPU 0, the clients on CPUs 1-{}; the fair comparison with the ceiling is per server CPU-second (% ceiling)", n - 1);
+    } else {
+        println!("# clients and server share the machine's cores, so handshakes/s (wall) is a whole-box figure; the fair comparison with the ceiling is per server CPU-second (% ceiling)");
+    }
     println!(
         "{:<12} {:>8} {:>9} {:>14} {:>15} {:>10} {:>8} {:>8} {:>14} {:>8} {:>7}",
         "server",
@@ -373,6 +386,13 @@ fn measure(
         )
     })?;
     let pid = srv.pid();
+    let client_cpus: Option<Vec<usize>> = if a.pin {
+        procstat::pin_process(pid, &[0])?;
+        Some((1..procstat::ncpus()).collect())
+    } else {
+        None
+    };
+    let client_cpus = client_cpus.as_deref();
     let cpu0 = procstat::cpu_seconds(pid)?;
     let self0 = procstat::self_cpu_seconds();
     let result = Arc::new(Mutex::new((
@@ -388,6 +408,11 @@ fn measure(
         for t in 0..threads {
             let (opts, result, source) = (opts.clone(), result.clone(), source.clone());
             s.spawn(move || {
+                if let Some(cpus) = client_cpus {
+                    if let Err(e) = procstat::pin_self(cpus) {
+                        eprintln!("# client thread {t}: {e}");
+                    }
+                }
                 let ex = smol::LocalExecutor::new();
                 let tasks: Vec<_> = (t..a.concurrency)
                     .step_by(threads)
@@ -440,6 +465,13 @@ fn measure(
     let cpu1 = procstat::cpu_seconds(pid)?;
     let self1 = procstat::self_cpu_seconds();
     let threads_now = procstat::threads(pid).unwrap_or(0);
+    if a.pin && procstat::allowed_cpus(pid) != ["0"] {
+        return Err(format!(
+            "{}: server threads escaped the pin: {:?}",
+            kind.name(),
+            procstat::allowed_cpus(pid)
+        ));
+    }
     *addr = next.load(Ordering::Relaxed) as u32;
     let (ok, errors, error_samples, mut lat) = Arc::try_unwrap(result)
         .map(|m| m.into_inner().unwrap())

@@ -326,7 +326,12 @@ impl Srv {
     fn start(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, String> {
         Ok(match kind {
             Kind::Cfe => Srv::Cfe(lab(RealServer::start_with_flags(wd, policy, &[]))?),
-            Kind::Rcf => Srv::Rcf(lab(RcfServer::start_with_flags(wd, policy, &[]))?),
+            Kind::Rcf => {
+                // Extra rcf-serverd flags for experiments (e.g. `--threads 1`).
+                let extra = std::env::var("RCF_BENCH_SERVERD_FLAGS").unwrap_or_default();
+                let flags: Vec<&str> = extra.split_whitespace().collect();
+                Srv::Rcf(lab(RcfServer::start_with_flags(wd, policy, &flags))?)
+            }
         })
     }
     fn pid(&self) -> u32 {

@@ -103,6 +103,10 @@ struct Cli {
     /// rcf extension: seconds one write may block before a peer that stopped reading is dropped.
     #[arg(long = "write-timeout", default_value_t = 60)]
     write_timeout: u64,
+    /// rcf extension: event-loop threads (default: one per CPU). Each accepts on its own
+    /// SO_REUSEPORT socket and serves its connections start to end.
+    #[arg(long = "threads", value_name = "N")]
+    threads: Option<usize>,
     /// rcf extension: serve Prometheus metrics on http://ADDR/metrics (loopback addresses only; off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
@@ -251,24 +255,54 @@ fn listen_backlog() -> i32 {
 }
 
 /// Bind like `OpenReceiverChannel`: the given address, else the dual-stack
-/// wildcard (IPv6 with V6ONLY cleared), falling back to IPv4 only.
-fn bind(addr: &str, port: u16) -> std::io::Result<Vec<std::net::TcpListener>> {
+/// wildcard (IPv6 with V6ONLY cleared), falling back to IPv4 only. With
+/// `shards` > 1, `shards` sockets per address share it through
+/// `SO_REUSEPORT` (one per event-loop thread); returned per shard.
+fn bind(addr: &str, port: u16, shards: usize) -> std::io::Result<Vec<Vec<std::net::TcpListener>>> {
     use socket2::{Domain, Socket, Type};
-    let mk = |sa: SocketAddr, dual: bool| -> std::io::Result<std::net::TcpListener> {
-        let s = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
-        s.set_reuse_address(true)?;
-        if dual {
-            s.set_only_v6(false)?;
+    let mk =
+        |sa: SocketAddr, dual: bool, reuse_port: bool| -> std::io::Result<std::net::TcpListener> {
+            let s = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
+            s.set_reuse_address(true)?;
+            if reuse_port {
+                use std::os::fd::AsRawFd;
+                let one: libc::c_int = 1;
+                // SAFETY: a valid socket, an int option of the size passed.
+                let r = unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_REUSEPORT,
+                        &one as *const libc::c_int as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if dual {
+                s.set_only_v6(false)?;
+            }
+            s.bind(&sa.into())?;
+            s.listen(listen_backlog())?;
+            s.set_nonblocking(true)?;
+            Ok(s.into())
+        };
+    let group = |sa: SocketAddr, dual: bool| -> std::io::Result<Vec<std::net::TcpListener>> {
+        if shards <= 1 {
+            return Ok(vec![mk(sa, dual, false)?]);
         }
-        s.bind(&sa.into())?;
-        s.listen(listen_backlog())?;
-        s.set_nonblocking(true)?;
-        Ok(s.into())
+        // A plain bind first: a port already in use (cf-serverd, or another
+        // rcf-serverd whose own sockets share SO_REUSEPORT) fails here as it
+        // always did, instead of silently joining that server's group.
+        drop(mk(sa, dual, false)?);
+        (0..shards).map(|_| mk(sa, dual, true)).collect()
     };
-    if addr.is_empty() {
-        match mk(SocketAddr::from(([0u16; 8], port)), true) {
-            Ok(l) => Ok(vec![l]),
-            Err(_) => Ok(vec![mk(SocketAddr::from(([0u8; 4], port)), false)?]),
+    let one = if addr.is_empty() {
+        match group(SocketAddr::from(([0u16; 8], port)), true) {
+            Ok(l) => l,
+            Err(_) => group(SocketAddr::from(([0u8; 4], port)), false)?,
         }
     } else {
         let ip: std::net::IpAddr = addr
@@ -284,8 +318,9 @@ fn bind(addr: &str, port: u16) -> std::io::Result<Vec<std::net::TcpListener>> {
             .map_err(|e: std::io::Error| {
                 std::io::Error::other(format!("bindtointerface '{addr}': {e}"))
             })?;
-        Ok(vec![mk(SocketAddr::new(ip, port), false)?])
-    }
+        group(SocketAddr::new(ip, port), false)?
+    };
+    Ok(one.into_iter().map(|l| vec![l]).collect())
 }
 
 /// Fork; the parent exits 0 (the port already listens), the child detaches.
@@ -506,7 +541,13 @@ fn main() {
         }
     };
     let activated = !inherited.is_empty();
-    let listeners = if activated {
+    // One event loop per CPU unless told otherwise; systemd's sockets
+    // (which cannot be multiplied) are served by one work-stealing runtime.
+    let shards = match cli.threads {
+        Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(n) => n.min(1024),
+    };
+    let listeners: Vec<Vec<std::net::TcpListener>> = if activated {
         if let Some(p) = inherited
             .first()
             .and_then(|l| l.local_addr().ok())
@@ -514,9 +555,9 @@ fn main() {
         {
             port = p;
         }
-        inherited
+        vec![inherited]
     } else {
-        match bind(&bind_addr, port) {
+        match bind(&bind_addr, port, shards) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("rcf-serverd: error: Unable to start server: {e}");
@@ -583,10 +624,13 @@ fn main() {
         );
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // Connections are served on the shard threads; this runtime keeps the
+    // signals, reloads and metrics (and socket-activated listeners).
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if !activated {
+        rt.worker_threads(1);
+    }
+    let rt = rt.enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let fs = Arc::new(ServerFs { ppkeys: Path::new(&workdir).join("ppkeys"), digests: Arc::new(DigestCache::default()) });
         let shared = Shared::with_timeouts(
@@ -611,8 +655,17 @@ fn main() {
             let l = tokio::net::TcpListener::from_std(l).expect("metrics listener");
             tokio::spawn(rcf_tokio::metrics::serve_metrics(l, shared.clone()))
         });
-        let tl: Vec<tokio::net::TcpListener> =
-            listeners.into_iter().map(|l| tokio::net::TcpListener::from_std(l).expect("listener")).collect();
+        let (tl, shard_set): (Vec<tokio::net::TcpListener>, Option<rcf_tokio::Shards>) = if activated {
+            (listeners.into_iter().flatten().map(|l| tokio::net::TcpListener::from_std(l).expect("listener")).collect(), None)
+        } else {
+            match rcf_tokio::spawn_shards(listeners, shared.clone()) {
+                Ok(s) => (Vec::new(), Some(s)),
+                Err(e) => {
+                    logger.log(Level::Error, None, &format!("Unable to start server: event-loop threads: {e}"));
+                    std::process::exit(1);
+                }
+            }
+        };
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -656,6 +709,9 @@ fn main() {
         })
         .await;
         let _ = sd::notify("STOPPING=1");
+        if let Some(s) = shard_set {
+            let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+        }
         reloader.abort();
         if let Some(t) = metrics_task {
             t.abort();
