@@ -1285,7 +1285,27 @@ async fn worker(
             &format!("Parallel transfer connection to '{server}' refused ({why}): the server allows one connection per client address unless its allowallconnects lists this host; the remaining files are fetched on the open connection(s)"),
         );
     };
-    let conn = match Conn::connect(opts, None).await {
+    // A connection still being made when the run ends is abandoned (it
+    // holds no file), so a slow or silent server never delays the end.
+    let stopped = async {
+        loop {
+            let seen = {
+                let p = pool.borrow();
+                if p.stop {
+                    break;
+                }
+                p.gen
+            };
+            changed(&pool, seen).await;
+        }
+        None
+    };
+    let connected = smol::future::or(async { Some(Conn::connect(opts, None).await) }, stopped);
+    let Some(connected) = connected.await else {
+        pool.borrow_mut().connecting -= 1;
+        return;
+    };
+    let conn = match connected {
         Ok(c) if c.server_key_id().map(str::to_string) == key => Some(c),
         Ok(c) => {
             c.close().await;

@@ -21,6 +21,10 @@
 //! * STATs of a directory's entries are pipelined (one round trip per
 //!   directory, batches of 128), and so are the MD5s of its files with
 //!   `--compare digest` (or `atime`); cf-agent sends them one at a time.
+//! * A recursive copy fetches files over up to `--parallel N` connections
+//!   (default 4; extra ones only when more than a few files need a GET, and
+//!   only if the server's `allowallconnects` admits them), like `cf-net get
+//!   -j`; cf-agent uses one connection per server.
 //! * `net` exits non-zero on failure (cf-net 3.21 exits 0), and `net get`
 //!   writes through a temp file and rename.
 //! * `bootstrap` writes no failsafe.cf, runs no policy, starts no cf-execd
