@@ -80,6 +80,7 @@ fn pull(
     trust_new: bool,
     generate_key: bool,
     conn: &ConnArgs,
+    parallel: u16,
     out: &Output,
 ) -> Result<crate::copy::Summary, PullError> {
     let version =
@@ -121,6 +122,7 @@ fn pull(
     };
     let (r, summary) = smol::block_on(async {
         let mut run = Run::new(vec![hub.clone()], base, out.clone());
+        run.set_parallel(usize::from(parallel));
         let r = run.copy(MASTERFILES, &staging, &opts).await;
         (r, run.finish().await)
     });
@@ -208,6 +210,7 @@ pub fn bootstrap(
     hub_arg: &str,
     trust_server: bool,
     conn: &ConnArgs,
+    parallel: u16,
     out: &Output,
 ) -> u8 {
     let hub = match crate::parse_host_port(hub_arg) {
@@ -240,7 +243,7 @@ pub fn bootstrap(
         );
         return crate::EXIT_FAILED;
     }
-    match pull(workdir, &hub, trust_server, true, conn, out) {
+    match pull(workdir, &hub, trust_server, true, conn, parallel, out) {
         Ok(summary) => {
             let dat = workdir.join("policy_server.dat");
             if let Err(e) =
@@ -291,7 +294,7 @@ pub fn bootstrap(
 }
 
 /// `rcf-agent update`.
-pub fn update(workdir: &Path, conn: &ConnArgs, out: &Output) -> u8 {
+pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, out: &Output) -> u8 {
     let dat = workdir.join("policy_server.dat");
     let hub_arg = match fs::read_to_string(&dat) {
         Ok(s) => s.lines().next().unwrap_or("").trim().to_string(),
@@ -317,7 +320,7 @@ pub fn update(workdir: &Path, conn: &ConnArgs, out: &Output) -> u8 {
         return code;
     }
     let inputs = workdir.join("inputs");
-    match pull(workdir, &hub, false, false, conn, out) {
+    match pull(workdir, &hub, false, false, conn, parallel, out) {
         Ok(summary) => {
             out.log(Level::Notice, "Updated local policy from policy server");
             json(out, true, &hub_arg, Some(&summary), None);

@@ -14,11 +14,15 @@
 //! * names from an `OPENDIR` listing are checked
 //!   ([`rcf_core::client::listing`]) before they touch a local path.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use md5::{Digest, Md5};
 use rcf_core::client::listing;
@@ -32,6 +36,14 @@ use crate::{CopyArgs, ServerAddr};
 
 /// How many times a file whose source changed during the transfer is fetched again.
 const MAX_ATTEMPTS: usize = 3;
+
+/// `--parallel`'s default: the main connection plus up to 3 transfer connections.
+pub const DEFAULT_PARALLEL: u16 = 4;
+
+/// One extra transfer connection is opened per this many files waiting for
+/// a GET (up to `--parallel` - 1 extras): a run that fetches a handful of
+/// files never opens one.
+const FILES_PER_CONNECTION: usize = 8;
 
 /// `compare` of `body copy_from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +143,8 @@ enum Outcome {
     Copied,
     Kept,
     Failed(String),
+    /// Handed to the transfer pool; the outcome is recorded when it is fetched.
+    Queued,
 }
 
 /// One agent run's connections: the server chosen at first connect, its
@@ -154,7 +168,17 @@ pub struct Run {
     /// local full copy. A killed agent leaves each file old or new either
     /// way (rename is atomic); this only moves when the renames become
     /// durable across a power loss.
-    dirs_to_sync: std::collections::BTreeSet<PathBuf>,
+    dirs_to_sync: BTreeSet<PathBuf>,
+    /// `--parallel`: most connections fetching files at once (1 = every
+    /// GET on the main connection, in walk order).
+    parallel: usize,
+    /// While a recursive copy with `parallel > 1` runs: the files waiting
+    /// for a GET, shared with the transfer workers.
+    pool: Option<Rc<RefCell<Pool>>>,
+    /// Runs the transfer workers next to the walk (same thread).
+    ex: Rc<smol::LocalExecutor<'static>>,
+    workers: Vec<smol::Task<()>>,
+    fetch_opts: FetchOpts,
 }
 
 impl Drop for Run {
@@ -182,6 +206,35 @@ impl Run {
             out,
             summary: Summary::default(),
             dirs_to_sync: Default::default(),
+            parallel: 1,
+            pool: None,
+            ex: Rc::new(smol::LocalExecutor::new()),
+            workers: Vec::new(),
+            fetch_opts: FetchOpts::default(),
+        }
+    }
+
+    /// Fetch files over up to `n` connections (`--parallel`); 1 = one
+    /// connection, every GET in walk order. The classic protocol always
+    /// uses one.
+    pub fn set_parallel(&mut self, n: usize) {
+        self.parallel = n.max(1);
+    }
+
+    /// A copied file, in walk order (held in the pool's journal while
+    /// transfers run, so the summary keeps walk order, not completion order).
+    fn record_copied(&mut self, shown: String) {
+        match &self.pool {
+            Some(p) => p.borrow_mut().journal.push(Slot::Copied(shown)),
+            None => self.summary.copied.push(shown),
+        }
+    }
+
+    /// A failure, in walk order (see [`Run::record_copied`]).
+    fn record_failed(&mut self, shown: String, msg: String) {
+        match &self.pool {
+            Some(p) => p.borrow_mut().journal.push(Slot::Failed(shown, msg)),
+            None => self.summary.failed.push((shown, msg)),
         }
     }
 
@@ -344,6 +397,10 @@ impl Run {
             }
         };
         match st.file_type {
+            FileType::Dir if opts.recurse && self.parallel > 1 && self.classic.is_none() => {
+                let ex = self.ex.clone();
+                ex.run(self.copy_tree_pooled(&src, dest, opts)).await
+            }
             FileType::Dir if opts.recurse => self.copy_tree(&src, dest, opts).await,
             FileType::Dir => {
                 let msg = format!("Source '{source}' is a directory; use --recurse to copy it (maximum recursion level reached at '{source}')");
@@ -372,12 +429,13 @@ impl Run {
         let shown = dest.display().to_string();
         match st.file_type {
             FileType::Regular => match self.copy_file(src, dest, st, opts).await? {
-                Outcome::Copied => self.summary.copied.push(shown),
+                Outcome::Copied => self.record_copied(shown),
                 Outcome::Kept => self.summary.kept += 1,
                 Outcome::Failed(msg) => {
                     self.out.log(Level::Error, &msg);
-                    self.summary.failed.push((shown, msg));
+                    self.record_failed(shown, msg);
                 }
+                Outcome::Queued => {}
             },
             FileType::Link => self.out.log(
                 Level::Warning,
@@ -408,7 +466,7 @@ impl Run {
             let shown_dir = String::from_utf8_lossy(&dir).into_owned();
             if let Err(msg) = make_dir(&local, opts.type_check, &shown_dir) {
                 self.out.log(Level::Error, &msg);
-                self.summary.failed.push((local.display().to_string(), msg));
+                self.record_failed(local.display().to_string(), msg);
                 continue;
             }
             self.ensure(&shown_dir).await?;
@@ -417,13 +475,13 @@ impl Run {
                 Ok(Err(text)) => {
                     let msg = format!("Unable to list remote directory '{shown_dir}': {text}");
                     self.out.log(Level::Error, &msg);
-                    self.summary.failed.push((local.display().to_string(), msg));
+                    self.record_failed(local.display().to_string(), msg);
                     continue;
                 }
                 Err(e) => {
                     let msg = format!("Connection error when checking '{shown_dir}': {e}");
                     self.out.log(Level::Error, &msg);
-                    self.summary.failed.push((local.display().to_string(), msg));
+                    self.record_failed(local.display().to_string(), msg);
                     self.drop_client();
                     continue;
                 }
@@ -435,7 +493,7 @@ impl Run {
                     String::from_utf8_lossy(&r)
                 );
                 self.out.log(Level::Error, &msg);
-                self.summary.failed.push((local.display().to_string(), msg));
+                self.record_failed(local.display().to_string(), msg);
             }
             let names: Vec<Vec<u8>> = names
                 .into_iter()
@@ -500,9 +558,7 @@ impl Run {
                             self.server_text()
                         );
                         self.out.log(Level::Error, &msg);
-                        self.summary
-                            .failed
-                            .push((child_dst.display().to_string(), msg));
+                        self.record_failed(child_dst.display().to_string(), msg);
                         continue;
                     }
                 };
@@ -748,7 +804,7 @@ impl Run {
         &mut self,
         src: &[u8],
         dest: &Path,
-        mut st: StatReply,
+        st: StatReply,
         opts: &CopyOpts,
     ) -> Result<Outcome, RunError> {
         let src_text = String::from_utf8_lossy(src).into_owned();
@@ -772,7 +828,6 @@ impl Run {
                 return Ok(Outcome::Kept);
             }
         }
-        let tmp = cfnew(dest);
         // cf-agent creates a copy's missing parent directories.
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Err(e) = fs::create_dir_all(parent) {
@@ -782,227 +837,197 @@ impl Run {
                 )));
             }
         }
-        for attempt in 1..=MAX_ATTEMPTS {
-            self.ensure(&src_text).await?;
-            let _ = fs::remove_file(&tmp);
-            let file = match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
+        let mut job = Job {
+            seq: 0,
+            src: src.to_vec(),
+            dest: dest.to_path_buf(),
+            st,
+            restat: false,
+            attempt: 1,
+        };
+        if let Some(pool) = self.pool.clone() {
             {
-                Ok(f) => f,
-                Err(e) => {
-                    return Ok(Outcome::Failed(format!(
-                        "Can't create temporary file '{}': {e}",
-                        tmp.display()
-                    )))
-                }
-            };
-            let mut w = BufWriter::with_capacity(64 * 1024, file);
-            let mut done = 0u64;
-            let out = self.out.clone();
-            let total = st.size;
-            let name = src_text.clone();
-            let res = if st.size == 0 {
-                Ok(Ok(()))
-            } else {
-                self.client
-                    .as_mut()
-                    .expect("ensured")
-                    .get(src, st.size, |b| {
-                        w.write_all(b)?;
-                        done += b.len() as u64;
-                        out.progress(&name, done, total);
-                        Ok(())
-                    })
-                    .await
-            };
-            let server = self.server_text();
-            match res {
-                Err(NetError::Io(e)) if self.client.as_ref().is_some_and(|c| c.is_usable()) => {
-                    drop(w);
-                    let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!(
-                        "Failed to write '{}': {e}",
-                        tmp.display()
-                    )));
-                }
-                Err(e) => {
-                    drop(w);
-                    let _ = fs::remove_file(&tmp);
-                    self.out.log(
-                        Level::Error,
-                        &format!("Connection error when copying '{server}:{src_text}': {e}"),
-                    );
-                    self.drop_client();
-                    continue;
-                }
-                Ok(Err(GetFailure::Refused(_))) | Ok(Err(GetFailure::Denied)) => {
-                    drop(w);
-                    let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!(
-                        "Network access to '{server}:{src_text}' denied"
-                    )));
-                }
-                Ok(Err(GetFailure::Changed)) => {
-                    drop(w);
-                    let _ = fs::remove_file(&tmp);
-                    self.out.log(Level::Notice, &format!("Source '{server}:{src_text}' changed while copying (attempt {attempt})"));
-                    self.drop_client();
-                    self.stat_cache.remove(src);
-                    match self.stat_fresh(src).await? {
-                        Ok(st2) => st = st2,
-                        Err(t) => {
-                            return Ok(Outcome::Failed(format!(
-                                "Can't stat file '{src_text}' on '{server}': {t}"
-                            )))
-                        }
-                    }
-                    continue;
-                }
-                Ok(Ok(())) => {}
+                let mut p = pool.borrow_mut();
+                job.seq = p.journal.len();
+                p.journal.push(Slot::Pending);
+                p.queue.push_back(job);
+                p.notify();
             }
-            let file = match w.into_inner() {
-                Ok(f) => f,
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!(
-                        "Failed to write '{}': {}",
-                        tmp.display(),
-                        e.error()
-                    )));
-                }
-            };
-            if let Err(e) = file.sync_all() {
-                let _ = fs::remove_file(&tmp);
-                return Ok(Outcome::Failed(format!(
-                    "Failed to fsync '{}': {e}",
-                    tmp.display()
-                )));
+            self.grow_pool();
+            return Ok(Outcome::Queued);
+        }
+        let fo = FetchOpts {
+            verify: opts.verify,
+            preserve: opts.preserve,
+        };
+        let out = self.out.clone();
+        match fetch(self, &mut job, fo, &out).await? {
+            Fetched::Done(Outcome::Copied) => {
+                self.copied_bytes(&job);
+                Ok(Outcome::Copied)
             }
-            let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-            drop(file);
-            if len != st.size {
-                let _ = fs::remove_file(&tmp);
-                return Ok(Outcome::Failed(format!(
-                    "New file '{}' seems to have been corrupted in transit, destination size ({len}) differs from the source size ({}), aborting.",
-                    dest.display(),
-                    st.size
-                )));
+            Fetched::Done(o) => Ok(o),
+            // The main connection reconnects or stops the run; it never hands a file back.
+            Fetched::Requeue => Ok(Outcome::Failed(format!(
+                "Connection error when copying '{}:{src_text}'",
+                self.server_text()
+            ))),
+        }
+    }
+
+    fn copied_bytes(&mut self, job: &Job) {
+        if let Some(dir) = job.dest.parent() {
+            self.dirs_to_sync.insert(dir.to_path_buf());
+        }
+        self.summary.bytes += job.st.size;
+    }
+
+    /// A recursive copy with transfer connections: the walk runs on the
+    /// main connection and hands every file that needs a GET to the pool;
+    /// workers on extra connections (opened as files pile up) fetch them
+    /// meanwhile, and once the walk is done the main connection fetches
+    /// too until every file is done. Outcomes are recorded in walk order.
+    async fn copy_tree_pooled(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        opts: &CopyOpts,
+    ) -> Result<(), RunError> {
+        let pool = Rc::new(RefCell::new(Pool {
+            fetched: vec![0],
+            ..Pool::default()
+        }));
+        self.pool = Some(pool.clone());
+        self.fetch_opts = FetchOpts {
+            verify: opts.verify,
+            preserve: opts.preserve,
+        };
+        let mut r = self.copy_tree(src, dest, opts).await;
+        {
+            let mut p = pool.borrow_mut();
+            p.walk_done = true;
+            p.notify();
+        }
+        if r.is_ok() {
+            self.grow_pool();
+            r = self.drain().await;
+        }
+        {
+            let mut p = pool.borrow_mut();
+            p.stop = true;
+            p.notify();
+        }
+        for t in std::mem::take(&mut self.workers) {
+            t.await;
+        }
+        self.pool = None;
+        let mut p = std::mem::take(&mut *pool.borrow_mut());
+        for slot in p.journal.drain(..) {
+            match slot {
+                Slot::Copied(shown) => self.summary.copied.push(shown),
+                Slot::Failed(shown, msg) => self.summary.failed.push((shown, msg)),
+                // Not reached: the run stopped (lost the server) first.
+                Slot::Pending => {}
             }
-            // Did the source change between the STAT and the end of the GET?
-            // (A file that grew desynchronises the stream; this STAT then
-            // fails to parse and the connection is dropped.)
-            let again = match self.client.as_mut().expect("ensured").stat(src).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    self.out.log(Level::Notice, &format!("Source '{server}:{src_text}' changed while copying ({e}), fetching again"));
-                    self.drop_client();
-                    self.stat_cache.remove(src);
-                    match self.stat_fresh(src).await? {
-                        Ok(st2) => st = st2,
-                        Err(t) => {
-                            return Ok(Outcome::Failed(format!(
-                                "Can't stat file '{src_text}' on '{server}': {t}"
-                            )))
-                        }
-                    }
-                    continue;
-                }
-            };
-            match again {
-                Ok(st2) if st2.size != st.size || st2.mtime != st.mtime => {
-                    let _ = fs::remove_file(&tmp);
-                    self.out.log(Level::Notice, &format!("Source '{server}:{src_text}' changed while copying (attempt {attempt}), fetching again"));
-                    self.stat_cache.insert(src.to_vec(), st2.clone());
-                    st = st2;
-                    continue;
-                }
-                Ok(_) => {}
-                Err(t) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Ok(Outcome::Failed(format!(
-                        "Source '{server}:{src_text}' disappeared while copying: {t}"
-                    )));
-                }
-            }
-            if opts.verify {
-                let digest = match md5_file(&tmp) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ = fs::remove_file(&tmp);
-                        return Ok(Outcome::Failed(format!(
-                            "Can't read back '{}': {e}",
-                            tmp.display()
-                        )));
-                    }
-                };
-                match self
-                    .client
-                    .as_mut()
-                    .expect("ensured")
-                    .md5(src, digest)
-                    .await
-                {
-                    Ok(Ok(false)) => self.out.log(
-                        Level::Verbose,
-                        &format!(
-                            "Verified '{}' against '{server}:{src_text}'",
-                            dest.display()
-                        ),
-                    ),
-                    Ok(Ok(true)) => {
-                        let _ = fs::remove_file(&tmp);
-                        return Ok(Outcome::Failed(format!("Verification of '{}' against '{server}:{src_text}' failed: digests differ", dest.display())));
-                    }
-                    Ok(Err(t)) => {
-                        let _ = fs::remove_file(&tmp);
-                        return Ok(Outcome::Failed(format!(
-                            "Verification of '{}' refused by the server: {t}",
-                            dest.display()
-                        )));
-                    }
-                    Err(e) => {
-                        let _ = fs::remove_file(&tmp);
-                        self.drop_client();
-                        return Ok(Outcome::Failed(format!(
-                            "Connection error when verifying '{}': {e}",
-                            dest.display()
-                        )));
-                    }
-                }
-            }
-            if opts.preserve {
-                let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(st.mode & 0o7777));
-                if rustix::process::geteuid().is_root() {
-                    let _ = std::os::unix::fs::chown(&tmp, Some(st.uid), Some(st.gid));
-                }
-            }
-            if let Err(e) = fs::rename(&tmp, dest) {
-                let _ = fs::remove_file(&tmp);
-                return Ok(Outcome::Failed(format!(
-                    "Can't rename '{}' to '{}': {e}",
-                    tmp.display(),
-                    dest.display()
-                )));
-            }
-            if let Some(dir) = dest.parent() {
-                self.dirs_to_sync.insert(dir.to_path_buf());
-            }
-            self.summary.bytes += st.size;
+        }
+        self.summary.bytes += p.bytes;
+        self.dirs_to_sync.append(&mut p.dirs);
+        let total: usize = p.fetched.iter().sum();
+        if total > 0 || p.started > 0 {
+            let used = p.fetched.iter().filter(|&&n| n > 0).count();
+            let per = p
+                .fetched
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join("+");
             self.out.log(
-                Level::Info,
+                Level::Verbose,
                 &format!(
-                    "Updated file '{}' from '{server}:{src_text}'",
-                    dest.display()
+                    "Fetched {total} file(s) over {used} transfer connection(s) ({per}; {} parallel connection(s) opened, --parallel {})",
+                    p.connected, self.parallel
                 ),
             );
-            return Ok(Outcome::Copied);
         }
-        let _ = fs::remove_file(&tmp);
-        Ok(Outcome::Failed(format!("Source '{}:{src_text}' kept changing while copying, giving up after {MAX_ATTEMPTS} attempts", self.server_text())))
+        r
+    }
+
+    /// Open one more transfer connection when enough files wait for it:
+    /// one per [`FILES_PER_CONNECTION`] queued files, at most
+    /// `parallel - 1`, one at a time until the server has accepted one, and
+    /// none after a refusal.
+    fn grow_pool(&mut self) {
+        let Some(pool) = self.pool.clone() else {
+            return;
+        };
+        let Some(i) = self.chosen else { return };
+        if self.classic.is_some() || self.parallel < 2 {
+            return;
+        }
+        let id = {
+            let mut p = pool.borrow_mut();
+            let want = (p.queue.len() / FILES_PER_CONNECTION).min(self.parallel - 1);
+            if p.refused || p.stop || p.started >= want || (p.connecting > 0 && p.connected == 0) {
+                return;
+            }
+            p.started += 1;
+            p.connecting += 1;
+            p.fetched.push(0);
+            p.started
+        };
+        let mut o = self.base.clone();
+        o.host = self.servers[i].host.clone();
+        o.port = self.servers[i].port;
+        // The main connection trusted (and saved) the server's key: an extra
+        // connection must present that same key, never trust a new one.
+        o.trust_new = false;
+        // A transfer connection's troubles (a refusal, a lost connection)
+        // never change the run's outcome: they are verbose-level only.
+        let log = o.log.clone();
+        o.log = Arc::new(move |l, m| log(l.max(Level::Verbose), m));
+        let task = worker(
+            pool,
+            id,
+            o,
+            self.servers[i].text.clone(),
+            self.summary.server_key.clone(),
+            self.out.clone(),
+            self.fetch_opts,
+        );
+        self.workers.push(self.ex.spawn(task));
+    }
+
+    /// After the walk: the main connection fetches queued files too, until
+    /// none is left and no worker holds one (a worker that loses its
+    /// connection hands its file back).
+    async fn drain(&mut self) -> Result<(), RunError> {
+        let pool = self.pool.clone().expect("pooled copy");
+        let out = self.out.clone();
+        let fo = self.fetch_opts;
+        loop {
+            let next = {
+                let mut p = pool.borrow_mut();
+                match p.queue.pop_front() {
+                    Some(j) => Ok(j),
+                    None if p.busy == 0 => return Ok(()),
+                    None => Err(p.gen),
+                }
+            };
+            match next {
+                Ok(mut job) => {
+                    let o = match fetch(self, &mut job, fo, &out).await? {
+                        Fetched::Done(o) => o,
+                        Fetched::Requeue => Outcome::Failed(format!(
+                            "Connection error when copying '{}:{}'",
+                            self.server_text(),
+                            String::from_utf8_lossy(&job.src)
+                        )),
+                    };
+                    pool.borrow_mut().complete(&out, job, o, 0);
+                }
+                Err(seen) => changed(&pool, seen).await,
+            }
+        }
     }
 
     /// Close the cached connection (close_notify), as cf-agent does at exit.
@@ -1013,6 +1038,654 @@ impl Run {
         self.sync_dirs();
         std::mem::take(&mut self.summary)
     }
+}
+
+/// What the transfer of one file needs from the copy's options.
+#[derive(Debug, Clone, Copy, Default)]
+struct FetchOpts {
+    verify: bool,
+    preserve: bool,
+}
+
+/// A file the walk decided to fetch.
+struct Job {
+    /// Its place in the pool's journal (walk order).
+    seq: usize,
+    src: Vec<u8>,
+    dest: PathBuf,
+    st: StatReply,
+    /// `st` is stale (the source changed and the connection that saw it
+    /// went away): STAT again before the GET.
+    restat: bool,
+    /// The next attempt (1..=MAX_ATTEMPTS), kept when a file is handed back.
+    attempt: usize,
+}
+
+/// A walk-ordered summary entry of a pooled copy.
+enum Slot {
+    Copied(String),
+    Failed(String, String),
+    Pending,
+}
+
+/// The files waiting for a GET and what the transfers did, shared (on
+/// one thread) by the walk, the main connection and the workers. Never
+/// borrowed across an await.
+#[derive(Default)]
+struct Pool {
+    queue: VecDeque<Job>,
+    journal: Vec<Slot>,
+    /// Files a worker is fetching now.
+    busy: usize,
+    /// Extra connections started, still connecting, connected.
+    started: usize,
+    connecting: usize,
+    connected: usize,
+    /// An extra connection was refused or lost before fetching anything:
+    /// no more are opened in this run.
+    refused: bool,
+    walk_done: bool,
+    /// Stop taking files (the run ends).
+    stop: bool,
+    bytes: u64,
+    dirs: BTreeSet<PathBuf>,
+    /// Files fetched per connection (0 = the main one).
+    fetched: Vec<usize>,
+    gen: u64,
+    waiters: Vec<Waker>,
+}
+
+impl Pool {
+    fn notify(&mut self) {
+        self.gen += 1;
+        for w in self.waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Record a fetched file's outcome in its walk-order slot.
+    fn complete(&mut self, out: &Output, job: Job, o: Outcome, conn: usize) {
+        let shown = job.dest.display().to_string();
+        let slot = match o {
+            Outcome::Copied => {
+                self.bytes += job.st.size;
+                if let Some(dir) = job.dest.parent() {
+                    self.dirs.insert(dir.to_path_buf());
+                }
+                self.fetched[conn] += 1;
+                Slot::Copied(shown)
+            }
+            Outcome::Failed(msg) => {
+                out.log(Level::Error, &msg);
+                Slot::Failed(shown, msg)
+            }
+            Outcome::Kept | Outcome::Queued => Slot::Pending,
+        };
+        self.journal[job.seq] = slot;
+        self.notify();
+    }
+}
+
+/// Wait until the pool changed after generation `seen`.
+async fn changed(pool: &Rc<RefCell<Pool>>, seen: u64) {
+    smol::future::poll_fn(|cx| {
+        let mut p = pool.borrow_mut();
+        if p.gen != seen {
+            Poll::Ready(())
+        } else {
+            p.waiters.push(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// A connection one file's transfer runs on: the run's main connection
+/// (which reconnects, or stops the run) or a transfer worker's (which,
+/// once gone, hands the file back to the pool).
+trait Link {
+    /// Whether a connection is ready for the next request, reconnecting if
+    /// this link may; `false`: hand the file back.
+    async fn ready(&mut self, what: &str) -> Result<bool, RunError>;
+    /// The connection [`Link::ready`] made sure of.
+    fn conn(&mut self) -> &mut Conn;
+    fn usable(&self) -> bool;
+    /// The connection failed: drop it.
+    fn lost(&mut self);
+    /// A fresh STAT of `src`; `None`: no connection left, hand the file back.
+    async fn stat_again(
+        &mut self,
+        src: &[u8],
+    ) -> Result<Option<Result<StatReply, String>>, RunError>;
+    /// Update (or forget) the STAT cache entry of `src`.
+    fn remember(&mut self, src: &[u8], st: Option<&StatReply>);
+    fn server(&self) -> String;
+    /// How a connection error during a transfer is logged.
+    fn conn_error_level(&self) -> Level;
+    /// Whether a file whose transfer failed with the connection goes back
+    /// to the pool (a worker) rather than being retried here (the main
+    /// connection, which reconnects).
+    fn hands_back(&self) -> bool;
+}
+
+impl Link for Run {
+    async fn ready(&mut self, what: &str) -> Result<bool, RunError> {
+        self.ensure(what).await.map(|()| true)
+    }
+    fn conn(&mut self) -> &mut Conn {
+        self.client.as_mut().expect("ensured")
+    }
+    fn usable(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| c.is_usable())
+    }
+    fn lost(&mut self) {
+        self.drop_client();
+    }
+    async fn stat_again(
+        &mut self,
+        src: &[u8],
+    ) -> Result<Option<Result<StatReply, String>>, RunError> {
+        self.stat_fresh(src).await.map(Some)
+    }
+    fn remember(&mut self, src: &[u8], st: Option<&StatReply>) {
+        match st {
+            Some(st) => {
+                self.stat_cache.insert(src.to_vec(), st.clone());
+            }
+            None => {
+                self.stat_cache.remove(src);
+            }
+        }
+    }
+    fn server(&self) -> String {
+        self.server_text()
+    }
+    fn conn_error_level(&self) -> Level {
+        Level::Error
+    }
+    fn hands_back(&self) -> bool {
+        false
+    }
+}
+
+/// A transfer worker's connection.
+struct Worker {
+    id: usize,
+    conn: Option<Conn>,
+    server: String,
+    out: Output,
+}
+
+impl Link for Worker {
+    async fn ready(&mut self, _what: &str) -> Result<bool, RunError> {
+        Ok(self.usable())
+    }
+    fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("ready")
+    }
+    fn usable(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.is_usable())
+    }
+    fn lost(&mut self) {
+        self.conn = None;
+    }
+    async fn stat_again(
+        &mut self,
+        src: &[u8],
+    ) -> Result<Option<Result<StatReply, String>>, RunError> {
+        if !self.usable() {
+            self.conn = None;
+            return Ok(None);
+        }
+        match self.conn().stat(src).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                self.out.log(
+                    Level::Verbose,
+                    &format!(
+                        "Connection error on transfer connection {} when checking '{}': {e}",
+                        self.id,
+                        String::from_utf8_lossy(src)
+                    ),
+                );
+                self.conn = None;
+                Ok(None)
+            }
+        }
+    }
+    fn remember(&mut self, _src: &[u8], _st: Option<&StatReply>) {}
+    fn server(&self) -> String {
+        self.server.clone()
+    }
+    fn conn_error_level(&self) -> Level {
+        Level::Verbose
+    }
+    fn hands_back(&self) -> bool {
+        true
+    }
+}
+
+/// One extra transfer connection: connect, then fetch queued files until
+/// the walk is done and none is left (or the run stops). A connection
+/// that fails hands its file back and ends this worker; one refused (or
+/// lost before fetching anything) stops the pool from opening more.
+async fn worker(
+    pool: Rc<RefCell<Pool>>,
+    id: usize,
+    opts: ConnectOptions,
+    server: String,
+    key: Option<String>,
+    out: Output,
+    fo: FetchOpts,
+) {
+    let refused = |p: &mut Pool, why: &str| {
+        p.refused = true;
+        out.log(
+            Level::Verbose,
+            &format!("Parallel transfer connection to '{server}' refused ({why}): the server allows one connection per client address unless its allowallconnects lists this host; the remaining files are fetched on the open connection(s)"),
+        );
+    };
+    // A connection still being made when the run ends is abandoned (it
+    // holds no file), so a slow or silent server never delays the end.
+    let stopped = async {
+        loop {
+            let seen = {
+                let p = pool.borrow();
+                if p.stop {
+                    break;
+                }
+                p.gen
+            };
+            changed(&pool, seen).await;
+        }
+        None
+    };
+    let connected = smol::future::or(async { Some(Conn::connect(opts, None).await) }, stopped);
+    let Some(connected) = connected.await else {
+        pool.borrow_mut().connecting -= 1;
+        return;
+    };
+    let conn = match connected {
+        Ok(c) if c.server_key_id().map(str::to_string) == key => Some(c),
+        Ok(c) => {
+            c.close().await;
+            None
+        }
+        Err(e) => {
+            let mut p = pool.borrow_mut();
+            p.connecting -= 1;
+            refused(&mut p, &e.to_string());
+            p.notify();
+            return;
+        }
+    };
+    {
+        let mut p = pool.borrow_mut();
+        p.connecting -= 1;
+        if conn.is_none() {
+            refused(&mut p, "the server presented another key");
+            p.notify();
+            return;
+        }
+        p.connected += 1;
+        p.notify();
+    }
+    out.log(
+        Level::Verbose,
+        &format!("Opened parallel transfer connection {id} to '{server}'"),
+    );
+    let mut w = Worker {
+        id,
+        conn,
+        server: server.clone(),
+        out: out.clone(),
+    };
+    let mut fetched = 0usize;
+    loop {
+        let job = loop {
+            let seen = {
+                let mut p = pool.borrow_mut();
+                if p.stop {
+                    break None;
+                }
+                if let Some(j) = p.queue.pop_front() {
+                    p.busy += 1;
+                    break Some(j);
+                }
+                if p.walk_done {
+                    break None;
+                }
+                p.gen
+            };
+            changed(&pool, seen).await;
+        };
+        let Some(mut job) = job else { break };
+        let r = fetch(&mut w, &mut job, fo, &out).await;
+        let mut p = pool.borrow_mut();
+        p.busy -= 1;
+        match r {
+            Ok(Fetched::Done(o)) => {
+                fetched += 1;
+                p.complete(&out, job, o, id);
+            }
+            Ok(Fetched::Requeue) | Err(_) => {
+                out.log(
+                    Level::Verbose,
+                    &format!(
+                        "Transfer connection {id} to '{server}' lost; '{}' goes back to the queue",
+                        String::from_utf8_lossy(&job.src)
+                    ),
+                );
+                p.queue.push_front(job);
+                p.notify();
+            }
+        }
+        if !w.usable() {
+            if fetched == 0 && !p.refused {
+                refused(&mut p, "closed before its first transfer");
+            }
+            break;
+        }
+    }
+    if let Some(c) = w.conn.take() {
+        c.close().await;
+    }
+}
+
+enum Fetched {
+    Done(Outcome),
+    /// The link's connection is gone: another connection takes the file.
+    Requeue,
+}
+
+/// The safe per-file sequence, on any connection: `<dest>.cfnew` (O_EXCL,
+/// 0600), GET exactly `st.size` bytes, fsync (off the executor thread,
+/// while the source is re-STATed), compare, optional verify, rename; a
+/// changed source or a lost connection is fetched again, up to
+/// [`MAX_ATTEMPTS`] in all.
+async fn fetch<L: Link>(
+    link: &mut L,
+    job: &mut Job,
+    fo: FetchOpts,
+    out: &Output,
+) -> Result<Fetched, RunError> {
+    let src = job.src.clone();
+    let src = &src[..];
+    let dest = job.dest.clone();
+    let dest = &dest;
+    let src_text = String::from_utf8_lossy(src).into_owned();
+    let tmp = cfnew(dest);
+    if job.restat {
+        match link.stat_again(src).await? {
+            None => return Ok(Fetched::Requeue),
+            Some(Ok(st2)) => {
+                job.st = st2;
+                job.restat = false;
+            }
+            Some(Err(t)) => {
+                return Ok(Fetched::Done(Outcome::Failed(format!(
+                    "Can't stat file '{src_text}' on '{}': {t}",
+                    link.server()
+                ))))
+            }
+        }
+    }
+    let failed = |m: String| Ok(Fetched::Done(Outcome::Failed(m)));
+    while job.attempt <= MAX_ATTEMPTS {
+        let attempt = job.attempt;
+        if !link.ready(&src_text).await? {
+            return Ok(Fetched::Requeue);
+        }
+        job.attempt += 1;
+        let st = job.st.clone();
+        let _ = fs::remove_file(&tmp);
+        let file = match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                return failed(format!(
+                    "Can't create temporary file '{}': {e}",
+                    tmp.display()
+                ))
+            }
+        };
+        let mut w = BufWriter::with_capacity(64 * 1024, file);
+        let mut done = 0u64;
+        let total = st.size;
+        let res = if st.size == 0 {
+            Ok(Ok(()))
+        } else {
+            let name = src_text.clone();
+            link.conn()
+                .get(src, st.size, |b| {
+                    w.write_all(b)?;
+                    done += b.len() as u64;
+                    out.progress(&name, done, total);
+                    Ok(())
+                })
+                .await
+        };
+        let server = link.server();
+        match res {
+            Err(NetError::Io(e)) if link.usable() => {
+                drop(w);
+                let _ = fs::remove_file(&tmp);
+                return failed(format!("Failed to write '{}': {e}", tmp.display()));
+            }
+            Err(e) => {
+                drop(w);
+                let _ = fs::remove_file(&tmp);
+                out.log(
+                    link.conn_error_level(),
+                    &format!("Connection error when copying '{server}:{src_text}': {e}"),
+                );
+                link.lost();
+                if link.hands_back() {
+                    // Not the source's fault: another connection tries it
+                    // without spending an attempt.
+                    job.attempt = attempt;
+                    return Ok(Fetched::Requeue);
+                }
+                continue;
+            }
+            Ok(Err(GetFailure::Refused(_))) | Ok(Err(GetFailure::Denied)) => {
+                drop(w);
+                let _ = fs::remove_file(&tmp);
+                return failed(format!("Network access to '{server}:{src_text}' denied"));
+            }
+            Ok(Err(GetFailure::Changed)) => {
+                drop(w);
+                let _ = fs::remove_file(&tmp);
+                out.log(
+                    Level::Notice,
+                    &format!(
+                        "Source '{server}:{src_text}' changed while copying (attempt {attempt})"
+                    ),
+                );
+                link.lost();
+                link.remember(src, None);
+                match link.stat_again(src).await? {
+                    None => {
+                        job.restat = true;
+                        return Ok(Fetched::Requeue);
+                    }
+                    Some(Ok(st2)) => job.st = st2,
+                    Some(Err(t)) => {
+                        return failed(format!("Can't stat file '{src_text}' on '{server}': {t}"))
+                    }
+                }
+                continue;
+            }
+            Ok(Ok(())) => {}
+        }
+        let file = match w.into_inner() {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return failed(format!(
+                    "Failed to write '{}': {}",
+                    tmp.display(),
+                    e.error()
+                ));
+            }
+        };
+        // fsync on a blocking thread while the re-STAT below makes its
+        // round trip: other transfers (and this STAT) go on meanwhile.
+        let sync = smol::unblock(move || {
+            file.sync_all()?;
+            Ok::<u64, std::io::Error>(file.metadata().map(|m| m.len()).unwrap_or(u64::MAX))
+        });
+        // Did the source change between the STAT and the end of the GET?
+        // (A file that grew desynchronises the stream; this STAT then
+        // fails to parse and the connection is dropped.)
+        let (synced, again) = smol::future::zip(sync, link.conn().stat(src)).await;
+        let len = match synced {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                if again.is_err() {
+                    link.lost();
+                }
+                return failed(format!("Failed to fsync '{}': {e}", tmp.display()));
+            }
+        };
+        if len != st.size {
+            let _ = fs::remove_file(&tmp);
+            if again.is_err() {
+                link.lost();
+            }
+            return failed(format!(
+                "New file '{}' seems to have been corrupted in transit, destination size ({len}) differs from the source size ({}), aborting.",
+                dest.display(),
+                st.size
+            ));
+        }
+        let again = match again {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                // (On a transfer worker this is usually its connection
+                // going away: verbose, the file is fetched elsewhere.)
+                out.log(
+                    if link.hands_back() {
+                        Level::Verbose
+                    } else {
+                        Level::Notice
+                    },
+                    &format!(
+                        "Source '{server}:{src_text}' changed while copying ({e}), fetching again"
+                    ),
+                );
+                link.lost();
+                link.remember(src, None);
+                if link.hands_back() {
+                    // A desynchronised stream or a lost connection: the
+                    // next connection STATs again, without spending an attempt.
+                    job.attempt = attempt;
+                    job.restat = true;
+                    return Ok(Fetched::Requeue);
+                }
+                match link.stat_again(src).await? {
+                    None => {
+                        job.restat = true;
+                        return Ok(Fetched::Requeue);
+                    }
+                    Some(Ok(st2)) => job.st = st2,
+                    Some(Err(t)) => {
+                        return failed(format!("Can't stat file '{src_text}' on '{server}': {t}"))
+                    }
+                }
+                continue;
+            }
+        };
+        match again {
+            Ok(st2) if st2.size != st.size || st2.mtime != st.mtime => {
+                let _ = fs::remove_file(&tmp);
+                out.log(Level::Notice, &format!("Source '{server}:{src_text}' changed while copying (attempt {attempt}), fetching again"));
+                link.remember(src, Some(&st2));
+                job.st = st2;
+                continue;
+            }
+            Ok(_) => {}
+            Err(t) => {
+                let _ = fs::remove_file(&tmp);
+                return failed(format!(
+                    "Source '{server}:{src_text}' disappeared while copying: {t}"
+                ));
+            }
+        }
+        if fo.verify {
+            let digest = match md5_file(&tmp) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return failed(format!("Can't read back '{}': {e}", tmp.display()));
+                }
+            };
+            match link.conn().md5(src, digest).await {
+                Ok(Ok(false)) => out.log(
+                    Level::Verbose,
+                    &format!(
+                        "Verified '{}' against '{server}:{src_text}'",
+                        dest.display()
+                    ),
+                ),
+                Ok(Ok(true)) => {
+                    let _ = fs::remove_file(&tmp);
+                    return failed(format!(
+                        "Verification of '{}' against '{server}:{src_text}' failed: digests differ",
+                        dest.display()
+                    ));
+                }
+                Ok(Err(t)) => {
+                    let _ = fs::remove_file(&tmp);
+                    return failed(format!(
+                        "Verification of '{}' refused by the server: {t}",
+                        dest.display()
+                    ));
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    link.lost();
+                    return failed(format!(
+                        "Connection error when verifying '{}': {e}",
+                        dest.display()
+                    ));
+                }
+            }
+        }
+        if fo.preserve {
+            let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(st.mode & 0o7777));
+            if rustix::process::geteuid().is_root() {
+                let _ = std::os::unix::fs::chown(&tmp, Some(st.uid), Some(st.gid));
+            }
+        }
+        if let Err(e) = fs::rename(&tmp, dest) {
+            let _ = fs::remove_file(&tmp);
+            return failed(format!(
+                "Can't rename '{}' to '{}': {e}",
+                tmp.display(),
+                dest.display()
+            ));
+        }
+        out.log(
+            Level::Info,
+            &format!(
+                "Updated file '{}' from '{server}:{src_text}'",
+                dest.display()
+            ),
+        );
+        return Ok(Fetched::Done(Outcome::Copied));
+    }
+    let _ = fs::remove_file(&tmp);
+    failed(format!(
+        "Source '{}:{src_text}' kept changing while copying, giving up after {MAX_ATTEMPTS} attempts",
+        link.server()
+    ))
 }
 
 /// `<dest>.cfnew`, cf-agent's temporary name.
@@ -1133,6 +1806,7 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
     };
     smol::block_on(async {
         let mut run = Run::new(servers, base, out.clone());
+        run.set_parallel(usize::from(a.par.parallel));
         if classic {
             run.use_classic(ClassicOptions {
                 key: std::sync::Arc::new(key.clone()),

@@ -21,6 +21,10 @@
 //! * STATs of a directory's entries are pipelined (one round trip per
 //!   directory, batches of 128), and so are the MD5s of its files with
 //!   `--compare digest` (or `atime`); cf-agent sends them one at a time.
+//! * A recursive copy fetches files over up to `--parallel N` connections
+//!   (default 4; extra ones only when more than a few files need a GET, and
+//!   only if the server's `allowallconnects` admits them), like `cf-net get
+//!   -j`; cf-agent uses one connection per server.
 //! * `net` exits non-zero on failure (cf-net 3.21 exits 0), and `net get`
 //!   writes through a temp file and rename.
 //! * `bootstrap` writes no failsafe.cf, runs no policy, starts no cf-execd
@@ -132,6 +136,19 @@ pub struct ConnArgs {
     pub timeout: u64,
 }
 
+/// `--parallel`, shared by copy, bootstrap and update.
+#[derive(Args, Debug, Clone)]
+pub struct ParallelArgs {
+    /// Fetch files over up to N connections to the server (like cf-net
+    /// get -j). The directory walk stays on one connection; extra transfer
+    /// connections open only when more than a few files need copying (one
+    /// per 8 waiting), and a server that refuses a second connection (this
+    /// host not in its allowallconnects) just gets one. 1 = one
+    /// connection, every file fetched in walk order.
+    #[arg(long, value_name = "N", default_value_t = copy::DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct CopyArgs {
     /// Server `HOST[:PORT]`; repeat for failover (tried in order at connect time).
@@ -174,6 +191,8 @@ pub struct CopyArgs {
     /// Fail when the destination exists with another file type.
     #[arg(long = "type-check")]
     pub type_check: bool,
+    #[command(flatten)]
+    pub par: ParallelArgs,
     /// Remote path (absolute, or a server shortcut such as `masterfiles`).
     pub source: String,
     /// Local destination.
@@ -189,12 +208,16 @@ struct BootstrapArgs {
     trust_server: String,
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    par: ParallelArgs,
 }
 
 #[derive(Args, Debug, Clone)]
 struct UpdateArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    par: ParallelArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -424,10 +447,15 @@ fn main() -> ExitCode {
     let code = match &cli.cmd {
         Cmd::Copy(a) => copy::run(&wd, a, &out),
         Cmd::Net(a) => net::run(&wd, &a.host, &a.conn, &a.what, &out),
-        Cmd::Bootstrap(a) => {
-            bootstrap::bootstrap(&wd, &a.hub, a.trust_server == "yes", &a.conn, &out)
-        }
-        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, &out),
+        Cmd::Bootstrap(a) => bootstrap::bootstrap(
+            &wd,
+            &a.hub,
+            a.trust_server == "yes",
+            &a.conn,
+            a.par.parallel,
+            &out,
+        ),
+        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, a.par.parallel, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)

@@ -98,6 +98,11 @@ struct Row {
     /// Request/reply turns through the proxy: full copy, last up-to-date run.
     turns_full: Option<u64>,
     turns_uptodate: Option<u64>,
+    /// Full copy through the proxy: connections it used and the turns of
+    /// the busiest one (with several connections at once, `turns_full` is
+    /// their sum and this is the lower bound on round trips waited for).
+    conns_full: Option<u64>,
+    turns_full_busiest: Option<u64>,
 }
 
 impl Row {
@@ -218,11 +223,13 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
                 );
                 if let (Some(p), Some(c0)) = (&proxy, conns0) {
                     println!(
-                        "# {} through the proxy: {} connections for {} runs; request/reply turns: full copy {}, up-to-date run {}",
+                        "# {} through the proxy: {} connections for {} runs; request/reply turns: full copy {} (sum over its {} connection(s); busiest connection {}), up-to-date run {}",
                         row.client,
                         p.accepted() - c0,
                         a.runs + 1,
                         row.turns_full.unwrap_or(0),
+                        row.conns_full.unwrap_or(0),
+                        row.turns_full_busiest.unwrap_or(0),
                         row.turns_uptodate.unwrap_or(0)
                     );
                 }
@@ -314,8 +321,12 @@ fn measure(
     };
     let turns = || proxy.map(|p| p.turns());
     let t0 = turns();
+    let c0 = proxy.map(|p| p.conn_turns().len());
     let (full_s, ok, copied, out) = once()?;
     let turns_full = turns().zip(t0).map(|(b, a)| b - a);
+    let per_conn = proxy.zip(c0).map(|(p, c0)| p.conn_turns().split_off(c0));
+    let conns_full = per_conn.as_ref().map(|v| v.len() as u64);
+    let turns_full_busiest = per_conn.and_then(|v| v.into_iter().max());
     let equal = trees_equal(source, &dest);
     if !ok || !copied || equal.is_err() {
         return Err(format!(
@@ -334,6 +345,8 @@ fn measure(
         ok: true,
         turns_full,
         turns_uptodate: None,
+        conns_full,
+        turns_full_busiest,
     };
     for _ in 0..runs {
         let t0 = turns();
@@ -368,7 +381,7 @@ fn json(a: &AgentsArgs, rows: &[Row], ratios: &[(Kind, u64, (f64, f64))]) -> Str
         .iter()
         .map(|r| {
             format!(
-                "{{\"server\":\"{}\",\"client\":\"{}\",\"rtt_ms\":{},\"via\":\"{}\",\"full_copy_s\":{},\"uptodate_median_s\":{},\"uptodate_s\":[{}],\"ok\":{},\"turns_full_copy\":{},\"turns_uptodate\":{}}}",
+                "{{\"server\":\"{}\",\"client\":\"{}\",\"rtt_ms\":{},\"via\":\"{}\",\"full_copy_s\":{},\"uptodate_median_s\":{},\"uptodate_s\":[{}],\"ok\":{},\"turns_full_copy\":{},\"turns_uptodate\":{},\"connections_full_copy\":{},\"turns_full_copy_busiest_connection\":{}}}",
                 r.server.name(),
                 r.client,
                 r.rtt_ms,
@@ -378,7 +391,9 @@ fn json(a: &AgentsArgs, rows: &[Row], ratios: &[(Kind, u64, (f64, f64))]) -> Str
                 r.uptodate_s.iter().map(|t| num(*t)).collect::<Vec<_>>().join(","),
                 r.ok,
                 r.turns_full.map(|t| t.to_string()).unwrap_or_else(|| "null".into()),
-                r.turns_uptodate.map(|t| t.to_string()).unwrap_or_else(|| "null".into())
+                r.turns_uptodate.map(|t| t.to_string()).unwrap_or_else(|| "null".into()),
+                r.conns_full.map(|t| t.to_string()).unwrap_or_else(|| "null".into()),
+                r.turns_full_busiest.map(|t| t.to_string()).unwrap_or_else(|| "null".into())
             )
         })
         .collect();

@@ -29,6 +29,11 @@
 //! chunk read from the server after the last chunk read on that connection
 //! came from the client. With one request/reply exchange per round trip
 //! that is the number of round trips a sync costs, whatever the RTT.
+//! Turns are counted per connection and summed; a client that uses
+//! several connections at once (rcf-agent's parallel transfers) makes
+//! turns on them concurrently, so [`DelayProxy::conn_turns`] also gives
+//! each connection's own count: the busiest one is a lower bound on the
+//! round trips the run waited for, the sum is the exchanges it made.
 //!
 //! Unlike netem it delays chunks as read, not packets, and does not delay
 //! the TCP handshake of the upstream connection (made when the client's
@@ -40,7 +45,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -51,6 +56,7 @@ pub struct DelayProxy {
     stop: Arc<AtomicBool>,
     accepted: Arc<AtomicU64>,
     turns: Arc<AtomicU64>,
+    per_conn: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -63,7 +69,9 @@ impl DelayProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
         let turns = Arc::new(AtomicU64::new(0));
+        let per_conn: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
         let (stop2, accepted2, turns2) = (stop.clone(), accepted.clone(), turns.clone());
+        let per_conn2 = per_conn.clone();
         let thread = std::thread::Builder::new()
             .name("delay-accept".into())
             .spawn(move || {
@@ -83,15 +91,22 @@ impl DelayProxy {
                     let _ = server.set_nodelay(true);
                     // who sent the last chunk read: 0 client, 1 server
                     let last = Arc::new(AtomicU8::new(1));
+                    let mine = Arc::new(AtomicU64::new(0));
+                    per_conn2
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(mine.clone());
                     let up = Turns {
                         last: last.clone(),
                         from_server: false,
                         turns: turns2.clone(),
+                        conn: mine.clone(),
                     };
                     let down = Turns {
                         last,
                         from_server: true,
                         turns: turns2.clone(),
+                        conn: mine,
                     };
                     let _ = splice(&client, &server, one_way, up);
                     let _ = splice(&server, &client, one_way, down);
@@ -102,6 +117,7 @@ impl DelayProxy {
             stop,
             accepted,
             turns,
+            per_conn,
             thread: Some(thread),
         })
     }
@@ -119,6 +135,16 @@ impl DelayProxy {
     /// Request/reply turns so far, over all connections (see the module doc).
     pub fn turns(&self) -> u64 {
         self.turns.load(Ordering::Relaxed)
+    }
+
+    /// Turns of each connection accepted so far, in accept order.
+    pub fn conn_turns(&self) -> Vec<u64> {
+        self.per_conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .collect()
     }
 }
 
@@ -138,6 +164,8 @@ struct Turns {
     last: Arc<AtomicU8>,
     from_server: bool,
     turns: Arc<AtomicU64>,
+    /// This connection's own count.
+    conn: Arc<AtomicU64>,
 }
 
 impl Turns {
@@ -145,6 +173,7 @@ impl Turns {
         let was = self.last.swap(self.from_server as u8, Ordering::Relaxed);
         if self.from_server && was == 0 {
             self.turns.fetch_add(1, Ordering::Relaxed);
+            self.conn.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
