@@ -44,11 +44,23 @@ fn agents_direct_and_through_the_delay_proxy() {
             "trees equal, up-to-date run copied nothing: {row}"
         );
     }
-    // each client made one connection per run through the proxy
+    // cf-agent makes one connection per run; rcf-agent one for the
+    // up-to-date run and, for the full copy, its walk connection plus up
+    // to three parallel transfer connections (--parallel 4, allowallconnects).
     assert!(
-        stdout.contains("# rcf-agent through the proxy: 2 connections for 2 runs"),
+        stdout.contains("# cf-agent through the proxy: 2 connections for 2 runs"),
         "{stdout}"
     );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("# rcf-agent through the proxy: "))
+        .unwrap_or_else(|| panic!("no rcf-agent proxy line:\n{stdout}"));
+    let n: usize = line["# rcf-agent through the proxy: ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((3..=5).contains(&n), "parallel transfer connections: {line}");
     let last = stdout.lines().last().unwrap_or("");
     assert!(
         last.starts_with('{') && last.ends_with('}'),
