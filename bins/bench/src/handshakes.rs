@@ -64,8 +64,8 @@ pub struct HandshakesArgs {
     /// Which servers: both, cfe, rcf.
     #[arg(long, default_value = "both")]
     pub servers: String,
-    /// Give the server CPU 0 and the clients the other CPUs (needs 2 or
-    /// more): the server's CPU per handshake is then not inflated by
+    /// Start each server on CPU 0 and keep it there, the clients on the
+    /// other CPUs (needs 2 or more): the server's CPU per handshake is then not inflated by
     /// clients preempting it and evicting its caches on the same core.
     #[arg(long)]
     pub pin: bool,
@@ -276,7 +276,7 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
         if n < 2 {
             return Err(format!("--pin needs at least 2 CPUs, this machine has {n}"));
         }
-        println!("# pinned: each server on CPU 0, the clients on CPUs 1-{}; the fair comparison with the ceiling is per server CPU-second (% ceiling)", n - 1);
+        println!("# pinned: each server started on CPU 0 (so it sizes itself for one CPU) and kept there, the clients on CPUs 1-{}; the fair comparison with the ceiling is per server CPU-second (% ceiling)", n - 1);
     } else {
         println!("# clients and server share the machine's cores, so handshakes/s (wall) is a whole-box figure; the fair comparison with the ceiling is per server CPU-second (% ceiling)");
     }
@@ -297,7 +297,11 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut addr = 0x0020_0000u32;
     for (kind, wd) in kinds.iter().zip(&wds) {
-        let srv = Srv::start(*kind, wd, &policy)?;
+        let srv = if a.pin {
+            procstat::spawn_on(&[0], || Srv::start(*kind, wd, &policy))?
+        } else {
+            Srv::start(*kind, wd, &policy)?
+        };
         let mut opts = base.clone();
         opts.port = srv.port();
         let mut row = measure(*kind, &srv, opts, a, &mut addr)?;

@@ -127,9 +127,9 @@ struct CompareArgs {
     /// maxconnections in the server policy (so it is not the limit).
     #[arg(long, default_value_t = 2000)]
     maxconnections: u32,
-    /// Give the server CPU 0 and the load generator the other CPUs (needs
-    /// 2 or more), so neither steals the other's CPU: runs/s then measures
-    /// the server on a fixed budget of one core. Without it both share all
+    /// Start each server on CPU 0 and keep it there, the load generator on
+    /// the other CPUs (needs 2 or more), so neither steals the other's CPU:
+    /// runs/s then measures the server on a fixed budget of one core. Without it both share all
     /// CPUs and runs/s measures the whole box.
     #[arg(long)]
     pin: bool,
@@ -406,7 +406,7 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
             return Err(format!("--pin needs at least 2 CPUs, this machine has {n}"));
         }
         println!(
-            "# pinned: each server on CPU 0, the load generator on CPUs 1-{}",
+            "# pinned: each server started on CPU 0 (so it sizes itself for one CPU) and kept there, the load generator on CPUs 1-{}",
             n - 1
         );
     } else {
@@ -479,7 +479,11 @@ fn measure(
     addr: &mut u32,
 ) -> Result<Row, String> {
     // A fresh server per (server, K): VmHWM is then this load's peak.
-    let srv = Srv::start(kind, wd, policy)?;
+    let srv = if a.pin {
+        procstat::spawn_on(&[0], || Srv::start(kind, wd, policy))?
+    } else {
+        Srv::start(kind, wd, policy)?
+    };
     let (pid, port) = (srv.pid(), srv.port());
     let mut opts = base.clone();
     opts.port = port;

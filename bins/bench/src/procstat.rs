@@ -143,3 +143,15 @@ pub fn allowed_cpus(pid: u32) -> Vec<String> {
     v.dedup();
     v
 }
+
+/// Start a child process with CPU affinity `cpus` (it inherits the
+/// starting thread's mask at fork), then give this thread all CPUs back.
+/// Why: a server started on one CPU sizes itself for one CPU (rcf-serverd
+/// runs one event loop per CPU it may use), as it would on a one-core box.
+pub fn spawn_on<T>(cpus: &[usize], start: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    pin_self(cpus)?;
+    let r = start();
+    let all: Vec<usize> = (0..ncpus()).collect();
+    pin_self(&all)?;
+    r
+}
