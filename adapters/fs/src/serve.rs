@@ -720,6 +720,33 @@ pub struct ServerFs {
     pub ppkeys: PathBuf,
     /// Shared digest cache.
     pub digests: std::sync::Arc<DigestCache>,
+    /// Trusted keys as read from their own ppkeys files (see
+    /// [`ServerFs::quick_key`]).
+    pub keys: KeyCache,
+}
+
+impl ServerFs {
+    /// A server's disk answers for `WORKDIR/ppkeys`, with empty caches.
+    pub fn new(ppkeys: PathBuf) -> ServerFs {
+        ServerFs {
+            ppkeys,
+            digests: Default::default(),
+            keys: Default::default(),
+        }
+    }
+}
+
+/// Most key files [`KeyCache`] remembers before it starts over.
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Parsed keys of ppkeys files, each valid only while its file is exactly
+/// as it was read (same [`ContentKey`]): every connection's key check
+/// still looks at the file (one `stat`), so a deleted (revoked) or
+/// replaced key takes effect at the next connection, but the file is not
+/// opened, read and PEM-parsed every time.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    map: Mutex<HashMap<String, (ContentKey, rcf_core::keys::RsaPublicKey)>>,
 }
 
 /// What the adapter should log after a key was stored (or failed to be).
@@ -748,16 +775,38 @@ impl ServerFs {
     /// thread switches per connection. `None`: ask [`ServerFs::answer`].
     pub fn quick_key(&self, ev: &Event) -> Option<Answer> {
         use rcf_core::keys::trust::{TrustStore, Verdict};
-        let Event::LookupKey { user, key, .. } = ev else {
+        let Event::LookupKey { user, key, key_id, .. } = ev else {
             return None;
         };
-        let store = TrustStore::new(
-            crate::ppkeys::FsPpkeys::new(&self.ppkeys),
-            rcf_core::keys::DigestKind::Md5,
-        );
+        use rcf_core::keys::{check_public_key, ppkeys, DigestKind, KeyId};
+        check_public_key(key).ok()?;
+        // The session computed the presented key's id already.
+        let id: KeyId = key_id.parse().ok()?;
+        let file = ppkeys::trusted_key_file(user, &id).ok()?;
+        // The state of the file before it is read: if it changes while
+        // being read, the entry is stale at once and read again next time.
+        let state = ContentKey::of(&fs::metadata(self.ppkeys.join(&file)).ok()?);
+        if let Some((seen, stored)) = self.keys.map.lock().ok()?.get(&file) {
+            if *seen == state {
+                return Some(Answer::Key(if stored == key {
+                    KeyStatus::Trusted
+                } else {
+                    KeyStatus::Different
+                }));
+            }
+        }
+        let store = TrustStore::new(crate::ppkeys::FsPpkeys::new(&self.ppkeys), DigestKind::Md5);
         let l = store.lookup_own_file(user, key).ok()??;
         Some(Answer::Key(match l.verdict {
-            Verdict::Trusted { .. } => KeyStatus::Trusted,
+            Verdict::Trusted { .. } => {
+                if let Ok(mut m) = self.keys.map.lock() {
+                    if m.len() >= KEY_CACHE_MAX {
+                        m.clear();
+                    }
+                    m.insert(file, (state, key.clone()));
+                }
+                KeyStatus::Trusted
+            }
             Verdict::Unknown => KeyStatus::Missing,
             Verdict::Changed { .. } => KeyStatus::Different,
         }))
@@ -1080,6 +1129,45 @@ mod tests {
         assert_eq!(seen.unwrap().size, 1);
     }
 
+    #[test]
+    fn trusted_key_cache_follows_the_file() {
+        use rcf_core::keys::{encode_public_pem, generate, key_id, ppkeys, DigestKind};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ppkeys");
+        fs::create_dir(&dir).unwrap();
+        use rand_chacha::rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let a = generate(&mut rng, 2048).unwrap().to_public_key();
+        let b = generate(&mut rng, 2048).unwrap().to_public_key();
+        let file = dir.join(ppkeys::trusted_key_file("root", &key_id(&a, DigestKind::Md5)).unwrap());
+        let sfs = ServerFs::new(dir.clone());
+        let ask = |k: &rcf_core::keys::RsaPublicKey| {
+            let ev = Event::LookupKey {
+                user: "root".into(),
+                key_id: key_id(k, DigestKind::Md5).to_string(),
+                key: k.clone(),
+                ip: "127.0.0.1".into(),
+            };
+            match sfs.quick_key(&ev) {
+                Some(Answer::Key(s)) => Some(s),
+                None => None,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(ask(&a), None, "no file: the full lookup decides");
+        fs::write(&file, encode_public_pem(&a).unwrap()).unwrap();
+        assert_eq!(ask(&a), Some(KeyStatus::Trusted));
+        assert_eq!(sfs.keys.map.lock().unwrap().len(), 1);
+        assert_eq!(ask(&a), Some(KeyStatus::Trusted), "from the cache");
+        // The file is replaced by another key under the same name: seen at once.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        fs::write(&file, encode_public_pem(&b).unwrap()).unwrap();
+        assert_eq!(ask(&a), Some(KeyStatus::Different));
+        // Revoked (deleted): no longer trusted from the cache.
+        fs::remove_file(&file).unwrap();
+        assert_eq!(ask(&a), None);
+    }
+
     fn swapped_tree() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(d.path()).unwrap();
@@ -1135,10 +1223,7 @@ mod tests {
         fs::write(root.join("g"), b"x").unwrap();
         let f = root.join("f").as_os_str().as_bytes().to_vec();
         let g = root.join("g").as_os_str().as_bytes().to_vec();
-        let sfs = ServerFs {
-            ppkeys: root.join("ppkeys"),
-            digests: Default::default(),
-        };
+        let sfs = ServerFs::new(root.join("ppkeys"));
         let mut files = Files::default();
         let canon = |files: &mut Files, p: &[u8]| {
             sfs.answer(files, &Event::Canonicalize { path: p.to_vec() })

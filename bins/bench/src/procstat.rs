@@ -70,9 +70,15 @@ pub fn raise_nofile() {
 
 /// Online CPUs.
 pub fn ncpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    // The machine's online CPUs, not this thread's affinity mask (which
+    // `--pin` narrows for a moment while a server starts).
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 /// `/proc/loadavg`'s first three fields.

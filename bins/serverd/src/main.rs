@@ -14,7 +14,7 @@ use rcf_core::policy::{self, LoadOptions, PolicySource, ServerPolicy};
 use rcf_core::server::Level;
 use rcf_core::tls::{Role, ServerTls, TlsClock, TlsSettings};
 use rcf_fs::policy_source::FsPolicySource;
-use rcf_fs::serve::{DigestCache, ServerFs};
+use rcf_fs::serve::ServerFs;
 use rcf_tokio::{Logger, Shared};
 
 mod check_config;
@@ -632,7 +632,7 @@ fn main() {
     }
     let rt = rt.enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
-        let fs = Arc::new(ServerFs { ppkeys: Path::new(&workdir).join("ppkeys"), digests: Arc::new(DigestCache::default()) });
+        let fs = Arc::new(ServerFs::new(Path::new(&workdir).join("ppkeys")));
         let shared = Shared::with_timeouts(
             Arc::new(policy),
             tls,
