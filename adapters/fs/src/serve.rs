@@ -775,7 +775,10 @@ impl ServerFs {
     /// thread switches per connection. `None`: ask [`ServerFs::answer`].
     pub fn quick_key(&self, ev: &Event) -> Option<Answer> {
         use rcf_core::keys::trust::{TrustStore, Verdict};
-        let Event::LookupKey { user, key, key_id, .. } = ev else {
+        let Event::LookupKey {
+            user, key, key_id, ..
+        } = ev
+        else {
             return None;
         };
         use rcf_core::keys::{check_public_key, ppkeys, DigestKind, KeyId};
@@ -1139,7 +1142,8 @@ mod tests {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
         let a = generate(&mut rng, 2048).unwrap().to_public_key();
         let b = generate(&mut rng, 2048).unwrap().to_public_key();
-        let file = dir.join(ppkeys::trusted_key_file("root", &key_id(&a, DigestKind::Md5)).unwrap());
+        let file =
+            dir.join(ppkeys::trusted_key_file("root", &key_id(&a, DigestKind::Md5)).unwrap());
         let sfs = ServerFs::new(dir.clone());
         let ask = |k: &rcf_core::keys::RsaPublicKey| {
             let ev = Event::LookupKey {

@@ -60,7 +60,10 @@ fn agents_direct_and_through_the_delay_proxy() {
         .next()
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
-    assert!((3..=5).contains(&n), "parallel transfer connections: {line}");
+    assert!(
+        (3..=5).contains(&n),
+        "parallel transfer connections: {line}"
+    );
     let last = stdout.lines().last().unwrap_or("");
     assert!(
         last.starts_with('{') && last.ends_with('}'),

@@ -77,7 +77,10 @@ fn compare_pinned_small() {
     }
     let out = run("steady", &["--pin"]);
     check(&out, "steady");
-    assert!(out.contains("# pinned: each server started on CPU 0"), "{out}");
+    assert!(
+        out.contains("# pinned: each server started on CPU 0"),
+        "{out}"
+    );
     assert!(out.trim_end().ends_with("\"pinned\":true}"), "{out}");
 }
 

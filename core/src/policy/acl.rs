@@ -149,11 +149,19 @@ fn match_ips(rules: &Rules, ip: &str) -> Option<String> {
     if ip.is_empty() {
         return None;
     }
+    // The peer's IPv4 form, parsed at most once per check.
+    let mut v4: Option<Option<u32>> = None;
     rules
         .ips
         .iter()
         .find(|e| {
-            fuzzy_set_match(&e.text, ip) || e.re.as_ref().is_some_and(|re| full_match(re, ip))
+            let hit = match e.v4cidr {
+                Some(c) => {
+                    addr::v4_cidr_match(c, *v4.get_or_insert_with(|| addr::parse_peer_v4(ip)))
+                }
+                None => fuzzy_set_match(&e.text, ip),
+            };
+            hit || e.re.as_ref().is_some_and(|re| full_match(re, ip))
         })
         .map(|e| e.text.clone())
 }

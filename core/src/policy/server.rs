@@ -131,6 +131,9 @@ pub struct Entry {
     /// As written (after expansion).
     pub text: String,
     pub(crate) re: Option<Regex>,
+    /// An IPv4 CIDR rule as (network, mask), parsed once here instead of
+    /// at every request's ACL check.
+    pub(crate) v4cidr: Option<(u32, u32)>,
 }
 
 impl Entry {
@@ -138,6 +141,7 @@ impl Entry {
         Entry {
             text: text.to_string(),
             re: cache.get(text),
+            v4cidr: addr::compile_v4_cidr(text),
         }
     }
 }
