@@ -199,9 +199,11 @@ impl StatReply {
         let first = c_str(first);
         let body = first.strip_prefix(b"OK:").ok_or(StatParseError::NotOk)?;
         let text = std::str::from_utf8(body).map_err(|_| StatParseError::Fields)?;
-        let nums: Vec<&str> = text.split_ascii_whitespace().collect();
-        if nums.len() < 13 {
-            return Err(StatParseError::Fields);
+        // The 13 fields (any more are ignored), without collecting them.
+        let mut nums = [""; 13];
+        let mut words = text.split_ascii_whitespace();
+        for n in nums.iter_mut() {
+            *n = words.next().ok_or(StatParseError::Fields)?;
         }
         let u = |i: usize| nums[i].parse::<u64>().map_err(|_| StatParseError::Fields);
         let s = |i: usize| nums[i].parse::<i64>().map_err(|_| StatParseError::Fields);
