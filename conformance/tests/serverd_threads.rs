@@ -1,0 +1,136 @@
+//! rcf-serverd's event-loop threads (one per CPU, each on its own
+//! SO_REUSEPORT socket): concurrent copies are served exactly, `--threads`
+//! sizes them, and the port is still exclusive: a second server on a port
+//! already in use (ours or cf-serverd) fails to start instead of joining
+//! the socket group. Loopback only; servers stopped by PID (lab `Daemon`).
+
+use rcf_conformance::lab::*;
+
+/// Names of `pid`'s threads that are event loops.
+fn loop_threads(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.starts_with("rcf-serverd-"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn policy_for(wd: &Workdir, port: u16) -> (ServerPolicy, std::path::PathBuf) {
+    let mf = wd.scratch().join("masterfiles");
+    for i in 0..40 {
+        let d = mf.join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(format!("f{i}.cf")),
+            format!("file {i}\n").repeat(50 + i),
+        )
+        .unwrap();
+    }
+    let mut p = ServerPolicy::new(port).admit(mf.to_str().unwrap());
+    p.allowallconnects = vec!["127.0.0.1".into()];
+    (p, mf)
+}
+
+#[test]
+fn threads_sizes_the_event_loops_and_concurrent_copies_are_exact() {
+    require_cfengine().unwrap();
+    let wd = Workdir::new("threads-srv").unwrap();
+    let (p, mf) = policy_for(&wd, 0);
+    let srv = RcfServer::start_with_flags(&wd, &p, &["-v", "--threads", "3"]).unwrap();
+    assert_eq!(
+        loop_threads(srv.pid()),
+        ["rcf-serverd-0", "rcf-serverd-1", "rcf-serverd-2"]
+    );
+    // Many connections at once (rcf-agent --parallel opens several): every
+    // copy completes and is exact, whichever loop the kernel gave each to.
+    let cli = Workdir::new("threads-cli").unwrap();
+    cli.cf_key().unwrap();
+    let hp = srv.host_port();
+    let src = mf.to_string_lossy().into_owned();
+    std::thread::scope(|sc| {
+        let runs: Vec<_> = (0..4)
+            .map(|i| {
+                let (cli, hp, src) = (&cli, &hp, &src);
+                sc.spawn(move || {
+                    let dest = cli.scratch().join(format!("dest{i}"));
+                    let d = dest.to_string_lossy().into_owned();
+                    let args = [
+                        "copy",
+                        "-H",
+                        hp.as_str(),
+                        "--trustkey",
+                        "--recurse",
+                        "--parallel",
+                        "4",
+                        src.as_str(),
+                        d.as_str(),
+                    ];
+                    (dest, rcf_agent(cli, &args).unwrap())
+                })
+            })
+            .collect();
+        for r in runs {
+            let (dest, out) = r.join().unwrap();
+            assert!(out.success(), "{}", out.describe());
+            if let Err(e) = trees_equal(&mf, &dest) {
+                panic!("copy into {} differs: {e}", dest.display());
+            }
+        }
+    });
+    let log = srv.log();
+    let accepted = log.matches("Accepting connection").count();
+    assert!(
+        accepted >= 5,
+        "expected parallel connections, log has {accepted}"
+    );
+
+    let wd1 = Workdir::new("threads-one").unwrap();
+    let (p1, _) = policy_for(&wd1, 0);
+    let one = RcfServer::start_with_flags(&wd1, &p1, &["--threads", "1"]).unwrap();
+    assert_eq!(loop_threads(one.pid()), ["rcf-serverd-0"]);
+}
+
+#[test]
+fn a_port_in_use_is_refused_not_shared() {
+    require_cfengine().unwrap();
+    // Ours first: a second rcf-serverd (whose sockets would also carry
+    // SO_REUSEPORT) must not join the first one's group.
+    let wd = Workdir::new("threads-excl-a").unwrap();
+    let (p, _) = policy_for(&wd, 0);
+    let first = RcfServer::start(&wd, &p).unwrap();
+    let wd2 = Workdir::new("threads-excl-b").unwrap();
+    let (mut p2, _) = policy_for(&wd2, 0);
+    p2.port = first.port();
+    let second = RcfServer::start(&wd2, &p2);
+    let text = match second {
+        Ok(s) => panic!(
+            "a second rcf-serverd started on port {} (pid {})",
+            first.port(),
+            s.pid()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        text.contains("Unable to start server") && text.contains("in use"),
+        "{text}"
+    );
+    assert!(first.is_running(), "the first server must keep serving");
+    assert!(port_listening(first.port()));
+
+    // The real cf-serverd holds the port: rcf-serverd refuses it too.
+    let wd3 = Workdir::new("threads-excl-cfe").unwrap();
+    let (p3, _) = policy_for(&wd3, 0);
+    let cfe = RealServer::start_with_flags(&wd3, &p3, &[]).unwrap();
+    let wd4 = Workdir::new("threads-excl-c").unwrap();
+    let (mut p4, _) = policy_for(&wd4, 0);
+    p4.port = cfe.port();
+    let text = match RcfServer::start(&wd4, &p4) {
+        Ok(s) => panic!("rcf-serverd started on cf-serverd's port (pid {})", s.pid()),
+        Err(e) => e.to_string(),
+    };
+    assert!(text.contains("Unable to start server"), "{text}");
+}
