@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rcf_core::banner::ProtocolVersion;
 use rcf_core::client::{
     ClientError, Config, Connection, Event, GetFailure, Level, Now, Reply, Request, RequestId,
+    RequestRef,
 };
 use rcf_core::keys::trust::{Outcome, TrustStore};
 use rcf_core::keys::DigestKind;
@@ -263,6 +264,22 @@ impl Client {
         id
     }
 
+    /// The id the next [`Client::submit`] or [`Client::submit_ref`] will
+    /// return (ids are consecutive).
+    pub fn next_request_id(&self) -> RequestId {
+        self.next_id
+    }
+
+    /// As [`Client::submit`], borrowing the request's path: a request that
+    /// can go out at once is framed without copying it first.
+    pub fn submit_ref(&mut self, req: RequestRef<'_>) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = self.now();
+        self.conn.request_ref(now, id, req);
+        id
+    }
+
     async fn flush(&mut self) -> Result<(), Error> {
         while let Some(bytes) = self.conn.poll_transmit() {
             // Most writes fit the socket buffer at once: try without arming
@@ -454,8 +471,8 @@ impl Client {
 
     /// `SYNCH <now> STAT <path>`: the server's stat, or its refusal text.
     pub async fn stat(&mut self, path: &[u8]) -> Result<Result<StatReply, String>, Error> {
-        let id = self.submit(Request::Stat {
-            path: path.to_vec(),
+        let id = self.submit_ref(RequestRef::Stat {
+            path,
             client_time: unix_now(),
         });
         match self.reply(id, |_| Ok(())).await? {
@@ -473,8 +490,8 @@ impl Client {
     ) -> Result<Vec<Result<StatReply, String>>, Error> {
         self.pipelined(
             paths,
-            |p, t| Request::Stat {
-                path: p.clone(),
+            |p, t| RequestRef::Stat {
+                path: p,
                 client_time: t,
             },
             |r| match r {
@@ -495,8 +512,8 @@ impl Client {
     ) -> Result<Vec<Result<bool, String>>, Error> {
         self.pipelined(
             items,
-            |(p, d), _| Request::Md5 {
-                path: p.clone(),
+            |(p, d), _| RequestRef::Md5 {
+                path: p,
                 digest: *d,
             },
             |r| match r {
@@ -511,10 +528,10 @@ impl Client {
     /// [`STAT_BATCH`] at a time, and collect the replies `pick` accepts in
     /// the order of `items`. Events for other requests (and replies `pick`
     /// hands back) are kept for later callers.
-    async fn pipelined<I, T: Clone>(
+    async fn pipelined<'a, I, T: Clone>(
         &mut self,
-        items: &[I],
-        make: impl Fn(&I, i64) -> Request,
+        items: &'a [I],
+        make: impl Fn(&'a I, i64) -> RequestRef<'a>,
         pick: impl Fn(Reply) -> Result<Result<T, String>, Reply>,
     ) -> Result<Vec<Result<T, String>>, Error> {
         let mut results = Vec::with_capacity(items.len());
@@ -522,7 +539,7 @@ impl Client {
             let t = unix_now();
             let first = self.next_id;
             for it in chunk {
-                self.submit(make(it, t));
+                self.submit_ref(make(it, t));
             }
             let mut got: Vec<Option<Result<T, String>>> = vec![None; chunk.len()];
             let mut others = Vec::new();
@@ -568,10 +585,7 @@ impl Client {
         size: u64,
         on_data: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Result<(), GetFailure>, Error> {
-        let id = self.submit(Request::Get {
-            path: path.to_vec(),
-            size,
-        });
+        let id = self.submit_ref(RequestRef::Get { path, size });
         match self.reply(id, on_data).await? {
             Reply::Get(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -580,9 +594,7 @@ impl Client {
 
     /// `OPENDIR`: every name the server listed, or its refusal text.
     pub async fn opendir(&mut self, path: &[u8]) -> Result<Result<Vec<Vec<u8>>, String>, Error> {
-        let id = self.submit(Request::Opendir {
-            path: path.to_vec(),
-        });
+        let id = self.submit_ref(RequestRef::Opendir { path });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Listing(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -595,10 +607,7 @@ impl Client {
         path: &[u8],
         digest: [u8; 16],
     ) -> Result<Result<bool, String>, Error> {
-        let id = self.submit(Request::Md5 {
-            path: path.to_vec(),
-            digest,
-        });
+        let id = self.submit_ref(RequestRef::Md5 { path, digest });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Md5(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -613,10 +622,7 @@ impl Client {
         select: &[Vec<u8>],
         on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Option<i32>, Error> {
-        let id = self.submit(Request::Exec {
-            args: args.to_vec(),
-            select: select.to_vec(),
-        });
+        let id = self.submit_ref(RequestRef::Exec { args, select });
         match self.reply(id, on_line).await? {
             Reply::Exec(code) => Ok(code),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
