@@ -124,6 +124,8 @@ pub struct Client {
     untrusted: Option<(String, String)>,
     version: Option<ProtocolVersion>,
     buf: Vec<u8>,
+    /// The last time read, for requests that do not need a fresh one.
+    last_now: Now,
 }
 
 /// This host's name (the `CAUTH` fqdn; classic ACLs match it as a regex).
@@ -216,6 +218,7 @@ impl Client {
             untrusted: None,
             version: None,
             buf: vec![0u8; 32 * 1024],
+            last_now: now,
         };
         loop {
             match c.next_event().await? {
@@ -248,10 +251,22 @@ impl Client {
         self.conn.session().bytes_received()
     }
 
-    fn now(&self) -> Now {
-        Now {
+    fn now(&mut self) -> Now {
+        self.last_now = Now {
             mono_ms: self.start.elapsed().as_millis() as u64,
             unix_s: unix_now(),
+        };
+        self.last_now
+    }
+
+    /// The time for a request: read only when the session uses it (the
+    /// first request of a pipeline starts the reply deadline); the clock
+    /// reads per request were a visible share of a pipelined batch.
+    fn request_now(&mut self) -> Now {
+        if self.conn.request_uses_now() {
+            self.now()
+        } else {
+            self.last_now
         }
     }
 
@@ -259,7 +274,7 @@ impl Client {
     pub fn submit(&mut self, req: Request) -> RequestId {
         let id = self.next_id;
         self.next_id += 1;
-        let now = self.now();
+        let now = self.request_now();
         self.conn.request(now, id, req);
         id
     }
@@ -275,7 +290,7 @@ impl Client {
     pub fn submit_ref(&mut self, req: RequestRef<'_>) -> RequestId {
         let id = self.next_id;
         self.next_id += 1;
-        let now = self.now();
+        let now = self.request_now();
         self.conn.request_ref(now, id, req);
         id
     }
@@ -405,6 +420,7 @@ impl Client {
                     mono_ms: start.elapsed().as_millis() as u64,
                     unix_s: unix_now(),
                 };
+                self.last_now = now;
                 match r {
                     Some(Ok(0)) => self.conn.handle_eof(now),
                     Some(Ok(n)) => self.conn.handle_input(now, &self.buf[..n]),

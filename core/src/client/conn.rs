@@ -63,6 +63,11 @@ impl Connection {
         self.session.request(now, id, req);
     }
 
+    /// See [`Session::request_uses_now`].
+    pub fn request_uses_now(&self) -> bool {
+        self.session.request_uses_now()
+    }
+
     /// Queue a borrowed request (see [`Session::request_ref`]).
     pub fn request_ref(&mut self, now: Now, id: RequestId, req: RequestRef<'_>) {
         self.session.request_ref(now, id, req);

@@ -577,6 +577,15 @@ impl Session {
         }
     }
 
+    /// Whether [`request`](Session::request) and
+    /// [`request_ref`](Session::request_ref) would read their `now` now:
+    /// only while nothing is outstanding (a request then starts the reply
+    /// deadline). Otherwise any earlier `now` gives the same result, so a
+    /// driver pipelining a batch need not read the clock per request.
+    pub fn request_uses_now(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
     /// Queue a request; it is sent as soon as the protocol allows.
     pub fn request(&mut self, now: Now, id: RequestId, req: Request) {
         if self.phase == Phase::Closed {
@@ -861,9 +870,12 @@ impl Session {
     }
 
     fn transaction(&mut self, payload: &[u8]) {
-        let Some(mut o) = self.outstanding.pop_front() else {
+        // Updated in place at the front of the queue (popping and pushing
+        // back a STAT between its two transactions showed in profiles).
+        let Some(o) = self.outstanding.front_mut() else {
             return;
         };
+        let id = o.id;
         let done = match &mut o.progress {
             Progress::Stat { have_first } => match *have_first {
                 false if reply::is_bad(payload) => Some(Reply::Stat(Err(bad_text(payload)))),
@@ -877,7 +889,6 @@ impl Session {
                     Ok(st) => Some(Reply::Stat(Ok(st))),
                     Err(e) => {
                         let detail = format!("{e}: {}", lossy(&self.stat_first));
-                        self.outstanding.push_front(o);
                         return self.fail(ClientError::Malformed {
                             what: "STAT",
                             detail,
@@ -889,6 +900,7 @@ impl Session {
                 Ok(OpendirChunk::Names(n)) => {
                     *bytes += payload.len();
                     if *bytes > MAX_LISTING_BYTES {
+                        self.outstanding.pop_front();
                         return self.fail(ClientError::ListingTooLarge);
                     }
                     names.extend(n);
@@ -900,6 +912,7 @@ impl Session {
                 }
                 Err(OpendirError::Refused(_)) => Some(Reply::Listing(Err(bad_text(payload)))),
                 Err(OpendirError::Empty) => {
+                    self.outstanding.pop_front();
                     return self.fail(ClientError::Malformed {
                         what: "OPENDIR",
                         detail: "empty packet".into(),
@@ -923,7 +936,6 @@ impl Session {
                 } else {
                     *lines += 1;
                     if *lines > MAX_EXEC_LINES {
-                        self.outstanding.push_front(o);
                         return self.fail(ClientError::Malformed {
                             what: "EXEC",
                             detail: "endless output".into(),
@@ -935,7 +947,7 @@ impl Session {
                             .and_then(|t| t.trim_end().trim_end_matches(')').parse().ok());
                     }
                     self.events.push_back(Event::ExecLine {
-                        id: o.id,
+                        id,
                         line: Bytes::copy_from_slice(line),
                     });
                     None
@@ -944,16 +956,15 @@ impl Session {
             // `process` hands a GET's bytes to `get_step`, never here; stay
             // total anyway rather than trust that invariant with a panic.
             Progress::Get { .. } => {
-                self.outstanding.push_front(o);
                 return self.fail(ClientError::Malformed {
                     what: "GET",
                     detail: "framed reply inside a GET stream".into(),
                 });
             }
         };
-        match done {
-            Some(reply) => self.events.push_back(Event::Reply { id: o.id, reply }),
-            None => self.outstanding.push_front(o),
+        if let Some(reply) = done {
+            self.outstanding.pop_front();
+            self.events.push_back(Event::Reply { id, reply });
         }
     }
 
