@@ -383,6 +383,11 @@ impl Client {
                         }
                         return Err(e.into());
                     }
+                    // The only event waiting: hand it out directly (what the
+                    // backlog round trip below would return next anyway).
+                    other if self.backlog.is_empty() && !self.conn.has_events() => {
+                        return Ok(other)
+                    }
                     other => self.backlog.push_back(other),
                 }
             }

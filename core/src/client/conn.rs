@@ -239,6 +239,11 @@ impl Connection {
         self.session.poll_event()
     }
 
+    /// Whether [`poll_event`](Connection::poll_event) has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.session.has_events()
+    }
+
     /// Whether the connection is finished (error, refusal, EOF or
     /// [`close`](Connection::close)): stop once `poll_transmit` is drained.
     pub fn is_closed(&self) -> bool {

@@ -535,6 +535,11 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// Whether [`poll_event`](Session::poll_event) has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When to call [`handle_timeout`](Session::handle_timeout), monotonic ms.
     /// `None` while nothing is expected from the server.
     pub fn poll_timeout(&self) -> Option<u64> {
