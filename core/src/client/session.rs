@@ -623,7 +623,7 @@ impl Session {
         self.phase == Phase::Ready
             && self.unsent.is_empty()
             && !self.barrier_outstanding()
-            && !(req.is_barrier() && !self.outstanding.is_empty())
+            && (!req.is_barrier() || self.outstanding.is_empty())
     }
 
     /// Whether a GET or EXEC is outstanding. One is only ever sent when
