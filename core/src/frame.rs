@@ -86,7 +86,8 @@ impl Transaction {
 
 /// The bytes of `buf` before its first NUL (all of it when there is none).
 pub fn c_str(buf: &[u8]) -> &[u8] {
-    match buf.iter().position(|&b| b == 0) {
+    // memchr rather than a byte loop: every reply payload goes through here.
+    match memchr::memchr(0, buf) {
         Some(i) => &buf[..i],
         None => buf,
     }
@@ -234,6 +235,9 @@ pub struct Decoder {
     pending: Option<(Status, usize)>,
     max_buffered: usize,
     failed: Option<FrameError>,
+    /// Bytes at the front of `buf` already handed out by
+    /// [`poll_payload`](Decoder::poll_payload), dropped at the next call.
+    consumed: usize,
 }
 
 impl Default for Decoder {
@@ -255,6 +259,15 @@ impl Decoder {
             pending: None,
             max_buffered: max_buffered.max(HEADER_LEN + MAX_PAYLOAD),
             failed: None,
+            consumed: 0,
+        }
+    }
+
+    /// Drop the payload the last [`poll_payload`](Decoder::poll_payload) lent out.
+    fn release(&mut self) {
+        if self.consumed > 0 {
+            self.buf.advance(self.consumed);
+            self.consumed = 0;
         }
     }
 
@@ -267,6 +280,7 @@ impl Decoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        self.release();
         let total = self.buf.len() + bytes.len();
         if total > self.max_buffered {
             let e = FrameError::Flood(total);
@@ -279,14 +293,36 @@ impl Decoder {
 
     /// Unconsumed bytes currently held.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.consumed
     }
 
     /// The next whole transaction, if one has arrived.
     pub fn poll(&mut self) -> Result<Option<Transaction>, FrameError> {
+        let Some((status, len)) = self.next_ready()? else {
+            return Ok(None);
+        };
+        let payload = self.buf.split_to(len).freeze();
+        Ok(Some(Transaction { status, payload }))
+    }
+
+    /// As [`poll`](Decoder::poll), lending the payload out of the buffer
+    /// instead of splitting it off (no reference-counted handle per
+    /// transaction); it is dropped at the next call on the decoder.
+    pub fn poll_payload(&mut self) -> Result<Option<(Status, &[u8])>, FrameError> {
+        let Some((status, len)) = self.next_ready()? else {
+            return Ok(None);
+        };
+        self.consumed = len;
+        Ok(Some((status, &self.buf[..len])))
+    }
+
+    /// Status and length of the next transaction once its payload is
+    /// buffered (header consumed, payload still at the front of `buf`).
+    fn next_ready(&mut self) -> Result<Option<(Status, usize)>, FrameError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        self.release();
         if self.pending.is_none() {
             if self.buf.len() < HEADER_LEN {
                 return Ok(None);
@@ -309,8 +345,7 @@ impl Decoder {
             return Ok(None);
         }
         self.pending = None;
-        let payload = self.buf.split_to(len).freeze();
-        Ok(Some(Transaction { status, payload }))
+        Ok(Some((status, len)))
     }
 
     /// Take up to `max` raw (unframed) bytes from the front of the buffer.
@@ -322,6 +357,7 @@ impl Decoder {
         if self.pending.is_some() || self.failed.is_some() {
             return Bytes::new();
         }
+        self.release();
         let n = max.min(self.buf.len());
         self.buf.split_to(n).freeze()
     }
@@ -334,7 +370,7 @@ impl Decoder {
         if self.pending.is_some() {
             &[]
         } else {
-            &self.buf
+            &self.buf[self.consumed..]
         }
     }
 
@@ -351,9 +387,9 @@ impl Decoder {
                 have: HEADER_LEN + self.buf.len(),
                 need: HEADER_LEN + len,
             }),
-            None if !self.buf.is_empty() && self.buf.len() < HEADER_LEN => {
+            None if self.buffered() != 0 && self.buffered() < HEADER_LEN => {
                 Err(FrameError::Truncated {
-                    have: self.buf.len(),
+                    have: self.buffered(),
                     need: HEADER_LEN,
                 })
             }
@@ -538,5 +574,39 @@ mod tests {
             Ok((_, len)) => (1..=MAX_PAYLOAD).contains(&len),
             Err(_) => true,
         }
+    }
+
+    #[quickcheck]
+    fn lent_payloads_match_split_ones(t: Txns, cuts: Vec<usize>) -> bool {
+        let bytes = wire(&t);
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        let mut pos = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(bytes.len());
+        for c in cuts {
+            d.push(&bytes[pos..c.max(pos)]).unwrap();
+            pos = c.max(pos);
+            while let Some((status, p)) = d.poll_payload().unwrap() {
+                got.push(Transaction {
+                    status,
+                    payload: Bytes::copy_from_slice(p),
+                });
+            }
+        }
+        d.finish().is_ok() && d.buffered() == 0 && got == decode_in_pieces(&bytes, &[])
+    }
+
+    #[test]
+    fn lent_payload_is_released_before_raw_reads() {
+        let mut d = Decoder::new();
+        d.push(b"t 2\0\0\0\0\0OKraw").unwrap();
+        assert_eq!(d.poll_payload().unwrap(), Some((Status::Done, &b"OK"[..])));
+        assert_eq!(d.buffered(), 3);
+        assert_eq!(d.peek_raw(), b"raw");
+        assert_eq!(d.take_raw(2).as_ref(), b"ra");
+        assert_eq!(d.poll_payload().unwrap(), None);
+        assert_eq!(d.peek_raw(), b"w");
     }
 }

@@ -198,6 +198,102 @@ impl StatReply {
     pub fn parse(first: &[u8], second: &[u8]) -> Result<StatReply, StatParseError> {
         let first = c_str(first);
         let body = first.strip_prefix(b"OK:").ok_or(StatParseError::NotOk)?;
+        // Byte by byte, with `str` parsing's rules (the fields must be UTF-8,
+        // words split at ASCII whitespace, numbers as `str::parse` reads
+        // them): the `str` route was a visible share of the client's CPU.
+        if !body.is_ascii() && std::str::from_utf8(body).is_err() {
+            return Err(StatParseError::Fields);
+        }
+        // The 13 fields (any more are ignored), without collecting them.
+        let mut nums: [&[u8]; 13] = [b""; 13];
+        let mut words = body
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty());
+        for n in nums.iter_mut() {
+            *n = words.next().ok_or(StatParseError::Fields)?;
+        }
+        let u = |i: usize| parse_u64(nums[i]).ok_or(StatParseError::Fields);
+        let s = |i: usize| parse_i64(nums[i]).ok_or(StatParseError::Fields);
+        let file_type = FileType::from_number(u(0)?).ok_or(StatParseError::Fields)?;
+        let second = c_str(second);
+        if !second.starts_with(b"OK:") {
+            return Err(StatParseError::NotOk);
+        }
+        let link_target = if second.len() > 4 {
+            second[3..].to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(StatReply {
+            file_type,
+            mode: u(1)? as u32 & 0o7777,
+            lmode: u(2)? as u32 & 0o7777,
+            uid: u(3)? as u32,
+            gid: u(4)? as u32,
+            size: u(5)?,
+            atime: s(6)?,
+            mtime: s(7)?,
+            ctime: s(8)?,
+            makeholes: u(9)? != 0,
+            ino: s(10)?,
+            nlink: s(11)?,
+            dev: u(12)?,
+            link_target,
+        })
+    }
+}
+
+/// `str::parse::<u64>` on bytes: an optional `+`, then at least one digit,
+/// no overflow.
+fn parse_u64(w: &[u8]) -> Option<u64> {
+    let digits = w.strip_prefix(b"+").unwrap_or(w);
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(v)
+}
+
+/// `str::parse::<i64>` on bytes: an optional `+` or `-`, then at least one
+/// digit, in range (down to `i64::MIN`).
+fn parse_i64(w: &[u8]) -> Option<i64> {
+    let (negative, digits) = match w.first() {
+        Some(b'-') => (true, &w[1..]),
+        Some(b'+') => (false, &w[1..]),
+        _ => (false, w),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        v = v.checked_mul(10)?;
+        v = if negative {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+impl StatReply {
+    /// The parser as it was before it read bytes directly (through `str`):
+    /// the reference for the property test.
+    fn parse_reference(first: &[u8], second: &[u8]) -> Result<StatReply, StatParseError> {
+        let first = c_str(first);
+        let body = first.strip_prefix(b"OK:").ok_or(StatParseError::NotOk)?;
         let text = std::str::from_utf8(body).map_err(|_| StatParseError::Fields)?;
         // The 13 fields (any more are ignored), without collecting them.
         let mut nums = [""; 13];
@@ -503,5 +599,111 @@ mod tests {
         let _ = StatReply::parse(&a, &b);
         let _ = parse_opendir_packet(&a);
         true
+    }
+
+    /// Words a STAT reply could hold, good and bad.
+    fn stat_word(g: &mut quickcheck::Gen) -> Vec<u8> {
+        use quickcheck::Arbitrary;
+        let pick = |g: &mut quickcheck::Gen, xs: &[&str]| {
+            xs[usize::arbitrary(g) % xs.len()].as_bytes().to_vec()
+        };
+        match u8::arbitrary(g) % 8 {
+            0 => u64::arbitrary(g).to_string().into_bytes(),
+            1 => i64::arbitrary(g).to_string().into_bytes(),
+            2 => format!("+{}", u8::arbitrary(g) % 8).into_bytes(),
+            3 => pick(
+                g,
+                &[
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "9223372036854775807",
+                    "9223372036854775808",
+                    "-9223372036854775808",
+                    "-9223372036854775809",
+                    "+",
+                    "-",
+                    "+-1",
+                    "--1",
+                    "-0",
+                    "00012",
+                    "1e3",
+                    "0x1",
+                    "\u{e9}",
+                    "1\u{a0}2",
+                ],
+            ),
+            4 => pick(g, &[" ", "\t", "\n", "\x0b", "\x0c", "\r", "  ", "\0"]),
+            5 => vec![u8::arbitrary(g)],
+            6 => pick(g, &["0", "1", "2", "3", "4", "5", "6", "7"]),
+            _ => Vec::<u8>::arbitrary(g),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct StatPayloads(Vec<u8>, Vec<u8>);
+
+    impl quickcheck::Arbitrary for StatPayloads {
+        fn arbitrary(g: &mut quickcheck::Gen) -> Self {
+            let mut first = if u8::arbitrary(g) % 8 == 0 {
+                Vec::new()
+            } else {
+                b"OK:".to_vec()
+            };
+            let n = usize::arbitrary(g) % 18;
+            for _ in 0..n {
+                if bool::arbitrary(g) {
+                    first.push(b' ');
+                }
+                first.extend(stat_word(g));
+                first.push(b' ');
+            }
+            let second = match u8::arbitrary(g) % 4 {
+                0 => b"OK:".to_vec(),
+                1 => [b"OK:".as_slice(), &Vec::<u8>::arbitrary(g)].concat(),
+                2 => b"BAD: x".to_vec(),
+                _ => Vec::<u8>::arbitrary(g),
+            };
+            StatPayloads(first, second)
+        }
+    }
+
+    /// The byte-level STAT parser decides as the `str`-based one did.
+    #[quickcheck]
+    fn stat_parse_matches_the_str_parser(p: StatPayloads) -> bool {
+        StatReply::parse(&p.0, &p.1) == StatReply::parse_reference(&p.0, &p.1)
+    }
+
+    #[quickcheck]
+    fn stat_parse_matches_on_raw_bytes(first: Vec<u8>, second: Vec<u8>) -> bool {
+        let first = [b"OK: ".as_slice(), &first].concat();
+        StatReply::parse(&first, &second) == StatReply::parse_reference(&first, &second)
+    }
+
+    #[test]
+    fn stat_parse_matches_on_encoded_replies() {
+        let mut g = quickcheck::Gen::new(64);
+        for i in 0..2000u64 {
+            use quickcheck::Arbitrary;
+            let r = StatReply {
+                file_type: FileType::from_number(i % 7).unwrap_or(FileType::Regular),
+                mode: u32::arbitrary(&mut g),
+                lmode: u32::arbitrary(&mut g),
+                uid: u32::arbitrary(&mut g),
+                gid: u32::arbitrary(&mut g),
+                size: u64::arbitrary(&mut g),
+                atime: i64::arbitrary(&mut g),
+                mtime: i64::arbitrary(&mut g),
+                ctime: i64::arbitrary(&mut g),
+                makeholes: bool::arbitrary(&mut g),
+                ino: i64::arbitrary(&mut g),
+                nlink: i64::arbitrary(&mut g),
+                dev: u64::arbitrary(&mut g),
+                link_target: Vec::arbitrary(&mut g),
+            };
+            let [a, b] = r.encode();
+            let got = StatReply::parse(&a.payload, &b.payload);
+            assert_eq!(got, StatReply::parse_reference(&a.payload, &b.payload));
+            assert!(got.is_ok());
+        }
     }
 }

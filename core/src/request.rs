@@ -460,6 +460,56 @@ pub fn encode_md5(path: &[u8], digest: &[u8; MD5_LEN]) -> Vec<u8> {
     v
 }
 
+/// Append the decimal form of `v` (what `v.to_string()` gives) to `out`.
+fn push_decimal(out: &mut Vec<u8>, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Append `SYNCH <client_time> STAT <path>` to `out` (the bytes
+/// [`encode_stat`] returns, without a buffer of its own).
+pub fn write_stat(out: &mut Vec<u8>, client_time: i64, path: &[u8]) {
+    out.extend_from_slice(b"SYNCH ");
+    push_decimal(out, client_time);
+    out.extend_from_slice(b" STAT ");
+    out.extend_from_slice(path);
+}
+
+/// Append `GET <bufsize> <path>` to `out` (as [`encode_get`]).
+pub fn write_get(out: &mut Vec<u8>, bufsize: u16, path: &[u8]) {
+    out.extend_from_slice(b"GET ");
+    push_decimal(out, i64::from(bufsize));
+    out.push(b' ');
+    out.extend_from_slice(path);
+}
+
+/// Append `OPENDIR <dir>` to `out` (as [`encode_opendir`]).
+pub fn write_opendir(out: &mut Vec<u8>, path: &[u8]) {
+    out.extend_from_slice(b"OPENDIR ");
+    out.extend_from_slice(path);
+}
+
+/// Append `MD5 <path>\0\0<digest>` to `out` (as [`encode_md5`]).
+pub fn write_md5(out: &mut Vec<u8>, path: &[u8], digest: &[u8; MD5_LEN]) {
+    out.extend_from_slice(b"MD5 ");
+    out.extend_from_slice(path);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(digest);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,5 +732,32 @@ mod tests {
                 })
             && tls(&encode_opendir(&path)) == Ok(Request::Opendir { path: path.clone() })
             && tls(&encode_md5(&path, &d)) == Ok(Request::Md5 { path, digest: d })
+    }
+
+    #[quickcheck]
+    fn writers_match_the_encoders(
+        prefix: Vec<u8>,
+        path: Vec<u8>,
+        client_time: i64,
+        bufsize: u16,
+        d: Vec<u8>,
+    ) -> bool {
+        let mut digest = [0u8; MD5_LEN];
+        for (i, b) in d.iter().take(MD5_LEN).enumerate() {
+            digest[i] = *b;
+        }
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = prefix.clone();
+            f(&mut out);
+            out
+        };
+        let after = |v: Vec<u8>| [prefix.as_slice(), &v].concat();
+        let times = [client_time, 0, -1, i64::MIN, i64::MAX, client_time / 1000];
+        times
+            .iter()
+            .all(|&t| with(&|o| write_stat(o, t, &path)) == after(encode_stat(t, &path)))
+            && with(&|o| write_get(o, bufsize, &path)) == after(encode_get(bufsize, &path))
+            && with(&|o| write_opendir(o, &path)) == after(encode_opendir(&path))
+            && with(&|o| write_md5(o, &path, &digest)) == after(encode_md5(&path, &digest))
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rcf_core::banner::ProtocolVersion;
 use rcf_core::client::{
     ClientError, Config, Connection, Event, GetFailure, Level, Now, Reply, Request, RequestId,
+    RequestRef,
 };
 use rcf_core::keys::trust::{Outcome, TrustStore};
 use rcf_core::keys::DigestKind;
@@ -123,6 +124,8 @@ pub struct Client {
     untrusted: Option<(String, String)>,
     version: Option<ProtocolVersion>,
     buf: Vec<u8>,
+    /// The last time read, for requests that do not need a fresh one.
+    last_now: Now,
 }
 
 /// This host's name (the `CAUTH` fqdn; classic ACLs match it as a regex).
@@ -215,6 +218,7 @@ impl Client {
             untrusted: None,
             version: None,
             buf: vec![0u8; 32 * 1024],
+            last_now: now,
         };
         loop {
             match c.next_event().await? {
@@ -247,10 +251,22 @@ impl Client {
         self.conn.session().bytes_received()
     }
 
-    fn now(&self) -> Now {
-        Now {
+    fn now(&mut self) -> Now {
+        self.last_now = Now {
             mono_ms: self.start.elapsed().as_millis() as u64,
             unix_s: unix_now(),
+        };
+        self.last_now
+    }
+
+    /// The time for a request: read only when the session uses it (the
+    /// first request of a pipeline starts the reply deadline); the clock
+    /// reads per request were a visible share of a pipelined batch.
+    fn request_now(&mut self) -> Now {
+        if self.conn.request_uses_now() {
+            self.now()
+        } else {
+            self.last_now
         }
     }
 
@@ -258,8 +274,24 @@ impl Client {
     pub fn submit(&mut self, req: Request) -> RequestId {
         let id = self.next_id;
         self.next_id += 1;
-        let now = self.now();
+        let now = self.request_now();
         self.conn.request(now, id, req);
+        id
+    }
+
+    /// The id the next [`Client::submit`] or [`Client::submit_ref`] will
+    /// return (ids are consecutive).
+    pub fn next_request_id(&self) -> RequestId {
+        self.next_id
+    }
+
+    /// As [`Client::submit`], borrowing the request's path: a request that
+    /// can go out at once is framed without copying it first.
+    pub fn submit_ref(&mut self, req: RequestRef<'_>) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = self.request_now();
+        self.conn.request_ref(now, id, req);
         id
     }
 
@@ -351,6 +383,11 @@ impl Client {
                         }
                         return Err(e.into());
                     }
+                    // The only event waiting: hand it out directly (what the
+                    // backlog round trip below would return next anyway).
+                    other if self.backlog.is_empty() && !self.conn.has_events() => {
+                        return Ok(other)
+                    }
                     other => self.backlog.push_back(other),
                 }
             }
@@ -388,6 +425,7 @@ impl Client {
                     mono_ms: start.elapsed().as_millis() as u64,
                     unix_s: unix_now(),
                 };
+                self.last_now = now;
                 match r {
                     Some(Ok(0)) => self.conn.handle_eof(now),
                     Some(Ok(n)) => self.conn.handle_input(now, &self.buf[..n]),
@@ -454,8 +492,8 @@ impl Client {
 
     /// `SYNCH <now> STAT <path>`: the server's stat, or its refusal text.
     pub async fn stat(&mut self, path: &[u8]) -> Result<Result<StatReply, String>, Error> {
-        let id = self.submit(Request::Stat {
-            path: path.to_vec(),
+        let id = self.submit_ref(RequestRef::Stat {
+            path,
             client_time: unix_now(),
         });
         match self.reply(id, |_| Ok(())).await? {
@@ -473,8 +511,8 @@ impl Client {
     ) -> Result<Vec<Result<StatReply, String>>, Error> {
         self.pipelined(
             paths,
-            |p, t| Request::Stat {
-                path: p.clone(),
+            |p, t| RequestRef::Stat {
+                path: p,
                 client_time: t,
             },
             |r| match r {
@@ -495,8 +533,8 @@ impl Client {
     ) -> Result<Vec<Result<bool, String>>, Error> {
         self.pipelined(
             items,
-            |(p, d), _| Request::Md5 {
-                path: p.clone(),
+            |(p, d), _| RequestRef::Md5 {
+                path: p,
                 digest: *d,
             },
             |r| match r {
@@ -511,10 +549,10 @@ impl Client {
     /// [`STAT_BATCH`] at a time, and collect the replies `pick` accepts in
     /// the order of `items`. Events for other requests (and replies `pick`
     /// hands back) are kept for later callers.
-    async fn pipelined<I, T: Clone>(
+    async fn pipelined<'a, I, T: Clone>(
         &mut self,
-        items: &[I],
-        make: impl Fn(&I, i64) -> Request,
+        items: &'a [I],
+        make: impl Fn(&'a I, i64) -> RequestRef<'a>,
         pick: impl Fn(Reply) -> Result<Result<T, String>, Reply>,
     ) -> Result<Vec<Result<T, String>>, Error> {
         let mut results = Vec::with_capacity(items.len());
@@ -522,7 +560,7 @@ impl Client {
             let t = unix_now();
             let first = self.next_id;
             for it in chunk {
-                self.submit(make(it, t));
+                self.submit_ref(make(it, t));
             }
             let mut got: Vec<Option<Result<T, String>>> = vec![None; chunk.len()];
             let mut others = Vec::new();
@@ -568,10 +606,7 @@ impl Client {
         size: u64,
         on_data: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Result<(), GetFailure>, Error> {
-        let id = self.submit(Request::Get {
-            path: path.to_vec(),
-            size,
-        });
+        let id = self.submit_ref(RequestRef::Get { path, size });
         match self.reply(id, on_data).await? {
             Reply::Get(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -580,9 +615,7 @@ impl Client {
 
     /// `OPENDIR`: every name the server listed, or its refusal text.
     pub async fn opendir(&mut self, path: &[u8]) -> Result<Result<Vec<Vec<u8>>, String>, Error> {
-        let id = self.submit(Request::Opendir {
-            path: path.to_vec(),
-        });
+        let id = self.submit_ref(RequestRef::Opendir { path });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Listing(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -595,10 +628,7 @@ impl Client {
         path: &[u8],
         digest: [u8; 16],
     ) -> Result<Result<bool, String>, Error> {
-        let id = self.submit(Request::Md5 {
-            path: path.to_vec(),
-            digest,
-        });
+        let id = self.submit_ref(RequestRef::Md5 { path, digest });
         match self.reply(id, |_| Ok(())).await? {
             Reply::Md5(r) => Ok(r),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),
@@ -613,10 +643,7 @@ impl Client {
         select: &[Vec<u8>],
         on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Option<i32>, Error> {
-        let id = self.submit(Request::Exec {
-            args: args.to_vec(),
-            select: select.to_vec(),
-        });
+        let id = self.submit_ref(RequestRef::Exec { args, select });
         match self.reply(id, on_line).await? {
             Reply::Exec(code) => Ok(code),
             other => Err(ClientError::Transport(format!("unexpected reply {other:?}")).into()),

@@ -10,13 +10,15 @@
 //! rule holds without `allowallconnects`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
-use rcf_core::client::{Event, Reply, Request};
+use rcf_core::client::{Event, Reply, RequestRef};
 use rcf_core::reply::FileType;
 use rcf_smol::{Client, ConnectOptions};
 
@@ -53,8 +55,38 @@ impl std::str::FromStr for Scenario {
     }
 }
 
-/// Most requests of one kind kept in flight on a connection.
-const PIPELINE: usize = 128;
+/// Most requests of one kind kept in flight on a connection (the batch
+/// of `rcf_smol::Client::stat_many`, which the walk mirrors).
+const PIPELINE: usize = rcf_smol::STAT_BATCH;
+
+/// FxHash (rustc's hasher), for the per-file path lookups of the load
+/// generator: SipHash of every path was a visible share of its CPU, and
+/// the keys are our own tree's paths, not attacker-chosen.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Remote path -> index in the tree's files.
+pub type PathIndex = HashMap<Vec<u8>, usize, BuildHasherDefault<FxHasher>>;
 
 /// What the agents share.
 pub struct Shared {
@@ -63,7 +95,7 @@ pub struct Shared {
     /// The remote root of the tree.
     pub root: Vec<u8>,
     /// Remote path -> index in `tree.files`.
-    pub index: HashMap<Vec<u8>, usize>,
+    pub index: PathIndex,
     /// The true digests (what the server has).
     pub digests: Vec<[u8; 16]>,
     /// Number of files expected per walk.
@@ -176,34 +208,73 @@ impl Agent {
         stale: usize,
     ) -> Result<RunInfo, String> {
         let mut info = RunInfo::default();
-        // Recursive walk: OPENDIR, then STAT of every entry (pipelined).
-        let mut files: Vec<(Vec<u8>, u64)> = Vec::with_capacity(shared.nfiles);
-        let mut stack = vec![shared.root.clone()];
+        // Every path of the run lives back to back in `arena`; the lists
+        // below hold ranges into it (the load generator shares the cores
+        // with the server, so it keeps its own per-file work to a minimum:
+        // no allocation per path, requests framed from borrowed paths).
+        let mut arena: Vec<u8> = Vec::with_capacity(shared.nfiles * 96);
+        let push_path = |arena: &mut Vec<u8>, dir: &Range<usize>, name: &[u8]| {
+            let start = arena.len();
+            arena.extend_from_within(dir.clone());
+            arena.push(b'/');
+            arena.extend_from_slice(name);
+            start..arena.len()
+        };
+        // Recursive walk: OPENDIR, then STAT of every entry (pipelined in
+        // batches of PIPELINE, as `Client::stat_many` does).
+        let mut files: Vec<(Range<usize>, u64)> = Vec::with_capacity(shared.nfiles);
+        arena.extend_from_slice(&shared.root);
+        let mut stack = vec![0..arena.len()];
+        let mut entries: Vec<Range<usize>> = Vec::new();
         while let Some(dir) = stack.pop() {
             info.requests += 1;
             let names = c
-                .opendir(&dir)
+                .opendir(&arena[dir.clone()])
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|t| format!("OPENDIR refused: {t}"))?;
-            let paths: Vec<Vec<u8>> = names
-                .iter()
-                .filter(|n| n.as_slice() != b"." && n.as_slice() != b"..")
-                .map(|n| {
-                    let mut p = dir.clone();
-                    p.push(b'/');
-                    p.extend_from_slice(n);
-                    p
-                })
-                .collect();
-            info.requests += paths.len() as u64;
-            let stats = c.stat_many(&paths).await.map_err(|e| e.to_string())?;
-            for (p, st) in paths.into_iter().zip(stats) {
-                let st = st.map_err(|t| format!("STAT refused: {t}"))?;
-                match st.file_type {
-                    FileType::Dir => stack.push(p),
-                    FileType::Regular => files.push((p, st.size)),
-                    _ => {}
+            entries.clear();
+            for n in &names {
+                if n.as_slice() != b"." && n.as_slice() != b".." {
+                    let p = push_path(&mut arena, &dir, n);
+                    entries.push(p);
+                }
+            }
+            info.requests += entries.len() as u64;
+            for chunk in entries.chunks(PIPELINE) {
+                let t = rcf_smol_unix_now();
+                let first = c.next_request_id();
+                for p in chunk {
+                    c.submit_ref(RequestRef::Stat {
+                        path: &arena[p.clone()],
+                        client_time: t,
+                    });
+                }
+                // Replies come in request order; all of the batch is read
+                // before the first refusal is reported.
+                let mut refused: Option<String> = None;
+                for (k, p) in chunk.iter().enumerate() {
+                    let st = match c.next_event().await.map_err(|e| e.to_string())? {
+                        Event::Reply {
+                            id,
+                            reply: Reply::Stat(st),
+                        } if id == first + k as u64 => st,
+                        other => return Err(format!("unexpected event {other:?}")),
+                    };
+                    match st {
+                        Err(t) => {
+                            refused.get_or_insert_with(|| format!("STAT refused: {t}"));
+                        }
+                        Ok(_) if refused.is_some() => {}
+                        Ok(st) => match st.file_type {
+                            FileType::Dir => stack.push(p.clone()),
+                            FileType::Regular => files.push((p.clone(), st.size)),
+                            _ => {}
+                        },
+                    }
+                }
+                if let Some(r) = refused {
+                    return Err(r);
                 }
             }
         }
@@ -215,34 +286,35 @@ impl Agent {
             ));
         }
         // MD5 of every file against the local copy (pipelined).
-        let mut differ: Vec<(Vec<u8>, u64, usize)> = Vec::new();
+        let mut differ: Vec<(Range<usize>, u64, usize)> = Vec::new();
+        let mut tree_index: Vec<usize> = Vec::with_capacity(PIPELINE);
         for chunk in files.chunks(PIPELINE) {
-            // request id -> (position in the chunk, tree index): the load
-            // generator shares the cores with the server, so it keeps its
-            // own per-file work (clones, lookups) to a minimum.
-            let mut ids = HashMap::with_capacity(chunk.len());
-            for (k, (p, _)) in chunk.iter().enumerate() {
+            tree_index.clear();
+            let first = c.next_request_id();
+            for (p, _) in chunk {
+                let path = &arena[p.clone()];
                 let i = *shared
                     .index
-                    .get(p)
-                    .ok_or_else(|| format!("unexpected file {}", String::from_utf8_lossy(p)))?;
-                let id = c.submit(Request::Md5 {
-                    path: p.clone(),
+                    .get(path)
+                    .ok_or_else(|| format!("unexpected file {}", String::from_utf8_lossy(path)))?;
+                c.submit_ref(RequestRef::Md5 {
+                    path,
                     digest: self.local[i],
                 });
-                ids.insert(id, (k, i));
+                tree_index.push(i);
             }
             info.requests += chunk.len() as u64;
-            while !ids.is_empty() {
+            for (k, (p, size)) in chunk.iter().enumerate() {
                 match c.next_event().await.map_err(|e| e.to_string())? {
                     Event::Reply {
                         id,
                         reply: Reply::Md5(r),
                     } => {
-                        let (k, i) = ids.remove(&id).ok_or("MD5 reply to an unknown request")?;
+                        if id != first + k as u64 {
+                            return Err("MD5 reply to an unknown request".into());
+                        }
                         if r.map_err(|t| format!("MD5 refused: {t}"))? {
-                            let (p, size) = &chunk[k];
-                            differ.push((p.clone(), *size, i));
+                            differ.push((p.clone(), *size, tree_index[k]));
                         }
                     }
                     other => return Err(format!("unexpected event {other:?}")),
@@ -257,7 +329,8 @@ impl Agent {
             info.requests += 1;
             let mut h = Md5::new();
             let mut got = 0u64;
-            c.get(&p, size, |b| {
+            let path = &arena[p];
+            c.get(path, size, |b| {
                 got += b.len() as u64;
                 h.update(b);
                 Ok(())
@@ -269,7 +342,7 @@ impl Agent {
             if d != shared.digests[i] {
                 return Err(format!(
                     "GET {} gave a wrong digest",
-                    String::from_utf8_lossy(&p)
+                    String::from_utf8_lossy(path)
                 ));
             }
             self.local[i] = d;
@@ -278,6 +351,14 @@ impl Agent {
         }
         Ok(info)
     }
+}
+
+/// The client's wall clock, seconds (the STAT `client_time`).
+fn rcf_smol_unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Result of one load.

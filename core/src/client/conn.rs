@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use crate::tls::{ReadStatus, TlsLayer};
 
-use super::session::{ClientError, Config, Event, Request, RequestId, Session};
+use super::session::{ClientError, Config, Event, Request, RequestId, RequestRef, Session};
 use super::{Level, Now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,16 @@ impl Connection {
     /// Queue a request (sent once the server welcomed us).
     pub fn request(&mut self, now: Now, id: RequestId, req: Request) {
         self.session.request(now, id, req);
+    }
+
+    /// See [`Session::request_uses_now`].
+    pub fn request_uses_now(&self) -> bool {
+        self.session.request_uses_now()
+    }
+
+    /// Queue a borrowed request (see [`Session::request_ref`]).
+    pub fn request_ref(&mut self, now: Now, id: RequestId, req: RequestRef<'_>) {
+        self.session.request_ref(now, id, req);
     }
 
     /// Whether the driver should read from the socket now (TLS back-pressure).
@@ -199,18 +209,17 @@ impl Connection {
     }
 
     fn flush_session(&mut self) {
-        while let Some(r) = self.session.poll_record() {
-            // The banner and IDENTITY lines go out one record each (3.21
-            // mishandles both lines in one record); requests share records.
-            let sent = if self.session.is_established() {
-                self.tls.queue_unit(&r)
-            } else {
-                self.tls.send_plaintext(&r)
-            };
-            if let Err(e) = sent {
+        // The banner and IDENTITY lines go out one record each (3.21
+        // mishandles both lines in one record); requests share records.
+        while let Some(line) = self.session.poll_line() {
+            if let Err(e) = self.tls.send_plaintext(&line) {
                 self.fail(format!("TLS send failed: {e}"));
                 return;
             }
+        }
+        let tls = &mut self.tls;
+        if let Err(e) = self.session.drain_transactions(|t| tls.queue_unit(t)) {
+            self.fail(format!("TLS send failed: {e}"));
         }
     }
 
@@ -228,6 +237,11 @@ impl Connection {
             return Some(e);
         }
         self.session.poll_event()
+    }
+
+    /// Whether [`poll_event`](Connection::poll_event) has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.session.has_events()
     }
 
     /// Whether the connection is finished (error, refusal, EOF or

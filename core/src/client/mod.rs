@@ -13,4 +13,6 @@ pub mod session;
 
 pub use crate::server::io::{Level, Now};
 pub use conn::Connection;
-pub use session::{ClientError, Config, Event, GetFailure, Reply, Request, RequestId, Session};
+pub use session::{
+    ClientError, Config, Event, GetFailure, Reply, Request, RequestId, RequestRef, Session,
+};

@@ -117,20 +117,122 @@ pub enum Request {
 }
 
 impl Request {
-    fn payload(&self) -> Vec<u8> {
+    /// The request as a [`RequestRef`] borrowing its fields.
+    pub fn borrowed(&self) -> RequestRef<'_> {
         match self {
-            Request::Stat { path, client_time } => request::encode_stat(*client_time, path),
-            Request::Get { path, .. } => request::encode_get(GET_BUFSIZE, path),
-            Request::Opendir { path } => request::encode_opendir(path),
-            Request::Md5 { path, digest } => request::encode_md5(path, digest),
-            Request::Exec { args, .. } => [b"EXEC".as_slice(), args].concat(),
+            Request::Stat { path, client_time } => RequestRef::Stat {
+                path,
+                client_time: *client_time,
+            },
+            Request::Get { path, size } => RequestRef::Get { path, size: *size },
+            Request::Opendir { path } => RequestRef::Opendir { path },
+            Request::Md5 { path, digest } => RequestRef::Md5 {
+                path,
+                digest: *digest,
+            },
+            Request::Exec { args, select } => RequestRef::Exec { args, select },
+        }
+    }
+}
+
+/// A [`Request`] whose paths are borrowed from the caller: given to
+/// [`Session::request_ref`], it is framed straight into the session's
+/// output buffer when it can go out at once, and copied only when it has to
+/// wait in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestRef<'a> {
+    /// See [`Request::Stat`].
+    Stat {
+        /// Remote path.
+        path: &'a [u8],
+        /// The client's wall clock, seconds.
+        client_time: i64,
+    },
+    /// See [`Request::Get`].
+    Get {
+        /// Remote path.
+        path: &'a [u8],
+        /// Bytes to read.
+        size: u64,
+    },
+    /// See [`Request::Opendir`].
+    Opendir {
+        /// Remote directory.
+        path: &'a [u8],
+    },
+    /// See [`Request::Md5`].
+    Md5 {
+        /// Remote path.
+        path: &'a [u8],
+        /// MD5 of the local copy.
+        digest: [u8; 16],
+    },
+    /// See [`Request::Exec`].
+    Exec {
+        /// Text after `EXEC`.
+        args: &'a [u8],
+        /// Class names for the server's class match.
+        select: &'a [Vec<u8>],
+    },
+}
+
+impl RequestRef<'_> {
+    /// An owned copy.
+    pub fn to_request(self) -> Request {
+        match self {
+            RequestRef::Stat { path, client_time } => Request::Stat {
+                path: path.to_vec(),
+                client_time,
+            },
+            RequestRef::Get { path, size } => Request::Get {
+                path: path.to_vec(),
+                size,
+            },
+            RequestRef::Opendir { path } => Request::Opendir {
+                path: path.to_vec(),
+            },
+            RequestRef::Md5 { path, digest } => Request::Md5 {
+                path: path.to_vec(),
+                digest,
+            },
+            RequestRef::Exec { args, select } => Request::Exec {
+                args: args.to_vec(),
+                select: select.to_vec(),
+            },
+        }
+    }
+
+    /// Append the request's transaction (header and payload) to `out`;
+    /// nothing is appended when the payload cannot be framed.
+    fn encode_framed(self, out: &mut Vec<u8>) -> Result<(), frame::EncodeError> {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; frame::HEADER_LEN]);
+        match self {
+            RequestRef::Stat { path, client_time } => request::write_stat(out, client_time, path),
+            RequestRef::Get { path, .. } => request::write_get(out, GET_BUFSIZE, path),
+            RequestRef::Opendir { path } => request::write_opendir(out, path),
+            RequestRef::Md5 { path, digest } => request::write_md5(out, path, &digest),
+            RequestRef::Exec { args, .. } => {
+                out.extend_from_slice(b"EXEC");
+                out.extend_from_slice(args);
+            }
+        }
+        match frame::encode_header(Status::Done, out.len() - start - frame::HEADER_LEN) {
+            Ok(h) => {
+                out[start..start + frame::HEADER_LEN].copy_from_slice(&h);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
         }
     }
 
     /// Requests whose replies cannot be told apart from what follows them
     /// (raw GET data, EXEC output) go out alone.
-    fn is_barrier(&self) -> bool {
-        matches!(self, Request::Get { .. } | Request::Exec { .. })
+    fn is_barrier(self) -> bool {
+        matches!(self, RequestRef::Get { .. } | RequestRef::Exec { .. })
     }
 }
 
@@ -271,8 +373,9 @@ enum Phase {
 
 #[derive(Debug)]
 enum Progress {
+    /// `have_first`: the first transaction is in `Session::stat_first`.
     Stat {
-        first: Option<Bytes>,
+        have_first: bool,
     },
     Get {
         size: u64,
@@ -309,7 +412,16 @@ pub struct Session {
     decoder: Decoder,
     unsent: VecDeque<(RequestId, Request)>,
     outstanding: VecDeque<Outstanding>,
+    /// Identification lines, one record each.
     records: VecDeque<Vec<u8>>,
+    /// Framed requests not yet taken, back to back; each ends at the
+    /// matching entry of `out_ends`. Reused from batch to batch.
+    out: Vec<u8>,
+    out_ends: Vec<usize>,
+    /// How many of `out_ends` were taken by `poll_record`.
+    out_taken: usize,
+    /// The first transaction of the STAT reply at the front of the queue.
+    stat_first: Vec<u8>,
     events: VecDeque<Event>,
     deadline: Option<u64>,
     received: u64,
@@ -329,6 +441,10 @@ impl Session {
             unsent: VecDeque::new(),
             outstanding: VecDeque::new(),
             records: VecDeque::new(),
+            out: Vec::new(),
+            out_ends: Vec::new(),
+            out_taken: 0,
+            stat_first: Vec::new(),
             events: VecDeque::new(),
             deadline,
             received: 0,
@@ -364,12 +480,64 @@ impl Session {
     /// The next transaction or identification line to send. Transactions
     /// must not be split across TLS records; several may share one.
     pub fn poll_record(&mut self) -> Option<Vec<u8>> {
+        if let Some(r) = self.records.pop_front() {
+            return Some(r);
+        }
+        let end = *self.out_ends.get(self.out_taken)?;
+        let start = match self.out_taken {
+            0 => 0,
+            i => self.out_ends[i - 1],
+        };
+        let r = self.out[start..end].to_vec();
+        self.out_taken += 1;
+        if self.out_taken == self.out_ends.len() {
+            self.clear_out();
+        }
+        Some(r)
+    }
+
+    /// The next identification line (one record of its own).
+    pub(super) fn poll_line(&mut self) -> Option<Vec<u8>> {
         self.records.pop_front()
+    }
+
+    /// Hand every queued request transaction to `send`, in order, each one
+    /// whole, without copying them out; they are gone afterwards (also
+    /// when `send` fails, which ends the connection).
+    pub(super) fn drain_transactions<E>(
+        &mut self,
+        mut send: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut start = match self.out_taken {
+            0 => 0,
+            i => self.out_ends[i - 1],
+        };
+        let mut r = Ok(());
+        for &end in &self.out_ends[self.out_taken..] {
+            r = send(&self.out[start..end]);
+            if r.is_err() {
+                break;
+            }
+            start = end;
+        }
+        self.clear_out();
+        r
+    }
+
+    fn clear_out(&mut self) {
+        self.out.clear();
+        self.out_ends.clear();
+        self.out_taken = 0;
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Whether [`poll_event`](Session::poll_event) has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// When to call [`handle_timeout`](Session::handle_timeout), monotonic ms.
@@ -414,13 +582,58 @@ impl Session {
         }
     }
 
+    /// Whether [`request`](Session::request) and
+    /// [`request_ref`](Session::request_ref) would read their `now` now:
+    /// only while nothing is outstanding (a request then starts the reply
+    /// deadline). Otherwise any earlier `now` gives the same result, so a
+    /// driver pipelining a batch need not read the clock per request.
+    pub fn request_uses_now(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
     /// Queue a request; it is sent as soon as the protocol allows.
     pub fn request(&mut self, now: Now, id: RequestId, req: Request) {
         if self.phase == Phase::Closed {
             return;
         }
-        self.unsent.push_back((id, req));
-        self.flush_unsent(now);
+        if self.can_send_now(req.borrowed()) {
+            self.send(now, id, req.borrowed());
+        } else {
+            self.unsent.push_back((id, req));
+        }
+    }
+
+    /// As [`request`](Session::request), borrowing the request: it is
+    /// framed straight into the output when the protocol lets it go out
+    /// now, and copied only when it has to wait.
+    pub fn request_ref(&mut self, now: Now, id: RequestId, req: RequestRef<'_>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.can_send_now(req) {
+            self.send(now, id, req);
+        } else {
+            self.unsent.push_back((id, req.to_request()));
+        }
+    }
+
+    /// Whether `req`, queued now, would be sent at once: the session is
+    /// ready, nothing is waiting before it, and no barrier is in the way.
+    fn can_send_now(&self, req: RequestRef<'_>) -> bool {
+        self.phase == Phase::Ready
+            && self.unsent.is_empty()
+            && !self.barrier_outstanding()
+            && (!req.is_barrier() || self.outstanding.is_empty())
+    }
+
+    /// Whether a GET or EXEC is outstanding. One is only ever sent when
+    /// nothing else is outstanding and nothing is sent behind it, so it can
+    /// only be the sole entry: checking the ends is enough.
+    fn barrier_outstanding(&self) -> bool {
+        let is_barrier =
+            |o: &Outstanding| matches!(o.progress, Progress::Get { .. } | Progress::Exec { .. });
+        self.outstanding.front().is_some_and(is_barrier)
+            || self.outstanding.back().is_some_and(is_barrier)
     }
 
     /// Decrypted bytes from the server.
@@ -539,86 +752,82 @@ impl Session {
         if self.phase != Phase::Ready {
             return;
         }
-        // Computed once, then kept up to date below: scanning the whole
-        // pipeline for every request sent was quadratic in its depth.
-        let mut barrier_ahead = self
-            .outstanding
-            .iter()
-            .any(|o| matches!(o.progress, Progress::Get { .. } | Progress::Exec { .. }));
         while let Some((_, req)) = self.unsent.front() {
-            if barrier_ahead || (req.is_barrier() && !self.outstanding.is_empty()) {
+            if self.barrier_outstanding()
+                || (req.borrowed().is_barrier() && !self.outstanding.is_empty())
+            {
                 return;
             }
             let (id, req) = self.unsent.pop_front().expect("front exists");
-            let payload = req.payload();
-            let mut rec = Vec::with_capacity(frame::HEADER_LEN + payload.len());
-            if let Err(e) = frame::encode(Status::Done, &payload, &mut rec) {
-                // Tell the caller about this one request and go on.
-                self.events.push_back(Event::Log {
-                    level: Level::Error,
-                    message: format!("cannot send request: {e}"),
-                });
-                let reply = match req {
-                    Request::Stat { .. } => Reply::Stat(Err(e.to_string())),
-                    Request::Get { .. } => Reply::Get(Err(GetFailure::Refused(e.to_string()))),
-                    Request::Opendir { .. } => Reply::Listing(Err(e.to_string())),
-                    Request::Md5 { .. } => Reply::Md5(Err(e.to_string())),
-                    Request::Exec { .. } => Reply::Exec(None),
-                };
-                self.events.push_back(Event::Reply { id, reply });
-                continue;
-            }
-            self.records.push_back(rec);
-            if let Request::Exec { select, .. } = &req {
-                for class in select.iter().filter(|c| !c.is_empty()).take(9) {
-                    let mut r = Vec::new();
-                    if frame::encode(
-                        Status::Done,
-                        &class[..class.len().min(frame::MAX_PAYLOAD)],
-                        &mut r,
-                    )
-                    .is_ok()
-                    {
-                        self.records.push_back(r);
-                    }
-                }
-                let mut r = Vec::new();
-                frame::encode(Status::Done, reply::TERMINATOR, &mut r).expect("terminator fits");
-                self.records.push_back(r);
-            }
-            if self.outstanding.is_empty() {
-                self.deadline = Some(now.mono_ms + self.cfg.timeout_ms);
-            }
-            if let Request::Get { size: 0, .. } = req {
-                // An empty file: the server sends nothing, so the GET is
-                // complete as soon as it is sent (it went out alone).
-                self.events.push_back(Event::Reply {
-                    id,
-                    reply: Reply::Get(Ok(())),
-                });
-                continue;
-            }
-            let progress = match req {
-                Request::Stat { .. } => Progress::Stat { first: None },
-                Request::Get { size, .. } => Progress::Get {
-                    size,
-                    got: 0,
-                    started: false,
-                    ambiguous_since: None,
-                },
-                Request::Opendir { .. } => Progress::Opendir {
-                    names: Vec::new(),
-                    bytes: 0,
-                },
-                Request::Md5 { .. } => Progress::Md5,
-                Request::Exec { .. } => Progress::Exec {
-                    code: None,
-                    lines: 0,
-                },
-            };
-            barrier_ahead |= matches!(progress, Progress::Get { .. } | Progress::Exec { .. });
-            self.outstanding.push_back(Outstanding { id, progress });
+            self.send(now, id, req.borrowed());
         }
+    }
+
+    /// Frame one request into the output and track its reply.
+    fn send(&mut self, now: Now, id: RequestId, req: RequestRef<'_>) {
+        if let Err(e) = req.encode_framed(&mut self.out) {
+            // Tell the caller about this one request and go on.
+            self.events.push_back(Event::Log {
+                level: Level::Error,
+                message: format!("cannot send request: {e}"),
+            });
+            let reply = match req {
+                RequestRef::Stat { .. } => Reply::Stat(Err(e.to_string())),
+                RequestRef::Get { .. } => Reply::Get(Err(GetFailure::Refused(e.to_string()))),
+                RequestRef::Opendir { .. } => Reply::Listing(Err(e.to_string())),
+                RequestRef::Md5 { .. } => Reply::Md5(Err(e.to_string())),
+                RequestRef::Exec { .. } => Reply::Exec(None),
+            };
+            self.events.push_back(Event::Reply { id, reply });
+            return;
+        }
+        self.out_ends.push(self.out.len());
+        if let RequestRef::Exec { select, .. } = req {
+            for class in select.iter().filter(|c| !c.is_empty()).take(9) {
+                if frame::encode(
+                    Status::Done,
+                    &class[..class.len().min(frame::MAX_PAYLOAD)],
+                    &mut self.out,
+                )
+                .is_ok()
+                {
+                    self.out_ends.push(self.out.len());
+                }
+            }
+            frame::encode(Status::Done, reply::TERMINATOR, &mut self.out).expect("terminator fits");
+            self.out_ends.push(self.out.len());
+        }
+        if self.outstanding.is_empty() {
+            self.deadline = Some(now.mono_ms + self.cfg.timeout_ms);
+        }
+        if let RequestRef::Get { size: 0, .. } = req {
+            // An empty file: the server sends nothing, so the GET is
+            // complete as soon as it is sent (it went out alone).
+            self.events.push_back(Event::Reply {
+                id,
+                reply: Reply::Get(Ok(())),
+            });
+            return;
+        }
+        let progress = match req {
+            RequestRef::Stat { .. } => Progress::Stat { have_first: false },
+            RequestRef::Get { size, .. } => Progress::Get {
+                size,
+                got: 0,
+                started: false,
+                ambiguous_since: None,
+            },
+            RequestRef::Opendir { .. } => Progress::Opendir {
+                names: Vec::new(),
+                bytes: 0,
+            },
+            RequestRef::Md5 { .. } => Progress::Md5,
+            RequestRef::Exec { .. } => Progress::Exec {
+                code: None,
+                lines: 0,
+            },
+        };
+        self.outstanding.push_back(Outstanding { id, progress });
     }
 
     /// Consume whatever replies the buffered bytes complete, sending queued
@@ -638,51 +847,65 @@ impl Session {
     }
 
     fn consume(&mut self, now: Now) {
+        // Out of `self` while replies are read, so a payload can be lent
+        // from its buffer while the rest of the session is updated.
+        let mut decoder = std::mem::take(&mut self.decoder);
+        self.consume_from(&mut decoder, now);
+        self.decoder = decoder;
+    }
+
+    fn consume_from(&mut self, decoder: &mut Decoder, now: Now) {
         while self.phase == Phase::Ready {
             let Some(front) = self.outstanding.front_mut() else {
                 break;
             };
             if let Progress::Get { .. } = front.progress {
-                match self.get_step(now) {
+                match self.get_step(decoder, now) {
                     Step::Wait => break,
                     Step::Continue => continue,
                 }
             }
-            let t = match self.decoder.poll() {
-                Ok(Some(t)) => t,
+            let payload = match decoder.poll_payload() {
+                Ok(Some((_, p))) => p,
                 Ok(None) => break,
                 Err(e) => return self.fail(e.into()),
             };
-            self.transaction(t.payload);
+            self.transaction(payload);
         }
     }
 
-    fn transaction(&mut self, payload: Bytes) {
-        let Some(mut o) = self.outstanding.pop_front() else {
+    fn transaction(&mut self, payload: &[u8]) {
+        // Updated in place at the front of the queue (popping and pushing
+        // back a STAT between its two transactions showed in profiles).
+        let Some(o) = self.outstanding.front_mut() else {
             return;
         };
+        let id = o.id;
         let done = match &mut o.progress {
-            Progress::Stat { first } => match first.take() {
-                None if reply::is_bad(&payload) => Some(Reply::Stat(Err(bad_text(&payload)))),
-                None => {
-                    *first = Some(payload);
+            Progress::Stat { have_first } => match *have_first {
+                false if reply::is_bad(payload) => Some(Reply::Stat(Err(bad_text(payload)))),
+                false => {
+                    self.stat_first.clear();
+                    self.stat_first.extend_from_slice(payload);
+                    *have_first = true;
                     None
                 }
-                Some(f) => match StatReply::parse(&f, &payload) {
+                true => match StatReply::parse(&self.stat_first, payload) {
                     Ok(st) => Some(Reply::Stat(Ok(st))),
                     Err(e) => {
-                        self.outstanding.push_front(o);
+                        let detail = format!("{e}: {}", lossy(&self.stat_first));
                         return self.fail(ClientError::Malformed {
                             what: "STAT",
-                            detail: format!("{e}: {}", lossy(&f)),
+                            detail,
                         });
                     }
                 },
             },
-            Progress::Opendir { names, bytes } => match reply::parse_opendir_packet(&payload) {
+            Progress::Opendir { names, bytes } => match reply::parse_opendir_packet(payload) {
                 Ok(OpendirChunk::Names(n)) => {
                     *bytes += payload.len();
                     if *bytes > MAX_LISTING_BYTES {
+                        self.outstanding.pop_front();
                         return self.fail(ClientError::ListingTooLarge);
                     }
                     names.extend(n);
@@ -692,8 +915,9 @@ impl Session {
                     names.extend(n);
                     Some(Reply::Listing(Ok(std::mem::take(names))))
                 }
-                Err(OpendirError::Refused(_)) => Some(Reply::Listing(Err(bad_text(&payload)))),
+                Err(OpendirError::Refused(_)) => Some(Reply::Listing(Err(bad_text(payload)))),
                 Err(OpendirError::Empty) => {
+                    self.outstanding.pop_front();
                     return self.fail(ClientError::Malformed {
                         what: "OPENDIR",
                         detail: "empty packet".into(),
@@ -701,23 +925,22 @@ impl Session {
                 }
             },
             Progress::Md5 => {
-                let p = frame::c_str(&payload);
+                let p = frame::c_str(payload);
                 Some(Reply::Md5(if p == reply::CFD_TRUE {
                     Ok(true)
                 } else if p == reply::CFD_FALSE {
                     Ok(false)
                 } else {
-                    Err(bad_text(&payload))
+                    Err(bad_text(payload))
                 }))
             }
             Progress::Exec { code, lines } => {
-                let line = frame::c_str(&payload);
+                let line = frame::c_str(payload);
                 if line.starts_with(reply::TERMINATOR) {
                     Some(Reply::Exec(*code))
                 } else {
                     *lines += 1;
                     if *lines > MAX_EXEC_LINES {
-                        self.outstanding.push_front(o);
                         return self.fail(ClientError::Malformed {
                             what: "EXEC",
                             detail: "endless output".into(),
@@ -729,7 +952,7 @@ impl Session {
                             .and_then(|t| t.trim_end().trim_end_matches(')').parse().ok());
                     }
                     self.events.push_back(Event::ExecLine {
-                        id: o.id,
+                        id,
                         line: Bytes::copy_from_slice(line),
                     });
                     None
@@ -738,21 +961,20 @@ impl Session {
             // `process` hands a GET's bytes to `get_step`, never here; stay
             // total anyway rather than trust that invariant with a panic.
             Progress::Get { .. } => {
-                self.outstanding.push_front(o);
                 return self.fail(ClientError::Malformed {
                     what: "GET",
                     detail: "framed reply inside a GET stream".into(),
                 });
             }
         };
-        match done {
-            Some(reply) => self.events.push_back(Event::Reply { id: o.id, reply }),
-            None => self.outstanding.push_front(o),
+        if let Some(reply) = done {
+            self.outstanding.pop_front();
+            self.events.push_back(Event::Reply { id, reply });
         }
     }
 
     /// Advance the GET at the front of the queue by what is buffered.
-    fn get_step(&mut self, now: Now) -> Step {
+    fn get_step(&mut self, decoder: &mut Decoder, now: Now) -> Step {
         let Some(Outstanding {
             id,
             progress:
@@ -778,13 +1000,13 @@ impl Session {
                 });
                 return Step::Continue;
             }
-            let buf = self.decoder.peek_raw();
+            let buf = decoder.peek_raw();
             match sniff(buf) {
                 Sniff::Framed(total) => {
                     if buf.len() < total {
                         return Step::Wait;
                     }
-                    let frame = self.decoder.take_raw(total);
+                    let frame = decoder.take_raw(total);
                     let text = bad_text(&frame[frame::HEADER_LEN..]);
                     self.outstanding.pop_front();
                     self.events.push_back(Event::Reply {
@@ -832,7 +1054,7 @@ impl Session {
                 });
                 return Step::Continue;
             }
-            let buf = self.decoder.peek_raw();
+            let buf = decoder.peek_raw();
             if buf.is_empty() {
                 return Step::Wait;
             }
@@ -863,7 +1085,7 @@ impl Session {
             // marker check above sees every boundary.
             let to_boundary = SERVER_BLOCK - (*got % SERVER_BLOCK);
             let take = remaining.min(to_boundary).min(buf.len() as u64) as usize;
-            let bytes = self.decoder.take_raw(take);
+            let bytes = decoder.take_raw(take);
             *got += bytes.len() as u64;
             self.received += bytes.len() as u64;
             self.events.push_back(Event::Data { id, bytes });
@@ -1312,5 +1534,154 @@ mod tests {
             s.handle_eof(now(5));
             drain(&mut s);
         }
+    }
+
+    /// What the session sent for a request before requests were framed
+    /// in place: the payload built on its own, then framed.
+    fn old_payload(req: &Request) -> Vec<u8> {
+        match req {
+            Request::Stat { path, client_time } => request::encode_stat(*client_time, path),
+            Request::Get { path, .. } => request::encode_get(GET_BUFSIZE, path),
+            Request::Opendir { path } => request::encode_opendir(path),
+            Request::Md5 { path, digest } => request::encode_md5(path, digest),
+            Request::Exec { args, .. } => [b"EXEC".as_slice(), args].concat(),
+        }
+    }
+
+    fn arbitrary_request(g: &mut quickcheck::Gen) -> Request {
+        use quickcheck::Arbitrary;
+        // Mostly short paths, sometimes ones too long to frame.
+        let mut path = Vec::<u8>::arbitrary(g);
+        if u8::arbitrary(g) % 16 == 0 {
+            path.resize(4070 + usize::from(u8::arbitrary(g)) % 40, b'p');
+        }
+        let mut digest = [0u8; 16];
+        for b in &mut digest {
+            *b = u8::arbitrary(g);
+        }
+        match u8::arbitrary(g) % 5 {
+            0 => Request::Stat {
+                path,
+                client_time: i64::arbitrary(g),
+            },
+            1 => Request::Get {
+                path,
+                size: u64::arbitrary(g) % 3,
+            },
+            2 => Request::Opendir { path },
+            3 => Request::Md5 { path, digest },
+            _ => Request::Exec {
+                args: path,
+                select: Vec::<Vec<u8>>::arbitrary(g),
+            },
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Reqs(Vec<Request>);
+
+    impl quickcheck::Arbitrary for Reqs {
+        fn arbitrary(g: &mut quickcheck::Gen) -> Self {
+            let n = usize::arbitrary(g) % 8;
+            Reqs((0..n).map(|_| arbitrary_request(g)).collect())
+        }
+    }
+
+    /// Requests framed in place (owned or borrowed) are the bytes the old
+    /// encoder produced, transaction for transaction; an unframeable one
+    /// still gets its error reply and nothing on the wire.
+    #[quickcheck_macros::quickcheck]
+    fn in_place_framing_matches_the_old_encoder(reqs: Reqs, borrowed: bool) -> bool {
+        for req in reqs.0 {
+            let mut s = established();
+            let mut want = Vec::new();
+            let framed = frame::encode(Status::Done, &old_payload(&req), &mut want).is_ok();
+            if framed {
+                if let Request::Exec { select, .. } = &req {
+                    for class in select.iter().filter(|c| !c.is_empty()).take(9) {
+                        let mut r = Vec::new();
+                        if frame::encode(
+                            Status::Done,
+                            &class[..class.len().min(frame::MAX_PAYLOAD)],
+                            &mut r,
+                        )
+                        .is_ok()
+                        {
+                            want.extend(r);
+                        }
+                    }
+                    frame::encode(Status::Done, reply::TERMINATOR, &mut want).unwrap();
+                }
+            }
+            if borrowed {
+                s.request_ref(now(3), 9, req.borrowed());
+            } else {
+                s.request(now(3), 9, req.clone());
+            }
+            let got: Vec<u8> = std::iter::from_fn(|| s.poll_record()).flatten().collect();
+            if got != want {
+                return false;
+            }
+            let ev = drain(&mut s);
+            let error_reply = ev.iter().any(|e| {
+                matches!(e, Event::Reply { id: 9, reply } if match reply {
+                    Reply::Stat(r) => r.is_err(),
+                    Reply::Get(r) => r.is_err(),
+                    Reply::Listing(r) => r.is_err(),
+                    Reply::Md5(r) => r.is_err(),
+                    Reply::Exec(c) => c.is_none(),
+                })
+            });
+            if !framed && !error_reply {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A pipeline queued behind a GET comes out in order, whole, whether
+    /// it is taken with `poll_record` or `drain_transactions`.
+    #[test]
+    fn queued_requests_drain_in_order() {
+        let reqs: Vec<Request> = (0..5)
+            .map(|i| match i {
+                2 => Request::Get {
+                    path: b"/g".to_vec(),
+                    size: 1,
+                },
+                _ => Request::Stat {
+                    path: format!("/s{i}").into_bytes(),
+                    client_time: -7,
+                },
+            })
+            .collect();
+        let mut a = established();
+        let mut b = established();
+        for (i, r) in reqs.iter().enumerate() {
+            a.request(now(3), i as u64, r.clone());
+            b.request_ref(now(3), i as u64, r.borrowed());
+        }
+        let mut from_b = Vec::new();
+        b.drain_transactions(|t| {
+            from_b.push(t.to_vec());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let from_a: Vec<Vec<u8>> = std::iter::from_fn(|| a.poll_record()).collect();
+        assert_eq!(from_a, from_b);
+        assert_eq!(
+            from_a,
+            vec![txn(b"SYNCH -7 STAT /s0"), txn(b"SYNCH -7 STAT /s1")]
+        );
+        let mut st = txn(b"OK: 0 420 0 0 0 3 1 2 3 0 4 1 5");
+        st.extend(txn(b"OK:"));
+        let two = [st.clone(), st].concat();
+        a.handle_plaintext(now(4), &two);
+        assert_eq!(a.poll_record().unwrap(), txn(b"GET 2048 /g"));
+        assert_eq!(a.poll_record(), None);
+        a.handle_plaintext(now(5), b"x");
+        assert_eq!(a.poll_record().unwrap(), txn(b"SYNCH -7 STAT /s3"));
+        assert_eq!(a.poll_record().unwrap(), txn(b"SYNCH -7 STAT /s4"));
+        assert_eq!(a.poll_record(), None);
     }
 }
