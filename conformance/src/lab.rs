@@ -242,16 +242,39 @@ pub fn rcf_binary(name: &str) -> Result<PathBuf, LabError> {
     }
 }
 
-/// A loopback TCP port that was free a moment ago (bind `127.0.0.1:0`, read,
-/// drop). Never hands out the same port twice in one process, so parallel
-/// tests do not collide with each other; a collision with another process
-/// shows up as a failed server start.
+/// A loopback TCP port that was free a moment ago (bound on 127.0.0.1 and
+/// ::1, then dropped), chosen below the kernel's ephemeral port range so
+/// no outgoing connection can take it meanwhile. Never hands out the same
+/// port twice in one process, so parallel tests do not collide with each
+/// other; a collision with another process shows up as a failed server
+/// start.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let set = given.get_or_insert_with(HashSet::new);
+    // Below the kernel's ephemeral range when there is room: a port taken
+    // from that range (`bind :0`) can be handed to some other test's
+    // outgoing connection as its source port before the server binds it
+    // (a server that first makes its host key waits long enough), and the
+    // server then fails with "Address already in use".
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|low| *low > 12_000)
+        .map(|low| (10_000u32, low));
+    let mut seed = u64::from(std::process::id()) ^ (set.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let l = match below {
+            Some((lo, hi)) => {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let port = lo + ((seed >> 33) as u32 % (hi - lo));
+                match TcpListener::bind(("127.0.0.1", port as u16)) {
+                    Ok(l) => l,
+                    Err(_) => continue,
+                }
+            }
+            None => TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"),
+        };
         let port = l.local_addr().expect("local_addr").port();
         // also make sure ::1 is free on that port when IPv6 is there
         let v6_ok = match TcpListener::bind("[::1]:0") {
