@@ -262,11 +262,14 @@ pub fn free_port() -> u16 {
         .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
         .filter(|low| *low > 12_000)
         .map(|low| (10_000u32, low));
-    let mut seed = u64::from(std::process::id()) ^ (set.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut seed =
+        u64::from(std::process::id()) ^ (set.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     loop {
         let l = match below {
             Some((lo, hi)) => {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 let port = lo + ((seed >> 33) as u32 % (hi - lo));
                 match TcpListener::bind(("127.0.0.1", port as u16)) {
                     Ok(l) => l,

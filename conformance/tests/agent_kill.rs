@@ -87,6 +87,21 @@ fn run_and_kill(cli: &Workdir, args: &[&str], delay: Duration) {
     d.stop();
 }
 
+/// `rcf-agent copy` of the `masterfiles` shortcut into `dest`, by digest.
+fn copy_args<'a>(hp: &'a str, dest: &'a str) -> [&'a str; 9] {
+    [
+        "copy",
+        "-H",
+        hp,
+        "--trustkey",
+        "--recurse",
+        "--compare",
+        "digest",
+        "masterfiles",
+        dest,
+    ]
+}
+
 #[test]
 fn update_killed_anywhere_leaves_old_or_new_inputs() {
     let s = setup("kill-update");
@@ -148,17 +163,7 @@ fn copy_killed_anywhere_leaves_each_destination_old_or_new() {
     let hp = s.srv.host_port();
     let dest = s.cli.scratch().join("dest");
     let dest_s = dest.to_string_lossy().into_owned();
-    let args = [
-        "copy",
-        "-H",
-        hp.as_str(),
-        "--trustkey",
-        "--recurse",
-        "--compare",
-        "digest",
-        "masterfiles",
-        dest_s.as_str(),
-    ];
+    let args = copy_args(&hp, &dest_s);
     let first = rcf_agent(&s.cli, &args).unwrap();
     assert!(first.success(), "{}", first.describe());
     let old = snapshot(&s.mf);
@@ -206,17 +211,7 @@ fn stale_temporaries_of_up_to_date_files_are_removed() {
     std::fs::write(s.mf.join("d1").join("real.cfnew"), b"a real file\n").unwrap();
     let dest = s.cli.scratch().join("dest");
     let dest_s = dest.to_string_lossy().into_owned();
-    let args = [
-        "copy",
-        "-H",
-        hp.as_str(),
-        "--trustkey",
-        "--recurse",
-        "--compare",
-        "digest",
-        "masterfiles",
-        dest_s.as_str(),
-    ];
+    let args = copy_args(&hp, &dest_s);
     let first = rcf_agent(&s.cli, &args).unwrap();
     assert!(first.success(), "{}", first.describe());
     let stale = dest.join("d5").join("f75.cf.cfnew");

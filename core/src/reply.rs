@@ -212,8 +212,21 @@ impl StatReply {
         for n in nums.iter_mut() {
             *n = words.next().ok_or(StatParseError::Fields)?;
         }
-        let u = |i: usize| parse_u64(nums[i]).ok_or(StatParseError::Fields);
-        let s = |i: usize| parse_i64(nums[i]).ok_or(StatParseError::Fields);
+        StatReply::assemble(
+            |i| parse_u64(nums[i]).ok_or(StatParseError::Fields),
+            |i| parse_i64(nums[i]).ok_or(StatParseError::Fields),
+            second,
+        )
+    }
+
+    /// The reply from its 13 numbers (`u`/`s` read field *i* unsigned or
+    /// signed, in the field order errors are reported in) and the second
+    /// transaction.
+    fn assemble(
+        u: impl Fn(usize) -> Result<u64, StatParseError>,
+        s: impl Fn(usize) -> Result<i64, StatParseError>,
+        second: &[u8],
+    ) -> Result<StatReply, StatParseError> {
         let file_type = FileType::from_number(u(0)?).ok_or(StatParseError::Fields)?;
         let second = c_str(second);
         if !second.starts_with(b"OK:") {
@@ -301,34 +314,11 @@ impl StatReply {
         for n in nums.iter_mut() {
             *n = words.next().ok_or(StatParseError::Fields)?;
         }
-        let u = |i: usize| nums[i].parse::<u64>().map_err(|_| StatParseError::Fields);
-        let s = |i: usize| nums[i].parse::<i64>().map_err(|_| StatParseError::Fields);
-        let file_type = FileType::from_number(u(0)?).ok_or(StatParseError::Fields)?;
-        let second = c_str(second);
-        if !second.starts_with(b"OK:") {
-            return Err(StatParseError::NotOk);
-        }
-        let link_target = if second.len() > 4 {
-            second[3..].to_vec()
-        } else {
-            Vec::new()
-        };
-        Ok(StatReply {
-            file_type,
-            mode: u(1)? as u32 & 0o7777,
-            lmode: u(2)? as u32 & 0o7777,
-            uid: u(3)? as u32,
-            gid: u(4)? as u32,
-            size: u(5)?,
-            atime: s(6)?,
-            mtime: s(7)?,
-            ctime: s(8)?,
-            makeholes: u(9)? != 0,
-            ino: s(10)?,
-            nlink: s(11)?,
-            dev: u(12)?,
-            link_target,
-        })
+        StatReply::assemble(
+            |i| nums[i].parse::<u64>().map_err(|_| StatParseError::Fields),
+            |i| nums[i].parse::<i64>().map_err(|_| StatParseError::Fields),
+            second,
+        )
     }
 }
 

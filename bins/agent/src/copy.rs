@@ -1398,6 +1398,32 @@ enum Fetched {
     Requeue,
 }
 
+/// After a transfer the source changed under: STAT it again on `link` for
+/// the next attempt. `Some` ends the file here (its connection is gone, so
+/// another one takes it, or the source can no longer be STATed); `None`:
+/// try again with the new STAT in `job`.
+async fn restat<L: Link>(
+    link: &mut L,
+    job: &mut Job,
+    src: &[u8],
+    src_text: &str,
+    server: &str,
+) -> Result<Option<Fetched>, RunError> {
+    Ok(match link.stat_again(src).await? {
+        None => {
+            job.restat = true;
+            Some(Fetched::Requeue)
+        }
+        Some(Ok(st2)) => {
+            job.st = st2;
+            None
+        }
+        Some(Err(t)) => Some(Fetched::Done(Outcome::Failed(format!(
+            "Can't stat file '{src_text}' on '{server}': {t}"
+        )))),
+    })
+}
+
 /// The safe per-file sequence, on any connection: `<dest>.cfnew` (O_EXCL,
 /// 0600), GET exactly `st.size` bytes, fsync (off the executor thread,
 /// while the source is re-STATed), compare, optional verify, rename; a
@@ -1508,15 +1534,8 @@ async fn fetch<L: Link>(
                 );
                 link.lost();
                 link.remember(src, None);
-                match link.stat_again(src).await? {
-                    None => {
-                        job.restat = true;
-                        return Ok(Fetched::Requeue);
-                    }
-                    Some(Ok(st2)) => job.st = st2,
-                    Some(Err(t)) => {
-                        return failed(format!("Can't stat file '{src_text}' on '{server}': {t}"))
-                    }
+                if let Some(done) = restat(link, job, src, &src_text, &server).await? {
+                    return Ok(done);
                 }
                 continue;
             }
@@ -1589,15 +1608,8 @@ async fn fetch<L: Link>(
                     job.restat = true;
                     return Ok(Fetched::Requeue);
                 }
-                match link.stat_again(src).await? {
-                    None => {
-                        job.restat = true;
-                        return Ok(Fetched::Requeue);
-                    }
-                    Some(Ok(st2)) => job.st = st2,
-                    Some(Err(t)) => {
-                        return failed(format!("Can't stat file '{src_text}' on '{server}': {t}"))
-                    }
+                if let Some(done) = restat(link, job, src, &src_text, &server).await? {
+                    return Ok(done);
                 }
                 continue;
             }
