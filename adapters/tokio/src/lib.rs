@@ -151,6 +151,10 @@ pub struct Shared {
     /// Trust on first use: `trustkeysfrom` plus the optional budget
     /// (`--trust-max-new`, `--trust-window`), shared by all connections.
     pub tofu: Arc<rcf_core::server::tofu::TofuGate>,
+    /// The listening sockets carry `TCP_NODELAY`, which Linux copies to
+    /// every accepted connection: no `setsockopt` per connection. Set by
+    /// whoever bound them (not for sockets passed by systemd).
+    pub listeners_nodelay: std::sync::atomic::AtomicBool,
     origin: Instant,
 }
 
@@ -209,6 +213,7 @@ impl Shared {
             exec_slots: Arc::new(tokio::sync::Semaphore::new(4)),
             exec_timeout: Duration::from_secs(600),
             tofu,
+            listeners_nodelay: std::sync::atomic::AtomicBool::new(false),
             origin: Instant::now(),
         })
     }
@@ -465,7 +470,9 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     // The handshake deadline runs from here (accept) to WELCOME.
     let accepted = shared.now();
     log(Level::Info, "Accepting connection");
-    let _ = stream.set_nodelay(true);
+    if !shared.listeners_nodelay.load(Ordering::Relaxed) {
+        let _ = stream.set_nodelay(true);
+    }
     let handshake = Duration::from_millis(shared.cfg.handshake_timeout_ms);
     match classify(&stream, handshake).await {
         None if shared.now().mono_ms >= accepted.mono_ms + shared.cfg.handshake_timeout_ms => {

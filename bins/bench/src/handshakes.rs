@@ -213,6 +213,11 @@ struct Row {
     threads: u64,
     /// The server was gone after the load.
     died: bool,
+    /// The in-memory ceiling (handshakes per server CPU-second) measured
+    /// right before and right after this server's load, on the CPU the
+    /// server ran on when pinned: the machine's speed drifts by a few
+    /// percent between runs, so the comparison uses the same minutes.
+    ceiling: (f64, f64),
 }
 
 impl Row {
@@ -224,6 +229,10 @@ impl Row {
     }
     fn per_cpu_s(&self) -> f64 {
         self.ok as f64 / self.server_cpu_s
+    }
+    /// Share of the ceiling (mean of the two measured around the load).
+    fn pct_of_ceiling(&self) -> f64 {
+        100.0 * self.per_cpu_s() / ((self.ceiling.0 + self.ceiling.1) / 2.0)
     }
     fn pct(&self, q: f64) -> f64 {
         if self.lat.is_empty() {
@@ -268,7 +277,7 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
         c.iters as f64 / c.total_wall_s
     );
     println!(
-        "# load: {} concurrent loops on {} client threads, {:.0} s per server; each: TCP connect from its own 127/8 address, TLS handshake, banner + IDENTITY -> WELCOME, close_notify, close",
+        "# load: {} concurrent loops on {} client threads, {:.0} s per server; each: TCP connect from its own 127/8 address, TLS handshake, banner + IDENTITY -> WELCOME, close_notify, close; '% ceiling' compares with the mean of the ceiling measured again right before and right after that server's load",
         a.concurrency, a.threads, a.duration
     );
     if a.pin {
@@ -304,8 +313,25 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
         };
         let mut opts = base.clone();
         opts.port = srv.port();
+        let around = || -> Result<f64, String> {
+            let run = || ceiling(&skey, &ckey, a.ceiling_iters).map(|c| c.per_cpu_s());
+            if a.pin {
+                procstat::spawn_on(&[0], run)
+            } else {
+                run()
+            }
+        };
+        let before = around()?;
         let mut row = measure(*kind, &srv, opts, a, &mut addr)?;
+        row.ceiling = (before, around()?);
         row.died = !srv.is_running();
+        println!(
+            "# {}: ceiling measured around its load{}: {:.3} ms before, {:.3} ms after",
+            kind.name(),
+            if a.pin { " on CPU 0" } else { "" },
+            1e3 / row.ceiling.0,
+            1e3 / row.ceiling.1
+        );
         println!(
             "{:<12} {:>8} {:>9.1} {:>14.3} {:>15.1} {:>9.1}% {:>8.1} {:>8.1} {:>14.3} {:>8} {:>7}",
             kind.name(),
@@ -313,7 +339,7 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
             row.per_s(),
             row.cpu_per_hs() * 1e3,
             row.per_cpu_s(),
-            100.0 * row.per_cpu_s() / c.per_cpu_s(),
+            row.pct_of_ceiling(),
             row.pct(0.5) * 1e3,
             row.pct(0.99) * 1e3,
             row.client_cpu_s * 1e3 / row.ok.max(1) as f64,
@@ -492,6 +518,7 @@ fn measure(
         lat,
         threads: threads_now,
         died: false,
+        ceiling: (f64::NAN, f64::NAN),
     })
 }
 
@@ -519,16 +546,17 @@ fn json(a: &HandshakesArgs, c: &Ceiling, rows: &[Row]) -> String {
             Kind::Cfe => "cfe",
         };
         s.push_str(&format!(
-            ",\"{p}_handshakes\":{},\"{p}_hs_per_s\":{},\"{p}_server_cpu_ms_per_hs\":{},\"{p}_hs_per_server_cpu_s\":{},\"{p}_pct_of_ceiling\":{},\"{p}_p50_ms\":{},\"{p}_p99_ms\":{},\"{p}_errors\":{},\"{p}_died\":{}",
+            ",\"{p}_handshakes\":{},\"{p}_hs_per_s\":{},\"{p}_server_cpu_ms_per_hs\":{},\"{p}_hs_per_server_cpu_s\":{},\"{p}_pct_of_ceiling\":{},\"{p}_p50_ms\":{},\"{p}_p99_ms\":{},\"{p}_errors\":{},\"{p}_died\":{},\"{p}_ceiling_server_cpu_ms_per_hs\":{}",
             r.ok,
             num(r.per_s()),
             num(r.cpu_per_hs() * 1e3),
             num(r.per_cpu_s()),
-            num(100.0 * r.per_cpu_s() / c.per_cpu_s()),
+            num(r.pct_of_ceiling()),
             num(r.pct(0.5) * 1e3),
             num(r.pct(0.99) * 1e3),
             r.errors,
-            r.died
+            r.died,
+            num(2e3 / (r.ceiling.0 + r.ceiling.1))
         ));
     }
     s.push('}');

@@ -264,6 +264,9 @@ fn bind(addr: &str, port: u16, shards: usize) -> std::io::Result<Vec<Vec<std::ne
         |sa: SocketAddr, dual: bool, reuse_port: bool| -> std::io::Result<std::net::TcpListener> {
             let s = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
             s.set_reuse_address(true)?;
+            // Inherited by accepted connections (Linux): one setsockopt
+            // here instead of one per connection.
+            s.set_tcp_nodelay(true)?;
             if reuse_port {
                 use std::os::fd::AsRawFd;
                 let one: libc::c_int = 1;
@@ -658,6 +661,7 @@ fn main() {
         let (tl, shard_set): (Vec<tokio::net::TcpListener>, Option<rcf_tokio::Shards>) = if activated {
             (listeners.into_iter().flatten().map(|l| tokio::net::TcpListener::from_std(l).expect("listener")).collect(), None)
         } else {
+            shared.listeners_nodelay.store(true, std::sync::atomic::Ordering::Relaxed);
             match rcf_tokio::spawn_shards(listeners, shared.clone()) {
                 Ok(s) => (Vec::new(), Some(s)),
                 Err(e) => {
