@@ -85,6 +85,7 @@
 mod agent;
 mod client;
 mod client_replay;
+mod either;
 mod fixture;
 mod logs;
 mod policy;
@@ -100,6 +101,7 @@ pub use client::{
     cf_runagent, parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
 };
 pub use client_replay::{client_replay, ReplayReport};
+pub use either::{AnyServer, ServerKind};
 pub use fixture::Lab;
 pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};

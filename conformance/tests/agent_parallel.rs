@@ -24,45 +24,7 @@ use std::sync::Arc;
 
 const FILES: usize = 150;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Real,
-    Rcf,
-}
-
-enum Srv {
-    Real(RealServer),
-    Rcf(RcfServer),
-}
-
-impl Srv {
-    fn start(kind: Kind, wd: &Workdir, p: &ServerPolicy) -> Srv {
-        match kind {
-            Kind::Real => Srv::Real(RealServer::start(wd, p).unwrap()),
-            Kind::Rcf => Srv::Rcf(RcfServer::start(wd, p).unwrap()),
-        }
-    }
-    fn port(&self) -> u16 {
-        match self {
-            Srv::Real(s) => s.port(),
-            Srv::Rcf(s) => s.port(),
-        }
-    }
-    fn log(&self) -> String {
-        match self {
-            Srv::Real(s) => s.log(),
-            Srv::Rcf(s) => s.log(),
-        }
-    }
-    fn stop(self) {
-        match self {
-            Srv::Real(s) => {
-                s.stop();
-            }
-            Srv::Rcf(s) => s.stop(),
-        }
-    }
-}
+use rcf_conformance::lab::{AnyServer as Srv, ServerKind as Kind};
 
 /// `FILES` files of 1..9 KiB in 6 directories (two levels), deterministic.
 fn write_tree(root: &Path) {
@@ -206,7 +168,7 @@ fn server_connections(kind: Kind, log: &str) -> usize {
 
 fn parallel_with_allowallconnects(kind: Kind) {
     let s = setup(&format!("par-all-{kind:?}"));
-    let srv = Srv::start(kind, &s.srv_wd, &policy(&s, true));
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s, true)).unwrap();
     let one = s.cli_wd.scratch().join("one");
     let four = s.cli_wd.scratch().join("four");
 
@@ -278,7 +240,7 @@ fn parallel_copy_uses_several_connections_rcf_server() {
 
 fn parallel_refused_without_allowallconnects(kind: Kind) {
     let s = setup(&format!("par-refused-{kind:?}"));
-    let srv = Srv::start(kind, &s.srv_wd, &policy(&s, false));
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s, false)).unwrap();
     let one = s.cli_wd.scratch().join("one");
     let quiet = s.cli_wd.scratch().join("quiet");
     let verbose = s.cli_wd.scratch().join("verbose");
@@ -417,7 +379,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: u64, cut: Option<Arc<Atom
 #[test]
 fn transfer_connection_cut_mid_get_is_retried_without_partial_files() {
     let s = setup("par-cut");
-    let srv = Srv::start(Kind::Rcf, &s.srv_wd, &policy(&s, true));
+    let srv = Srv::start(Kind::Rcf, &s.srv_wd, &policy(&s, true)).unwrap();
     let proxy = CuttingProxy::start(srv.port(), 6_000);
     let dest = s.cli_wd.scratch().join("dest");
     let run = copy(&s, proxy.port, &dest, "4", true);

@@ -37,48 +37,7 @@ fn client_vectors_replay_against_core_client() {
 
 // ---- one server of either kind -----------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Real,
-    Rcf,
-}
-
-enum Srv {
-    Real(RealServer),
-    Rcf(RcfServer),
-}
-
-impl Srv {
-    fn start(kind: Kind, wd: &Workdir, p: &ServerPolicy) -> Srv {
-        match kind {
-            Kind::Real => Srv::Real(RealServer::start(wd, p).unwrap()),
-            Kind::Rcf => Srv::Rcf(RcfServer::start(wd, p).unwrap()),
-        }
-    }
-    fn port(&self) -> u16 {
-        match self {
-            Srv::Real(s) => s.port(),
-            Srv::Rcf(s) => s.port(),
-        }
-    }
-    fn hp(&self) -> String {
-        format!("127.0.0.1:{}", self.port())
-    }
-    fn log(&self) -> String {
-        match self {
-            Srv::Real(s) => s.log(),
-            Srv::Rcf(s) => s.log(),
-        }
-    }
-    fn stop(self) {
-        match self {
-            Srv::Real(s) => {
-                s.stop();
-            }
-            Srv::Rcf(s) => s.stop(),
-        }
-    }
-}
+use rcf_conformance::lab::{AnyServer as Srv, ServerKind as Kind};
 
 struct Setup {
     srv_wd: Workdir,
@@ -127,8 +86,8 @@ fn done(name: &str, kind: Kind, t0: Instant) {
 fn net_commands(kind: Kind) {
     let t0 = Instant::now();
     let s = setup(&format!("net{kind:?}"));
-    let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
-    let hp = srv.hp();
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s)).unwrap();
+    let hp = srv.host_port();
     let hello = s.data.share_path("hello.txt");
     let tree = s.data.share_path("tree");
     let missing = s.data.share_path("nope.txt");
@@ -217,8 +176,8 @@ fn net_commands_rcf_server() {
 fn copy_file_and_tree(kind: Kind) {
     let t0 = Instant::now();
     let s = setup(&format!("cp{kind:?}"));
-    let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
-    let hp = srv.hp();
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s)).unwrap();
+    let hp = srv.host_port();
     let out = s.cli_wd.scratch().join("out");
     std::fs::create_dir_all(out.join("tree/sub")).unwrap();
     std::fs::write(out.join("tree/sub/stray.txt"), b"purge me\n").unwrap();
@@ -516,8 +475,8 @@ fn digest_batch(kind: Kind) {
         .unwrap();
     }
     std::fs::write(src.join("sub/only.txt"), b"only one\n").unwrap();
-    let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
-    let hp = srv.hp();
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s)).unwrap();
+    let hp = srv.host_port();
     let out = s.cli_wd.scratch().join("digest-out");
     let args = [
         "--json",
@@ -593,7 +552,7 @@ fn denied_then_later_files(kind: Kind) {
     pol.access
         .push(AccessRule::deny_loopback(p(&private) + "/"));
     pol.access.push(AccessRule::deny_loopback(p(&private)));
-    let srv = Srv::start(kind, &s.srv_wd, &pol);
+    let srv = Srv::start(kind, &s.srv_wd, &pol).unwrap();
     let out = s.cli_wd.scratch().join("out");
     let run = agent(
         &s.cli_wd,
@@ -601,7 +560,7 @@ fn denied_then_later_files(kind: Kind) {
             "--json",
             "copy",
             "-H",
-            &srv.hp(),
+            &srv.host_port(),
             "--trustkey",
             "--recurse",
             &s.data.share_path("tree"),
@@ -632,7 +591,7 @@ fn denied_then_later_files(kind: Kind) {
         &[
             "copy",
             "-H",
-            &srv.hp(),
+            &srv.host_port(),
             &p(&private.join("k.txt")),
             &p(&out.join("k.txt")),
         ],
@@ -662,8 +621,8 @@ fn bootstrap_and_update(kind: Kind) {
     let s = setup(&format!("bs{kind:?}"));
     // A client that has nothing yet: no keys, empty inputs.
     let fresh = Workdir::new(&format!("bs{kind:?}-fresh")).unwrap();
-    let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
-    let hp = srv.hp();
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s)).unwrap();
+    let hp = srv.host_port();
     std::fs::write(
         fresh.inputs().join("old-policy.cf"),
         b"# the previous policy\n",
@@ -751,8 +710,11 @@ fn bootstrap_hub_down_writes_nothing() {
     ));
     // --trust-server=no against an unknown hub: refused, nothing written.
     let s = setup("bsnotrust");
-    let srv = Srv::start(Kind::Rcf, &s.srv_wd, &policy(&s));
-    let run = agent(&fresh, &["bootstrap", "--trust-server=no", &srv.hp()]);
+    let srv = Srv::start(Kind::Rcf, &s.srv_wd, &policy(&s)).unwrap();
+    let run = agent(
+        &fresh,
+        &["bootstrap", "--trust-server=no", &srv.host_port()],
+    );
     assert_eq!(run.code(), Some(3), "{}", run.describe());
     run.assert_contains(&format!(
         "TRUST FAILED, server presented untrusted key: {}",
@@ -774,14 +736,14 @@ fn changed_server_key_refused(kind: Kind) {
     let t0 = Instant::now();
     let s = setup(&format!("key{kind:?}"));
     let pol = policy(&s);
-    let srv = Srv::start(kind, &s.srv_wd, &pol);
+    let srv = Srv::start(kind, &s.srv_wd, &pol).unwrap();
     let old_id = key_id_of(&s.srv_wd.pubkey_path());
     let run = agent(
         &s.cli_wd,
         &[
             "copy",
             "-H",
-            &srv.hp(),
+            &srv.host_port(),
             "--trustkey",
             &s.data.share_path("hello.txt"),
             &p(&s.cli_wd.scratch().join("h1")),
@@ -795,7 +757,7 @@ fn changed_server_key_refused(kind: Kind) {
         &[
             "copy",
             "-H",
-            &srv.hp(),
+            &srv.host_port(),
             &s.data.share_path("hello.txt"),
             &p(&s.cli_wd.scratch().join("h2")),
         ],
@@ -807,7 +769,7 @@ fn changed_server_key_refused(kind: Kind) {
     srv.stop();
     std::fs::remove_file(s.srv_wd.privkey_path()).unwrap();
     std::fs::remove_file(s.srv_wd.pubkey_path()).unwrap();
-    let srv = Srv::start(kind, &s.srv_wd, &p2);
+    let srv = Srv::start(kind, &s.srv_wd, &p2).unwrap();
     let new_id = key_id_of(&s.srv_wd.pubkey_path());
     assert_ne!(old_id, new_id);
     let dest = s.cli_wd.scratch().join("h3");
@@ -816,7 +778,7 @@ fn changed_server_key_refused(kind: Kind) {
         &[
             "copy",
             "-H",
-            &srv.hp(),
+            &srv.host_port(),
             &s.data.share_path("hello.txt"),
             &p(&dest),
         ],
@@ -827,7 +789,7 @@ fn changed_server_key_refused(kind: Kind) {
     ));
     run.assert_contains(&format!(
         "Authentication dialogue with '{}' failed",
-        srv.hp()
+        srv.host_port()
     ));
     run.assert_contains(&format!(
         "No suitable server found for '{}'",
@@ -925,11 +887,18 @@ fn source_changes_during_transfer(kind: Kind) {
     let f = std::fs::File::create(&src).unwrap();
     f.set_len(256 << 20).unwrap();
     drop(f);
-    let srv = Srv::start(kind, &s.srv_wd, &policy(&s));
+    let srv = Srv::start(kind, &s.srv_wd, &policy(&s)).unwrap();
     let dest = s.cli_wd.scratch().join("growing.bin");
     let mut bg = spawn_rcf_agent(
         &s.cli_wd,
-        &["copy", "-H", &srv.hp(), "--trustkey", &p(&src), &p(&dest)],
+        &[
+            "copy",
+            "-H",
+            &srv.host_port(),
+            "--trustkey",
+            &p(&src),
+            &p(&dest),
+        ],
     )
     .unwrap();
     let tmp = s.cli_wd.scratch().join("growing.bin.cfnew");
@@ -1216,7 +1185,7 @@ fn hostile_listing_flood_and_lying_size_are_bounded() {
 #[test]
 fn many_files_from_real_server_next_to_cf_agent() {
     let s = setup("many");
-    let srv = Srv::start(Kind::Real, &s.srv_wd, &policy(&s));
+    let srv = Srv::start(Kind::Real, &s.srv_wd, &policy(&s)).unwrap();
     let ours = s.cli_wd.scratch().join("ours");
     let theirs = s.cli_wd.scratch().join("theirs");
     let t0 = Instant::now();
@@ -1225,7 +1194,7 @@ fn many_files_from_real_server_next_to_cf_agent() {
         &[
             "copy",
             "-H",
-            &srv.hp(),
+            &srv.host_port(),
             "--trustkey",
             "--recurse",
             &s.data.share_path("many"),

@@ -44,7 +44,7 @@ use rcf_conformance::lab::{
 };
 
 use crate::delay::{probe_netem, sh, DelayProxy};
-use crate::{lab, procstat, Kind, Setup, Srv, TreeArgs};
+use crate::{lab, procstat, start_server, Kind, Setup, TreeArgs};
 
 /// `rcf-bench agents` arguments.
 #[derive(Args, Clone, Debug)]
@@ -117,8 +117,8 @@ impl Row {
 pub fn run(a: &AgentsArgs) -> Result<(), String> {
     let kinds = match a.server.as_str() {
         "rcf" => vec![Kind::Rcf],
-        "cfe" => vec![Kind::Cfe],
-        "both" => vec![Kind::Rcf, Kind::Cfe],
+        "cfe" => vec![Kind::Real],
+        "both" => vec![Kind::Rcf, Kind::Real],
         s => return Err(format!("--server {s:?}: rcf, cfe or both")),
     };
     let wants_delay = a.rtt_ms.iter().any(|&r| r > 0);
@@ -174,7 +174,7 @@ pub fn run(a: &AgentsArgs) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     for (kind, wd) in kinds.iter().zip(&wds) {
-        let srv = Srv::start(*kind, wd, &policy)?;
+        let srv = start_server(*kind, wd, &policy)?;
         for &rtt in &a.rtt_ms {
             let one_way = Duration::from_micros(rtt * 500);
             let (via, port, proxy) = if rtt == 0 {

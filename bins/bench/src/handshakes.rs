@@ -47,7 +47,7 @@ use rcf_core::keys::DigestKind;
 use rcf_core::tls::{client_config, ReadStatus, ServerTls, TlsClock, TlsLayer, TlsSettings};
 use rcf_smol::{Client, ConnectOptions};
 
-use crate::{kinds, procstat, Kind, Setup, Srv, TreeArgs};
+use crate::{kinds, procstat, start_server, Kind, Setup, Srv, TreeArgs};
 
 /// `rcf-bench handshakes` arguments.
 #[derive(Args, Clone, Debug)]
@@ -307,9 +307,9 @@ pub fn run(a: &HandshakesArgs) -> Result<(), String> {
     let mut addr = 0x0020_0000u32;
     for (kind, wd) in kinds.iter().zip(&wds) {
         let srv = if a.pin {
-            procstat::spawn_on(&[0], || Srv::start(*kind, wd, &policy))?
+            procstat::spawn_on(&[0], || start_server(*kind, wd, &policy))?
         } else {
-            Srv::start(*kind, wd, &policy)?
+            start_server(*kind, wd, &policy)?
         };
         let mut opts = base.clone();
         opts.port = srv.port();
@@ -543,7 +543,7 @@ fn json(a: &HandshakesArgs, c: &Ceiling, rows: &[Row]) -> String {
     for r in rows {
         let p = match r.kind {
             Kind::Rcf => "rcf",
-            Kind::Cfe => "cfe",
+            Kind::Real => "cfe",
         };
         s.push_str(&format!(
             ",\"{p}_handshakes\":{},\"{p}_hs_per_s\":{},\"{p}_server_cpu_ms_per_hs\":{},\"{p}_hs_per_server_cpu_s\":{},\"{p}_pct_of_ceiling\":{},\"{p}_p50_ms\":{},\"{p}_p99_ms\":{},\"{p}_errors\":{},\"{p}_died\":{},\"{p}_ceiling_server_cpu_ms_per_hs\":{}",

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rcf_conformance::lab::{AccessRule, RcfServer, RealServer, ServerPolicy, Workdir};
+use rcf_conformance::lab::{AccessRule, ServerPolicy, Workdir};
 use rcf_core::banner::ProtocolVersion;
 use rcf_core::keys::DigestKind;
 use rcf_core::tls::{TlsClock, TlsSettings};
@@ -188,20 +188,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Which server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Cfe,
-    Rcf,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Cfe => "cf-serverd",
-            Kind::Rcf => "rcf-serverd",
-        }
-    }
-}
+use rcf_conformance::lab::{AnyServer as Srv, ServerKind as Kind};
 
 /// One measured row.
 #[derive(Debug, Clone)]
@@ -229,8 +216,8 @@ fn lab<T>(r: Result<T, rcf_conformance::lab::LabError>) -> Result<T, String> {
 
 fn kinds(servers: &str) -> Result<Vec<Kind>, String> {
     match servers {
-        "both" => Ok(vec![Kind::Cfe, Kind::Rcf]),
-        "cfe" => Ok(vec![Kind::Cfe]),
+        "both" => Ok(vec![Kind::Real, Kind::Rcf]),
+        "cfe" => Ok(vec![Kind::Real]),
         "rcf" => Ok(vec![Kind::Rcf]),
         s => Err(format!("--servers {s:?}: both, cfe or rcf")),
     }
@@ -267,7 +254,7 @@ fn setup(
     let mut wds = Vec::new();
     for k in kinds {
         let wd = lab(Workdir::new(match k {
-            Kind::Cfe => "bench-cfe",
+            Kind::Real => "bench-cfe",
             Kind::Rcf => "bench-rcf",
         }))?;
         lab(wd.cf_key())?;
@@ -317,57 +304,16 @@ fn setup(
     })
 }
 
-enum Srv {
-    Cfe(RealServer),
-    Rcf(RcfServer),
-}
-
-impl Srv {
-    fn start(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, String> {
-        Ok(match kind {
-            Kind::Cfe => Srv::Cfe(lab(RealServer::start_with_flags(wd, policy, &[]))?),
-            Kind::Rcf => {
-                // Extra rcf-serverd flags for experiments (e.g. `--threads 1`).
-                let extra = std::env::var("RCF_BENCH_SERVERD_FLAGS").unwrap_or_default();
-                let flags: Vec<&str> = extra.split_whitespace().collect();
-                Srv::Rcf(lab(RcfServer::start_with_flags(wd, policy, &flags))?)
-            }
-        })
-    }
-    fn pid(&self) -> u32 {
-        match self {
-            Srv::Cfe(s) => s.pid(),
-            Srv::Rcf(s) => s.pid(),
-        }
-    }
-    fn port(&self) -> u16 {
-        match self {
-            Srv::Cfe(s) => s.port(),
-            Srv::Rcf(s) => s.port(),
-        }
-    }
-    fn log(&self) -> String {
-        match self {
-            Srv::Cfe(s) => s.log(),
-            Srv::Rcf(s) => s.log(),
-        }
-    }
-    fn is_running(&self) -> bool {
-        match self {
-            Srv::Cfe(s) => s.is_running(),
-            Srv::Rcf(s) => s.is_running(),
-        }
-    }
-    /// Stop it; the exit status when the lab reports one (cf-serverd).
-    fn stop(self) -> Option<std::process::ExitStatus> {
-        match self {
-            Srv::Cfe(s) => s.stop().0,
-            Srv::Rcf(s) => {
-                s.stop();
-                None
-            }
-        }
-    }
+/// Start a server for a benchmark: no verbose logging (the lab's
+/// `start_with_flags` with none); rcf-serverd also takes the extra flags in
+/// `RCF_BENCH_SERVERD_FLAGS`, for experiments (e.g. `--threads 1`).
+fn start_server(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, String> {
+    let extra = match kind {
+        Kind::Rcf => std::env::var("RCF_BENCH_SERVERD_FLAGS").unwrap_or_default(),
+        Kind::Real => String::new(),
+    };
+    let flags: Vec<&str> = extra.split_whitespace().collect();
+    lab(Srv::start_with_flags(kind, wd, policy, &flags))
 }
 
 fn compare(a: &CompareArgs) -> Result<(), String> {
@@ -435,7 +381,7 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
             rows.push(row);
         }
         let get = |kind: Kind| rows.iter().find(|r| r.kind == kind);
-        if let (Some(c), Some(r)) = (get(Kind::Cfe), get(Kind::Rcf)) {
+        if let (Some(c), Some(r)) = (get(Kind::Real), get(Kind::Rcf)) {
             let ratio = r.load.runs_per_s() / c.load.runs_per_s();
             let cpu_ratio = c.cpu_per_run() / r.cpu_per_run();
             println!(
@@ -458,7 +404,7 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
             a.scenario,
             a.pin,
             get(Kind::Rcf),
-            get(Kind::Cfe),
+            get(Kind::Real),
         ));
     }
     for j in jsons {
@@ -480,9 +426,9 @@ fn measure(
 ) -> Result<Row, String> {
     // A fresh server per (server, K): VmHWM is then this load's peak.
     let srv = if a.pin {
-        procstat::spawn_on(&[0], || Srv::start(kind, wd, policy))?
+        procstat::spawn_on(&[0], || start_server(kind, wd, policy))?
     } else {
-        Srv::start(kind, wd, policy)?
+        start_server(kind, wd, policy)?
     };
     let (pid, port) = (srv.pid(), srv.port());
     let mut opts = base.clone();
@@ -610,7 +556,7 @@ fn idle(a: &IdleArgs) -> Result<(), String> {
     );
     let mut addr = 0x0010_0000u32;
     for (kind, wd) in kinds.iter().zip(&wds) {
-        let srv = Srv::start(*kind, wd, &policy)?;
+        let srv = start_server(*kind, wd, &policy)?;
         let mut opts = base.clone();
         opts.port = srv.port();
         let shared = Arc::new(Shared::new(opts.clone(), &tree, Scenario::Steady, addr));
@@ -719,7 +665,7 @@ fn agent_e2e(a: &AgentArgs) -> Result<(), String> {
         "server", "full copy s", "up-to-date run s", "ok"
     );
     for (kind, wd) in kinds.iter().zip(&wds) {
-        let srv = Srv::start(*kind, wd, &policy)?;
+        let srv = start_server(*kind, wd, &policy)?;
         let dest = client.scratch().join(format!("copy-{}", kind.name()));
         let spec = CopySpec::new(srv.port(), tree.root.to_string_lossy(), &dest).recursive(true);
         let t0 = std::time::Instant::now();
