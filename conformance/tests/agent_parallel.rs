@@ -55,13 +55,7 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Setup {
-    require_cfengine().unwrap();
-    rcf_binary("rcf-agent").unwrap();
-    rcf_binary("rcf-serverd").unwrap();
-    let srv_wd = Workdir::new(&format!("{name}-srv")).unwrap();
-    let cli_wd = Workdir::new(&format!("{name}-cli")).unwrap();
-    srv_wd.cf_key().unwrap();
-    cli_wd.cf_key().unwrap();
+    let (srv_wd, cli_wd) = agent_workdirs(name).unwrap();
     let tree = srv_wd.scratch().join("data/tree");
     write_tree(&tree);
     let _ = std::process::Command::new("chmod")

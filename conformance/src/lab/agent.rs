@@ -24,3 +24,18 @@ pub fn spawn_rcf_agent(wd: &Workdir, args: &[&str]) -> Result<Daemon, LabError> 
     cmd.arg("--workdir").arg(wd.path()).args(args);
     Daemon::spawn("rcf-agent", cmd, &log)
 }
+
+/// The work dirs of an rcf-agent test: `<name>-srv` for a server and
+/// `<name>-cli` for the agent, each with its host key, after checking that
+/// the real CFEngine, `rcf-agent` and `rcf-serverd` are all there (so a
+/// missing peer fails the test up front instead of half-way).
+pub fn agent_workdirs(name: &str) -> Result<(Workdir, Workdir), LabError> {
+    super::require_cfengine()?;
+    rcf_binary("rcf-agent")?;
+    rcf_binary("rcf-serverd")?;
+    let srv = Workdir::new(&format!("{name}-srv"))?;
+    let cli = Workdir::new(&format!("{name}-cli"))?;
+    srv.cf_key()?;
+    cli.cf_key()?;
+    Ok((srv, cli))
+}
