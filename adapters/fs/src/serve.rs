@@ -221,6 +221,10 @@ fn canonicalize_in(files: &mut Files, path: &[u8]) -> (Result<Canonical, String>
                 _ => return (canonicalize_slow(os(path)), None),
             }
         }
+        // The directory could not be proven symlink-free (a link on the
+        // way, missing, no openat2): a whole-path openat2 would fail the
+        // same way, so go straight to realpath.
+        return (canonicalize_slow(os(path)), None);
     }
     canonicalize_seen(path)
 }
