@@ -614,6 +614,27 @@ fn main() {
     for p in &pid_files {
         let _ = std::fs::write(p, format!("{}\n", std::process::id()));
     }
+    // Start-up notices come before "Server is starting...", the line
+    // operators and the lab take as "ready" (nothing is served before the
+    // budget and the metrics below are in place either).
+    if cli.trust_max_new.is_some() || cli.trust_window.is_some() {
+        let n = cli
+            .trust_max_new
+            .map(|n| format!("{n} new key(s)"))
+            .unwrap_or_else(|| "no key limit".into());
+        let w = cli
+            .trust_window
+            .map(|w| format!("{w} s"))
+            .unwrap_or_else(|| "no time limit".into());
+        logger.log(Level::Notice, None, &format!("Trust on first use (trustkeysfrom) is budgeted: {n}, {w}; it closes by itself after that"));
+    }
+    if let Some(addr) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        logger.log(
+            Level::Notice,
+            None,
+            &format!("Serving metrics on http://{addr}/metrics"),
+        );
+    }
     logger.log(
         Level::Notice,
         None,
@@ -642,34 +663,56 @@ fn main() {
             clock,
             fs,
             logger.clone(),
-            rcf_core::server::Config { handshake_timeout_ms: cli.handshake_timeout * 1000, idle_timeout_ms: cli.idle_timeout * 1000, log_level: lvl },
+            rcf_core::server::Config {
+                handshake_timeout_ms: cli.handshake_timeout * 1000,
+                idle_timeout_ms: cli.idle_timeout * 1000,
+                log_level: lvl,
+            },
             std::time::Duration::from_secs(cli.write_timeout),
         );
         if cli.trust_max_new.is_some() || cli.trust_window.is_some() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            shared.tofu.set_budget(rcf_core::server::tofu::TrustBudget::new(cli.trust_max_new, cli.trust_window, now));
-            let n = cli.trust_max_new.map(|n| format!("{n} new key(s)")).unwrap_or_else(|| "no key limit".into());
-            let w = cli.trust_window.map(|w| format!("{w} s")).unwrap_or_else(|| "no time limit".into());
-            logger.log(Level::Notice, None, &format!("Trust on first use (trustkeysfrom) is budgeted: {n}, {w}; it closes by itself after that"));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            shared
+                .tofu
+                .set_budget(rcf_core::server::tofu::TrustBudget::new(
+                    cli.trust_max_new,
+                    cli.trust_window,
+                    now,
+                ));
         }
         let metrics_task = metrics_listener.map(|l| {
-            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            logger.log(Level::Notice, None, &format!("Serving metrics on http://{addr}/metrics"));
             let l = tokio::net::TcpListener::from_std(l).expect("metrics listener");
             tokio::spawn(rcf_tokio::metrics::serve_metrics(l, shared.clone()))
         });
-        let (tl, shard_set): (Vec<tokio::net::TcpListener>, Option<rcf_tokio::Shards>) = if activated {
-            (listeners.into_iter().flatten().map(|l| tokio::net::TcpListener::from_std(l).expect("listener")).collect(), None)
-        } else {
-            shared.listeners_nodelay.store(true, std::sync::atomic::Ordering::Relaxed);
-            match rcf_tokio::spawn_shards(listeners, shared.clone()) {
-                Ok(s) => (Vec::new(), Some(s)),
-                Err(e) => {
-                    logger.log(Level::Error, None, &format!("Unable to start server: event-loop threads: {e}"));
-                    std::process::exit(1);
+        let (tl, shard_set): (Vec<tokio::net::TcpListener>, Option<rcf_tokio::Shards>) =
+            if activated {
+                (
+                    listeners
+                        .into_iter()
+                        .flatten()
+                        .map(|l| tokio::net::TcpListener::from_std(l).expect("listener"))
+                        .collect(),
+                    None,
+                )
+            } else {
+                shared
+                    .listeners_nodelay
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                match rcf_tokio::spawn_shards(listeners, shared.clone()) {
+                    Ok(s) => (Vec::new(), Some(s)),
+                    Err(e) => {
+                        logger.log(
+                            Level::Error,
+                            None,
+                            &format!("Unable to start server: event-loop threads: {e}"),
+                        );
+                        std::process::exit(1);
+                    }
                 }
-            }
-        };
+            };
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -680,19 +723,36 @@ fn main() {
         let wd = workdir.clone();
         let reloader = tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                reload_logger.log(Level::Info, None, &format!("Rereading policy file '{file}'"));
+                reload_logger.log(
+                    Level::Info,
+                    None,
+                    &format!("Rereading policy file '{file}'"),
+                );
                 let _ = sd::notify("RELOADING=1");
-                let c = Cli { file: cli_file.clone(), ..Cli::parse_from(["rcf-serverd"]) };
+                let c = Cli {
+                    file: cli_file.clone(),
+                    ..Cli::parse_from(["rcf-serverd"])
+                };
                 let wd = wd.clone();
                 match tokio::task::spawn_blocking(move || load_policy(&c, &wd)).await {
                     Ok((_, Ok(p))) => {
                         reload_logger.log(Level::Info, None, "New promises detected...");
                         reload_shared.set_policy(Arc::new(p));
-                        reload_shared.stats.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        reload_shared
+                            .stats
+                            .reloads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok((_, Err(e))) => {
-                        reload_logger.log(Level::Error, None, "File changes contain errors -- ignoring");
-                        reload_shared.stats.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        reload_logger.log(
+                            Level::Error,
+                            None,
+                            "File changes contain errors -- ignoring",
+                        );
+                        reload_shared
+                            .stats
+                            .reload_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         for d in &e.errors {
                             reload_logger.log(Level::Error, None, &d.to_string());
                         }
@@ -703,7 +763,11 @@ fn main() {
             }
         });
         if let Err(e) = sd::notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
-            logger.log(Level::Warning, None, &format!("Cannot notify systemd (NOTIFY_SOCKET): {e}"));
+            logger.log(
+                Level::Warning,
+                None,
+                &format!("Cannot notify systemd (NOTIFY_SOCKET): {e}"),
+            );
         }
         rcf_tokio::serve(tl, shared, async move {
             tokio::select! {
