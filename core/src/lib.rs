@@ -22,3 +22,6 @@ pub mod reply;
 pub mod request;
 pub mod server;
 pub mod tls;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
