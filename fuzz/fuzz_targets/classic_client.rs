@@ -29,8 +29,11 @@ fuzz_target!(|data: &[u8]| {
             };
             ClassicClient::new(cfg, &mut rng).expect("client")
         }
-        m => match handshake(&mut rng, m == 2) {
-            Some((c, _)) => c,
+        m => match handshake(rng.clone(), m == 2) {
+            Some((c, _, w)) => {
+                rng = w.rng;
+                c
+            }
             None => panic!("honest handshake failed"),
         },
     };

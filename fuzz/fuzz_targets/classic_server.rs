@@ -16,16 +16,17 @@ use common::*;
 const WORDS: [&str; 8] = ["SSYNCH", "SGET", "SOPENDIR", "SMD5", "SVAR", "SCONTEXT", "SQUERY", "SCALLBACK"];
 
 fuzz_target!(|data: &[u8]| {
-    let (mut rng, rest) = seeded(data);
+    let (rng, rest) = seeded(data);
     let Some((&mode, rest)) = rest.split_first() else { return };
     let Some((&salt, rest)) = rest.split_first() else { return };
-    let mut s = match mode % 3 {
-        0 => ClassicServer::new(Default::default(), Arc::new(Pol), keys().0.clone(), "127.0.0.1".into(), NOW),
-        m => match handshake(&mut rng, m == 2) {
-            Some((_, s)) => s,
+    let (mut s, rng) = match mode % 3 {
+        0 => (ClassicServer::new(Default::default(), Arc::new(Pol), keys().0.clone(), "127.0.0.1".into(), NOW), rng),
+        m => match handshake(rng, m == 2) {
+            Some((_, s, w)) => (s, w.rng),
             None => panic!("honest handshake failed"),
         },
     };
+    let mut w = world(salt, rng);
     let cipher = s.session_cipher().cloned();
     let mut i = 0;
     while i < rest.len() && !s.is_closing() {
@@ -42,14 +43,10 @@ fuzz_target!(|data: &[u8]| {
             _ => wire::framed(Status::Done, chunk).unwrap_or_default(),
         };
         s.handle_input(NOW, &bytes);
-        settle(&mut s, &mut rng, salt);
-        let mut out = 0usize;
-        while let Some(b) = s.poll_transmit() {
-            out += b.len();
-            assert!(out < 64 * 1024 * 1024, "unbounded output");
-        }
+        let out: usize = w.drive(&mut s, NOW).iter().map(Vec::len).sum();
+        assert!(out < 64 * 1024 * 1024, "unbounded output");
     }
     s.handle_eof(NOW);
-    settle(&mut s, &mut rng, salt);
-    while s.poll_transmit().is_some() {}
+    w.drive(&mut s, NOW);
+    assert!(w.open.is_empty(), "files left open after the connection ended");
 });

@@ -1,7 +1,7 @@
 //! The classic client and server machines against each other, in memory,
-//! with a small file world answering the server's questions.
+//! on the `crate::testing` harness: its classic pair, its world answering
+//! the server's questions.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use rand_chacha::rand_core::SeedableRng;
@@ -11,9 +11,9 @@ use rsa::RsaPrivateKey;
 use super::crypto::SessionCipher;
 use super::*;
 use crate::frame::{Decoder, Status};
-use crate::reply::{FileType, StatReply};
-use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Now, OpenedFile};
+use crate::server::io::{KeyStatus, Now};
 use crate::server::session::Config;
+use crate::testing::{ClassicClientMachine, ClassicPair, Node, World};
 
 fn keys() -> &'static (Arc<RsaPrivateKey>, Arc<RsaPrivateKey>) {
     static K: OnceLock<(Arc<RsaPrivateKey>, Arc<RsaPrivateKey>)> = OnceLock::new();
@@ -74,166 +74,31 @@ impl ClassicPolicy for Pol {
     }
 }
 
-struct World {
-    files: HashMap<Vec<u8>, (Vec<u8>, u32, u32)>, // content, uid, mode
-    dirs: HashMap<Vec<u8>, Vec<Vec<u8>>>,
-    links: HashMap<Vec<u8>, Vec<u8>>,
-    known_key: bool,
-    saved: Vec<String>,
-    handles: HashMap<u64, Vec<u8>>,
-}
-
-impl World {
-    fn new() -> Self {
-        let mut w = World {
-            files: HashMap::new(),
-            dirs: HashMap::new(),
-            links: HashMap::new(),
-            known_key: true,
-            saved: vec![],
-            handles: HashMap::new(),
-        };
-        w.files.insert(
-            b"/srv/hello.txt".to_vec(),
-            (b"hello from cf-serverd lab\n".to_vec(), 0, 0o644),
-        );
-        w.files
-            .insert(b"/srv/empty.txt".to_vec(), (vec![], 0, 0o644));
-        w.files.insert(
-            b"/srv/big.bin".to_vec(),
-            (
-                (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect(),
-                0,
-                0o644,
-            ),
-        );
-        w.files
-            .insert(b"/srv/private.txt".to_vec(), (b"mine\n".to_vec(), 0, 0o600));
-        w.files
-            .insert(b"/secret/s.txt".to_vec(), (b"no\n".to_vec(), 0, 0o644));
-        w.dirs.insert(
-            b"/srv".to_vec(),
-            vec![
-                b".".to_vec(),
-                b"..".to_vec(),
-                b"hello.txt".to_vec(),
-                b"big.bin".to_vec(),
-            ],
-        );
-        w.links
-            .insert(b"/srv/link.txt".to_vec(), b"hello.txt".to_vec());
-        w
-    }
-
-    fn answer(&mut self, ev: &Event) -> Option<Answer> {
-        Some(match ev {
-            Event::Log { .. } | Event::Close { .. } | Event::ExecKill { .. } => return None,
-            // Classic EXEC is refused before anything runs.
-            Event::ExecStart { .. } => Answer::ExecStarted(Err("no programs in this world".into())),
-            Event::ExecRead { .. } => Answer::ExecOutput(crate::server::io::ExecChunk::Exit(None)),
-            Event::SaveKey { user, key_id, .. } => {
-                self.saved.push(format!("{user}-{key_id}.pub"));
-                return None;
-            }
-            Event::LookupKey { .. } => Answer::Key(if self.known_key {
-                KeyStatus::Trusted
-            } else {
-                KeyStatus::Missing
-            }),
-            Event::LookupUser { .. } => Answer::User(Some(1000)),
-            Event::ReverseLookup { .. } => Answer::Hostname(None),
-            Event::Canonicalize { path } => {
-                let mut p = path.clone();
-                if p.len() > 1 && p.ends_with(b"/") {
-                    p.pop();
-                }
-                if let Some(t) = self.links.get(&p) {
-                    let mut r = b"/srv/".to_vec();
-                    r.extend_from_slice(t);
-                    p = r;
-                }
-                if self.files.contains_key(&p) {
-                    Answer::Canonical(Ok(Canonical {
-                        path: p,
-                        is_dir: false,
-                    }))
-                } else if self.dirs.contains_key(&p) {
-                    Answer::Canonical(Ok(Canonical {
-                        path: p,
-                        is_dir: true,
-                    }))
-                } else {
-                    Answer::Canonical(Err("No such file or directory".into()))
-                }
-            }
-            Event::Stat { path } | Event::StatLink { path, .. } => {
-                let (target, link) = match self.links.get(path) {
-                    Some(t) => {
-                        let mut r = b"/srv/".to_vec();
-                        r.extend_from_slice(t);
-                        (r, t.clone())
-                    }
-                    None => (path.clone(), vec![]),
-                };
-                let Some((c, uid, mode)) = self.files.get(&target) else {
-                    return Some(Answer::Stat(Err("No such file".into())));
-                };
-                Answer::Stat(Ok(FileStat {
-                    reply: StatReply {
-                        file_type: FileType::Regular,
-                        mode: *mode,
-                        lmode: if link.is_empty() { 0 } else { 0o777 },
-                        uid: *uid,
-                        gid: 0,
-                        size: c.len() as u64,
-                        atime: 1,
-                        mtime: 2,
-                        ctime: 3,
-                        makeholes: false,
-                        ino: 4,
-                        nlink: 1,
-                        dev: 5,
-                        link_target: link,
-                    },
-                }))
-            }
-            Event::Open { path } => match self.files.get(path) {
-                Some((c, uid, mode)) => {
-                    let h = self.handles.len() as u64 + 1;
-                    self.handles.insert(h, path.clone());
-                    Answer::Opened(Ok(OpenedFile {
-                        handle: h,
-                        size: c.len() as u64,
-                        uid: *uid,
-                        mode: *mode,
-                    }))
-                }
-                None => Answer::Opened(Err("No such file or directory".into())),
-            },
-            Event::Read {
-                handle,
-                offset,
-                len,
-            } => {
-                let c = &self.files[&self.handles[handle]].0;
-                let o = (*offset as usize).min(c.len());
-                let e = (o + len).min(c.len());
-                Answer::Data {
-                    bytes: c[o..e].to_vec(),
-                    current_size: c.len() as u64,
-                }
-            }
-            Event::ListDir { path } => Answer::Listing(
-                self.dirs
-                    .get(path)
-                    .cloned()
-                    .ok_or_else(|| "Not a directory".to_string()),
-            ),
-            Event::Digest { path } => {
-                Answer::Digest(self.files.get(path).map(|(c, _, _)| crypto::digest(c)))
-            }
-        })
-    }
+/// The file world of these tests.
+fn world() -> World {
+    let mut w = World::default();
+    w.insert(
+        "/srv/hello.txt",
+        Node::file(b"hello from cf-serverd lab\n", 0o644, 0),
+    )
+    .insert("/srv/empty.txt", Node::file(b"", 0o644, 0))
+    .insert(
+        "/srv/big.bin",
+        Node::file(
+            &(0..10_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>(),
+            0o644,
+            0,
+        ),
+    )
+    .insert("/srv/private.txt", Node::file(b"mine\n", 0o600, 0))
+    .insert("/secret/s.txt", Node::file(b"no\n", 0o644, 0))
+    .insert("/srv", Node::dir(&[".", "..", "hello.txt", "big.bin"]))
+    .link("/srv/link.txt", "hello.txt");
+    w.any_user_uid = Some(1000);
+    // Classic EXEC is refused before anything runs.
+    w.exec_refuse = Some("no programs in this world".into());
+    w.rng = ChaCha8Rng::seed_from_u64(42);
+    w
 }
 
 const NOW: Now = Now {
@@ -241,92 +106,57 @@ const NOW: Now = Now {
     unix_s: 1_700_000_000,
 };
 
-struct Pair {
-    server: ClassicServer,
-    client: ClassicClient,
-    world: World,
-    rng: ChaCha8Rng,
-    /// Everything the server sent, as transactions where framed.
-    server_bytes: Vec<u8>,
-    client_events: Vec<ClientEvent>,
-    log: Vec<String>,
+type Pair = ClassicPair;
+
+fn new_pair(pol: Pol, world: World, user: &str, known_server_key: bool, trust_server: bool) -> Pair {
+    let (skey, ckey) = keys().clone();
+    let cfg = ClientConfig {
+        local_ip: "127.0.0.1".into(),
+        fqdn: "Client.Example".into(),
+        user: user.into(),
+        key: ckey,
+        server_key: known_server_key.then(|| skey.to_public_key()),
+        trust_server,
+    };
+    let mut p = Pair::classic(world, Arc::new(pol), Config::default(), skey, cfg);
+    p.set_wall_clock(NOW.unix_s);
+    // Feed in odd-sized pieces to exercise reassembly.
+    p.chunk = 7;
+    p
 }
 
-impl Pair {
-    fn new(pol: Pol, world: World, user: &str, known_server_key: bool, trust_server: bool) -> Pair {
-        let (skey, ckey) = keys().clone();
-        let mut rng = ChaCha8Rng::seed_from_u64(42);
-        let cfg = ClientConfig {
-            local_ip: "127.0.0.1".into(),
-            fqdn: "Client.Example".into(),
-            user: user.into(),
-            key: ckey,
-            server_key: known_server_key.then(|| skey.to_public_key()),
-            trust_server,
-        };
-        let client = ClassicClient::new(cfg, &mut rng).unwrap();
-        let server = ClassicServer::new(
-            Config::default(),
-            Arc::new(pol),
-            skey,
-            "127.0.0.1".into(),
-            NOW,
-        );
-        Pair {
-            server,
-            client,
-            world,
-            rng,
-            server_bytes: vec![],
-            client_events: vec![],
-            log: vec![],
-        }
-    }
-
+/// These tests' view of the harness pair.
+trait Run {
     /// Shuttle bytes and answers until nothing moves. Returns the client error, if any.
+    fn run(&mut self) -> Result<(), ClientError>;
+    /// The client's events so far.
+    fn events(&mut self) -> Vec<ClientEvent>;
+    /// The server's log messages.
+    fn log(&self) -> Vec<String>;
+}
+
+impl Run for Pair {
     fn run(&mut self) -> Result<(), ClientError> {
-        loop {
-            let mut moved = false;
-            while let Some(b) = self.client.poll_transmit() {
-                moved = true;
-                // Feed in odd-sized pieces to exercise reassembly.
-                for piece in b.chunks(7) {
-                    self.server.handle_input(NOW, piece);
-                }
-            }
-            while let Some(ev) = self.server.poll_event() {
-                moved = true;
-                if let Event::Log { message, .. } = &ev {
-                    self.log.push(message.clone());
-                }
-                if let Some(a) = self.world.answer(&ev) {
-                    self.server.handle_answer(NOW, a, &mut self.rng).unwrap();
-                }
-            }
-            while let Some(b) = self.server.poll_transmit() {
-                moved = true;
-                self.server_bytes.extend_from_slice(&b);
-                self.client.handle_input(&b, &mut self.rng)?;
-            }
-            while let Some(e) = self.client.poll_event() {
-                moved = true;
-                self.client_events.push(e);
-            }
-            if !moved {
-                return Ok(());
-            }
+        self.drive();
+        match self.client_events.iter().position(|e| e.is_err()) {
+            Some(i) => Err(self.client_events.remove(i).unwrap_err()),
+            None => Ok(()),
         }
     }
 
-    fn take_events(&mut self) -> Vec<ClientEvent> {
-        std::mem::take(&mut self.client_events)
+    fn events(&mut self) -> Vec<ClientEvent> {
+        self.take_events().into_iter().map(|e| e.expect("a client error")).collect()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.world.logs.iter().map(|(_, m)| m.clone()).collect()
     }
 }
 
 fn authed(pol: Pol) -> Pair {
-    let mut p = Pair::new(pol, World::new(), "root", false, true);
+    let mut p = new_pair(pol, world(), "root", false, true);
     p.run().unwrap();
-    let ev = p.take_events();
+    let ev = p.events();
     assert!(
         matches!(
             &ev[..],
@@ -336,7 +166,7 @@ fn authed(pol: Pol) -> Pair {
             }]
         ),
         "{ev:?}\n{:?}",
-        p.log
+        p.log()
     );
     assert!(p.server.is_authenticated() && p.client.is_idle());
     assert_eq!(
@@ -388,26 +218,26 @@ fn handshake_flag_n_shapes_match_the_vectors() {
     assert_eq!(lens[4].2, vec![0, 0, 0, 3, 1, 0, 1]);
     assert!(lens.iter().all(|l| l.0 == Status::Done));
     assert!(
-        p.log
+        p.log()
             .iter()
             .any(|l| l == "Authentication of client client.example/127.0.0.1 achieved"),
         "{:?}",
-        p.log
+        p.log()
     );
     p.client.version().unwrap();
     p.run().unwrap();
     assert_eq!(
-        p.take_events(),
+        p.events(),
         vec![ClientEvent::Version("OK: 3.21.0".into())]
     );
 }
 
 #[test]
 fn handshake_flag_y_sends_no_server_key() {
-    let mut p = Pair::new(srv_pol(), World::new(), "root", true, false);
+    let mut p = new_pair(srv_pol(), world(), "root", true, false);
     p.run().unwrap();
     assert!(matches!(
-        &p.take_events()[..],
+        &p.events()[..],
         [ClientEvent::Authenticated {
             newly_trusted: false,
             ..
@@ -424,30 +254,30 @@ fn handshake_flag_y_sends_no_server_key() {
 
 #[test]
 fn unknown_server_key_without_trust_is_refused_by_the_client() {
-    let mut p = Pair::new(srv_pol(), World::new(), "root", false, false);
+    let mut p = new_pair(srv_pol(), world(), "root", false, false);
     assert_eq!(p.run(), Err(ClientError::Untrusted));
 }
 
 #[test]
 fn unknown_client_key_trusted_or_refused() {
-    let mut w = World::new();
-    w.known_key = false;
-    let mut p = Pair::new(srv_pol(), w, "root", false, true);
+    let mut w = world();
+    w.key = Some(KeyStatus::Missing);
+    let mut p = new_pair(srv_pol(), w, "root", false, true);
     p.run().unwrap();
     assert!(p.client.is_authenticated());
-    assert_eq!(p.world.saved.len(), 1);
+    assert_eq!(p.world.saved_keys.len(), 1);
     assert!(
-        p.world.saved[0].starts_with("root-MD5="),
+        p.world.saved_keys[0].0 == "root" && p.world.saved_keys[0].1.starts_with("MD5="),
         "{:?}",
-        p.world.saved
+        p.world.saved_keys
     );
     assert!(
         String::from_utf8_lossy(&p.server_bytes).contains("OK: unknown key was accepted on trust")
     );
 
-    let mut w = World::new();
-    w.known_key = false;
-    let mut p = Pair::new(
+    let mut w = world();
+    w.key = Some(KeyStatus::Missing);
+    let mut p = new_pair(
         Pol {
             trust: false,
             ..srv_pol()
@@ -484,24 +314,24 @@ fn stat_get_plain_and_encrypted() {
             let path = format!("/srv/{name}");
             p.client.stat(NOW.unix_s, path.as_bytes(), enc).unwrap();
             p.run().unwrap();
-            let ev = p.take_events();
+            let ev = p.events();
             let ClientEvent::Stat(st) = &ev[0] else {
                 panic!("{ev:?}")
             };
             p.client.get(path.as_bytes(), st.size, enc).unwrap();
             p.run().unwrap();
-            let ev = p.take_events();
+            let ev = p.events();
             assert_eq!(ev.last(), Some(&ClientEvent::FileDone), "{ev:?}");
             assert_eq!(
                 data_of(&ev),
-                p.world.files[path.as_bytes()].0,
+                p.world.nodes[path.as_bytes()].data,
                 "{name} enc={enc}"
             );
         }
         // Empty file: nothing sent, done at once.
         p.client.get(b"/srv/empty.txt", 0, enc).unwrap();
         p.run().unwrap();
-        assert_eq!(p.take_events(), vec![ClientEvent::FileDone]);
+        assert_eq!(p.events(), vec![ClientEvent::FileDone]);
         assert!(p.client.is_idle());
     }
 }
@@ -533,7 +363,7 @@ fn symlink_is_reported_as_a_link() {
     let mut p = authed(srv_pol());
     p.client.stat(NOW.unix_s, b"/srv/link.txt", false).unwrap();
     p.run().unwrap();
-    let ev = p.take_events();
+    let ev = p.events();
     let ClientEvent::Stat(st) = &ev[0] else {
         panic!("{ev:?}")
     };
@@ -548,30 +378,30 @@ fn refusals_keep_or_close_per_command() {
     p.client.stat(NOW.unix_s, b"/secret/s.txt", false).unwrap();
     p.run().unwrap();
     assert!(
-        matches!(&p.take_events()[..], [ClientEvent::Refused(t)] if t.as_bytes() == crate::reply::FAILED)
+        matches!(&p.events()[..], [ClientEvent::Refused(t)] if t.as_bytes() == crate::reply::FAILED)
     );
     assert!(!p.server.is_closing());
     assert!(
-        p.log
+        p.log()
             .iter()
             .any(|l| l == "Host client.example denied access to /secret/s.txt"),
         "{:?}",
-        p.log
+        p.log()
     );
     // Missing, then a good copy on the same connection.
     p.client.stat(NOW.unix_s, b"/srv/missing", true).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
-    assert!(p.log.iter().any(|l| l.starts_with(
+    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
+    assert!(p.log().iter().any(|l| l.starts_with(
         "Couldn't resolve (realpath: No such file or directory) filename: /srv/missing"
     )));
     p.client.stat(NOW.unix_s, b"/srv/hello.txt", false).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Stat(_)]));
+    assert!(matches!(&p.events()[..], [ClientEvent::Stat(_)]));
     // Denied OPENDIR closes.
     p.client.opendir(b"/secret", false).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.server.is_closing());
 }
 
@@ -580,7 +410,7 @@ fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
     let mut p = authed(srv_pol());
     p.client.get(b"/secret/s.txt", 3, false).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.client.is_desynchronised());
     assert_eq!(
         p.client.stat(1, b"/srv/hello.txt", false),
@@ -594,31 +424,31 @@ fn denied_sget_closes() {
     let mut p = authed(srv_pol());
     p.client.get(b"/secret/s.txt", 3, true).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.server.is_closing());
 }
 
 #[test]
 fn ownership_rule_and_maproot() {
     // A non-root user cannot GET a 0600 root file...
-    let mut p = Pair::new(srv_pol(), World::new(), "alice", false, true);
+    let mut p = new_pair(srv_pol(), world(), "alice", false, true);
     p.run().unwrap();
-    p.take_events();
+    p.events();
     p.client.get(b"/srv/private.txt", 5, true).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     // ... unless maproot matches.
     let pol = Pol {
         trust: true,
         admit: vec![("/srv".into(), false, true)],
         deny: vec![],
     };
-    let mut p = Pair::new(pol, World::new(), "alice", false, true);
+    let mut p = new_pair(pol, world(), "alice", false, true);
     p.run().unwrap();
-    p.take_events();
+    p.events();
     p.client.get(b"/srv/private.txt", 5, false).unwrap();
     p.run().unwrap();
-    assert_eq!(data_of(&p.take_events()), b"mine\n");
+    assert_eq!(data_of(&p.events()), b"mine\n");
 }
 
 #[test]
@@ -631,13 +461,13 @@ fn ifencrypted_refuses_plain_get_but_serves_sget() {
     let mut p = authed(pol);
     p.client.get(b"/srv/hello.txt", 26, false).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.take_events()[..], [ClientEvent::Refused(_)]));
+    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(
-        p.log
+        p.log()
             .iter()
             .any(|l| l == "File /srv requires encrypt connection...will not serve"),
         "{:?}",
-        p.log
+        p.log()
     );
     let pol = Pol {
         trust: true,
@@ -647,7 +477,7 @@ fn ifencrypted_refuses_plain_get_but_serves_sget() {
     let mut p = authed(pol);
     p.client.get(b"/srv/hello.txt", 26, true).unwrap();
     p.run().unwrap();
-    assert_eq!(data_of(&p.take_events()), b"hello from cf-serverd lab\n");
+    assert_eq!(data_of(&p.events()), b"hello from cf-serverd lab\n");
 }
 
 #[test]
@@ -656,20 +486,20 @@ fn opendir_md5_and_shortcut_both_ways() {
         let mut p = authed(srv_pol());
         p.client.opendir(b"/srv", enc).unwrap();
         p.run().unwrap();
-        let ev = p.take_events();
+        let ev = p.events();
         assert_eq!(
             ev,
             vec![ClientEvent::Listing(
-                World::new().dirs[b"/srv".as_slice()].clone()
+                world().nodes[b"/srv".as_slice()].listing.clone().unwrap()
             )]
         );
         let d = crypto::digest(b"hello from cf-serverd lab\n");
         p.client.md5(b"share/hello.txt", &d, enc).unwrap();
         p.run().unwrap();
-        assert_eq!(p.take_events(), vec![ClientEvent::Md5 { differs: false }]);
+        assert_eq!(p.events(), vec![ClientEvent::Md5 { differs: false }]);
         p.client.md5(b"/srv/hello.txt", &[0; 16], enc).unwrap();
         p.run().unwrap();
-        assert_eq!(p.take_events(), vec![ClientEvent::Md5 { differs: true }]);
+        assert_eq!(p.events(), vec![ClientEvent::Md5 { differs: true }]);
     }
 }
 
@@ -716,7 +546,7 @@ fn garbage_never_panics() {
             NOW,
         );
         let mut r = ChaCha8Rng::seed_from_u64(seed);
-        let mut w = World::new();
+        let mut w = world();
         let msgs: Vec<Vec<u8>> = vec![
             wire::encode_cauth("1", "h", "root"),
             wire::encode_sauth(false, &crypto::nonce_mpi(&mut r), 37),
@@ -743,7 +573,7 @@ fn garbage_never_panics() {
 
 #[test]
 fn wrong_server_key_flag_y_is_refused() {
-    let mut p = Pair::new(srv_pol(), World::new(), "root", true, false);
+    let mut p = new_pair(srv_pol(), world(), "root", true, false);
     // Re-create the client with its own key posing as the server's.
     let (_, ckey) = keys().clone();
     let cfg = ClientConfig {
@@ -754,17 +584,17 @@ fn wrong_server_key_flag_y_is_refused() {
         server_key: Some(ckey.to_public_key()),
         trust_server: false,
     };
-    p.client = ClassicClient::new(cfg, &mut p.rng).unwrap();
+    p.client = ClassicClientMachine::new(ClassicClient::new(cfg, &mut p.world.rng).unwrap());
     assert!(
         matches!(p.run(), Err(ClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED)
     );
     assert!(p.server.is_closing());
     assert!(
-        p.log
+        p.log()
             .iter()
             .any(|l| l.contains("private decrypt of received challenge failed")),
         "{:?}",
-        p.log
+        p.log()
     );
 }
 
@@ -959,7 +789,7 @@ fn close_or_keep_table() {
             .handle_input(NOW, &wire::framed(Status::Done, &build(&c)).unwrap());
         while let Some(ev) = p.server.poll_event() {
             if let Some(a) = p.world.answer(&ev) {
-                p.server.handle_answer(NOW, a, &mut p.rng).unwrap();
+                p.server.handle_answer(NOW, a, &mut p.world.rng).unwrap();
             }
         }
         let out: Vec<u8> = std::iter::from_fn(|| p.server.poll_transmit())

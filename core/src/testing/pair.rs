@@ -122,6 +122,14 @@ impl<C: Machine, S: ServerMachine> Pair<C, S> {
         };
     }
 
+    /// Set the wall clock to `unix_s` without moving the monotonic clock
+    /// (a test whose requests carry a fixed client time).
+    pub fn set_wall_clock(&mut self, unix_s: i64) {
+        let elapsed = self.now.unix_s - self.start.unix_s;
+        self.start.unix_s = unix_s - elapsed;
+        self.now.unix_s = unix_s;
+    }
+
     /// Jump to the next deadline, fire both machines' timers and
     /// [`drive`](Pair::drive). Returns the deadline, or `None` (and does
     /// nothing) when neither side has one.
