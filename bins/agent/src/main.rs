@@ -426,6 +426,11 @@ pub fn connect_options(
 }
 
 fn main() -> ExitCode {
+    // Hidden, and read before clap (a subcommand is otherwise required).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--man") {
+        use clap::CommandFactory;
+        return rcf_cli::print_man_page(Cli::command());
+    }
     let cli = Cli::parse();
     let level = if cli.debug {
         Level::Debug
@@ -482,5 +487,15 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// `dist/man/rcf-agent.8` is what this CLI renders (`dist/gen-man.sh` regenerates it).
+    #[test]
+    fn committed_man_page_is_current() {
+        use clap::CommandFactory;
+        rcf_cli::assert_man_page_current(
+            Cli::command(),
+            include_str!("../../../dist/man/rcf-agent.8"),
+        );
     }
 }

@@ -28,7 +28,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use rand_core::{OsRng, RngCore};
 use rcf_core::keys::ppkeys::{self, PPKEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
 use rcf_core::keys::trust::{Entry, RemoveTarget, TrustError, TrustStore};
@@ -125,6 +125,10 @@ struct Cli {
     /// Log timestamps on each line of log output (always UTC, +0000).
     #[arg(long = "timestamp")]
     timestamp: bool,
+
+    /// Print the man page (roff) and exit.
+    #[arg(long, hide = true)]
+    man: bool,
 
     /// Accepted for compatibility: output is never coloured.
     #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto", action = ArgAction::Set)]
@@ -268,6 +272,9 @@ fn os_reason(e: &FsError) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.man {
+        return rcf_cli::print_man_page(Cli::command());
+    }
     let max = match cli.log_level.as_deref() {
         Some("error") => Level::Error,
         Some("warning") => Level::Warning,
@@ -667,6 +674,15 @@ fn generate_pair(cli: &Cli, log: &Log, workdir: &Path, ppkeys_dir: &Path) -> u8 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `dist/man/rcf-key.8` is what this CLI renders (`dist/gen-man.sh` regenerates it).
+    #[test]
+    fn committed_man_page_is_current() {
+        rcf_cli::assert_man_page_current(
+            Cli::command(),
+            include_str!("../../../dist/man/rcf-key.8"),
+        );
+    }
 
     #[test]
     fn trust_arg_splits_at_the_rightmost_colon() {

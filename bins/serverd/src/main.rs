@@ -451,15 +451,10 @@ fn main() {
     let cli = Cli::parse();
     let _ = (&cli.no_lock, &cli.define, &cli.negate);
     if cli.man {
-        let mut out = std::io::stdout().lock();
-        let code = match clap_mangen::Man::new(Cli::command())
-            .section("8")
-            .render(&mut out)
-        {
-            Ok(()) => 0,
-            Err(_) => 1,
-        };
-        std::process::exit(code);
+        std::process::exit(match rcf_cli::print_man_page(Cli::command()) {
+            std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        });
     }
     if cli.explain {
         std::process::exit(run_explain(&cli));
@@ -788,5 +783,19 @@ fn main() {
     });
     for p in &pid_files {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod man_page {
+    use clap::CommandFactory;
+
+    /// `dist/man/rcf-serverd.8` is what this CLI renders (`dist/gen-man.sh` regenerates it).
+    #[test]
+    fn committed_page_is_current() {
+        rcf_cli::assert_man_page_current(
+            super::Cli::command(),
+            include_str!("../../../dist/man/rcf-serverd.8"),
+        );
     }
 }
