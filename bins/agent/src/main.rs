@@ -73,9 +73,6 @@ pub const EXIT_CLASSIC: u8 = 4;
 /// `update`: the hub was unreachable; the last good inputs were kept.
 pub const EXIT_KEPT_LAST_GOOD: u8 = 5;
 
-/// Where the Debian package keeps CFEngine's state (upstream: /var/cfengine).
-const SYSTEM_WORKDIR: &str = "/var/lib/cfengine3";
-const WORKDIR_ENV: &str = "CFENGINE_TEST_OVERRIDE_WORKDIR";
 /// CFEngine's port.
 pub const DEFAULT_PORT: u16 = 5308;
 
@@ -299,37 +296,7 @@ pub fn parse_host_port(s: &str) -> Result<ServerAddr, String> {
 }
 
 fn workdir(cli: &Cli) -> Result<PathBuf, String> {
-    if let Some(w) = &cli.workdir {
-        return Ok(w.clone());
-    }
-    if let Some(w) = std::env::var_os(WORKDIR_ENV).filter(|w| !w.is_empty()) {
-        return Ok(PathBuf::from(w));
-    }
-    let uid = rustix::process::geteuid();
-    if uid.is_root() {
-        return Ok(PathBuf::from(SYSTEM_WORKDIR));
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let home = passwd_field(&passwd, uid.as_raw(), 5)
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|h| !h.is_empty())
-                .map(PathBuf::from)
-        });
-    match home {
-        Some(h) => Ok(h.join(".cfagent")),
-        None => Err("no home directory for this user; use --workdir".into()),
-    }
-}
-
-/// Field `idx` of the passwd(5) line of `uid`.
-fn passwd_field(passwd: &str, uid: u32, idx: usize) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[idx].is_empty())
-            .then(|| f[idx].to_string())
-    })
+    rcf_cli::workdir(cli.workdir.as_deref()).map_err(|e| e.to_string())
 }
 
 /// The local user name, as `GetCurrentUserName` gives it: the ppkeys
@@ -340,7 +307,7 @@ fn local_user() -> String {
         return "root".into();
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd_field(&passwd, uid.as_raw(), 0).unwrap_or_else(|| uid.as_raw().to_string())
+    rcf_cli::passwd_field(&passwd, uid.as_raw(), 0).unwrap_or_else(|| uid.as_raw().to_string())
 }
 
 /// The wanted protocol version; `Err(exit code)` for classic or garbage.
@@ -432,15 +399,7 @@ fn main() -> ExitCode {
         return rcf_cli::print_man_page(Cli::command());
     }
     let cli = Cli::parse();
-    let level = if cli.debug {
-        Level::Debug
-    } else if cli.verbose {
-        Level::Verbose
-    } else if cli.inform {
-        Level::Info
-    } else {
-        Level::Notice
-    };
+    let level = rcf_cli::verbosity(cli.inform, cli.verbose, cli.debug);
     let out = Output::new(level, cli.json);
     let wd = match workdir(&cli) {
         Ok(w) => w,

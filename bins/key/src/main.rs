@@ -30,6 +30,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser};
 use rand_core::{OsRng, RngCore};
+use rcf_core::server::Level;
 use rcf_core::keys::ppkeys::{self, PPKEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
 use rcf_core::keys::trust::{Entry, RemoveTarget, TrustError, TrustStore};
 use rcf_core::keys::{
@@ -41,10 +42,6 @@ use rcf_fs::ppkeys::{
     FsError, FsPpkeys,
 };
 
-/// Where the Debian package keeps CFEngine's state (upstream: /var/cfengine).
-const SYSTEM_WORKDIR: &str = "/var/lib/cfengine3";
-/// The environment variable CFEngine's own tests use to move WORKDIR.
-const WORKDIR_ENV: &str = "CFENGINE_TEST_OVERRIDE_WORKDIR";
 /// Size of the entropy file cf-key writes.
 const RANDSEED_LEN: usize = 1024;
 
@@ -135,29 +132,6 @@ struct Cli {
     color: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
-    Error,
-    Warning,
-    Notice,
-    Info,
-    Verbose,
-    Debug,
-}
-
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Error => "error",
-            Level::Warning => "warning",
-            Level::Notice => "notice",
-            Level::Info => "info",
-            Level::Verbose => "verbose",
-            Level::Debug => "debug",
-        }
-    }
-}
-
 /// cf-key's log lines: level right-aligned in 8 columns, on stdout,
 /// optionally preceded by an ISO 8601 timestamp (`--timestamp`).
 struct Log {
@@ -177,7 +151,7 @@ impl Log {
             if self.timestamps {
                 let _ = write!(out, "{} ", utc_timestamp(std::time::SystemTime::now()));
             }
-            let _ = writeln!(out, "{:>8}: {}", level.name(), clean);
+            let _ = writeln!(out, "{:>8}: {}", level.as_str(), clean);
         }
     }
     fn error(&self, msg: &str) {
@@ -211,41 +185,9 @@ fn utc_timestamp(t: std::time::SystemTime) -> String {
     )
 }
 
-/// Resolve WORKDIR as documented in `--help`.
+/// Resolve WORKDIR as documented in `--help` (shared with rcf-agent).
 fn workdir(cli: &Cli) -> Result<PathBuf, String> {
-    if let Some(w) = &cli.workdir {
-        return Ok(w.clone());
-    }
-    if let Some(w) = std::env::var_os(WORKDIR_ENV).filter(|w| !w.is_empty()) {
-        return Ok(PathBuf::from(w));
-    }
-    let uid = rustix::process::geteuid();
-    if uid.is_root() {
-        return Ok(PathBuf::from(SYSTEM_WORKDIR));
-    }
-    // CFEngine takes the home directory from the password database, not
-    // from $HOME; $HOME is only the fallback for users /etc/passwd lacks.
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let home = passwd_home(&passwd, uid.as_raw())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|h| !h.is_empty())
-                .map(PathBuf::from)
-        });
-    match home {
-        Some(h) => Ok(h.join(".cfagent")),
-        None => Err("no home directory for this user; use --workdir".into()),
-    }
-}
-
-/// The home directory of `uid` in passwd(5) text.
-fn passwd_home(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty())
-            .then(|| f[5].to_string())
-    })
+    rcf_cli::workdir(cli.workdir.as_deref()).map_err(|e| e.to_string())
 }
 
 fn with_ext(base: &Path, ext: &str) -> PathBuf {
@@ -281,10 +223,7 @@ fn main() -> ExitCode {
         Some("info") => Level::Info,
         Some("verbose") => Level::Verbose,
         Some("debug") => Level::Debug,
-        Some(_) | None if cli.debug => Level::Debug,
-        Some(_) | None if cli.verbose => Level::Verbose,
-        Some(_) | None if cli.inform => Level::Info,
-        _ => Level::Notice,
+        _ => rcf_cli::verbosity(cli.inform, cli.verbose, cli.debug),
     };
     let log = Log {
         max,
@@ -726,9 +665,10 @@ mod tests {
     #[test]
     fn home_from_passwd() {
         let pw = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nbad line\n";
-        assert_eq!(passwd_home(pw, 65534).as_deref(), Some("/nonexistent"));
-        assert_eq!(passwd_home(pw, 0).as_deref(), Some("/root"));
-        assert_eq!(passwd_home(pw, 1000), None);
+        let home = |uid| rcf_cli::passwd_field(pw, uid, 5);
+        assert_eq!(home(65534).as_deref(), Some("/nonexistent"));
+        assert_eq!(home(0).as_deref(), Some("/root"));
+        assert_eq!(home(1000), None);
     }
 
     #[test]

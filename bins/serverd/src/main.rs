@@ -169,15 +169,7 @@ fn level(cli: &Cli) -> Level {
             _ => Level::Debug,
         };
     }
-    if cli.debug {
-        Level::Debug
-    } else if cli.verbose {
-        Level::Verbose
-    } else if cli.inform {
-        Level::Info
-    } else {
-        Level::Notice
-    }
+    rcf_cli::verbosity(cli.inform, cli.verbose, cli.debug)
 }
 
 /// Serves [`DEFAULT_POLICY`] under a virtual file name, everything else from disk.
