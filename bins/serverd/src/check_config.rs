@@ -83,6 +83,24 @@ fn canonify(s: &str) -> String {
         .collect()
 }
 
+/// `WORKDIR/policy_server.dat` as 3.21 reads it (first line, trimmed);
+/// `None` when missing, unreadable or empty (not bootstrapped).
+fn read_policy_server(workdir: &str) -> Option<policy::policy_server::Bootstrapped> {
+    let bytes = std::fs::read(format!("{workdir}/policy_server.dat")).ok()?;
+    policy::policy_server::Bootstrapped::from_file_text(&String::from_utf8_lossy(&bytes))
+}
+
+/// The first address getaddrinfo gives for `name` (AF_UNSPEC, as 3.21's
+/// `Hostname2IPString`), as text.
+fn resolve_first(name: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    (name, 0u16)
+        .to_socket_addrs()
+        .ok()?
+        .next()
+        .map(|a| a.ip().to_string())
+}
+
 /// The `sys.*` variables, environment and hard classes the evaluator gets.
 pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     let fq = hostname();
@@ -91,9 +109,7 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
         .split_once('.')
         .map(|(_, d)| d.to_string())
         .unwrap_or_default();
-    let hub = std::fs::read_to_string(format!("{workdir}/policy_server.dat"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let hub = read_policy_server(workdir);
     let mut sys = BTreeMap::new();
     let mut put = |k: &str, v: String| {
         sys.insert(k.to_string(), Value::Scalar(v));
@@ -124,9 +140,14 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
         format!("{workdir}/inputs/failsafe.cf"),
     );
     put("inputdir", format!("{workdir}/inputs"));
-    if !hub.is_empty() {
-        // like CFEngine: sys.policy_hub only exists once bootstrapped
-        put("policy_hub", hub.clone());
+    if let Some(b) = &hub {
+        // like 3.21: sys.policy_hub only exists once bootstrapped, and only
+        // when a host name in policy_server.dat resolves
+        let resolved = b.needs_lookup().and_then(resolve_first);
+        if let Some(ip) = b.policy_hub(resolved.as_deref()) {
+            put("policy_hub", ip);
+        }
+        put("policy_hub_port", b.policy_hub_port());
     }
     put("fqhost", fq.clone());
     put("uqhost", uq.clone());
@@ -159,9 +180,6 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     .collect();
     classes.insert(canonify(&uq));
     classes.insert(canonify(&fq));
-    if !hub.is_empty() {
-        classes.insert(format!("policy_server_{}", canonify(&hub)));
-    }
     LoadOptions {
         file: file.to_string(),
         sys,

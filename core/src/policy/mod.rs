@@ -47,6 +47,7 @@ pub mod addr;
 pub mod ast;
 pub mod eval;
 pub mod parse;
+pub mod policy_server;
 pub mod server;
 pub mod summary;
 #[cfg(test)]

@@ -1,0 +1,139 @@
+//! The stock masterfiles framework (Debian's `/usr/share/cfengine3/masterfiles`)
+//! in the setups an admin really has: `rcf-serverd --check-config` prints an
+//! access summary identical, line for line, to the real `cf-serverd -v` on
+//! the same work dir.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+mod policy_lab;
+use policy_lab::*;
+
+const MPF: &str = "/usr/share/cfengine3/masterfiles";
+
+/// A sandboxed work dir holding the MPF in `inputs/`, its server bound to
+/// loopback on a free port. Returns (tempdir, workdir, promises.cf, port).
+fn mpf_workdir() -> (tempfile::TempDir, PathBuf, PathBuf, u16) {
+    let mpf = Path::new(MPF);
+    assert!(mpf.is_dir(), "{MPF} missing: install the cfengine3 package");
+    assert!(
+        Path::new(CF_KEY).exists() && Path::new(CF_SERVERD).exists(),
+        "cf-key/cf-serverd missing: install the cfengine3 package"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = make_workdir(tmp.path());
+    copy_tree(mpf, &wd.join("inputs"));
+    let port = free_loopback_port();
+    let ctl = wd.join("inputs/controls/cf_serverd.cf");
+    let text = std::fs::read_to_string(&ctl).unwrap();
+    let anchor = "#   bindtointerface => \"::\";\n";
+    assert!(
+        text.contains(anchor),
+        "masterfiles changed: no bindtointerface comment in cf_serverd.cf"
+    );
+    let patched = text.replacen(
+        anchor,
+        &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"),
+        1,
+    );
+    std::fs::write(&ctl, patched).unwrap();
+    let policy = wd.join("inputs/promises.cf");
+    (tmp, wd, policy, port)
+}
+
+/// `rcf-serverd --check-config -f POLICY EXTRA...` on `wd`: its stdout lines
+/// (the access summary). Panics with its stderr when it refuses the policy.
+fn rcf_summary(wd: &Path, policy: &Path, extra: &[&str]) -> Vec<String> {
+    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
+    let out = Command::new(bin)
+        .arg("--check-config")
+        .args(extra)
+        .arg("-f")
+        .arg(policy)
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
+        .output()
+        .expect("run rcf-serverd");
+    assert!(
+        out.status.success(),
+        "rcf-serverd --check-config failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_same(real: &[String], ours: &[String]) {
+    assert!(real.len() > 20, "summary too short: {real:#?}");
+    if real != ours {
+        let first = real
+            .iter()
+            .zip(ours)
+            .position(|(a, b)| a != b)
+            .unwrap_or(real.len().min(ours.len()));
+        panic!(
+            "summaries differ from line {} (real cf-serverd {} lines, rcf {} lines)\nreal:\n{}\nrcf:\n{}",
+            first + 1,
+            real.len(),
+            ours.len(),
+            real.join("\n"),
+            ours.join("\n")
+        );
+    }
+}
+
+/// Both servers on the same work dir with the same extra arguments.
+fn compare(tmp: &Path, wd: &Path, policy: &Path, port: u16, extra: &[&str]) -> Vec<String> {
+    let real = real_cf_serverd_summary_with(tmp, wd, policy, port, extra, Duration::from_secs(90));
+    let ours = rcf_summary(wd, policy, extra);
+    assert_same(&real, &ours);
+    real
+}
+
+/// A client bootstrapped to `127.0.0.1:PORT` (the form `cf-agent
+/// --bootstrap HOST:PORT` and `rcf-agent bootstrap` write): 3.21 splits it
+/// into `sys.policy_hub` and `sys.policy_hub_port`; rcf-serverd used to
+/// refuse to start on it.
+#[test]
+fn mpf_bootstrapped_host_port() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), format!("127.0.0.1:{port}\n")).unwrap();
+    let real = compare(tmp.path(), &wd, &policy, port, &[]);
+    assert!(
+        real.iter().any(|l| l.contains("127.0.0.1/16")),
+        "the MPF's acl should hold $(sys.policy_hub)/16:\n{}",
+        real.join("\n")
+    );
+}
+
+/// A client bootstrapped to a bare address.
+#[test]
+fn mpf_bootstrapped_host() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), "127.0.0.1\n").unwrap();
+    compare(tmp.path(), &wd, &policy, port, &[]);
+}
+
+/// Bootstrapped to `[::1]:PORT` and to a bare IPv6 address.
+#[test]
+fn mpf_bootstrapped_ipv6_forms() {
+    for dat in ["[::1]:5309", "::1"] {
+        let (tmp, wd, policy, port) = mpf_workdir();
+        std::fs::write(wd.join("policy_server.dat"), format!("{dat}\n")).unwrap();
+        let real = compare(tmp.path(), &wd, &policy, port, &[]);
+        assert!(
+            real.iter().any(|l| l.contains("::1/16")),
+            "{dat}: the MPF's acl should hold ::1/16:\n{}",
+            real.join("\n")
+        );
+    }
+}
+
+/// Not bootstrapped at all.
+#[test]
+fn mpf_unbootstrapped() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    compare(tmp.path(), &wd, &policy, port, &[]);
+}
