@@ -47,7 +47,7 @@ fn mpf_workdir() -> (tempfile::TempDir, PathBuf, PathBuf, u16) {
 fn rcf_summary(wd: &Path, policy: &Path, extra: &[&str]) -> Vec<String> {
     let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
     let out = Command::new(bin)
-        .arg("--check-config")
+        .args(["--check-config", "-v"])
         .args(extra)
         .arg("-f")
         .arg(policy)
@@ -136,4 +136,108 @@ fn mpf_bootstrapped_ipv6_forms() {
 fn mpf_unbootstrapped() {
     let (tmp, wd, policy, port) = mpf_workdir();
     compare(tmp.path(), &wd, &policy, port, &[]);
+}
+
+/// A hub: bootstrapped to itself, `state/am_policy_hub` present, so
+/// `policy_server` and `am_policy_hub` guard extra access rules.
+#[test]
+fn mpf_hub() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), format!("127.0.0.1:{port}\n")).unwrap();
+    std::fs::write(wd.join("state/am_policy_hub"), "").unwrap();
+    std::fs::create_dir_all(wd.join("master_software_updates")).unwrap();
+    let real = compare(tmp.path(), &wd, &policy, port, &[]);
+    assert!(
+        real.iter().any(|l| l.contains("master_software_updates")),
+        "the hub-only rule should be in the summary:\n{}",
+        real.join("\n")
+    );
+}
+
+/// `-D` defines classes that guard rules; `-N` (which 3.21 applies to
+/// persistent classes only) leaves hard classes alone.
+#[test]
+fn mpf_define_and_negate() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), format!("127.0.0.1:{port}\n")).unwrap();
+    append_site_bundle(
+        &wd,
+        r#"
+bundle server site_defined
+{
+  access:
+    site_role_a::
+      "/srv/site_a/" admit_ips => { "10.1.0.0/16" };
+    site_role_b::
+      "/srv/site_b/" admit_ips => { "10.2.0.0/16" };
+    linux::
+      "/srv/still_linux/" admit_ips => { "10.3.0.0/16" };
+}
+"#,
+    );
+    let real = compare(
+        tmp.path(),
+        &wd,
+        &policy,
+        port,
+        &["-D", "site_role_a,other", "-N", "linux"],
+    );
+    assert!(real.iter().any(|l| l.contains("/srv/site_a")));
+    assert!(!real.iter().any(|l| l.contains("/srv/site_b")));
+    assert!(real.iter().any(|l| l.contains("/srv/still_linux")));
+}
+
+/// A site policy whose access rules are guarded by hard classes (OS, arch,
+/// addresses, interfaces, version, verbose mode, negations).
+#[test]
+fn mpf_site_policy_guarded_by_hard_classes() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    append_site_bundle(
+        &wd,
+        r#"
+bundle server site_guarded
+{
+  access:
+    linux.x86_64::
+      "/srv/g_arch/" admit_ips => { "10.4.0.0/16" };
+    ipv4_127_0_0_1.net_iface_lo::
+      "/srv/g_lo/" admit_ips => { "10.5.0.0/16" };
+    cfengine_3_21.community_edition.!enterprise_edition::
+      "/srv/g_version/" admit_ips => { "10.6.0.0/16" };
+    verbose_mode.inform_mode.server::
+      "/srv/g_verbose/" admit_ips => { "10.7.0.0/16" };
+    (Lcycle_0|Lcycle_1|Lcycle_2).64_bit.compiled_on_linux_gnu::
+      "/srv/g_time/" admit_ips => { "10.8.0.0/16" };
+    !linux|windows::
+      "/srv/g_never/" admit_ips => { "10.9.0.0/16" };
+    any::
+      "/srv/g_deny/" admit_ips => { "10.0.0.0/8" }, deny_ips => { "10.10.0.0/16" },
+        if => "feature_tls_1_3";
+}
+"#,
+    );
+    let real = compare(tmp.path(), &wd, &policy, port, &[]);
+    for p in [
+        "g_arch",
+        "g_lo",
+        "g_version",
+        "g_verbose",
+        "g_time",
+        "g_deny",
+    ] {
+        assert!(
+            real.iter().any(|l| l.contains(p)),
+            "{p} missing from the real summary"
+        );
+    }
+    assert!(!real.iter().any(|l| l.contains("g_never")));
+}
+
+/// Adds a `bundle server` to the MPF's controls/cf_serverd.cf (cf-serverd
+/// evaluates every server bundle it loads).
+fn append_site_bundle(wd: &Path, text: &str) {
+    let ctl = wd.join("inputs/controls/cf_serverd.cf");
+    let mut s = std::fs::read_to_string(&ctl).unwrap();
+    s.push_str(text);
+    std::fs::write(&ctl, s).unwrap();
 }

@@ -46,6 +46,7 @@ pub mod acl;
 pub mod addr;
 pub mod ast;
 pub mod eval;
+pub mod hostclasses;
 pub mod parse;
 pub mod policy_server;
 pub mod server;
