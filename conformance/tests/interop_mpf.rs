@@ -241,3 +241,114 @@ fn append_site_bundle(wd: &Path, text: &str) {
     s.push_str(text);
     std::fs::write(&ctl, s).unwrap();
 }
+
+/// `def.json` next to promises.cf: `vars` (the MPF's `acl` and the server
+/// control lists), `classes` (a regex list and a class expression, one of
+/// them true only through an earlier augments class), `inputs`, and an
+/// `augments` chain whose file sets more variables.
+#[test]
+fn mpf_def_json_vars_classes_and_chain() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), format!("127.0.0.1:{port}\n")).unwrap();
+    let inputs = wd.join("inputs");
+    std::fs::write(
+        inputs.join("def.json"),
+        r#"{
+  "vars": {
+    "acl": ["10.20.0.0/16", "192.168.7.7"],
+    "trustkeysfrom": ["10.20.0.1"],
+    "control_server_allowconnects": ["10.20.0.0/16", "127.0.0.1"],
+    "control_server_allowallconnects": ["10.20.0.0/16"],
+    "control_server_allowusers": ["root", "deploy"],
+    "site_label": "lab"
+  },
+  "classes": {
+    "site_on_linux": ["^nonexistent$", "linux"],
+    "site_expr": "site_on_linux.x86_64::",
+    "site_never": ["windows", "solaris::"]
+  },
+  "inputs": [],
+  "augments": ["$(sys.inputdir)/more.json"]
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        inputs.join("more.json"),
+        r#"{ "variables": { "def.extra_dir": { "value": "/srv/extra/", "comment": "site", "tags": ["x"] } },
+     "classes": { "site_from_chain": { "class_expressions": ["site_expr"] } } }"#,
+    )
+    .unwrap();
+    append_site_bundle(
+        &wd,
+        r#"
+bundle server site_augmented
+{
+  access:
+    site_on_linux::
+      "/srv/aug_linux/" admit_ips => { @(def.acl) };
+    site_expr::
+      "/srv/aug_expr/" admit_ips => { "10.30.0.0/16" };
+    site_never::
+      "/srv/aug_never/" admit_ips => { "10.31.0.0/16" };
+    site_from_chain::
+      "$(def.extra_dir)" admit_ips => { "10.32.0.0/16" };
+}
+"#,
+    );
+    let real = compare(tmp.path(), &wd, &policy, port, &[]);
+    let text = real.join("\n");
+    assert!(
+        text.contains("10.20.0.0/16"),
+        "acl from def.json not used:\n{text}"
+    );
+    assert!(
+        !text.contains("127.0.0.1/16"),
+        "the default acl should be replaced:\n{text}"
+    );
+    assert!(
+        text.contains("IP: 10.20.0.1") && text.contains("USER: deploy"),
+        "trustkeysfrom/allowusers from def.json not used:\n{text}"
+    );
+    for p in ["/srv/aug_linux", "/srv/aug_expr", "/srv/extra"] {
+        assert!(text.contains(p), "{p} missing:\n{text}");
+    }
+    assert!(!text.contains("/srv/aug_never"));
+}
+
+/// `def_preferred.json` wins over `def.json`; with
+/// `--ignore-preferred-augments` `def.json` is read again.
+#[test]
+fn mpf_def_preferred_json() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), format!("127.0.0.1:{port}\n")).unwrap();
+    let inputs = wd.join("inputs");
+    std::fs::write(
+        inputs.join("def.json"),
+        r#"{ "vars": { "acl": ["10.40.0.0/16"] } }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        inputs.join("def_preferred.json"),
+        r#"{ "vars": { "acl": ["10.41.0.0/16"] } }"#,
+    )
+    .unwrap();
+    let real = compare(tmp.path(), &wd, &policy, port, &[]);
+    let text = real.join("\n");
+    assert!(
+        text.contains("10.41.0.0/16") && !text.contains("10.40.0.0/16"),
+        "{text}"
+    );
+    let real = compare(
+        tmp.path(),
+        &wd,
+        &policy,
+        port,
+        &["--ignore-preferred-augments"],
+    );
+    let text = real.join("\n");
+    assert!(
+        text.contains("10.40.0.0/16") && !text.contains("10.41.0.0/16"),
+        "{text}"
+    );
+}

@@ -3,6 +3,7 @@
 //! verbose access summary, and exit 0 — or print every error (`file:line`)
 //! and exit 1.
 
+use rcf_core::policy::augments::{self, Augmented};
 use rcf_core::policy::{self, hostclasses, LoadOptions, ServerPolicy, Value};
 use rcf_fs::hostinfo;
 use rcf_fs::policy_source::FsPolicySource;
@@ -57,6 +58,9 @@ pub struct HostOpts {
     pub inform: bool,
     /// `-d`.
     pub debug: bool,
+    /// `--ignore-preferred-augments`: read `def.json` even when
+    /// `def_preferred.json` exists.
+    pub ignore_preferred_augments: bool,
 }
 
 /// The hard classes and `sys.*` variables of this host, as 3.21 discovers
@@ -77,6 +81,9 @@ pub fn host_context(workdir: &str, host: &HostOpts) -> hostclasses::HardContext 
     let mut hc = hostclasses::derive(&facts);
     if host.debug {
         hc.classes.insert("opt_debug".into());
+    }
+    if host.ignore_preferred_augments {
+        hc.classes.insert("ignore_preferred_augments".into());
     }
     for d in &host.define {
         for c in d.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -109,6 +116,92 @@ pub fn load_options(file: &str, workdir: &str, host: &HostOpts) -> LoadOptions {
         sys,
         env: std::env::vars().collect(),
         classes: hc.classes,
+        vars: Default::default(),
+    }
+}
+
+/// The augments entry 3.21 reads for `file` (`LoadAugments`):
+/// `def_preferred.json` next to it when that is a regular file and not
+/// ignored, else `def.json`.
+pub fn augments_entry(file: &str, ignore_preferred: bool) -> String {
+    let dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+    let preferred = format!("{dir}/def_preferred.json");
+    if !ignore_preferred && std::path::Path::new(&preferred).is_file() {
+        preferred
+    } else {
+        format!("{dir}/def.json")
+    }
+}
+
+/// [`load_options`] plus host-specific data and augments installed into
+/// them; the augments report says what was read and what rcf refused.
+pub fn prepare(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptions, Augmented) {
+    let mut opts = load_options(file, workdir, host);
+    let mut pre_errors = Vec::new();
+    let cmdb = match rcf_fs::augments::host_specific(workdir) {
+        Ok(c) => c,
+        Err(e) => {
+            pre_errors.push(e);
+            None
+        }
+    };
+    let entry = augments_entry(file, host.ignore_preferred_augments);
+    let mut aug = augments::load(
+        &opts,
+        cmdb.as_ref().map(|(p, j)| (p.as_str(), j)),
+        &entry,
+        &rcf_fs::augments::FsAugments,
+    );
+    aug.warnings.extend(pre_errors);
+    opts.classes.extend(aug.classes.iter().cloned());
+    opts.vars.extend(aug.vars.clone());
+    (opts, aug)
+}
+
+fn diag(file: &str, message: String) -> policy::Diagnostic {
+    policy::Diagnostic {
+        file: file.to_string(),
+        line: 0,
+        col: 0,
+        message,
+    }
+}
+
+/// Loads `file` with this host's classes, `sys.*`, host-specific data and
+/// augments. Augments rcf cannot install exactly as 3.21 would make the
+/// load fail (never a looser policy); augments warnings join the policy's.
+pub fn load_with(
+    src: &dyn policy::PolicySource,
+    file: &str,
+    workdir: &str,
+    host: &HostOpts,
+) -> Result<ServerPolicy, policy::PolicyErrors> {
+    let (opts, aug) = prepare(file, workdir, host);
+    let entry = augments_entry(file, host.ignore_preferred_augments);
+    let warnings: Vec<policy::Diagnostic> = aug
+        .warnings
+        .iter()
+        .map(|w| diag(&entry, w.clone()))
+        .collect();
+    if !aug.errors.is_empty() {
+        return Err(policy::PolicyErrors {
+            errors: aug.errors.iter().map(|e| diag(&entry, e.clone())).collect(),
+            warnings,
+        });
+    }
+    match policy::load(src, &opts) {
+        Ok(mut p) => {
+            let mut w = warnings;
+            w.append(&mut p.warnings);
+            p.warnings = w;
+            Ok(p)
+        }
+        Err(mut e) => {
+            let mut w = warnings;
+            w.append(&mut e.warnings);
+            e.warnings = w;
+            Err(e)
+        }
     }
 }
 
@@ -121,8 +214,8 @@ pub fn load(
 ) -> (String, Result<ServerPolicy, policy::PolicyErrors>) {
     let wd = resolve_workdir(workdir);
     let f = resolve_file(file, &wd);
-    let opts = load_options(&f, &wd, host);
-    (f.clone(), policy::load(&FsPolicySource, &opts))
+    let res = load_with(&FsPolicySource, &f, &wd, host);
+    (f, res)
 }
 
 /// Runs the check and returns the process exit code (0 valid, 1 invalid).

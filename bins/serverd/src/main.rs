@@ -83,6 +83,9 @@ struct Cli {
     /// Load and evaluate the policy, print warnings and the access summary, then exit.
     #[arg(long)]
     check_config: bool,
+    /// Read def.json even when def_preferred.json exists next to the policy.
+    #[arg(long)]
+    ignore_preferred_augments: bool,
     /// Print the hard classes (and -D classes) matching REGEX, as `cf-promises --show-classes`, then exit.
     #[arg(long, value_name = "REGEX", num_args = 0..=1, default_missing_value = ".*")]
     show_classes: Option<String>,
@@ -215,6 +218,7 @@ fn host_opts(cli: &Cli) -> check_config::HostOpts {
     let lvl = level(cli);
     check_config::HostOpts {
         define: cli.define.clone(),
+        ignore_preferred_augments: cli.ignore_preferred_augments,
         verbose: lvl >= Level::Verbose,
         inform: lvl >= Level::Info,
         debug: lvl >= Level::Debug,
@@ -767,6 +771,7 @@ fn main() {
         let reload_logger = logger.clone();
         let cli_file = cli.file.clone();
         let cli_define = cli.define.clone();
+        let cli_ignore_pref = cli.ignore_preferred_augments;
         let cli_lvl = (cli.verbose, cli.inform, cli.debug, cli.log_level.clone());
         let wd = workdir.clone();
         let reloader = tokio::spawn(async move {
@@ -780,6 +785,7 @@ fn main() {
                 let c = Cli {
                     file: cli_file.clone(),
                     define: cli_define.clone(),
+                    ignore_preferred_augments: cli_ignore_pref,
                     verbose: cli_lvl.0,
                     inform: cli_lvl.1,
                     debug: cli_lvl.2,
