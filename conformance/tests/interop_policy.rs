@@ -63,8 +63,11 @@ fn every_masterfiles_file_parses() {
 
 use rcf_core::policy::{Canon, LoadOptions, PolicySource, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod policy_lab;
+use policy_lab::*;
 
 /// Test-local filesystem answers (conformance does not depend on rcf-fs).
 struct Fs;
@@ -86,166 +89,6 @@ impl PolicySource for Fs {
     fn exists(&self, path: &str) -> bool {
         std::fs::symlink_metadata(path).is_ok()
     }
-}
-
-/// Kills the process it guards (by PID, through its own Child handle) on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-const CF_SERVERD: &str = "/usr/bin/cf-serverd";
-const CF_KEY: &str = "/usr/bin/cf-key";
-
-fn free_loopback_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        let dst = to.join(e.file_name());
-        if p.is_dir() {
-            copy_tree(&p, &dst);
-        } else {
-            std::fs::copy(&p, &dst).unwrap();
-        }
-    }
-}
-
-/// A sandboxed CFEngine work dir with keys, the fixture policy in
-/// `inputs/`, and the data tree the policy's paths refer to.
-fn make_workdir(root: &Path) -> PathBuf {
-    let wd = root.join("wd");
-    for d in ["inputs", "ppkeys", "state", "outputs", "modules"] {
-        std::fs::create_dir_all(wd.join(d)).unwrap();
-    }
-    use std::os::unix::fs::PermissionsExt;
-    for d in ["ppkeys", "inputs"] {
-        std::fs::set_permissions(wd.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
-    let out = Command::new(CF_KEY)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd)
-        .output()
-        .expect("run cf-key");
-    assert!(
-        out.status.success(),
-        "cf-key failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        wd.join("ppkeys/localhost.priv").exists(),
-        "cf-key made no key"
-    );
-    if !wd.join("bin").is_symlink() {
-        let _ = std::fs::remove_dir_all(wd.join("bin"));
-        std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
-    }
-    let data = wd.join("data");
-    for d in [
-        "masterfiles",
-        "modules",
-        "share/private",
-        "hosts",
-        "keys",
-        "pub_a",
-        "pub_b",
-        "guarded",
-        "target",
-    ] {
-        std::fs::create_dir_all(data.join(d)).unwrap();
-    }
-    std::os::unix::fs::symlink(data.join("target"), data.join("link")).unwrap();
-    std::fs::create_dir_all(data.join("target/sub")).unwrap();
-    std::os::unix::fs::symlink(data.join("nowhere"), data.join("dangling")).unwrap();
-    wd
-}
-
-/// The summary lines of a cf-serverd log, without level prefixes.
-fn real_summary(log: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in log.lines() {
-        let Some(idx) = line.find("verbose: ") else {
-            continue;
-        };
-        if !line[..idx].trim().is_empty()
-            && !line[..idx]
-                .trim_end()
-                .ends_with(|c: char| c.is_ascii_digit() || c == 'Z' || c == '>')
-        {
-            continue;
-        }
-        let msg = &line[idx + "verbose: ".len()..];
-        if msg.contains("=== BEGIN summary of access promises ===") {
-            inside = true;
-        }
-        if inside {
-            out.push(msg.to_string());
-        }
-        if msg.contains("=== END summary of access promises ===") {
-            break;
-        }
-    }
-    out
-}
-
-/// Runs the real cf-serverd on `policy` in `wd` until it has printed its
-/// access summary, then kills it (by PID, in a drop guard) and returns the
-/// summary lines.
-fn real_cf_serverd_summary(
-    tmp: &Path,
-    wd: &Path,
-    policy: &Path,
-    port: u16,
-    timeout: Duration,
-) -> Vec<String> {
-    assert!(
-        Path::new(CF_SERVERD).exists(),
-        "{CF_SERVERD} missing: install the cfengine3 package"
-    );
-    let log_path = tmp.join("cf-serverd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(CF_SERVERD)
-        .args(["-F", "-v", "-f"])
-        .arg(policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-        .env("RCF_INTEROP_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start cf-serverd");
-    let mut guard = KillOnDrop(child);
-    let deadline = Instant::now() + timeout;
-    let text = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("END summary of access promises") {
-            break text;
-        }
-        if let Ok(Some(st)) = guard.0.try_wait() {
-            panic!("cf-serverd exited early ({st}):\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no summary from cf-serverd within {timeout:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    drop(guard);
-    assert!(
-        text.contains(&format!("Setting default port number to {port}")),
-        "cf-serverd did not use the sandbox port {port}"
-    );
-    real_summary(&text)
 }
 
 /// The `sys.*` values rcf-serverd --check-config gives the evaluator.
@@ -282,6 +125,7 @@ fn rcf_load(wd: &Path, policy: &Path, port: u16) -> rcf_core::policy::ServerPoli
         sys,
         env,
         classes,
+        ..Default::default()
     };
     rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused the policy:\n{e}"))
 }

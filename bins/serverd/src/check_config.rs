@@ -3,9 +3,10 @@
 //! verbose access summary, and exit 0 — or print every error (`file:line`)
 //! and exit 1.
 
-use rcf_core::policy::{self, LoadOptions, ServerPolicy, Value};
+use rcf_core::policy::augments::{self, Augmented};
+use rcf_core::policy::{self, hostclasses, LoadOptions, ServerPolicy, Value};
+use rcf_fs::hostinfo;
 use rcf_fs::policy_source::FsPolicySource;
-use std::collections::{BTreeMap, BTreeSet};
 
 /// Default work directory of the Debian package.
 pub const DEFAULT_WORKDIR: &str = "/var/lib/cfengine3";
@@ -43,130 +44,164 @@ pub fn resolve_file(file: Option<&str>, workdir: &str) -> String {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+/// What the command line adds to discovery: `-D` classes and the
+/// log level classes (`verbose_mode`, `inform_mode`, `debug_mode`).
+#[derive(Debug, Clone, Default)]
+pub struct HostOpts {
+    /// `-D`: classes to define (comma-separated lists allowed, as 3.21).
+    /// (`-N` is not here: 3.21 applies it to persistent classes only,
+    /// eval_context.c, and rcf-serverd loads none.)
+    pub define: Vec<String>,
+    /// `-v`.
+    pub verbose: bool,
+    /// `-I` (or higher).
+    pub inform: bool,
+    /// `-d`.
+    pub debug: bool,
+    /// `--ignore-preferred-augments`: read `def.json` even when
+    /// `def_preferred.json` exists.
+    pub ignore_preferred_augments: bool,
 }
 
-/// The host's own IPv4 addresses, from `/proc/net/fib_trie` (the
-/// "/32 host LOCAL" entries), loopback included, sorted and deduplicated.
-fn local_ipv4_addresses() -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") else {
-        return Vec::new();
-    };
-    let mut out = std::collections::BTreeSet::new();
-    let mut last_ip: Option<&str> = None;
-    for line in text.lines() {
-        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
-        if t.contains("/32 host LOCAL") {
-            if let Some(ip) = last_ip {
-                out.insert(ip.to_string());
-            }
-        } else if t.parse::<std::net::Ipv4Addr>().is_ok() {
-            last_ip = Some(t);
+/// The hard classes and `sys.*` variables of this host, as 3.21 discovers
+/// them for cf-serverd, plus `-D` classes.
+pub fn host_context(workdir: &str, host: &HostOpts) -> hostclasses::HardContext {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let facts = hostinfo::gather(&hostinfo::Discover {
+        workdir,
+        agent_type: "server",
+        verbose: host.verbose || host.debug,
+        inform: host.inform || host.verbose || host.debug,
+        debug: host.debug,
+        now,
+    });
+    let mut hc = hostclasses::derive(&facts);
+    if host.debug {
+        hc.classes.insert("opt_debug".into());
+    }
+    if host.ignore_preferred_augments {
+        hc.classes.insert("ignore_preferred_augments".into());
+    }
+    for d in &host.define {
+        for c in d.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            hc.classes.insert(hostclasses::canonify(c));
         }
     }
-    out.into_iter().collect()
-}
-
-fn canonify(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    hc
 }
 
 /// The `sys.*` variables, environment and hard classes the evaluator gets.
-pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
-    let fq = hostname();
-    let uq = fq.split('.').next().unwrap_or(&fq).to_string();
-    let domain = fq
-        .split_once('.')
-        .map(|(_, d)| d.to_string())
-        .unwrap_or_default();
-    let hub = std::fs::read_to_string(format!("{workdir}/policy_server.dat"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let mut sys = BTreeMap::new();
-    let mut put = |k: &str, v: String| {
-        sys.insert(k.to_string(), Value::Scalar(v));
-    };
-    put("workdir", workdir.to_string());
-    put("inputdir", format!("{workdir}/inputs"));
-    put("masterdir", format!("{workdir}/masterfiles"));
-    put("bindir", format!("{workdir}/bin"));
-    put("statedir", format!("{workdir}/state"));
-    put("piddir", workdir.to_string());
-    put("logdir", workdir.to_string());
-    put("sysconfdir", "/etc".into());
-    put("libdir", format!("{workdir}/inputs/lib"));
-    put("local_libdir", "lib".into());
-    put("cf_agent", format!("{workdir}/bin/cf-agent"));
-    put("cf_promises", format!("{workdir}/bin/cf-promises"));
-    put("cf_serverd", format!("{workdir}/bin/cf-serverd"));
-    put("cf_execd", format!("{workdir}/bin/cf-execd"));
-    put("cf_key", format!("{workdir}/bin/cf-key"));
-    put("cf_runagent", format!("{workdir}/bin/cf-runagent"));
-    put("update_policy_path", format!("{workdir}/inputs/update.cf"));
-    put(
-        "default_policy_path",
-        format!("{workdir}/inputs/promises.cf"),
+pub fn load_options(file: &str, workdir: &str, host: &HostOpts) -> LoadOptions {
+    let hc = host_context(workdir, host);
+    let mut sys = hc.sys;
+    let dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+    let dir = if dir.is_empty() { "/" } else { dir };
+    sys.insert(
+        "policy_entry_filename".into(),
+        Value::Scalar(file.to_string()),
     );
-    put(
-        "failsafe_policy_path",
-        format!("{workdir}/inputs/failsafe.cf"),
+    sys.insert(
+        "policy_entry_dirname".into(),
+        Value::Scalar(dir.to_string()),
     );
-    put("inputdir", format!("{workdir}/inputs"));
-    if !hub.is_empty() {
-        // like CFEngine: sys.policy_hub only exists once bootstrapped
-        put("policy_hub", hub.clone());
-    }
-    put("fqhost", fq.clone());
-    put("uqhost", uq.clone());
-    put("host", uq.clone());
-    put("domain", domain);
-    put("cf_version", "3.21.0".into());
-    put("flavor", "debian_12".into());
-    put("os", "linux".into());
-    put("ostype", "linux_x86_64".into());
-    put("class", "linux".into());
-    let ips = local_ipv4_addresses();
-    if let Some(first) = ips.iter().find(|ip| !ip.starts_with("127.")) {
-        sys.insert("ipv4".into(), Value::Scalar(first.clone()));
-    }
-    sys.insert("ip_addresses".into(), Value::List(ips));
-    let env = std::env::vars().collect();
-    let mut classes: BTreeSet<String> = [
-        "any",
-        "server",
-        "linux",
-        "cfengine",
-        "cfengine_3",
-        "cfengine_3_21",
-        "cfengine_3_21_0",
-        "community_edition",
-        "debian",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    classes.insert(canonify(&uq));
-    classes.insert(canonify(&fq));
-    if !hub.is_empty() {
-        classes.insert(format!("policy_server_{}", canonify(&hub)));
-    }
+    sys.insert(
+        "policy_entry_basename".into(),
+        Value::Scalar(file.rsplit('/').next().unwrap_or(file).to_string()),
+    );
     LoadOptions {
         file: file.to_string(),
         sys,
-        env,
-        classes,
+        env: std::env::vars().collect(),
+        classes: hc.classes,
+        vars: Default::default(),
+    }
+}
+
+/// The augments entry 3.21 reads for `file` (`LoadAugments`):
+/// `def_preferred.json` next to it when that is a regular file and not
+/// ignored, else `def.json`.
+pub fn augments_entry(file: &str, ignore_preferred: bool) -> String {
+    let dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
+    let preferred = format!("{dir}/def_preferred.json");
+    if !ignore_preferred && std::path::Path::new(&preferred).is_file() {
+        preferred
+    } else {
+        format!("{dir}/def.json")
+    }
+}
+
+/// [`load_options`] plus host-specific data and augments installed into
+/// them; the augments report says what was read and what rcf refused.
+pub fn prepare(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptions, Augmented) {
+    let mut opts = load_options(file, workdir, host);
+    let mut pre_errors = Vec::new();
+    let cmdb = match rcf_fs::augments::host_specific(workdir) {
+        Ok(c) => c,
+        Err(e) => {
+            pre_errors.push(e);
+            None
+        }
+    };
+    let entry = augments_entry(file, host.ignore_preferred_augments);
+    let mut aug = augments::load(
+        &opts,
+        cmdb.as_ref().map(|(p, j)| (p.as_str(), j)),
+        &entry,
+        &rcf_fs::augments::FsAugments,
+    );
+    aug.warnings.extend(pre_errors);
+    opts.classes.extend(aug.classes.iter().cloned());
+    opts.vars.extend(aug.vars.clone());
+    (opts, aug)
+}
+
+fn diag(file: &str, message: String) -> policy::Diagnostic {
+    policy::Diagnostic {
+        file: file.to_string(),
+        line: 0,
+        col: 0,
+        message,
+    }
+}
+
+/// Loads `file` with this host's classes, `sys.*`, host-specific data and
+/// augments. Augments rcf cannot install exactly as 3.21 would make the
+/// load fail (never a looser policy); augments warnings join the policy's.
+pub fn load_with(
+    src: &dyn policy::PolicySource,
+    file: &str,
+    workdir: &str,
+    host: &HostOpts,
+) -> Result<ServerPolicy, policy::PolicyErrors> {
+    let (opts, aug) = prepare(file, workdir, host);
+    let entry = augments_entry(file, host.ignore_preferred_augments);
+    let warnings: Vec<policy::Diagnostic> = aug
+        .warnings
+        .iter()
+        .map(|w| diag(&entry, w.clone()))
+        .collect();
+    if !aug.errors.is_empty() {
+        return Err(policy::PolicyErrors {
+            errors: aug.errors.iter().map(|e| diag(&entry, e.clone())).collect(),
+            warnings,
+        });
+    }
+    match policy::load(src, &opts) {
+        Ok(mut p) => {
+            let mut w = warnings;
+            w.append(&mut p.warnings);
+            p.warnings = w;
+            Ok(p)
+        }
+        Err(mut e) => {
+            let mut w = warnings;
+            w.append(&mut e.warnings);
+            e.warnings = w;
+            Err(e)
+        }
     }
 }
 
@@ -175,16 +210,17 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
 pub fn load(
     file: Option<&str>,
     workdir: Option<&str>,
+    host: &HostOpts,
 ) -> (String, Result<ServerPolicy, policy::PolicyErrors>) {
     let wd = resolve_workdir(workdir);
     let f = resolve_file(file, &wd);
-    let opts = load_options(&f, &wd);
-    (f.clone(), policy::load(&FsPolicySource, &opts))
+    let res = load_with(&FsPolicySource, &f, &wd, host);
+    (f, res)
 }
 
 /// Runs the check and returns the process exit code (0 valid, 1 invalid).
-pub fn run(file: Option<&str>, workdir: Option<&str>) -> i32 {
-    let (f, res) = load(file, workdir);
+pub fn run(file: Option<&str>, workdir: Option<&str>, host: &HostOpts) -> i32 {
+    let (f, res) = load(file, workdir, host);
     match res {
         Ok(p) => {
             for n in &p.notes {

@@ -20,6 +20,7 @@ use rcf_tokio::{Logger, Shared};
 mod check_config;
 mod explain;
 mod sd;
+mod show;
 
 /// The policy served when there is no policy file: `WORKDIR/masterfiles`
 /// (shortcut `masterfiles`) to loopback peers only.
@@ -73,15 +74,24 @@ struct Cli {
     /// Prefix log lines with a timestamp.
     #[arg(short = 'l', long = "timestamp")]
     timestamp: bool,
-    /// Define classes (accepted for compatibility).
+    /// Define classes (comma-separated list; repeatable).
     #[arg(short = 'D', long = "define")]
     define: Vec<String>,
-    /// Negate classes (accepted for compatibility).
+    /// Negate classes (as 3.21: applies to persistent classes only, which rcf-serverd has none of).
     #[arg(short = 'N', long = "negate")]
     negate: Vec<String>,
     /// Load and evaluate the policy, print warnings and the access summary, then exit.
     #[arg(long)]
     check_config: bool,
+    /// Read def.json even when def_preferred.json exists next to the policy.
+    #[arg(long)]
+    ignore_preferred_augments: bool,
+    /// Print the hard classes (and -D classes) matching REGEX, as `cf-promises --show-classes`, then exit.
+    #[arg(long, value_name = "REGEX", num_args = 0..=1, default_missing_value = ".*")]
+    show_classes: Option<String>,
+    /// Print the sys variables matching REGEX, as `cf-promises --show-vars`, then exit.
+    #[arg(long, value_name = "REGEX", num_args = 0..=1, default_missing_value = ".*")]
+    show_vars: Option<String>,
     /// Work directory.
     #[arg(long)]
     workdir: Option<String>,
@@ -195,14 +205,26 @@ impl PolicySource for DefaultSource {
     }
 }
 
+/// The classes the command line adds (`-D`, `-N`, log level).
+fn host_opts(cli: &Cli) -> check_config::HostOpts {
+    let lvl = level(cli);
+    check_config::HostOpts {
+        define: cli.define.clone(),
+        ignore_preferred_augments: cli.ignore_preferred_augments,
+        verbose: lvl >= Level::Verbose,
+        inform: lvl >= Level::Info,
+        debug: lvl >= Level::Debug,
+    }
+}
+
 /// Load the policy: the given or default file, else the built-in one.
 fn load_policy(cli: &Cli, workdir: &str) -> (String, Result<ServerPolicy, policy::PolicyErrors>) {
     let file = check_config::resolve_file(cli.file.as_deref(), workdir);
     if cli.file.is_none() && !Path::new(&file).exists() {
-        let opts: LoadOptions = check_config::load_options(DEFAULT_NAME, workdir);
+        let opts: LoadOptions = check_config::load_options(DEFAULT_NAME, workdir, &host_opts(cli));
         return (DEFAULT_NAME.into(), policy::load(&DefaultSource, &opts));
     }
-    let opts = check_config::load_options(&file, workdir);
+    let opts = check_config::load_options(&file, workdir, &host_opts(cli));
     (file.clone(), policy::load(&FsPolicySource, &opts))
 }
 
@@ -441,7 +463,7 @@ fn run_explain(cli: &Cli) -> i32 {
 
 fn main() {
     let cli = Cli::parse();
-    let _ = (&cli.no_lock, &cli.define, &cli.negate);
+    let _ = (&cli.no_lock, &cli.negate);
     if cli.man {
         std::process::exit(match rcf_cli::print_man_page(Cli::command()) {
             std::process::ExitCode::SUCCESS => 0,
@@ -451,10 +473,38 @@ fn main() {
     if cli.explain {
         std::process::exit(run_explain(&cli));
     }
+    if cli.show_classes.is_some() || cli.show_vars.is_some() {
+        let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
+        let file = check_config::resolve_file(cli.file.as_deref(), &workdir);
+        let opts = check_config::load_options(&file, &workdir, &host_opts(&cli));
+        let defined: Vec<String> = cli
+            .define
+            .iter()
+            .flat_map(|d| d.split(',').map(|c| c.trim().to_string()))
+            .collect();
+        let out = match (&cli.show_classes, &cli.show_vars) {
+            (Some(re), _) => show::classes(&opts, &defined, re),
+            (None, Some(re)) => show::vars(&opts, re),
+            (None, None) => Ok(Vec::new()),
+        };
+        match out {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("rcf-serverd: error: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     if cli.check_config {
         std::process::exit(check_config::run(
             cli.file.as_deref(),
             cli.workdir.as_deref(),
+            &host_opts(&cli),
         ));
     }
     let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
@@ -707,6 +757,9 @@ fn main() {
         let reload_shared = shared.clone();
         let reload_logger = logger.clone();
         let cli_file = cli.file.clone();
+        let cli_define = cli.define.clone();
+        let cli_ignore_pref = cli.ignore_preferred_augments;
+        let cli_lvl = (cli.verbose, cli.inform, cli.debug, cli.log_level.clone());
         let wd = workdir.clone();
         let reloader = tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -718,6 +771,12 @@ fn main() {
                 let _ = sd::notify("RELOADING=1");
                 let c = Cli {
                     file: cli_file.clone(),
+                    define: cli_define.clone(),
+                    ignore_preferred_augments: cli_ignore_pref,
+                    verbose: cli_lvl.0,
+                    inform: cli_lvl.1,
+                    debug: cli_lvl.2,
+                    log_level: cli_lvl.3.clone(),
                     ..Cli::parse_from(["rcf-serverd"])
                 };
                 let wd = wd.clone();

@@ -42,6 +42,9 @@ pub struct LoadOptions {
     pub env: BTreeMap<String, String>,
     /// Hard classes (`any` and `server` are always added).
     pub classes: BTreeSet<String>,
+    /// Variables defined before the policy is read (augments, host-specific
+    /// data), by (bundle, name); policy may test and override them.
+    pub vars: BTreeMap<(String, String), Value>,
 }
 
 /// Where a promise being evaluated comes from (for `this.*` and messages).
@@ -98,7 +101,7 @@ impl<'a> Eval<'a> {
         Eval {
             src,
             opts,
-            vars: BTreeMap::new(),
+            vars: opts.vars.clone(),
             classes,
             local_classes: BTreeSet::new(),
             warnings: Vec::new(),

@@ -45,8 +45,11 @@
 pub mod acl;
 pub mod addr;
 pub mod ast;
+pub mod augments;
 pub mod eval;
+pub mod hostclasses;
 pub mod parse;
+pub mod policy_server;
 pub mod server;
 pub mod summary;
 #[cfg(test)]
@@ -94,7 +97,7 @@ pub trait PolicySource {
 pub struct Diagnostic {
     /// Policy file.
     pub file: String,
-    /// 1-based line (0 when not tied to a line).
+    /// 1-based line (0 when not tied to a line; then none is printed).
     pub line: u32,
     /// 1-based column (0 when unknown).
     pub col: u32,
@@ -104,7 +107,10 @@ pub struct Diagnostic {
 
 impl core::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.col > 0 {
+        if self.line == 0 {
+            // not tied to a line (augments, whole-file problems): no ":0"
+            write!(f, "{}: {}", self.file, self.message)
+        } else if self.col > 0 {
             write!(
                 f,
                 "{}:{}:{}: {}",
