@@ -23,6 +23,8 @@
 //! Extensions: `-p` also accepts a private key file (plain or legacy
 //! encrypted) and prints its id; `--workdir DIR`.
 
+mod trust_store;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -125,6 +127,23 @@ struct Cli {
     /// Log timestamps on each line of log output (always UTC, +0000).
     #[arg(long = "timestamp")]
     timestamp: bool,
+
+    /// Trust store for -s, -r, -t, --export-ppkeys, --import-ppkeys: postgresql://… (default: WORKDIR/ppkeys).
+    #[arg(long = "trust-store", value_name = "URL")]
+    trust_store: Option<String>,
+
+    /// Write every trusted key of --trust-store into DIR as ppkeys files.
+    #[arg(long = "export-ppkeys", value_name = "DIR", requires = "trust_store")]
+    export_ppkeys: Option<PathBuf>,
+
+    /// Trust every key file of the ppkeys directory DIR in --trust-store.
+    #[arg(
+        long = "import-ppkeys",
+        value_name = "DIR",
+        requires = "trust_store",
+        conflicts_with = "export_ppkeys"
+    )]
+    import_ppkeys: Option<PathBuf>,
 
     /// Accepted for compatibility: output is never coloured.
     #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto", action = ArgAction::Set)]
@@ -294,6 +313,9 @@ fn run(cli: &Cli, log: &Log) -> u8 {
         return 1;
     }
     let _ = (cli.numeric, cli.force_removal, &cli.color);
+    if let Some(code) = trust_store::dispatch(cli, log) {
+        return code;
+    }
     let workdir = match workdir(cli) {
         Ok(w) => w,
         Err(e) => {
