@@ -17,6 +17,7 @@ pub mod client;
 pub mod frame;
 pub mod identity;
 pub mod keys;
+pub mod lastseen;
 pub mod policy;
 pub mod proxy;
 pub mod reply;

@@ -7,6 +7,7 @@
 //! * [`serve`]: answers to a server session's questions (realpath, stat,
 //!   no-follow open and read, listings, the shared digest cache, keys).
 
+pub mod lastseen;
 pub mod policy_source;
 pub mod ppkeys;
 pub mod serve;
