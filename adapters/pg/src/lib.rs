@@ -35,6 +35,7 @@ use rcf_core::keys::{
     check_public_key, encode_public_pem, key_id, parse_public_pem, DigestKind, KeyError, KeyId,
     RsaPublicKey,
 };
+use rcf_core::lastseen::{check_address, Direction, Quality, Seen};
 use thiserror::Error;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -60,6 +61,20 @@ const MIGRATIONS: &[&str] = &[
         ON rcf_trust (username, trusted_from)
         WHERE revoked_at IS NULL AND trusted_from IS NOT NULL;
      CREATE INDEX rcf_trust_by_key ON rcf_trust (key_id);",
+    // 2: lastseen, as 3.21's cf_lastseen.lmdb holds it: one quality record
+    // per key and direction, the key's last address.
+    "CREATE TABLE rcf_lastseen (
+        key_id    text             NOT NULL,
+        direction \"char\"           NOT NULL CHECK (direction IN ('i', 'o')),
+        address   text             NOT NULL,
+        lastseen  bigint           NOT NULL,
+        q         double precision NOT NULL,
+        expect    double precision NOT NULL,
+        var       double precision NOT NULL,
+        dq        double precision NOT NULL,
+        PRIMARY KEY (key_id, direction)
+     );
+     CREATE INDEX rcf_lastseen_by_address ON rcf_lastseen (address);",
 ];
 
 /// The schema version this build reads and writes.
@@ -87,6 +102,9 @@ pub enum PgError {
     /// A key to look up or trust is unusable.
     #[error("key refused: {0}")]
     Key(#[source] KeyError),
+    /// A lastseen address that cannot be stored.
+    #[error(transparent)]
+    Address(#[from] rcf_core::lastseen::BadAddress),
     /// The database holds a key that does not parse (hand-edited rows).
     #[error("PostgreSQL trust store holds an unreadable key for {user}/{id}")]
     Corrupt {
@@ -527,6 +545,131 @@ impl PgTrustStore {
             });
         }
         Ok(out)
+    }
+}
+
+/// One lastseen record of the fleet, as [`PgTrustStore::lastseen`] lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastseenEntry {
+    /// The peer's key id.
+    pub key: KeyId,
+    /// Its last address (the same for both directions, as in 3.21).
+    pub address: String,
+    /// Who opened the connections.
+    pub direction: Direction,
+    /// Last time and interval statistics.
+    pub quality: Quality,
+}
+
+fn letter(d: Direction) -> i8 {
+    d.letter() as i8
+}
+
+impl PgTrustStore {
+    /// Record a sighting as 3.21's `UpdateLastSawHost` does, in one
+    /// statement per row so replicas recording the same peer at once never
+    /// lose an update: the quality row is inserted or averaged in place
+    /// (same rule as [`Quality::next`]), and the key's other direction
+    /// takes the new address too.
+    pub async fn record_lastseen(&self, seen: &Seen<'_>) -> Result<Quality, PgError> {
+        check_address(seen.address)?;
+        let (k, d, a, t) = (
+            seen.key.to_string(),
+            letter(seen.direction),
+            canonical_addr(seen.address),
+            seen.now,
+        );
+        let row = self
+            .run(|c| async move {
+                let r = c
+                    .query_one(
+                        "INSERT INTO rcf_lastseen AS l
+                            (key_id, direction, address, lastseen, q, expect, var, dq)
+                         VALUES ($1, $2, $3, $4, 0, 0, 0, 0)
+                         ON CONFLICT (key_id, direction) DO UPDATE SET
+                            address = EXCLUDED.address,
+                            lastseen = EXCLUDED.lastseen,
+                            q = (EXCLUDED.lastseen - l.lastseen)::double precision,
+                            expect = 0.4 * (EXCLUDED.lastseen - l.lastseen) + 0.6 * l.expect,
+                            var = 0.4 * ((EXCLUDED.lastseen - l.lastseen) - l.expect) ^ 2
+                                  + 0.6 * l.var,
+                            dq = (EXCLUDED.lastseen - l.lastseen) - l.q
+                         RETURNING lastseen, q, expect, var, dq",
+                        &[&k, &d, &a, &t],
+                    )
+                    .await?;
+                c.execute(
+                    "UPDATE rcf_lastseen SET address = $3
+                     WHERE key_id = $1 AND direction <> $2 AND address <> $3",
+                    &[&k, &d, &a],
+                )
+                .await?;
+                Ok(r)
+            })
+            .await?;
+        Ok(Quality {
+            lastseen: row.get(0),
+            q: row.get(1),
+            expect: row.get(2),
+            var: row.get(3),
+            dq: row.get(4),
+        })
+    }
+
+    /// The fleet's lastseen records, by key then direction (incoming first).
+    pub async fn lastseen(&self) -> Result<Vec<LastseenEntry>, PgError> {
+        let rows = self
+            .run(|c| async move {
+                c.query(
+                    "SELECT key_id, direction, address, lastseen, q, expect, var, dq
+                     FROM rcf_lastseen ORDER BY key_id, direction",
+                    &[],
+                )
+                .await
+            })
+            .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let id: String = r.get(0);
+            let Ok(key) = id.parse::<KeyId>() else {
+                return Err(PgError::Corrupt {
+                    user: "(lastseen)".into(),
+                    id,
+                });
+            };
+            let direction = if r.get::<_, i8>(1) == b'i' as i8 {
+                Direction::Incoming
+            } else {
+                Direction::Outgoing
+            };
+            out.push(LastseenEntry {
+                key,
+                address: r.get(2),
+                direction,
+                quality: Quality {
+                    lastseen: r.get(3),
+                    q: r.get(4),
+                    expect: r.get(5),
+                    var: r.get(6),
+                    dq: r.get(7),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Delete the lastseen records of a key or an address (`rcf-key -r`);
+    /// returns how many rows went.
+    pub async fn forget_lastseen(&self, target: &RemoveTarget) -> Result<u64, PgError> {
+        let (sql, arg) = match target {
+            RemoveTarget::Key(id) => ("DELETE FROM rcf_lastseen WHERE key_id = $1", id.to_string()),
+            RemoveTarget::Address(a) => (
+                "DELETE FROM rcf_lastseen WHERE address = $1",
+                canonical_addr(a),
+            ),
+        };
+        self.run(|c| async move { c.execute(sql, &[&arg]).await })
+            .await
     }
 }
 

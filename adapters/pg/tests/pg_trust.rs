@@ -207,3 +207,71 @@ async fn replicas_share_tofu_revocation_and_survive_an_outage() {
     );
     drop(pg);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lastseen_table_follows_3_21s_rule_across_replicas() {
+    use rcf_core::lastseen::{Direction, Quality, Seen};
+    let pg = ScratchPostgres::start().expect("start PostgreSQL");
+    migrate(&pg.url()).await.unwrap();
+    let (a, b) = (store(&pg), store(&pg));
+    let k = id(0);
+    let t0 = 1_765_000_000;
+    let mut want: Option<Quality> = None;
+    // Alternate replicas: the average continues across them.
+    for (n, dt) in [0, 300, 400, 1000].into_iter().enumerate() {
+        let s = if n % 2 == 0 { &a } else { &b };
+        let got = s
+            .record_lastseen(&Seen {
+                key: &k,
+                address: "::ffff:127.0.0.2",
+                direction: Direction::Incoming,
+                now: t0 + dt,
+            })
+            .await
+            .unwrap();
+        let w = Quality::update(want.as_ref(), t0 + dt);
+        assert_eq!(got.lastseen, w.lastseen);
+        for (g, e) in [
+            (got.q, w.q),
+            (got.expect, w.expect),
+            (got.var, w.var),
+            (got.dq, w.dq),
+        ] {
+            assert!((g - e).abs() < 1e-6, "{got:?} vs {w:?}");
+        }
+        want = Some(w);
+    }
+    // Outgoing from another address: both directions now show it (3.21
+    // keeps one address per key).
+    b.record_lastseen(&Seen {
+        key: &k,
+        address: "127.0.0.9",
+        direction: Direction::Outgoing,
+        now: t0 + 2000,
+    })
+    .await
+    .unwrap();
+    let all = a.lastseen().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|e| e.address == "127.0.0.9" && e.key == k));
+    assert_eq!(all[0].direction, Direction::Incoming);
+    assert_eq!(all[0].quality.lastseen, t0 + 1000);
+    // Bad addresses are refused, not stored.
+    assert!(matches!(
+        a.record_lastseen(&Seen {
+            key: &k,
+            address: "",
+            direction: Direction::Incoming,
+            now: t0,
+        })
+        .await,
+        Err(PgError::Address(_))
+    ));
+    assert_eq!(
+        b.forget_lastseen(&RemoveTarget::Address("127.0.0.9".into()))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(a.lastseen().await.unwrap().is_empty());
+}
