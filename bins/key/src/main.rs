@@ -128,9 +128,13 @@ struct Cli {
     #[arg(long = "timestamp")]
     timestamp: bool,
 
-    /// Trust store for -s, -r, -t, --export-ppkeys, --import-ppkeys: postgresql://… (default: WORKDIR/ppkeys).
+    /// Trust store for -s, -r, -t, --list-trusted, --export-ppkeys, --import-ppkeys: postgresql://… (default: WORKDIR/ppkeys).
     #[arg(long = "trust-store", value_name = "URL")]
     trust_store: Option<String>,
+
+    /// With --trust-store: list the trusted keys (-s lists the fleet's lastseen there).
+    #[arg(long = "list-trusted", requires = "trust_store")]
+    list_trusted: bool,
 
     /// Write every trusted key of --trust-store into DIR as ppkeys files.
     #[arg(long = "export-ppkeys", value_name = "DIR", requires = "trust_store")]
@@ -308,14 +312,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, log: &Log) -> u8 {
+    if let Some(code) = trust_store::dispatch(cli, log) {
+        return code;
+    }
     if cli.no_truncate && !cli.show_hosts {
         log.error("--no-truncate / -N option is only for --show-hosts / -s");
         return 1;
     }
     let _ = (cli.numeric, cli.force_removal, &cli.color);
-    if let Some(code) = trust_store::dispatch(cli, log) {
-        return code;
-    }
     let workdir = match workdir(cli) {
         Ok(w) => w,
         Err(e) => {

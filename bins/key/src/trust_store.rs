@@ -1,5 +1,7 @@
-//! `--trust-store postgresql://…`: the same `-s`, `-r` and `-t` on the
-//! shared PostgreSQL trust store of rcf-serverd replicas, and
+//! `--trust-store postgresql://…`: `-s` (the fleet's lastseen, in cf-key
+//! 3.21's exact format), `-r` (revoke the keys and forget their lastseen
+//! records), `-t` and `--list-trusted` on the shared PostgreSQL trust store
+//! of rcf-serverd replicas, and
 //! `--export-ppkeys DIR` / `--import-ppkeys DIR` to move trusted keys
 //! between it and a ppkeys directory (the single-node default).
 //!
@@ -26,6 +28,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// ppkeys directory is used as before).
 pub(crate) fn dispatch(cli: &Cli, log: &Log) -> Option<u8> {
     let url = cli.trust_store.as_deref()?;
+    if cli.no_truncate && !(cli.show_hosts || cli.list_trusted) {
+        log.error("--no-truncate / -N option is only for --show-hosts / -s and --list-trusted");
+        return Some(1);
+    }
     if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
         log.error(&format!(
             "--trust-store: '{url}' is not a postgresql:// URL (the ppkeys directory is the default, without --trust-store)"
@@ -58,14 +64,16 @@ pub(crate) fn dispatch(cli: &Cli, log: &Log) -> Option<u8> {
             export(log, &store, dir).await
         } else if let Some(dir) = &cli.import_ppkeys {
             import(log, &store, dir).await
-        } else if cli.show_hosts {
+        } else if cli.list_trusted {
             show(cli, log, &store).await
+        } else if cli.show_hosts {
+            show_lastseen(cli, log, &store).await
         } else if let Some(target) = &cli.remove_keys {
             revoke(log, &store, target).await
         } else if let Some(arg) = &cli.trust_key {
             trust(log, &store, arg).await
         } else {
-            log.error("--trust-store applies to -s, -r, -t, --export-ppkeys and --import-ppkeys");
+            log.error("--trust-store applies to -s, -r, -t, --list-trusted, --export-ppkeys and --import-ppkeys");
             1
         }
     }))
@@ -113,6 +121,73 @@ async fn show(cli: &Cli, log: &Log, store: &PgTrustStore) -> u8 {
     u8::from(!ok)
 }
 
+/// cf-key 3.21's `-s` table (`ShowLastSeenHosts`): same header, columns,
+/// widths and `Total Entries` line; Name is the address (no lookups, as
+/// `cf-key -n`) and the time is UTC (cf-key prints local time).
+async fn show_lastseen(cli: &Cli, log: &Log, store: &PgTrustStore) -> u8 {
+    let all = match store.lastseen().await {
+        Ok(a) => a,
+        Err(e) => {
+            log.error(&format!("Unable to show lastseen database: {e}"));
+            return 1;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut row = |d: &str, ip: &str, name: &str, when: &str, key: &str| {
+        if cli.no_truncate {
+            writeln!(out, "{d}\t{ip}\t{name}\t{when}\t{key}")
+        } else {
+            writeln!(
+                out,
+                "{d:<10.10} {ip:<40.40} {name:<25.25} {when:<26.26} {key}"
+            )
+        }
+        .is_ok()
+    };
+    let mut ok = row("Direction", "IP", "Name", "Last connection", "Key");
+    for e in &all {
+        ok &= row(
+            e.direction.name(),
+            &e.address,
+            &e.address,
+            &ctime_utc(e.quality.lastseen),
+            &e.key.to_string(),
+        );
+    }
+    ok &= writeln!(out, "Total Entries: {}", all.len()).is_ok();
+    u8::from(!ok)
+}
+
+/// `Sat Dec  6 05:46:40 2025`: ctime(3)'s layout without the newline, UTC.
+pub(crate) fn ctime_utc(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        d,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        y
+    )
+}
+
 async fn revoke(log: &Log, store: &PgTrustStore, target: &str) -> u8 {
     let parsed = match target.parse::<RemoveTarget>() {
         Ok(t) => t,
@@ -121,7 +196,23 @@ async fn revoke(log: &Log, store: &PgTrustStore, target: &str) -> u8 {
             return 255;
         }
     };
+    let forgotten = match store.forget_lastseen(&parsed).await {
+        Ok(n) => n,
+        Err(e) => {
+            log.error(&format!(
+                "Unable to remove lastseen entries for '{target}': {e}"
+            ));
+            return 255;
+        }
+    };
+    if forgotten > 0 {
+        log.log(
+            Level::Info,
+            &format!("Removed {forgotten} corresponding entries from lastseen database."),
+        );
+    }
     match store.revoke(&parsed).await {
+        Ok(done) if done.is_empty() && forgotten > 0 => 0,
         Ok(done) if done.is_empty() => {
             let (what, code) = match parsed {
                 RemoveTarget::Key(_) => ("digest", 252),
@@ -259,4 +350,14 @@ async fn import(log: &Log, store: &PgTrustStore, dir: &Path) -> u8 {
         ),
     );
     0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ctime_layout() {
+        assert_eq!(super::ctime_utc(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(super::ctime_utc(1_765_000_000), "Sat Dec  6 05:46:40 2025");
+        assert_eq!(super::ctime_utc(951_782_400), "Tue Feb 29 00:00:00 2000");
+    }
 }

@@ -63,14 +63,14 @@ fn trust_store_commands_and_ppkeys_round_trip() {
     let arg = format!("bob@127.0.0.7:{}", pubs[2].display());
     let r = with(&["-t", &arg]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let r = with(&["-s", "-N"]);
+    let r = with(&["--list-trusted", "-N"]);
     assert_eq!(r.code, 0, "{}", r.all());
     let want = format!(
         "User\tIP\tKey\nalice\t-\t{}\nbob\t127.0.0.7\t{}\nroot\t-\t{}\nTotal Entries: 3\n",
         ids[1], ids[2], ids[0]
     );
     assert_eq!(r.stdout, want);
-    let r = with(&["-s"]);
+    let r = with(&["--list-trusted"]);
     assert!(r.stdout.starts_with("User "), "{}", r.stdout);
     assert!(r.stdout.ends_with("Total Entries: 3\n"));
 
@@ -85,7 +85,7 @@ fn trust_store_commands_and_ppkeys_round_trip() {
     assert_eq!(with(&["-r", "127.0.0.7"]).code, 253);
     assert_eq!(with(&["-r", &ids[1]]).code, 0);
     assert_eq!(with(&["-r", &ids[1]]).code, 252);
-    let r = with(&["-s", "-N"]);
+    let r = with(&["--list-trusted", "-N"]);
     assert_eq!(
         r.stdout,
         format!("User\tIP\tKey\nroot\t-\t{}\nTotal Entries: 1\n", ids[0])
@@ -104,7 +104,7 @@ fn trust_store_commands_and_ppkeys_round_trip() {
     );
     assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
     assert_eq!(mode(&out), 0o700);
-    let r = rcf_key(&wd2, &["-s", "-N"]);
+    let r = rcf_key(&wd2, &["-s", "-N"]); // ppkeys mode: the files
     assert_eq!(
         r.stdout,
         format!("User\tIP\tKey\nroot\t-\t{}\nTotal Entries: 1\n", ids[0])
@@ -127,4 +127,92 @@ fn trust_store_commands_and_ppkeys_round_trip() {
     let r = with(&["-s"]);
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("unreachable"), "{}", r.all());
+}
+
+/// `rcf-key --trust-store … -s` prints the fleet's lastseen exactly as the
+/// real `cf-key -s` prints the same sightings from 3.21's own LMDB file
+/// (written by rcf-fs), in both the table and the `-N` form (TZ=UTC: cf-key
+/// prints local time, rcf-key UTC). Entry order is cf-key's hash order, so
+/// the rows are compared sorted.
+#[test]
+fn fleet_lastseen_matches_real_cf_key_format() {
+    use rcf_core::keys::KeyId;
+    use rcf_core::lastseen::{Direction, LastseenStore, Seen};
+    use rcf_fs::lastseen::LmdbLastseen;
+
+    let pg = ScratchPostgres::start().expect("start PostgreSQL");
+    let url = pg.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(rcf_pg::migrate(&url)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = tmp.path();
+    let a: KeyId = "MD5=0123456789abcdef0123456789abcdef".parse().unwrap();
+    let b: KeyId = "MD5=fedcba9876543210fedcba9876543210".parse().unwrap();
+    let t0 = 1_765_000_000;
+    let sightings = [
+        (&a, "127.0.0.2", Direction::Incoming, t0),
+        (&a, "127.0.0.2", Direction::Outgoing, t0 + 7),
+        (
+            &b,
+            "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff",
+            Direction::Incoming,
+            t0 + 90_000,
+        ),
+    ];
+    let lmdb = LmdbLastseen::open(wd).unwrap();
+    let pgs = rcf_pg::PgTrustStore::new(
+        &url,
+        rcf_core::keys::DigestKind::Md5,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    for (key, address, direction, now) in sightings {
+        let seen = Seen {
+            key,
+            address,
+            direction,
+            now,
+        };
+        lmdb.record(&seen).unwrap();
+        rt.block_on(pgs.record_lastseen(&seen)).unwrap();
+    }
+    drop(lmdb);
+    let cf_key = require("cf-key", "apt-get install cfengine3");
+    for extra in [&[][..], &["-N"][..]] {
+        let mut args = vec!["-s", "-n"];
+        args.extend_from_slice(extra);
+        let real = std::process::Command::new(&cf_key)
+            .args(&args)
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
+        let real = String::from_utf8(real.stdout).unwrap();
+        let mut ours_args = vec!["--trust-store", url.as_str(), "-s"];
+        ours_args.extend_from_slice(extra);
+        let ours = rcf_key(wd, &ours_args);
+        assert_eq!(ours.code, 0, "{}", ours.all());
+        let sorted = |t: &str| {
+            let mut l: Vec<String> = t.lines().map(String::from).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(&ours.stdout), sorted(&real), "{extra:?}\n{real}");
+        assert!(real.contains("Total Entries: 3"), "{real}");
+    }
+    // -r HOST forgets the host's lastseen records too (no trusted key
+    // needed), as cf-key -r does in its lastseen database.
+    let r = rcf_key(
+        wd,
+        &["--trust-store", url.as_str(), "-I", "-r", "127.0.0.2"],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("Removed 2 corresponding entries from lastseen database."),
+        "{}",
+        r.all()
+    );
+    let r = rcf_key(wd, &["--trust-store", url.as_str(), "-s", "-N"]);
+    assert!(r.stdout.ends_with("Total Entries: 1\n"), "{}", r.all());
 }
