@@ -109,3 +109,73 @@ fn real_cf_key_lists_and_removes_what_rcf_records() {
     );
     assert!(out.ends_with("Total Entries: 2\n"), "{out}");
 }
+
+/// rcf writes the lastseen file of a work directory that the real
+/// cf-serverd is writing at the same time (it records every authenticated
+/// cf-net connection): LMDB's writer lock is shared, nothing is lost on
+/// either side, and cf-key -s lists both writers' entries.
+#[test]
+fn rcf_and_the_real_cf_serverd_write_one_lastseen_file_at_once() {
+    use rcf_conformance::lab::{cf_net, Lab, RealServer};
+    let lab = Lab::new("lastseen-shared").unwrap();
+    lab.trust_both_ways().unwrap();
+    let srv = RealServer::start(&lab.server, &lab.policy()).unwrap();
+    let hp = srv.host_port();
+    let wd = lab.server.path().to_path_buf();
+    let t0 = 1_765_000_000;
+    let keys: Vec<KeyId> = (0..20)
+        .map(|i| format!("MD5={:032x}", 0xabc0_0000u64 + i).parse().unwrap())
+        .collect();
+    // rcf writes round after round for as long as cf-net connects.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (wd, keys, done) = (wd.clone(), keys.clone(), done.clone());
+        std::thread::spawn(move || {
+            let store = LmdbLastseen::open(&wd).unwrap();
+            let mut round = 0;
+            while round < 10 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, k) in keys.iter().enumerate() {
+                    store
+                        .record(&Seen {
+                            key: k,
+                            address: &format!("127.0.1.{i}"),
+                            direction: Direction::Incoming,
+                            now: t0 + round * 60,
+                        })
+                        .unwrap();
+                }
+                round += 1;
+            }
+            round
+        })
+    };
+    for _ in 0..8 {
+        let run = cf_net(&lab.client, &hp, &["connect"]).unwrap();
+        assert!(run.status.success(), "{}", run.output);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    let last = t0 + (rounds - 1) * 60;
+    let (_, log) = srv.stop();
+    let client_id = lab.client.key_id().unwrap();
+    let (code, out) = cf_key(&wd, &["-s", "-N", "-n"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("Total Entries: 21\n"), "{out}\n{log}");
+    for (i, k) in keys.iter().enumerate() {
+        let want = format!("Incoming\t127.0.1.{i}\t127.0.1.{i}\t{}\t{k}", ctime(last));
+        assert!(out.lines().any(|l| l == want), "missing {want}\n{out}");
+    }
+    let theirs = out
+        .lines()
+        .find(|l| l.ends_with(&client_id))
+        .unwrap_or_else(|| panic!("cf-serverd's entry for {client_id} missing\n{out}"));
+    assert!(theirs.starts_with("Incoming\t127.0.0.1\t"), "{theirs}");
+    // Our average over all rounds is intact (60 s apart).
+    let store = LmdbLastseen::open(&wd).unwrap();
+    let q = store
+        .quality(&keys[3], Direction::Incoming)
+        .unwrap()
+        .unwrap();
+    assert_eq!((q.lastseen, q.q, q.dq), (last, 60.0, 0.0));
+    eprintln!("{rounds} rounds of 20 records written while cf-serverd served 8 connections");
+}
