@@ -11,6 +11,7 @@
 
 pub mod augments;
 pub mod hostinfo;
+pub mod lastseen;
 pub mod policy_source;
 pub mod ppkeys;
 pub mod serve;

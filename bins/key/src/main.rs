@@ -23,6 +23,8 @@
 //! Extensions: `-p` also accepts a private key file (plain or legacy
 //! encrypted) and prints its id; `--workdir DIR`.
 
+mod trust_store;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -126,6 +128,27 @@ struct Cli {
     /// Print the man page (roff) and exit.
     #[arg(long, hide = true)]
     man: bool,
+
+    /// Trust store for -s, -r, -t, --list-trusted, --export-ppkeys, --import-ppkeys: postgresql://… (default: WORKDIR/ppkeys).
+    #[arg(long = "trust-store", value_name = "URL")]
+    trust_store: Option<String>,
+
+    /// With --trust-store: list the trusted keys (-s lists the fleet's lastseen there).
+    #[arg(long = "list-trusted", requires = "trust_store")]
+    list_trusted: bool,
+
+    /// Write every trusted key of --trust-store into DIR as ppkeys files.
+    #[arg(long = "export-ppkeys", value_name = "DIR", requires = "trust_store")]
+    export_ppkeys: Option<PathBuf>,
+
+    /// Trust every key file of the ppkeys directory DIR in --trust-store.
+    #[arg(
+        long = "import-ppkeys",
+        value_name = "DIR",
+        requires = "trust_store",
+        conflicts_with = "export_ppkeys"
+    )]
+    import_ppkeys: Option<PathBuf>,
 
     /// Accepted for compatibility: output is never coloured.
     #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto", action = ArgAction::Set)]
@@ -235,6 +258,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, log: &Log) -> u8 {
+    if let Some(code) = trust_store::dispatch(cli, log) {
+        return code;
+    }
     if cli.no_truncate && !cli.show_hosts {
         log.error("--no-truncate / -N option is only for --show-hosts / -s");
         return 1;

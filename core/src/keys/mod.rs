@@ -17,6 +17,7 @@
 //! `ee key too small`), at most [`MAX_BITS`] bits (a bound on work and
 //! memory), odd exponent of at least 2 bits (CFEngine's own loader check).
 
+pub mod backend;
 mod codec;
 mod id;
 pub mod ppkeys;
