@@ -20,7 +20,7 @@ use rcf_core::client::{
     ClientError, Config, Connection, Event, GetFailure, Level, Now, Reply, Request, RequestId,
     RequestRef,
 };
-use rcf_core::keys::trust::{Outcome, TrustStore};
+use rcf_core::keys::trust::TrustStore;
 use rcf_core::keys::DigestKind;
 use rcf_core::reply::StatReply;
 use rcf_core::tls::{TlsClock, TlsLayer};
@@ -333,28 +333,15 @@ impl Client {
     fn verify(&mut self, key_id: &str, key: &rcf_core::keys::RsaPublicKey) -> Result<(), String> {
         self.server_key = Some(key_id.to_string());
         let store = TrustStore::new(FsPpkeys::new(&self.opts.ppkeys), DigestKind::Md5);
-        let log = self.opts.log.clone();
-        match store.verify(&self.opts.local_user, None, key, self.opts.trust_new) {
-            Ok(Outcome::Trusted(_)) => {
-                log(
-                    Level::Verbose,
-                    &format!("Server is TRUSTED, received key '{key_id}' MATCHES stored one."),
-                );
-                Ok(())
-            }
-            Ok(Outcome::NewlyTrusted(_, saved)) => {
-                log(Level::Notice, &format!("Trusting new key: {key_id}"));
-                log(
-                    Level::Verbose,
-                    &format!("Saved server key as '{}'", saved.file),
-                );
-                Ok(())
-            }
-            Ok(Outcome::Refused(_)) => Err(format!(
-                "TRUST FAILED, server presented untrusted key: {key_id}"
-            )),
-            Err(e) => Err(format!("TRUST FAILED, server presented key {key_id}: {e}")),
+        let outcome = store.verify(&self.opts.local_user, None, key, self.opts.trust_new);
+        let report = match &outcome {
+            Ok(o) => rcf_core::client::trust_words::describe(key_id, Ok(o)),
+            Err(e) => rcf_core::client::trust_words::describe(key_id, Err(e)),
+        };
+        for (level, line) in &report.logs {
+            (self.opts.log)(*level, line);
         }
+        report.verdict
     }
 
     /// The next event that is not a log line: `Data`, `Reply` (or, during

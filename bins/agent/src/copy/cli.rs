@@ -1,0 +1,97 @@
+//! `rcf-agent copy`'s command line, wired to a [`Run`].
+
+use std::path::Path;
+
+use rcf_core::client::Level;
+use rcf_smol::ClassicOptions;
+
+use super::{Compare, CopyOpts, Run, RunError};
+use crate::output::Output;
+use crate::CopyArgs;
+
+/// `rcf-agent copy`.
+pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
+    let classic = rcf_core::banner::ProtocolVersion::from_policy_name(&a.conn.protocol)
+        == Some(rcf_core::banner::ProtocolVersion::Classic);
+    let version = if classic {
+        rcf_core::banner::ProtocolVersion::Classic
+    } else {
+        match crate::protocol(&a.conn, out) {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+    if a.encrypt && !classic {
+        out.log(
+            Level::Verbose,
+            "encrypt is ignored over TLS (as cf-agent does)",
+        );
+    }
+    let mut servers = Vec::new();
+    for s in &a.servers {
+        match crate::parse_host_port(s) {
+            Ok(sa) => servers.push(sa),
+            Err(e) => {
+                out.log(Level::Error, &e);
+                return 2;
+            }
+        }
+    }
+    let key = match crate::host_key(workdir, false, out) {
+        Ok(k) => k,
+        Err(e) => {
+            out.log(Level::Error, &e);
+            out.log(Level::Error, "No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\"");
+            return crate::EXIT_FAILED;
+        }
+    };
+    let base = match crate::connect_options(workdir, &key, &a.conn, version, a.trustkey, out) {
+        Ok(b) => b,
+        Err(e) => {
+            out.log(Level::Error, &e);
+            return crate::EXIT_FAILED;
+        }
+    };
+    let Some(compare) = Compare::parse(&a.compare) else {
+        out.log(
+            Level::Error,
+            &format!("Unknown compare mode '{}'", a.compare),
+        );
+        return 2;
+    };
+    let opts = CopyOpts {
+        compare,
+        verify: a.verify,
+        recurse: a.recurse,
+        depth: a.depth,
+        purge: a.purge,
+        preserve: a.preserve,
+        missing_ok: a.missing_ok,
+        type_check: a.type_check,
+        exclude: Vec::new(),
+    };
+    smol::block_on(async {
+        let mut run = Run::new(servers, base, out.clone());
+        run.set_parallel(usize::from(a.par.parallel));
+        if classic {
+            run.use_classic(ClassicOptions {
+                key: std::sync::Arc::new(key.clone()),
+                encrypt: a.encrypt,
+                state_dir: workdir.join("state"),
+            });
+        }
+        let r = run.copy(&a.source, &a.dest, &opts).await;
+        let summary = run.finish().await;
+        let (code, err) = match &r {
+            Ok(()) if summary.failed.is_empty() => (crate::EXIT_OK, None),
+            Ok(()) => (crate::EXIT_FAILED, None),
+            Err(e @ RunError::NoServer(_)) => (crate::EXIT_NO_SERVER, Some(e.to_string())),
+            Err(e @ RunError::Lost { .. }) => (crate::EXIT_FAILED, Some(e.to_string())),
+        };
+        if let Some(e) = &err {
+            out.log(Level::Error, e);
+        }
+        out.emit_json(&summary.to_json(code == 0, err.as_deref()));
+        code
+    })
+}
