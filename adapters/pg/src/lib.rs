@@ -44,6 +44,10 @@ use tokio_postgres::{Client, Config, NoTls};
 /// the database is taken as unreachable.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a replica waits after a failed connection attempt before the
+/// next one (meanwhile it answers from its cache at once).
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+
 /// The schema, one step per version; [`migrate`] applies those not yet
 /// recorded in `rcf_schema`. Never edit a released step: append one.
 const MIGRATIONS: &[&str] = &[
@@ -215,6 +219,8 @@ pub struct PgTrustStore {
     timeout: Duration,
     client: Mutex<Option<Arc<Client>>>,
     cache: RwLock<HashMap<(String, KeyId), RsaPublicKey>>,
+    retry: Duration,
+    down_since: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for PgTrustStore {
@@ -243,7 +249,18 @@ impl PgTrustStore {
             timeout,
             client: Mutex::new(None),
             cache: RwLock::new(HashMap::new()),
+            retry: DEFAULT_RETRY,
+            down_since: Mutex::new(None),
         })
+    }
+
+    /// After a failed connection attempt, answer "unavailable" at once for
+    /// `retry` instead of trying again on every connection: a database
+    /// that drops packets would otherwise cost each connection the whole
+    /// timeout while cached keys could be served immediately.
+    pub fn with_retry(mut self, retry: Duration) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Connect now and check the schema version, so a start-up with a
@@ -273,9 +290,30 @@ impl PgTrustStore {
                 return Ok(c.clone());
             }
         }
-        let c = Arc::new(connect(&self.config, self.timeout).await?);
-        *self.lock_client() = Some(c.clone());
-        Ok(c)
+        let last_failure = *self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = last_failure {
+            if t.elapsed() < self.retry {
+                return Err(PgError::Unavailable(format!(
+                    "down, next connection attempt within {:?}",
+                    self.retry
+                )));
+            }
+        }
+        match connect(&self.config, self.timeout).await {
+            Ok(c) => {
+                let c = Arc::new(c);
+                *self.lock_client() = Some(c.clone());
+                *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(c)
+            }
+            Err(e) => {
+                if e.is_unavailable() {
+                    *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(tokio::time::Instant::now());
+                }
+                Err(e)
+            }
+        }
     }
 
     fn lock_client(&self) -> std::sync::MutexGuard<'_, Option<Arc<Client>>> {
@@ -351,6 +389,10 @@ impl PgTrustStore {
         id: &KeyId,
         presented: &RsaPublicKey,
     ) -> Result<bool, PgError> {
+        // The common case, cheaply: the row holds exactly what we write.
+        if encode_public_pem(presented).is_ok_and(|p| p == row.pem) {
+            return Ok(true);
+        }
         parse_public_pem(row.pem.as_bytes())
             .map(|k| &k == presented)
             .map_err(|_| PgError::Corrupt {

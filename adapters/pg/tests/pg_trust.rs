@@ -31,7 +31,9 @@ fn id(n: usize) -> rcf_core::keys::KeyId {
 }
 
 fn store(pg: &ScratchPostgres) -> PgTrustStore {
-    PgTrustStore::new(&pg.url(), DigestKind::Md5, Duration::from_secs(2)).unwrap()
+    PgTrustStore::new(&pg.url(), DigestKind::Md5, Duration::from_secs(2))
+        .unwrap()
+        .with_retry(Duration::from_millis(300))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -181,8 +183,23 @@ async fn replicas_share_tofu_revocation_and_survive_an_outage() {
         .unwrap_err();
     assert!(e.is_unavailable(), "{e}");
 
-    // Back: both replicas work again without being re-made.
+    // While down, answers come at once (no connection attempt per lookup
+    // within the retry interval).
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        assert!(matches!(
+            b.verify("c", Some("127.0.0.4"), &key(2), false)
+                .await
+                .unwrap(),
+            Decision::Trusted { cached: true, .. }
+        ));
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // Back: both replicas work again without being re-made (after the
+    // retry interval).
     pg.restart().expect("restart PostgreSQL");
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         b.verify("d", Some("127.0.0.5"), &key(3), true)
             .await
