@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use rcf_core::server::{Level, Now, PolicyView, Session};
 pub use rcf_core::testing::keys::PEER_PUB_PEM as TEST_PUB_PEM;
 pub use rcf_core::testing::{file_stat, Node, TablePolicy, World};
-use rcf_core::server::{Level, Now, PolicyView, Session};
 
 /// [`TEST_PUB_PEM`] (a real key made by cf-key 3.21) as the TLS layer
 /// would hand it to a session.

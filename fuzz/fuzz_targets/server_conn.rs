@@ -18,7 +18,8 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use rcf_core::policy::{self, Canon, LoadOptions, PolicySource, ServerPolicy};
-use rcf_core::server::{Answer, Config, Connection, Event, KeyStatus, Now, PolicyView};
+use rcf_core::server::{Config, Connection, Event, Now, PolicyView};
+use rcf_core::testing::World;
 use rcf_core::tls::{client_config, Role, ServerTls, TlsClock, TlsLayer, TlsSettings};
 
 const NOW: u64 = 1_767_225_600;
@@ -80,7 +81,15 @@ fn statics() -> &'static Statics {
     })
 }
 
-fn drain(c: &mut Connection, out: &mut usize, client: Option<&mut TlsLayer>, now: Now) {
+/// The world behind the connection: no files at all (every path is
+/// missing), every key trusted, every user uid 1000.
+fn world() -> World {
+    let mut w = World::default();
+    w.any_user_uid = Some(1000);
+    w
+}
+
+fn drain(c: &mut Connection, w: &mut World, out: &mut usize, client: Option<&mut TlsLayer>, now: Now) {
     let mut client = client;
     for _ in 0..10_000 {
         let mut moved = false;
@@ -101,19 +110,14 @@ fn drain(c: &mut Connection, out: &mut usize, client: Option<&mut TlsLayer>, now
         }
         while let Some(ev) = c.poll_event() {
             moved = true;
-            let answer = match ev {
-                Event::Log { .. } | Event::SaveKey { .. } | Event::Close { .. } => None,
-                ev => {
-                    assert!(c.session().is_some(), "a question before any session: {ev:?}");
-                    Some(match ev {
-                        Event::LookupKey { .. } => Answer::Key(KeyStatus::Trusted),
-                        Event::LookupUser { .. } => Answer::User(Some(1000)),
-                        Event::ReverseLookup { .. } => Answer::Hostname(None),
-                        Event::Canonicalize { .. } => Answer::Canonical(Err("No such file or directory".into())),
-                        other => panic!("unexpected question without any file: {other:?}"),
-                    })
-                }
-            };
+            if !matches!(ev, Event::Log { .. } | Event::SaveKey { .. } | Event::Close { .. }) {
+                assert!(c.session().is_some(), "a question before any session: {ev:?}");
+                assert!(
+                    matches!(ev, Event::LookupKey { .. } | Event::LookupUser { .. } | Event::ReverseLookup { .. } | Event::Canonicalize { .. }),
+                    "unexpected question without any file: {ev:?}"
+                );
+            }
+            let answer = w.answer(&ev);
             if let Some(a) = answer {
                 c.handle_answer(now, a).expect("answer accepted");
             }
@@ -135,15 +139,16 @@ fuzz_target!(|data: &[u8]| {
     let pv: Arc<dyn PolicyView> = st.policy.clone();
     let mut c = Connection::new(layer, cfg, pv, "192.0.2.7".into(), now);
     let mut out = 0usize;
+    let mut w = world();
     let mut client = if flags & 4 != 0 {
         let mut cl = (st.client)();
-        drain(&mut c, &mut out, Some(&mut cl), now);
+        drain(&mut c, &mut w, &mut out, Some(&mut cl), now);
         assert!(c.session().is_some(), "in-process handshake did not complete");
         Some(cl)
     } else {
         if flags & 1 != 0 {
             c.handle_input(now, &st.hello);
-            drain(&mut c, &mut out, None, now);
+            drain(&mut c, &mut w, &mut out, None, now);
         }
         None
     };
@@ -178,7 +183,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        drain(&mut c, &mut out, client.as_mut(), now);
+        drain(&mut c, &mut w, &mut out, client.as_mut(), now);
         assert!(!was_closing || c.is_closing(), "a closing connection came back to life");
         if c.is_closing() {
             assert_eq!(c.poll_timeout(), None, "a closing connection has no deadline");

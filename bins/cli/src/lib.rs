@@ -45,7 +45,11 @@ pub fn verbosity(inform: bool, verbose: bool, debug: bool) -> Level {
 /// taken from the password database (`$HOME` only for users it lacks).
 pub fn workdir(explicit: Option<&Path>) -> Result<PathBuf, WorkdirError> {
     let passwd = || std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     resolve_workdir(
         explicit,
         env(WORKDIR_ENV),
@@ -152,7 +156,13 @@ mod tests {
             Ok(PathBuf::from("/override"))
         );
         assert_eq!(
-            resolve_workdir(None, None, 0, || panic!("root never reads passwd"), home.clone()),
+            resolve_workdir(
+                None,
+                None,
+                0,
+                || panic!("root never reads passwd"),
+                home.clone()
+            ),
             Ok(PathBuf::from(SYSTEM_WORKDIR))
         );
         // The passwd home wins over $HOME, as in cf-key 3.21.
@@ -179,7 +189,11 @@ mod tests {
         assert_eq!(passwd_field(PASSWD, 1000, 0).as_deref(), Some("alice"));
         assert_eq!(passwd_field(PASSWD, 0, 5).as_deref(), Some("/root"));
         assert_eq!(passwd_field(PASSWD, 1001, 5), None);
-        assert_eq!(passwd_field(PASSWD, 1002, 0), None, "short lines are skipped");
+        assert_eq!(
+            passwd_field(PASSWD, 1002, 0),
+            None,
+            "short lines are skipped"
+        );
     }
 
     #[quickcheck_macros::quickcheck]

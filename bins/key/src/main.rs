@@ -32,13 +32,13 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser};
 use rand_core::{OsRng, RngCore};
-use rcf_core::server::Level;
 use rcf_core::keys::ppkeys::{self, PPKEYS_DIR, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
 use rcf_core::keys::trust::{Entry, RemoveTarget, TrustError, TrustStore};
 use rcf_core::keys::{
     encode_private_pem, encode_public_pem, generate, key_id, parse_private_pem, parse_public_pem,
     DigestKind, KeyError, RsaPublicKey, DEFAULT_BITS,
 };
+use rcf_core::server::Level;
 use rcf_fs::ppkeys::{
     check_private_dir, ensure_private_dir, read_limited, write_new_atomic, write_replace_atomic,
     FsError, FsPpkeys,

@@ -85,7 +85,9 @@ fn world() -> World {
     .insert(
         "/srv/big.bin",
         Node::file(
-            &(0..10_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>(),
+            &(0..10_000u32)
+                .map(|i| (i * 7 % 251) as u8)
+                .collect::<Vec<_>>(),
             0o644,
             0,
         ),
@@ -108,7 +110,13 @@ const NOW: Now = Now {
 
 type Pair = ClassicPair;
 
-fn new_pair(pol: Pol, world: World, user: &str, known_server_key: bool, trust_server: bool) -> Pair {
+fn new_pair(
+    pol: Pol,
+    world: World,
+    user: &str,
+    known_server_key: bool,
+    trust_server: bool,
+) -> Pair {
     let (skey, ckey) = keys().clone();
     let cfg = ClientConfig {
         local_ip: "127.0.0.1".into(),
@@ -145,7 +153,10 @@ impl Run for Pair {
     }
 
     fn events(&mut self) -> Vec<ClientEvent> {
-        self.take_events().into_iter().map(|e| e.expect("a client error")).collect()
+        self.take_events()
+            .into_iter()
+            .map(|e| e.expect("a client error"))
+            .collect()
     }
 
     fn log(&self) -> Vec<String> {
@@ -226,10 +237,7 @@ fn handshake_flag_n_shapes_match_the_vectors() {
     );
     p.client.version().unwrap();
     p.run().unwrap();
-    assert_eq!(
-        p.events(),
-        vec![ClientEvent::Version("OK: 3.21.0".into())]
-    );
+    assert_eq!(p.events(), vec![ClientEvent::Version("OK: 3.21.0".into())]);
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub fn client_key() -> RsaPrivateKey {
 
 /// [`PEER_PUB_PEM`] as the TLS layer hands it to a session.
 pub fn peer_key() -> PeerKey {
-    let k = crate::keys::parse_public_pem(PEER_PUB_PEM.as_bytes()).expect("committed test key parses");
+    let k =
+        crate::keys::parse_public_pem(PEER_PUB_PEM.as_bytes()).expect("committed test key parses");
     PeerKey::new(k)
 }

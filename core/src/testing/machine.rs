@@ -11,7 +11,9 @@
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 
-use crate::classic::{ClassicClient, ClassicServer, ClientError as ClassicClientError, ClientEvent};
+use crate::classic::{
+    ClassicClient, ClassicServer, ClientError as ClassicClientError, ClientEvent,
+};
 use crate::client;
 use crate::server::{self, Answer, Event, Now};
 
@@ -71,7 +73,12 @@ impl Machine for server::Connection {
 }
 
 impl ServerMachine for server::Connection {
-    fn handle_answer(&mut self, now: Now, answer: Answer, _rng: &mut TestRng) -> Result<(), String> {
+    fn handle_answer(
+        &mut self,
+        now: Now,
+        answer: Answer,
+        _rng: &mut TestRng,
+    ) -> Result<(), String> {
         server::Connection::handle_answer(self, now, answer).map_err(|e| e.to_string())
     }
 }
@@ -103,7 +110,12 @@ impl Machine for server::Session {
 }
 
 impl ServerMachine for server::Session {
-    fn handle_answer(&mut self, now: Now, answer: Answer, _rng: &mut TestRng) -> Result<(), String> {
+    fn handle_answer(
+        &mut self,
+        now: Now,
+        answer: Answer,
+        _rng: &mut TestRng,
+    ) -> Result<(), String> {
         server::Session::handle_answer(self, now, answer).map_err(|e| e.to_string())
     }
 }

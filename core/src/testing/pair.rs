@@ -75,7 +75,8 @@ impl<C: Machine, S: ServerMachine> Pair<C, S> {
                 moved = true;
                 self.client_bytes.extend_from_slice(&b);
                 for piece in b.chunks(self.chunk.max(1)) {
-                    self.server.handle_input(self.now, piece, &mut self.world.rng);
+                    self.server
+                        .handle_input(self.now, piece, &mut self.world.rng);
                 }
             }
             while let Some(ev) = self.server.poll_event() {
@@ -163,16 +164,25 @@ impl TlsPair {
         let clock = TlsClock::new(now.unix_s as u64);
         let (settings, _) = TlsSettings::server_default();
         let stls = TlsLayer::server(
-            server_config(&super::keys::server_key(), &settings, &clock).expect("server TLS config"),
+            server_config(&super::keys::server_key(), &settings, &clock)
+                .expect("server TLS config"),
         )
         .expect("server TLS layer");
         let ctls = TlsLayer::client(
-            client_config(&super::keys::client_key(), &TlsSettings::client_default(), &clock)
-                .expect("client TLS config"),
+            client_config(
+                &super::keys::client_key(),
+                &TlsSettings::client_default(),
+                &clock,
+            )
+            .expect("client TLS config"),
         )
         .expect("client TLS layer");
         let server = server::Connection::new(stls, server_cfg, policy, "127.0.0.1".into(), now);
-        let client = TlsClient::new(client::Connection::new(ctls, client_cfg, now), Some(Ok(())), now);
+        let client = TlsClient::new(
+            client::Connection::new(ctls, client_cfg, now),
+            Some(Ok(())),
+            now,
+        );
         Pair::new(client, server, world, now)
     }
 }
@@ -232,19 +242,47 @@ mod tests {
     /// of one file, byte for byte, every handle closed.
     #[test]
     fn tls_pair_identity_stat_get() {
-        let mut p = Pair::tls(world(), tls_policy(), Default::default(), Default::default());
+        let mut p = Pair::tls(
+            world(),
+            tls_policy(),
+            Default::default(),
+            Default::default(),
+        );
         p.drive();
         let ev = p.take_events();
-        assert!(ev.iter().any(|e| matches!(e, Event::VerifyServerKey { .. })), "{ev:?}");
-        assert!(ev.iter().any(|e| matches!(e, Event::Established { .. })), "{ev:?}");
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::VerifyServerKey { .. })),
+            "{ev:?}"
+        );
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::Established { .. })),
+            "{ev:?}"
+        );
         assert!(p.world.logged("Client is TRUSTED"), "{:?}", p.world.logs);
         let now = p.now;
-        p.client.request(now, 1, Request::Stat { path: b"/srv/f".to_vec(), client_time: now.unix_s });
+        p.client.request(
+            now,
+            1,
+            Request::Stat {
+                path: b"/srv/f".to_vec(),
+                client_time: now.unix_s,
+            },
+        );
         p.drive();
         let ev = p.take_events();
-        let [(1, Reply::Stat(Ok(st)))] = &replies(&ev)[..] else { panic!("{ev:?}") };
+        let [(1, Reply::Stat(Ok(st)))] = &replies(&ev)[..] else {
+            panic!("{ev:?}")
+        };
         assert_eq!(st.size, 21);
-        p.client.request(now, 2, Request::Get { path: b"/srv/f".to_vec(), size: st.size });
+        p.client.request(
+            now,
+            2,
+            Request::Get {
+                path: b"/srv/f".to_vec(),
+                size: st.size,
+            },
+        );
         p.drive();
         let ev = p.take_events();
         let data: Vec<u8> = ev
@@ -259,9 +297,19 @@ mod tests {
         assert_eq!(replies(&ev), vec![(2, Reply::Get(Ok(())))]);
         assert!(p.world.open.is_empty() && p.world.closed.len() == 1);
         // A denied path is refused without the world being asked about it.
-        p.client.request(now, 3, Request::Stat { path: b"/secret".to_vec(), client_time: now.unix_s });
+        p.client.request(
+            now,
+            3,
+            Request::Stat {
+                path: b"/secret".to_vec(),
+                client_time: now.unix_s,
+            },
+        );
         p.drive();
-        assert!(matches!(&replies(&p.take_events())[..], [(3, Reply::Stat(Err(_)))]));
+        assert!(matches!(
+            &replies(&p.take_events())[..],
+            [(3, Reply::Stat(Err(_)))]
+        ));
     }
 
     /// The TLS server's handshake deadline, reached by virtual time alone:
@@ -335,13 +383,24 @@ mod tests {
         let mut p = classic_pair(Default::default());
         p.drive();
         let ev = p.take_events();
-        assert!(matches!(&ev[..], [Ok(ClientEvent::Authenticated { newly_trusted: true, .. })]), "{ev:?}");
+        assert!(
+            matches!(
+                &ev[..],
+                [Ok(ClientEvent::Authenticated {
+                    newly_trusted: true,
+                    ..
+                })]
+            ),
+            "{ev:?}"
+        );
         assert!(p.server.is_authenticated());
         for enc in [false, true] {
             p.client.stat(p.now.unix_s, b"/srv/f", enc).unwrap();
             p.drive();
             let ev = p.take_events();
-            let [Ok(ClientEvent::Stat(st))] = &ev[..] else { panic!("{ev:?}") };
+            let [Ok(ClientEvent::Stat(st))] = &ev[..] else {
+                panic!("{ev:?}")
+            };
             p.client.get(b"/srv/f", st.size, enc).unwrap();
             p.drive();
             let ev = p.take_events();
@@ -373,6 +432,10 @@ mod tests {
         let t = p.advance().expect("an idle deadline");
         assert_eq!(t, 60_000);
         assert!(p.server.is_closing());
-        assert!(p.world.logged("Connection timed out during idle, closing"), "{:?}", p.world.logs);
+        assert!(
+            p.world.logged("Connection timed out during idle, closing"),
+            "{:?}",
+            p.world.logs
+        );
     }
 }

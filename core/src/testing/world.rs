@@ -332,10 +332,7 @@ impl World {
     /// anywhere in the path (more than 8 hops is ELOOP); the result must exist.
     pub fn canonicalize(&self, path: &[u8]) -> Result<Canonical, String> {
         let mut parts: Vec<Vec<u8>> = Vec::new();
-        let mut todo: VecDeque<Vec<u8>> = path
-            .split(|&b| b == b'/')
-            .map(|c| c.to_vec())
-            .collect();
+        let mut todo: VecDeque<Vec<u8>> = path.split(|&b| b == b'/').map(|c| c.to_vec()).collect();
         let mut hops = 0;
         while let Some(c) = todo.pop_front() {
             match c.as_slice() {
@@ -450,7 +447,9 @@ impl World {
                 let Some(n) = self.nodes.get(p) else {
                     return Some(Answer::ReadFailed("No such file or directory".into()));
                 };
-                let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(n.data.len());
+                let start = usize::try_from(*offset)
+                    .unwrap_or(usize::MAX)
+                    .min(n.data.len());
                 let end = start.saturating_add(*len).min(n.data.len());
                 Answer::Data {
                     bytes: n.data[start..end].to_vec(),
