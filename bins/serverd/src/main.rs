@@ -236,35 +236,70 @@ fn load_policy(cli: &Cli, workdir: &str) -> (String, Result<ServerPolicy, policy
     (file.clone(), policy::load(&FsPolicySource, &opts))
 }
 
+/// The host key, checked as cf-serverd checks it at start: the work
+/// directory must exist (a mistyped `--workdir` is refused, not created),
+/// `localhost.priv` and `localhost.pub` must both be readable, parse and
+/// belong together. Quick start: when the work directory exists and
+/// `ppkeys/` holds neither file, a key pair is made. Each refusal is one
+/// line naming the path.
 fn host_key(workdir: &str, logger: &Logger) -> Result<rcf_core::keys::RsaPrivateKey, String> {
-    let ppkeys = Path::new(workdir).join("ppkeys");
-    let priv_path = ppkeys.join("localhost.priv");
-    match std::fs::read(&priv_path) {
-        Ok(pem) => rcf_core::keys::parse_private_pem(&pem)
-            .map_err(|e| format!("{}: {e}", priv_path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            logger.log(
-                Level::Notice,
-                None,
-                "Making a key pair for CFEngine, please wait, this could take a minute...",
-            );
-            let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
-                .map_err(|e| e.to_string())?;
-            let pub_pem = rcf_core::keys::encode_public_pem(&key.to_public_key())
-                .map_err(|e| e.to_string())?;
-            let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
-                .map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::write_new_atomic(
-                &ppkeys.join("localhost.pub"),
-                pub_pem.as_bytes(),
-                0o600,
-            )
-            .map_err(|e| e.to_string())?;
-            Ok(key)
+    let wd = Path::new(workdir);
+    match std::fs::metadata(wd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("work directory '{workdir}' is not a directory")),
+        Err(e) => {
+            return Err(format!(
+                "work directory '{workdir}' cannot be used ({e}); check --workdir or CFENGINE_TEST_OVERRIDE_WORKDIR"
+            ))
         }
-        Err(e) => Err(format!("{}: {e}", priv_path.display())),
+    }
+    let ppkeys = wd.join("ppkeys");
+    let priv_path = ppkeys.join("localhost.priv");
+    let pub_path = ppkeys.join("localhost.pub");
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if !exists(&priv_path) && !exists(&pub_path) {
+        logger.log(
+            Level::Notice,
+            None,
+            "Making a key pair for CFEngine, please wait, this could take a minute...",
+        );
+        let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
+            .map_err(|e| e.to_string())?;
+        let pub_pem =
+            rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
+        let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_atomic(&pub_path, pub_pem.as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
+        return Ok(key);
+    }
+    let read = |p: &Path, which: &str| {
+        std::fs::read(p).map_err(|e| format!("cannot read the {which} key '{}': {e}", p.display()))
+    };
+    let private = rcf_core::keys::parse_private_pem(&read(&priv_path, "private")?)
+        .map_err(|e| format!("'{}' holds no usable private key: {e}", priv_path.display()))?;
+    let public = rcf_core::keys::parse_public_pem(&read(&pub_path, "public")?)
+        .map_err(|e| format!("'{}' holds no usable public key: {e}", pub_path.display()))?;
+    if private.to_public_key() != public {
+        return Err(format!(
+            "public key '{}' does not belong to private key '{}'",
+            pub_path.display(),
+            priv_path.display()
+        ));
+    }
+    Ok(private)
+}
+
+/// Whether the admin wrote the setting a TLS warning is about; warnings
+/// about 3.21's built-in defaults (which rustls cannot offer in full) are
+/// only worth a verbose line.
+fn admin_wrote(setting: &str, c: &rcf_core::policy::ServerControl) -> bool {
+    match setting {
+        "allowciphers" => c.allowciphers.is_some(),
+        "allowtlsversion" | "tls_min_version" => c.allowtlsversion.is_some(),
+        _ => true,
     }
 }
 
@@ -547,7 +582,7 @@ fn main() {
     let key = match host_key(&workdir, &startup_logger) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("rcf-serverd: error: cannot load the host key: {e}");
+            eprintln!("rcf-serverd: error: {e}");
             std::process::exit(1);
         }
     };
@@ -561,7 +596,7 @@ fn main() {
     let unusable = settings.is_unusable();
     for w in &warnings {
         let is_summary = matches!(w.kind, rcf_core::tls::TlsWarningKind::Unusable(_));
-        let lvl = if unusable && !is_summary {
+        let lvl = if (unusable && !is_summary) || !admin_wrote(w.setting, &policy.control) {
             Level::Verbose
         } else {
             Level::Warning
@@ -613,7 +648,14 @@ fn main() {
         match bind(&bind_addr, port, shards) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("rcf-serverd: error: Unable to start server: {e}");
+                let at = if bind_addr.is_empty() {
+                    format!("[::]:{port} (and 0.0.0.0:{port})")
+                } else if bind_addr.contains(':') {
+                    format!("[{bind_addr}]:{port}")
+                } else {
+                    format!("{bind_addr}:{port}")
+                };
+                eprintln!("rcf-serverd: error: Unable to start server: cannot listen on {at}: {e}");
                 std::process::exit(1);
             }
         }
