@@ -19,6 +19,7 @@ use rcf_tokio::{Logger, Shared};
 
 mod check_config;
 mod explain;
+mod reload;
 mod sd;
 mod show;
 
@@ -113,6 +114,10 @@ struct Cli {
     /// rcf extension: seconds one write may block before a peer that stopped reading is dropped.
     #[arg(long = "write-timeout", default_value_t = 60)]
     write_timeout: u64,
+    /// rcf extension: seconds between checks for a newer validated policy or changed policy
+    /// files (3.21 checks after each 10 s select() timeout); 0 disables (SIGHUP only).
+    #[arg(long = "reload-interval", value_name = "SECS", default_value_t = reload::CHECK_INTERVAL_SECS)]
+    reload_interval: u64,
     /// rcf extension: event-loop threads (default: one per CPU). Each accepts on its own
     /// SO_REUSEPORT socket and serves its connections start to end.
     #[arg(long = "threads", value_name = "N")]
@@ -290,6 +295,18 @@ fn host_key(workdir: &str, logger: &Logger) -> Result<rcf_core::keys::RsaPrivate
         ));
     }
     Ok(private)
+}
+
+/// The files whose change triggers a reload: every policy file loaded,
+/// the augments entries next to the policy and host-specific data.
+fn watch_list(p: &ServerPolicy, file: &str, workdir: &str) -> Vec<String> {
+    let mut v = p.files.clone();
+    if let Some((dir, _)) = file.rsplit_once('/') {
+        v.push(format!("{dir}/def.json"));
+        v.push(format!("{dir}/def_preferred.json"));
+    }
+    v.push(format!("{workdir}/data/host_specific.json"));
+    v
 }
 
 /// Whether the admin wrote the setting a TLS warning is about; warnings
@@ -561,15 +578,60 @@ fn main() {
     let startup_logger = Logger::stderr(lvl, cli.timestamp);
 
     let (file, loaded) = load_policy(&cli, &workdir);
-    let policy = match loaded {
-        Ok(p) => p,
+    let (file, policy) = match loaded {
+        Ok(p) => (file, p),
         Err(e) => {
             for d in &e.errors {
-                eprintln!("rcf-serverd: error: {d}");
+                startup_logger.log(Level::Error, None, &d.to_string());
             }
-            std::process::exit(1);
+            // as 3.21's SelectAndLoadPolicy: an invalid policy means
+            // WORKDIR/inputs/failsafe.cf, with the class failsafe_fallback
+            let failsafe = format!("{workdir}/inputs/failsafe.cf");
+            if file == failsafe || !Path::new(&failsafe).is_file() {
+                startup_logger.log(
+                    Level::Error,
+                    None,
+                    &format!(
+                        "Policy '{file}' is invalid and there is no '{failsafe}' to fall back to"
+                    ),
+                );
+                std::process::exit(1);
+            }
+            startup_logger.log(
+                Level::Error,
+                None,
+                &format!("Policy '{file}' is invalid, so going to failsafe"),
+            );
+            startup_logger.log(
+                Level::Error,
+                None,
+                &format!("CFEngine failsafe.cf: {workdir}/inputs {failsafe}"),
+            );
+            let mut host = host_opts(&cli);
+            host.define.push("failsafe_fallback".into());
+            match check_config::load_with(&FsPolicySource, &failsafe, &workdir, &host) {
+                Ok(p) => (failsafe, p),
+                Err(e) => {
+                    for d in &e.errors {
+                        startup_logger.log(Level::Error, None, &d.to_string());
+                    }
+                    startup_logger.log(
+                        Level::Error,
+                        None,
+                        &format!("The failsafe policy '{failsafe}' is invalid too"),
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
     };
+    let mut watched = watch_list(&policy, &file, &workdir);
+    let entry = check_config::resolve_file(cli.file.as_deref(), &workdir);
+    if !watched.contains(&entry) {
+        // running failsafe (or the built-in policy): the real entry's
+        // appearance or repair is a change too
+        watched.push(entry);
+    }
     for w in &policy.warnings {
         // The TLS settings below report TLS findings themselves, once.
         if !w.message.starts_with("Disabling TLS 1.3") {
@@ -816,10 +878,43 @@ fn main() {
         let cli_ignore_pref = cli.ignore_preferred_augments;
         let cli_lvl = (cli.verbose, cli.inform, cli.debug, cli.log_level.clone());
         let wd = workdir.clone();
+        let wd_for_watch = workdir.clone();
+        let marker = reload::validated_file(&workdir, cli.file.as_deref());
+        let interval = cli.reload_interval;
+        let mut fp = {
+            let (m, files) = (marker.clone(), watched.clone());
+            tokio::task::spawn_blocking(move || reload::fingerprint(&m, &files))
+                .await
+                .expect("fingerprint task")
+        };
         let reloader = tokio::spawn(async move {
-            while hup.recv().await.is_some() {
+            loop {
+                // SIGHUP, or (every `interval` s, as 3.21 after each
+                // select() timeout) a newer validated marker or changed files
+                let auto = tokio::select! {
+                    h = hup.recv() => {
+                        if h.is_none() {
+                            break;
+                        }
+                        false
+                    }
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))), if interval > 0 => {
+                        let (m, files) = (marker.clone(), fp.files.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>());
+                        let Ok(new) = tokio::task::spawn_blocking(move || reload::fingerprint(&m, &files)).await else {
+                            continue;
+                        };
+                        match reload::reason(&fp, &new) {
+                            None => continue,
+                            Some(why) => {
+                                reload_logger.log(Level::Verbose, None, why);
+                                fp = new;
+                                true
+                            }
+                        }
+                    }
+                };
                 reload_logger.log(
-                    Level::Info,
+                    if auto { Level::Notice } else { Level::Info },
                     None,
                     &format!("Rereading policy file '{file}'"),
                 );
@@ -836,13 +931,22 @@ fn main() {
                 };
                 let wd = wd.clone();
                 match tokio::task::spawn_blocking(move || load_policy(&c, &wd)).await {
-                    Ok((_, Ok(p))) => {
-                        reload_logger.log(Level::Info, None, "New promises detected...");
+                    Ok((f, Ok(p))) => {
+                        if !auto {
+                            reload_logger.log(Level::Info, None, "New promises detected...");
+                        }
+                        let files = watch_list(&p, &f, &wd_for_watch);
                         reload_shared.set_policy(Arc::new(p));
                         reload_shared
                             .stats
                             .reloads
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let m = marker.clone();
+                        if let Ok(n) =
+                            tokio::task::spawn_blocking(move || reload::fingerprint(&m, &files)).await
+                        {
+                            fp = n;
+                        }
                     }
                     Ok((_, Err(e))) => {
                         reload_logger.log(
