@@ -92,3 +92,93 @@ fn startup_checks() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains(&format!("127.0.0.1:{busy}")), "{e}");
 }
+
+/// cf-serverd's options: FILE as an argument, `-l` timestamps in its
+/// format, `-x`, `-C`, `-L` accepted, `-t N` stopping on SIGHUP.
+#[test]
+fn cf_serverd_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = tmp.path().join("wd");
+    std::fs::create_dir_all(wd.join("inputs")).unwrap();
+    let port = free_port();
+    let pf = wd.join("inputs/site.cf");
+    std::fs::write(
+        &pf,
+        format!(
+            "body server control {{ port => \"{port}\"; allowconnects => {{ \"127.0.0.1\" }}; }}\n"
+        ),
+    )
+    .unwrap();
+    let w = wd.to_str().unwrap();
+    let o = serverd(&[
+        "--workdir",
+        w,
+        "-l",
+        "-x",
+        "-C",
+        "never",
+        "-L",
+        "/nonexistent",
+        pf.to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("policy '{}'", pf.display())),
+        "FILE argument not used:\n{e}"
+    );
+    let line = e
+        .lines()
+        .find(|l| l.contains("Server is starting"))
+        .unwrap();
+    // 2026-12-07T04:17:27+0000   notice: ...
+    let ts = &line[..24];
+    assert!(
+        ts.as_bytes()[4] == b'-'
+            && ts.as_bytes()[10] == b'T'
+            && (ts.contains('+') || ts[19..].starts_with('-')),
+        "not cf-serverd's timestamp: {line}"
+    );
+    assert_eq!(&line[24..26], "  ", "{line}");
+
+    // -t: SIGHUP stops the server instead of reloading it
+    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
+    let mut child = Command::new(bin)
+        .args([
+            "--no-fork",
+            "--bind",
+            "127.0.0.1",
+            "-t",
+            "2",
+            "--workdir",
+            w,
+        ])
+        .arg(&pf)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling the child we started, by its PID.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("-t: still running 10 s after SIGHUP");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(st.success(), "{err}");
+    assert!(err.contains("Server is stopping"), "{err}");
+}

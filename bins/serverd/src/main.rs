@@ -19,6 +19,7 @@ use rcf_tokio::{Logger, Shared};
 
 mod check_config;
 mod explain;
+mod logsink;
 mod reload;
 mod sd;
 mod show;
@@ -102,7 +103,7 @@ struct Cli {
     /// Bind address (overrides `bindtointerface`).
     #[arg(long = "bind")]
     bind: Option<String>,
-    /// Where a daemonised server logs (default WORKDIR/outputs/rcf-serverd-PORT.log).
+    /// rcf extension: a daemonised server logs to this file instead of syslog (serverfacility).
     #[arg(long = "log-file")]
     log_file: Option<PathBuf>,
     /// rcf extension: seconds from accept to WELCOME before a peer is dropped.
@@ -165,9 +166,26 @@ struct Cli {
     /// With --explain: an EXEC -D for this class (roles:, admitted by --user).
     #[arg(long, requires = "explain", group = "what", help_heading = "Explain")]
     role: Option<String>,
-    /// With --explain: the path asked for (absolute, or through a shortcut).
-    #[arg(requires = "explain", group = "what", value_name = "PATH")]
+    /// The policy FILE (overrides -f, as cf-serverd's FILE argument); with --explain: the
+    /// path asked for (absolute, or through a shortcut).
+    #[arg(group = "what", value_name = "FILE|PATH")]
     path: Option<String>,
+    /// Activate internal diagnostics (accepted for compatibility; developers only).
+    #[arg(short = 'x', long = "diagnostic")]
+    diagnostic: bool,
+    /// Set LD_LIBRARY_PATH for child processes (cfruncommand).
+    #[arg(short = 'L', long = "ld-library-path", value_name = "PATH")]
+    ld_library_path: Option<String>,
+    /// Generate an avahi configuration file (refused: rcf-serverd does not announce itself).
+    #[arg(short = 'A', long = "generate-avahi-conf")]
+    generate_avahi_conf: bool,
+    /// Colorized output: always, auto, never (accepted; rcf-serverd's log is not colored).
+    #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto")]
+    color: Option<String>,
+    /// On SIGHUP, stop gracefully instead of reloading: wait up to N seconds for open
+    /// sessions to end, then exit (for systemd to start the new instance).
+    #[arg(short = 't', long = "graceful-detach", value_name = "N")]
+    graceful_detach: Option<u64>,
     /// Print the man page (roff) and exit.
     #[arg(long, hide = true)]
     man: bool,
@@ -307,6 +325,19 @@ fn watch_list(p: &ServerPolicy, file: &str, workdir: &str) -> Vec<String> {
     }
     v.push(format!("{workdir}/data/host_specific.json"));
     v
+}
+
+/// A stderr logger; `-l` prefixes cf-serverd's timestamps.
+fn stderr_logger(lvl: Level, timestamps: bool) -> Logger {
+    if timestamps {
+        Logger::to(
+            lvl,
+            false,
+            Box::new(logsink::Timestamped(std::io::stderr())),
+        )
+    } else {
+        Logger::stderr(lvl, false)
+    }
 }
 
 /// Whether the admin wrote the setting a TLS warning is about; warnings
@@ -522,7 +553,28 @@ fn run_explain(cli: &Cli) -> i32 {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if !cli.explain {
+        // cf-serverd's FILE argument overrides -f
+        if let Some(f) = cli.path.take() {
+            cli.file = Some(f);
+        }
+    }
+    if cli.generate_avahi_conf {
+        eprintln!("rcf-serverd: error: --generate-avahi-conf is not supported (rcf-serverd does not announce itself over avahi)");
+        std::process::exit(1);
+    }
+    if let Some(c) = &cli.color {
+        if !matches!(c.as_str(), "always" | "auto" | "never") {
+            eprintln!("rcf-serverd: error: --color must be always, auto or never, not '{c}'");
+            std::process::exit(2);
+        }
+    }
+    if let Some(p) = &cli.ld_library_path {
+        // before any thread exists: children (cfruncommand) inherit it
+        std::env::set_var("LD_LIBRARY_PATH", p);
+    }
+    let _ = cli.diagnostic;
     let _ = (&cli.no_lock, &cli.negate);
     if cli.man {
         let mut out = std::io::stdout().lock();
@@ -575,7 +627,7 @@ fn main() {
     let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
     let foreground = cli.no_fork || cli.verbose || cli.debug;
     let lvl = level(&cli);
-    let startup_logger = Logger::stderr(lvl, cli.timestamp);
+    let startup_logger = stderr_logger(lvl, cli.timestamp);
 
     let (file, loaded) = load_policy(&cli, &workdir);
     let (file, policy) = match loaded {
@@ -740,22 +792,33 @@ fn main() {
         }
     }
     let logger = Arc::new(if foreground {
-        Logger::stderr(lvl, cli.timestamp)
-    } else {
-        let path = cli.log_file.clone().unwrap_or_else(|| {
-            Path::new(&workdir)
-                .join("outputs")
-                .join(format!("rcf-serverd-{port}.log"))
-        });
+        stderr_logger(lvl, cli.timestamp)
+    } else if let Some(path) = cli.log_file.clone() {
+        // rcf extension: an explicit log file, lines as on stderr
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")));
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
         {
-            Ok(f) => Logger::to(lvl, true, Box::new(f)),
-            Err(_) => Logger::to(lvl, true, Box::new(std::io::sink())),
+            Ok(f) => Logger::to(lvl, false, Box::new(logsink::Timestamped(f))),
+            Err(_) => Logger::to(
+                lvl,
+                false,
+                Box::new(logsink::Syslog::open(logsink::facility(
+                    &policy.control.serverfacility,
+                ))),
+            ),
         }
+    } else {
+        // as cf-serverd: a daemon logs to syslog with serverfacility
+        Logger::to(
+            lvl,
+            false,
+            Box::new(logsink::Syslog::open(logsink::facility(
+                &policy.control.serverfacility,
+            ))),
+        )
     });
     // Pid files are per port so several servers can share a workdir.
     let pid_files: Vec<PathBuf> = {
@@ -887,12 +950,16 @@ fn main() {
                 .await
                 .expect("fingerprint task")
         };
+        let graceful = cli.graceful_detach;
+        let mut hup_graceful = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let open_shared = shared.clone();
+        let grace_logger = logger.clone();
         let reloader = tokio::spawn(async move {
             loop {
                 // SIGHUP, or (every `interval` s, as 3.21 after each
                 // select() timeout) a newer validated marker or changed files
                 let auto = tokio::select! {
-                    h = hup.recv() => {
+                    h = hup.recv(), if graceful.is_none() => {
                         if h.is_none() {
                             break;
                         }
@@ -978,6 +1045,17 @@ fn main() {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
+                _ = hup_graceful.recv(), if graceful.is_some() => {
+                    // -t N: a graceful stop instead of a reload
+                    let n = graceful.unwrap_or(0);
+                    grace_logger.log(Level::Info, None, "Doing a Graceful restart");
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(n);
+                    while open_shared.stats.open.load(std::sync::atomic::Ordering::Relaxed) > 0
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
             }
         })
         .await;
