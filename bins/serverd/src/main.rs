@@ -593,14 +593,17 @@ fn main() {
     if cli.show_classes.is_some() || cli.show_vars.is_some() {
         let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
         let file = check_config::resolve_file(cli.file.as_deref(), &workdir);
-        let opts = check_config::load_options(&file, &workdir, &host_opts(&cli));
+        let (opts, aug) = check_config::prepare(&file, &workdir, &host_opts(&cli));
+        for e in &aug.errors {
+            eprintln!("rcf-serverd: error: {e}");
+        }
         let defined: Vec<String> = cli
             .define
             .iter()
             .flat_map(|d| d.split(',').map(|c| c.trim().to_string()))
             .collect();
         let out = match (&cli.show_classes, &cli.show_vars) {
-            (Some(re), _) => show::classes(&opts, &defined, re),
+            (Some(re), _) => show::classes(&opts, &defined, &aug.classes, re),
             (None, Some(re)) => show::vars(&opts, re),
             (None, None) => Ok(Vec::new()),
         };
