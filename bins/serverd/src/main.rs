@@ -593,7 +593,10 @@ fn main() {
     if cli.show_classes.is_some() || cli.show_vars.is_some() {
         let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
         let file = check_config::resolve_file(cli.file.as_deref(), &workdir);
-        let (opts, aug) = check_config::prepare(&file, &workdir, &host_opts(&cli));
+        let (opts, aug, discovery) = check_config::prepare(&file, &workdir, &host_opts(&cli));
+        for w in &discovery {
+            eprintln!("rcf-serverd: warning: {w}");
+        }
         for e in &aug.errors {
             eprintln!("rcf-serverd: error: {e}");
         }
