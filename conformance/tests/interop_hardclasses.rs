@@ -72,6 +72,10 @@ fn rcf_classes(wd: &Path, policy: &Path, extra: &[&str]) -> Vec<String> {
         format!("{:<60} {:<40} {}", "Class name", "Meta tags", "Comment")
     );
     let mut v: Vec<String> = lines
+        .filter(|l| {
+            l.get(61..)
+                .is_some_and(|t| t.split([',', ' ']).any(|x| x == "hardclass"))
+        })
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect();

@@ -116,6 +116,21 @@ fn mpf_bootstrapped_host() {
     compare(tmp.path(), &wd, &policy, port, &[]);
 }
 
+/// Bootstrapped to a host name with a port: `sys.policy_hub` is the
+/// address the name resolves to (getaddrinfo's first answer, as 3.21).
+#[test]
+fn mpf_bootstrapped_hostname_port() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), format!("localhost:{port}\n")).unwrap();
+    let real = compare(tmp.path(), &wd, &policy, port, &[]);
+    assert!(
+        real.iter()
+            .any(|l| l.contains("127.0.0.1/16") || l.contains("::1/16")),
+        "localhost should resolve into the acl:\n{}",
+        real.join("\n")
+    );
+}
+
 /// Bootstrapped to `[::1]:PORT` and to a bare IPv6 address.
 #[test]
 fn mpf_bootstrapped_ipv6_forms() {

@@ -237,7 +237,37 @@ pub fn gather(d: &Discover<'_>) -> HostFacts {
             let resolved = b.needs_lookup().and_then(resolve_first);
             (b, resolved)
         });
+    // OSClasses / VM detection inputs rcf does not interpret
+    let not_interpreted = [
+        "/etc/mandriva-release",
+        "/etc/mandrake-release",
+        "/etc/fedora-release",
+        "/etc/ovs-release",
+        "/etc/redhat-release",
+        "/etc/oracle-release",
+        "/etc/generic-release",
+        "/etc/SuSE-release",
+        "/etc/system-release",
+        "/etc/slackware-version",
+        "/etc/slackware-release",
+        "/etc/lsb-release",
+        "/etc/UnitedLinux-release",
+        "/etc/alpine-release",
+        "/etc/gentoo-release",
+        "/etc/arch-release",
+        "/proc/vmware/version",
+        "/etc/vmware-release",
+        "/proc/xen/capabilities",
+        "/etc/Eos-release",
+        "/proc/bc/0",
+        "/proc/vz",
+    ]
+    .iter()
+    .filter(|p| Path::new(p).exists())
+    .map(|p| p.to_string())
+    .collect();
     HostFacts {
+        not_interpreted,
         sysname,
         nodename,
         release,

@@ -79,6 +79,12 @@ pub fn host_context(workdir: &str, host: &HostOpts) -> hostclasses::HardContext 
         now,
     });
     let mut hc = hostclasses::derive(&facts);
+    for f in &facts.not_interpreted {
+        hc.not_interpreted.push(format!(
+            "{f}: 3.21 derives hard classes from this file and rcf does not; \
+             policy guarded by those classes is evaluated without them"
+        ));
+    }
     if host.debug {
         hc.classes.insert("opt_debug".into());
     }
@@ -95,7 +101,14 @@ pub fn host_context(workdir: &str, host: &HostOpts) -> hostclasses::HardContext 
 
 /// The `sys.*` variables, environment and hard classes the evaluator gets.
 pub fn load_options(file: &str, workdir: &str, host: &HostOpts) -> LoadOptions {
+    load_options_noting(file, workdir, host).0
+}
+
+/// [`load_options`] and the discovery warnings (inputs 3.21 reads that rcf
+/// does not interpret).
+fn load_options_noting(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptions, Vec<String>) {
     let hc = host_context(workdir, host);
+    let notes = hc.not_interpreted;
     let mut sys = hc.sys;
     let dir = file.rsplit_once('/').map(|(d, _)| d).unwrap_or(".");
     let dir = if dir.is_empty() { "/" } else { dir };
@@ -111,13 +124,14 @@ pub fn load_options(file: &str, workdir: &str, host: &HostOpts) -> LoadOptions {
         "policy_entry_basename".into(),
         Value::Scalar(file.rsplit('/').next().unwrap_or(file).to_string()),
     );
-    LoadOptions {
+    let opts = LoadOptions {
         file: file.to_string(),
         sys,
         env: std::env::vars().collect(),
         classes: hc.classes,
         vars: Default::default(),
-    }
+    };
+    (opts, notes)
 }
 
 /// The augments entry 3.21 reads for `file` (`LoadAugments`):
@@ -134,9 +148,14 @@ pub fn augments_entry(file: &str, ignore_preferred: bool) -> String {
 }
 
 /// [`load_options`] plus host-specific data and augments installed into
-/// them; the augments report says what was read and what rcf refused.
-pub fn prepare(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptions, Augmented) {
-    let mut opts = load_options(file, workdir, host);
+/// them; the augments report says what was read and what rcf refused,
+/// and the last item lists discovery inputs rcf does not interpret.
+pub fn prepare(
+    file: &str,
+    workdir: &str,
+    host: &HostOpts,
+) -> (LoadOptions, Augmented, Vec<String>) {
+    let (mut opts, discovery) = load_options_noting(file, workdir, host);
     let mut pre_errors = Vec::new();
     let cmdb = match rcf_fs::augments::host_specific(workdir) {
         Ok(c) => c,
@@ -155,7 +174,7 @@ pub fn prepare(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptions, Augm
     aug.warnings.extend(pre_errors);
     opts.classes.extend(aug.classes.iter().cloned());
     opts.vars.extend(aug.vars.clone());
-    (opts, aug)
+    (opts, aug, discovery)
 }
 
 fn diag(file: &str, message: String) -> policy::Diagnostic {
@@ -176,13 +195,16 @@ pub fn load_with(
     workdir: &str,
     host: &HostOpts,
 ) -> Result<ServerPolicy, policy::PolicyErrors> {
-    let (opts, aug) = prepare(file, workdir, host);
+    let (opts, aug, discovery) = prepare(file, workdir, host);
     let entry = augments_entry(file, host.ignore_preferred_augments);
-    let warnings: Vec<policy::Diagnostic> = aug
-        .warnings
+    let mut warnings: Vec<policy::Diagnostic> = discovery
         .iter()
-        .map(|w| diag(&entry, w.clone()))
+        .map(|w| match w.split_once(": ") {
+            Some((f, m)) => diag(f, m.to_string()),
+            None => diag("host discovery", w.clone()),
+        })
         .collect();
+    warnings.extend(aug.warnings.iter().map(|w| diag(&entry, w.clone())));
     if !aug.errors.is_empty() {
         return Err(policy::PolicyErrors {
             errors: aug.errors.iter().map(|e| diag(&entry, e.clone())).collect(),

@@ -19,6 +19,8 @@ use rcf_tokio::{Logger, Shared};
 
 mod check_config;
 mod explain;
+mod logsink;
+mod reload;
 mod sd;
 mod show;
 
@@ -101,7 +103,7 @@ struct Cli {
     /// Bind address (overrides `bindtointerface`).
     #[arg(long = "bind")]
     bind: Option<String>,
-    /// Where a daemonised server logs (default WORKDIR/outputs/rcf-serverd-PORT.log).
+    /// rcf extension: a daemonised server logs to this file instead of syslog (serverfacility).
     #[arg(long = "log-file")]
     log_file: Option<PathBuf>,
     /// rcf extension: seconds from accept to WELCOME before a peer is dropped.
@@ -113,6 +115,10 @@ struct Cli {
     /// rcf extension: seconds one write may block before a peer that stopped reading is dropped.
     #[arg(long = "write-timeout", default_value_t = 60)]
     write_timeout: u64,
+    /// rcf extension: seconds between checks for a newer validated policy or changed policy
+    /// files (3.21 checks after each 10 s select() timeout); 0 disables (SIGHUP only).
+    #[arg(long = "reload-interval", value_name = "SECS", default_value_t = reload::CHECK_INTERVAL_SECS)]
+    reload_interval: u64,
     /// rcf extension: event-loop threads (default: one per CPU). Each accepts on its own
     /// SO_REUSEPORT socket and serves its connections start to end.
     #[arg(long = "threads", value_name = "N")]
@@ -160,9 +166,26 @@ struct Cli {
     /// With --explain: an EXEC -D for this class (roles:, admitted by --user).
     #[arg(long, requires = "explain", group = "what", help_heading = "Explain")]
     role: Option<String>,
-    /// With --explain: the path asked for (absolute, or through a shortcut).
-    #[arg(requires = "explain", group = "what", value_name = "PATH")]
+    /// The policy FILE (overrides -f, as cf-serverd's FILE argument); with --explain: the
+    /// path asked for (absolute, or through a shortcut).
+    #[arg(group = "what", value_name = "FILE|PATH")]
     path: Option<String>,
+    /// Activate internal diagnostics (accepted for compatibility; developers only).
+    #[arg(short = 'x', long = "diagnostic")]
+    diagnostic: bool,
+    /// Set LD_LIBRARY_PATH for child processes (cfruncommand).
+    #[arg(short = 'L', long = "ld-library-path", value_name = "PATH")]
+    ld_library_path: Option<String>,
+    /// Generate an avahi configuration file (refused: rcf-serverd does not announce itself).
+    #[arg(short = 'A', long = "generate-avahi-conf")]
+    generate_avahi_conf: bool,
+    /// Colorized output: always, auto, never (accepted; rcf-serverd's log is not colored).
+    #[arg(short = 'C', long = "color", value_name = "WHEN", num_args = 0..=1, default_missing_value = "auto")]
+    color: Option<String>,
+    /// On SIGHUP, stop gracefully instead of reloading: wait up to N seconds for open
+    /// sessions to end, then exit (for systemd to start the new instance).
+    #[arg(short = 't', long = "graceful-detach", value_name = "N")]
+    graceful_detach: Option<u64>,
     /// Print the man page (roff) and exit.
     #[arg(long, hide = true)]
     man: bool,
@@ -228,35 +251,95 @@ fn load_policy(cli: &Cli, workdir: &str) -> (String, Result<ServerPolicy, policy
     (file.clone(), policy::load(&FsPolicySource, &opts))
 }
 
+/// The host key, checked as cf-serverd checks it at start: the work
+/// directory must exist (a mistyped `--workdir` is refused, not created),
+/// `localhost.priv` and `localhost.pub` must both be readable, parse and
+/// belong together. Quick start: when the work directory exists and
+/// `ppkeys/` holds neither file, a key pair is made. Each refusal is one
+/// line naming the path.
 fn host_key(workdir: &str, logger: &Logger) -> Result<rcf_core::keys::RsaPrivateKey, String> {
-    let ppkeys = Path::new(workdir).join("ppkeys");
-    let priv_path = ppkeys.join("localhost.priv");
-    match std::fs::read(&priv_path) {
-        Ok(pem) => rcf_core::keys::parse_private_pem(&pem)
-            .map_err(|e| format!("{}: {e}", priv_path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            logger.log(
-                Level::Notice,
-                None,
-                "Making a key pair for CFEngine, please wait, this could take a minute...",
-            );
-            let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
-                .map_err(|e| e.to_string())?;
-            let pub_pem = rcf_core::keys::encode_public_pem(&key.to_public_key())
-                .map_err(|e| e.to_string())?;
-            let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
-                .map_err(|e| e.to_string())?;
-            rcf_fs::ppkeys::write_new_atomic(
-                &ppkeys.join("localhost.pub"),
-                pub_pem.as_bytes(),
-                0o600,
-            )
-            .map_err(|e| e.to_string())?;
-            Ok(key)
+    let wd = Path::new(workdir);
+    match std::fs::metadata(wd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("work directory '{workdir}' is not a directory")),
+        Err(e) => {
+            return Err(format!(
+                "work directory '{workdir}' cannot be used ({e}); check --workdir or CFENGINE_TEST_OVERRIDE_WORKDIR"
+            ))
         }
-        Err(e) => Err(format!("{}: {e}", priv_path.display())),
+    }
+    let ppkeys = wd.join("ppkeys");
+    let priv_path = ppkeys.join("localhost.priv");
+    let pub_path = ppkeys.join("localhost.pub");
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if !exists(&priv_path) && !exists(&pub_path) {
+        logger.log(
+            Level::Notice,
+            None,
+            "Making a key pair for CFEngine, please wait, this could take a minute...",
+        );
+        let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
+            .map_err(|e| e.to_string())?;
+        let pub_pem =
+            rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
+        let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_atomic(&pub_path, pub_pem.as_bytes(), 0o600)
+            .map_err(|e| e.to_string())?;
+        return Ok(key);
+    }
+    let read = |p: &Path, which: &str| {
+        std::fs::read(p).map_err(|e| format!("cannot read the {which} key '{}': {e}", p.display()))
+    };
+    let private = rcf_core::keys::parse_private_pem(&read(&priv_path, "private")?)
+        .map_err(|e| format!("'{}' holds no usable private key: {e}", priv_path.display()))?;
+    let public = rcf_core::keys::parse_public_pem(&read(&pub_path, "public")?)
+        .map_err(|e| format!("'{}' holds no usable public key: {e}", pub_path.display()))?;
+    if private.to_public_key() != public {
+        return Err(format!(
+            "public key '{}' does not belong to private key '{}'",
+            pub_path.display(),
+            priv_path.display()
+        ));
+    }
+    Ok(private)
+}
+
+/// The files whose change triggers a reload: every policy file loaded,
+/// the augments entries next to the policy and host-specific data.
+fn watch_list(p: &ServerPolicy, file: &str, workdir: &str) -> Vec<String> {
+    let mut v = p.files.clone();
+    if let Some((dir, _)) = file.rsplit_once('/') {
+        v.push(format!("{dir}/def.json"));
+        v.push(format!("{dir}/def_preferred.json"));
+    }
+    v.push(format!("{workdir}/data/host_specific.json"));
+    v
+}
+
+/// A stderr logger; `-l` prefixes cf-serverd's timestamps.
+fn stderr_logger(lvl: Level, timestamps: bool) -> Logger {
+    if timestamps {
+        Logger::to(
+            lvl,
+            false,
+            Box::new(logsink::Timestamped(std::io::stderr())),
+        )
+    } else {
+        Logger::stderr(lvl, false)
+    }
+}
+
+/// Whether the admin wrote the setting a TLS warning is about; warnings
+/// about 3.21's built-in defaults (which rustls cannot offer in full) are
+/// only worth a verbose line.
+fn admin_wrote(setting: &str, c: &rcf_core::policy::ServerControl) -> bool {
+    match setting {
+        "allowciphers" => c.allowciphers.is_some(),
+        "allowtlsversion" | "tls_min_version" => c.allowtlsversion.is_some(),
+        _ => true,
     }
 }
 
@@ -462,7 +545,28 @@ fn run_explain(cli: &Cli) -> i32 {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if !cli.explain {
+        // cf-serverd's FILE argument overrides -f
+        if let Some(f) = cli.path.take() {
+            cli.file = Some(f);
+        }
+    }
+    if cli.generate_avahi_conf {
+        eprintln!("rcf-serverd: error: --generate-avahi-conf is not supported (rcf-serverd does not announce itself over avahi)");
+        std::process::exit(1);
+    }
+    if let Some(c) = &cli.color {
+        if !matches!(c.as_str(), "always" | "auto" | "never") {
+            eprintln!("rcf-serverd: error: --color must be always, auto or never, not '{c}'");
+            std::process::exit(2);
+        }
+    }
+    if let Some(p) = &cli.ld_library_path {
+        // before any thread exists: children (cfruncommand) inherit it
+        std::env::set_var("LD_LIBRARY_PATH", p);
+    }
+    let _ = cli.diagnostic;
     let _ = (&cli.no_lock, &cli.negate);
     if cli.man {
         std::process::exit(match rcf_cli::print_man_page(Cli::command()) {
@@ -476,14 +580,20 @@ fn main() {
     if cli.show_classes.is_some() || cli.show_vars.is_some() {
         let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
         let file = check_config::resolve_file(cli.file.as_deref(), &workdir);
-        let opts = check_config::load_options(&file, &workdir, &host_opts(&cli));
+        let (opts, aug, discovery) = check_config::prepare(&file, &workdir, &host_opts(&cli));
+        for w in &discovery {
+            eprintln!("rcf-serverd: warning: {w}");
+        }
+        for e in &aug.errors {
+            eprintln!("rcf-serverd: error: {e}");
+        }
         let defined: Vec<String> = cli
             .define
             .iter()
             .flat_map(|d| d.split(',').map(|c| c.trim().to_string()))
             .collect();
         let out = match (&cli.show_classes, &cli.show_vars) {
-            (Some(re), _) => show::classes(&opts, &defined, re),
+            (Some(re), _) => show::classes(&opts, &defined, &aug.classes, re),
             (None, Some(re)) => show::vars(&opts, re),
             (None, None) => Ok(Vec::new()),
         };
@@ -510,18 +620,63 @@ fn main() {
     let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
     let foreground = cli.no_fork || cli.verbose || cli.debug;
     let lvl = level(&cli);
-    let startup_logger = Logger::stderr(lvl, cli.timestamp);
+    let startup_logger = stderr_logger(lvl, cli.timestamp);
 
     let (file, loaded) = load_policy(&cli, &workdir);
-    let policy = match loaded {
-        Ok(p) => p,
+    let (file, policy) = match loaded {
+        Ok(p) => (file, p),
         Err(e) => {
             for d in &e.errors {
-                eprintln!("rcf-serverd: error: {d}");
+                startup_logger.log(Level::Error, None, &d.to_string());
             }
-            std::process::exit(1);
+            // as 3.21's SelectAndLoadPolicy: an invalid policy means
+            // WORKDIR/inputs/failsafe.cf, with the class failsafe_fallback
+            let failsafe = format!("{workdir}/inputs/failsafe.cf");
+            if file == failsafe || !Path::new(&failsafe).is_file() {
+                startup_logger.log(
+                    Level::Error,
+                    None,
+                    &format!(
+                        "Policy '{file}' is invalid and there is no '{failsafe}' to fall back to"
+                    ),
+                );
+                std::process::exit(1);
+            }
+            startup_logger.log(
+                Level::Error,
+                None,
+                &format!("Policy '{file}' is invalid, so going to failsafe"),
+            );
+            startup_logger.log(
+                Level::Error,
+                None,
+                &format!("CFEngine failsafe.cf: {workdir}/inputs {failsafe}"),
+            );
+            let mut host = host_opts(&cli);
+            host.define.push("failsafe_fallback".into());
+            match check_config::load_with(&FsPolicySource, &failsafe, &workdir, &host) {
+                Ok(p) => (failsafe, p),
+                Err(e) => {
+                    for d in &e.errors {
+                        startup_logger.log(Level::Error, None, &d.to_string());
+                    }
+                    startup_logger.log(
+                        Level::Error,
+                        None,
+                        &format!("The failsafe policy '{failsafe}' is invalid too"),
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
     };
+    let mut watched = watch_list(&policy, &file, &workdir);
+    let entry = check_config::resolve_file(cli.file.as_deref(), &workdir);
+    if !watched.contains(&entry) {
+        // running failsafe (or the built-in policy): the real entry's
+        // appearance or repair is a change too
+        watched.push(entry);
+    }
     for w in &policy.warnings {
         // The TLS settings below report TLS findings themselves, once.
         if !w.message.starts_with("Disabling TLS 1.3") {
@@ -534,7 +689,7 @@ fn main() {
     let key = match host_key(&workdir, &startup_logger) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("rcf-serverd: error: cannot load the host key: {e}");
+            eprintln!("rcf-serverd: error: {e}");
             std::process::exit(1);
         }
     };
@@ -548,7 +703,7 @@ fn main() {
     let unusable = settings.is_unusable();
     for w in &warnings {
         let is_summary = matches!(w.kind, rcf_core::tls::TlsWarningKind::Unusable(_));
-        let lvl = if unusable && !is_summary {
+        let lvl = if (unusable && !is_summary) || !admin_wrote(w.setting, &policy.control) {
             Level::Verbose
         } else {
             Level::Warning
@@ -600,7 +755,14 @@ fn main() {
         match bind(&bind_addr, port, shards) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("rcf-serverd: error: Unable to start server: {e}");
+                let at = if bind_addr.is_empty() {
+                    format!("[::]:{port} (and 0.0.0.0:{port})")
+                } else if bind_addr.contains(':') {
+                    format!("[{bind_addr}]:{port}")
+                } else {
+                    format!("{bind_addr}:{port}")
+                };
+                eprintln!("rcf-serverd: error: Unable to start server: cannot listen on {at}: {e}");
                 std::process::exit(1);
             }
         }
@@ -623,22 +785,33 @@ fn main() {
         }
     }
     let logger = Arc::new(if foreground {
-        Logger::stderr(lvl, cli.timestamp)
-    } else {
-        let path = cli.log_file.clone().unwrap_or_else(|| {
-            Path::new(&workdir)
-                .join("outputs")
-                .join(format!("rcf-serverd-{port}.log"))
-        });
+        stderr_logger(lvl, cli.timestamp)
+    } else if let Some(path) = cli.log_file.clone() {
+        // rcf extension: an explicit log file, lines as on stderr
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")));
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
         {
-            Ok(f) => Logger::to(lvl, true, Box::new(f)),
-            Err(_) => Logger::to(lvl, true, Box::new(std::io::sink())),
+            Ok(f) => Logger::to(lvl, false, Box::new(logsink::Timestamped(f))),
+            Err(_) => Logger::to(
+                lvl,
+                false,
+                Box::new(logsink::Syslog::open(logsink::facility(
+                    &policy.control.serverfacility,
+                ))),
+            ),
         }
+    } else {
+        // as cf-serverd: a daemon logs to syslog with serverfacility
+        Logger::to(
+            lvl,
+            false,
+            Box::new(logsink::Syslog::open(logsink::facility(
+                &policy.control.serverfacility,
+            ))),
+        )
     });
     // Pid files are per port so several servers can share a workdir.
     let pid_files: Vec<PathBuf> = {
@@ -761,10 +934,47 @@ fn main() {
         let cli_ignore_pref = cli.ignore_preferred_augments;
         let cli_lvl = (cli.verbose, cli.inform, cli.debug, cli.log_level.clone());
         let wd = workdir.clone();
+        let wd_for_watch = workdir.clone();
+        let marker = reload::validated_file(&workdir, cli.file.as_deref());
+        let interval = cli.reload_interval;
+        let mut fp = {
+            let (m, files) = (marker.clone(), watched.clone());
+            tokio::task::spawn_blocking(move || reload::fingerprint(&m, &files))
+                .await
+                .expect("fingerprint task")
+        };
+        let graceful = cli.graceful_detach;
+        let mut hup_graceful = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let open_shared = shared.clone();
+        let grace_logger = logger.clone();
         let reloader = tokio::spawn(async move {
-            while hup.recv().await.is_some() {
+            loop {
+                // SIGHUP, or (every `interval` s, as 3.21 after each
+                // select() timeout) a newer validated marker or changed files
+                let auto = tokio::select! {
+                    h = hup.recv(), if graceful.is_none() => {
+                        if h.is_none() {
+                            break;
+                        }
+                        false
+                    }
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(interval.max(1))), if interval > 0 => {
+                        let (m, files) = (marker.clone(), fp.files.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>());
+                        let Ok(new) = tokio::task::spawn_blocking(move || reload::fingerprint(&m, &files)).await else {
+                            continue;
+                        };
+                        match reload::reason(&fp, &new) {
+                            None => continue,
+                            Some(why) => {
+                                reload_logger.log(Level::Verbose, None, why);
+                                fp = new;
+                                true
+                            }
+                        }
+                    }
+                };
                 reload_logger.log(
-                    Level::Info,
+                    if auto { Level::Notice } else { Level::Info },
                     None,
                     &format!("Rereading policy file '{file}'"),
                 );
@@ -781,13 +991,22 @@ fn main() {
                 };
                 let wd = wd.clone();
                 match tokio::task::spawn_blocking(move || load_policy(&c, &wd)).await {
-                    Ok((_, Ok(p))) => {
-                        reload_logger.log(Level::Info, None, "New promises detected...");
+                    Ok((f, Ok(p))) => {
+                        if !auto {
+                            reload_logger.log(Level::Info, None, "New promises detected...");
+                        }
+                        let files = watch_list(&p, &f, &wd_for_watch);
                         reload_shared.set_policy(Arc::new(p));
                         reload_shared
                             .stats
                             .reloads
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let m = marker.clone();
+                        if let Ok(n) =
+                            tokio::task::spawn_blocking(move || reload::fingerprint(&m, &files)).await
+                        {
+                            fp = n;
+                        }
                     }
                     Ok((_, Err(e))) => {
                         reload_logger.log(
@@ -819,6 +1038,17 @@ fn main() {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
+                _ = hup_graceful.recv(), if graceful.is_some() => {
+                    // -t N: a graceful stop instead of a reload
+                    let n = graceful.unwrap_or(0);
+                    grace_logger.log(Level::Info, None, "Doing a Graceful restart");
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(n);
+                    while open_shared.stats.open.load(std::sync::atomic::Ordering::Relaxed) > 0
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
             }
         })
         .await;

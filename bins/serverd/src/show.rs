@@ -11,13 +11,21 @@ use rcf_core::policy::{LoadOptions, Value};
 const HARD_TAGS: &str = "source=agent,hardclass";
 /// Tag column for `-D` classes (3.21 defines them soft, from the environment).
 const ENV_TAGS: &str = "source=environment";
+/// Tag column for classes and variables from augments / host-specific data.
+const AUG_TAGS: &str = "source=augments_file";
 
 fn matcher(re: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(re).map_err(|e| format!("invalid regular expression '{re}': {e}"))
 }
 
-/// The `--show-classes` lines (header first). `defined` are the `-D` classes.
-pub fn classes(opts: &LoadOptions, defined: &[String], re: &str) -> Result<Vec<String>, String> {
+/// The `--show-classes` lines (header first). `defined` are the `-D`
+/// classes, `augmented` those from augments.
+pub fn classes(
+    opts: &LoadOptions,
+    defined: &[String],
+    augmented: &std::collections::BTreeSet<String>,
+    re: &str,
+) -> Result<Vec<String>, String> {
     let rx = matcher(re)?;
     let mut lines: Vec<String> = opts
         .classes
@@ -26,6 +34,8 @@ pub fn classes(opts: &LoadOptions, defined: &[String], re: &str) -> Result<Vec<S
         .map(|c| {
             let tags = if defined.contains(c) {
                 ENV_TAGS
+            } else if augmented.contains(c) {
+                AUG_TAGS
             } else {
                 HARD_TAGS
             };
@@ -58,20 +68,27 @@ fn write_value(v: &Value) -> String {
 }
 
 /// The `--show-vars` lines (header first): every `sys.*` variable as
-/// `default:sys.NAME`.
+/// `default:sys.NAME`, then the variables augments and host-specific data
+/// define (`default:def.NAME`, ...).
 pub fn vars(opts: &LoadOptions, re: &str) -> Result<Vec<String>, String> {
     let rx = matcher(re)?;
-    let mut lines: Vec<String> = opts
+    let sys = opts
         .sys
         .iter()
-        .map(|(k, v)| (format!("default:sys.{k}"), v))
-        .filter(|(k, _)| rx.is_match(k))
-        .map(|(k, v)| {
+        .map(|(k, v)| (format!("default:sys.{k}"), v, "source=agent"));
+    let aug = opts
+        .vars
+        .iter()
+        .map(|((b, k), v)| (format!("default:{b}.{k}"), v, AUG_TAGS));
+    let mut lines: Vec<String> = sys
+        .chain(aug)
+        .filter(|(k, _, _)| rx.is_match(k))
+        .map(|(k, v, tags)| {
             let mut val = write_value(v);
             if val.chars().any(|c| c.is_control()) {
                 val = "<non-printable>".into();
             }
-            format!("{:<40} {:<60} {:<40} {:<40}", k, val, "source=agent", "")
+            format!("{:<40} {:<60} {:<40} {:<40}", k, val, tags, "")
         })
         .collect();
     lines.sort();

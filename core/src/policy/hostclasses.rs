@@ -117,6 +117,10 @@ pub struct HostFacts {
     pub inform: bool,
     /// `-d`.
     pub debug: bool,
+    /// Discovery inputs 3.21 reads that rcf does not interpret (distribution
+    /// release files other than os-release/debian, VM and container
+    /// markers): the classes 3.21 derives from them are missing here.
+    pub not_interpreted: Vec<String>,
 }
 
 /// Classes and `sys.*` variables, as the evaluator takes them.
@@ -126,6 +130,8 @@ pub struct HardContext {
     pub classes: BTreeSet<String>,
     /// `sys.*` variables by name (array entries as `name[key]`).
     pub sys: BTreeMap<String, Value>,
+    /// Warnings: discovery inputs rcf does not interpret.
+    pub not_interpreted: Vec<String>,
 }
 
 /// 3.21's `CanonifyName`: every byte that is not ASCII alphanumeric
@@ -598,7 +604,11 @@ pub fn derive(f: &HostFacts) -> HardContext {
         }
     }
     c.remove("");
-    HardContext { classes: c, sys }
+    HardContext {
+        classes: c,
+        sys,
+        not_interpreted: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// An access promise's attributes, as written and expanded.
+struct AccessAttrs {
+    resource_type: String,
+    handle: Option<String>,
+    /// (attribute, entries, line) of every list attribute.
+    lists: Vec<(String, Vec<String>, u32)>,
+    ifencrypted: Option<bool>,
+    /// (shortcut, line).
+    shortcut: Option<(String, u32)>,
+    /// Line of a `report_data_select`.
+    has_rds: Option<u32>,
+    /// A deny list held something unresolved: the rule denies everything.
+    poisoned: bool,
+}
+
 impl<'a> Loader<'a> {
     pub(super) fn server_bundles(&mut self, pol: &mut ServerPolicy) {
         let files = std::mem::take(&mut self.files);
@@ -140,21 +155,11 @@ impl<'a> Loader<'a> {
         res.origins.push((here.file.to_string(), here.line));
     }
 
-    pub(super) fn access_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
-        let e = self.ev.expand(&p.promiser, here);
-        if !e.unresolved.is_empty() {
-            self.ev.warn(
-                here,
-                format!(
-                    "access promise '{}' dropped: unresolved variable(s) {}",
-                    e.text,
-                    e.unresolved.join(", ")
-                ),
-            );
-            return;
-        }
-        let promiser = e.text;
-        // gather constraints; any unresolved value drops the whole rule
+    /// The attributes of an access promise, checked and expanded; `None`
+    /// (logged) when the rule is dropped. Any unresolved value drops the
+    /// whole rule, except in deny lists (the rule then denies everything it
+    /// covers) and admit lists (that entry never matches).
+    fn access_attrs(&mut self, p: &Promise, here: &Here, promiser: &str) -> Option<AccessAttrs> {
         let mut resource_type = String::from("path");
         let mut handle: Option<String> = None;
         let mut lists: Vec<(String, Vec<String>, u32)> = Vec::new();
@@ -211,7 +216,7 @@ impl<'a> Loader<'a> {
                     self.ev.warn(&h, format!("access rule '{promiser}': '{lval}' holds unresolved variable(s) {names}; that entry never matches"));
                 } else {
                     self.ev.warn(&h, format!("access rule '{promiser}' dropped (never widened): attribute '{lval}' holds unresolved variable(s) {names}"));
-                    return;
+                    return None;
                 }
             }
             match (lval, v) {
@@ -228,7 +233,7 @@ impl<'a> Loader<'a> {
                                 h.line,
                                 format!("ifencrypted must be a boolean, got '{s}'"),
                             ));
-                            return;
+                            return None;
                         }
                     })
                 }
@@ -251,7 +256,7 @@ impl<'a> Loader<'a> {
                         h.line,
                         format!("attribute '{l}' of access promise '{promiser}' expects a list"),
                     ));
-                    return;
+                    return None;
                 }
                 (l, _) => {
                     self.errors.push(diag(
@@ -261,29 +266,43 @@ impl<'a> Loader<'a> {
                             "attribute '{l}' of access promise '{promiser}' expects a single value"
                         ),
                     ));
-                    return;
+                    return None;
                 }
             }
         }
+        Some(AccessAttrs {
+            resource_type,
+            handle,
+            lists,
+            ifencrypted,
+            shortcut,
+            has_rds,
+            poisoned,
+        })
+    }
+
+    /// Checks a promise's resource type and list entries before any table
+    /// is touched; false (logged) when the promise or the policy is refused.
+    fn check_access_attrs(&mut self, a: &AccessAttrs, here: &Here, promiser: &str) -> bool {
         if !matches!(
-            resource_type.as_str(),
+            a.resource_type.as_str(),
             "path" | "literal" | "context" | "query" | "variable" | "bundle"
         ) {
-            self.errors.push(diag(here.file, here.line, format!("resource_type '{resource_type}' is not one of path, literal, context, query, variable, bundle")));
-            return;
+            self.errors.push(diag(here.file, here.line, format!("resource_type '{}' is not one of path, literal, context, query, variable, bundle", a.resource_type)));
+            return false;
         }
-        if let Some(line) = has_rds {
-            if resource_type != "query" {
+        if let Some(line) = a.has_rds {
+            if a.resource_type != "query" {
                 self.errors.push(diag(
                     here.file,
                     line,
                     "Constraint report_data_select is allowed only for 'query' resource_type",
                 ));
-                return;
+                return false;
             }
         }
         // validate entries before touching any table
-        for (l, items, line) in &lists {
+        for (l, items, line) in &a.lists {
             for it in items {
                 let problem = match l.as_str() {
                     "admit_ips" | "deny_ips" => ip_rule_problem(it),
@@ -316,7 +335,7 @@ impl<'a> Loader<'a> {
                     }
                     self.errors
                         .push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}")));
-                    return;
+                    return false;
                 }
             }
             if matches!(l.as_str(), "admit" | "deny") {
@@ -329,11 +348,46 @@ impl<'a> Loader<'a> {
                             *line,
                             format!("{l} entry '{last}' of '{promiser}' is a hostname regex that cannot be converted for TLS ACLs; cf-serverd 3.21 exits with 'StrList_Append' (code 255) on this, rcf refuses the policy"),
                         ));
-                        return;
+                        return false;
                     }
                 }
             }
         }
+        true
+    }
+
+    /// One `access:` promise into the TLS tables and the classic lists:
+    /// attributes gathered and checked first, so a refused promise touches
+    /// no table.
+    pub(super) fn access_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
+        let e = self.ev.expand(&p.promiser, here);
+        if !e.unresolved.is_empty() {
+            self.ev.warn(
+                here,
+                format!(
+                    "access promise '{}' dropped: unresolved variable(s) {}",
+                    e.text,
+                    e.unresolved.join(", ")
+                ),
+            );
+            return;
+        }
+        let promiser = e.text;
+        let Some(a) = self.access_attrs(p, here, &promiser) else {
+            return;
+        };
+        if !self.check_access_attrs(&a, here, &promiser) {
+            return;
+        }
+        let AccessAttrs {
+            resource_type,
+            handle,
+            lists,
+            ifencrypted,
+            shortcut,
+            poisoned,
+            ..
+        } = a;
         let key: String;
         let table: &mut BTreeMap<String, Resource>;
         let mut legacy_admit: Option<&mut LegacyAuth> = None;
