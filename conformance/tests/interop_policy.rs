@@ -282,6 +282,7 @@ fn rcf_load(wd: &Path, policy: &Path, port: u16) -> rcf_core::policy::ServerPoli
         sys,
         env,
         classes,
+        ..Default::default()
     };
     rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused the policy:\n{e}"))
 }

@@ -167,6 +167,7 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
         sys,
         env,
         classes,
+        ..Default::default()
     }
 }
 

@@ -241,7 +241,8 @@ pub fn reason_text(r: &Reason) -> String {
         Reason::HostnameUnverifiable { entry } => {
             format!("deny_hostnames entry '{entry}' cannot be ruled out: the peer's hostname is unknown (rcf denies; 3.21 would admit)")
         }
-        Reason::UnresolvedDenyRule => "a deny entry of the deciding rule holds an unresolved variable: nobody is admitted through it".into(),
+        Reason::UnresolvedDenyRule => "a deny entry of the deciding rule could not be evaluated (an unresolved variable or an invalid entry): nobody is admitted through it".into(),
+        Reason::UnknownCondition => "the first matching classic entry comes from an access promise whose condition rcf cannot evaluate: denied".into(),
         Reason::RequiresEncryption => "ifencrypted is set and the request was not encrypted".into(),
         Reason::NoLegacyTable => "the classic protocol has no table for this kind of request".into(),
     }

@@ -94,9 +94,14 @@ pub enum Reason {
         /// The first deny_hostnames entry that could not be checked.
         entry: String,
     },
-    /// rcf safety rule: the deciding entry has a deny rule holding an
-    /// unresolved variable, so nobody is admitted through it.
+    /// rcf safety rule: a deny rule of the deciding entry could not be
+    /// evaluated (an unresolved variable, or an entry 3.21 would skip such
+    /// as an invalid CIDR), so nobody is admitted through it.
     UnresolvedDenyRule,
+    /// Classic: the first matching entry was created by an access promise
+    /// whose condition rcf could not evaluate; in 3.21 another entry may
+    /// decide, so rcf denies (never looser).
+    UnknownCondition,
     /// Classic: `ifencrypted` is set and the request was not encrypted.
     RequiresEncryption,
     /// Classic: this kind of resource has no legacy table (bundle, role).
@@ -427,6 +432,12 @@ impl ServerPolicy {
         let Some(ap) = admits.iter().find(|a| hit(a)) else {
             return Decision::deny(Reason::NoMatchingResource);
         };
+        if ap.uncertain {
+            return Decision {
+                resource: Some(ap.path.clone()),
+                ..Decision::deny(Reason::UnknownCondition)
+            };
+        }
         let mut d = Decision {
             allowed: false,
             resource: Some(ap.path.clone()),
@@ -444,6 +455,11 @@ impl ServerPolicy {
             return d;
         }
         for dp in denies.iter().filter(|a| hit(a)) {
+            if dp.poisoned {
+                d.reason = Reason::UnresolvedDenyRule;
+                d.resource = Some(dp.path.clone());
+                return d;
+            }
             let dpm = dp.compiled.as_ref().unwrap_or(&empty);
             if let Some((dvia, e)) = matches(&dpm.access, &dpm.access_re) {
                 d.reason = Reason::Denied {
@@ -607,7 +623,10 @@ impl ServerPolicy {
                 format!("deny_hostnames rule '{entry}' cannot be checked because the peer's hostname is unknown (rcf denies; 3.21 would skip the rule)")
             }
             Reason::UnresolvedDenyRule => {
-                "a deny rule of the deciding entry holds an unresolved variable".to_string()
+                "a deny rule of the deciding entry could not be evaluated (an unresolved variable or an invalid entry)".to_string()
+            }
+            Reason::UnknownCondition => {
+                "the first matching classic entry comes from an access promise whose condition rcf cannot evaluate".to_string()
             }
             Reason::RequiresEncryption => {
                 "the entry requires encryption (ifencrypted) and the request was not encrypted"

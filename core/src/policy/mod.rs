@@ -33,11 +33,16 @@
 //!   element is a load error; 3.21 crashes (`StrList_Append`, exit 255, seen
 //!   live). Elsewhere in the list it is dropped from the TLS tables with a
 //!   warning, as 3.21 silently does.
-//! - Invalid CIDRs/IPs/regexes and unknown attributes are load errors with
-//!   `file:line`; 3.21 logs at match time and never matches. Exceptions kept
-//!   for compatibility, as warnings: empty entries and `/n` with an empty
-//!   address in allow lists (MPF on an unbootstrapped host), and hex-letter
-//!   names like `bad.cafe` in legacy `admit`, which 3.21 classifies as IPs.
+//! - Invalid CIDRs/IPs/address regexes in access lists are warnings with
+//!   `file:line` (3.21 logs them at match time): kept in the lists (and the
+//!   summary) but never matched, as in 3.21; in a deny list the rule then
+//!   denies every request it covers. Unknown attributes are load errors.
+//!   Hex-letter names like `bad.cafe` in legacy `admit` are classified as
+//!   IPs, as 3.21 does, with a warning.
+//! - Whatever rcf cannot evaluate (an unsupported function, a hard class
+//!   the caller has not discovered, see [`hardclass`], a variable or class
+//!   depending on either) is [`Tri::Unknown`]; an access promise of unknown
+//!   applicability keeps only its deny rules (issue 18: never looser).
 //! - Regexes use the `regex` crate (no look-around/back-references); a
 //!   pattern it cannot compile never matches, and is a load error where the
 //!   pattern is a resource name (context, bundle, roles).
@@ -46,14 +51,17 @@ pub mod acl;
 pub mod addr;
 pub mod ast;
 pub mod eval;
+pub mod hardclass;
 pub mod parse;
 pub mod server;
 pub mod summary;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unknown_tests;
 
 pub use acl::{ConnFacts, Decision, Protocol, Reason, Request};
-pub use eval::{LoadOptions, Value};
+pub use eval::{LoadOptions, Tri, Value};
 pub use parse::{parse_policy, SyntaxError};
 pub use server::{load, AclTables, Resource, ServerControl, ServerPolicy, TlsMinVersion};
 

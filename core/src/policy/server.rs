@@ -3,7 +3,7 @@
 
 use super::addr::{self, ConnList};
 use super::ast::*;
-use super::eval::{dirname, Eval, Here, LoadOptions, Value};
+use super::eval::{dirname, Eval, Here, LoadOptions, Tri, Value};
 use super::{Canon, Diagnostic, PolicyErrors, PolicySource};
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -230,6 +230,15 @@ pub struct LegacyAuth {
     pub maproot: Vec<String>,
     /// ifencrypted.
     pub encrypt: bool,
+    /// Created by an access promise whose condition rcf could not
+    /// evaluate: in 3.21 it may not exist at this place in policy order,
+    /// so when it is the first match the classic check denies
+    /// ([`super::Reason::UnknownCondition`]).
+    pub uncertain: bool,
+    /// Deny side: the promise's deny list holds an entry rcf cannot
+    /// evaluate (unresolved variable, invalid entry), so every request this
+    /// entry covers is denied (as [`Resource::poisoned`] for TLS).
+    pub poisoned: bool,
     /// Precompiled matchers for `accesslist` and `maproot` (built once at
     /// the end of a load, so requests never compile regexes).
     pub(crate) compiled: Option<LegacyMatchers>,
@@ -270,7 +279,14 @@ pub struct LegacyAcl {
     pub vardeny: Vec<LegacyAuth>,
 }
 
-fn get_or_create<'l>(list: &'l mut Vec<LegacyAuth>, path: &str) -> &'l mut LegacyAuth {
+/// The classic entry for `path`, created at the end when missing.
+/// `uncertain`: the promise creating it may not apply in 3.21, so the
+/// entry's place in policy order is not known (see [`LegacyAuth::uncertain`]).
+fn get_or_create<'l>(
+    list: &'l mut Vec<LegacyAuth>,
+    path: &str,
+    uncertain: bool,
+) -> &'l mut LegacyAuth {
     let key = if path.len() > 1 {
         path.strip_suffix('/').unwrap_or(path)
     } else {
@@ -281,6 +297,7 @@ fn get_or_create<'l>(list: &'l mut Vec<LegacyAuth>, path: &str) -> &'l mut Legac
     }
     list.push(LegacyAuth {
         path: key.to_string(),
+        uncertain,
         ..Default::default()
     });
     list.last_mut().expect("just pushed")
@@ -381,6 +398,9 @@ const ACCESS_ATTRS: &[&str] = &[
 
 struct Loader<'a> {
     ev: Eval<'a>,
+    /// Shortcut names an access promise of unknown applicability may have
+    /// registered first: no later promise registers them.
+    blocked_shortcuts: std::collections::BTreeSet<String>,
     regexes: addr::RegexCache,
     files: Vec<PolicyFile>,
     errors: Vec<Diagnostic>,
@@ -415,6 +435,7 @@ fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
 pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, PolicyErrors> {
     let mut l = Loader {
         ev: Eval::new(src, opts),
+        blocked_shortcuts: Default::default(),
         regexes: addr::RegexCache::default(),
         files: Vec::new(),
         errors: Vec::new(),
@@ -544,7 +565,10 @@ impl<'a> Loader<'a> {
                     scope: "control_common",
                     line: a.pos.line,
                 };
-                if !self.ev.class_expr(&a.guard, &here).unwrap_or(false) {
+                self.ev.take_unknowns();
+                let cond = self.ev.class_expr(&a.guard, &here).unwrap_or(Tri::False);
+                let why = self.ev.take_unknowns();
+                if cond == Tri::False {
                     continue;
                 }
                 let items: Vec<Rval> = match &a.rval {
@@ -568,6 +592,9 @@ impl<'a> Loader<'a> {
                         } else {
                             format!("{}/{}", dirname(&path), x)
                         };
+                        if cond == Tri::Unknown && self.ev.uncertain_files.insert(full.clone()) {
+                            self.ev.warn(&here, format!("inputs entry '{full}' is loaded under a condition rcf cannot evaluate ({}); every promise in it is treated as unknown (deny rules apply, admit rules do not)", why.join(", ")));
+                        }
                         inputs.push((full, a.pos.line));
                     }
                 }
@@ -773,8 +800,20 @@ impl<'a> Loader<'a> {
                         ));
                         continue;
                     };
-                    if !self.ev.class_expr(&a.guard, &here).unwrap_or(false) {
-                        continue;
+                    self.ev.take_unknowns();
+                    match self.ev.class_expr(&a.guard, &here).unwrap_or(Tri::False) {
+                        Tri::True => {}
+                        Tri::False => continue,
+                        Tri::Unknown => {
+                            let why = self.ev.take_unknowns().join(", ");
+                            // only a list that takes access away may apply on a maybe
+                            if known == "denyconnects" {
+                                self.ev.warn(&here, format!("body server control: '{name}' is guarded by a condition rcf cannot evaluate ({why}); applied (it only denies)"));
+                            } else {
+                                self.ev.warn(&here, format!("body server control: '{name}' is guarded by a condition rcf cannot evaluate ({why}); ignored (never widened)"));
+                                continue;
+                            }
+                        }
                     }
                     let mut unresolved = Vec::new();
                     let v = self.ev.eval_rval_lenient(&a.rval, &here, &mut unresolved);
@@ -1029,15 +1068,30 @@ impl<'a> Loader<'a> {
                                 scope: &scope,
                                 line: p.pos.line,
                             };
-                            if !self.ev.promise_active(p, &here) {
+                            self.ev.take_unknowns();
+                            let active = self.ev.promise_active(p, &here);
+                            let why = self.ev.take_unknowns().join(", ");
+                            if active == Tri::False {
                                 continue;
+                            }
+                            let maybe = active == Tri::Unknown;
+                            if maybe {
+                                let what = if want == "roles" {
+                                    "is dropped (it only admits)"
+                                } else {
+                                    "keeps only its deny rules (admit rules, maproot and shortcut are not applied)"
+                                };
+                                self.ev.warn(&here, format!("{want} promise '{}' depends on a condition rcf cannot evaluate ({why}); it {what}", p.promiser));
+                                if want == "roles" {
+                                    continue;
+                                }
                             }
                             for it in self.ev.iterations(p, &here) {
                                 self.ev.bindings = it;
                                 if want == "roles" {
                                     self.role_promise(pol, p, &here);
                                 } else {
-                                    self.access_promise(pol, p, &here);
+                                    self.access_promise(pol, p, &here, maybe);
                                 }
                             }
                             self.ev.bindings.clear();
@@ -1132,7 +1186,13 @@ impl<'a> Loader<'a> {
         res.origins.push((here.file.to_string(), here.line));
     }
 
-    fn access_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
+    /// One access promise into the TLS tables and the classic lists.
+    /// `maybe`: rcf could not tell whether the promise applies, so only
+    /// what takes access away is applied (deny lists, `ifencrypted =>
+    /// true`); its admit lists, maproot and shortcut are not, and a classic
+    /// entry it would create first is marked so that it decides nothing
+    /// in anyone's favour.
+    fn access_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here, maybe: bool) {
         let e = self.ev.expand(&p.promiser, here);
         if !e.unresolved.is_empty() {
             self.ev.warn(
@@ -1274,6 +1334,18 @@ impl<'a> Loader<'a> {
                 return;
             }
         }
+        if maybe {
+            lists.retain(|(l, _, _)| l.starts_with("deny"));
+            if ifencrypted == Some(false) {
+                ifencrypted = None;
+            }
+            if let Some((s, _)) = shortcut.take() {
+                if !pol.shortcuts.contains_key(&s) {
+                    // it might be the first registration in 3.21: nobody gets it
+                    self.blocked_shortcuts.insert(s);
+                }
+            }
+        }
         // validate entries before touching any table
         for (l, items, line) in &lists {
             for it in items {
@@ -1298,17 +1370,22 @@ impl<'a> Loader<'a> {
                     _ => None,
                 };
                 if let Some(pr) = problem {
-                    if is_soft_problem(it) && !l.starts_with("deny") {
+                    // 3.21 keeps the entry (it logs it at match time and it never
+                    // matches); rcf keeps it too, but a deny list holding one denies
+                    if l.starts_with("deny") {
+                        self.ev.warnings.push(diag(
+                            here.file,
+                            *line,
+                            format!("{l} of '{promiser}': {pr}; the rule now denies every request it covers (3.21 would skip the entry)"),
+                        ));
+                        poisoned = true;
+                    } else {
                         self.ev.warnings.push(diag(
                             here.file,
                             *line,
                             format!("{l} of '{promiser}': {pr}; this entry never matches"),
                         ));
-                        continue;
                     }
-                    self.errors
-                        .push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}")));
-                    return;
                 }
             }
             if matches!(l.as_str(), "admit" | "deny") {
@@ -1337,8 +1414,8 @@ impl<'a> Loader<'a> {
                 };
                 key = k;
                 table = &mut pol.acl.paths;
-                legacy_admit = Some(get_or_create(&mut pol.legacy.admit, &key));
-                legacy_deny = Some(get_or_create(&mut pol.legacy.deny, &key));
+                legacy_admit = Some(get_or_create(&mut pol.legacy.admit, &key, maybe));
+                legacy_deny = Some(get_or_create(&mut pol.legacy.deny, &key, false));
             }
             "literal" => {
                 let Some(h) = handle.clone() else {
@@ -1347,8 +1424,8 @@ impl<'a> Loader<'a> {
                 };
                 key = h;
                 table = &mut pol.acl.literals;
-                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key));
-                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key));
+                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key, maybe));
+                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key, false));
             }
             "context" | "variable" | "query" => {
                 key = promiser.clone();
@@ -1375,8 +1452,8 @@ impl<'a> Loader<'a> {
                     "variable" => &mut pol.acl.variables,
                     _ => &mut pol.acl.queries,
                 };
-                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key));
-                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key));
+                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key, maybe));
+                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key, false));
             }
             _ => {
                 key = promiser.clone();
@@ -1397,6 +1474,12 @@ impl<'a> Loader<'a> {
                     here.file,
                     line,
                     format!("slashes are forbidden in ACL shortcut: {s}"),
+                ));
+            } else if self.blocked_shortcuts.contains(&s) {
+                self.ev.warnings.push(diag(
+                    here.file,
+                    line,
+                    format!("shortcut '{s}' not registered: an earlier access promise whose condition rcf cannot evaluate may have registered it first in 3.21"),
                 ));
             } else if let std::collections::btree_map::Entry::Vacant(e) = pol.shortcuts.entry(s) {
                 e.insert(promiser.clone());
@@ -1420,6 +1503,9 @@ impl<'a> Loader<'a> {
         });
         res.origins.push((here.file.to_string(), here.line));
         res.poisoned |= poisoned;
+        if let Some(dp) = legacy_deny.as_deref_mut() {
+            dp.poisoned |= poisoned;
+        }
         if let (Some(ap), Some(enc)) = (legacy_admit.as_deref_mut(), ifencrypted) {
             ap.encrypt = enc;
         }
