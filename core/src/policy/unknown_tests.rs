@@ -378,3 +378,33 @@ fn without_unknowns_nothing_changes(pol: Pol) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The explained decision (issue 16) is the plain decision, and names the
+/// deciding rule among its steps.
+#[quickcheck_macros::quickcheck]
+fn explained_decision_is_the_decision(pol: Pol) -> Result<(), String> {
+    let text = pol.text();
+    let p = load_with(&text, &opts(false, &[]));
+    for ip in PEERS {
+        for req in REQUESTS {
+            for f in [tls(ip), classic(ip, false), classic(ip, true)] {
+                let plain = p.check(&f, Request::Path(req));
+                let ex = p.check_explained(&f, Request::Path(req));
+                if ex.decision != plain {
+                    return Err(format!(
+                        "{ip} {req}: {plain:?} vs {:?}\n{text}",
+                        ex.decision
+                    ));
+                }
+                if let Some(r) = &plain.resource {
+                    if !ex.steps.iter().any(|s| &s.resource == r) {
+                        return Err(format!(
+                            "{ip} {req}: deciding rule {r} not in the steps\n{text}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
