@@ -136,6 +136,9 @@ pub(crate) struct Eval<'a> {
     /// Policy files pulled in by an `inputs` entry whose condition rcf
     /// could not evaluate: every promise in them is of unknown applicability.
     pub uncertain_files: BTreeSet<String>,
+    /// Expanding a vars promise's value or a promiser: `$(bundle.var)`
+    /// tries the current namespace first (see `resolve_ref`).
+    pub in_bundle: std::cell::Cell<bool>,
 }
 
 /// Result of expanding a string.
@@ -162,6 +165,87 @@ fn strip_ns(name: &str) -> &str {
     name.strip_prefix("default:").unwrap_or(name)
 }
 
+/// 3.21's special scopes (`SpecialScopeFromString`): always in the
+/// default namespace, whatever namespace the reference is made from.
+fn is_special_scope(s: &str) -> bool {
+    matches!(
+        s,
+        "const" | "edit" | "match" | "mon" | "sys" | "def" | "this" | "body"
+    )
+}
+
+/// The evaluator's scope key of a bundle: its name in the default
+/// namespace, `ns:name` in any other (variables and local classes are
+/// keyed by it, so `ns:acl` and `acl` never share them).
+pub(crate) fn bundle_scope(b: &Bundle) -> String {
+    let name = b.name.rsplit(':').next().unwrap_or(&b.name);
+    if b.namespace.is_empty() || b.namespace == "default" {
+        name.to_string()
+    } else {
+        format!("{}:{name}", b.namespace)
+    }
+}
+
+/// The namespace of a scope key (`None`: the default namespace).
+fn scope_ns(scope: &str) -> Option<&str> {
+    scope.split_once(':').map(|(ns, _)| ns)
+}
+
+/// Resolves a variable reference as cf-serverd 3.21 does (checked against
+/// the real binary): an explicit `ns:` is kept; a special scope (`sys`,
+/// `const`, `def`, `this`, ...) is in the default namespace; no scope
+/// means the current bundle (non-special `this.x` too). A bundle scope
+/// without `ns:` is in the default namespace, except in a vars promise's
+/// value or a promiser (`in_bundle`), where the current bundle's namespace
+/// is tried first. Returns the candidate scope keys, in lookup order, and
+/// the variable.
+fn resolve_ref(name: &str, current: &str, in_bundle: bool) -> (Vec<String>, String) {
+    let idx = name.find('[').unwrap_or(name.len());
+    let (ns, rest) = match name[..idx].find(':') {
+        Some(i) => (Some(&name[..i]), &name[i + 1..]),
+        None => (None, name),
+    };
+    let idx = rest.find('[').unwrap_or(rest.len());
+    let (scope, var) = match rest[..idx].find('.') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    };
+    const THIS_SPECIAL: &[&str] = &[
+        "v",
+        "k",
+        "this",
+        "service_policy",
+        "promiser",
+        "promiser_uid",
+        "promiser_gid",
+        "promiser_pid",
+        "promiser_ppid",
+        "bundle",
+        "handle",
+        "namespace",
+        "promise_filename",
+        "promise_dirname",
+        "promise_linenumber",
+    ];
+    let scope = match scope {
+        Some("this") if !THIS_SPECIAL.contains(&var) => None,
+        s => s,
+    };
+    let keys = match (ns, scope) {
+        (_, Some(s)) if is_special_scope(s) => vec![s.to_string()],
+        (Some(ns), Some(s)) if ns == "default" => vec![s.to_string()],
+        (Some(ns), Some(s)) => vec![format!("{ns}:{s}")],
+        (None, Some(s)) => match scope_ns(current) {
+            Some(ns) if in_bundle => vec![format!("{ns}:{s}"), s.to_string()],
+            _ => vec![s.to_string()],
+        },
+        // an explicit namespace without a scope names no bundle
+        (Some(_), None) => vec![String::new()],
+        (None, None) => vec![current.to_string()],
+    };
+    (keys, var.to_string())
+}
+
 impl<'a> Eval<'a> {
     pub fn new(src: &'a dyn PolicySource, opts: &'a LoadOptions) -> Self {
         let mut classes = opts.classes.clone();
@@ -181,6 +265,7 @@ impl<'a> Eval<'a> {
             unknown_local_classes: BTreeSet::new(),
             unknown_hits: RefCell::new(Vec::new()),
             uncertain_files: BTreeSet::new(),
+            in_bundle: std::cell::Cell::new(false),
         }
     }
 
@@ -237,11 +322,19 @@ impl<'a> Eval<'a> {
         if let Some(v) = self.bindings.get(name) {
             return Some(Value::Scalar(v.clone()));
         }
-        let name = strip_ns(name);
-        let (scope, var) = match name.split_once('.') {
-            Some((s, v)) if !s.contains('[') => (strip_ns(s), v),
-            _ => (here.scope, name),
-        };
+        let (scopes, var) = resolve_ref(name, here.scope, self.in_bundle.get());
+        let mut found = None;
+        for scope in &scopes {
+            found = self.lookup_in(scope, &var, here);
+            if found.is_some() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// A variable in one scope key (special scopes included).
+    fn lookup_in(&self, scope: &str, var: &str, here: &Here) -> Option<Value> {
         match scope {
             "sys" => self.opts.sys.get(var).cloned(),
             "const" => Some(Value::Scalar(
@@ -261,7 +354,8 @@ impl<'a> Eval<'a> {
                 let v = match var {
                     "promise_filename" => f.to_string(),
                     "promise_dirname" => dirname(f).to_string(),
-                    "bundle" => here.scope.to_string(),
+                    "bundle" => here.scope.rsplit(':').next().unwrap_or("").to_string(),
+                    "namespace" => scope_ns(here.scope).unwrap_or("default").to_string(),
                     "promise_linenumber" => here.line.to_string(),
                     _ => return None,
                 };
@@ -579,11 +673,8 @@ impl<'a> Eval<'a> {
                         _ => Value::List(Vec::new()),
                     });
                 }
-                let n = strip_ns(&n);
-                let (scope, var) = match n.split_once('.') {
-                    Some((s, v)) => (s.to_string(), v.to_string()),
-                    None => (h.scope.to_string(), n.to_string()),
-                };
+                let (scopes, var) = resolve_ref(&n, h.scope, self.in_bundle.get());
+                let scope = scopes.into_iter().next().unwrap_or_default();
                 let prefix = format!("{var}[");
                 let mut out = Vec::new();
                 for ((sc, k), v) in &self.vars {
@@ -724,17 +815,44 @@ impl<'a> Eval<'a> {
     /// Whether a class is defined: true when defined, unknown when rcf
     /// could not decide it (or it may be a hard class rcf has not
     /// discovered), false otherwise.
+    ///
+    /// Namespaces as 3.21's `EvalTokenAsClass`: hard classes are seen
+    /// unqualified from anywhere (and as `default:x`); an unqualified soft
+    /// class is looked up in the current bundle's namespace (and among the
+    /// bundle's local classes); `ns:x` names the soft class of `ns`.
     pub fn is_class(&self, name: &str, scope: &str) -> Tri {
-        let name = strip_ns(name);
-        let local = (scope.to_string(), name.to_string());
-        if self.classes.contains(name) || self.local_classes.contains(&local) {
+        let hard = |n: &str| n == "any" || n == "server" || self.opts.classes.contains(n);
+        let (key, local, may_be_hard) = match name.split_once(':') {
+            Some(("default", n)) => {
+                if hard(n) {
+                    return Tri::True;
+                }
+                (n.to_string(), None, true)
+            }
+            Some((ns, n)) => (format!("{ns}:{n}"), None, false),
+            None => {
+                if hard(name) {
+                    return Tri::True;
+                }
+                let key = match scope_ns(scope) {
+                    Some(ns) => format!("{ns}:{name}"),
+                    None => name.to_string(),
+                };
+                (key, Some((scope.to_string(), name.to_string())), true)
+            }
+        };
+        let is_local =
+            |set: &BTreeSet<(String, String)>| local.as_ref().is_some_and(|l| set.contains(l));
+        if self.classes.contains(&key) || is_local(&self.local_classes) {
             return Tri::True;
         }
-        if self.unknown_classes.contains(name) || self.unknown_local_classes.contains(&local) {
-            self.hit_unknown(format!("class '{name}', which rcf could not decide"));
+        if self.unknown_classes.contains(&key) || is_local(&self.unknown_local_classes) {
+            self.hit_unknown(format!("class '{key}', which rcf could not decide"));
             return Tri::Unknown;
         }
-        if !self.opts.hard_classes_discovered
+        let name = strip_ns(name);
+        if may_be_hard
+            && !self.opts.hard_classes_discovered
             && super::hardclass::undecided(
                 name,
                 &self.opts.classes,
@@ -832,7 +950,7 @@ impl<'a> Eval<'a> {
     /// Evaluates the `vars:` and `classes:` of a bundle into `scope`.
     /// Classes of `common` bundles are global.
     pub fn eval_bundle_vars_classes(&mut self, file: &str, b: &Bundle) {
-        let scope = b.name.rsplit(':').next().unwrap_or(&b.name).to_string();
+        let scope = bundle_scope(b);
         let global = b.kind == "common";
         for sec in &b.sections {
             match sec.promise_type.as_str() {
@@ -852,6 +970,7 @@ impl<'a> Eval<'a> {
                         let guard_why = self.take_unknowns();
                         for iter in self.iterations(p, &here) {
                             self.bindings = iter;
+                            self.in_bundle.set(true);
                             let e = self.expand(&p.promiser, &here);
                             if !e.unresolved.is_empty() {
                                 self.take_unknowns();
@@ -914,6 +1033,7 @@ impl<'a> Eval<'a> {
                             }
                         }
                         self.bindings.clear();
+                        self.in_bundle.set(false);
                     }
                 }
                 "classes" => {
@@ -930,6 +1050,11 @@ impl<'a> Eval<'a> {
                             continue;
                         }
                         let name = canonify(&self.expand(&p.promiser, &here).text);
+                        // a global class of a namespaced bundle is `ns:name`
+                        let global_key = match scope_ns(&scope) {
+                            Some(ns) => format!("{ns}:{name}"),
+                            None => name.clone(),
+                        };
                         let mut val: Option<Tri> = if p.constraints.iter().all(|c| {
                             matches!(
                                 c.lval.as_str(),
@@ -1008,14 +1133,17 @@ impl<'a> Eval<'a> {
                         match active.and(val.unwrap_or(Tri::False)) {
                             Tri::True => {
                                 if global {
-                                    self.classes.insert(name);
+                                    self.classes.insert(global_key);
                                 } else {
                                     self.local_classes.insert((scope.clone(), name));
                                 }
                             }
                             Tri::Unknown => {
                                 let (fresh, label) = if global {
-                                    (self.unknown_classes.insert(name.clone()), name.clone())
+                                    (
+                                        self.unknown_classes.insert(global_key.clone()),
+                                        global_key.clone(),
+                                    )
                                 } else {
                                     (
                                         self.unknown_local_classes

@@ -13,7 +13,11 @@
 //! - [`eval`]: `inputs` (relative to the including file, loaded to a
 //!   fixpoint, cycles refused), `bundle common` vars/classes, expansion,
 //!   `sys.*`/`const.*`/`this.*`, a set of functions; `$(connection.*)` stays
-//!   literal for per-request use.
+//!   literal for per-request use. Namespaces as the real cf-serverd 3.21
+//!   resolves them: `$(bundle.var)` without `ns:` is the default
+//!   namespace's, except in vars values and promisers (current namespace
+//!   first); `$(var)` is the current bundle's; an unqualified soft class is
+//!   the current namespace's, hard classes are seen everywhere.
 //! - [`server`]: `body server control` with 3.21's defaults, `access:` and
 //!   `roles:` into the TLS tables and the classic lists ([`load`]).
 //! - [`acl`]: the decision ([`ServerPolicy::check`]), connection lists,

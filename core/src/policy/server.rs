@@ -1043,7 +1043,7 @@ impl<'a> Loader<'a> {
                 if b.kind != "server" || !b.args.is_empty() {
                     continue;
                 }
-                let scope = b.name.rsplit(':').next().unwrap_or(&b.name).to_string();
+                let scope = super::eval::bundle_scope(b);
                 // vars and classes first (three passes for forward references)
                 for _ in 0..3 {
                     self.ev.eval_bundle_vars_classes(&f.path, b);
@@ -1104,7 +1104,10 @@ impl<'a> Loader<'a> {
     }
 
     fn role_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
+        // a promiser resolves `$(bundle.var)` in its namespace first, as 3.21
+        self.ev.in_bundle.set(true);
         let e = self.ev.expand(&p.promiser, here);
+        self.ev.in_bundle.set(false);
         if !e.unresolved.is_empty() {
             self.ev.warn(
                 here,
@@ -1193,7 +1196,10 @@ impl<'a> Loader<'a> {
     /// entry it would create first is marked so that it decides nothing
     /// in anyone's favour.
     fn access_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here, maybe: bool) {
+        // a promiser resolves `$(bundle.var)` in its namespace first, as 3.21
+        self.ev.in_bundle.set(true);
         let e = self.ev.expand(&p.promiser, here);
+        self.ev.in_bundle.set(false);
         if !e.unresolved.is_empty() {
             self.ev.warn(
                 here,

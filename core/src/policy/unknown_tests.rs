@@ -408,3 +408,61 @@ fn explained_decision_is_the_decision(pol: Pol) -> Result<(), String> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// namespaces, as the real cf-serverd 3.21 resolves them (see
+// conformance/tests/namespaces.rs for the same cases against the binary)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn namespaced_references_resolve_as_cf_serverd() {
+    let main = "body common control { inputs => { \"ns.cf\" }; }\nbundle common g { vars: \"net\" string => \"127.0.0.1\"; classes: \"gcls\" expression => \"any\"; }\n";
+    let ns = r#"body file control { namespace => "ns"; }
+bundle common g2
+{
+  vars:
+    "net" string => "127.0.0.1";
+    "z" string => "$(g.net)";
+  classes:
+    "nscls" expression => "any";
+}
+bundle server acl
+{
+  vars:
+    "local" string => "127.0.0.1";
+  access:
+    "/d/a/" admit_ips => { "$(g2.net)" };
+    "/d/a/b" admit_ips => { "$(ns:g2.net)" };
+    "/d/x" admit_ips => { "$(local)" }, if => "nscls.!gcls.default:gcls";
+    "/e/" admit_ips => { "$(ns:g2.z)" };
+}
+"#;
+    let m = mem(main).dir("/e").file("/p/ns.cf", ns);
+    let p = load(&m, &opts(false, &["linux"])).unwrap();
+    let f = tls("127.0.0.1");
+    // `g2.net` in an access list is default:g2.net, which does not exist
+    assert!(!allowed(&p, &f, "/d/a/x"));
+    assert!(allowed(&p, &f, "/d/a/b"));
+    assert!(allowed(&p, &f, "/d/x"));
+    // a vars value falls back to the default namespace
+    assert!(allowed(&p, &f, "/e/x"));
+    // a class of a namespaced common bundle is not seen from the default one
+    let main2 = format!(
+        "{main}bundle server top {{ access: \"/e/\" admit_ips => {{ \"127.0.0.1\" }}, if => \"nscls\"; }}\n"
+    );
+    let m = mem(&main2).dir("/e").file("/p/ns.cf", ns);
+    let p = load(&m, &opts(false, &["linux"])).unwrap();
+    assert!(allowed(&p, &f, "/e/x"), "ns:g2.z still admits");
+    let d = p.check(&f, Request::Path("/e/x"));
+    assert_eq!(
+        d.reason,
+        Reason::Admitted {
+            via: acl::Category::Ip,
+            entry: "127.0.0.1".into()
+        }
+    );
+    assert!(
+        p.acl.paths["/e/"].origins.len() == 1,
+        "the default bundle's promise must not apply"
+    );
+}
