@@ -202,7 +202,7 @@ type Tracer = Option<Vec<Step>>;
 
 /// The classic matcher of one entry list against the peer.
 type ClassicMatcher<'m> =
-    dyn Fn(&addr::ConnList, &[(String, Option<regex::Regex>)]) -> Option<(Category, String)> + 'm;
+    dyn Fn(&addr::ConnList, &[(String, Option<addr::Regex>)]) -> Option<(Category, String)> + 'm;
 
 fn entry_checks(res: &Resource, who: &Who) -> Vec<EntryCheck> {
     let mut out = Vec::new();
@@ -605,7 +605,7 @@ impl ServerPolicy {
         // IsMatchItemIn on the IP, else the client-claimed hostname against
         // each entry as a regex (IsRegexItemIn)
         let matches = |cl: &addr::ConnList,
-                       res: &[(String, Option<regex::Regex>)]|
+                       res: &[(String, Option<addr::Regex>)]|
          -> Option<(Category, String)> {
             if let Some(e) = cl.matching(ip) {
                 return Some((Category::Ip, e.to_string()));

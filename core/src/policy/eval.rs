@@ -709,7 +709,8 @@ impl<'a> Eval<'a> {
                 let s = self.scalar_arg(c, 0, h, depth)?;
                 let sep = self.scalar_arg(c, 1, h, depth)?;
                 let re = super::addr::compile(&sep)?;
-                Some(Value::Scalar(re.split(&s).last().unwrap_or("").to_string()))
+                let last = re.split(&s).last()?.ok()?;
+                Some(Value::Scalar(last.to_string()))
             }
             "isdir" if need(1) => {
                 let p = self.scalar_arg(c, 0, h, depth)?;

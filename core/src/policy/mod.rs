@@ -47,9 +47,12 @@
 //!   the caller has not discovered, see [`hardclass`], a variable or class
 //!   depending on either) is [`Tri::Unknown`]; an access promise of unknown
 //!   applicability keeps only its deny rules (issue 18: never looser).
-//! - Regexes use the `regex` crate (no look-around/back-references); a
-//!   pattern it cannot compile never matches, and is a load error where the
-//!   pattern is a resource name (context, bundle, roles).
+//! - Regexes use `fancy-regex` ([`addr::compile`]: PCRE's MULTILINE and
+//!   DOTALL, look-around, back-references, atomic groups; a backtracking
+//!   limit where PCRE has its match limit); anchoring as 3.21 (full match
+//!   for rule entries, `regcmp`, `classmatch`). A pattern that does not
+//!   compile never matches, and is a load error where the pattern is a
+//!   resource name (context, bundle, roles).
 
 pub mod acl;
 pub mod addr;

@@ -1,11 +1,11 @@
 //! Loading a server policy: `body server control`, `access:` and `roles:`
 //! promises into an immutable [`ServerPolicy`] (SEMANTICS.md §A, §B).
 
+use super::addr::Regex;
 use super::addr::{self, ConnList};
 use super::ast::*;
 use super::eval::{dirname, Eval, Here, LoadOptions, Tri, Value};
 use super::{Canon, Diagnostic, PolicyErrors, PolicySource};
-use regex::Regex;
 use std::collections::BTreeMap;
 
 /// Longest path promiser accepted (Linux PATH_MAX).
