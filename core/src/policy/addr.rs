@@ -17,12 +17,13 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// 10 million; a match that exceeds it fails, as in 3.21).
 const BACKTRACK_LIMIT: usize = 1_000_000;
 
-fn build(pattern: &str) -> fancy_regex::Result<Regex> {
+fn build(pattern: &str) -> Result<Regex, String> {
     // CFEngine compiles with PCRE_MULTILINE | PCRE_DOTALL
     RegexBuilder::new(&format!("(?ms){pattern}"))
         .delegate_size_limit(REGEX_SIZE_LIMIT)
         .backtrack_limit(BACKTRACK_LIMIT)
         .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Compiles `pattern` the way CFEngine's PCRE calls do (MULTILINE, DOTALL,
@@ -53,8 +54,7 @@ pub fn compile_error(pattern: &str) -> Option<String> {
     match build(pattern) {
         Ok(_) => None,
         Err(e) => Some(
-            e.to_string()
-                .lines()
+            e.lines()
                 .last()
                 .unwrap_or("invalid regex")
                 .trim()

@@ -233,7 +233,7 @@ fn resolve_ref(name: &str, current: &str, in_bundle: bool) -> (Vec<String>, Stri
     };
     let keys = match (ns, scope) {
         (_, Some(s)) if is_special_scope(s) => vec![s.to_string()],
-        (Some(ns), Some(s)) if ns == "default" => vec![s.to_string()],
+        (Some("default"), Some(s)) => vec![s.to_string()],
         (Some(ns), Some(s)) => vec![format!("{ns}:{s}")],
         (None, Some(s)) => match scope_ns(current) {
             Some(ns) if in_bundle => vec![format!("{ns}:{s}"), s.to_string()],
