@@ -757,6 +757,94 @@ impl<'a> Eval<'a> {
                 }
                 Self::class_bool(false)
             }
+            // FilterInternal: full match of each element; `every` needs a
+            // non-empty list
+            "every" | "some" | "none" | "grep" if need(2) => {
+                let re = self.scalar_arg(c, 0, h, depth)?;
+                let l = self.list_arg(c, 1, h, depth)?;
+                let Some(rx) = super::addr::compile(&re) else {
+                    self.warn(h, format!("{name}(): invalid regular expression '{re}'"));
+                    return None;
+                };
+                let hits: Vec<String> = l
+                    .iter()
+                    .filter(|x| super::addr::full_match(&rx, x))
+                    .cloned()
+                    .collect();
+                match name {
+                    "every" => Self::class_bool(!l.is_empty() && hits.len() == l.len()),
+                    "some" => Self::class_bool(!hits.is_empty()),
+                    "none" => Self::class_bool(hits.is_empty()),
+                    _ => Some(Value::List(hits)),
+                }
+            }
+            // RlistFromSplitRegex (allow_blanks): at most `max` pieces
+            // before the rest; an empty match ends the split
+            "splitstring" if need(3) => {
+                let text = self.scalar_arg(c, 0, h, depth)?;
+                let re = self.scalar_arg(c, 1, h, depth)?;
+                let max: i64 = self.scalar_arg(c, 2, h, depth)?.trim().parse().ok()?;
+                let max = usize::try_from(max).unwrap_or(0);
+                let rx = super::addr::compile(&re);
+                let mut out = Vec::new();
+                let mut sp = text.as_str();
+                if let Some(rx) = &rx {
+                    while out.len() < max {
+                        let Ok(Some(m)) = rx.find(sp) else { break };
+                        if m.end() == 0 {
+                            break;
+                        }
+                        out.push(sp[..m.start()].to_string());
+                        sp = &sp[m.end()..];
+                    }
+                }
+                if out.len() < max && (sp.len() != text.len() || !sp.is_empty()) {
+                    out.push(sp.to_string());
+                }
+                Some(Value::List(out))
+            }
+            // RlistFromRegexSplitNoOverflow: max-1 pieces, then the rest
+            "string_split" if need(3) => {
+                let text = self.scalar_arg(c, 0, h, depth)?;
+                let re = self.scalar_arg(c, 1, h, depth)?;
+                let max: i64 = self.scalar_arg(c, 2, h, depth)?.trim().parse().ok()?;
+                if max < 1 {
+                    return None;
+                }
+                let rx = super::addr::compile(&re)?;
+                let mut out = Vec::new();
+                let mut sp = text.as_str();
+                while (out.len() as i64) < max - 1 {
+                    let Ok(Some(m)) = rx.find(sp) else { break };
+                    out.push(sp[..m.start()].to_string());
+                    sp = &sp[m.end()..];
+                }
+                out.push(sp.to_string());
+                Some(Value::List(out))
+            }
+            "sort" if argc == 1 || argc == 2 => {
+                let mut l = self.list_arg(c, 0, h, depth)?;
+                let mode = if argc == 2 {
+                    self.scalar_arg(c, 1, h, depth)?
+                } else {
+                    "lex".to_string()
+                };
+                match mode.as_str() {
+                    "lex" => l.sort(),
+                    "int" | "real" => l.sort_by(|a, b| {
+                        let x = a.trim().parse::<f64>().unwrap_or(0.0);
+                        let y = b.trim().parse::<f64>().unwrap_or(0.0);
+                        x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+                    }),
+                    _ => {
+                        self.hit_unknown(format!(
+                            "sort() mode '{mode}', which rcf does not support"
+                        ));
+                        return None;
+                    }
+                }
+                Some(Value::List(l))
+            }
             "isgreaterthan" | "islessthan" if need(2) => {
                 let a = self.scalar_arg(c, 0, h, depth)?;
                 let b = self.scalar_arg(c, 1, h, depth)?;
