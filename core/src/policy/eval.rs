@@ -100,6 +100,11 @@ pub struct LoadOptions {
     /// false, an undefined name that may be a hard class
     /// ([`super::hardclass::may_be_hard_class`]) is unknown, not false.
     pub hard_classes_discovered: bool,
+    /// Variables defined before the policy is evaluated, such as the
+    /// `vars` of `def.json` augments: `bundle.name` (or `ns:bundle.name`)
+    /// to a value. Promises may redefine them, as in 3.21. Data
+    /// containers are not evaluated yet: give their scalars and lists.
+    pub preset_vars: BTreeMap<String, Value>,
 }
 
 /// Where a promise being evaluated comes from (for `this.*` and messages).
@@ -251,7 +256,7 @@ impl<'a> Eval<'a> {
         let mut classes = opts.classes.clone();
         classes.insert("any".into());
         classes.insert("server".into());
-        Eval {
+        let mut ev = Eval {
             src,
             opts,
             vars: BTreeMap::new(),
@@ -266,7 +271,19 @@ impl<'a> Eval<'a> {
             unknown_hits: RefCell::new(Vec::new()),
             uncertain_files: BTreeSet::new(),
             in_bundle: std::cell::Cell::new(false),
+        };
+        for (name, v) in &opts.preset_vars {
+            let (scopes, var) = resolve_ref(name, "", false);
+            if let Some(scope) = scopes.into_iter().next().filter(|s| !s.is_empty()) {
+                let here = Here {
+                    file: &opts.file,
+                    scope: "",
+                    line: 0,
+                };
+                ev.set_var(&scope, &var, v.clone(), &here);
+            }
         }
+        ev
     }
 
     /// Records that something rcf cannot evaluate was met.

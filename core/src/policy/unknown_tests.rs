@@ -466,3 +466,18 @@ bundle server acl
         "the default bundle's promise must not apply"
     );
 }
+
+/// Preset variables (augments) are seen by the policy as `def.x`.
+#[test]
+fn preset_vars_are_visible() {
+    let mut o = opts(true, &[]);
+    o.preset_vars.insert(
+        "def.acl".into(),
+        Value::List(vec!["127.0.0.1".into(), "10.0.0.0/8".into()]),
+    );
+    let text = "bundle server acl { access: \"/d/\" admit_ips => { @(def.acl) }; }\n";
+    let p = load_with(text, &o);
+    assert!(allowed(&p, &tls("127.0.0.1"), "/d/x"));
+    assert!(allowed(&p, &tls("10.1.2.3"), "/d/x"));
+    assert!(!allowed(&p, &tls("192.168.0.1"), "/d/x"));
+}
