@@ -171,8 +171,10 @@ pub fn load_options(file: &str, workdir: &str) -> LoadOptions {
     }
 }
 
-/// Loads the policy the way `--check-config` does (exposed for tests and
-/// for the server's own startup/reload).
+/// Loads the policy without `cf-promises -c`'s extra checks (exposed for
+/// the server's own startup/reload; `--check-config` uses
+/// [`policy::validate`]).
+#[allow(dead_code)]
 pub fn load(
     file: Option<&str>,
     workdir: Option<&str>,
@@ -184,8 +186,14 @@ pub fn load(
 }
 
 /// Runs the check and returns the process exit code (0 valid, 1 invalid).
+/// Validates as `cf-promises -c` does ([`policy::validate`]: bundlesequence,
+/// undefined bodies, value types on top of what loading refuses), which is
+/// what cf-serverd runs before it loads a policy.
 pub fn run(file: Option<&str>, workdir: Option<&str>) -> i32 {
-    let (f, res) = load(file, workdir);
+    let wd = resolve_workdir(workdir);
+    let f = resolve_file(file, &wd);
+    let opts = load_options(&f, &wd);
+    let res = policy::validate(&FsPolicySource, &opts);
     match res {
         Ok(p) => {
             for n in &p.notes {

@@ -51,6 +51,7 @@ fn run(args: &[&str], workdir: &Path) -> (i32, String, String) {
 
 const GOOD: &str = r#"
 body common control { inputs => { "lib/def.cf" }; }
+bundle agent main { }
 body server control { allowconnects => { "127.0.0.1" }; allowusers => { "root" }; }
 bundle server acl
 {
@@ -174,7 +175,7 @@ fn bad_cidr_is_a_warning_not_a_refusal() {
     let t = Tmp::new();
     t.write(
         "inputs/promises.cf",
-        "bundle server x\n{\n access:\n  \"/a\"\n   admit_ips => { \"10.0.0.0/99\", \"10.0.0.1\" };\n  \"/b\" deny_ips => { \"10.0.0.0/99\" };\n}\n",
+        "bundle server x\n{\n access:\n  \"/a\"\n   admit_ips => { \"10.0.0.0/99\", \"10.0.0.1\" };\n  \"/b\" deny_ips => { \"10.0.0.0/99\" };\n}\nbundle agent main { }\n",
     );
     let (code, out, err) = run(&[], &t.0);
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");
@@ -189,4 +190,32 @@ fn bad_cidr_is_a_warning_not_a_refusal() {
         "{err}"
     );
     assert!(out.contains("admit_ips: 10.0.0.0/99"), "{out}");
+}
+
+/// As `cf-promises -c` (what cf-serverd runs first): a policy whose
+/// bundlesequence names no defined bundle (`main` by default) is refused.
+#[test]
+fn check_config_validates_like_cf_promises() {
+    let t = Tmp::new();
+    t.write(
+        "inputs/promises.cf",
+        "bundle server x\n{\n access:\n  \"/a\" admit_ips => { \"10.0.0.1\" };\n}\n",
+    );
+    let (code, out, err) = run(&[], &t.0);
+    assert_eq!(code, 1, "stdout: {out} stderr: {err}");
+    assert!(
+        err.contains("Bundle 'main' listed in the bundlesequence is not a defined bundle"),
+        "{err}"
+    );
+    t.write(
+        "inputs/promises.cf",
+        "bundle agent main\n{\n files:\n  \"/tmp/x\" perms => nosuch;\n}\n",
+    );
+    let (code, _, err) = run(&[], &t.0);
+    assert_eq!(code, 1);
+    assert!(err.contains("promises.cf:4:"), "{err}");
+    assert!(
+        err.contains("Undefined body nosuch with type perms"),
+        "{err}"
+    );
 }

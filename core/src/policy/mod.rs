@@ -66,11 +66,13 @@ pub mod summary;
 mod tests;
 #[cfg(test)]
 mod unknown_tests;
+pub mod validate;
 
 pub use acl::{ConnFacts, Decision, Protocol, Reason, Request};
 pub use eval::{LoadOptions, Tri, Value};
 pub use parse::{parse_policy, SyntaxError};
 pub use server::{load, AclTables, Resource, ServerControl, ServerPolicy, TlsMinVersion};
+pub use validate::validate;
 
 /// What the filesystem says about a path promiser (SEMANTICS.md B.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
