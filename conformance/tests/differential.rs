@@ -105,7 +105,8 @@ fn rule(rng: &mut Rng, data: &str, dir: &str) -> String {
                 } else {
                     LEGACY_ENTRIES
                 };
-                let items: Vec<String> = (0..k).map(|_| format!("\"{}\"", rng.pick(pool))).collect();
+                let items: Vec<String> =
+                    (0..k).map(|_| format!("\"{}\"", rng.pick(pool))).collect();
                 attrs.push(format!("{list} => {{ {} }}", items.join(", ")));
             }
         }
@@ -167,7 +168,10 @@ fn generated_policies_decide_as_real_cf_serverd() {
             );
             format!("{}{common}", header(port, &["ns.cf"]))
         } else {
-            format!("{}{common}bundle server acl\n{{\n  access:\n{access}}}\n", header(port, &[]))
+            format!(
+                "{}{common}bundle server acl\n{{\n  access:\n{access}}}\n",
+                header(port, &[])
+            )
         };
         let policy = pair.input("promises.cf", &main_text);
         let real = pair.real_stat(&policy, port, &paths);
@@ -195,7 +199,11 @@ fn generated_policies_decide_as_real_cf_serverd() {
                 .map(|r| r.origins.iter().map(|(_, l)| *l).collect())
                 .unwrap_or_default();
             let announced = pol.warnings.iter().any(|w| lines.contains(&w.line))
-                || lines.is_empty() && pol.warnings.iter().any(|w| w.message.contains(&format!("/{dir}/")));
+                || lines.is_empty()
+                    && pol
+                        .warnings
+                        .iter()
+                        .any(|w| w.message.contains(&format!("/{dir}/")));
             if announced {
                 stricter.push(context);
             } else {

@@ -228,18 +228,30 @@ pub fn free_port() -> u16 {
 }
 
 /// `cf-net stat PATH`: true if the server answered with the file's type.
+/// A connection the server dropped (cf-serverd refuses a second
+/// connection from an address whose previous one it has not reaped yet)
+/// is retried a few times.
 pub fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
-    let out = Command::new("timeout")
-        .args(["30", CF_NET, "-H", hostport, "stat", path])
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cf-net");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut text = String::new();
+    for attempt in 0..4 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(300 * attempt));
+        }
+        let out = Command::new("timeout")
+            .args(["30", CF_NET, "-H", hostport, "stat", path])
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cf-net");
+        text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !text.contains("Failed to connect") {
+            break;
+        }
+    }
     if text.contains("' is a ") {
         return true;
     }
