@@ -130,6 +130,9 @@ fn load_options_noting(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptio
         env: std::env::vars().collect(),
         classes: hc.classes,
         vars: Default::default(),
+        // discovery above is how 3.21 defines hard classes: an undefined
+        // hard-class name is then false, as in 3.21, not unknown
+        hard_classes_discovered: true,
     };
     (opts, notes)
 }
@@ -211,7 +214,8 @@ pub fn load_with(
             warnings,
         });
     }
-    match policy::load(src, &opts) {
+    // cf-serverd runs cf-promises on its policy first: validate as it does
+    match policy::validate(src, &opts) {
         Ok(mut p) => {
             let mut w = warnings;
             w.append(&mut p.warnings);
@@ -227,8 +231,10 @@ pub fn load_with(
     }
 }
 
-/// Loads the policy the way `--check-config` does (exposed for tests and
-/// for the server's own startup/reload).
+/// Loads the policy without `cf-promises -c`'s extra checks (exposed for
+/// the server's own startup/reload; `--check-config` uses
+/// [`policy::validate`]).
+#[allow(dead_code)]
 pub fn load(
     file: Option<&str>,
     workdir: Option<&str>,
@@ -241,6 +247,9 @@ pub fn load(
 }
 
 /// Runs the check and returns the process exit code (0 valid, 1 invalid).
+/// Validates as `cf-promises -c` does ([`policy::validate`]: bundlesequence,
+/// undefined bodies, value types on top of what loading refuses), which is
+/// what cf-serverd runs before it loads a policy.
 pub fn run(file: Option<&str>, workdir: Option<&str>, host: &HostOpts) -> i32 {
     let (f, res) = load(file, workdir, host);
     match res {

@@ -51,6 +51,7 @@ fn run(args: &[&str], workdir: &Path) -> (i32, String, String) {
 
 const GOOD: &str = r#"
 body common control { inputs => { "lib/def.cf" }; }
+bundle agent main { }
 body server control { allowconnects => { "127.0.0.1" }; allowusers => { "root" }; }
 bundle server acl
 {
@@ -145,7 +146,6 @@ fn broken_policies_exit_1_with_file_and_line() {
             "a.cf:3: include cycle refused",
         ),
         ("unknown attribute", &[("inputs/promises.cf", "body server control\n{\n  bindtoaddress => \"127.0.0.1\";\n}\n")], "promises.cf:3:3: unknown attribute 'bindtoaddress'"),
-        ("bad CIDR", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"/a\"\n   admit_ips => { \"10.0.0.0/99\" };\n}\n")], "promises.cf:5: admit_ips of '/a': Invalid IPv4 CIDR"),
         ("bad IP", &[("inputs/promises.cf", "body server control\n{\n allowconnects => { \"300.1.1.1\" };\n}\n")], "promises.cf:3: allowconnects"),
         ("bad regex", &[("inputs/promises.cf", "bundle server x\n{\n access:\n  \"bad[\" resource_type => \"context\", admit_ips => { \"1.2.3.4\" };\n}\n")], "promises.cf:4: context promiser 'bad[' is not a valid regular expression"),
     ];
@@ -165,4 +165,57 @@ fn broken_policies_exit_1_with_file_and_line() {
             "{name}: printed a summary for a broken policy"
         );
     }
+}
+
+/// Issue 18: an invalid CIDR does not refuse the policy (3.21 runs it and
+/// never matches the entry); it is a warning with file:line, and a deny
+/// list holding one denies.
+#[test]
+fn bad_cidr_is_a_warning_not_a_refusal() {
+    let t = Tmp::new();
+    t.write(
+        "inputs/promises.cf",
+        "bundle server x\n{\n access:\n  \"/a\"\n   admit_ips => { \"10.0.0.0/99\", \"10.0.0.1\" };\n  \"/b\" deny_ips => { \"10.0.0.0/99\" };\n}\nbundle agent main { }\n",
+    );
+    let (code, out, err) = run(&[], &t.0);
+    assert_eq!(code, 0, "stdout: {out} stderr: {err}");
+    assert!(
+        err.contains("promises.cf:5: admit_ips of '/a': Invalid IPv4 CIDR")
+            && err.contains("this entry never matches"),
+        "{err}"
+    );
+    assert!(
+        err.contains("promises.cf:6: deny_ips of '/b': Invalid IPv4 CIDR")
+            && err.contains("denies every request it covers"),
+        "{err}"
+    );
+    assert!(out.contains("admit_ips: 10.0.0.0/99"), "{out}");
+}
+
+/// As `cf-promises -c` (what cf-serverd runs first): a policy whose
+/// bundlesequence names no defined bundle (`main` by default) is refused.
+#[test]
+fn check_config_validates_like_cf_promises() {
+    let t = Tmp::new();
+    t.write(
+        "inputs/promises.cf",
+        "bundle server x\n{\n access:\n  \"/a\" admit_ips => { \"10.0.0.1\" };\n}\n",
+    );
+    let (code, out, err) = run(&[], &t.0);
+    assert_eq!(code, 1, "stdout: {out} stderr: {err}");
+    assert!(
+        err.contains("Bundle 'main' listed in the bundlesequence is not a defined bundle"),
+        "{err}"
+    );
+    t.write(
+        "inputs/promises.cf",
+        "bundle agent main\n{\n files:\n  \"/tmp/x\" perms => nosuch;\n}\n",
+    );
+    let (code, _, err) = run(&[], &t.0);
+    assert_eq!(code, 1);
+    assert!(err.contains("promises.cf:4:"), "{err}");
+    assert!(
+        err.contains("Undefined body nosuch with type perms"),
+        "{err}"
+    );
 }

@@ -94,9 +94,14 @@ pub enum Reason {
         /// The first deny_hostnames entry that could not be checked.
         entry: String,
     },
-    /// rcf safety rule: the deciding entry has a deny rule holding an
-    /// unresolved variable, so nobody is admitted through it.
+    /// rcf safety rule: a deny rule of the deciding entry could not be
+    /// evaluated (an unresolved variable, or an entry 3.21 would skip such
+    /// as an invalid CIDR), so nobody is admitted through it.
     UnresolvedDenyRule,
+    /// Classic: the first matching entry was created by an access promise
+    /// whose condition rcf could not evaluate; in 3.21 another entry may
+    /// decide, so rcf denies (never looser).
+    UnknownCondition,
     /// Classic: `ifencrypted` is set and the request was not encrypted.
     RequiresEncryption,
     /// Classic: this kind of resource has no legacy table (bundle, role).
@@ -116,6 +121,138 @@ pub struct Decision {
     pub reason: Reason,
     /// Classic only: the peer matched the entry's `maproot`.
     pub maproot: bool,
+}
+
+/// How a rule took part in a decision (for `--explain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Paths: the longest covering prefix; it decides the direct check.
+    LongestPrefix,
+    /// Paths: a shorter covering prefix; not consulted (shown alone).
+    ShorterPrefix,
+    /// Paths: the longest prefix of the `$(connection.*)` rewritten path.
+    RewrittenLongest,
+    /// Paths: a shorter prefix of the rewritten path; not consulted.
+    RewrittenShorter,
+    /// Literals and queries: the rule of exactly that name.
+    ExactName,
+    /// Regex tables: the rule's regex matches the name (a candidate).
+    RegexMatch,
+    /// Regex tables: the rule's regex does not match (not a candidate).
+    RegexNoMatch,
+    /// Classic: the first covering admit entry in policy order.
+    ClassicAdmit,
+    /// Classic: a covering deny entry.
+    ClassicDeny,
+}
+
+/// How one admit or deny entry compared with the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryOutcome {
+    /// It matches the peer.
+    Matches,
+    /// It does not.
+    NoMatch,
+    /// A hostname entry and the peer's hostname is unknown.
+    Unverifiable,
+}
+
+/// One entry of a rule, as the decision compared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryCheck {
+    /// From the deny lists (else admit).
+    pub deny: bool,
+    /// Which list.
+    pub via: Category,
+    /// The entry as written.
+    pub text: String,
+    /// The comparison's result.
+    pub outcome: EntryOutcome,
+}
+
+/// One rule the decision looked at, with what it answers on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The rule (resource name, or classic entry path).
+    pub resource: String,
+    /// Its part in the decision.
+    pub role: Role,
+    /// What the rule alone answers.
+    pub allowed: bool,
+    /// Why.
+    pub reason: Reason,
+    /// Its entries against the peer (TLS rules; empty for classic).
+    pub entries: Vec<EntryCheck>,
+    /// Classic entries: the entry list as written.
+    pub classic_entries: Vec<String>,
+}
+
+/// A decision with the rules that led to it, computed by the same code
+/// as [`ServerPolicy::check`] (the trace is only collected when asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The decision, identical to [`ServerPolicy::check`]'s.
+    pub decision: Decision,
+    /// The rules consulted (and the covering ones that were not), in order.
+    pub steps: Vec<Step>,
+}
+
+/// Collects [`Step`]s when explaining; `None` when deciding.
+type Tracer = Option<Vec<Step>>;
+
+/// The classic matcher of one entry list against the peer.
+type ClassicMatcher<'m> =
+    dyn Fn(&addr::ConnList, &[(String, Option<addr::Regex>)]) -> Option<(Category, String)> + 'm;
+
+fn entry_checks(res: &Resource, who: &Who) -> Vec<EntryCheck> {
+    let mut out = Vec::new();
+    for (deny, rules) in [(false, &res.admit), (true, &res.deny)] {
+        let v4 = addr::parse_peer_v4(who.ip);
+        for e in &rules.ips {
+            let m = !who.ip.is_empty() && ip_entry_matches(e, who.ip, v4);
+            out.push((deny, Category::Ip, e.text.clone(), m, false));
+        }
+        for e in &rules.hostnames {
+            let (m, unv) = match who.hostname {
+                Some(h) => (host_entry_direct(e, h) || host_entry_regex(e, h), false),
+                None => (false, true),
+            };
+            out.push((deny, Category::Hostname, e.text.clone(), m, unv));
+        }
+        for k in &rules.keys {
+            let m = !who.key.is_empty() && k == who.key;
+            out.push((deny, Category::Key, k.clone(), m, false));
+        }
+        for u in &rules.usernames {
+            let m = who.username == Some(u.as_str());
+            out.push((deny, Category::Username, u.clone(), m, false));
+        }
+    }
+    out.into_iter()
+        .map(|(deny, via, text, m, unv)| EntryCheck {
+            deny,
+            via,
+            text,
+            outcome: if m {
+                EntryOutcome::Matches
+            } else if unv && deny {
+                EntryOutcome::Unverifiable
+            } else {
+                EntryOutcome::NoMatch
+            },
+        })
+        .collect()
+}
+
+fn step(res: &Resource, role: Role, who: &Who, allowed: bool, reason: Reason) -> Step {
+    Step {
+        resource: res.name.clone(),
+        role,
+        allowed,
+        reason,
+        entries: entry_checks(res, who),
+        classic_entries: Vec::new(),
+    }
 }
 
 impl Decision {
@@ -145,6 +282,15 @@ enum Hit {
     Unverifiable(String),
 }
 
+/// One IP entry against the peer (`v4`: the peer's IPv4 form, if any).
+fn ip_entry_matches(e: &super::server::Entry, ip: &str, v4: Option<u32>) -> bool {
+    let hit = match e.v4cidr {
+        Some(c) => addr::v4_cidr_match(c, v4),
+        None => fuzzy_set_match(&e.text, ip),
+    };
+    hit || e.re.as_ref().is_some_and(|re| full_match(re, ip))
+}
+
 fn match_ips(rules: &Rules, ip: &str) -> Option<String> {
     if ip.is_empty() {
         return None;
@@ -155,35 +301,40 @@ fn match_ips(rules: &Rules, ip: &str) -> Option<String> {
         .ips
         .iter()
         .find(|e| {
-            let hit = match e.v4cidr {
-                Some(c) => {
-                    addr::v4_cidr_match(c, *v4.get_or_insert_with(|| addr::parse_peer_v4(ip)))
-                }
-                None => fuzzy_set_match(&e.text, ip),
+            let v = match e.v4cidr {
+                Some(_) => *v4.get_or_insert_with(|| addr::parse_peer_v4(ip)),
+                None => None,
             };
-            hit || e.re.as_ref().is_some_and(|re| full_match(re, ip))
+            ip_entry_matches(e, ip, v)
         })
         .map(|e| e.text.clone())
+}
+
+/// A hostname entry by name: equal, or a `.domain` suffix.
+fn host_entry_direct(e: &super::server::Entry, host: &str) -> bool {
+    !host.is_empty()
+        && (e.text == host
+            || (e.text.starts_with('.')
+                && host.len() > e.text.len()
+                && host.ends_with(e.text.as_str())))
+}
+
+/// A hostname entry as a full regex (the legacy fallback).
+fn host_entry_regex(e: &super::server::Entry, host: &str) -> bool {
+    !host.is_empty() && e.re.as_ref().is_some_and(|re| full_match(re, host))
 }
 
 fn match_hostnames(rules: &Rules, host: &str) -> Option<String> {
     if host.is_empty() {
         return None;
     }
-    let direct = rules.hostnames.iter().find(|e| {
-        e.text == host
-            || (e.text.starts_with('.')
-                && host.len() > e.text.len()
-                && host.ends_with(e.text.as_str()))
-    });
-    if let Some(e) = direct {
+    if let Some(e) = rules.hostnames.iter().find(|e| host_entry_direct(e, host)) {
         return Some(e.text.clone());
     }
-    // legacy fallback: each entry as a full regex
     rules
         .hostnames
         .iter()
-        .find(|e| e.re.as_ref().is_some_and(|re| full_match(re, host)))
+        .find(|e| host_entry_regex(e, host))
         .map(|e| e.text.clone())
 }
 
@@ -247,14 +398,17 @@ fn check_resource(res: &Resource, who: &Who) -> (bool, Reason) {
     }
 }
 
+/// Whether a path rule covers `path`: its name is a prefix ending at a
+/// `/`, or equal.
+fn covers_path(r: &Resource, path: &str) -> bool {
+    path.starts_with(r.name.as_str()) && (r.name.ends_with('/') || r.name.len() == path.len())
+}
+
 /// Longest key that is a prefix of `path` ending at a `/`, or equal to it.
 fn longest_prefix<'t>(table: &'t BTreeMap<String, Resource>, path: &str) -> Option<&'t Resource> {
     table
         .values()
-        .filter(|r| {
-            path.starts_with(r.name.as_str())
-                && (r.name.ends_with('/') || r.name.len() == path.len())
-        })
+        .filter(|r| covers_path(r, path))
         .max_by_key(|r| r.name.len())
 }
 
@@ -262,13 +416,30 @@ impl ServerPolicy {
     /// Decides a request. Deny by default; the result names the rule that
     /// decided, so servers can log it and `--explain` can show it.
     pub fn check(&self, facts: &ConnFacts, req: Request) -> Decision {
-        match facts.protocol {
-            Protocol::Tls => self.check_tls(facts, req),
-            Protocol::Classic => self.check_classic(facts, req),
+        self.decide(facts, req, &mut None)
+    }
+
+    /// [`Self::check`] with the rules it consulted, each with what it
+    /// answers alone and how each of its entries compared with the peer
+    /// (and, for paths, the covering rules it did not consult). The same
+    /// code decides both; only the collection of steps is added.
+    pub fn check_explained(&self, facts: &ConnFacts, req: Request) -> Explained {
+        let mut tr = Some(Vec::new());
+        let decision = self.decide(facts, req, &mut tr);
+        Explained {
+            decision,
+            steps: tr.unwrap_or_default(),
         }
     }
 
-    fn check_tls(&self, f: &ConnFacts, req: Request) -> Decision {
+    fn decide(&self, facts: &ConnFacts, req: Request, tr: &mut Tracer) -> Decision {
+        match facts.protocol {
+            Protocol::Tls => self.check_tls(facts, req, tr),
+            Protocol::Classic => self.check_classic(facts, req, tr),
+        }
+    }
+
+    fn check_tls(&self, f: &ConnFacts, req: Request, tr: &mut Tracer) -> Decision {
         let ip = addr::map_address(f.ip);
         let hostname = f.hostname.filter(|h| !h.is_empty());
         let who = Who {
@@ -279,12 +450,12 @@ impl ServerPolicy {
         };
         let t = &self.acl;
         match req {
-            Request::Path(p) => self.check_path(ip, hostname, f.key, p),
-            Request::Literal(n) => self.check_exact(&t.literals, n, &who),
-            Request::Variable(n) => self.check_exact(&t.variables, n, &who),
-            Request::Query(n) => self.check_exact(&t.queries, n, &who),
-            Request::Context(n) => check_regex(&t.classes, n, &who),
-            Request::Bundle(n) => check_regex(&t.bundles, n, &who),
+            Request::Path(p) => self.check_path(ip, hostname, f.key, p, tr),
+            Request::Literal(n) => self.check_exact(&t.literals, n, &who, tr),
+            Request::Variable(n) => self.check_exact(&t.variables, n, &who, tr),
+            Request::Query(n) => self.check_exact(&t.queries, n, &who, tr),
+            Request::Context(n) => check_regex(&t.classes, n, &who, tr),
+            Request::Bundle(n) => check_regex(&t.bundles, n, &who, tr),
             Request::Role(n) => {
                 let who = Who {
                     ip: "",
@@ -292,16 +463,25 @@ impl ServerPolicy {
                     key: "",
                     username: Some(f.username),
                 };
-                check_regex(&t.roles, n, &who)
+                check_regex(&t.roles, n, &who, tr)
             }
         }
     }
 
-    fn check_exact(&self, table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Decision {
+    fn check_exact(
+        &self,
+        table: &BTreeMap<String, Resource>,
+        name: &str,
+        who: &Who,
+        tr: &mut Tracer,
+    ) -> Decision {
         match table.get(name) {
             None => Decision::deny(Reason::NoMatchingResource),
             Some(r) => {
                 let (allowed, reason) = check_resource(r, who);
+                if let Some(t) = tr {
+                    t.push(step(r, Role::ExactName, who, allowed, reason.clone()));
+                }
                 Decision {
                     allowed,
                     resource: Some(r.name.clone()),
@@ -315,20 +495,40 @@ impl ServerPolicy {
 
     /// B.5.2: the direct longest-prefix check OR the `$(connection.*)`
     /// rewritten check.
-    fn check_path(&self, ip: &str, hostname: Option<&str>, key: &str, path: &str) -> Decision {
+    fn check_path(
+        &self,
+        ip: &str,
+        hostname: Option<&str>,
+        key: &str,
+        path: &str,
+        tr: &mut Tracer,
+    ) -> Decision {
         let table = &self.acl.paths;
+        let me = Who {
+            ip,
+            hostname,
+            key,
+            username: None,
+        };
         let direct = longest_prefix(table, path).map(|r| {
-            let (a, reason) = check_resource(
-                r,
-                &Who {
-                    ip,
-                    hostname,
-                    key,
-                    username: None,
-                },
-            );
+            let (a, reason) = check_resource(r, &me);
             (r, a, reason)
         });
+        if let Some(t) = tr {
+            // the covering rules, longest first: the first decides
+            let mut cover: Vec<&Resource> =
+                table.values().filter(|r| covers_path(r, path)).collect();
+            cover.sort_by_key(|r| std::cmp::Reverse(r.name.len()));
+            for (i, r) in cover.into_iter().enumerate() {
+                let (a, reason) = check_resource(r, &me);
+                let role = if i == 0 {
+                    Role::LongestPrefix
+                } else {
+                    Role::ShorterPrefix
+                };
+                t.push(step(r, role, &me, a, reason));
+            }
+        }
         if let Some((r, true, reason)) = &direct {
             return Decision {
                 allowed: true,
@@ -350,13 +550,29 @@ impl ServerPolicy {
             rewritten = rewritten.replace(key, "$(connection.key)");
         }
         if rewritten != path {
+            let who = Who {
+                ip: "$(connection.ip)",
+                hostname: Some("$(connection.hostname)"),
+                key: "$(connection.key)",
+                username: None,
+            };
+            if let Some(t) = tr {
+                let mut cover: Vec<&Resource> = table
+                    .values()
+                    .filter(|r| covers_path(r, &rewritten))
+                    .collect();
+                cover.sort_by_key(|r| std::cmp::Reverse(r.name.len()));
+                for (i, r) in cover.into_iter().enumerate() {
+                    let (a, reason) = check_resource(r, &who);
+                    let role = if i == 0 {
+                        Role::RewrittenLongest
+                    } else {
+                        Role::RewrittenShorter
+                    };
+                    t.push(step(r, role, &who, a, reason));
+                }
+            }
             if let Some(r) = longest_prefix(table, &rewritten) {
-                let who = Who {
-                    ip: "$(connection.ip)",
-                    hostname: Some("$(connection.hostname)"),
-                    key: "$(connection.key)",
-                    username: None,
-                };
                 let (a, reason) = check_resource(r, &who);
                 if a {
                     return Decision {
@@ -383,13 +599,13 @@ impl ServerPolicy {
 
     /// B.9: the classic-protocol decision (first match in policy order,
     /// then every covering deny path, maproot, ifencrypted).
-    fn check_classic(&self, f: &ConnFacts, req: Request) -> Decision {
+    fn check_classic(&self, f: &ConnFacts, req: Request, tr: &mut Tracer) -> Decision {
         let ip = addr::map_address(f.ip);
         let host = f.hostname.unwrap_or("");
         // IsMatchItemIn on the IP, else the client-claimed hostname against
         // each entry as a regex (IsRegexItemIn)
         let matches = |cl: &addr::ConnList,
-                       res: &[(String, Option<regex::Regex>)]|
+                       res: &[(String, Option<addr::Regex>)]|
          -> Option<(Category, String)> {
             if let Some(e) = cl.matching(ip) {
                 return Some((Category::Ip, e.to_string()));
@@ -427,6 +643,46 @@ impl ServerPolicy {
         let Some(ap) = admits.iter().find(|a| hit(a)) else {
             return Decision::deny(Reason::NoMatchingResource);
         };
+        let d = self.classic_entry(f, ap, denies, &hit, &matches, &empty, tr);
+        if let Some(t) = tr {
+            if let Some(first) = t.first_mut() {
+                first.allowed = d.allowed;
+                first.reason = d.reason.clone();
+            }
+        }
+        d
+    }
+
+    /// B.9 from the first covering admit entry on; the steps record it and
+    /// every covering deny entry consulted.
+    #[allow(clippy::too_many_arguments)]
+    fn classic_entry(
+        &self,
+        f: &ConnFacts,
+        ap: &LegacyAuth,
+        denies: &[LegacyAuth],
+        hit: &dyn Fn(&LegacyAuth) -> bool,
+        matches: &ClassicMatcher,
+        empty: &LegacyMatchers,
+        tr: &mut Tracer,
+    ) -> Decision {
+        let classic_step = |a: &LegacyAuth, role: Role| Step {
+            resource: a.path.clone(),
+            role,
+            allowed: false,
+            reason: Reason::NotAdmitted,
+            entries: Vec::new(),
+            classic_entries: a.accesslist.clone(),
+        };
+        if let Some(t) = tr {
+            t.push(classic_step(ap, Role::ClassicAdmit));
+        }
+        if ap.uncertain {
+            return Decision {
+                resource: Some(ap.path.clone()),
+                ..Decision::deny(Reason::UnknownCondition)
+            };
+        }
         let mut d = Decision {
             allowed: false,
             resource: Some(ap.path.clone()),
@@ -434,7 +690,7 @@ impl ServerPolicy {
             reason: Reason::NotAdmitted,
             maproot: false,
         };
-        let apm = ap.compiled.as_ref().unwrap_or(&empty);
+        let apm = ap.compiled.as_ref().unwrap_or(empty);
         d.maproot = matches(&apm.maproot, &apm.maproot_re).is_some();
         let Some((via, entry)) = matches(&apm.access, &apm.access_re) else {
             return d;
@@ -444,12 +700,25 @@ impl ServerPolicy {
             return d;
         }
         for dp in denies.iter().filter(|a| hit(a)) {
-            let dpm = dp.compiled.as_ref().unwrap_or(&empty);
-            if let Some((dvia, e)) = matches(&dpm.access, &dpm.access_re) {
-                d.reason = Reason::Denied {
+            let dpm = dp.compiled.as_ref().unwrap_or(empty);
+            let refusal = if dp.poisoned {
+                Some(Reason::UnresolvedDenyRule)
+            } else {
+                matches(&dpm.access, &dpm.access_re).map(|(dvia, e)| Reason::Denied {
                     via: dvia,
                     entry: e,
-                };
+                })
+            };
+            if let Some(t) = tr {
+                // a deny entry "admits" alone when nothing in it refuses the peer
+                t.push(Step {
+                    allowed: refusal.is_none(),
+                    reason: refusal.clone().unwrap_or(Reason::NotAdmitted),
+                    ..classic_step(dp, Role::ClassicDeny)
+                });
+            }
+            if let Some(r) = refusal {
+                d.reason = r;
                 d.resource = Some(dp.path.clone());
                 return d;
             }
@@ -499,59 +768,69 @@ impl ServerPolicy {
     }
 }
 
+/// One regex-table rule alone (B.5.3): deny first (poisoned, a matching
+/// deny entry, an unverifiable deny_hostnames), else admit, else not admitted.
+fn regex_rule(r: &Resource, who: &Who) -> (bool, Reason) {
+    if r.poisoned {
+        return (false, Reason::UnresolvedDenyRule);
+    }
+    match deny_hit(r, who) {
+        Hit::Yes(via, entry) => return (false, Reason::Denied { via, entry }),
+        Hit::Unverifiable(entry) => return (false, Reason::HostnameUnverifiable { entry }),
+        Hit::No => {}
+    }
+    match match_list(&r.admit, who) {
+        Hit::Yes(via, entry) => (true, Reason::Admitted { via, entry }),
+        _ => (false, Reason::NotAdmitted),
+    }
+}
+
 /// B.5.3: every entry whose regex fully matches `name` is evaluated; any
 /// explicit deny wins, else any admit, else deny.
-fn check_regex(table: &BTreeMap<String, Resource>, name: &str, who: &Who) -> Decision {
+fn check_regex(
+    table: &BTreeMap<String, Resource>,
+    name: &str,
+    who: &Who,
+    tr: &mut Tracer,
+) -> Decision {
     let mut admitted: Option<Decision> = None;
+    let mut denied: Option<Decision> = None;
     let mut any = None;
     for r in table.values() {
         if !r.name_re.as_ref().is_some_and(|re| full_match(re, name)) {
+            if let Some(t) = tr {
+                t.push(step(
+                    r,
+                    Role::RegexNoMatch,
+                    who,
+                    false,
+                    Reason::NoMatchingResource,
+                ));
+            }
             continue;
         }
         any = Some(r.name.clone());
-        if r.poisoned {
-            return Decision {
-                allowed: false,
-                resource: Some(r.name.clone()),
-                via_connection_vars: false,
-                reason: Reason::UnresolvedDenyRule,
-                maproot: false,
-            };
+        let (allowed, reason) = regex_rule(r, who);
+        if let Some(t) = tr {
+            t.push(step(r, Role::RegexMatch, who, allowed, reason.clone()));
         }
-        match deny_hit(r, who) {
-            Hit::Yes(via, entry) => {
-                return Decision {
-                    allowed: false,
-                    resource: Some(r.name.clone()),
-                    via_connection_vars: false,
-                    reason: Reason::Denied { via, entry },
-                    maproot: false,
-                }
-            }
-            Hit::Unverifiable(entry) => {
-                return Decision {
-                    allowed: false,
-                    resource: Some(r.name.clone()),
-                    via_connection_vars: false,
-                    reason: Reason::HostnameUnverifiable { entry },
-                    maproot: false,
-                }
-            }
-            Hit::No => {}
-        }
-        if admitted.is_none() {
-            if let Hit::Yes(via, entry) = match_list(&r.admit, who) {
-                admitted = Some(Decision {
-                    allowed: true,
-                    resource: Some(r.name.clone()),
-                    via_connection_vars: false,
-                    reason: Reason::Admitted { via, entry },
-                    maproot: false,
-                });
+        let decision = Decision {
+            allowed,
+            resource: Some(r.name.clone()),
+            via_connection_vars: false,
+            reason,
+            maproot: false,
+        };
+        if allowed {
+            admitted.get_or_insert(decision);
+        } else if decision.reason != Reason::NotAdmitted {
+            denied.get_or_insert(decision);
+            if tr.is_none() {
+                break; // the first deny decides
             }
         }
     }
-    admitted.unwrap_or(Decision {
+    denied.or(admitted).unwrap_or(Decision {
         resource: any,
         ..Decision::deny(if table.is_empty() {
             Reason::NoMatchingResource
@@ -607,7 +886,10 @@ impl ServerPolicy {
                 format!("deny_hostnames rule '{entry}' cannot be checked because the peer's hostname is unknown (rcf denies; 3.21 would skip the rule)")
             }
             Reason::UnresolvedDenyRule => {
-                "a deny rule of the deciding entry holds an unresolved variable".to_string()
+                "a deny rule of the deciding entry could not be evaluated (an unresolved variable or an invalid entry)".to_string()
+            }
+            Reason::UnknownCondition => {
+                "the first matching classic entry comes from an access promise whose condition rcf cannot evaluate".to_string()
             }
             Reason::RequiresEncryption => {
                 "the entry requires encryption (ifencrypted) and the request was not encrypted"

@@ -2,21 +2,34 @@
 //! (SEMANTICS.md A.2): `FuzzySetMatch`, `IsRegex`, `StringMatchFull` and
 //! `IsMatchItemIn`.
 
-use regex::{Regex, RegexBuilder};
+use fancy_regex::RegexBuilder;
+
+/// A compiled policy regex. `fancy-regex` (memory-safe, no C) gives the
+/// PCRE features 3.21's policies use that the `regex` crate lacks:
+/// look-ahead, look-behind, back-references, atomic groups; patterns
+/// without them run on `regex`'s automata.
+pub type Regex = fancy_regex::Regex;
 
 /// Compiled-regex size ceiling, so a hostile policy cannot exhaust memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// Compiles `pattern` the way CFEngine's PCRE calls do (MULTILINE, DOTALL,
-/// case-sensitive). `None` when the pattern is invalid or unsupported by
-/// the `regex` crate (PCRE look-arounds, back-references).
-pub fn compile(pattern: &str) -> Option<Regex> {
-    RegexBuilder::new(pattern)
-        .multi_line(true)
-        .dot_matches_new_line(true)
-        .size_limit(REGEX_SIZE_LIMIT)
+/// Backtracking steps one match may take (PCRE's default match limit is
+/// 10 million; a match that exceeds it fails, as in 3.21).
+const BACKTRACK_LIMIT: usize = 1_000_000;
+
+fn build(pattern: &str) -> Result<Regex, String> {
+    // CFEngine compiles with PCRE_MULTILINE | PCRE_DOTALL
+    RegexBuilder::new(&format!("(?ms){pattern}"))
+        .delegate_size_limit(REGEX_SIZE_LIMIT)
+        .backtrack_limit(BACKTRACK_LIMIT)
         .build()
-        .ok()
+        .map_err(|e| e.to_string())
+}
+
+/// Compiles `pattern` the way CFEngine's PCRE calls do (MULTILINE, DOTALL,
+/// case-sensitive). `None` when the pattern is invalid.
+pub fn compile(pattern: &str) -> Option<Regex> {
+    build(pattern).ok()
 }
 
 /// Compiled patterns of one load, so a pattern used in many rules (an
@@ -38,16 +51,10 @@ impl RegexCache {
 
 /// Why a pattern did not compile, for load-time error messages.
 pub fn compile_error(pattern: &str) -> Option<String> {
-    match RegexBuilder::new(pattern)
-        .multi_line(true)
-        .dot_matches_new_line(true)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-    {
+    match build(pattern) {
         Ok(_) => None,
         Err(e) => Some(
-            e.to_string()
-                .lines()
+            e.lines()
                 .last()
                 .unwrap_or("invalid regex")
                 .trim()
@@ -58,12 +65,19 @@ pub fn compile_error(pattern: &str) -> Option<String> {
 
 /// libntech `StringMatchFull`: the *first* (leftmost) match must start at
 /// 0 and end at the end of the string. Not the same as `^(?:re)$`: `a|ab`
-/// does not fully match `ab`.
+/// does not fully match `ab`. A match that hits the backtracking limit
+/// does not match (PCRE's match-limit error, which 3.21 treats as none).
 pub fn full_match(re: &Regex, s: &str) -> bool {
     match re.find(s) {
-        Some(m) => m.start() == 0 && m.end() == s.len(),
-        None => false,
+        Ok(Some(m)) => m.start() == 0 && m.end() == s.len(),
+        _ => false,
     }
+}
+
+/// Whether `re` matches anywhere in `s` (unanchored search, as
+/// `StringMatch`); a backtracking-limit failure does not match.
+pub fn search(re: &Regex, s: &str) -> bool {
+    matches!(re.is_match(s), Ok(true))
 }
 
 /// [`full_match`] with compilation; invalid patterns never match.
@@ -534,5 +548,48 @@ mod v6_range_tests {
         // 3.21 quirk: the lower bound itself does not match
         assert!(!fuzzy_set_match("fe80::1-ff", "fe80::1"));
         assert!(!fuzzy_set_match("fe80::1-ff", "fe80::100"));
+    }
+}
+
+#[cfg(test)]
+mod pcre_tests {
+    use super::*;
+
+    /// PCRE features 3.21's policies may use: look-ahead, look-behind,
+    /// back-references, atomic groups, with StringMatchFull anchoring.
+    #[test]
+    fn look_around_and_back_references() {
+        for (re, s, want) in [
+            ("linux(?!_bad).*", "linux_ok", true),
+            ("linux(?!_bad).*", "linux_bad", false),
+            ("(?=.*x)abc.*", "abcx", true),
+            ("(?=.*x)abc.*", "abcy", false),
+            (".*(?<=\\.example\\.com)", "h.example.com", true),
+            (".*(?<!\\.example\\.com)", "h.example.com", false),
+            ("(ab)\\1", "abab", true),
+            ("(ab)\\1", "abba", false),
+            ("(?>a+)b", "aab", true),
+            // full match: the leftmost match must cover the whole string
+            ("a|ab", "ab", false),
+            ("b", "abc", false),
+            // DOTALL and MULTILINE, as CFEngine compiles
+            ("a.b", "a\nb", true),
+            ("^b$", "a\nb", false),
+        ] {
+            let r = compile(re).unwrap_or_else(|| panic!("{re} does not compile"));
+            assert_eq!(full_match(&r, s), want, "{re} on {s:?}");
+        }
+        assert!(search(&compile("^b$").unwrap(), "a\nb"));
+        assert!(compile_error("(unclosed").is_some());
+        assert!(compile_error("(ab)\\1").is_none());
+    }
+
+    /// Catastrophic patterns end at the backtracking limit (no match, as
+    /// PCRE's match limit in 3.21) instead of hanging.
+    #[test]
+    fn backtracking_is_bounded() {
+        let r = compile("(a*)*\\1b").unwrap();
+        let s = "a".repeat(64);
+        assert!(!full_match(&r, &s));
     }
 }

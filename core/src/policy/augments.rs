@@ -193,6 +193,8 @@ impl Ctx<'_> {
             }
             let opts = LoadOptions {
                 classes,
+                // the caller's classes are the discovered hard classes
+                hard_classes_discovered: true,
                 ..Default::default()
             };
             let mut ev = Eval::new(&NoFiles, &opts);
@@ -201,10 +203,21 @@ impl Ctx<'_> {
                 scope: "def",
                 line: 0,
             };
-            return ev.class_expr(expr, &here).unwrap_or(false);
+            return match ev.class_expr(expr, &here) {
+                Some(super::eval::Tri::True) => true,
+                Some(super::eval::Tri::Unknown) => {
+                    // never guess: a class rcf cannot decide fails the load
+                    self.out.errors.push(format!(
+                        "{file}: class expression '{check}' depends on something rcf cannot evaluate"
+                    ));
+                    false
+                }
+                _ => false,
+            };
         }
-        match regex::Regex::new(&format!("^(?:{check})$")) {
-            Ok(rx) => classes.iter().any(|c| rx.is_match(c)),
+        // PCRE semantics (look-around, back-references) as 3.21
+        match super::addr::Regex::new(&format!("^(?:{check})$")) {
+            Ok(rx) => classes.iter().any(|c| rx.is_match(c).unwrap_or(false)),
             Err(e) => {
                 self.out.errors.push(format!(
                     "{file}: class regex '{check}' cannot be evaluated by rcf ({e})"

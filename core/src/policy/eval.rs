@@ -5,6 +5,7 @@
 
 use super::ast::*;
 use super::{Diagnostic, PolicySource};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Deepest class-expression / expansion / function nesting evaluated.
@@ -30,6 +31,58 @@ pub enum Value {
     List(Vec<String>),
 }
 
+/// A condition as rcf knows it: CFEngine's classes are two-valued, but
+/// rcf cannot evaluate everything 3.21 can (a function it lacks, a hard
+/// class it has not discovered, a variable whose definition depends on
+/// either), and such a condition is `Unknown`. Kleene logic combines them.
+/// Consumers must never let `Unknown` widen access: a rule of unknown
+/// applicability applies when it denies and not when it admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tri {
+    /// Defined / holds.
+    True,
+    /// Not defined / does not hold.
+    False,
+    /// rcf cannot tell.
+    Unknown,
+}
+
+impl Tri {
+    /// From a known boolean.
+    pub fn from_bool(b: bool) -> Self {
+        if b {
+            Tri::True
+        } else {
+            Tri::False
+        }
+    }
+    /// Kleene AND: false wins, then unknown.
+    pub fn and(self, o: Tri) -> Tri {
+        match (self, o) {
+            (Tri::False, _) | (_, Tri::False) => Tri::False,
+            (Tri::True, Tri::True) => Tri::True,
+            _ => Tri::Unknown,
+        }
+    }
+    /// Kleene OR: true wins, then unknown.
+    pub fn or(self, o: Tri) -> Tri {
+        match (self, o) {
+            (Tri::True, _) | (_, Tri::True) => Tri::True,
+            (Tri::False, Tri::False) => Tri::False,
+            _ => Tri::Unknown,
+        }
+    }
+    /// Negation (unknown stays unknown).
+    #[allow(clippy::should_implement_trait)]
+    pub fn not(self) -> Tri {
+        match self {
+            Tri::True => Tri::False,
+            Tri::False => Tri::True,
+            Tri::Unknown => Tri::Unknown,
+        }
+    }
+}
+
 /// What the caller tells the evaluator about the world.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -45,6 +98,11 @@ pub struct LoadOptions {
     /// Variables defined before the policy is read (augments, host-specific
     /// data), by (bundle, name); policy may test and override them.
     pub vars: BTreeMap<(String, String), Value>,
+    /// The caller vouches that `classes` holds every hard class 3.21
+    /// would define on this host (discovery done, `-D` applied). When
+    /// false, an undefined name that may be a hard class
+    /// ([`super::hardclass::may_be_hard_class`]) is unknown, not false.
+    pub hard_classes_discovered: bool,
 }
 
 /// Where a promise being evaluated comes from (for `this.*` and messages).
@@ -67,6 +125,23 @@ pub(crate) struct Eval<'a> {
     pub bindings: BTreeMap<String, String>,
     /// Bytes held by all variable values (bounded by [`MAX_VAR_BYTES`]).
     pub var_bytes: usize,
+    /// Variables whose value rcf could not evaluate (scope, name): a
+    /// lookup of one is unresolved and taints whatever uses it.
+    pub unknown_vars: BTreeSet<(String, String)>,
+    /// Global classes rcf could not decide.
+    pub unknown_classes: BTreeSet<String>,
+    /// Bundle-local classes rcf could not decide (scope, name).
+    pub unknown_local_classes: BTreeSet<(String, String)>,
+    /// What rcf could not evaluate during the current evaluation (a
+    /// function, a class, a variable), named for the one warning the
+    /// consumer logs. Cleared by [`Self::take_unknowns`].
+    pub unknown_hits: RefCell<Vec<String>>,
+    /// Policy files pulled in by an `inputs` entry whose condition rcf
+    /// could not evaluate: every promise in them is of unknown applicability.
+    pub uncertain_files: BTreeSet<String>,
+    /// Expanding a vars promise's value or a promiser: `$(bundle.var)`
+    /// tries the current namespace first (see `resolve_ref`).
+    pub in_bundle: std::cell::Cell<bool>,
 }
 
 /// Result of expanding a string.
@@ -93,6 +168,87 @@ fn strip_ns(name: &str) -> &str {
     name.strip_prefix("default:").unwrap_or(name)
 }
 
+/// 3.21's special scopes (`SpecialScopeFromString`): always in the
+/// default namespace, whatever namespace the reference is made from.
+fn is_special_scope(s: &str) -> bool {
+    matches!(
+        s,
+        "const" | "edit" | "match" | "mon" | "sys" | "def" | "this" | "body"
+    )
+}
+
+/// The evaluator's scope key of a bundle: its name in the default
+/// namespace, `ns:name` in any other (variables and local classes are
+/// keyed by it, so `ns:acl` and `acl` never share them).
+pub(crate) fn bundle_scope(b: &Bundle) -> String {
+    let name = b.name.rsplit(':').next().unwrap_or(&b.name);
+    if b.namespace.is_empty() || b.namespace == "default" {
+        name.to_string()
+    } else {
+        format!("{}:{name}", b.namespace)
+    }
+}
+
+/// The namespace of a scope key (`None`: the default namespace).
+fn scope_ns(scope: &str) -> Option<&str> {
+    scope.split_once(':').map(|(ns, _)| ns)
+}
+
+/// Resolves a variable reference as cf-serverd 3.21 does (checked against
+/// the real binary): an explicit `ns:` is kept; a special scope (`sys`,
+/// `const`, `def`, `this`, ...) is in the default namespace; no scope
+/// means the current bundle (non-special `this.x` too). A bundle scope
+/// without `ns:` is in the default namespace, except in a vars promise's
+/// value or a promiser (`in_bundle`), where the current bundle's namespace
+/// is tried first. Returns the candidate scope keys, in lookup order, and
+/// the variable.
+fn resolve_ref(name: &str, current: &str, in_bundle: bool) -> (Vec<String>, String) {
+    let idx = name.find('[').unwrap_or(name.len());
+    let (ns, rest) = match name[..idx].find(':') {
+        Some(i) => (Some(&name[..i]), &name[i + 1..]),
+        None => (None, name),
+    };
+    let idx = rest.find('[').unwrap_or(rest.len());
+    let (scope, var) = match rest[..idx].find('.') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    };
+    const THIS_SPECIAL: &[&str] = &[
+        "v",
+        "k",
+        "this",
+        "service_policy",
+        "promiser",
+        "promiser_uid",
+        "promiser_gid",
+        "promiser_pid",
+        "promiser_ppid",
+        "bundle",
+        "handle",
+        "namespace",
+        "promise_filename",
+        "promise_dirname",
+        "promise_linenumber",
+    ];
+    let scope = match scope {
+        Some("this") if !THIS_SPECIAL.contains(&var) => None,
+        s => s,
+    };
+    let keys = match (ns, scope) {
+        (_, Some(s)) if is_special_scope(s) => vec![s.to_string()],
+        (Some("default"), Some(s)) => vec![s.to_string()],
+        (Some(ns), Some(s)) => vec![format!("{ns}:{s}")],
+        (None, Some(s)) => match scope_ns(current) {
+            Some(ns) if in_bundle => vec![format!("{ns}:{s}"), s.to_string()],
+            _ => vec![s.to_string()],
+        },
+        // an explicit namespace without a scope names no bundle
+        (Some(_), None) => vec![String::new()],
+        (None, None) => vec![current.to_string()],
+    };
+    (keys, var.to_string())
+}
+
 impl<'a> Eval<'a> {
     pub fn new(src: &'a dyn PolicySource, opts: &'a LoadOptions) -> Self {
         let mut classes = opts.classes.clone();
@@ -107,7 +263,26 @@ impl<'a> Eval<'a> {
             warnings: Vec::new(),
             bindings: BTreeMap::new(),
             var_bytes: 0,
+            unknown_vars: BTreeSet::new(),
+            unknown_classes: BTreeSet::new(),
+            unknown_local_classes: BTreeSet::new(),
+            unknown_hits: RefCell::new(Vec::new()),
+            uncertain_files: BTreeSet::new(),
+            in_bundle: std::cell::Cell::new(false),
         }
+    }
+
+    /// Records that something rcf cannot evaluate was met.
+    fn hit_unknown(&self, what: String) {
+        let mut h = self.unknown_hits.borrow_mut();
+        if !h.contains(&what) {
+            h.push(what);
+        }
+    }
+
+    /// The unknown constructs met since the last call (and forgets them).
+    pub fn take_unknowns(&self) -> Vec<String> {
+        std::mem::take(&mut *self.unknown_hits.borrow_mut())
     }
 
     pub fn warn(&mut self, here: &Here, msg: String) {
@@ -150,11 +325,19 @@ impl<'a> Eval<'a> {
         if let Some(v) = self.bindings.get(name) {
             return Some(Value::Scalar(v.clone()));
         }
-        let name = strip_ns(name);
-        let (scope, var) = match name.split_once('.') {
-            Some((s, v)) if !s.contains('[') => (strip_ns(s), v),
-            _ => (here.scope, name),
-        };
+        let (scopes, var) = resolve_ref(name, here.scope, self.in_bundle.get());
+        let mut found = None;
+        for scope in &scopes {
+            found = self.lookup_in(scope, &var, here);
+            if found.is_some() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// A variable in one scope key (special scopes included).
+    fn lookup_in(&self, scope: &str, var: &str, here: &Here) -> Option<Value> {
         match scope {
             "sys" => self.opts.sys.get(var).cloned(),
             "const" => Some(Value::Scalar(
@@ -174,17 +357,22 @@ impl<'a> Eval<'a> {
                 let v = match var {
                     "promise_filename" => f.to_string(),
                     "promise_dirname" => dirname(f).to_string(),
-                    "bundle" => here.scope.to_string(),
+                    "bundle" => here.scope.rsplit(':').next().unwrap_or("").to_string(),
+                    "namespace" => scope_ns(here.scope).unwrap_or("default").to_string(),
                     "promise_linenumber" => here.line.to_string(),
                     _ => return None,
                 };
                 Some(Value::Scalar(v))
             }
             "connection" => None,
-            _ => self
-                .vars
-                .get(&(scope.to_string(), var.to_string()))
-                .cloned(),
+            _ => {
+                let key = (scope.to_string(), var.to_string());
+                if self.unknown_vars.contains(&key) {
+                    self.hit_unknown(format!("variable '{scope}.{var}'"));
+                    return None;
+                }
+                self.vars.get(&key).cloned()
+            }
         }
     }
 
@@ -382,6 +570,16 @@ impl<'a> Eval<'a> {
         Some(Value::Scalar(if b { "any" } else { "!any" }.into()))
     }
 
+    /// A class-valued result; `Unknown` is returned as no value (the
+    /// construct was recorded by [`Self::hit_unknown`]).
+    fn class_tri(t: Tri) -> Option<Value> {
+        match t {
+            Tri::True => Self::class_bool(true),
+            Tri::False => Self::class_bool(false),
+            Tri::Unknown => None,
+        }
+    }
+
     /// Function calls. Class-valued functions return `any` / `!any`.
     pub fn call(&mut self, c: &FnCall, here: &Here, depth: usize) -> Option<Value> {
         let here_call = Here {
@@ -423,19 +621,16 @@ impl<'a> Eval<'a> {
             }
             "not" if need(1) => {
                 let e = self.scalar_arg(c, 0, h, depth)?;
-                Self::class_bool(!self.class_expr(&e, h)?)
+                Self::class_tri(self.class_expr(&e, h)?.not())
             }
             "and" | "or" => {
-                let mut vals = Vec::new();
+                let mut acc = Tri::from_bool(name == "and");
                 for i in 0..argc {
                     let e = self.scalar_arg(c, i, h, depth)?;
-                    vals.push(self.class_expr(&e, h)?);
+                    let v = self.class_expr(&e, h)?;
+                    acc = if name == "and" { acc.and(v) } else { acc.or(v) };
                 }
-                Self::class_bool(if name == "and" {
-                    vals.iter().all(|&x| x)
-                } else {
-                    vals.iter().any(|&x| x)
-                })
+                Self::class_tri(acc)
             }
             "join" if need(2) => {
                 let sep = self.scalar_arg(c, 0, h, depth)?;
@@ -446,8 +641,15 @@ impl<'a> Eval<'a> {
                 let mut i = 0;
                 while i + 1 < argc {
                     let cond = self.scalar_arg(c, i, h, depth)?;
-                    if self.class_expr(&cond, h)? {
-                        return Some(Value::Scalar(self.scalar_arg(c, i + 1, h, depth)?));
+                    match self.class_expr(&cond, h)? {
+                        Tri::True => {
+                            return Some(Value::Scalar(self.scalar_arg(c, i + 1, h, depth)?))
+                        }
+                        Tri::False => {}
+                        Tri::Unknown => {
+                            self.hit_unknown(format!("ifelse() condition '{cond}'"));
+                            return None;
+                        }
                     }
                     i += 2;
                 }
@@ -474,11 +676,8 @@ impl<'a> Eval<'a> {
                         _ => Value::List(Vec::new()),
                     });
                 }
-                let n = strip_ns(&n);
-                let (scope, var) = match n.split_once('.') {
-                    Some((s, v)) => (s.to_string(), v.to_string()),
-                    None => (h.scope.to_string(), n.to_string()),
-                };
+                let (scopes, var) = resolve_ref(&n, h.scope, self.in_bundle.get());
+                let scope = scopes.into_iter().next().unwrap_or_default();
                 let prefix = format!("{var}[");
                 let mut out = Vec::new();
                 for ((sc, k), v) in &self.vars {
@@ -513,7 +712,8 @@ impl<'a> Eval<'a> {
                 let s = self.scalar_arg(c, 0, h, depth)?;
                 let sep = self.scalar_arg(c, 1, h, depth)?;
                 let re = super::addr::compile(&sep)?;
-                Some(Value::Scalar(re.split(&s).last().unwrap_or("").to_string()))
+                let last = re.split(&s).last()?.ok()?;
+                Some(Value::Scalar(last.to_string()))
             }
             "isdir" if need(1) => {
                 let p = self.scalar_arg(c, 0, h, depth)?;
@@ -543,9 +743,110 @@ impl<'a> Eval<'a> {
             }
             "classmatch" if argc >= 1 => {
                 let re = self.scalar_arg(c, 0, h, depth)?;
-                let re = super::addr::compile(&re)?;
-                let hit = self.classes.iter().any(|k| super::addr::full_match(&re, k));
-                Self::class_bool(hit)
+                let rx = super::addr::compile(&re)?;
+                if self.classes.iter().any(|k| super::addr::full_match(&rx, k)) {
+                    return Self::class_bool(true);
+                }
+                let maybe = self
+                    .unknown_classes
+                    .iter()
+                    .any(|k| super::addr::full_match(&rx, k));
+                if maybe || !self.opts.hard_classes_discovered {
+                    // an undiscovered hard class or an undecided class may match
+                    self.hit_unknown(format!(
+                        "classmatch('{re}') over classes rcf has not decided"
+                    ));
+                    return Self::class_tri(Tri::Unknown);
+                }
+                Self::class_bool(false)
+            }
+            // FilterInternal: full match of each element; `every` needs a
+            // non-empty list
+            "every" | "some" | "none" | "grep" if need(2) => {
+                let re = self.scalar_arg(c, 0, h, depth)?;
+                let l = self.list_arg(c, 1, h, depth)?;
+                let Some(rx) = super::addr::compile(&re) else {
+                    self.warn(h, format!("{name}(): invalid regular expression '{re}'"));
+                    return None;
+                };
+                let hits: Vec<String> = l
+                    .iter()
+                    .filter(|x| super::addr::full_match(&rx, x))
+                    .cloned()
+                    .collect();
+                match name {
+                    "every" => Self::class_bool(!l.is_empty() && hits.len() == l.len()),
+                    "some" => Self::class_bool(!hits.is_empty()),
+                    "none" => Self::class_bool(hits.is_empty()),
+                    _ => Some(Value::List(hits)),
+                }
+            }
+            // RlistFromSplitRegex (allow_blanks): at most `max` pieces
+            // before the rest; an empty match ends the split
+            "splitstring" if need(3) => {
+                let text = self.scalar_arg(c, 0, h, depth)?;
+                let re = self.scalar_arg(c, 1, h, depth)?;
+                let max: i64 = self.scalar_arg(c, 2, h, depth)?.trim().parse().ok()?;
+                let max = usize::try_from(max).unwrap_or(0);
+                let rx = super::addr::compile(&re);
+                let mut out = Vec::new();
+                let mut sp = text.as_str();
+                if let Some(rx) = &rx {
+                    while out.len() < max {
+                        let Ok(Some(m)) = rx.find(sp) else { break };
+                        if m.end() == 0 {
+                            break;
+                        }
+                        out.push(sp[..m.start()].to_string());
+                        sp = &sp[m.end()..];
+                    }
+                }
+                if out.len() < max && (sp.len() != text.len() || !sp.is_empty()) {
+                    out.push(sp.to_string());
+                }
+                Some(Value::List(out))
+            }
+            // RlistFromRegexSplitNoOverflow: max-1 pieces, then the rest
+            "string_split" if need(3) => {
+                let text = self.scalar_arg(c, 0, h, depth)?;
+                let re = self.scalar_arg(c, 1, h, depth)?;
+                let max: i64 = self.scalar_arg(c, 2, h, depth)?.trim().parse().ok()?;
+                if max < 1 {
+                    return None;
+                }
+                let rx = super::addr::compile(&re)?;
+                let mut out = Vec::new();
+                let mut sp = text.as_str();
+                while (out.len() as i64) < max - 1 {
+                    let Ok(Some(m)) = rx.find(sp) else { break };
+                    out.push(sp[..m.start()].to_string());
+                    sp = &sp[m.end()..];
+                }
+                out.push(sp.to_string());
+                Some(Value::List(out))
+            }
+            "sort" if argc == 1 || argc == 2 => {
+                let mut l = self.list_arg(c, 0, h, depth)?;
+                let mode = if argc == 2 {
+                    self.scalar_arg(c, 1, h, depth)?
+                } else {
+                    "lex".to_string()
+                };
+                match mode.as_str() {
+                    "lex" => l.sort(),
+                    "int" | "real" => l.sort_by(|a, b| {
+                        let x = a.trim().parse::<f64>().unwrap_or(0.0);
+                        let y = b.trim().parse::<f64>().unwrap_or(0.0);
+                        x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+                    }),
+                    _ => {
+                        self.hit_unknown(format!(
+                            "sort() mode '{mode}', which rcf does not support"
+                        ));
+                        return None;
+                    }
+                }
+                Some(Value::List(l))
             }
             "isgreaterthan" | "islessthan" if need(2) => {
                 let a = self.scalar_arg(c, 0, h, depth)?;
@@ -561,10 +862,11 @@ impl<'a> Eval<'a> {
                 Self::class_bool(if name == "isgreaterthan" { gt } else { lt })
             }
             _ => {
-                self.warn(
-                    h,
-                    format!("function '{}' with {} argument(s) is not supported by rcf; the value is left unresolved", c.name, argc),
-                );
+                // named in the one warning of whatever uses the value
+                self.hit_unknown(format!(
+                    "function '{}' with {} argument(s), which rcf does not support",
+                    c.name, argc
+                ));
                 None
             }
         };
@@ -573,12 +875,17 @@ impl<'a> Eval<'a> {
 
     /// Evaluates a class expression: `!` binds tightest, then `.`/`&`,
     /// then `|`/`||`; parentheses group. Variables are expanded first; an
-    /// expression with an unresolved variable is false. `None` means the
+    /// expression with an undefined variable is false (as in 3.21), one
+    /// whose variable rcf could not evaluate is unknown. `None` means the
     /// expression is malformed (a warning is recorded).
-    pub fn class_expr(&mut self, expr: &str, here: &Here) -> Option<bool> {
+    pub fn class_expr(&mut self, expr: &str, here: &Here) -> Option<Tri> {
+        let before = self.unknown_hits.borrow().len();
         let e = self.expand(expr, here);
         if !e.unresolved.is_empty() {
-            return Some(false);
+            if self.unknown_hits.borrow().len() > before {
+                return Some(Tri::Unknown);
+            }
+            return Some(Tri::False);
         }
         let toks: Vec<char> = e.text.chars().filter(|c| !c.is_whitespace()).collect();
         let mut p = ClassParser {
@@ -597,18 +904,81 @@ impl<'a> Eval<'a> {
         }
     }
 
-    pub fn is_class(&self, name: &str, scope: &str) -> bool {
+    /// Whether a class is defined: true when defined, unknown when rcf
+    /// could not decide it (or it may be a hard class rcf has not
+    /// discovered), false otherwise.
+    ///
+    /// Namespaces as 3.21's `EvalTokenAsClass`: hard classes are seen
+    /// unqualified from anywhere (and as `default:x`); an unqualified soft
+    /// class is looked up in the current bundle's namespace (and among the
+    /// bundle's local classes); `ns:x` names the soft class of `ns`.
+    pub fn is_class(&self, name: &str, scope: &str) -> Tri {
+        let hard = |n: &str| n == "any" || n == "server" || self.opts.classes.contains(n);
+        let (key, local, may_be_hard) = match name.split_once(':') {
+            Some(("default", n)) => {
+                if hard(n) {
+                    return Tri::True;
+                }
+                (n.to_string(), None, true)
+            }
+            Some((ns, n)) => (format!("{ns}:{n}"), None, false),
+            None => {
+                if hard(name) {
+                    return Tri::True;
+                }
+                let key = match scope_ns(scope) {
+                    Some(ns) => format!("{ns}:{name}"),
+                    None => name.to_string(),
+                };
+                (key, Some((scope.to_string(), name.to_string())), true)
+            }
+        };
+        let is_local =
+            |set: &BTreeSet<(String, String)>| local.as_ref().is_some_and(|l| set.contains(l));
+        if self.classes.contains(&key) || is_local(&self.local_classes) {
+            return Tri::True;
+        }
+        if self.unknown_classes.contains(&key) || is_local(&self.unknown_local_classes) {
+            self.hit_unknown(format!("class '{key}', which rcf could not decide"));
+            return Tri::Unknown;
+        }
         let name = strip_ns(name);
-        self.classes.contains(name)
-            || self
-                .local_classes
-                .contains(&(scope.to_string(), name.to_string()))
+        if may_be_hard
+            && !self.opts.hard_classes_discovered
+            && super::hardclass::undecided(
+                name,
+                &self.opts.classes,
+                self.opts.sys.contains_key("policy_hub"),
+            )
+        {
+            self.hit_unknown(format!(
+                "class '{name}', a hard class rcf has not discovered"
+            ));
+            return Tri::Unknown;
+        }
+        Tri::False
     }
 
-    /// Is the promise's guard (and `if`/`ifvarclass`/`unless`) true?
-    pub fn promise_active(&mut self, p: &Promise, here: &Here) -> bool {
-        if !self.class_expr(&p.guard, here).unwrap_or(false) {
-            return false;
+    /// Whether the promise applies: its class guard and every
+    /// `if`/`ifvarclass`/`unless`, combined in Kleene logic. An undefined
+    /// variable or a failed function skips the promise, as in 3.21; a
+    /// condition rcf could not evaluate makes the answer unknown (the
+    /// constructs are left in [`Self::unknown_hits`] for the caller's
+    /// warning).
+    pub fn promise_active(&mut self, p: &Promise, here: &Here) -> Tri {
+        let mut acc = match self.class_expr(&p.guard, here) {
+            Some(t) => t,
+            None => return Tri::False,
+        };
+        if acc == Tri::False {
+            return Tri::False;
+        }
+        if self.uncertain_files.contains(here.file) {
+            self.hit_unknown(format!(
+                "'{}' is an input loaded under an unknown condition",
+                here.file
+            ));
+            acc = acc.and(Tri::Unknown);
         }
         for c in &p.constraints {
             let want = match c.lval.as_str() {
@@ -620,33 +990,59 @@ impl<'a> Eval<'a> {
                 line: c.pos.line,
                 ..here.clone()
             };
+            let before = self.unknown_hits.borrow().len();
             let v = match &c.rval {
                 Rval::Scalar(s) => {
                     let e = self.expand(s, &h);
                     if !e.unresolved.is_empty() {
-                        // CFEngine skips promises whose condition is unresolved
-                        return false;
+                        if self.unknown_hits.borrow().len() > before {
+                            Some(Tri::Unknown)
+                        } else {
+                            // CFEngine skips promises whose condition is unresolved
+                            return Tri::False;
+                        }
+                    } else {
+                        self.class_expr(&e.text, &h)
                     }
-                    self.class_expr(&e.text, &h)
                 }
                 Rval::Call(f) => match self.call(f, &h, 0) {
                     Some(Value::Scalar(s)) => self.class_expr(&s, &h),
-                    _ => return false,
+                    _ if self.unknown_hits.borrow().len() > before => Some(Tri::Unknown),
+                    _ => return Tri::False,
                 },
                 _ => None,
             };
-            match v {
-                Some(b) if b == want => {}
-                _ => return false,
+            let v = match v {
+                Some(v) => v,
+                None => return Tri::False,
+            };
+            acc = acc.and(if want { v } else { v.not() });
+            if acc == Tri::False {
+                return Tri::False;
             }
         }
-        true
+        acc
+    }
+
+    /// Marks a variable as unknown (its value depends on something rcf
+    /// cannot evaluate), with one warning naming why.
+    fn set_unknown_var(&mut self, scope: &str, name: &str, why: &[String], here: &Here) {
+        let key = (scope.to_string(), name.to_string());
+        if self.unknown_vars.insert(key) {
+            self.warn(
+                here,
+                format!(
+                    "variable '{scope}.{name}' cannot be evaluated by rcf ({}); everything that uses it is treated as unknown (deny rules still apply, admit rules do not)",
+                    why.join(", ")
+                ),
+            );
+        }
     }
 
     /// Evaluates the `vars:` and `classes:` of a bundle into `scope`.
     /// Classes of `common` bundles are global.
     pub fn eval_bundle_vars_classes(&mut self, file: &str, b: &Bundle) {
-        let scope = b.name.rsplit(':').next().unwrap_or(&b.name).to_string();
+        let scope = bundle_scope(b);
         let global = b.kind == "common";
         for sec in &b.sections {
             match sec.promise_type.as_str() {
@@ -657,17 +1053,37 @@ impl<'a> Eval<'a> {
                             scope: &scope,
                             line: p.pos.line,
                         };
-                        if !self.promise_active(p, &here) {
+                        self.take_unknowns();
+                        let active = self.promise_active(p, &here);
+                        if active == Tri::False {
+                            self.take_unknowns();
                             continue;
                         }
+                        let guard_why = self.take_unknowns();
                         for iter in self.iterations(p, &here) {
                             self.bindings = iter;
+                            self.in_bundle.set(true);
                             let e = self.expand(&p.promiser, &here);
                             if !e.unresolved.is_empty() {
+                                self.take_unknowns();
+                                continue;
+                            }
+                            if active == Tri::Unknown {
+                                self.set_unknown_var(&scope, &e.text, &guard_why, &here);
                                 continue;
                             }
                             for c in &p.constraints {
                                 let ty = c.lval.as_str();
+                                if ty == "data" {
+                                    let h = Here {
+                                        line: c.pos.line,
+                                        ..here.clone()
+                                    };
+                                    let why = ["a data container, which rcf does not evaluate yet"
+                                        .to_string()];
+                                    self.set_unknown_var(&scope, &e.text, &why, &h);
+                                    continue;
+                                }
                                 if !matches!(
                                     ty,
                                     "string" | "int" | "real" | "slist" | "ilist" | "rlist"
@@ -692,6 +1108,11 @@ impl<'a> Eval<'a> {
                                         }
                                     }
                                 };
+                                let why = self.take_unknowns();
+                                if !why.is_empty() {
+                                    self.set_unknown_var(&scope, &e.text, &why, &h);
+                                    continue;
+                                }
                                 if let Some(v) = v {
                                     let v = match (ty, v) {
                                         ("slist" | "ilist" | "rlist", Value::Scalar(s)) => {
@@ -704,6 +1125,7 @@ impl<'a> Eval<'a> {
                             }
                         }
                         self.bindings.clear();
+                        self.in_bundle.set(false);
                     }
                 }
                 "classes" => {
@@ -713,11 +1135,19 @@ impl<'a> Eval<'a> {
                             scope: &scope,
                             line: p.pos.line,
                         };
-                        if !self.promise_active(p, &here) {
+                        self.take_unknowns();
+                        let active = self.promise_active(p, &here);
+                        if active == Tri::False {
+                            self.take_unknowns();
                             continue;
                         }
                         let name = canonify(&self.expand(&p.promiser, &here).text);
-                        let mut val: Option<bool> = if p.constraints.iter().all(|c| {
+                        // a global class of a namespaced bundle is `ns:name`
+                        let global_key = match scope_ns(&scope) {
+                            Some(ns) => format!("{ns}:{name}"),
+                            None => name.clone(),
+                        };
+                        let mut val: Option<Tri> = if p.constraints.iter().all(|c| {
                             matches!(
                                 c.lval.as_str(),
                                 "if" | "ifvarclass"
@@ -729,7 +1159,7 @@ impl<'a> Eval<'a> {
                                     | "persistence"
                             )
                         }) {
-                            Some(true)
+                            Some(Tri::True)
                         } else {
                             None
                         };
@@ -738,6 +1168,7 @@ impl<'a> Eval<'a> {
                                 line: c.pos.line,
                                 ..here.clone()
                             };
+                            let before = self.unknown_hits.borrow().len();
                             let v = match c.lval.as_str() {
                                 "expression" => match &c.rval {
                                     Rval::Scalar(s) => self.class_expr(s, &h),
@@ -750,31 +1181,73 @@ impl<'a> Eval<'a> {
                                     Some(Value::List(l)) => {
                                         let mut vals = Vec::new();
                                         for x in &l {
-                                            vals.push(self.class_expr(x, &h).unwrap_or(false));
+                                            vals.push(self.class_expr(x, &h).unwrap_or(Tri::False));
                                         }
                                         Some(match c.lval.as_str() {
-                                            "and" => vals.iter().all(|&x| x),
-                                            "or" => vals.iter().any(|&x| x),
-                                            _ => vals.iter().filter(|&&x| x).count() == 1,
+                                            "and" => vals.iter().fold(Tri::True, |a, &x| a.and(x)),
+                                            "or" => vals.iter().fold(Tri::False, |a, &x| a.or(x)),
+                                            _ => {
+                                                if vals.contains(&Tri::Unknown) {
+                                                    Tri::Unknown
+                                                } else {
+                                                    Tri::from_bool(
+                                                        vals.iter()
+                                                            .filter(|&&x| x == Tri::True)
+                                                            .count()
+                                                            == 1,
+                                                    )
+                                                }
+                                            }
                                         })
                                     }
                                     Some(Value::Scalar(s)) => self.class_expr(&s, &h),
                                     None => None,
                                 },
                                 "not" => match self.eval_rval(&c.rval, &h, 0) {
-                                    Some(Value::Scalar(s)) => self.class_expr(&s, &h).map(|b| !b),
+                                    Some(Value::Scalar(s)) => self.class_expr(&s, &h).map(Tri::not),
                                     _ => None,
                                 },
+                                // random selections 3.21 makes and rcf does not
+                                "dist" | "select_class" => {
+                                    self.hit_unknown(format!("'{}' (a random selection)", c.lval));
+                                    Some(Tri::Unknown)
+                                }
                                 _ => continue,
                             };
-                            val = v;
+                            val = match v {
+                                None if self.unknown_hits.borrow().len() > before => {
+                                    Some(Tri::Unknown)
+                                }
+                                v => v,
+                            };
                         }
-                        if val == Some(true) {
-                            if global {
-                                self.classes.insert(name);
-                            } else {
-                                self.local_classes.insert((scope.clone(), name));
+                        let why = self.take_unknowns();
+                        match active.and(val.unwrap_or(Tri::False)) {
+                            Tri::True => {
+                                if global {
+                                    self.classes.insert(global_key);
+                                } else {
+                                    self.local_classes.insert((scope.clone(), name));
+                                }
                             }
+                            Tri::Unknown => {
+                                let (fresh, label) = if global {
+                                    (
+                                        self.unknown_classes.insert(global_key.clone()),
+                                        global_key.clone(),
+                                    )
+                                } else {
+                                    (
+                                        self.unknown_local_classes
+                                            .insert((scope.clone(), name.clone())),
+                                        format!("{scope}.{name}"),
+                                    )
+                                };
+                                if fresh {
+                                    self.warn(&here, format!("class '{label}' cannot be decided by rcf ({}); rules it guards are treated as unknown (deny rules still apply, admit rules do not)", why.join(", ")));
+                                }
+                            }
+                            Tri::False => {}
                         }
                     }
                 }
@@ -876,7 +1349,7 @@ struct ClassParser<'p, 'e, 'a> {
 }
 
 impl ClassParser<'_, '_, '_> {
-    fn or(&mut self, d: usize) -> Option<bool> {
+    fn or(&mut self, d: usize) -> Option<Tri> {
         if d > MAX_EVAL_DEPTH {
             return None;
         }
@@ -887,27 +1360,27 @@ impl ClassParser<'_, '_, '_> {
                 self.i += 1;
             }
             let r = self.and(d)?;
-            v = v || r;
+            v = v.or(r);
         }
         Some(v)
     }
-    fn and(&mut self, d: usize) -> Option<bool> {
+    fn and(&mut self, d: usize) -> Option<Tri> {
         let mut v = self.not(d)?;
         while self.i < self.t.len() && (self.t[self.i] == '.' || self.t[self.i] == '&') {
             self.i += 1;
             let r = self.not(d)?;
-            v = v && r;
+            v = v.and(r);
         }
         Some(v)
     }
-    fn not(&mut self, d: usize) -> Option<bool> {
+    fn not(&mut self, d: usize) -> Option<Tri> {
         if self.i < self.t.len() && self.t[self.i] == '!' {
             self.i += 1;
-            return self.not(d + 1).map(|b| !b).filter(|_| d < MAX_EVAL_DEPTH);
+            return self.not(d + 1).map(Tri::not).filter(|_| d < MAX_EVAL_DEPTH);
         }
         self.atom(d)
     }
-    fn atom(&mut self, d: usize) -> Option<bool> {
+    fn atom(&mut self, d: usize) -> Option<Tri> {
         if self.i < self.t.len() && self.t[self.i] == '(' {
             self.i += 1;
             let v = self.or(d + 1)?;

@@ -13,7 +13,11 @@
 //! - [`eval`]: `inputs` (relative to the including file, loaded to a
 //!   fixpoint, cycles refused), `bundle common` vars/classes, expansion,
 //!   `sys.*`/`const.*`/`this.*`, a set of functions; `$(connection.*)` stays
-//!   literal for per-request use.
+//!   literal for per-request use. Namespaces as the real cf-serverd 3.21
+//!   resolves them: `$(bundle.var)` without `ns:` is the default
+//!   namespace's, except in vars values and promisers (current namespace
+//!   first); `$(var)` is the current bundle's; an unqualified soft class is
+//!   the current namespace's, hard classes are seen everywhere.
 //! - [`server`]: `body server control` with 3.21's defaults, `access:` and
 //!   `roles:` into the TLS tables and the classic lists ([`load`]).
 //! - [`acl`]: the decision ([`ServerPolicy::check`]), connection lists,
@@ -33,20 +37,29 @@
 //!   element is a load error; 3.21 crashes (`StrList_Append`, exit 255, seen
 //!   live). Elsewhere in the list it is dropped from the TLS tables with a
 //!   warning, as 3.21 silently does.
-//! - Invalid CIDRs/IPs/regexes and unknown attributes are load errors with
-//!   `file:line`; 3.21 logs at match time and never matches. Exceptions kept
-//!   for compatibility, as warnings: empty entries and `/n` with an empty
-//!   address in allow lists (MPF on an unbootstrapped host), and hex-letter
-//!   names like `bad.cafe` in legacy `admit`, which 3.21 classifies as IPs.
-//! - Regexes use the `regex` crate (no look-around/back-references); a
-//!   pattern it cannot compile never matches, and is a load error where the
-//!   pattern is a resource name (context, bundle, roles).
+//! - Invalid CIDRs/IPs/address regexes in access lists are warnings with
+//!   `file:line` (3.21 logs them at match time): kept in the lists (and the
+//!   summary) but never matched, as in 3.21; in a deny list the rule then
+//!   denies every request it covers. Unknown attributes are load errors.
+//!   Hex-letter names like `bad.cafe` in legacy `admit` are classified as
+//!   IPs, as 3.21 does, with a warning.
+//! - Whatever rcf cannot evaluate (an unsupported function, a hard class
+//!   the caller has not discovered, see [`hardclass`], a variable or class
+//!   depending on either) is [`Tri::Unknown`]; an access promise of unknown
+//!   applicability keeps only its deny rules (issue 18: never looser).
+//! - Regexes use `fancy-regex` ([`addr::compile`]: PCRE's MULTILINE and
+//!   DOTALL, look-around, back-references, atomic groups; a backtracking
+//!   limit where PCRE has its match limit); anchoring as 3.21 (full match
+//!   for rule entries, `regcmp`, `classmatch`). A pattern that does not
+//!   compile never matches, and is a load error where the pattern is a
+//!   resource name (context, bundle, roles).
 
 pub mod acl;
 pub mod addr;
 pub mod ast;
 pub mod augments;
 pub mod eval;
+pub mod hardclass;
 pub mod hostclasses;
 pub mod parse;
 pub mod policy_server;
@@ -54,11 +67,15 @@ pub mod server;
 pub mod summary;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unknown_tests;
+pub mod validate;
 
 pub use acl::{ConnFacts, Decision, Protocol, Reason, Request};
-pub use eval::{LoadOptions, Value};
+pub use eval::{LoadOptions, Tri, Value};
 pub use parse::{parse_policy, SyntaxError};
 pub use server::{load, AclTables, Resource, ServerControl, ServerPolicy, TlsMinVersion};
+pub use validate::validate;
 
 /// What the filesystem says about a path promiser (SEMANTICS.md B.3).
 #[derive(Debug, Clone, PartialEq, Eq)]

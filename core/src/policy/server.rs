@@ -1,11 +1,11 @@
 //! Loading a server policy: `body server control`, `access:` and `roles:`
 //! promises into an immutable [`ServerPolicy`] (SEMANTICS.md §A, §B).
 
+use super::addr::Regex;
 use super::addr::{self, ConnList};
 use super::ast::*;
-use super::eval::{dirname, Eval, Here, LoadOptions, Value};
+use super::eval::{dirname, Eval, Here, LoadOptions, Tri, Value};
 use super::{Canon, Diagnostic, PolicyErrors, PolicySource};
-use regex::Regex;
 use std::collections::BTreeMap;
 
 /// Longest path promiser accepted (Linux PATH_MAX).
@@ -230,6 +230,15 @@ pub struct LegacyAuth {
     pub maproot: Vec<String>,
     /// ifencrypted.
     pub encrypt: bool,
+    /// Created by an access promise whose condition rcf could not
+    /// evaluate: in 3.21 it may not exist at this place in policy order,
+    /// so when it is the first match the classic check denies
+    /// ([`super::Reason::UnknownCondition`]).
+    pub uncertain: bool,
+    /// Deny side: the promise's deny list holds an entry rcf cannot
+    /// evaluate (unresolved variable, invalid entry), so every request this
+    /// entry covers is denied (as [`Resource::poisoned`] for TLS).
+    pub poisoned: bool,
     /// Precompiled matchers for `accesslist` and `maproot` (built once at
     /// the end of a load, so requests never compile regexes).
     pub(crate) compiled: Option<LegacyMatchers>,
@@ -270,7 +279,14 @@ pub struct LegacyAcl {
     pub vardeny: Vec<LegacyAuth>,
 }
 
-fn get_or_create<'l>(list: &'l mut Vec<LegacyAuth>, path: &str) -> &'l mut LegacyAuth {
+/// The classic entry for `path`, created at the end when missing.
+/// `uncertain`: the promise creating it may not apply in 3.21, so the
+/// entry's place in policy order is not known (see [`LegacyAuth::uncertain`]).
+fn get_or_create<'l>(
+    list: &'l mut Vec<LegacyAuth>,
+    path: &str,
+    uncertain: bool,
+) -> &'l mut LegacyAuth {
     let key = if path.len() > 1 {
         path.strip_suffix('/').unwrap_or(path)
     } else {
@@ -281,6 +297,7 @@ fn get_or_create<'l>(list: &'l mut Vec<LegacyAuth>, path: &str) -> &'l mut Legac
     }
     list.push(LegacyAuth {
         path: key.to_string(),
+        uncertain,
         ..Default::default()
     });
     list.last_mut().expect("just pushed")
@@ -381,6 +398,9 @@ const ACCESS_ATTRS: &[&str] = &[
 
 struct Loader<'a> {
     ev: Eval<'a>,
+    /// Shortcut names an access promise of unknown applicability may have
+    /// registered first: no later promise registers them.
+    blocked_shortcuts: std::collections::BTreeSet<String>,
     regexes: addr::RegexCache,
     files: Vec<PolicyFile>,
     errors: Vec<Diagnostic>,
@@ -415,6 +435,7 @@ fn diag(file: &str, line: u32, message: impl Into<String>) -> Diagnostic {
 pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, PolicyErrors> {
     let mut l = Loader {
         ev: Eval::new(src, opts),
+        blocked_shortcuts: Default::default(),
         regexes: addr::RegexCache::default(),
         files: Vec::new(),
         errors: Vec::new(),

@@ -27,7 +27,7 @@ impl<'a> Loader<'a> {
                 if b.kind != "server" || !b.args.is_empty() {
                     continue;
                 }
-                let scope = b.name.rsplit(':').next().unwrap_or(&b.name).to_string();
+                let scope = crate::policy::eval::bundle_scope(b);
                 // vars and classes first (three passes for forward references)
                 for _ in 0..3 {
                     self.ev.eval_bundle_vars_classes(&f.path, b);
@@ -52,15 +52,30 @@ impl<'a> Loader<'a> {
                                 scope: &scope,
                                 line: p.pos.line,
                             };
-                            if !self.ev.promise_active(p, &here) {
+                            self.ev.take_unknowns();
+                            let active = self.ev.promise_active(p, &here);
+                            let why = self.ev.take_unknowns().join(", ");
+                            if active == Tri::False {
                                 continue;
+                            }
+                            let maybe = active == Tri::Unknown;
+                            if maybe {
+                                let what = if want == "roles" {
+                                    "is dropped (it only admits)"
+                                } else {
+                                    "keeps only its deny rules (admit rules, maproot and shortcut are not applied)"
+                                };
+                                self.ev.warn(&here, format!("{want} promise '{}' depends on a condition rcf cannot evaluate ({why}); it {what}", p.promiser));
+                                if want == "roles" {
+                                    continue;
+                                }
                             }
                             for it in self.ev.iterations(p, &here) {
                                 self.ev.bindings = it;
                                 if want == "roles" {
                                     self.role_promise(pol, p, &here);
                                 } else {
-                                    self.access_promise(pol, p, &here);
+                                    self.access_promise(pol, p, &here, maybe);
                                 }
                             }
                             self.ev.bindings.clear();
@@ -73,7 +88,10 @@ impl<'a> Loader<'a> {
     }
 
     pub(super) fn role_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
+        // a promiser resolves `$(bundle.var)` in its namespace first, as 3.21
+        self.ev.in_bundle.set(true);
         let e = self.ev.expand(&p.promiser, here);
+        self.ev.in_bundle.set(false);
         if !e.unresolved.is_empty() {
             self.ev.warn(
                 here,
@@ -283,7 +301,7 @@ impl<'a> Loader<'a> {
 
     /// Checks a promise's resource type and list entries before any table
     /// is touched; false (logged) when the promise or the policy is refused.
-    fn check_access_attrs(&mut self, a: &AccessAttrs, here: &Here, promiser: &str) -> bool {
+    fn check_access_attrs(&mut self, a: &mut AccessAttrs, here: &Here, promiser: &str) -> bool {
         if !matches!(
             a.resource_type.as_str(),
             "path" | "literal" | "context" | "query" | "variable" | "bundle"
@@ -301,6 +319,7 @@ impl<'a> Loader<'a> {
                 return false;
             }
         }
+        let mut poisoned = false;
         // validate entries before touching any table
         for (l, items, line) in &a.lists {
             for it in items {
@@ -325,17 +344,22 @@ impl<'a> Loader<'a> {
                     _ => None,
                 };
                 if let Some(pr) = problem {
-                    if is_soft_problem(it) && !l.starts_with("deny") {
+                    // 3.21 keeps the entry (it logs it at match time and it never
+                    // matches); rcf keeps it too, but a deny list holding one denies
+                    if l.starts_with("deny") {
+                        self.ev.warnings.push(diag(
+                            here.file,
+                            *line,
+                            format!("{l} of '{promiser}': {pr}; the rule now denies every request it covers (3.21 would skip the entry)"),
+                        ));
+                        poisoned = true;
+                    } else {
                         self.ev.warnings.push(diag(
                             here.file,
                             *line,
                             format!("{l} of '{promiser}': {pr}; this entry never matches"),
                         ));
-                        continue;
                     }
-                    self.errors
-                        .push(diag(here.file, *line, format!("{l} of '{promiser}': {pr}")));
-                    return false;
                 }
             }
             if matches!(l.as_str(), "admit" | "deny") {
@@ -353,14 +377,29 @@ impl<'a> Loader<'a> {
                 }
             }
         }
+        a.poisoned |= poisoned;
         true
     }
 
     /// One `access:` promise into the TLS tables and the classic lists:
     /// attributes gathered and checked first, so a refused promise touches
     /// no table.
-    pub(super) fn access_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
+    /// `maybe`: rcf could not tell whether the promise applies, so only
+    /// what takes access away is applied (deny lists, `ifencrypted =>
+    /// true`); its admit lists, maproot and shortcut are not, and a classic
+    /// entry it would create first is marked so that it decides nothing
+    /// in anyone's favour.
+    pub(super) fn access_promise(
+        &mut self,
+        pol: &mut ServerPolicy,
+        p: &Promise,
+        here: &Here,
+        maybe: bool,
+    ) {
+        // a promiser resolves `$(bundle.var)` in its namespace first, as 3.21
+        self.ev.in_bundle.set(true);
         let e = self.ev.expand(&p.promiser, here);
+        self.ev.in_bundle.set(false);
         if !e.unresolved.is_empty() {
             self.ev.warn(
                 here,
@@ -373,10 +412,22 @@ impl<'a> Loader<'a> {
             return;
         }
         let promiser = e.text;
-        let Some(a) = self.access_attrs(p, here, &promiser) else {
+        let Some(mut a) = self.access_attrs(p, here, &promiser) else {
             return;
         };
-        if !self.check_access_attrs(&a, here, &promiser) {
+        if maybe {
+            a.lists.retain(|(l, _, _)| l.starts_with("deny"));
+            if a.ifencrypted == Some(false) {
+                a.ifencrypted = None;
+            }
+            if let Some((s, _)) = a.shortcut.take() {
+                if !pol.shortcuts.contains_key(&s) {
+                    // it might be the first registration in 3.21: nobody gets it
+                    self.blocked_shortcuts.insert(s);
+                }
+            }
+        }
+        if !self.check_access_attrs(&mut a, here, &promiser) {
             return;
         }
         let AccessAttrs {
@@ -399,8 +450,8 @@ impl<'a> Loader<'a> {
                 };
                 key = k;
                 table = &mut pol.acl.paths;
-                legacy_admit = Some(get_or_create(&mut pol.legacy.admit, &key));
-                legacy_deny = Some(get_or_create(&mut pol.legacy.deny, &key));
+                legacy_admit = Some(get_or_create(&mut pol.legacy.admit, &key, maybe));
+                legacy_deny = Some(get_or_create(&mut pol.legacy.deny, &key, false));
             }
             "literal" => {
                 let Some(h) = handle.clone() else {
@@ -409,8 +460,8 @@ impl<'a> Loader<'a> {
                 };
                 key = h;
                 table = &mut pol.acl.literals;
-                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key));
-                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key));
+                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key, maybe));
+                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key, false));
             }
             "context" | "variable" | "query" => {
                 key = promiser.clone();
@@ -437,8 +488,8 @@ impl<'a> Loader<'a> {
                     "variable" => &mut pol.acl.variables,
                     _ => &mut pol.acl.queries,
                 };
-                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key));
-                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key));
+                legacy_admit = Some(get_or_create(&mut pol.legacy.varadmit, &key, maybe));
+                legacy_deny = Some(get_or_create(&mut pol.legacy.vardeny, &key, false));
             }
             _ => {
                 key = promiser.clone();
@@ -459,6 +510,12 @@ impl<'a> Loader<'a> {
                     here.file,
                     line,
                     format!("slashes are forbidden in ACL shortcut: {s}"),
+                ));
+            } else if self.blocked_shortcuts.contains(&s) {
+                self.ev.warnings.push(diag(
+                    here.file,
+                    line,
+                    format!("shortcut '{s}' not registered: an earlier access promise whose condition rcf cannot evaluate may have registered it first in 3.21"),
                 ));
             } else if let std::collections::btree_map::Entry::Vacant(e) = pol.shortcuts.entry(s) {
                 e.insert(promiser.clone());
@@ -482,6 +539,9 @@ impl<'a> Loader<'a> {
         });
         res.origins.push((here.file.to_string(), here.line));
         res.poisoned |= poisoned;
+        if let Some(dp) = legacy_deny.as_deref_mut() {
+            dp.poisoned |= poisoned;
+        }
         if let (Some(ap), Some(enc)) = (legacy_admit.as_deref_mut(), ifencrypted) {
             ap.encrypt = enc;
         }

@@ -29,8 +29,20 @@ impl<'a> Loader<'a> {
                         ));
                         continue;
                     };
-                    if !self.ev.class_expr(&a.guard, &here).unwrap_or(false) {
-                        continue;
+                    self.ev.take_unknowns();
+                    match self.ev.class_expr(&a.guard, &here).unwrap_or(Tri::False) {
+                        Tri::True => {}
+                        Tri::False => continue,
+                        Tri::Unknown => {
+                            let why = self.ev.take_unknowns().join(", ");
+                            // only a list that takes access away may apply on a maybe
+                            if known == "denyconnects" {
+                                self.ev.warn(&here, format!("body server control: '{name}' is guarded by a condition rcf cannot evaluate ({why}); applied (it only denies)"));
+                            } else {
+                                self.ev.warn(&here, format!("body server control: '{name}' is guarded by a condition rcf cannot evaluate ({why}); ignored (never widened)"));
+                                continue;
+                            }
+                        }
                     }
                     let mut unresolved = Vec::new();
                     let v = self.ev.eval_rval_lenient(&a.rval, &here, &mut unresolved);

@@ -84,7 +84,10 @@ impl<'a> Loader<'a> {
                     scope: "control_common",
                     line: a.pos.line,
                 };
-                if !self.ev.class_expr(&a.guard, &here).unwrap_or(false) {
+                self.ev.take_unknowns();
+                let cond = self.ev.class_expr(&a.guard, &here).unwrap_or(Tri::False);
+                let why = self.ev.take_unknowns();
+                if cond == Tri::False {
                     continue;
                 }
                 let items: Vec<Rval> = match &a.rval {
@@ -108,6 +111,9 @@ impl<'a> Loader<'a> {
                         } else {
                             format!("{}/{}", dirname(&path), x)
                         };
+                        if cond == Tri::Unknown && self.ev.uncertain_files.insert(full.clone()) {
+                            self.ev.warn(&here, format!("inputs entry '{full}' is loaded under a condition rcf cannot evaluate ({}); every promise in it is treated as unknown (deny rules apply, admit rules do not)", why.join(", ")));
+                        }
                         inputs.push((full, a.pos.line));
                     }
                 }

@@ -1,0 +1,142 @@
+//! Namespaces as the real cf-serverd 3.21 resolves them (issue 17): which
+//! `$(bundle.var)`, `$(ns:bundle.var)`, `$(var)` and class names a policy
+//! in a `body file control { namespace => "ns"; }` file sees, checked
+//! request by request against the real server with cf-net. Before this,
+//! rcf resolved `$(g2.net)` inside namespace `ns` to `ns:g2.net` in an
+//! access list, where 3.21 looks for `default:g2.net` and refuses.
+
+mod real_serverd;
+
+use rcf_core::policy::Request;
+use real_serverd::{free_port, header, Pair};
+
+/// (subdirectory, access promise (`D` = data dir), 3.21's answer).
+const CASES: &[(&str, &str, bool)] = &[
+    // access lists: `bundle.var` without ns is the default namespace
+    ("a", r#""D/a/" admit_ips => { "$(g.net)" };"#, true),
+    ("b", r#""D/b/" admit_ips => { "$(default:g.net)" };"#, true),
+    ("c", r#""D/c/" admit_ips => { "$(g2.net)" };"#, false),
+    ("d", r#""D/d/" admit_ips => { "$(ns:g2.net)" };"#, true),
+    // unqualified and this.: the current bundle (ns:acl)
+    ("e", r#""D/e/" admit_ips => { "$(local)" };"#, true),
+    ("f", r#""D/f/" admit_ips => { "$(this.local)" };"#, true),
+    ("g", r#""D/g/" admit_ips => { "$(acl.local)" };"#, false),
+    ("h", r#""D/h/" admit_ips => { "$(ns:acl.local)" };"#, true),
+    // vars values resolve `bundle.var` in their namespace first, then default
+    ("i", r#""D/i/" admit_ips => { "$(ns:g2.y)" };"#, true),
+    ("j", r#""D/j/" admit_ips => { "$(ns:g2.z)" };"#, true),
+    ("k", r#""D/k/" admit_ips => { "$(ns:g2.w)" };"#, true),
+    // lists
+    ("l", r#""D/l/" admit_ips => { @(ns:g2.l) };"#, true),
+    ("m", r#""D/m/" admit_ips => { @(g2.l) };"#, false),
+    // classes: soft classes of the default namespace need default:
+    (
+        "n",
+        r#""D/n/" admit_ips => { "127.0.0.1" }, if => "gcls";"#,
+        false,
+    ),
+    (
+        "o",
+        r#""D/o/" admit_ips => { "127.0.0.1" }, if => "default:gcls";"#,
+        true,
+    ),
+    (
+        "p",
+        r#""D/p/" admit_ips => { "127.0.0.1" }, if => "nscls";"#,
+        true,
+    ),
+    (
+        "q",
+        r#""D/q/" admit_ips => { "127.0.0.1" }, if => "ns:nscls";"#,
+        true,
+    ),
+    (
+        "r",
+        r#""D/r/" admit_ips => { "127.0.0.1" }, if => "linux";"#,
+        true,
+    ),
+    // function arguments in conditions: default namespace
+    (
+        "s",
+        r#""D/s/" admit_ips => { "127.0.0.1" }, if => strcmp("$(g2.net)", "127.0.0.1");"#,
+        false,
+    ),
+    (
+        "t",
+        r#""D/t/" admit_ips => { "127.0.0.1" }, if => strcmp("$(ns:g2.net)", "127.0.0.1");"#,
+        true,
+    ),
+    // special scopes are the default namespace's
+    (
+        "u",
+        r#""$(sys.workdir)/data/u/" admit_ips => { "127.0.0.1" };"#,
+        true,
+    ),
+    // a promiser resolves in its namespace first
+    ("v", r#""$(g2.vdir)" admit_ips => { "127.0.0.1" };"#, true),
+];
+
+#[test]
+fn namespaces_resolve_as_real_cf_serverd() {
+    let pair = Pair::new();
+    let d = pair.data.clone();
+    let port = free_port();
+    let mut access = String::new();
+    let mut paths = Vec::new();
+    for (dir, rule, _) in CASES {
+        paths.push(pair.file(&format!("{dir}/f")));
+        access.push_str(&format!(
+            "    {}\n",
+            rule.replace("\"D/", &format!("\"{d}/"))
+        ));
+    }
+    let ns = format!(
+        r#"body file control {{ namespace => "ns"; }}
+bundle common g2
+{{
+  vars:
+    "net" string => "127.0.0.1";
+    "y" string => "$(g2.net)";
+    "z" string => "$(g.net)";
+    "w" string => "$(net)";
+    "l" slist => {{ "$(g2.net)" }};
+    "vdir" string => "{d}/v/";
+  classes:
+    "nscls" expression => "any";
+}}
+bundle server acl
+{{
+  vars:
+    "local" string => "127.0.0.1";
+  access:
+{access}}}
+"#
+    );
+    pair.input("ns.cf", &ns);
+    let main = format!(
+        "{}bundle common g {{ vars: \"net\" string => \"127.0.0.1\"; classes: \"gcls\" expression => \"any\"; }}\n",
+        header(port, &["ns.cf"])
+    );
+    let policy = pair.input("promises.cf", &main);
+    let real = pair.real_stat(&policy, port, &paths);
+    let pol = pair.rcf_load(&policy);
+    let mut problems = Vec::new();
+    for (((dir, _, want), real_allowed), path) in CASES.iter().zip(&real).zip(&paths) {
+        if want != real_allowed {
+            problems.push(format!(
+                "{dir}: real cf-serverd answered {real_allowed}, expected {want}"
+            ));
+        }
+        for classic in [false, true] {
+            let dec = pol.check(&pair.facts(classic), Request::Path(path));
+            if dec.allowed != *real_allowed {
+                problems.push(format!(
+                    "{dir} (classic: {classic}): rcf {}, real cf-serverd {real_allowed}: {}",
+                    dec.allowed,
+                    pol.explain(&dec)
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}\n{ns}", problems.join("\n"));
+}

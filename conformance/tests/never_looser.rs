@@ -1,0 +1,152 @@
+//! Issue 18's "never looser" rule against the real cf-serverd 3.21: deny
+//! rules guarded by functions rcf does not evaluate (finding 2) and by hard
+//! classes it has not discovered (finding 3) still deny, and invalid CIDR
+//! entries are skipped as 3.21 skips them instead of refusing the policy.
+//! Each request is asked of the real server with the real cf-net and of
+//! rcf's decision function on the same policy: rcf must never admit what
+//! 3.21 refuses, and must equal it where the expected answer is listed.
+
+mod real_serverd;
+
+use rcf_core::policy::Request;
+use real_serverd::{free_port, header, Pair};
+
+fn is_x86_64() -> bool {
+    std::env::consts::ARCH == "x86_64"
+}
+
+/// (subdirectory, access promises for it, what 3.21 answers 127.0.0.1 for
+/// a file in it; None where it depends on the host).
+fn cases() -> Vec<(&'static str, &'static str, Option<bool>)> {
+    vec![
+        // invalid CIDR next to a valid entry: skipped, the rest admits
+        (
+            "a",
+            r#""D/a/" admit_ips => { "127.0.0.1/33", "127.0.0.1" };"#,
+            Some(true),
+        ),
+        // invalid CIDR alone in a deny list: 3.21 skips it and admits; rcf
+        // denies (stricter, listed in SECURITY.md)
+        (
+            "b",
+            r#""D/b/" admit_ips => { "127.0.0.1" }, deny_ips => { "127.0.0.1/33" };"#,
+            Some(true),
+        ),
+        (
+            "c",
+            r#""D/c/" admit_ips => { "127.0.0.1" }, deny_ips => { "127.0.0.1/33", "127.0.0.1" };"#,
+            Some(false),
+        ),
+        // finding 2: functions rcf does not evaluate, guarding a deny
+        (
+            "d",
+            r#""D/d/" admit_ips => { "127.0.0.1" }; "D/d/" deny_ips => { "127.0.0.1" }, if => returnszero("/bin/true", "noshell");"#,
+            Some(false),
+        ),
+        (
+            "f",
+            r#""D/f/" admit_ips => { "127.0.0.1" }; "D/f/" deny_ips => { "127.0.0.1" }, if => classify("127.0.0.1");"#,
+            Some(false),
+        ),
+        (
+            "g",
+            r#""D/g/" admit_ips => { "127.0.0.1" }; "D/g/" deny_ips => { "127.0.0.1" }, if => hostinnetgroup("rcf_no_such_netgroup");"#,
+            Some(true),
+        ),
+        // finding 3: a hard class rcf has not discovered, guarding a deny
+        (
+            "e",
+            r#""D/e/" admit_ips => { "127.0.0.1" }; "D/e/" deny_ips => { "127.0.0.1" }, if => "x86_64";"#,
+            Some(!is_x86_64()),
+        ),
+        (
+            "h",
+            r#""D/h/" admit_ips => { "127.0.0.1" }; "D/h/" deny_ips => { "127.0.0.1" }, if => "ipv4_127_0_0_1";"#,
+            Some(false),
+        ),
+        // the same functions guarding an admit: not applied by rcf
+        (
+            "i",
+            r#""D/i/" admit_ips => { "127.0.0.1" }, if => returnszero("/bin/true", "noshell");"#,
+            Some(true),
+        ),
+        // a variable whose value rcf cannot compute, in a deny list
+        (
+            "j",
+            r#""D/j/" admit_ips => { "127.0.0.1" }, deny_ips => { execresult("/bin/echo 127.0.0.1", "noshell") };"#,
+            Some(false),
+        ),
+    ]
+}
+
+#[test]
+fn unevaluable_guards_and_bad_cidrs_never_widen_against_real_cf_serverd() {
+    let pair = Pair::new();
+    let d = pair.data.clone();
+    let port = free_port();
+    let mut access = String::new();
+    let mut paths = Vec::new();
+    for (dir, rules, _) in cases() {
+        paths.push(pair.file(&format!("{dir}/f")));
+        access.push_str(&format!(
+            "    {}\n",
+            rules.replace("\"D/", &format!("\"{d}/"))
+        ));
+    }
+    let policy_text = format!(
+        "{}bundle server acl\n{{\n  access:\n{access}}}\n",
+        header(port, &[])
+    );
+    let policy = pair.input("promises.cf", &policy_text);
+    let real = pair.real_stat(&policy, port, &paths);
+    let pol = pair.rcf_load(&policy);
+    let mut problems = Vec::new();
+    for (((dir, _, want), real_allowed), path) in cases().iter().zip(&real).zip(&paths) {
+        if let Some(w) = want {
+            if w != real_allowed {
+                problems.push(format!(
+                    "{dir}: real cf-serverd answered {real_allowed}, expected {w}"
+                ));
+            }
+        }
+        for classic in [false, true] {
+            let f = pair.facts(classic);
+            let dec = pol.check(&f, Request::Path(path));
+            if dec.allowed && !real_allowed {
+                problems.push(format!(
+                    "{dir} ({:?}): rcf admits what cf-serverd 3.21 refuses: {}",
+                    f.protocol,
+                    pol.explain(&dec)
+                ));
+            }
+        }
+    }
+    // the stricter answers are the documented ones, nothing else
+    for (dir, want) in [("a", true), ("b", false), ("g", false), ("i", false)] {
+        let path = format!("{d}/{dir}/f");
+        if pol.check(&pair.facts(false), Request::Path(&path)).allowed != want {
+            problems.push(format!("{dir}: rcf answered {}, expected {want}", !want));
+        }
+    }
+    for needle in [
+        "returnszero",
+        "classify",
+        "hostinnetgroup",
+        "x86_64",
+        "127.0.0.1/33",
+        "execresult",
+    ] {
+        if !pol
+            .warnings
+            .iter()
+            .any(|w| w.message.contains(needle) && w.line > 0)
+        {
+            problems.push(format!("no warning with file:line naming '{needle}'"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\npolicy:\n{policy_text}",
+        problems.join("\n")
+    );
+}

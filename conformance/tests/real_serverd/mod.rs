@@ -1,0 +1,278 @@
+//! Shared by the policy-decision tests: run the real cf-serverd 3.21 on a
+//! policy in a sandboxed work dir on loopback, ask it with the real cf-net,
+//! and load the same policy into rcf.
+
+#![allow(dead_code)]
+
+use rcf_core::policy::{Canon, ConnFacts, LoadOptions, PolicySource, Protocol, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CF_SERVERD: &str = "/usr/bin/cf-serverd";
+pub const CF_KEY: &str = "/usr/bin/cf-key";
+pub const CF_NET: &str = "/usr/bin/cf-net";
+
+/// Filesystem answers for the evaluator (conformance does not use rcf-fs).
+pub struct Fs;
+
+impl PolicySource for Fs {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| e.to_string())
+    }
+    fn canonicalize(&self, path: &str) -> Canon {
+        match std::fs::canonicalize(path) {
+            Ok(p) => Canon::Resolved {
+                is_dir: p.is_dir(),
+                path: p.to_string_lossy().into_owned(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
+            Err(e) => Canon::Failed(e.to_string()),
+        }
+    }
+    fn exists(&self, path: &str) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+}
+
+/// Kills the process it guards (by PID, through its own Child handle) on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server and a client work dir with keys that trust each other.
+pub struct Pair {
+    pub _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub srv: PathBuf,
+    pub cli: PathBuf,
+    /// The canonical `srv/data` directory.
+    pub data: String,
+    /// The client's key id as the server stores it.
+    pub client_key: String,
+}
+
+fn workdir(wd: &Path) {
+    for d in ["inputs", "ppkeys", "state", "outputs", "modules", "data"] {
+        std::fs::create_dir_all(wd.join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["ppkeys", "inputs"] {
+        std::fs::set_permissions(wd.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let out = Command::new(CF_KEY)
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
+        .output()
+        .expect("run cf-key");
+    assert!(out.status.success(), "cf-key failed");
+    // cf-serverd validates with WORKDIR/bin/cf-promises
+    let _ = std::fs::remove_dir_all(wd.join("bin"));
+    std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
+}
+
+fn trust(wd: &Path, other: &Path) {
+    let out = Command::new(CF_KEY)
+        .arg("-t")
+        .arg(other.join("ppkeys/localhost.pub"))
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cf-key -t failed");
+}
+
+impl Pair {
+    /// Fails (never skips) when the real CFEngine is missing.
+    pub fn new() -> Pair {
+        for b in [CF_SERVERD, CF_KEY, CF_NET] {
+            assert!(
+                Path::new(b).exists(),
+                "{b} missing: install the cfengine3 package"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let srv = root.join("srv");
+        let cli = root.join("cli");
+        workdir(&srv);
+        workdir(&cli);
+        trust(&srv, &cli);
+        trust(&cli, &srv);
+        let data = std::fs::canonicalize(srv.join("data"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let client_key = std::fs::read_dir(srv.join("ppkeys"))
+            .unwrap()
+            .flatten()
+            .find_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_prefix("root-")
+                    .and_then(|x| x.strip_suffix(".pub"))
+                    .map(str::to_string)
+            })
+            .expect("client key trusted on the server");
+        Pair {
+            _tmp: tmp,
+            root,
+            srv,
+            cli,
+            data,
+            client_key,
+        }
+    }
+
+    /// Writes `DATA/rel` (and its directories).
+    pub fn file(&self, rel: &str) -> String {
+        let p = Path::new(&self.data).join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "x\n").unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    /// Writes `inputs/NAME`.
+    pub fn input(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.srv.join("inputs").join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Starts the real cf-serverd on `policy` (which must bind 127.0.0.1 on
+    /// `port`), STATs every path with cf-net, stops it, and returns whether
+    /// each was admitted. Panics if cf-serverd went to failsafe.
+    pub fn real_stat(&self, policy: &Path, port: u16, paths: &[String]) -> Vec<bool> {
+        let log_path = self.root.join("cf-serverd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(CF_SERVERD)
+            .args(["-F", "-v", "-f"])
+            .arg(policy)
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &self.srv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start cf-serverd");
+        let mut guard = KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("Listening for connections") {
+                assert!(
+                    !text.contains("going to failsafe"),
+                    "cf-serverd rejected the policy:\n{text}"
+                );
+                break;
+            }
+            if let Ok(Some(st)) = guard.0.try_wait() {
+                panic!("cf-serverd exited early ({st}):\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cf-serverd did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let hostport = format!("127.0.0.1:{port}");
+        let out = paths
+            .iter()
+            .map(|p| cf_net_stat(&self.cli, &hostport, p))
+            .collect();
+        drop(guard);
+        out
+    }
+
+    /// rcf's policy load, with only the classes rcf-serverd itself knows
+    /// today (no host discovery).
+    pub fn rcf_load(&self, policy: &Path) -> rcf_core::policy::ServerPolicy {
+        let w = self.srv.to_string_lossy().into_owned();
+        let mut sys = BTreeMap::new();
+        sys.insert("workdir".to_string(), Value::Scalar(w));
+        let opts = LoadOptions {
+            file: policy.to_string_lossy().into_owned(),
+            sys,
+            classes: ["linux", "debian", "cfengine", "community_edition"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<_>>(),
+            ..Default::default()
+        };
+        rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused:\n{e}"))
+    }
+
+    /// The client as rcf-serverd sees it, over TLS or classic.
+    pub fn facts(&self, classic: bool) -> ConnFacts<'_> {
+        ConnFacts {
+            ip: "127.0.0.1",
+            hostname: None,
+            key: &self.client_key,
+            username: "root",
+            protocol: if classic {
+                Protocol::Classic
+            } else {
+                Protocol::Tls
+            },
+            encrypted: true,
+        }
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `cf-net stat PATH`: true if the server answered with the file's type.
+/// A connection the server dropped (cf-serverd refuses a second
+/// connection from an address whose previous one it has not reaped yet)
+/// is retried a few times.
+pub fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
+    let mut text = String::new();
+    for attempt in 0..4 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(300 * attempt));
+        }
+        let out = Command::new("timeout")
+            .args(["30", CF_NET, "-H", hostport, "stat", path])
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cf-net");
+        text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !text.contains("Failed to connect") {
+            break;
+        }
+    }
+    if text.contains("' is a ") {
+        return true;
+    }
+    assert!(
+        text.contains("Could not stat"),
+        "unexpected cf-net output for {path}: {text}"
+    );
+    false
+}
+
+/// The policy header every test policy starts with.
+pub fn header(port: u16, inputs: &[&str]) -> String {
+    let inputs = inputs
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"body common control {{ bundlesequence => {{ "noop" }}; inputs => {{ {inputs} }}; }}
+bundle agent noop {{ vars: "x" string => "y"; }}
+body server control {{ port => "{port}"; bindtointerface => "127.0.0.1"; allowconnects => {{ "127.0.0.1" }}; }}
+"#
+    )
+}
