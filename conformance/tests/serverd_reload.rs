@@ -17,13 +17,18 @@ impl Drop for Kill {
 }
 
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    // below the ephemeral range (see the lab): a `bind :0` port can become
+    // another test's source port before the server binds it
+    rcf_conformance::lab::free_port()
 }
 
+/// A policy `cf-promises -c` accepts (a bundlesequence of a defined
+/// bundle): cf-serverd 3.21 validates with `-c` and goes to failsafe otherwise.
 fn policy(port: u16, path: &str) -> String {
     format!(
         r#"
+body common control {{ bundlesequence => {{ "main" }}; }}
+bundle agent main {{ }}
 body server control {{ port => "{port}"; bindtointerface => "127.0.0.1"; allowconnects => {{ "127.0.0.1" }}; }}
 bundle server acl {{ access: "{path}" admit_ips => {{ "127.0.0.1" }}; }}
 "#
@@ -31,12 +36,17 @@ bundle server acl {{ access: "{path}" admit_ips => {{ "127.0.0.1" }}; }}
 }
 
 fn start(wd: &Path, log: &Path, metrics: u16) -> Kill {
+    start_with(wd, log, metrics, &[])
+}
+
+fn start_with(wd: &Path, log: &Path, metrics: u16, extra: &[&str]) -> Kill {
     let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
     let f = std::fs::File::create(log).unwrap();
     Kill(
         Command::new(bin)
             .args(["--no-fork", "--reload-interval", "1", "--metrics"])
             .arg(format!("127.0.0.1:{metrics}"))
+            .args(extra)
             .arg("--workdir")
             .arg(wd)
             .env_remove("CFENGINE_TEST_OVERRIDE_WORKDIR")
@@ -164,4 +174,64 @@ fn invalid_policy_at_start_runs_failsafe() {
     };
     assert_eq!(st.code(), Some(1));
     assert!(std::fs::read_to_string(&log2).unwrap().contains("no '"));
+}
+
+/// The running daemon reads the same augments as `--check-config`: a
+/// `def.json` next to the policy sets `def.acl`, and the access summary
+/// the daemon logs at start admits exactly what `--check-config -v` says.
+#[test]
+fn the_daemon_applies_def_json_augments_as_check_config_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = workdir(tmp.path());
+    let (port, mport) = (free_port(), free_port());
+    std::fs::write(
+        wd.join("inputs/promises.cf"),
+        format!(
+            r#"
+body common control {{ bundlesequence => {{ "main" }}; }}
+bundle agent main {{ }}
+body server control {{ port => "{port}"; bindtointerface => "127.0.0.1"; allowconnects => {{ "127.0.0.1" }}; }}
+bundle server acl {{ access: "/srv/aug/" admit_ips => {{ @(def.acl) }}; }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        wd.join("inputs/def.json"),
+        r#"{ "vars": { "acl": [ "127.0.0.9", "10.1.0.0/16" ] } }"#,
+    )
+    .unwrap();
+    let log = tmp.path().join("log");
+    let mut d = start_with(&wd, &log, mport, &["-v"]);
+    let text = wait_for(&log, "Server is starting", &mut d);
+    let daemon = summary(&text);
+    assert!(
+        daemon.iter().any(|l| l.ends_with("admit_ips: 127.0.0.9"))
+            && daemon.iter().any(|l| l.ends_with("admit_ips: 10.1.0.0/16")),
+        "the daemon's summary must admit def.json's acl:\n{text}"
+    );
+    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
+    let out = Command::new(bin)
+        .args(["--check-config", "-v", "--workdir"])
+        .arg(&wd)
+        .env_remove("CFENGINE_TEST_OVERRIDE_WORKDIR")
+        .output()
+        .unwrap();
+    let check = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(summary(&check), daemon, "--check-config -v and the daemon disagree");
+}
+
+/// The access summary block of a log or of `--check-config -v`'s output,
+/// each line without its level prefix.
+fn summary(text: &str) -> Vec<String> {
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.strip_prefix(" verbose: ").unwrap_or(l).trim_end().to_string())
+        .collect();
+    let begin = lines.iter().position(|l| l.contains("BEGIN summary of access promises"));
+    let end = lines.iter().position(|l| l.contains("END summary of access promises"));
+    match (begin, end) {
+        (Some(b), Some(e)) if b < e => lines[b..=e].to_vec(),
+        _ => panic!("no access summary in:\n{text}"),
+    }
 }

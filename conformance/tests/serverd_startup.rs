@@ -105,7 +105,7 @@ fn cf_serverd_options() {
     std::fs::write(
         &pf,
         format!(
-            "body server control {{ port => \"{port}\"; allowconnects => {{ \"127.0.0.1\" }}; }}\n"
+            "body common control {{ bundlesequence => {{ \"main\" }}; }}\nbundle agent main {{ }}\nbody server control {{ port => \"{port}\"; allowconnects => {{ \"127.0.0.1\" }}; }}\n"
         ),
     )
     .unwrap();

@@ -247,8 +247,10 @@ fn load_policy(cli: &Cli, workdir: &str) -> (String, Result<ServerPolicy, policy
         let opts: LoadOptions = check_config::load_options(DEFAULT_NAME, workdir, &host_opts(cli));
         return (DEFAULT_NAME.into(), policy::load(&DefaultSource, &opts));
     }
-    let opts = check_config::load_options(&file, workdir, &host_opts(cli));
-    (file.clone(), policy::load(&FsPolicySource, &opts))
+    // the same path as --check-config: augments (def.json), host-specific
+    // data, and validation as cf-promises does it before cf-serverd loads
+    let res = check_config::load_with(&FsPolicySource, &file, workdir, &host_opts(cli));
+    (file, res)
 }
 
 /// The host key, checked as cf-serverd checks it at start: the work
