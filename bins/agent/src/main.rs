@@ -44,6 +44,8 @@
 
 mod bootstrap;
 mod copy;
+mod hub;
+mod mpf;
 mod net;
 mod output;
 mod runagent;
@@ -206,6 +208,10 @@ struct BootstrapArgs {
     /// yes (default): trust the hub's key on first contact; no: it must already be trusted.
     #[arg(long = "trust-server", default_value = "yes", value_parser = ["yes", "no"], num_args = 0..=1, default_missing_value = "yes")]
     trust_server: String,
+    /// Do not hand over to CFEngine afterwards (by default, when cf-agent is
+    /// installed, its built-in failsafe.cf runs, as after `cf-agent --bootstrap`).
+    #[arg(long)]
+    no_failsafe: bool,
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
@@ -214,6 +220,11 @@ struct BootstrapArgs {
 
 #[derive(Args, Debug, Clone)]
 struct UpdateArgs {
+    /// Mirror the whole `masterfiles` shortcut every run, unfiltered (no
+    /// cf_promises_validated gate, no input_name_patterns, no validation):
+    /// for hubs that do not serve the masterfiles policy framework.
+    #[arg(long)]
+    mirror: bool,
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
@@ -453,9 +464,10 @@ fn main() -> ExitCode {
             a.trust_server == "yes",
             &a.conn,
             a.par.parallel,
+            !a.no_failsafe,
             &out,
         ),
-        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, a.par.parallel, &out),
+        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, a.par.parallel, a.mirror, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)

@@ -69,6 +69,8 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         missing_ok: a.missing_ok,
         type_check: a.type_check,
         exclude: Vec::new(),
+        dirs: Default::default(),
+        select: None,
     };
     smol::block_on(async {
         let mut run = Run::new(servers, base, out.clone());

@@ -35,6 +35,7 @@ use std::rc::Rc;
 
 use rcf_core::client::copy_plan::{self, FileVerdict, LocalFile, LocalKind, SourceAction};
 use rcf_core::client::listing;
+use rcf_core::client::select::{DirFilter, FileSelect};
 use rcf_core::client::Level;
 use rcf_core::reply::{FileType, StatReply};
 use rcf_fs::serve::ContentKey;
@@ -74,6 +75,12 @@ pub struct CopyOpts {
     pub type_check: bool,
     /// Entry names never copied nor purged (bootstrap's `.git`, `.svn`…).
     pub exclude: Vec<Vec<u8>>,
+    /// `depth_search`'s `exclude_dirs`/`include_dirs`: directories not
+    /// entered (nor created, nor purged).
+    pub dirs: DirFilter,
+    /// `file_select`'s `leaf_name`: files not selected are neither copied
+    /// nor purged.
+    pub select: Option<FileSelect>,
 }
 
 enum Outcome {
@@ -439,6 +446,11 @@ impl Run {
                 .into_iter()
                 .filter(|n| !opts.exclude.contains(n))
                 .collect();
+            // Files a `file_select` leaves out are never hashed ahead.
+            let selected: Vec<Vec<u8>> = match &opts.select {
+                Some(sel) => names.iter().filter(|n| sel.selects(n)).cloned().collect(),
+                None => Vec::new(),
+            };
             {
                 let listed: HashSet<&[u8]> = listing.iter().map(|n| n.as_slice()).collect();
                 if opts.purge {
@@ -481,7 +493,12 @@ impl Run {
                 }
             }
             if opts.compare.uses_digest() {
-                self.prefetch_md5(&dir, &local, &names, opts.compare)
+                let candidates = if opts.select.is_some() {
+                    &selected
+                } else {
+                    &names
+                };
+                self.prefetch_md5(&dir, &local, candidates, opts.compare)
                     .await?;
             }
             let mut subdirs = Vec::new();
@@ -503,11 +520,29 @@ impl Run {
                     }
                 };
                 if st.file_type == FileType::Dir {
+                    if !opts.dirs.enters(&child_src, &name) {
+                        self.out.log(
+                            Level::Verbose,
+                            &format!(
+                                "Skipping matched excluded directory '{}'",
+                                String::from_utf8_lossy(&child_src)
+                            ),
+                        );
+                        continue;
+                    }
                     if copy_plan::source_action(FileType::Dir, true, opts.depth, level)
                         == SourceAction::Descend
                     {
                         subdirs.push((child_src, child_dst, level + 1));
                     }
+                } else if opts.select.as_ref().is_some_and(|sel| !sel.selects(&name)) {
+                    self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Skipping non-selected file '{}'",
+                            String::from_utf8_lossy(&child_src)
+                        ),
+                    );
                 } else {
                     self.entry(&child_src, &child_dst, st, opts).await?;
                 }
