@@ -87,10 +87,13 @@ fn run_and_kill(cli: &Workdir, args: &[&str], delay: Duration) {
     d.stop();
 }
 
-/// `rcf-agent copy` of the `masterfiles` shortcut into `dest`, by digest.
-fn copy_args<'a>(hp: &'a str, dest: &'a str) -> [&'a str; 9] {
+/// `rcf-agent copy` of the `masterfiles` shortcut into `dest`, by digest
+/// (no `.cfsaved` backups: every file is the old or the new version).
+fn copy_args<'a>(hp: &'a str, dest: &'a str) -> [&'a str; 11] {
     [
         "copy",
+        "--copy-backup",
+        "false",
         "-H",
         hp,
         "--trustkey",

@@ -58,9 +58,14 @@ fn digest_file_opts() -> CopyOpts {
         preserve: false,
         missing_ok: false,
         type_check: false,
+        force_update: false,
+        stealth: false,
         exclude: Vec::new(),
         dirs: Default::default(),
         select: None,
+        // The MPF's copies purge, which removes cf-agent's backups again.
+        backup: rcf_core::client::copy_plan::Backup::No,
+        repository: None,
     }
 }
 
@@ -155,7 +160,9 @@ fn pull(
     let key = crate::host_key(workdir, generate_key, out).map_err(|e| {
         PullError::Failed(format!("{e}; No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\""))
     })?;
-    let base = crate::connect_options(workdir, &key, conn, version, trust_new, out)
+    let mut conn = conn.clone();
+    conn.timeout.get_or_insert(crate::AGENT_TIMEOUT);
+    let base = crate::connect_options(workdir, &key, &conn, version, trust_new, out)
         .map_err(PullError::Failed)?;
     let inputs = workdir.join("inputs");
     let staging = staging_dir(workdir);

@@ -65,6 +65,10 @@ use rcf_smol::ConnectOptions;
 use output::Output;
 
 /// Success.
+/// cf-agent's `default_timeout`, seconds: copy, bootstrap and update use it
+/// unless `-t` is given.
+pub const AGENT_TIMEOUT: u64 = 10;
+
 pub const EXIT_OK: u8 = 0;
 /// A copy, bootstrap or local step failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -134,8 +138,9 @@ pub struct ConnArgs {
     #[arg(long, default_value = "latest")]
     pub protocol: String,
     /// Connect and per-read timeout, seconds (copy_from timeout; cf-runagent's -t).
-    #[arg(short = 't', long, default_value_t = 30)]
-    pub timeout: u64,
+    /// Default: 10 for copy, bootstrap and update (cf-agent's), 30 for net and runagent.
+    #[arg(short = 't', long)]
+    pub timeout: Option<u64>,
 }
 
 /// `--parallel`, shared by copy, bootstrap and update.
@@ -178,6 +183,30 @@ pub struct CopyArgs {
     /// Copy a directory tree (depth_search).
     #[arg(long)]
     pub recurse: bool,
+    /// depth_search exclude_dirs: a directory whose path or name fully matches is not copied (repeatable).
+    #[arg(long = "exclude-dirs", value_name = "REGEX", requires = "recurse")]
+    pub exclude_dirs: Vec<String>,
+    /// depth_search include_dirs: only directories whose path or name fully matches are entered (repeatable).
+    #[arg(long = "include-dirs", value_name = "REGEX", requires = "recurse")]
+    pub include_dirs: Vec<String>,
+    /// file_select leaf_name: only files whose name fully matches are copied (repeatable).
+    #[arg(long = "leaf-name", value_name = "REGEX", requires = "recurse")]
+    pub leaf_name: Vec<String>,
+    /// file_select file_result: leaf_name, or !leaf_name to copy the files that do not match.
+    #[arg(long = "file-result", default_value = "leaf_name", value_parser = ["leaf_name", "!leaf_name"])]
+    pub file_result: String,
+    /// force_update: copy even when the compare says the destination is up to date.
+    #[arg(long = "force-update")]
+    pub force_update: bool,
+    /// stealth: give the copy the source's access and modification times.
+    #[arg(long)]
+    pub stealth: bool,
+    /// copy_backup for a replaced file: true (<file>.cfsaved), false, timestamp.
+    #[arg(long = "copy-backup", default_value = "true", value_parser = ["true", "false", "timestamp"])]
+    pub copy_backup: String,
+    /// default_repository: keep backups there (canonified full paths) instead of next to the file.
+    #[arg(long = "default-repository", value_name = "DIR")]
+    pub default_repository: Option<PathBuf>,
     /// With --recurse: how many directory levels to descend (default: all).
     #[arg(long, requires = "recurse")]
     pub depth: Option<u32>,
@@ -276,6 +305,21 @@ pub struct ServerAddr {
 
 /// Split `host`, `host:port`, `[v6]:port` or a bare IPv6 address, as
 /// CFEngine's `ParseHostPort` does.
+/// The TCP port of service `name` (or one of its aliases) in an
+/// `/etc/services` text.
+fn service_port(services: &str, name: &str) -> Option<u16> {
+    services.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut f = line.split_whitespace();
+        let svc = f.next()?;
+        let (port, proto) = f.next()?.split_once('/')?;
+        let aliases: Vec<&str> = f.collect();
+        (proto == "tcp" && (svc == name || aliases.contains(&name)))
+            .then(|| port.parse().ok())
+            .flatten()
+    })
+}
+
 pub fn parse_host_port(s: &str) -> Result<ServerAddr, String> {
     let s = s.trim();
     let bad = || format!("bad server address '{s}'");
@@ -300,7 +344,15 @@ pub fn parse_host_port(s: &str) -> Result<ServerAddr, String> {
     }
     let port = match port {
         None | Some("") => DEFAULT_PORT,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 => n,
+            Ok(_) => return Err(bad()),
+            // A service name, as cf-agent accepts (`hub:cfengine`).
+            Err(_) => std::fs::read_to_string("/etc/services")
+                .ok()
+                .and_then(|t| service_port(&t, p))
+                .ok_or_else(|| format!("bad server address '{s}': unknown service '{p}'"))?,
+        },
     };
     Ok(ServerAddr {
         text: s.to_string(),
@@ -426,7 +478,7 @@ pub fn connect_options(
         host: String::new(),
         port: DEFAULT_PORT,
         version: Some(version),
-        timeout: Duration::from_secs(conn.timeout.max(1)),
+        timeout: Duration::from_secs(conn.timeout.unwrap_or(30).max(1)),
         trust_new,
         ppkeys: workdir.join("ppkeys"),
         local_user: local_user(),
@@ -476,6 +528,15 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names() {
+        let t = "# comment\ncfengine\t5308/tcp\nhttp 80/tcp www # web\nfoo 9/udp\n";
+        assert_eq!(service_port(t, "cfengine"), Some(5308));
+        assert_eq!(service_port(t, "www"), Some(80));
+        assert_eq!(service_port(t, "foo"), None, "udp only");
+        assert_eq!(service_port(t, "nope"), None);
+    }
 
     #[test]
     fn host_port_forms() {

@@ -73,6 +73,10 @@ pub struct CopyOpts {
     pub preserve: bool,
     pub missing_ok: bool,
     pub type_check: bool,
+    /// `force_update`.
+    pub force_update: bool,
+    /// `stealth`.
+    pub stealth: bool,
     /// Entry names never copied nor purged (bootstrap's `.git`, `.svn`…).
     pub exclude: Vec<Vec<u8>>,
     /// `depth_search`'s `exclude_dirs`/`include_dirs`: directories not
@@ -81,6 +85,32 @@ pub struct CopyOpts {
     /// `file_select`'s `leaf_name`: files not selected are neither copied
     /// nor purged.
     pub select: Option<FileSelect>,
+    /// `copy_backup`.
+    pub backup: copy_plan::Backup,
+    /// `default_repository`.
+    pub repository: Option<PathBuf>,
+}
+
+impl CopyOpts {
+    /// What the transfers of this copy need.
+    fn fetch_opts(&self) -> FetchOpts {
+        FetchOpts {
+            verify: self.verify,
+            preserve: self.preserve,
+            stealth: self.stealth,
+            backup: copy_plan::effective_backup(self.backup, self.recurse && self.purge),
+            repository: self.repository.as_deref().map(std::rc::Rc::from),
+            start: START.with(|s| *s),
+        }
+    }
+}
+
+thread_local! {
+    /// The agent's start time (cf-agent's `CFSTARTTIME`).
+    static START: i64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
 }
 
 enum Outcome {
@@ -154,7 +184,14 @@ impl Run {
             pool: None,
             ex: Rc::new(smol::LocalExecutor::new()),
             workers: Vec::new(),
-            fetch_opts: FetchOpts::default(),
+            fetch_opts: FetchOpts {
+                verify: false,
+                preserve: false,
+                stealth: false,
+                backup: copy_plan::Backup::No,
+                repository: None,
+                start: 0,
+            },
         }
     }
 
@@ -759,11 +796,14 @@ impl Run {
     ) -> Result<Outcome, RunError> {
         let src_text = String::from_utf8_lossy(src).into_owned();
         let m = fs::symlink_metadata(dest).ok();
-        let verdict = copy_plan::plan_file(
-            m.as_ref().map(local_file).as_ref(),
-            &st,
-            opts.compare,
-            opts.type_check,
+        let verdict = copy_plan::forced(
+            copy_plan::plan_file(
+                m.as_ref().map(local_file).as_ref(),
+                &st,
+                opts.compare,
+                opts.type_check,
+            ),
+            opts.force_update,
         );
         let fetch_it = match (verdict, &m) {
             (FileVerdict::TypeMismatch, _) => {
@@ -817,10 +857,7 @@ impl Run {
             self.grow_pool();
             return Ok(Outcome::Queued);
         }
-        let fo = FetchOpts {
-            verify: opts.verify,
-            preserve: opts.preserve,
-        };
+        let fo = opts.fetch_opts();
         let out = self.out.clone();
         match fetch(self, &mut job, fo, &out).await? {
             Fetched::Done(Outcome::Copied) => {
