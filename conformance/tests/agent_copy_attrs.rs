@@ -147,6 +147,17 @@ const ROWS: &[Row] = &[
         times: false,
     },
     Row {
+        name: "collapse_destination_dir",
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        // (no two files of the source tree share a name)
+        flags: &["--collapse-destination-dir", "--copy-backup", "false"],
+        before: &[],
+        body: &["collapse_destination_dir => \"true\";"],
+        times: false,
+    },
+    Row {
         name: "stealth",
         depth: &[],
         select: &[],

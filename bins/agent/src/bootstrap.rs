@@ -60,6 +60,7 @@ fn digest_file_opts() -> CopyOpts {
         type_check: false,
         force_update: false,
         stealth: false,
+        collapse: false,
         exclude: Vec::new(),
         dirs: Default::default(),
         select: None,

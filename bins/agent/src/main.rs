@@ -198,6 +198,13 @@ pub struct CopyArgs {
     /// force_update: copy even when the compare says the destination is up to date.
     #[arg(long = "force-update")]
     pub force_update: bool,
+    /// collapse_destination_dir: copy every file of the tree into DEST itself (no subdirectories).
+    #[arg(
+        long = "collapse-destination-dir",
+        requires = "recurse",
+        conflicts_with = "purge"
+    )]
+    pub collapse_destination_dir: bool,
     /// stealth: give the copy the source's access and modification times.
     #[arg(long)]
     pub stealth: bool,

@@ -106,6 +106,7 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         type_check: a.type_check,
         force_update: a.force_update,
         stealth: a.stealth,
+        collapse: a.collapse_destination_dir,
         exclude: Vec::new(),
         dirs,
         select,

@@ -77,6 +77,9 @@ pub struct CopyOpts {
     pub force_update: bool,
     /// `stealth`.
     pub stealth: bool,
+    /// `collapse_destination_dir`: every file of the tree goes into the
+    /// destination directory itself, no subdirectories are made.
+    pub collapse: bool,
     /// Entry names never copied nor purged (bootstrap's `.git`, `.svn`…).
     pub exclude: Vec<Vec<u8>>,
     /// `depth_search`'s `exclude_dirs`/`include_dirs`: directories not
@@ -570,7 +573,14 @@ impl Run {
                     if copy_plan::source_action(FileType::Dir, true, opts.depth, level)
                         == SourceAction::Descend
                     {
-                        subdirs.push((child_src, child_dst, level + 1));
+                        // collapse_destination_dir: a subdirectory's files
+                        // land in this directory's destination.
+                        let to = if opts.collapse {
+                            local.clone()
+                        } else {
+                            child_dst
+                        };
+                        subdirs.push((child_src, to, level + 1));
                     }
                 } else if opts.select.as_ref().is_some_and(|sel| !sel.selects(&name)) {
                     self.out.log(
