@@ -391,3 +391,100 @@ fn copy_attributes_match_cf_agent() {
     srv.stop();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The repository's files, named relative to `dest` (a backup's name in
+/// the repository is its canonified full path, so the destinations' own
+/// prefixes are cut off), with their contents.
+fn repository(repo: &Path, dest: &Path) -> BTreeMap<String, Vec<u8>> {
+    let canon: String = dest
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::fs::read_dir(repo)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let rel = n.strip_prefix(&canon).unwrap_or(&n).to_string();
+            (rel, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// `copy_backup` with `default_repository` (body agent control): the old
+/// file goes to the repository under its canonified path, none stays
+/// next to the copy.
+#[test]
+fn default_repository_matches_cf_agent() {
+    let (srv_wd, cli) = agent_workdirs("copyrepo").unwrap();
+    let src = srv_wd.scratch().join("src");
+    source_tree(&src);
+    let mut p = ServerPolicy::new(0);
+    p.access.push(AccessRule::admit_loopback(
+        src.to_string_lossy().into_owned(),
+    ));
+    let srv = AnyServer::start(ServerKind::Real, &srv_wd, &p).unwrap();
+    let out = cli.scratch().join("repo-out");
+    let (real, ours) = (out.join("real"), out.join("rcf"));
+    let (repo_real, repo_ours) = (out.join("repo-real"), out.join("repo-rcf"));
+    for d in [&real, &ours] {
+        w(&d.join("a.cf"), "old a\n", 0o644);
+        w(&d.join("sub/c.cf"), "old c\n", 0o644);
+    }
+    let row = Row {
+        name: "default_repository",
+        depth: &[],
+        select: &[],
+        backup: None,
+        flags: &[],
+        before: &[],
+        body: &[],
+        times: false,
+    };
+    let pol = policy(&row, srv.port(), &src, &real).replacen(
+        "body common control\n{\n  bundlesequence => { \"main\" };\n}\n",
+        &format!(
+            "body common control\n{{\n  bundlesequence => {{ \"main\" }};\n}}\nbody agent control\n{{\n  default_repository => {};\n}}\n",
+            quote(&repo_real.to_string_lossy())
+        ),
+        1,
+    );
+    let (run, _) = cf_agent_policy(&cli, &pol, &["-I"]).unwrap();
+    assert!(run.success(), "{}", run.describe());
+    let hp = srv.host_port();
+    let (s, o, r) = (
+        src.to_string_lossy().into_owned(),
+        ours.to_string_lossy().into_owned(),
+        repo_ours.to_string_lossy().into_owned(),
+    );
+    let ours_run = rcf_agent(
+        &cli,
+        &[
+            "-I",
+            "copy",
+            "-H",
+            &hp,
+            "--trustkey",
+            "--recurse",
+            "--compare",
+            "digest",
+            "--default-repository",
+            &r,
+            &s,
+            &o,
+        ],
+    )
+    .unwrap();
+    assert!(ours_run.success(), "{}", ours_run.describe());
+    trees_equal(&real, &ours)
+        .unwrap_or_else(|d| panic!("{d}\n{}\n{}", run.describe(), ours_run.describe()));
+    let (rr, ro) = (repository(&repo_real, &real), repository(&repo_ours, &ours));
+    assert_eq!(rr.len(), 2, "{rr:?}\n{}", run.describe());
+    assert_eq!(rr, ro, "\n{}\n{}", run.describe(), ours_run.describe());
+    srv.stop();
+    eprintln!(
+        "[agent_copy_attrs] default_repository: same tree and repository ({:?})",
+        rr.keys()
+    );
+}
