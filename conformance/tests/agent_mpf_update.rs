@@ -382,3 +382,59 @@ fn bootstrap_keys_roles_and_refusals() {
         t0.elapsed()
     );
 }
+
+/// `--protocol classic` for bootstrap and update against the real
+/// cf-serverd (with `allowlegacyconnects`): the same MPF gate and result.
+#[test]
+fn classic_bootstrap_and_update_real_hub() {
+    let (hub, cli) = agent_workdirs("mpfclassic").unwrap();
+    let mf = hub.path().join("masterfiles");
+    copy_tree(Path::new(MPF), &mf);
+    let st = stamp(&hub, &mf, ServerKind::Real);
+    assert!(st.success(), "{}", st.describe());
+    let mut rule = AccessRule::admit_loopback(mf.to_string_lossy().into_owned());
+    rule.shortcut = Some("masterfiles".into());
+    let mut p = ServerPolicy::new(0);
+    p.access.push(rule);
+    p.allowlegacyconnects = vec!["127.0.0.1".into()];
+    let srv = AnyServer::start(ServerKind::Real, &hub, &p).unwrap();
+    let hp = srv.host_port();
+    let b = rcf_agent(
+        &cli,
+        &[
+            "-v",
+            "bootstrap",
+            "--protocol",
+            "classic",
+            "--no-failsafe",
+            &hp,
+        ],
+    )
+    .unwrap();
+    assert!(b.success(), "{}\n{}", b.describe(), srv.log());
+    b.assert_contains("Classic key exchange with");
+    trees_equal(&mf, &cli.inputs()).unwrap();
+    // Unchanged stamp: nothing walked.
+    let (u, n) = {
+        let run = rcf_agent(&cli, &["--json", "update", "--protocol", "classic"]).unwrap();
+        let n = run.output.matches("\"walked\":true").count();
+        (run, n)
+    };
+    assert!(u.success(), "{}", u.describe());
+    assert_eq!(n, 0, "{}", u.describe());
+    let main = mf.join("services/main.cf");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str("# classic edit\n");
+    std::fs::write(&main, &text).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let st = stamp(&hub, &mf, ServerKind::Real);
+    assert!(st.success(), "{}", st.describe());
+    let u = rcf_agent(&cli, &["--json", "update", "--protocol", "classic"]).unwrap();
+    assert!(u.success(), "{}", u.describe());
+    assert!(u.output.contains("\"walked\":true"), "{}", u.describe());
+    assert_eq!(
+        std::fs::read_to_string(cli.inputs().join("services/main.cf")).unwrap(),
+        text
+    );
+    srv.stop();
+}

@@ -157,7 +157,8 @@ fn pull(
     out: &Output,
 ) -> Result<Pulled, PullError> {
     let version =
-        crate::protocol(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+        crate::protocol_or_classic(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+    let classic = version == rcf_core::banner::ProtocolVersion::Classic;
     let key = crate::host_key(workdir, generate_key, out).map_err(|e| {
         PullError::Failed(format!("{e}; No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\""))
     })?;
@@ -197,6 +198,13 @@ fn pull(
     let (r, summary, walked, stamp_failed) = smol::block_on(async {
         let mut run = Run::new(vec![hub.clone()], base, out.clone());
         run.set_parallel(usize::from(parallel));
+        if classic {
+            run.use_classic(rcf_smol::ClassicOptions {
+                key: std::sync::Arc::new(key.clone()),
+                encrypt: false,
+                state_dir: workdir.join("state"),
+            });
+        }
         let (r, walked, stamp_failed) = match mode {
             Mode::Mirror => (run.copy(MASTERFILES, &staging, &mirror).await, true, None),
             Mode::Mpf(s) => {
@@ -505,7 +513,7 @@ pub fn bootstrap(
             return 2;
         }
     };
-    if let Err(code) = crate::protocol(conn, out) {
+    if let Err(code) = crate::protocol_or_classic(conn, out) {
         return code;
     }
     if crate::hub::is_self(&hub.host, workdir) {
@@ -610,7 +618,7 @@ pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out:
             return crate::EXIT_FAILED;
         }
     };
-    if let Err(code) = crate::protocol(conn, out) {
+    if let Err(code) = crate::protocol_or_classic(conn, out) {
         return code;
     }
     let inputs = workdir.join("inputs");

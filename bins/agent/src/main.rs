@@ -5,7 +5,7 @@
 //! Exit codes (see `--help`): 0 success; 1 something failed (a file was not
 //! copied, bootstrap verification failed, a local error); 2 usage; 3 no
 //! suitable server (none of the servers connected and authenticated); 4
-//! classic protocol requested (not yet supported); 5 `update` could not
+//! classic protocol requested where it is not supported (net, runagent); 5 `update` could not
 //! reach the hub and kept the last good inputs.
 //!
 //! Differences from cf-agent / cf-net 3.21 (deliberate or not yet done):
@@ -37,7 +37,8 @@
 //! * No lastseen database is updated.
 //! * `Authentication dialogue with '…' failed` is printed for any TLS,
 //!   trust or identification failure (3.21 prints it for classic only).
-//! * `--protocol classic` exits 4 (not implemented yet).
+//! * `--protocol classic` works for copy, bootstrap and update; net and
+//!   runagent exit 4.
 //! * TLS is rustls: TLS 1.3, or TLS 1.2 with ECDHE suites only; a
 //!   cf-serverd whose `allowciphers` leaves only static-RSA TLS 1.2 suites
 //!   cannot be reached.
@@ -74,7 +75,7 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// No server in the list could be connected to and authenticated.
 pub const EXIT_NO_SERVER: u8 = 3;
-/// `--protocol classic` is not implemented yet.
+/// `--protocol classic` for a command that does not speak it (net, runagent).
 pub const EXIT_CLASSIC: u8 = 4;
 /// `update`: the hub was unreachable; the last good inputs were kept.
 pub const EXIT_KEPT_LAST_GOOD: u8 = 5;
@@ -92,7 +93,7 @@ password database), as rcf-key and cf-agent find it.
 
 Exit codes: 0 ok; 1 failed (a file not copied, verification failed, local
 error); 2 usage; 3 no suitable server (none connected and authenticated);
-4 classic protocol requested (not yet supported by rcf-agent); 5 update
+4 classic protocol requested for net or runagent (not supported there); 5 update
 could not reach the hub and kept the last good inputs.";
 
 #[derive(Parser, Debug)]
@@ -419,7 +420,7 @@ fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
         Some(ProtocolVersion::Classic) => {
             out.log(
                 Level::Error,
-                "classic protocol not yet supported by rcf-agent",
+                "classic protocol not yet supported by this rcf-agent command (copy, bootstrap and update speak it)",
             );
             Err(EXIT_CLASSIC)
         }
@@ -431,6 +432,15 @@ fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
             );
             Err(2)
         }
+    }
+}
+
+/// Like [`protocol`], but the classic protocol is accepted (the commands
+/// that speak it: copy, bootstrap, update).
+fn protocol_or_classic(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
+    match ProtocolVersion::from_policy_name(&conn.protocol) {
+        Some(ProtocolVersion::Classic) => Ok(ProtocolVersion::Classic),
+        _ => protocol(conn, out),
     }
 }
 
