@@ -87,10 +87,13 @@ fn run_and_kill(cli: &Workdir, args: &[&str], delay: Duration) {
     d.stop();
 }
 
-/// `rcf-agent copy` of the `masterfiles` shortcut into `dest`, by digest.
-fn copy_args<'a>(hp: &'a str, dest: &'a str) -> [&'a str; 9] {
+/// `rcf-agent copy` of the `masterfiles` shortcut into `dest`, by digest
+/// (no `.cfsaved` backups: every file is the old or the new version).
+fn copy_args<'a>(hp: &'a str, dest: &'a str) -> [&'a str; 11] {
     [
         "copy",
+        "--copy-backup",
+        "false",
         "-H",
         hp,
         "--trustkey",
@@ -106,7 +109,7 @@ fn copy_args<'a>(hp: &'a str, dest: &'a str) -> [&'a str; 9] {
 fn update_killed_anywhere_leaves_old_or_new_inputs() {
     let s = setup("kill-update");
     let hp = s.srv.host_port();
-    let boot = rcf_agent(&s.cli, &["bootstrap", &hp]).unwrap();
+    let boot = rcf_agent(&s.cli, &["bootstrap", "--no-failsafe", &hp]).unwrap();
     assert!(boot.success(), "{}", boot.describe());
     // Spread the kills over 1.5 times a full pull, so some land after the swap.
     let span = (boot.elapsed.as_millis() as u64 * 3 / 2).max(50);
@@ -128,7 +131,11 @@ fn update_killed_anywhere_leaves_old_or_new_inputs() {
         } else {
             span * (i - 12)
         };
-        run_and_kill(&s.cli, &["update"], Duration::from_millis(delay));
+        run_and_kill(
+            &s.cli,
+            &["update", "--mirror"],
+            Duration::from_millis(delay),
+        );
         let now = snapshot(&inputs);
         if now == old {
             saw_old += 1;
@@ -136,7 +143,7 @@ fn update_killed_anywhere_leaves_old_or_new_inputs() {
             saw_new += 1;
             // Go back to the old state for the next round.
             write_tree(&s.mf, 1, 120);
-            let back = rcf_agent(&s.cli, &["update"]).unwrap();
+            let back = rcf_agent(&s.cli, &["update", "--mirror"]).unwrap();
             assert!(back.success(), "{}", back.describe());
             assert_eq!(snapshot(&inputs), old);
             write_tree(&s.mf, 2, 120);
@@ -152,7 +159,7 @@ fn update_killed_anywhere_leaves_old_or_new_inputs() {
         saw_old > 0 && saw_new > 0,
         "the kill points did not cover both sides of the swap"
     );
-    let done = rcf_agent(&s.cli, &["update"]).unwrap();
+    let done = rcf_agent(&s.cli, &["update", "--mirror"]).unwrap();
     assert!(done.success(), "{}", done.describe());
     assert_eq!(snapshot(&inputs), new);
 }

@@ -12,6 +12,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use rcf_core::client::mpf_update::{self, UpdateSettings, VALIDATED_STAMP};
 use rcf_core::client::Level;
 
 use crate::copy::{Compare, CopyOpts, Run, RunError};
@@ -28,12 +29,82 @@ enum PullError {
     Failed(String),
 }
 
-fn staging_dir(workdir: &Path) -> PathBuf {
+/// What a pull copies.
+enum Mode {
+    /// The whole `masterfiles` shortcut, unfiltered (bootstrap, `update --mirror`).
+    Mirror,
+    /// As the MPF's `update.cf` (`cfe_internal_update_policy_cpv`): the
+    /// `cf_promises_validated` gate, then the filtered inputs copy and the
+    /// unfiltered modules copy, then validation.
+    Mpf(UpdateSettings),
+}
+
+/// A pull that succeeded.
+struct Pulled {
+    summary: crate::copy::Summary,
+    /// Whether masterfiles was walked (and a new policy swapped in).
+    walked: bool,
+    /// The checker that validated the new policy (MPF mode).
+    validated_by: Option<String>,
+}
+
+fn digest_file_opts() -> CopyOpts {
+    CopyOpts {
+        compare: Compare::Digest,
+        verify: false,
+        recurse: false,
+        depth: None,
+        purge: false,
+        preserve: false,
+        missing_ok: false,
+        type_check: false,
+        force_update: false,
+        stealth: false,
+        collapse: false,
+        exclude: Vec::new(),
+        dirs: Default::default(),
+        select: None,
+        // The MPF's copies purge, which removes cf-agent's backups again.
+        backup: rcf_core::client::copy_plan::Backup::No,
+        repository: None,
+    }
+}
+
+/// The MPF's copies after the gate: masterfiles into the staging inputs
+/// (`u_rcp` with purge, `u_infinite_client_policy`, `u_input_files`), then
+/// `modules` unfiltered (`u_recurse("inf")`).
+async fn mpf_copies(run: &mut Run, s: &UpdateSettings, staging: &Path) -> Result<(), RunError> {
+    let select = s.inputs_select().map_err(|e| RunError::Lost {
+        server: String::new(),
+        detail: format!("input_name_patterns: {e}"),
+    })?;
+    let inputs = CopyOpts {
+        recurse: true,
+        purge: true,
+        dirs: mpf_update::inputs_dirs(),
+        select: Some(select),
+        ..digest_file_opts()
+    };
+    run.copy(&s.master_location, staging, &inputs).await?;
+    let modules = CopyOpts {
+        recurse: true,
+        purge: true,
+        // A masterfiles without modules/: cf-agent logs the failed promise
+        // and keeps the inputs it copied; so does this.
+        missing_ok: true,
+        dirs: mpf_update::modules_dirs(),
+        ..digest_file_opts()
+    };
+    run.copy(&s.modules_source(), &staging.join("modules"), &modules)
+        .await
+}
+
+pub(crate) fn staging_dir(workdir: &Path) -> PathBuf {
     workdir.join("inputs.rcf-staging")
 }
 
 /// Mirror `src` into `dst` with hard links (directories recreated).
-fn link_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+pub(crate) fn link_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new().mode(0o700).create(dst)?;
     for e in fs::read_dir(src)? {
@@ -55,7 +126,7 @@ fn link_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
 
 /// Put `staging` in place of `inputs` in one step; the old inputs end up
 /// at `staging` and are removed.
-fn swap_in(staging: &Path, inputs: &Path, workdir: &Path) -> std::io::Result<()> {
+pub(crate) fn swap_in(staging: &Path, inputs: &Path, workdir: &Path) -> std::io::Result<()> {
     if fs::symlink_metadata(inputs).is_ok() {
         rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -74,6 +145,7 @@ fn swap_in(staging: &Path, inputs: &Path, workdir: &Path) -> std::io::Result<()>
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pull(
     workdir: &Path,
     hub: &ServerAddr,
@@ -81,14 +153,18 @@ fn pull(
     generate_key: bool,
     conn: &ConnArgs,
     parallel: u16,
+    mode: &Mode,
     out: &Output,
-) -> Result<crate::copy::Summary, PullError> {
+) -> Result<Pulled, PullError> {
     let version =
-        crate::protocol(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+        crate::protocol_or_classic(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+    let classic = version == rcf_core::banner::ProtocolVersion::Classic;
     let key = crate::host_key(workdir, generate_key, out).map_err(|e| {
         PullError::Failed(format!("{e}; No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\""))
     })?;
-    let base = crate::connect_options(workdir, &key, conn, version, trust_new, out)
+    let mut conn = conn.clone();
+    conn.timeout.get_or_insert(crate::AGENT_TIMEOUT);
+    let base = crate::connect_options(workdir, &key, &conn, version, trust_new, out)
         .map_err(PullError::Failed)?;
     let inputs = workdir.join("inputs");
     let staging = staging_dir(workdir);
@@ -109,33 +185,80 @@ fn pull(
             staging.display()
         )));
     }
-    let opts = CopyOpts {
-        compare: Compare::Digest,
-        verify: false,
+    let mirror = CopyOpts {
         recurse: true,
-        depth: None,
         purge: true,
-        preserve: false,
-        missing_ok: false,
-        type_check: false,
         exclude: EXCLUDED.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..digest_file_opts()
     };
-    let (r, summary) = smol::block_on(async {
+    let source = match mode {
+        Mode::Mirror => MASTERFILES.to_string(),
+        Mode::Mpf(s) => s.master_location.clone(),
+    };
+    let (r, summary, walked, stamp_failed) = smol::block_on(async {
         let mut run = Run::new(vec![hub.clone()], base, out.clone());
         run.set_parallel(usize::from(parallel));
-        let r = run.copy(MASTERFILES, &staging, &opts).await;
-        (r, run.finish().await)
+        if classic {
+            run.use_classic(rcf_smol::ClassicOptions {
+                key: std::sync::Arc::new(key.clone()),
+                encrypt: false,
+                state_dir: workdir.join("state"),
+            });
+        }
+        let (r, walked, stamp_failed) = match mode {
+            Mode::Mirror => (run.copy(MASTERFILES, &staging, &mirror).await, true, None),
+            Mode::Mpf(s) => {
+                // The gate: the stamp by digest; a changed stamp is a repair.
+                let copied = run.summary.copied.len();
+                let failed = run.summary.failed.len();
+                let r = run
+                    .copy(
+                        &s.stamp_source(),
+                        &staging.join(VALIDATED_STAMP),
+                        &digest_file_opts(),
+                    )
+                    .await;
+                let repaired = run.summary.copied.len() > copied;
+                // A stamp the hub does not have fails that promise only.
+                let stamp_failed = run.summary.failed.drain(failed..).next().map(|(_, m)| m);
+                match r {
+                    Err(e) => (Err(e), false, stamp_failed),
+                    Ok(()) if !mpf_update::walk_masterfiles(false, s.gate_disabled, repaired) => {
+                        (Ok(()), false, stamp_failed)
+                    }
+                    Ok(()) => {
+                        if s.gate_disabled {
+                            out.log(
+                                Level::Verbose,
+                                "cf_promises_validated gate disabled: walking masterfiles",
+                            );
+                        }
+                        (mpf_copies(&mut run, s, &staging).await, true, stamp_failed)
+                    }
+                }
+            }
+        };
+        (r, run.finish().await, walked, stamp_failed)
     });
     let fail = |e: PullError| {
         let _ = fs::remove_dir_all(&staging);
         Err(e)
     };
+    if let Some(m) = &stamp_failed {
+        if walked {
+            out.log(Level::Warning, m);
+        } else if r.is_ok() {
+            return fail(PullError::Failed(format!(
+                "{m}; the policy server has no validated policy stamp, so no new policy is taken (as the MPF's update.cf)"
+            )));
+        }
+    }
     match r {
-        Err(RunError::NoServer(_)) => return fail(PullError::NoServer(format!("No suitable server found for '{MASTERFILES}'"))),
+        Err(RunError::NoServer(_)) => return fail(PullError::NoServer(format!("No suitable server found for '{source}'"))),
         Err(e) => return fail(PullError::Failed(e.to_string())),
         Ok(()) if !summary.failed.is_empty() => {
             return fail(PullError::Failed(format!(
-                "Failed to copy policy from policy server at {}:{MASTERFILES} ({} file(s) failed, first: {})",
+                "Failed to copy policy from policy server at {}:{source} ({} file(s) failed, first: {})",
                 hub.text,
                 summary.failed.len(),
                 summary.failed[0].1
@@ -143,11 +266,37 @@ fn pull(
         }
         Ok(()) => {}
     }
+    if !walked {
+        let _ = fs::remove_dir_all(&staging);
+        out.log(
+            Level::Verbose,
+            "cf_promises_validated is unchanged on the policy server: inputs are up to date",
+        );
+        return Ok(Pulled {
+            summary,
+            walked,
+            validated_by: None,
+        });
+    }
     if !staging.join("promises.cf").is_file() {
         return fail(PullError::Failed(format!(
             "Bootstrapping failed, no input file at '{}' after bootstrap",
             inputs.join("promises.cf").display()
         )));
+    }
+    let mut validated_by = None;
+    if matches!(mode, Mode::Mpf(_)) {
+        match crate::mpf::validate(workdir, &staging.join("promises.cf")) {
+            Ok(by) => {
+                out.log(Level::Verbose, &format!("New policy validated by '{by}'"));
+                validated_by = Some(by);
+            }
+            Err(why) => {
+                return fail(PullError::Failed(format!(
+                    "{why}; the new policy is not put in place"
+                )))
+            }
+        }
     }
     if let Err(e) = swap_in(&staging, &inputs, workdir) {
         return fail(PullError::Failed(format!(
@@ -155,7 +304,11 @@ fn pull(
             inputs.display()
         )));
     }
-    Ok(summary)
+    Ok(Pulled {
+        summary,
+        walked,
+        validated_by,
+    })
 }
 
 fn json(
@@ -204,13 +357,153 @@ fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "::1"
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `bootstrap_id.dat` (a warning only when it cannot be written).
+fn write_bootstrap_id(workdir: &Path, out: &Output) {
+    let id = workdir.join("bootstrap_id.dat");
+    if let Err(e) =
+        rcf_fs::ppkeys::write_replace_atomic(&id, format!("{}\n", bootstrap_id()).as_bytes(), 0o600)
+    {
+        out.log(
+            Level::Warning,
+            &format!("Can't write '{}': {e}", id.display()),
+        );
+    }
+}
+
+/// Bootstrap to this host: it becomes the hub (see [`crate::hub`]).
+/// Nothing is changed unless masterfiles validates; the host key is made
+/// first and kept whatever happens next.
+fn bootstrap_self(workdir: &Path, hub_arg: &str, host: &str, failsafe: bool, out: &Output) -> u8 {
+    let mf = workdir.join("masterfiles");
+    out.log(
+        Level::Info,
+        &format!(
+            "Assuming role as policy server, with policy distribution point at: {}",
+            mf.display()
+        ),
+    );
+    if is_loopback(host) {
+        out.log(Level::Warning, "Bootstrapping to loopback interface (localhost), other hosts will not be able to bootstrap to this server");
+    }
+    let fail = |msg: String| {
+        out.log(Level::Error, &msg);
+        out.log(
+            Level::Error,
+            "Bootstrapping failed; policy_server.dat and inputs/ were left as they were",
+        );
+        json(out, false, hub_arg, None, Some(&msg));
+        crate::EXIT_FAILED
+    };
+    if let Err(e) = crate::host_key(workdir, true, out) {
+        return fail(e);
+    }
+    if !mf.join("promises.cf").is_file() {
+        return fail(format!(
+            "In order to bootstrap as a policy server, the file '{}/promises.cf' must exist.",
+            mf.display()
+        ));
+    }
+    // Validate and tag masterfiles first (the stamp and release id then
+    // reach inputs/ with the rest, as after cf-agent's bootstrap).
+    if let Err(e) = crate::hub::tag_masterfiles(workdir, unix_now(), out) {
+        return fail(e);
+    }
+    let written = match crate::hub::install_inputs(workdir, &crate::hub::LocalCopy::failsafe()) {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = crate::hub::write_marker(workdir) {
+        return fail(e);
+    }
+    let dat = workdir.join("policy_server.dat");
+    if let Err(e) =
+        rcf_fs::ppkeys::write_replace_atomic(&dat, format!("{hub_arg}\n").as_bytes(), 0o644)
+    {
+        return fail(format!("Can't write '{}': {e}", dat.display()));
+    }
+    write_bootstrap_id(workdir, out);
+    crate::hub::enable_serverd(out);
+    out.log(
+        Level::Notice,
+        &format!("Bootstrap to '{hub_arg}' completed successfully! (this host is the policy hub; {written} file(s) put into inputs)"),
+    );
+    if failsafe {
+        if let Err(e) = crate::hub::failsafe(workdir, out) {
+            out.log(Level::Error, &e);
+            json(out, false, hub_arg, None, Some(&e));
+            return crate::EXIT_FAILED;
+        }
+    }
+    out.emit_json(&format!(
+        "{{\"hub\":{},\"result\":{{\"ok\":true,\"role\":\"policy_server\",\"written\":{written},\"error\":null}}}}",
+        json_str(hub_arg)
+    ));
+    crate::EXIT_OK
+}
+
+/// `rcf-agent update` on a hub: validate and tag masterfiles, then put
+/// them into inputs (the MPF's `am_policy_hub` branch, locally).
+fn update_hub(workdir: &Path, out: &Output) -> u8 {
+    let inputs = workdir.join("inputs");
+    let kept = |msg: String| {
+        out.log(Level::Error, &msg);
+        out.log(
+            Level::Notice,
+            &format!("Policy update failed; cf_promises_validated not written, keeping the last good policy in '{}'", inputs.display()),
+        );
+        json(out, false, "localhost", None, Some(&msg));
+        crate::EXIT_FAILED
+    };
+    let stamped = match crate::hub::tag_masterfiles(workdir, unix_now(), out) {
+        Ok(s) => s,
+        Err(e) => return kept(e),
+    };
+    let settings = match crate::mpf::settings(&workdir.join("masterfiles"), out) {
+        Ok(s) => s,
+        Err(e) => return kept(e),
+    };
+    let select = match settings.inputs_select() {
+        Ok(s) => s,
+        Err(e) => return kept(format!("input_name_patterns: {e}")),
+    };
+    let copy = crate::hub::LocalCopy {
+        select: Some(select),
+        dirs: mpf_update::inputs_dirs(),
+    };
+    match crate::hub::install_inputs(workdir, &copy) {
+        Ok(n) => {
+            out.log(
+                Level::Notice,
+                &format!(
+                    "Updated local policy from masterfiles ({n} file(s); cf_promises_validated {})",
+                    if stamped { "rewritten" } else { "unchanged" }
+                ),
+            );
+            out.emit_json(&format!(
+                "{{\"hub\":\"localhost\",\"result\":{{\"ok\":true,\"role\":\"policy_server\",\"written\":{n},\"stamped\":{stamped},\"error\":null}}}}"
+            ));
+            crate::EXIT_OK
+        }
+        Err(e) => kept(e),
+    }
+}
+
 /// `rcf-agent bootstrap HUB[:PORT]`.
+#[allow(clippy::too_many_arguments)]
 pub fn bootstrap(
     workdir: &Path,
     hub_arg: &str,
     trust_server: bool,
     conn: &ConnArgs,
     parallel: u16,
+    failsafe: bool,
     out: &Output,
 ) -> u8 {
     let hub = match crate::parse_host_port(hub_arg) {
@@ -220,11 +513,11 @@ pub fn bootstrap(
             return 2;
         }
     };
-    if let Err(code) = crate::protocol(conn, out) {
+    if let Err(code) = crate::protocol_or_classic(conn, out) {
         return code;
     }
-    if is_loopback(&hub.host) {
-        out.log(Level::Warning, "Bootstrapping to loopback interface (localhost), other hosts will not be able to bootstrap to this server");
+    if crate::hub::is_self(&hub.host, workdir) {
+        return bootstrap_self(workdir, hub_arg, &hub.host, failsafe, out);
     }
     out.log(
         Level::Info,
@@ -243,8 +536,17 @@ pub fn bootstrap(
         );
         return crate::EXIT_FAILED;
     }
-    match pull(workdir, &hub, trust_server, true, conn, parallel, out) {
-        Ok(summary) => {
+    match pull(
+        workdir,
+        &hub,
+        trust_server,
+        true,
+        conn,
+        parallel,
+        &Mode::Mirror,
+        out,
+    ) {
+        Ok(Pulled { summary, .. }) => {
             let dat = workdir.join("policy_server.dat");
             if let Err(e) =
                 rcf_fs::ppkeys::write_replace_atomic(&dat, format!("{hub_arg}\n").as_bytes(), 0o644)
@@ -255,22 +557,19 @@ pub fn bootstrap(
                 );
                 return crate::EXIT_FAILED;
             }
-            let _ = fs::remove_file(workdir.join("state").join("am_policy_hub"));
-            let id = workdir.join("bootstrap_id.dat");
-            if let Err(e) = rcf_fs::ppkeys::write_replace_atomic(
-                &id,
-                format!("{}\n", bootstrap_id()).as_bytes(),
-                0o600,
-            ) {
-                out.log(
-                    Level::Warning,
-                    &format!("Can't write '{}': {e}", id.display()),
-                );
-            }
+            let _ = fs::remove_file(crate::hub::marker(workdir));
+            write_bootstrap_id(workdir, out);
             out.log(
                 Level::Notice,
                 &format!("Bootstrap to '{hub_arg}' completed successfully!"),
             );
+            if failsafe {
+                if let Err(e) = crate::hub::failsafe(workdir, out) {
+                    out.log(Level::Error, &e);
+                    json(out, false, hub_arg, Some(&summary), Some(&e));
+                    return crate::EXIT_FAILED;
+                }
+            }
             json(out, true, hub_arg, Some(&summary), None);
             crate::EXIT_OK
         }
@@ -294,7 +593,10 @@ pub fn bootstrap(
 }
 
 /// `rcf-agent update`.
-pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, out: &Output) -> u8 {
+pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out: &Output) -> u8 {
+    if crate::hub::am_policy_hub(workdir) && !mirror {
+        return update_hub(workdir, out);
+    }
     let dat = workdir.join("policy_server.dat");
     let hub_arg = match fs::read_to_string(&dat) {
         Ok(s) => s.lines().next().unwrap_or("").trim().to_string(),
@@ -316,14 +618,50 @@ pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, out: &Output) -> u
             return crate::EXIT_FAILED;
         }
     };
-    if let Err(code) = crate::protocol(conn, out) {
+    if let Err(code) = crate::protocol_or_classic(conn, out) {
         return code;
     }
     let inputs = workdir.join("inputs");
-    match pull(workdir, &hub, false, false, conn, parallel, out) {
-        Ok(summary) => {
-            out.log(Level::Notice, "Updated local policy from policy server");
-            json(out, true, &hub_arg, Some(&summary), None);
+    let mode = if mirror {
+        Mode::Mirror
+    } else {
+        match crate::mpf::settings(&inputs, out) {
+            Ok(s) => Mode::Mpf(s),
+            Err(e) => {
+                out.log(Level::Error, &e);
+                out.log(
+                    Level::Notice,
+                    &format!(
+                        "Policy update failed; keeping the last good policy in '{}'",
+                        inputs.display()
+                    ),
+                );
+                json(out, false, &hub_arg, None, Some(&e));
+                return crate::EXIT_FAILED;
+            }
+        }
+    };
+    match pull(workdir, &hub, false, false, conn, parallel, &mode, out) {
+        Ok(p) => {
+            if p.walked {
+                out.log(Level::Notice, "Updated local policy from policy server");
+            } else {
+                out.log(Level::Info, "Local policy is up to date (cf_promises_validated unchanged on the policy server)");
+            }
+            let doc = p.summary.to_json(true, None);
+            let extra = format!(
+                ",\"walked\":{},\"validated_by\":{}}}",
+                p.walked,
+                p.validated_by
+                    .as_deref()
+                    .map(json_str)
+                    .unwrap_or_else(|| "null".into())
+            );
+            let doc = format!("{}{extra}", doc.strip_suffix('}').unwrap_or(&doc));
+            out.emit_json(&format!(
+                "{{\"hub\":{},\"result\":{doc}}}",
+                json_str(&hub_arg)
+            ));
             crate::EXIT_OK
         }
         Err(PullError::NoServer(msg)) => {

@@ -5,7 +5,7 @@
 //! Exit codes (see `--help`): 0 success; 1 something failed (a file was not
 //! copied, bootstrap verification failed, a local error); 2 usage; 3 no
 //! suitable server (none of the servers connected and authenticated); 4
-//! classic protocol requested (not yet supported); 5 `update` could not
+//! classic protocol requested where it is not supported (net, runagent); 5 `update` could not
 //! reach the hub and kept the last good inputs.
 //!
 //! Differences from cf-agent / cf-net 3.21 (deliberate or not yet done):
@@ -37,13 +37,16 @@
 //! * No lastseen database is updated.
 //! * `Authentication dialogue with '…' failed` is printed for any TLS,
 //!   trust or identification failure (3.21 prints it for classic only).
-//! * `--protocol classic` exits 4 (not implemented yet).
+//! * `--protocol classic` works for copy, bootstrap and update; net and
+//!   runagent exit 4.
 //! * TLS is rustls: TLS 1.3, or TLS 1.2 with ECDHE suites only; a
 //!   cf-serverd whose `allowciphers` leaves only static-RSA TLS 1.2 suites
 //!   cannot be reached.
 
 mod bootstrap;
 mod copy;
+mod hub;
+mod mpf;
 mod net;
 mod output;
 mod runagent;
@@ -63,12 +66,16 @@ use rcf_smol::ConnectOptions;
 use output::Output;
 
 /// Success.
+/// cf-agent's `default_timeout`, seconds: copy, bootstrap and update use it
+/// unless `-t` is given.
+pub const AGENT_TIMEOUT: u64 = 10;
+
 pub const EXIT_OK: u8 = 0;
 /// A copy, bootstrap or local step failed.
 pub const EXIT_FAILED: u8 = 1;
 /// No server in the list could be connected to and authenticated.
 pub const EXIT_NO_SERVER: u8 = 3;
-/// `--protocol classic` is not implemented yet.
+/// `--protocol classic` for a command that does not speak it (net, runagent).
 pub const EXIT_CLASSIC: u8 = 4;
 /// `update`: the hub was unreachable; the last good inputs were kept.
 pub const EXIT_KEPT_LAST_GOOD: u8 = 5;
@@ -83,7 +90,7 @@ password database), as rcf-key and cf-agent find it.
 
 Exit codes: 0 ok; 1 failed (a file not copied, verification failed, local
 error); 2 usage; 3 no suitable server (none connected and authenticated);
-4 classic protocol requested (not yet supported by rcf-agent); 5 update
+4 classic protocol requested for net or runagent (not supported there); 5 update
 could not reach the hub and kept the last good inputs.";
 
 #[derive(Parser, Debug)]
@@ -129,8 +136,9 @@ pub struct ConnArgs {
     #[arg(long, default_value = "latest")]
     pub protocol: String,
     /// Connect and per-read timeout, seconds (copy_from timeout; cf-runagent's -t).
-    #[arg(short = 't', long, default_value_t = 30)]
-    pub timeout: u64,
+    /// Default: 10 for copy, bootstrap and update (cf-agent's), 30 for net and runagent.
+    #[arg(short = 't', long)]
+    pub timeout: Option<u64>,
 }
 
 /// `--parallel`, shared by copy, bootstrap and update.
@@ -173,6 +181,37 @@ pub struct CopyArgs {
     /// Copy a directory tree (depth_search).
     #[arg(long)]
     pub recurse: bool,
+    /// depth_search exclude_dirs: a directory whose path or name fully matches is not copied (repeatable).
+    #[arg(long = "exclude-dirs", value_name = "REGEX", requires = "recurse")]
+    pub exclude_dirs: Vec<String>,
+    /// depth_search include_dirs: only directories whose path or name fully matches are entered (repeatable).
+    #[arg(long = "include-dirs", value_name = "REGEX", requires = "recurse")]
+    pub include_dirs: Vec<String>,
+    /// file_select leaf_name: only files whose name fully matches are copied (repeatable).
+    #[arg(long = "leaf-name", value_name = "REGEX", requires = "recurse")]
+    pub leaf_name: Vec<String>,
+    /// file_select file_result: leaf_name, or !leaf_name to copy the files that do not match.
+    #[arg(long = "file-result", default_value = "leaf_name", value_parser = ["leaf_name", "!leaf_name"])]
+    pub file_result: String,
+    /// force_update: copy even when the compare says the destination is up to date.
+    #[arg(long = "force-update")]
+    pub force_update: bool,
+    /// collapse_destination_dir: copy every file of the tree into DEST itself (no subdirectories).
+    #[arg(
+        long = "collapse-destination-dir",
+        requires = "recurse",
+        conflicts_with = "purge"
+    )]
+    pub collapse_destination_dir: bool,
+    /// stealth: give the copy the source's access and modification times.
+    #[arg(long)]
+    pub stealth: bool,
+    /// copy_backup for a replaced file: true (<file>.cfsaved), false, timestamp.
+    #[arg(long = "copy-backup", default_value = "true", value_parser = ["true", "false", "timestamp"])]
+    pub copy_backup: String,
+    /// default_repository: keep backups there (canonified full paths) instead of next to the file.
+    #[arg(long = "default-repository", value_name = "DIR")]
+    pub default_repository: Option<PathBuf>,
     /// With --recurse: how many directory levels to descend (default: all).
     #[arg(long, requires = "recurse")]
     pub depth: Option<u32>,
@@ -203,6 +242,10 @@ struct BootstrapArgs {
     /// yes (default): trust the hub's key on first contact; no: it must already be trusted.
     #[arg(long = "trust-server", default_value = "yes", value_parser = ["yes", "no"], num_args = 0..=1, default_missing_value = "yes")]
     trust_server: String,
+    /// Do not hand over to CFEngine afterwards (by default, when cf-agent is
+    /// installed, its built-in failsafe.cf runs, as after `cf-agent --bootstrap`).
+    #[arg(long)]
+    no_failsafe: bool,
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
@@ -211,6 +254,11 @@ struct BootstrapArgs {
 
 #[derive(Args, Debug, Clone)]
 struct UpdateArgs {
+    /// Mirror the whole `masterfiles` shortcut every run, unfiltered (no
+    /// cf_promises_validated gate, no input_name_patterns, no validation):
+    /// for hubs that do not serve the masterfiles policy framework.
+    #[arg(long)]
+    mirror: bool,
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
@@ -262,6 +310,21 @@ pub struct ServerAddr {
 
 /// Split `host`, `host:port`, `[v6]:port` or a bare IPv6 address, as
 /// CFEngine's `ParseHostPort` does.
+/// The TCP port of service `name` (or one of its aliases) in an
+/// `/etc/services` text.
+fn service_port(services: &str, name: &str) -> Option<u16> {
+    services.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut f = line.split_whitespace();
+        let svc = f.next()?;
+        let (port, proto) = f.next()?.split_once('/')?;
+        let aliases: Vec<&str> = f.collect();
+        (proto == "tcp" && (svc == name || aliases.contains(&name)))
+            .then(|| port.parse().ok())
+            .flatten()
+    })
+}
+
 pub fn parse_host_port(s: &str) -> Result<ServerAddr, String> {
     let s = s.trim();
     let bad = || format!("bad server address '{s}'");
@@ -286,7 +349,15 @@ pub fn parse_host_port(s: &str) -> Result<ServerAddr, String> {
     }
     let port = match port {
         None | Some("") => DEFAULT_PORT,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 => n,
+            Ok(_) => return Err(bad()),
+            // A service name, as cf-agent accepts (`hub:cfengine`).
+            Err(_) => std::fs::read_to_string("/etc/services")
+                .ok()
+                .and_then(|t| service_port(&t, p))
+                .ok_or_else(|| format!("bad server address '{s}': unknown service '{p}'"))?,
+        },
     };
     Ok(ServerAddr {
         text: s.to_string(),
@@ -316,7 +387,7 @@ fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
         Some(ProtocolVersion::Classic) => {
             out.log(
                 Level::Error,
-                "classic protocol not yet supported by rcf-agent",
+                "classic protocol not yet supported by this rcf-agent command (copy, bootstrap and update speak it)",
             );
             Err(EXIT_CLASSIC)
         }
@@ -328,6 +399,15 @@ fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
             );
             Err(2)
         }
+    }
+}
+
+/// Like [`protocol`], but the classic protocol is accepted (the commands
+/// that speak it: copy, bootstrap, update).
+fn protocol_or_classic(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
+    match ProtocolVersion::from_policy_name(&conn.protocol) {
+        Some(ProtocolVersion::Classic) => Ok(ProtocolVersion::Classic),
+        _ => protocol(conn, out),
     }
 }
 
@@ -382,7 +462,7 @@ pub fn connect_options(
         host: String::new(),
         port: DEFAULT_PORT,
         version: Some(version),
-        timeout: Duration::from_secs(conn.timeout.max(1)),
+        timeout: Duration::from_secs(conn.timeout.unwrap_or(30).max(1)),
         trust_new,
         ppkeys: workdir.join("ppkeys"),
         local_user: local_user(),
@@ -417,9 +497,10 @@ fn main() -> ExitCode {
             a.trust_server == "yes",
             &a.conn,
             a.par.parallel,
+            !a.no_failsafe,
             &out,
         ),
-        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, a.par.parallel, &out),
+        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, a.par.parallel, a.mirror, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)
@@ -428,6 +509,15 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names() {
+        let t = "# comment\ncfengine\t5308/tcp\nhttp 80/tcp www # web\nfoo 9/udp\n";
+        assert_eq!(service_port(t, "cfengine"), Some(5308));
+        assert_eq!(service_port(t, "www"), Some(80));
+        assert_eq!(service_port(t, "foo"), None, "udp only");
+        assert_eq!(service_port(t, "nope"), None);
+    }
 
     #[test]
     fn host_port_forms() {

@@ -123,6 +123,15 @@ pub fn plan_file(
     }
 }
 
+/// `force_update`: a file that [`plan_file`] would keep (or ask about) is
+/// fetched anyway; something of another type in the way stays a refusal.
+pub fn forced(v: FileVerdict, force_update: bool) -> FileVerdict {
+    match v {
+        FileVerdict::UpToDate | FileVerdict::AskDigest if force_update => FileVerdict::Fetch,
+        other => other,
+    }
+}
+
 /// How an `MD5` exchange answers "do the files differ?": the server's
 /// verdict when it gave one; a refusal counts as "same" (cf-agent reads
 /// anything but `CFD_TRUE` so); a lost connection as "differs", so the file
@@ -246,6 +255,114 @@ pub fn source_changed(st: &StatReply, again: &StatReply) -> bool {
 /// The permission bits `preserve` gives the copy (no file type bits).
 pub fn preserved_mode(st: &StatReply) -> u32 {
     st.mode & 0o7777
+}
+
+/// `copy_backup` of `body copy_from`: what happens to a destination file
+/// that a copy replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backup {
+    /// `"false"`: no backup.
+    No,
+    /// `"true"` (cf-agent's default): `<dest>.cfsaved`.
+    Plain,
+    /// `"timestamp"`: `<dest>_<agent start>_<canonified ctime(now)>.cfsaved`
+    /// (e.g. `a.cf_1796617450_Mon_Dec__7_04_24_10_2026.cfsaved`).
+    Timestamp,
+}
+
+impl Backup {
+    /// cf-agent's spellings (`true`/`yes`/`on`, `false`/`no`/`off`, `timestamp`).
+    pub fn parse(s: &str) -> Option<Backup> {
+        Some(match s {
+            "true" | "yes" | "on" => Backup::Plain,
+            "false" | "no" | "off" => Backup::No,
+            "timestamp" => Backup::Timestamp,
+            _ => return None,
+        })
+    }
+}
+
+/// The backup a replaced file really gets: in a recursive copy with
+/// `purge`, cf-agent makes the backup and then purges it with the rest of
+/// what the server does not list, so none is left; elsewhere `backup` as set.
+pub fn effective_backup(backup: Backup, recursive_purge: bool) -> Backup {
+    if recursive_purge {
+        Backup::No
+    } else {
+        backup
+    }
+}
+
+/// The suffix of a backup.
+pub const BACKUP_SUFFIX: &[u8] = b".cfsaved";
+
+/// CFEngine's `CanonifyName`: every byte that is not an ASCII letter or
+/// digit becomes `_`.
+pub fn canonify(s: &[u8]) -> Vec<u8> {
+    s.iter()
+        .map(|&b| if b.is_ascii_alphanumeric() { b } else { b'_' })
+        .collect()
+}
+
+/// C's `ctime()` text for `t` (seconds since the epoch, UTC), with its
+/// trailing newline: `"Mon Dec  7 04:22:00 2026\n"`.
+pub fn ctime_utc(t: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {}\n",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        d,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        y
+    )
+}
+
+/// Where the old destination is kept when a copy replaces it, as
+/// `CopyRegularFile` names it; `None` for [`Backup::No`]. `start` is the
+/// agent's start time, `now` the time of the copy.
+pub fn backup_name(dest: &[u8], backup: Backup, start: i64, now: i64) -> Option<Vec<u8>> {
+    let mut b = dest.to_vec();
+    match backup {
+        Backup::No => return None,
+        Backup::Plain => {}
+        Backup::Timestamp => {
+            b.extend_from_slice(format!("_{start}_").as_bytes());
+            // 3.21 writes no `_` for ctime's trailing newline (observed:
+            // `a.cf_1796617450_Mon_Dec__7_04_24_10_2026.cfsaved`).
+            b.extend_from_slice(&canonify(ctime_utc(now).trim_end().as_bytes()));
+        }
+    }
+    b.extend_from_slice(BACKUP_SUFFIX);
+    Some(b)
+}
+
+/// A backup's place in `default_repository`: the repository joined with
+/// the canonified full path of the backup (`ArchiveToRepository`).
+pub fn repository_name(repository: &[u8], backup: &[u8]) -> Vec<u8> {
+    let mut p = repository.to_vec();
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(&canonify(backup));
+    p
 }
 
 #[cfg(test)]
@@ -407,6 +524,15 @@ mod tests {
     }
 
     #[test]
+    fn force_update() {
+        use FileVerdict::*;
+        assert_eq!(forced(UpToDate, true), Fetch);
+        assert_eq!(forced(AskDigest, true), Fetch);
+        assert_eq!(forced(TypeMismatch, true), TypeMismatch);
+        assert_eq!(forced(UpToDate, false), UpToDate);
+    }
+
+    #[test]
     fn md5_replies() {
         let ok = |r: Result<bool, String>| Ok::<_, ()>(r);
         assert!(md5_reply_differs(&ok(Ok(true))));
@@ -472,6 +598,41 @@ mod tests {
             check_transfer(&s, 11, &src(11, 6, 6)),
             TransferCheck::Corrupt
         );
+    }
+
+    #[test]
+    fn backups_as_cf_agent_names_them() {
+        assert_eq!(Backup::parse("true"), Some(Backup::Plain));
+        assert_eq!(Backup::parse("false"), Some(Backup::No));
+        assert_eq!(Backup::parse("timestamp"), Some(Backup::Timestamp));
+        assert_eq!(Backup::parse("maybe"), None);
+        assert_eq!(
+            backup_name(b"/d/f.cf", Backup::Plain, 1, 2).unwrap(),
+            b"/d/f.cf.cfsaved"
+        );
+        assert_eq!(backup_name(b"/d/f", Backup::No, 1, 2), None);
+        assert_eq!(ctime_utc(0), "Thu Jan  1 00:00:00 1970\n");
+        assert_eq!(ctime_utc(1_796_616_365), "Mon Dec  7 04:06:05 2026\n");
+        assert_eq!(
+            backup_name(b"/d/f", Backup::Timestamp, 1_796_616_000, 1_796_616_365).unwrap(),
+            b"/d/f_1796616000_Mon_Dec__7_04_06_05_2026.cfsaved"
+        );
+        assert_eq!(
+            repository_name(b"/repo", b"/d/f.cfsaved"),
+            b"/repo/_d_f_cfsaved"
+        );
+        assert_eq!(repository_name(b"/repo/", b"x"), b"/repo/x");
+        assert_eq!(effective_backup(Backup::Plain, true), Backup::No);
+        assert_eq!(
+            effective_backup(Backup::Timestamp, false),
+            Backup::Timestamp
+        );
+    }
+
+    #[quickcheck]
+    fn canonified_names_have_no_separators(s: Vec<u8>) -> bool {
+        let c = canonify(&s);
+        c.len() == s.len() && c.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
     }
 
     #[quickcheck]

@@ -11,6 +11,8 @@
 pub mod conn;
 pub mod copy_plan;
 pub mod listing;
+pub mod mpf_update;
+pub mod select;
 pub mod session;
 pub mod trust_words;
 

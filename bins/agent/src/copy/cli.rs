@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use rcf_core::client::copy_plan::Backup;
+use rcf_core::client::select::{DirFilter, FileSelect, NamePatterns};
 use rcf_core::client::Level;
 use rcf_smol::ClassicOptions;
 
@@ -45,7 +47,10 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
             return crate::EXIT_FAILED;
         }
     };
-    let base = match crate::connect_options(workdir, &key, &a.conn, version, a.trustkey, out) {
+    // cf-agent's default_timeout (10 s) unless -t says otherwise.
+    let mut conn = a.conn.clone();
+    conn.timeout.get_or_insert(crate::AGENT_TIMEOUT);
+    let base = match crate::connect_options(workdir, &key, &conn, version, a.trustkey, out) {
         Ok(b) => b,
         Err(e) => {
             out.log(Level::Error, &e);
@@ -59,6 +64,37 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         );
         return 2;
     };
+    let patterns = |v: &[String]| -> Result<Option<NamePatterns>, String> {
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            NamePatterns::new(v).map(Some).map_err(|e| e.to_string())
+        }
+    };
+    let (dirs, select) = match (
+        patterns(&a.exclude_dirs),
+        patterns(&a.include_dirs),
+        patterns(&a.leaf_name),
+    ) {
+        (Ok(exclude), Ok(include), Ok(leaf)) => (
+            DirFilter { exclude, include },
+            leaf.map(|leaf_name| FileSelect {
+                leaf_name,
+                negate: a.file_result == "!leaf_name",
+            }),
+        ),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            out.log(Level::Error, &e);
+            return 2;
+        }
+    };
+    let Some(backup) = Backup::parse(&a.copy_backup) else {
+        out.log(
+            Level::Error,
+            &format!("Unknown copy_backup '{}'", a.copy_backup),
+        );
+        return 2;
+    };
     let opts = CopyOpts {
         compare,
         verify: a.verify,
@@ -68,7 +104,14 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         preserve: a.preserve,
         missing_ok: a.missing_ok,
         type_check: a.type_check,
+        force_update: a.force_update,
+        stealth: a.stealth,
+        collapse: a.collapse_destination_dir,
         exclude: Vec::new(),
+        dirs,
+        select,
+        backup,
+        repository: a.default_repository.clone(),
     };
     smol::block_on(async {
         let mut run = Run::new(servers, base, out.clone());

@@ -17,10 +17,18 @@ use super::{Outcome, Run, RunError, MAX_ATTEMPTS};
 use crate::output::Output;
 
 /// What the transfer of one file needs from the copy's options.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct FetchOpts {
     pub(super) verify: bool,
     pub(super) preserve: bool,
+    /// `stealth`: the copy keeps the source's atime and mtime.
+    pub(super) stealth: bool,
+    /// `copy_backup` for a replaced destination.
+    pub(super) backup: copy_plan::Backup,
+    /// `default_repository`: where backups go.
+    pub(super) repository: Option<std::rc::Rc<Path>>,
+    /// The agent's start time (a timestamped backup's name holds it).
+    pub(super) start: i64,
 }
 
 /// A connection one file's transfer runs on: the run's main connection
@@ -378,6 +386,24 @@ pub(super) async fn fetch<L: Link>(
                 let _ = std::os::unix::fs::chown(&tmp, Some(st.uid), Some(st.gid));
             }
         }
+        if fo.stealth {
+            let at =
+                |t: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+            let times = fs::FileTimes::new()
+                .set_accessed(at(st.atime))
+                .set_modified(at(st.mtime));
+            if let Err(e) = fs::File::options()
+                .write(true)
+                .open(&tmp)
+                .and_then(|f| f.set_times(times))
+            {
+                out.log(
+                    Level::Verbose,
+                    &format!("Can't set the times of '{}': {e}", tmp.display()),
+                );
+            }
+        }
+        let backup = keep_backup(dest, &fo, out);
         if let Err(e) = fs::rename(&tmp, dest) {
             let _ = fs::remove_file(&tmp);
             return failed(format!(
@@ -393,6 +419,9 @@ pub(super) async fn fetch<L: Link>(
                 dest.display()
             ),
         );
+        if let (Some(b), Some(repo)) = (backup, &fo.repository) {
+            archive(&b, repo, out);
+        }
         return Ok(Fetched::Done(Outcome::Copied));
     }
     let _ = fs::remove_file(&tmp);
@@ -423,4 +452,92 @@ pub fn md5_file(p: &Path) -> std::io::Result<[u8; 16]> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize().into())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Keep the destination a copy is about to replace, as `copy_backup`
+/// says: a hard link under the backup's name (the old inode, as
+/// cf-agent's rename leaves it), made before the new file is renamed over
+/// the destination so the destination never goes missing. An older backup
+/// of that name is replaced. Returns the backup's path.
+fn keep_backup(dest: &Path, fo: &FetchOpts, out: &Output) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    if !fs::symlink_metadata(dest).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let name = copy_plan::backup_name(
+        dest.as_os_str().as_encoded_bytes(),
+        fo.backup,
+        fo.start,
+        unix_now(),
+    )?;
+    let b = PathBuf::from(std::ffi::OsString::from_vec(name));
+    if fs::symlink_metadata(&b).is_ok_and(|m| !m.is_dir()) {
+        let _ = fs::remove_file(&b);
+    }
+    match fs::hard_link(dest, &b).or_else(|_| fs::copy(dest, &b).map(|_| ())) {
+        Ok(()) => {
+            out.log(
+                Level::Info,
+                &format!("Backed up '{}' as '{}'", dest.display(), b.display()),
+            );
+            Some(b)
+        }
+        Err(e) => {
+            out.log(
+                Level::Error,
+                &format!(
+                    "Failed to back up '{}' as '{}': {e}",
+                    dest.display(),
+                    b.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Move a backup into `default_repository` (`ArchiveToRepository`).
+fn archive(backup: &Path, repo: &Path, out: &Output) {
+    use std::os::unix::ffi::OsStringExt;
+    let to = PathBuf::from(std::ffi::OsString::from_vec(copy_plan::repository_name(
+        repo.as_os_str().as_encoded_bytes(),
+        backup.as_os_str().as_encoded_bytes(),
+    )));
+    let _ = fs::create_dir_all(repo);
+    match fs::copy(backup, &to) {
+        Ok(_) => {
+            out.log(
+                Level::Info,
+                &format!(
+                    "Moved '{}' to repository location '{}'",
+                    backup.display(),
+                    to.display()
+                ),
+            );
+            if let Err(e) = fs::remove_file(backup) {
+                out.log(
+                    Level::Error,
+                    &format!(
+                        "Failed to clean backup '{}' after archiving: {e}",
+                        backup.display()
+                    ),
+                );
+            }
+        }
+        Err(e) => out.log(
+            Level::Info,
+            &format!(
+                "Failed to move '{}' to repository location '{}': {e}",
+                backup.display(),
+                to.display()
+            ),
+        ),
+    }
 }

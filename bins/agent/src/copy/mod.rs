@@ -35,6 +35,7 @@ use std::rc::Rc;
 
 use rcf_core::client::copy_plan::{self, FileVerdict, LocalFile, LocalKind, SourceAction};
 use rcf_core::client::listing;
+use rcf_core::client::select::{DirFilter, FileSelect};
 use rcf_core::client::Level;
 use rcf_core::reply::{FileType, StatReply};
 use rcf_fs::serve::ContentKey;
@@ -72,8 +73,47 @@ pub struct CopyOpts {
     pub preserve: bool,
     pub missing_ok: bool,
     pub type_check: bool,
+    /// `force_update`.
+    pub force_update: bool,
+    /// `stealth`.
+    pub stealth: bool,
+    /// `collapse_destination_dir`: every file of the tree goes into the
+    /// destination directory itself, no subdirectories are made.
+    pub collapse: bool,
     /// Entry names never copied nor purged (bootstrap's `.git`, `.svn`…).
     pub exclude: Vec<Vec<u8>>,
+    /// `depth_search`'s `exclude_dirs`/`include_dirs`: directories not
+    /// entered (nor created, nor purged).
+    pub dirs: DirFilter,
+    /// `file_select`'s `leaf_name`: files not selected are neither copied
+    /// nor purged.
+    pub select: Option<FileSelect>,
+    /// `copy_backup`.
+    pub backup: copy_plan::Backup,
+    /// `default_repository`.
+    pub repository: Option<PathBuf>,
+}
+
+impl CopyOpts {
+    /// What the transfers of this copy need.
+    fn fetch_opts(&self) -> FetchOpts {
+        FetchOpts {
+            verify: self.verify,
+            preserve: self.preserve,
+            stealth: self.stealth,
+            backup: copy_plan::effective_backup(self.backup, self.recurse && self.purge),
+            repository: self.repository.as_deref().map(std::rc::Rc::from),
+            start: START.with(|s| *s),
+        }
+    }
+}
+
+thread_local! {
+    /// The agent's start time (cf-agent's `CFSTARTTIME`).
+    static START: i64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
 }
 
 enum Outcome {
@@ -147,7 +187,14 @@ impl Run {
             pool: None,
             ex: Rc::new(smol::LocalExecutor::new()),
             workers: Vec::new(),
-            fetch_opts: FetchOpts::default(),
+            fetch_opts: FetchOpts {
+                verify: false,
+                preserve: false,
+                stealth: false,
+                backup: copy_plan::Backup::No,
+                repository: None,
+                start: 0,
+            },
         }
     }
 
@@ -439,6 +486,11 @@ impl Run {
                 .into_iter()
                 .filter(|n| !opts.exclude.contains(n))
                 .collect();
+            // Files a `file_select` leaves out are never hashed ahead.
+            let selected: Vec<Vec<u8>> = match &opts.select {
+                Some(sel) => names.iter().filter(|n| sel.selects(n)).cloned().collect(),
+                None => Vec::new(),
+            };
             {
                 let listed: HashSet<&[u8]> = listing.iter().map(|n| n.as_slice()).collect();
                 if opts.purge {
@@ -481,7 +533,12 @@ impl Run {
                 }
             }
             if opts.compare.uses_digest() {
-                self.prefetch_md5(&dir, &local, &names, opts.compare)
+                let candidates = if opts.select.is_some() {
+                    &selected
+                } else {
+                    &names
+                };
+                self.prefetch_md5(&dir, &local, candidates, opts.compare)
                     .await?;
             }
             let mut subdirs = Vec::new();
@@ -503,11 +560,36 @@ impl Run {
                     }
                 };
                 if st.file_type == FileType::Dir {
+                    if !opts.dirs.enters(&child_src, &name) {
+                        self.out.log(
+                            Level::Verbose,
+                            &format!(
+                                "Skipping matched excluded directory '{}'",
+                                String::from_utf8_lossy(&child_src)
+                            ),
+                        );
+                        continue;
+                    }
                     if copy_plan::source_action(FileType::Dir, true, opts.depth, level)
                         == SourceAction::Descend
                     {
-                        subdirs.push((child_src, child_dst, level + 1));
+                        // collapse_destination_dir: a subdirectory's files
+                        // land in this directory's destination.
+                        let to = if opts.collapse {
+                            local.clone()
+                        } else {
+                            child_dst
+                        };
+                        subdirs.push((child_src, to, level + 1));
                     }
+                } else if opts.select.as_ref().is_some_and(|sel| !sel.selects(&name)) {
+                    self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Skipping non-selected file '{}'",
+                            String::from_utf8_lossy(&child_src)
+                        ),
+                    );
                 } else {
                     self.entry(&child_src, &child_dst, st, opts).await?;
                 }
@@ -724,11 +806,14 @@ impl Run {
     ) -> Result<Outcome, RunError> {
         let src_text = String::from_utf8_lossy(src).into_owned();
         let m = fs::symlink_metadata(dest).ok();
-        let verdict = copy_plan::plan_file(
-            m.as_ref().map(local_file).as_ref(),
-            &st,
-            opts.compare,
-            opts.type_check,
+        let verdict = copy_plan::forced(
+            copy_plan::plan_file(
+                m.as_ref().map(local_file).as_ref(),
+                &st,
+                opts.compare,
+                opts.type_check,
+            ),
+            opts.force_update,
         );
         let fetch_it = match (verdict, &m) {
             (FileVerdict::TypeMismatch, _) => {
@@ -782,10 +867,7 @@ impl Run {
             self.grow_pool();
             return Ok(Outcome::Queued);
         }
-        let fo = FetchOpts {
-            verify: opts.verify,
-            preserve: opts.preserve,
-        };
+        let fo = opts.fetch_opts();
         let out = self.out.clone();
         match fetch(self, &mut job, fo, &out).await? {
             Fetched::Done(Outcome::Copied) => {

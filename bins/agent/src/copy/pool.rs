@@ -262,7 +262,7 @@ async fn worker(
             changed(&pool, seen).await;
         };
         let Some(mut job) = job else { break };
-        let r = fetch(&mut w, &mut job, fo, &out).await;
+        let r = fetch(&mut w, &mut job, fo.clone(), &out).await;
         let mut p = pool.borrow_mut();
         p.busy -= 1;
         match r {
@@ -311,10 +311,7 @@ impl Run {
             ..Pool::default()
         }));
         self.pool = Some(pool.clone());
-        self.fetch_opts = FetchOpts {
-            verify: opts.verify,
-            preserve: opts.preserve,
-        };
+        self.fetch_opts = opts.fetch_opts();
         let mut r = self.copy_tree(src, dest, opts).await;
         {
             let mut p = pool.borrow_mut();
@@ -405,7 +402,7 @@ impl Run {
             self.servers[i].text.clone(),
             self.summary.server_key.clone(),
             self.out.clone(),
-            self.fetch_opts,
+            self.fetch_opts.clone(),
         );
         self.workers.push(self.ex.spawn(task));
     }
@@ -416,7 +413,7 @@ impl Run {
     async fn drain(&mut self) -> Result<(), RunError> {
         let pool = self.pool.clone().expect("pooled copy");
         let out = self.out.clone();
-        let fo = self.fetch_opts;
+        let fo = self.fetch_opts.clone();
         loop {
             let next = {
                 let mut p = pool.borrow_mut();
@@ -428,7 +425,7 @@ impl Run {
             };
             match next {
                 Ok(mut job) => {
-                    let o = match fetch(self, &mut job, fo, &out).await? {
+                    let o = match fetch(self, &mut job, fo.clone(), &out).await? {
                         Fetched::Done(o) => o,
                         Fetched::Requeue => Outcome::Failed(format!(
                             "Connection error when copying '{}:{}'",

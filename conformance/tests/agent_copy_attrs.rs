@@ -1,0 +1,490 @@
+//! issue 19: `rcf-agent copy` behaves like a `copy_from` promise with the
+//! same attributes. A table: each row is one promise, run through the real
+//! cf-agent 3.21 and through `rcf-agent copy` against the same real
+//! cf-serverd, into destinations that start out the same; the trees
+//! (names, types, contents, link targets), the backups and the file modes
+//! must come out the same.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rcf_conformance::lab::{
+    agent_workdirs, cf_agent_policy, quote, rcf_agent, trees_equal, AccessRule, AnyServer,
+    ServerKind, ServerPolicy,
+};
+
+struct Row {
+    name: &'static str,
+    /// Lines of `body depth_search`.
+    depth: &'static [&'static str],
+    /// Lines of `body file_select` (none: no file_select).
+    select: &'static [&'static str],
+    /// `copy_backup` (None: cf-agent's default, "true").
+    backup: Option<&'static str>,
+    /// rcf-agent copy's flags for the same promise.
+    flags: &'static [&'static str],
+    /// Files the destinations hold before the copy (an older version).
+    before: &'static [(&'static str, &'static str)],
+    /// Raw lines added to `body copy_from`.
+    body: &'static [&'static str],
+    /// Also compare the copies' modification times.
+    times: bool,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        name: "exclude_dirs",
+        depth: &[r#"exclude_dirs => { "\.git", "skip" };"#],
+        select: &[],
+        backup: Some("false"),
+        flags: &[
+            "--exclude-dirs",
+            r"\.git",
+            "--exclude-dirs",
+            "skip",
+            "--copy-backup",
+            "false",
+        ],
+        before: &[],
+        body: &[],
+        times: false,
+    },
+    Row {
+        name: "include_dirs",
+        depth: &[r#"include_dirs => { "sub" };"#],
+        select: &[],
+        backup: Some("false"),
+        flags: &["--include-dirs", "sub", "--copy-backup", "false"],
+        before: &[],
+        body: &[],
+        times: false,
+    },
+    Row {
+        name: "exclude_dirs by path",
+        depth: &[r#"exclude_dirs => { ".*/keep/sub" };"#],
+        select: &[],
+        backup: Some("false"),
+        flags: &["--exclude-dirs", ".*/keep/sub", "--copy-backup", "false"],
+        before: &[],
+        body: &[],
+        times: false,
+    },
+    Row {
+        name: "file_select leaf_name",
+        depth: &[],
+        select: &[
+            r#"leaf_name => { ".*\.cf" };"#,
+            r#"file_result => "leaf_name";"#,
+        ],
+        backup: Some("false"),
+        flags: &["--leaf-name", r".*\.cf", "--copy-backup", "false"],
+        before: &[],
+        body: &[],
+        times: false,
+    },
+    Row {
+        name: "file_select !leaf_name",
+        depth: &[],
+        select: &[
+            r#"leaf_name => { "\.git.*", "b\.txt" };"#,
+            r#"file_result => "!leaf_name";"#,
+        ],
+        backup: Some("false"),
+        flags: &[
+            "--leaf-name",
+            r"\.git.*",
+            "--leaf-name",
+            r"b\.txt",
+            "--file-result",
+            "!leaf_name",
+            "--copy-backup",
+            "false",
+        ],
+        before: &[],
+        body: &[],
+        times: false,
+    },
+    Row {
+        name: "copy_backup default (true)",
+        depth: &[],
+        select: &[],
+        backup: None,
+        flags: &[],
+        before: &[("a.cf", "old a\n"), ("sub/c.cf", "old c\n")],
+        body: &[],
+        times: false,
+    },
+    Row {
+        name: "copy_backup false",
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        flags: &["--copy-backup", "false"],
+        before: &[("a.cf", "old a\n")],
+        body: &[],
+        times: false,
+    },
+    Row {
+        name: "copy_backup timestamp",
+        depth: &[],
+        select: &[],
+        backup: Some("timestamp"),
+        flags: &["--copy-backup", "timestamp"],
+        before: &[("a.cf", "old a\n")],
+        body: &[],
+        times: false,
+    },
+    Row {
+        // An identical file is copied anyway, so it gets its backup.
+        name: "force_update",
+        depth: &[],
+        select: &[],
+        backup: None,
+        flags: &["--force-update"],
+        before: &[("a.cf", "a\n"), ("b.txt", "b\n")],
+        body: &["force_update => \"true\";"],
+        times: false,
+    },
+    Row {
+        name: "collapse_destination_dir",
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        // (no two files of the source tree share a name)
+        flags: &["--collapse-destination-dir", "--copy-backup", "false"],
+        before: &[],
+        body: &["collapse_destination_dir => \"true\";"],
+        times: false,
+    },
+    Row {
+        name: "stealth",
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        flags: &["--stealth", "--copy-backup", "false"],
+        before: &[],
+        body: &["stealth => \"true\";"],
+        times: true,
+    },
+];
+
+fn w(p: &Path, data: &str, mode: u32) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn source_tree(root: &Path) {
+    w(&root.join("a.cf"), "a\n", 0o644);
+    w(&root.join("b.txt"), "b\n", 0o640);
+    w(&root.join(".gitignore"), "g\n", 0o644);
+    w(&root.join("run.sh"), "#!/bin/sh\n", 0o755);
+    w(&root.join("sub/c.cf"), "c\n", 0o600);
+    w(&root.join("sub/d.dat"), "d\n", 0o644);
+    w(&root.join(".git/HEAD"), "ref\n", 0o644);
+    w(&root.join("skip/e.cf"), "e\n", 0o644);
+    w(&root.join("keep/f.cf"), "f\n", 0o644);
+    w(&root.join("keep/sub/g.cf"), "g\n", 0o644);
+}
+
+/// Relative path -> (mode bits) of every file, with timestamped backup
+/// names reduced to `_TIMESTAMP.cfsaved` (they hold the run's times).
+fn modes(root: &Path) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(normalize(&rel), m.permissions().mode() & 0o7777);
+        }
+    }
+    out
+}
+
+/// Relative path -> mtime of every regular file.
+fn mtimes(root: &Path) -> BTreeMap<String, i64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, m.mtime());
+            }
+        }
+    }
+    out
+}
+
+fn normalize(name: &str) -> String {
+    match name.strip_suffix(".cfsaved") {
+        Some(base) => {
+            // <file>_<start>_<Day_Mon__d_hh_mm_ss_yyyy>.cfsaved
+            let re = regex::Regex::new(r"^(.*)_[0-9]+_[A-Z][a-z]{2}_[A-Z][a-z]{2}_[_0-9]{2}_[0-9]{2}_[0-9]{2}_[0-9]{2}_[0-9]{4}$").unwrap();
+            match re.captures(base) {
+                Some(c) => format!("{}_TIMESTAMP.cfsaved", &c[1]),
+                None => name.to_string(),
+            }
+        }
+        None => name.to_string(),
+    }
+}
+
+/// The tree with timestamped backups renamed as [`normalize`] does, for
+/// [`trees_equal`].
+fn normalized_copy(root: &Path, to: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                std::fs::create_dir_all(to.join(&rel)).unwrap();
+                stack.push(e.path());
+            } else {
+                let n = normalize(&rel.to_string_lossy());
+                let dst = to.join(n);
+                std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+                std::fs::copy(e.path(), dst).unwrap();
+            }
+        }
+    }
+}
+
+fn policy(row: &Row, port: u16, src: &Path, dest: &Path) -> String {
+    let mut s = String::from("body common control\n{\n  bundlesequence => { \"main\" };\n}\n");
+    s.push_str("bundle agent main\n{\n  files:\n");
+    s.push_str(&format!(
+        "    {}\n      copy_from => c,\n      depth_search => d{};\n}}\n",
+        quote(&dest.to_string_lossy()),
+        if row.select.is_empty() {
+            ""
+        } else {
+            ",\n      file_select => fs"
+        }
+    ));
+    s.push_str(&format!(
+        "body copy_from c\n{{\n  servers => {{ \"127.0.0.1\" }};\n  portnumber => \"{port}\";\n  source => {};\n  compare => \"digest\";\n  trustkey => \"true\";\n{}}}\n",
+        quote(&src.to_string_lossy()),
+        row.backup
+            .map(|b| format!("  copy_backup => \"{b}\";\n"))
+            .unwrap_or_default()
+            + &row.body.iter().map(|l| format!("  {l}\n")).collect::<String>()
+    ));
+    s.push_str("body depth_search d\n{\n  depth => \"inf\";\n");
+    for l in row.depth {
+        s.push_str(&format!("  {l}\n"));
+    }
+    s.push_str("}\n");
+    if !row.select.is_empty() {
+        s.push_str("body file_select fs\n{\n");
+        for l in row.select {
+            s.push_str(&format!("  {l}\n"));
+        }
+        s.push_str("}\n");
+    }
+    s
+}
+
+#[test]
+fn copy_attributes_match_cf_agent() {
+    let (srv_wd, cli) = agent_workdirs("copyattrs").unwrap();
+    let src = srv_wd.scratch().join("src");
+    source_tree(&src);
+    let mut p = ServerPolicy::new(0);
+    p.access.push(AccessRule::admit_loopback(
+        src.to_string_lossy().into_owned(),
+    ));
+    let srv = AnyServer::start(ServerKind::Real, &srv_wd, &p).unwrap();
+    let hp = srv.host_port();
+    let out = cli.scratch().join("out");
+    let mut failures = Vec::new();
+    for (i, row) in ROWS.iter().enumerate() {
+        let (real, ours): (PathBuf, PathBuf) =
+            (out.join(format!("{i}-real")), out.join(format!("{i}-rcf")));
+        for d in [&real, &ours] {
+            std::fs::create_dir_all(d).unwrap();
+            for (f, text) in row.before {
+                w(&d.join(f), text, 0o644);
+            }
+        }
+        let (run, _) =
+            cf_agent_policy(&cli, &policy(row, srv.port(), &src, &real), &["-I"]).unwrap();
+        assert!(run.success(), "{}: cf-agent\n{}", row.name, run.describe());
+        let mut args = vec![
+            "-I",
+            "copy",
+            "-H",
+            &hp,
+            "--trustkey",
+            "--recurse",
+            "--compare",
+            "digest",
+        ];
+        args.extend_from_slice(row.flags);
+        let s = src.to_string_lossy().into_owned();
+        let o = ours.to_string_lossy().into_owned();
+        args.push(&s);
+        args.push(&o);
+        let r = rcf_agent(&cli, &args).unwrap();
+        assert!(r.success(), "{}: rcf-agent\n{}", row.name, r.describe());
+        let (nr, no) = (
+            out.join(format!("{i}-real.n")),
+            out.join(format!("{i}-rcf.n")),
+        );
+        normalized_copy(&real, &nr);
+        normalized_copy(&ours, &no);
+        if let Err(d) = trees_equal(&nr, &no) {
+            failures.push(format!(
+                "{}: trees differ (left cf-agent, right rcf-agent): {d}\n{}\n{}",
+                row.name,
+                run.describe(),
+                r.describe()
+            ));
+            continue;
+        }
+        let (mr, mo) = (modes(&real), modes(&ours));
+        if mr != mo {
+            failures.push(format!(
+                "{}: modes differ: cf-agent {mr:?} rcf-agent {mo:?}",
+                row.name
+            ));
+            continue;
+        }
+        if row.times {
+            let (tr, to) = (mtimes(&real), mtimes(&ours));
+            if tr != to || tr != mtimes(&src) {
+                failures.push(format!(
+                    "{}: mtimes differ: source {:?} cf-agent {tr:?} rcf-agent {to:?}",
+                    row.name,
+                    mtimes(&src)
+                ));
+                continue;
+            }
+        }
+        eprintln!(
+            "[agent_copy_attrs] {}: same tree, backups and modes ({} files)",
+            row.name,
+            mr.len()
+        );
+    }
+    srv.stop();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The repository's files, named relative to `dest` (a backup's name in
+/// the repository is its canonified full path, so the destinations' own
+/// prefixes are cut off), with their contents.
+fn repository(repo: &Path, dest: &Path) -> BTreeMap<String, Vec<u8>> {
+    let canon: String = dest
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::fs::read_dir(repo)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let rel = n.strip_prefix(&canon).unwrap_or(&n).to_string();
+            (rel, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// `copy_backup` with `default_repository` (body agent control): the old
+/// file goes to the repository under its canonified path, none stays
+/// next to the copy.
+#[test]
+fn default_repository_matches_cf_agent() {
+    let (srv_wd, cli) = agent_workdirs("copyrepo").unwrap();
+    let src = srv_wd.scratch().join("src");
+    source_tree(&src);
+    let mut p = ServerPolicy::new(0);
+    p.access.push(AccessRule::admit_loopback(
+        src.to_string_lossy().into_owned(),
+    ));
+    let srv = AnyServer::start(ServerKind::Real, &srv_wd, &p).unwrap();
+    let out = cli.scratch().join("repo-out");
+    let (real, ours) = (out.join("real"), out.join("rcf"));
+    let (repo_real, repo_ours) = (out.join("repo-real"), out.join("repo-rcf"));
+    for d in [&real, &ours] {
+        w(&d.join("a.cf"), "old a\n", 0o644);
+        w(&d.join("sub/c.cf"), "old c\n", 0o644);
+    }
+    let row = Row {
+        name: "default_repository",
+        depth: &[],
+        select: &[],
+        backup: None,
+        flags: &[],
+        before: &[],
+        body: &[],
+        times: false,
+    };
+    let pol = policy(&row, srv.port(), &src, &real).replacen(
+        "body common control\n{\n  bundlesequence => { \"main\" };\n}\n",
+        &format!(
+            "body common control\n{{\n  bundlesequence => {{ \"main\" }};\n}}\nbody agent control\n{{\n  default_repository => {};\n}}\n",
+            quote(&repo_real.to_string_lossy())
+        ),
+        1,
+    );
+    let (run, _) = cf_agent_policy(&cli, &pol, &["-I"]).unwrap();
+    assert!(run.success(), "{}", run.describe());
+    let hp = srv.host_port();
+    let (s, o, r) = (
+        src.to_string_lossy().into_owned(),
+        ours.to_string_lossy().into_owned(),
+        repo_ours.to_string_lossy().into_owned(),
+    );
+    let ours_run = rcf_agent(
+        &cli,
+        &[
+            "-I",
+            "copy",
+            "-H",
+            &hp,
+            "--trustkey",
+            "--recurse",
+            "--compare",
+            "digest",
+            "--default-repository",
+            &r,
+            &s,
+            &o,
+        ],
+    )
+    .unwrap();
+    assert!(ours_run.success(), "{}", ours_run.describe());
+    trees_equal(&real, &ours)
+        .unwrap_or_else(|d| panic!("{d}\n{}\n{}", run.describe(), ours_run.describe()));
+    let (rr, ro) = (repository(&repo_real, &real), repository(&repo_ours, &ours));
+    assert_eq!(rr.len(), 2, "{rr:?}\n{}", run.describe());
+    assert_eq!(rr, ro, "\n{}\n{}", run.describe(), ours_run.describe());
+    srv.stop();
+    eprintln!(
+        "[agent_copy_attrs] default_repository: same tree and repository ({:?})",
+        rr.keys()
+    );
+}
