@@ -17,6 +17,7 @@ pub mod client;
 pub mod frame;
 pub mod identity;
 pub mod keys;
+pub mod machine;
 pub mod policy;
 pub mod reply;
 pub mod request;

@@ -58,7 +58,7 @@ pub struct ConnectOptions {
     pub local_user: String,
     /// Our TLS client configuration (host key certificate inside).
     pub tls: Arc<rustls::ClientConfig>,
-    /// The clock rustls sees; refreshed on every call.
+    /// The time rustls sees ([`TlsClock`]: fixed when the options are made).
     pub clock: TlsClock,
     /// Log sink.
     pub log: LogFn,
@@ -193,7 +193,6 @@ impl Client {
             }
         };
         let _ = stream.set_nodelay(true);
-        opts.clock.set(unix_now().max(0) as u64);
         let tls = TlsLayer::client(opts.tls.clone())
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let start = Instant::now();

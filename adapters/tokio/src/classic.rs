@@ -66,7 +66,9 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
     };
     let mut rng = rand_core::OsRng;
     // New keys arriving by classic spend the same trust-on-first-use budget.
-    let gated = |p: Arc<rcf_core::policy::ServerPolicy>| shared.tofu.classic_view(p);
+    let gated = |p: Arc<rcf_core::policy::ServerPolicy>| {
+        rcf_core::classic::gated_policy(p, shared.tofu.clone())
+    };
     let mut conn = ClassicServer::new(
         shared.cfg.clone(),
         gated(policy),

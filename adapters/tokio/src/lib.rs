@@ -26,6 +26,7 @@ use tokio::sync::watch;
 mod classic;
 mod exec;
 pub mod metrics;
+pub mod tofu;
 
 /// Writes log lines in cf-serverd's format: `<level>: <ip>>       <text>`.
 pub struct Logger {
@@ -150,7 +151,7 @@ pub struct Shared {
     pub exec_timeout: Duration,
     /// Trust on first use: `trustkeysfrom` plus the optional budget
     /// (`--trust-max-new`, `--trust-window`), shared by all connections.
-    pub tofu: Arc<rcf_core::server::tofu::TofuGate>,
+    pub tofu: Arc<tofu::SharedTofu>,
     /// The listening sockets carry `TCP_NODELAY`, which Linux copies to
     /// every accepted connection: no `setsockopt` per connection. Set by
     /// whoever bound them (not for sockets passed by systemd).
@@ -189,17 +190,7 @@ impl Shared {
         write_timeout: Duration,
     ) -> Arc<Self> {
         let (tx, _rx) = watch::channel(policy);
-        let tofu_log = logger.clone();
-        let tofu = Arc::new(rcf_core::server::tofu::TofuGate::new(
-            Box::new(unix_now),
-            Box::new(move |ip, why| {
-                tofu_log.log(
-                    Level::Notice,
-                    Some(ip),
-                    &format!("Not trusting new key: {why}"),
-                )
-            }),
-        ));
+        let tofu = Arc::new(tofu::SharedTofu::new(logger.clone()));
         Arc::new(Shared {
             policy: tx,
             tls,
@@ -522,7 +513,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let mut conn = Connection::new(
         tls,
         shared.cfg.clone(),
-        shared.tofu.view(policy),
+        rcf_core::server::tofu::gated_view(policy, shared.tofu.clone()),
         ip.clone(),
         accepted,
     );
@@ -685,7 +676,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         }
         if policy_rx.has_changed().unwrap_or(false) {
             let p = policy_rx.borrow_and_update().clone();
-            conn.set_policy(shared.tofu.view(p));
+            conn.set_policy(rcf_core::server::tofu::gated_view(p, shared.tofu.clone()));
         }
         // Everything asked was answered and sent: the request is done.
         if let Some((t0, label)) = timing.1.take() {
@@ -729,7 +720,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             r = policy_rx.changed() => {
                 if r.is_ok() {
                     let p = policy_rx.borrow_and_update().clone();
-                    conn.set_policy(shared.tofu.view(p));
+                    conn.set_policy(rcf_core::server::tofu::gated_view(p, shared.tofu.clone()));
                 }
             }
         }

@@ -235,14 +235,14 @@ pub fn render(shared: &Shared) -> String {
         ld(&st.classic),
     );
     let _ = writeln!(o, "# HELP rcf_serverd_refusals_total Connections, keys or requests refused, by reason.\n# TYPE rcf_serverd_refusals_total counter");
-    let tofu = &shared.tofu;
+    let tofu = shared.tofu.snapshot();
     for (reason, v) in [
         ("allowconnects", ld(&st.refused_not_allowed)),
         ("denyconnects", ld(&st.refused_denied)),
         ("allowallconnects", ld(&st.refused_second)),
         ("maxconnections", ld(&st.refused_too_many)),
-        ("trustkeysfrom", ld(&tofu.refused_policy)),
-        ("trust_budget_closed", ld(&tofu.refused_closed)),
+        ("trustkeysfrom", tofu.refused_policy),
+        ("trust_budget_closed", tofu.refused_closed),
         ("access_denied", ld(&st.denied_requests)),
     ] {
         let _ = writeln!(o, "rcf_serverd_refusals_total{{reason=\"{reason}\"}} {v}");
@@ -251,7 +251,7 @@ pub fn render(shared: &Shared) -> String {
         &mut o,
         "keys_trusted_total",
         "New or changed keys trusted on first use.",
-        ld(&tofu.granted),
+        tofu.granted,
     );
     let b = tofu.budget();
     gauge(&mut o, "trust_budget_open", "1 while trust on first use is still open (policy permitting), 0 once the budget closed it.", i64::from(b.check(crate::unix_now()).is_ok()));

@@ -31,10 +31,10 @@ use rand_core::{CryptoRng, RngCore};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 
 use crate::frame::{self, c_str, Decoder, Status};
+use crate::machine::io::{Answer, Canonical, Event, FileStat, KeyStatus, OpenedFile};
+use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK};
 use crate::reply;
 use crate::request::{self, Dialect, Encrypted, Request, RequestError};
-use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Level, Now, OpenedFile};
-use crate::server::session::{CallerError, Config, GET_BLOCK};
 
 use super::crypto::{self, SessionCipher, DIGEST_LEN, SESSION_KEY_LEN};
 use super::wire::SGET_CHUNK;
@@ -130,6 +130,44 @@ impl ClassicPolicy for crate::policy::ServerPolicy {
         };
         self.check(&facts(peer, encrypted), crate::policy::Request::Literal(n))
             .allowed
+    }
+}
+
+/// `inner` with its `trusts_keys_from` answered through `gate` as well
+/// (the TLS twin is `server::tofu::gated_view`).
+pub fn gated_policy(
+    inner: Arc<dyn ClassicPolicy>,
+    gate: Arc<dyn crate::machine::NewKeyGate>,
+) -> Arc<dyn ClassicPolicy> {
+    Arc::new(GatedClassic { inner, gate })
+}
+
+/// A classic policy whose key-trust answer also consults the gate. Every
+/// other method is delegated unchanged (a method added to [`ClassicPolicy`]
+/// must be delegated here too).
+struct GatedClassic {
+    inner: Arc<dyn ClassicPolicy>,
+    gate: Arc<dyn crate::machine::NewKeyGate>,
+}
+
+impl ClassicPolicy for GatedClassic {
+    fn legacy_allowed(&self, ip: &str) -> bool {
+        self.inner.legacy_allowed(ip)
+    }
+    fn trusts_keys_from(&self, ip: &str) -> bool {
+        self.gate.admit_new_key(ip, self.inner.trusts_keys_from(ip))
+    }
+    fn deny_bad_clocks(&self) -> bool {
+        self.inner.deny_bad_clocks()
+    }
+    fn expand_shortcut(&self, path: &[u8], peer: &ClassicPeer) -> Option<Vec<u8>> {
+        self.inner.expand_shortcut(path, peer)
+    }
+    fn check_path(&self, path: &[u8], peer: &ClassicPeer, encrypted: bool) -> ClassicDecision {
+        self.inner.check_path(path, peer, encrypted)
+    }
+    fn check_literal(&self, name: &[u8], peer: &ClassicPeer, encrypted: bool) -> bool {
+        self.inner.check_literal(name, peer, encrypted)
     }
 }
 

@@ -11,9 +11,9 @@ use rsa::RsaPrivateKey;
 use super::crypto::SessionCipher;
 use super::*;
 use crate::frame::{Decoder, Status};
+use crate::machine::io::{Answer, Canonical, Event, FileStat, KeyStatus, OpenedFile};
+use crate::machine::{Config, Now};
 use crate::reply::{FileType, StatReply};
-use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Now, OpenedFile};
-use crate::server::session::Config;
 
 fn keys() -> &'static (Arc<RsaPrivateKey>, Arc<RsaPrivateKey>) {
     static K: OnceLock<(Arc<RsaPrivateKey>, Arc<RsaPrivateKey>)> = OnceLock::new();
@@ -130,7 +130,7 @@ impl World {
             Event::Log { .. } | Event::Close { .. } | Event::ExecKill { .. } => return None,
             // Classic EXEC is refused before anything runs.
             Event::ExecStart { .. } => Answer::ExecStarted(Err("no programs in this world".into())),
-            Event::ExecRead { .. } => Answer::ExecOutput(crate::server::io::ExecChunk::Exit(None)),
+            Event::ExecRead { .. } => Answer::ExecOutput(crate::machine::io::ExecChunk::Exit(None)),
             Event::SaveKey { user, key_id, .. } => {
                 self.saved.push(format!("{user}-{key_id}.pub"));
                 return None;

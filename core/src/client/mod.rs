@@ -11,7 +11,7 @@ pub mod conn;
 pub mod listing;
 pub mod session;
 
-pub use crate::server::io::{Level, Now};
+pub use crate::machine::{Level, Now};
 pub use conn::Connection;
 pub use session::{
     ClientError, Config, Event, GetFailure, Reply, Request, RequestId, RequestRef, Session,

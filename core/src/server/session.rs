@@ -18,54 +18,12 @@ use crate::reply;
 use crate::request::{self, Dialect, Request, RequestError};
 
 use super::exec::{self, TokenKind};
-use super::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, Level, Now, OpenedFile};
 use super::view::{Peer, PolicyView, Resource};
+use crate::machine::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, OpenedFile};
+pub use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK, READ_CHUNK};
 
-/// GET data goes out in blocks of this size, whatever the client's bufsize,
-/// as `CfGetFile` does; cf-agent reads one record at a time.
-pub const GET_BLOCK: usize = 2048;
-/// How much file data one [`Event::Read`] asks for.
-pub const READ_CHUNK: usize = 32 * GET_BLOCK;
 /// Promised sizes remembered per connection (the client's STAT cache twin).
 const MAX_PROMISES: usize = 4096;
-
-/// Timeouts a session enforces itself, through [`Session::poll_timeout`].
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// From accept to WELCOME (TLS handshake included by the wrapper).
-    pub handshake_timeout_ms: u64,
-    /// Between requests once identified (3.21: 600 s receive timeout).
-    pub idle_timeout_ms: u64,
-    /// The most detailed level the caller will print. Per-request lines
-    /// above it (`Received: STAT …`, `verbose`) are not even formatted:
-    /// building them cost a measurable share of the server's CPU under
-    /// load. Lines at `info` and above are always emitted, because
-    /// adapters count some of them (denials) whatever they print.
-    pub log_level: Level,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            handshake_timeout_ms: 30_000,
-            idle_timeout_ms: 600_000,
-            log_level: Level::Debug,
-        }
-    }
-}
-
-/// What the caller did wrong (the peer's mistakes are handled in-protocol).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallerError {
-    /// An answer arrived that does not fit the question outstanding.
-    #[error("answer {got} does not match the outstanding question ({want})")]
-    UnexpectedAnswer {
-        /// What the session was waiting for.
-        want: &'static str,
-        /// What it got.
-        got: String,
-    },
-}
 
 /// The peer's key, as the TLS layer extracted it from its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

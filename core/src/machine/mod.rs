@@ -1,0 +1,135 @@
+//! What every protocol machine shares, whatever its role (server or
+//! client) and protocol (TLS or classic): the clock reading it is handed,
+//! the log levels it speaks, the server's questions and answers ([`io`]),
+//! the server's configuration, and the error split.
+//!
+//! This module is neutral ground: `server/`, `classic/` and `client/` all
+//! import it and none of them imports another role's module, so no import
+//! runs back up (`.ci/arch-guard.sh` checks it).
+//!
+//! # Time and randomness
+//! A machine never reads a clock or a global random source. Every
+//! `handle_*` that may start or check a deadline takes a [`Now`]; a machine
+//! that needs randomness (the classic key exchange) takes
+//! `&mut (impl RngCore + CryptoRng)` in the call that uses it. Deadlines are
+//! reported by `poll_timeout()` (monotonic milliseconds, `None` when the
+//! machine waits on its caller, not on the peer) and fired by
+//! `handle_timeout(now)`.
+//!
+//! # The error split (after h11)
+//! Two kinds of failure, reported two ways, and never mixed:
+//! * **The peer did something wrong** (bad bytes, a refused key, a timeout):
+//!   the machine handles it in-protocol. It logs why (an `Event::Log` for
+//!   the servers, a closing event for the clients), queues whatever
+//!   refusal the protocol sends, and enters its closing state, which
+//!   `is_closing()` reports once the output is drained. A peer error is
+//!   never an `Err`.
+//! * **The caller did something wrong** (an answer that fits no question,
+//!   a request while another is outstanding, a call after close): the
+//!   `handle_*` method returns `Err(CallerError)` (or the client's own
+//!   caller error) and the machine's state is unchanged. It is a bug in
+//!   the adapter, not something a peer can provoke.
+
+pub mod io;
+
+/// Log levels, named as cf-serverd names them in its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// `error:`
+    Error,
+    /// `warning:`
+    Warning,
+    /// `notice:`
+    Notice,
+    /// `info:`
+    Info,
+    /// `verbose:`
+    Verbose,
+    /// `debug:`
+    Debug,
+}
+
+impl Level {
+    /// The prefix cf-serverd prints (`verbose`, `info`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Verbose => "verbose",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+/// The current time, as two clocks: deadlines must not jump with the wall
+/// clock, while the `STAT` clock check needs wall-clock seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds from any fixed origin.
+    pub mono_ms: u64,
+    /// Wall-clock seconds since the Unix epoch.
+    pub unix_s: i64,
+}
+
+/// GET data goes out in blocks of this size, whatever the client's bufsize,
+/// as `CfGetFile` does; cf-agent reads one record at a time.
+pub const GET_BLOCK: usize = 2048;
+/// How much file data one [`Event::Read`] asks for.
+pub const READ_CHUNK: usize = 32 * GET_BLOCK;
+/// What a server machine (TLS or classic) enforces itself: deadlines,
+/// through `poll_timeout`, and how much it bothers to log.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// From accept to WELCOME (TLS handshake included by the wrapper).
+    pub handshake_timeout_ms: u64,
+    /// Between requests once identified (3.21: 600 s receive timeout).
+    pub idle_timeout_ms: u64,
+    /// The most detailed level the caller will print. Per-request lines
+    /// above it (`Received: STAT …`, `verbose`) are not even formatted:
+    /// building them cost a measurable share of the server's CPU under
+    /// load. Lines at `info` and above are always emitted, because
+    /// adapters count some of them (denials) whatever they print.
+    pub log_level: Level,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            handshake_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
+            log_level: Level::Debug,
+        }
+    }
+}
+
+/// What the caller did wrong: the one error a machine's `handle_*` method
+/// returns (see the module's error split). The peer's mistakes never come
+/// back this way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallerError {
+    /// An answer arrived that does not fit the question outstanding.
+    #[error("answer {got} does not match the outstanding question ({want})")]
+    UnexpectedAnswer {
+        /// What the session was waiting for.
+        want: &'static str,
+        /// What it got.
+        got: String,
+    },
+}
+
+/// Trust on first use, decided across connections: the one answer a server
+/// machine's policy gives that depends on what other connections did (how
+/// many new keys were trusted, and since when). The adapter implements it
+/// over a shared [`crate::server::tofu::TofuGate`], reading its clock and
+/// taking its lock there; both server machines' policies consult it through
+/// a wrapper ([`crate::server::tofu::gated_view`],
+/// [`crate::classic::gated_policy`]), so the budget holds whichever protocol
+/// a new key arrives by.
+pub trait NewKeyGate: Send + Sync {
+    /// Whether a new or changed key from `ip` may be trusted, given whether
+    /// the policy's `trustkeysfrom` admits `ip`. Never true when
+    /// `policy_trusts` is false.
+    fn admit_new_key(&self, ip: &str, policy_trusts: bool) -> bool;
+}
