@@ -31,6 +31,7 @@
 //!   the adapter, not something a peer can provoke.
 
 pub mod io;
+pub mod transfer;
 
 /// Log levels, named as cf-serverd names them in its log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -132,4 +133,77 @@ pub trait NewKeyGate: Send + Sync {
     /// the policy's `trustkeysfrom` admits `ip`. Never true when
     /// `policy_trusts` is false.
     fn admit_new_key(&self, ip: &str, policy_trusts: bool) -> bool;
+}
+
+impl CallerError {
+    /// `answer` came while the machine waited for a `want` answer.
+    pub fn unexpected(want: &'static str, answer: &io::Answer) -> Self {
+        CallerError::UnexpectedAnswer {
+            want,
+            got: format!("{answer:?}").chars().take(80).collect(),
+        }
+    }
+}
+
+impl Config {
+    /// The deadline for the peer's next request, once a request is done.
+    pub fn idle_deadline(&self, now: Now) -> Option<u64> {
+        Some(now.mono_ms + self.idle_timeout_ms)
+    }
+}
+
+/// What a server machine's `poll_timeout` reports: its deadline, but none
+/// while closing or while it waits on its caller (a slow disk is not the
+/// peer's fault).
+pub fn peer_deadline(closing: bool, waiting_on_caller: bool, deadline: Option<u64>) -> Option<u64> {
+    if closing || waiting_on_caller {
+        return None;
+    }
+    deadline
+}
+
+/// `handle_timeout`'s check: when `due` (from `poll_timeout`) has passed at
+/// `now`, the line to log before closing, naming what the peer was slow at.
+#[must_use]
+pub fn timed_out(due: Option<u64>, now: Now, during: &str) -> Option<io::Event> {
+    let d = due?;
+    (now.mono_ms >= d).then(|| io::Event::Log {
+        level: Level::Info,
+        message: format!("Connection timed out during {during}, closing"),
+    })
+}
+
+/// An answer that arrives after the machine decided to close: what it
+/// holds is released (an opened file is closed), nothing else happens.
+#[must_use]
+pub fn late_answer(answer: io::Answer) -> Option<io::Event> {
+    match answer {
+        io::Answer::Opened(Ok(f)) => Some(io::Event::Close { handle: f.handle }),
+        _ => None,
+    }
+}
+
+/// cf-serverd's per-request `verbose` line (`      Received:     GET /path`),
+/// the command word right-aligned to `width` as each protocol's 3.21 code
+/// prints it (7 in the TLS loop, 8 in the classic one).
+#[must_use]
+pub fn received(cmd: &str, width: usize, path: &[u8]) -> io::Event {
+    io::Event::Log {
+        level: Level::Verbose,
+        message: format!(
+            "{:>14} {cmd:>width$} {}",
+            "Received:",
+            String::from_utf8_lossy(path)
+        ),
+    }
+}
+
+/// The line a server machine logs before it closes on bytes it cannot
+/// frame (`e` from the transaction decoder).
+#[must_use]
+pub fn bad_input(e: &crate::frame::FrameError) -> io::Event {
+    io::Event::Log {
+        level: Level::Info,
+        message: format!("Closing connection: {e}"),
+    }
 }

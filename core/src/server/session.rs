@@ -17,13 +17,16 @@ use crate::identity::{self, LineBuffer};
 use crate::reply;
 use crate::request::{self, Dialect, Request, RequestError};
 
-use super::exec::{self, TokenKind};
 use super::view::{Peer, PolicyView, Resource};
 use crate::machine::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, OpenedFile};
+use crate::machine::transfer::{self, Transfer};
 pub use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK, READ_CHUNK};
 
 /// Promised sizes remembered per connection (the client's STAT cache twin).
 const MAX_PROMISES: usize = 4096;
+
+#[path = "session_exec.rs"]
+mod exec_steps;
 
 /// The peer's key, as the TLS layer extracted it from its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,16 +107,6 @@ struct PathOp {
     client_time: i64,
     bufsize: u16,
     digest: [u8; 16],
-}
-
-#[derive(Debug)]
-struct Transfer {
-    handle: u64,
-    path: Vec<u8>,
-    /// Bytes the client expects (its STAT's size when it made one).
-    target: u64,
-    sent: u64,
-    size0: u64,
 }
 
 /// One server connection's protocol state above TLS.
@@ -238,27 +231,19 @@ impl Session {
     /// monotonic milliseconds. `None` while waiting on the adapter: a slow
     /// disk is not the peer's fault.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.phase == Phase::Closing || !matches!(self.waiting, Waiting::Nothing) {
-            return None;
-        }
-        self.deadline
+        let busy = !matches!(self.waiting, Waiting::Nothing);
+        crate::machine::peer_deadline(self.phase == Phase::Closing, busy, self.deadline)
     }
 
     /// The deadline passed: a silent or too slow peer is dropped without a reply.
     pub fn handle_timeout(&mut self, now: Now) {
-        if let Some(d) = self.poll_timeout() {
-            if now.mono_ms >= d {
-                let what = if self.is_established() {
-                    "idle"
-                } else {
-                    "identification"
-                };
-                self.log(
-                    Level::Info,
-                    format!("Connection timed out during {what}, closing"),
-                );
-                self.close();
-            }
+        let what = match self.is_established() {
+            true => "idle",
+            false => "identification",
+        };
+        if let Some(line) = crate::machine::timed_out(self.poll_timeout(), now, what) {
+            self.events.push_back(line);
+            self.close();
         }
     }
 
@@ -287,9 +272,7 @@ impl Session {
             }
             _ => {
                 if let Err(e) = self.decoder.push(bytes) {
-                    self.log(Level::Info, format!("Closing connection: {e}"));
-                    self.close();
-                    return;
+                    return self.bad_input(&e);
                 }
                 self.serve(now);
             }
@@ -300,9 +283,7 @@ impl Session {
     pub fn handle_answer(&mut self, now: Now, answer: Answer) -> Result<(), CallerError> {
         if self.phase == Phase::Closing {
             // A late answer after we decided to close: release what it holds.
-            if let Answer::Opened(Ok(f)) = answer {
-                self.events.push_back(Event::Close { handle: f.handle });
-            }
+            self.events.extend(crate::machine::late_answer(answer));
             return Ok(());
         }
         let waiting = std::mem::replace(&mut self.waiting, Waiting::Nothing);
@@ -337,12 +318,9 @@ impl Session {
                         self.records.push_back(v);
                     }
                     Err(e) => {
-                        let msg = format!(
-                            "BAD: unable to stat file {}",
-                            String::from_utf8_lossy(&path)
-                        );
-                        self.log(Level::Verbose, format!("{msg}. (lstat: {e})"));
-                        self.send(Status::Done, msg.as_bytes());
+                        let (log, msg) = transfer::stat_failed(&path, &e);
+                        self.events.push_back(log);
+                        self.send(Status::Done, &msg);
                     }
                 }
                 self.done(now);
@@ -359,8 +337,8 @@ impl Session {
             ) => self.data(now, t, bytes, current_size),
             (Waiting::Read(t), Answer::ReadFailed(e)) => {
                 self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
-                self.change_block(&t);
-                self.events.push_back(Event::Close { handle: t.handle });
+                self.records.extend(t.change_block());
+                self.events.push_back(t.close());
                 self.done(now);
             }
             (Waiting::Listing { path }, Answer::Listing(r)) => {
@@ -418,16 +396,8 @@ impl Session {
                     self.done(now);
                 }
             },
-            (Waiting::Digest { digest }, Answer::Digest(d)) => {
-                let same = d.map(|d| d == digest).unwrap_or(false);
-                self.send(
-                    Status::Done,
-                    if same {
-                        reply::CFD_FALSE
-                    } else {
-                        reply::CFD_TRUE
-                    },
-                );
+            (Waiting::Digest { digest }, Answer::Digest(mine)) => {
+                self.send(Status::Done, transfer::md5_reply(digest, mine));
                 self.done(now);
             }
             (w, a) => {
@@ -447,10 +417,7 @@ impl Session {
                     Waiting::ExecRead { .. } => "ExecOutput",
                 };
                 self.waiting = w;
-                return Err(CallerError::UnexpectedAnswer {
-                    want,
-                    got: format!("{a:?}").chars().take(80).collect(),
-                });
+                return Err(CallerError::unexpected(want, &a));
             }
         }
         Ok(())
@@ -604,7 +571,7 @@ impl Session {
     fn welcome(&mut self, now: Now) {
         let w = identity::encode_welcome(&self.peer.username);
         self.records.push_back(w);
-        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        self.deadline = self.cfg.idle_deadline(now);
         if self.policy.needs_reverse_dns() {
             self.phase = Phase::Busy;
             self.waiting = Waiting::Reverse;
@@ -624,13 +591,9 @@ impl Session {
             let t = match self.decoder.poll() {
                 Ok(Some(t)) => t,
                 Ok(None) => return,
-                Err(e) => {
-                    self.log(Level::Info, format!("Closing connection: {e}"));
-                    self.close();
-                    return;
-                }
+                Err(e) => return self.bad_input(&e),
             };
-            self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+            self.deadline = self.cfg.idle_deadline(now);
             if self.exec.is_some() {
                 self.exec_class_data(now, &t.payload);
             } else {
@@ -841,13 +804,9 @@ impl Session {
         let c = match r {
             Ok(c) => c,
             Err(e) => {
-                self.log(
-                    Level::Info,
-                    format!(
-                        "Failed to canonicalise filename '{}' (realpath: {e})",
-                        String::from_utf8_lossy(&op.requested)
-                    ),
-                );
+                let p = String::from_utf8_lossy(&op.requested);
+                let why = format!("Failed to canonicalise filename '{p}' (realpath: {e})");
+                self.log(Level::Info, why);
                 self.refuse();
                 return self.done(now);
             }
@@ -879,14 +838,9 @@ impl Session {
         }
         match op.cmd {
             Cmd::Stat => {
-                if self.policy.deny_bad_clocks()
-                    && reply::clock_skew_too_large(now.unix_s, op.client_time)
-                {
-                    let msg = reply::clocks_unsynchronized(now.unix_s, op.client_time);
-                    self.log(
-                        Level::Info,
-                        format!("denybadclocks {}", String::from_utf8_lossy(&msg)),
-                    );
+                let deny = self.policy.deny_bad_clocks();
+                if let Some((log, msg)) = transfer::bad_clock(deny, now, op.client_time) {
+                    self.events.push_back(log);
                     self.send(Status::Done, &msg);
                     return self.done(now);
                 }
@@ -915,13 +869,7 @@ impl Session {
         let f = match r {
             Ok(f) => f,
             Err(e) => {
-                self.log(
-                    Level::Error,
-                    format!(
-                        "Open error of file '{}'. (open: {e})",
-                        String::from_utf8_lossy(&path)
-                    ),
-                );
+                self.events.push_back(transfer::open_failed(&path, &e));
                 self.raw_refusal_block(bufsize);
                 return self.done(now);
             }
@@ -929,18 +877,9 @@ impl Session {
         // The ownership rule (TransferRights): root reads anything admitted;
         // others need to own the file or find it world-readable.
         let uid = self.uid.unwrap_or(u32::MAX - 1);
-        if uid != 0 && f.uid != uid && f.mode & 0o004 == 0 {
-            self.log(
-                Level::Info,
-                format!(
-                    "Remote user '{}' is not owner of the file, access denied, consider maproot or making file world-readable",
-                    self.peer.username
-                ),
-            );
-            self.log(
-                Level::Info,
-                format!("REFUSE access to file: {}", String::from_utf8_lossy(&path)),
-            );
+        if !transfer::may_read(uid, false, &f) {
+            let logs = transfer::not_owner_logs(&self.peer.username, &path);
+            self.events.extend(logs);
             self.refuse();
             // 3.21 follows with a raw bufsize block; ours is zero-padded, never stack garbage.
             self.raw_refusal_block(bufsize);
@@ -953,82 +892,51 @@ impl Session {
             .rev()
             .find(|(p, _)| *p == path)
             .map_or(f.size, |&(_, size)| size);
-        let t = Transfer {
-            handle: f.handle,
-            path,
-            target,
-            sent: 0,
-            size0: f.size,
-        };
+        let t = Transfer::new(&f, path, target);
         if t.size0 != t.target {
             // The file changed between the client's STAT and this GET. Sending
             // the new size would desynchronise the stream; say so in one block
             // the client reads whole, and let its next run fetch the new file.
-            self.log(
-                Level::Verbose,
-                "Aborting transfer of file due to source changes".into(),
-            );
-            self.change_block(&t);
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+            self.source_changed(now, t);
+            return;
         }
         self.next_read(now, t);
     }
 
     fn next_read(&mut self, now: Now, t: Transfer) {
-        if t.sent >= t.target {
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+        match t.next_read(READ_CHUNK) {
+            Some(read) => {
+                self.events.push_back(read);
+                self.waiting = Waiting::Read(t);
+            }
+            None => {
+                self.events.push_back(t.close());
+                self.done(now);
+            }
         }
-        let len = READ_CHUNK.min((t.target - t.sent) as usize);
-        self.events.push_back(Event::Read {
-            handle: t.handle,
-            offset: t.sent,
-            len,
-        });
-        self.waiting = Waiting::Read(t);
     }
 
     fn data(&mut self, now: Now, mut t: Transfer, bytes: Vec<u8>, current_size: u64) {
-        let remaining = (t.target - t.sent) as usize;
-        if bytes.is_empty() || current_size != t.size0 || bytes.len() > remaining {
-            self.log(
-                Level::Verbose,
-                "Aborting transfer of file due to source changes".into(),
-            );
-            self.change_block(&t);
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+        if t.accept(&bytes, current_size).is_err() {
+            return self.source_changed(now, t);
         }
-        for block in bytes.chunks(GET_BLOCK) {
-            self.records.push_back(block.to_vec());
-        }
-        t.sent += bytes.len() as u64;
+        self.records.extend(transfer::raw_blocks(&bytes));
         self.served += bytes.len() as u64;
         self.next_read(now, t);
     }
 
-    /// `BAD: File changed while copying: <path>` as one raw record no longer
-    /// than what the client still expects, so it reads it whole and stays in sync.
-    fn change_block(&mut self, t: &Transfer) {
-        let remaining = t.target.saturating_sub(t.sent) as usize;
-        if remaining == 0 {
-            return;
-        }
-        let mut b = format!(
-            "BAD: File changed while copying: {}",
-            String::from_utf8_lossy(&t.path)
-        )
-        .into_bytes();
-        b.resize(remaining.min(GET_BLOCK), 0);
-        self.records.push_back(b);
+    fn raw_refusal_block(&mut self, bufsize: u16) {
+        let len = usize::from(bufsize.max(1));
+        self.records.push_back(transfer::refusal_block(len));
     }
 
-    fn raw_refusal_block(&mut self, bufsize: u16) {
-        let mut b = reply::FAILED.to_vec();
-        b.resize(usize::from(bufsize).max(reply::FAILED.len() + 1), 0);
-        b.truncate(usize::from(bufsize.max(1)));
-        self.records.push_back(b);
+    /// The file changed under the transfer: one block the client reads
+    /// whole says so, and the transfer ends.
+    fn source_changed(&mut self, now: Now, t: Transfer) {
+        self.log(Level::Verbose, transfer::SOURCE_CHANGED.into());
+        self.records.extend(t.change_block());
+        self.events.push_back(t.close());
+        self.done(now);
     }
 
     fn remember(&mut self, path: Vec<u8>, size: u64) {
@@ -1053,24 +961,22 @@ impl Session {
 
     fn protocol_error(&mut self, why: &str) {
         self.send(Status::Done, reply::REQUEST_DENIED);
-        self.log(
-            Level::Info,
-            format!(
-                "Closing connection due to illegal request: {} ({why})",
-                self.current()
-            ),
+        let line = format!(
+            "Closing connection due to illegal request: {} ({why})",
+            self.current()
         );
+        self.log(Level::Info, line);
         self.close();
     }
 
+    /// The request is answered: ready for the next one, unless closing.
     fn done(&mut self, now: Now) {
-        if self.phase == Phase::Closing {
-            return;
+        if self.phase != Phase::Closing {
+            self.phase = Phase::Ready;
+            self.waiting = Waiting::Nothing;
+            self.deadline = self.cfg.idle_deadline(now);
+            self.serve(now);
         }
-        self.phase = Phase::Ready;
-        self.waiting = Waiting::Nothing;
-        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
-        self.serve(now);
     }
 
     fn send(&mut self, status: Status, payload: &[u8]) {
@@ -1085,19 +991,18 @@ impl Session {
         self.events.push_back(Event::Log { level, message });
     }
 
+    /// Bytes that cannot be framed end the connection.
+    fn bad_input(&mut self, e: &crate::frame::FrameError) {
+        self.events.push_back(crate::machine::bad_input(e));
+        self.close();
+    }
+
     /// cf-serverd's per-request `verbose` line, built only if
     /// `cfg.log_level` shows it.
     fn received(&mut self, cmd: &str, path: &[u8]) {
         if Level::Verbose <= self.cfg.log_level {
-            self.log(
-                Level::Verbose,
-                format!(
-                    "{:>14} {:>7} {}",
-                    "Received:",
-                    cmd,
-                    String::from_utf8_lossy(path)
-                ),
-            );
+            let line = crate::machine::received(cmd, 7, path);
+            self.events.push_back(line);
         }
     }
 
@@ -1113,164 +1018,6 @@ impl Session {
                 Waiting::Read(t) => self.events.push_back(Event::Close { handle: t.handle }),
                 Waiting::ExecRead { handle } => self.events.push_back(Event::ExecKill { handle }),
                 _ => {}
-            }
-        }
-    }
-}
-
-impl Session {
-    /// EXEC steps 1-3: a cfruncommand, its program admitted by a path
-    /// rule, and an allowed user. Each refusal ends the connection.
-    fn start_exec(&mut self, args: String) {
-        let cmd = self.policy.cfruncommand().to_string();
-        let Some(arg0) = exec::split_command(&cmd).into_iter().next() else {
-            self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
-            return self.exec_refused();
-        };
-        if !arg0.starts_with('/') {
-            self.log(Level::Info, "EXEC failed, invalid cfruncommand arg0".into());
-            return self.exec_refused();
-        }
-        self.phase = Phase::Busy;
-        self.waiting = Waiting::ExecCanon { args };
-        self.events.push_back(Event::Canonicalize {
-            path: arg0.into_bytes(),
-        });
-    }
-
-    fn exec_arg0(&mut self, now: Now, args: String, r: Result<Canonical, String>) {
-        let Ok(c) = r else {
-            self.log(Level::Info, "EXEC failed, invalid cfruncommand arg0".into());
-            return self.exec_refused();
-        };
-        if !self.policy.check_path(&c.path, &self.peer).allowed {
-            self.log(
-                Level::Info,
-                format!(
-                    "EXEC denied due to ACL for file: {}",
-                    String::from_utf8_lossy(&c.path)
-                ),
-            );
-            return self.exec_refused();
-        }
-        if !self.policy.user_may_exec(&self.peer.username) {
-            self.log(
-                Level::Info,
-                format!(
-                    "EXEC denied due to not allowed user: {}",
-                    self.peer.username
-                ),
-            );
-            return self.exec_refused();
-        }
-        // Step 4: cf-runagent's class selection follows as transactions.
-        self.exec = Some(ExecClasses {
-            args,
-            reads: 0,
-            matched: false,
-        });
-        self.phase = Phase::Ready;
-        self.waiting = Waiting::Nothing;
-        self.serve(now);
-    }
-
-    fn exec_refused(&mut self) {
-        self.refuse();
-        self.send(Status::Done, &reply::exec_terminator());
-        self.close();
-    }
-
-    /// One class-selection transaction. We read up to the terminator (at
-    /// most 10 transactions) instead of stopping at the first match as 3.21
-    /// does, so no leftover is ever read as a command.
-    fn exec_class_data(&mut self, now: Now, payload: &[u8]) {
-        let Some(mut ec) = self.exec.take() else {
-            return;
-        };
-        ec.reads += 1;
-        let text = frame::c_str(payload);
-        if text.starts_with(reply::TERMINATOR) {
-            if ec.reads == 1 || ec.matched {
-                return self.exec_run(now, ec.args);
-            }
-            return self.exec_no_class(now);
-        }
-        for name in String::from_utf8_lossy(text)
-            .split(' ')
-            .filter(|n| !n.is_empty())
-        {
-            self.log(
-                Level::Verbose,
-                format!("Checking whether class {name} can be identified as me..."),
-            );
-            if self.policy.class_defined(name) {
-                ec.matched = true;
-            }
-        }
-        if ec.reads >= 10 {
-            if ec.matched {
-                return self.exec_run(now, ec.args);
-            }
-            return self.exec_no_class(now);
-        }
-        self.exec = Some(ec);
-    }
-
-    fn exec_no_class(&mut self, now: Now) {
-        self.log(Level::Verbose, "No classes matched, rejecting....".into());
-        let hello = format!(
-            "Hello  ({}), nothing relevant to do here...\n\n",
-            self.peer.ip
-        );
-        self.send(Status::Done, hello.as_bytes());
-        self.send(
-            Status::Done,
-            b"EXEC denied due to failed class match (check cf-serverd verbose output)",
-        );
-        self.send(Status::Done, &reply::exec_terminator());
-        self.done(now);
-    }
-
-    /// Steps 5-7: authorise `-D`/`-b`, build argv, start the program.
-    fn exec_run(&mut self, now: Now, args: String) {
-        let cmd = self.policy.cfruncommand().to_string();
-        let policy = self.policy.clone();
-        let peer = self.peer.clone();
-        let mut denied_token = None;
-        let r = exec::plan(&cmd, &args, |kind, tok| {
-            let res = match kind {
-                TokenKind::Class => Resource::Role,
-                TokenKind::Bundle => Resource::Bundle,
-            };
-            let ok = policy.check_name(res, tok.as_bytes(), &peer).allowed;
-            if !ok {
-                denied_token = Some(tok.to_string());
-            }
-            ok
-        });
-        match r {
-            Ok(p) => {
-                let line = format!("cf-serverd executing cfruncommand: {}", p.display);
-                self.log(Level::Info, line.clone());
-                self.send(Status::Done, format!("{line}\n").as_bytes());
-                self.phase = Phase::Busy;
-                self.waiting = Waiting::ExecStart;
-                self.events.push_back(Event::ExecStart { argv: p.argv });
-            }
-            Err(e) => {
-                if let Some(t) = denied_token {
-                    self.log(Level::Info, format!("Access denied to: {t}"));
-                } else if let exec::ExecDenial::Role(t) | exec::ExecDenial::Bundle(t) = &e {
-                    self.log(Level::Info, format!("llegal character in: {t}"));
-                }
-                self.log(Level::Info, e.to_string());
-                self.send(Status::Done, e.to_string().as_bytes());
-                if let exec::ExecDenial::TooLong { .. } = e {
-                    self.close();
-                    return;
-                }
-                self.send(Status::Done, &reply::exec_terminator());
-                self.done(now);
             }
         }
     }
