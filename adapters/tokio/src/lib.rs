@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcf_core::policy::ServerPolicy;
 use rcf_core::server::admission::{map_address, Admission};
+use rcf_core::server::sniff::{sniff, Protocol, SHORT_FIRST_SEGMENT, SNIFF_LEN};
 use rcf_core::server::{Config, Connection, Event, Level, Now};
 use rcf_core::tls::{ServerTls, TlsClock};
 use rcf_fs::serve::{Files, ServerFs};
@@ -429,10 +430,12 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, deadline: Duration) -> 
     ok
 }
 
-/// Classic or TLS, from the first bytes: `CAUTH` at offset 8 (or a short
-/// first segment that is not a TLS record) means classic.
-async fn classify(stream: &TcpStream, deadline: Duration) -> Option<bool> {
-    let mut buf = [0u8; 14];
+/// Classic or TLS, from the first bytes (the decision is the core's
+/// [`sniff`]): peeks until it can tell, giving a slow peer until 200 ms
+/// before `deadline` to complete its first segment. `None` when the peer
+/// closed or the deadline passed first.
+async fn classify(stream: &TcpStream, deadline: Duration) -> Option<Protocol> {
+    let mut buf = [0u8; SNIFF_LEN];
     let end = tokio::time::Instant::now() + deadline;
     loop {
         let n = tokio::time::timeout_at(end, stream.peek(&mut buf))
@@ -442,15 +445,11 @@ async fn classify(stream: &TcpStream, deadline: Duration) -> Option<bool> {
         if n == 0 {
             return None;
         }
-        if buf[0] == 0x16 {
-            return Some(false);
+        if let Some(p) = sniff(&buf[..n]) {
+            return Some(p);
         }
-        if n >= 14 {
-            return Some(&buf[8..13] == b"CAUTH");
-        }
-        // Give a slow peer a moment to complete its first 14 bytes.
         if tokio::time::Instant::now() + Duration::from_millis(200) > end {
-            return Some(true);
+            return Some(SHORT_FIRST_SEGMENT);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -480,7 +479,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             );
             return;
         }
-        Some(true) => {
+        Some(Protocol::Classic) => {
             log(
                 Level::Verbose,
                 "Peeked CAUTH in TCP stream, considering the protocol as Classic",
@@ -488,7 +487,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             shared.stats.classic.fetch_add(1, Ordering::Relaxed);
             return classic::handle_classic(stream, ip.clone(), shared.clone()).await;
         }
-        Some(false) => log(
+        Some(Protocol::Tls) => log(
             Level::Verbose,
             "Peeked nothing important in TCP stream, considering the protocol as TLS",
         ),
@@ -524,6 +523,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let mut out: Vec<u8> = Vec::new();
     let mut established = false;
     let mut served = 0u64;
+    let mut denied = 0u64;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed: Option<u64> = None;
@@ -539,7 +539,10 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                     end.latency
                         .observe(label, t0.elapsed(), &shared.stats.detail);
                 }
-                timing = (n, Some((Instant::now(), metrics::command_label(text))));
+                timing = (
+                    n,
+                    Some((Instant::now(), rcf_core::request::metric_label(text))),
+                );
             }
         }
         // Send what is pending in one write (a STAT reply is two records;
@@ -560,9 +563,6 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
         while let Some(ev) = conn.poll_event() {
             progressed = true;
             if let Event::Log { level, message } = &ev {
-                if message.starts_with("access denied") {
-                    shared.stats.denied_requests.fetch_add(1, Ordering::Relaxed);
-                }
                 log(*level, message);
                 continue;
             }
@@ -670,6 +670,14 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                 .bytes_served
                 .fetch_add(now_served - served, Ordering::Relaxed);
             served = now_served;
+            let now_denied = s.requests_denied();
+            if now_denied != denied {
+                shared
+                    .stats
+                    .denied_requests
+                    .fetch_add(now_denied - denied, Ordering::Relaxed);
+                denied = now_denied;
+            }
         }
         if conn.is_closing() {
             break;

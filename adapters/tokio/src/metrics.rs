@@ -26,38 +26,12 @@ pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Commands timed separately; anything else is `other` (bounded label set).
-const COMMANDS: [&str; 12] = [
-    "GET",
-    "STAT",
-    "OPENDIR",
-    "MD5",
-    "VERSION",
-    "VAR",
-    "CONTEXT",
-    "QUERY",
-    "COOKIE",
-    "EXEC",
-    "SCALLBACK",
-    "other",
-];
+/// Commands timed separately (the core's bounded label set).
+use rcf_core::request::METRIC_LABELS as COMMANDS;
 
 /// Most key ids tracked for the cloned-host counter, and IPs kept per key.
 const MAX_KEYS: usize = 100_000;
 const MAX_IPS_PER_KEY: usize = 8;
-
-/// The metric label for a request's text (`SYNCH … STAT` is `STAT`).
-pub fn command_label(request: &[u8]) -> &'static str {
-    let word = request.split(|&b| b == b' ').next().unwrap_or(b"");
-    if word == b"SYNCH" {
-        return "STAT";
-    }
-    COMMANDS
-        .iter()
-        .copied()
-        .find(|c| c.as_bytes() == word && *c != "other")
-        .unwrap_or("other")
-}
 
 #[derive(Debug, Default, Clone)]
 struct Histogram {
@@ -438,15 +412,6 @@ async fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn labels_are_bounded() {
-        assert_eq!(command_label(b"SYNCH 123 STAT /x"), "STAT");
-        assert_eq!(command_label(b"GET 4096 /x"), "GET");
-        assert_eq!(command_label(b"VERSION"), "VERSION");
-        assert_eq!(command_label(b"other"), "other");
-        assert_eq!(command_label(b"\x01weird"), "other");
-    }
 
     #[test]
     fn sightings_count_cloned_keys_once_per_new_ip() {

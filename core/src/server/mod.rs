@@ -9,6 +9,7 @@ pub mod exec;
 pub use crate::machine::io;
 pub mod policy_view;
 pub mod session;
+pub mod sniff;
 pub mod tofu;
 pub mod view;
 

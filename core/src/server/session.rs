@@ -133,6 +133,8 @@ pub struct Session {
     served: u64,
     /// Requests read so far (for per-command metrics).
     requests: u64,
+    /// Requests refused by the access rules (see [`Session::requests_denied`]).
+    denied: u64,
     exec: Option<ExecClasses>,
 }
 
@@ -173,6 +175,7 @@ impl Session {
             promises: VecDeque::new(),
             served: 0,
             requests: 0,
+            denied: 0,
             exec: None,
         };
         s.records.push_back(banner::server_banner());
@@ -208,6 +211,12 @@ impl Session {
     /// File bytes served so far (for metrics).
     pub fn bytes_served(&self) -> u64 {
         self.served
+    }
+
+    /// Requests the access rules refused so far (for metrics): every
+    /// `access denied to …` line, counted where it is decided.
+    pub fn requests_denied(&self) -> u64 {
+        self.denied
     }
 
     /// Requests read so far and the text of the latest one (up to its
@@ -697,13 +706,8 @@ impl Session {
                     );
                     self.send(Status::Done, reply::NOT_FOUND);
                 } else {
-                    self.log(
-                        Level::Info,
-                        format!(
-                            "access denied to variable: {}",
-                            String::from_utf8_lossy(&name)
-                        ),
-                    );
+                    let name = String::from_utf8_lossy(&name);
+                    self.access_denied(format_args!("variable: {name}"));
                     self.refuse();
                 }
             }
@@ -728,10 +732,8 @@ impl Session {
                     // Community has no report data to give.
                     self.protocol_error("QUERY is only answered by CFEngine Enterprise");
                 } else {
-                    self.log(
-                        Level::Info,
-                        format!("access denied to query: {}", String::from_utf8_lossy(&args)),
-                    );
+                    let args = String::from_utf8_lossy(&args);
+                    self.access_denied(format_args!("query: {args}"));
                     self.refuse();
                 }
             }
@@ -746,15 +748,14 @@ impl Session {
                 {
                     self.protocol_error("COOKIE is only answered by CFEngine Enterprise");
                 } else {
-                    self.log(Level::Info, "access denied to cookie query: delta".into());
+                    self.access_denied(format_args!("cookie query: delta"));
                     self.refuse();
                 }
             }
             Request::CallMeBack => {
-                self.log(
-                    Level::Info,
-                    "access denied to Call-Collect, check the ACL for class: collect_calls".into(),
-                );
+                self.access_denied(format_args!(
+                    "Call-Collect, check the ACL for class: collect_calls"
+                ));
                 self.close();
             }
             Request::Exec { args } => self.start_exec(String::from_utf8_lossy(&args).into_owned()),
@@ -825,14 +826,8 @@ impl Session {
         }
         let d = self.policy.check_path(&path, &self.peer);
         if !d.allowed {
-            self.log(
-                Level::Info,
-                format!(
-                    "access denied to {}: {}",
-                    op.cmd.denied_log(),
-                    String::from_utf8_lossy(&path)
-                ),
-            );
+            let cmd = op.cmd.denied_log();
+            self.access_denied(format_args!("{cmd}: {}", String::from_utf8_lossy(&path)));
             self.refuse();
             return self.done(now);
         }
@@ -989,6 +984,14 @@ impl Session {
 
     fn log(&mut self, level: Level, message: String) {
         self.events.push_back(Event::Log { level, message });
+    }
+
+    /// The access rules refused a request: cf-serverd's `access denied to
+    /// …` line, and one more in [`Session::requests_denied`], which metrics
+    /// count instead of matching log text.
+    fn access_denied(&mut self, what: std::fmt::Arguments<'_>) {
+        self.denied += 1;
+        self.log(Level::Info, format!("access denied to {what}"));
     }
 
     /// Bytes that cannot be framed end the connection.
