@@ -61,6 +61,9 @@ mod tests {
     fn decides_at_full_length_on_the_prefix_only(bytes: Vec<u8>) -> bool {
         let r = sniff(&bytes);
         let full = bytes.len() >= SNIFF_LEN;
-        (r.is_some() || !full) && (!full || r == sniff(&bytes[..SNIFF_LEN]))
+        if !full {
+            return true;
+        }
+        r.is_some() && r == sniff(&bytes[..SNIFF_LEN])
     }
 }
