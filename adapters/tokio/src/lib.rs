@@ -414,6 +414,50 @@ fn extend_out(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A machine's log line is printed (through `log`, which adds the peer's
+/// prefix); any other event is a question for the caller to answer.
+pub(crate) fn question(ev: Event, log: &impl Fn(Level, &str)) -> Option<Event> {
+    match ev {
+        Event::Log { level, message } => {
+            log(level, &message);
+            None
+        }
+        q => Some(q),
+    }
+}
+
+/// Logged when a peer stops reading and the write deadline passes.
+const WRITE_STALLED: &str = "Peer stopped reading (write deadline), closing connection";
+
+/// Answer `ev` from the filesystem on the blocking pool (it may block:
+/// hashing, reads, key files, DNS), with `f` as this connection's file
+/// state, which goes back into `files`. `None` if the pool task died.
+pub(crate) async fn answer_on_pool(
+    fs: &Arc<ServerFs>,
+    files: &mut Option<Files>,
+    mut f: Files,
+    ev: Event,
+) -> Option<(Option<rcf_core::server::Answer>, Option<(Level, String)>)> {
+    let fs = fs.clone();
+    let (f, r) = tokio::task::spawn_blocking(move || {
+        let r = fs.answer(&mut f, &ev);
+        (f, r)
+    })
+    .await
+    .ok()?;
+    *files = Some(f);
+    Some(r)
+}
+
+/// Add to `counter` what a machine's running total `now` gained since
+/// `last` (which it then becomes).
+pub(crate) fn add_since(counter: &AtomicU64, last: &mut u64, now: u64) {
+    if now != *last {
+        counter.fetch_add(now - *last, Ordering::Relaxed);
+        *last = now;
+    }
+}
+
 /// Output is written once this much is pending, or when nothing else is.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -552,20 +596,16 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             extend_out(&mut out, &bytes);
         }
         if !send(&mut stream, &mut out, shared.write_timeout).await {
-            log(
-                Level::Info,
-                "Peer stopped reading (write deadline), closing connection",
-            );
+            log(Level::Info, WRITE_STALLED);
             return;
         }
         // Answer every question; answers may produce more output.
         let mut progressed = false;
         while let Some(ev) = conn.poll_event() {
             progressed = true;
-            if let Event::Log { level, message } = &ev {
-                log(*level, message);
+            let Some(ev) = question(ev, &log) else {
                 continue;
-            }
+            };
             if let Some(answer) = exec::handle(&shared, &ip, &ev, &mut run).await {
                 if let Some(a) = answer {
                     if let Err(e) = conn.handle_answer(shared.now(), a) {
@@ -597,22 +637,13 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                     now = Some(now.unwrap_or_else(|| shared.now()));
                     r
                 }
-                None => {
-                    let fs = shared.fs.clone();
-                    match tokio::task::spawn_blocking(move || {
-                        let r = fs.answer(&mut f, &ev);
-                        (f, r)
-                    })
-                    .await
-                    {
-                        Ok((f, r)) => {
-                            files = Some(f);
-                            now = Some(shared.now());
-                            r
-                        }
-                        Err(_) => return,
+                None => match answer_on_pool(&shared.fs, &mut files, f, ev).await {
+                    Some(r) => {
+                        now = Some(shared.now());
+                        r
                     }
-                }
+                    None => return,
+                },
             };
             if let Some((level, msg)) = note {
                 log(level, &msg);
@@ -634,10 +665,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             }
             if out.len() >= WRITE_BATCH {
                 if !send(&mut stream, &mut out, shared.write_timeout).await {
-                    log(
-                        Level::Info,
-                        "Peer stopped reading (write deadline), closing connection",
-                    );
+                    log(Level::Info, WRITE_STALLED);
                     return;
                 }
                 now = None;
@@ -664,20 +692,12 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             }
         }
         if let Some(s) = conn.session() {
-            let now_served = s.bytes_served();
-            shared
-                .stats
-                .bytes_served
-                .fetch_add(now_served - served, Ordering::Relaxed);
-            served = now_served;
-            let now_denied = s.requests_denied();
-            if now_denied != denied {
-                shared
-                    .stats
-                    .denied_requests
-                    .fetch_add(now_denied - denied, Ordering::Relaxed);
-                denied = now_denied;
-            }
+            add_since(&shared.stats.bytes_served, &mut served, s.bytes_served());
+            add_since(
+                &shared.stats.denied_requests,
+                &mut denied,
+                s.requests_denied(),
+            );
         }
         if conn.is_closing() {
             break;
