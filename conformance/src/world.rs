@@ -9,7 +9,8 @@ use std::sync::Arc;
 use rcf_core::reply::StatReply;
 use rcf_core::server::io::{Canonical, FileStat, OpenedFile};
 use rcf_core::server::{
-    Answer, Decision, Event, KeyStatus, Level, Now, Peer, PolicyView, Resource, Session,
+    Answer, Event, KeyStatus, Level, Now, Peer, PolicyView, ResourceKind as Resource, Session,
+    Verdict as Decision,
 };
 
 /// A file, directory or other node in the world.

@@ -17,7 +17,7 @@ use crate::identity::{self, LineBuffer};
 use crate::reply;
 use crate::request::{self, Dialect, Request, RequestError};
 
-use super::view::{Peer, PolicyView, Resource};
+use super::view::{Peer, PolicyView, ResourceKind};
 use crate::machine::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, OpenedFile};
 use crate::machine::transfer::{self, Transfer};
 pub use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK, READ_CHUNK};
@@ -697,7 +697,7 @@ impl Session {
             Request::Var { name } => {
                 if self
                     .policy
-                    .check_name(Resource::Literal, &name, &self.peer)
+                    .check_name(ResourceKind::Literal, &name, &self.peer)
                     .allowed
                 {
                     self.log(
@@ -726,7 +726,7 @@ impl Session {
                 let first: Vec<u8> = args.split(|&b| b == b' ').next().unwrap_or(&[]).to_vec();
                 if self
                     .policy
-                    .check_name(Resource::Query, &first, &self.peer)
+                    .check_name(ResourceKind::Query, &first, &self.peer)
                     .allowed
                 {
                     // Community has no report data to give.
@@ -743,7 +743,7 @@ impl Session {
                 }
                 if self
                     .policy
-                    .check_name(Resource::Query, b"delta", &self.peer)
+                    .check_name(ResourceKind::Query, b"delta", &self.peer)
                     .allowed
                 {
                     self.protocol_error("COOKIE is only answered by CFEngine Enterprise");

@@ -10,7 +10,7 @@ use crate::machine::{Level, Now};
 use crate::reply;
 
 use super::super::exec::{self, TokenKind};
-use super::super::view::Resource;
+use super::super::view::ResourceKind;
 use super::{ExecClasses, Phase, Session, Waiting};
 
 impl Session {
@@ -134,8 +134,8 @@ impl Session {
         let mut denied_token = None;
         let r = exec::plan(&cmd, &args, |kind, tok| {
             let res = match kind {
-                TokenKind::Class => Resource::Role,
-                TokenKind::Bundle => Resource::Bundle,
+                TokenKind::Class => ResourceKind::Role,
+                TokenKind::Bundle => ResourceKind::Bundle,
             };
             let ok = policy.check_name(res, tok.as_bytes(), &peer).allowed;
             if !ok {

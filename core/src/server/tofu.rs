@@ -92,7 +92,7 @@ use std::sync::Arc;
 
 use crate::machine::NewKeyGate;
 
-use super::view::{Decision, Peer, PolicyView, Resource};
+use super::view::{Verdict, Peer, PolicyView, ResourceKind};
 
 /// Why [`TofuGate::decide`] refused a new or changed key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -188,10 +188,10 @@ impl PolicyView for Gated {
     fn expand_shortcut(&self, path: &[u8], peer: &Peer) -> Option<Vec<u8>> {
         self.inner.expand_shortcut(path, peer)
     }
-    fn check_path(&self, path: &[u8], peer: &Peer) -> Decision {
+    fn check_path(&self, path: &[u8], peer: &Peer) -> Verdict {
         self.inner.check_path(path, peer)
     }
-    fn check_name(&self, resource: Resource, name: &[u8], peer: &Peer) -> Decision {
+    fn check_name(&self, resource: ResourceKind, name: &[u8], peer: &Peer) -> Verdict {
         self.inner.check_name(resource, name, peer)
     }
     fn trusts_keys_from(&self, ip: &str) -> bool {
@@ -267,11 +267,11 @@ mod gate_tests {
         fn expand_shortcut(&self, _: &[u8], _: &Peer) -> Option<Vec<u8>> {
             None
         }
-        fn check_path(&self, _: &[u8], _: &Peer) -> Decision {
-            Decision::no_rule()
+        fn check_path(&self, _: &[u8], _: &Peer) -> Verdict {
+            Verdict::no_rule()
         }
-        fn check_name(&self, _: Resource, _: &[u8], _: &Peer) -> Decision {
-            Decision::no_rule()
+        fn check_name(&self, _: ResourceKind, _: &[u8], _: &Peer) -> Verdict {
+            Verdict::no_rule()
         }
         fn trusts_keys_from(&self, _: &str) -> bool {
             self.0
