@@ -21,7 +21,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ClassicClient, ClientConfig, ClientError, ClientEvent};
+pub use client::{ClassicClient, ClassicClientError, ClientConfig, ClientEvent};
 /// Re-exported so adapters and fuzzers can name the RNG traits the
 /// machines take without depending on `rand_core` themselves.
 pub use rand_core::{CryptoRng, Error as RngError, RngCore};

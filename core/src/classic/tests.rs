@@ -284,7 +284,7 @@ impl Pair {
     }
 
     /// Shuttle bytes and answers until nothing moves. Returns the client error, if any.
-    fn run(&mut self) -> Result<(), ClientError> {
+    fn run(&mut self) -> Result<(), ClassicClientError> {
         loop {
             let mut moved = false;
             while let Some(b) = self.client.poll_transmit() {
@@ -425,7 +425,7 @@ fn handshake_flag_y_sends_no_server_key() {
 #[test]
 fn unknown_server_key_without_trust_is_refused_by_the_client() {
     let mut p = Pair::new(srv_pol(), World::new(), "root", false, false);
-    assert_eq!(p.run(), Err(ClientError::Untrusted));
+    assert_eq!(p.run(), Err(ClassicClientError::Untrusted));
 }
 
 #[test]
@@ -460,7 +460,7 @@ fn unknown_client_key_trusted_or_refused() {
     let r = p.run();
     assert_eq!(
         r,
-        Err(ClientError::KeyRejected(
+        Err(ClassicClientError::KeyRejected(
             "BAD: key could not be accepted on trust".into()
         ))
     );
@@ -584,7 +584,7 @@ fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
     assert!(p.client.is_desynchronised());
     assert_eq!(
         p.client.stat(1, b"/srv/hello.txt", false),
-        Err(ClientError::Desynchronised)
+        Err(ClassicClientError::Desynchronised)
     );
     assert!(!p.server.is_closing(), "GET refusals keep the connection");
 }
@@ -756,7 +756,7 @@ fn wrong_server_key_flag_y_is_refused() {
     };
     p.client = ClassicClient::new(cfg, &mut p.rng).unwrap();
     assert!(
-        matches!(p.run(), Err(ClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED)
+        matches!(p.run(), Err(ClassicClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED)
     );
     assert!(p.server.is_closing());
     assert!(

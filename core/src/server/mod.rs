@@ -17,4 +17,4 @@ pub use crate::machine::io::{Answer, Event, KeyStatus};
 pub use crate::machine::{CallerError, Level, Now};
 pub use conn::Connection;
 pub use session::{Config, PeerKey, Session};
-pub use view::{Verdict, Peer, PolicyView, ResourceKind};
+pub use view::{Peer, PolicyView, ResourceKind, Verdict};

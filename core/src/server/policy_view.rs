@@ -3,7 +3,7 @@
 
 use crate::policy::{ConnFacts, Protocol, Request, ServerPolicy};
 
-use super::view::{Verdict, Peer, PolicyView, ResourceKind};
+use super::view::{Peer, PolicyView, ResourceKind, Verdict};
 
 fn facts<'a>(peer: &'a Peer) -> ConnFacts<'a> {
     ConnFacts {

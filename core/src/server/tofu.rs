@@ -92,7 +92,7 @@ use std::sync::Arc;
 
 use crate::machine::NewKeyGate;
 
-use super::view::{Verdict, Peer, PolicyView, ResourceKind};
+use super::view::{Peer, PolicyView, ResourceKind, Verdict};
 
 /// Why [`TofuGate::decide`] refused a new or changed key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
