@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcf_core::banner::ProtocolVersion;
 use rcf_core::client::{
-    ClientError, Config, Connection, Event, GetFailure, Level, Now, Reply, Request, RequestId,
-    RequestRef,
+    ClientError, ClientRequest, Config, Connection, Event, GetFailure, Level, Now, Reply,
+    RequestId, RequestRef,
 };
 use rcf_core::keys::trust::{Outcome, TrustStore};
 use rcf_core::keys::DigestKind;
@@ -270,7 +270,7 @@ impl Client {
     }
 
     /// Queue a request; its reply comes from [`Client::next_event`].
-    pub fn submit(&mut self, req: Request) -> RequestId {
+    pub fn submit(&mut self, req: ClientRequest) -> RequestId {
         let id = self.next_id;
         self.next_id += 1;
         let now = self.request_now();

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use crate::tls::{ReadStatus, TlsLayer};
 
-use super::session::{ClientError, Config, Event, Request, RequestId, RequestRef, Session};
+use super::session::{ClientError, ClientRequest, Config, Event, RequestId, RequestRef, Session};
 use super::{Level, Now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Connection {
     }
 
     /// Queue a request (sent once the server welcomed us).
-    pub fn request(&mut self, now: Now, id: RequestId, req: Request) {
+    pub fn request(&mut self, now: Now, id: RequestId, req: ClientRequest) {
         self.session.request(now, id, req);
     }
 
@@ -331,7 +331,7 @@ mod tests {
             c.request(
                 now(),
                 i,
-                Request::Stat {
+                ClientRequest::Stat {
                     path: path(i),
                     client_time: 0,
                 },
@@ -406,7 +406,7 @@ mod tests {
         c.request(
             now(),
             7,
-            Request::Opendir {
+            ClientRequest::Opendir {
                 path: b"/d".to_vec(),
             },
         );

@@ -14,5 +14,5 @@ pub mod session;
 pub use crate::machine::{Level, Now};
 pub use conn::Connection;
 pub use session::{
-    ClientError, Config, Event, GetFailure, Reply, Request, RequestId, RequestRef, Session,
+    ClientError, ClientRequest, Config, Event, GetFailure, Reply, RequestId, RequestRef, Session,
 };

@@ -78,7 +78,7 @@ pub type RequestId = u64;
 
 /// A request, as libcfnet's client functions send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub enum ClientRequest {
     /// `SYNCH <client_time> STAT <path>` (`cf_remote_stat`).
     Stat {
         /// Remote path (absolute, or a server shortcut).
@@ -116,58 +116,58 @@ pub enum Request {
     },
 }
 
-impl Request {
+impl ClientRequest {
     /// The request as a [`RequestRef`] borrowing its fields.
     pub fn borrowed(&self) -> RequestRef<'_> {
         match self {
-            Request::Stat { path, client_time } => RequestRef::Stat {
+            ClientRequest::Stat { path, client_time } => RequestRef::Stat {
                 path,
                 client_time: *client_time,
             },
-            Request::Get { path, size } => RequestRef::Get { path, size: *size },
-            Request::Opendir { path } => RequestRef::Opendir { path },
-            Request::Md5 { path, digest } => RequestRef::Md5 {
+            ClientRequest::Get { path, size } => RequestRef::Get { path, size: *size },
+            ClientRequest::Opendir { path } => RequestRef::Opendir { path },
+            ClientRequest::Md5 { path, digest } => RequestRef::Md5 {
                 path,
                 digest: *digest,
             },
-            Request::Exec { args, select } => RequestRef::Exec { args, select },
+            ClientRequest::Exec { args, select } => RequestRef::Exec { args, select },
         }
     }
 }
 
-/// A [`Request`] whose paths are borrowed from the caller: given to
+/// A [`ClientRequest`] whose paths are borrowed from the caller: given to
 /// [`Session::request_ref`], it is framed straight into the session's
 /// output buffer when it can go out at once, and copied only when it has to
 /// wait in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestRef<'a> {
-    /// See [`Request::Stat`].
+    /// See [`ClientRequest::Stat`].
     Stat {
         /// Remote path.
         path: &'a [u8],
         /// The client's wall clock, seconds.
         client_time: i64,
     },
-    /// See [`Request::Get`].
+    /// See [`ClientRequest::Get`].
     Get {
         /// Remote path.
         path: &'a [u8],
         /// Bytes to read.
         size: u64,
     },
-    /// See [`Request::Opendir`].
+    /// See [`ClientRequest::Opendir`].
     Opendir {
         /// Remote directory.
         path: &'a [u8],
     },
-    /// See [`Request::Md5`].
+    /// See [`ClientRequest::Md5`].
     Md5 {
         /// Remote path.
         path: &'a [u8],
         /// MD5 of the local copy.
         digest: [u8; 16],
     },
-    /// See [`Request::Exec`].
+    /// See [`ClientRequest::Exec`].
     Exec {
         /// Text after `EXEC`.
         args: &'a [u8],
@@ -178,24 +178,24 @@ pub enum RequestRef<'a> {
 
 impl RequestRef<'_> {
     /// An owned copy.
-    pub fn to_request(self) -> Request {
+    pub fn to_request(self) -> ClientRequest {
         match self {
-            RequestRef::Stat { path, client_time } => Request::Stat {
+            RequestRef::Stat { path, client_time } => ClientRequest::Stat {
                 path: path.to_vec(),
                 client_time,
             },
-            RequestRef::Get { path, size } => Request::Get {
+            RequestRef::Get { path, size } => ClientRequest::Get {
                 path: path.to_vec(),
                 size,
             },
-            RequestRef::Opendir { path } => Request::Opendir {
+            RequestRef::Opendir { path } => ClientRequest::Opendir {
                 path: path.to_vec(),
             },
-            RequestRef::Md5 { path, digest } => Request::Md5 {
+            RequestRef::Md5 { path, digest } => ClientRequest::Md5 {
                 path: path.to_vec(),
                 digest,
             },
-            RequestRef::Exec { args, select } => Request::Exec {
+            RequestRef::Exec { args, select } => ClientRequest::Exec {
                 args: args.to_vec(),
                 select: select.to_vec(),
             },
@@ -410,7 +410,7 @@ pub struct Session {
     version: Option<ProtocolVersion>,
     lines: LineBuffer,
     decoder: Decoder,
-    unsent: VecDeque<(RequestId, Request)>,
+    unsent: VecDeque<(RequestId, ClientRequest)>,
     outstanding: VecDeque<Outstanding>,
     /// Identification lines, one record each.
     records: VecDeque<Vec<u8>>,
@@ -592,7 +592,7 @@ impl Session {
     }
 
     /// Queue a request; it is sent as soon as the protocol allows.
-    pub fn request(&mut self, now: Now, id: RequestId, req: Request) {
+    pub fn request(&mut self, now: Now, id: RequestId, req: ClientRequest) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -1236,7 +1236,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/a".to_vec(),
                 client_time: 5,
             },
@@ -1244,7 +1244,7 @@ mod tests {
         s.request(
             now(3),
             2,
-            Request::Md5 {
+            ClientRequest::Md5 {
                 path: b"/a".to_vec(),
                 digest: [0; 16],
             },
@@ -1252,7 +1252,7 @@ mod tests {
         s.request(
             now(3),
             3,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/a".to_vec(),
                 size: 3,
             },
@@ -1260,7 +1260,7 @@ mod tests {
         s.request(
             now(3),
             4,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/b".to_vec(),
                 client_time: 5,
             },
@@ -1309,7 +1309,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/x".to_vec(),
                 size: 5000,
             },
@@ -1317,7 +1317,7 @@ mod tests {
         s.request(
             now(3),
             2,
-            Request::Opendir {
+            ClientRequest::Opendir {
                 path: b"/d".to_vec(),
             },
         );
@@ -1343,7 +1343,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/x".to_vec(),
                 size: 5000,
             },
@@ -1365,7 +1365,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/x".to_vec(),
                 size: 3,
             },
@@ -1414,7 +1414,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/a".to_vec(),
                 client_time: 5,
             },
@@ -1438,7 +1438,7 @@ mod tests {
             s.request(
                 now(3),
                 1,
-                Request::Stat {
+                ClientRequest::Stat {
                     path: b"/f".to_vec(),
                     client_time: 5,
                 },
@@ -1446,7 +1446,7 @@ mod tests {
             s.request(
                 now(3),
                 2,
-                Request::Get {
+                ClientRequest::Get {
                     path: b"/f".to_vec(),
                     size: 5000,
                 },
@@ -1454,7 +1454,7 @@ mod tests {
             s.request(
                 now(3),
                 3,
-                Request::Opendir {
+                ClientRequest::Opendir {
                     path: b"/d".to_vec(),
                 },
             );
@@ -1496,7 +1496,7 @@ mod tests {
             s.request(
                 now(3),
                 1,
-                Request::Stat {
+                ClientRequest::Stat {
                     path: b"/a".to_vec(),
                     client_time: 5,
                 },
@@ -1504,14 +1504,14 @@ mod tests {
             s.request(
                 now(3),
                 2,
-                Request::Opendir {
+                ClientRequest::Opendir {
                     path: b"/a".to_vec(),
                 },
             );
             s.request(
                 now(3),
                 3,
-                Request::Get {
+                ClientRequest::Get {
                     path: b"/a".to_vec(),
                     size: round,
                 },
@@ -1538,17 +1538,17 @@ mod tests {
 
     /// What the session sent for a request before requests were framed
     /// in place: the payload built on its own, then framed.
-    fn old_payload(req: &Request) -> Vec<u8> {
+    fn old_payload(req: &ClientRequest) -> Vec<u8> {
         match req {
-            Request::Stat { path, client_time } => request::encode_stat(*client_time, path),
-            Request::Get { path, .. } => request::encode_get(GET_BUFSIZE, path),
-            Request::Opendir { path } => request::encode_opendir(path),
-            Request::Md5 { path, digest } => request::encode_md5(path, digest),
-            Request::Exec { args, .. } => [b"EXEC".as_slice(), args].concat(),
+            ClientRequest::Stat { path, client_time } => request::encode_stat(*client_time, path),
+            ClientRequest::Get { path, .. } => request::encode_get(GET_BUFSIZE, path),
+            ClientRequest::Opendir { path } => request::encode_opendir(path),
+            ClientRequest::Md5 { path, digest } => request::encode_md5(path, digest),
+            ClientRequest::Exec { args, .. } => [b"EXEC".as_slice(), args].concat(),
         }
     }
 
-    fn arbitrary_request(g: &mut quickcheck::Gen) -> Request {
+    fn arbitrary_request(g: &mut quickcheck::Gen) -> ClientRequest {
         use quickcheck::Arbitrary;
         // Mostly short paths, sometimes ones too long to frame.
         let mut path = Vec::<u8>::arbitrary(g);
@@ -1560,17 +1560,17 @@ mod tests {
             *b = u8::arbitrary(g);
         }
         match u8::arbitrary(g) % 5 {
-            0 => Request::Stat {
+            0 => ClientRequest::Stat {
                 path,
                 client_time: i64::arbitrary(g),
             },
-            1 => Request::Get {
+            1 => ClientRequest::Get {
                 path,
                 size: u64::arbitrary(g) % 3,
             },
-            2 => Request::Opendir { path },
-            3 => Request::Md5 { path, digest },
-            _ => Request::Exec {
+            2 => ClientRequest::Opendir { path },
+            3 => ClientRequest::Md5 { path, digest },
+            _ => ClientRequest::Exec {
                 args: path,
                 select: Vec::<Vec<u8>>::arbitrary(g),
             },
@@ -1578,7 +1578,7 @@ mod tests {
     }
 
     #[derive(Debug, Clone)]
-    struct Reqs(Vec<Request>);
+    struct Reqs(Vec<ClientRequest>);
 
     impl quickcheck::Arbitrary for Reqs {
         fn arbitrary(g: &mut quickcheck::Gen) -> Self {
@@ -1597,7 +1597,7 @@ mod tests {
             let mut want = Vec::new();
             let framed = frame::encode(Status::Done, &old_payload(&req), &mut want).is_ok();
             if framed {
-                if let Request::Exec { select, .. } = &req {
+                if let ClientRequest::Exec { select, .. } = &req {
                     for class in select.iter().filter(|c| !c.is_empty()).take(9) {
                         let mut r = Vec::new();
                         if frame::encode(
@@ -1643,13 +1643,13 @@ mod tests {
     /// it is taken with `poll_record` or `drain_transactions`.
     #[test]
     fn queued_requests_drain_in_order() {
-        let reqs: Vec<Request> = (0..5)
+        let reqs: Vec<ClientRequest> = (0..5)
             .map(|i| match i {
-                2 => Request::Get {
+                2 => ClientRequest::Get {
                     path: b"/g".to_vec(),
                     size: 1,
                 },
-                _ => Request::Stat {
+                _ => ClientRequest::Stat {
                     path: format!("/s{i}").into_bytes(),
                     client_time: -7,
                 },
