@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcf_core::policy::ServerPolicy;
-use rcf_core::server::admission::{map_address, Admission};
+use rcf_core::server::admission::{unmap_ipv4_peer, Admission};
 use rcf_core::server::sniff::{sniff, Protocol, SHORT_FIRST_SEGMENT, SNIFF_LEN};
 use rcf_core::server::{Config, Connection, Event, Level, Now};
 use rcf_core::tls::{ServerTls, TlsClock};
@@ -315,7 +315,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let ip = map_address(&addr.ip().to_string()).to_string();
+        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
         let admitted = {
             let policy = shared.policy.borrow().clone();
             let mut a = shared.admission.lock().expect("admission lock");
