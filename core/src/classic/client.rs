@@ -251,11 +251,13 @@ impl ClassicClient {
     }
 
     /// Bytes to write, in order.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.out.pop_front()
     }
 
     /// The next event for the driver.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }

@@ -364,18 +364,9 @@ impl ClassicServer {
         self.served
     }
 
-    /// The next question or log line.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// Bytes to write, in order (framed transactions or raw `GET` blocks).
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.out.pop_front()
-    }
-
     /// When to call [`handle_timeout`](ClassicServer::handle_timeout); `None`
     /// while waiting on the adapter or closing.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         let busy = !matches!(self.waiting, Waiting::Nothing);
         crate::machine::peer_deadline(self.phase == Phase::Closing, busy, self.deadline)
@@ -391,6 +382,18 @@ impl ClassicServer {
             self.events.push_back(line);
             self.close();
         }
+    }
+
+    /// The next question or log line.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to write, in order (framed transactions or raw `GET` blocks).
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
     }
 
     /// The peer closed its side.

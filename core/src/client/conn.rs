@@ -187,6 +187,7 @@ impl Connection {
     }
 
     /// When to call [`handle_timeout`](Connection::handle_timeout), monotonic ms.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.closing {
             return None;
@@ -224,6 +225,7 @@ impl Connection {
     }
 
     /// Ciphertext to write to the socket.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         if !self.closing {
             self.flush_session();
@@ -232,6 +234,7 @@ impl Connection {
     }
 
     /// The next event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.events.pop_front() {
             return Some(e);

@@ -18,17 +18,21 @@
 //!
 //! # The error split (after h11)
 //! Two kinds of failure, reported two ways, and never mixed:
-//! * **The peer did something wrong** (bad bytes, a refused key, a timeout):
-//!   the machine handles it in-protocol. It logs why (an `Event::Log` for
-//!   the servers, a closing event for the clients), queues whatever
-//!   refusal the protocol sends, and enters its closing state, which
-//!   `is_closing()` reports once the output is drained. A peer error is
-//!   never an `Err`.
+//! * **The peer did something wrong** (bad bytes, a refused key, a
+//!   timeout): the machine handles it in-protocol. It says why (an
+//!   `Event::Log` for the servers, `client::Event::Failed` for the TLS
+//!   client), queues whatever refusal the protocol sends, and enters its
+//!   closing state, which `is_closing()` reports. A peer error is never an
+//!   `Err` from these three.
 //! * **The caller did something wrong** (an answer that fits no question,
-//!   a request while another is outstanding, a call after close): the
-//!   `handle_*` method returns `Err(CallerError)` (or the client's own
-//!   caller error) and the machine's state is unchanged. It is a bug in
-//!   the adapter, not something a peer can provoke.
+//!   a request while another is outstanding): the `handle_*` or request
+//!   method returns `Err` ([`CallerError`] for the servers) and the state
+//!   is unchanged. It is a bug in the adapter, not something a peer can
+//!   provoke.
+//!
+//! The classic client does not follow this split yet: its `handle_input`
+//! returns the peer's errors as `Err(ClassicClientError)`, and its reply
+//! deadline is still kept by its adapter (`adapters/smol`).
 
 pub mod io;
 pub mod transfer;

@@ -227,11 +227,13 @@ impl Session {
 
     /// The next transaction (or raw GET block) to send. It must not be
     /// split across TLS records; several may share one.
+    #[must_use]
     pub fn poll_record(&mut self) -> Option<Vec<u8>> {
         self.records.pop_front()
     }
 
     /// The next question or log line for the adapter.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -239,6 +241,7 @@ impl Session {
     /// When [`handle_timeout`](Session::handle_timeout) must be called, in
     /// monotonic milliseconds. `None` while waiting on the adapter: a slow
     /// disk is not the peer's fault.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         let busy = !matches!(self.waiting, Waiting::Nothing);
         crate::machine::peer_deadline(self.phase == Phase::Closing, busy, self.deadline)
