@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rcf_conformance::lab::*;
 use rcf_conformance::transcript::{self, Dir, Kind, Transcript};
 use rcf_core::classic::{
-    crypto, ClassicClient, ClassicServer, ClientConfig, ClientError, ClientEvent,
+    crypto, ClassicClient, ClassicClientError, ClassicServer, ClientConfig, ClientEvent,
 };
 use rcf_core::frame::{Decoder, Status};
 use rcf_core::reply::StatReply;
@@ -500,7 +500,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn connect(port: u16, cfg: ClientConfig) -> Result<(Driver, ClientEvent), ClientError> {
+    fn connect(port: u16, cfg: ClientConfig) -> Result<(Driver, ClientEvent), ClassicClientError> {
         let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -512,7 +512,7 @@ impl Driver {
     }
 
     /// Pump until at least one event arrives and the client is idle again.
-    fn until_event(&mut self) -> Result<Vec<ClientEvent>, ClientError> {
+    fn until_event(&mut self) -> Result<Vec<ClientEvent>, ClassicClientError> {
         let mut events = vec![];
         let mut buf = vec![0u8; 16384];
         loop {
@@ -681,7 +681,7 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
     other.server_key = Some(other.key.to_public_key());
     let r = Driver::connect(srv.port(), other);
     assert!(
-        matches!(r, Err(ClientError::KeyRejected(_))),
+        matches!(r, Err(ClassicClientError::KeyRejected(_))),
         "{:?}",
         r.as_ref().err()
     );
@@ -707,7 +707,7 @@ fn core_client_refused_by_real_server_without_trust() {
     let r = Driver::connect(srv.port(), client_cfg(&s, None));
     assert_eq!(
         r.err(),
-        Some(ClientError::KeyRejected(
+        Some(ClassicClientError::KeyRejected(
             "BAD: key could not be accepted on trust".into()
         ))
     );
@@ -720,7 +720,7 @@ fn core_client_refused_by_real_server_without_trust() {
     let srv = RealServer::start(&s.srv_wd, &p).unwrap();
     assert_eq!(
         Driver::connect(srv.port(), c).err(),
-        Some(ClientError::Untrusted)
+        Some(ClassicClientError::Untrusted)
     );
     done("core_client_refused_by_real_server_without_trust", t0);
 }

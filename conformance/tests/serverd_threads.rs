@@ -7,7 +7,22 @@
 use rcf_conformance::lab::*;
 
 /// Names of `pid`'s threads that are event loops.
-fn loop_threads(pid: u32) -> Vec<String> {
+/// The event-loop threads of `pid`, sorted, once `want` of them exist (or
+/// after 10 s, whatever there is then). rcf-serverd logs its ready line
+/// before it spawns the loops (its start-up notices must come first), so
+/// give them a moment to appear rather than racing the spawn.
+fn loop_threads(pid: u32, want: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = loop_threads_now(pid);
+        if v.len() >= want || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn loop_threads_now(pid: u32) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
@@ -42,7 +57,7 @@ fn threads_sizes_the_event_loops_and_concurrent_copies_are_exact() {
     let (p, mf) = policy_for(&wd, 0);
     let srv = RcfServer::start_with_flags(&wd, &p, &["-v", "--threads", "3"]).unwrap();
     assert_eq!(
-        loop_threads(srv.pid()),
+        loop_threads(srv.pid(), 3),
         ["rcf-serverd-0", "rcf-serverd-1", "rcf-serverd-2"]
     );
     // Many connections at once (rcf-agent --parallel opens several): every
@@ -91,7 +106,7 @@ fn threads_sizes_the_event_loops_and_concurrent_copies_are_exact() {
     let wd1 = Workdir::new("threads-one").unwrap();
     let (p1, _) = policy_for(&wd1, 0);
     let one = RcfServer::start_with_flags(&wd1, &p1, &["--threads", "1"]).unwrap();
-    assert_eq!(loop_threads(one.pid()), ["rcf-serverd-0"]);
+    assert_eq!(loop_threads(one.pid(), 1), ["rcf-serverd-0"]);
 }
 
 #[test]

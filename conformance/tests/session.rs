@@ -176,6 +176,27 @@ fn longest_rule_decides_and_missing_looks_like_denied() {
     assert!(ok[0].starts_with(b"OK: 0"));
 }
 
+/// Metrics count refusals by the session's own tally, not by log text:
+/// an ACL denial counts, a missing file (refused alike on the wire) does not.
+#[test]
+fn access_denials_are_counted_where_they_are_decided() {
+    let mut w = world_with(&[
+        ("/srv/private/k", b"secret", 0o644, 0),
+        ("/srv/ok", b"x", 0o644, 0),
+    ]);
+    let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
+    identify(&mut s, &mut w, "root");
+    assert_eq!(s.requests_denied(), 0);
+    ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/private/k"));
+    assert_eq!(s.requests_denied(), 1);
+    ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/nope"));
+    ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/ok"));
+    assert_eq!(s.requests_denied(), 1);
+    ask(&mut s, &mut w, &encode_get(2048, b"/srv/private/k"));
+    assert_eq!(s.requests_denied(), 2);
+    assert!(w.logged("access denied to GET: /srv/private/k"));
+}
+
 #[test]
 fn ownership_rule_for_non_root_users_sends_a_zero_padded_block() {
     let mut w = world_with(&[

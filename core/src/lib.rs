@@ -18,6 +18,7 @@ pub mod frame;
 pub mod identity;
 pub mod keys;
 pub mod lastseen;
+pub mod machine;
 pub mod policy;
 pub mod proxy;
 pub mod reply;

@@ -510,10 +510,53 @@ pub fn write_md5(out: &mut Vec<u8>, path: &[u8], digest: &[u8; MD5_LEN]) {
     out.extend_from_slice(digest);
 }
 
+/// The bounded set of labels request metrics use: each command timed
+/// separately, and `other` (last) for everything else.
+pub const METRIC_LABELS: [&str; 12] = [
+    "GET",
+    "STAT",
+    "OPENDIR",
+    "MD5",
+    "VERSION",
+    "VAR",
+    "CONTEXT",
+    "QUERY",
+    "COOKIE",
+    "EXEC",
+    "SCALLBACK",
+    "other",
+];
+
+/// The metric label (one of [`METRIC_LABELS`]) for a request's text:
+/// its first word, with `SYNCH … STAT` counted as `STAT`, and `other`
+/// for anything not in the set, so a peer cannot grow the label set.
+#[must_use]
+pub fn metric_label(request: &[u8]) -> &'static str {
+    let word = request.split(|&b| b == b' ').next().unwrap_or(b"");
+    if word == b"SYNCH" {
+        return "STAT";
+    }
+    METRIC_LABELS
+        .iter()
+        .copied()
+        .find(|c| c.as_bytes() == word && *c != "other")
+        .unwrap_or("other")
+}
+
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use quickcheck_macros::quickcheck;
+
+    #[test]
+    fn metric_labels_are_bounded() {
+        assert_eq!(metric_label(b"SYNCH 123 STAT /x"), "STAT");
+        assert_eq!(metric_label(b"GET 4096 /x"), "GET");
+        assert_eq!(metric_label(b"VERSION"), "VERSION");
+        assert_eq!(metric_label(b"other"), "other");
+        assert_eq!(metric_label(b"\x01weird"), "other");
+    }
 
     fn tls(p: &[u8]) -> Result<Request, RequestError> {
         parse_request(p, Dialect::Tls)

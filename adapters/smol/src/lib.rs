@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcf_core::banner::ProtocolVersion;
 use rcf_core::client::{
-    ClientError, Config, Connection, Event, GetFailure, Level, Now, Reply, Request, RequestId,
-    RequestRef,
+    ClientError, ClientRequest, Config, Connection, Event, GetFailure, Level, Now, Reply,
+    RequestId, RequestRef,
 };
 use rcf_core::keys::trust::TrustStore;
 use rcf_core::keys::DigestKind;
@@ -58,7 +58,7 @@ pub struct ConnectOptions {
     pub local_user: String,
     /// Our TLS client configuration (host key certificate inside).
     pub tls: Arc<rustls::ClientConfig>,
-    /// The clock rustls sees; refreshed on every call.
+    /// The time rustls sees ([`TlsClock`]: fixed when the options are made).
     pub clock: TlsClock,
     /// Log sink.
     pub log: LogFn,
@@ -193,7 +193,6 @@ impl Client {
             }
         };
         let _ = stream.set_nodelay(true);
-        opts.clock.set(unix_now().max(0) as u64);
         let tls = TlsLayer::client(opts.tls.clone())
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let start = Instant::now();
@@ -271,7 +270,7 @@ impl Client {
     }
 
     /// Queue a request; its reply comes from [`Client::next_event`].
-    pub fn submit(&mut self, req: Request) -> RequestId {
+    pub fn submit(&mut self, req: ClientRequest) -> RequestId {
         let id = self.next_id;
         self.next_id += 1;
         let now = self.request_now();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rcf_core::classic::{ClassicPolicy, ClassicServer};
 use rcf_core::keys::RsaPrivateKey;
-use rcf_core::server::{Event, Level};
+use rcf_core::server::Level;
 use rcf_fs::serve::Files;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -66,7 +66,9 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
     };
     let mut rng = rand_core::OsRng;
     // New keys arriving by classic spend the same trust-on-first-use budget.
-    let gated = |p: Arc<rcf_core::policy::ServerPolicy>| shared.tofu.classic_view(p);
+    let gated = |p: Arc<rcf_core::policy::ServerPolicy>| {
+        rcf_core::classic::gated_policy(p, shared.tofu.clone())
+    };
     let mut conn = ClassicServer::new(
         shared.cfg.clone(),
         gated(policy),
@@ -82,34 +84,20 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
         while let Some(bytes) = conn.poll_transmit() {
             match tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => {
-                    log(
-                        Level::Info,
-                        "Peer stopped reading (write deadline), closing connection",
-                    );
-                    return;
-                }
+                Ok(Err(_)) | Err(_) => return log(Level::Info, crate::WRITE_STALLED),
             }
         }
         let mut progressed = false;
         while let Some(ev) = conn.poll_event() {
             progressed = true;
-            if let Event::Log { level, message } = &ev {
-                log(*level, message);
+            let Some(ev) = crate::question(ev, &log) else {
                 continue;
-            }
-            let fs = shared.fs.clone();
-            let mut f = files.take().unwrap_or_default();
-            let (f, (answer, note)) = match tokio::task::spawn_blocking(move || {
-                let r = fs.answer(&mut f, &ev);
-                (f, r)
-            })
-            .await
-            {
-                Ok(x) => x,
-                Err(_) => return,
             };
-            files = Some(f);
+            let f = files.take().unwrap_or_default();
+            let Some((answer, note)) = crate::answer_on_pool(&shared.fs, &mut files, f, ev).await
+            else {
+                return;
+            };
             if let Some((level, msg)) = note {
                 log(level, &msg);
             }
@@ -130,12 +118,7 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
             established = true;
             shared.stats.established.fetch_add(1, Ordering::Relaxed);
         }
-        let now_served = conn.bytes_served();
-        shared
-            .stats
-            .bytes_served
-            .fetch_add(now_served - served, Ordering::Relaxed);
-        served = now_served;
+        crate::add_since(&shared.stats.bytes_served, &mut served, conn.bytes_served());
         if conn.is_closing() {
             break;
         }

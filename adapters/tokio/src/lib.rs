@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcf_core::policy::ServerPolicy;
-use rcf_core::server::admission::{map_address, Admission};
+use rcf_core::server::admission::{unmap_ipv4_peer, Admission};
+use rcf_core::server::sniff::{sniff, Protocol, SHORT_FIRST_SEGMENT, SNIFF_LEN};
 use rcf_core::server::{Config, Connection, Event, Level, Now};
 use rcf_core::tls::{ServerTls, TlsClock};
 use rcf_fs::serve::{Files, ServerFs};
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 mod classic;
 mod exec;
 pub mod metrics;
+pub mod tofu;
 
 /// Writes log lines in cf-serverd's format: `<level>: <ip>>       <text>`.
 pub struct Logger {
@@ -150,7 +152,7 @@ pub struct Shared {
     pub exec_timeout: Duration,
     /// Trust on first use: `trustkeysfrom` plus the optional budget
     /// (`--trust-max-new`, `--trust-window`), shared by all connections.
-    pub tofu: Arc<rcf_core::server::tofu::TofuGate>,
+    pub tofu: Arc<tofu::SharedTofu>,
     /// The listening sockets carry `TCP_NODELAY`, which Linux copies to
     /// every accepted connection: no `setsockopt` per connection. Set by
     /// whoever bound them (not for sockets passed by systemd).
@@ -189,17 +191,7 @@ impl Shared {
         write_timeout: Duration,
     ) -> Arc<Self> {
         let (tx, _rx) = watch::channel(policy);
-        let tofu_log = logger.clone();
-        let tofu = Arc::new(rcf_core::server::tofu::TofuGate::new(
-            Box::new(unix_now),
-            Box::new(move |ip, why| {
-                tofu_log.log(
-                    Level::Notice,
-                    Some(ip),
-                    &format!("Not trusting new key: {why}"),
-                )
-            }),
-        ));
+        let tofu = Arc::new(tofu::SharedTofu::new(logger.clone()));
         Arc::new(Shared {
             policy: tx,
             tls,
@@ -323,7 +315,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let ip = map_address(&addr.ip().to_string()).to_string();
+        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
         let admitted = {
             let policy = shared.policy.borrow().clone();
             let mut a = shared.admission.lock().expect("admission lock");
@@ -422,6 +414,50 @@ fn extend_out(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A machine's log line is printed (through `log`, which adds the peer's
+/// prefix); any other event is a question for the caller to answer.
+pub(crate) fn question(ev: Event, log: &impl Fn(Level, &str)) -> Option<Event> {
+    match ev {
+        Event::Log { level, message } => {
+            log(level, &message);
+            None
+        }
+        q => Some(q),
+    }
+}
+
+/// Logged when a peer stops reading and the write deadline passes.
+const WRITE_STALLED: &str = "Peer stopped reading (write deadline), closing connection";
+
+/// Answer `ev` from the filesystem on the blocking pool (it may block:
+/// hashing, reads, key files, DNS), with `f` as this connection's file
+/// state, which goes back into `files`. `None` if the pool task died.
+pub(crate) async fn answer_on_pool(
+    fs: &Arc<ServerFs>,
+    files: &mut Option<Files>,
+    mut f: Files,
+    ev: Event,
+) -> Option<(Option<rcf_core::server::Answer>, Option<(Level, String)>)> {
+    let fs = fs.clone();
+    let (f, r) = tokio::task::spawn_blocking(move || {
+        let r = fs.answer(&mut f, &ev);
+        (f, r)
+    })
+    .await
+    .ok()?;
+    *files = Some(f);
+    Some(r)
+}
+
+/// Add to `counter` what a machine's running total `now` gained since
+/// `last` (which it then becomes).
+pub(crate) fn add_since(counter: &AtomicU64, last: &mut u64, now: u64) {
+    if now != *last {
+        counter.fetch_add(now - *last, Ordering::Relaxed);
+        *last = now;
+    }
+}
+
 /// Output is written once this much is pending, or when nothing else is.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -438,10 +474,12 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, deadline: Duration) -> 
     ok
 }
 
-/// Classic or TLS, from the first bytes: `CAUTH` at offset 8 (or a short
-/// first segment that is not a TLS record) means classic.
-async fn classify(stream: &TcpStream, deadline: Duration) -> Option<bool> {
-    let mut buf = [0u8; 14];
+/// Classic or TLS, from the first bytes (the decision is the core's
+/// [`sniff`]): peeks until it can tell, giving a slow peer until 200 ms
+/// before `deadline` to complete its first segment. `None` when the peer
+/// closed or the deadline passed first.
+async fn classify(stream: &TcpStream, deadline: Duration) -> Option<Protocol> {
+    let mut buf = [0u8; SNIFF_LEN];
     let end = tokio::time::Instant::now() + deadline;
     loop {
         let n = tokio::time::timeout_at(end, stream.peek(&mut buf))
@@ -451,15 +489,11 @@ async fn classify(stream: &TcpStream, deadline: Duration) -> Option<bool> {
         if n == 0 {
             return None;
         }
-        if buf[0] == 0x16 {
-            return Some(false);
+        if let Some(p) = sniff(&buf[..n]) {
+            return Some(p);
         }
-        if n >= 14 {
-            return Some(&buf[8..13] == b"CAUTH");
-        }
-        // Give a slow peer a moment to complete its first 14 bytes.
         if tokio::time::Instant::now() + Duration::from_millis(200) > end {
-            return Some(true);
+            return Some(SHORT_FIRST_SEGMENT);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -489,7 +523,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             );
             return;
         }
-        Some(true) => {
+        Some(Protocol::Classic) => {
             log(
                 Level::Verbose,
                 "Peeked CAUTH in TCP stream, considering the protocol as Classic",
@@ -497,7 +531,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             shared.stats.classic.fetch_add(1, Ordering::Relaxed);
             return classic::handle_classic(stream, ip.clone(), shared.clone()).await;
         }
-        Some(false) => log(
+        Some(Protocol::Tls) => log(
             Level::Verbose,
             "Peeked nothing important in TCP stream, considering the protocol as TLS",
         ),
@@ -522,7 +556,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let mut conn = Connection::new(
         tls,
         shared.cfg.clone(),
-        shared.tofu.view(policy),
+        rcf_core::server::tofu::gated_view(policy, shared.tofu.clone()),
         ip.clone(),
         accepted,
     );
@@ -533,6 +567,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
     let mut out: Vec<u8> = Vec::new();
     let mut established = false;
     let mut served = 0u64;
+    let mut denied = 0u64;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed: Option<u64> = None;
@@ -548,7 +583,10 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                     end.latency
                         .observe(label, t0.elapsed(), &shared.stats.detail);
                 }
-                timing = (n, Some((Instant::now(), metrics::command_label(text))));
+                timing = (
+                    n,
+                    Some((Instant::now(), rcf_core::request::metric_label(text))),
+                );
             }
         }
         // Send what is pending in one write (a STAT reply is two records;
@@ -558,23 +596,16 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             extend_out(&mut out, &bytes);
         }
         if !send(&mut stream, &mut out, shared.write_timeout).await {
-            log(
-                Level::Info,
-                "Peer stopped reading (write deadline), closing connection",
-            );
+            log(Level::Info, WRITE_STALLED);
             return;
         }
         // Answer every question; answers may produce more output.
         let mut progressed = false;
         while let Some(ev) = conn.poll_event() {
             progressed = true;
-            if let Event::Log { level, message } = &ev {
-                if message.starts_with("access denied") {
-                    shared.stats.denied_requests.fetch_add(1, Ordering::Relaxed);
-                }
-                log(*level, message);
+            let Some(ev) = question(ev, &log) else {
                 continue;
-            }
+            };
             if let Some(answer) = exec::handle(&shared, &ip, &ev, &mut run).await {
                 if let Some(a) = answer {
                     if let Err(e) = conn.handle_answer(shared.now(), a) {
@@ -606,22 +637,13 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
                     now = Some(now.unwrap_or_else(|| shared.now()));
                     r
                 }
-                None => {
-                    let fs = shared.fs.clone();
-                    match tokio::task::spawn_blocking(move || {
-                        let r = fs.answer(&mut f, &ev);
-                        (f, r)
-                    })
-                    .await
-                    {
-                        Ok((f, r)) => {
-                            files = Some(f);
-                            now = Some(shared.now());
-                            r
-                        }
-                        Err(_) => return,
+                None => match answer_on_pool(&shared.fs, &mut files, f, ev).await {
+                    Some(r) => {
+                        now = Some(shared.now());
+                        r
                     }
-                }
+                    None => return,
+                },
             };
             if let Some((level, msg)) = note {
                 log(level, &msg);
@@ -643,10 +665,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             }
             if out.len() >= WRITE_BATCH {
                 if !send(&mut stream, &mut out, shared.write_timeout).await {
-                    log(
-                        Level::Info,
-                        "Peer stopped reading (write deadline), closing connection",
-                    );
+                    log(Level::Info, WRITE_STALLED);
                     return;
                 }
                 now = None;
@@ -673,19 +692,19 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             }
         }
         if let Some(s) = conn.session() {
-            let now_served = s.bytes_served();
-            shared
-                .stats
-                .bytes_served
-                .fetch_add(now_served - served, Ordering::Relaxed);
-            served = now_served;
+            add_since(&shared.stats.bytes_served, &mut served, s.bytes_served());
+            add_since(
+                &shared.stats.denied_requests,
+                &mut denied,
+                s.requests_denied(),
+            );
         }
         if conn.is_closing() {
             break;
         }
         if policy_rx.has_changed().unwrap_or(false) {
             let p = policy_rx.borrow_and_update().clone();
-            conn.set_policy(shared.tofu.view(p));
+            conn.set_policy(rcf_core::server::tofu::gated_view(p, shared.tofu.clone()));
         }
         // Everything asked was answered and sent: the request is done.
         if let Some((t0, label)) = timing.1.take() {
@@ -729,7 +748,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             r = policy_rx.changed() => {
                 if r.is_ok() {
                     let p = policy_rx.borrow_and_update().clone();
-                    conn.set_policy(shared.tofu.view(p));
+                    conn.set_policy(rcf_core::server::tofu::gated_view(p, shared.tofu.clone()));
                 }
             }
         }

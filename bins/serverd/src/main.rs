@@ -20,6 +20,7 @@ use rcf_tokio::{Logger, Shared};
 mod check_config;
 mod explain;
 mod logsink;
+mod metrics;
 mod reload;
 mod sd;
 mod show;
@@ -769,11 +770,7 @@ fn main() {
             }
         }
     };
-    let metrics_listener = match cli
-        .metrics
-        .map(rcf_tokio::metrics::bind_loopback)
-        .transpose()
-    {
+    let metrics_listener = match cli.metrics.map(metrics::bind_loopback).transpose() {
         Ok(l) => l,
         Err(e) => {
             eprintln!("rcf-serverd: error: {e}");
@@ -897,7 +894,7 @@ fn main() {
         }
         let metrics_task = metrics_listener.map(|l| {
             let l = tokio::net::TcpListener::from_std(l).expect("metrics listener");
-            tokio::spawn(rcf_tokio::metrics::serve_metrics(l, shared.clone()))
+            tokio::spawn(metrics::serve_metrics(l, shared.clone()))
         });
         let (tl, shard_set): (Vec<tokio::net::TcpListener>, Option<rcf_tokio::Shards>) =
             if activated {

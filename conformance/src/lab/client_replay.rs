@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use rcf_core::client::{Config, Event, GetFailure, Now, Reply, Request, Session};
+use rcf_core::client::{ClientRequest as Request, Config, Event, GetFailure, Now, Reply, Session};
 use rcf_core::request::{self, Dialect};
 
 use crate::transcript::{escape, Dir, Kind, Transcript};

@@ -118,7 +118,7 @@ pub enum ClientEvent {
 
 /// A fatal client error: the connection must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClientError {
+pub enum ClassicClientError {
     /// The byte stream is not valid transaction framing.
     #[error("framing error: {0}")]
     Frame(#[from] frame::FrameError),
@@ -219,7 +219,7 @@ impl ClassicClient {
     pub fn new<R: RngCore + CryptoRng>(
         cfg: ClientConfig,
         rng: &mut R,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, ClassicClientError> {
         let nonce = crypto::nonce_mpi(rng);
         let mut c = ClassicClient {
             server_key: cfg.server_key.clone(),
@@ -251,11 +251,13 @@ impl ClassicClient {
     }
 
     /// Bytes to write, in order.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.out.pop_front()
     }
 
     /// The next event for the driver.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
@@ -281,12 +283,12 @@ impl ClassicClient {
     }
 
     /// The server closed the connection. An error if a reply was still due.
-    pub fn handle_eof(&mut self) -> Result<(), ClientError> {
+    pub fn handle_eof(&mut self) -> Result<(), ClassicClientError> {
         if matches!(self.pending, Pending::None) {
             return Ok(());
         }
         self.failed = true;
-        Err(ClientError::Unexpected(
+        Err(ClassicClientError::Unexpected(
             "connection closed by the server".into(),
         ))
     }
@@ -297,14 +299,14 @@ impl ClassicClient {
         &mut self,
         bytes: &[u8],
         rng: &mut R,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ClassicClientError> {
         if self.failed {
-            return Err(ClientError::Failed);
+            return Err(ClassicClientError::Failed);
         }
         let r = self
             .decoder
             .push(bytes)
-            .map_err(ClientError::from)
+            .map_err(ClassicClientError::from)
             .and_then(|_| self.drive(rng));
         if r.is_err() {
             self.failed = true;
@@ -314,16 +316,16 @@ impl ClassicClient {
 
     // ---- requests -------------------------------------------------------
 
-    fn ready(&self) -> Result<&SessionCipher, ClientError> {
+    fn ready(&self) -> Result<&SessionCipher, ClassicClientError> {
         if self.failed {
-            return Err(ClientError::Failed);
+            return Err(ClassicClientError::Failed);
         }
         if self.desync {
-            return Err(ClientError::Desynchronised);
+            return Err(ClassicClientError::Desynchronised);
         }
         match (&self.cipher, &self.pending) {
             (Some(c), Pending::None) => Ok(c),
-            _ => Err(ClientError::Busy),
+            _ => Err(ClassicClientError::Busy),
         }
     }
 
@@ -333,7 +335,7 @@ impl ClassicClient {
         plain: Vec<u8>,
         encrypt: bool,
         pending: Pending,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ClassicClientError> {
         let cipher = self.ready()?.clone();
         let payload = if encrypt {
             let mut p = plain;
@@ -345,7 +347,7 @@ impl ClassicClient {
             plain
         };
         if payload.len() > frame::MAX_PAYLOAD {
-            return Err(ClientError::TooLong);
+            return Err(ClassicClientError::TooLong);
         }
         self.push(Status::Done, &payload)?;
         self.pending = pending;
@@ -353,7 +355,12 @@ impl ClassicClient {
     }
 
     /// `SYNCH <now> STAT <path>` (or `SSYNCH`). Replies: [`ClientEvent::Stat`] or `Refused`.
-    pub fn stat(&mut self, unix_now: i64, path: &[u8], encrypt: bool) -> Result<(), ClientError> {
+    pub fn stat(
+        &mut self,
+        unix_now: i64,
+        path: &[u8],
+        encrypt: bool,
+    ) -> Result<(), ClassicClientError> {
         self.request(
             "SSYNCH",
             request::encode_stat(unix_now, path),
@@ -365,7 +372,7 @@ impl ClassicClient {
     /// `GET 2048 <path>` (or `SGET`) of a file whose size a `STAT` just
     /// gave. Replies: `Data`… then `FileDone`, or `Refused`. A zero size
     /// sends nothing and completes at once, as cf-agent does.
-    pub fn get(&mut self, path: &[u8], size: u64, encrypt: bool) -> Result<(), ClientError> {
+    pub fn get(&mut self, path: &[u8], size: u64, encrypt: bool) -> Result<(), ClassicClientError> {
         if size == 0 {
             self.ready()?;
             self.events.push_back(ClientEvent::FileDone);
@@ -386,7 +393,7 @@ impl ClassicClient {
     }
 
     /// `OPENDIR <dir>` (or `SOPENDIR`). Replies: [`ClientEvent::Listing`] or `Refused`.
-    pub fn opendir(&mut self, path: &[u8], encrypt: bool) -> Result<(), ClientError> {
+    pub fn opendir(&mut self, path: &[u8], encrypt: bool) -> Result<(), ClassicClientError> {
         self.request(
             "SOPENDIR",
             request::encode_opendir(path),
@@ -405,7 +412,7 @@ impl ClassicClient {
         path: &[u8],
         digest: &[u8; 16],
         encrypt: bool,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ClassicClientError> {
         self.request(
             "SMD5",
             request::encode_md5(path, digest),
@@ -415,18 +422,18 @@ impl ClassicClient {
     }
 
     /// `VERSION`. Replies: [`ClientEvent::Version`].
-    pub fn version(&mut self) -> Result<(), ClientError> {
+    pub fn version(&mut self) -> Result<(), ClassicClientError> {
         self.request("VERSION", b"VERSION".to_vec(), false, Pending::Version)
     }
 
     // ---- replies --------------------------------------------------------
 
-    fn drive<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> Result<(), ClientError> {
+    fn drive<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> Result<(), ClassicClientError> {
         loop {
             match &mut self.pending {
                 Pending::None => {
                     if self.decoder.buffered() > 0 && !self.desync {
-                        return Err(ClientError::Unexpected(
+                        return Err(ClassicClientError::Unexpected(
                             "data from the server with no request outstanding".into(),
                         ));
                     }
@@ -451,12 +458,12 @@ impl ClassicClient {
         &mut self,
         t: Transaction,
         rng: &mut R,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ClassicClientError> {
         let pending = std::mem::replace(&mut self.pending, Pending::None);
         let p = &t.payload[..];
         match pending {
             Pending::None | Pending::GetPlain { .. } => {
-                return Err(ClientError::Unexpected(
+                return Err(ClassicClientError::Unexpected(
                     "transaction while raw data was expected".into(),
                 ))
             }
@@ -476,7 +483,7 @@ impl ClassicClient {
             }
             Pending::Stat { first: Some(first) } => match StatReply::parse(&first, p) {
                 Ok(r) => self.events.push_back(ClientEvent::Stat(r)),
-                Err(e) => return Err(ClientError::Unexpected(format!("STAT reply: {e}"))),
+                Err(e) => return Err(ClassicClientError::Unexpected(format!("STAT reply: {e}"))),
             },
             Pending::GetSealed { size, got } => {
                 if got == 0 && p.starts_with(reply::FAILED) {
@@ -486,13 +493,13 @@ impl ClassicClient {
                 }
                 if p.starts_with(CHANGED) {
                     self.desync = true;
-                    return Err(ClientError::Changed);
+                    return Err(ClassicClientError::Changed);
                 }
-                let cipher = self.cipher.clone().ok_or(ClientError::Failed)?;
+                let cipher = self.cipher.clone().ok_or(ClassicClientError::Failed)?;
                 let plain = cipher.decrypt(p)?;
                 let got = got + plain.len() as u64;
                 if got > size {
-                    return Err(ClientError::SizeMismatch {
+                    return Err(ClassicClientError::SizeMismatch {
                         expected: size,
                         got,
                     });
@@ -502,7 +509,7 @@ impl ClassicClient {
                 }
                 if t.status == Status::Done {
                     if got != size {
-                        return Err(ClientError::SizeMismatch {
+                        return Err(ClassicClientError::SizeMismatch {
                             expected: size,
                             got,
                         });
@@ -518,7 +525,7 @@ impl ClassicClient {
                 mut bytes,
             } => {
                 let plain = if sealed && !reply::is_bad(p) {
-                    let cipher = self.cipher.clone().ok_or(ClientError::Failed)?;
+                    let cipher = self.cipher.clone().ok_or(ClassicClientError::Failed)?;
                     cipher.decrypt(p)?
                 } else {
                     p.to_vec()
@@ -528,7 +535,9 @@ impl ClassicClient {
                         self.events.push_back(ClientEvent::Refused(text));
                     }
                     Err(reply::OpendirError::Empty) => {
-                        return Err(ClientError::Unexpected("empty OPENDIR packet".into()))
+                        return Err(ClassicClientError::Unexpected(
+                            "empty OPENDIR packet".into(),
+                        ))
                     }
                     Ok(chunk) => {
                         let (more, last) = match chunk {
@@ -537,7 +546,7 @@ impl ClassicClient {
                         };
                         bytes += more.iter().map(|n| n.len() + 1).sum::<usize>();
                         if bytes > MAX_LISTING_BYTES {
-                            return Err(ClientError::Unexpected(
+                            return Err(ClassicClientError::Unexpected(
                                 "directory listing too large".into(),
                             ));
                         }
@@ -587,29 +596,29 @@ impl ClassicClient {
         stage: Stage,
         p: &[u8],
         rng: &mut R,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), ClassicClientError> {
         match stage {
             Stage::S1 => {
                 let s = String::from_utf8_lossy(c_str(p)).into_owned();
                 if !s.starts_with("OK:") {
-                    return Err(ClientError::KeyRejected(s));
+                    return Err(ClassicClientError::KeyRejected(s));
                 }
                 self.s1 = s;
                 self.pending = Pending::Handshake(Stage::S2);
             }
             Stage::S2 => {
                 if p.len() < DIGEST_LEN || p[..DIGEST_LEN] != crypto::digest(&self.nonce) {
-                    return Err(ClientError::BadChallengeResponse);
+                    return Err(ClassicClientError::BadChallengeResponse);
                 }
                 if self.server_key.is_none() && !self.cfg.trust_server {
-                    return Err(ClientError::Untrusted);
+                    return Err(ClassicClientError::Untrusted);
                 }
                 self.pending = Pending::Handshake(Stage::S3);
             }
             Stage::S3 => {
                 let counter = crypto::rsa_decrypt(&self.cfg.key, p)?;
                 if counter.len() < NONCE_MPI_LEN {
-                    return Err(ClientError::Unexpected(format!(
+                    return Err(ClassicClientError::Unexpected(format!(
                         "counter-challenge of {} bytes",
                         counter.len()
                     )));
@@ -637,9 +646,9 @@ impl ClassicClient {
         &mut self,
         newly_trusted: bool,
         rng: &mut R,
-    ) -> Result<(), ClientError> {
-        let server_key = self.server_key.clone().ok_or(ClientError::Failed)?;
-        let d = self.counter_digest.ok_or(ClientError::Failed)?;
+    ) -> Result<(), ClassicClientError> {
+        let server_key = self.server_key.clone().ok_or(ClassicClientError::Failed)?;
+        let d = self.counter_digest.ok_or(ClassicClientError::Failed)?;
         self.push(Status::Done, &d)?;
         let mut key = [0u8; SESSION_KEY_LEN];
         rng.fill_bytes(&mut key);
@@ -658,7 +667,7 @@ impl ClassicClient {
     }
 
     /// Consume raw `GET` data. Returns whether progress was made.
-    fn raw_get(&mut self) -> Result<bool, ClientError> {
+    fn raw_get(&mut self) -> Result<bool, ClassicClientError> {
         let Pending::GetPlain { size, got } = self.pending else {
             return Ok(false);
         };
@@ -701,7 +710,7 @@ impl ClassicClient {
             }
             if buf.starts_with(CHANGED) {
                 self.desync = true;
-                return Err(ClientError::Changed);
+                return Err(ClassicClientError::Changed);
             }
         }
         let to_boundary = u64::from(GET_BUFSIZE) - got % u64::from(GET_BUFSIZE);
@@ -721,8 +730,8 @@ impl ClassicClient {
         Ok(true)
     }
 
-    fn push(&mut self, status: Status, payload: &[u8]) -> Result<(), ClientError> {
-        let v = wire::framed(status, payload).ok_or(ClientError::TooLong)?;
+    fn push(&mut self, status: Status, payload: &[u8]) -> Result<(), ClassicClientError> {
+        let v = wire::framed(status, payload).ok_or(ClassicClientError::TooLong)?;
         self.out.push_back(v);
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! * [`wire`]: the `CAUTH`, `SAUTH` and `S*` request layouts.
 //! * [`server`]: [`ClassicServer`], the cf-serverd side (key exchange,
 //!   legacy ACLs, the classic command loop), answering the same
-//!   [`crate::server::io::Event`]s as the TLS session.
+//!   [`crate::machine::io::Event`]s as the TLS session.
 //! * [`client`]: [`ClassicClient`], the cf-agent side (key exchange,
 //!   `STAT`/`GET`/`OPENDIR`/`MD5`/`VERSION`, plain or encrypted).
 //!
@@ -21,8 +21,8 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ClassicClient, ClientConfig, ClientError, ClientEvent};
+pub use client::{ClassicClient, ClassicClientError, ClientConfig, ClientEvent};
 /// Re-exported so adapters and fuzzers can name the RNG traits the
 /// machines take without depending on `rand_core` themselves.
 pub use rand_core::{CryptoRng, Error as RngError, RngCore};
-pub use server::{ClassicDecision, ClassicPeer, ClassicPolicy, ClassicServer};
+pub use server::{gated_policy, ClassicDecision, ClassicPeer, ClassicPolicy, ClassicServer};

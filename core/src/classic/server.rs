@@ -31,10 +31,11 @@ use rand_core::{CryptoRng, RngCore};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 
 use crate::frame::{self, c_str, Decoder, Status};
+use crate::machine::io::{Answer, Canonical, Event, FileStat, KeyStatus, OpenedFile};
+use crate::machine::transfer::{self, Transfer};
+use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK};
 use crate::reply;
 use crate::request::{self, Dialect, Encrypted, Request, RequestError};
-use crate::server::io::{Answer, Canonical, Event, FileStat, KeyStatus, Level, Now, OpenedFile};
-use crate::server::session::{CallerError, Config, GET_BLOCK};
 
 use super::crypto::{self, SessionCipher, DIGEST_LEN, SESSION_KEY_LEN};
 use super::wire::SGET_CHUNK;
@@ -133,6 +134,44 @@ impl ClassicPolicy for crate::policy::ServerPolicy {
     }
 }
 
+/// `inner` with its `trusts_keys_from` answered through `gate` as well
+/// (the TLS twin is `server::tofu::gated_view`).
+pub fn gated_policy(
+    inner: Arc<dyn ClassicPolicy>,
+    gate: Arc<dyn crate::machine::NewKeyGate>,
+) -> Arc<dyn ClassicPolicy> {
+    Arc::new(GatedClassic { inner, gate })
+}
+
+/// A classic policy whose key-trust answer also consults the gate. Every
+/// other method is delegated unchanged (a method added to [`ClassicPolicy`]
+/// must be delegated here too).
+struct GatedClassic {
+    inner: Arc<dyn ClassicPolicy>,
+    gate: Arc<dyn crate::machine::NewKeyGate>,
+}
+
+impl ClassicPolicy for GatedClassic {
+    fn legacy_allowed(&self, ip: &str) -> bool {
+        self.inner.legacy_allowed(ip)
+    }
+    fn trusts_keys_from(&self, ip: &str) -> bool {
+        self.gate.admit_new_key(ip, self.inner.trusts_keys_from(ip))
+    }
+    fn deny_bad_clocks(&self) -> bool {
+        self.inner.deny_bad_clocks()
+    }
+    fn expand_shortcut(&self, path: &[u8], peer: &ClassicPeer) -> Option<Vec<u8>> {
+        self.inner.expand_shortcut(path, peer)
+    }
+    fn check_path(&self, path: &[u8], peer: &ClassicPeer, encrypted: bool) -> ClassicDecision {
+        self.inner.check_path(path, peer, encrypted)
+    }
+    fn check_literal(&self, name: &[u8], peer: &ClassicPeer, encrypted: bool) -> bool {
+        self.inner.check_literal(name, peer, encrypted)
+    }
+}
+
 fn facts(peer: &ClassicPeer, encrypted: bool) -> crate::policy::ConnFacts<'_> {
     crate::policy::ConnFacts {
         ip: &peer.ip,
@@ -198,12 +237,11 @@ impl PathOp {
     }
 }
 
+/// A `GET` or `SGET` in progress: the shared transfer, and whether its
+/// data goes out sealed (`SGET`) or as raw blocks.
 #[derive(Debug)]
-struct Transfer {
-    handle: u64,
-    path: Vec<u8>,
-    size0: u64,
-    sent: u64,
+struct Sending {
+    t: Transfer,
     encrypted: bool,
 }
 
@@ -215,7 +253,7 @@ enum Waiting {
     Canon(PathOp),
     Stat(PathOp),
     Open(PathOp),
-    Read(Transfer),
+    Read(Sending),
     Listing(PathOp),
     Digest([u8; 16]),
 }
@@ -326,41 +364,36 @@ impl ClassicServer {
         self.served
     }
 
-    /// Bytes to write, in order (framed transactions or raw `GET` blocks).
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.out.pop_front()
-    }
-
-    /// The next question or log line.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
     /// When to call [`handle_timeout`](ClassicServer::handle_timeout); `None`
     /// while waiting on the adapter or closing.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.phase == Phase::Closing || !matches!(self.waiting, Waiting::Nothing) {
-            return None;
-        }
-        self.deadline
+        let busy = !matches!(self.waiting, Waiting::Nothing);
+        crate::machine::peer_deadline(self.phase == Phase::Closing, busy, self.deadline)
     }
 
     /// A deadline passed: a silent peer is dropped without a reply.
     pub fn handle_timeout(&mut self, now: Now) {
-        if let Some(d) = self.poll_timeout() {
-            if now.mono_ms >= d {
-                let what = if self.cipher.is_some() {
-                    "idle"
-                } else {
-                    "authentication"
-                };
-                self.log(
-                    Level::Info,
-                    format!("Connection timed out during {what}, closing"),
-                );
-                self.close();
-            }
+        let what = match self.cipher {
+            Some(_) => "idle",
+            None => "authentication",
+        };
+        if let Some(line) = crate::machine::timed_out(self.poll_timeout(), now, what) {
+            self.events.push_back(line);
+            self.close();
         }
+    }
+
+    /// The next question or log line.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to write, in order (framed transactions or raw `GET` blocks).
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
     }
 
     /// The peer closed its side.
@@ -385,9 +418,7 @@ impl ClassicServer {
             return;
         }
         if let Err(e) = self.decoder.push(bytes) {
-            self.log(Level::Info, format!("Closing connection: {e}"));
-            self.close();
-            return;
+            return self.bad_input(&e);
         }
         self.pump(now);
     }
@@ -401,9 +432,8 @@ impl ClassicServer {
         rng: &mut R,
     ) -> Result<(), CallerError> {
         if self.phase == Phase::Closing {
-            if let Answer::Opened(Ok(f)) = answer {
-                self.events.push_back(Event::Close { handle: f.handle });
-            }
+            // A late answer after we decided to close: release what it holds.
+            self.events.extend(crate::machine::late_answer(answer));
             return Ok(());
         }
         let waiting = std::mem::replace(&mut self.waiting, Waiting::Nothing);
@@ -423,27 +453,12 @@ impl ClassicServer {
                     current_size,
                 },
             ) => self.data(now, t, bytes, current_size),
-            (Waiting::Read(t), Answer::ReadFailed(e)) => {
-                self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
-                if t.encrypted {
-                    self.send(Status::Done, reply::FAILED);
-                }
-                self.events.push_back(Event::Close { handle: t.handle });
+            (Waiting::Read(s), Answer::ReadFailed(e)) => self.read_failed(now, s, &e),
+            (Waiting::Digest(d), Answer::Digest(mine)) => {
+                self.send(Status::Done, transfer::md5_reply(d, mine));
                 self.done(now);
             }
             (Waiting::Listing(op), Answer::Listing(r)) => self.listing(now, op, r),
-            (Waiting::Digest(d), Answer::Digest(mine)) => {
-                let same = mine.map(|m| m == d).unwrap_or(false);
-                self.send(
-                    Status::Done,
-                    if same {
-                        reply::CFD_FALSE
-                    } else {
-                        reply::CFD_TRUE
-                    },
-                );
-                self.done(now);
-            }
             (w, a) => {
                 let want = match &w {
                     Waiting::Nothing => "nothing",
@@ -457,10 +472,7 @@ impl ClassicServer {
                     Waiting::Digest(_) => "Digest",
                 };
                 self.waiting = w;
-                return Err(CallerError::UnexpectedAnswer {
-                    want,
-                    got: format!("{a:?}").chars().take(80).collect(),
-                });
+                return Err(CallerError::unexpected(want, &a));
             }
         }
         Ok(())
@@ -497,11 +509,7 @@ impl ClassicServer {
             let t = match self.decoder.poll() {
                 Ok(Some(t)) => t,
                 Ok(None) => return,
-                Err(e) => {
-                    self.log(Level::Info, format!("Closing connection: {e}"));
-                    self.close();
-                    return;
-                }
+                Err(e) => return self.bad_input(&e),
             };
             match self.phase {
                 Phase::Unauthenticated => self.pre_auth(&t.payload),
@@ -513,7 +521,7 @@ impl ClassicServer {
                 Phase::Response => self.response(&t.payload),
                 Phase::SessionKey => self.session_key(now, &t.payload),
                 Phase::Ready => {
-                    self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+                    self.deadline = self.cfg.idle_deadline(now);
                     self.command(now, &t.payload);
                 }
                 _ => return,
@@ -796,7 +804,7 @@ impl ClassicServer {
 
     fn ready(&mut self, now: Now) {
         self.phase = Phase::Ready;
-        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        self.deadline = self.cfg.idle_deadline(now);
         self.pump(now);
     }
 
@@ -889,13 +897,9 @@ impl ClassicServer {
             ),
             Request::Var { name } => self.var(&name, false),
             Request::Context { regex } => {
-                self.log(
-                    Level::Info,
-                    format!(
-                        "Context access failure on CONTEXT {}",
-                        String::from_utf8_lossy(&regex)
-                    ),
-                );
+                let regex = String::from_utf8_lossy(&regex);
+                let line = format!("Context access failure on CONTEXT {regex}");
+                self.log(Level::Info, line);
                 self.refuse_close();
             }
             Request::Query { .. } | Request::Cookie => {
@@ -1092,15 +1096,8 @@ impl ClassicServer {
             (PathKind::Md5 { .. }, false) => "MD5",
             (PathKind::Md5 { .. }, true) => "SMD5",
         };
-        self.log(
-            Level::Verbose,
-            format!(
-                "{:>14} {:>8} {}",
-                "Received:",
-                word,
-                String::from_utf8_lossy(&op.requested)
-            ),
-        );
+        let line = crate::machine::received(word, 8, &op.requested);
+        self.events.push_back(line);
         if op.requested.is_empty() {
             self.log(Level::Verbose, "Empty filename in request, closing".into());
             return self.close();
@@ -1116,19 +1113,20 @@ impl ClassicServer {
             }
         }
         if op.requested.first() != Some(&b'/') || op.requested.contains(&0) {
-            self.log(
-                Level::Info,
-                format!(
-                    "Couldn't resolve (realpath: No such file or directory) filename: {}",
-                    String::from_utf8_lossy(&op.requested)
-                ),
-            );
-            return self.deny(now, op);
+            return self.unresolved(now, op, "No such file or directory");
         }
         let path = op.requested.clone();
         self.phase = Phase::Busy;
         self.waiting = Waiting::Canon(op);
         self.events.push_back(Event::Canonicalize { path });
+    }
+
+    /// The path does not resolve (`realpath` said `err`): denied.
+    fn unresolved(&mut self, now: Now, op: PathOp, err: &str) {
+        let p = String::from_utf8_lossy(&op.requested);
+        let line = format!("Couldn't resolve (realpath: {err}) filename: {p}");
+        self.log(Level::Info, line);
+        self.deny(now, op);
     }
 
     fn deny(&mut self, now: Now, op: PathOp) {
@@ -1158,16 +1156,7 @@ impl ClassicServer {
     fn canonical(&mut self, now: Now, op: PathOp, r: Result<Canonical, String>) {
         let c = match r {
             Ok(c) => c,
-            Err(e) => {
-                self.log(
-                    Level::Info,
-                    format!(
-                        "Couldn't resolve (realpath: {e}) filename: {}",
-                        String::from_utf8_lossy(&op.requested)
-                    ),
-                );
-                return self.deny(now, op);
-            }
+            Err(e) => return self.unresolved(now, op, &e),
         };
         let mut real = c.path;
         if real.len() > 1 && real.last() == Some(&b'/') {
@@ -1219,14 +1208,9 @@ impl ClassicServer {
         );
         match op.kind {
             PathKind::Stat { client_time } => {
-                if self.policy.deny_bad_clocks()
-                    && reply::clock_skew_too_large(now.unix_s, client_time)
-                {
-                    let msg = reply::clocks_unsynchronized(now.unix_s, client_time);
-                    self.log(
-                        Level::Info,
-                        format!("denybadclocks {}", String::from_utf8_lossy(&msg)),
-                    );
+                let deny = self.policy.deny_bad_clocks();
+                if let Some((log, msg)) = transfer::bad_clock(deny, now, client_time) {
+                    self.events.push_back(log);
                     self.send(Status::Done, &msg);
                     return self.done(now);
                 }
@@ -1281,12 +1265,9 @@ impl ClassicServer {
                 }
             }
             Err(e) => {
-                let msg = format!(
-                    "BAD: unable to stat file {}",
-                    String::from_utf8_lossy(&op.requested)
-                );
-                self.log(Level::Verbose, format!("{msg}. (lstat: {e})"));
-                self.send(Status::Done, msg.as_bytes());
+                let (log, msg) = transfer::stat_failed(&op.requested, &e);
+                self.events.push_back(log);
+                self.send(Status::Done, &msg);
             }
         }
         self.done(now);
@@ -1332,131 +1313,99 @@ impl ClassicServer {
         let f = match r {
             Ok(f) => f,
             Err(e) => {
-                self.log(
-                    Level::Error,
-                    format!(
-                        "Open error of file '{}'. (open: {e})",
-                        String::from_utf8_lossy(&op.requested)
-                    ),
-                );
-                if encrypted {
-                    self.log(Level::Verbose, "Transfer failure".into());
-                    self.send(Status::Done, reply::FAILED);
-                } else {
-                    self.raw_refusal_block(bufsize);
-                }
-                return self.done(now);
+                self.events
+                    .push_back(transfer::open_failed(&op.requested, &e));
+                return self.transfer_refused(now, encrypted, bufsize, None);
             }
         };
-        // TransferRights: root, maproot, the owner, or a world-readable file.
-        if !(self.uid == 0 || self.maproot || f.uid == self.uid || f.mode & 0o004 != 0) {
-            self.log(
-                Level::Info,
-                format!(
-                    "Remote user '{}' is not owner of the file, access denied, consider maproot or making file world-readable",
-                    self.peer.username
-                ),
-            );
-            self.log(
-                Level::Info,
-                format!(
-                    "REFUSE access to file: {}",
-                    String::from_utf8_lossy(&op.requested)
-                ),
-            );
+        if !transfer::may_read(self.uid, self.maproot, &f) {
+            let logs = transfer::not_owner_logs(&self.peer.username, &op.requested);
+            self.events.extend(logs);
             self.refuse();
-            if encrypted {
-                self.log(Level::Verbose, "Transfer failure".into());
-                self.send(Status::Done, reply::FAILED);
-            } else {
-                self.raw_refusal_block(bufsize);
-            }
-            self.events.push_back(Event::Close { handle: f.handle });
-            return self.done(now);
+            let close = Event::Close { handle: f.handle };
+            return self.transfer_refused(now, encrypted, bufsize, Some(close));
         }
-        let t = Transfer {
-            handle: f.handle,
-            path: op.requested,
-            size0: f.size,
-            sent: 0,
+        let s = Sending {
+            t: Transfer::new(&f, op.requested, f.size),
             encrypted,
         };
-        if t.size0 == 0 {
+        if s.t.size0 == 0 {
             if encrypted {
                 self.send_sealed(Status::Done, b"");
             }
-            self.events.push_back(Event::Close { handle: t.handle });
+            self.events.push_back(s.t.close());
             return self.done(now);
         }
-        self.next_read(now, t);
+        self.next_read(now, s);
     }
 
-    fn next_read(&mut self, now: Now, t: Transfer) {
-        if t.sent >= t.size0 {
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+    /// A `GET` that cannot be served: a sealed `BAD: ` for `SGET`, the raw
+    /// refusal block for a plain `GET` (none when it asked for 0 bytes);
+    /// then `close` releases the file if one was opened.
+    fn transfer_refused(&mut self, now: Now, encrypted: bool, bufsize: u16, close: Option<Event>) {
+        if encrypted {
+            self.log(Level::Verbose, "Transfer failure".into());
+            self.send(Status::Done, reply::FAILED);
+        } else if bufsize > 0 {
+            self.out
+                .push_back(transfer::refusal_block(usize::from(bufsize)));
         }
-        let step = if t.encrypted { SGET_READ } else { GET_READ };
-        let len = step.min((t.size0 - t.sent) as usize);
-        self.events.push_back(Event::Read {
-            handle: t.handle,
-            offset: t.sent,
-            len,
-        });
-        self.waiting = Waiting::Read(t);
+        self.events.extend(close);
+        self.done(now);
     }
 
-    fn data(&mut self, now: Now, mut t: Transfer, bytes: Vec<u8>, current_size: u64) {
-        let remaining = (t.size0 - t.sent) as usize;
-        if bytes.is_empty() || current_size != t.size0 || bytes.len() > remaining {
-            self.log(
-                Level::Verbose,
-                "Aborting transfer of file due to source changes".into(),
-            );
-            let msg = format!(
-                "BAD: File changed while copying: {}",
-                String::from_utf8_lossy(&t.path)
-            )
-            .into_bytes();
-            if t.encrypted {
-                self.send(Status::Done, &msg);
-            } else if remaining > 0 {
-                let mut b = msg;
-                b.resize(remaining.min(GET_BLOCK), 0);
-                self.out.push_back(b);
+    /// Reading the file failed mid-transfer: an `SGET` gets `BAD: `, a
+    /// plain `GET` just stops (the client sees a short file).
+    fn read_failed(&mut self, now: Now, s: Sending, e: &str) {
+        self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
+        if s.encrypted {
+            self.send(Status::Done, reply::FAILED);
+        }
+        self.events.push_back(s.t.close());
+        self.done(now);
+    }
+
+    fn next_read(&mut self, now: Now, s: Sending) {
+        let step = if s.encrypted { SGET_READ } else { GET_READ };
+        match s.t.next_read(step) {
+            Some(read) => {
+                self.events.push_back(read);
+                self.waiting = Waiting::Read(s);
             }
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+            None => {
+                self.events.push_back(s.t.close());
+                self.done(now);
+            }
         }
-        if t.encrypted {
+    }
+
+    fn data(&mut self, now: Now, mut s: Sending, bytes: Vec<u8>, current_size: u64) {
+        let Ok(at) = s.t.accept(&bytes, current_size) else {
+            self.log(Level::Verbose, transfer::SOURCE_CHANGED.into());
+            if s.encrypted {
+                self.send(Status::Done, &s.t.changed_message());
+            } else {
+                self.out.extend(s.t.change_block());
+            }
+            self.events.push_back(s.t.close());
+            return self.done(now);
+        };
+        if s.encrypted {
             let cipher = self.cipher.clone();
             let mut off = 0usize;
             for chunk in bytes.chunks(SGET_CHUNK) {
                 off += chunk.len();
-                let last = t.sent + off as u64 >= t.size0;
+                let last = at + off as u64 >= s.t.size0;
                 if let Some(c) = &cipher {
                     let ct = c.encrypt(chunk);
                     self.send(if last { Status::Done } else { Status::More }, &ct);
                 }
             }
         } else {
-            for block in bytes.chunks(GET_BLOCK) {
-                self.out.push_back(block.to_vec());
-            }
+            self.out.extend(transfer::raw_blocks(&bytes));
         }
-        t.sent += bytes.len() as u64;
         self.served += bytes.len() as u64;
-        self.next_read(now, t);
-    }
-
-    fn raw_refusal_block(&mut self, bufsize: u16) {
-        if bufsize == 0 {
-            return;
-        }
-        let mut b = reply::FAILED.to_vec();
-        b.resize(usize::from(bufsize).max(reply::FAILED.len() + 1), 0);
-        b.truncate(usize::from(bufsize));
-        self.out.push_back(b);
+        self.next_read(now, s);
     }
 
     // ---- replies --------------------------------------------------------
@@ -1467,7 +1416,7 @@ impl ClassicServer {
         }
         self.phase = Phase::Ready;
         self.waiting = Waiting::Nothing;
-        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        self.deadline = self.cfg.idle_deadline(now);
         self.pump(now);
     }
 
@@ -1489,13 +1438,11 @@ impl ClassicServer {
 
     fn protocol_error(&mut self, why: &str) {
         self.send(Status::Done, reply::REQUEST_DENIED);
-        self.log(
-            Level::Info,
-            format!(
-                "Closing connection due to request: {} ({why})",
-                self.current
-            ),
+        let line = format!(
+            "Closing connection due to request: {} ({why})",
+            self.current
         );
+        self.log(Level::Info, line);
         self.close();
     }
 
@@ -1520,11 +1467,17 @@ impl ClassicServer {
         self.events.push_back(Event::Log { level, message });
     }
 
+    /// Bytes that cannot be framed end the connection.
+    fn bad_input(&mut self, e: &crate::frame::FrameError) {
+        self.events.push_back(crate::machine::bad_input(e));
+        self.close();
+    }
+
     fn close(&mut self) {
         if self.phase != Phase::Closing {
             self.phase = Phase::Closing;
-            if let Waiting::Read(t) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
-                self.events.push_back(Event::Close { handle: t.handle });
+            if let Waiting::Read(s) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+                self.events.push_back(s.t.close());
             }
         }
     }

@@ -136,7 +136,7 @@ fn new_pair(
 /// These tests' view of the harness pair.
 trait Run {
     /// Shuttle bytes and answers until nothing moves. Returns the client error, if any.
-    fn run(&mut self) -> Result<(), ClientError>;
+    fn run(&mut self) -> Result<(), ClassicClientError>;
     /// The client's events so far.
     fn events(&mut self) -> Vec<ClientEvent>;
     /// The server's log messages.
@@ -144,7 +144,7 @@ trait Run {
 }
 
 impl Run for Pair {
-    fn run(&mut self) -> Result<(), ClientError> {
+    fn run(&mut self) -> Result<(), ClassicClientError> {
         self.drive();
         match self.client_events.iter().position(|e| e.is_err()) {
             Some(i) => Err(self.client_events.remove(i).unwrap_err()),
@@ -263,7 +263,7 @@ fn handshake_flag_y_sends_no_server_key() {
 #[test]
 fn unknown_server_key_without_trust_is_refused_by_the_client() {
     let mut p = new_pair(srv_pol(), world(), "root", false, false);
-    assert_eq!(p.run(), Err(ClientError::Untrusted));
+    assert_eq!(p.run(), Err(ClassicClientError::Untrusted));
 }
 
 #[test]
@@ -298,7 +298,7 @@ fn unknown_client_key_trusted_or_refused() {
     let r = p.run();
     assert_eq!(
         r,
-        Err(ClientError::KeyRejected(
+        Err(ClassicClientError::KeyRejected(
             "BAD: key could not be accepted on trust".into()
         ))
     );
@@ -422,7 +422,7 @@ fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
     assert!(p.client.is_desynchronised());
     assert_eq!(
         p.client.stat(1, b"/srv/hello.txt", false),
-        Err(ClientError::Desynchronised)
+        Err(ClassicClientError::Desynchronised)
     );
     assert!(!p.server.is_closing(), "GET refusals keep the connection");
 }
@@ -594,7 +594,7 @@ fn wrong_server_key_flag_y_is_refused() {
     };
     p.client = ClassicClientMachine::new(ClassicClient::new(cfg, &mut p.world.rng).unwrap());
     assert!(
-        matches!(p.run(), Err(ClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED)
+        matches!(p.run(), Err(ClassicClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED)
     );
     assert!(p.server.is_closing());
     assert!(

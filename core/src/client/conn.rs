@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use crate::tls::{ReadStatus, TlsLayer};
 
-use super::session::{ClientError, Config, Event, Request, RequestId, RequestRef, Session};
+use super::session::{ClientError, ClientRequest, Config, Event, RequestId, RequestRef, Session};
 use super::{Level, Now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Connection {
     }
 
     /// Queue a request (sent once the server welcomed us).
-    pub fn request(&mut self, now: Now, id: RequestId, req: Request) {
+    pub fn request(&mut self, now: Now, id: RequestId, req: ClientRequest) {
         self.session.request(now, id, req);
     }
 
@@ -187,6 +187,7 @@ impl Connection {
     }
 
     /// When to call [`handle_timeout`](Connection::handle_timeout), monotonic ms.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.closing {
             return None;
@@ -224,6 +225,7 @@ impl Connection {
     }
 
     /// Ciphertext to write to the socket.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         if !self.closing {
             self.flush_session();
@@ -232,6 +234,7 @@ impl Connection {
     }
 
     /// The next event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.events.pop_front() {
             return Some(e);
@@ -331,7 +334,7 @@ mod tests {
             c.request(
                 now(),
                 i,
-                Request::Stat {
+                ClientRequest::Stat {
                     path: path(i),
                     client_time: 0,
                 },
@@ -406,7 +409,7 @@ mod tests {
         c.request(
             now(),
             7,
-            Request::Opendir {
+            ClientRequest::Opendir {
                 path: b"/d".to_vec(),
             },
         );

@@ -16,8 +16,8 @@ pub mod select;
 pub mod session;
 pub mod trust_words;
 
-pub use crate::server::io::{Level, Now};
+pub use crate::machine::{Level, Now};
 pub use conn::Connection;
 pub use session::{
-    ClientError, Config, Event, GetFailure, Reply, Request, RequestId, RequestRef, Session,
+    ClientError, ClientRequest, Config, Event, GetFailure, Reply, RequestId, RequestRef, Session,
 };

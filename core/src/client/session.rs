@@ -78,7 +78,7 @@ pub type RequestId = u64;
 
 /// A request, as libcfnet's client functions send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub enum ClientRequest {
     /// `SYNCH <client_time> STAT <path>` (`cf_remote_stat`).
     Stat {
         /// Remote path (absolute, or a server shortcut).
@@ -116,58 +116,58 @@ pub enum Request {
     },
 }
 
-impl Request {
+impl ClientRequest {
     /// The request as a [`RequestRef`] borrowing its fields.
     pub fn borrowed(&self) -> RequestRef<'_> {
         match self {
-            Request::Stat { path, client_time } => RequestRef::Stat {
+            ClientRequest::Stat { path, client_time } => RequestRef::Stat {
                 path,
                 client_time: *client_time,
             },
-            Request::Get { path, size } => RequestRef::Get { path, size: *size },
-            Request::Opendir { path } => RequestRef::Opendir { path },
-            Request::Md5 { path, digest } => RequestRef::Md5 {
+            ClientRequest::Get { path, size } => RequestRef::Get { path, size: *size },
+            ClientRequest::Opendir { path } => RequestRef::Opendir { path },
+            ClientRequest::Md5 { path, digest } => RequestRef::Md5 {
                 path,
                 digest: *digest,
             },
-            Request::Exec { args, select } => RequestRef::Exec { args, select },
+            ClientRequest::Exec { args, select } => RequestRef::Exec { args, select },
         }
     }
 }
 
-/// A [`Request`] whose paths are borrowed from the caller: given to
+/// A [`ClientRequest`] whose paths are borrowed from the caller: given to
 /// [`Session::request_ref`], it is framed straight into the session's
 /// output buffer when it can go out at once, and copied only when it has to
 /// wait in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestRef<'a> {
-    /// See [`Request::Stat`].
+    /// See [`ClientRequest::Stat`].
     Stat {
         /// Remote path.
         path: &'a [u8],
         /// The client's wall clock, seconds.
         client_time: i64,
     },
-    /// See [`Request::Get`].
+    /// See [`ClientRequest::Get`].
     Get {
         /// Remote path.
         path: &'a [u8],
         /// Bytes to read.
         size: u64,
     },
-    /// See [`Request::Opendir`].
+    /// See [`ClientRequest::Opendir`].
     Opendir {
         /// Remote directory.
         path: &'a [u8],
     },
-    /// See [`Request::Md5`].
+    /// See [`ClientRequest::Md5`].
     Md5 {
         /// Remote path.
         path: &'a [u8],
         /// MD5 of the local copy.
         digest: [u8; 16],
     },
-    /// See [`Request::Exec`].
+    /// See [`ClientRequest::Exec`].
     Exec {
         /// Text after `EXEC`.
         args: &'a [u8],
@@ -178,24 +178,24 @@ pub enum RequestRef<'a> {
 
 impl RequestRef<'_> {
     /// An owned copy.
-    pub fn to_request(self) -> Request {
+    pub fn to_request(self) -> ClientRequest {
         match self {
-            RequestRef::Stat { path, client_time } => Request::Stat {
+            RequestRef::Stat { path, client_time } => ClientRequest::Stat {
                 path: path.to_vec(),
                 client_time,
             },
-            RequestRef::Get { path, size } => Request::Get {
+            RequestRef::Get { path, size } => ClientRequest::Get {
                 path: path.to_vec(),
                 size,
             },
-            RequestRef::Opendir { path } => Request::Opendir {
+            RequestRef::Opendir { path } => ClientRequest::Opendir {
                 path: path.to_vec(),
             },
-            RequestRef::Md5 { path, digest } => Request::Md5 {
+            RequestRef::Md5 { path, digest } => ClientRequest::Md5 {
                 path: path.to_vec(),
                 digest,
             },
-            RequestRef::Exec { args, select } => Request::Exec {
+            RequestRef::Exec { args, select } => ClientRequest::Exec {
                 args: args.to_vec(),
                 select: select.to_vec(),
             },
@@ -410,7 +410,7 @@ pub struct Session {
     version: Option<ProtocolVersion>,
     lines: LineBuffer,
     decoder: Decoder,
-    unsent: VecDeque<(RequestId, Request)>,
+    unsent: VecDeque<(RequestId, ClientRequest)>,
     outstanding: VecDeque<Outstanding>,
     /// Identification lines, one record each.
     records: VecDeque<Vec<u8>>,
@@ -479,6 +479,7 @@ impl Session {
 
     /// The next transaction or identification line to send. Transactions
     /// must not be split across TLS records; several may share one.
+    #[must_use]
     pub fn poll_record(&mut self) -> Option<Vec<u8>> {
         if let Some(r) = self.records.pop_front() {
             return Some(r);
@@ -531,6 +532,7 @@ impl Session {
     }
 
     /// The next event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -542,6 +544,7 @@ impl Session {
 
     /// When to call [`handle_timeout`](Session::handle_timeout), monotonic ms.
     /// `None` while nothing is expected from the server.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.phase == Phase::Closed {
             return None;
@@ -592,7 +595,7 @@ impl Session {
     }
 
     /// Queue a request; it is sent as soon as the protocol allows.
-    pub fn request(&mut self, now: Now, id: RequestId, req: Request) {
+    pub fn request(&mut self, now: Now, id: RequestId, req: ClientRequest) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -973,125 +976,6 @@ impl Session {
         }
     }
 
-    /// Advance the GET at the front of the queue by what is buffered.
-    fn get_step(&mut self, decoder: &mut Decoder, now: Now) -> Step {
-        let Some(Outstanding {
-            id,
-            progress:
-                Progress::Get {
-                    size,
-                    got,
-                    started,
-                    ambiguous_since,
-                },
-        }) = self.outstanding.front_mut()
-        else {
-            return Step::Wait;
-        };
-        let id = *id;
-        if !*started {
-            if *size == 0 {
-                // Nothing will come (an empty file); a refusal would show up
-                // as the next reply, which then fails to parse.
-                self.outstanding.pop_front();
-                self.events.push_back(Event::Reply {
-                    id,
-                    reply: Reply::Get(Ok(())),
-                });
-                return Step::Continue;
-            }
-            let buf = decoder.peek_raw();
-            match sniff(buf) {
-                Sniff::Framed(total) => {
-                    if buf.len() < total {
-                        return Step::Wait;
-                    }
-                    let frame = decoder.take_raw(total);
-                    let text = bad_text(&frame[frame::HEADER_LEN..]);
-                    self.outstanding.pop_front();
-                    self.events.push_back(Event::Reply {
-                        id,
-                        reply: Reply::Get(Err(GetFailure::Refused(text))),
-                    });
-                    return Step::Continue;
-                }
-                Sniff::RawRefusal => {
-                    self.outstanding.pop_front();
-                    self.events.push_back(Event::Reply {
-                        id,
-                        reply: Reply::Get(Err(GetFailure::Denied)),
-                    });
-                    self.log(
-                        Level::Verbose,
-                        "Server sent a raw refusal block; closing the connection".into(),
-                    );
-                    self.phase = Phase::Closed;
-                    return Step::Wait;
-                }
-                Sniff::NeedMore => {
-                    if (buf.len() as u64) < *size {
-                        return Step::Wait;
-                    }
-                    match ambiguous_since {
-                        None => {
-                            *ambiguous_since = Some(now.mono_ms);
-                            return Step::Wait;
-                        }
-                        Some(t) if now.mono_ms < *t + AMBIGUITY_WAIT_MS => return Step::Wait,
-                        Some(_) => *started = true,
-                    }
-                }
-                Sniff::Data => *started = true,
-            }
-        }
-        loop {
-            let remaining = *size - *got;
-            if remaining == 0 {
-                self.outstanding.pop_front();
-                self.events.push_back(Event::Reply {
-                    id,
-                    reply: Reply::Get(Ok(())),
-                });
-                return Step::Continue;
-            }
-            let buf = decoder.peek_raw();
-            if buf.is_empty() {
-                return Step::Wait;
-            }
-            // At each server block boundary, check for the change marker.
-            if *got % SERVER_BLOCK == 0 && *got > 0 {
-                let need = (CHANGED_MARKER.len() as u64).min(remaining) as usize;
-                let n = need.min(buf.len());
-                if buf[..n] == CHANGED_MARKER[..n] {
-                    if n < need {
-                        return Step::Wait;
-                    }
-                    if need == CHANGED_MARKER.len() {
-                        self.outstanding.pop_front();
-                        self.events.push_back(Event::Reply {
-                            id,
-                            reply: Reply::Get(Err(GetFailure::Changed)),
-                        });
-                        self.log(
-                            Level::Verbose,
-                            "Source changed while copying; closing the connection".into(),
-                        );
-                        self.phase = Phase::Closed;
-                        return Step::Wait;
-                    }
-                }
-            }
-            // Never cross the next block boundary in one piece, so the
-            // marker check above sees every boundary.
-            let to_boundary = SERVER_BLOCK - (*got % SERVER_BLOCK);
-            let take = remaining.min(to_boundary).min(buf.len() as u64) as usize;
-            let bytes = decoder.take_raw(take);
-            *got += bytes.len() as u64;
-            self.received += bytes.len() as u64;
-            self.events.push_back(Event::Data { id, bytes });
-        }
-    }
-
     fn log(&mut self, level: Level, message: String) {
         self.events.push_back(Event::Log { level, message });
     }
@@ -1100,72 +984,6 @@ impl Session {
         self.phase = Phase::Closed;
         self.events.push_back(Event::Failed(e));
     }
-}
-
-enum Step {
-    Wait,
-    Continue,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Sniff {
-    /// A framed `BAD:` transaction of this many bytes (header included).
-    Framed(usize),
-    /// A raw block starting with the refusal text.
-    RawRefusal,
-    /// What arrived could still be either; wait for more.
-    NeedMore,
-    /// File data.
-    Data,
-}
-
-/// Tell file data from the refusals a 3.21 server can put in a GET stream
-/// (PROTOCOL.md §8.4): a framed `t <n>` transaction with `BAD: ` at offset
-/// 8 ("cleartext access denied"), or a raw block starting with
-/// `CF_FAILEDSTR`.
-fn sniff(buf: &[u8]) -> Sniff {
-    let framed_prefix = could_be_framed(buf);
-    if buf.len() >= FRAMED_SNIFF && framed_prefix {
-        let mut h = [0u8; frame::HEADER_LEN];
-        h.copy_from_slice(&buf[..frame::HEADER_LEN]);
-        if let Ok((_, len)) = frame::parse_header(&h) {
-            return Sniff::Framed(frame::HEADER_LEN + len);
-        }
-    }
-    let failed_n = buf.len().min(reply::FAILED.len());
-    let failed_prefix = buf[..failed_n] == reply::FAILED[..failed_n];
-    if buf.len() >= reply::FAILED.len() && failed_prefix {
-        return Sniff::RawRefusal;
-    }
-    if (framed_prefix && buf.len() < FRAMED_SNIFF)
-        || (failed_prefix && buf.len() < reply::FAILED.len())
-    {
-        // Decisive bytes still missing. A file at least that long will bring
-        // them; for a shorter one the caller waits a moment (or for EOF).
-        return Sniff::NeedMore;
-    }
-    Sniff::Data
-}
-
-/// Whether `buf` is consistent with the start of `t <digits>\0…BAD: `, as
-/// the C sender writes a header.
-fn could_be_framed(buf: &[u8]) -> bool {
-    for (i, &b) in buf.iter().take(FRAMED_SNIFF).enumerate() {
-        let ok = match i {
-            0 => b == b't',
-            1 => b == b' ',
-            2 => b.is_ascii_digit(),
-            3..=7 => b.is_ascii_digit() || (b == 0 && buf[i - 1] != b' '),
-            _ => b == b"BAD: "[i - frame::HEADER_LEN],
-        };
-        if !ok {
-            return false;
-        }
-        if (4..=7).contains(&i) && buf[i - 1] == 0 && b != 0 {
-            return false;
-        }
-    }
-    true
 }
 
 fn bad_text(payload: &[u8]) -> String {
@@ -1180,6 +998,12 @@ fn lossy(b: &[u8]) -> String {
         .take(120)
         .collect()
 }
+
+#[path = "get_steps.rs"]
+mod get_steps;
+use get_steps::Step;
+#[cfg(test)]
+use get_steps::{sniff, Sniff};
 
 #[cfg(test)]
 mod tests {
@@ -1236,7 +1060,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/a".to_vec(),
                 client_time: 5,
             },
@@ -1244,7 +1068,7 @@ mod tests {
         s.request(
             now(3),
             2,
-            Request::Md5 {
+            ClientRequest::Md5 {
                 path: b"/a".to_vec(),
                 digest: [0; 16],
             },
@@ -1252,7 +1076,7 @@ mod tests {
         s.request(
             now(3),
             3,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/a".to_vec(),
                 size: 3,
             },
@@ -1260,7 +1084,7 @@ mod tests {
         s.request(
             now(3),
             4,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/b".to_vec(),
                 client_time: 5,
             },
@@ -1309,7 +1133,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/x".to_vec(),
                 size: 5000,
             },
@@ -1317,7 +1141,7 @@ mod tests {
         s.request(
             now(3),
             2,
-            Request::Opendir {
+            ClientRequest::Opendir {
                 path: b"/d".to_vec(),
             },
         );
@@ -1343,7 +1167,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/x".to_vec(),
                 size: 5000,
             },
@@ -1365,7 +1189,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/x".to_vec(),
                 size: 3,
             },
@@ -1414,7 +1238,7 @@ mod tests {
         s.request(
             now(3),
             1,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/a".to_vec(),
                 client_time: 5,
             },
@@ -1438,7 +1262,7 @@ mod tests {
             s.request(
                 now(3),
                 1,
-                Request::Stat {
+                ClientRequest::Stat {
                     path: b"/f".to_vec(),
                     client_time: 5,
                 },
@@ -1446,7 +1270,7 @@ mod tests {
             s.request(
                 now(3),
                 2,
-                Request::Get {
+                ClientRequest::Get {
                     path: b"/f".to_vec(),
                     size: 5000,
                 },
@@ -1454,7 +1278,7 @@ mod tests {
             s.request(
                 now(3),
                 3,
-                Request::Opendir {
+                ClientRequest::Opendir {
                     path: b"/d".to_vec(),
                 },
             );
@@ -1496,7 +1320,7 @@ mod tests {
             s.request(
                 now(3),
                 1,
-                Request::Stat {
+                ClientRequest::Stat {
                     path: b"/a".to_vec(),
                     client_time: 5,
                 },
@@ -1504,14 +1328,14 @@ mod tests {
             s.request(
                 now(3),
                 2,
-                Request::Opendir {
+                ClientRequest::Opendir {
                     path: b"/a".to_vec(),
                 },
             );
             s.request(
                 now(3),
                 3,
-                Request::Get {
+                ClientRequest::Get {
                     path: b"/a".to_vec(),
                     size: round,
                 },
@@ -1538,17 +1362,17 @@ mod tests {
 
     /// What the session sent for a request before requests were framed
     /// in place: the payload built on its own, then framed.
-    fn old_payload(req: &Request) -> Vec<u8> {
+    fn old_payload(req: &ClientRequest) -> Vec<u8> {
         match req {
-            Request::Stat { path, client_time } => request::encode_stat(*client_time, path),
-            Request::Get { path, .. } => request::encode_get(GET_BUFSIZE, path),
-            Request::Opendir { path } => request::encode_opendir(path),
-            Request::Md5 { path, digest } => request::encode_md5(path, digest),
-            Request::Exec { args, .. } => [b"EXEC".as_slice(), args].concat(),
+            ClientRequest::Stat { path, client_time } => request::encode_stat(*client_time, path),
+            ClientRequest::Get { path, .. } => request::encode_get(GET_BUFSIZE, path),
+            ClientRequest::Opendir { path } => request::encode_opendir(path),
+            ClientRequest::Md5 { path, digest } => request::encode_md5(path, digest),
+            ClientRequest::Exec { args, .. } => [b"EXEC".as_slice(), args].concat(),
         }
     }
 
-    fn arbitrary_request(g: &mut quickcheck::Gen) -> Request {
+    fn arbitrary_request(g: &mut quickcheck::Gen) -> ClientRequest {
         use quickcheck::Arbitrary;
         // Mostly short paths, sometimes ones too long to frame.
         let mut path = Vec::<u8>::arbitrary(g);
@@ -1560,17 +1384,17 @@ mod tests {
             *b = u8::arbitrary(g);
         }
         match u8::arbitrary(g) % 5 {
-            0 => Request::Stat {
+            0 => ClientRequest::Stat {
                 path,
                 client_time: i64::arbitrary(g),
             },
-            1 => Request::Get {
+            1 => ClientRequest::Get {
                 path,
                 size: u64::arbitrary(g) % 3,
             },
-            2 => Request::Opendir { path },
-            3 => Request::Md5 { path, digest },
-            _ => Request::Exec {
+            2 => ClientRequest::Opendir { path },
+            3 => ClientRequest::Md5 { path, digest },
+            _ => ClientRequest::Exec {
                 args: path,
                 select: Vec::<Vec<u8>>::arbitrary(g),
             },
@@ -1578,7 +1402,7 @@ mod tests {
     }
 
     #[derive(Debug, Clone)]
-    struct Reqs(Vec<Request>);
+    struct Reqs(Vec<ClientRequest>);
 
     impl quickcheck::Arbitrary for Reqs {
         fn arbitrary(g: &mut quickcheck::Gen) -> Self {
@@ -1597,7 +1421,7 @@ mod tests {
             let mut want = Vec::new();
             let framed = frame::encode(Status::Done, &old_payload(&req), &mut want).is_ok();
             if framed {
-                if let Request::Exec { select, .. } = &req {
+                if let ClientRequest::Exec { select, .. } = &req {
                     for class in select.iter().filter(|c| !c.is_empty()).take(9) {
                         let mut r = Vec::new();
                         if frame::encode(
@@ -1643,13 +1467,13 @@ mod tests {
     /// it is taken with `poll_record` or `drain_transactions`.
     #[test]
     fn queued_requests_drain_in_order() {
-        let reqs: Vec<Request> = (0..5)
+        let reqs: Vec<ClientRequest> = (0..5)
             .map(|i| match i {
-                2 => Request::Get {
+                2 => ClientRequest::Get {
                     path: b"/g".to_vec(),
                     size: 1,
                 },
-                _ => Request::Stat {
+                _ => ClientRequest::Stat {
                     path: format!("/s{i}").into_bytes(),
                     client_time: -7,
                 },

@@ -5,8 +5,8 @@
 //! `rcf-fs` implements over a real directory (atomic, never-overwriting
 //! writes) and tests implement in memory.
 
+use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use rsa::RsaPublicKey;
 use thiserror::Error;
@@ -429,7 +429,7 @@ fn ip_text_eq(a: Option<&str>, b: &str) -> bool {
 /// memory (e.g. a short-lived client). Never fails.
 #[derive(Debug, Default)]
 pub struct MemDir {
-    files: Mutex<BTreeMap<String, Vec<u8>>>,
+    files: RefCell<BTreeMap<String, Vec<u8>>>,
 }
 
 /// [`MemDir`] never fails; this type has no values.
@@ -438,10 +438,10 @@ pub struct MemDir {
 pub enum Never {}
 
 impl MemDir {
-    fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        // A poisoned lock only means another holder panicked mid-call; the
-        // map itself is always consistent, so keep using it.
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    /// The map; every method holds it only within its own body, so the
+    /// borrow never overlaps another.
+    fn files(&self) -> RefMut<'_, BTreeMap<String, Vec<u8>>> {
+        self.files.borrow_mut()
     }
 
     /// Put a file in place directly (replacing), for setting up scenarios.

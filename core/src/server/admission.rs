@@ -32,8 +32,15 @@ pub enum Refusal {
     },
 }
 
-/// Strip the `::ffff:` of an IPv4-mapped IPv6 peer, as `MapAddress` does.
-pub fn map_address(ip: &str) -> &str {
+/// A socket peer's address as the access rules see it: an IPv4-mapped IPv6
+/// peer (`::ffff:1.2.3.4`) becomes plain IPv4; anything else is kept.
+///
+/// Stricter than the policy's [`crate::policy::addr::map_address`] (3.21's
+/// `MapAddress`, which drops any leading `::ffff:`): the prefix only goes
+/// when a dotted IPv4 address follows, so a hex-form IPv6 peer such as
+/// `::ffff:abcd` is never turned into a bogus name. For the addresses a
+/// socket reports (mapped peers print dotted) both give the same answer.
+pub fn unmap_ipv4_peer(ip: &str) -> &str {
     ip.strip_prefix("::ffff:")
         .filter(|rest| rest.contains('.'))
         .unwrap_or(ip)
@@ -147,7 +154,25 @@ mod tests {
         let mut a = Admission::new();
         assert_eq!(a.admit("::1", &c), Ok(()));
         assert!(a.admit("127.0.0.1", &c).is_err());
-        assert_eq!(map_address("::ffff:127.0.0.1"), "127.0.0.1");
-        assert_eq!(map_address("::1"), "::1");
+        assert_eq!(unmap_ipv4_peer("::ffff:127.0.0.1"), "127.0.0.1");
+        assert_eq!(unmap_ipv4_peer("::1"), "::1");
+    }
+
+    /// The two unmappings agree on what sockets report and differ only on
+    /// a hex-form `::ffff:` address, which only the policy's (3.21's
+    /// `MapAddress`) strips.
+    #[test]
+    fn peer_unmapping_versus_the_policys_map_address() {
+        use crate::policy::addr::map_address;
+        for ip in ["::ffff:10.1.2.3", "10.1.2.3", "::1", "fe80::1", ""] {
+            assert_eq!(unmap_ipv4_peer(ip), map_address(ip), "{ip}");
+        }
+        assert_eq!(unmap_ipv4_peer("::ffff:abcd"), "::ffff:abcd");
+        assert_eq!(map_address("::ffff:abcd"), "abcd");
+        // What the socket layer prints for a mapped peer is dotted.
+        let mapped = core::net::Ipv4Addr::new(192, 0, 2, 7)
+            .to_ipv6_mapped()
+            .to_string();
+        assert_eq!(unmap_ipv4_peer(&mapped), "192.0.2.7");
     }
 }

@@ -220,6 +220,7 @@ impl Connection {
     }
 
     /// When to call [`handle_timeout`](Connection::handle_timeout), in monotonic ms.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.closing {
             return None;
@@ -231,12 +232,14 @@ impl Connection {
     }
 
     /// Ciphertext to write to the socket.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.flush_session();
         self.tls.poll_transmit()
     }
 
     /// The next question or log line.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.events.pop_front() {
             return Some(e);

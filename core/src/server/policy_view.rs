@@ -3,7 +3,7 @@
 
 use crate::policy::{ConnFacts, Protocol, Request, ServerPolicy};
 
-use super::view::{Decision, Peer, PolicyView, Resource};
+use super::view::{Peer, PolicyView, ResourceKind, Verdict};
 
 fn facts<'a>(peer: &'a Peer) -> ConnFacts<'a> {
     ConnFacts {
@@ -19,14 +19,14 @@ fn facts<'a>(peer: &'a Peer) -> ConnFacts<'a> {
 /// The rule in words: the resource alone when granted (checked for every
 /// request; formatting the reason there showed up in profiles), with the
 /// reason when denied.
-fn decision(d: crate::policy::Decision) -> Decision {
+fn decision(d: crate::policy::Decision) -> Verdict {
     let resource = d.resource.unwrap_or_default();
     let rule = if d.allowed {
         resource
     } else {
         format!("{resource} ({:?})", d.reason)
     };
-    Decision {
+    Verdict {
         allowed: d.allowed,
         rule,
     }
@@ -41,23 +41,23 @@ impl PolicyView for ServerPolicy {
 
     /// Paths that are not UTF-8 can match no rule (policy text is UTF-8),
     /// so they are denied like any uncovered path.
-    fn check_path(&self, path: &[u8], peer: &Peer) -> Decision {
+    fn check_path(&self, path: &[u8], peer: &Peer) -> Verdict {
         match std::str::from_utf8(path) {
             Ok(p) => decision(self.check(&facts(peer), Request::Path(p))),
-            Err(_) => Decision::no_rule(),
+            Err(_) => Verdict::no_rule(),
         }
     }
 
-    fn check_name(&self, resource: Resource, name: &[u8], peer: &Peer) -> Decision {
+    fn check_name(&self, resource: ResourceKind, name: &[u8], peer: &Peer) -> Verdict {
         let Ok(n) = std::str::from_utf8(name) else {
-            return Decision::no_rule();
+            return Verdict::no_rule();
         };
         let req = match resource {
-            Resource::Literal => Request::Literal(n),
-            Resource::Query => Request::Query(n),
-            Resource::Context => Request::Context(n),
-            Resource::Bundle => Request::Bundle(n),
-            Resource::Role => Request::Role(n),
+            ResourceKind::Literal => Request::Literal(n),
+            ResourceKind::Query => Request::Query(n),
+            ResourceKind::Context => Request::Context(n),
+            ResourceKind::Bundle => Request::Bundle(n),
+            ResourceKind::Role => Request::Role(n),
         };
         decision(self.check(&facts(peer), req))
     }

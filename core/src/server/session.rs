@@ -17,55 +17,16 @@ use crate::identity::{self, LineBuffer};
 use crate::reply;
 use crate::request::{self, Dialect, Request, RequestError};
 
-use super::exec::{self, TokenKind};
-use super::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, Level, Now, OpenedFile};
-use super::view::{Peer, PolicyView, Resource};
+use super::view::{Peer, PolicyView, ResourceKind};
+use crate::machine::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, OpenedFile};
+use crate::machine::transfer::{self, Transfer};
+pub use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK, READ_CHUNK};
 
-/// GET data goes out in blocks of this size, whatever the client's bufsize,
-/// as `CfGetFile` does; cf-agent reads one record at a time.
-pub const GET_BLOCK: usize = 2048;
-/// How much file data one [`Event::Read`] asks for.
-pub const READ_CHUNK: usize = 32 * GET_BLOCK;
 /// Promised sizes remembered per connection (the client's STAT cache twin).
 const MAX_PROMISES: usize = 4096;
 
-/// Timeouts a session enforces itself, through [`Session::poll_timeout`].
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// From accept to WELCOME (TLS handshake included by the wrapper).
-    pub handshake_timeout_ms: u64,
-    /// Between requests once identified (3.21: 600 s receive timeout).
-    pub idle_timeout_ms: u64,
-    /// The most detailed level the caller will print. Per-request lines
-    /// above it (`Received: STAT …`, `verbose`) are not even formatted:
-    /// building them cost a measurable share of the server's CPU under
-    /// load. Lines at `info` and above are always emitted, because
-    /// adapters count some of them (denials) whatever they print.
-    pub log_level: Level,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            handshake_timeout_ms: 30_000,
-            idle_timeout_ms: 600_000,
-            log_level: Level::Debug,
-        }
-    }
-}
-
-/// What the caller did wrong (the peer's mistakes are handled in-protocol).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallerError {
-    /// An answer arrived that does not fit the question outstanding.
-    #[error("answer {got} does not match the outstanding question ({want})")]
-    UnexpectedAnswer {
-        /// What the session was waiting for.
-        want: &'static str,
-        /// What it got.
-        got: String,
-    },
-}
+#[path = "session_exec.rs"]
+mod exec_steps;
 
 /// The peer's key, as the TLS layer extracted it from its certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,16 +109,6 @@ struct PathOp {
     digest: [u8; 16],
 }
 
-#[derive(Debug)]
-struct Transfer {
-    handle: u64,
-    path: Vec<u8>,
-    /// Bytes the client expects (its STAT's size when it made one).
-    target: u64,
-    sent: u64,
-    size0: u64,
-}
-
 /// One server connection's protocol state above TLS.
 pub struct Session {
     cfg: Config,
@@ -182,6 +133,8 @@ pub struct Session {
     served: u64,
     /// Requests read so far (for per-command metrics).
     requests: u64,
+    /// Requests refused by the access rules (see [`Session::requests_denied`]).
+    denied: u64,
     exec: Option<ExecClasses>,
 }
 
@@ -222,6 +175,7 @@ impl Session {
             promises: VecDeque::new(),
             served: 0,
             requests: 0,
+            denied: 0,
             exec: None,
         };
         s.records.push_back(banner::server_banner());
@@ -259,6 +213,12 @@ impl Session {
         self.served
     }
 
+    /// Requests the access rules refused so far (for metrics): every
+    /// `access denied to …` line, counted where it is decided.
+    pub fn requests_denied(&self) -> u64 {
+        self.denied
+    }
+
     /// Requests read so far and the text of the latest one (up to its
     /// first NUL), so an adapter can time each command for metrics.
     pub fn last_request(&self) -> (u64, &[u8]) {
@@ -267,11 +227,13 @@ impl Session {
 
     /// The next transaction (or raw GET block) to send. It must not be
     /// split across TLS records; several may share one.
+    #[must_use]
     pub fn poll_record(&mut self) -> Option<Vec<u8>> {
         self.records.pop_front()
     }
 
     /// The next question or log line for the adapter.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -279,28 +241,21 @@ impl Session {
     /// When [`handle_timeout`](Session::handle_timeout) must be called, in
     /// monotonic milliseconds. `None` while waiting on the adapter: a slow
     /// disk is not the peer's fault.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.phase == Phase::Closing || !matches!(self.waiting, Waiting::Nothing) {
-            return None;
-        }
-        self.deadline
+        let busy = !matches!(self.waiting, Waiting::Nothing);
+        crate::machine::peer_deadline(self.phase == Phase::Closing, busy, self.deadline)
     }
 
     /// The deadline passed: a silent or too slow peer is dropped without a reply.
     pub fn handle_timeout(&mut self, now: Now) {
-        if let Some(d) = self.poll_timeout() {
-            if now.mono_ms >= d {
-                let what = if self.is_established() {
-                    "idle"
-                } else {
-                    "identification"
-                };
-                self.log(
-                    Level::Info,
-                    format!("Connection timed out during {what}, closing"),
-                );
-                self.close();
-            }
+        let what = match self.is_established() {
+            true => "idle",
+            false => "identification",
+        };
+        if let Some(line) = crate::machine::timed_out(self.poll_timeout(), now, what) {
+            self.events.push_back(line);
+            self.close();
         }
     }
 
@@ -329,9 +284,7 @@ impl Session {
             }
             _ => {
                 if let Err(e) = self.decoder.push(bytes) {
-                    self.log(Level::Info, format!("Closing connection: {e}"));
-                    self.close();
-                    return;
+                    return self.bad_input(&e);
                 }
                 self.serve(now);
             }
@@ -342,9 +295,7 @@ impl Session {
     pub fn handle_answer(&mut self, now: Now, answer: Answer) -> Result<(), CallerError> {
         if self.phase == Phase::Closing {
             // A late answer after we decided to close: release what it holds.
-            if let Answer::Opened(Ok(f)) = answer {
-                self.events.push_back(Event::Close { handle: f.handle });
-            }
+            self.events.extend(crate::machine::late_answer(answer));
             return Ok(());
         }
         let waiting = std::mem::replace(&mut self.waiting, Waiting::Nothing);
@@ -379,12 +330,9 @@ impl Session {
                         self.records.push_back(v);
                     }
                     Err(e) => {
-                        let msg = format!(
-                            "BAD: unable to stat file {}",
-                            String::from_utf8_lossy(&path)
-                        );
-                        self.log(Level::Verbose, format!("{msg}. (lstat: {e})"));
-                        self.send(Status::Done, msg.as_bytes());
+                        let (log, msg) = transfer::stat_failed(&path, &e);
+                        self.events.push_back(log);
+                        self.send(Status::Done, &msg);
                     }
                 }
                 self.done(now);
@@ -401,8 +349,8 @@ impl Session {
             ) => self.data(now, t, bytes, current_size),
             (Waiting::Read(t), Answer::ReadFailed(e)) => {
                 self.log(Level::Error, format!("Read failed in GetFile. (read: {e})"));
-                self.change_block(&t);
-                self.events.push_back(Event::Close { handle: t.handle });
+                self.records.extend(t.change_block());
+                self.events.push_back(t.close());
                 self.done(now);
             }
             (Waiting::Listing { path }, Answer::Listing(r)) => {
@@ -460,16 +408,8 @@ impl Session {
                     self.done(now);
                 }
             },
-            (Waiting::Digest { digest }, Answer::Digest(d)) => {
-                let same = d.map(|d| d == digest).unwrap_or(false);
-                self.send(
-                    Status::Done,
-                    if same {
-                        reply::CFD_FALSE
-                    } else {
-                        reply::CFD_TRUE
-                    },
-                );
+            (Waiting::Digest { digest }, Answer::Digest(mine)) => {
+                self.send(Status::Done, transfer::md5_reply(digest, mine));
                 self.done(now);
             }
             (w, a) => {
@@ -489,10 +429,7 @@ impl Session {
                     Waiting::ExecRead { .. } => "ExecOutput",
                 };
                 self.waiting = w;
-                return Err(CallerError::UnexpectedAnswer {
-                    want,
-                    got: format!("{a:?}").chars().take(80).collect(),
-                });
+                return Err(CallerError::unexpected(want, &a));
             }
         }
         Ok(())
@@ -646,7 +583,7 @@ impl Session {
     fn welcome(&mut self, now: Now) {
         let w = identity::encode_welcome(&self.peer.username);
         self.records.push_back(w);
-        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+        self.deadline = self.cfg.idle_deadline(now);
         if self.policy.needs_reverse_dns() {
             self.phase = Phase::Busy;
             self.waiting = Waiting::Reverse;
@@ -666,13 +603,9 @@ impl Session {
             let t = match self.decoder.poll() {
                 Ok(Some(t)) => t,
                 Ok(None) => return,
-                Err(e) => {
-                    self.log(Level::Info, format!("Closing connection: {e}"));
-                    self.close();
-                    return;
-                }
+                Err(e) => return self.bad_input(&e),
             };
-            self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
+            self.deadline = self.cfg.idle_deadline(now);
             if self.exec.is_some() {
                 self.exec_class_data(now, &t.payload);
             } else {
@@ -767,7 +700,7 @@ impl Session {
             Request::Var { name } => {
                 if self
                     .policy
-                    .check_name(Resource::Literal, &name, &self.peer)
+                    .check_name(ResourceKind::Literal, &name, &self.peer)
                     .allowed
                 {
                     self.log(
@@ -776,13 +709,8 @@ impl Session {
                     );
                     self.send(Status::Done, reply::NOT_FOUND);
                 } else {
-                    self.log(
-                        Level::Info,
-                        format!(
-                            "access denied to variable: {}",
-                            String::from_utf8_lossy(&name)
-                        ),
-                    );
+                    let name = String::from_utf8_lossy(&name);
+                    self.access_denied(format_args!("variable: {name}"));
                     self.refuse();
                 }
             }
@@ -801,16 +729,14 @@ impl Session {
                 let first: Vec<u8> = args.split(|&b| b == b' ').next().unwrap_or(&[]).to_vec();
                 if self
                     .policy
-                    .check_name(Resource::Query, &first, &self.peer)
+                    .check_name(ResourceKind::Query, &first, &self.peer)
                     .allowed
                 {
                     // Community has no report data to give.
                     self.protocol_error("QUERY is only answered by CFEngine Enterprise");
                 } else {
-                    self.log(
-                        Level::Info,
-                        format!("access denied to query: {}", String::from_utf8_lossy(&args)),
-                    );
+                    let args = String::from_utf8_lossy(&args);
+                    self.access_denied(format_args!("query: {args}"));
                     self.refuse();
                 }
             }
@@ -820,20 +746,19 @@ impl Session {
                 }
                 if self
                     .policy
-                    .check_name(Resource::Query, b"delta", &self.peer)
+                    .check_name(ResourceKind::Query, b"delta", &self.peer)
                     .allowed
                 {
                     self.protocol_error("COOKIE is only answered by CFEngine Enterprise");
                 } else {
-                    self.log(Level::Info, "access denied to cookie query: delta".into());
+                    self.access_denied(format_args!("cookie query: delta"));
                     self.refuse();
                 }
             }
             Request::CallMeBack => {
-                self.log(
-                    Level::Info,
-                    "access denied to Call-Collect, check the ACL for class: collect_calls".into(),
-                );
+                self.access_denied(format_args!(
+                    "Call-Collect, check the ACL for class: collect_calls"
+                ));
                 self.close();
             }
             Request::Exec { args } => self.start_exec(String::from_utf8_lossy(&args).into_owned()),
@@ -883,13 +808,9 @@ impl Session {
         let c = match r {
             Ok(c) => c,
             Err(e) => {
-                self.log(
-                    Level::Info,
-                    format!(
-                        "Failed to canonicalise filename '{}' (realpath: {e})",
-                        String::from_utf8_lossy(&op.requested)
-                    ),
-                );
+                let p = String::from_utf8_lossy(&op.requested);
+                let why = format!("Failed to canonicalise filename '{p}' (realpath: {e})");
+                self.log(Level::Info, why);
                 self.refuse();
                 return self.done(now);
             }
@@ -908,27 +829,16 @@ impl Session {
         }
         let d = self.policy.check_path(&path, &self.peer);
         if !d.allowed {
-            self.log(
-                Level::Info,
-                format!(
-                    "access denied to {}: {}",
-                    op.cmd.denied_log(),
-                    String::from_utf8_lossy(&path)
-                ),
-            );
+            let cmd = op.cmd.denied_log();
+            self.access_denied(format_args!("{cmd}: {}", String::from_utf8_lossy(&path)));
             self.refuse();
             return self.done(now);
         }
         match op.cmd {
             Cmd::Stat => {
-                if self.policy.deny_bad_clocks()
-                    && reply::clock_skew_too_large(now.unix_s, op.client_time)
-                {
-                    let msg = reply::clocks_unsynchronized(now.unix_s, op.client_time);
-                    self.log(
-                        Level::Info,
-                        format!("denybadclocks {}", String::from_utf8_lossy(&msg)),
-                    );
+                let deny = self.policy.deny_bad_clocks();
+                if let Some((log, msg)) = transfer::bad_clock(deny, now, op.client_time) {
+                    self.events.push_back(log);
                     self.send(Status::Done, &msg);
                     return self.done(now);
                 }
@@ -957,13 +867,7 @@ impl Session {
         let f = match r {
             Ok(f) => f,
             Err(e) => {
-                self.log(
-                    Level::Error,
-                    format!(
-                        "Open error of file '{}'. (open: {e})",
-                        String::from_utf8_lossy(&path)
-                    ),
-                );
+                self.events.push_back(transfer::open_failed(&path, &e));
                 self.raw_refusal_block(bufsize);
                 return self.done(now);
             }
@@ -971,18 +875,9 @@ impl Session {
         // The ownership rule (TransferRights): root reads anything admitted;
         // others need to own the file or find it world-readable.
         let uid = self.uid.unwrap_or(u32::MAX - 1);
-        if uid != 0 && f.uid != uid && f.mode & 0o004 == 0 {
-            self.log(
-                Level::Info,
-                format!(
-                    "Remote user '{}' is not owner of the file, access denied, consider maproot or making file world-readable",
-                    self.peer.username
-                ),
-            );
-            self.log(
-                Level::Info,
-                format!("REFUSE access to file: {}", String::from_utf8_lossy(&path)),
-            );
+        if !transfer::may_read(uid, false, &f) {
+            let logs = transfer::not_owner_logs(&self.peer.username, &path);
+            self.events.extend(logs);
             self.refuse();
             // 3.21 follows with a raw bufsize block; ours is zero-padded, never stack garbage.
             self.raw_refusal_block(bufsize);
@@ -995,82 +890,51 @@ impl Session {
             .rev()
             .find(|(p, _)| *p == path)
             .map_or(f.size, |&(_, size)| size);
-        let t = Transfer {
-            handle: f.handle,
-            path,
-            target,
-            sent: 0,
-            size0: f.size,
-        };
+        let t = Transfer::new(&f, path, target);
         if t.size0 != t.target {
             // The file changed between the client's STAT and this GET. Sending
             // the new size would desynchronise the stream; say so in one block
             // the client reads whole, and let its next run fetch the new file.
-            self.log(
-                Level::Verbose,
-                "Aborting transfer of file due to source changes".into(),
-            );
-            self.change_block(&t);
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+            self.source_changed(now, t);
+            return;
         }
         self.next_read(now, t);
     }
 
     fn next_read(&mut self, now: Now, t: Transfer) {
-        if t.sent >= t.target {
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+        match t.next_read(READ_CHUNK) {
+            Some(read) => {
+                self.events.push_back(read);
+                self.waiting = Waiting::Read(t);
+            }
+            None => {
+                self.events.push_back(t.close());
+                self.done(now);
+            }
         }
-        let len = READ_CHUNK.min((t.target - t.sent) as usize);
-        self.events.push_back(Event::Read {
-            handle: t.handle,
-            offset: t.sent,
-            len,
-        });
-        self.waiting = Waiting::Read(t);
     }
 
     fn data(&mut self, now: Now, mut t: Transfer, bytes: Vec<u8>, current_size: u64) {
-        let remaining = (t.target - t.sent) as usize;
-        if bytes.is_empty() || current_size != t.size0 || bytes.len() > remaining {
-            self.log(
-                Level::Verbose,
-                "Aborting transfer of file due to source changes".into(),
-            );
-            self.change_block(&t);
-            self.events.push_back(Event::Close { handle: t.handle });
-            return self.done(now);
+        if t.accept(&bytes, current_size).is_err() {
+            return self.source_changed(now, t);
         }
-        for block in bytes.chunks(GET_BLOCK) {
-            self.records.push_back(block.to_vec());
-        }
-        t.sent += bytes.len() as u64;
+        self.records.extend(transfer::raw_blocks(&bytes));
         self.served += bytes.len() as u64;
         self.next_read(now, t);
     }
 
-    /// `BAD: File changed while copying: <path>` as one raw record no longer
-    /// than what the client still expects, so it reads it whole and stays in sync.
-    fn change_block(&mut self, t: &Transfer) {
-        let remaining = t.target.saturating_sub(t.sent) as usize;
-        if remaining == 0 {
-            return;
-        }
-        let mut b = format!(
-            "BAD: File changed while copying: {}",
-            String::from_utf8_lossy(&t.path)
-        )
-        .into_bytes();
-        b.resize(remaining.min(GET_BLOCK), 0);
-        self.records.push_back(b);
+    fn raw_refusal_block(&mut self, bufsize: u16) {
+        let len = usize::from(bufsize.max(1));
+        self.records.push_back(transfer::refusal_block(len));
     }
 
-    fn raw_refusal_block(&mut self, bufsize: u16) {
-        let mut b = reply::FAILED.to_vec();
-        b.resize(usize::from(bufsize).max(reply::FAILED.len() + 1), 0);
-        b.truncate(usize::from(bufsize.max(1)));
-        self.records.push_back(b);
+    /// The file changed under the transfer: one block the client reads
+    /// whole says so, and the transfer ends.
+    fn source_changed(&mut self, now: Now, t: Transfer) {
+        self.log(Level::Verbose, transfer::SOURCE_CHANGED.into());
+        self.records.extend(t.change_block());
+        self.events.push_back(t.close());
+        self.done(now);
     }
 
     fn remember(&mut self, path: Vec<u8>, size: u64) {
@@ -1095,24 +959,22 @@ impl Session {
 
     fn protocol_error(&mut self, why: &str) {
         self.send(Status::Done, reply::REQUEST_DENIED);
-        self.log(
-            Level::Info,
-            format!(
-                "Closing connection due to illegal request: {} ({why})",
-                self.current()
-            ),
+        let line = format!(
+            "Closing connection due to illegal request: {} ({why})",
+            self.current()
         );
+        self.log(Level::Info, line);
         self.close();
     }
 
+    /// The request is answered: ready for the next one, unless closing.
     fn done(&mut self, now: Now) {
-        if self.phase == Phase::Closing {
-            return;
+        if self.phase != Phase::Closing {
+            self.phase = Phase::Ready;
+            self.waiting = Waiting::Nothing;
+            self.deadline = self.cfg.idle_deadline(now);
+            self.serve(now);
         }
-        self.phase = Phase::Ready;
-        self.waiting = Waiting::Nothing;
-        self.deadline = Some(now.mono_ms + self.cfg.idle_timeout_ms);
-        self.serve(now);
     }
 
     fn send(&mut self, status: Status, payload: &[u8]) {
@@ -1127,19 +989,26 @@ impl Session {
         self.events.push_back(Event::Log { level, message });
     }
 
+    /// The access rules refused a request: cf-serverd's `access denied to
+    /// …` line, and one more in [`Session::requests_denied`], which metrics
+    /// count instead of matching log text.
+    fn access_denied(&mut self, what: std::fmt::Arguments<'_>) {
+        self.denied += 1;
+        self.log(Level::Info, format!("access denied to {what}"));
+    }
+
+    /// Bytes that cannot be framed end the connection.
+    fn bad_input(&mut self, e: &crate::frame::FrameError) {
+        self.events.push_back(crate::machine::bad_input(e));
+        self.close();
+    }
+
     /// cf-serverd's per-request `verbose` line, built only if
     /// `cfg.log_level` shows it.
     fn received(&mut self, cmd: &str, path: &[u8]) {
         if Level::Verbose <= self.cfg.log_level {
-            self.log(
-                Level::Verbose,
-                format!(
-                    "{:>14} {:>7} {}",
-                    "Received:",
-                    cmd,
-                    String::from_utf8_lossy(path)
-                ),
-            );
+            let line = crate::machine::received(cmd, 7, path);
+            self.events.push_back(line);
         }
     }
 
@@ -1155,164 +1024,6 @@ impl Session {
                 Waiting::Read(t) => self.events.push_back(Event::Close { handle: t.handle }),
                 Waiting::ExecRead { handle } => self.events.push_back(Event::ExecKill { handle }),
                 _ => {}
-            }
-        }
-    }
-}
-
-impl Session {
-    /// EXEC steps 1-3: a cfruncommand, its program admitted by a path
-    /// rule, and an allowed user. Each refusal ends the connection.
-    fn start_exec(&mut self, args: String) {
-        let cmd = self.policy.cfruncommand().to_string();
-        let Some(arg0) = exec::split_command(&cmd).into_iter().next() else {
-            self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
-            return self.exec_refused();
-        };
-        if !arg0.starts_with('/') {
-            self.log(Level::Info, "EXEC failed, invalid cfruncommand arg0".into());
-            return self.exec_refused();
-        }
-        self.phase = Phase::Busy;
-        self.waiting = Waiting::ExecCanon { args };
-        self.events.push_back(Event::Canonicalize {
-            path: arg0.into_bytes(),
-        });
-    }
-
-    fn exec_arg0(&mut self, now: Now, args: String, r: Result<Canonical, String>) {
-        let Ok(c) = r else {
-            self.log(Level::Info, "EXEC failed, invalid cfruncommand arg0".into());
-            return self.exec_refused();
-        };
-        if !self.policy.check_path(&c.path, &self.peer).allowed {
-            self.log(
-                Level::Info,
-                format!(
-                    "EXEC denied due to ACL for file: {}",
-                    String::from_utf8_lossy(&c.path)
-                ),
-            );
-            return self.exec_refused();
-        }
-        if !self.policy.user_may_exec(&self.peer.username) {
-            self.log(
-                Level::Info,
-                format!(
-                    "EXEC denied due to not allowed user: {}",
-                    self.peer.username
-                ),
-            );
-            return self.exec_refused();
-        }
-        // Step 4: cf-runagent's class selection follows as transactions.
-        self.exec = Some(ExecClasses {
-            args,
-            reads: 0,
-            matched: false,
-        });
-        self.phase = Phase::Ready;
-        self.waiting = Waiting::Nothing;
-        self.serve(now);
-    }
-
-    fn exec_refused(&mut self) {
-        self.refuse();
-        self.send(Status::Done, &reply::exec_terminator());
-        self.close();
-    }
-
-    /// One class-selection transaction. We read up to the terminator (at
-    /// most 10 transactions) instead of stopping at the first match as 3.21
-    /// does, so no leftover is ever read as a command.
-    fn exec_class_data(&mut self, now: Now, payload: &[u8]) {
-        let Some(mut ec) = self.exec.take() else {
-            return;
-        };
-        ec.reads += 1;
-        let text = frame::c_str(payload);
-        if text.starts_with(reply::TERMINATOR) {
-            if ec.reads == 1 || ec.matched {
-                return self.exec_run(now, ec.args);
-            }
-            return self.exec_no_class(now);
-        }
-        for name in String::from_utf8_lossy(text)
-            .split(' ')
-            .filter(|n| !n.is_empty())
-        {
-            self.log(
-                Level::Verbose,
-                format!("Checking whether class {name} can be identified as me..."),
-            );
-            if self.policy.class_defined(name) {
-                ec.matched = true;
-            }
-        }
-        if ec.reads >= 10 {
-            if ec.matched {
-                return self.exec_run(now, ec.args);
-            }
-            return self.exec_no_class(now);
-        }
-        self.exec = Some(ec);
-    }
-
-    fn exec_no_class(&mut self, now: Now) {
-        self.log(Level::Verbose, "No classes matched, rejecting....".into());
-        let hello = format!(
-            "Hello  ({}), nothing relevant to do here...\n\n",
-            self.peer.ip
-        );
-        self.send(Status::Done, hello.as_bytes());
-        self.send(
-            Status::Done,
-            b"EXEC denied due to failed class match (check cf-serverd verbose output)",
-        );
-        self.send(Status::Done, &reply::exec_terminator());
-        self.done(now);
-    }
-
-    /// Steps 5-7: authorise `-D`/`-b`, build argv, start the program.
-    fn exec_run(&mut self, now: Now, args: String) {
-        let cmd = self.policy.cfruncommand().to_string();
-        let policy = self.policy.clone();
-        let peer = self.peer.clone();
-        let mut denied_token = None;
-        let r = exec::plan(&cmd, &args, |kind, tok| {
-            let res = match kind {
-                TokenKind::Class => Resource::Role,
-                TokenKind::Bundle => Resource::Bundle,
-            };
-            let ok = policy.check_name(res, tok.as_bytes(), &peer).allowed;
-            if !ok {
-                denied_token = Some(tok.to_string());
-            }
-            ok
-        });
-        match r {
-            Ok(p) => {
-                let line = format!("cf-serverd executing cfruncommand: {}", p.display);
-                self.log(Level::Info, line.clone());
-                self.send(Status::Done, format!("{line}\n").as_bytes());
-                self.phase = Phase::Busy;
-                self.waiting = Waiting::ExecStart;
-                self.events.push_back(Event::ExecStart { argv: p.argv });
-            }
-            Err(e) => {
-                if let Some(t) = denied_token {
-                    self.log(Level::Info, format!("Access denied to: {t}"));
-                } else if let exec::ExecDenial::Role(t) | exec::ExecDenial::Bundle(t) = &e {
-                    self.log(Level::Info, format!("llegal character in: {t}"));
-                }
-                self.log(Level::Info, e.to_string());
-                self.send(Status::Done, e.to_string().as_bytes());
-                if let exec::ExecDenial::TooLong { .. } = e {
-                    self.close();
-                    return;
-                }
-                self.send(Status::Done, &reply::exec_terminator());
-                self.done(now);
             }
         }
     }

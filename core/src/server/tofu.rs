@@ -8,9 +8,10 @@
 //! a new or changed key is refused exactly as if the peer were not in
 //! `trustkeysfrom` (`TRUST FAILED…`).
 //!
-//! The budget is pure: the caller passes the time in (wall-clock or
-//! monotonic seconds, as long as it is one clock) and shares one budget
-//! across connections behind a lock. Keys already trusted never consult it.
+//! The budget and its [`TofuGate`] are pure: the caller passes the time in
+//! (wall-clock or monotonic seconds, as long as it is one clock) and, to
+//! share one gate across connections, keeps it behind its own lock and
+//! hands the sessions a [`NewKeyGate`]. Keys already trusted never consult it.
 
 /// Why the budget refused a new key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -87,148 +88,92 @@ impl TrustBudget {
     }
 }
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::view::{Decision, Peer, PolicyView, Resource};
+use crate::machine::NewKeyGate;
 
-/// The time source a [`TofuGate`] reads, in seconds (supplied by the adapter).
-pub type Clock = Box<dyn Fn() -> u64 + Send + Sync>;
-/// Told about every key the budget refused: the peer IP and why.
-pub type Notify = Box<dyn Fn(&str, &Closed) + Send + Sync>;
+use super::view::{Peer, PolicyView, ResourceKind, Verdict};
 
-/// One [`TrustBudget`] shared by every connection of a server, with
-/// counters for metrics. The adapter builds one, supplies the clock, and
-/// wraps each policy it hands a session with [`TofuGate::view`].
-pub struct TofuGate {
-    budget: Mutex<TrustBudget>,
-    clock: Clock,
-    notify: Notify,
-    /// New keys trusted (policy and budget agreed).
-    pub granted: AtomicU64,
-    /// New keys refused because the IP is not in `trustkeysfrom`.
-    pub refused_policy: AtomicU64,
-    /// New keys refused because the budget is closed.
-    pub refused_closed: AtomicU64,
+/// Why [`TofuGate::decide`] refused a new or changed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The peer's IP is not in `trustkeysfrom`.
+    #[error("not in trustkeysfrom")]
+    Policy,
+    /// `trustkeysfrom` admits it, but the budget is closed.
+    #[error(transparent)]
+    Closed(#[from] Closed),
 }
 
-impl std::fmt::Debug for TofuGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TofuGate")
-            .field("budget", &self.budget)
-            .finish_non_exhaustive()
+/// One [`TrustBudget`] with counters for metrics: the whole trust-on-first-use
+/// decision, pure and single-owner. A server that shares one gate across its
+/// connections keeps it behind its own lock, in the adapter, and hands the
+/// sessions a [`NewKeyGate`] that reads its clock and calls
+/// [`TofuGate::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TofuGate {
+    budget: TrustBudget,
+    /// New keys trusted (policy and budget agreed).
+    pub granted: u64,
+    /// New keys refused because the IP is not in `trustkeysfrom`.
+    pub refused_policy: u64,
+    /// New keys refused because the budget is closed.
+    pub refused_closed: u64,
+}
+
+impl Default for TofuGate {
+    fn default() -> Self {
+        Self::new(TrustBudget::unlimited())
     }
 }
 
 impl TofuGate {
-    /// A gate with an unlimited budget; see [`TofuGate::set_budget`].
-    pub fn new(clock: Clock, notify: Notify) -> Self {
+    /// A gate over `budget`, nothing counted yet.
+    pub fn new(budget: TrustBudget) -> Self {
         TofuGate {
-            budget: Mutex::new(TrustBudget::unlimited()),
-            clock,
-            notify,
-            granted: AtomicU64::new(0),
-            refused_policy: AtomicU64::new(0),
-            refused_closed: AtomicU64::new(0),
+            budget,
+            granted: 0,
+            refused_policy: 0,
+            refused_closed: 0,
         }
     }
 
-    /// Replace the budget (at startup, from the command line).
-    pub fn set_budget(&self, b: TrustBudget) {
-        if let Ok(mut g) = self.budget.lock() {
-            *g = b;
-        }
+    /// Replace the budget (at startup, from the command line); the counters stay.
+    pub fn set_budget(&mut self, b: TrustBudget) {
+        self.budget = b;
     }
 
-    /// A copy of the budget as it stands.
-    pub fn budget(&self) -> TrustBudget {
-        self.budget
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+    /// The budget as it stands.
+    pub fn budget(&self) -> &TrustBudget {
+        &self.budget
     }
 
-    /// The trust decision for a new or changed key from `ip`, given what
-    /// the policy (`trustkeysfrom`) says: both must agree. Takes one key
-    /// from the budget when it does.
-    pub fn decide(&self, ip: &str, policy_trusts: bool) -> bool {
+    /// The trust decision for a new or changed key at `now_s` (the budget's
+    /// clock), given what the policy (`trustkeysfrom`) says: both must
+    /// agree. Takes one key from the budget when they do, and counts the
+    /// outcome either way.
+    #[must_use = "a refused key must not be trusted"]
+    pub fn decide(&mut self, policy_trusts: bool, now_s: u64) -> Result<(), Refused> {
         if !policy_trusts {
-            self.refused_policy.fetch_add(1, Ordering::Relaxed);
-            return false;
+            self.refused_policy += 1;
+            return Err(Refused::Policy);
         }
-        let now = (self.clock)();
-        let r = match self.budget.lock() {
-            Ok(mut b) => b.try_take(now),
-            Err(p) => p.into_inner().try_take(now),
-        };
-        match r {
+        match self.budget.try_take(now_s) {
             Ok(()) => {
-                self.granted.fetch_add(1, Ordering::Relaxed);
-                true
+                self.granted += 1;
+                Ok(())
             }
             Err(why) => {
-                self.refused_closed.fetch_add(1, Ordering::Relaxed);
-                (self.notify)(ip, &why);
-                false
+                self.refused_closed += 1;
+                Err(Refused::Closed(why))
             }
         }
     }
-
-    /// `inner` with its `trusts_keys_from` answered through this gate.
-    pub fn view(self: &Arc<Self>, inner: Arc<dyn PolicyView>) -> Arc<dyn PolicyView> {
-        Arc::new(Gated {
-            inner,
-            gate: self.clone(),
-        })
-    }
-
-    /// The same gate for a classic-protocol session's policy, so the budget
-    /// holds whichever protocol a new key arrives by.
-    pub fn classic_view(
-        self: &Arc<Self>,
-        inner: Arc<dyn crate::classic::ClassicPolicy>,
-    ) -> Arc<dyn crate::classic::ClassicPolicy> {
-        Arc::new(GatedClassic {
-            inner,
-            gate: self.clone(),
-        })
-    }
 }
 
-struct GatedClassic {
-    inner: Arc<dyn crate::classic::ClassicPolicy>,
-    gate: Arc<TofuGate>,
-}
-
-impl crate::classic::ClassicPolicy for GatedClassic {
-    fn legacy_allowed(&self, ip: &str) -> bool {
-        self.inner.legacy_allowed(ip)
-    }
-    fn trusts_keys_from(&self, ip: &str) -> bool {
-        self.gate.decide(ip, self.inner.trusts_keys_from(ip))
-    }
-    fn deny_bad_clocks(&self) -> bool {
-        self.inner.deny_bad_clocks()
-    }
-    fn expand_shortcut(&self, path: &[u8], peer: &crate::classic::ClassicPeer) -> Option<Vec<u8>> {
-        self.inner.expand_shortcut(path, peer)
-    }
-    fn check_path(
-        &self,
-        path: &[u8],
-        peer: &crate::classic::ClassicPeer,
-        encrypted: bool,
-    ) -> crate::classic::ClassicDecision {
-        self.inner.check_path(path, peer, encrypted)
-    }
-    fn check_literal(
-        &self,
-        name: &[u8],
-        peer: &crate::classic::ClassicPeer,
-        encrypted: bool,
-    ) -> bool {
-        self.inner.check_literal(name, peer, encrypted)
-    }
+/// `inner` with its `trusts_keys_from` answered through `gate` as well.
+pub fn gated_view(inner: Arc<dyn PolicyView>, gate: Arc<dyn NewKeyGate>) -> Arc<dyn PolicyView> {
+    Arc::new(Gated { inner, gate })
 }
 
 /// A policy whose key-trust answer also consults the gate. Every other
@@ -236,21 +181,21 @@ impl crate::classic::ClassicPolicy for GatedClassic {
 /// delegated here too).
 struct Gated {
     inner: Arc<dyn PolicyView>,
-    gate: Arc<TofuGate>,
+    gate: Arc<dyn NewKeyGate>,
 }
 
 impl PolicyView for Gated {
     fn expand_shortcut(&self, path: &[u8], peer: &Peer) -> Option<Vec<u8>> {
         self.inner.expand_shortcut(path, peer)
     }
-    fn check_path(&self, path: &[u8], peer: &Peer) -> Decision {
+    fn check_path(&self, path: &[u8], peer: &Peer) -> Verdict {
         self.inner.check_path(path, peer)
     }
-    fn check_name(&self, resource: Resource, name: &[u8], peer: &Peer) -> Decision {
+    fn check_name(&self, resource: ResourceKind, name: &[u8], peer: &Peer) -> Verdict {
         self.inner.check_name(resource, name, peer)
     }
     fn trusts_keys_from(&self, ip: &str) -> bool {
-        self.gate.decide(ip, self.inner.trusts_keys_from(ip))
+        self.gate.admit_new_key(ip, self.inner.trusts_keys_from(ip))
     }
     fn deny_bad_clocks(&self) -> bool {
         self.inner.deny_bad_clocks()
@@ -316,18 +261,17 @@ mod tests {
 #[cfg(test)]
 mod gate_tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     struct P(bool);
     impl PolicyView for P {
         fn expand_shortcut(&self, _: &[u8], _: &Peer) -> Option<Vec<u8>> {
             None
         }
-        fn check_path(&self, _: &[u8], _: &Peer) -> Decision {
-            Decision::no_rule()
+        fn check_path(&self, _: &[u8], _: &Peer) -> Verdict {
+            Verdict::no_rule()
         }
-        fn check_name(&self, _: Resource, _: &[u8], _: &Peer) -> Decision {
-            Decision::no_rule()
+        fn check_name(&self, _: ResourceKind, _: &[u8], _: &Peer) -> Verdict {
+            Verdict::no_rule()
         }
         fn trusts_keys_from(&self, _: &str) -> bool {
             self.0
@@ -349,10 +293,19 @@ mod gate_tests {
         }
     }
 
+    /// A stateless gate: refuses 10.0.0.3 whatever the policy says, so the
+    /// tests see which IP and which policy answer reach it. (The shared,
+    /// locked gate is the adapter's; its counting is [`TofuGate::decide`]'s.)
+    struct NotThree;
+    impl NewKeyGate for NotThree {
+        fn admit_new_key(&self, ip: &str, policy_trusts: bool) -> bool {
+            policy_trusts && ip != "10.0.0.3"
+        }
+    }
+
     #[test]
     fn the_gate_forwards_everything_but_trust_unchanged() {
-        let gate = Arc::new(TofuGate::new(Box::new(|| 0), Box::new(|_, _| {})));
-        let v = gate.view(Arc::new(P(true)));
+        let v = gated_view(Arc::new(P(true)), Arc::new(NotThree));
         assert_eq!(v.cfruncommand(), "/bin/true");
         assert!(v.user_may_exec("root") && !v.user_may_exec("bob"));
         assert!(v.class_defined("any") && !v.class_defined("none"));
@@ -360,33 +313,31 @@ mod gate_tests {
     }
 
     #[test]
-    fn gate_needs_policy_and_budget_and_counts() {
-        let t = Arc::new(AtomicU64::new(10));
-        let t2 = t.clone();
-        let told = Arc::new(Mutex::new(Vec::new()));
-        let told2 = told.clone();
-        let gate = Arc::new(TofuGate::new(
-            Box::new(move || t2.load(Ordering::Relaxed)),
-            Box::new(move |ip, why| told2.lock().unwrap().push(format!("{ip}: {why}"))),
-        ));
-        gate.set_budget(TrustBudget::new(Some(1), Some(100), 10));
-        let open = gate.view(Arc::new(P(true)));
-        let shut = gate.view(Arc::new(P(false)));
-        assert_eq!(open.cfruncommand(), "/bin/true");
+    fn decide_needs_policy_and_budget_and_counts() {
+        let mut g = TofuGate::new(TrustBudget::new(Some(1), Some(100), 10));
+        assert_eq!(g.decide(false, 10), Err(Refused::Policy));
+        assert_eq!(g.decide(true, 10), Ok(()));
+        assert_eq!(
+            g.decide(true, 11),
+            Err(Refused::Closed(Closed::Exhausted(1)))
+        );
+        assert_eq!((g.granted, g.refused_policy, g.refused_closed), (1, 1, 1));
+        // the window also closes it, at the time passed in
+        g.set_budget(TrustBudget::new(None, Some(100), 10));
+        assert_eq!(g.decide(true, 109), Ok(()));
+        assert_eq!(
+            g.decide(true, 110),
+            Err(Refused::Closed(Closed::WindowOver(100)))
+        );
+        assert_eq!(g.granted, 2);
+    }
+
+    #[test]
+    fn the_gate_needs_the_policy_and_its_own_yes() {
+        let open = gated_view(Arc::new(P(true)), Arc::new(NotThree));
+        let shut = gated_view(Arc::new(P(false)), Arc::new(NotThree));
         assert!(!shut.trusts_keys_from("10.0.0.1"));
         assert!(open.trusts_keys_from("10.0.0.2"));
         assert!(!open.trusts_keys_from("10.0.0.3"));
-        assert_eq!(gate.granted.load(Ordering::Relaxed), 1);
-        assert_eq!(gate.refused_policy.load(Ordering::Relaxed), 1);
-        assert_eq!(gate.refused_closed.load(Ordering::Relaxed), 1);
-        assert_eq!(told.lock().unwrap().len(), 1);
-        assert!(
-            told.lock().unwrap()[0].starts_with("10.0.0.3: trust on first use closed: 1 new key")
-        );
-        // the window also closes it
-        gate.set_budget(TrustBudget::new(None, Some(100), 10));
-        assert!(open.trusts_keys_from("10.0.0.4"));
-        t.store(110, Ordering::Relaxed);
-        assert!(!open.trusts_keys_from("10.0.0.4"));
     }
 }

@@ -19,7 +19,7 @@ pub struct Peer {
 
 /// Which ACL table a name-based lookup goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
+pub enum ResourceKind {
     /// `resource_type => "literal"`, keyed by handle (VAR).
     Literal,
     /// `resource_type => "query"` (QUERY, COOKIE, SCALLBACK).
@@ -32,19 +32,21 @@ pub enum Resource {
     Role,
 }
 
-/// An access decision with the reason, for logs and `--explain`.
+/// The session-facing access verdict (path or name ACL): granted or not, and
+/// the deciding rule in words for logs and `--explain`. (The policy's own,
+/// richer result is `policy::acl::Decision`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Verdict {
     /// Whether access is granted.
     pub allowed: bool,
     /// Which rule decided, in words (empty when none matched).
     pub rule: String,
 }
 
-impl Decision {
+impl Verdict {
     /// A denial because no rule matched.
     pub fn no_rule() -> Self {
-        Decision {
+        Verdict {
             allowed: false,
             rule: String::new(),
         }
@@ -58,9 +60,9 @@ pub trait PolicyView: Send + Sync {
     /// `$(connection.*)` substituted. `None` when no shortcut matches.
     fn expand_shortcut(&self, path: &[u8], peer: &Peer) -> Option<Vec<u8>>;
     /// The TLS path ACL for a canonical path (trailing `/` for directories).
-    fn check_path(&self, path: &[u8], peer: &Peer) -> Decision;
+    fn check_path(&self, path: &[u8], peer: &Peer) -> Verdict;
     /// A name-based ACL lookup.
-    fn check_name(&self, resource: Resource, name: &[u8], peer: &Peer) -> Decision;
+    fn check_name(&self, resource: ResourceKind, name: &[u8], peer: &Peer) -> Verdict;
     /// Whether an unknown or changed key from this IP may be trusted (`trustkeysfrom`).
     fn trusts_keys_from(&self, ip: &str) -> bool;
     /// `denybadclocks` (default true).

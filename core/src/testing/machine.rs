@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 
 use crate::classic::{
-    ClassicClient, ClassicServer, ClientError as ClassicClientError, ClientEvent,
+    ClassicClient, ClassicServer, ClassicClientError, ClientEvent,
 };
 use crate::client;
 use crate::server::{self, Answer, Event, Now};

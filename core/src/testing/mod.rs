@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use rcf_core::client::Request;
+//! use rcf_core::client::ClientRequest;
 //! use rcf_core::testing::{Node, Pair, TablePolicy, World};
 //!
 //! let mut world = World::default();
@@ -17,7 +17,7 @@
 //! let policy = TablePolicy { paths: vec![(b"/srv".to_vec(), vec!["*".into()])], ..Default::default() };
 //! let mut p = Pair::tls(world, Arc::new(policy), Default::default(), Default::default());
 //! p.drive();
-//! p.client.request(p.now, 1, Request::Stat { path: b"/srv/f".to_vec(), client_time: p.now.unix_s });
+//! p.client.request(p.now, 1, ClientRequest::Stat { path: b"/srv/f".to_vec(), client_time: p.now.unix_s });
 //! p.drive();
 //! assert!(p.take_events().iter().any(|e| matches!(e, rcf_core::client::Event::Reply { id: 1, .. })));
 //! ```

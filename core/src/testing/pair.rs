@@ -210,7 +210,7 @@ impl ClassicPair {
 mod tests {
     use super::*;
     use crate::classic::{ClassicDecision, ClassicPeer, ClientEvent};
-    use crate::client::{Event, Reply, Request};
+    use crate::client::{ClientRequest, Event, Reply};
     use crate::testing::{Node, TablePolicy};
 
     fn world() -> World {
@@ -264,7 +264,7 @@ mod tests {
         p.client.request(
             now,
             1,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/srv/f".to_vec(),
                 client_time: now.unix_s,
             },
@@ -278,7 +278,7 @@ mod tests {
         p.client.request(
             now,
             2,
-            Request::Get {
+            ClientRequest::Get {
                 path: b"/srv/f".to_vec(),
                 size: st.size,
             },
@@ -300,7 +300,7 @@ mod tests {
         p.client.request(
             now,
             3,
-            Request::Stat {
+            ClientRequest::Stat {
                 path: b"/secret".to_vec(),
                 client_time: now.unix_s,
             },

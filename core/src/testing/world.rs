@@ -15,7 +15,7 @@ use md5::Digest as _;
 use crate::frame;
 use crate::reply::{FileType, StatReply};
 use crate::server::io::{Canonical, ExecChunk, FileStat, OpenedFile};
-use crate::server::{Answer, Decision, Event, KeyStatus, Level, Now, Peer, PolicyView, Resource};
+use crate::server::{Answer, Event, KeyStatus, Level, Now, Peer, PolicyView, ResourceKind, Verdict};
 
 use super::machine::ServerMachine;
 use super::TestRng;
@@ -122,7 +122,7 @@ impl PolicyView for TablePolicy {
             })
     }
 
-    fn check_path(&self, path: &[u8], peer: &Peer) -> Decision {
+    fn check_path(&self, path: &[u8], peer: &Peer) -> Verdict {
         let covers = |k: &[u8]| {
             k == path
                 || (k.ends_with(b"/") && path.starts_with(k))
@@ -136,27 +136,27 @@ impl PolicyView for TablePolicy {
             .filter(|(k, _)| covers(k))
             .max_by_key(|(k, _)| k.len());
         match best {
-            Some((k, Some(ips))) if ips.iter().any(|i| i == "*" || *i == peer.ip) => Decision {
+            Some((k, Some(ips))) if ips.iter().any(|i| i == "*" || *i == peer.ip) => Verdict {
                 allowed: true,
                 rule: String::from_utf8_lossy(k).into_owned(),
             },
-            Some((k, _)) => Decision {
+            Some((k, _)) => Verdict {
                 allowed: false,
                 rule: String::from_utf8_lossy(k).into_owned(),
             },
-            None => Decision::no_rule(),
+            None => Verdict::no_rule(),
         }
     }
 
-    fn check_name(&self, resource: Resource, name: &[u8], _peer: &Peer) -> Decision {
+    fn check_name(&self, resource: ResourceKind, name: &[u8], _peer: &Peer) -> Verdict {
         let n = String::from_utf8_lossy(name);
         let allowed = match resource {
-            Resource::Literal => self.literals.iter().any(|l| l == name),
-            Resource::Role => self.roles.iter().any(|r| *r == n),
-            Resource::Bundle => self.bundles.iter().any(|b| *b == n),
+            ResourceKind::Literal => self.literals.iter().any(|l| l == name),
+            ResourceKind::Role => self.roles.iter().any(|r| *r == n),
+            ResourceKind::Bundle => self.bundles.iter().any(|b| *b == n),
             _ => false,
         };
-        Decision {
+        Verdict {
             allowed,
             rule: String::new(),
         }

@@ -1,6 +1,5 @@
 //! rustls configurations for cf-serverd-like servers and cf-agent-like clients.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,29 +17,25 @@ use super::error::TlsError;
 use super::settings::TlsSettings;
 use super::verify::{CfeClientCertVerifier, CfeServerCertVerifier};
 
-/// The wall clock rustls sees, fed by the driver (rcf-core has no clock).
+/// The wall-clock time rustls sees, fixed when the driver builds its
+/// configurations (rcf-core has no clock, and keeps no shared mutable time).
 ///
-/// rustls only consults it for certificate-validity arguments our verifiers
-/// ignore and for session-ticket ages (resumption is off on both sides), so
-/// a stale value is harmless; drivers should still [`TlsClock::set`] it
-/// whenever they pass a time to the state machines.
-#[derive(Debug, Clone, Default)]
-pub struct TlsClock(Arc<AtomicU64>);
+/// It dates our self-signed certificates. rustls only consults it otherwise
+/// for certificate-validity arguments our verifiers ignore and for
+/// session-ticket ages (resumption is off on both sides), so a value that
+/// goes stale while a configuration lives is harmless.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsClock(u64);
 
 impl TlsClock {
     /// A clock reading `unix_secs`.
     pub fn new(unix_secs: u64) -> Self {
-        TlsClock(Arc::new(AtomicU64::new(unix_secs)))
+        TlsClock(unix_secs)
     }
 
-    /// Updates the time every configuration sharing this clock sees.
-    pub fn set(&self, unix_secs: u64) {
-        self.0.store(unix_secs, Ordering::Relaxed);
-    }
-
-    /// Current value, seconds since the epoch.
+    /// Its value, seconds since the epoch.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0
     }
 }
 
@@ -105,7 +100,7 @@ pub fn server_config_with_cert(
     clock: &TlsClock,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let (provider, certified) = provider_and_key(cert, settings)?;
-    let mut cfg = ServerConfig::builder_with_details(provider, Arc::new(clock.clone()))
+    let mut cfg = ServerConfig::builder_with_details(provider, Arc::new(*clock))
         .with_protocol_versions(&settings.versions())
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(Arc::new(CfeClientCertVerifier::new()))
@@ -136,7 +131,7 @@ pub fn client_config_with_cert(
     clock: &TlsClock,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let (provider, certified) = provider_and_key(cert, settings)?;
-    let mut cfg = ClientConfig::builder_with_details(provider, Arc::new(clock.clone()))
+    let mut cfg = ClientConfig::builder_with_details(provider, Arc::new(*clock))
         .with_protocol_versions(&settings.versions())
         .map_err(|e| TlsError::Config(e.to_string()))?
         .dangerous()

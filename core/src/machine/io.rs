@@ -1,4 +1,6 @@
-//! What a server session asks of its environment, and the answers it takes.
+//! What a server machine (TLS [`crate::server::Session`] or
+//! [`crate::classic::ClassicServer`]) asks of its environment, and the
+//! answers it takes.
 //!
 //! The session never touches the filesystem, the key store or DNS itself.
 //! It emits one question at a time as an [`Event`] and waits for the matching
@@ -6,46 +8,7 @@
 //! test double. Questions are strictly one at a time because the protocol is
 //! lock-step: one request is served completely before the next is read.
 
-/// Log levels, named as cf-serverd names them in its log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// `error:`
-    Error,
-    /// `warning:`
-    Warning,
-    /// `notice:`
-    Notice,
-    /// `info:`
-    Info,
-    /// `verbose:`
-    Verbose,
-    /// `debug:`
-    Debug,
-}
-
-impl Level {
-    /// The prefix cf-serverd prints (`verbose`, `info`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Error => "error",
-            Level::Warning => "warning",
-            Level::Notice => "notice",
-            Level::Info => "info",
-            Level::Verbose => "verbose",
-            Level::Debug => "debug",
-        }
-    }
-}
-
-/// The current time, as two clocks: deadlines must not jump with the wall
-/// clock, while the `STAT` clock check needs wall-clock seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic milliseconds from any fixed origin.
-    pub mono_ms: u64,
-    /// Wall-clock seconds since the Unix epoch.
-    pub unix_s: i64,
-}
+pub use super::{Level, Now};
 
 /// Where the peer's key stands in `ppkeys/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
