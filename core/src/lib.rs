@@ -11,6 +11,8 @@
 //! After every input (`handle_*`), drain every output (`poll_*`) until it
 //! returns `None`, then wait for the next input or for `poll_timeout`.
 
+#![warn(missing_docs)]
+
 pub mod banner;
 pub mod classic;
 pub mod client;

@@ -99,27 +99,54 @@ pub enum Encrypted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `EXEC[ args]`: a remote agent run; `args` is the text after the word.
-    Exec { args: Vec<u8> },
+    Exec {
+        /// The text after the word (`-D`/`-b` options), unparsed.
+        args: Vec<u8>,
+    },
     /// `GET <bufsize> <path>`; `bufsize` already checked to be 1..=4096.
-    Get { bufsize: u16, path: Vec<u8> },
+    Get {
+        /// The client's block size (1..=4096).
+        bufsize: u16,
+        /// The file asked for, as sent.
+        path: Vec<u8>,
+    },
     /// `OPENDIR <dir>`.
-    Opendir { path: Vec<u8> },
+    Opendir {
+        /// The directory asked for, as sent.
+        path: Vec<u8>,
+    },
     /// `SYNCH <client time> STAT <path>`: a remote stat.
-    Stat { client_time: i64, path: Vec<u8> },
+    Stat {
+        /// The client's clock (for `denybadclocks`).
+        client_time: i64,
+        /// The path asked for, as sent.
+        path: Vec<u8>,
+    },
     /// `MD5 <path>\0\0<16-byte digest>`; a short tail is zero-padded as
     /// the C server's zeroed buffer does.
     Md5 {
+        /// The file to compare.
         path: Vec<u8>,
+        /// The client's digest of its copy.
         digest: [u8; MD5_LEN],
     },
     /// `VERSION`.
     Version,
     /// `VAR <name>`.
-    Var { name: Vec<u8> },
+    Var {
+        /// The literal handle asked for.
+        name: Vec<u8>,
+    },
     /// `CONTEXT <regex>`.
-    Context { regex: Vec<u8> },
+    Context {
+        /// The class regex asked for.
+        regex: Vec<u8>,
+    },
     /// `QUERY <menu> …`: `args` is everything after the word.
-    Query { args: Vec<u8> },
+    Query {
+        /// Everything after the word.
+        args: Vec<u8>,
+    },
     /// `SCALLBACK …` (call-collect, Enterprise).
     CallMeBack,
     /// `COOKIE` (protocol v3).
@@ -130,23 +157,35 @@ pub enum Request {
     Classes,
     /// Classic `CAUTH <ip> <fqdn> <user> …`: the IP is ignored by the server.
     Cauth {
+        /// The address the client claims (ignored, as by 3.21).
         ip: Vec<u8>,
+        /// The client's host name as it sends it.
         fqdn: Vec<u8>,
+        /// The user the client runs as.
         user: Vec<u8>,
     },
     /// Classic `SAUTH <flag> <clen> <nlen> [<enterprise>]` with its challenge.
     Sauth {
+        /// `y`/`n`: whether the client knows the server's key already.
         flag: u8,
+        /// Length of the encrypted challenge.
         clen: usize,
+        /// Length of the challenge's plaintext nonce.
         nlen: usize,
+        /// The Enterprise flag, when sent.
         enterprise: Option<u8>,
+        /// The encrypted challenge bytes.
         challenge: Bytes,
     },
     /// A classic `S*` command: ciphertext still to be decrypted.
     Encrypted {
+        /// Which `S*` command it is.
         kind: Encrypted,
+        /// Ciphertext length the client announced.
         clen: usize,
+        /// `SGET`'s block size, where the command carries one.
         blocksize: Option<i64>,
+        /// The ciphertext, still encrypted with the session key.
         ciphertext: Bytes,
     },
 }
