@@ -298,7 +298,8 @@ impl AnyServer {
 }
 
 /// Recursive copies (OPENDIR / SOPENDIR), a symlink recreated as a link,
-/// `ifencrypted` (plain GET refused, SGET served) and `maproot` — with the
+/// `ifencrypted` (plain GET and plain OPENDIR refused, SGET and SOPENDIR
+/// served) and `maproot` — with the
 /// same outcomes from the real cf-serverd and from rcf-serverd.
 #[test]
 fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
@@ -314,6 +315,13 @@ fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
         let mut only_enc = AccessRule::admit_loopback(s.data.share_path("small.txt"));
         only_enc.ifencrypted = Some(true);
         p.access.push(only_enc);
+        // A directory only listed over an encrypted connection: 3.21.0
+        // checks a plain OPENDIR with encrypt = false (issue 18 finding 1).
+        std::fs::create_dir_all(s.data.share.join("etree/sub")).unwrap();
+        std::fs::write(s.data.share.join("etree/sub/e.txt"), b"listed only encrypted\n").unwrap();
+        let mut enc_dir = AccessRule::admit_loopback(s.data.share_path("etree"));
+        enc_dir.ifencrypted = Some(true);
+        p.access.push(enc_dir);
         p.access
             .push(AccessRule::admit_loopback(s.data.share_path("")));
         let srv = AnyServer::start(real, &s.srv_wd, &p);
@@ -339,8 +347,18 @@ fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
             out.join("seq-enc.txt"),
         );
         seq_enc.encrypt = true;
+        let mut etree_enc =
+            classic(srv.port(), s.data.share_path("etree"), out.join("etree-enc")).recursive(false);
+        etree_enc.encrypt = true;
+        // last: a refused OPENDIR closes the connection
+        let etree_plain =
+            classic(srv.port(), s.data.share_path("etree"), out.join("etree-plain")).recursive(false);
         let run =
             cf_agent_copies(&s.cli_wd, &[tree_plain, tree_enc, link, seq_enc, seq_plain]).unwrap();
+        // a second agent run: the refused plain GET above leaves cf-agent's
+        // connection out of step (it reads min(size, 2048) raw bytes)
+        let erun = cf_agent_copies(&s.cli_wd, &[etree_enc, etree_plain]).unwrap();
+        let e = &erun.outcomes;
         let o = &run.outcomes;
         let who = if real {
             "real cf-serverd"
@@ -356,6 +374,19 @@ fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
         assert!(
             !o[4].ok(),
             "{who}: ifencrypted must refuse the plain GET: {o:?}\n{}",
+            srv.log()
+        );
+        assert!(e[0].ok(), "{who}: SOPENDIR under ifencrypted is served: {e:?}\n{}", srv.log());
+        trees_equal(&s.data.share.join("etree"), &out.join("etree-enc")).unwrap();
+        assert!(
+            !e[1].ok() && !out.join("etree-plain/sub/e.txt").exists(),
+            "{who}: ifencrypted must refuse the plain OPENDIR: {e:?}\n{}",
+            srv.log()
+        );
+        // the listing itself is refused, not only the files in it
+        assert!(
+            srv.log().contains("DIR access error"),
+            "{who}: the plain OPENDIR must be refused:\n{}",
             srv.log()
         );
         trees_equal(&s.data.share.join("tree"), &out.join("tree")).unwrap();

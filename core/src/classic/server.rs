@@ -1170,12 +1170,14 @@ impl ClassicServer {
                 String::from_utf8_lossy(&real)
             ),
         );
-        // 3.21 passes encrypt=true to AccessControl for SYNCH and OPENDIR
-        // whatever the variant, so `ifencrypted` only bites on a plain GET
-        // or MD5.
+        // What 3.21.0 passes to AccessControl (server_classic.c): true for
+        // SYNCH whatever the variant, and for SOPENDIR/SGET; false for a
+        // plain GET and a plain OPENDIR (issue 18 finding 1: a listing under
+        // `ifencrypted` is refused in clear text, and the refusal closes);
+        // MD5 says which it was.
         let acl_encrypted = match op.kind {
-            PathKind::Stat { .. } | PathKind::Opendir | PathKind::SOpendir | PathKind::SGet => true,
-            PathKind::Get { .. } => false,
+            PathKind::Stat { .. } | PathKind::SOpendir | PathKind::SGet => true,
+            PathKind::Get { .. } | PathKind::Opendir => false,
             PathKind::Md5 { .. } => op.encrypted,
         };
         let d = self.policy.check_path(&real, &self.peer, acl_encrypted);

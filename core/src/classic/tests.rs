@@ -488,6 +488,39 @@ fn ifencrypted_refuses_plain_get_but_serves_sget() {
     assert_eq!(data_of(&p.events()), b"hello from cf-serverd lab\n");
 }
 
+/// Issue 18 finding 1: 3.21.0 checks a plain OPENDIR with `encrypt =
+/// false`, so `ifencrypted` refuses it (and the refusal closes, as every
+/// OPENDIR refusal does); SOPENDIR is served.
+#[test]
+fn ifencrypted_refuses_plain_opendir_and_closes_but_serves_sopendir() {
+    let only_encrypted = || Pol {
+        trust: true,
+        admit: vec![("/srv".into(), true, false)],
+        deny: vec![],
+    };
+    let mut p = authed(only_encrypted());
+    p.client.opendir(b"/srv", false).unwrap();
+    p.run().unwrap();
+    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
+    assert!(
+        p.log()
+            .iter()
+            .any(|l| l == "File /srv requires encrypt connection...will not serve"),
+        "{:?}",
+        p.log()
+    );
+    assert!(p.server.is_closing(), "a refused OPENDIR closes, as in 3.21");
+    let mut p = authed(only_encrypted());
+    p.client.opendir(b"/srv", true).unwrap();
+    p.run().unwrap();
+    assert_eq!(
+        p.events(),
+        vec![ClientEvent::Listing(
+            world().nodes[b"/srv".as_slice()].listing.clone().unwrap()
+        )]
+    );
+}
+
 #[test]
 fn opendir_md5_and_shortcut_both_ways() {
     for enc in [false, true] {
