@@ -293,10 +293,17 @@ pub fn parse_request(payload: &[u8], dialect: Dialect) -> Result<Request, Reques
     let args = &s[cmd.len()..];
     match cmd {
         "EXEC" => {
-            let args = rest_of_line(args)
-                .map(|(_, a)| a.to_vec())
-                .unwrap_or_default();
-            Ok(Request::Exec { args })
+            // 3.21 hands DoExec2 the whole C string after the word, only
+            // spaces and tabs skipped: a newline stays inside the class
+            // list it ends up in, and that token is refused (issue 18
+            // finding 4: `-D role1\n-D x` is denied, not run as `-D role1`)
+            let start = args
+                .iter()
+                .position(|b| *b != b' ' && *b != b'\t')
+                .unwrap_or(args.len());
+            Ok(Request::Exec {
+                args: args[start..].to_vec(),
+            })
         }
         "GET" => {
             let (i, bufsize) = int(args).map_err(|_| malformed("GET", "no buffer size"))?;
@@ -709,6 +716,14 @@ mod tests {
             tls(b"EXEC -Dfoo,bar -b baz"),
             Ok(Request::Exec {
                 args: b"-Dfoo,bar -b baz".to_vec()
+            })
+        );
+        // issue 18 finding 4: the newline stays in the arguments, as 3.21
+        // hands DoExec2 the whole C string
+        assert_eq!(
+            tls(b"EXEC \t-D role1\n-D x"),
+            Ok(Request::Exec {
+                args: b"-D role1\n-D x".to_vec()
             })
         );
         assert_eq!(

@@ -248,6 +248,13 @@ mod tests {
             ExecDenial::Role("x".into()).to_string(),
             "EXEC denied role activation (check cf-serverd verbose output)"
         );
+        // issue 18 finding 4: 3.21 cuts a class list at a space or tab only,
+        // so `role1\n-D` is one token, refused by its character set: the
+        // whole request is denied, nothing runs
+        assert_eq!(
+            plan("/bin/run", "-D role1\n-D x", all),
+            Err(ExecDenial::Role("role1\n-D".into()))
+        );
     }
 
     /// No input ever puts into argv anything but cfruncommand's words, the
