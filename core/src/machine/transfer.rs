@@ -156,11 +156,13 @@ pub fn refusal_block(len: usize) -> Vec<u8> {
 }
 
 /// The `MD5` reply: `CFD_FALSE` ("not changed") when our digest of the
-/// file equals the client's, `CFD_TRUE` otherwise, including when we could
-/// not hash it.
+/// file equals the client's, `CFD_TRUE` otherwise. A file we could not
+/// hash counts as the all-zero digest, as in 3.21 (`CompareLocalHash`
+/// compares the zeroed buffer `HashFile` left untouched), so a client that
+/// sends zeros hears "not changed" from both servers (issue 18).
 #[must_use]
 pub fn md5_reply(client: [u8; 16], mine: Option<[u8; 16]>) -> &'static [u8] {
-    if mine == Some(client) {
+    if mine.unwrap_or([0; 16]) == client {
         reply::CFD_FALSE
     } else {
         reply::CFD_TRUE
@@ -218,6 +220,18 @@ mod tests {
             uid: 1000,
             mode: 0o640,
         }
+    }
+
+    /// 3.21's `CompareLocalHash` compares the client's digest with the
+    /// zeroed buffer `HashFile` leaves when it cannot read the file (a
+    /// dangling link, a file gone): zeros are "not changed", anything else
+    /// "changed" (issue 18: rcf answered `CFD_TRUE` to zeros).
+    #[test]
+    fn md5_of_an_unhashable_file_is_the_zero_digest() {
+        assert_eq!(md5_reply([0; 16], None), reply::CFD_FALSE);
+        assert_eq!(md5_reply([1; 16], None), reply::CFD_TRUE);
+        assert_eq!(md5_reply([7; 16], Some([7; 16])), reply::CFD_FALSE);
+        assert_eq!(md5_reply([0; 16], Some([7; 16])), reply::CFD_TRUE);
     }
 
     #[test]
