@@ -11,8 +11,8 @@ use rsa::RsaPrivateKey;
 use super::crypto::SessionCipher;
 use super::*;
 use crate::frame::{Decoder, Status};
-use crate::server::io::{KeyStatus, Now};
-use crate::server::session::Config;
+use crate::machine::io::{KeyStatus, Now};
+use crate::machine::Config;
 use crate::testing::{ClassicClientMachine, ClassicPair, Node, World};
 
 fn keys() -> &'static (Arc<RsaPrivateKey>, Arc<RsaPrivateKey>) {
