@@ -148,7 +148,9 @@ pub fn canonify(s: &str) -> String {
         .collect()
 }
 
-const MONTHS: [&str; 12] = [
+/// Month names, January first (`struct tm` `tm_mon` order); also the
+/// month classes [`super::hardclass`] knows may be hard.
+pub(crate) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",
@@ -162,7 +164,9 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const DAYS: [&str; 7] = [
+/// Weekday names, Monday first; also the weekday classes
+/// [`super::hardclass`] knows may be hard.
+pub(crate) const DAYS: [&str; 7] = [
     "Monday",
     "Tuesday",
     "Wednesday",
@@ -171,7 +175,9 @@ const DAYS: [&str; 7] = [
     "Saturday",
     "Sunday",
 ];
-const SHIFTS: [&str; 4] = ["Night", "Morning", "Afternoon", "Evening"];
+/// The shifts of the day, six hours each from midnight; also the shift
+/// classes [`super::hardclass`] knows may be hard.
+pub(crate) const SHIFTS: [&str; 4] = ["Night", "Morning", "Afternoon", "Evening"];
 
 /// The time classes of `AddTimeClass` for one time zone (`prefix` "" for
 /// local time, "GMT_" for UTC).
