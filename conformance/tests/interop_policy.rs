@@ -61,35 +61,15 @@ fn every_masterfiles_file_parses() {
 // Summary comparison against the real cf-serverd
 // ---------------------------------------------------------------------------
 
-use rcf_core::policy::{Canon, LoadOptions, PolicySource, Value};
+use rcf_core::policy::{LoadOptions, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod policy_lab;
 use policy_lab::*;
 
-/// Test-local filesystem answers (conformance does not depend on rcf-fs).
-struct Fs;
-
-impl PolicySource for Fs {
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
-    }
-    fn canonicalize(&self, path: &str) -> Canon {
-        match std::fs::canonicalize(path) {
-            Ok(p) => Canon::Resolved {
-                is_dir: p.is_dir(),
-                path: p.to_string_lossy().into_owned(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
-            Err(e) => Canon::Failed(e.to_string()),
-        }
-    }
-    fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).is_ok()
-    }
-}
+use rcf_conformance::lab::{spawn_real_cf_serverd, wait_for_real_log, PolicyFs as Fs};
 
 /// The `sys.*` values rcf-serverd --check-config gives the evaluator.
 fn rcf_load(wd: &Path, policy: &Path, port: u16) -> rcf_core::policy::ServerPolicy {
@@ -357,32 +337,14 @@ bundle server acl
     let policy = srv.join("inputs/promises.cf");
     std::fs::write(&policy, policy_text).unwrap();
     let log_path = tmp.path().join("cf-serverd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(CF_SERVERD)
-        .args(["-F", "-v", "-f"])
-        .arg(&policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &srv)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start cf-serverd");
-    let mut guard = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("Listening for connections") {
-            break;
-        }
-        if let Ok(Some(st)) = guard.0.try_wait() {
-            panic!("cf-serverd exited early ({st}):\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cf-serverd did not start listening:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut guard = spawn_real_cf_serverd(&srv, &policy, &[], &[], &log_path);
+    wait_for_real_log(
+        &mut guard,
+        &log_path,
+        "Listening for connections",
+        Duration::from_secs(30),
+        "cf-serverd did not start listening",
+    );
     let pol = rcf_load(&srv, &policy, port);
     let ds = std::fs::canonicalize(&d)
         .unwrap()

@@ -3,9 +3,10 @@
 
 #![allow(dead_code)]
 
+use rcf_conformance::lab::{spawn_real_cf_serverd, wait_for_real_log};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -17,16 +18,6 @@ pub fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&p, &dst).unwrap();
         }
-    }
-}
-
-/// Kills the process it guards (by PID, through its own Child handle) on drop.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -145,35 +136,20 @@ pub fn real_cf_serverd_summary_with(
         "{CF_SERVERD} missing: install the cfengine3 package"
     );
     let log_path = tmp.join("cf-serverd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(CF_SERVERD)
-        .args(["-F", "-v"])
-        .args(extra)
-        .arg("-f")
-        .arg(policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-        .env("RCF_INTEROP_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start cf-serverd");
-    let mut guard = KillOnDrop(child);
-    let deadline = Instant::now() + timeout;
-    let text = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("END summary of access promises") {
-            break text;
-        }
-        if let Ok(Some(st)) = guard.0.try_wait() {
-            panic!("cf-serverd exited early ({st}):\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no summary from cf-serverd within {timeout:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut guard = spawn_real_cf_serverd(
+        wd,
+        policy,
+        extra,
+        &[("RCF_INTEROP_PORT", port.to_string())],
+        &log_path,
+    );
+    let text = wait_for_real_log(
+        &mut guard,
+        &log_path,
+        "END summary of access promises",
+        timeout,
+        &format!("no summary from cf-serverd within {timeout:?}"),
+    );
     drop(guard);
     assert!(
         text.contains(&format!("Setting default port number to {port}")),

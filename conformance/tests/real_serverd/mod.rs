@@ -4,47 +4,19 @@
 
 #![allow(dead_code)]
 
-use rcf_core::policy::{Canon, ConnFacts, LoadOptions, PolicySource, Protocol, Value};
+use rcf_conformance::lab::{spawn_real_cf_serverd, wait_for_real_log};
+use rcf_core::policy::{ConnFacts, LoadOptions, Protocol, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 pub const CF_SERVERD: &str = "/usr/bin/cf-serverd";
 pub const CF_KEY: &str = "/usr/bin/cf-key";
 pub const CF_NET: &str = "/usr/bin/cf-net";
 
 /// Filesystem answers for the evaluator (conformance does not use rcf-fs).
-pub struct Fs;
-
-impl PolicySource for Fs {
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
-    }
-    fn canonicalize(&self, path: &str) -> Canon {
-        match std::fs::canonicalize(path) {
-            Ok(p) => Canon::Resolved {
-                is_dir: p.is_dir(),
-                path: p.to_string_lossy().into_owned(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
-            Err(e) => Canon::Failed(e.to_string()),
-        }
-    }
-    fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).is_ok()
-    }
-}
-
-/// Kills the process it guards (by PID, through its own Child handle) on drop.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use rcf_conformance::lab::PolicyFs as Fs;
 
 /// A server and a client work dir with keys that trust each other.
 pub struct Pair {
@@ -147,36 +119,18 @@ impl Pair {
     /// each was admitted. Panics if cf-serverd went to failsafe.
     pub fn real_stat(&self, policy: &Path, port: u16, paths: &[String]) -> Vec<bool> {
         let log_path = self.root.join("cf-serverd.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(CF_SERVERD)
-            .args(["-F", "-v", "-f"])
-            .arg(policy)
-            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &self.srv)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start cf-serverd");
-        let mut guard = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if text.contains("Listening for connections") {
-                assert!(
-                    !text.contains("going to failsafe"),
-                    "cf-serverd rejected the policy:\n{text}"
-                );
-                break;
-            }
-            if let Ok(Some(st)) = guard.0.try_wait() {
-                panic!("cf-serverd exited early ({st}):\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cf-serverd did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut guard = spawn_real_cf_serverd(&self.srv, policy, &[], &[], &log_path);
+        let text = wait_for_real_log(
+            &mut guard,
+            &log_path,
+            "Listening for connections",
+            Duration::from_secs(30),
+            "cf-serverd did not start",
+        );
+        assert!(
+            !text.contains("going to failsafe"),
+            "cf-serverd rejected the policy:\n{text}"
+        );
         let hostport = format!("127.0.0.1:{port}");
         let out = paths
             .iter()
