@@ -157,30 +157,7 @@ fn access_summary_matches_real_cf_serverd() {
 /// so `sys.policy_hub` is undefined), bound to loopback on a free port.
 #[test]
 fn masterfiles_summary_matches_real_cf_serverd() {
-    let mpf = Path::new("/usr/share/cfengine3/masterfiles");
-    assert!(
-        mpf.is_dir(),
-        "{} missing: install the cfengine3 package",
-        mpf.display()
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let wd = make_workdir(tmp.path());
-    copy_tree(mpf, &wd.join("inputs"));
-    let port = free_loopback_port();
-    let ctl = wd.join("inputs/controls/cf_serverd.cf");
-    let text = std::fs::read_to_string(&ctl).unwrap();
-    let anchor = "#   bindtointerface => \"::\";\n";
-    assert!(
-        text.contains(anchor),
-        "masterfiles changed: no bindtointerface comment in cf_serverd.cf"
-    );
-    let patched = text.replacen(
-        anchor,
-        &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"),
-        1,
-    );
-    std::fs::write(&ctl, patched).unwrap();
-    let policy = wd.join("inputs/promises.cf");
+    let (tmp, wd, policy, port) = mpf_workdir();
     let real = real_cf_serverd_summary(tmp.path(), &wd, &policy, port, Duration::from_secs(90));
     assert!(real.len() > 20, "summary too short: {real:#?}");
     let pol = rcf_load(&wd, &policy, port);

@@ -79,6 +79,60 @@ pub fn make_workdir(root: &Path) -> PathBuf {
     wd
 }
 
+/// Debian's stock masterfiles framework.
+pub const MPF: &str = "/usr/share/cfengine3/masterfiles";
+
+/// A sandboxed work dir holding the MPF in `inputs/`, its server bound to
+/// loopback on a free port. Returns (tempdir, workdir, promises.cf, port).
+pub fn mpf_workdir() -> (tempfile::TempDir, PathBuf, PathBuf, u16) {
+    let mpf = Path::new(MPF);
+    assert!(mpf.is_dir(), "{MPF} missing: install the cfengine3 package");
+    assert!(
+        Path::new(CF_KEY).exists() && Path::new(CF_SERVERD).exists(),
+        "cf-key/cf-serverd missing: install the cfengine3 package"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = make_workdir(tmp.path());
+    copy_tree(mpf, &wd.join("inputs"));
+    let port = free_loopback_port();
+    let ctl = wd.join("inputs/controls/cf_serverd.cf");
+    let text = std::fs::read_to_string(&ctl).unwrap();
+    let anchor = "#   bindtointerface => \"::\";\n";
+    assert!(
+        text.contains(anchor),
+        "masterfiles changed: no bindtointerface comment in cf_serverd.cf"
+    );
+    let patched = text.replacen(
+        anchor,
+        &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"),
+        1,
+    );
+    std::fs::write(&ctl, patched).unwrap();
+    let policy = wd.join("inputs/promises.cf");
+    (tmp, wd, policy, port)
+}
+
+/// `rcf-serverd MODE... EXTRA... -f POLICY` on work dir `wd`: its stdout.
+/// Panics with its stderr when it fails (refuses the policy).
+pub fn rcf_serverd_stdout(wd: &Path, policy: &Path, mode: &[&str], extra: &[&str]) -> String {
+    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
+    let out = Command::new(bin)
+        .args(mode)
+        .args(extra)
+        .arg("-f")
+        .arg(policy)
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
+        .output()
+        .expect("run rcf-serverd");
+    assert!(
+        out.status.success(),
+        "rcf-serverd {} failed:\n{}",
+        mode.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The summary lines of a cf-serverd log, without level prefixes.
 pub fn real_summary(log: &str) -> Vec<String> {
     let mut out = Vec::new();
