@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use rcf_conformance::lab::{spawn_real_cf_serverd, wait_for_real_log};
-use rcf_core::policy::{ConnFacts, LoadOptions, Protocol, Value};
+use rcf_core::policy::{ConnFacts, LoadOptions, Protocol, Request, ServerPolicy, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -114,6 +114,58 @@ impl Pair {
         p
     }
 
+    /// Writes `DATA/DIR/f` for each `(DIR, RULE)` case and renders its
+    /// access promise, `"D/` in RULE standing for `"DATA/`: the promises as
+    /// lines of an `access:` section, and the files' paths in case order.
+    pub fn access_cases<'a>(
+        &self,
+        cases: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> (String, Vec<String>) {
+        let mut access = String::new();
+        let mut paths = Vec::new();
+        for (dir, rule) in cases {
+            paths.push(self.file(&format!("{dir}/f")));
+            access.push_str(&format!(
+                "    {}\n",
+                rule.replace("\"D/", &format!("\"{}/", self.data))
+            ));
+        }
+        (access, paths)
+    }
+
+    /// For each case (a label and 3.21's expected answer), in the order of
+    /// `real` (the real server's answers) and `paths`: a line where the
+    /// real answer is not the expected one, and one per `classic` mode
+    /// where rcf's decision is not the real answer (with rcf's reason).
+    pub fn disagreements(
+        &self,
+        pol: &ServerPolicy,
+        cases: &[(String, bool)],
+        real: &[bool],
+        paths: &[String],
+        classic_modes: &[bool],
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (((label, want), real_allowed), path) in cases.iter().zip(real).zip(paths) {
+            if want != real_allowed {
+                problems.push(format!(
+                    "{label}: real cf-serverd answered {real_allowed}, expected {want}"
+                ));
+            }
+            for &classic in classic_modes {
+                let dec = pol.check(&self.facts(classic), Request::Path(path));
+                if dec.allowed != *real_allowed {
+                    problems.push(format!(
+                        "{label} (classic: {classic}): rcf {}, real cf-serverd {real_allowed}: {}",
+                        dec.allowed,
+                        pol.explain(&dec)
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
     /// Starts the real cf-serverd on `policy` (which must bind 127.0.0.1 on
     /// `port`), STATs every path with cf-net, stops it, and returns whether
     /// each was admitted. Panics if cf-serverd went to failsafe.
@@ -142,7 +194,7 @@ impl Pair {
 
     /// rcf's policy load, with only the classes rcf-serverd itself knows
     /// today (no host discovery).
-    pub fn rcf_load(&self, policy: &Path) -> rcf_core::policy::ServerPolicy {
+    pub fn rcf_load(&self, policy: &Path) -> ServerPolicy {
         let w = self.srv.to_string_lossy().into_owned();
         let mut sys = BTreeMap::new();
         sys.insert("workdir".to_string(), Value::Scalar(w));
@@ -173,6 +225,12 @@ impl Pair {
             encrypted: true,
         }
     }
+}
+
+/// The access promise admitting 127.0.0.1 to `DATA/DIR/` if `cond` holds,
+/// as [`Pair::access_cases`] takes it.
+pub fn admit_if(dir: &str, cond: &str) -> String {
+    format!(r#""D/{dir}/" admit_ips => {{ "127.0.0.1" }}, if => {cond};"#)
 }
 
 /// A free loopback port.
