@@ -69,7 +69,9 @@ use std::time::Duration;
 mod policy_lab;
 use policy_lab::*;
 
-use rcf_conformance::lab::{spawn_real_cf_serverd, wait_for_real_log, PolicyFs as Fs};
+use rcf_conformance::lab::{
+    cf_key_trust_each_other, spawn_real_cf_serverd, wait_for_real_log, PolicyFs as Fs,
+};
 
 /// The `sys.*` values rcf-serverd --check-config gives the evaluator.
 fn rcf_load(wd: &Path, policy: &Path, port: u16) -> rcf_core::policy::ServerPolicy {
@@ -253,25 +255,7 @@ fn decisions_against_real(bind: &str, expected: &[bool]) {
     let tmp = tempfile::tempdir().unwrap();
     let srv = make_workdir(&tmp.path().join("srv"));
     let cli = make_workdir(&tmp.path().join("cli"));
-    for (wd, other) in [(&srv, &cli), (&cli, &srv)] {
-        let out = Command::new(CF_KEY)
-            .arg("-t")
-            .arg(other.join("ppkeys/localhost.pub"))
-            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cf-key -t failed");
-    }
-    let client_key = std::fs::read_dir(srv.join("ppkeys"))
-        .unwrap()
-        .flatten()
-        .find_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("root-")
-                .and_then(|x| x.strip_suffix(".pub"))
-                .map(str::to_string)
-        })
-        .expect("client key trusted on the server");
+    let client_key = cf_key_trust_each_other(&srv, &cli);
     let d = srv.join("data");
     for f in DECISION_FILES {
         let p = d.join(f);

@@ -5,7 +5,7 @@
 
 mod real_serverd;
 
-use real_serverd::{admit_if, free_port, header, Pair};
+use real_serverd::Pair;
 
 /// (subdirectory, condition of an admit rule, 3.21's answer).
 const CASES: &[(&str, &str, bool)] = &[
@@ -35,23 +35,6 @@ const CASES: &[(&str, &str, bool)] = &[
 #[test]
 fn regexes_match_as_real_cf_serverd() {
     let pair = Pair::new();
-    let port = free_port();
-    let (access, paths) = pair.access_cases(
-        CASES
-            .iter()
-            .map(|(dir, cond, _)| (*dir, admit_if(dir, cond))),
-    );
-    let text = format!(
-        "{}bundle server acl\n{{\n  access:\n{access}}}\n",
-        header(port, &[])
-    );
-    let policy = pair.input("promises.cf", &text);
-    let real = pair.real_stat(&policy, port, &paths);
-    let pol = pair.rcf_load(&policy);
-    let cases: Vec<(String, bool)> = CASES
-        .iter()
-        .map(|(dir, cond, want)| (format!("{dir} {cond}"), *want))
-        .collect();
-    let problems = pair.disagreements(&pol, &cases, &real, &paths, &[false, true]);
+    let (_, text, problems) = pair.admit_if_cases(CASES, "", &[false, true]);
     assert!(problems.is_empty(), "{}\n{text}", problems.join("\n"));
 }

@@ -11,6 +11,34 @@ use std::time::{Duration, Instant};
 /// Where Debian's cfengine3 package installs the real cf-serverd.
 pub const REAL_CF_SERVERD: &str = "/usr/bin/cf-serverd";
 
+/// Where Debian's cfengine3 package installs the real cf-key.
+pub const REAL_CF_KEY: &str = "/usr/bin/cf-key";
+
+/// Makes work dirs `srv` and `cli` trust each other's host key with the
+/// real `cf-key -t`, and returns the id under which `srv` now stores the
+/// client's key (its `ppkeys/root-ID.pub`). Panics when cf-key fails.
+pub fn cf_key_trust_each_other(srv: &Path, cli: &Path) -> String {
+    for (wd, other) in [(srv, cli), (cli, srv)] {
+        let out = Command::new(REAL_CF_KEY)
+            .arg("-t")
+            .arg(other.join("ppkeys/localhost.pub"))
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cf-key -t failed");
+    }
+    std::fs::read_dir(srv.join("ppkeys"))
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix("root-")
+                .and_then(|x| x.strip_suffix(".pub"))
+                .map(str::to_string)
+        })
+        .expect("client key trusted on the server")
+}
+
 /// Filesystem answers for rcf's policy evaluator, straight from `std::fs`
 /// (conformance does not depend on rcf-fs).
 pub struct PolicyFs;

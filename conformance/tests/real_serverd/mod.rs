@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use rcf_conformance::lab::{spawn_real_cf_serverd, wait_for_real_log};
+use rcf_conformance::lab::{cf_key_trust_each_other, spawn_real_cf_serverd, wait_for_real_log};
 use rcf_core::policy::{ConnFacts, LoadOptions, Protocol, Request, ServerPolicy, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -48,16 +48,6 @@ fn workdir(wd: &Path) {
     std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
 }
 
-fn trust(wd: &Path, other: &Path) {
-    let out = Command::new(CF_KEY)
-        .arg("-t")
-        .arg(other.join("ppkeys/localhost.pub"))
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cf-key -t failed");
-}
-
 impl Pair {
     /// Fails (never skips) when the real CFEngine is missing.
     pub fn new() -> Pair {
@@ -73,22 +63,11 @@ impl Pair {
         let cli = root.join("cli");
         workdir(&srv);
         workdir(&cli);
-        trust(&srv, &cli);
-        trust(&cli, &srv);
+        let client_key = cf_key_trust_each_other(&srv, &cli);
         let data = std::fs::canonicalize(srv.join("data"))
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let client_key = std::fs::read_dir(srv.join("ppkeys"))
-            .unwrap()
-            .flatten()
-            .find_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.strip_prefix("root-")
-                    .and_then(|x| x.strip_suffix(".pub"))
-                    .map(str::to_string)
-            })
-            .expect("client key trusted on the server");
         Pair {
             _tmp: tmp,
             root,
@@ -164,6 +143,38 @@ impl Pair {
             }
         }
         problems
+    }
+
+    /// Asks the real cf-serverd and rcf about `(DIR, COND, 3.21's answer)`
+    /// cases, each an [`admit_if`] rule for `DATA/DIR/`, in a policy with
+    /// `bundles` (policy text) before its `bundle server acl`: rcf's policy,
+    /// the policy text, and the [`Pair::disagreements`] under each of
+    /// `classic_modes`, labelled `DIR COND`.
+    pub fn admit_if_cases(
+        &self,
+        cases: &[(&str, &str, bool)],
+        bundles: &str,
+        classic_modes: &[bool],
+    ) -> (ServerPolicy, String, Vec<String>) {
+        let port = free_port();
+        let (access, paths) = self.access_cases(
+            cases
+                .iter()
+                .map(|(dir, cond, _)| (*dir, admit_if(dir, cond))),
+        );
+        let text = format!(
+            "{}{bundles}bundle server acl\n{{\n  access:\n{access}}}\n",
+            header(port, &[])
+        );
+        let policy = self.input("promises.cf", &text);
+        let real = self.real_stat(&policy, port, &paths);
+        let pol = self.rcf_load(&policy);
+        let labelled: Vec<(String, bool)> = cases
+            .iter()
+            .map(|(dir, cond, want)| (format!("{dir} {cond}"), *want))
+            .collect();
+        let problems = self.disagreements(&pol, &labelled, &real, &paths, classic_modes);
+        (pol, text, problems)
     }
 
     /// Starts the real cf-serverd on `policy` (which must bind 127.0.0.1 on
