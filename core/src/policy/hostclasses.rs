@@ -621,6 +621,16 @@ pub fn derive(f: &HostFacts) -> HardContext {
 mod tests {
     use super::*;
 
+    /// Mon Dec  7 03:57 2026, the time of the facts below.
+    const NOW: Tm = Tm {
+        year: 2026,
+        mon: 11,
+        mday: 7,
+        wday: 1,
+        hour: 3,
+        min: 57,
+    };
+
     fn facts() -> HostFacts {
         HostFacts {
             sysname: "Linux".into(),
@@ -654,22 +664,9 @@ mod tests {
             )),
             debian_version: Some("12.11".into()),
             issue: Some("Debian GNU/Linux 12 \\n \\l".into()),
-            local: Tm {
-                year: 2026,
-                mon: 11,
-                mday: 7,
-                wday: 1,
-                hour: 3,
-                min: 57,
-            },
-            gmt: Tm {
-                year: 2026,
-                mon: 11,
-                mday: 7,
-                wday: 1,
-                hour: 3,
-                min: 57,
-            },
+            // a UTC host: local time is GMT
+            local: NOW,
+            gmt: NOW,
             epoch: 1_796_615_862,
             workdir: "/w".into(),
             agent_type: "server".into(),
