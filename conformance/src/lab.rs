@@ -109,8 +109,8 @@ pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBAC
 pub use proc::{port_listening, wait_port_listening, Daemon};
 pub use rcf::RcfServer;
 pub use real_serverd::{
-    cf_key_trust_each_other, spawn_real_cf_serverd, wait_for_real_log, KillOnDrop, PolicyFs,
-    REAL_CF_KEY, REAL_CF_SERVERD,
+    cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log, KillOnDrop,
+    PolicyFs, REAL_CF_KEY, REAL_CF_NET, REAL_CF_SERVERD,
 };
 pub use server::RealServer;
 pub use tree::{make_data_tree, trees_equal, trees_equal_deref, DataTree};

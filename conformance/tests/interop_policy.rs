@@ -63,14 +63,13 @@ fn every_masterfiles_file_parses() {
 
 use rcf_core::policy::{LoadOptions, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod policy_lab;
 use policy_lab::*;
 
 use rcf_conformance::lab::{
-    cf_key_trust_each_other, spawn_real_cf_serverd, wait_for_real_log, PolicyFs as Fs,
+    cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log, PolicyFs as Fs,
 };
 
 /// The `sys.*` values rcf-serverd --check-config gives the evaluator.
@@ -194,31 +193,6 @@ fn edge_case_summary_matches_real_cf_serverd() {
 
 const CF_NET: &str = "/usr/bin/cf-net";
 
-/// Runs `cf-net stat PATH` against `host:port` from the client work dir;
-/// true if the server answered with the file's type (admitted), false on a
-/// refusal.
-fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
-    let out = Command::new("timeout")
-        .args(["30", CF_NET, "-H", hostport, "stat", path])
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cf-net");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if text.contains("' is a ") {
-        return true;
-    }
-    assert!(
-        text.contains("Could not stat"),
-        "unexpected cf-net output for {path}: {text}"
-    );
-    false
-}
-
 /// Files the decision policy refers to (relative to WORKDIR/data).
 const DECISION_FILES: &[&str] = &[
     "srv/x",
@@ -327,7 +301,7 @@ bundle server acl
     };
     let real: Vec<bool> = requests
         .iter()
-        .map(|(sent, _)| cf_net_stat(&cli, &hostport, sent))
+        .map(|(sent, _)| cf_net_stat(&cli, &hostport, sent, 1))
         .collect();
     drop(guard);
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -39,6 +39,47 @@ pub fn cf_key_trust_each_other(srv: &Path, cli: &Path) -> String {
         .expect("client key trusted on the server")
 }
 
+/// Where Debian's cfengine3 package installs the real cf-net.
+pub const REAL_CF_NET: &str = "/usr/bin/cf-net";
+
+/// Runs the real `cf-net stat PATH` against `hostport` from the client work
+/// dir `cli` (each try bounded to 30 s by `timeout`): true if the server
+/// answered with the file's type (admitted), false on a refusal. Up to
+/// `connect_tries` tries (at least one) while cf-net reports `Failed to
+/// connect`, waiting 300 ms more before each retry: cf-serverd drops a
+/// second connection from an address whose previous one it has not
+/// reaped yet. Panics on any other answer.
+pub fn cf_net_stat(cli: &Path, hostport: &str, path: &str, connect_tries: u64) -> bool {
+    let mut text = String::new();
+    for attempt in 0..connect_tries.max(1) {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(300 * attempt));
+        }
+        let out = Command::new("timeout")
+            .args(["30", REAL_CF_NET, "-H", hostport, "stat", path])
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cf-net");
+        text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !text.contains("Failed to connect") {
+            break;
+        }
+    }
+    if text.contains("' is a ") {
+        return true;
+    }
+    assert!(
+        text.contains("Could not stat"),
+        "unexpected cf-net output for {path}: {text}"
+    );
+    false
+}
+
 /// Filesystem answers for rcf's policy evaluator, straight from `std::fs`
 /// (conformance does not depend on rcf-fs).
 pub struct PolicyFs;

@@ -4,11 +4,13 @@
 
 #![allow(dead_code)]
 
-use rcf_conformance::lab::{cf_key_trust_each_other, spawn_real_cf_serverd, wait_for_real_log};
+use rcf_conformance::lab::{
+    cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log,
+};
 use rcf_core::policy::{ConnFacts, LoadOptions, Protocol, Request, ServerPolicy, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 pub const CF_SERVERD: &str = "/usr/bin/cf-serverd";
@@ -197,7 +199,7 @@ impl Pair {
         let hostport = format!("127.0.0.1:{port}");
         let out = paths
             .iter()
-            .map(|p| cf_net_stat(&self.cli, &hostport, p))
+            .map(|p| cf_net_stat(&self.cli, &hostport, p, 4))
             .collect();
         drop(guard);
         out
@@ -248,41 +250,6 @@ pub fn admit_if(dir: &str, cond: &str) -> String {
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// `cf-net stat PATH`: true if the server answered with the file's type.
-/// A connection the server dropped (cf-serverd refuses a second
-/// connection from an address whose previous one it has not reaped yet)
-/// is retried a few times.
-pub fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
-    let mut text = String::new();
-    for attempt in 0..4 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(300 * attempt));
-        }
-        let out = Command::new("timeout")
-            .args(["30", CF_NET, "-H", hostport, "stat", path])
-            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cf-net");
-        text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !text.contains("Failed to connect") {
-            break;
-        }
-    }
-    if text.contains("' is a ") {
-        return true;
-    }
-    assert!(
-        text.contains("Could not stat"),
-        "unexpected cf-net output for {path}: {text}"
-    );
-    false
 }
 
 /// The policy header every test policy starts with.
