@@ -91,6 +91,7 @@ mod logs;
 mod policy;
 mod proc;
 mod rcf;
+mod real_serverd;
 mod server;
 mod tree;
 mod workdir;
@@ -107,6 +108,10 @@ pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
 pub use rcf::RcfServer;
+pub use real_serverd::{
+    cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log, KillOnDrop,
+    PolicyFs, REAL_CF_KEY, REAL_CF_NET, REAL_CF_SERVERD,
+};
 pub use server::RealServer;
 pub use tree::{make_data_tree, trees_equal, trees_equal_deref, DataTree};
 pub use workdir::Workdir;

@@ -5,8 +5,7 @@
 
 mod real_serverd;
 
-use rcf_core::policy::Request;
-use real_serverd::{free_port, header, Pair};
+use real_serverd::Pair;
 
 const VARS: &str = r#"
 bundle common g
@@ -45,38 +44,7 @@ const CASES: &[(&str, &str, bool)] = &[
 #[test]
 fn functions_evaluate_as_real_cf_serverd() {
     let pair = Pair::new();
-    let d = pair.data.clone();
-    let port = free_port();
-    let mut access = String::new();
-    let mut paths = Vec::new();
-    for (dir, cond, _) in CASES {
-        paths.push(pair.file(&format!("{dir}/f")));
-        access.push_str(&format!(
-            "    \"{d}/{dir}/\" admit_ips => {{ \"127.0.0.1\" }}, if => {cond};\n"
-        ));
-    }
-    let text = format!(
-        "{}{VARS}bundle server acl\n{{\n  access:\n{access}}}\n",
-        header(port, &[])
-    );
-    let policy = pair.input("promises.cf", &text);
-    let real = pair.real_stat(&policy, port, &paths);
-    let pol = pair.rcf_load(&policy);
-    let mut problems = Vec::new();
-    for (((dir, cond, want), real_allowed), path) in CASES.iter().zip(&real).zip(&paths) {
-        if want != real_allowed {
-            problems.push(format!(
-                "{dir} {cond}: real cf-serverd {real_allowed}, expected {want}"
-            ));
-        }
-        let dec = pol.check(&pair.facts(false), Request::Path(path));
-        if dec.allowed != *real_allowed {
-            problems.push(format!(
-                "{dir} {cond}: rcf {}, real cf-serverd {real_allowed}",
-                dec.allowed
-            ));
-        }
-    }
+    let (pol, text, problems) = pair.admit_if_cases(CASES, VARS, &[false]);
     assert!(
         !pol.warnings
             .iter()

@@ -50,21 +50,7 @@ fn real_hard_classes(wd: &Path, policy: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 fn rcf_classes(wd: &Path, policy: &Path, extra: &[&str]) -> Vec<String> {
-    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
-    let out = Command::new(bin)
-        .arg("--show-classes")
-        .args(extra)
-        .arg("-f")
-        .arg(policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-        .output()
-        .expect("run rcf-serverd");
-    assert!(
-        out.status.success(),
-        "rcf-serverd --show-classes failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = rcf_serverd_stdout(wd, policy, &["--show-classes"], extra);
     let mut lines = text.lines();
     let header = lines.next().unwrap_or("");
     assert_eq!(

@@ -3,63 +3,16 @@
 //! access summary identical, line for line, to the real `cf-serverd -v` on
 //! the same work dir.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 mod policy_lab;
 use policy_lab::*;
 
-const MPF: &str = "/usr/share/cfengine3/masterfiles";
-
-/// A sandboxed work dir holding the MPF in `inputs/`, its server bound to
-/// loopback on a free port. Returns (tempdir, workdir, promises.cf, port).
-fn mpf_workdir() -> (tempfile::TempDir, PathBuf, PathBuf, u16) {
-    let mpf = Path::new(MPF);
-    assert!(mpf.is_dir(), "{MPF} missing: install the cfengine3 package");
-    assert!(
-        Path::new(CF_KEY).exists() && Path::new(CF_SERVERD).exists(),
-        "cf-key/cf-serverd missing: install the cfengine3 package"
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let wd = make_workdir(tmp.path());
-    copy_tree(mpf, &wd.join("inputs"));
-    let port = free_loopback_port();
-    let ctl = wd.join("inputs/controls/cf_serverd.cf");
-    let text = std::fs::read_to_string(&ctl).unwrap();
-    let anchor = "#   bindtointerface => \"::\";\n";
-    assert!(
-        text.contains(anchor),
-        "masterfiles changed: no bindtointerface comment in cf_serverd.cf"
-    );
-    let patched = text.replacen(
-        anchor,
-        &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"),
-        1,
-    );
-    std::fs::write(&ctl, patched).unwrap();
-    let policy = wd.join("inputs/promises.cf");
-    (tmp, wd, policy, port)
-}
-
 /// `rcf-serverd --check-config -f POLICY EXTRA...` on `wd`: its stdout lines
 /// (the access summary). Panics with its stderr when it refuses the policy.
 fn rcf_summary(wd: &Path, policy: &Path, extra: &[&str]) -> Vec<String> {
-    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
-    let out = Command::new(bin)
-        .args(["--check-config", "-v"])
-        .args(extra)
-        .arg("-f")
-        .arg(policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-        .output()
-        .expect("run rcf-serverd");
-    assert!(
-        out.status.success(),
-        "rcf-serverd --check-config failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    rcf_serverd_stdout(wd, policy, &["--check-config", "-v"], extra)
         .lines()
         .map(str::to_string)
         .collect()

@@ -61,35 +61,16 @@ fn every_masterfiles_file_parses() {
 // Summary comparison against the real cf-serverd
 // ---------------------------------------------------------------------------
 
-use rcf_core::policy::{Canon, LoadOptions, PolicySource, Value};
+use rcf_core::policy::{LoadOptions, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod policy_lab;
 use policy_lab::*;
 
-/// Test-local filesystem answers (conformance does not depend on rcf-fs).
-struct Fs;
-
-impl PolicySource for Fs {
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
-    }
-    fn canonicalize(&self, path: &str) -> Canon {
-        match std::fs::canonicalize(path) {
-            Ok(p) => Canon::Resolved {
-                is_dir: p.is_dir(),
-                path: p.to_string_lossy().into_owned(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
-            Err(e) => Canon::Failed(e.to_string()),
-        }
-    }
-    fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).is_ok()
-    }
-}
+use rcf_conformance::lab::{
+    cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log, PolicyFs as Fs,
+};
 
 /// The `sys.*` values rcf-serverd --check-config gives the evaluator.
 fn rcf_load(wd: &Path, policy: &Path, port: u16) -> rcf_core::policy::ServerPolicy {
@@ -177,30 +158,7 @@ fn access_summary_matches_real_cf_serverd() {
 /// so `sys.policy_hub` is undefined), bound to loopback on a free port.
 #[test]
 fn masterfiles_summary_matches_real_cf_serverd() {
-    let mpf = Path::new("/usr/share/cfengine3/masterfiles");
-    assert!(
-        mpf.is_dir(),
-        "{} missing: install the cfengine3 package",
-        mpf.display()
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let wd = make_workdir(tmp.path());
-    copy_tree(mpf, &wd.join("inputs"));
-    let port = free_loopback_port();
-    let ctl = wd.join("inputs/controls/cf_serverd.cf");
-    let text = std::fs::read_to_string(&ctl).unwrap();
-    let anchor = "#   bindtointerface => \"::\";\n";
-    assert!(
-        text.contains(anchor),
-        "masterfiles changed: no bindtointerface comment in cf_serverd.cf"
-    );
-    let patched = text.replacen(
-        anchor,
-        &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"),
-        1,
-    );
-    std::fs::write(&ctl, patched).unwrap();
-    let policy = wd.join("inputs/promises.cf");
+    let (tmp, wd, policy, port) = mpf_workdir();
     let real = real_cf_serverd_summary(tmp.path(), &wd, &policy, port, Duration::from_secs(90));
     assert!(real.len() > 20, "summary too short: {real:#?}");
     let pol = rcf_load(&wd, &policy, port);
@@ -234,31 +192,6 @@ fn edge_case_summary_matches_real_cf_serverd() {
 // ---------------------------------------------------------------------------
 
 const CF_NET: &str = "/usr/bin/cf-net";
-
-/// Runs `cf-net stat PATH` against `host:port` from the client work dir;
-/// true if the server answered with the file's type (admitted), false on a
-/// refusal.
-fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
-    let out = Command::new("timeout")
-        .args(["30", CF_NET, "-H", hostport, "stat", path])
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cf-net");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if text.contains("' is a ") {
-        return true;
-    }
-    assert!(
-        text.contains("Could not stat"),
-        "unexpected cf-net output for {path}: {text}"
-    );
-    false
-}
 
 /// Files the decision policy refers to (relative to WORKDIR/data).
 const DECISION_FILES: &[&str] = &[
@@ -296,25 +229,7 @@ fn decisions_against_real(bind: &str, expected: &[bool]) {
     let tmp = tempfile::tempdir().unwrap();
     let srv = make_workdir(&tmp.path().join("srv"));
     let cli = make_workdir(&tmp.path().join("cli"));
-    for (wd, other) in [(&srv, &cli), (&cli, &srv)] {
-        let out = Command::new(CF_KEY)
-            .arg("-t")
-            .arg(other.join("ppkeys/localhost.pub"))
-            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cf-key -t failed");
-    }
-    let client_key = std::fs::read_dir(srv.join("ppkeys"))
-        .unwrap()
-        .flatten()
-        .find_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("root-")
-                .and_then(|x| x.strip_suffix(".pub"))
-                .map(str::to_string)
-        })
-        .expect("client key trusted on the server");
+    let client_key = cf_key_trust_each_other(&srv, &cli);
     let d = srv.join("data");
     for f in DECISION_FILES {
         let p = d.join(f);
@@ -357,32 +272,14 @@ bundle server acl
     let policy = srv.join("inputs/promises.cf");
     std::fs::write(&policy, policy_text).unwrap();
     let log_path = tmp.path().join("cf-serverd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(CF_SERVERD)
-        .args(["-F", "-v", "-f"])
-        .arg(&policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &srv)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start cf-serverd");
-    let mut guard = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("Listening for connections") {
-            break;
-        }
-        if let Ok(Some(st)) = guard.0.try_wait() {
-            panic!("cf-serverd exited early ({st}):\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cf-serverd did not start listening:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut guard = spawn_real_cf_serverd(&srv, &policy, &[], &[], &log_path);
+    wait_for_real_log(
+        &mut guard,
+        &log_path,
+        "Listening for connections",
+        Duration::from_secs(30),
+        "cf-serverd did not start listening",
+    );
     let pol = rcf_load(&srv, &policy, port);
     let ds = std::fs::canonicalize(&d)
         .unwrap()
@@ -404,7 +301,7 @@ bundle server acl
     };
     let real: Vec<bool> = requests
         .iter()
-        .map(|(sent, _)| cf_net_stat(&cli, &hostport, sent))
+        .map(|(sent, _)| cf_net_stat(&cli, &hostport, sent, 1))
         .collect();
     drop(guard);
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -7,7 +7,6 @@
 
 mod real_serverd;
 
-use rcf_core::policy::Request;
 use real_serverd::{free_port, header, Pair};
 
 /// (subdirectory, access promise (`D` = data dir), 3.21's answer).
@@ -81,15 +80,8 @@ fn namespaces_resolve_as_real_cf_serverd() {
     let pair = Pair::new();
     let d = pair.data.clone();
     let port = free_port();
-    let mut access = String::new();
-    let mut paths = Vec::new();
-    for (dir, rule, _) in CASES {
-        paths.push(pair.file(&format!("{dir}/f")));
-        access.push_str(&format!(
-            "    {}\n",
-            rule.replace("\"D/", &format!("\"{d}/"))
-        ));
-    }
+    let (access, paths) =
+        pair.access_cases(CASES.iter().map(|(dir, rule, _)| (*dir, rule.to_string())));
     let ns = format!(
         r#"body file control {{ namespace => "ns"; }}
 bundle common g2
@@ -120,23 +112,10 @@ bundle server acl
     let policy = pair.input("promises.cf", &main);
     let real = pair.real_stat(&policy, port, &paths);
     let pol = pair.rcf_load(&policy);
-    let mut problems = Vec::new();
-    for (((dir, _, want), real_allowed), path) in CASES.iter().zip(&real).zip(&paths) {
-        if want != real_allowed {
-            problems.push(format!(
-                "{dir}: real cf-serverd answered {real_allowed}, expected {want}"
-            ));
-        }
-        for classic in [false, true] {
-            let dec = pol.check(&pair.facts(classic), Request::Path(path));
-            if dec.allowed != *real_allowed {
-                problems.push(format!(
-                    "{dir} (classic: {classic}): rcf {}, real cf-serverd {real_allowed}: {}",
-                    dec.allowed,
-                    pol.explain(&dec)
-                ));
-            }
-        }
-    }
+    let cases: Vec<(String, bool)> = CASES
+        .iter()
+        .map(|(dir, _, want)| (dir.to_string(), *want))
+        .collect();
+    let problems = pair.disagreements(&pol, &cases, &real, &paths, &[false, true]);
     assert!(problems.is_empty(), "{}\n{ns}", problems.join("\n"));
 }

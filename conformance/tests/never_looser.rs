@@ -84,15 +84,11 @@ fn unevaluable_guards_and_bad_cidrs_never_widen_against_real_cf_serverd() {
     let pair = Pair::new();
     let d = pair.data.clone();
     let port = free_port();
-    let mut access = String::new();
-    let mut paths = Vec::new();
-    for (dir, rules, _) in cases() {
-        paths.push(pair.file(&format!("{dir}/f")));
-        access.push_str(&format!(
-            "    {}\n",
-            rules.replace("\"D/", &format!("\"{d}/"))
-        ));
-    }
+    let (access, paths) = pair.access_cases(
+        cases()
+            .into_iter()
+            .map(|(dir, rules, _)| (dir, rules.to_string())),
+    );
     let policy_text = format!(
         "{}bundle server acl\n{{\n  access:\n{access}}}\n",
         header(port, &[])

@@ -238,6 +238,20 @@ fn classify(buf: &[u8]) -> Kind {
     }
 }
 
+/// What a `version` header carrying TCP source and destination addresses
+/// says: the client is the source, the connection was relayed by a proxy.
+fn tcp(
+    version: Version,
+    (src, src_port): (IpAddr, u16),
+    (dst, dst_port): (IpAddr, u16),
+) -> (SocketAddr, Option<SocketAddr>, Via) {
+    (
+        SocketAddr::new(src, src_port),
+        Some(SocketAddr::new(dst, dst_port)),
+        Via::Proxy(version),
+    )
+}
+
 impl ProxyDecoder {
     /// A reader for a connection from TCP peer `peer`, under `policy`.
     pub fn new(peer: SocketAddr, policy: &ProxyPolicy) -> Self {
@@ -288,6 +302,26 @@ impl ProxyDecoder {
         }
     }
 
+    /// The connection is ready: the header took the first `header_len`
+    /// bytes of the buffer, and whatever followed them is handed on as
+    /// [`Proxied::rest`] (the decoder keeps nothing).
+    fn ready(
+        &mut self,
+        header_len: usize,
+        client: SocketAddr,
+        destination: Option<SocketAddr>,
+        via: Via,
+    ) -> Step {
+        let rest = self.buf.split_off(header_len);
+        self.buf.clear();
+        Step::Ready(Proxied {
+            client,
+            destination,
+            via,
+            rest,
+        })
+    }
+
     fn v1(&mut self) -> Result<Step, Refusal> {
         let window = &self.buf[..self.buf.len().min(V1_MAX_LEN)];
         let Some(lf) = memchr::memchr(b'\n', window) else {
@@ -310,32 +344,19 @@ impl ProxyDecoder {
         let header =
             ppp::v1::Header::try_from(&self.buf[..end]).map_err(|e| malformed(e.to_string()))?;
         let (client, destination, via) = match header.addresses {
-            ppp::v1::Addresses::Tcp4(a) => (
-                SocketAddr::new(IpAddr::V4(a.source_address), a.source_port),
-                Some(SocketAddr::new(
-                    IpAddr::V4(a.destination_address),
-                    a.destination_port,
-                )),
-                Via::Proxy(Version::V1),
+            ppp::v1::Addresses::Tcp4(a) => tcp(
+                Version::V1,
+                (IpAddr::V4(a.source_address), a.source_port),
+                (IpAddr::V4(a.destination_address), a.destination_port),
             ),
-            ppp::v1::Addresses::Tcp6(a) => (
-                SocketAddr::new(IpAddr::V6(a.source_address), a.source_port),
-                Some(SocketAddr::new(
-                    IpAddr::V6(a.destination_address),
-                    a.destination_port,
-                )),
-                Via::Proxy(Version::V1),
+            ppp::v1::Addresses::Tcp6(a) => tcp(
+                Version::V1,
+                (IpAddr::V6(a.source_address), a.source_port),
+                (IpAddr::V6(a.destination_address), a.destination_port),
             ),
             ppp::v1::Addresses::Unknown => (self.peer, None, Via::Local(Version::V1)),
         };
-        let rest = self.buf.split_off(end);
-        self.buf.clear();
-        Ok(Step::Ready(Proxied {
-            client,
-            destination,
-            via,
-            rest,
-        }))
+        Ok(self.ready(end, client, destination, via))
     }
 
     fn v2(&mut self) -> Result<Step, Refusal> {
@@ -368,32 +389,19 @@ impl ProxyDecoder {
         use ppp::v2::{Addresses, Command, Protocol};
         let (client, destination, via) = match (header.command, header.protocol, header.addresses) {
             (Command::Local, _, _) => (self.peer, None, Via::Local(Version::V2)),
-            (Command::Proxy, Protocol::Stream, Addresses::IPv4(a)) => (
-                SocketAddr::new(IpAddr::V4(a.source_address), a.source_port),
-                Some(SocketAddr::new(
-                    IpAddr::V4(a.destination_address),
-                    a.destination_port,
-                )),
-                Via::Proxy(Version::V2),
+            (Command::Proxy, Protocol::Stream, Addresses::IPv4(a)) => tcp(
+                Version::V2,
+                (IpAddr::V4(a.source_address), a.source_port),
+                (IpAddr::V4(a.destination_address), a.destination_port),
             ),
-            (Command::Proxy, Protocol::Stream, Addresses::IPv6(a)) => (
-                SocketAddr::new(IpAddr::V6(a.source_address), a.source_port),
-                Some(SocketAddr::new(
-                    IpAddr::V6(a.destination_address),
-                    a.destination_port,
-                )),
-                Via::Proxy(Version::V2),
+            (Command::Proxy, Protocol::Stream, Addresses::IPv6(a)) => tcp(
+                Version::V2,
+                (IpAddr::V6(a.source_address), a.source_port),
+                (IpAddr::V6(a.destination_address), a.destination_port),
             ),
             (Command::Proxy, _, _) => return Err(Refusal::NoClientAddress(Version::V2)),
         };
-        let rest = self.buf.split_off(len);
-        self.buf.clear();
-        Ok(Step::Ready(Proxied {
-            client,
-            destination,
-            via,
-            rest,
-        }))
+        Ok(self.ready(len, client, destination, via))
     }
 }
 

@@ -356,6 +356,31 @@ pub fn load_host_key(workdir: &Path, kind: DigestKind) -> Result<HostKey, HostKe
     })
 }
 
+/// Why a new host key pair could not be stored.
+#[derive(Debug, Error)]
+pub enum NewHostKeyError {
+    /// The key could not be PEM-encoded.
+    #[error(transparent)]
+    Encode(#[from] KeyError),
+    /// The ppkeys directory or a key file could not be made or written.
+    #[error(transparent)]
+    Write(#[from] FsError),
+}
+
+/// Stores a freshly made host `key` in the `ppkeys` directory (created,
+/// and made private, when needed) as `localhost.priv`, then
+/// `localhost.pub`, each created new with mode 0600: the quick-start key
+/// pair rcf-serverd and rcf-agent make when a host has none. A key file
+/// that already exists is never replaced ([`write_new_atomic`]).
+pub fn write_new_host_key(ppkeys: &Path, key: &RsaPrivateKey) -> Result<(), NewHostKeyError> {
+    let pub_pem = rcf_core::keys::encode_public_pem(&key.to_public_key())?;
+    let priv_pem = rcf_core::keys::encode_private_pem(key)?;
+    ensure_private_dir(ppkeys)?;
+    write_new_atomic(&ppkeys.join(PRIVATE_KEY_FILE), priv_pem.as_bytes(), 0o600)?;
+    write_new_atomic(&ppkeys.join(PUBLIC_KEY_FILE), pub_pem.as_bytes(), 0o600)?;
+    Ok(())
+}
+
 /// A ppkeys directory on disk.
 #[derive(Debug, Clone)]
 pub struct FsPpkeys {
@@ -491,6 +516,29 @@ mod tests {
             vec!["a.pub".to_string()],
             "no temp files left"
         );
+    }
+
+    /// A new host key pair is stored where `load_host_key` finds it, private,
+    /// and a second write replaces neither file.
+    #[test]
+    fn write_new_host_key_then_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ppkeys = tmp.path().join(PPKEYS_DIR);
+        let key = generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(2), 2048).unwrap();
+        write_new_host_key(&ppkeys, &key).unwrap();
+        assert_eq!(mode(&ppkeys), 0o700);
+        for f in [PRIVATE_KEY_FILE, PUBLIC_KEY_FILE] {
+            assert_eq!(mode(&ppkeys.join(f)), 0o600, "{f}");
+        }
+        let loaded = load_host_key(tmp.path(), DigestKind::Md5).unwrap();
+        assert!(loaded.private == key);
+        assert_eq!(loaded.public, key.to_public_key());
+        let before = fs::read(ppkeys.join(PRIVATE_KEY_FILE)).unwrap();
+        let other = generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(3), 2048).unwrap();
+        write_new_host_key(&ppkeys, &other).unwrap();
+        assert_eq!(fs::read(ppkeys.join(PRIVATE_KEY_FILE)).unwrap(), before);
+        let again = load_host_key(tmp.path(), DigestKind::Md5).unwrap();
+        assert_eq!(again.public, key.to_public_key());
     }
 
     #[test]

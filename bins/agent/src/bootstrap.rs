@@ -380,6 +380,19 @@ fn write_bootstrap_id(workdir: &Path, out: &Output) {
 /// Bootstrap to this host: it becomes the hub (see [`crate::hub`]).
 /// Nothing is changed unless masterfiles validates; the host key is made
 /// first and kept whatever happens next.
+/// Reports a bootstrap to `hub_arg` that failed before it changed
+/// anything: `msg`, the line saying so, and the JSON result; returns the
+/// exit code for it.
+fn failed_unchanged(out: &Output, hub_arg: &str, msg: &str) -> u8 {
+    out.log(Level::Error, msg);
+    out.log(
+        Level::Error,
+        "Bootstrapping failed; policy_server.dat and inputs/ were left as they were",
+    );
+    json(out, false, hub_arg, None, Some(msg));
+    crate::EXIT_FAILED
+}
+
 fn bootstrap_self(workdir: &Path, hub_arg: &str, host: &str, failsafe: bool, out: &Output) -> u8 {
     let mf = workdir.join("masterfiles");
     out.log(
@@ -392,15 +405,7 @@ fn bootstrap_self(workdir: &Path, hub_arg: &str, host: &str, failsafe: bool, out
     if is_loopback(host) {
         out.log(Level::Warning, "Bootstrapping to loopback interface (localhost), other hosts will not be able to bootstrap to this server");
     }
-    let fail = |msg: String| {
-        out.log(Level::Error, &msg);
-        out.log(
-            Level::Error,
-            "Bootstrapping failed; policy_server.dat and inputs/ were left as they were",
-        );
-        json(out, false, hub_arg, None, Some(&msg));
-        crate::EXIT_FAILED
-    };
+    let fail = |msg: String| failed_unchanged(out, hub_arg, &msg);
     if let Err(e) = crate::host_key(workdir, true, out) {
         return fail(e);
     }
@@ -580,15 +585,7 @@ pub fn bootstrap(
             json(out, false, hub_arg, None, Some(&msg));
             crate::EXIT_NO_SERVER
         }
-        Err(PullError::Failed(msg)) => {
-            out.log(Level::Error, &msg);
-            out.log(
-                Level::Error,
-                "Bootstrapping failed; policy_server.dat and inputs/ were left as they were",
-            );
-            json(out, false, hub_arg, None, Some(&msg));
-            crate::EXIT_FAILED
-        }
+        Err(PullError::Failed(msg)) => failed_unchanged(out, hub_arg, &msg),
     }
 }
 

@@ -426,14 +426,7 @@ fn host_key(
         );
         let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
             .map_err(|e| e.to_string())?;
-        let pub_pem =
-            rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
-        let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
-            .map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::write_new_atomic(&ppkeys.join("localhost.pub"), pub_pem.as_bytes(), 0o600)
-            .map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_host_key(&ppkeys, &key).map_err(|e| e.to_string())?;
     }
     rcf_fs::ppkeys::load_host_key(workdir, DigestKind::Md5)
         .map(|k| k.private)

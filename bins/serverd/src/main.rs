@@ -283,14 +283,7 @@ fn host_key(workdir: &str, logger: &Logger) -> Result<rcf_core::keys::RsaPrivate
         );
         let key = rcf_core::keys::generate(&mut rand_core::OsRng, rcf_core::keys::DEFAULT_BITS)
             .map_err(|e| e.to_string())?;
-        let pub_pem =
-            rcf_core::keys::encode_public_pem(&key.to_public_key()).map_err(|e| e.to_string())?;
-        let priv_pem = rcf_core::keys::encode_private_pem(&key).map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::ensure_private_dir(&ppkeys).map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::write_new_atomic(&priv_path, priv_pem.as_bytes(), 0o600)
-            .map_err(|e| e.to_string())?;
-        rcf_fs::ppkeys::write_new_atomic(&pub_path, pub_pem.as_bytes(), 0o600)
-            .map_err(|e| e.to_string())?;
+        rcf_fs::ppkeys::write_new_host_key(&ppkeys, &key).map_err(|e| e.to_string())?;
         return Ok(key);
     }
     let read = |p: &Path, which: &str| {

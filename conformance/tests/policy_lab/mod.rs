@@ -3,9 +3,10 @@
 
 #![allow(dead_code)]
 
+use rcf_conformance::lab::{spawn_real_cf_serverd, wait_for_real_log};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -17,16 +18,6 @@ pub fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(&p, &dst).unwrap();
         }
-    }
-}
-
-/// Kills the process it guards (by PID, through its own Child handle) on drop.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -88,6 +79,60 @@ pub fn make_workdir(root: &Path) -> PathBuf {
     wd
 }
 
+/// Debian's stock masterfiles framework.
+pub const MPF: &str = "/usr/share/cfengine3/masterfiles";
+
+/// A sandboxed work dir holding the MPF in `inputs/`, its server bound to
+/// loopback on a free port. Returns (tempdir, workdir, promises.cf, port).
+pub fn mpf_workdir() -> (tempfile::TempDir, PathBuf, PathBuf, u16) {
+    let mpf = Path::new(MPF);
+    assert!(mpf.is_dir(), "{MPF} missing: install the cfengine3 package");
+    assert!(
+        Path::new(CF_KEY).exists() && Path::new(CF_SERVERD).exists(),
+        "cf-key/cf-serverd missing: install the cfengine3 package"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let wd = make_workdir(tmp.path());
+    copy_tree(mpf, &wd.join("inputs"));
+    let port = free_loopback_port();
+    let ctl = wd.join("inputs/controls/cf_serverd.cf");
+    let text = std::fs::read_to_string(&ctl).unwrap();
+    let anchor = "#   bindtointerface => \"::\";\n";
+    assert!(
+        text.contains(anchor),
+        "masterfiles changed: no bindtointerface comment in cf_serverd.cf"
+    );
+    let patched = text.replacen(
+        anchor,
+        &format!("{anchor}      bindtointerface => \"127.0.0.1\";\n      port => \"{port}\";\n"),
+        1,
+    );
+    std::fs::write(&ctl, patched).unwrap();
+    let policy = wd.join("inputs/promises.cf");
+    (tmp, wd, policy, port)
+}
+
+/// `rcf-serverd MODE... EXTRA... -f POLICY` on work dir `wd`: its stdout.
+/// Panics with its stderr when it fails (refuses the policy).
+pub fn rcf_serverd_stdout(wd: &Path, policy: &Path, mode: &[&str], extra: &[&str]) -> String {
+    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
+    let out = Command::new(bin)
+        .args(mode)
+        .args(extra)
+        .arg("-f")
+        .arg(policy)
+        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
+        .output()
+        .expect("run rcf-serverd");
+    assert!(
+        out.status.success(),
+        "rcf-serverd {} failed:\n{}",
+        mode.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The summary lines of a cf-serverd log, without level prefixes.
 pub fn real_summary(log: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -145,35 +190,20 @@ pub fn real_cf_serverd_summary_with(
         "{CF_SERVERD} missing: install the cfengine3 package"
     );
     let log_path = tmp.join("cf-serverd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(CF_SERVERD)
-        .args(["-F", "-v"])
-        .args(extra)
-        .arg("-f")
-        .arg(policy)
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-        .env("RCF_INTEROP_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start cf-serverd");
-    let mut guard = KillOnDrop(child);
-    let deadline = Instant::now() + timeout;
-    let text = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("END summary of access promises") {
-            break text;
-        }
-        if let Ok(Some(st)) = guard.0.try_wait() {
-            panic!("cf-serverd exited early ({st}):\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no summary from cf-serverd within {timeout:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut guard = spawn_real_cf_serverd(
+        wd,
+        policy,
+        extra,
+        &[("RCF_INTEROP_PORT", port.to_string())],
+        &log_path,
+    );
+    let text = wait_for_real_log(
+        &mut guard,
+        &log_path,
+        "END summary of access promises",
+        timeout,
+        &format!("no summary from cf-serverd within {timeout:?}"),
+    );
     drop(guard);
     assert!(
         text.contains(&format!("Setting default port number to {port}")),

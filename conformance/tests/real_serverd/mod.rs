@@ -4,47 +4,21 @@
 
 #![allow(dead_code)]
 
-use rcf_core::policy::{Canon, ConnFacts, LoadOptions, PolicySource, Protocol, Value};
+use rcf_conformance::lab::{
+    cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log,
+};
+use rcf_core::policy::{ConnFacts, LoadOptions, Protocol, Request, ServerPolicy, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub const CF_SERVERD: &str = "/usr/bin/cf-serverd";
 pub const CF_KEY: &str = "/usr/bin/cf-key";
 pub const CF_NET: &str = "/usr/bin/cf-net";
 
 /// Filesystem answers for the evaluator (conformance does not use rcf-fs).
-pub struct Fs;
-
-impl PolicySource for Fs {
-    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
-    }
-    fn canonicalize(&self, path: &str) -> Canon {
-        match std::fs::canonicalize(path) {
-            Ok(p) => Canon::Resolved {
-                is_dir: p.is_dir(),
-                path: p.to_string_lossy().into_owned(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
-            Err(e) => Canon::Failed(e.to_string()),
-        }
-    }
-    fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).is_ok()
-    }
-}
-
-/// Kills the process it guards (by PID, through its own Child handle) on drop.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use rcf_conformance::lab::PolicyFs as Fs;
 
 /// A server and a client work dir with keys that trust each other.
 pub struct Pair {
@@ -76,16 +50,6 @@ fn workdir(wd: &Path) {
     std::os::unix::fs::symlink("/usr/bin", wd.join("bin")).unwrap();
 }
 
-fn trust(wd: &Path, other: &Path) {
-    let out = Command::new(CF_KEY)
-        .arg("-t")
-        .arg(other.join("ppkeys/localhost.pub"))
-        .env("CFENGINE_TEST_OVERRIDE_WORKDIR", wd)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cf-key -t failed");
-}
-
 impl Pair {
     /// Fails (never skips) when the real CFEngine is missing.
     pub fn new() -> Pair {
@@ -101,22 +65,11 @@ impl Pair {
         let cli = root.join("cli");
         workdir(&srv);
         workdir(&cli);
-        trust(&srv, &cli);
-        trust(&cli, &srv);
+        let client_key = cf_key_trust_each_other(&srv, &cli);
         let data = std::fs::canonicalize(srv.join("data"))
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let client_key = std::fs::read_dir(srv.join("ppkeys"))
-            .unwrap()
-            .flatten()
-            .find_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.strip_prefix("root-")
-                    .and_then(|x| x.strip_suffix(".pub"))
-                    .map(str::to_string)
-            })
-            .expect("client key trusted on the server");
         Pair {
             _tmp: tmp,
             root,
@@ -142,45 +95,111 @@ impl Pair {
         p
     }
 
+    /// Writes `DATA/DIR/f` for each `(DIR, RULE)` case and renders its
+    /// access promise, `"D/` in RULE standing for `"DATA/`: the promises as
+    /// lines of an `access:` section, and the files' paths in case order.
+    pub fn access_cases<'a>(
+        &self,
+        cases: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> (String, Vec<String>) {
+        let mut access = String::new();
+        let mut paths = Vec::new();
+        for (dir, rule) in cases {
+            paths.push(self.file(&format!("{dir}/f")));
+            access.push_str(&format!(
+                "    {}\n",
+                rule.replace("\"D/", &format!("\"{}/", self.data))
+            ));
+        }
+        (access, paths)
+    }
+
+    /// For each case (a label and 3.21's expected answer), in the order of
+    /// `real` (the real server's answers) and `paths`: a line where the
+    /// real answer is not the expected one, and one per `classic` mode
+    /// where rcf's decision is not the real answer (with rcf's reason).
+    pub fn disagreements(
+        &self,
+        pol: &ServerPolicy,
+        cases: &[(String, bool)],
+        real: &[bool],
+        paths: &[String],
+        classic_modes: &[bool],
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (((label, want), real_allowed), path) in cases.iter().zip(real).zip(paths) {
+            if want != real_allowed {
+                problems.push(format!(
+                    "{label}: real cf-serverd answered {real_allowed}, expected {want}"
+                ));
+            }
+            for &classic in classic_modes {
+                let dec = pol.check(&self.facts(classic), Request::Path(path));
+                if dec.allowed != *real_allowed {
+                    problems.push(format!(
+                        "{label} (classic: {classic}): rcf {}, real cf-serverd {real_allowed}: {}",
+                        dec.allowed,
+                        pol.explain(&dec)
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    /// Asks the real cf-serverd and rcf about `(DIR, COND, 3.21's answer)`
+    /// cases, each an [`admit_if`] rule for `DATA/DIR/`, in a policy with
+    /// `bundles` (policy text) before its `bundle server acl`: rcf's policy,
+    /// the policy text, and the [`Pair::disagreements`] under each of
+    /// `classic_modes`, labelled `DIR COND`.
+    pub fn admit_if_cases(
+        &self,
+        cases: &[(&str, &str, bool)],
+        bundles: &str,
+        classic_modes: &[bool],
+    ) -> (ServerPolicy, String, Vec<String>) {
+        let port = free_port();
+        let (access, paths) = self.access_cases(
+            cases
+                .iter()
+                .map(|(dir, cond, _)| (*dir, admit_if(dir, cond))),
+        );
+        let text = format!(
+            "{}{bundles}bundle server acl\n{{\n  access:\n{access}}}\n",
+            header(port, &[])
+        );
+        let policy = self.input("promises.cf", &text);
+        let real = self.real_stat(&policy, port, &paths);
+        let pol = self.rcf_load(&policy);
+        let labelled: Vec<(String, bool)> = cases
+            .iter()
+            .map(|(dir, cond, want)| (format!("{dir} {cond}"), *want))
+            .collect();
+        let problems = self.disagreements(&pol, &labelled, &real, &paths, classic_modes);
+        (pol, text, problems)
+    }
+
     /// Starts the real cf-serverd on `policy` (which must bind 127.0.0.1 on
     /// `port`), STATs every path with cf-net, stops it, and returns whether
     /// each was admitted. Panics if cf-serverd went to failsafe.
     pub fn real_stat(&self, policy: &Path, port: u16, paths: &[String]) -> Vec<bool> {
         let log_path = self.root.join("cf-serverd.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(CF_SERVERD)
-            .args(["-F", "-v", "-f"])
-            .arg(policy)
-            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &self.srv)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start cf-serverd");
-        let mut guard = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if text.contains("Listening for connections") {
-                assert!(
-                    !text.contains("going to failsafe"),
-                    "cf-serverd rejected the policy:\n{text}"
-                );
-                break;
-            }
-            if let Ok(Some(st)) = guard.0.try_wait() {
-                panic!("cf-serverd exited early ({st}):\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cf-serverd did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut guard = spawn_real_cf_serverd(&self.srv, policy, &[], &[], &log_path);
+        let text = wait_for_real_log(
+            &mut guard,
+            &log_path,
+            "Listening for connections",
+            Duration::from_secs(30),
+            "cf-serverd did not start",
+        );
+        assert!(
+            !text.contains("going to failsafe"),
+            "cf-serverd rejected the policy:\n{text}"
+        );
         let hostport = format!("127.0.0.1:{port}");
         let out = paths
             .iter()
-            .map(|p| cf_net_stat(&self.cli, &hostport, p))
+            .map(|p| cf_net_stat(&self.cli, &hostport, p, 4))
             .collect();
         drop(guard);
         out
@@ -188,7 +207,7 @@ impl Pair {
 
     /// rcf's policy load, with only the classes rcf-serverd itself knows
     /// today (no host discovery).
-    pub fn rcf_load(&self, policy: &Path) -> rcf_core::policy::ServerPolicy {
+    pub fn rcf_load(&self, policy: &Path) -> ServerPolicy {
         let w = self.srv.to_string_lossy().into_owned();
         let mut sys = BTreeMap::new();
         sys.insert("workdir".to_string(), Value::Scalar(w));
@@ -221,45 +240,16 @@ impl Pair {
     }
 }
 
+/// The access promise admitting 127.0.0.1 to `DATA/DIR/` if `cond` holds,
+/// as [`Pair::access_cases`] takes it.
+pub fn admit_if(dir: &str, cond: &str) -> String {
+    format!(r#""D/{dir}/" admit_ips => {{ "127.0.0.1" }}, if => {cond};"#)
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// `cf-net stat PATH`: true if the server answered with the file's type.
-/// A connection the server dropped (cf-serverd refuses a second
-/// connection from an address whose previous one it has not reaped yet)
-/// is retried a few times.
-pub fn cf_net_stat(cli: &Path, hostport: &str, path: &str) -> bool {
-    let mut text = String::new();
-    for attempt in 0..4 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(300 * attempt));
-        }
-        let out = Command::new("timeout")
-            .args(["30", CF_NET, "-H", hostport, "stat", path])
-            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", cli)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cf-net");
-        text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !text.contains("Failed to connect") {
-            break;
-        }
-    }
-    if text.contains("' is a ") {
-        return true;
-    }
-    assert!(
-        text.contains("Could not stat"),
-        "unexpected cf-net output for {path}: {text}"
-    );
-    false
 }
 
 /// The policy header every test policy starts with.

@@ -307,32 +307,7 @@ pub fn canonify(s: &[u8]) -> Vec<u8> {
 /// C's `ctime()` text for `t` (seconds since the epoch, UTC), with its
 /// trailing newline: `"Mon Dec  7 04:22:00 2026\n"`.
 pub fn ctime_utc(t: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}\n",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(m - 1) as usize],
-        d,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-        y
-    )
+    format!("{}\n", crate::civil::ctime_utc(t))
 }
 
 /// Where the old destination is kept when a copy replaces it, as

@@ -7,6 +7,8 @@
 //! to the evaluator, so a deny rule it guards still applies and an admit
 //! rule it guards does not (issue 18, finding 3).
 
+use super::hostclasses::{DAYS, MONTHS, SHIFTS};
+
 /// Operating-system identities: a host is one of them, so when the caller
 /// names the host's OS (e.g. `linux`, `debian`) the others are known false.
 const OS: &[&str] = &[
@@ -65,7 +67,7 @@ const ARCH: &[&str] = &[
 ];
 
 /// Other exact names 3.21 defines on some host (virtualization, modes,
-/// roles, time-of-day words, weekdays and months).
+/// roles, quarters of the hour).
 const EXACT: &[&str] = &[
     // (operating systems: see OS) init systems and generic words
     "unix",
@@ -102,35 +104,18 @@ const EXACT: &[&str] = &[
     "policy_server",
     "am_policy_hub",
     "bootstrap_mode",
-    // clock words
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-    "Morning",
-    "Afternoon",
-    "Evening",
-    "Night",
+    // clock words: weekdays, months and shifts come from the tables
+    // `hostclasses::time_classes` defines them from (CLOCK_WORDS)
     "Q1",
     "Q2",
     "Q3",
     "Q4",
 ];
+
+/// The clock words 3.21 defines by name (weekdays, months, shifts of the
+/// day): the very tables [`super::hostclasses::time_classes`] derives this
+/// host's time classes from, so the two cannot drift apart.
+const CLOCK_WORDS: [&[&str]; 3] = [&DAYS, &MONTHS, &SHIFTS];
 
 /// Prefixes of the generated families: addresses, interfaces, versions,
 /// clock classes (`Hr07`, `Min05_10`, `Day7`, `Yr2026`, `GMT_*`,
@@ -223,7 +208,11 @@ pub fn may_be_hard_class(name: &str) -> bool {
     if name.contains(':') {
         return false;
     }
-    if EXACT.contains(&name) || ARCH.contains(&name) || os_of(name).is_some() {
+    if EXACT.contains(&name)
+        || CLOCK_WORDS.iter().any(|words| words.contains(&name))
+        || ARCH.contains(&name)
+        || os_of(name).is_some()
+    {
         return true;
     }
     PREFIXES.iter().any(|p| {
@@ -283,6 +272,33 @@ mod tests {
             "cfengine_3_21",
         ] {
             assert!(!may_be_hard_class(c), "{c}");
+        }
+    }
+
+    /// Every time class `hostclasses` derives, local or GMT, at any hour,
+    /// minute, month and weekday, is one this module knows may be hard.
+    #[test]
+    fn time_classes_are_hard_class_families() {
+        use super::super::hostclasses::{time_classes, Tm};
+        for (hour, min, mon, wday) in (0..24).flat_map(|h| {
+            (0..60)
+                .step_by(5)
+                .map(move |m| (h, m, (h + m) % 12, (h * 7 + m) % 7))
+        }) {
+            let t = Tm {
+                year: 2026,
+                mon,
+                mday: 1 + hour,
+                wday,
+                hour,
+                min,
+            };
+            let mut classes = std::collections::BTreeSet::new();
+            time_classes(&t, "", &mut classes);
+            time_classes(&t, "GMT_", &mut classes);
+            for c in &classes {
+                assert!(may_be_hard_class(c), "{c}");
+            }
         }
     }
 }

@@ -148,7 +148,9 @@ pub fn canonify(s: &str) -> String {
         .collect()
 }
 
-const MONTHS: [&str; 12] = [
+/// Month names, January first (`struct tm` `tm_mon` order); also the
+/// month classes [`super::hardclass`] knows may be hard.
+pub(crate) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",
@@ -162,7 +164,9 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const DAYS: [&str; 7] = [
+/// Weekday names, Monday first; also the weekday classes
+/// [`super::hardclass`] knows may be hard.
+pub(crate) const DAYS: [&str; 7] = [
     "Monday",
     "Tuesday",
     "Wednesday",
@@ -171,7 +175,9 @@ const DAYS: [&str; 7] = [
     "Saturday",
     "Sunday",
 ];
-const SHIFTS: [&str; 4] = ["Night", "Morning", "Afternoon", "Evening"];
+/// The shifts of the day, six hours each from midnight; also the shift
+/// classes [`super::hardclass`] knows may be hard.
+pub(crate) const SHIFTS: [&str; 4] = ["Night", "Morning", "Afternoon", "Evening"];
 
 /// The time classes of `AddTimeClass` for one time zone (`prefix` "" for
 /// local time, "GMT_" for UTC).
@@ -615,6 +621,16 @@ pub fn derive(f: &HostFacts) -> HardContext {
 mod tests {
     use super::*;
 
+    /// Mon Dec  7 03:57 2026, the time of the facts below.
+    const NOW: Tm = Tm {
+        year: 2026,
+        mon: 11,
+        mday: 7,
+        wday: 1,
+        hour: 3,
+        min: 57,
+    };
+
     fn facts() -> HostFacts {
         HostFacts {
             sysname: "Linux".into(),
@@ -648,22 +664,9 @@ mod tests {
             )),
             debian_version: Some("12.11".into()),
             issue: Some("Debian GNU/Linux 12 \\n \\l".into()),
-            local: Tm {
-                year: 2026,
-                mon: 11,
-                mday: 7,
-                wday: 1,
-                hour: 3,
-                min: 57,
-            },
-            gmt: Tm {
-                year: 2026,
-                mon: 11,
-                mday: 7,
-                wday: 1,
-                hour: 3,
-                min: 57,
-            },
+            // a UTC host: local time is GMT
+            local: NOW,
+            gmt: NOW,
             epoch: 1_796_615_862,
             workdir: "/w".into(),
             agent_type: "server".into(),

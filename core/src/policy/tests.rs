@@ -1331,3 +1331,35 @@ fn classic_hostname_regex_admission() {
             .allowed
     );
 }
+
+/// An access or roles promise whose promiser names a variable that does
+/// not resolve is dropped with a warning naming its kind, not kept with
+/// the literal `$(...)` text.
+#[test]
+fn unresolved_promisers_are_dropped_with_warning() {
+    let text = r#"
+bundle server s
+{
+  access:
+    "/srv/$(nothere)/" admit_ips => { "0.0.0.0/0" };
+  roles:
+    "$(nothere)_role" authorize => { "alice" };
+}
+"#;
+    let p = load_mem(Mem::default().dir("/srv"), text);
+    for kind in ["access", "roles"] {
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.message.starts_with(&format!("{kind} promise '"))
+                    && w.message.contains("dropped: unresolved variable(s)")
+                    && w.message.contains("nothere")),
+            "{kind}: {:?}",
+            p.warnings
+        );
+    }
+    let mut f = tls("10.0.0.1", None, KEY_A);
+    f.username = "alice";
+    assert!(!p.check(&f, Request::Role("x_role")).allowed);
+    assert!(!p.check(&f, Request::Path("/srv/x/f")).allowed);
+}

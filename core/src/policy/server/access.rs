@@ -87,8 +87,11 @@ impl<'a> Loader<'a> {
         self.files = files;
     }
 
-    pub(super) fn role_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
-        // a promiser resolves `$(bundle.var)` in its namespace first, as 3.21
+    /// The expanded promiser of a `kind` (`access`, `roles`) promise,
+    /// resolving `$(bundle.var)` in the promise's namespace first as 3.21
+    /// does; `None`, with a warning that the promise is dropped, when a
+    /// variable in it does not resolve.
+    fn promiser(&mut self, p: &Promise, here: &Here, kind: &str) -> Option<String> {
         self.ev.in_bundle.set(true);
         let e = self.ev.expand(&p.promiser, here);
         self.ev.in_bundle.set(false);
@@ -96,14 +99,20 @@ impl<'a> Loader<'a> {
             self.ev.warn(
                 here,
                 format!(
-                    "roles promise '{}' dropped: unresolved variable(s) {}",
+                    "{kind} promise '{}' dropped: unresolved variable(s) {}",
                     e.text,
                     e.unresolved.join(", ")
                 ),
             );
-            return;
+            return None;
         }
-        let name = e.text;
+        Some(e.text)
+    }
+
+    pub(super) fn role_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
+        let Some(name) = self.promiser(p, here, "roles") else {
+            return;
+        };
         if let Some(err) = addr::compile_error(&name) {
             self.errors.push(diag(
                 here.file,
@@ -396,22 +405,9 @@ impl<'a> Loader<'a> {
         here: &Here,
         maybe: bool,
     ) {
-        // a promiser resolves `$(bundle.var)` in its namespace first, as 3.21
-        self.ev.in_bundle.set(true);
-        let e = self.ev.expand(&p.promiser, here);
-        self.ev.in_bundle.set(false);
-        if !e.unresolved.is_empty() {
-            self.ev.warn(
-                here,
-                format!(
-                    "access promise '{}' dropped: unresolved variable(s) {}",
-                    e.text,
-                    e.unresolved.join(", ")
-                ),
-            );
+        let Some(promiser) = self.promiser(p, here, "access") else {
             return;
-        }
-        let promiser = e.text;
+        };
         let Some(mut a) = self.access_attrs(p, here, &promiser) else {
             return;
         };
