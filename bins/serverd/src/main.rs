@@ -673,6 +673,11 @@ fn main() {
         // appearance or repair is a change too
         watched.push(entry);
     }
+    // The files as they were when the policy was read: taken now, before
+    // "Server is starting...", so an edit made right after the ready line
+    // is seen by the first check instead of becoming the baseline.
+    let initial_fingerprint =
+        reload::fingerprint(&reload::validated_file(&workdir, cli.file.as_deref()), &watched);
     for w in &policy.warnings {
         // The TLS settings below report TLS findings themselves, once.
         if !w.message.starts_with("Disabling TLS 1.3") {
@@ -929,12 +934,7 @@ fn main() {
         let wd_for_watch = workdir.clone();
         let marker = reload::validated_file(&workdir, cli.file.as_deref());
         let interval = cli.reload_interval;
-        let mut fp = {
-            let (m, files) = (marker.clone(), watched.clone());
-            tokio::task::spawn_blocking(move || reload::fingerprint(&m, &files))
-                .await
-                .expect("fingerprint task")
-        };
+        let mut fp = initial_fingerprint;
         let graceful = cli.graceful_detach;
         let mut hup_graceful = signal(SignalKind::hangup()).expect("SIGHUP handler");
         let open_shared = shared.clone();
