@@ -459,16 +459,17 @@ fn ownership_rule_and_maproot() {
     assert_eq!(data_of(&p.events()), b"mine\n");
 }
 
-#[test]
-fn ifencrypted_refuses_plain_get_but_serves_sget() {
-    let pol = Pol {
-        trust: true,
-        admit: vec![("/srv".into(), true, false)],
-        deny: vec![],
-    };
-    let mut p = authed(pol);
-    p.client.get(b"/srv/hello.txt", 26, false).unwrap();
-    p.run().unwrap();
+/// `/srv` admitted to everyone, but only over an encrypted connection.
+fn only_encrypted() -> Pol {
+    Pol {
+    trust: true,
+    admit: vec![("/srv".into(), true, false)],
+    deny: vec![],
+}
+}
+
+/// The last request was refused, with 3.21's `ifencrypted` log line.
+fn assert_refused_for_want_of_encryption(p: &mut Pair) {
     assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(
         p.log()
@@ -477,12 +478,15 @@ fn ifencrypted_refuses_plain_get_but_serves_sget() {
         "{:?}",
         p.log()
     );
-    let pol = Pol {
-        trust: true,
-        admit: vec![("/srv".into(), true, false)],
-        deny: vec![],
-    };
-    let mut p = authed(pol);
+}
+
+#[test]
+fn ifencrypted_refuses_plain_get_but_serves_sget() {
+    let mut p = authed(only_encrypted());
+    p.client.get(b"/srv/hello.txt", 26, false).unwrap();
+    p.run().unwrap();
+    assert_refused_for_want_of_encryption(&mut p);
+    let mut p = authed(only_encrypted());
     p.client.get(b"/srv/hello.txt", 26, true).unwrap();
     p.run().unwrap();
     assert_eq!(data_of(&p.events()), b"hello from cf-serverd lab\n");
@@ -493,22 +497,10 @@ fn ifencrypted_refuses_plain_get_but_serves_sget() {
 /// OPENDIR refusal does); SOPENDIR is served.
 #[test]
 fn ifencrypted_refuses_plain_opendir_and_closes_but_serves_sopendir() {
-    let only_encrypted = || Pol {
-        trust: true,
-        admit: vec![("/srv".into(), true, false)],
-        deny: vec![],
-    };
     let mut p = authed(only_encrypted());
     p.client.opendir(b"/srv", false).unwrap();
     p.run().unwrap();
-    assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
-    assert!(
-        p.log()
-            .iter()
-            .any(|l| l == "File /srv requires encrypt connection...will not serve"),
-        "{:?}",
-        p.log()
-    );
+    assert_refused_for_want_of_encryption(&mut p);
     assert!(p.server.is_closing(), "a refused OPENDIR closes, as in 3.21");
     let mut p = authed(only_encrypted());
     p.client.opendir(b"/srv", true).unwrap();

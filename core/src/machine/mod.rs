@@ -32,7 +32,7 @@
 //!
 //! The classic client does not follow this split yet: its `handle_input`
 //! returns the peer's errors as `Err(ClassicClientError)`, and its reply
-//! deadline is still kept by its adapter (`adapters/smol`).
+//! deadline is still kept by the client runtime adapter.
 
 pub mod io;
 pub mod transfer;
