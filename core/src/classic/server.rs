@@ -364,6 +364,14 @@ impl ClassicServer {
         self.served
     }
 
+    /// Bytes queued and not yet returned by
+    /// [`poll_transmit`](ClassicServer::poll_transmit): an adapter answering
+    /// back to back drains once this passes its write batch, so a GET
+    /// streams with bounded memory.
+    pub fn pending_output(&self) -> usize {
+        self.out.iter().map(Vec::len).sum()
+    }
+
     /// When to call [`handle_timeout`](ClassicServer::handle_timeout); `None`
     /// while waiting on the adapter or closing.
     #[must_use]
