@@ -163,14 +163,6 @@ impl Machine {
         }
     }
 
-    /// Requests the access rules refused so far.
-    pub(crate) fn requests_denied(&self) -> u64 {
-        match self {
-            Machine::Tls(c) => c.session().map(|s| s.requests_denied()).unwrap_or(0),
-            Machine::Classic(_) => 0,
-        }
-    }
-
     /// (requests read, the latest one's text) where the machine reports it
     /// (TLS), for the latency histograms.
     pub(crate) fn last_request(&self) -> Option<(u64, &[u8])> {

@@ -287,7 +287,6 @@ async fn drive(
     };
     let mut out: Vec<u8> = Vec::new();
     let mut served = 0u64;
-    let mut denied = 0u64;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed: Option<u64> = None;
@@ -319,7 +318,7 @@ async fn drive(
         let mut progressed = false;
         while let Some(ev) = m.poll_event() {
             progressed = true;
-            let Some(ev) = question(ev, &log) else {
+            let Some(ev) = question(ev, shared, &log) else {
                 continue;
             };
             match answer_event(shared, ip, &mut m, &mut st, ev).await {
@@ -353,11 +352,6 @@ async fn drive(
             }
         }
         add_since(&shared.stats.bytes_served, &mut served, m.bytes_served());
-        add_since(
-            &shared.stats.denied_requests,
-            &mut denied,
-            m.requests_denied(),
-        );
         if m.is_closing() {
             break;
         }
@@ -468,11 +462,16 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, deadline: Duration) -> 
 }
 
 /// A machine's log line is printed (through `log`, which adds the peer's
-/// prefix); any other event is a question for the caller to answer.
-fn question(ev: Event, log: &impl Fn(Level, &str)) -> Option<Event> {
+/// prefix) and its access denials counted; any other event is a question
+/// for the caller to answer.
+fn question(ev: Event, shared: &Shared, log: &impl Fn(Level, &str)) -> Option<Event> {
     match ev {
         Event::Log { level, message } => {
             log(level, &message);
+            None
+        }
+        Event::Denied { .. } => {
+            shared.stats.denied_requests.fetch_add(1, Ordering::Relaxed);
             None
         }
         q => Some(q),

@@ -421,6 +421,9 @@ fn refusals_keep_or_close_per_command() {
     p.run().unwrap();
     assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.server.is_closing());
+    // The ACL denial was reported as a typed event; the missing file and
+    // the unresolvable directory were not ACL decisions.
+    assert_eq!(p.world.denials, [("STAT", "/secret/s.txt".to_string())]);
 }
 
 #[test]
@@ -435,6 +438,7 @@ fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
         Err(ClassicClientError::Desynchronised)
     );
     assert!(!p.server.is_closing(), "GET refusals keep the connection");
+    assert_eq!(p.world.denials, [("GET", "/secret/s.txt".to_string())]);
 }
 
 #[test]

@@ -90,8 +90,8 @@ pub struct Config {
     /// The most detailed level the caller will print. Per-request lines
     /// above it (`Received: STAT …`, `verbose`) are not even formatted:
     /// building them cost a measurable share of the server's CPU under
-    /// load. Lines at `info` and above are always emitted, because
-    /// adapters count some of them (denials) whatever they print.
+    /// load. Lines at `info` and above are always emitted (cf-serverd's
+    /// refusal lines); denials are counted from [`io::Event::Denied`].
     pub log_level: Level,
 }
 
