@@ -93,6 +93,17 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
             let Some(ev) = crate::question(ev, &log) else {
                 continue;
             };
+            let ev = match crate::cluster::answer_key(&shared, ev).await {
+                crate::cluster::Keyed::Other(ev) => ev,
+                crate::cluster::Keyed::Answer(a) => {
+                    if let Some(Err(e)) = a.map(|a| conn.handle_answer(shared.now(), a, &mut rng)) {
+                        log(Level::Error, &format!("internal: {e}"));
+                        return;
+                    }
+                    break;
+                }
+                crate::cluster::Keyed::Close => return,
+            };
             let f = files.take().unwrap_or_default();
             let Some((answer, note)) = crate::answer_on_pool(&shared.fs, &mut files, f, ev).await
             else {
@@ -117,6 +128,7 @@ pub(crate) async fn handle_classic(mut stream: TcpStream, ip: String, shared: Ar
         if !established && conn.is_authenticated() {
             established = true;
             shared.stats.established.fetch_add(1, Ordering::Relaxed);
+            crate::cluster::established(&shared, &ip, &conn.peer().key_id);
         }
         crate::add_since(&shared.stats.bytes_served, &mut served, conn.bytes_served());
         if conn.is_closing() {

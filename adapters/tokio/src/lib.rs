@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 mod classic;
+pub mod cluster;
 mod exec;
 pub mod metrics;
 pub mod tofu;
@@ -157,6 +158,8 @@ pub struct Shared {
     /// every accepted connection: no `setsockopt` per connection. Set by
     /// whoever bound them (not for sockets passed by systemd).
     pub listeners_nodelay: std::sync::atomic::AtomicBool,
+    /// Cluster mode (`--proxy-from`, `--trust-store`, lastseen); empty by default.
+    pub cluster: cluster::Cluster,
     origin: Instant,
 }
 
@@ -206,6 +209,7 @@ impl Shared {
             exec_timeout: Duration::from_secs(600),
             tofu,
             listeners_nodelay: std::sync::atomic::AtomicBool::new(false),
+            cluster: cluster::Cluster::default(),
             origin: Instant::now(),
         })
     }
@@ -315,37 +319,57 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
-        let admitted = {
-            let policy = shared.policy.borrow().clone();
-            let mut a = shared.admission.lock().expect("admission lock");
-            a.admit(&ip, &policy.control)
-        };
-        if let Err(refusal) = admitted {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            use rcf_core::server::admission::Refusal;
-            let by = match &refusal {
-                Refusal::NotAllowed(_) => &shared.stats.refused_not_allowed,
-                Refusal::Denied(_) => &shared.stats.refused_denied,
-                Refusal::Second(_) => &shared.stats.refused_second,
-                Refusal::TooMany { .. } => &shared.stats.refused_too_many,
-            };
-            by.fetch_add(1, Ordering::Relaxed);
-            shared.logger.log(Level::Error, None, &refusal.to_string());
-            drop(stream);
+        // Behind a load balancer (--proxy-from) the PROXY header is read first.
+        let Some(stream) = cluster::at_accept(&shared, stream, addr) else {
             continue;
+        };
+        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
+        if admit(&shared, &ip) {
+            tokio::spawn(serve_admitted(stream, addr, ip, shared.clone()));
         }
-        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        shared.stats.open.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _release = Release {
-                shared: shared.clone(),
-                ip: ip.clone(),
-            };
-            handle(stream, addr, ip, shared).await;
-        });
     }
+}
+
+/// Admission (allowconnects, denyconnects, one connection per address,
+/// maxconnections) for a connection served as `ip`; a refusal is counted
+/// and logged. On success the slot is held until [`serve_admitted`] ends.
+pub(crate) fn admit(shared: &Shared, ip: &str) -> bool {
+    let admitted = {
+        let policy = shared.policy.borrow().clone();
+        let mut a = shared.admission.lock().expect("admission lock");
+        a.admit(ip, &policy.control)
+    };
+    if let Err(refusal) = admitted {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        use rcf_core::server::admission::Refusal;
+        let by = match &refusal {
+            Refusal::NotAllowed(_) => &shared.stats.refused_not_allowed,
+            Refusal::Denied(_) => &shared.stats.refused_denied,
+            Refusal::Second(_) => &shared.stats.refused_second,
+            Refusal::TooMany { .. } => &shared.stats.refused_too_many,
+        };
+        by.fetch_add(1, Ordering::Relaxed);
+        shared.logger.log(Level::Error, None, &refusal.to_string());
+        return false;
+    }
+    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    shared.stats.open.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Serve an admitted connection as `ip`, giving its admission slot back
+/// however it ends.
+pub(crate) async fn serve_admitted(
+    stream: TcpStream,
+    addr: SocketAddr,
+    ip: String,
+    shared: Arc<Shared>,
+) {
+    let _release = Release {
+        shared: shared.clone(),
+        ip: ip.clone(),
+    };
+    handle(stream, addr, ip, shared).await;
 }
 
 /// Gives the admission slot back however the task ends.
@@ -606,6 +630,17 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             let Some(ev) = question(ev, &log) else {
                 continue;
             };
+            let ev = match cluster::answer_key(&shared, ev).await {
+                cluster::Keyed::Other(ev) => ev,
+                cluster::Keyed::Answer(a) => {
+                    if let Some(Err(e)) = a.map(|a| conn.handle_answer(shared.now(), a)) {
+                        log(Level::Error, &format!("internal: {e}"));
+                        return;
+                    }
+                    continue;
+                }
+                cluster::Keyed::Close => return,
+            };
             if let Some(answer) = exec::handle(&shared, &ip, &ev, &mut run).await {
                 if let Some(a) = answer {
                     if let Err(e) = conn.handle_answer(shared.now(), a) {
@@ -679,6 +714,7 @@ async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Ar
             end.established = true;
             shared.stats.established.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = conn.session() {
+                cluster::established(&shared, &ip, &s.peer().key_id);
                 if let Some(others) = shared.stats.detail.saw_key(&s.peer().key_id, &ip) {
                     log(
                         Level::Notice,
