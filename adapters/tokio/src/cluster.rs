@@ -151,7 +151,9 @@ pub(crate) fn at_accept(
     stream: TcpStream,
     addr: SocketAddr,
 ) -> Option<TcpStream> {
-    let policy = shared.cluster.proxy()?.clone();
+    let Some(policy) = shared.cluster.proxy().cloned() else {
+        return Some(stream);
+    };
     let shared = shared.clone();
     tokio::spawn(async move {
         let mut stream = stream;
