@@ -256,7 +256,8 @@ fn run(cli: &Cli, log: &Log) -> u8 {
         return code;
     }
     if cli.no_truncate && !(cli.show_hosts || cli.list_trusted) {
-        log.error("--no-truncate / -N option is only for --show-hosts / -s and --list-trusted");
+        // cf-key's message, verbatim (--list-trusted is rcf's own).
+        log.error("--no-truncate / -N option is only for --show-hosts / -s");
         return 1;
     }
     let _ = (cli.numeric, cli.force_removal, &cli.color);
