@@ -23,6 +23,9 @@
 //! - [`acl`]: the decision ([`ServerPolicy::check`]), connection lists,
 //!   shortcuts, [`ServerPolicy::explain`].
 //! - [`summary`]: the verbose `=== BEGIN summary of access promises ===` dump.
+//! - [`json`]: 3.21's JSON (its lenient parser, writers, `JsonSelect`),
+//!   the value of data containers; `eval`'s `data` submodule evaluates
+//!   them (`parsejson`, `readjson`, `mergedata`, `$(d[k])`, iteration).
 //!
 //! # Where rcf deliberately differs from 3.21 (all fail closed)
 //! - A failed or disabled reverse lookup with `deny_hostnames` on the
@@ -61,6 +64,7 @@ pub mod augments;
 pub mod eval;
 pub mod hardclass;
 pub mod hostclasses;
+pub mod json;
 pub mod parse;
 pub mod policy_server;
 pub mod server;
