@@ -1,7 +1,8 @@
 //! The filesystem answers the policy loader needs: reading policy files,
-//! canonicalising path promisers (realpath + is-dir) and `fileexists()`.
+//! canonicalising path promisers (realpath + is-dir) and `fileexists()`;
+//! `lstat()` for `filestat()` and name resolution for `host2ip()`.
 
-use rcf_core::policy::{Canon, PolicySource};
+use rcf_core::policy::{Canon, FileStat, PolicySource};
 use std::io::Read;
 
 /// Largest policy file read; larger files are refused, not truncated.
@@ -55,6 +56,32 @@ impl PolicySource for FsPolicySource {
             .map(|m| m.file_type().is_symlink())
             .unwrap_or(false)
     }
+
+    fn lstat(&self, path: &str) -> Option<Result<FileStat, String>> {
+        Some(lstat(path))
+    }
+
+    fn host_to_ip(&self, name: &str) -> Option<Option<String>> {
+        Some(crate::hostinfo::resolve_first(name))
+    }
+}
+
+/// `lstat()` as 3.21's `filestat()` calls it (the link itself, not its target).
+pub fn lstat(path: &str) -> Result<FileStat, String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    Ok(FileStat {
+        mode: m.mode(),
+        size: m.size(),
+        uid: m.uid(),
+        gid: m.gid(),
+        ino: m.ino(),
+        nlink: m.nlink(),
+        dev: m.dev(),
+        atime: m.atime(),
+        mtime: m.mtime(),
+        ctime: m.ctime(),
+    })
 }
 
 #[cfg(test)]

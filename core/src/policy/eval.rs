@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod data;
+mod io_fns;
 use data::DataVar;
 
 /// Deepest class-expression / expansion / function nesting evaluated.
@@ -623,6 +624,9 @@ impl<'a> Eval<'a> {
         if let Some(r) = self.call_data(name, c, h, depth) {
             return r;
         }
+        if let Some(r) = self.call_io(name, c, h, depth) {
+            return r;
+        }
         let need = |n: usize| argc == n;
         let r = match name {
             "getenv" if need(2) => {
@@ -780,23 +784,7 @@ impl<'a> Eval<'a> {
                 let re = self.scalar_arg(c, 1, h, depth)?;
                 let max: i64 = self.scalar_arg(c, 2, h, depth)?.trim().parse().ok()?;
                 let max = usize::try_from(max).unwrap_or(0);
-                let rx = super::addr::compile(&re);
-                let mut out = Vec::new();
-                let mut sp = text.as_str();
-                if let Some(rx) = &rx {
-                    while out.len() < max {
-                        let Ok(Some(m)) = rx.find(sp) else { break };
-                        if m.end() == 0 {
-                            break;
-                        }
-                        out.push(sp[..m.start()].to_string());
-                        sp = &sp[m.end()..];
-                    }
-                }
-                if out.len() < max && (sp.len() != text.len() || !sp.is_empty()) {
-                    out.push(sp.to_string());
-                }
-                Some(Value::List(out))
+                Some(Value::List(io_fns::split_regex(&text, &re, max, true)))
             }
             // RlistFromRegexSplitNoOverflow: max-1 pieces, then the rest
             "string_split" if need(3) => {

@@ -111,6 +111,43 @@ pub trait PolicySource {
     fn is_symlink(&self, _path: &str) -> bool {
         false
     }
+    /// `lstat()` of `path`, for `filestat()`: `Some(Ok(..))`, `Some(Err(why))`
+    /// when it fails (3.21's function fails then too), `None` when this
+    /// source cannot answer (the call is then unknown, never guessed).
+    fn lstat(&self, _path: &str) -> Option<Result<FileStat, String>> {
+        None
+    }
+    /// `host2ip()`: the first address the resolver gives for `name`
+    /// (`Some(None)` when it does not resolve), `None` when this source
+    /// cannot resolve names (unknown).
+    fn host_to_ip(&self, _name: &str) -> Option<Option<String>> {
+        None
+    }
+}
+
+/// What `lstat()` says about a path (the fields `filestat()` reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileStat {
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_uid`.
+    pub uid: u32,
+    /// `st_gid`.
+    pub gid: u32,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_nlink`.
+    pub nlink: u64,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_atime` (seconds).
+    pub atime: i64,
+    /// `st_mtime` (seconds).
+    pub mtime: i64,
+    /// `st_ctime` (seconds).
+    pub ctime: i64,
 }
 
 /// A warning or error tied to a place in the policy.
