@@ -1,6 +1,7 @@
 //! Functions that read the host (issue 17 point 2) against the real
 //! cf-serverd 3.21: `readfile`, `readstringlist`, `filestat`, `host2ip`,
-//! `iprange`, `classesmatching` and `format`, each feeding a promiser, an
+//! `execresult`, `returnszero` (3.21's cf-serverd runs these commands
+//! while it loads), `iprange`, `classesmatching` and `format`, each feeding a promiser, an
 //! access list or a class guard of an access promise, so that
 //! `rcf-serverd --check-config -v` (with its own host discovery and the
 //! rcf-fs answers) must print the real `cf-serverd -v` summary line for line.
@@ -50,7 +51,18 @@ bundle common g
     "f3" string => format("%%%s%.2f", "z", "1.5");
     "f4" string => canonify(format("%d|%i|%-6.3s|", "x9", "3", "abcdef"));
     "cm" slist => classesmatching("cfengine_3_21.*");
+    "e1" string => canonify(execresult("/bin/echo hi  'a b'", "noshell"));
+    "e2" string => canonify(execresult("echo a; echo b >&2; echo '  '", "useshell"));
+    "e3" string => execresult("/bin/false", "noshell");
+    "e4" string => execresult("/nonexistent x", "noshell");
+    "e5" string => execresult("echo rel", "noshell");
+    "e6" string => canonify(execresult("echo o; echo e >&2", "useshell", "stdout"));
   classes:
+    "rz1" expression => returnszero("/bin/true", "noshell");
+    "rz3" expression => returnszero("exit 0", "useshell");
+    # a failing returnszero() as a classes expression makes the real
+    # cf-serverd exit ("Fatal CFEngine error: Cannot continue"): used in
+    # if/unless below instead
     "ir1" expression => iprange("127.0.0.0/8");
     "ir2" expression => iprange("203.0.113.0/24");
     "ir3" expression => iprange("127.0.0.1-9");
@@ -73,6 +85,15 @@ bundle server s
     "/srv/h3_$(g.h3)/" admit_ips => {{ "127.0.0.1" }};
     "/srv/f1_$(g.f1)_$(g.f2)_$(g.f3)_$(g.f4)/" admit_ips => {{ "127.0.0.1" }};
     "/srv/cm_$(g.cm)/" admit_ips => {{ "127.0.0.1" }};
+    "/srv/e_$(g.e1)_$(g.e2)_$(g.e3)_$(g.e6)/" admit_ips => {{ "127.0.0.1" }};
+    "/srv/e4/" admit_ips => {{ "127.0.0.1" }}, if => isvariable("g.e4");
+    "/srv/e5/" admit_ips => {{ "127.0.0.1" }}, if => isvariable("g.e5");
+    "/srv/rz1/" admit_ips => {{ "127.0.0.1" }}, if => "rz1";
+    "/srv/rz2/" admit_ips => {{ "127.0.0.1" }}, if => returnszero("/bin/false", "noshell");
+    "/srv/rz2n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/bin/false", "noshell");
+    "/srv/rz3/" admit_ips => {{ "127.0.0.1" }}, if => "rz3";
+    "/srv/rz4/" admit_ips => {{ "127.0.0.1" }}, if => returnszero("/nonexistent", "noshell");
+    "/srv/rz4n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/nonexistent", "noshell");
     "/srv/ir1/" admit_ips => {{ "127.0.0.1" }}, if => "ir1";
     "/srv/ir2/" admit_ips => {{ "127.0.0.1" }}, if => "ir2";
     "/srv/ir3/" admit_ips => {{ "127.0.0.1" }}, if => "ir3";
@@ -90,7 +111,7 @@ bundle server s
         .collect();
     let joined = real.join("\n");
     // the real server's answers this test relies on
-    for want in ["/srv/r1_abc/", "/srv/l1/", "/srv/ir1/", "/srv/ir4/", "/srv/cm_cfengine_3_21/"] {
+    for want in ["/srv/r1_abc/", "/srv/l1/", "/srv/ir1/", "/srv/ir4/", "/srv/cm_cfengine_3_21/", "/srv/rz1/", "/srv/e_hi_a_b_"] {
         assert!(joined.contains(want), "{want} not in the real summary:\n{joined}");
     }
     assert_eq!(

@@ -149,6 +149,9 @@ pub(crate) struct Eval<'a> {
     /// Expanding a vars promise's value or a promiser: `$(bundle.var)`
     /// tries the current namespace first (see `resolve_ref`).
     pub in_bundle: std::cell::Cell<bool>,
+    /// Commands already run for `execresult`/`returnszero` (3.21 caches
+    /// these calls too, so each runs once per load, not once per pass).
+    pub exec_cache: BTreeMap<(super::ExecRequest, super::Capture), Option<super::ExecOutcome>>,
 }
 
 /// Result of expanding a string.
@@ -276,6 +279,7 @@ impl<'a> Eval<'a> {
             unknown_hits: RefCell::new(Vec::new()),
             uncertain_files: BTreeSet::new(),
             in_bundle: std::cell::Cell::new(false),
+            exec_cache: BTreeMap::new(),
         }
     }
 

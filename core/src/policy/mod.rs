@@ -123,6 +123,48 @@ pub trait PolicySource {
     fn host_to_ip(&self, _name: &str) -> Option<Option<String>> {
         None
     }
+    /// 3.21's `IsExecutable` (`stat()` follows links: a regular file
+    /// with an execute bit), `None` when this source cannot answer.
+    fn is_executable(&self, _path: &str) -> Option<bool> {
+        None
+    }
+    /// Runs a command for `execresult()`/`returnszero()` (stdin from
+    /// /dev/null), capturing what `capture` says. `Some(Err(..))` when it
+    /// could not be run to its end (the call is then unknown), `None` when
+    /// this source does not run commands (unknown).
+    fn execute(&self, _req: &ExecRequest, _capture: Capture) -> Option<Result<ExecOutcome, String>> {
+        None
+    }
+}
+
+/// A command `execresult()` or `returnszero()` runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExecRequest {
+    /// `noshell`: the program (an absolute path) and its arguments, as
+    /// 3.21's `ArgSplitCommand` splits the command.
+    Argv(Vec<String>),
+    /// `useshell`: `/bin/sh -c COMMAND`.
+    Shell(String),
+}
+
+/// Which output of a command is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capture {
+    /// stdout and stderr through one pipe (`execresult`'s default).
+    Both,
+    /// stdout only (stderr discarded).
+    Stdout,
+    /// Neither (`returnszero`).
+    Nothing,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// The captured bytes.
+    pub output: Vec<u8>,
 }
 
 /// What `lstat()` says about a path (the fields `filestat()` reports).

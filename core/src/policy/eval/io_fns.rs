@@ -1,6 +1,7 @@
 //! Functions that ask the outside world, through [`PolicySource`] (the
 //! adapter answers; core never touches files or the network): `readfile`,
-//! `readstringlist`, `filestat`, `host2ip`; and functions of the host's
+//! `readstringlist`, `filestat`, `host2ip`, `execresult`, `returnszero`
+//! (commands run by the adapter, once per load); and functions of the host's
 //! state rcf already holds: `iprange` (the discovered addresses),
 //! `classesmatching` (the classes), plus `format` (3.21's printf subset).
 //! Each follows 3.21.0's `evalfunction.c`; a source that cannot answer,
@@ -11,7 +12,7 @@
 
 use super::{Eval, Here, Tri, Value};
 use crate::policy::ast::FnCall;
-use crate::policy::{addr, FileStat};
+use crate::policy::{addr, Capture, ExecOutcome, ExecRequest, FileStat};
 
 /// `RlistFromSplitRegex`: pieces of `text` between matches of `re`, at
 /// most `max` of them (then the rest is dropped); an empty match ends the
@@ -171,6 +172,48 @@ impl Eval<'_> {
                     }
                 }
             }
+            "execresult" if argc == 2 || argc == 3 => {
+                let cmd = self.scalar_arg(c, 0, h, depth)?;
+                let shell = self.scalar_arg(c, 1, h, depth)?;
+                let capture = match (argc == 3).then(|| self.scalar_arg(c, 2, h, depth)) {
+                    None => Capture::Both,
+                    Some(o) => match o?.as_str() {
+                        "both" => Capture::Both,
+                        "stdout" => Capture::Stdout,
+                        other => {
+                            self.hit_unknown(format!("execresult() output '{other}', which rcf does not capture"));
+                            return Some(None);
+                        }
+                    },
+                };
+                let Exec::Run(req) = self.exec_request(&c.name, &cmd, &shell, h) else {
+                    return Some(None);
+                };
+                let out = self.run_cached(&c.name, req, capture, &cmd)?;
+                Some(Value::Scalar(exec_output(&out.output)))
+            }
+            "returnszero" if argc == 2 => {
+                let cmd = self.scalar_arg(c, 0, h, depth)?;
+                let shell = self.scalar_arg(c, 1, h, depth)?;
+                let req = match self.exec_request(&c.name, &cmd, &shell, h) {
+                    Exec::Run(req) => req,
+                    // where execresult fails, returnszero is false
+                    Exec::Refused => return Some(Self::class_tri(Tri::False)),
+                    Exec::Unknown => return Some(None),
+                };
+                let out = self.run_cached(&c.name, req, Capture::Nothing, &cmd)?;
+                // WEXITSTATUS(status) == 0: a command a signal ended reads as 0 too
+                if out.code.unwrap_or(0) == 0 {
+                    Self::class_tri(Tri::True)
+                } else {
+                    // seen with the real 3.21 cf-serverd: a command that ran and
+                    // failed yields the empty class expression, which neither
+                    // `if` nor `unless` accepts (the promise is skipped both
+                    // ways), and which as a classes `expression` makes
+                    // cf-serverd exit ('Fatal CFEngine error: Cannot continue')
+                    Some(Value::Scalar(String::new()))
+                }
+            }
             "iprange" if argc >= 1 => {
                 let range = self.scalar_arg(c, 0, h, depth)?;
                 let mut ifaces = Vec::new();
@@ -226,6 +269,68 @@ impl Eval<'_> {
             }
             _ => return None,
         })
+    }
+
+    /// The checks `FnCallExecResult`/`FnCallReturnsZero` make before
+    /// running `cmd`: `useshell` runs anything through `/bin/sh -c`;
+    /// otherwise the command must be an absolute path to an executable
+    /// file, split as `ArgSplitCommand` does.
+    fn exec_request(&mut self, fname: &str, cmd: &str, shell: &str, h: &Here) -> Exec {
+        match shell {
+            "useshell" => return Exec::Run(ExecRequest::Shell(cmd.to_string())),
+            "powershell" => {
+                self.warn(h, "execresult()/returnszero(): Powershell is only supported on Windows".into());
+                return Exec::Refused;
+            }
+            _ => {}
+        }
+        if !cmd.starts_with('/') {
+            self.warn(h, format!("'{cmd}' does not have an absolute path"));
+            return Exec::Refused;
+        }
+        let arg0 = command_arg0(cmd);
+        match self.src.is_executable(&arg0) {
+            Some(true) => Exec::Run(ExecRequest::Argv(arg_split_command(cmd))),
+            Some(false) => {
+                self.warn(h, format!("'{cmd}' is assumed to be executable but isn't"));
+                Exec::Refused
+            }
+            None => {
+                self.hit_unknown(format!(
+                    "function '{fname}' running '{cmd}', which this policy source cannot run"
+                ));
+                Exec::Unknown
+            }
+        }
+    }
+
+    /// Runs `req` once per load (3.21 caches these calls); `None`, with
+    /// the construct recorded, when the adapter could not run it.
+    fn run_cached(
+        &mut self,
+        fname: &str,
+        req: ExecRequest,
+        capture: Capture,
+        cmd: &str,
+    ) -> Option<ExecOutcome> {
+        let key = (req, capture);
+        let out = match self.exec_cache.get(&key) {
+            Some(o) => o.clone(),
+            None => {
+                let o = match self.src.execute(&key.0, capture) {
+                    Some(Ok(o)) => Some(o),
+                    Some(Err(_)) | None => None,
+                };
+                self.exec_cache.insert(key, o.clone());
+                o
+            }
+        };
+        if out.is_none() {
+            self.hit_unknown(format!(
+                "function '{fname}' running '{cmd}', which rcf could not run to its end"
+            ));
+        }
+        out
     }
 
     /// `StripPatterns`: removes each match of `pattern` (first match
@@ -351,6 +456,75 @@ impl Eval<'_> {
         }
         Ok(Some(out))
     }
+}
+
+/// Whether and how a command is run.
+enum Exec {
+    /// Run this.
+    Run(ExecRequest),
+    /// 3.21 does not run it (execresult fails, returnszero is false).
+    Refused,
+    /// rcf cannot tell (recorded as unknown).
+    Unknown,
+}
+
+/// `CommandArg0`: up to the first space, or between a leading pair of
+/// double quotes.
+fn command_arg0(cmd: &str) -> String {
+    let (start, delim) = match cmd.strip_prefix('"') {
+        Some(rest) => (rest, '"'),
+        None => (cmd, ' '),
+    };
+    start.split(delim).next().unwrap_or("").to_string()
+}
+
+/// `ArgSplitCommand`: words split on whitespace; `"`, `'` and a backquote
+/// quote a word (up to the same character; an unclosed quote takes the rest).
+fn arg_split_command(cmd: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = cmd;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}');
+        let Some(first) = rest.chars().next() else { break };
+        if matches!(first, '"' | '\'' | '`') {
+            let body = &rest[1..];
+            match body.find(first) {
+                Some(end) => {
+                    out.push(body[..end].to_string());
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push(body.to_string());
+                    rest = "";
+                }
+            }
+        } else {
+            let end = rest
+                .find([' ', '\u{c}', '\n', '\r', '\t', '\u{b}'])
+                .unwrap_or(rest.len());
+            out.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+/// `GetExecOutput`: each line (up to a newline) followed by a newline,
+/// then `Chop` (trailing whitespace removed); empty output stays empty.
+/// Output ends at a NUL, as 3.21's C strings do.
+fn exec_output(raw: &[u8]) -> String {
+    let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+    let text = String::from_utf8_lossy(raw);
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut s = String::with_capacity(text.len() + 1);
+    for line in text.split_inclusive('\n') {
+        s.push_str(line.strip_suffix('\n').unwrap_or(line));
+        s.push('\n');
+    }
+    s.truncate(s.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}').len());
+    s
 }
 
 /// `sscanf(data, "%ld")`: optional blanks, sign and digits; 0 when none.
@@ -596,6 +770,17 @@ mod tests {
         assert_eq!(split_regex("# c\n10.0.0.1", "\\s+", 2, false), ["#", "c"]);
         assert_eq!(split_regex(",x,,y", ",", 9, true), ["", "x", "", "y"]);
         assert_eq!(split_regex("", ",", 5, true), Vec::<String>::new());
+    }
+
+    #[test]
+    fn commands_split_as_3_21() {
+        assert_eq!(arg_split_command("/bin/echo hi  'a b' \"c\"d"), ["/bin/echo", "hi", "a b", "c", "d"]);
+        assert_eq!(arg_split_command("/bin/x 'open"), ["/bin/x", "open"]);
+        assert_eq!(command_arg0("\"/opt/my prog\" -x"), "/opt/my prog");
+        assert_eq!(command_arg0("/bin/echo hi"), "/bin/echo");
+        assert_eq!(exec_output(b"hi there\n"), "hi there");
+        assert_eq!(exec_output(b"a\nb  \n\n"), "a\nb");
+        assert_eq!(exec_output(b""), "");
     }
 
     #[test]
