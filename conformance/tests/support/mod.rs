@@ -302,6 +302,32 @@ impl RawClient {
     }
 }
 
+impl RawClient {
+    /// Send `payload` then `VERSION`; everything received before the
+    /// VERSION reply is this request's whole reply, framed or raw (GET
+    /// data, refusal blocks, several transactions). `None`: the server
+    /// closed first (what it sent is dropped).
+    pub fn until_version(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut marker = Vec::new();
+        frame::encode(Status::Done, b"OK: 3.21.0", &mut marker).unwrap();
+        self.txn(payload);
+        self.txn(b"VERSION");
+        let found = |p: &[u8]| p.windows(marker.len()).any(|w| w == marker.as_slice());
+        if !self.fill(Instant::now() + IO, found) {
+            assert!(self.closed, "no reply within {IO:?}");
+            return None;
+        }
+        let i = self
+            .plain
+            .windows(marker.len())
+            .position(|w| w == marker.as_slice())
+            .unwrap();
+        let got = self.plain[..i].to_vec();
+        self.plain.drain(..i + marker.len());
+        Some(got)
+    }
+}
+
 /// Sanity: a string `s` never appears in `hay`.
 pub fn contains(hay: &[u8], s: &[u8]) -> bool {
     hay.windows(s.len()).any(|w| w == s)

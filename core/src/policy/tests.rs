@@ -9,14 +9,19 @@ use std::collections::{BTreeMap, BTreeSet};
 /// An in-memory filesystem: files, directories and symlinks.
 #[derive(Default, Clone)]
 pub(crate) struct Mem {
-    files: BTreeMap<String, String>,
+    files: BTreeMap<String, Vec<u8>>,
     dirs: BTreeSet<String>,
     links: BTreeMap<String, String>,
 }
 
 impl Mem {
     pub fn file(mut self, p: &str, text: &str) -> Self {
-        self.files.insert(p.into(), text.into());
+        self.files.insert(p.into(), text.as_bytes().to_vec());
+        self
+    }
+    /// A policy file whose bytes need not be UTF-8.
+    pub fn file_bytes(mut self, p: &str, bytes: &[u8]) -> Self {
+        self.files.insert(p.into(), bytes.to_vec());
         self
     }
     pub fn dir(mut self, p: &str) -> Self {
@@ -33,7 +38,7 @@ impl PolicySource for Mem {
     fn read(&self, path: &str) -> Result<Vec<u8>, String> {
         self.files
             .get(path)
-            .map(|s| s.as_bytes().to_vec())
+            .cloned()
             .ok_or_else(|| "No such file or directory".into())
     }
     fn canonicalize(&self, path: &str) -> Canon {
@@ -1362,4 +1367,50 @@ bundle server s
     f.username = "alice";
     assert!(!p.check(&f, Request::Role("x_role")).allowed);
     assert!(!p.check(&f, Request::Path("/srv/x/f")).allowed);
+}
+
+/// Paths are bytes (issue 18): a promiser holding bytes that are not UTF-8
+/// (as the real cf-serverd reads them from the policy file) decides for
+/// exactly those bytes in a request, and no other byte string (U+FFFD, the
+/// UTF-8 of an escape-range character) is taken for it.
+#[test]
+fn non_utf8_promisers_match_those_bytes_only() {
+    use crate::server::{Peer, PolicyView};
+    let enc = |b: &[u8]| crate::bytestr::encode(b).into_owned();
+    let mem = Mem::default()
+        .dir("/srv")
+        .dir(&enc(b"/srv/d\xff"))
+        .dir(&enc(b"/srv/e\xfe"))
+        .file_bytes(
+            "/p/promises.cf",
+            b"bundle server acl\n{\n access:\n \"/srv\" admit => { \"10.0.0.1\" };\n \"/srv/d\xff\" deny => { \"10.0.0.1\" };\n}\n",
+        );
+    let pol = match load(&mem, &opts("/p/promises.cf")) {
+        Ok(p) => p,
+        Err(e) => panic!("load failed:\n{e}"),
+    };
+    let peer = Peer {
+        ip: "10.0.0.1".into(),
+        key_id: KEY_A.into(),
+        username: "root".into(),
+        hostname: None,
+    };
+    for (path, allowed) in [
+        (&b"/srv/d\xff/s.txt"[..], false),
+        (b"/srv/d\xff/", false),
+        (b"/srv/e\xfe/p.txt", true),
+        (b"/srv/bin\xff\xfe.txt", true),
+        (b"/srv/d\xef\xbf\xbd/s.txt", true),
+        (b"/srv/d\xf4\x8f\xbf\xbf/s.txt", true),
+        (b"/srv/d\xff\xfe", true),
+    ] {
+        let v = pol.check_path(path, &peer);
+        assert_eq!(
+            v.allowed,
+            allowed,
+            "{}: {}",
+            String::from_utf8_lossy(path),
+            v.rule
+        );
+    }
 }

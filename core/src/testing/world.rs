@@ -15,7 +15,9 @@ use md5::Digest as _;
 use crate::frame;
 use crate::reply::{FileType, StatReply};
 use crate::server::io::{Canonical, ExecChunk, FileStat, OpenedFile};
-use crate::server::{Answer, Event, KeyStatus, Level, Now, Peer, PolicyView, ResourceKind, Verdict};
+use crate::server::{
+    Answer, Event, KeyStatus, Level, Now, Peer, PolicyView, ResourceKind, Verdict,
+};
 
 use super::machine::ServerMachine;
 use super::TestRng;
@@ -545,6 +547,7 @@ impl World {
             size,
             uid: n.stat.uid,
             mode: n.stat.mode,
+            is_dir: false,
         };
         if let Some(new) = change {
             n.data = new;

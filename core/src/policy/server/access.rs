@@ -624,13 +624,14 @@ impl<'a> Loader<'a> {
 
     /// B.3: the ACL key for a path promiser, or `None` (logged) if ignored.
     pub(super) fn canonical_acl_path(&mut self, promiser: &str, here: &Here) -> Option<String> {
-        if promiser.len() > PATH_MAX - 1 {
+        let len = crate::bytestr::byte_len(promiser);
+        if len > PATH_MAX - 1 {
             self.ev.warnings.push(diag(
                 here.file,
                 here.line,
                 format!(
-                    "Path '{promiser}' in access_rules is too long ({} > {PATH_MAX}), ignoring!",
-                    promiser.len()
+                    "Path '{}' in access_rules is too long ({len} > {PATH_MAX}), ignoring!",
+                    crate::bytestr::display(promiser)
                 ),
             ));
             return None;
