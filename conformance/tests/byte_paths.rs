@@ -75,19 +75,6 @@ fn setup(name: &str) -> Setup {
     }
 }
 
-/// STAT's first reply with its atime field (the 7th number) blanked.
-fn mask_atime(r: &[u8]) -> Vec<u8> {
-    let Some(i) = r.windows(4).position(|w| w == b"OK: ") else {
-        return r.to_vec();
-    };
-    let text = String::from_utf8_lossy(&r[i..]).into_owned();
-    let mut f: Vec<&str> = text.split(' ').collect();
-    if f.len() > 7 {
-        f[7] = "ATIME";
-    }
-    [&r[..i], f.join(" ").as_bytes()].concat()
-}
-
 fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(b).chars().take(300).collect()
 }
@@ -132,25 +119,11 @@ fn tls_replies_for_non_utf8_names_equal_the_real_servers() {
             reqs.push((format!("{op} {}", show(rel)), req));
         }
     }
-    let mut replies: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
-    for port in [real.port(), rcf.port()] {
-        let mut c: Option<RawClient> = None;
-        let mut got = Vec::new();
-        for (_, req) in &reqs {
-            if c.as_ref().is_none_or(|c| c.closed) {
-                let (nc, w) = RawClient::identify(Ipv4Addr::LOCALHOST, port, &key, "root");
-                assert!(w.unwrap_or_default().starts_with(b"OK WELCOME"));
-                c = Some(nc);
-            }
-            got.push(
-                c.as_mut()
-                    .unwrap()
-                    .until_version(req)
-                    .map(|r| mask_atime(&r)),
-            );
-        }
-        replies.push(got);
-    }
+    let raw: Vec<Vec<u8>> = reqs.iter().map(|(_, r)| r.clone()).collect();
+    let replies: Vec<Vec<Option<Vec<u8>>>> = [real.port(), rcf.port()]
+        .into_iter()
+        .map(|port| replies_from(port, &key, "root", &raw))
+        .collect();
     let mut served = 0;
     let mut refused = 0;
     for (i, (what, _)) in reqs.iter().enumerate() {

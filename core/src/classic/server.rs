@@ -1336,9 +1336,10 @@ impl ClassicServer {
         };
         if s.t.size0 == 0 {
             if encrypted {
-                // 3.21's CfEncryptGetFile reads 0 bytes, encrypts nothing
-                // and sends an empty CF_DONE transaction (not a sealed one).
-                self.send(Status::Done, b"");
+                // 3.21's CfEncryptGetFile sends a CF_DONE transaction of
+                // strlen(uninitialised stack) bytes here (seen: 6 bytes);
+                // rcf sends the encryption of nothing (SECURITY.md).
+                self.send_sealed(Status::Done, b"");
             }
             self.events.push_back(s.t.close());
             return self.done(now);
