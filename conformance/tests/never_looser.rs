@@ -146,3 +146,72 @@ fn unevaluable_guards_and_bad_cidrs_never_widen_against_real_cf_serverd() {
         problems.join("\n")
     );
 }
+
+/// An access promise whose promiser rcf cannot expand (issue 18): 3.21
+/// computes the path (here with `execresult`, which rcf does not run) and
+/// denies it; rcf cannot know which path that is (a value may hold `..`
+/// or be absolute, and the promiser is canonicalised), so the promise's
+/// deny rules go into every path rule: never looser, stricter for the
+/// peers they name. Against the real cf-serverd.
+#[test]
+fn unexpandable_promiser_denies_every_path_for_its_peers() {
+    let pair = Pair::new();
+    let port = free_port();
+    let cases = [
+        // 3.21: the promiser is DATA/k/, denied
+        (
+            "k",
+            r#""D/k/" admit_ips => { "127.0.0.1" }; "D/$(kdir)/" deny_ips => { "127.0.0.1" };"#,
+            false,
+        ),
+        // 3.21 admits; rcf denies (stricter: the deny above could be here)
+        ("l", r#""D/l/" admit_ips => { "127.0.0.1" };"#, true),
+        // unresolved in 3.21 too: kept literally, so it denies nothing there
+        (
+            "m",
+            r#""D/m/" admit_ips => { "127.0.0.1" }; "D/m/$(rcf_no_such_var)" deny_ips => { "127.0.0.1" };"#,
+            true,
+        ),
+    ];
+    let (access, paths) = pair.access_cases(cases.iter().map(|(dir, r, _)| (*dir, r.to_string())));
+    let text = format!(
+        "{}bundle server acl\n{{\n  vars:\n    \"kdir\" string => execresult(\"/bin/echo k\", \"noshell\");\n  access:\n{access}}}\n",
+        header(port, &[])
+    );
+    let policy = pair.input("promises.cf", &text);
+    let real = pair.real_stat(&policy, port, &paths);
+    let pol = pair.rcf_load(&policy);
+    let mut problems = Vec::new();
+    for (((dir, _, want), real_allowed), path) in cases.iter().zip(&real).zip(&paths) {
+        if want != real_allowed {
+            problems.push(format!(
+                "{dir}: real cf-serverd answered {real_allowed}, expected {want}"
+            ));
+        }
+        for classic in [false, true] {
+            let dec = pol.check(&pair.facts(classic), Request::Path(path));
+            if dec.allowed {
+                problems.push(format!(
+                    "{dir} (classic {classic}): rcf admits: {}",
+                    pol.explain(&dec)
+                ));
+            }
+        }
+    }
+    for needle in ["$(kdir)", "$(rcf_no_such_var)"] {
+        if !pol
+            .warnings
+            .iter()
+            .any(|w| w.message.contains(needle) && w.message.contains("every path") && w.line > 0)
+        {
+            problems.push(format!(
+                "no warning with file:line for the promiser holding {needle}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\npolicy:\n{text}",
+        problems.join("\n")
+    );
+}
