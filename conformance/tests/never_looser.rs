@@ -215,3 +215,71 @@ fn unexpandable_promiser_denies_every_path_for_its_peers() {
         problems.join("\n")
     );
 }
+
+/// Bad entries in `body server control` lists (issue 18), against the real
+/// cf-serverd and rcf-serverd started on the same policy and asked by the
+/// real cf-net: in allowconnects, allowallconnects and trustkeysfrom they
+/// are skipped and both servers serve; a bad denyconnects entry is skipped
+/// by 3.21 (serves) while rcf, not knowing whom it meant, refuses every
+/// connection (stricter, announced with file:line).
+#[test]
+fn bad_control_list_entries_skipped_and_a_bad_deny_refuses_all() {
+    use rcf_conformance::lab::*;
+    require_cfengine().unwrap();
+    let cli = Workdir::new("nl-ctl-cli").unwrap();
+    cli.cf_key().unwrap();
+    let mut seen = Vec::new();
+    for (label, bad_deny, want_real, want_rcf) in [
+        ("allow lists", false, true, true),
+        ("denyconnects", true, true, false),
+    ] {
+        let mut answers = Vec::new();
+        for real in [true, false] {
+            let wd = Workdir::new(&format!("nl-ctl-{}-{}", bad_deny, real)).unwrap();
+            let data = make_data_tree(&wd.scratch().join("data")).unwrap();
+            let mut p = ServerPolicy::new(0).admit(data.share_path(""));
+            p.allowconnects = vec!["127.0.0.1/33".into(), "10.[".into(), "127.0.0.1".into()];
+            p.allowallconnects = vec!["127.0.0.1/40".into(), "127.0.0.1".into()];
+            p.trustkeysfrom = vec!["1.2.3.4/99".into(), "127.0.0.1".into()];
+            if bad_deny {
+                p.denyconnects = vec!["10.9.9.9".into(), "127.0.0.1/33".into()];
+            }
+            let kind = if real {
+                ServerKind::Real
+            } else {
+                ServerKind::Rcf
+            };
+            let srv = AnyServer::start(kind, &wd, &p).unwrap();
+            let hello = data.share_path("hello.txt");
+            let run = cf_net(&cli, &srv.host_port(), &["stat", &hello]).unwrap();
+            let ok = run.contains("is a regular file");
+            if !real {
+                let log = srv.log();
+                let needle = if bad_deny {
+                    "refuses every connection"
+                } else {
+                    "this entry never matches"
+                };
+                assert!(
+                    log.contains(needle) && log.contains("promises.cf:"),
+                    "{label}: {log}"
+                );
+            }
+            answers.push(ok);
+        }
+        assert_eq!(
+            (answers[0], answers[1]),
+            (want_real, want_rcf),
+            "{label}: (real cf-serverd, rcf-serverd) served"
+        );
+        assert!(
+            !(answers[1] && !answers[0]),
+            "{label}: rcf looser than 3.21"
+        );
+        seen.push(format!("{label}: real {} rcf {}", answers[0], answers[1]));
+    }
+    eprintln!(
+        "[never_looser] bad control-list entries: {}",
+        seen.join("; ")
+    );
+}

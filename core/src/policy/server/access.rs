@@ -757,15 +757,6 @@ pub(super) fn has_unexpanded_var(s: &str) -> bool {
     t.contains("$(") || t.contains("${") || t.contains("@(") || t.contains("@{")
 }
 
-/// Whether an IP-rule problem is only "this never matches" (an empty
-/// entry or an empty address before `/n`, as MPF produces on a host with
-/// no `sys.policy_hub`). cf-serverd accepts those; rcf warns for allow
-/// lists and refuses them in deny lists (a never-matching deny rule would
-/// silently widen access).
-pub(super) fn is_soft_problem(rule: &str) -> bool {
-    rule.is_empty() || rule.starts_with('/')
-}
-
 /// A load-time check of an IP rule: bad CIDRs, impossible octets, and
 /// entries that are neither an address form nor a valid regex.
 pub(super) fn ip_rule_problem(rule: &str) -> Option<String> {
