@@ -118,3 +118,145 @@ fn rcf_agent_classic_against_the_real_cf_serverd() {
 fn rcf_agent_classic_against_rcf_serverd() {
     against(false);
 }
+
+/// Result lines of a cf-net-style run: the output without log lines
+/// (`   error: …`, `  notice: …`, `verbose: …`, both tools print them the
+/// same way), so rcf-agent's and cf-net's answers can be compared.
+fn results(run: &ToolRun) -> Vec<String> {
+    let levels = [
+        "critical:",
+        "error:",
+        "warning:",
+        "notice:",
+        "info:",
+        "verbose:",
+        "debug:",
+    ];
+    run.output
+        .lines()
+        .filter(|l| !levels.iter().any(|p| l.trim_start().starts_with(p)))
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `rcf-agent net --protocol classic` and `runagent --protocol classic`
+/// against the real cf-serverd: every net subcommand prints what the real
+/// cf-net (over TLS, to the same server) prints, and EXEC runs the
+/// cfruncommand with the classes asked for.
+#[test]
+fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
+    require_cfengine().unwrap();
+    let srv_wd = Workdir::new("aclassic-net-srv").unwrap();
+    let cli = Workdir::new("aclassic-net-cli").unwrap();
+    srv_wd.cf_key().unwrap();
+    cli.cf_key().unwrap();
+    let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
+    let script = CfrunScript::write(&cli.scratch()).unwrap();
+    let sp = script.path.to_string_lossy().into_owned();
+    let mut p = ServerPolicy::new(0).admit(data.share_path(""));
+    p.allowlegacyconnects = vec!["127.0.0.1".into()];
+    p.cfruncommand = Some(sp.clone());
+    p.allowusers = vec!["root".into()];
+    p.access.push(AccessRule::admit_loopback(sp.clone()));
+    p.roles.push(("role1".into(), vec!["root".into()]));
+    let srv = RealServer::start(&srv_wd, &p).unwrap();
+    let hp = srv.host_port();
+    let net = |args: &[&str]| {
+        let mut a = vec!["net", "--protocol", "classic", "-H", hp.as_str()];
+        a.extend_from_slice(args);
+        rcf_agent(&cli, &a).unwrap()
+    };
+    // connect (cf-net trusts the server key; over classic it is remembered).
+    let ours = net(&["connect"]);
+    assert_eq!(ours.code(), Some(0), "{}", ours.describe());
+    let real = cf_net(&cli, &hp, &["connect"]).unwrap();
+    assert_eq!(
+        results(&ours),
+        results(&real),
+        "connect\n{}\n{}",
+        ours.describe(),
+        real.describe()
+    );
+    assert_eq!(
+        results(&ours),
+        vec![format!("Connected & authenticated successfully to '{hp}'")]
+    );
+    // stat: a file, a directory, a missing path.
+    for (path, code) in [
+        (data.share_path("hello.txt"), 0),
+        (data.share_path("tree"), 0),
+        (data.share_path("missing"), 1),
+    ] {
+        let ours = net(&["stat", &path]);
+        let real = cf_net(&cli, &hp, &["stat", &path]).unwrap();
+        assert_eq!(ours.code(), Some(code), "{}", ours.describe());
+        assert_eq!(
+            results(&ours),
+            results(&real),
+            "stat {path}\n{}\n{}",
+            ours.describe(),
+            real.describe()
+        );
+    }
+    // opendir: the same names in the same order.
+    let tree = data.share_path("tree");
+    let ours = net(&["opendir", &tree]);
+    let real = cf_net(&cli, &hp, &["opendir", &tree]).unwrap();
+    assert_eq!(ours.code(), Some(0), "{}", ours.describe());
+    assert_eq!(
+        results(&ours),
+        results(&real),
+        "opendir\n{}\n{}",
+        ours.describe(),
+        real.describe()
+    );
+    assert!(results(&ours).contains(&"a.txt".to_string()));
+    // get: the same bytes (a plain GET over several 2048-byte blocks).
+    let dest = cli.scratch().join("big.classic");
+    let ours = net(&[
+        "get",
+        &data.share_path("big.bin"),
+        "-o",
+        &dest.to_string_lossy(),
+    ]);
+    assert_eq!(ours.code(), Some(0), "{}", ours.describe());
+    trees_equal(&data.share.join("big.bin"), &dest).unwrap();
+    // runagent over classic: EXEC in clear, classes after it.
+    let before = script.invocations().len();
+    let run = rcf_agent(
+        &cli,
+        &[
+            "runagent",
+            "--protocol",
+            "classic",
+            "-H",
+            &hp,
+            "-D",
+            "role1",
+        ],
+    )
+    .unwrap();
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    run.assert_contains("(exit code: 0)");
+    run.assert_contains("rcflab cfruncommand ran with args: -D role1");
+    let inv = script.invocations();
+    assert_eq!(inv.len(), before + 1, "{}", run.describe());
+    assert_eq!(inv[before], vec!["-D".to_string(), "role1".to_string()]);
+    // A role the server does not grant: refused, nothing runs, 255.
+    let run = rcf_agent(
+        &cli,
+        &[
+            "runagent",
+            "--protocol",
+            "classic",
+            "-H",
+            &hp,
+            "-D",
+            "other",
+        ],
+    )
+    .unwrap();
+    assert_eq!(run.code(), Some(255), "{}", run.describe());
+    assert_eq!(script.invocations().len(), before + 1);
+}

@@ -313,6 +313,24 @@ impl ClassicConn {
         }
     }
 
+    /// `EXEC` (cf-runagent), plain as cf-runagent sends it: each output
+    /// line to `on_line`; the remote exit code, if one was reported.
+    pub async fn exec(
+        &mut self,
+        args: &[u8],
+        select: &[Vec<u8>],
+        mut on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<i32>, Error> {
+        self.client.exec(args, select).map_err(transport)?;
+        loop {
+            match self.step().await? {
+                ClientEvent::ExecLine(l) => on_line(&l)?,
+                ClientEvent::ExecDone(code) => return Ok(code),
+                other => return Err(transport(format!("unexpected reply {other:?}"))),
+            }
+        }
+    }
+
     /// Close the socket.
     pub async fn close(mut self) {
         let _ = self.stream.close().await;
@@ -428,6 +446,19 @@ impl Conn {
                 }
                 Ok(v)
             }
+        }
+    }
+
+    /// `EXEC` (cf-runagent): output lines to `on_line`, the remote exit code.
+    pub async fn exec(
+        &mut self,
+        args: &[u8],
+        select: &[Vec<u8>],
+        on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<i32>, Error> {
+        match self {
+            Conn::Tls(c) => c.exec(args, select, on_line).await,
+            Conn::Classic(c) => c.exec(args, select, on_line).await,
         }
     }
 

@@ -157,7 +157,7 @@ fn pull(
     out: &Output,
 ) -> Result<Pulled, PullError> {
     let version =
-        crate::protocol_or_classic(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+        crate::protocol(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
     let classic = version == rcf_core::banner::ProtocolVersion::Classic;
     let key = crate::host_key(workdir, generate_key, out).map_err(|e| {
         PullError::Failed(format!("{e}; No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\""))
@@ -518,7 +518,7 @@ pub fn bootstrap(
             return 2;
         }
     };
-    if let Err(code) = crate::protocol_or_classic(conn, out) {
+    if let Err(code) = crate::protocol(conn, out) {
         return code;
     }
     if crate::hub::is_self(&hub.host, workdir) {
@@ -615,7 +615,7 @@ pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out:
             return crate::EXIT_FAILED;
         }
     };
-    if let Err(code) = crate::protocol_or_classic(conn, out) {
+    if let Err(code) = crate::protocol(conn, out) {
         return code;
     }
     let inputs = workdir.join("inputs");

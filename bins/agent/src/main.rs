@@ -4,9 +4,8 @@
 //!
 //! Exit codes (see `--help`): 0 success; 1 something failed (a file was not
 //! copied, bootstrap verification failed, a local error); 2 usage; 3 no
-//! suitable server (none of the servers connected and authenticated); 4
-//! classic protocol requested where it is not supported (net, runagent); 5 `update` could not
-//! reach the hub and kept the last good inputs.
+//! suitable server (none of the servers connected and authenticated); 5
+//! `update` could not reach the hub and kept the last good inputs.
 //!
 //! Differences from cf-agent / cf-net 3.21 (deliberate or not yet done):
 //! * Not a policy engine: `copy` takes `copy_from` attributes as flags.
@@ -37,8 +36,8 @@
 //! * No lastseen database is updated.
 //! * `Authentication dialogue with '…' failed` is printed for any TLS,
 //!   trust or identification failure (3.21 prints it for classic only).
-//! * `--protocol classic` works for copy, bootstrap and update; net and
-//!   runagent exit 4.
+//! * `--protocol classic` works for every command (rcf-serverd's classic
+//!   server has no EXEC, so `runagent` over classic needs cf-serverd).
 //! * TLS is rustls: TLS 1.3, or TLS 1.2 with ECDHE suites only; a
 //!   cf-serverd whose `allowciphers` leaves only static-RSA TLS 1.2 suites
 //!   cannot be reached.
@@ -75,8 +74,6 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// No server in the list could be connected to and authenticated.
 pub const EXIT_NO_SERVER: u8 = 3;
-/// `--protocol classic` for a command that does not speak it (net, runagent).
-pub const EXIT_CLASSIC: u8 = 4;
 /// `update`: the hub was unreachable; the last good inputs were kept.
 pub const EXIT_KEPT_LAST_GOOD: u8 = 5;
 
@@ -90,8 +87,7 @@ password database), as rcf-key and cf-agent find it.
 
 Exit codes: 0 ok; 1 failed (a file not copied, verification failed, local
 error); 2 usage; 3 no suitable server (none connected and authenticated);
-4 classic protocol requested for net or runagent (not supported there); 5 update
-could not reach the hub and kept the last good inputs.";
+5 update could not reach the hub and kept the last good inputs.";
 
 #[derive(Parser, Debug)]
 #[command(name = "rcf-agent", version, about = "CFEngine 3.21-compatible remote copy, bootstrap and policy update", after_help = AFTER_HELP)]
@@ -381,16 +377,10 @@ fn local_user() -> String {
     rcf_cli::passwd_field(&passwd, uid.as_raw(), 0).unwrap_or_else(|| uid.as_raw().to_string())
 }
 
-/// The wanted protocol version; `Err(exit code)` for classic or garbage.
+/// The wanted protocol version (classic included: every command speaks
+/// it); `Err(2)` for a name 3.21 does not know.
 fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
     match ProtocolVersion::from_policy_name(&conn.protocol) {
-        Some(ProtocolVersion::Classic) => {
-            out.log(
-                Level::Error,
-                "classic protocol not yet supported by this rcf-agent command (copy, bootstrap and update speak it)",
-            );
-            Err(EXIT_CLASSIC)
-        }
         Some(v) => Ok(v),
         None => {
             out.log(
@@ -402,13 +392,20 @@ fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
     }
 }
 
-/// Like [`protocol`], but the classic protocol is accepted (the commands
-/// that speak it: copy, bootstrap, update).
-fn protocol_or_classic(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
-    match ProtocolVersion::from_policy_name(&conn.protocol) {
-        Some(ProtocolVersion::Classic) => Ok(ProtocolVersion::Classic),
-        _ => protocol(conn, out),
-    }
+/// What a `--protocol classic` connection needs besides [`ConnectOptions`]
+/// (`None` for TLS): our key, plain or encrypted requests, and
+/// `WORKDIR/state`, where the server keys seen over classic are remembered.
+pub fn classic_options(
+    workdir: &Path,
+    key: &rcf_core::keys::RsaPrivateKey,
+    version: ProtocolVersion,
+    encrypt: bool,
+) -> Option<rcf_smol::ClassicOptions> {
+    (version == ProtocolVersion::Classic).then(|| rcf_smol::ClassicOptions {
+        key: Arc::new(key.clone()),
+        encrypt,
+        state_dir: workdir.join("state"),
+    })
 }
 
 /// Load the host key, or make one when `generate` (bootstrap).

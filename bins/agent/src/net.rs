@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rcf_core::client::{GetFailure, Level};
 use rcf_core::reply::FileType;
-use rcf_smol::Client;
+use rcf_smol::Conn;
 
 use crate::output::{json_str, Output};
 use crate::{ConnArgs, NetCmd};
@@ -67,8 +67,9 @@ pub fn run(workdir: &Path, host: &str, conn: &ConnArgs, what: &NetCmd, out: &Out
     opts.host = addr.host.clone();
     opts.port = addr.port;
     let shown = format!("{}:{}", addr.host, addr.port);
+    let classic = crate::classic_options(workdir, &key, version, false);
     smol::block_on(async {
-        let mut c = match Client::connect(opts).await {
+        let mut c = match Conn::connect(opts, classic).await {
             Ok(c) => c,
             Err(e) => {
                 out.log(Level::Verbose, &e.to_string());
@@ -86,7 +87,7 @@ pub fn run(workdir: &Path, host: &str, conn: &ConnArgs, what: &NetCmd, out: &Out
     })
 }
 
-async fn command(c: &mut Client, ip: &str, shown: &str, what: &NetCmd, out: &Output) -> u8 {
+async fn command(c: &mut Conn, ip: &str, shown: &str, what: &NetCmd, out: &Output) -> u8 {
     let fail = |e: rcf_smol::Error| {
         out.log(Level::Error, &e.to_string());
         out.emit_json(&format!(
@@ -220,7 +221,7 @@ async fn command(c: &mut Client, ip: &str, shown: &str, what: &NetCmd, out: &Out
 
 /// GET (size from the STAT) into `<dest>.cfnew`, fsync, check, rename.
 async fn get_to(
-    c: &mut Client,
+    c: &mut Conn,
     path: &str,
     st: rcf_core::reply::StatReply,
     dest: &Path,
