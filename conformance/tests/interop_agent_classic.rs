@@ -119,27 +119,6 @@ fn rcf_agent_classic_against_rcf_serverd() {
     against(false);
 }
 
-/// Result lines of a cf-net-style run: the output without log lines
-/// (`   error: …`, `  notice: …`, `verbose: …`, both tools print them the
-/// same way), so rcf-agent's and cf-net's answers can be compared.
-fn results(run: &ToolRun) -> Vec<String> {
-    let levels = [
-        "critical:",
-        "error:",
-        "warning:",
-        "notice:",
-        "info:",
-        "verbose:",
-        "debug:",
-    ];
-    run.output
-        .lines()
-        .filter(|l| !levels.iter().any(|p| l.trim_start().starts_with(p)))
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// `rcf-agent net --protocol classic` and `runagent --protocol classic`
 /// against the real cf-serverd: every net subcommand prints what the real
 /// cf-net (over TLS, to the same server) prints, and EXEC runs the
@@ -172,14 +151,14 @@ fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
     assert_eq!(ours.code(), Some(0), "{}", ours.describe());
     let real = cf_net(&cli, &hp, &["connect"]).unwrap();
     assert_eq!(
-        results(&ours),
-        results(&real),
+        ours.result_lines(),
+        real.result_lines(),
         "connect\n{}\n{}",
         ours.describe(),
         real.describe()
     );
     assert_eq!(
-        results(&ours),
+        ours.result_lines(),
         vec![format!("Connected & authenticated successfully to '{hp}'")]
     );
     // stat: a file, a directory, a missing path.
@@ -192,8 +171,8 @@ fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
         let real = cf_net(&cli, &hp, &["stat", &path]).unwrap();
         assert_eq!(ours.code(), Some(code), "{}", ours.describe());
         assert_eq!(
-            results(&ours),
-            results(&real),
+            ours.result_lines(),
+            real.result_lines(),
             "stat {path}\n{}\n{}",
             ours.describe(),
             real.describe()
@@ -205,13 +184,13 @@ fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
     let real = cf_net(&cli, &hp, &["opendir", &tree]).unwrap();
     assert_eq!(ours.code(), Some(0), "{}", ours.describe());
     assert_eq!(
-        results(&ours),
-        results(&real),
+        ours.result_lines(),
+        real.result_lines(),
         "opendir\n{}\n{}",
         ours.describe(),
         real.describe()
     );
-    assert!(results(&ours).contains(&"a.txt".to_string()));
+    assert!(ours.result_lines().contains(&"a.txt".to_string()));
     // get: the same bytes (a plain GET over several 2048-byte blocks).
     let dest = cli.scratch().join("big.classic");
     let ours = net(&[

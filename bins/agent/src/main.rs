@@ -132,9 +132,32 @@ pub struct ConnArgs {
     #[arg(long, default_value = "latest")]
     pub protocol: String,
     /// Connect and per-read timeout, seconds (copy_from timeout; cf-runagent's -t).
-    /// Default: 10 for copy, bootstrap and update (cf-agent's), 30 for net and runagent.
+    /// Default: 10 for copy, bootstrap and update (cf-agent's), 30 for runagent.
     #[arg(short = 't', long)]
     pub timeout: Option<u64>,
+    /// TLS ciphers to offer, OpenSSL names separated by ':' (body common
+    /// control tls_ciphers; `TLS_*` names are TLS 1.3 suites, a list
+    /// without one turns TLS 1.3 off). Static-RSA suites such as
+    /// AES256-GCM-SHA384 and AES256-SHA are unsupported by design: a list
+    /// of only those is refused.
+    #[arg(long = "tls-ciphers", value_name = "LIST")]
+    pub tls_ciphers: Option<String>,
+    /// Minimum TLS version: 1.0, 1.1, 1.2 or 1.3 (body common control
+    /// tls_min_version; rustls starts at 1.2).
+    #[arg(long = "tls-min-version", value_name = "VERSION")]
+    pub tls_min_version: Option<String>,
+}
+
+impl ConnArgs {
+    /// Options with the defaults: latest protocol, no timeout given, no TLS settings.
+    pub fn new(protocol: &str, timeout: Option<u64>) -> ConnArgs {
+        ConnArgs {
+            protocol: protocol.to_string(),
+            timeout,
+            tls_ciphers: None,
+            tls_min_version: None,
+        }
+    }
 }
 
 /// `--parallel`, shared by copy, bootstrap and update.
@@ -261,24 +284,38 @@ struct UpdateArgs {
     par: ParallelArgs,
 }
 
+/// `net`'s options, named and shaped as cf-net's (`-H`, `-t`, `-c`), with
+/// rcf's own timeout and protocol choice on flags cf-net does not have.
 #[derive(Args, Debug, Clone)]
-struct NetArgs {
-    /// The server, `HOST[:PORT]`.
-    #[arg(
-        short = 'H',
-        long = "host",
-        required = true,
-        value_name = "HOST[:PORT]"
-    )]
-    host: String,
-    #[command(flatten)]
-    conn: ConnArgs,
+pub struct NetArgs {
+    /// Server hostnames or IPs, comma-separated (`HOST[:PORT],…`); defaults
+    /// to the policy server (the first line of WORKDIR/policy_server.dat).
+    /// As with cf-net, when -H is repeated only the last one is used.
+    #[arg(short = 'H', long = "host", value_name = "HOSTS")]
+    pub host: Vec<String>,
+    /// Minimum TLS version to use: 1.0, 1.1, 1.2 or 1.3 (cf-net's
+    /// --tls-version; rustls starts at 1.2).
+    #[arg(short = 't', long = "tls-version", value_name = "VERSION")]
+    pub tls_version: Option<String>,
+    /// TLS ciphers to use, OpenSSL names separated by ':' as 3.21 splits
+    /// them (cf-net's --ciphers; static-RSA suites are refused).
+    #[arg(short = 'c', long = "ciphers", value_name = "LIST")]
+    pub ciphers: Option<String>,
+    /// Connect and per-read timeout, seconds (cf-net's is a fixed 30).
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = NET_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Protocol: classic, 1, tls, 2, cookie, 3, latest.
+    #[arg(long, default_value = "latest")]
+    pub protocol: String,
     #[command(subcommand)]
-    what: NetCmd,
+    pub what: NetCmd,
 }
 
+/// cf-net's connect timeout (`ServerConnection(…, 30, …)`), seconds.
+pub const NET_TIMEOUT: u64 = 30;
+
 #[derive(Subcommand, Debug, Clone)]
-enum NetCmd {
+pub enum NetCmd {
     /// Connect and authenticate.
     Connect,
     /// Stat a remote path.
@@ -286,8 +323,14 @@ enum NetCmd {
     /// Fetch a remote file (to `./BASENAME` or `-o FILE`).
     Get {
         path: String,
+        /// Output file (cf-net's -o; `-` is refused as cf-net 3.21 refuses it).
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Fetch N times at once, each over its own connection (cf-net's
+        /// -j): `%d` in PATH and in the output name becomes 0..N-1; an
+        /// output name without `%d` gets `.0`, `.1`, … appended.
+        #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
     },
     /// List a remote directory.
     Opendir { path: String },
@@ -430,6 +473,47 @@ fn host_key(
         .map_err(|e| e.to_string())
 }
 
+/// The outgoing TLS settings from `--tls-ciphers` / `--tls-min-version`
+/// (cf-agent's `tls_ciphers` / `tls_min_version`, mapped onto rustls as
+/// 3.21 maps them onto OpenSSL). Each name rcf cannot use is a warning; a
+/// list that leaves nothing to negotiate is an error naming the
+/// static-RSA suites it held, never a silent fallback to other suites.
+pub fn tls_settings(conn: &ConnArgs, out: &Output) -> Result<TlsSettings, String> {
+    use rcf_core::tls::{Role, TlsWarningKind};
+    if conn.tls_ciphers.is_none() && conn.tls_min_version.is_none() {
+        return Ok(TlsSettings::client_default());
+    }
+    let (settings, warnings) = TlsSettings::from_cfengine(
+        Role::Client,
+        conn.tls_ciphers.as_deref(),
+        conn.tls_min_version.as_deref(),
+    );
+    let mut static_rsa = Vec::new();
+    for w in &warnings {
+        match &w.kind {
+            TlsWarningKind::UnsupportedByDesign { name, why } if why.contains("static RSA") => {
+                static_rsa.push(name.clone())
+            }
+            TlsWarningKind::Unusable(_) => continue,
+            // What the list means rather than a problem with it.
+            TlsWarningKind::Tls12Defaults | TlsWarningKind::Tls13Disabled => {
+                out.log(Level::Verbose, &w.to_string());
+                continue;
+            }
+            _ => {}
+        }
+        out.log(Level::Warning, &w.to_string());
+    }
+    match settings.unusable_reason() {
+        None => Ok(settings),
+        Some(why) if !static_rsa.is_empty() => Err(format!(
+            "{why}: the static-RSA suite(s) {} are unsupported by design (rustls implements only ECDHE key exchange and TLS 1.3); name an ECDHE-RSA-* or TLS_* suite",
+            static_rsa.join(", ")
+        )),
+        Some(why) => Err(format!("{why}; no TLS connection can be made")),
+    }
+}
+
 /// Connection options for `server`, everything but the address filled in.
 pub fn connect_options(
     workdir: &Path,
@@ -445,8 +529,8 @@ pub fn connect_options(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     );
-    let tls = rcf_core::tls::client_config(key, &TlsSettings::client_default(), &clock)
-        .map_err(|e| e.to_string())?;
+    let settings = tls_settings(conn, out)?;
+    let tls = rcf_core::tls::client_config(key, &settings, &clock).map_err(|e| e.to_string())?;
     let out2 = out.clone();
     Ok(ConnectOptions {
         host: String::new(),
@@ -480,7 +564,7 @@ fn main() -> ExitCode {
     };
     let code = match &cli.cmd {
         Cmd::Copy(a) => copy::run(&wd, a, &out),
-        Cmd::Net(a) => net::run(&wd, &a.host, &a.conn, &a.what, &out),
+        Cmd::Net(a) => net::run(&wd, a, &out),
         Cmd::Bootstrap(a) => bootstrap::bootstrap(
             &wd,
             &a.hub,
