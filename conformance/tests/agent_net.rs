@@ -66,7 +66,12 @@ fn net_answers_as_cf_net_for_host_lists_defaults_jobs_and_tls_options() {
         ]
     );
     assert_eq!(cf.code(), Some(0), "cf-net exits 0 whatever happened");
-    assert_eq!(rc.code(), Some(3), "a host not reached: 3\n{}", rc.describe());
+    assert_eq!(
+        rc.code(),
+        Some(3),
+        "a host not reached: 3\n{}",
+        rc.describe()
+    );
     // Repeated -H: cf-net uses only the last one.
     let (_, rc) = same_answers(&cli, &["-H", &r, "-H", &o, "connect"]);
     assert_eq!(rc.code(), Some(0));
@@ -97,7 +102,10 @@ fn net_answers_as_cf_net_for_host_lists_defaults_jobs_and_tls_options() {
     assert_eq!(rc.code(), Some(0), "{}", rc.describe());
     assert_eq!(
         rc.result_lines(),
-        vec![format!("{o}:'{}' is a regular file", data.share_path("hello.txt"))]
+        vec![format!(
+            "{o}:'{}' is a regular file",
+            data.share_path("hello.txt")
+        )]
     );
 
     // get -j 3: three connections at once, %d in the output name, and
@@ -109,7 +117,16 @@ fn net_answers_as_cf_net_for_host_lists_defaults_jobs_and_tls_options() {
         let with_d = d.join("big-%d.bin").to_string_lossy().into_owned();
         let plain = d.join("plain.bin").to_string_lossy().into_owned();
         for out in [&with_d, &plain] {
-            let args = ["-H", o.as_str(), "get", "-j", "3", big.as_str(), "-o", out.as_str()];
+            let args = [
+                "-H",
+                o.as_str(),
+                "get",
+                "-j",
+                "3",
+                big.as_str(),
+                "-o",
+                out.as_str(),
+            ];
             let run = if tool == "cf-net" {
                 cf_net_raw(&cli, &args)
             } else {
@@ -161,13 +178,27 @@ fn net_answers_as_cf_net_for_host_lists_defaults_jobs_and_tls_options() {
             &cli,
             &["--ciphers", "TLS_AES_256_GCM_SHA384", "-H", hp, "connect"],
         );
-        let rc = rcf_net(&cli, &["-t", "1.3", "-c", "TLS_AES_256_GCM_SHA384", "-H", hp, "connect"]);
+        let rc = rcf_net(
+            &cli,
+            &[
+                "-t",
+                "1.3",
+                "-c",
+                "TLS_AES_256_GCM_SHA384",
+                "-H",
+                hp,
+                "connect",
+            ],
+        );
         assert_eq!(rc.code(), Some(0), "{}", rc.describe());
     }
     // A static-RSA-only list: cf-net 3.21 (OpenSSL) negotiates it with
     // cf-serverd's default allowciphers; rcf-agent refuses it by design,
     // naming the suites, without connecting.
-    let rc = rcf_net(&cli, &["-c", "AES256-GCM-SHA384:AES256-SHA", "-H", &r, "connect"]);
+    let rc = rcf_net(
+        &cli,
+        &["-c", "AES256-GCM-SHA384:AES256-SHA", "-H", &r, "connect"],
+    );
     assert_eq!(rc.code(), Some(1), "{}", rc.describe());
     rc.assert_contains("AES256-GCM-SHA384, AES256-SHA are unsupported by design");
     assert!(!rc.contains("Connected & authenticated"));
@@ -183,7 +214,15 @@ fn net_connect_to_a_silent_server_returns_after_the_timeout() {
         let t0 = Instant::now();
         let rc = rcf_net(
             &cli,
-            &["--timeout", "2", "--protocol", protocol, "-H", &hp, "connect"],
+            &[
+                "--timeout",
+                "2",
+                "--protocol",
+                protocol,
+                "-H",
+                &hp,
+                "connect",
+            ],
         );
         let took = t0.elapsed();
         assert_eq!(rc.code(), Some(3), "{protocol}: {}", rc.describe());

@@ -44,6 +44,7 @@
 
 mod bootstrap;
 mod copy;
+mod failover;
 mod hub;
 mod mpf;
 mod net;
@@ -256,8 +257,14 @@ pub struct CopyArgs {
 
 #[derive(Args, Debug, Clone)]
 struct BootstrapArgs {
-    /// The hub, `HOST[:PORT]` (written to policy_server.dat exactly as given).
-    hub: String,
+    /// The hub, `HOST[:PORT]` (written to policy_server.dat exactly as
+    /// given); several (`a b`, `a,b`) are tried in order, and all are
+    /// written to policy_server.dat, one per line (cf-agent reads the first).
+    #[arg(value_name = "HUB", required_unless_present = "hub_opt")]
+    hub: Vec<String>,
+    /// More hubs, as `-H a -H b` (after the positional ones).
+    #[arg(short = 'H', long = "hub", value_name = "HOST[:PORT]")]
+    hub_opt: Vec<String>,
     /// yes (default): trust the hub's key on first contact; no: it must already be trusted.
     #[arg(long = "trust-server", default_value = "yes", value_parser = ["yes", "no"], num_args = 0..=1, default_missing_value = "yes")]
     trust_server: String,
@@ -273,6 +280,11 @@ struct BootstrapArgs {
 
 #[derive(Args, Debug, Clone)]
 struct UpdateArgs {
+    /// The hubs to update from, in order, with failover (`-H a -H b` or
+    /// `-H a,b`); default: policy_server.dat, one hub per line (cf-agent
+    /// reads only the first).
+    #[arg(short = 'H', long = "hub", value_name = "HOST[:PORT]")]
+    hub: Vec<String>,
     /// Mirror the whole `masterfiles` shortcut every run, unfiltered (no
     /// cf_promises_validated gate, no input_name_patterns, no validation):
     /// for hubs that do not serve the masterfiles policy framework.
@@ -567,14 +579,14 @@ fn main() -> ExitCode {
         Cmd::Net(a) => net::run(&wd, a, &out),
         Cmd::Bootstrap(a) => bootstrap::bootstrap(
             &wd,
-            &a.hub,
+            &[a.hub.clone(), a.hub_opt.clone()].concat(),
             a.trust_server == "yes",
             &a.conn,
             a.par.parallel,
             !a.no_failsafe,
             &out,
         ),
-        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, a.par.parallel, a.mirror, &out),
+        Cmd::Update(a) => bootstrap::update(&wd, &a.hub, &a.conn, a.par.parallel, a.mirror, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)
