@@ -97,32 +97,7 @@ impl ClassicConn {
         classic: ClassicOptions,
     ) -> Result<ClassicConn, Error> {
         let hp = format_host_port(&opts.host, opts.port);
-        let host = opts
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let connect = TcpStream::connect((host.as_str(), opts.port));
-        let stream = smol::future::or(async { Some(connect.await) }, async {
-            Timer::after(opts.timeout).await;
-            None
-        })
-        .await;
-        let stream = match stream {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                return Err(Error::Connect {
-                    addr: hp,
-                    detail: e.to_string(),
-                })
-            }
-            None => {
-                return Err(Error::Connect {
-                    addr: hp,
-                    detail: "Timeout connecting to server".into(),
-                })
-            }
-        };
+        let stream = crate::tcp::open(&opts, None).await?;
         let _ = stream.set_nodelay(true);
         let local_ip = stream
             .local_addr()

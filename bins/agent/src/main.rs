@@ -40,7 +40,8 @@
 //!   server has no EXEC, so `runagent` over classic needs cf-serverd).
 //! * TLS is rustls: TLS 1.3, or TLS 1.2 with ECDHE suites only; a
 //!   cf-serverd whose `allowciphers` leaves only static-RSA TLS 1.2 suites
-//!   cannot be reached.
+//!   cannot be reached, and a `--tls-ciphers` list of only static-RSA
+//!   suites is refused (cf-agent would negotiate them).
 
 mod bootstrap;
 mod copy;
@@ -147,6 +148,15 @@ pub struct ConnArgs {
     /// tls_min_version; rustls starts at 1.2).
     #[arg(long = "tls-min-version", value_name = "VERSION")]
     pub tls_min_version: Option<String>,
+    /// Bind outgoing connections to this local address (body agent control
+    /// bindtointerface); as in 3.21, a name that does not resolve fails the
+    /// connection, an address that cannot be bound is logged and the
+    /// connection made from any address.
+    #[arg(long = "bind-to-interface", value_name = "ADDRESS")]
+    pub bind_to_interface: Option<String>,
+    /// Connect to the server's IPv4 addresses only (copy_from force_ipv4).
+    #[arg(long = "force-ipv4")]
+    pub force_ipv4: bool,
 }
 
 impl ConnArgs {
@@ -157,6 +167,8 @@ impl ConnArgs {
             timeout,
             tls_ciphers: None,
             tls_min_version: None,
+            bind_to_interface: None,
+            force_ipv4: false,
         }
     }
 }
@@ -555,6 +567,8 @@ pub fn connect_options(
         tls,
         clock,
         log: Arc::new(move |l, m| out2.log(l, m)),
+        bind_to: conn.bind_to_interface.clone(),
+        force_ipv4: conn.force_ipv4,
     })
 }
 
