@@ -18,25 +18,6 @@ use rcf_conformance::lab::*;
 
 const MPF: &str = "/usr/share/cfengine3/masterfiles";
 
-/// `from` copied to `to` (files, dirs, symlinks), contents only: new
-/// inodes and mtimes, as a separate checkout on another replica has.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        let dst = to.join(e.file_name());
-        if t.is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else if t.is_file() {
-            std::fs::copy(e.path(), &dst).unwrap();
-        } else if t.is_symlink() {
-            let _ = std::fs::remove_file(&dst);
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &dst).unwrap();
-        }
-    }
-}
-
 /// A hub's policy: masterfiles at `mf` under the `masterfiles` shortcut.
 fn hub_policy(mf: &Path) -> ServerPolicy {
     let mut rule = AccessRule::admit_loopback(mf.to_string_lossy().into_owned());
@@ -53,7 +34,7 @@ fn replica(name: &str, first: &Workdir, mf: &Path) -> Workdir {
     for f in ["localhost.priv", "localhost.pub"] {
         std::fs::copy(first.ppkeys().join(f), wd.ppkeys().join(f)).unwrap();
     }
-    copy_tree(mf, &wd.path().join("masterfiles"));
+    copy_tree(mf, &wd.path().join("masterfiles")).unwrap();
     wd
 }
 
@@ -176,7 +157,7 @@ fn change(first: &Workdir, replicas: &[&Workdir], n: u32) {
     .unwrap();
     assert!(st.success(), "{}", st.describe());
     for r in replicas {
-        copy_tree(&mf, &r.path().join("masterfiles"));
+        copy_tree(&mf, &r.path().join("masterfiles")).unwrap();
     }
 }
 
@@ -184,7 +165,7 @@ fn change(first: &Workdir, replicas: &[&Workdir], n: u32) {
 fn update_bootstrap_and_copy_fail_over_to_the_next_hub() {
     let (a_wd, reference) = agent_workdirs("fo").unwrap();
     let mf_a = a_wd.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &mf_a);
+    copy_tree(Path::new(MPF), &mf_a).unwrap();
     change(&a_wd, &[], 0);
     let b_wd = replica("fo-b", &a_wd, &mf_a);
     let c_wd = replica("fo-c", &a_wd, &mf_a);

@@ -202,20 +202,12 @@ fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
     assert_eq!(ours.code(), Some(0), "{}", ours.describe());
     trees_equal(&data.share.join("big.bin"), &dest).unwrap();
     // runagent over classic: EXEC in clear, classes after it.
+    let runagent = |role: &str| {
+        let a = ["runagent", "--protocol", "classic", "-H", &hp, "-D", role];
+        rcf_agent(&cli, &a).unwrap()
+    };
     let before = script.invocations().len();
-    let run = rcf_agent(
-        &cli,
-        &[
-            "runagent",
-            "--protocol",
-            "classic",
-            "-H",
-            &hp,
-            "-D",
-            "role1",
-        ],
-    )
-    .unwrap();
+    let run = runagent("role1");
     assert_eq!(run.code(), Some(0), "{}", run.describe());
     run.assert_contains("(exit code: 0)");
     run.assert_contains("rcflab cfruncommand ran with args: -D role1");
@@ -223,19 +215,7 @@ fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
     assert_eq!(inv.len(), before + 1, "{}", run.describe());
     assert_eq!(inv[before], vec!["-D".to_string(), "role1".to_string()]);
     // A role the server does not grant: refused, nothing runs, 255.
-    let run = rcf_agent(
-        &cli,
-        &[
-            "runagent",
-            "--protocol",
-            "classic",
-            "-H",
-            &hp,
-            "-D",
-            "other",
-        ],
-    )
-    .unwrap();
+    let run = runagent("other");
     assert_eq!(run.code(), Some(255), "{}", run.describe());
     assert_eq!(script.invocations().len(), before + 1);
 }

@@ -29,7 +29,10 @@ enum PullError {
     Failed(String),
     /// The hub serving the pull went away mid-run (connection lost and not
     /// re-established, or timed out): the next hub of the list starts over.
-    Lost { server: String, msg: String },
+    Lost {
+        server: String,
+        msg: String,
+    },
 }
 
 /// What a pull copies.
@@ -148,41 +151,35 @@ pub(crate) fn swap_in(staging: &Path, inputs: &Path, workdir: &Path) -> std::io:
     Ok(())
 }
 
+/// What a pull does, whichever hub it is from.
+struct PullJob<'a> {
+    workdir: &'a Path,
+    /// Trust a hub key seen for the first time (bootstrap).
+    trust_new: bool,
+    /// Make the host key when there is none (bootstrap).
+    generate_key: bool,
+    conn: &'a ConnArgs,
+    parallel: u16,
+    mode: &'a Mode,
+    out: &'a Output,
+}
+
 /// Pull from the first hub of `hubs` that connects and authenticates
 /// (refused, timed-out and untrusted hubs are skipped at connect time); a
 /// hub lost mid-run makes the whole pull start over, from a fresh staging
 /// directory, on the hubs after it, so the one swap into `inputs/` always
 /// comes from a single hub's complete answers.
-#[allow(clippy::too_many_arguments)]
-fn pull(
-    workdir: &Path,
-    hubs: &[ServerAddr],
-    trust_new: bool,
-    generate_key: bool,
-    conn: &ConnArgs,
-    parallel: u16,
-    mode: &Mode,
-    out: &Output,
-) -> Result<Pulled, PullError> {
+fn pull(job: &PullJob, hubs: &[ServerAddr]) -> Result<Pulled, PullError> {
     let mut start = 0;
     loop {
-        let r = pull_once(
-            workdir,
-            &hubs[start..],
-            trust_new,
-            generate_key,
-            conn,
-            parallel,
-            mode,
-            out,
-        );
+        let r = pull_once(job, &hubs[start..]);
         let Err(PullError::Lost { server, msg }) = r else {
             return r;
         };
         match crate::failover::next_after(&hubs[start..], &server) {
             Some(i) => {
-                out.log(Level::Error, &msg);
-                out.log(
+                job.out.log(Level::Error, &msg);
+                job.out.log(
                     Level::Notice,
                     &format!(
                         "Policy server '{server}' was lost during the update; starting over from '{}'",
@@ -197,17 +194,17 @@ fn pull(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pull_once(
-    workdir: &Path,
-    hubs: &[ServerAddr],
-    trust_new: bool,
-    generate_key: bool,
-    conn: &ConnArgs,
-    parallel: u16,
-    mode: &Mode,
-    out: &Output,
-) -> Result<Pulled, PullError> {
+/// One pull from `hubs` (connect-time failover only).
+fn pull_once(job: &PullJob, hubs: &[ServerAddr]) -> Result<Pulled, PullError> {
+    let PullJob {
+        workdir,
+        trust_new,
+        generate_key,
+        conn,
+        parallel,
+        mode,
+        out,
+    } = *job;
     let version =
         crate::protocol(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
     let classic = version == rcf_core::banner::ProtocolVersion::Classic;
@@ -610,16 +607,16 @@ pub fn bootstrap(
         );
         return crate::EXIT_FAILED;
     }
-    match pull(
+    let job = PullJob {
         workdir,
-        &hubs,
-        trust_server,
-        true,
+        trust_new: trust_server,
+        generate_key: true,
         conn,
         parallel,
-        &Mode::Mirror,
+        mode: &Mode::Mirror,
         out,
-    ) {
+    };
+    match pull(&job, &hubs) {
         Ok(Pulled { summary, .. }) => {
             let dat = workdir.join("policy_server.dat");
             let text = format!("{}\n", entries.join("\n"));
@@ -696,7 +693,10 @@ pub fn update(
         Ok(_) => {
             out.log(
                 Level::Error,
-                &format!("No policy server is set in '{}'; bootstrap first", dat.display()),
+                &format!(
+                    "No policy server is set in '{}'; bootstrap first",
+                    dat.display()
+                ),
             );
             return crate::EXIT_FAILED;
         }
@@ -732,7 +732,16 @@ pub fn update(
             }
         }
     };
-    match pull(workdir, &hubs, false, false, conn, parallel, &mode, out) {
+    let job = PullJob {
+        workdir,
+        trust_new: false,
+        generate_key: false,
+        conn,
+        parallel,
+        mode: &mode,
+        out,
+    };
+    match pull(&job, &hubs) {
         Ok(p) => {
             if p.walked {
                 out.log(Level::Notice, "Updated local policy from policy server");

@@ -194,6 +194,35 @@ async fn host(ctx: &Ctx<'_>, server: &str, what: &NetCmd) -> u8 {
     code
 }
 
+/// The `--json` result of a command that failed on `path` at `server`; 1.
+fn path_failed(out: &Output, server: &str, path: &str, error: &str) -> u8 {
+    out.emit_json(&format!(
+        "{{\"ok\":false,\"server\":{},\"path\":{},\"error\":{}}}",
+        json_str(server),
+        json_str(path),
+        json_str(error)
+    ));
+    crate::EXIT_FAILED
+}
+
+/// cf-net's lines for a STAT the server refused (`get` also logs that it
+/// failed, as `ProtocolStatGet` does); 1.
+fn stat_refused(out: &Output, server: &str, path: &str, text: &str, in_get: bool) -> u8 {
+    let ip = host_part(server);
+    out.log(
+        Level::Warning,
+        &format!("Could not stat remote file {ip}:{path}, response: BAD: {text}"),
+    );
+    if in_get {
+        out.log(
+            Level::Error,
+            &format!("Failed to stat remote file {ip}:{path}"),
+        );
+    }
+    out.say(&format!("Could not stat: '{path}'"));
+    path_failed(out, server, path, text)
+}
+
 fn fail(out: &Output, e: rcf_smol::Error) -> u8 {
     out.log(Level::Error, &e.to_string());
     out.emit_json(&format!(
@@ -211,7 +240,6 @@ fn host_part(server: &str) -> String {
 }
 
 async fn command(c: &mut Conn, server: &str, what: &NetCmd, out: &Output) -> u8 {
-    let ip = host_part(server);
     match what {
         NetCmd::Connect => {
             out.say(&format!(
@@ -242,20 +270,7 @@ async fn command(c: &mut Conn, server: &str, what: &NetCmd, out: &Output) -> u8 
                 ));
                 crate::EXIT_OK
             }
-            Ok(Err(text)) => {
-                out.log(
-                    Level::Warning,
-                    &format!("Could not stat remote file {ip}:{path}, response: BAD: {text}"),
-                );
-                out.say(&format!("Could not stat: '{path}'"));
-                out.emit_json(&format!(
-                    "{{\"ok\":false,\"server\":{},\"path\":{},\"error\":{}}}",
-                    json_str(server),
-                    json_str(path),
-                    json_str(&text)
-                ));
-                crate::EXIT_FAILED
-            }
+            Ok(Err(text)) => stat_refused(out, server, path, &text, false),
             Err(e) => fail(out, e),
         },
         NetCmd::Opendir { path } => match c.opendir(path.as_bytes()).await {
@@ -276,13 +291,7 @@ async fn command(c: &mut Conn, server: &str, what: &NetCmd, out: &Output) -> u8 
             }
             Ok(Err(text)) => {
                 out.log(Level::Error, &format!("Protocol error: BAD: {text}"));
-                out.emit_json(&format!(
-                    "{{\"ok\":false,\"server\":{},\"path\":{},\"error\":{}}}",
-                    json_str(server),
-                    json_str(path),
-                    json_str(&text)
-                ));
-                crate::EXIT_FAILED
+                path_failed(out, server, path, &text)
             }
             Err(e) => fail(out, e),
         },
@@ -319,7 +328,6 @@ async fn get(ctx: &Ctx<'_>, server: &str, path: &str, output: Option<&Path>, job
 /// One fetch of `get`: connect, STAT, GET to `dest`.
 async fn get_one(ctx: &Ctx<'_>, server: &str, path: String, dest: PathBuf) -> u8 {
     let out = ctx.out;
-    let ip = host_part(server);
     let mut c = match ctx.connect(server).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -337,33 +345,10 @@ async fn get_one(ctx: &Ctx<'_>, server: &str, path: String, dest: PathBuf) -> u8
             }
             Err(msg) => {
                 out.log(Level::Error, &msg);
-                out.emit_json(&format!(
-                    "{{\"ok\":false,\"server\":{},\"path\":{},\"error\":{}}}",
-                    json_str(server),
-                    json_str(&path),
-                    json_str(&msg)
-                ));
-                crate::EXIT_FAILED
+                path_failed(out, server, &path, &msg)
             }
         },
-        Ok(Err(text)) => {
-            out.log(
-                Level::Warning,
-                &format!("Could not stat remote file {ip}:{path}, response: BAD: {text}"),
-            );
-            out.log(
-                Level::Error,
-                &format!("Failed to stat remote file {ip}:{path}"),
-            );
-            out.say(&format!("Could not stat: '{path}'"));
-            out.emit_json(&format!(
-                "{{\"ok\":false,\"server\":{},\"path\":{},\"error\":{}}}",
-                json_str(server),
-                json_str(&path),
-                json_str(&text)
-            ));
-            crate::EXIT_FAILED
-        }
+        Ok(Err(text)) => stat_refused(out, server, &path, &text, true),
         Err(e) => fail(out, e),
     };
     c.close().await;
