@@ -51,22 +51,9 @@ struct Pulled {
 fn digest_file_opts() -> CopyOpts {
     CopyOpts {
         compare: Compare::Digest,
-        verify: false,
-        recurse: false,
-        depth: None,
-        purge: false,
-        preserve: false,
-        missing_ok: false,
-        type_check: false,
-        force_update: false,
-        stealth: false,
-        collapse: false,
-        exclude: Vec::new(),
-        dirs: Default::default(),
-        select: None,
         // The MPF's copies purge, which removes cf-agent's backups again.
         backup: rcf_core::client::copy_plan::Backup::No,
-        repository: None,
+        ..CopyOpts::default()
     }
 }
 
@@ -156,8 +143,8 @@ fn pull(
     mode: &Mode,
     out: &Output,
 ) -> Result<Pulled, PullError> {
-    let version =
-        crate::protocol_or_classic(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+    let version = crate::protocol_or_classic(conn, out)
+        .map_err(|_| PullError::Failed("unsupported protocol".into()))?;
     let classic = version == rcf_core::banner::ProtocolVersion::Classic;
     let key = crate::host_key(workdir, generate_key, out).map_err(|e| {
         PullError::Failed(format!("{e}; No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\""))

@@ -190,9 +190,21 @@ pub struct CopyArgs {
     /// file_select leaf_name: only files whose name fully matches are copied (repeatable).
     #[arg(long = "leaf-name", value_name = "REGEX", requires = "recurse")]
     pub leaf_name: Vec<String>,
-    /// file_select file_result: leaf_name, or !leaf_name to copy the files that do not match.
-    #[arg(long = "file-result", default_value = "leaf_name", value_parser = ["leaf_name", "!leaf_name"])]
-    pub file_result: String,
+    /// file_select path_name: files whose whole source path fully matches set the path_name class (repeatable).
+    #[arg(long = "path-name", value_name = "REGEX", requires = "recurse")]
+    pub path_name: Vec<String>,
+    /// file_select file_result: a class expression over leaf_name and path_name (`!`, `.`/`&`, `|`, parentheses). Default with --leaf-name alone: leaf_name.
+    #[arg(long = "file-result", value_name = "EXPR")]
+    pub file_result: Option<String>,
+    /// depth_search xdev: do not copy nor enter entries on another device than the source.
+    #[arg(long, requires = "recurse")]
+    pub xdev: bool,
+    /// depth_search include_basedir: accepted; as in cf-agent it acts only on perms/changes/rename/delete, not on a copy.
+    #[arg(long = "include-basedir", requires = "recurse")]
+    pub include_basedir: bool,
+    /// depth_search rmdeadlinks: accepted; as in cf-agent a copy alone leaves dead links in the destination.
+    #[arg(long, requires = "recurse")]
+    pub rmdeadlinks: bool,
     /// force_update: copy even when the compare says the destination is up to date.
     #[arg(long = "force-update")]
     pub force_update: bool,

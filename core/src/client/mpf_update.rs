@@ -97,10 +97,10 @@ impl UpdateSettings {
 
     /// `file_select => u_input_files`.
     pub fn inputs_select(&self) -> Result<FileSelect, PatternError> {
-        Ok(FileSelect {
-            leaf_name: NamePatterns::new(&self.input_name_patterns)?,
-            negate: false,
-        })
+        Ok(FileSelect::leaf(
+            NamePatterns::new(&self.input_name_patterns)?,
+            false,
+        ))
     }
 }
 
@@ -209,16 +209,19 @@ mod tests {
             "x.mustache",
             "run.sh",
         ] {
-            assert!(sel.selects(f.as_bytes()), "{f}");
+            assert!(sel.selects(f.as_bytes(), f.as_bytes()), "{f}");
         }
         for f in ["cf_promises_validated", "README.md", "module", "a.cf~"] {
-            assert!(!sel.selects(f.as_bytes()), "{f}");
+            assert!(!sel.selects(f.as_bytes(), f.as_bytes()), "{f}");
         }
         let o =
             UpdateSettings::resolve(Some(vec![r".*\.cf".into()]), Some("/srv/mf/".into()), true);
         assert_eq!(o.stamp_source(), "/srv/mf/cf_promises_validated");
         assert!(o.gate_disabled);
-        assert!(!o.inputs_select().expect("valid").selects(b"def.json"));
+        assert!(!o
+            .inputs_select()
+            .expect("valid")
+            .selects(b"def.json", b"def.json"));
         assert_eq!(
             UpdateSettings::resolve(None, Some(String::new()), false).master_location,
             "masterfiles"

@@ -85,13 +85,42 @@ pub struct CopyOpts {
     /// `depth_search`'s `exclude_dirs`/`include_dirs`: directories not
     /// entered (nor created, nor purged).
     pub dirs: DirFilter,
-    /// `file_select`'s `leaf_name`: files not selected are neither copied
-    /// nor purged.
+    /// `file_select`'s `leaf_name`/`path_name`/`file_result`: files not
+    /// selected are neither copied nor purged.
     pub select: Option<FileSelect>,
+    /// `depth_search`'s `xdev`: entries on another device than the source
+    /// root are neither copied nor entered.
+    pub xdev: bool,
     /// `copy_backup`.
     pub backup: copy_plan::Backup,
     /// `default_repository`.
     pub repository: Option<PathBuf>,
+}
+
+impl Default for CopyOpts {
+    /// A `copy_from` with only `source` and `servers` set: cf-agent's
+    /// defaults (ctime compare, `copy_backup => "true"`, no recursion).
+    fn default() -> CopyOpts {
+        CopyOpts {
+            compare: Compare::Ctime,
+            verify: false,
+            recurse: false,
+            depth: None,
+            purge: false,
+            preserve: false,
+            missing_ok: false,
+            type_check: false,
+            force_update: false,
+            stealth: false,
+            collapse: false,
+            exclude: Vec::new(),
+            dirs: DirFilter::default(),
+            select: None,
+            xdev: false,
+            backup: copy_plan::Backup::Plain,
+            repository: None,
+        }
+    }
 }
 
 impl CopyOpts {
@@ -383,9 +412,10 @@ impl Run {
         match st.file_type {
             FileType::Dir if opts.recurse && self.parallel > 1 && self.classic.is_none() => {
                 let ex = self.ex.clone();
-                ex.run(self.copy_tree_pooled(&src, dest, opts)).await
+                ex.run(self.copy_tree_pooled(&src, dest, st.dev, opts))
+                    .await
             }
-            FileType::Dir if opts.recurse => self.copy_tree(&src, dest, opts).await,
+            FileType::Dir if opts.recurse => self.copy_tree(&src, dest, st.dev, opts).await,
             FileType::Dir => {
                 let msg = format!("Source '{source}' is a directory; use --recurse to copy it (maximum recursion level reached at '{source}')");
                 self.out.log(Level::Error, &msg);
@@ -442,10 +472,12 @@ impl Run {
         Ok(())
     }
 
+    /// Copy the directory `src` (on device `root_dev`, for `xdev`) into `dest`.
     async fn copy_tree(
         &mut self,
         src: &[u8],
         dest: &Path,
+        root_dev: u64,
         opts: &CopyOpts,
     ) -> Result<(), RunError> {
         let mut stack: Vec<(Vec<u8>, PathBuf, u32)> = vec![(src.to_vec(), dest.to_path_buf(), 1)];
@@ -488,7 +520,11 @@ impl Run {
                 .collect();
             // Files a `file_select` leaves out are never hashed ahead.
             let selected: Vec<Vec<u8>> = match &opts.select {
-                Some(sel) => names.iter().filter(|n| sel.selects(n)).cloned().collect(),
+                Some(sel) => names
+                    .iter()
+                    .filter(|n| sel.selects(n, &copy_plan::join_remote(&dir, n)))
+                    .cloned()
+                    .collect(),
                 None => Vec::new(),
             };
             {
@@ -559,6 +595,16 @@ impl Run {
                         continue;
                     }
                 };
+                if copy_plan::skips_device(opts.xdev, st.dev, root_dev) {
+                    self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Skipping '{}' on different device",
+                            String::from_utf8_lossy(&child_src)
+                        ),
+                    );
+                    continue;
+                }
                 if st.file_type == FileType::Dir {
                     if !opts.dirs.enters(&child_src, &name) {
                         self.out.log(
@@ -582,7 +628,11 @@ impl Run {
                         };
                         subdirs.push((child_src, to, level + 1));
                     }
-                } else if opts.select.as_ref().is_some_and(|sel| !sel.selects(&name)) {
+                } else if opts
+                    .select
+                    .as_ref()
+                    .is_some_and(|sel| !sel.selects(&name, &child_src))
+                {
                     self.out.log(
                         Level::Verbose,
                         &format!(
