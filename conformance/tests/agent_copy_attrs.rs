@@ -445,6 +445,185 @@ fn copy_attributes_match_cf_agent() {
     run_rows("copyattrs", ROWS, source_tree, |_, _| Box::new(()));
 }
 
+/// A source tree with live and dangling links, absolute and relative.
+fn links_tree(root: &Path) {
+    w(&root.join("a.txt"), "a\n", 0o644);
+    w(&root.join("sub/s.txt"), "s\n", 0o640);
+    w(&root.join("rel.lnk"), "-> a.txt", 0);
+    w(&root.join("dotrel.lnk"), "-> ./a.txt", 0);
+    w(&root.join("sub/up.lnk"), "-> ../a.txt", 0);
+    w(&root.join("dir.lnk"), "-> sub", 0);
+    w(&root.join("dead.lnk"), "-> nowhere", 0);
+    w(&root.join("deadabs.lnk"), "-> /nonexistent/x", 0);
+    w(&root.join("sub/deadup.lnk"), "-> ../gone", 0);
+}
+
+/// Symbolic links as cf-agent replicates them: live links are copied as
+/// what they point to, dangling ones are made again per `link_type`, and
+/// `linkcopy_patterns`/`copylink_patterns` turn copies into links.
+#[test]
+fn links_match_cf_agent() {
+    let row = |name, flags, body, before, fails| Row {
+        name,
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        flags,
+        before,
+        body,
+        times: false,
+        fails,
+    };
+    let rows = &[
+        row(
+            "dead and live links (link_type symlink)",
+            &["--copy-backup", "false"],
+            &[],
+            &[],
+            false,
+        ),
+        row(
+            "link_type relative",
+            &["--copy-backup", "false", "--link-type", "relative"],
+            &[r#"link_type => "relative";"#],
+            &[],
+            false,
+        ),
+        row(
+            // the dangling targets do not exist here: no link, a failure
+            "link_type absolute",
+            &["--copy-backup", "false", "--link-type", "absolute"],
+            &[r#"link_type => "absolute";"#],
+            &[],
+            true,
+        ),
+        row(
+            "linkcopy_patterns",
+            &[
+                "--copy-backup",
+                "false",
+                "--linkcopy-patterns",
+                r"a\.txt",
+                "--linkcopy-patterns",
+                "s.txt",
+            ],
+            &[r#"linkcopy_patterns => { "a\.txt", "s.txt" };"#],
+            &[],
+            false,
+        ),
+        row(
+            "linkcopy_patterns relative",
+            &[
+                "--copy-backup",
+                "false",
+                "--link-type",
+                "relative",
+                "--linkcopy-patterns",
+                r"a\.txt",
+            ],
+            &[
+                r#"link_type => "relative";"#,
+                r#"linkcopy_patterns => { "a\.txt" };"#,
+            ],
+            &[],
+            false,
+        ),
+        row(
+            "linkcopy_patterns absolute",
+            &[
+                "--copy-backup",
+                "false",
+                "--link-type",
+                "absolute",
+                "--linkcopy-patterns",
+                r"s\.txt",
+            ],
+            &[
+                r#"link_type => "absolute";"#,
+                r#"linkcopy_patterns => { "s\.txt" };"#,
+            ],
+            &[],
+            true,
+        ),
+        row(
+            // in both lists: skipped; copylink on a live link changes nothing
+            "linkcopy and copylink patterns",
+            &[
+                "--copy-backup",
+                "false",
+                "--linkcopy-patterns",
+                "rel.*",
+                "--copylink-patterns",
+                r"rel\.lnk",
+                "--copylink-patterns",
+                "up.lnk",
+            ],
+            &[
+                r#"linkcopy_patterns => { "rel.*" };"#,
+                r#"copylink_patterns => { "rel\.lnk", "up.lnk" };"#,
+            ],
+            &[],
+            false,
+        ),
+        row(
+            "an existing correct link is kept",
+            &["--copy-backup", "false"],
+            &[],
+            &[
+                ("dead.lnk", "-> ./nowhere"),
+                ("deadabs.lnk", "-> /nonexistent/x"),
+            ],
+            false,
+        ),
+        row(
+            "a wrong link is not moved",
+            &["--copy-backup", "false"],
+            &[],
+            &[("dead.lnk", "-> elsewhere")],
+            true,
+        ),
+        row(
+            "a file in the way of a link",
+            &["--copy-backup", "false"],
+            &[],
+            &[("dead.lnk", "old\n")],
+            true,
+        ),
+        row(
+            "a link in the way of a file",
+            &["--copy-backup", "false"],
+            &[],
+            &[("a.txt", "-> nowhere")],
+            false,
+        ),
+        row(
+            // last: the hard links raise the source's link count
+            "link_type hardlink",
+            &[
+                "--copy-backup",
+                "false",
+                "--link-type",
+                "hardlink",
+                "--linkcopy-patterns",
+                r"a\.txt",
+            ],
+            &[
+                r#"link_type => "hardlink";"#,
+                r#"linkcopy_patterns => { "a\.txt" };"#,
+            ],
+            &[],
+            true,
+        ),
+    ];
+    let copied = run_rows("copylinks", rows, links_tree, |_, _| Box::new(()));
+    assert_eq!(copied[0].get("dead.lnk").map(String::as_str), Some("link"));
+    assert_eq!(copied[0].get("rel.lnk").map(String::as_str), Some("600"));
+    assert_eq!(
+        copied[11].get("a.txt").map(String::as_str),
+        Some("644+hardlinked")
+    );
+}
+
 /// `depth_search`'s `xdev`: the server sees a tmpfs mounted on `mnt/` of
 /// the source tree (in a private mount namespace made for it with
 /// `unshare -m`, so nothing is mounted on this host), and an entry there

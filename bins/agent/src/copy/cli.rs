@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use rcf_core::client::copy_plan::Backup;
+use rcf_core::client::links::LinkType;
 use rcf_core::client::select::{DirFilter, FileResult, FileSelect, NamePatterns};
 use rcf_core::client::Level;
 use rcf_smol::ClassicOptions;
@@ -71,6 +72,16 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
             return 2;
         }
     };
+    let (linkcopy, copylink) = match (
+        optional_patterns(&a.linkcopy_patterns),
+        optional_patterns(&a.copylink_patterns),
+    ) {
+        (Ok(l), Ok(c)) => (l, c),
+        (Err(e), _) | (_, Err(e)) => {
+            out.log(Level::Error, &e);
+            return 2;
+        }
+    };
     if a.include_basedir || a.rmdeadlinks {
         // DepthSearch applies them to the promiser's own tree only for
         // perms, changes, rename or delete promises (verify_files.c phase 1).
@@ -102,6 +113,9 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         dirs,
         select,
         xdev: a.xdev,
+        link_type: LinkType::parse(&a.link_type).unwrap_or_default(),
+        linkcopy,
+        copylink,
         backup,
         repository: a.default_repository.clone(),
     };
@@ -136,13 +150,7 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
 /// in every `file_select` body; with `--leaf-name` alone it defaults to
 /// `leaf_name`.
 fn selection(a: &CopyArgs) -> Result<(DirFilter, Option<FileSelect>), String> {
-    let patterns = |v: &[String]| -> Result<Option<NamePatterns>, String> {
-        if v.is_empty() {
-            Ok(None)
-        } else {
-            NamePatterns::new(v).map(Some).map_err(|e| e.to_string())
-        }
-    };
+    let patterns = optional_patterns;
     let dirs = DirFilter {
         exclude: patterns(&a.exclude_dirs)?,
         include: patterns(&a.include_dirs)?,
@@ -171,4 +179,13 @@ fn selection(a: &CopyArgs) -> Result<(DirFilter, Option<FileSelect>), String> {
             result,
         }),
     ))
+}
+
+/// A pattern list flag: `None` when not given.
+fn optional_patterns(v: &[String]) -> Result<Option<NamePatterns>, String> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        NamePatterns::new(v).map(Some).map_err(|e| e.to_string())
+    }
 }

@@ -23,6 +23,7 @@
 
 mod cli;
 mod fetch;
+mod link;
 mod pool;
 mod summary;
 
@@ -34,8 +35,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use rcf_core::client::copy_plan::{self, FileVerdict, LocalFile, LocalKind, SourceAction};
+use rcf_core::client::links::{self, LinkType, PatternVerdict};
 use rcf_core::client::listing;
-use rcf_core::client::select::{DirFilter, FileSelect};
+use rcf_core::client::select::{DirFilter, FileSelect, NamePatterns};
 use rcf_core::client::Level;
 use rcf_core::reply::{FileType, StatReply};
 use rcf_fs::serve::ContentKey;
@@ -91,6 +93,13 @@ pub struct CopyOpts {
     /// `depth_search`'s `xdev`: entries on another device than the source
     /// root are neither copied nor entered.
     pub xdev: bool,
+    /// `link_type`: how a dangling source link (or a `linkcopy_patterns`
+    /// file) is made at the destination.
+    pub link_type: LinkType,
+    /// `linkcopy_patterns`: files linked to instead of copied.
+    pub linkcopy: Option<NamePatterns>,
+    /// `copylink_patterns`.
+    pub copylink: Option<NamePatterns>,
     /// `copy_backup`.
     pub backup: copy_plan::Backup,
     /// `default_repository`.
@@ -117,6 +126,9 @@ impl Default for CopyOpts {
             dirs: DirFilter::default(),
             select: None,
             xdev: false,
+            link_type: LinkType::Symlink,
+            linkcopy: None,
+            copylink: None,
             backup: copy_plan::Backup::Plain,
             repository: None,
         }
@@ -441,35 +453,103 @@ impl Run {
         opts: &CopyOpts,
     ) -> Result<(), RunError> {
         let shown = dest.display().to_string();
-        match copy_plan::source_action(st.file_type, false, opts.depth, 1) {
-            SourceAction::CopyFile => match self.copy_file(src, dest, st, opts).await? {
-                Outcome::Copied => self.record_copied(shown),
-                Outcome::Kept => self.summary.kept += 1,
-                Outcome::Failed(msg) => {
-                    self.out.log(Level::Error, &msg);
-                    self.record_failed(shown, msg);
+        let outcome = match self.link_instead(src, dest, &st, opts) {
+            Some(o) => o,
+            None => match copy_plan::source_action(st.file_type, false, opts.depth, 1) {
+                SourceAction::CopyFile => self.copy_file(src, dest, st, opts).await?,
+                SourceAction::DanglingLink => self.dangling_link(src, dest, &st, opts),
+                SourceAction::Descend | SourceAction::DirNotCopied | SourceAction::Special => {
+                    self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Source '{}' is a special file ({:?}), not copied",
+                            String::from_utf8_lossy(src),
+                            st.file_type
+                        ),
+                    );
+                    return Ok(());
                 }
-                Outcome::Queued => {}
             },
-            SourceAction::DanglingLink => self.out.log(
-                Level::Warning,
-                &format!(
-                    "Source '{}' is a dangling symbolic link on the server, not copied",
-                    String::from_utf8_lossy(src)
-                ),
-            ),
-            SourceAction::Descend | SourceAction::DirNotCopied | SourceAction::Special => {
+        };
+        match outcome {
+            Outcome::Copied => self.record_copied(shown),
+            Outcome::Kept => self.summary.kept += 1,
+            Outcome::Failed(msg) => {
+                self.out.log(Level::Error, &msg);
+                self.record_failed(shown, msg);
+            }
+            Outcome::Queued => {}
+        }
+        Ok(())
+    }
+
+    /// `linkcopy_patterns` (and the loop with `copylink_patterns`): the
+    /// outcome when the entry is linked or skipped instead of copied,
+    /// `None` when it is copied as usual.
+    fn link_instead(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        st: &StatReply,
+        opts: &CopyOpts,
+    ) -> Option<Outcome> {
+        if st.file_type == FileType::Dir {
+            return None;
+        }
+        let leaf = src.rsplit(|&c| c == b'/').next().unwrap_or(src);
+        match links::pattern_verdict(leaf, opts.linkcopy.as_ref(), opts.copylink.as_ref()) {
+            PatternVerdict::Copy => None,
+            PatternVerdict::Loop => {
+                self.out.log(
+                    Level::Info,
+                    &format!(
+                        "File {} matches both copylink_patterns and linkcopy_patterns - promise loop (skipping)!",
+                        String::from_utf8_lossy(src)
+                    ),
+                );
+                Some(Outcome::Kept)
+            }
+            PatternVerdict::Link => {
                 self.out.log(
                     Level::Verbose,
                     &format!(
-                        "Source '{}' is a special file ({:?}), not copied",
-                        String::from_utf8_lossy(src),
-                        st.file_type
+                        "Copy item '{}' marked for linking",
+                        String::from_utf8_lossy(src)
                     ),
-                )
+                );
+                let target = (st.file_type == FileType::Link).then_some(st.link_target.as_slice());
+                Some(link::link_copy(&self.out, src, target, dest, opts))
             }
         }
-        Ok(())
+    }
+
+    /// A source that is a dangling link on the server: made again at the
+    /// destination as `link_type` says (cf-agent "always checks links"),
+    /// unless `compare => "exists"` finds something there already.
+    fn dangling_link(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        st: &StatReply,
+        opts: &CopyOpts,
+    ) -> Outcome {
+        if let Ok(m) = fs::symlink_metadata(dest) {
+            if opts.compare == Compare::Exists {
+                self.out.log(
+                    Level::Verbose,
+                    "Existence only is promised, no copying required",
+                );
+                return Outcome::Kept;
+            }
+            if opts.type_check && !m.file_type().is_symlink() {
+                return Outcome::Failed(format!(
+                    "Promised file copy {} exists but type mismatch with source '{}'",
+                    dest.display(),
+                    String::from_utf8_lossy(src)
+                ));
+            }
+        }
+        link::link_copy(&self.out, src, Some(&st.link_target), dest, opts)
     }
 
     /// Copy the directory `src` (on device `root_dev`, for `xdev`) into `dest`.
