@@ -624,6 +624,50 @@ fn links_match_cf_agent() {
     );
 }
 
+/// `check_root`: with `preserve`, the destination root takes the source
+/// root's mode too (subdirectories take theirs either way).
+#[test]
+fn check_root_matches_cf_agent() {
+    fn tree(root: &Path) {
+        source_tree(root);
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        mode(&root.join("sub"), 0o750).unwrap();
+        mode(&root.join("keep"), 0o711).unwrap();
+        mode(root, 0o751).unwrap();
+    }
+    let row = |name, flags, body| Row {
+        name,
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        flags,
+        before: &[],
+        body,
+        times: false,
+        fails: false,
+    };
+    let rows = &[
+        row(
+            "preserve",
+            &["--copy-backup", "false", "--preserve"],
+            &[r#"preserve => "true";"#],
+        ),
+        row(
+            "preserve and check_root",
+            &["--copy-backup", "false", "--preserve", "--check-root"],
+            &[r#"preserve => "true";"#, r#"check_root => "true";"#],
+        ),
+        row(
+            "check_root without preserve",
+            &["--copy-backup", "false", "--check-root"],
+            &[r#"check_root => "true";"#],
+        ),
+    ];
+    let copied = run_rows("copyroot", rows, tree, |_, _| Box::new(()));
+    assert_eq!(copied[0].get("sub").map(String::as_str), Some("750"));
+    assert_eq!(copied[1].get(".").map(String::as_str), Some("751"));
+}
+
 /// `depth_search`'s `xdev`: the server sees a tmpfs mounted on `mnt/` of
 /// the source tree (in a private mount namespace made for it with
 /// `unshare -m`, so nothing is mounted on this host), and an entry there

@@ -209,6 +209,9 @@ pub struct CopyArgs {
     /// copylink_patterns (repeatable): a name matching both pattern lists is skipped; live links are always copied as files.
     #[arg(long = "copylink-patterns", value_name = "REGEX")]
     pub copylink_patterns: Vec<String>,
+    /// check_root: with --preserve, also give the destination directory the source directory's mode (and owner, as root).
+    #[arg(long = "check-root", requires = "recurse")]
+    pub check_root: bool,
     /// depth_search xdev: do not copy nor enter entries on another device than the source.
     #[arg(long, requires = "recurse")]
     pub xdev: bool,

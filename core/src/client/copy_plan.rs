@@ -180,6 +180,15 @@ pub fn skips_device(xdev: bool, dev: u64, root_dev: u64) -> bool {
     xdev && dev != root_dev
 }
 
+/// The mode a directory of a recursive copy is given from its source
+/// directory (VerifyCopiedFileAttributes): the source's bits with
+/// `preserve`, none without (no `perms` either). Subdirectories get it on
+/// the way in (not when collapsed); the destination root only with
+/// `check_root`, after the walk.
+pub fn copied_dir_mode(preserve: bool, st: &StatReply) -> Option<u32> {
+    preserve.then(|| preserved_mode(st))
+}
+
 /// Whether purging inside `local` (as bytes) is allowed at all: a path of
 /// fewer than two bytes (`/`, empty) is refused ("too dangerous", as cf-agent).
 pub fn purge_allowed(local: &[u8]) -> bool {
@@ -534,6 +543,15 @@ mod tests {
         assert_eq!(source_action(FileType::Dir, true, Some(2), 2), DirNotCopied);
         assert_eq!(source_action(FileType::Link, true, None, 1), DanglingLink);
         assert_eq!(source_action(FileType::Fifo, true, None, 1), Special);
+    }
+
+    #[test]
+    fn directory_modes() {
+        let mut d = src(0, 0, 0);
+        d.file_type = FileType::Dir;
+        d.mode = 0o40751;
+        assert_eq!(copied_dir_mode(true, &d), Some(0o751));
+        assert_eq!(copied_dir_mode(false, &d), None);
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         dirs,
         select,
         xdev: a.xdev,
+        check_root: a.check_root,
         link_type: LinkType::parse(&a.link_type).unwrap_or_default(),
         linkcopy,
         copylink,

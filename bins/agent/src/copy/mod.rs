@@ -100,6 +100,9 @@ pub struct CopyOpts {
     pub linkcopy: Option<NamePatterns>,
     /// `copylink_patterns`.
     pub copylink: Option<NamePatterns>,
+    /// `check_root`: the destination directory gets the source
+    /// directory's attributes too (with `preserve`).
+    pub check_root: bool,
     /// `copy_backup`.
     pub backup: copy_plan::Backup,
     /// `default_repository`.
@@ -129,6 +132,7 @@ impl Default for CopyOpts {
             link_type: LinkType::Symlink,
             linkcopy: None,
             copylink: None,
+            check_root: false,
             backup: copy_plan::Backup::Plain,
             repository: None,
         }
@@ -424,10 +428,9 @@ impl Run {
         match st.file_type {
             FileType::Dir if opts.recurse && self.parallel > 1 && self.classic.is_none() => {
                 let ex = self.ex.clone();
-                ex.run(self.copy_tree_pooled(&src, dest, st.dev, opts))
-                    .await
+                ex.run(self.copy_tree_pooled(&src, dest, &st, opts)).await
             }
-            FileType::Dir if opts.recurse => self.copy_tree(&src, dest, st.dev, opts).await,
+            FileType::Dir if opts.recurse => self.copy_tree(&src, dest, &st, opts).await,
             FileType::Dir => {
                 let msg = format!("Source '{source}' is a directory; use --recurse to copy it (maximum recursion level reached at '{source}')");
                 self.out.log(Level::Error, &msg);
@@ -552,21 +555,29 @@ impl Run {
         link::link_copy(&self.out, src, Some(&st.link_target), dest, opts)
     }
 
-    /// Copy the directory `src` (on device `root_dev`, for `xdev`) into `dest`.
+    /// Copy the directory `src` (STATed as `root`: its device for `xdev`,
+    /// its mode for `check_root`) into `dest`.
     async fn copy_tree(
         &mut self,
         src: &[u8],
         dest: &Path,
-        root_dev: u64,
+        root: &StatReply,
         opts: &CopyOpts,
     ) -> Result<(), RunError> {
-        let mut stack: Vec<(Vec<u8>, PathBuf, u32)> = vec![(src.to_vec(), dest.to_path_buf(), 1)];
-        while let Some((dir, local, level)) = stack.pop() {
+        let root_dev = root.dev;
+        // (source dir, destination, level, the source dir's STAT when its
+        // attributes go to the destination dir)
+        type Pending = (Vec<u8>, PathBuf, u32, Option<StatReply>);
+        let mut stack: Vec<Pending> = vec![(src.to_vec(), dest.to_path_buf(), 1, None)];
+        while let Some((dir, local, level, attrs)) = stack.pop() {
             let shown_dir = String::from_utf8_lossy(&dir).into_owned();
             if let Err(msg) = make_dir(&local, opts.type_check, &shown_dir) {
                 self.out.log(Level::Error, &msg);
                 self.record_failed(local.display().to_string(), msg);
                 continue;
+            }
+            if let Some(st) = attrs {
+                self.dir_attributes(&local, &st, opts);
             }
             self.ensure(&shown_dir).await?;
             let listing = match self.client.as_mut().expect("ensured").opendir(&dir).await {
@@ -701,12 +712,12 @@ impl Run {
                     {
                         // collapse_destination_dir: a subdirectory's files
                         // land in this directory's destination.
-                        let to = if opts.collapse {
-                            local.clone()
+                        let (to, attrs) = if opts.collapse {
+                            (local.clone(), None)
                         } else {
-                            child_dst
+                            (child_dst, Some(st))
                         };
-                        subdirs.push((child_src, to, level + 1));
+                        subdirs.push((child_src, to, level + 1, attrs));
                     }
                 } else if opts
                     .select
@@ -728,7 +739,29 @@ impl Run {
             subdirs.reverse();
             stack.extend(subdirs);
         }
+        if opts.check_root {
+            self.dir_attributes(dest, root, opts);
+        }
         Ok(())
+    }
+
+    /// VerifyCopiedFileAttributes for a directory of the copy: with
+    /// `preserve`, the source directory's permission bits (and owner and
+    /// group, as root); without it (and no `perms`, which rcf-agent does
+    /// not take) nothing changes.
+    fn dir_attributes(&mut self, local: &Path, st: &StatReply, opts: &CopyOpts) {
+        let Some(mode) = copy_plan::copied_dir_mode(opts.preserve, st) else {
+            return;
+        };
+        if let Err(e) = fs::set_permissions(local, fs::Permissions::from_mode(mode)) {
+            self.out.log(
+                Level::Error,
+                &format!("Can't set mode {mode:o} on '{}': {e}", local.display()),
+            );
+        }
+        if rustix::process::geteuid().is_root() {
+            let _ = std::os::unix::fs::chown(local, Some(st.uid), Some(st.gid));
+        }
     }
 
     /// Ask the server about every file of a directory whose local copy
