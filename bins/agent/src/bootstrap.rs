@@ -576,8 +576,20 @@ pub fn bootstrap(
     }
 }
 
-/// `rcf-agent update`.
+/// `rcf-agent update`: the policy update (see `update_inputs`), then, in
+/// MPF mode, `modules_presence` into `WORKDIR/modules`.
 pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out: &Output) -> u8 {
+    let code = update_inputs(workdir, conn, parallel, mirror, out);
+    if !mirror {
+        // update.cf's modules_presence runs whatever the copies did.
+        crate::modules_presence::run(workdir, out);
+    }
+    code
+}
+
+/// `update`'s policy part: the MPF's gate and copies (or the mirror),
+/// on a hub its local install.
+fn update_inputs(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out: &Output) -> u8 {
     if crate::hub::am_policy_hub(workdir) && !mirror {
         return update_hub(workdir, out);
     }

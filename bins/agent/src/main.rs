@@ -50,6 +50,7 @@
 mod bootstrap;
 mod copy;
 mod hub;
+mod modules_presence;
 mod mpf;
 mod net;
 mod output;
