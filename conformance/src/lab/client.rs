@@ -163,15 +163,17 @@ impl std::ops::Deref for AgentRun {
 }
 
 /// Run the real `cf-agent -K -f <policy> <flags>` on an arbitrary client
-/// policy text (written to `lab-logs/agent-policy-<n>.cf`), bounded by
-/// [`TOOL_TIMEOUT`]. `flags` e.g. `["-v"]` or `["-I"]`.
+/// policy text (written to `lab-logs/agent-policy-<n>.cf` as the bytes its
+/// `rcf_core::bytestr` encoding stands for, so a copy source may name a
+/// file that is not UTF-8), bounded by [`TOOL_TIMEOUT`]. `flags` e.g.
+/// `["-v"]` or `["-I"]`.
 pub fn cf_agent_policy(
     client: &Workdir,
     policy: &str,
     flags: &[&str],
 ) -> Result<(ToolRun, PathBuf), LabError> {
     let pol = client.next_log("agent-policy", "cf");
-    std::fs::write(&pol, policy)
+    std::fs::write(&pol, rcf_core::bytestr::decode(policy))
         .map_err(|e| LabError::io(format!("write {}", pol.display()), e))?;
     let p = pol.to_string_lossy().into_owned();
     let mut args = vec!["-K", "-f", &p];
