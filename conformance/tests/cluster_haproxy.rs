@@ -12,21 +12,20 @@ use std::time::{Duration, Instant};
 
 use rcf_conformance::lab::{
     cf_agent_policy, copy_policy, free_port, rcf_binary, run_tool, AccessRule, CopySpec, Daemon,
-    RcfServer, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    HaProxy, RcfServer, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 use rcf_pg::scratch::ScratchPostgres;
-
-const HAPROXY: &str = "/usr/sbin/haproxy";
 
 /// PostgreSQL, HAProxy and two replicas, with the data they serve.
 struct Cluster {
     pg: ScratchPostgres,
     url: String,
     /// The replicas' work dirs (one hub key, deployed to both).
-    wds: [Workdir; 2],
+    /// Kept for their temporary directories.
+    _wds: [Workdir; 2],
     replicas: [Option<RcfServer>; 2],
     ports: [u16; 2],
-    haproxy: Daemon,
+    haproxy: HaProxy,
     /// Where agents connect (HAProxy's frontend).
     front: u16,
     data: tempfile::TempDir,
@@ -58,24 +57,8 @@ fn policy(data: &Path, trust_new: bool) -> ServerPolicy {
     p
 }
 
-fn haproxy_cfg(front: u16, ports: [u16; 2]) -> String {
-    format!(
-        "global\n  maxconn 200\n\
-         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch 1\n\
-         frontend cfengine\n  bind 127.0.0.1:{front}\n  default_backend replicas\n\
-         backend replicas\n  balance roundrobin\n\
-           server r1 127.0.0.1:{} send-proxy-v2 check check-send-proxy inter 300ms fall 1 rise 2\n\
-           server r2 127.0.0.1:{} send-proxy-v2 check check-send-proxy inter 300ms fall 1 rise 2\n",
-        ports[0], ports[1]
-    )
-}
-
 impl Cluster {
     fn start(name: &str) -> Cluster {
-        assert!(
-            Path::new(HAPROXY).exists(),
-            "{HAPROXY} is missing (apt-get install haproxy)"
-        );
         let pg = ScratchPostgres::start().expect("start PostgreSQL (apt-get install postgresql)");
         let url = pg.url();
         // The schema, by the server's own --migrate.
@@ -116,58 +99,22 @@ impl Cluster {
         assert_eq!(wds[0].key_id().unwrap(), wds[1].key_id().unwrap());
 
         let ports = [free_port(), free_port()];
-        let front = free_port();
         let policy = policy(data.path(), true);
-        let mut c = Cluster {
+        // The replicas first, so HAProxy's first health checks find them.
+        let replicas = [0, 1].map(|i| Some(start_replica(&wds[i], &policy, ports[i], &url)));
+        let haproxy = HaProxy::start(data.path(), &ports, 200, 300).unwrap();
+        let front = haproxy.front();
+        Cluster {
             pg,
             url,
-            wds,
-            replicas: [None, None],
+            _wds: wds,
+            replicas,
             ports,
-            haproxy: {
-                let cfg = data.path().join("haproxy.cfg");
-                std::fs::write(&cfg, haproxy_cfg(front, ports)).unwrap();
-                let mut cmd = Command::new(HAPROXY);
-                cmd.arg("-db").arg("-f").arg(&cfg);
-                Daemon::spawn("haproxy", cmd, &data.path().join("haproxy.log")).unwrap()
-            },
+            haproxy,
             front,
             data,
             policy,
-        };
-        for i in 0..2 {
-            c.start_replica(i);
         }
-        c.haproxy
-            .wait_listening(front, Duration::from_secs(10))
-            .unwrap();
-        c
-    }
-
-    fn start_replica(&mut self, i: usize) {
-        let mut p = self.policy.clone();
-        p.port = self.ports[i];
-        let r = RcfServer::start_with_flags(
-            &self.wds[i],
-            &p,
-            &[
-                "-v",
-                "--proxy-from",
-                "127.0.0.1/32",
-                "--trust-store",
-                &self.url,
-            ],
-        )
-        .unwrap();
-        assert!(
-            r.wait_for_log(
-                "Trust store: listening for revocations",
-                Duration::from_secs(10)
-            ),
-            "replica {i}:\n{}",
-            r.log()
-        );
-        self.replicas[i] = Some(r);
     }
 
     fn replica(&self, i: usize) -> &RcfServer {
@@ -228,6 +175,28 @@ impl Cluster {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// A replica on `port`: `-v`, `--proxy-from 127.0.0.1/32` (HAProxy), the
+/// shared store; waits until it listens for revocations.
+fn start_replica(wd: &Workdir, policy: &ServerPolicy, port: u16, url: &str) -> RcfServer {
+    let mut p = policy.clone();
+    p.port = port;
+    let r = RcfServer::start_with_flags(
+        wd,
+        &p,
+        &["-v", "--proxy-from", "127.0.0.1/32", "--trust-store", url],
+    )
+    .unwrap();
+    assert!(
+        r.wait_for_log(
+            "Trust store: listening for revocations",
+            Duration::from_secs(10)
+        ),
+        "replica on {port}:\n{}",
+        r.log()
+    );
+    r
 }
 
 /// A cf-agent run copying `files` (relative to the data dir) from
