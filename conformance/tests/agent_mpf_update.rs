@@ -20,6 +20,9 @@ use rcf_conformance::lab::{
     ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 
+mod policy_lab;
+use policy_lab::private_bin;
+
 const MPF: &str = "/usr/share/cfengine3/masterfiles";
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -35,26 +38,6 @@ fn copy_tree(from: &Path, to: &Path) {
         } else if t.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &dst).unwrap();
         }
-    }
-}
-
-/// Give `wd` a `bin/` of its own (links to the real tools) instead of the
-/// lab's link to `/usr/bin`: the MPF's update policy writes into
-/// `$(sys.bindir)` (the python symlink), which must stay in the sandbox.
-fn private_bin(wd: &Workdir) {
-    let bin = wd.path().join("bin");
-    let real = std::fs::read_link(&bin).unwrap();
-    std::fs::remove_file(&bin).unwrap();
-    std::fs::create_dir(&bin).unwrap();
-    for t in [
-        "cf-agent",
-        "cf-promises",
-        "cf-key",
-        "cf-serverd",
-        "cf-execd",
-        "cf-monitord",
-    ] {
-        let _ = std::os::unix::fs::symlink(real.join(t), bin.join(t));
     }
 }
 

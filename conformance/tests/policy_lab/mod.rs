@@ -21,6 +21,26 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Give `wd` a `bin/` of its own (links to the real tools) instead of the
+/// lab's link to `/usr/bin`: the MPF's update policy writes into
+/// `$(sys.bindir)` (the python symlink), which must stay in the sandbox.
+pub fn private_bin(wd: &rcf_conformance::lab::Workdir) {
+    let bin = wd.path().join("bin");
+    let real = std::fs::read_link(&bin).unwrap();
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::create_dir(&bin).unwrap();
+    for t in [
+        "cf-agent",
+        "cf-promises",
+        "cf-key",
+        "cf-serverd",
+        "cf-execd",
+        "cf-monitord",
+    ] {
+        let _ = std::os::unix::fs::symlink(real.join(t), bin.join(t));
+    }
+}
+
 pub const CF_SERVERD: &str = "/usr/bin/cf-serverd";
 pub const CF_KEY: &str = "/usr/bin/cf-key";
 
