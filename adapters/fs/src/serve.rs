@@ -763,6 +763,7 @@ impl ServerFs {
         matches!(
             ev,
             Event::Log { .. }
+                | Event::Denied { .. }
                 | Event::Canonicalize { .. }
                 | Event::Stat { .. }
                 | Event::StatLink { .. }
@@ -844,7 +845,7 @@ impl ServerFs {
             }
         };
         match ev {
-            Event::Log { .. } => (None, None),
+            Event::Log { .. } | Event::Denied { .. } => (None, None),
             Event::LookupKey { user, key, ip, .. } => match store().lookup(user, Some(ip), key) {
                 Ok(l) => {
                     let note = l.renamed_from.as_ref().map(|old| {

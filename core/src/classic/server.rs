@@ -228,6 +228,16 @@ struct PathOp {
 }
 
 impl PathOp {
+    /// The request's metric label (the `S*` forms count as their plain word).
+    fn label(&self) -> &'static str {
+        match self.kind {
+            PathKind::Stat { .. } => "STAT",
+            PathKind::Get { .. } | PathKind::SGet => "GET",
+            PathKind::Opendir | PathKind::SOpendir => "OPENDIR",
+            PathKind::Md5 { .. } => "MD5",
+        }
+    }
+
     /// Whether an ACL refusal closes the connection (PROTOCOL.md §8.10).
     fn deny_closes(&self) -> bool {
         matches!(
@@ -362,6 +372,14 @@ impl ClassicServer {
     /// File bytes served so far.
     pub fn bytes_served(&self) -> u64 {
         self.served
+    }
+
+    /// Bytes queued and not yet returned by
+    /// [`poll_transmit`](ClassicServer::poll_transmit): an adapter answering
+    /// back to back drains once this passes its write batch, so a GET
+    /// streams with bounded memory.
+    pub fn pending_output(&self) -> usize {
+        self.out.iter().map(Vec::len).sum()
     }
 
     /// When to call [`handle_timeout`](ClassicServer::handle_timeout); `None`
@@ -1068,6 +1086,11 @@ impl ClassicServer {
                 ),
             );
             self.log(Level::Info, "Literal access failure".into());
+            self.events.push_back(Event::Denied {
+                request: "VAR",
+                what: String::from_utf8_lossy(name).into_owned(),
+                reason: String::new(),
+            });
             return self.refuse_close();
         }
         self.log(
@@ -1198,6 +1221,11 @@ impl ClassicServer {
                     ),
                 );
             }
+            self.events.push_back(Event::Denied {
+                request: op.label(),
+                what: String::from_utf8_lossy(&real).into_owned(),
+                reason: d.rule,
+            });
             return self.deny(now, op);
         }
         self.log(

@@ -62,6 +62,20 @@ pub enum Event {
         /// Text, exactly as CFEngine users grep for it.
         message: String,
     },
+    /// The access rules refused a request: emitted where the machine
+    /// decides it (an ACL denial; a missing file refused alike on the wire
+    /// is not one), next to cf-serverd's log line. No answer; adapters
+    /// count these instead of matching log text.
+    Denied {
+        /// The request's metric label ([`crate::request::metric_label`]:
+        /// `STAT`, `GET`, `OPENDIR`, `MD5`, `VAR`, …).
+        request: &'static str,
+        /// What was refused, as the log line names it (the path, variable
+        /// or query).
+        what: String,
+        /// The deciding rule and why it refused, where the policy gives one.
+        reason: String,
+    },
     /// Is this key trusted for this user? Answer: [`Answer::Key`].
     LookupKey {
         /// IDENTITY username (may be empty).
