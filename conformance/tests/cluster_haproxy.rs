@@ -40,6 +40,7 @@ fn policy(data: &Path, trust_new: bool) -> ServerPolicy {
     p.allowconnects = vec!["127.0.0.2".into(), "127.0.0.3".into(), "127.0.0.4".into()];
     p.denyconnects = vec!["127.0.0.3".into()];
     p.allowallconnects = vec!["127.0.0.2".into()];
+    p.allowlegacyconnects = vec!["127.0.0.2".into()];
     p.trustkeysfrom = if trust_new {
         vec!["127.0.0.2".into(), "127.0.0.4".into()]
     } else {
@@ -202,13 +203,29 @@ fn start_replica(wd: &Workdir, policy: &ServerPolicy, port: u16, url: &str) -> R
 /// A cf-agent run copying `files` (relative to the data dir) from
 /// `host:port` into the client's scratch dir, bound to `bind`.
 fn agent(client: &Workdir, bind: &str, port: u16, data: &Path, files: &[&str]) -> ToolRun {
+    agent_protocol(client, bind, port, data, files, None)
+}
+
+/// [`agent`] with `protocol_version` set (e.g. `classic`).
+fn agent_protocol(
+    client: &Workdir,
+    bind: &str,
+    port: u16,
+    data: &Path,
+    files: &[&str],
+    protocol: Option<&str>,
+) -> ToolRun {
     client.cf_key().unwrap();
     let specs: Vec<CopySpec> = files
         .iter()
         .map(|f| {
             let dest = client.scratch().join(f.replace('/', "_"));
             let _ = std::fs::remove_file(&dest);
-            CopySpec::new(port, format!("{}/{f}", data.display()), dest)
+            let spec = CopySpec::new(port, format!("{}/{f}", data.display()), dest);
+            match protocol {
+                Some(p) => spec.protocol(p),
+                None => spec,
+            }
         })
         .collect();
     let text = format!(
@@ -282,6 +299,27 @@ fn cluster_haproxy_tofu_acls_by_client_address_outage_and_refusals() {
         );
         assert!(!l.contains("Trusting new key"), "{l}");
     }
+
+    // The classic protocol through the proxy too: allowlegacyconnects and
+    // the key check (in the shared store) see the client's address.
+    let m = marks(&c);
+    let run = agent_protocol(
+        &client,
+        "127.0.0.2",
+        c.front,
+        &data,
+        &["common"],
+        Some("classic"),
+    );
+    assert!(copied(&client, "common").is_some(), "{}", run.describe());
+    let logs = c.logs();
+    assert!(
+        (0..2).any(|i| {
+            let l = since(&logs, &m, i);
+            l.contains("127.0.0.2>") && l.contains("considering the protocol as Classic")
+        }),
+        "{logs:#?}"
+    );
 
     // 3. ACLs by the client's address through the proxy: admit_ips and
     // $(connection.ip) name 127.0.0.2, not HAProxy's 127.0.0.1.
