@@ -21,7 +21,7 @@ use rcf_conformance::lab::{
 };
 
 mod policy_lab;
-use policy_lab::private_bin;
+use policy_lab::{cf_agent_update, private_bin};
 
 const MPF: &str = "/usr/share/cfengine3/masterfiles";
 
@@ -59,39 +59,6 @@ fn stamp(hub: &Workdir, mf: &Path, kind: ServerKind) -> ToolRun {
         }
         ServerKind::Rcf => rcf_agent(hub, &["-v", "update"]).unwrap(),
     }
-}
-
-/// The real agent's update of the policy: `cf-agent -KI -f inputs/update.cf
-/// -b cfe_internal_update_policy_cpv`; returns the run and the number of
-/// files it transferred.
-fn cf_agent_update(wd: &Workdir) -> (ToolRun, usize) {
-    let upd = wd.inputs().join("update.cf");
-    let agent = wd.bins().agent.clone();
-    let run = rcf_conformance::lab::run_tool(
-        wd,
-        &agent,
-        &[
-            "-K",
-            "-I",
-            "-f",
-            &upd.to_string_lossy(),
-            "-b",
-            "cfe_internal_update_policy_cpv",
-        ],
-        None,
-        TOOL_TIMEOUT,
-    )
-    .unwrap();
-    // 3.21 logs one "info: Copied file '<src>' from '<server>' to '<dest>.cfnew'"
-    // per transfer (then "Updated '...' from source" for a replaced file,
-    // "Updated file '...'" for a new one). Local copies (modules_presence:
-    // inputs/modules to modules/) say "Copied file 'X' to 'Y'", no server.
-    let n = run
-        .lines_with("info: Copied file '")
-        .iter()
-        .filter(|l| l.contains("' from '"))
-        .count();
-    (run, n)
 }
 
 /// `rcf-agent --json update`; returns the run and the number of files it

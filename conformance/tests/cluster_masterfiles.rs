@@ -13,42 +13,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcf_conformance::lab::{
-    run_tool, AccessRule, HaProxy, RcfServer, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    run_tool, AccessRule, HaProxy, RcfServer, ServerPolicy, Workdir, TOOL_TIMEOUT,
 };
 
 mod policy_lab;
-use policy_lab::{copy_tree, private_bin};
+use policy_lab::{cf_agent_update, copy_tree, private_bin};
 
 const MPF: &str = "/usr/share/cfengine3/masterfiles";
-
-/// The real agent's policy update (to its `policy_server.dat`); returns
-/// the run and the files it transferred ("Copied file 'X' from 'server'",
-/// one line per transfer in 3.21).
-fn update(wd: &Workdir) -> (ToolRun, usize) {
-    let upd = wd.inputs().join("update.cf");
-    let agent = wd.bins().agent.clone();
-    let run = run_tool(
-        wd,
-        &agent,
-        &[
-            "-K",
-            "-I",
-            "-f",
-            &upd.to_string_lossy(),
-            "-b",
-            "cfe_internal_update_policy_cpv",
-        ],
-        None,
-        TOOL_TIMEOUT,
-    )
-    .unwrap();
-    let n = run
-        .lines_with("info: Copied file '")
-        .iter()
-        .filter(|l| l.contains("' from '"))
-        .count();
-    (run, n)
-}
 
 /// Number of connections replica `r` authenticated so far.
 fn sessions(r: &RcfServer) -> usize {
@@ -140,7 +111,7 @@ fn mpf_update_bouncing_between_replicas_with_separate_checkouts_transfers_nothin
     let mut served = Vec::new();
     let mut run = |what: &str, want: usize| {
         let before: Vec<usize> = replicas.iter().map(sessions).collect();
-        let (r, n) = update(&client);
+        let (r, n) = cf_agent_update(&client);
         assert!(r.success(), "{what}: {}", r.describe());
         let after: Vec<usize> = replicas.iter().map(sessions).collect();
         let by: Vec<usize> = (0..2).filter(|&i| after[i] > before[i]).collect();

@@ -41,6 +41,41 @@ pub fn private_bin(wd: &rcf_conformance::lab::Workdir) {
     }
 }
 
+/// The real agent's update of the policy: `cf-agent -KI -f inputs/update.cf
+/// -b cfe_internal_update_policy_cpv` (what the MPF's `update.cf` runs for
+/// the policy); returns the run and the number of files it transferred.
+pub fn cf_agent_update(
+    wd: &rcf_conformance::lab::Workdir,
+) -> (rcf_conformance::lab::ToolRun, usize) {
+    let upd = wd.inputs().join("update.cf");
+    let agent = wd.bins().agent.clone();
+    let run = rcf_conformance::lab::run_tool(
+        wd,
+        &agent,
+        &[
+            "-K",
+            "-I",
+            "-f",
+            &upd.to_string_lossy(),
+            "-b",
+            "cfe_internal_update_policy_cpv",
+        ],
+        None,
+        rcf_conformance::lab::TOOL_TIMEOUT,
+    )
+    .unwrap();
+    // 3.21 logs one "info: Copied file '<src>' from '<server>' to '<dest>.cfnew'"
+    // per transfer (then "Updated '...' from source" for a replaced file,
+    // "Updated file '...'" for a new one). Local copies (modules_presence:
+    // inputs/modules to modules/) say "Copied file 'X' to 'Y'", no server.
+    let n = run
+        .lines_with("info: Copied file '")
+        .iter()
+        .filter(|l| l.contains("' from '"))
+        .count();
+    (run, n)
+}
+
 pub const CF_SERVERD: &str = "/usr/bin/cf-serverd";
 pub const CF_KEY: &str = "/usr/bin/cf-key";
 
