@@ -321,6 +321,35 @@ fn cluster_haproxy_tofu_acls_by_client_address_outage_and_refusals() {
         "{logs:#?}"
     );
 
+    // A revocation by rcf-key reaches both replicas (LISTEN/NOTIFY): the
+    // next connection to either is refused, without a restart; trusting
+    // the key again (rcf-key -t) re-admits it.
+    c.rcf_key(&["-r", &agent_id]);
+    let m = marks(&c);
+    for _ in 0..2 {
+        let run = agent(&client, "127.0.0.2", c.front, &data, &["common"]);
+        assert_eq!(
+            copied(&client, "common"),
+            None,
+            "revoked key served:\n{}",
+            run.describe()
+        );
+    }
+    let logs = c.logs();
+    for i in 0..2 {
+        assert!(
+            since(&logs, &m, i).contains(&format!("key {agent_id} was revoked in the trust store")),
+            "replica {i}:\n{}",
+            since(&logs, &m, i)
+        );
+    }
+    let pubkey = client.pubkey_path();
+    c.rcf_key(&["-t", &format!("root@127.0.0.2:{}", pubkey.display())]);
+    for _ in 0..2 {
+        let run = agent(&client, "127.0.0.2", c.front, &data, &["common"]);
+        assert!(copied(&client, "common").is_some(), "{}", run.describe());
+    }
+
     // 3. ACLs by the client's address through the proxy: admit_ips and
     // $(connection.ip) name 127.0.0.2, not HAProxy's 127.0.0.1.
     let run = agent(
