@@ -160,9 +160,9 @@ pub(crate) fn at_accept(
         let deadline = Duration::from_millis(shared.cfg.handshake_timeout_ms);
         match read_proxy(&mut stream, addr, &policy, deadline).await {
             Ok(p) => {
-                if let Some(release) = crate::admit(&shared, p.client) {
-                    crate::serve::handle(stream, release.ip.clone(), shared).await;
-                    drop(release);
+                let ip = unmap_ipv4_peer(&p.client.ip().to_string()).to_string();
+                if let Some(release) = crate::admit(&shared, ip) {
+                    crate::serve_admitted(stream, release).await;
                 }
             }
             Err(why) => {

@@ -303,6 +303,8 @@ fn setup(
         tls,
         clock,
         log: Arc::new(|_, _| {}),
+        bind_to: None,
+        force_ipv4: false,
     };
     Ok(Setup {
         client,
