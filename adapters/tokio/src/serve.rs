@@ -219,18 +219,6 @@ async fn answer_event(
         }
         return Flow::Flush;
     }
-    // With a shared trust store, key questions are the store's.
-    let ev = match crate::cluster::answer_key(shared, ev).await {
-        crate::cluster::Keyed::Other(ev) => ev,
-        crate::cluster::Keyed::Answer(a) => {
-            if let Some(Err(e)) = a.map(|a| m.handle_answer(shared.now(), a)) {
-                log(Level::Error, &format!("internal: {e}"));
-                return Flow::Close;
-            }
-            return Flow::Next;
-        }
-        crate::cluster::Keyed::Close => return Flow::Close,
-    };
     let mut f = st.files.take().unwrap_or_default();
     let quick = match &ev {
         Event::Digest { path } => shared
