@@ -87,6 +87,7 @@ mod client;
 mod client_replay;
 mod either;
 mod fixture;
+mod haproxy;
 mod logs;
 mod policy;
 mod proc;
@@ -104,6 +105,7 @@ pub use client::{
 pub use client_replay::{client_replay, ReplayReport};
 pub use either::{AnyServer, ServerKind};
 pub use fixture::Lab;
+pub use haproxy::{config as haproxy_config, HaProxy, HAPROXY};
 pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};

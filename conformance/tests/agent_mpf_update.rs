@@ -21,27 +21,10 @@ use rcf_conformance::lab::{
     ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 
-const MPF: &str = "/usr/share/cfengine3/masterfiles";
+mod policy_lab;
+use policy_lab::{cf_agent_update, private_bin};
 
-/// Give `wd` a `bin/` of its own (links to the real tools) instead of the
-/// lab's link to `/usr/bin`: the MPF's update policy writes into
-/// `$(sys.bindir)` (the python symlink), which must stay in the sandbox.
-fn private_bin(wd: &Workdir) {
-    let bin = wd.path().join("bin");
-    let real = std::fs::read_link(&bin).unwrap();
-    std::fs::remove_file(&bin).unwrap();
-    std::fs::create_dir(&bin).unwrap();
-    for t in [
-        "cf-agent",
-        "cf-promises",
-        "cf-key",
-        "cf-serverd",
-        "cf-execd",
-        "cf-monitord",
-    ] {
-        let _ = std::os::unix::fs::symlink(real.join(t), bin.join(t));
-    }
-}
+const MPF: &str = "/usr/share/cfengine3/masterfiles";
 
 /// Tag the hub's masterfiles with `cf_promises_validated` and
 /// `cf_promises_release_id` when the policy is valid: `cf-promises -T` on
@@ -61,39 +44,6 @@ fn stamp(hub: &Workdir, mf: &Path, kind: ServerKind) -> ToolRun {
         }
         ServerKind::Rcf => rcf_agent(hub, &["-v", "update"]).unwrap(),
     }
-}
-
-/// The real agent's update of the policy: `cf-agent -KI -f inputs/update.cf
-/// -b cfe_internal_update_policy_cpv`; returns the run and the number of
-/// files it transferred.
-fn cf_agent_update(wd: &Workdir) -> (ToolRun, usize) {
-    let upd = wd.inputs().join("update.cf");
-    let agent = wd.bins().agent.clone();
-    let run = rcf_conformance::lab::run_tool(
-        wd,
-        &agent,
-        &[
-            "-K",
-            "-I",
-            "-f",
-            &upd.to_string_lossy(),
-            "-b",
-            "cfe_internal_update_policy_cpv",
-        ],
-        None,
-        TOOL_TIMEOUT,
-    )
-    .unwrap();
-    // 3.21 logs one "info: Copied file '<src>' from '<server>' to '<dest>.cfnew'"
-    // per transfer (then "Updated '...' from source" for a replaced file,
-    // "Updated file '...'" for a new one). Local copies (modules_presence:
-    // inputs/modules to modules/) say "Copied file 'X' to 'Y'", no server.
-    let n = run
-        .lines_with("info: Copied file '")
-        .iter()
-        .filter(|l| l.contains("' from '"))
-        .count();
-    (run, n)
 }
 
 /// `rcf-agent --json update`; returns the run and the number of files it

@@ -292,18 +292,11 @@ pub(crate) async fn answer_key(shared: &Shared, ev: Event) -> Keyed {
                     );
                     Keyed::Close
                 }
-                Err(e) => {
-                    shared
-                        .cluster
-                        .store_unavailable
-                        .fetch_add(1, Ordering::Relaxed);
-                    log(
-                        Level::Error,
-                        &ip,
-                        format!("Key lookup failed, dropping connection: {e}"),
-                    );
-                    Keyed::Close
-                }
+                Err(e) => unavailable(
+                    shared,
+                    &ip,
+                    format!("Key lookup failed, dropping connection: {e}"),
+                ),
             }
         }
         Event::SaveKey {
@@ -334,21 +327,24 @@ pub(crate) async fn answer_key(shared: &Shared, ev: Event) -> Keyed {
                 );
                 Keyed::Close
             }
-            Err(e) => {
-                shared
-                    .cluster
-                    .store_unavailable
-                    .fetch_add(1, Ordering::Relaxed);
-                log(
-                    Level::Error,
-                    &ip,
-                    format!("Not trusting new key {key_id}, dropping connection: {e}"),
-                );
-                Keyed::Close
-            }
+            Err(e) => unavailable(
+                shared,
+                &ip,
+                format!("Not trusting new key {key_id}, dropping connection: {e}"),
+            ),
         },
         other => Keyed::Other(other),
     }
+}
+
+/// The store could not be asked: count it, log `msg`, close.
+fn unavailable(shared: &Shared, ip: &str, msg: String) -> Keyed {
+    shared
+        .cluster
+        .store_unavailable
+        .fetch_add(1, Ordering::Relaxed);
+    shared.logger.log(Level::Error, Some(ip), &msg);
+    Keyed::Close
 }
 
 /// A session from `ip` authenticated with key `key_id`: record it as
