@@ -1,0 +1,269 @@
+//! EXEC over the classic protocol: the real cf-runagent 3.21 (its policy
+//! saying `protocol_version => "classic"`) and `rcf-agent runagent
+//! --protocol classic` against the real cf-serverd 3.21 and rcf-serverd,
+//! both with `allowlegacyconnects` and the same policy. Each case must give
+//! the same exit code, the same EXEC reply lines and the same argv on every
+//! pairing. Loopback only; fails when the CFEngine binaries are missing.
+
+use rcf_conformance::lab::*;
+
+/// One cf-runagent invocation and what must follow from it.
+struct Case {
+    name: &'static str,
+    args: &'static [&'static str],
+    /// Expected argv of the cfruncommand (None: must not run).
+    argv: Option<&'static [&'static str]>,
+    /// A line every hailer must print.
+    says: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "plain run",
+        args: &[],
+        argv: Some(&[]),
+        says: "(exit code: 0)",
+    },
+    Case {
+        name: "role1 granted",
+        args: &["-D", "role1"],
+        argv: Some(&["-D", "role1"]),
+        says: "(exit code: 0)",
+    },
+    Case {
+        name: "role12 refused (roles are anchored)",
+        args: &["-D", "role12"],
+        argv: None,
+        says: "EXEC denied role activation",
+    },
+    Case {
+        name: "selected class not defined on the server",
+        args: &["-s", "no_such_class_here"],
+        argv: None,
+        says: "nothing relevant to do here",
+    },
+];
+
+/// cf-runagent's policy: talk classic.
+const CLASSIC_RUNAGENT: &str = "body common control\n{\n  bundlesequence => { \"rcflab_noop\" };\n  protocol_version => \"classic\";\n}\nbundle agent rcflab_noop\n{\n  vars:\n    \"noop\" string => \"noop\";\n}\n";
+
+fn policy(script: &str, users: &[&str]) -> ServerPolicy {
+    let mut p = ServerPolicy::new(0);
+    p.allowlegacyconnects = vec!["127.0.0.1".into()];
+    p.cfruncommand = Some(script.into());
+    p.allowusers = users.iter().map(|u| u.to_string()).collect();
+    p.access.push(AccessRule::admit_loopback(script));
+    p.roles.push(("role1".into(), vec!["root".into()]));
+    p
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Hailer {
+    CfRunagent,
+    RcfAgent,
+}
+
+/// (exit code, EXEC reply lines, argv run) of one case.
+type Outcome = (Option<i32>, Vec<String>, Option<Vec<String>>);
+
+/// Run `who` with `args` (answering its trust prompt with `stdin`).
+fn invoke(cli: &Workdir, who: Hailer, args: &[&str], stdin: Option<&str>) -> ToolRun {
+    match who {
+        Hailer::CfRunagent => {
+            let pol = cli.inputs().join("classic-runagent.cf");
+            std::fs::write(&pol, CLASSIC_RUNAGENT).unwrap();
+            let pol = pol.to_string_lossy().into_owned();
+            let mut a = vec!["-f", pol.as_str()];
+            a.extend_from_slice(args);
+            cf_runagent(cli, &a, stdin).unwrap()
+        }
+        Hailer::RcfAgent => {
+            let bin = rcf_binary("rcf-agent").unwrap();
+            let wdp = cli.path().to_string_lossy().into_owned();
+            let mut a = vec![
+                "--workdir",
+                wdp.as_str(),
+                "runagent",
+                "--protocol",
+                "classic",
+            ];
+            a.extend_from_slice(args);
+            run_tool(cli, &bin, &a, stdin, TOOL_TIMEOUT).unwrap()
+        }
+    }
+}
+
+/// First contact of `who` with `hp`, accepting the server key with `-i`
+/// (cf-runagent's `trustkey` control is not read: only `-i` trusts). The
+/// selected class is defined nowhere, so nothing runs.
+fn first_contact(cli: &Workdir, hp: &str, who: Hailer) {
+    let run = invoke(
+        cli,
+        who,
+        &["-i", "-H", hp, "-s", "rcflab_nowhere"],
+        Some("yes\n"),
+    );
+    assert!(
+        !run.contains("Failed to connect"),
+        "{who:?} -> {hp}: {}",
+        run.describe()
+    );
+}
+
+fn hail(cli: &Workdir, hp: &str, script: &CfrunScript, who: Hailer, c: &Case) -> Outcome {
+    let before = script.invocations().len();
+    let mut args = vec!["-H", hp];
+    args.extend_from_slice(c.args);
+    let run = invoke(cli, who, &args, None);
+    let inv = script.invocations();
+    assert!(inv.len() <= before + 1, "{}: ran more than once", c.name);
+    let lines: Vec<String> = run
+        .output
+        .lines()
+        .filter(|l| {
+            l.contains("EXEC denied")
+                || l.contains("(exit code")
+                || l.contains("nothing relevant")
+                || l.contains("rcflab cfruncommand ran")
+                || l.contains("!!")
+        })
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert!(
+        run.contains(c.says),
+        "{} ({who:?} -> {hp}): expected `{}` in\n{}",
+        c.name,
+        c.says,
+        run.describe()
+    );
+    (run.code(), lines, inv.get(before).cloned())
+}
+
+/// `lines` with the host name of `Hello <host> (<ip>)` blanked.
+fn hello_host(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| match (l.find("Hello "), l.find(" (")) {
+            (Some(a), Some(b)) if a + 6 <= b => format!("{}Hello _{}", &l[..a], &l[b..]),
+            _ => l.clone(),
+        })
+        .collect()
+}
+
+/// A real and an rcf server (and their workdirs, which must outlive them)
+/// with `p`, keys exchanged with `cli` both ways. Both serve one host key:
+/// a classic client remembers one server key per IP, and both listen on
+/// 127.0.0.1.
+fn servers(tag: &str, cli: &Workdir, p: &ServerPolicy) -> (RealServer, RcfServer, [Workdir; 2]) {
+    let real_wd = Workdir::new(&format!("xclassic-{tag}-real")).unwrap();
+    let rcf_wd = Workdir::new(&format!("xclassic-{tag}-rcf")).unwrap();
+    real_wd.cf_key().unwrap();
+    std::fs::create_dir_all(rcf_wd.ppkeys()).unwrap();
+    std::fs::copy(real_wd.privkey_path(), rcf_wd.privkey_path()).unwrap();
+    std::fs::copy(real_wd.pubkey_path(), rcf_wd.pubkey_path()).unwrap();
+    for wd in [&real_wd, &rcf_wd] {
+        cli.trust(wd, "root").unwrap();
+        wd.trust(cli, "root").unwrap();
+    }
+    // A classic cf-runagent finds the server key through lastseen by IP,
+    // where cf-key put the client's own key for 127.0.0.1; it then falls
+    // back to the old-style `root-<ip>.pub`.
+    std::fs::copy(
+        real_wd.pubkey_path(),
+        cli.ppkeys().join("root-127.0.0.1.pub"),
+    )
+    .unwrap();
+    let real = RealServer::start(&real_wd, p).unwrap();
+    let ours = RcfServer::start(&rcf_wd, p).unwrap();
+    for hp in [real.host_port(), ours.host_port()] {
+        first_contact(cli, &hp, Hailer::CfRunagent);
+        first_contact(cli, &hp, Hailer::RcfAgent);
+    }
+    (real, ours, [real_wd, rcf_wd])
+}
+
+#[test]
+fn classic_exec_cases_match_the_real_server() {
+    require_cfengine().unwrap();
+    let cli = Workdir::new("xclassic-cli").unwrap();
+    cli.cf_key().unwrap();
+    let script = CfrunScript::write(&cli.scratch()).unwrap();
+    let sp = script.path.to_string_lossy().into_owned();
+    let (real, ours, _wds) = servers("ok", &cli, &policy(&sp, &["root"]));
+    for c in CASES {
+        let want = hail(&cli, &real.host_port(), &script, Hailer::CfRunagent, c);
+        match c.argv {
+            Some(a) => assert_eq!(
+                want.2,
+                Some(a.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+                "{}: real cf-serverd ran otherwise",
+                c.name
+            ),
+            None => assert_eq!(want.2, None, "{}: must not run", c.name),
+        }
+        let got = hail(&cli, &ours.host_port(), &script, Hailer::CfRunagent, c);
+        assert_eq!(
+            got,
+            want,
+            "{}: cf-runagent to rcf-serverd\n{}",
+            c.name,
+            ours.log()
+        );
+        // rcf-agent claims another host name in CAUTH (the server echoes
+        // it in `Hello`), so it is compared with itself across servers,
+        // and with cf-runagent on everything else.
+        let theirs = hail(&cli, &real.host_port(), &script, Hailer::RcfAgent, c);
+        let mine = hail(&cli, &ours.host_port(), &script, Hailer::RcfAgent, c);
+        assert_eq!(
+            mine,
+            theirs,
+            "{}: rcf-agent to rcf-serverd\n{}",
+            c.name,
+            ours.log()
+        );
+        assert_eq!(
+            (theirs.0, hello_host(&theirs.1), theirs.2),
+            (want.0, hello_host(&want.1), want.2),
+            "{}: rcf-agent and cf-runagent to the real cf-serverd",
+            c.name
+        );
+    }
+    assert!(
+        ours.log()
+            .contains(&format!("cf-serverd executing cfruncommand: {sp} -D role1")),
+        "{}",
+        ours.log()
+    );
+}
+
+#[test]
+fn classic_exec_user_not_in_allowusers_is_refused_by_both() {
+    require_cfengine().unwrap();
+    let cli = Workdir::new("xclassic-cli2").unwrap();
+    cli.cf_key().unwrap();
+    let script = CfrunScript::write(&cli.scratch()).unwrap();
+    let sp = script.path.to_string_lossy().into_owned();
+    let (real, ours, _wds) = servers("users", &cli, &policy(&sp, &["someone"]));
+    let c = Case {
+        name: "user not in allowusers",
+        args: &[],
+        argv: None,
+        says: "Unspecified server refusal",
+    };
+    let want = hail(&cli, &real.host_port(), &script, Hailer::CfRunagent, &c);
+    assert_eq!(want.2, None, "the real cf-serverd ran the command");
+    assert_eq!(want.0, Some(255), "{want:?}");
+    for (who, hp) in [
+        (Hailer::CfRunagent, ours.host_port()),
+        (Hailer::RcfAgent, real.host_port()),
+        (Hailer::RcfAgent, ours.host_port()),
+    ] {
+        assert_eq!(hail(&cli, &hp, &script, who, &c), want, "{who:?} -> {hp}");
+    }
+    for srv_log in [real.log(), ours.log()] {
+        assert!(
+            srv_log.contains("EXEC denied due to not allowed user: root"),
+            "{srv_log}"
+        );
+    }
+}
