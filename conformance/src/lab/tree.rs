@@ -32,6 +32,58 @@ fn w(p: &Path, data: &[u8]) -> Result<(), LabError> {
     std::fs::write(p, data).map_err(|e| LabError::io(format!("write {}", p.display()), e))
 }
 
+/// Copy the tree `from` into `to`: directories, regular files (contents
+/// and modes) and symbolic links (their targets) as they are.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(to).map_err(|e| LabError::io(format!("mkdir {}", to.display()), e))?;
+    let rd =
+        std::fs::read_dir(from).map_err(|e| LabError::io(format!("list {}", from.display()), e))?;
+    for e in rd.flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let t = e
+            .file_type()
+            .map_err(|e| LabError::io(format!("stat {}", src.display()), e))?;
+        let r = if t.is_dir() {
+            copy_tree(&src, &dst)?;
+            Ok(())
+        } else if t.is_symlink() {
+            std::fs::read_link(&src).and_then(|l| std::os::unix::fs::symlink(l, &dst))
+        } else {
+            std::fs::copy(&src, &dst).map(|_| ())
+        };
+        r.map_err(|e| LabError::io(format!("copy {}", src.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Every entry below `root` (not `root` itself) with its `lstat`
+/// metadata, named by its path relative to `root`, sorted by name.
+pub fn tree_entries(root: &Path) -> Result<Vec<(String, std::fs::Metadata)>, LabError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd =
+            std::fs::read_dir(&d).map_err(|e| LabError::io(format!("list {}", d.display()), e))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let m = p
+                .symlink_metadata()
+                .map_err(|e| LabError::io(format!("lstat {}", p.display()), e))?;
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if m.is_dir() {
+                stack.push(p);
+            }
+            out.push((rel, m));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// 100 000 deterministic pseudo-random bytes (xorshift64*, fixed seed).
 pub(crate) fn big_bin() -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

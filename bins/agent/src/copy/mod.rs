@@ -687,24 +687,12 @@ impl Run {
                     }
                 };
                 if copy_plan::skips_device(opts.xdev, st.dev, root_dev) {
-                    self.out.log(
-                        Level::Verbose,
-                        &format!(
-                            "Skipping '{}' on different device",
-                            String::from_utf8_lossy(&child_src)
-                        ),
-                    );
+                    self.skipping("Skipping '{}' on different device", &child_src);
                     continue;
                 }
                 if st.file_type == FileType::Dir {
                     if !opts.dirs.enters(&child_src, &name) {
-                        self.out.log(
-                            Level::Verbose,
-                            &format!(
-                                "Skipping matched excluded directory '{}'",
-                                String::from_utf8_lossy(&child_src)
-                            ),
-                        );
+                        self.skipping("Skipping matched excluded directory '{}'", &child_src);
                         continue;
                     }
                     if copy_plan::source_action(FileType::Dir, true, opts.depth, level)
@@ -724,13 +712,7 @@ impl Run {
                     .as_ref()
                     .is_some_and(|sel| !sel.selects(&name, &child_src))
                 {
-                    self.out.log(
-                        Level::Verbose,
-                        &format!(
-                            "Skipping non-selected file '{}'",
-                            String::from_utf8_lossy(&child_src)
-                        ),
-                    );
+                    self.skipping("Skipping non-selected file '{}'", &child_src);
                 } else {
                     self.entry(&child_src, &child_dst, st, opts).await?;
                 }
@@ -743,6 +725,15 @@ impl Run {
             self.dir_attributes(dest, root, opts);
         }
         Ok(())
+    }
+
+    /// A verbose line about a source entry the walk leaves out; `what`
+    /// holds one `{}` for the path.
+    fn skipping(&self, what: &str, path: &[u8]) {
+        self.out.log(
+            Level::Verbose,
+            &what.replacen("{}", &String::from_utf8_lossy(path), 1),
+        );
     }
 
     /// VerifyCopiedFileAttributes for a directory of the copy: with
