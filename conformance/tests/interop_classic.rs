@@ -318,7 +318,11 @@ fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
         // A directory only listed over an encrypted connection: 3.21.0
         // checks a plain OPENDIR with encrypt = false (issue 18 finding 1).
         std::fs::create_dir_all(s.data.share.join("etree/sub")).unwrap();
-        std::fs::write(s.data.share.join("etree/sub/e.txt"), b"listed only encrypted\n").unwrap();
+        std::fs::write(
+            s.data.share.join("etree/sub/e.txt"),
+            b"listed only encrypted\n",
+        )
+        .unwrap();
         let mut enc_dir = AccessRule::admit_loopback(s.data.share_path("etree"));
         enc_dir.ifencrypted = Some(true);
         p.access.push(enc_dir);
@@ -347,12 +351,20 @@ fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
             out.join("seq-enc.txt"),
         );
         seq_enc.encrypt = true;
-        let mut etree_enc =
-            classic(srv.port(), s.data.share_path("etree"), out.join("etree-enc")).recursive(false);
+        let mut etree_enc = classic(
+            srv.port(),
+            s.data.share_path("etree"),
+            out.join("etree-enc"),
+        )
+        .recursive(false);
         etree_enc.encrypt = true;
         // last: a refused OPENDIR closes the connection
-        let etree_plain =
-            classic(srv.port(), s.data.share_path("etree"), out.join("etree-plain")).recursive(false);
+        let etree_plain = classic(
+            srv.port(),
+            s.data.share_path("etree"),
+            out.join("etree-plain"),
+        )
+        .recursive(false);
         let run =
             cf_agent_copies(&s.cli_wd, &[tree_plain, tree_enc, link, seq_enc, seq_plain]).unwrap();
         // a second agent run: the refused plain GET above leaves cf-agent's
@@ -376,7 +388,11 @@ fn agent_classic_tree_symlink_ifencrypted_same_as_real_server() {
             "{who}: ifencrypted must refuse the plain GET: {o:?}\n{}",
             srv.log()
         );
-        assert!(e[0].ok(), "{who}: SOPENDIR under ifencrypted is served: {e:?}\n{}", srv.log());
+        assert!(
+            e[0].ok(),
+            "{who}: SOPENDIR under ifencrypted is served: {e:?}\n{}",
+            srv.log()
+        );
         trees_equal(&s.data.share.join("etree"), &out.join("etree-enc")).unwrap();
         assert!(
             !e[1].ok() && !out.join("etree-plain/sub/e.txt").exists(),
@@ -465,7 +481,9 @@ fn core_client_maproot_same_as_real_server() {
         ] {
             let (mut d, _) = Driver::connect(srv.port(), cfg.clone()).unwrap();
             let st = d.stat(&path, true).unwrap();
-            d.client.get(path.as_bytes(), st.size, true).unwrap();
+            d.client
+                .get(clock(d.start), path.as_bytes(), st.size, true)
+                .unwrap();
             let ev = d.until_event().unwrap();
             match &want {
                 Some(w) => {
@@ -528,6 +546,7 @@ impl rcf_core::classic::CryptoRng for OsRng {}
 struct Driver {
     sock: TcpStream,
     client: ClassicClient,
+    start: Instant,
 }
 
 impl Driver {
@@ -535,18 +554,33 @@ impl Driver {
         let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let client = ClassicClient::new(cfg, &mut OsRng)?;
-        let mut d = Driver { sock, client };
+        let start = Instant::now();
+        let client = ClassicClient::new(cfg, clock(start), &mut OsRng)?;
+        let mut d = Driver {
+            sock,
+            client,
+            start,
+        };
         let mut ev = d.until_event()?;
         assert_eq!(ev.len(), 1, "{ev:?}");
         Ok((d, ev.remove(0)))
     }
 
-    /// Pump until at least one event arrives and the client is idle again.
+    /// Pump until at least one event arrives and the client is idle again;
+    /// the client's failure (its `Failed` event) is the `Err`.
     fn until_event(&mut self) -> Result<Vec<ClientEvent>, ClassicClientError> {
         let mut events = vec![];
         let mut buf = vec![0u8; 16384];
         loop {
+            if let Some(i) = events
+                .iter()
+                .position(|e| matches!(e, ClientEvent::Failed(_)))
+            {
+                let ClientEvent::Failed(e) = events.remove(i) else {
+                    unreachable!("matched Failed above")
+                };
+                return Err(e);
+            }
             while let Some(b) = self.client.poll_transmit() {
                 // A server that hangs up mid-exchange: read what it said first.
                 if self.sock.write_all(&b).is_err() {
@@ -561,19 +595,21 @@ impl Driver {
                 return Ok(events);
             }
             let n = self.sock.read(&mut buf).unwrap_or(0);
+            let now = clock(self.start);
             if n == 0 {
-                self.client.handle_eof()?;
+                self.client.handle_eof(now);
+                events.extend(std::iter::from_fn(|| self.client.poll_event()));
+                if let Some(ClientEvent::Failed(e)) = events.last() {
+                    return Err(e.clone());
+                }
                 return Ok(events);
             }
-            self.client.handle_input(&buf[..n], &mut OsRng)?;
+            self.client.handle_input(now, &buf[..n], &mut OsRng);
         }
     }
 
     fn stat(&mut self, path: &str, enc: bool) -> Result<StatReply, String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = clock(self.start);
         self.client.stat(now, path.as_bytes(), enc).unwrap();
         match self.until_event().unwrap().remove(0) {
             ClientEvent::Stat(s) => Ok(s),
@@ -582,7 +618,8 @@ impl Driver {
     }
 
     fn get(&mut self, path: &str, size: u64, enc: bool) -> Vec<u8> {
-        self.client.get(path.as_bytes(), size, enc).unwrap();
+        let now = clock(self.start);
+        self.client.get(now, path.as_bytes(), size, enc).unwrap();
         let ev = self.until_event().unwrap();
         assert_eq!(ev.last(), Some(&ClientEvent::FileDone), "{ev:?}");
         ev.into_iter()
@@ -607,6 +644,18 @@ fn client_cfg(s: &Setup, server_key: Option<rsa::RsaPublicKey>) -> ClientConfig 
         key: Arc::new(rcf_core::keys::parse_private_pem(&pem).unwrap()),
         server_key,
         trust_server: true,
+        timeout_ms: 20_000,
+    }
+}
+
+/// The client machine's clock: ms since `start`, and the wall clock.
+fn clock(start: Instant) -> rcf_core::server::Now {
+    rcf_core::server::Now {
+        mono_ms: start.elapsed().as_millis() as u64,
+        unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
     }
 }
 
@@ -650,7 +699,7 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
         let st = d.stat(&big, enc).unwrap();
         assert_eq!(d.get(&big, st.size, enc), big_want, "big.bin enc={enc}");
         d.client
-            .opendir(s.data.share_path("tree").as_bytes(), enc)
+            .opendir(clock(d.start), s.data.share_path("tree").as_bytes(), enc)
             .unwrap();
         let ev = d.until_event().unwrap();
         let ClientEvent::Listing(names) = &ev[0] else {
@@ -661,13 +710,20 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
             "{names:?}"
         );
         d.client
-            .md5(hello.as_bytes(), &crypto::digest(&want), enc)
+            .md5(
+                clock(d.start),
+                hello.as_bytes(),
+                &crypto::digest(&want),
+                enc,
+            )
             .unwrap();
         assert_eq!(
             d.until_event().unwrap(),
             vec![ClientEvent::Md5 { differs: false }]
         );
-        d.client.md5(hello.as_bytes(), &[0; 16], enc).unwrap();
+        d.client
+            .md5(clock(d.start), hello.as_bytes(), &[0; 16], enc)
+            .unwrap();
         assert_eq!(
             d.until_event().unwrap(),
             vec![ClientEvent::Md5 { differs: true }]
@@ -677,7 +733,7 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
     let link = d.stat(&s.data.share_path("link.txt"), false).unwrap();
     assert_ne!(link.lmode, 0, "{link:?}");
     assert_eq!(link.link_target, b"hello.txt");
-    d.client.version().unwrap();
+    d.client.version(clock(d.start)).unwrap();
     assert_eq!(
         d.until_event().unwrap(),
         vec![ClientEvent::Version("OK: 3.21.0".into())]
@@ -726,6 +782,115 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
         "core_client_against_real_cf_serverd_plain_and_encrypted",
         t0,
     );
+}
+
+impl Driver {
+    /// After authentication: send one request `payload` as it is (sealed
+    /// by the caller if it must be), then VERSION, and return every byte
+    /// the server sent before the VERSION reply (framed or raw).
+    fn raw_until_version(&mut self, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rcf_core::frame::encode(Status::Done, payload, &mut out).unwrap();
+        rcf_core::frame::encode(Status::Done, b"VERSION", &mut out).unwrap();
+        self.sock.write_all(&out).unwrap();
+        let mut marker = Vec::new();
+        rcf_core::frame::encode(Status::Done, b"OK: 3.21.0", &mut marker).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(&marker) {
+            let n = self
+                .sock
+                .read(&mut buf)
+                .expect("reply before the read timeout");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.truncate(got.len() - marker.len());
+        got
+    }
+}
+
+/// Issue 18's classic wire differences, against the real cf-serverd and
+/// rcf-serverd in the same run: plain GET and SGET of a directory (3.21:
+/// nothing at all, its read fails with EISDIR), plain GET of a dangling
+/// link (the raw refusal block; 3.21 fills it with stack bytes, rcf with
+/// zeros: compared up to the refusal text). SGET of an empty file stays
+/// different (SECURITY.md): 3.21 sends one CF_DONE transaction of
+/// `strlen` of an uninitialised buffer, rcf one holding the encryption of
+/// nothing; both are a single `t` transaction, which is checked.
+#[test]
+fn classic_wire_replies_same_as_real_server() {
+    let t0 = Instant::now();
+    let mut seen: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    for real in [true, false] {
+        let s = setup(if real { "cl9r" } else { "cl9" });
+        std::os::unix::fs::symlink("nowhere", s.data.share.join("dangling")).unwrap();
+        let srv = AnyServer::start(real, &s.srv_wd, &legacy_policy(&s));
+        let (mut d, _) = Driver::connect(srv.port(), client_cfg(&s, None)).unwrap();
+        let cipher = d.client.session_cipher().expect("authenticated").clone();
+        let sget = |p: &str| {
+            let mut plain = format!("GET dummykey {p}").into_bytes();
+            plain.push(0);
+            rcf_core::classic::wire::seal("SGET", &cipher, &plain)
+        };
+        let cases: Vec<(String, Vec<u8>)> = vec![
+            (
+                "SGET empty.txt".into(),
+                sget(&s.data.share_path("empty.txt")),
+            ),
+            ("SGET tree".into(), sget(&s.data.share_path("tree"))),
+            (
+                "GET tree".into(),
+                request::encode_get(2048, s.data.share_path("tree").as_bytes()),
+            ),
+            (
+                "GET dangling".into(),
+                request::encode_get(2048, s.data.share_path("dangling").as_bytes()),
+            ),
+        ];
+        let mut got = Vec::new();
+        for (what, payload) in cases {
+            let mut r = d.raw_until_version(&payload);
+            let failed = rcf_core::reply::FAILED;
+            if r.len() == 2048 && r.starts_with(failed) {
+                r[failed.len()..].fill(0);
+            }
+            got.push((what, r));
+        }
+        seen.push(got);
+    }
+    for ((what, a), (_, b)) in seen[0].iter().zip(&seen[1]) {
+        if what == "SGET empty.txt" {
+            // One CF_DONE transaction from each, its length the only frame.
+            for r in [a, b] {
+                let (st, n) = rcf_core::frame::parse_header(r[..8].try_into().unwrap()).unwrap();
+                assert!(
+                    st == Status::Done && r.len() == 8 + n,
+                    "{:?}",
+                    String::from_utf8_lossy(r)
+                );
+            }
+            eprintln!(
+                "[interop_classic] SGET empty.txt: real cf-serverd sends {} bytes {:?} (stack), rcf {} bytes (sealed nothing)",
+                a.len(),
+                String::from_utf8_lossy(&a[..8]),
+                b.len()
+            );
+            continue;
+        }
+        assert!(
+            a == b,
+            "{what}: real {:?} vs rcf {:?}",
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+        eprintln!(
+            "[interop_classic] {what}: real cf-serverd and rcf send {} bytes {:?}",
+            a.len(),
+            String::from_utf8_lossy(&a[..a.len().min(70)])
+        );
+    }
+    done("classic_wire_replies_same_as_real_server", t0);
 }
 
 #[test]

@@ -176,7 +176,7 @@ fn longest_rule_decides_and_missing_looks_like_denied() {
     assert!(ok[0].starts_with(b"OK: 0"));
 }
 
-/// Metrics count refusals by the session's own tally, not by log text:
+/// Metrics count refusals by the session's typed `Denied` events, not by log text:
 /// an ACL denial counts, a missing file (refused alike on the wire) does not.
 #[test]
 fn access_denials_are_counted_where_they_are_decided() {
@@ -186,14 +186,14 @@ fn access_denials_are_counted_where_they_are_decided() {
     ]);
     let mut s = session(Arc::new(policy()), "127.0.0.1", NOW);
     identify(&mut s, &mut w, "root");
-    assert_eq!(s.requests_denied(), 0);
+    assert!(w.denials.is_empty());
     ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/private/k"));
-    assert_eq!(s.requests_denied(), 1);
+    assert_eq!(w.denials, [("STAT", "/srv/private/k".to_string())]);
     ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/nope"));
     ask(&mut s, &mut w, &encode_stat(NOW.unix_s, b"/srv/ok"));
-    assert_eq!(s.requests_denied(), 1);
+    assert_eq!(w.denials.len(), 1);
     ask(&mut s, &mut w, &encode_get(2048, b"/srv/private/k"));
-    assert_eq!(s.requests_denied(), 2);
+    assert_eq!(w.denials[1], ("GET", "/srv/private/k".to_string()));
     assert!(w.logged("access denied to GET: /srv/private/k"));
 }
 

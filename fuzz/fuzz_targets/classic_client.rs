@@ -6,7 +6,7 @@
 //! key. The RNG is seeded from the input. Errors are fine; panics are not.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rcf_core::classic::{wire, ClassicClient, ClientConfig};
+use rcf_core::classic::{wire, ClassicClient, ClientConfig, ClientEvent};
 use rcf_core::frame::Status;
 
 #[path = "classic_common.rs"]
@@ -26,8 +26,9 @@ fuzz_target!(|data: &[u8]| {
                 key: ckey,
                 server_key: (mode & 8 != 0).then(|| skey.to_public_key()),
                 trust_server: mode & 16 != 0,
+                timeout_ms: 30_000,
             };
-            ClassicClient::new(cfg, &mut rng).expect("client")
+            ClassicClient::new(cfg, NOW, &mut rng).expect("client")
         }
         m => match handshake(rng.clone(), m == 2) {
             Some((c, _, w)) => {
@@ -49,11 +50,11 @@ fuzz_target!(|data: &[u8]| {
             let enc = how & 8 != 0;
             let path = b"/srv/file";
             let _ = match how % 5 {
-                0 => c.stat(1_700_000_000, path, enc),
-                1 => c.get(path, u64::from(how) * 300, enc),
-                2 => c.opendir(path, enc),
-                3 => c.md5(path, &[how; 16], enc),
-                _ => c.version(),
+                0 => c.stat(NOW, path, enc),
+                1 => c.get(NOW, path, u64::from(how) * 300, enc),
+                2 => c.opendir(NOW, path, enc),
+                3 => c.md5(NOW, path, &[how; 16], enc),
+                _ => c.version(NOW),
             };
             while c.poll_transmit().is_some() {}
         }
@@ -63,13 +64,30 @@ fuzz_target!(|data: &[u8]| {
             (1, Some(k)) => wire::framed(status, &k.encrypt(chunk)).unwrap_or_default(),
             _ => wire::framed(status, chunk).unwrap_or_default(),
         };
-        if c.handle_input(&bytes, &mut rng).is_err() {
-            // Final: the machine must keep refusing, never panic.
-            assert!(c.handle_input(b"t 1\0\0\0\0\0x", &mut rng).is_err());
+        c.handle_input(NOW, &bytes, &mut rng);
+        if c.is_closed() {
+            // Final: one Failed event, then the machine ignores input,
+            // refuses requests and keeps no deadline, never panics.
+            let failed = std::iter::from_fn(|| c.poll_event())
+                .filter(|e| matches!(e, ClientEvent::Failed(_)))
+                .count();
+            assert_eq!(failed, 1);
+            c.handle_input(NOW, b"t 1\0\0\0\0\0x", &mut rng);
+            assert!(c.poll_event().is_none() && c.poll_timeout().is_none());
+            assert!(c.version(NOW).is_err());
             return;
         }
         while c.poll_transmit().is_some() {}
         while c.poll_event().is_some() {}
+        // Virtual time: the reply deadline may fire; it is final too.
+        if how & 64 != 0 {
+            if let Some(d) = c.poll_timeout() {
+                c.handle_timeout(rcf_core::server::Now { mono_ms: d, ..NOW });
+                if c.is_closed() {
+                    return;
+                }
+            }
+        }
     }
-    let _ = c.handle_eof();
+    c.handle_eof(NOW);
 });

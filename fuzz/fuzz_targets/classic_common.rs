@@ -103,17 +103,21 @@ pub fn handshake(rng: TestRng, flag_y: bool) -> Option<(ClassicClient, ClassicSe
         key: ckey,
         server_key: flag_y.then(|| skey.to_public_key()),
         trust_server: true,
+        timeout_ms: 30_000,
     };
-    let mut c = ClassicClient::new(cfg, &mut w.rng).ok()?;
+    let mut c = ClassicClient::new(cfg, NOW, &mut w.rng).ok()?;
     let mut s = ClassicServer::new(Default::default(), Arc::new(Pol), skey, "127.0.0.1".into(), NOW);
     for _ in 0..20 {
         while let Some(b) = c.poll_transmit() {
             s.handle_input(NOW, &b);
         }
         for b in w.drive(&mut s, NOW) {
-            c.handle_input(&b, &mut w.rng).ok()?;
+            c.handle_input(NOW, &b, &mut w.rng);
         }
         while c.poll_event().is_some() {}
+        if c.is_closed() {
+            return None;
+        }
         if c.is_idle() && s.is_authenticated() {
             return Some((c, s, w));
         }

@@ -110,7 +110,7 @@ fn drain(c: &mut Connection, w: &mut World, out: &mut usize, client: Option<&mut
         }
         while let Some(ev) = c.poll_event() {
             moved = true;
-            if !matches!(ev, Event::Log { .. } | Event::SaveKey { .. } | Event::Close { .. }) {
+            if !matches!(ev, Event::Log { .. } | Event::Denied { .. } | Event::SaveKey { .. } | Event::Close { .. }) {
                 assert!(c.session().is_some(), "a question before any session: {ev:?}");
                 assert!(
                     matches!(ev, Event::LookupKey { .. } | Event::LookupUser { .. } | Event::ReverseLookup { .. } | Event::Canonicalize { .. }),

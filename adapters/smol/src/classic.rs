@@ -10,10 +10,10 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-use rcf_core::classic::{ClassicClient, ClientConfig, ClientEvent};
-use rcf_core::client::{ClientError, GetFailure, Level};
+use rcf_core::classic::{ClassicClient, ClassicClientError, ClientConfig, ClientEvent};
+use rcf_core::client::{ClientError, GetFailure, Level, Now};
 use rcf_core::keys::{DigestKind, RsaPrivateKey, RsaPublicKey};
 use rcf_core::reply::StatReply;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,11 +37,30 @@ fn transport(e: impl std::fmt::Display) -> Error {
     Error::Session(ClientError::Transport(e.to_string()))
 }
 
+/// A classic connection's failure as the TLS client reports the same:
+/// silence is a timeout, a close mid-reply a hang-up, the rest transport.
+fn failure(e: ClassicClientError) -> Error {
+    match e {
+        ClassicClientError::Timeout(ms) => Error::Session(ClientError::Timeout(ms)),
+        ClassicClientError::HungUp => Error::Session(ClientError::HungUp(1)),
+        e => transport(e),
+    }
+}
+
+/// The machine's clock: monotonic ms since `start`, and the wall clock.
+fn clock(start: Instant) -> Now {
+    Now {
+        mono_ms: start.elapsed().as_millis() as u64,
+        unix_s: unix_now(),
+    }
+}
+
 /// One authenticated classic connection.
 pub struct ClassicConn {
     stream: TcpStream,
     client: ClassicClient,
-    timeout: Duration,
+    /// The origin of the machine's monotonic clock.
+    start: Instant,
     encrypt: bool,
     server_key_id: String,
     buf: Vec<u8>,
@@ -97,32 +116,7 @@ impl ClassicConn {
         classic: ClassicOptions,
     ) -> Result<ClassicConn, Error> {
         let hp = format_host_port(&opts.host, opts.port);
-        let host = opts
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let connect = TcpStream::connect((host.as_str(), opts.port));
-        let stream = smol::future::or(async { Some(connect.await) }, async {
-            Timer::after(opts.timeout).await;
-            None
-        })
-        .await;
-        let stream = match stream {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                return Err(Error::Connect {
-                    addr: hp,
-                    detail: e.to_string(),
-                })
-            }
-            None => {
-                return Err(Error::Connect {
-                    addr: hp,
-                    detail: "Timeout connecting to server".into(),
-                })
-            }
-        };
+        let stream = crate::tcp::open(&opts, None).await?;
         let _ = stream.set_nodelay(true);
         let local_ip = stream
             .local_addr()
@@ -136,20 +130,22 @@ impl ClassicConn {
             key: classic.key.clone(),
             server_key: known.as_ref().map(|(_, k)| k.clone()),
             trust_server: opts.trust_new,
+            timeout_ms: opts.timeout.as_millis() as u64,
         };
-        let client = ClassicClient::new(cfg, &mut rand_core::OsRng).map_err(transport)?;
+        let start = Instant::now();
+        let client =
+            ClassicClient::new(cfg, clock(start), &mut rand_core::OsRng).map_err(transport)?;
         let mut c = ClassicConn {
             stream,
             client,
-            timeout: opts.timeout,
+            start,
             encrypt: classic.encrypt,
             server_key_id: String::new(),
             buf: vec![0u8; 32 * 1024],
             broken: false,
         };
-        let ev = match c.step().await {
-            Ok(ev) => ev,
-            Err(Error::Session(ClientError::Transport(m))) if m.contains("trustkey = false") => {
+        let ev = match c.step().await? {
+            ClientEvent::Failed(ClassicClientError::Untrusted) => {
                 return Err(Error::Untrusted {
                     key_id: String::new(),
                     message: format!(
@@ -157,9 +153,10 @@ impl ClassicConn {
                     ),
                 })
             }
-            Err(e) => return Err(e),
+            ev => ev,
         };
         match ev {
+            ClientEvent::Failed(e) => Err(failure(e)),
             ClientEvent::Authenticated {
                 server_key,
                 server_key_id,
@@ -183,49 +180,55 @@ impl ClassicConn {
         }
     }
 
-    /// Write what the machine wants sent, then read until it has an event.
+    /// Write what the machine wants sent, then read (until the machine's
+    /// `poll_timeout`) until it has an event. A `Failed` event is handed
+    /// out as it is: the request methods map it to an error.
     async fn step(&mut self) -> Result<ClientEvent, Error> {
         loop {
             while let Some(b) = self.client.poll_transmit() {
-                self.stream.write_all(&b).await?;
-            }
-            if let Some(ev) = self.client.poll_event() {
-                return Ok(ev);
-            }
-            let read = self.stream.read(&mut self.buf);
-            let t = self.timeout;
-            let n = smol::future::or(async { Some(read.await) }, async {
-                Timer::after(t).await;
-                None
-            })
-            .await;
-            match n {
-                None => {
-                    self.broken = true;
-                    return Err(Error::Session(ClientError::Timeout(t.as_millis() as u64)));
-                }
-                Some(Ok(0)) => {
-                    self.broken = true;
-                    self.client.handle_eof().map_err(transport)?;
-                    if let Some(ev) = self.client.poll_event() {
-                        return Ok(ev);
-                    }
-                    return Err(Error::Session(ClientError::HungUp(1)));
-                }
-                Some(Ok(n)) => {
-                    if let Err(e) = self
-                        .client
-                        .handle_input(&self.buf[..n], &mut rand_core::OsRng)
-                    {
-                        self.broken = true;
-                        return Err(transport(e));
-                    }
-                }
-                Some(Err(e)) => {
+                if let Err(e) = self.stream.write_all(&b).await {
                     self.broken = true;
                     return Err(e.into());
                 }
             }
+            if let Some(ev) = self.client.poll_event() {
+                self.broken |= self.client.is_closed();
+                return Ok(ev);
+            }
+            let Some(deadline) = self.client.poll_timeout() else {
+                // Nothing is due from the server: a step with no request
+                // outstanding is the caller's mistake.
+                return Err(transport("no reply is due on this classic connection"));
+            };
+            let wait = deadline.saturating_sub(clock(self.start).mono_ms);
+            let read = self.stream.read(&mut self.buf);
+            let n = smol::future::or(async { Some(read.await) }, async {
+                Timer::after(std::time::Duration::from_millis(wait)).await;
+                None
+            })
+            .await;
+            let now = clock(self.start);
+            match n {
+                None => self.client.handle_timeout(now),
+                Some(Ok(0)) => self.client.handle_eof(now),
+                Some(Err(e)) => {
+                    self.broken = true;
+                    return Err(e.into());
+                }
+                Some(Ok(n)) => self
+                    .client
+                    .handle_input(now, &self.buf[..n], &mut rand_core::OsRng),
+            }
+        }
+    }
+
+    /// The next event of a request's reply; a failure becomes the error
+    /// the TLS client would give (a change during the transfer is the
+    /// caller's to report as [`GetFailure::Changed`]).
+    async fn reply(&mut self) -> Result<ClientEvent, Error> {
+        match self.step().await? {
+            ClientEvent::Failed(e) => Err(failure(e)),
+            ev => Ok(ev),
         }
     }
 
@@ -241,10 +244,11 @@ impl ClassicConn {
 
     /// `SYNCH`/`SSYNCH … STAT`.
     pub async fn stat(&mut self, path: &[u8]) -> Result<Result<StatReply, String>, Error> {
+        let now = clock(self.start);
         self.client
-            .stat(unix_now(), path, self.encrypt)
+            .stat(now, path, self.encrypt)
             .map_err(transport)?;
-        match self.step().await? {
+        match self.reply().await? {
             ClientEvent::Stat(s) => Ok(Ok(s)),
             ClientEvent::Refused(t) => Ok(Err(t)),
             other => Err(transport(format!("unexpected reply {other:?}"))),
@@ -258,8 +262,9 @@ impl ClassicConn {
         size: u64,
         mut on_data: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Result<(), GetFailure>, Error> {
+        let now = clock(self.start);
         self.client
-            .get(path, size, self.encrypt)
+            .get(now, path, size, self.encrypt)
             .map_err(transport)?;
         let mut sink_err = None;
         loop {
@@ -276,12 +281,11 @@ impl ClassicConn {
                     }
                 }
                 Ok(ClientEvent::Refused(t)) => return Ok(Err(GetFailure::Refused(t))),
-                Ok(other) => return Err(transport(format!("unexpected reply {other:?}"))),
-                Err(Error::Session(ClientError::Transport(m)))
-                    if m.contains("changed while copying") =>
-                {
-                    return Ok(Err(GetFailure::Changed));
+                Ok(ClientEvent::Failed(ClassicClientError::Changed)) => {
+                    return Ok(Err(GetFailure::Changed))
                 }
+                Ok(ClientEvent::Failed(e)) => return Err(failure(e)),
+                Ok(other) => return Err(transport(format!("unexpected reply {other:?}"))),
                 Err(e) => return Err(e),
             }
         }
@@ -289,8 +293,11 @@ impl ClassicConn {
 
     /// `OPENDIR`/`SOPENDIR`.
     pub async fn opendir(&mut self, path: &[u8]) -> Result<Result<Vec<Vec<u8>>, String>, Error> {
-        self.client.opendir(path, self.encrypt).map_err(transport)?;
-        match self.step().await? {
+        let now = clock(self.start);
+        self.client
+            .opendir(now, path, self.encrypt)
+            .map_err(transport)?;
+        match self.reply().await? {
             ClientEvent::Listing(l) => Ok(Ok(l)),
             ClientEvent::Refused(t) => Ok(Err(t)),
             other => Err(transport(format!("unexpected reply {other:?}"))),
@@ -303,13 +310,33 @@ impl ClassicConn {
         path: &[u8],
         digest: [u8; 16],
     ) -> Result<Result<bool, String>, Error> {
+        let now = clock(self.start);
         self.client
-            .md5(path, &digest, self.encrypt)
+            .md5(now, path, &digest, self.encrypt)
             .map_err(transport)?;
-        match self.step().await? {
+        match self.reply().await? {
             ClientEvent::Md5 { differs } => Ok(Ok(differs)),
             ClientEvent::Refused(t) => Ok(Err(t)),
             other => Err(transport(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// `EXEC` (cf-runagent), plain as cf-runagent sends it: each output
+    /// line to `on_line`; the remote exit code, if one was reported.
+    pub async fn exec(
+        &mut self,
+        args: &[u8],
+        select: &[Vec<u8>],
+        mut on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<i32>, Error> {
+        let now = clock(self.start);
+        self.client.exec(now, args, select).map_err(transport)?;
+        loop {
+            match self.reply().await? {
+                ClientEvent::ExecLine(l) => on_line(&l)?,
+                ClientEvent::ExecDone(code) => return Ok(code),
+                other => return Err(transport(format!("unexpected reply {other:?}"))),
+            }
         }
     }
 
@@ -428,6 +455,19 @@ impl Conn {
                 }
                 Ok(v)
             }
+        }
+    }
+
+    /// `EXEC` (cf-runagent): output lines to `on_line`, the remote exit code.
+    pub async fn exec(
+        &mut self,
+        args: &[u8],
+        select: &[Vec<u8>],
+        on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<i32>, Error> {
+        match self {
+            Conn::Tls(c) => c.exec(args, select, on_line).await,
+            Conn::Classic(c) => c.exec(args, select, on_line).await,
         }
     }
 

@@ -1,32 +1,29 @@
-//! rcf-tokio: the server runtime. It accepts connections, applies admission,
-//! tells classic from TLS on the first bytes, and pumps bytes between each
-//! socket and an `rcf_core::server::Connection`, answering the core's
-//! questions from `rcf_fs` on tokio's blocking pool. No protocol logic
-//! lives here.
-//!
-//! Per connection the loop is the core's contract: after every input, drain
-//! `poll_transmit` (with a write deadline) and `poll_event` (answering each
-//! question), then wait for socket input or `poll_timeout`.
+//! rcf-tokio: the server runtime. It accepts connections and applies
+//! admission (here), then serves each one with the same loop whichever
+//! protocol it speaks (`serve.rs`): the core tells classic from TLS on the
+//! first bytes, and the loop pumps bytes between the socket and the core's
+//! TLS `Connection` or classic `ClassicServer` (one `Machine`), answering
+//! the core's questions from `rcf_fs`. No protocol logic lives here.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcf_core::policy::ServerPolicy;
 use rcf_core::server::admission::{unmap_ipv4_peer, Admission};
-use rcf_core::server::sniff::{sniff, Protocol, SHORT_FIRST_SEGMENT, SNIFF_LEN};
-use rcf_core::server::{Config, Connection, Event, Level, Now};
+use rcf_core::server::{Config, Level, Now};
 use rcf_core::tls::{ServerTls, TlsClock};
-use rcf_fs::serve::{Files, ServerFs};
-use tokio::io::AsyncWriteExt;
+use rcf_fs::serve::ServerFs;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-mod classic;
+pub mod cluster;
 mod exec;
+mod machine;
 pub mod metrics;
+mod serve;
 pub mod tofu;
 
 /// Writes log lines in cf-serverd's format: `<level>: <ip>>       <text>`.
@@ -157,6 +154,8 @@ pub struct Shared {
     /// every accepted connection: no `setsockopt` per connection. Set by
     /// whoever bound them (not for sockets passed by systemd).
     pub listeners_nodelay: std::sync::atomic::AtomicBool,
+    /// Cluster mode (`--proxy-from`, `--trust-store`, lastseen); empty by default.
+    pub cluster: cluster::Cluster,
     origin: Instant,
 }
 
@@ -206,6 +205,7 @@ impl Shared {
             exec_timeout: Duration::from_secs(600),
             tofu,
             listeners_nodelay: std::sync::atomic::AtomicBool::new(false),
+            cluster: cluster::Cluster::default(),
             origin: Instant::now(),
         })
     }
@@ -315,41 +315,60 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
-        let admitted = {
-            let policy = shared.policy.borrow().clone();
-            let mut a = shared.admission.lock().expect("admission lock");
-            a.admit(&ip, &policy.control)
-        };
-        if let Err(refusal) = admitted {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            use rcf_core::server::admission::Refusal;
-            let by = match &refusal {
-                Refusal::NotAllowed(_) => &shared.stats.refused_not_allowed,
-                Refusal::Denied(_) => &shared.stats.refused_denied,
-                Refusal::Second(_) => &shared.stats.refused_second,
-                Refusal::TooMany { .. } => &shared.stats.refused_too_many,
-            };
-            by.fetch_add(1, Ordering::Relaxed);
-            shared.logger.log(Level::Error, None, &refusal.to_string());
-            drop(stream);
+        // Behind a load balancer (--proxy-from) the PROXY header is read first.
+        let Some(stream) = cluster::at_accept(&shared, stream, addr) else {
             continue;
+        };
+        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
+        if let Some(release) = admit(&shared, ip) {
+            tokio::spawn(serve_admitted(stream, release));
         }
-        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        shared.stats.open.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _release = Release {
-                shared: shared.clone(),
-                ip: ip.clone(),
-            };
-            handle(stream, addr, ip, shared).await;
-        });
     }
 }
 
+/// The accept step: admission of a connection served as `ip` (the TCP
+/// peer, or the client a PROXY header carried) by the current policy
+/// (`allowconnects`, `denyconnects`, `allowallconnects`, `maxconnections`).
+/// On success the slot is held by the returned guard until the
+/// connection's task ends; on refusal it is counted and logged, and the
+/// caller drops the socket without a byte, as 3.21 does.
+pub(crate) fn admit(shared: &Arc<Shared>, ip: String) -> Option<Release> {
+    let admitted = {
+        let policy = shared.policy.borrow().clone();
+        let mut a = shared.admission.lock().expect("admission lock");
+        a.admit(&ip, &policy.control)
+    };
+    if let Err(refusal) = admitted {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        use rcf_core::server::admission::Refusal;
+        let by = match &refusal {
+            Refusal::NotAllowed(_) => &shared.stats.refused_not_allowed,
+            Refusal::Denied(_) => &shared.stats.refused_denied,
+            Refusal::Second(_) => &shared.stats.refused_second,
+            Refusal::TooMany { .. } => &shared.stats.refused_too_many,
+        };
+        by.fetch_add(1, Ordering::Relaxed);
+        shared.logger.log(Level::Error, None, &refusal.to_string());
+        return None;
+    }
+    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    shared.stats.open.fetch_add(1, Ordering::Relaxed);
+    Some(Release {
+        shared: shared.clone(),
+        ip,
+    })
+}
+
+/// Serve an admitted connection as its guard's address, giving the
+/// admission slot back however it ends.
+pub(crate) async fn serve_admitted(stream: TcpStream, release: Release) {
+    let shared = release.shared.clone();
+    serve::handle(stream, release.ip.clone(), shared).await;
+    drop(release);
+}
+
 /// Gives the admission slot back however the task ends.
-struct Release {
+pub(crate) struct Release {
     shared: Arc<Shared>,
     ip: String,
 }
@@ -361,408 +380,4 @@ impl Drop for Release {
         }
         self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Counts a TLS connection that ended before WELCOME, however it ended.
-struct EndCount {
-    shared: Arc<Shared>,
-    established: bool,
-    /// This connection's request latencies, merged in batches and at the end.
-    latency: metrics::LocalLatency,
-}
-
-impl Drop for EndCount {
-    fn drop(&mut self) {
-        if !self.established {
-            self.shared
-                .stats
-                .not_established
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency.flush(&self.shared.stats.detail);
-    }
-}
-
-/// Read what the socket holds into this worker thread's buffer and feed
-/// it to `conn`: a waiting session then owns no read buffer (a 16 KiB one
-/// per connection was 40% of an idle session's memory), and nothing is
-/// zeroed per read.
-fn read_ready(stream: &TcpStream, conn: &mut Connection, now: Now) {
-    thread_local! {
-        static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(16 * 1024));
-    }
-    READ_BUF.with(|b| {
-        let mut buf = b.borrow_mut();
-        buf.clear();
-        match stream.try_read_buf(&mut *buf) {
-            Ok(0) => conn.handle_eof(now),
-            Ok(n) => conn.handle_input(now, &buf[..n]),
-            // Readiness was spurious: wait again.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => conn.handle_eof(now),
-        }
-    });
-}
-
-/// Append to the per-burst output buffer, which starts at 16 KiB when
-/// (re)made: growing it from nothing by doubling cost a measurable share
-/// per burst, and an idle session keeps none (see the wait in `handle`).
-fn extend_out(out: &mut Vec<u8>, bytes: &[u8]) {
-    if out.capacity() == 0 {
-        out.reserve(bytes.len().max(16 * 1024));
-    }
-    out.extend_from_slice(bytes);
-}
-
-/// A machine's log line is printed (through `log`, which adds the peer's
-/// prefix); any other event is a question for the caller to answer.
-pub(crate) fn question(ev: Event, log: &impl Fn(Level, &str)) -> Option<Event> {
-    match ev {
-        Event::Log { level, message } => {
-            log(level, &message);
-            None
-        }
-        q => Some(q),
-    }
-}
-
-/// Logged when a peer stops reading and the write deadline passes.
-const WRITE_STALLED: &str = "Peer stopped reading (write deadline), closing connection";
-
-/// Answer `ev` from the filesystem on the blocking pool (it may block:
-/// hashing, reads, key files, DNS), with `f` as this connection's file
-/// state, which goes back into `files`. `None` if the pool task died.
-pub(crate) async fn answer_on_pool(
-    fs: &Arc<ServerFs>,
-    files: &mut Option<Files>,
-    mut f: Files,
-    ev: Event,
-) -> Option<(Option<rcf_core::server::Answer>, Option<(Level, String)>)> {
-    let fs = fs.clone();
-    let (f, r) = tokio::task::spawn_blocking(move || {
-        let r = fs.answer(&mut f, &ev);
-        (f, r)
-    })
-    .await
-    .ok()?;
-    *files = Some(f);
-    Some(r)
-}
-
-/// Add to `counter` what a machine's running total `now` gained since
-/// `last` (which it then becomes).
-pub(crate) fn add_since(counter: &AtomicU64, last: &mut u64, now: u64) {
-    if now != *last {
-        counter.fetch_add(now - *last, Ordering::Relaxed);
-        *last = now;
-    }
-}
-
-/// Output is written once this much is pending, or when nothing else is.
-const WRITE_BATCH: usize = 64 * 1024;
-
-/// Write and clear `out`; false when the peer did not take it in time.
-async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, deadline: Duration) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let ok = matches!(
-        tokio::time::timeout(deadline, stream.write_all(out)).await,
-        Ok(Ok(()))
-    );
-    out.clear();
-    ok
-}
-
-/// Classic or TLS, from the first bytes (the decision is the core's
-/// [`sniff`]): peeks until it can tell, giving a slow peer until 200 ms
-/// before `deadline` to complete its first segment. `None` when the peer
-/// closed or the deadline passed first.
-async fn classify(stream: &TcpStream, deadline: Duration) -> Option<Protocol> {
-    let mut buf = [0u8; SNIFF_LEN];
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        let n = tokio::time::timeout_at(end, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        if let Some(p) = sniff(&buf[..n]) {
-            return Some(p);
-        }
-        if tokio::time::Instant::now() + Duration::from_millis(200) > end {
-            return Some(SHORT_FIRST_SEGMENT);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn handle(mut stream: TcpStream, _addr: SocketAddr, ip: String, shared: Arc<Shared>) {
-    let log = |l: Level, m: &str| shared.logger.log(l, Some(&ip), m);
-    // The handshake deadline runs from here (accept) to WELCOME.
-    let accepted = shared.now();
-    log(Level::Info, "Accepting connection");
-    if !shared.listeners_nodelay.load(Ordering::Relaxed) {
-        let _ = stream.set_nodelay(true);
-    }
-    let handshake = Duration::from_millis(shared.cfg.handshake_timeout_ms);
-    match classify(&stream, handshake).await {
-        None if shared.now().mono_ms >= accepted.mono_ms + shared.cfg.handshake_timeout_ms => {
-            log(
-                Level::Info,
-                "Connection timed out before the peer sent anything, closing",
-            );
-            return;
-        }
-        None => {
-            log(
-                Level::Verbose,
-                "Peer closed TCP connection without sending data!",
-            );
-            return;
-        }
-        Some(Protocol::Classic) => {
-            log(
-                Level::Verbose,
-                "Peeked CAUTH in TCP stream, considering the protocol as Classic",
-            );
-            shared.stats.classic.fetch_add(1, Ordering::Relaxed);
-            return classic::handle_classic(stream, ip.clone(), shared.clone()).await;
-        }
-        Some(Protocol::Tls) => log(
-            Level::Verbose,
-            "Peeked nothing important in TCP stream, considering the protocol as TLS",
-        ),
-    }
-    let tls = match shared.tls.accept() {
-        Ok(t) => t,
-        Err(e) => {
-            log(
-                Level::Error,
-                &format!("Failed to accept TLS connection: {e}"),
-            );
-            return;
-        }
-    };
-    let mut end = EndCount {
-        shared: shared.clone(),
-        established: false,
-        latency: Default::default(),
-    };
-    let mut policy_rx = shared.policy.subscribe();
-    let policy = policy_rx.borrow_and_update().clone();
-    let mut conn = Connection::new(
-        tls,
-        shared.cfg.clone(),
-        rcf_core::server::tofu::gated_view(policy, shared.tofu.clone()),
-        ip.clone(),
-        accepted,
-    );
-    // (requests read, when the latest started, its label) for latency metrics
-    let mut timing: (u64, Option<(Instant, &'static str)>) = (0, None);
-    let mut files = Some(Files::default());
-    let mut run: Option<exec::Run> = None;
-    let mut out: Vec<u8> = Vec::new();
-    let mut established = false;
-    let mut served = 0u64;
-    let mut denied = 0u64;
-    let sleep = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(sleep);
-    let mut armed: Option<u64> = None;
-    // The clock as read once per burst of quick answers (reset on each wait).
-    let mut now: Option<Now> = None;
-    loop {
-        if let Some(s) = conn.session() {
-            let (n, text) = s.last_request();
-            if n != timing.0 {
-                // A new request was read since we last looked: the previous
-                // one (if any) ended when this one arrived.
-                if let Some((t0, label)) = timing.1.take() {
-                    end.latency
-                        .observe(label, t0.elapsed(), &shared.stats.detail);
-                }
-                timing = (
-                    n,
-                    Some((Instant::now(), rcf_core::request::metric_label(text))),
-                );
-            }
-        }
-        // Send what is pending in one write (a STAT reply is two records;
-        // one syscall per record showed up in profiles), bounded by the
-        // write deadline.
-        while let Some(bytes) = conn.poll_transmit() {
-            extend_out(&mut out, &bytes);
-        }
-        if !send(&mut stream, &mut out, shared.write_timeout).await {
-            log(Level::Info, WRITE_STALLED);
-            return;
-        }
-        // Answer every question; answers may produce more output.
-        let mut progressed = false;
-        while let Some(ev) = conn.poll_event() {
-            progressed = true;
-            let Some(ev) = question(ev, &log) else {
-                continue;
-            };
-            if let Some(answer) = exec::handle(&shared, &ip, &ev, &mut run).await {
-                if let Some(a) = answer {
-                    if let Err(e) = conn.handle_answer(shared.now(), a) {
-                        log(Level::Error, &format!("internal: {e}"));
-                        return;
-                    }
-                }
-                break;
-            }
-            // Metadata questions (realpath, stat, listing, open) and digest
-            // cache hits take microseconds: answer them here. Handing each to
-            // the blocking pool cost two thread switches per question, which
-            // dominated the server's profile. Hashing, reads, key files and
-            // DNS may block, so they still go to the pool.
-            let mut f = files.take().unwrap_or_default();
-            let quick = match &ev {
-                Event::Digest { path } => shared
-                    .fs
-                    .peek_digest(&mut f, path)
-                    .map(|d| (Some(rcf_core::server::Answer::Digest(Some(d))), None)),
-                e @ Event::LookupKey { .. } => shared.fs.quick_key(e).map(|a| (Some(a), None)),
-                e if ServerFs::is_quick(e) => Some(shared.fs.answer(&mut f, e)),
-                _ => None,
-            };
-            let (answer, note) = match quick {
-                Some(r) => {
-                    files = Some(f);
-                    // Quick answers of one burst share one clock reading.
-                    now = Some(now.unwrap_or_else(|| shared.now()));
-                    r
-                }
-                None => match answer_on_pool(&shared.fs, &mut files, f, ev).await {
-                    Some(r) => {
-                        now = Some(shared.now());
-                        r
-                    }
-                    None => return,
-                },
-            };
-            if let Some((level, msg)) = note {
-                log(level, &msg);
-            }
-            if let Some(a) = answer {
-                if let Err(e) = conn.handle_answer(now.unwrap_or_else(|| shared.now()), a) {
-                    log(Level::Error, &format!("internal: {e}"));
-                    return;
-                }
-            }
-            // Answer pipelined requests back to back, writing whenever a
-            // batch fills (a GET's reads fill one each, so large files
-            // stream with bounded memory); the rest goes out before the
-            // next wait, at the top of the loop.
-            if conn.pending_output() >= WRITE_BATCH {
-                while let Some(bytes) = conn.poll_transmit() {
-                    extend_out(&mut out, &bytes);
-                }
-            }
-            if out.len() >= WRITE_BATCH {
-                if !send(&mut stream, &mut out, shared.write_timeout).await {
-                    log(Level::Info, WRITE_STALLED);
-                    return;
-                }
-                now = None;
-            }
-        }
-        if progressed {
-            continue;
-        }
-        if !established && conn.session().map(|s| s.is_established()).unwrap_or(false) {
-            established = true;
-            end.established = true;
-            shared.stats.established.fetch_add(1, Ordering::Relaxed);
-            if let Some(s) = conn.session() {
-                if let Some(others) = shared.stats.detail.saw_key(&s.peer().key_id, &ip) {
-                    log(
-                        Level::Notice,
-                        &format!(
-                            "Key {} was already seen from {} (cloned host, or a moved one?)",
-                            s.peer().key_id,
-                            others.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
-        if let Some(s) = conn.session() {
-            add_since(&shared.stats.bytes_served, &mut served, s.bytes_served());
-            add_since(
-                &shared.stats.denied_requests,
-                &mut denied,
-                s.requests_denied(),
-            );
-        }
-        if conn.is_closing() {
-            break;
-        }
-        if policy_rx.has_changed().unwrap_or(false) {
-            let p = policy_rx.borrow_and_update().clone();
-            conn.set_policy(rcf_core::server::tofu::gated_view(p, shared.tofu.clone()));
-        }
-        // Everything asked was answered and sent: the request is done.
-        if let Some((t0, label)) = timing.1.take() {
-            end.latency
-                .observe(label, t0.elapsed(), &shared.stats.detail);
-        }
-        // One timer per connection, moved only when the deadline comes
-        // earlier or more than a second later than armed: re-arming a timer
-        // for every request showed in profiles. Firing early is harmless
-        // (`handle_timeout` checks the real deadline), then it is re-armed.
-        let want = conn.poll_timeout();
-        if let Some(w) = want {
-            if armed.is_none_or(|a| w < a || w > a + 1000) {
-                sleep.as_mut().reset(tokio::time::Instant::from_std(
-                    shared.origin + Duration::from_millis(w),
-                ));
-                armed = Some(w);
-            }
-        }
-        now = None;
-        // Everything that arrived together is answered: the next lookups
-        // must see the filesystem afresh (see `Files::end_burst`).
-        if let Some(f) = files.as_mut() {
-            f.end_burst();
-        }
-        // An idle session keeps no output buffer (re-made per burst).
-        if out.is_empty() && out.capacity() > 0 {
-            out = Vec::new();
-        }
-        tokio::select! {
-            r = stream.readable() => match r {
-                Ok(()) => read_ready(&stream, &mut conn, shared.now()),
-                Err(_) => conn.handle_eof(shared.now()),
-            },
-            _ = &mut sleep, if want.is_some() => {
-                armed = None;
-                conn.handle_timeout(shared.now());
-            }
-            // `changed()` marks the new value seen, so apply it here: the
-            // `has_changed()` check above would not see it again.
-            r = policy_rx.changed() => {
-                if r.is_ok() {
-                    let p = policy_rx.borrow_and_update().clone();
-                    conn.set_policy(rcf_core::server::tofu::gated_view(p, shared.tofu.clone()));
-                }
-            }
-        }
-    }
-    // Flush what is left (a final refusal, an alert), then close without
-    // close_notify, as 3.21 does.
-    while let Some(bytes) = conn.poll_transmit() {
-        if tokio::time::timeout(shared.write_timeout, stream.write_all(&bytes))
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    end.established = established;
-    log(Level::Info, "Closing connection, terminating thread");
 }

@@ -1,18 +1,26 @@
 //! The client side of a classic (protocol v1) connection: the `CAUTH` /
 //! `SAUTH` key exchange as cf-agent runs it (`IdentifyAgent`,
 //! `AuthenticateAgent`), then `STAT`, `GET`, `OPENDIR`, `MD5` and `VERSION`,
-//! each plain or in its encrypted `S*` form (PROTOCOL.md §7).
+//! each plain or in its encrypted `S*` form (PROTOCOL.md §7), and
+//! cf-runagent's `EXEC` (always plain, as cf-runagent sends it).
 //!
 //! # Driving it
 //! ```text
-//! let mut c = ClassicClient::new(cfg, &mut rng);        // queues C0..C3
-//! loop { write every c.poll_transmit(); read bytes; c.handle_input(&bytes, &mut rng)?;
+//! let mut c = ClassicClient::new(cfg, now, &mut rng)?;  // queues C0..C3
+//! loop { write every c.poll_transmit(); wait for bytes or c.poll_timeout();
+//!        c.handle_input(now, &bytes, &mut rng) or c.handle_timeout(now);
 //!        handle every c.poll_event() }                  // until Authenticated
-//! c.stat(unix_now, b"/srv/file", encrypt)?;            // one request at a time
-//! ... Stat(reply) ... c.get(b"/srv/file", reply.size, encrypt)?; ... Data ... FileDone
+//! c.stat(now, b"/srv/file", encrypt)?;                 // one request at a time
+//! ... Stat(reply) ... c.get(now, b"/srv/file", reply.size, encrypt)?; ... Data ... FileDone
 //! ```
 //! The machine is lock-step: a request may be issued only when
-//! [`ClassicClient::is_idle`]. Any `Err` is final: close the socket.
+//! [`ClassicClient::is_idle`]. It follows the error split of
+//! [`crate::machine`]: what the server did wrong (bad bytes, a refused
+//! key, silence past [`ClientConfig::timeout_ms`]) comes as
+//! [`ClientEvent::Failed`], after which the machine [is
+//! closed](ClassicClient::is_closed): close the socket. An `Err` from a
+//! request method is the caller's mistake (busy, desynchronised, too
+//! long) and changes nothing.
 //!
 //! # For the rcf-agent integration (`--protocol classic [--encrypt]`)
 //! * Connect plain TCP (no TLS, no peek games: the server classifies us by
@@ -39,6 +47,7 @@ use rand_core::{CryptoRng, RngCore};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 
 use crate::frame::{self, c_str, Decoder, Status, Transaction};
+use crate::machine::Now;
 use crate::reply::{self, OpendirChunk, StatReply};
 use crate::request;
 
@@ -69,6 +78,10 @@ pub struct ClientConfig {
     /// Accept an unknown server key (cf-agent `trustkey`). Only consulted
     /// when `server_key` is `None`.
     pub trust_server: bool,
+    /// How long the server may stay silent while a reply (or the next step
+    /// of the key exchange) is due, in ms, before [`ClientEvent::Failed`]
+    /// with [`ClassicClientError::Timeout`].
+    pub timeout_ms: u64,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -79,6 +92,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("user", &self.user)
             .field("server_key_known", &self.server_key.is_some())
             .field("trust_server", &self.trust_server)
+            .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
 }
@@ -112,11 +126,23 @@ pub enum ClientEvent {
     },
     /// A `VERSION` reply text (`OK: 3.21.0`).
     Version(String),
+    /// One line of `EXEC` output, as the server sent it (`> …`, `BAD: …`,
+    /// `(exit code: N)`), without its C-string terminator.
+    ExecLine(Vec<u8>),
+    /// The `EXEC` output ended (`CFD_TERMINATOR`); the remote exit code
+    /// when a `(exit code: N)` line reported one.
+    ExecDone(Option<i32>),
     /// The server refused the request; the text is its reply.
     Refused(String),
+    /// The server did something wrong (or stayed silent too long): the
+    /// machine is closed, the request outstanding gets no reply.
+    Failed(ClassicClientError),
 }
 
-/// A fatal client error: the connection must be closed.
+/// Why a classic connection failed. Raised by the server's behaviour, these
+/// arrive as [`ClientEvent::Failed`]; `Busy`, `Desynchronised`, `TooLong`
+/// and `Failed` are the caller's mistakes, returned as `Err` by the request
+/// methods (and `new`, with `Crypto`, for a server key it cannot use).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassicClientError {
     /// The byte stream is not valid transaction framing.
@@ -146,6 +172,12 @@ pub enum ClassicClientError {
     /// The source file changed on the server during the transfer.
     #[error("Source changed while copying")]
     Changed,
+    /// The server closed the connection while a reply was due.
+    #[error("connection closed by the server")]
+    HungUp,
+    /// Nothing arrived from the server for longer than the reply deadline.
+    #[error("Timeout waiting for the server ({0} ms)")]
+    Timeout(u64),
     /// The data did not add up to the size announced by STAT.
     #[error("transfer size mismatch: expected {expected}, got {got}")]
     SizeMismatch {
@@ -194,7 +226,14 @@ enum Pending {
     },
     Md5,
     Version,
+    Exec {
+        code: Option<i32>,
+        lines: usize,
+    },
 }
+
+/// Most `EXEC` output lines accepted before the server is considered hostile.
+pub const MAX_EXEC_LINES: usize = 1_000_000;
 
 /// One classic client connection.
 pub struct ClassicClient {
@@ -210,18 +249,25 @@ pub struct ClassicClient {
     events: VecDeque<ClientEvent>,
     failed: bool,
     desync: bool,
+    /// When the server's next bytes are due (monotonic ms), while a reply
+    /// or a key-exchange step is outstanding.
+    deadline: u64,
 }
 
 impl ClassicClient {
     /// Start a connection: queues `CAUTH`, `SAUTH` (with a fresh nonce,
     /// encrypted to the server's key when one is configured) and our
     /// public key's modulus and exponent, as cf-agent sends them back to back.
+    /// The key-exchange deadline starts at `now`. `Err` when the
+    /// configuration cannot be sent (names too long, an unusable server key).
     pub fn new<R: RngCore + CryptoRng>(
         cfg: ClientConfig,
+        now: Now,
         rng: &mut R,
     ) -> Result<Self, ClassicClientError> {
         let nonce = crypto::nonce_mpi(rng);
         let mut c = ClassicClient {
+            deadline: now.mono_ms.saturating_add(cfg.timeout_ms),
             server_key: cfg.server_key.clone(),
             cfg,
             nonce,
@@ -282,36 +328,69 @@ impl ClassicClient {
         self.cipher.as_ref()
     }
 
-    /// The server closed the connection. An error if a reply was still due.
-    pub fn handle_eof(&mut self) -> Result<(), ClassicClientError> {
-        if matches!(self.pending, Pending::None) {
-            return Ok(());
-        }
-        self.failed = true;
-        Err(ClassicClientError::Unexpected(
-            "connection closed by the server".into(),
-        ))
+    /// Whether the machine failed ([`ClientEvent::Failed`] was queued):
+    /// close the socket once `poll_transmit` is drained.
+    pub fn is_closed(&self) -> bool {
+        self.failed
     }
 
-    /// Bytes read from the socket. Randomness is needed when these bytes
-    /// complete the key exchange (the session key and its RSA padding).
-    pub fn handle_input<R: RngCore + CryptoRng>(
-        &mut self,
-        bytes: &[u8],
-        rng: &mut R,
-    ) -> Result<(), ClassicClientError> {
-        if self.failed {
-            return Err(ClassicClientError::Failed);
+    /// The peer's mistake: the machine closes and says why.
+    fn fail(&mut self, e: ClassicClientError) {
+        if !self.failed {
+            self.failed = true;
+            self.events.push_back(ClientEvent::Failed(e));
         }
+    }
+
+    /// The server closed the connection: [`ClientEvent::Failed`] with
+    /// [`ClassicClientError::HungUp`] if a reply was still due, except
+    /// during `EXEC`, whose output then ends there
+    /// ([`ClientEvent::ExecDone`]) as cf-runagent stops reading at the
+    /// first failed receive (a refused `EXEC` is `BAD: …` and a close).
+    pub fn handle_eof(&mut self, _now: Now) {
+        if let Pending::Exec { code, .. } = self.pending {
+            self.pending = Pending::None;
+            self.failed = true;
+            self.events.push_back(ClientEvent::ExecDone(code));
+            return;
+        }
+        if !matches!(self.pending, Pending::None) {
+            self.fail(ClassicClientError::HungUp);
+        }
+    }
+
+    /// Bytes read from the socket; the reply deadline restarts at `now`.
+    /// Randomness is needed when these bytes complete the key exchange (the
+    /// session key and its RSA padding).
+    pub fn handle_input<R: RngCore + CryptoRng>(&mut self, now: Now, bytes: &[u8], rng: &mut R) {
+        if self.failed {
+            return;
+        }
+        self.deadline = now.mono_ms.saturating_add(self.cfg.timeout_ms);
         let r = self
             .decoder
             .push(bytes)
             .map_err(ClassicClientError::from)
             .and_then(|_| self.drive(rng));
-        if r.is_err() {
-            self.failed = true;
+        if let Err(e) = r {
+            self.fail(e);
         }
-        r
+    }
+
+    /// When to call [`handle_timeout`](ClassicClient::handle_timeout), in
+    /// monotonic ms: while the key exchange runs or a reply is due; `None`
+    /// when idle or closed (an idle connection waits on its caller).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        (!self.failed && !matches!(self.pending, Pending::None)).then_some(self.deadline)
+    }
+
+    /// A deadline may have passed: a server silent past it fails the
+    /// machine with [`ClassicClientError::Timeout`].
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.poll_timeout().is_some_and(|d| now.mono_ms >= d) {
+            self.fail(ClassicClientError::Timeout(self.cfg.timeout_ms));
+        }
     }
 
     // ---- requests -------------------------------------------------------
@@ -331,6 +410,7 @@ impl ClassicClient {
 
     fn request(
         &mut self,
+        now: Now,
         word: &str,
         plain: Vec<u8>,
         encrypt: bool,
@@ -351,19 +431,17 @@ impl ClassicClient {
         }
         self.push(Status::Done, &payload)?;
         self.pending = pending;
+        self.deadline = now.mono_ms.saturating_add(self.cfg.timeout_ms);
         Ok(())
     }
 
-    /// `SYNCH <now> STAT <path>` (or `SSYNCH`). Replies: [`ClientEvent::Stat`] or `Refused`.
-    pub fn stat(
-        &mut self,
-        unix_now: i64,
-        path: &[u8],
-        encrypt: bool,
-    ) -> Result<(), ClassicClientError> {
+    /// `SYNCH <now> STAT <path>` (or `SSYNCH`), with the wall-clock
+    /// seconds of `now`. Replies: [`ClientEvent::Stat`] or `Refused`.
+    pub fn stat(&mut self, now: Now, path: &[u8], encrypt: bool) -> Result<(), ClassicClientError> {
         self.request(
+            now,
             "SSYNCH",
-            request::encode_stat(unix_now, path),
+            request::encode_stat(now.unix_s, path),
             encrypt,
             Pending::Stat { first: None },
         )
@@ -372,7 +450,13 @@ impl ClassicClient {
     /// `GET 2048 <path>` (or `SGET`) of a file whose size a `STAT` just
     /// gave. Replies: `Data`… then `FileDone`, or `Refused`. A zero size
     /// sends nothing and completes at once, as cf-agent does.
-    pub fn get(&mut self, path: &[u8], size: u64, encrypt: bool) -> Result<(), ClassicClientError> {
+    pub fn get(
+        &mut self,
+        now: Now,
+        path: &[u8],
+        size: u64,
+        encrypt: bool,
+    ) -> Result<(), ClassicClientError> {
         if size == 0 {
             self.ready()?;
             self.events.push_back(ClientEvent::FileDone);
@@ -381,9 +465,10 @@ impl ClassicClient {
         if encrypt {
             let mut p = b"GET dummykey ".to_vec();
             p.extend_from_slice(path);
-            self.request("SGET", p, true, Pending::GetSealed { size, got: 0 })
+            self.request(now, "SGET", p, true, Pending::GetSealed { size, got: 0 })
         } else {
             self.request(
+                now,
                 "GET",
                 request::encode_get(GET_BUFSIZE, path),
                 false,
@@ -393,8 +478,14 @@ impl ClassicClient {
     }
 
     /// `OPENDIR <dir>` (or `SOPENDIR`). Replies: [`ClientEvent::Listing`] or `Refused`.
-    pub fn opendir(&mut self, path: &[u8], encrypt: bool) -> Result<(), ClassicClientError> {
+    pub fn opendir(
+        &mut self,
+        now: Now,
+        path: &[u8],
+        encrypt: bool,
+    ) -> Result<(), ClassicClientError> {
         self.request(
+            now,
             "SOPENDIR",
             request::encode_opendir(path),
             encrypt,
@@ -409,11 +500,13 @@ impl ClassicClient {
     /// `MD5 <path>\0\0<digest>` (or `SMD5`). Replies: [`ClientEvent::Md5`] or `Refused`.
     pub fn md5(
         &mut self,
+        now: Now,
         path: &[u8],
         digest: &[u8; 16],
         encrypt: bool,
     ) -> Result<(), ClassicClientError> {
         self.request(
+            now,
             "SMD5",
             request::encode_md5(path, digest),
             encrypt,
@@ -422,8 +515,36 @@ impl ClassicClient {
     }
 
     /// `VERSION`. Replies: [`ClientEvent::Version`].
-    pub fn version(&mut self) -> Result<(), ClassicClientError> {
-        self.request("VERSION", b"VERSION".to_vec(), false, Pending::Version)
+    pub fn version(&mut self, now: Now) -> Result<(), ClassicClientError> {
+        self.request(now, "VERSION", b"VERSION".to_vec(), false, Pending::Version)
+    }
+
+    /// `EXEC<args>` (cf-runagent's `HailExec`: `args` is `" -D…"` /
+    /// `" -b …"` or empty), followed at once by each non-empty class of
+    /// `select` (at most 9, as the TLS client) and `CFD_TERMINATOR`, all
+    /// plain transactions as cf-runagent sends them whatever the protocol.
+    /// Replies: [`ClientEvent::ExecLine`]… then [`ClientEvent::ExecDone`].
+    pub fn exec(
+        &mut self,
+        now: Now,
+        args: &[u8],
+        select: &[Vec<u8>],
+    ) -> Result<(), ClassicClientError> {
+        let cmd = [b"EXEC".as_slice(), args].concat();
+        self.request(
+            now,
+            "EXEC",
+            cmd,
+            false,
+            Pending::Exec {
+                code: None,
+                lines: 0,
+            },
+        )?;
+        for class in select.iter().filter(|c| !c.is_empty()).take(9) {
+            self.push(Status::Done, &class[..class.len().min(frame::MAX_PAYLOAD)])?;
+        }
+        self.push(Status::Done, reply::TERMINATOR)
     }
 
     // ---- replies --------------------------------------------------------
@@ -571,6 +692,27 @@ impl ClassicClient {
                     self.events.push_back(ClientEvent::Md5 { differs: false });
                 } else {
                     self.refused(p);
+                }
+            }
+            Pending::Exec { code, lines } => {
+                let line = c_str(p);
+                if line.starts_with(reply::TERMINATOR) {
+                    self.events.push_back(ClientEvent::ExecDone(code));
+                } else {
+                    if lines + 1 > MAX_EXEC_LINES {
+                        return Err(ClassicClientError::Unexpected("endless EXEC output".into()));
+                    }
+                    let code = match line.strip_prefix(b"(exit code: ") {
+                        Some(n) => std::str::from_utf8(n)
+                            .ok()
+                            .and_then(|t| t.trim_end().trim_end_matches(')').parse().ok()),
+                        None => code,
+                    };
+                    self.events.push_back(ClientEvent::ExecLine(line.to_vec()));
+                    self.pending = Pending::Exec {
+                        code,
+                        lines: lines + 1,
+                    };
                 }
             }
             Pending::Version => {

@@ -13,7 +13,7 @@ use super::*;
 use crate::frame::{Decoder, Status};
 use crate::machine::io::{KeyStatus, Now};
 use crate::machine::Config;
-use crate::testing::{ClassicClientMachine, ClassicPair, Node, World};
+use crate::testing::{ClassicPair, Node, World};
 
 fn keys() -> &'static (Arc<RsaPrivateKey>, Arc<RsaPrivateKey>) {
     static K: OnceLock<(Arc<RsaPrivateKey>, Arc<RsaPrivateKey>)> = OnceLock::new();
@@ -125,6 +125,7 @@ fn new_pair(
         key: ckey,
         server_key: known_server_key.then(|| skey.to_public_key()),
         trust_server,
+        timeout_ms: 30_000,
     };
     let mut p = Pair::classic(world, Arc::new(pol), Config::default(), skey, cfg);
     p.set_wall_clock(NOW.unix_s);
@@ -146,17 +147,26 @@ trait Run {
 impl Run for Pair {
     fn run(&mut self) -> Result<(), ClassicClientError> {
         self.drive();
-        match self.client_events.iter().position(|e| e.is_err()) {
-            Some(i) => Err(self.client_events.remove(i).unwrap_err()),
+        match self
+            .client_events
+            .iter()
+            .position(|e| matches!(e, ClientEvent::Failed(_)))
+        {
+            Some(i) => match self.client_events.remove(i) {
+                ClientEvent::Failed(e) => Err(e),
+                _ => unreachable!("matched Failed above"),
+            },
             None => Ok(()),
         }
     }
 
     fn events(&mut self) -> Vec<ClientEvent> {
-        self.take_events()
-            .into_iter()
-            .map(|e| e.expect("a client error"))
-            .collect()
+        let ev = self.take_events();
+        assert!(
+            !ev.iter().any(|e| matches!(e, ClientEvent::Failed(_))),
+            "a client error: {ev:?}"
+        );
+        ev
     }
 
     fn log(&self) -> Vec<String> {
@@ -235,7 +245,7 @@ fn handshake_flag_n_shapes_match_the_vectors() {
         "{:?}",
         p.log()
     );
-    p.client.version().unwrap();
+    p.client.version(p.now).unwrap();
     p.run().unwrap();
     assert_eq!(p.events(), vec![ClientEvent::Version("OK: 3.21.0".into())]);
 }
@@ -320,13 +330,13 @@ fn stat_get_plain_and_encrypted() {
         let mut p = authed(srv_pol());
         for name in ["hello.txt", "big.bin"] {
             let path = format!("/srv/{name}");
-            p.client.stat(NOW.unix_s, path.as_bytes(), enc).unwrap();
+            p.client.stat(p.now, path.as_bytes(), enc).unwrap();
             p.run().unwrap();
             let ev = p.events();
             let ClientEvent::Stat(st) = &ev[0] else {
                 panic!("{ev:?}")
             };
-            p.client.get(path.as_bytes(), st.size, enc).unwrap();
+            p.client.get(p.now, path.as_bytes(), st.size, enc).unwrap();
             p.run().unwrap();
             let ev = p.events();
             assert_eq!(ev.last(), Some(&ClientEvent::FileDone), "{ev:?}");
@@ -337,7 +347,7 @@ fn stat_get_plain_and_encrypted() {
             );
         }
         // Empty file: nothing sent, done at once.
-        p.client.get(b"/srv/empty.txt", 0, enc).unwrap();
+        p.client.get(p.now, b"/srv/empty.txt", 0, enc).unwrap();
         p.run().unwrap();
         assert_eq!(p.events(), vec![ClientEvent::FileDone]);
         assert!(p.client.is_idle());
@@ -348,7 +358,7 @@ fn stat_get_plain_and_encrypted() {
 fn sget_chunks_are_4064_bytes_of_plaintext() {
     let mut p = authed(srv_pol());
     let before = p.server_bytes.len();
-    p.client.get(b"/srv/big.bin", 10_000, true).unwrap();
+    p.client.get(p.now, b"/srv/big.bin", 10_000, true).unwrap();
     p.run().unwrap();
     let mut d = Decoder::new();
     d.push(&p.server_bytes[before..]).unwrap();
@@ -369,7 +379,7 @@ fn sget_chunks_are_4064_bytes_of_plaintext() {
 #[test]
 fn symlink_is_reported_as_a_link() {
     let mut p = authed(srv_pol());
-    p.client.stat(NOW.unix_s, b"/srv/link.txt", false).unwrap();
+    p.client.stat(p.now, b"/srv/link.txt", false).unwrap();
     p.run().unwrap();
     let ev = p.events();
     let ClientEvent::Stat(st) = &ev[0] else {
@@ -383,7 +393,7 @@ fn symlink_is_reported_as_a_link() {
 fn refusals_keep_or_close_per_command() {
     // Denied STAT: refused, kept.
     let mut p = authed(srv_pol());
-    p.client.stat(NOW.unix_s, b"/secret/s.txt", false).unwrap();
+    p.client.stat(p.now, b"/secret/s.txt", false).unwrap();
     p.run().unwrap();
     assert!(
         matches!(&p.events()[..], [ClientEvent::Refused(t)] if t.as_bytes() == crate::reply::FAILED)
@@ -397,40 +407,75 @@ fn refusals_keep_or_close_per_command() {
         p.log()
     );
     // Missing, then a good copy on the same connection.
-    p.client.stat(NOW.unix_s, b"/srv/missing", true).unwrap();
+    p.client.stat(p.now, b"/srv/missing", true).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.log().iter().any(|l| l.starts_with(
         "Couldn't resolve (realpath: No such file or directory) filename: /srv/missing"
     )));
-    p.client.stat(NOW.unix_s, b"/srv/hello.txt", false).unwrap();
+    p.client.stat(p.now, b"/srv/hello.txt", false).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.events()[..], [ClientEvent::Stat(_)]));
     // Denied OPENDIR closes.
-    p.client.opendir(b"/secret", false).unwrap();
+    p.client.opendir(p.now, b"/secret", false).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.server.is_closing());
+    // The ACL denial was reported as a typed event; the missing file and
+    // the unresolvable directory were not ACL decisions.
+    assert_eq!(p.world.denials, [("STAT", "/secret/s.txt".to_string())]);
 }
 
 #[test]
 fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
     let mut p = authed(srv_pol());
-    p.client.get(b"/secret/s.txt", 3, false).unwrap();
+    p.client.get(p.now, b"/secret/s.txt", 3, false).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.client.is_desynchronised());
     assert_eq!(
-        p.client.stat(1, b"/srv/hello.txt", false),
+        p.client.stat(p.now, b"/srv/hello.txt", false),
         Err(ClassicClientError::Desynchronised)
     );
     assert!(!p.server.is_closing(), "GET refusals keep the connection");
+    assert_eq!(p.world.denials, [("GET", "/secret/s.txt".to_string())]);
+}
+
+#[test]
+fn exec_refused_by_a_classic_server_ends_at_its_close() {
+    // rcf's classic server has no cfruncommand: BAD and close, which ends
+    // the output as cf-runagent's failed receive does.
+    let mut p = authed(srv_pol());
+    p.client
+        .exec(p.now, b" -D role1", &[b"linux".to_vec(), Vec::new()])
+        .unwrap();
+    assert_eq!(
+        p.client.exec(p.now, b"", &[]),
+        Err(ClassicClientError::Busy)
+    );
+    p.run().unwrap();
+    assert!(p.server.is_closing());
+    p.client.handle_eof(p.now);
+    p.run().unwrap();
+    let ev = p.events();
+    assert!(
+        matches!(&ev[..], [ClientEvent::ExecLine(l), ClientEvent::ExecDone(None)] if l.starts_with(b"BAD:")),
+        "{ev:?}"
+    );
+    assert!(
+        p.log()
+            .iter()
+            .any(|l| l == "EXEC denied due to empty cfruncommand"),
+        "{:?}",
+        p.log()
+    );
+    assert!(!p.client.is_idle());
 }
 
 #[test]
 fn denied_sget_closes() {
     let mut p = authed(srv_pol());
-    p.client.get(b"/secret/s.txt", 3, true).unwrap();
+    p.client.get(p.now, b"/secret/s.txt", 3, true).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     assert!(p.server.is_closing());
@@ -442,7 +487,7 @@ fn ownership_rule_and_maproot() {
     let mut p = new_pair(srv_pol(), world(), "alice", false, true);
     p.run().unwrap();
     p.events();
-    p.client.get(b"/srv/private.txt", 5, true).unwrap();
+    p.client.get(p.now, b"/srv/private.txt", 5, true).unwrap();
     p.run().unwrap();
     assert!(matches!(&p.events()[..], [ClientEvent::Refused(_)]));
     // ... unless maproot matches.
@@ -454,7 +499,7 @@ fn ownership_rule_and_maproot() {
     let mut p = new_pair(pol, world(), "alice", false, true);
     p.run().unwrap();
     p.events();
-    p.client.get(b"/srv/private.txt", 5, false).unwrap();
+    p.client.get(p.now, b"/srv/private.txt", 5, false).unwrap();
     p.run().unwrap();
     assert_eq!(data_of(&p.events()), b"mine\n");
 }
@@ -462,10 +507,10 @@ fn ownership_rule_and_maproot() {
 /// `/srv` admitted to everyone, but only over an encrypted connection.
 fn only_encrypted() -> Pol {
     Pol {
-    trust: true,
-    admit: vec![("/srv".into(), true, false)],
-    deny: vec![],
-}
+        trust: true,
+        admit: vec![("/srv".into(), true, false)],
+        deny: vec![],
+    }
 }
 
 /// The last request was refused, with 3.21's `ifencrypted` log line.
@@ -483,11 +528,11 @@ fn assert_refused_for_want_of_encryption(p: &mut Pair) {
 #[test]
 fn ifencrypted_refuses_plain_get_but_serves_sget() {
     let mut p = authed(only_encrypted());
-    p.client.get(b"/srv/hello.txt", 26, false).unwrap();
+    p.client.get(p.now, b"/srv/hello.txt", 26, false).unwrap();
     p.run().unwrap();
     assert_refused_for_want_of_encryption(&mut p);
     let mut p = authed(only_encrypted());
-    p.client.get(b"/srv/hello.txt", 26, true).unwrap();
+    p.client.get(p.now, b"/srv/hello.txt", 26, true).unwrap();
     p.run().unwrap();
     assert_eq!(data_of(&p.events()), b"hello from cf-serverd lab\n");
 }
@@ -498,12 +543,15 @@ fn ifencrypted_refuses_plain_get_but_serves_sget() {
 #[test]
 fn ifencrypted_refuses_plain_opendir_and_closes_but_serves_sopendir() {
     let mut p = authed(only_encrypted());
-    p.client.opendir(b"/srv", false).unwrap();
+    p.client.opendir(p.now, b"/srv", false).unwrap();
     p.run().unwrap();
     assert_refused_for_want_of_encryption(&mut p);
-    assert!(p.server.is_closing(), "a refused OPENDIR closes, as in 3.21");
+    assert!(
+        p.server.is_closing(),
+        "a refused OPENDIR closes, as in 3.21"
+    );
     let mut p = authed(only_encrypted());
-    p.client.opendir(b"/srv", true).unwrap();
+    p.client.opendir(p.now, b"/srv", true).unwrap();
     p.run().unwrap();
     assert_eq!(
         p.events(),
@@ -517,7 +565,7 @@ fn ifencrypted_refuses_plain_opendir_and_closes_but_serves_sopendir() {
 fn opendir_md5_and_shortcut_both_ways() {
     for enc in [false, true] {
         let mut p = authed(srv_pol());
-        p.client.opendir(b"/srv", enc).unwrap();
+        p.client.opendir(p.now, b"/srv", enc).unwrap();
         p.run().unwrap();
         let ev = p.events();
         assert_eq!(
@@ -527,10 +575,12 @@ fn opendir_md5_and_shortcut_both_ways() {
             )]
         );
         let d = crypto::digest(b"hello from cf-serverd lab\n");
-        p.client.md5(b"share/hello.txt", &d, enc).unwrap();
+        p.client.md5(p.now, b"share/hello.txt", &d, enc).unwrap();
         p.run().unwrap();
         assert_eq!(p.events(), vec![ClientEvent::Md5 { differs: false }]);
-        p.client.md5(b"/srv/hello.txt", &[0; 16], enc).unwrap();
+        p.client
+            .md5(p.now, b"/srv/hello.txt", &[0; 16], enc)
+            .unwrap();
         p.run().unwrap();
         assert_eq!(p.events(), vec![ClientEvent::Md5 { differs: true }]);
     }
@@ -616,8 +666,9 @@ fn wrong_server_key_flag_y_is_refused() {
         key: ckey.clone(),
         server_key: Some(ckey.to_public_key()),
         trust_server: false,
+        timeout_ms: 30_000,
     };
-    p.client = ClassicClientMachine::new(ClassicClient::new(cfg, &mut p.world.rng).unwrap());
+    p.client = ClassicClient::new(cfg, p.now, &mut p.world.rng).unwrap();
     assert!(
         matches!(p.run(), Err(ClassicClientError::KeyRejected(t)) if t.as_bytes() == crate::reply::FAILED)
     );

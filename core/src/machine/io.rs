@@ -39,7 +39,8 @@ pub struct FileStat {
     pub reply: crate::reply::StatReply,
 }
 
-/// An open regular file ready to be served.
+/// An open file ready to be served: a regular file, or a directory (3.21's
+/// `safe_open` opens one and its first `read` fails with EISDIR).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenedFile {
     /// The adapter's handle for later reads and the close.
@@ -50,6 +51,8 @@ pub struct OpenedFile {
     pub uid: u32,
     /// Permission bits, for the world-readable test.
     pub mode: u32,
+    /// A directory: nothing is read or sent (see [`crate::machine::transfer::directory_read_failed`]).
+    pub is_dir: bool,
 }
 
 /// A question for the adapter.
@@ -61,6 +64,20 @@ pub enum Event {
         level: Level,
         /// Text, exactly as CFEngine users grep for it.
         message: String,
+    },
+    /// The access rules refused a request: emitted where the machine
+    /// decides it (an ACL denial; a missing file refused alike on the wire
+    /// is not one), next to cf-serverd's log line. No answer; adapters
+    /// count these instead of matching log text.
+    Denied {
+        /// The request's metric label ([`crate::request::metric_label`]:
+        /// `STAT`, `GET`, `OPENDIR`, `MD5`, `VAR`, …).
+        request: &'static str,
+        /// What was refused, as the log line names it (the path, variable
+        /// or query).
+        what: String,
+        /// The deciding rule and why it refused, where the policy gives one.
+        reason: String,
     },
     /// Is this key trusted for this user? Answer: [`Answer::Key`].
     LookupKey {

@@ -21,7 +21,7 @@
 //! * **The peer did something wrong** (bad bytes, a refused key, a
 //!   timeout): the machine handles it in-protocol. It says why (an
 //!   `Event::Log` for the servers, `client::Event::Failed` for the TLS
-//!   client), queues whatever refusal the protocol sends, and enters its
+//!   client, `classic::ClientEvent::Failed` for the classic one), queues whatever refusal the protocol sends, and enters its
 //!   closing state, which `is_closing()` reports. A peer error is never an
 //!   `Err` from these three.
 //! * **The caller did something wrong** (an answer that fits no question,
@@ -29,10 +29,6 @@
 //!   method returns `Err` ([`CallerError`] for the servers) and the state
 //!   is unchanged. It is a bug in the adapter, not something a peer can
 //!   provoke.
-//!
-//! The classic client does not follow this split yet: its `handle_input`
-//! returns the peer's errors as `Err(ClassicClientError)`, and its reply
-//! deadline is still kept by the client runtime adapter.
 
 pub mod io;
 pub mod transfer;
@@ -94,8 +90,8 @@ pub struct Config {
     /// The most detailed level the caller will print. Per-request lines
     /// above it (`Received: STAT …`, `verbose`) are not even formatted:
     /// building them cost a measurable share of the server's CPU under
-    /// load. Lines at `info` and above are always emitted, because
-    /// adapters count some of them (denials) whatever they print.
+    /// load. Lines at `info` and above are always emitted (cf-serverd's
+    /// refusal lines); denials are counted from [`io::Event::Denied`].
     pub log_level: Level,
 }
 

@@ -97,6 +97,16 @@ impl Cmd {
             Cmd::Md5 => "file",
         }
     }
+
+    /// The request's metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Cmd::Stat => "STAT",
+            Cmd::Get => "GET",
+            Cmd::Opendir => "OPENDIR",
+            Cmd::Md5 => "MD5",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -133,8 +143,6 @@ pub struct Session {
     served: u64,
     /// Requests read so far (for per-command metrics).
     requests: u64,
-    /// Requests refused by the access rules (see [`Session::requests_denied`]).
-    denied: u64,
     exec: Option<ExecClasses>,
 }
 
@@ -175,7 +183,6 @@ impl Session {
             promises: VecDeque::new(),
             served: 0,
             requests: 0,
-            denied: 0,
             exec: None,
         };
         s.records.push_back(banner::server_banner());
@@ -211,12 +218,6 @@ impl Session {
     /// File bytes served so far (for metrics).
     pub fn bytes_served(&self) -> u64 {
         self.served
-    }
-
-    /// Requests the access rules refused so far (for metrics): every
-    /// `access denied to …` line, counted where it is decided.
-    pub fn requests_denied(&self) -> u64 {
-        self.denied
     }
 
     /// Requests read so far and the text of the latest one (up to its
@@ -361,15 +362,9 @@ impl Session {
                         }
                     }
                     Err(e) => {
-                        let p = String::from_utf8_lossy(&path).into_owned();
-                        self.log(
-                            Level::Info,
-                            format!("Couldn't open directory '{p}' (DirOpen:{e})"),
-                        );
-                        self.send(
-                            Status::Done,
-                            format!("BAD: cfengine, couldn't open dir {p}").as_bytes(),
-                        );
+                        let (log, msg) = transfer::opendir_failed(&path, &e);
+                        self.events.push_back(log);
+                        self.send(Status::Done, &msg);
                     }
                 }
                 self.done(now);
@@ -698,19 +693,18 @@ impl Session {
                 );
             }
             Request::Var { name } => {
-                if self
+                let v = self
                     .policy
-                    .check_name(ResourceKind::Literal, &name, &self.peer)
-                    .allowed
-                {
+                    .check_name(ResourceKind::Literal, &name, &self.peer);
+                if v.allowed {
                     self.log(
                         Level::Verbose,
                         "Access to server literals is only available in CFEngine Enterprise".into(),
                     );
                     self.send(Status::Done, reply::NOT_FOUND);
                 } else {
-                    let name = String::from_utf8_lossy(&name);
-                    self.access_denied(format_args!("variable: {name}"));
+                    let name = String::from_utf8_lossy(&name).into_owned();
+                    self.access_denied("VAR", "variable", name, v.rule);
                     self.refuse();
                 }
             }
@@ -727,16 +721,15 @@ impl Session {
             }
             Request::Query { args } => {
                 let first: Vec<u8> = args.split(|&b| b == b' ').next().unwrap_or(&[]).to_vec();
-                if self
+                let v = self
                     .policy
-                    .check_name(ResourceKind::Query, &first, &self.peer)
-                    .allowed
-                {
+                    .check_name(ResourceKind::Query, &first, &self.peer);
+                if v.allowed {
                     // Community has no report data to give.
                     self.protocol_error("QUERY is only answered by CFEngine Enterprise");
                 } else {
-                    let args = String::from_utf8_lossy(&args);
-                    self.access_denied(format_args!("query: {args}"));
+                    let args = String::from_utf8_lossy(&args).into_owned();
+                    self.access_denied("QUERY", "query", args, v.rule);
                     self.refuse();
                 }
             }
@@ -744,21 +737,23 @@ impl Session {
                 if self.version < Some(ProtocolVersion::Cookie) {
                     return self.protocol_error("COOKIE needs protocol version 3");
                 }
-                if self
+                let v = self
                     .policy
-                    .check_name(ResourceKind::Query, b"delta", &self.peer)
-                    .allowed
-                {
+                    .check_name(ResourceKind::Query, b"delta", &self.peer);
+                if v.allowed {
                     self.protocol_error("COOKIE is only answered by CFEngine Enterprise");
                 } else {
-                    self.access_denied(format_args!("cookie query: delta"));
+                    self.access_denied("COOKIE", "cookie query", "delta".into(), v.rule);
                     self.refuse();
                 }
             }
             Request::CallMeBack => {
-                self.access_denied(format_args!(
-                    "Call-Collect, check the ACL for class: collect_calls"
-                ));
+                self.access_denied(
+                    "SCALLBACK",
+                    "Call-Collect, check the ACL for class",
+                    "collect_calls".into(),
+                    "Call-Collect is CFEngine Enterprise only".into(),
+                );
                 self.close();
             }
             Request::Exec { args } => self.start_exec(String::from_utf8_lossy(&args).into_owned()),
@@ -829,8 +824,8 @@ impl Session {
         }
         let d = self.policy.check_path(&path, &self.peer);
         if !d.allowed {
-            let cmd = op.cmd.denied_log();
-            self.access_denied(format_args!("{cmd}: {}", String::from_utf8_lossy(&path)));
+            let what = String::from_utf8_lossy(&path).into_owned();
+            self.access_denied(op.cmd.label(), op.cmd.denied_log(), what, d.rule);
             self.refuse();
             return self.done(now);
         }
@@ -864,8 +859,17 @@ impl Session {
     }
 
     fn opened(&mut self, now: Now, path: Vec<u8>, bufsize: u16, r: Result<OpenedFile, String>) {
+        let uid = self.uid.unwrap_or(u32::MAX - 1);
         let f = match r {
             Ok(f) => f,
+            Err(e) if uid != 0 && transfer::unstatable(&e) => {
+                // 3.21 checks ownership on the failed stat first: refused.
+                self.events
+                    .extend(transfer::not_owner_logs(&self.peer.username, &path));
+                self.refuse();
+                self.raw_refusal_block(bufsize);
+                return self.done(now);
+            }
             Err(e) => {
                 self.events.push_back(transfer::open_failed(&path, &e));
                 self.raw_refusal_block(bufsize);
@@ -874,13 +878,18 @@ impl Session {
         };
         // The ownership rule (TransferRights): root reads anything admitted;
         // others need to own the file or find it world-readable.
-        let uid = self.uid.unwrap_or(u32::MAX - 1);
         if !transfer::may_read(uid, false, &f) {
             let logs = transfer::not_owner_logs(&self.peer.username, &path);
             self.events.extend(logs);
             self.refuse();
             // 3.21 follows with a raw bufsize block; ours is zero-padded, never stack garbage.
             self.raw_refusal_block(bufsize);
+            self.events.push_back(Event::Close { handle: f.handle });
+            return self.done(now);
+        }
+        if f.is_dir {
+            self.events
+                .push_back(transfer::directory_read_failed(false));
             self.events.push_back(Event::Close { handle: f.handle });
             return self.done(now);
         }
@@ -989,12 +998,16 @@ impl Session {
         self.events.push_back(Event::Log { level, message });
     }
 
-    /// The access rules refused a request: cf-serverd's `access denied to
-    /// …` line, and one more in [`Session::requests_denied`], which metrics
-    /// count instead of matching log text.
-    fn access_denied(&mut self, what: std::fmt::Arguments<'_>) {
-        self.denied += 1;
-        self.log(Level::Info, format!("access denied to {what}"));
+    /// The access rules refused `request` (its metric label): cf-serverd's
+    /// `access denied to {kind}: {what}` line, then [`Event::Denied`], which
+    /// metrics count instead of matching log text.
+    fn access_denied(&mut self, request: &'static str, kind: &str, what: String, reason: String) {
+        self.log(Level::Info, format!("access denied to {kind}: {what}"));
+        self.events.push_back(Event::Denied {
+            request,
+            what,
+            reason,
+        });
     }
 
     /// Bytes that cannot be framed end the connection.

@@ -2,18 +2,14 @@
 //! [`super::World::drive`] can run any of them: feed bytes, drain
 //! transmits and events, `poll_timeout`/`handle_timeout`.
 //!
-//! Each machine's own API differs today (the classic machines take an rng,
-//! the classic client returns errors instead of emitting them, the TLS
-//! client waits for a trust verdict); those differences are absorbed here,
-//! in one impl per machine, so when the machines converge only these impls
-//! change.
+//! The machines share their shape (time as `Now`, randomness as an
+//! argument where it is drawn, peer errors as events); what is left to
+//! absorb here is the TLS client's trust verdict, answered by
+//! [`TlsClient`], and which machines take an rng at all.
 
-use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 
-use crate::classic::{
-    ClassicClient, ClassicServer, ClassicClientError, ClientEvent,
-};
+use crate::classic::{ClassicClient, ClassicServer, ClientEvent};
 use crate::client;
 use crate::server::{self, Answer, Event, Now};
 
@@ -217,67 +213,28 @@ impl Machine for TlsClient {
     }
 }
 
-/// The classic client, whose errors (returned by its calls) become events.
-pub struct ClassicClientMachine {
-    /// The client.
-    pub client: ClassicClient,
-    errors: VecDeque<ClassicClientError>,
-    failed: bool,
-}
-
-impl ClassicClientMachine {
-    /// Wrap `client`.
-    pub fn new(client: ClassicClient) -> Self {
-        ClassicClientMachine {
-            client,
-            errors: VecDeque::new(),
-            failed: false,
-        }
+/// The classic client.
+impl Machine for ClassicClient {
+    type Event = ClientEvent;
+    fn handle_input(&mut self, now: Now, bytes: &[u8], rng: &mut TestRng) {
+        ClassicClient::handle_input(self, now, bytes, rng)
     }
-}
-
-impl Deref for ClassicClientMachine {
-    type Target = ClassicClient;
-    fn deref(&self) -> &ClassicClient {
-        &self.client
-    }
-}
-
-impl DerefMut for ClassicClientMachine {
-    fn deref_mut(&mut self) -> &mut ClassicClient {
-        &mut self.client
-    }
-}
-
-impl Machine for ClassicClientMachine {
-    type Event = Result<ClientEvent, ClassicClientError>;
-    fn handle_input(&mut self, _now: Now, bytes: &[u8], rng: &mut TestRng) {
-        if let Err(e) = self.client.handle_input(bytes, rng) {
-            self.failed = true;
-            self.errors.push_back(e);
-        }
-    }
-    fn handle_eof(&mut self, _now: Now) {
-        if let Err(e) = self.client.handle_eof() {
-            self.failed = true;
-            self.errors.push_back(e);
-        }
+    fn handle_eof(&mut self, now: Now) {
+        ClassicClient::handle_eof(self, now)
     }
     fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.client.poll_transmit()
+        ClassicClient::poll_transmit(self)
     }
-    fn poll_event(&mut self) -> Option<Self::Event> {
-        match self.client.poll_event() {
-            Some(e) => Some(Ok(e)),
-            None => self.errors.pop_front().map(Err),
-        }
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        ClassicClient::poll_event(self)
     }
     fn poll_timeout(&self) -> Option<u64> {
-        // The classic client keeps no deadline yet (its adapter times it out).
-        None
+        ClassicClient::poll_timeout(self)
     }
-    fn handle_timeout(&mut self, _now: Now) {}
+    fn handle_timeout(&mut self, now: Now) {
+        ClassicClient::handle_timeout(self, now)
+    }
     fn is_closed(&self) -> bool {
-        self.failed
+        ClassicClient::is_closed(self)
     }
 }

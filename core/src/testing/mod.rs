@@ -27,7 +27,7 @@ pub mod machine;
 pub mod pair;
 pub mod world;
 
-pub use machine::{ClassicClientMachine, Machine, ServerMachine, TlsClient};
+pub use machine::{Machine, ServerMachine, TlsClient};
 pub use pair::{ClassicPair, Pair, TlsPair};
 pub use world::{file_stat, Node, TablePolicy, World};
 

@@ -13,7 +13,7 @@ use crate::client;
 use crate::server::{self, Now, PolicyView};
 use crate::tls::{client_config, server_config, TlsClock, TlsLayer, TlsSettings};
 
-use super::machine::{ClassicClientMachine, Machine, ServerMachine, TlsClient};
+use super::machine::{Machine, ServerMachine, TlsClient};
 use super::world::World;
 
 /// Rounds of [`Pair::drive`] before it calls the exchange a livelock.
@@ -45,7 +45,7 @@ pub struct Pair<C: Machine, S: ServerMachine> {
 /// The TLS client connection against the TLS server connection.
 pub type TlsPair = Pair<TlsClient, server::Connection>;
 /// The classic client against the classic server.
-pub type ClassicPair = Pair<ClassicClientMachine, ClassicServer>;
+pub type ClassicPair = Pair<classic::ClassicClient, ClassicServer>;
 
 impl<C: Machine, S: ServerMachine> Pair<C, S> {
     /// Wire `client` to `server` at time `now`. Nothing moves until
@@ -199,10 +199,10 @@ impl ClassicPair {
         client_cfg: classic::ClientConfig,
     ) -> ClassicPair {
         let now = super::START;
-        let client = classic::ClassicClient::new(client_cfg, &mut world.rng)
+        let client = classic::ClassicClient::new(client_cfg, now, &mut world.rng)
             .expect("the classic client starts");
         let server = ClassicServer::new(server_cfg, policy, server_key, "127.0.0.1".into(), now);
-        Pair::new(ClassicClientMachine::new(client), server, world, now)
+        Pair::new(client, server, world, now)
     }
 }
 
@@ -361,19 +361,97 @@ mod tests {
         }
     }
 
-    fn classic_pair(cfg: server::Config) -> ClassicPair {
-        let skey = Arc::new(crate::testing::keys::server_key());
-        let ccfg = classic::ClientConfig {
+    /// A classic client that trusts a new server key, with a 30 s reply deadline.
+    fn classic_client_cfg() -> classic::ClientConfig {
+        classic::ClientConfig {
             local_ip: "127.0.0.1".into(),
             fqdn: "client.example".into(),
             user: "root".into(),
             key: Arc::new(crate::testing::keys::client_key()),
             server_key: None,
             trust_server: true,
-        };
+            timeout_ms: 30_000,
+        }
+    }
+
+    fn classic_pair(cfg: server::Config) -> ClassicPair {
+        let skey = Arc::new(crate::testing::keys::server_key());
+        let ccfg = classic_client_cfg();
         let mut p = Pair::classic(world(), Arc::new(SrvPolicy), cfg, skey, ccfg);
         p.chunk = 7;
         p
+    }
+
+    /// A server that takes every byte and never says anything.
+    struct Silent;
+    impl Machine for Silent {
+        type Event = server::Event;
+        fn handle_input(&mut self, _: Now, _: &[u8], _: &mut crate::testing::TestRng) {}
+        fn handle_eof(&mut self, _: Now) {}
+        fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<server::Event> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<u64> {
+            None
+        }
+        fn handle_timeout(&mut self, _: Now) {}
+        fn is_closed(&self) -> bool {
+            false
+        }
+    }
+    impl ServerMachine for Silent {
+        fn handle_answer(
+            &mut self,
+            _: Now,
+            a: server::Answer,
+            _: &mut crate::testing::TestRng,
+        ) -> Result<(), String> {
+            Err(format!("nothing was asked: {a:?}"))
+        }
+    }
+
+    /// The classic client's reply deadline lives in the machine: against a
+    /// server that never answers its key exchange, virtual time alone
+    /// makes it fail with a timeout, 30 s after it started.
+    #[test]
+    fn classic_client_times_out_on_a_silent_server() {
+        let mut w = world();
+        let start = crate::testing::START;
+        let client = classic::ClassicClient::new(classic_client_cfg(), start, &mut w.rng).unwrap();
+        let mut p = Pair::new(client, Silent, w, start);
+        p.drive();
+        assert!(p.client_bytes.windows(5).any(|w| w == b"CAUTH"));
+        assert!(p.take_events().is_empty());
+        assert_eq!(p.client.poll_timeout(), Some(start.mono_ms + 30_000));
+        let t = p.advance().expect("the client's reply deadline");
+        assert_eq!(t, start.mono_ms + 30_000);
+        assert_eq!(
+            p.take_events(),
+            vec![ClientEvent::Failed(classic::ClassicClientError::Timeout(
+                30_000
+            ))]
+        );
+        assert!(p.client.is_closed());
+        assert_eq!(p.next_timeout(), None, "a failed client keeps no deadline");
+    }
+
+    /// Once authenticated and idle the classic client waits on its caller
+    /// (no deadline); a request starts one, its reply ends it.
+    #[test]
+    fn classic_client_deadline_only_while_a_reply_is_due() {
+        let mut p = classic_pair(Default::default());
+        p.drive();
+        assert!(p.client.is_idle());
+        assert_eq!(p.client.poll_timeout(), None);
+        p.set_time(5_000);
+        p.client.stat(p.now, b"/srv/f", false).unwrap();
+        assert_eq!(p.client.poll_timeout(), Some(35_000));
+        p.drive();
+        assert!(matches!(&p.take_events()[..], [_, ClientEvent::Stat(_)]));
+        assert_eq!(p.client.poll_timeout(), None);
     }
 
     /// A classic pair: key exchange (the client's key saved on trust),
@@ -386,34 +464,34 @@ mod tests {
         assert!(
             matches!(
                 &ev[..],
-                [Ok(ClientEvent::Authenticated {
+                [ClientEvent::Authenticated {
                     newly_trusted: true,
                     ..
-                })]
+                }]
             ),
             "{ev:?}"
         );
         assert!(p.server.is_authenticated());
         for enc in [false, true] {
-            p.client.stat(p.now.unix_s, b"/srv/f", enc).unwrap();
+            p.client.stat(p.now, b"/srv/f", enc).unwrap();
             p.drive();
             let ev = p.take_events();
-            let [Ok(ClientEvent::Stat(st))] = &ev[..] else {
+            let [ClientEvent::Stat(st)] = &ev[..] else {
                 panic!("{ev:?}")
             };
-            p.client.get(b"/srv/f", st.size, enc).unwrap();
+            p.client.get(p.now, b"/srv/f", st.size, enc).unwrap();
             p.drive();
             let ev = p.take_events();
             let data: Vec<u8> = ev
                 .iter()
                 .filter_map(|e| match e {
-                    Ok(ClientEvent::Data(d)) => Some(d.clone()),
+                    ClientEvent::Data(d) => Some(d.clone()),
                     _ => None,
                 })
                 .flatten()
                 .collect();
             assert_eq!(data, b"hello from the world\n", "enc={enc}");
-            assert_eq!(ev.last(), Some(&Ok(ClientEvent::FileDone)));
+            assert_eq!(ev.last(), Some(&ClientEvent::FileDone));
         }
         assert!(p.world.open.is_empty() && p.world.closed.len() == 2);
     }

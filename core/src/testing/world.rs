@@ -15,7 +15,9 @@ use md5::Digest as _;
 use crate::frame;
 use crate::reply::{FileType, StatReply};
 use crate::server::io::{Canonical, ExecChunk, FileStat, OpenedFile};
-use crate::server::{Answer, Event, KeyStatus, Level, Now, Peer, PolicyView, ResourceKind, Verdict};
+use crate::server::{
+    Answer, Event, KeyStatus, Level, Now, Peer, PolicyView, ResourceKind, Verdict,
+};
 
 use super::machine::ServerMachine;
 use super::TestRng;
@@ -224,6 +226,8 @@ pub struct World {
     next_handle: u64,
     /// Every log line, as `(level, message)`.
     pub logs: Vec<(Level, String)>,
+    /// Every access denial the machine reported, as `(request label, what)`.
+    pub denials: Vec<(&'static str, String)>,
     /// Content swapped in right after a file is opened (path -> new
     /// content; its STAT stays), to simulate a file changing mid-transfer.
     pub change_after_open: HashMap<Vec<u8>, Vec<u8>>,
@@ -266,6 +270,7 @@ impl Default for World {
             links: BTreeMap::new(),
             key: None,
             saved_keys: Vec::new(),
+            denials: Vec::new(),
             users: HashMap::new(),
             any_user_uid: None,
             hostnames: HashMap::new(),
@@ -409,6 +414,10 @@ impl World {
                 return None;
             }
             Event::LookupKey { .. } => Answer::Key(self.key.clone().unwrap_or(KeyStatus::Trusted)),
+            Event::Denied { request, what, .. } => {
+                self.denials.push((request, what.clone()));
+                return None;
+            }
             Event::SaveKey { user, key_id, .. } => {
                 self.saved_keys.push((user.clone(), key_id.clone()));
                 return None;
@@ -545,6 +554,7 @@ impl World {
             size,
             uid: n.stat.uid,
             mode: n.stat.mode,
+            is_dir: false,
         };
         if let Some(new) = change {
             n.data = new;
