@@ -542,24 +542,98 @@ fn links_match_cf_agent() {
             &[("a.txt", "-> nowhere")],
             false,
         ),
-        row(
-            // last: the hard links raise the source's link count
-            "link_type hardlink",
-            &["--link-type", "hardlink", "--linkcopy-patterns", r"a\.txt"],
-            &[
-                r#"link_type => "hardlink";"#,
-                r#"linkcopy_patterns => { "a\.txt" };"#,
-            ],
-            &[],
-            true,
-        ),
     ];
     let copied = run_rows("copylinks", rows, links_tree, |_, _| Box::new(()));
     assert_eq!(copied[0].get("dead.lnk").map(String::as_str), Some("link"));
     assert_eq!(copied[0].get("rel.lnk").map(String::as_str), Some("600"));
+}
+
+/// `link_type => "hardlink"`, on a tree where nothing else names a.txt:
+/// the hard link cf-agent makes to the source raises its link count, and
+/// the server reports a live link with its target's inode and count, so
+/// links to a.txt would make a hard-linked group for whichever agent runs
+/// second.
+#[test]
+fn hardlink_type_matches_cf_agent() {
+    fn tree(root: &Path) {
+        w(&root.join("a.txt"), "a\n", 0o644);
+        w(&root.join("sub/s.txt"), "s\n", 0o640);
+        w(&root.join("dead.lnk"), "-> nowhere", 0);
+        w(&root.join("deadabs.lnk"), "-> /nonexistent/x", 0);
+        w(&root.join("sub/deadup.lnk"), "-> ../gone", 0);
+    }
+    let row = |name, flags, body, before, fails| Row {
+        name,
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        flags,
+        before,
+        body,
+        times: false,
+        fails,
+    };
+    let rows = &[row(
+        "link_type hardlink",
+        &["--link-type", "hardlink", "--linkcopy-patterns", r"a\.txt"],
+        &[
+            r#"link_type => "hardlink";"#,
+            r#"linkcopy_patterns => { "a\.txt" };"#,
+        ],
+        &[],
+        true,
+    )];
+    let copied = run_rows("copyhardtype", rows, tree, |_, _| Box::new(()));
     assert_eq!(
-        copied[11].get("a.txt").map(String::as_str),
+        copied[0].get("a.txt").map(String::as_str),
         Some("644+hardlinked")
+    );
+}
+
+/// Hard links among the source's files are kept among the copies
+/// (`RegisterAHardLink`/`CopyRegularFile`: the first name of an inode is
+/// copied, the others are hard links to it).
+#[test]
+fn hard_links_match_cf_agent() {
+    fn tree(root: &Path) {
+        w(&root.join("a.txt"), "a\n", 0o644);
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::hard_link(root.join("a.txt"), root.join("b.txt")).unwrap();
+        std::fs::hard_link(root.join("a.txt"), root.join("sub/c.txt")).unwrap();
+        w(&root.join("d.txt"), "d\n", 0o600);
+        w(&root.join("e.txt"), "e\n", 0o644);
+        std::fs::hard_link(root.join("e.txt"), root.join("sub/f.txt")).unwrap();
+    }
+    let row = |name, backup, before| Row {
+        name,
+        depth: &[],
+        select: &[],
+        backup,
+        flags: &[],
+        before,
+        body: &[],
+        times: false,
+        fails: false,
+    };
+    let rows = &[
+        row("hard links", Some("false"), &[]),
+        // Without backups: which name of a group is copied (and so keeps
+        // a backup) follows the server's listing order in 3.21, name order
+        // in rcf-agent.
+        row(
+            "hard links over older copies",
+            Some("false"),
+            &[
+                ("b.txt", "old b\n"),
+                ("sub/c.txt", "a\n"),
+                ("e.txt", "old e\n"),
+            ],
+        ),
+    ];
+    let copied = run_rows("copyhard", rows, tree, |_, _| Box::new(()));
+    assert_eq!(
+        copied[0].get("sub/c.txt").map(String::as_str),
+        Some("600+hardlinked")
     );
 }
 
