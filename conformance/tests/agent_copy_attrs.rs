@@ -409,6 +409,28 @@ fn copy_attributes_match_cf_agent() {
     run_rows("copyattrs", ROWS, source_tree, |_, _| Box::new(()));
 }
 
+/// A row without `depth_search`/`file_select` lines, `copy_backup =>
+/// "false"`, times not compared.
+fn row(
+    name: &'static str,
+    flags: &'static [&'static str],
+    body: &'static [&'static str],
+    before: &'static [(&'static str, &'static str)],
+    fails: bool,
+) -> Row {
+    Row {
+        name,
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        flags,
+        before,
+        body,
+        times: false,
+        fails,
+    }
+}
+
 /// A source tree with live and dangling links, absolute and relative.
 fn links_tree(root: &Path) {
     w(&root.join("a.txt"), "a\n", 0o644);
@@ -427,17 +449,6 @@ fn links_tree(root: &Path) {
 /// `linkcopy_patterns`/`copylink_patterns` turn copies into links.
 #[test]
 fn links_match_cf_agent() {
-    let row = |name, flags, body, before, fails| Row {
-        name,
-        depth: &[],
-        select: &[],
-        backup: Some("false"),
-        flags,
-        before,
-        body,
-        times: false,
-        fails,
-    };
     let rows = &[
         row(
             "dead and live links (link_type symlink)",
@@ -562,17 +573,6 @@ fn hardlink_type_matches_cf_agent() {
         w(&root.join("deadabs.lnk"), "-> /nonexistent/x", 0);
         w(&root.join("sub/deadup.lnk"), "-> ../gone", 0);
     }
-    let row = |name, flags, body, before, fails| Row {
-        name,
-        depth: &[],
-        select: &[],
-        backup: Some("false"),
-        flags,
-        before,
-        body,
-        times: false,
-        fails,
-    };
     let rows = &[row(
         "link_type hardlink",
         &["--link-type", "hardlink", "--linkcopy-patterns", r"a\.txt"],
@@ -605,15 +605,8 @@ fn hard_links_match_cf_agent() {
         std::fs::hard_link(root.join("e.txt"), root.join("sub/f.txt")).unwrap();
     }
     let row = |name, backup, before| Row {
-        name,
-        depth: &[],
-        select: &[],
         backup,
-        flags: &[],
-        before,
-        body: &[],
-        times: false,
-        fails: false,
+        ..row(name, &[], &[], before, false)
     };
     let rows = &[
         row("hard links", Some("false"), &[]),
@@ -648,17 +641,7 @@ fn check_root_matches_cf_agent() {
         mode(&root.join("keep"), 0o711).unwrap();
         mode(root, 0o751).unwrap();
     }
-    let row = |name, flags, body| Row {
-        name,
-        depth: &[],
-        select: &[],
-        backup: Some("false"),
-        flags,
-        before: &[],
-        body,
-        times: false,
-        fails: false,
-    };
+    let row = |name, flags, body| row(name, flags, body, &[], false);
     let rows = &[
         row("preserve", &["--preserve"], &[r#"preserve => "true";"#]),
         row(
