@@ -643,8 +643,7 @@ pub fn bootstrap(
     }
 }
 
-/// `rcf-agent update`: from the hubs given (`-H`), else those in
-/// `policy_server.dat` (one per line), in order, with failover; then, in
+/// `rcf-agent update`: the policy update (see `update_inputs`), then, in
 /// MPF mode, `modules_presence` into `WORKDIR/modules`.
 pub fn update(
     workdir: &Path,
@@ -662,8 +661,8 @@ pub fn update(
     code
 }
 
-/// `update`'s policy part: the MPF's gate and copies (or the mirror),
-/// on a hub its local install.
+/// `rcf-agent update`: from the hubs given (`-H`), else those in
+/// `policy_server.dat` (one per line), in order, with failover.
 fn update_inputs(
     workdir: &Path,
     hub_list: &[String],
