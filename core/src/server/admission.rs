@@ -352,16 +352,24 @@ mod tests {
     fn pending_connections_are_outside_maxconnections() {
         let c = control(&[], &[], &["127.0.0.2"], 2);
         let mut a = Admission::new();
-        let idle: Vec<ConnId> = (0..10).map(|_| a.admit("127.0.0.2", &c).unwrap().id).collect();
+        let idle: Vec<ConnId> = (0..10)
+            .map(|_| a.admit("127.0.0.2", &c).unwrap().id)
+            .collect();
         assert_eq!((a.pending(), a.active()), (10, 0));
         session(&mut a, "127.0.0.3", &c).unwrap();
         let t = a.admit("127.0.0.4", &c).unwrap();
         // Two pending identify at once with one slot left: the second is refused.
         a.identify(idle[0], &c).unwrap();
-        assert!(matches!(a.identify(t.id, &c), Err(Refusal::TooMany { max: 2, .. })));
+        assert!(matches!(
+            a.identify(t.id, &c),
+            Err(Refusal::TooMany { max: 2, .. })
+        ));
         a.release(t.id);
         assert_eq!((a.pending(), a.active(), a.open()), (9, 2, 11));
-        assert!(matches!(a.admit("127.0.0.5", &c), Err(Refusal::TooMany { .. })));
+        assert!(matches!(
+            a.admit("127.0.0.5", &c),
+            Err(Refusal::TooMany { .. })
+        ));
     }
 
     /// Over its own share, an address loses its oldest pending connection;
@@ -374,9 +382,15 @@ mod tests {
             per_address: 3,
             total: 5,
         });
-        let x: Vec<ConnId> = (0..3).map(|_| a.admit("127.0.0.2", &c).unwrap().id).collect();
+        let x: Vec<ConnId> = (0..3)
+            .map(|_| a.admit("127.0.0.2", &c).unwrap().id)
+            .collect();
         let t = a.admit("127.0.0.2", &c).unwrap();
-        assert_eq!(t.evict, vec![x[0]], "its own oldest, over the per-address share");
+        assert_eq!(
+            t.evict,
+            vec![x[0]],
+            "its own oldest, over the per-address share"
+        );
         let y = a.admit("127.0.0.3", &c).unwrap();
         assert!(y.evict.is_empty());
         let z = a.admit("127.0.0.4", &c).unwrap();
@@ -498,9 +512,9 @@ mod tests {
             let total: usize = pending.values().map(Vec::len).sum();
             if total != a.pending()
                 || total > limits.total
-                || pending.iter().any(|(ip, v)| {
-                    v.len() > limits.per_address || v.len() != a.pending_from(ip)
-                })
+                || pending
+                    .iter()
+                    .any(|(ip, v)| v.len() > limits.per_address || v.len() != a.pending_from(ip))
                 || identified.len() != a.active()
                 || a.active() > 4
                 || open.len() != a.open()
