@@ -6,7 +6,7 @@
 //! the core's questions from `rcf_fs`. No protocol logic lives here.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,9 +16,10 @@ use rcf_core::server::admission::{unmap_ipv4_peer, Admission, ConnId, PendingLim
 use rcf_core::server::{Config, Level, Now};
 use rcf_core::tls::{ServerTls, TlsClock};
 use rcf_fs::serve::ServerFs;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub mod cluster;
 mod exec;
 mod machine;
 pub mod metrics;
@@ -159,6 +160,8 @@ pub struct Shared {
     /// every accepted connection: no `setsockopt` per connection. Set by
     /// whoever bound them (not for sockets passed by systemd).
     pub listeners_nodelay: std::sync::atomic::AtomicBool,
+    /// Cluster mode (`--proxy-from`, `--trust-store`, lastseen); empty by default.
+    pub cluster: cluster::Cluster,
     origin: Instant,
 }
 
@@ -209,6 +212,7 @@ impl Shared {
             exec_timeout: Duration::from_secs(600),
             tofu,
             listeners_nodelay: std::sync::atomic::AtomicBool::new(false),
+            cluster: cluster::Cluster::default(),
             origin: Instant::now(),
         })
     }
@@ -326,20 +330,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some((slot, evicted)) = admit(&shared, addr) else {
-            drop(stream);
+        // Behind a load balancer (--proxy-from) the PROXY header is read first.
+        let Some(stream) = cluster::at_accept(&shared, stream, addr) else {
             continue;
         };
-        tokio::spawn(async move {
-            // Dropping the serve future closes the socket.
-            tokio::select! {
-                _ = serve::handle(stream, &slot) => {}
-                Ok(()) = evicted => {
-                    slot.shared.stats.evicted_pending.fetch_add(1, Ordering::Relaxed);
-                    slot.shared.logger.log(Level::Info, Some(&slot.ip), PENDING_EVICTED);
-                }
-            }
-        });
+        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
+        if let Some(admitted) = admit(&shared, ip) {
+            tokio::spawn(serve_admitted(stream, admitted));
+        }
     }
 }
 
@@ -347,18 +345,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// budget.
 const PENDING_EVICTED: &str = "Dropping a connection that has not identified yet: the pre-authentication budget is full (oldest of the busiest address goes first)";
 
-/// The accept step: admission of a connection from `peer` by the current
-/// policy (`allowconnects`, `denyconnects`, `allowallconnects`,
-/// `maxconnections`) and the pre-authentication budget. On success the
-/// slot is held by the returned guard until the connection's task ends,
-/// and the receiver fires if the budget later evicts the connection; the
-/// connections this one evicts are told to close. On refusal it is counted
-/// and logged, and the caller drops the socket without a byte, as 3.21 does.
-fn admit(
-    shared: &Arc<Shared>,
-    peer: SocketAddr,
-) -> Option<(Slot, tokio::sync::oneshot::Receiver<()>)> {
-    let ip = unmap_ipv4_peer(&peer.ip().to_string()).to_string();
+/// An admitted connection: its slot, and what fires if the
+/// pre-authentication budget evicts it.
+pub(crate) struct Admitted {
+    slot: Slot,
+    evicted: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The accept step: admission of a connection served as `ip` (the TCP
+/// peer, or the client a PROXY header carried) by the current policy
+/// (`allowconnects`, `denyconnects`, `allowallconnects`, `maxconnections`)
+/// and the pre-authentication budget. On success the slot is held until
+/// the connection's task ends, and the connections this one evicts from
+/// the budget are told to close. On refusal it is counted and logged, and
+/// the caller drops the socket without a byte, as 3.21 does.
+pub(crate) fn admit(shared: &Arc<Shared>, ip: String) -> Option<Admitted> {
     let admitted = {
         let policy = shared.policy.borrow().clone();
         let mut a = shared.admission.lock().expect("admission lock");
@@ -383,14 +384,28 @@ fn admit(
     }
     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
-    Some((
-        Slot {
+    Some(Admitted {
+        slot: Slot {
             shared: shared.clone(),
             ip,
             id: admitted.id,
         },
-        rx,
-    ))
+        evicted: rx,
+    })
+}
+
+/// Serve an admitted connection as its slot's address, giving the slot
+/// back however it ends; an eviction from the pre-authentication budget
+/// drops the serving future, which closes the socket.
+pub(crate) async fn serve_admitted(stream: TcpStream, admitted: Admitted) {
+    let Admitted { slot, evicted } = admitted;
+    tokio::select! {
+        _ = serve::handle(stream, &slot) => {}
+        Ok(()) = evicted => {
+            slot.shared.stats.evicted_pending.fetch_add(1, Ordering::Relaxed);
+            slot.shared.logger.log(Level::Info, Some(&slot.ip), PENDING_EVICTED);
+        }
+    }
 }
 
 /// Count and log a refusal, by reason (3.21's line, without the peer prefix).

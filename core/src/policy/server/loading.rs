@@ -36,10 +36,10 @@ impl<'a> Loader<'a> {
             ));
             return false;
         }
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
+        // Policy text is bytes, as in 3.21: a promiser holding bytes that are
+        // not UTF-8 must match those bytes in a request path, so they are
+        // carried losslessly (crate::bytestr) rather than replaced.
+        let text = crate::bytestr::encode(&bytes).into_owned();
         match super::super::parse::parse_policy(path, &text) {
             Ok(p) => {
                 self.files.push(p);
@@ -104,6 +104,8 @@ impl<'a> Loader<'a> {
                     let vals = match v {
                         Value::List(l) => l,
                         Value::Scalar(s) => vec![s],
+                        // eval_rval_lenient reports a container as unresolved
+                        Value::Data(_) => Vec::new(),
                     };
                     for x in vals {
                         let full = if x.starts_with('/') {
