@@ -592,6 +592,57 @@ fn unidentified_floods_from_allowallconnects_addresses_do_not_starve_others() {
     assert!(srv.is_running());
 }
 
+/// `maxconnections` still caps identified sessions (the pre-authentication
+/// budget is only for the unidentified): with two sessions held, a third
+/// connection is refused at accept with 3.21's line, and the place is free
+/// again once one session ends.
+#[test]
+fn maxconnections_caps_identified_sessions() {
+    let _serial = serial();
+    let s = setup("h6");
+    let mut pol = ServerPolicy::new(0).admit(s.data.share_path(""));
+    pol.allowconnects = vec!["127.0.0.0/8".into()];
+    pol.allowallconnects = vec!["127.0.0.0/8".into()];
+    pol.maxconnections = Some(2);
+    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v"]).unwrap();
+    let key = client_key(&s.cli_wd);
+    let welcomed =
+        |w: &Option<Vec<u8>>| w.as_deref().unwrap_or_default().starts_with(b"OK WELCOME");
+    let (a, wa) = RawClient::identify(Ipv4Addr::LOCALHOST, srv.port(), &key, "root");
+    let (_b, wb) = RawClient::identify(Ipv4Addr::new(127, 0, 0, 2), srv.port(), &key, "root");
+    assert!(
+        welcomed(&wa) && welcomed(&wb),
+        "{wa:?} {wb:?}\n{}",
+        tail(&srv.log())
+    );
+    let third = connect_from(Ipv4Addr::new(127, 0, 0, 3), srv.port()).unwrap();
+    assert!(
+        srv.wait_for_log(
+            "Too many threads (3 > 2), dropping connection! Increase server maxconnections?",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        tail(&srv.log())
+    );
+    let wait = Instant::now();
+    while !peer_closed(&third) && wait.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(peer_closed(&third), "the third connection was not refused");
+    drop(a);
+    // The first session's end frees its place.
+    assert!(
+        srv.wait_for_log(
+            "Closing connection, terminating thread",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        tail(&srv.log())
+    );
+    let (_c, wc) = RawClient::identify(Ipv4Addr::new(127, 0, 0, 4), srv.port(), &key, "root");
+    assert!(welcomed(&wc), "{wc:?}\n{}", tail(&srv.log()));
+}
+
 /// Identify as root from 127.0.0.1 and STAT+GET `path` without reading the data.
 fn start_get(port: u16, key: &rcf_core::keys::RsaPrivateKey, path: &str) -> (RawClient, u64) {
     let (mut c, w) = RawClient::identify(Ipv4Addr::LOCALHOST, port, key, "root");
