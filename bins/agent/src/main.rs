@@ -662,6 +662,36 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_refuse_static_rsa_only_lists_naming_them() {
+        let out = Output::new(Level::Error, true);
+        let conn = |c: Option<&str>, v: Option<&str>| ConnArgs {
+            tls_ciphers: c.map(str::to_string),
+            tls_min_version: v.map(str::to_string),
+            ..ConnArgs::new("latest", None)
+        };
+        let e = tls_settings(&conn(Some("AES256-GCM-SHA384:AES256-SHA"), None), &out).unwrap_err();
+        assert!(
+            e.contains("AES256-GCM-SHA384, AES256-SHA are unsupported by design"),
+            "{e}"
+        );
+        // With a usable suite beside it, a static-RSA name is only a warning.
+        let s = tls_settings(&conn(Some("AES256-SHA:TLS_AES_256_GCM_SHA384"), None), &out).unwrap();
+        assert_eq!(s.tls13_suites().len(), 1);
+        // TLS 1.3 required with no TLS 1.3 suite: refused, not silently widened.
+        assert!(tls_settings(
+            &conn(Some("ECDHE-RSA-AES256-GCM-SHA384"), Some("1.3")),
+            &out
+        )
+        .is_err());
+        let s = tls_settings(&conn(None, Some("1.3")), &out).unwrap();
+        assert_eq!(s.min_version(), rcf_core::tls::TlsVersion::Tls13);
+        assert_eq!(
+            tls_settings(&conn(None, None), &out).unwrap(),
+            TlsSettings::client_default()
+        );
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
