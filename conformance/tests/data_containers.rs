@@ -158,6 +158,13 @@ const CASES: &[(&str, &str, bool)] = &[
         r#""D/y/" admit_ips => { "127.0.0.1" }, deny_ips => { "$(g.d[ips])" };"#,
         false,
     ),
+    // found by the differential run: 3.21 leaves `@(container)` out of a
+    // deny list too (rcf used to treat it as an unresolved deny)
+    (
+        "z",
+        r#""D/z/" admit_ips => { "127.0.0.1" }, deny_ips => { "@(g.d[ips])", "10.9.9.9" };"#,
+        true,
+    ),
 ];
 
 #[test]

@@ -52,6 +52,7 @@ bundle common g
     "f4" string => canonify(format("%d|%i|%-6.3s|", "x9", "3", "abcdef"));
     "cm" slist => classesmatching("cfengine_3_21.*");
     "e1" string => canonify(execresult("/bin/echo hi  'a b'", "noshell"));
+    "e7" string => execresult("/bin/echo 127.0.0.1", "noshell");
     "e2" string => canonify(execresult("echo a; echo b >&2; echo '  '", "useshell"));
     "e3" string => execresult("/bin/false", "noshell");
     "e4" string => execresult("/nonexistent x", "noshell");
@@ -60,9 +61,11 @@ bundle common g
   classes:
     "rz1" expression => returnszero("/bin/true", "noshell");
     "rz3" expression => returnszero("exit 0", "useshell");
-    # a failing returnszero() as a classes expression makes the real
-    # cf-serverd exit ("Fatal CFEngine error: Cannot continue"): used in
-    # if/unless below instead
+    # 3.21 caches these functions by their arguments only: returnszero
+    # with the arguments of execresult e3 returns e3's empty output, an
+    # empty class expression that skips if and unless alike (below); as a
+    # classes expression it makes the real cf-serverd exit ("Fatal
+    # CFEngine error: Cannot continue")
     "ir1" expression => iprange("127.0.0.0/8");
     "ir2" expression => iprange("203.0.113.0/24");
     "ir3" expression => iprange("127.0.0.1-9");
@@ -92,6 +95,8 @@ bundle server s
     "/srv/rz2/" admit_ips => {{ "127.0.0.1" }}, if => returnszero("/bin/false", "noshell");
     "/srv/rz2n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/bin/false", "noshell");
     "/srv/rz3/" admit_ips => {{ "127.0.0.1" }}, if => "rz3";
+    "/srv/rz5n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/bin/false", "useshell");
+    "/srv/rz6/" admit_ips => {{ "127.0.0.1" }}, if => strcmp(returnszero("/bin/echo 127.0.0.1", "noshell"), "127.0.0.1");
     "/srv/rz4/" admit_ips => {{ "127.0.0.1" }}, if => returnszero("/nonexistent", "noshell");
     "/srv/rz4n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/nonexistent", "noshell");
     "/srv/ir1/" admit_ips => {{ "127.0.0.1" }}, if => "ir1";
@@ -111,7 +116,7 @@ bundle server s
         .collect();
     let joined = real.join("\n");
     // the real server's answers this test relies on
-    for want in ["/srv/r1_abc/", "/srv/l1/", "/srv/ir1/", "/srv/ir4/", "/srv/cm_cfengine_3_21/", "/srv/rz1/", "/srv/e_hi_a_b_"] {
+    for want in ["/srv/r1_abc/", "/srv/l1/", "/srv/ir1/", "/srv/ir4/", "/srv/cm_cfengine_3_21/", "/srv/rz1/", "/srv/e_hi_a_b_", "/srv/rz5n/", "/srv/rz6/"] {
         assert!(joined.contains(want), "{want} not in the real summary:\n{joined}");
     }
     assert_eq!(

@@ -149,9 +149,12 @@ pub(crate) struct Eval<'a> {
     /// Expanding a vars promise's value or a promiser: `$(bundle.var)`
     /// tries the current namespace first (see `resolve_ref`).
     pub in_bundle: std::cell::Cell<bool>,
-    /// Commands already run for `execresult`/`returnszero` (3.21 caches
-    /// these calls too, so each runs once per load, not once per pass).
-    pub exec_cache: BTreeMap<(super::ExecRequest, super::Capture), Option<super::ExecOutcome>>,
+    /// 3.21's function cache (`EvalContextFunctionCacheGet`): the results
+    /// of its cached functions (`execresult`, `returnszero`, `host2ip`,
+    /// ...) keyed by the expanded arguments only, so calls with the same
+    /// arguments share one result whatever the function; `None` marks a
+    /// result rcf could not evaluate.
+    pub fn_cache: BTreeMap<Vec<String>, Option<Value>>,
 }
 
 /// Result of expanding a string.
@@ -279,7 +282,7 @@ impl<'a> Eval<'a> {
             unknown_hits: RefCell::new(Vec::new()),
             uncertain_files: BTreeSet::new(),
             in_bundle: std::cell::Cell::new(false),
-            exec_cache: BTreeMap::new(),
+            fn_cache: BTreeMap::new(),
         }
     }
 
@@ -543,6 +546,14 @@ impl<'a> Eval<'a> {
             Rval::List(items) => {
                 let mut out = Vec::new();
                 for it in items {
+                    // `@(container)` in a list: 3.21 leaves it out (in
+                    // deny lists too: seen in the differential run)
+                    if let Rval::Scalar(s) = it {
+                        if let Some(Value::Data(_)) = list_ref(s).and_then(|n| self.lookup(n, here)) {
+                            self.warn_data_in_list(it, here);
+                            continue;
+                        }
+                    }
                     match self.eval_rval_lenient(it, here, unresolved) {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
@@ -626,6 +637,9 @@ impl<'a> Eval<'a> {
         let name = strip_ns(&c.name);
         let argc = c.args.len();
         if let Some(r) = self.call_data(name, c, h, depth) {
+            return r;
+        }
+        if let Some(r) = self.call_cached(name, c, h, depth) {
             return r;
         }
         if let Some(r) = self.call_io(name, c, h, depth) {

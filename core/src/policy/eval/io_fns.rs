@@ -189,7 +189,7 @@ impl Eval<'_> {
                 let Exec::Run(req) = self.exec_request(&c.name, &cmd, &shell, h) else {
                     return Some(None);
                 };
-                let out = self.run_cached(&c.name, req, capture, &cmd)?;
+                let out = self.run(&c.name, &req, capture, &cmd)?;
                 Some(Value::Scalar(exec_output(&out.output)))
             }
             "returnszero" if argc == 2 => {
@@ -201,18 +201,9 @@ impl Eval<'_> {
                     Exec::Refused => return Some(Self::class_tri(Tri::False)),
                     Exec::Unknown => return Some(None),
                 };
-                let out = self.run_cached(&c.name, req, Capture::Nothing, &cmd)?;
+                let out = self.run(&c.name, &req, Capture::Nothing, &cmd)?;
                 // WEXITSTATUS(status) == 0: a command a signal ended reads as 0 too
-                if out.code.unwrap_or(0) == 0 {
-                    Self::class_tri(Tri::True)
-                } else {
-                    // seen with the real 3.21 cf-serverd: a command that ran and
-                    // failed yields the empty class expression, which neither
-                    // `if` nor `unless` accepts (the promise is skipped both
-                    // ways), and which as a classes `expression` makes
-                    // cf-serverd exit ('Fatal CFEngine error: Cannot continue')
-                    Some(Value::Scalar(String::new()))
-                }
+                Self::class_tri(Tri::from_bool(out.code.unwrap_or(0) == 0))
             }
             "iprange" if argc >= 1 => {
                 let range = self.scalar_arg(c, 0, h, depth)?;
@@ -304,33 +295,109 @@ impl Eval<'_> {
         }
     }
 
-    /// Runs `req` once per load (3.21 caches these calls); `None`, with
-    /// the construct recorded, when the adapter could not run it.
-    fn run_cached(
+    /// Runs `req`; `None`, with the construct recorded, when the adapter
+    /// could not run it (3.21's cache, [`Self::call_cached`], makes this
+    /// happen once per argument list and load).
+    fn run(
         &mut self,
         fname: &str,
-        req: ExecRequest,
+        req: &ExecRequest,
         capture: Capture,
         cmd: &str,
     ) -> Option<ExecOutcome> {
-        let key = (req, capture);
-        let out = match self.exec_cache.get(&key) {
-            Some(o) => o.clone(),
-            None => {
-                let o = match self.src.execute(&key.0, capture) {
-                    Some(Ok(o)) => Some(o),
-                    Some(Err(_)) | None => None,
-                };
-                self.exec_cache.insert(key, o.clone());
-                o
+        match self.src.execute(req, capture) {
+            Some(Ok(o)) => Some(o),
+            Some(Err(_)) | None => {
+                self.hit_unknown(format!(
+                    "function '{fname}' running '{cmd}', which rcf could not run to its end"
+                ));
+                None
+            }
+        }
+    }
+
+    /// 3.21's cached functions (`FNCALL_OPTION_CACHED`): a call whose
+    /// expanded arguments were seen before returns the earlier result,
+    /// *whatever function produced it* (3.21 keys its cache by arguments
+    /// only: seen live, `returnszero("/bin/false", "noshell")` after
+    /// `execresult("/bin/false", "noshell")` returns that empty output, an
+    /// empty class expression). Failures are not cached; results rcf
+    /// could not evaluate poison their key. `None` when `name` is not cached.
+    pub(super) fn call_cached(
+        &mut self,
+        name: &str,
+        c: &FnCall,
+        h: &Here,
+        depth: usize,
+    ) -> Option<Option<Value>> {
+        const CACHED: &[&str] = &[
+            "execresult",
+            "execresult_as_data",
+            "findprocesses",
+            "host2ip",
+            "ip2host",
+            "hubknowledge",
+            "ldaplist",
+            "ldapvalue",
+            "processexists",
+            "readtcp",
+            "regldap",
+            "remotescalar",
+            "returnszero",
+        ];
+        if !CACHED.contains(&name) {
+            return None;
+        }
+        let implemented = matches!(name, "execresult" | "returnszero" | "host2ip");
+        let unsupported = |ev: &Self| {
+            ev.hit_unknown(format!(
+                "function '{}' with {} argument(s), which rcf does not support",
+                c.name,
+                c.args.len()
+            ))
+        };
+        let before = self.unknown_hits.borrow().len();
+        let mut args = Vec::new();
+        for i in 0..c.args.len() {
+            match self.scalar_arg(c, i, h, depth) {
+                Some(a) => args.push(a),
+                // unexpanded arguments: an implemented call fails (or is
+                // unknown) as it would uncached
+                None => {
+                    if !implemented {
+                        unsupported(self);
+                    }
+                    return Some(None);
+                }
+            }
+        }
+        match self.fn_cache.get(&args) {
+            Some(Some(v)) => return Some(Some(v.clone())),
+            Some(None) => {
+                self.hit_unknown(format!(
+                    "function '{name}' whose arguments match an earlier call rcf could not evaluate (3.21 returns that cached result)"
+                ));
+                return Some(None);
+            }
+            None => {}
+        }
+        let r = match self.call_io(name, c, h, depth) {
+            Some(r) if implemented => r,
+            _ => {
+                unsupported(self);
+                None
             }
         };
-        if out.is_none() {
-            self.hit_unknown(format!(
-                "function '{fname}' running '{cmd}', which rcf could not run to its end"
-            ));
+        match &r {
+            Some(v) => {
+                self.fn_cache.insert(args, Some(v.clone()));
+            }
+            None if self.unknown_hits.borrow().len() > before => {
+                self.fn_cache.insert(args, None);
+            }
+            None => {}
         }
-        out
+        Some(r)
     }
 
     /// `StripPatterns`: removes each match of `pattern` (first match
