@@ -73,6 +73,13 @@ const CASES: &[(&str, &str, bool)] = &[
     ),
     // a promiser resolves in its namespace first
     ("v", r#""$(g2.vdir)" admit_ips => { "127.0.0.1" };"#, true),
+    // iteration inside a namespaced bundle reads `bundle.var` in the
+    // current namespace only (found by the differential run: rcf iterated
+    // over the default namespace's list and admitted)
+    ("w", r#""D/w/" admit_ips => { "$(g.gl)" };"#, false),
+    ("x", r#""D/x/" admit_ips => { "$(g.gd[ips])" };"#, false),
+    ("y", r#""D/y/" admit_ips => { "$(g2.l)" };"#, true),
+    ("z", r#""D/z/" admit_ips => { "$(default:g.gl)" };"#, true),
 ];
 
 #[test]
@@ -106,7 +113,7 @@ bundle server acl
     );
     pair.input("ns.cf", &ns);
     let main = format!(
-        "{}bundle common g {{ vars: \"net\" string => \"127.0.0.1\"; classes: \"gcls\" expression => \"any\"; }}\n",
+        "{}bundle common g {{ vars: \"net\" string => \"127.0.0.1\"; \"gl\" slist => {{ \"127.0.0.1\" }}; \"gd\" data => '{{\"ips\": [\"127.0.0.1\"]}}'; classes: \"gcls\" expression => \"any\"; }}\n",
         header(port, &["ns.cf"])
     );
     let policy = pair.input("promises.cf", &main);

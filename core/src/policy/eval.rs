@@ -354,7 +354,12 @@ impl<'a> Eval<'a> {
     /// A variable in one scope key (special scopes included).
     fn lookup_in(&self, scope: &str, var: &str, here: &Here) -> Option<Value> {
         match scope {
-            "sys" => self.opts.sys.get(var).cloned(),
+            "sys" => self
+                .opts
+                .sys
+                .get(var)
+                .cloned()
+                .or_else(|| self.lookup_in_container(scope, var)),
             "const" => Some(Value::Scalar(
                 match var {
                     "dollar" => "$",
@@ -1291,7 +1296,7 @@ impl<'a> Eval<'a> {
         }
         let mut out = vec![BTreeMap::new()];
         for n in names {
-            let l = match self.lookup(&n, here) {
+            let l = match self.iteration_lookup(&n, here) {
                 Some(Value::List(l)) => Some(l),
                 // a container iterates over its primitive elements
                 Some(Value::Data(j)) => self.data_iteration(&j),
@@ -1314,6 +1319,18 @@ impl<'a> Eval<'a> {
             }
         }
         out
+    }
+}
+
+impl Eval<'_> {
+    /// The variable an iteration wheel reads: 3.21's iteration engine
+    /// qualifies `bundle.var` with the promise's namespace only (no
+    /// fallback to the default namespace, unlike expansion), so inside a
+    /// namespaced bundle `$(g.list)` of the default namespace does not
+    /// iterate and stays unexpanded (seen in the differential run).
+    fn iteration_lookup(&self, name: &str, here: &Here) -> Option<Value> {
+        let (scopes, var) = resolve_ref(name, here.scope, true);
+        self.lookup_in(scopes.first()?, &var, here)
     }
 }
 
