@@ -236,10 +236,7 @@ pub fn generate(rng: &mut Rng, header: &str, data: &str, inputs: &str, rules: us
     let common = COMMON.replace("INPUTS", inputs);
     let mut files = Vec::new();
     if namespaced {
-        files.push((
-            "promises.cf".to_string(),
-            format!("{header}{common}"),
-        ));
+        files.push(("promises.cf".to_string(), format!("{header}{common}")));
         files.push((
             "ns.cf".to_string(),
             format!("body file control {{ namespace => \"ns\"; }}\nbundle server acl\n{{\n  access:\n{access}}}\n"),
@@ -277,7 +274,10 @@ mod tests {
         assert_eq!(a.files, b.files);
         assert_eq!(a.dirs.len(), 24);
         assert!(a.files[0].1.starts_with("HEADER\n"));
-        assert!(!a.files.iter().any(|(_, t)| t.contains("INPUTS") || t.contains("FILE\"")));
+        assert!(!a
+            .files
+            .iter()
+            .any(|(_, t)| t.contains("INPUTS") || t.contains("FILE\"")));
         // over many seeds every entry and guard is used
         let mut all = String::new();
         for s in 0..200 {
@@ -288,7 +288,10 @@ mod tests {
         for e in ENTRIES {
             assert!(all.contains(&format!("\"{e}\"")), "{e}");
         }
-        for g in GUARDS.iter().filter(|g| !g.is_empty() && !g.contains("FILE")) {
+        for g in GUARDS
+            .iter()
+            .filter(|g| !g.is_empty() && !g.contains("FILE"))
+        {
             assert!(all.contains(g), "{g}");
         }
     }

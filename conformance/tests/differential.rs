@@ -99,7 +99,9 @@ fn generated_policies_decide_as_real_cf_serverd() {
                 0 => true,
                 1 => false,
                 _ => {
-                    problems.push(format!("{dir}: rcf-serverd --explain failed ({code}):\n{err}"));
+                    problems.push(format!(
+                        "{dir}: rcf-serverd --explain failed ({code}):\n{err}"
+                    ));
                     continue;
                 }
             };

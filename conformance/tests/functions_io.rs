@@ -121,11 +121,27 @@ bundle server s
         .collect();
     let joined = real.join("\n");
     // the real server's answers this test relies on
-    for want in ["/srv/r1_abc/", "/srv/l1/", "/srv/ir1/", "/srv/ir4/", "/srv/cm_cfengine_3_21/", "/srv/rz1/", "/srv/e_hi_a_b_", "/srv/rz5n/", "/srv/rz6/", "/srv/os_", "/srv/osk_ID/"] {
-        assert!(joined.contains(want), "{want} not in the real summary:\n{joined}");
+    for want in [
+        "/srv/r1_abc/",
+        "/srv/l1/",
+        "/srv/ir1/",
+        "/srv/ir4/",
+        "/srv/cm_cfengine_3_21/",
+        "/srv/rz1/",
+        "/srv/e_hi_a_b_",
+        "/srv/rz5n/",
+        "/srv/rz6/",
+        "/srv/os_",
+        "/srv/osk_ID/",
+    ] {
+        assert!(
+            joined.contains(want),
+            "{want} not in the real summary:\n{joined}"
+        );
     }
     assert_eq!(
-        real, ours,
+        real,
+        ours,
         "summaries differ\nreal:\n{joined}\nrcf:\n{}\n{text}",
         ours.join("\n")
     );

@@ -713,13 +713,20 @@ pub fn parse_env(text: &str, size_max: usize) -> Json {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         if k.is_empty() {
             continue;
         }
-        let trim = |x: &str| x.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}').to_string();
+        let trim = |x: &str| {
+            x.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}')
+                .to_string()
+        };
         let (key, value) = (trim(k), trim(v));
-        let Some(value) = env_value(&value) else { continue };
+        let Some(value) = env_value(&value) else {
+            continue;
+        };
         Json::obj_insert(&mut kv, key, Json::Str(value));
     }
     Json::Obj(kv)

@@ -112,7 +112,10 @@ impl Eval<'_> {
                     0
                 };
                 if max < 0 {
-                    self.warn(h, format!("readfile(): requested max size {max} is less than 0"));
+                    self.warn(
+                        h,
+                        format!("readfile(): requested max size {max} is less than 0"),
+                    );
                     return Some(None);
                 }
                 match self.read_file(&path, usize::try_from(max).unwrap_or(usize::MAX)) {
@@ -134,7 +137,9 @@ impl Eval<'_> {
                     Ok(s) => s,
                     Err(true) => return Some(None),
                     Err(false) => {
-                        self.hit_unknown(format!("readstringlist('{path}'), which rcf could not read"));
+                        self.hit_unknown(format!(
+                            "readstringlist('{path}'), which rcf could not read"
+                        ));
                         return Some(None);
                     }
                 };
@@ -149,14 +154,18 @@ impl Eval<'_> {
                     Some(Ok(st)) => st,
                     Some(Err(_)) => return Some(None),
                     None => {
-                        self.hit_unknown(format!("filestat('{path}'): no file information available"));
+                        self.hit_unknown(format!(
+                            "filestat('{path}'): no file information available"
+                        ));
                         return Some(None);
                     }
                 };
                 match stat_field(&st, &path, &field) {
                     Some(v) => Some(Value::Scalar(v)),
                     None => {
-                        self.hit_unknown(format!("filestat() field '{field}', which rcf does not report"));
+                        self.hit_unknown(format!(
+                            "filestat() field '{field}', which rcf does not report"
+                        ));
                         None
                     }
                 }
@@ -181,7 +190,9 @@ impl Eval<'_> {
                         "both" => Capture::Both,
                         "stdout" => Capture::Stdout,
                         other => {
-                            self.hit_unknown(format!("execresult() output '{other}', which rcf does not capture"));
+                            self.hit_unknown(format!(
+                                "execresult() output '{other}', which rcf does not capture"
+                            ));
                             return Some(None);
                         }
                     },
@@ -223,7 +234,10 @@ impl Eval<'_> {
                     return Some(None);
                 }
                 let Some(rx) = addr::compile(&re) else {
-                    self.warn(h, format!("classesmatching(): invalid regular expression '{re}'"));
+                    self.warn(
+                        h,
+                        format!("classesmatching(): invalid regular expression '{re}'"),
+                    );
                     return Some(None);
                 };
                 let m = |k: &str| addr::full_match(&rx, k);
@@ -233,7 +247,9 @@ impl Eval<'_> {
                         .iter()
                         .any(|(s, k)| *s == h.scope && m(k));
                 if undecided || !self.opts.hard_classes_discovered {
-                    self.hit_unknown(format!("classesmatching('{re}') over classes rcf has not decided"));
+                    self.hit_unknown(format!(
+                        "classesmatching('{re}') over classes rcf has not decided"
+                    ));
                     return Some(None);
                 }
                 let mut out: Vec<String> = self.classes.iter().filter(|k| m(k)).cloned().collect();
@@ -270,7 +286,10 @@ impl Eval<'_> {
         match shell {
             "useshell" => return Exec::Run(ExecRequest::Shell(cmd.to_string())),
             "powershell" => {
-                self.warn(h, "execresult()/returnszero(): Powershell is only supported on Windows".into());
+                self.warn(
+                    h,
+                    "execresult()/returnszero(): Powershell is only supported on Windows".into(),
+                );
                 return Exec::Refused;
             }
             _ => {}
@@ -432,7 +451,9 @@ impl Eval<'_> {
         let ips = match self.opts.sys.get("ip_addresses") {
             Some(Value::List(l)) if self.opts.hard_classes_discovered => l.clone(),
             _ => {
-                self.hit_unknown(format!("iprange('{range}') without the host's discovered addresses"));
+                self.hit_unknown(format!(
+                    "iprange('{range}') without the host's discovered addresses"
+                ));
                 return None;
             }
         };
@@ -468,9 +489,8 @@ impl Eval<'_> {
         let mut rest = &fmt[first..];
         let mut args = args.iter();
         const CONV: &str = "diouxXeEfFgGaAcsCSpnm";
-        loop {
-            // ^(%%|%[^CONV%]*?[CONV])([^%]*)(.*)$
-            let Some(after) = rest.strip_prefix('%') else { break };
+        // ^(%%|%[^CONV%]*?[CONV])([^%]*)(.*)$
+        while let Some(after) = rest.strip_prefix('%') {
             let piece_len = if after.starts_with('%') {
                 Some(2)
             } else {
@@ -552,7 +572,9 @@ fn arg_split_command(cmd: &str) -> Vec<String> {
     let mut rest = cmd;
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}');
-        let Some(first) = rest.chars().next() else { break };
+        let Some(first) = rest.chars().next() else {
+            break;
+        };
         if matches!(first, '"' | '\'' | '`') {
             let body = &rest[1..];
             match body.find(first) {
@@ -590,7 +612,10 @@ fn exec_output(raw: &[u8]) -> String {
         s.push_str(line.strip_suffix('\n').unwrap_or(line));
         s.push('\n');
     }
-    s.truncate(s.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}').len());
+    s.truncate(
+        s.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}')
+            .len(),
+    );
     s
 }
 
@@ -603,7 +628,9 @@ fn scan_long(s: &str) -> i64 {
         _ => (false, t),
     };
     let digits: String = d.chars().take_while(char::is_ascii_digit).collect();
-    let v: i64 = digits.parse().unwrap_or(if digits.is_empty() { 0 } else { i64::MAX });
+    let v: i64 = digits
+        .parse()
+        .unwrap_or(if digits.is_empty() { 0 } else { i64::MAX });
     if neg {
         v.wrapping_neg()
     } else {
@@ -616,7 +643,9 @@ fn scan_double(s: &str) -> f64 {
     let t = s.trim_start();
     let end = t
         .char_indices()
-        .take_while(|&(i, ch)| ch.is_ascii_digit() || ch == '.' || (i == 0 && (ch == '-' || ch == '+')))
+        .take_while(|&(i, ch)| {
+            ch.is_ascii_digit() || ch == '.' || (i == 0 && (ch == '-' || ch == '+'))
+        })
         .last()
         .map_or(0, |(i, ch)| i + ch.len_utf8());
     t[..end].parse().unwrap_or(0.0)
@@ -833,7 +862,10 @@ mod tests {
     #[test]
     fn split_as_rlist_from_split_regex() {
         // readstringlist (no blanks) and splitstring (blanks kept)
-        assert_eq!(split_regex("\n10.0.0.1\n\n10.0.0.2 \n", "\n", 100, false), ["10.0.0.1", "10.0.0.2 "]);
+        assert_eq!(
+            split_regex("\n10.0.0.1\n\n10.0.0.2 \n", "\n", 100, false),
+            ["10.0.0.1", "10.0.0.2 "]
+        );
         assert_eq!(split_regex("# c\n10.0.0.1", "\\s+", 2, false), ["#", "c"]);
         assert_eq!(split_regex(",x,,y", ",", 9, true), ["", "x", "", "y"]);
         assert_eq!(split_regex("", ",", 5, true), Vec::<String>::new());
@@ -841,7 +873,10 @@ mod tests {
 
     #[test]
     fn commands_split_as_3_21() {
-        assert_eq!(arg_split_command("/bin/echo hi  'a b' \"c\"d"), ["/bin/echo", "hi", "a b", "c", "d"]);
+        assert_eq!(
+            arg_split_command("/bin/echo hi  'a b' \"c\"d"),
+            ["/bin/echo", "hi", "a b", "c", "d"]
+        );
         assert_eq!(arg_split_command("/bin/x 'open"), ["/bin/x", "open"]);
         assert_eq!(command_arg0("\"/opt/my prog\" -x"), "/opt/my prog");
         assert_eq!(command_arg0("/bin/echo hi"), "/bin/echo");
