@@ -340,6 +340,13 @@ impl<'a> Eval<'a> {
         if let Some(v) = self.bindings.get(name) {
             return Some(Value::Scalar(v.clone()));
         }
+        self.lookup_unbound(name, here)
+    }
+
+    /// [`Self::lookup`] without the promise's iteration bindings: what
+    /// `@(name)` reads (3.21 binds only `$(name)` per iteration; `@(list)`
+    /// is the whole list, `@(container)` the container, in the same promise).
+    pub fn lookup_unbound(&self, name: &str, here: &Here) -> Option<Value> {
         let (scopes, var) = resolve_ref(name, here.scope, self.in_bundle.get());
         let mut found = None;
         for scope in &scopes {
@@ -492,7 +499,7 @@ impl<'a> Eval<'a> {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
-                    return self.lookup(name, here);
+                    return self.lookup_unbound(name, here);
                 }
                 let e = self.expand(s, here);
                 if e.unresolved.is_empty() {
@@ -536,7 +543,7 @@ impl<'a> Eval<'a> {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
-                    match self.lookup(name, here) {
+                    match self.lookup_unbound(name, here) {
                         // a container is no list or scalar here: unresolved
                         Some(Value::Data(_)) | None => {}
                         Some(v) => return v,
@@ -554,7 +561,7 @@ impl<'a> Eval<'a> {
                     // `@(container)` in a list: 3.21 leaves it out (in
                     // deny lists too: seen in the differential run)
                     if let Rval::Scalar(s) = it {
-                        if let Some(Value::Data(_)) = list_ref(s).and_then(|n| self.lookup(n, here))
+                        if let Some(Value::Data(_)) = list_ref(s).and_then(|n| self.lookup_unbound(n, here))
                         {
                             self.warn_data_in_list(it, here);
                             continue;

@@ -454,7 +454,7 @@ impl Eval<'_> {
             },
             Rval::Scalar(s) => {
                 if let Some(name) = super::list_ref(s) {
-                    return match self.lookup(name, here) {
+                    return match self.lookup_unbound(name, here) {
                         Some(Value::Data(j)) => DataVar::Set(j),
                         _ if self.unknown_hits.borrow().len() > before => {
                             unknown(self, String::new())
