@@ -561,7 +561,8 @@ impl<'a> Eval<'a> {
                     // `@(container)` in a list: 3.21 leaves it out (in
                     // deny lists too: seen in the differential run)
                     if let Rval::Scalar(s) = it {
-                        if let Some(Value::Data(_)) = list_ref(s).and_then(|n| self.lookup_unbound(n, here))
+                        if let Some(Value::Data(_)) =
+                            list_ref(s).and_then(|n| self.lookup_unbound(n, here))
                         {
                             self.warn_data_in_list(it, here);
                             continue;

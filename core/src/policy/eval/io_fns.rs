@@ -923,3 +923,77 @@ mod tests {
         assert!(stat_field(&st, "/x/list", "xattr").is_none());
     }
 }
+
+/// 3.21's argument-keyed cache through a whole load, with a source that
+/// "runs" commands in memory and counts the runs.
+#[cfg(test)]
+mod cache_tests {
+    use crate::policy::{
+        load, Canon, Capture, ExecOutcome, ExecRequest, LoadOptions, PolicySource,
+    };
+    use std::cell::Cell;
+
+    struct Runs {
+        policy: &'static str,
+        runs: Cell<u32>,
+    }
+
+    impl PolicySource for Runs {
+        fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+            (path == "/p.cf")
+                .then(|| self.policy.as_bytes().to_vec())
+                .ok_or_else(|| "no such file".into())
+        }
+        fn canonicalize(&self, _: &str) -> Canon {
+            Canon::Missing
+        }
+        fn exists(&self, _: &str) -> bool {
+            false
+        }
+        fn is_executable(&self, path: &str) -> Option<bool> {
+            Some(path == "/bin/x")
+        }
+        fn execute(&self, _: &ExecRequest, _: Capture) -> Option<Result<ExecOutcome, String>> {
+            self.runs.set(self.runs.get() + 1);
+            Some(Ok(ExecOutcome {
+                code: Some(1),
+                output: b"(  \n".to_vec(),
+            }))
+        }
+    }
+
+    #[test]
+    fn cached_by_arguments_whatever_the_function() {
+        let src = Runs {
+            policy: r#"
+bundle common g
+{
+  vars:
+    "a" string => execresult("/bin/x", "noshell");
+    "b" string => execresult("/bin/x", "noshell");
+  classes:
+    "c" expression => returnszero("/bin/x", "noshell");
+    "d" expression => returnszero("/bin/x", "useshell");
+}
+"#,
+            runs: Cell::new(0),
+        };
+        let opts = LoadOptions {
+            file: "/p.cf".into(),
+            hard_classes_discovered: true,
+            ..Default::default()
+        };
+        let p = load(&src, &opts).unwrap_or_else(|e| panic!("{e}"));
+        // one run for ("/bin/x", "noshell") (three evaluation passes, two
+        // functions), one for ("/bin/x", "useshell")
+        assert_eq!(src.runs.get(), 2);
+        // returnszero with execresult's arguments got its output: not a class expression
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.message.contains("malformed class expression '('")),
+            "{:#?}",
+            p.warnings
+        );
+    }
+}
