@@ -7,7 +7,8 @@
 //! client and the real `cf-agent -f update.cf` (bundle
 //! `cfe_internal_update_policy_cpv`, which is what `update.cf` runs for the
 //! policy) on another leave identical `inputs/` trees, having transferred
-//! the same number of files. Run with the real cf-serverd and with
+//! the same number of files, and identical `WORKDIR/modules` trees (with
+//! modes: the MPF's `modules_presence`). Run with the real cf-serverd and with
 //! rcf-serverd as the hub. The hub's stamp is written by
 //! `cf-promises -T masterfiles`, as the hub's cf-agent does (only when the
 //! policy is valid).
@@ -16,27 +17,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rcf_conformance::lab::{
-    agent_workdirs, rcf_agent, require_cfengine, trees_equal, AccessRule, AnyServer, ServerKind,
-    ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    agent_workdirs, copy_tree, rcf_agent, require_cfengine, trees_equal, AccessRule, AnyServer,
+    ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 
 const MPF: &str = "/usr/share/cfengine3/masterfiles";
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        let dst = to.join(e.file_name());
-        if t.is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else if t.is_file() {
-            std::fs::copy(e.path(), &dst).unwrap();
-        } else if t.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &dst).unwrap();
-        }
-    }
-}
 
 /// Give `wd` a `bin/` of its own (links to the real tools) instead of the
 /// lab's link to `/usr/bin`: the MPF's update policy writes into
@@ -163,6 +148,23 @@ fn step(c: &Clients, what: &str, kind: ServerKind, log: &str) {
             r2.describe()
         );
     }
+    // modules_presence: WORKDIR/modules, where the agent runs modules from.
+    let (mr, mo) = (c.real.path().join("modules"), c.rcf.path().join("modules"));
+    if let Err(d) = trees_equal(&mr, &mo) {
+        panic!(
+            "[{kind:?}] {what}: modules/ differ (left: cf-agent, right: rcf-agent): {d}\n{}\n{}",
+            r1.describe(),
+            r2.describe()
+        );
+    }
+    let (modes_real, modes_rcf) = (modes(&mr), modes(&mo));
+    assert_eq!(
+        modes_real,
+        modes_rcf,
+        "[{kind:?}] {what}: modules/ modes, cf-agent vs rcf-agent\n{}\n{}",
+        r1.describe(),
+        r2.describe()
+    );
     assert_eq!(
         n1,
         n2,
@@ -171,8 +173,32 @@ fn step(c: &Clients, what: &str, kind: ServerKind, log: &str) {
         r2.describe()
     );
     eprintln!(
-        "[agent_mpf_update] {kind:?} {what}: identical inputs/, {n1} file(s) transferred by each"
+        "[agent_mpf_update] {kind:?} {what}: identical inputs/ and modules/ ({} entries), {n1} file(s) transferred by each",
+        modes_real.len()
     );
+}
+
+/// Relative path -> mode bits of every entry under `root`.
+fn modes(root: &Path) -> std::collections::BTreeMap<String, u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, m.permissions().mode() & 0o7777);
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 fn differential(kind: ServerKind) {
@@ -185,7 +211,7 @@ fn differential(kind: ServerKind) {
     private_bin(&real);
     private_bin(&rcf);
     let mf = hub.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &mf);
+    copy_tree(Path::new(MPF), &mf).unwrap();
     if kind == ServerKind::Rcf {
         // The hub is made a hub by bootstrapping to itself.
         let b = rcf_agent(&hub, &["-I", "bootstrap", "--no-failsafe", "127.0.0.1"]).unwrap();
@@ -224,7 +250,7 @@ fn differential(kind: ServerKind) {
     // masterfiles in inputs/, its key trusted, policy_server.dat.
     for c in [&rcf, &real] {
         c.trust(&hub, "root").unwrap();
-        copy_tree(&mf, &c.inputs());
+        copy_tree(&mf, &c.inputs()).unwrap();
         std::fs::write(c.path().join("policy_server.dat"), format!("{hp}\n")).unwrap();
     }
     let c = Clients { hub, rcf, real, mf };
@@ -264,6 +290,19 @@ fn differential(kind: ServerKind) {
         kind,
         &log(),
     );
+    std::fs::write(
+        c.mf.join("modules/rcf_test_module"),
+        "#!/bin/sh\necho =x=z\n",
+    )
+    .unwrap();
+    restamp();
+    step(
+        &c,
+        "a changed module (WORKDIR/modules keeps a .cfsaved)",
+        kind,
+        &log(),
+    );
+    assert!(c.rcf.path().join("modules/rcf_test_module.cfsaved").is_file());
     std::fs::write(c.mf.join("NOTES.md"), "not policy\n").unwrap();
     std::fs::write(c.mf.join("services/README"), "not policy either\n").unwrap();
     edit(&main, "# and a real change\n");
@@ -357,7 +396,7 @@ fn bootstrap_keys_roles_and_refusals() {
     // A client bootstrapping to a hub on its own loopback stays a client,
     // without the loopback warning.
     let hmf = hub.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &hmf);
+    copy_tree(Path::new(MPF), &hmf).unwrap();
     let mut rule = AccessRule::admit_loopback(hmf.to_string_lossy().into_owned());
     rule.shortcut = Some("masterfiles".into());
     let mut p = ServerPolicy::new(0);
@@ -389,7 +428,7 @@ fn bootstrap_keys_roles_and_refusals() {
 fn classic_bootstrap_and_update_real_hub() {
     let (hub, cli) = agent_workdirs("mpfclassic").unwrap();
     let mf = hub.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &mf);
+    copy_tree(Path::new(MPF), &mf).unwrap();
     let st = stamp(&hub, &mf, ServerKind::Real);
     assert!(st.success(), "{}", st.describe());
     let mut rule = AccessRule::admit_loopback(mf.to_string_lossy().into_owned());

@@ -784,6 +784,115 @@ fn core_client_against_real_cf_serverd_plain_and_encrypted() {
     );
 }
 
+impl Driver {
+    /// After authentication: send one request `payload` as it is (sealed
+    /// by the caller if it must be), then VERSION, and return every byte
+    /// the server sent before the VERSION reply (framed or raw).
+    fn raw_until_version(&mut self, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rcf_core::frame::encode(Status::Done, payload, &mut out).unwrap();
+        rcf_core::frame::encode(Status::Done, b"VERSION", &mut out).unwrap();
+        self.sock.write_all(&out).unwrap();
+        let mut marker = Vec::new();
+        rcf_core::frame::encode(Status::Done, b"OK: 3.21.0", &mut marker).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(&marker) {
+            let n = self
+                .sock
+                .read(&mut buf)
+                .expect("reply before the read timeout");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.truncate(got.len() - marker.len());
+        got
+    }
+}
+
+/// Issue 18's classic wire differences, against the real cf-serverd and
+/// rcf-serverd in the same run: plain GET and SGET of a directory (3.21:
+/// nothing at all, its read fails with EISDIR), plain GET of a dangling
+/// link (the raw refusal block; 3.21 fills it with stack bytes, rcf with
+/// zeros: compared up to the refusal text). SGET of an empty file stays
+/// different (SECURITY.md): 3.21 sends one CF_DONE transaction of
+/// `strlen` of an uninitialised buffer, rcf one holding the encryption of
+/// nothing; both are a single `t` transaction, which is checked.
+#[test]
+fn classic_wire_replies_same_as_real_server() {
+    let t0 = Instant::now();
+    let mut seen: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    for real in [true, false] {
+        let s = setup(if real { "cl9r" } else { "cl9" });
+        std::os::unix::fs::symlink("nowhere", s.data.share.join("dangling")).unwrap();
+        let srv = AnyServer::start(real, &s.srv_wd, &legacy_policy(&s));
+        let (mut d, _) = Driver::connect(srv.port(), client_cfg(&s, None)).unwrap();
+        let cipher = d.client.session_cipher().expect("authenticated").clone();
+        let sget = |p: &str| {
+            let mut plain = format!("GET dummykey {p}").into_bytes();
+            plain.push(0);
+            rcf_core::classic::wire::seal("SGET", &cipher, &plain)
+        };
+        let cases: Vec<(String, Vec<u8>)> = vec![
+            (
+                "SGET empty.txt".into(),
+                sget(&s.data.share_path("empty.txt")),
+            ),
+            ("SGET tree".into(), sget(&s.data.share_path("tree"))),
+            (
+                "GET tree".into(),
+                request::encode_get(2048, s.data.share_path("tree").as_bytes()),
+            ),
+            (
+                "GET dangling".into(),
+                request::encode_get(2048, s.data.share_path("dangling").as_bytes()),
+            ),
+        ];
+        let mut got = Vec::new();
+        for (what, payload) in cases {
+            let mut r = d.raw_until_version(&payload);
+            let failed = rcf_core::reply::FAILED;
+            if r.len() == 2048 && r.starts_with(failed) {
+                r[failed.len()..].fill(0);
+            }
+            got.push((what, r));
+        }
+        seen.push(got);
+    }
+    for ((what, a), (_, b)) in seen[0].iter().zip(&seen[1]) {
+        if what == "SGET empty.txt" {
+            // One CF_DONE transaction from each, its length the only frame.
+            for r in [a, b] {
+                let (st, n) = rcf_core::frame::parse_header(r[..8].try_into().unwrap()).unwrap();
+                assert!(
+                    st == Status::Done && r.len() == 8 + n,
+                    "{:?}",
+                    String::from_utf8_lossy(r)
+                );
+            }
+            eprintln!(
+                "[interop_classic] SGET empty.txt: real cf-serverd sends {} bytes {:?} (stack), rcf {} bytes (sealed nothing)",
+                a.len(),
+                String::from_utf8_lossy(&a[..8]),
+                b.len()
+            );
+            continue;
+        }
+        assert!(
+            a == b,
+            "{what}: real {:?} vs rcf {:?}",
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+        eprintln!(
+            "[interop_classic] {what}: real cf-serverd and rcf send {} bytes {:?}",
+            a.len(),
+            String::from_utf8_lossy(&a[..a.len().min(70)])
+        );
+    }
+    done("classic_wire_replies_same_as_real_server", t0);
+}
+
 #[test]
 fn core_client_refused_by_real_server_without_trust() {
     let t0 = Instant::now();

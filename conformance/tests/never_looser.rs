@@ -146,3 +146,140 @@ fn unevaluable_guards_and_bad_cidrs_never_widen_against_real_cf_serverd() {
         problems.join("\n")
     );
 }
+
+/// An access promise whose promiser rcf cannot expand (issue 18): 3.21
+/// computes the path (here with `execresult`, which rcf does not run) and
+/// denies it; rcf cannot know which path that is (a value may hold `..`
+/// or be absolute, and the promiser is canonicalised), so the promise's
+/// deny rules go into every path rule: never looser, stricter for the
+/// peers they name. Against the real cf-serverd.
+#[test]
+fn unexpandable_promiser_denies_every_path_for_its_peers() {
+    let pair = Pair::new();
+    let port = free_port();
+    let cases = [
+        // 3.21: the promiser is DATA/k/, denied
+        (
+            "k",
+            r#""D/k/" admit_ips => { "127.0.0.1" }; "D/$(kdir)/" deny_ips => { "127.0.0.1" };"#,
+            false,
+        ),
+        // 3.21 admits; rcf denies (stricter: the deny above could be here)
+        ("l", r#""D/l/" admit_ips => { "127.0.0.1" };"#, true),
+        // unresolved in 3.21 too: kept literally, so it denies nothing there
+        (
+            "m",
+            r#""D/m/" admit_ips => { "127.0.0.1" }; "D/m/$(rcf_no_such_var)" deny_ips => { "127.0.0.1" };"#,
+            true,
+        ),
+    ];
+    let (access, paths) = pair.access_cases(cases.iter().map(|(dir, r, _)| (*dir, r.to_string())));
+    let text = format!(
+        "{}bundle server acl\n{{\n  vars:\n    \"kdir\" string => execresult(\"/bin/echo k\", \"noshell\");\n  access:\n{access}}}\n",
+        header(port, &[])
+    );
+    let policy = pair.input("promises.cf", &text);
+    let real = pair.real_stat(&policy, port, &paths);
+    let pol = pair.rcf_load(&policy);
+    let mut problems = Vec::new();
+    for (((dir, _, want), real_allowed), path) in cases.iter().zip(&real).zip(&paths) {
+        if want != real_allowed {
+            problems.push(format!(
+                "{dir}: real cf-serverd answered {real_allowed}, expected {want}"
+            ));
+        }
+        for classic in [false, true] {
+            let dec = pol.check(&pair.facts(classic), Request::Path(path));
+            if dec.allowed {
+                problems.push(format!(
+                    "{dir} (classic {classic}): rcf admits: {}",
+                    pol.explain(&dec)
+                ));
+            }
+        }
+    }
+    for needle in ["$(kdir)", "$(rcf_no_such_var)"] {
+        if !pol
+            .warnings
+            .iter()
+            .any(|w| w.message.contains(needle) && w.message.contains("every path") && w.line > 0)
+        {
+            problems.push(format!(
+                "no warning with file:line for the promiser holding {needle}"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\npolicy:\n{text}",
+        problems.join("\n")
+    );
+}
+
+/// Bad entries in `body server control` lists (issue 18), against the real
+/// cf-serverd and rcf-serverd started on the same policy and asked by the
+/// real cf-net: in allowconnects, allowallconnects and trustkeysfrom they
+/// are skipped and both servers serve; a bad denyconnects entry is skipped
+/// by 3.21 (serves) while rcf, not knowing whom it meant, refuses every
+/// connection (stricter, announced with file:line).
+#[test]
+fn bad_control_list_entries_skipped_and_a_bad_deny_refuses_all() {
+    use rcf_conformance::lab::*;
+    require_cfengine().unwrap();
+    let cli = Workdir::new("nl-ctl-cli").unwrap();
+    cli.cf_key().unwrap();
+    let mut seen = Vec::new();
+    for (label, bad_deny, want_real, want_rcf) in [
+        ("allow lists", false, true, true),
+        ("denyconnects", true, true, false),
+    ] {
+        let mut answers = Vec::new();
+        for real in [true, false] {
+            let wd = Workdir::new(&format!("nl-ctl-{}-{}", bad_deny, real)).unwrap();
+            let data = make_data_tree(&wd.scratch().join("data")).unwrap();
+            let mut p = ServerPolicy::new(0).admit(data.share_path(""));
+            p.allowconnects = vec!["127.0.0.1/33".into(), "10.[".into(), "127.0.0.1".into()];
+            p.allowallconnects = vec!["127.0.0.1/40".into(), "127.0.0.1".into()];
+            p.trustkeysfrom = vec!["1.2.3.4/99".into(), "127.0.0.1".into()];
+            if bad_deny {
+                p.denyconnects = vec!["10.9.9.9".into(), "127.0.0.1/33".into()];
+            }
+            let kind = if real {
+                ServerKind::Real
+            } else {
+                ServerKind::Rcf
+            };
+            let srv = AnyServer::start(kind, &wd, &p).unwrap();
+            let hello = data.share_path("hello.txt");
+            let run = cf_net(&cli, &srv.host_port(), &["stat", &hello]).unwrap();
+            let ok = run.contains("is a regular file");
+            if !real {
+                let log = srv.log();
+                let needle = if bad_deny {
+                    "refuses every connection"
+                } else {
+                    "this entry never matches"
+                };
+                assert!(
+                    log.contains(needle) && log.contains("promises.cf:"),
+                    "{label}: {log}"
+                );
+            }
+            answers.push(ok);
+        }
+        assert_eq!(
+            (answers[0], answers[1]),
+            (want_real, want_rcf),
+            "{label}: (real cf-serverd, rcf-serverd) served"
+        );
+        assert!(
+            !(answers[1] && !answers[0]),
+            "{label}: rcf looser than 3.21"
+        );
+        seen.push(format!("{label}: real {} rcf {}", answers[0], answers[1]));
+    }
+    eprintln!(
+        "[never_looser] bad control-list entries: {}",
+        seen.join("; ")
+    );
+}

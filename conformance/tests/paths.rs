@@ -98,34 +98,51 @@ struct Lab {
     share: String,
     outside: String,
     secret: String,
+    /// The share and outside directories' paths as bytes (not UTF-8 in
+    /// the rerun with non-UTF-8 names).
+    share_b: Vec<u8>,
+    outside_b: Vec<u8>,
     _srv_wd: Workdir,
     _cli_wd: Workdir,
 }
 
 fn lab(name: &str) -> Lab {
+    lab_named(name, b"share", b"outside")
+}
+
+/// The lab with the admitted tree renamed to `share_name` and the outside
+/// tree made as `outside_name` (bytes, need not be UTF-8); the policy
+/// promiser holds the share's raw bytes.
+fn lab_named(name: &str, share_name: &[u8], outside_name: &[u8]) -> Lab {
     require_cfengine().unwrap();
     let srv_wd = Workdir::new(&format!("{name}-srv")).unwrap();
     let cli_wd = Workdir::new(&format!("{name}-cli")).unwrap();
     cli_wd.cf_key().unwrap();
     let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
     let root = std::fs::canonicalize(&data.root).unwrap();
-    let share = root.join("share");
-    let outside = root.join("outside");
+    let share = root.join(OsStr::from_bytes(share_name));
+    let outside = root.join(OsStr::from_bytes(outside_name));
+    if share_name != b"share" {
+        std::fs::rename(root.join("share"), &share).unwrap();
+    }
+    let up_out = |rest: &[u8]| OsStr::from_bytes(&[b"../", outside_name, rest].concat()).to_owned();
     std::fs::create_dir_all(outside.join("dir")).unwrap();
     std::fs::write(outside.join("canary.txt"), CANARY).unwrap();
     std::fs::write(outside.join("dir/canary.txt"), CANARY).unwrap();
     std::fs::write(outside.join("outside-only-marker"), CANARY).unwrap();
     std::fs::write(outside.join(OsStr::from_bytes(b"caf\xe9.txt")), CANARY).unwrap();
     use std::os::unix::fs::symlink;
-    symlink("../outside/canary.txt", share.join("esc-file")).unwrap();
+    symlink(up_out(b"/canary.txt"), share.join("esc-file")).unwrap();
     symlink(outside.join("canary.txt"), share.join("esc-abs")).unwrap();
-    symlink("../outside", share.join("esc-dir")).unwrap();
+    symlink(up_out(b""), share.join("esc-dir")).unwrap();
     symlink("esc-file", share.join("chain")).unwrap();
     symlink("loop2", share.join("loop1")).unwrap();
     symlink("loop1", share.join("loop2")).unwrap();
     symlink("self", share.join("self")).unwrap();
-    symlink("../outside/nonexistent", share.join("dangling-out")).unwrap();
-    let pol = ServerPolicy::new(0).admit(share.to_string_lossy().into_owned());
+    symlink(up_out(b"/nonexistent"), share.join("dangling-out")).unwrap();
+    let share_b = share.as_os_str().as_bytes().to_vec();
+    let outside_b = outside.as_os_str().as_bytes().to_vec();
+    let pol = ServerPolicy::new(0).admit(rcf_core::bytestr::encode(&share_b).into_owned());
     let srv = RcfServer::start(&srv_wd, &pol).unwrap();
     let key =
         rcf_core::keys::parse_private_pem(&std::fs::read(cli_wd.privkey_path()).unwrap()).unwrap();
@@ -135,6 +152,8 @@ fn lab(name: &str) -> Lab {
         share: share.to_string_lossy().into_owned(),
         outside: outside.to_string_lossy().into_owned(),
         secret: root.join("secret").to_string_lossy().into_owned(),
+        share_b,
+        outside_b,
         _srv_wd: srv_wd,
         _cli_wd: cli_wd,
     }
@@ -223,9 +242,26 @@ fn show(b: &[u8]) -> String {
 
 #[test]
 fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
+    escape_matrix(lab("p1"));
+}
+
+/// The same matrix with the admitted tree, the outside tree and so every
+/// escape path named with bytes that are not UTF-8 (issue 18: paths are
+/// bytes end to end; the policy promiser holds the raw bytes too).
+#[test]
+fn escape_matrix_with_non_utf8_tree_names() {
+    escape_matrix(lab_named("p5", b"sh\xffare", b"out\xfe\xc0side"));
+}
+
+fn escape_matrix(l: Lab) {
     let t0 = Instant::now();
-    let l = lab("p1");
-    let (p, o) = (l.share.as_bytes().to_vec(), l.outside.as_bytes().to_vec());
+    let (p, o) = (l.share_b.clone(), l.outside_b.clone());
+    let out_name = Path::new(OsStr::from_bytes(&o))
+        .file_name()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let outside = Path::new(OsStr::from_bytes(&o)).to_path_buf();
     let cat = |parts: &[&[u8]]| parts.concat();
     let mut conn = Conn::new(&l);
 
@@ -262,11 +298,11 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
     let long_ups = cat(&[&p, b"/tree", &b"/..".repeat(1150), &o, b"/canary.txt"]);
     let long_missing = cat(&[&p, b"/", &b"a/".repeat(1900)]);
     let attempts: Vec<Vec<u8>> = vec![
-        cat(&[&p, b"/../outside/canary.txt"]),
-        cat(&[&p, b"//../outside/canary.txt"]),
-        cat(&[&p, b"/tree/../../outside/canary.txt"]),
-        cat(&[&p, b"/./../outside/canary.txt"]),
-        cat(&[&p, b"/tree/sub/../../../outside/dir/canary.txt"]),
+        cat(&[&p, b"/../", &out_name, b"/canary.txt"]),
+        cat(&[&p, b"//../", &out_name, b"/canary.txt"]),
+        cat(&[&p, b"/tree/../../", &out_name, b"/canary.txt"]),
+        cat(&[&p, b"/./../", &out_name, b"/canary.txt"]),
+        cat(&[&p, b"/tree/sub/../../../", &out_name, b"/dir/canary.txt"]),
         cat(&[&o, b"/canary.txt"]),
         cat(&[&o, b"//canary.txt"]),
         cat(&[&o, b"/canary.txt/."]),
@@ -284,7 +320,7 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
         cat(&[&p, b"/esc-dir/."]),
         cat(&[&p, b"/esc-dir/canary.txt"]),
         cat(&[&p, b"/esc-dir/dir/canary.txt"]),
-        cat(&[&p, b"/esc-dir/../outside/canary.txt"]),
+        cat(&[&p, b"/esc-dir/../", &out_name, b"/canary.txt"]),
         cat(&[&p, b"/loop1"]),
         cat(&[&p, b"/loop1/x"]),
         cat(&[&p, b"/self"]),
@@ -294,8 +330,8 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
         cat(&[&o, b"/canary.txt\0", &p, b"/hello.txt"]),
         cat(&[&p, b"/nope\0/../hello.txt"]),
         // Non-UTF-8 bytes.
-        cat(&[&p, b"/\xff\xfe/../../outside/canary.txt"]),
-        cat(&[&p, b"/../outside/caf\xe9.txt"]),
+        cat(&[&p, b"/\xff\xfe/../../", &out_name, b"/canary.txt"]),
+        cat(&[&p, b"/../", &out_name, b"/caf\xe9.txt"]),
         cat(&[&o, b"/caf\xe9.txt"]),
         cat(&[&p, b"/\xc0\xae\xc0\xae/outside/canary.txt"]),
         // Very long paths.
@@ -308,11 +344,7 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
         b"./".to_vec(),
     ];
 
-    let watch = Watch::new(&[
-        Path::new(&l.outside),
-        &Path::new(&l.outside).join("dir"),
-        Path::new(&l.secret),
-    ]);
+    let watch = Watch::new(&[&outside, &outside.join("dir"), Path::new(&l.secret)]);
     let mut checked = 0;
     for a in &attempts {
         assert!(
@@ -386,7 +418,7 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
         "the server opened or read outside the admitted tree: {touched:?}"
     );
     // Control: the watch does see a read there.
-    let _ = std::fs::read(Path::new(&l.outside).join("canary.txt")).unwrap();
+    let _ = std::fs::read(outside.join("canary.txt")).unwrap();
     assert!(
         watch
             .events()
@@ -398,7 +430,7 @@ fn escape_attempts_get_the_missing_file_reply_and_nothing_outside_is_read() {
     // The server's log never shows it serving (or even statting) those files.
     let log = l.srv.log();
     for line in log.lines() {
-        let mentions = line.contains(&l.outside) || line.contains(&l.secret);
+        let mentions = line.contains(&*String::from_utf8_lossy(&o)) || line.contains(&l.secret);
         let served = [
             "Sending",
             "sent",

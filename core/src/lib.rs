@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod banner;
+pub mod bytestr;
 pub mod civil;
 pub mod classic;
 pub mod client;

@@ -3,8 +3,17 @@
 //! `lstat()` for `filestat()`, name resolution for `host2ip()`, and the
 //! commands of `execresult()`/`returnszero()`.
 
+use rcf_core::bytestr;
 use rcf_core::policy::{Canon, Capture, ExecOutcome, ExecRequest, FileStat, PolicySource};
+use std::ffi::OsStr;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The bytes a [`bytestr`]-encoded policy path names.
+fn fs_path(p: &str) -> PathBuf {
+    Path::new(OsStr::from_bytes(&bytestr::decode(p))).to_path_buf()
+}
 
 /// Largest policy file read; larger files are refused, not truncated.
 pub const MAX_POLICY_FILE: u64 = 16 * 1024 * 1024;
@@ -17,7 +26,7 @@ impl PolicySource for FsPolicySource {
     /// Reads at most [`MAX_POLICY_FILE`] bytes; a bigger file is an error so
     /// a huge or endless file (a FIFO, /dev/zero) cannot exhaust memory.
     fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let f = std::fs::File::open(fs_path(path)).map_err(|e| e.to_string())?;
         let meta = f.metadata().map_err(|e| e.to_string())?;
         if meta.is_dir() {
             return Err("is a directory".into());
@@ -35,11 +44,11 @@ impl PolicySource for FsPolicySource {
     /// `realpath()` like cf-serverd: ENOENT (including a dangling link)
     /// is `Missing`, anything else is `Failed`.
     fn canonicalize(&self, path: &str) -> Canon {
-        match std::fs::canonicalize(path) {
+        match std::fs::canonicalize(fs_path(path)) {
             Ok(p) => {
                 let is_dir = std::fs::metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
                 Canon::Resolved {
-                    path: p.to_string_lossy().into_owned(),
+                    path: bytestr::encode(p.as_os_str().as_bytes()).into_owned(),
                     is_dir,
                 }
             }
@@ -49,11 +58,11 @@ impl PolicySource for FsPolicySource {
     }
 
     fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).is_ok()
+        std::fs::symlink_metadata(fs_path(path)).is_ok()
     }
 
     fn is_symlink(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path)
+        std::fs::symlink_metadata(fs_path(path))
             .map(|m| m.file_type().is_symlink())
             .unwrap_or(false)
     }
@@ -69,7 +78,7 @@ impl PolicySource for FsPolicySource {
     fn is_executable(&self, path: &str) -> Option<bool> {
         use std::os::unix::fs::PermissionsExt;
         Some(
-            std::fs::metadata(path)
+            std::fs::metadata(fs_path(path))
                 .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 .unwrap_or(false),
         )
@@ -176,7 +185,7 @@ pub fn execute(
 /// `lstat()` as 3.21's `filestat()` calls it (the link itself, not its target).
 pub fn lstat(path: &str) -> Result<FileStat, String> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let m = std::fs::symlink_metadata(fs_path(path)).map_err(|e| e.to_string())?;
     Ok(FileStat {
         mode: m.mode(),
         size: m.size(),

@@ -434,8 +434,9 @@ pub fn stat_link(path: &[u8], resolved: &[u8]) -> Result<FileStat, String> {
     Ok(FileStat { reply })
 }
 
-/// Directory entries in readdir order, `.` and `..` first (std hides them;
-/// clients skip them, 3.21 sends them).
+/// Directory entries exactly in readdir order, `.` and `..` where readdir
+/// puts them (std hides them; clients skip them; 3.21 sends the names as
+/// its DirRead loop gets them, unsorted, dots included).
 pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     use std::os::fd::IntoRawFd;
     let d = open_exact(path, libc::O_DIRECTORY).map_err(|e| strerror(&e))?;
@@ -451,7 +452,7 @@ pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         unsafe { libc::close(fd) };
         return Err(strerror(&e));
     }
-    let mut v = vec![b".".to_vec(), b"..".to_vec()];
+    let mut v = Vec::new();
     let r = loop {
         // SAFETY: errno is thread-local; zero it so end-of-directory (NULL,
         // errno unchanged) is told from an error (NULL, errno set).
@@ -469,9 +470,7 @@ pub fn list_dir(path: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         // SAFETY: readdir returned an entry whose d_name is NUL-terminated
         // and valid until the next readdir/closedir on `dir`.
         let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
-        if name != b"." && name != b".." {
-            v.push(name.to_vec());
-        }
+        v.push(name.to_vec());
     };
     // SAFETY: `dir` came from fdopendir and is closed exactly once.
     unsafe { libc::closedir(dir) };
@@ -557,11 +556,14 @@ impl DigestCache {
         let mut h = md5::Md5::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = f.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // 3.21's HashFile stops at a failed read and digests what
+                // it got (a directory: the empty digest); not cached.
+                Err(_) => return Some(h.finalize().into()),
             }
-            h.update(&buf[..n]);
         }
         let d: [u8; 16] = h.finalize().into();
         let mut map = self.map.lock().ok()?;
@@ -662,12 +664,11 @@ impl Files {
         // authorised path (no component swapped for a symlink since).
         let f = open_exact(path, 0).map_err(|e| strerror(&e))?;
         let m = f.metadata().map_err(|e| strerror(&e))?;
-        if !m.is_file() {
-            return Err(if m.is_dir() {
-                "Is a directory".into()
-            } else {
-                "Not a regular file".into()
-            });
+        // A directory opens (3.21's safe_open does; the machine then sends
+        // nothing, as 3.21's failed read does); devices, FIFOs and
+        // sockets are refused.
+        if !m.is_file() && !m.is_dir() {
+            return Err("Not a regular file".into());
         }
         self.next += 1;
         let handle = self.next;
@@ -677,6 +678,7 @@ impl Files {
             size: m.size(),
             uid: m.uid(),
             mode: m.mode() & 0o7777,
+            is_dir: m.is_dir(),
         })
     }
 
@@ -1270,8 +1272,10 @@ mod tests {
         assert_eq!(sfs.peek_digest(&mut files, &f), None);
     }
 
-    /// The listing read through the checked descriptor has `.`, `..`, then
-    /// every entry once, with or without a trailing `/`; a file is refused.
+    /// The listing read through the checked descriptor has every entry
+    /// once, `.` and `..` included, in readdir order (std's `read_dir` is
+    /// readdir without the dots: the same order), with or without a
+    /// trailing `/`; a file is refused.
     #[test]
     fn list_dir_reads_every_entry() {
         let d = tempfile::tempdir().unwrap();
@@ -1285,11 +1289,18 @@ mod tests {
         let r = root.as_os_str().as_bytes().to_vec();
         for p in [r.clone(), [r.clone(), b"/".to_vec()].concat()] {
             let got = list_dir(&p).unwrap();
-            assert_eq!(&got[..2], &[b".".to_vec(), b"..".to_vec()]);
-            let mut rest = got[2..].to_vec();
-            rest.sort();
+            let dots = |n: &Vec<u8>| n == b"." || n == b"..";
+            assert_eq!(got.iter().filter(|n| dots(n)).count(), 2);
+            let rest: Vec<Vec<u8>> = got.iter().filter(|n| !dots(n)).cloned().collect();
+            let std_order: Vec<Vec<u8>> = fs::read_dir(&root)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_vec())
+                .collect();
+            assert_eq!(rest, std_order, "not in readdir order");
+            let mut sorted = rest.clone();
+            sorted.sort();
             want.sort();
-            assert_eq!(rest, want);
+            assert_eq!(sorted, want);
         }
         assert_eq!(
             list_dir(root.join("entry-0001").as_os_str().as_bytes()).unwrap_err(),
@@ -1298,16 +1309,16 @@ mod tests {
     }
 
     #[test]
-    fn open_refuses_symlinks_and_directories() {
+    fn open_refuses_symlinks_and_flags_directories() {
         let d = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(d.path()).unwrap();
         fs::write(root.join("f"), b"hello").unwrap();
         std::os::unix::fs::symlink(root.join("f"), root.join("l")).unwrap();
         let mut files = Files::default();
         assert!(files.open(root.join("l").as_os_str().as_bytes()).is_err());
-        assert!(files.open(root.as_os_str().as_bytes()).is_err());
+        assert!(files.open(root.as_os_str().as_bytes()).unwrap().is_dir);
         let f = files.open(root.join("f").as_os_str().as_bytes()).unwrap();
-        assert_eq!(f.size, 5);
+        assert_eq!((f.size, f.is_dir), (5, false));
         assert_eq!(
             files.read(f.handle, 1, 100),
             Answer::Data {
@@ -1368,7 +1379,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("a"), b"").unwrap();
         let l = list_dir(d.path().as_os_str().as_bytes()).unwrap();
-        assert_eq!(&l[..2], &[b".".to_vec(), b"..".to_vec()]);
+        assert!(l.contains(&b".".to_vec()) && l.contains(&b"..".to_vec()));
         assert!(l.contains(&b"a".to_vec()));
     }
 

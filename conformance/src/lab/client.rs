@@ -52,6 +52,22 @@ impl ToolRun {
         );
     }
 
+    /// The output without CFEngine-style log lines (`   error: …`,
+    /// `  notice: …`, `verbose: …`; cf-net, cf-agent and rcf-agent print
+    /// them alike) and blank lines: what a cf-net-style tool answered, for
+    /// comparing two tools' answers.
+    pub fn result_lines(&self) -> Vec<String> {
+        const LEVELS: [&str; 7] = [
+            "critical:", "error:", "warning:", "notice:", "info:", "verbose:", "debug:",
+        ];
+        self.output
+            .lines()
+            .filter(|l| !LEVELS.iter().any(|p| l.trim_start().starts_with(p)))
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Command, status, log path and the output tail, for assertion messages.
     pub fn describe(&self) -> String {
         format!(
@@ -147,15 +163,17 @@ impl std::ops::Deref for AgentRun {
 }
 
 /// Run the real `cf-agent -K -f <policy> <flags>` on an arbitrary client
-/// policy text (written to `lab-logs/agent-policy-<n>.cf`), bounded by
-/// [`TOOL_TIMEOUT`]. `flags` e.g. `["-v"]` or `["-I"]`.
+/// policy text (written to `lab-logs/agent-policy-<n>.cf` as the bytes its
+/// `rcf_core::bytestr` encoding stands for, so a copy source may name a
+/// file that is not UTF-8), bounded by [`TOOL_TIMEOUT`]. `flags` e.g.
+/// `["-v"]` or `["-I"]`.
 pub fn cf_agent_policy(
     client: &Workdir,
     policy: &str,
     flags: &[&str],
 ) -> Result<(ToolRun, PathBuf), LabError> {
     let pol = client.next_log("agent-policy", "cf");
-    std::fs::write(&pol, policy)
+    std::fs::write(&pol, rcf_core::bytestr::decode(policy))
         .map_err(|e| LabError::io(format!("write {}", pol.display()), e))?;
     let p = pol.to_string_lossy().into_owned();
     let mut args = vec!["-K", "-f", &p];

@@ -202,6 +202,14 @@ impl ServerPolicy {
         self
     }
 
+    /// The `promises.cf` file as written: [`render`](ServerPolicy::render)'s
+    /// text taken as an `rcf_core::bytestr` encoding, so a promiser built
+    /// with `bytestr::encode(b"/srv/d\xff")` is written as those raw bytes
+    /// (for both servers; text without escapes is unchanged).
+    pub fn render_bytes(&self) -> Vec<u8> {
+        rcf_core::bytestr::decode(&self.render()).into_owned()
+    }
+
     /// The `promises.cf` text. It includes a no-op `bundlesequence` bundle:
     /// an empty bundlesequence fails `cf-promises -c`, which sends
     /// cf-serverd to failsafe.

@@ -39,7 +39,7 @@ impl RcfServer {
             p.port = free_port();
         }
         let policy_path = wd.inputs().join("promises.cf");
-        std::fs::write(&policy_path, p.render())
+        std::fs::write(&policy_path, p.render_bytes())
             .map_err(|e| LabError::io(format!("write {}", policy_path.display()), e))?;
         let bin = rcf_binary("rcf-serverd")?;
         let log = wd.next_log("rcf-serverd", "log");

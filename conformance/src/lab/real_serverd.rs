@@ -86,21 +86,28 @@ pub struct PolicyFs;
 
 impl PolicySource for PolicyFs {
     fn read(&self, path: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(path).map_err(|e| e.to_string())
+        std::fs::read(policy_fs_path(path)).map_err(|e| e.to_string())
     }
     fn canonicalize(&self, path: &str) -> Canon {
-        match std::fs::canonicalize(path) {
+        use std::os::unix::ffi::OsStrExt;
+        match std::fs::canonicalize(policy_fs_path(path)) {
             Ok(p) => Canon::Resolved {
                 is_dir: p.is_dir(),
-                path: p.to_string_lossy().into_owned(),
+                path: rcf_core::bytestr::encode(p.as_os_str().as_bytes()).into_owned(),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Canon::Missing,
             Err(e) => Canon::Failed(e.to_string()),
         }
     }
     fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(path).is_ok()
+        std::fs::symlink_metadata(policy_fs_path(path)).is_ok()
     }
+}
+
+/// The bytes a policy path (a `rcf_core::bytestr` encoding) names.
+fn policy_fs_path(p: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(&rcf_core::bytestr::decode(p)).into()
 }
 
 /// Kills the process it guards (by PID, through its own Child handle) on

@@ -75,7 +75,7 @@ impl RealServer {
             let _ = std::fs::remove_file(inputs.join(f));
         }
         let policy_path = inputs.join("promises.cf");
-        std::fs::write(&policy_path, policy.render())
+        std::fs::write(&policy_path, policy.render_bytes())
             .map_err(|e| LabError::io(format!("write {}", policy_path.display()), e))?;
         let pp = policy_path.to_string_lossy().into_owned();
         let check = run_tool(

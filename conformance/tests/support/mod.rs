@@ -302,6 +302,77 @@ impl RawClient {
     }
 }
 
+impl RawClient {
+    /// Send `payload` then `VERSION`; everything received before the
+    /// VERSION reply is this request's whole reply, framed or raw (GET
+    /// data, refusal blocks, several transactions). `None`: the server
+    /// closed first (what it sent is dropped).
+    pub fn until_version(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut marker = Vec::new();
+        frame::encode(Status::Done, b"OK: 3.21.0", &mut marker).unwrap();
+        self.txn(payload);
+        self.txn(b"VERSION");
+        let found = |p: &[u8]| p.windows(marker.len()).any(|w| w == marker.as_slice());
+        if !self.fill(Instant::now() + IO, found) {
+            assert!(self.closed, "no reply within {IO:?}");
+            return None;
+        }
+        let i = self
+            .plain
+            .windows(marker.len())
+            .position(|w| w == marker.as_slice())
+            .unwrap();
+        let got = self.plain[..i].to_vec();
+        self.plain.drain(..i + marker.len());
+        Some(got)
+    }
+}
+
+/// Each request's whole reply ([`RawClient::until_version`]) from the
+/// server on `port`, as `user` from 127.0.0.1, reconnecting after a close
+/// (`None`); STAT's atime is blanked ([`mask_atime`]) so two servers
+/// reading the same tree compare equal.
+pub fn replies_from(
+    port: u16,
+    key: &RsaPrivateKey,
+    user: &str,
+    reqs: &[Vec<u8>],
+) -> Vec<Option<Vec<u8>>> {
+    let mut c: Option<RawClient> = None;
+    let mut got = Vec::new();
+    for req in reqs {
+        if c.as_ref().is_none_or(|c| c.closed) {
+            let (nc, w) = RawClient::identify(Ipv4Addr::LOCALHOST, port, key, user);
+            assert!(
+                w.unwrap_or_default().starts_with(b"OK WELCOME"),
+                "{user} not welcomed on port {port}"
+            );
+            c = Some(nc);
+        }
+        got.push(
+            c.as_mut()
+                .unwrap()
+                .until_version(req)
+                .map(|r| mask_atime(&r)),
+        );
+    }
+    got
+}
+
+/// A STAT reply (`OK: type mode ... atime ...`) with its atime field (the
+/// 7th number) blanked; other replies unchanged.
+pub fn mask_atime(r: &[u8]) -> Vec<u8> {
+    let Some(i) = r.windows(4).position(|w| w == b"OK: ") else {
+        return r.to_vec();
+    };
+    let text = String::from_utf8_lossy(&r[i..]).into_owned();
+    let mut f: Vec<&str> = text.split(' ').collect();
+    if f.len() > 7 {
+        f[7] = "ATIME";
+    }
+    [&r[..i], f.join(" ").as_bytes()].concat()
+}
+
 /// Sanity: a string `s` never appears in `hay`.
 pub fn contains(hay: &[u8], s: &[u8]) -> bool {
     hay.windows(s.len()).any(|w| w == s)

@@ -100,28 +100,23 @@ impl ClassicPolicy for crate::policy::ServerPolicy {
         self.control.denybadclocks
     }
 
+    /// As the TLS view: bytes through [`crate::bytestr`] both ways.
     fn expand_shortcut(&self, path: &[u8], peer: &ClassicPeer) -> Option<Vec<u8>> {
-        let p = std::str::from_utf8(path).ok()?;
+        let p = crate::bytestr::encode(path);
         let host = (!peer.hostname.is_empty()).then_some(peer.hostname.as_str());
-        crate::policy::ServerPolicy::expand_shortcut(self, p, &peer.ip, host, &peer.key_id)
-            .map(String::into_bytes)
+        crate::policy::ServerPolicy::expand_shortcut(self, &p, &peer.ip, host, &peer.key_id)
+            .map(|t| crate::bytestr::decode(&t).into_owned())
     }
 
+    /// Paths are matched as bytes through [`crate::bytestr`], as in 3.21.
     fn check_path(&self, path: &[u8], peer: &ClassicPeer, encrypted: bool) -> ClassicDecision {
-        let Ok(p) = std::str::from_utf8(path) else {
-            return ClassicDecision {
-                allowed: false,
-                maproot: false,
-                needs_encryption: false,
-                rule: String::new(),
-            };
-        };
-        let d = self.check(&facts(peer, encrypted), crate::policy::Request::Path(p));
+        let p = crate::bytestr::encode(path);
+        let d = self.check(&facts(peer, encrypted), crate::policy::Request::Path(&p));
         ClassicDecision {
             allowed: d.allowed,
             maproot: d.maproot,
             needs_encryption: d.reason == crate::policy::acl::Reason::RequiresEncryption,
-            rule: d.resource.unwrap_or_default(),
+            rule: crate::bytestr::display(&d.resource.unwrap_or_default()).into_owned(),
         }
     }
 
@@ -1316,18 +1311,13 @@ impl ClassicServer {
                 }
             }
             Err(e) => {
-                let p = String::from_utf8_lossy(&op.requested).into_owned();
-                self.log(
-                    Level::Info,
-                    format!("Couldn't open directory '{p}' (DirOpen:{e})"),
-                );
-                let msg = format!("BAD: cfengine, couldn't open dir {p}");
+                let (log, mut msg) = crate::machine::transfer::opendir_failed(&op.requested, &e);
+                self.events.push_back(log);
                 if sealed {
-                    let mut m = msg.into_bytes();
-                    m.push(0);
-                    self.send_sealed(Status::Done, &m);
+                    msg.push(0);
+                    self.send_sealed(Status::Done, &msg);
                 } else {
-                    self.send(Status::Done, msg.as_bytes());
+                    self.send(Status::Done, &msg);
                 }
             }
         }
@@ -1342,6 +1332,13 @@ impl ClassicServer {
         };
         let f = match r {
             Ok(f) => f,
+            Err(e) if self.uid != 0 && !self.maproot && transfer::unstatable(&e) => {
+                // 3.21 checks ownership on the failed stat first: refused.
+                let logs = transfer::not_owner_logs(&self.peer.username, &op.requested);
+                self.events.extend(logs);
+                self.refuse();
+                return self.transfer_refused(now, encrypted, bufsize, None);
+            }
             Err(e) => {
                 self.events
                     .push_back(transfer::open_failed(&op.requested, &e));
@@ -1355,12 +1352,21 @@ impl ClassicServer {
             let close = Event::Close { handle: f.handle };
             return self.transfer_refused(now, encrypted, bufsize, Some(close));
         }
+        if f.is_dir {
+            self.events
+                .push_back(transfer::directory_read_failed(encrypted));
+            self.events.push_back(Event::Close { handle: f.handle });
+            return self.done(now);
+        }
         let s = Sending {
             t: Transfer::new(&f, op.requested, f.size),
             encrypted,
         };
         if s.t.size0 == 0 {
             if encrypted {
+                // 3.21's CfEncryptGetFile sends a CF_DONE transaction of
+                // strlen(uninitialised stack) bytes here (seen: 6 bytes);
+                // rcf sends the encryption of nothing (SECURITY.md).
                 self.send_sealed(Status::Done, b"");
             }
             self.events.push_back(s.t.close());

@@ -39,7 +39,8 @@ pub struct FileStat {
     pub reply: crate::reply::StatReply,
 }
 
-/// An open regular file ready to be served.
+/// An open file ready to be served: a regular file, or a directory (3.21's
+/// `safe_open` opens one and its first `read` fails with EISDIR).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenedFile {
     /// The adapter's handle for later reads and the close.
@@ -50,6 +51,8 @@ pub struct OpenedFile {
     pub uid: u32,
     /// Permission bits, for the world-readable test.
     pub mode: u32,
+    /// A directory: nothing is read or sent (see [`crate::machine::transfer::directory_read_failed`]).
+    pub is_dir: bool,
 }
 
 /// A question for the adapter.

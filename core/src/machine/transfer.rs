@@ -86,11 +86,7 @@ impl Transfer {
     /// `BAD: File changed while copying: <path>`.
     #[must_use]
     pub fn changed_message(&self) -> Vec<u8> {
-        format!(
-            "BAD: File changed while copying: {}",
-            String::from_utf8_lossy(&self.path)
-        )
-        .into_bytes()
+        [&b"BAD: File changed while copying: "[..], &self.path].concat()
     }
 
     /// The change message as one raw block no longer than what the client
@@ -125,6 +121,35 @@ pub fn raw_blocks(bytes: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
 /// the ACL admitted; others must own the file or find it world-readable.
 pub fn may_read(uid: u32, maproot: bool, f: &OpenedFile) -> bool {
     uid == 0 || maproot || f.uid == uid || f.mode & 0o004 != 0
+}
+
+/// 3.21's `CfGetFile`/`CfEncryptGetFile` on a directory the ACL admitted:
+/// `safe_open` succeeds, the first `read` fails with EISDIR, the loop
+/// breaks and *nothing* is sent (no refusal, no data; the client waits).
+/// The log line it writes; the caller closes the handle and sends nothing.
+#[must_use]
+pub fn directory_read_failed(encrypted: bool) -> Event {
+    Event::Log {
+        level: Level::Error,
+        message: format!(
+            "Read failed in {}GetFile. (read: Is a directory)",
+            if encrypted { "Encrypt" } else { "" }
+        ),
+    }
+}
+
+/// Whether a failed open means the file could not be `stat`ed either (it
+/// is missing, or a dangling link: `O_NOFOLLOW` gives ELOOP). 3.21's
+/// `TransferRights` runs before the open, on the buffer the failed `stat`
+/// left uninitialised, and refuses a peer that is not root (seen on the
+/// real server: the framed refusal, then the block); rcf gives that peer
+/// the same refusal, deterministically.
+#[must_use]
+pub fn unstatable(open_error: &str) -> bool {
+    matches!(
+        open_error,
+        "No such file or directory" | "Too many levels of symbolic links" | "Not a directory"
+    )
 }
 
 /// The two lines 3.21 logs when [`may_read`] refuses `user` the file at `path`.
@@ -201,12 +226,33 @@ pub fn bad_clock(deny_bad_clocks: bool, now: Now, client_time: i64) -> Option<(E
 /// `BAD: unable to stat file` reply.
 #[must_use]
 pub fn stat_failed(path: &[u8], err: &str) -> (Event, Vec<u8>) {
-    let msg = format!("BAD: unable to stat file {}", String::from_utf8_lossy(path));
     let log = Event::Log {
         level: Level::Verbose,
-        message: format!("{msg}. (lstat: {err})"),
+        message: format!(
+            "BAD: unable to stat file {}. (lstat: {err})",
+            String::from_utf8_lossy(path)
+        ),
     };
-    (log, msg.into_bytes())
+    // The reply carries the path's own bytes, as 3.21's snprintf does.
+    (log, [&b"BAD: unable to stat file "[..], path].concat())
+}
+
+/// An `OPENDIR` whose directory could not be opened (`err`): the info log
+/// line and the `BAD: cfengine, couldn't open dir` reply, which carries the
+/// path's own bytes (not UTF-8 replaced) as 3.21's does.
+#[must_use]
+pub fn opendir_failed(path: &[u8], err: &str) -> (Event, Vec<u8>) {
+    let log = Event::Log {
+        level: Level::Info,
+        message: format!(
+            "Couldn't open directory '{}' (DirOpen:{err})",
+            String::from_utf8_lossy(path)
+        ),
+    };
+    (
+        log,
+        [&b"BAD: cfengine, couldn't open dir "[..], path].concat(),
+    )
 }
 
 #[cfg(test)]
@@ -219,6 +265,7 @@ mod tests {
             size,
             uid: 1000,
             mode: 0o640,
+            is_dir: false,
         }
     }
 

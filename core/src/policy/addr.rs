@@ -389,6 +389,11 @@ impl ConnEntry {
 #[derive(Debug, Clone, Default)]
 pub struct ConnList {
     entries: Vec<ConnEntry>,
+    /// An entry rcf cannot use (an invalid CIDR, a broken regex) in a list
+    /// that only takes access away (denyconnects): 3.21 skips it, so it
+    /// might have meant any address; every address matches it instead
+    /// (never looser than 3.21).
+    unusable: Option<String>,
 }
 
 impl ConnList {
@@ -401,7 +406,18 @@ impl ConnList {
                 entries.insert(0, ConnEntry::new(it));
             }
         }
-        ConnList { entries }
+        ConnList {
+            entries,
+            unusable: None,
+        }
+    }
+
+    /// This (deny) list with `entry`, which rcf cannot use, matching
+    /// every address: see the `unusable` field.
+    #[must_use]
+    pub fn matching_all_for(mut self, entry: &str) -> Self {
+        self.unusable.get_or_insert_with(|| entry.to_string());
+        self
     }
 
     /// Entries in stored (printed) order.
@@ -417,6 +433,9 @@ impl ConnList {
     /// `IsMatchItemIn(list, ip)`: the entry that matches `ip`, if any. The
     /// IP must already have any `::ffff:` prefix removed (see [`map_address`]).
     pub fn matching(&self, ip: &str) -> Option<&str> {
+        if let Some(bad) = &self.unusable {
+            return Some(bad);
+        }
         if ip.is_empty() {
             return self.entries.first().map(|e| e.text.as_str());
         }

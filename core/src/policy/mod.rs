@@ -99,6 +99,10 @@ pub enum Canon {
 
 /// The evaluator's window on the outside world. Implemented over the real
 /// filesystem by `rcf-fs` (`policy_source::FsPolicySource`) and over maps in tests.
+///
+/// Paths in and out are [`crate::bytestr`] encodings: a path promiser
+/// holding bytes that are not UTF-8 names those bytes on disk (decode
+/// before touching the filesystem, encode what `realpath` returns).
 pub trait PolicySource {
     /// The bytes of a policy file, or a human-readable reason it cannot be read.
     fn read(&self, path: &str) -> Result<Vec<u8>, String>;

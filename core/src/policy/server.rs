@@ -401,6 +401,10 @@ struct Loader<'a> {
     /// Shortcut names an access promise of unknown applicability may have
     /// registered first: no later promise registers them.
     blocked_shortcuts: std::collections::BTreeSet<String>,
+    /// Deny rules of path access promises whose promiser rcf could not
+    /// expand: (deny lists, poisoned, origin). They could name any path,
+    /// so at the end they are added to every path rule.
+    floating_denies: Vec<(Rules, bool, (String, u32))>,
     regexes: addr::RegexCache,
     files: Vec<PolicyFile>,
     errors: Vec<Diagnostic>,
@@ -436,6 +440,7 @@ pub fn load(src: &dyn PolicySource, opts: &LoadOptions) -> Result<ServerPolicy, 
     let mut l = Loader {
         ev: Eval::new(src, opts),
         blocked_shortcuts: Default::default(),
+        floating_denies: Vec::new(),
         regexes: addr::RegexCache::default(),
         files: Vec::new(),
         errors: Vec::new(),

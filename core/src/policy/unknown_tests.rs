@@ -481,3 +481,28 @@ fn preset_vars_are_visible() {
     assert!(allowed(&p, &tls("10.1.2.3"), "/d/x"));
     assert!(!allowed(&p, &tls("192.168.0.1"), "/d/x"));
 }
+
+/// A path promiser holding a variable rcf cannot compute: its deny rules
+/// reach every path rule (3.21's value could name any file), for the peers
+/// they name only, over both protocols; its admit rules are dropped.
+#[test]
+fn unexpandable_promiser_denies_its_peers_everywhere() {
+    let text = r#"bundle server s {
+  vars: "v" string => execresult("/bin/echo a", "noshell");
+  access:
+    "/d" admit_ips => { "10.0.0.1", "10.0.0.2" };
+    "/d/$(v)" deny_ips => { "10.0.0.1" }, admit_ips => { "10.0.0.3" };
+}
+"#;
+    let p = load_with(text, &opts(true, &[]));
+    for path in ["/d/a/b", "/d/x"] {
+        assert!(!allowed(&p, &tls("10.0.0.1"), path), "{path}");
+        assert!(!allowed(&p, &classic("10.0.0.1", false), path), "{path}");
+        assert!(allowed(&p, &tls("10.0.0.2"), path), "{path}");
+        assert!(!allowed(&p, &tls("10.0.0.3"), path), "{path}");
+    }
+    assert!(p
+        .warnings
+        .iter()
+        .any(|w| w.line == 5 && w.message.contains("deny rules apply to every path rule")));
+}

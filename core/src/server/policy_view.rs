@@ -21,6 +21,11 @@ fn facts<'a>(peer: &'a Peer) -> ConnFacts<'a> {
 /// reason when denied.
 fn decision(d: crate::policy::Decision) -> Verdict {
     let resource = d.resource.unwrap_or_default();
+    // Shown as bytes with U+FFFD; no allocation for the common UTF-8 name.
+    let resource = match crate::bytestr::display(&resource) {
+        std::borrow::Cow::Borrowed(_) => resource,
+        std::borrow::Cow::Owned(shown) => shown,
+    };
     let rule = if d.allowed {
         resource
     } else {
@@ -33,19 +38,20 @@ fn decision(d: crate::policy::Decision) -> Verdict {
 }
 
 impl PolicyView for ServerPolicy {
+    /// Bytes in and out through [`crate::bytestr`], so a shortcut or a
+    /// request holding bytes that are not UTF-8 expands as in 3.21.
     fn expand_shortcut(&self, path: &[u8], peer: &Peer) -> Option<Vec<u8>> {
-        let p = std::str::from_utf8(path).ok()?;
-        ServerPolicy::expand_shortcut(self, p, &peer.ip, peer.hostname.as_deref(), &peer.key_id)
-            .map(String::into_bytes)
+        let p = crate::bytestr::encode(path);
+        ServerPolicy::expand_shortcut(self, &p, &peer.ip, peer.hostname.as_deref(), &peer.key_id)
+            .map(|t| crate::bytestr::decode(&t).into_owned())
     }
 
-    /// Paths that are not UTF-8 can match no rule (policy text is UTF-8),
-    /// so they are denied like any uncovered path.
+    /// Paths are bytes (3.21 compares them as C strings): a path that is
+    /// not UTF-8 is matched through its lossless [`crate::bytestr`]
+    /// encoding, the same one the policy text was read with.
     fn check_path(&self, path: &[u8], peer: &Peer) -> Verdict {
-        match std::str::from_utf8(path) {
-            Ok(p) => decision(self.check(&facts(peer), Request::Path(p))),
-            Err(_) => Verdict::no_rule(),
-        }
+        let p = crate::bytestr::encode(path);
+        decision(self.check(&facts(peer), Request::Path(&p)))
     }
 
     fn check_name(&self, resource: ResourceKind, name: &[u8], peer: &Peer) -> Verdict {

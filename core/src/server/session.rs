@@ -362,15 +362,9 @@ impl Session {
                         }
                     }
                     Err(e) => {
-                        let p = String::from_utf8_lossy(&path).into_owned();
-                        self.log(
-                            Level::Info,
-                            format!("Couldn't open directory '{p}' (DirOpen:{e})"),
-                        );
-                        self.send(
-                            Status::Done,
-                            format!("BAD: cfengine, couldn't open dir {p}").as_bytes(),
-                        );
+                        let (log, msg) = transfer::opendir_failed(&path, &e);
+                        self.events.push_back(log);
+                        self.send(Status::Done, &msg);
                     }
                 }
                 self.done(now);
@@ -865,8 +859,17 @@ impl Session {
     }
 
     fn opened(&mut self, now: Now, path: Vec<u8>, bufsize: u16, r: Result<OpenedFile, String>) {
+        let uid = self.uid.unwrap_or(u32::MAX - 1);
         let f = match r {
             Ok(f) => f,
+            Err(e) if uid != 0 && transfer::unstatable(&e) => {
+                // 3.21 checks ownership on the failed stat first: refused.
+                self.events
+                    .extend(transfer::not_owner_logs(&self.peer.username, &path));
+                self.refuse();
+                self.raw_refusal_block(bufsize);
+                return self.done(now);
+            }
             Err(e) => {
                 self.events.push_back(transfer::open_failed(&path, &e));
                 self.raw_refusal_block(bufsize);
@@ -875,13 +878,18 @@ impl Session {
         };
         // The ownership rule (TransferRights): root reads anything admitted;
         // others need to own the file or find it world-readable.
-        let uid = self.uid.unwrap_or(u32::MAX - 1);
         if !transfer::may_read(uid, false, &f) {
             let logs = transfer::not_owner_logs(&self.peer.username, &path);
             self.events.extend(logs);
             self.refuse();
             // 3.21 follows with a raw bufsize block; ours is zero-padded, never stack garbage.
             self.raw_refusal_block(bufsize);
+            self.events.push_back(Event::Close { handle: f.handle });
+            return self.done(now);
+        }
+        if f.is_dir {
+            self.events
+                .push_back(transfer::directory_read_failed(false));
             self.events.push_back(Event::Close { handle: f.handle });
             return self.done(now);
         }

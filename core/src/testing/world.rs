@@ -554,6 +554,7 @@ impl World {
             size,
             uid: n.stat.uid,
             mode: n.stat.mode,
+            is_dir: false,
         };
         if let Some(new) = change {
             n.data = new;

@@ -85,6 +85,25 @@ impl<'a> Loader<'a> {
             }
         }
         self.files = files;
+        self.apply_floating_denies(pol);
+    }
+
+    /// The deny rules of path promises rcf could not expand go into every
+    /// path rule (the value 3.21 computed may hold `..` or be absolute, and
+    /// 3.21 canonicalises the promiser, so it could name any file): a peer
+    /// those rules deny is denied every path, never admitted where 3.21
+    /// may deny. Requests no rule covers are denied anyway.
+    fn apply_floating_denies(&mut self, pol: &mut ServerPolicy) {
+        for (deny, poisoned, origin) in std::mem::take(&mut self.floating_denies) {
+            for res in pol.acl.paths.values_mut() {
+                res.deny.ips.extend(deny.ips.iter().cloned());
+                res.deny.hostnames.extend(deny.hostnames.iter().cloned());
+                res.deny.keys.extend(deny.keys.iter().cloned());
+                res.deny.sort();
+                res.poisoned |= poisoned;
+                res.origins.push(origin.clone());
+            }
+        }
     }
 
     /// The expanded promiser of a `kind` (`access`, `roles`) promise,
@@ -92,9 +111,7 @@ impl<'a> Loader<'a> {
     /// does; `None`, with a warning that the promise is dropped, when a
     /// variable in it does not resolve.
     fn promiser(&mut self, p: &Promise, here: &Here, kind: &str) -> Option<String> {
-        self.ev.in_bundle.set(true);
-        let e = self.ev.expand(&p.promiser, here);
-        self.ev.in_bundle.set(false);
+        let e = self.expand_promiser(p, here);
         if !e.unresolved.is_empty() {
             self.ev.warn(
                 here,
@@ -107,6 +124,15 @@ impl<'a> Loader<'a> {
             return None;
         }
         Some(e.text)
+    }
+
+    /// The promiser expanded as [`Loader::promiser`] does, unresolved
+    /// variables listed rather than refused.
+    fn expand_promiser(&mut self, p: &Promise, here: &Here) -> crate::policy::eval::Expanded {
+        self.ev.in_bundle.set(true);
+        let e = self.ev.expand(&p.promiser, here);
+        self.ev.in_bundle.set(false);
+        e
     }
 
     pub(super) fn role_promise(&mut self, pol: &mut ServerPolicy, p: &Promise, here: &Here) {
@@ -407,12 +433,26 @@ impl<'a> Loader<'a> {
         here: &Here,
         maybe: bool,
     ) {
-        let Some(promiser) = self.promiser(p, here, "access") else {
-            return;
-        };
+        let e = self.expand_promiser(p, here);
+        let floating = !e.unresolved.is_empty();
+        let promiser = e.text;
         let Some(mut a) = self.access_attrs(p, here, &promiser) else {
             return;
         };
+        if floating {
+            if a.resource_type != "path" {
+                self.ev.warn(
+                    here,
+                    format!(
+                        "access promise '{promiser}' dropped: unresolved variable(s) {}",
+                        e.unresolved.join(", ")
+                    ),
+                );
+                return;
+            }
+            self.ev.warn(here, format!("access promise '{promiser}': unresolved variable(s) {}; the path it names could be any file, so its deny rules apply to every path rule and its admit rules, maproot and shortcut are not applied", e.unresolved.join(", ")));
+        }
+        let maybe = maybe || floating;
         if maybe {
             a.lists.retain(|(l, _, _)| l.starts_with("deny"));
             if a.ifencrypted == Some(false) {
@@ -438,10 +478,18 @@ impl<'a> Loader<'a> {
             ..
         } = a;
         let key: String;
+        let mut scratch: BTreeMap<String, Resource> = BTreeMap::new();
         let table: &mut BTreeMap<String, Resource>;
         let mut legacy_admit: Option<&mut LegacyAuth> = None;
         let mut legacy_deny: Option<&mut LegacyAuth> = None;
         match resource_type.as_str() {
+            "path" if floating => {
+                // Built aside, then added to every path rule at the end;
+                // classic: one deny entry covering everything.
+                key = "/".into();
+                table = &mut scratch;
+                legacy_deny = Some(get_or_create(&mut pol.legacy.deny, &key, false));
+            }
             "path" => {
                 let Some(k) = self.canonical_acl_path(&promiser, here) else {
                     return;
@@ -618,6 +666,11 @@ impl<'a> Loader<'a> {
         }
         res.admit.sort();
         res.deny.sort();
+        if floating {
+            let origin = (here.file.to_string(), here.line);
+            let deny = std::mem::take(&mut res.deny);
+            self.floating_denies.push((deny, res.poisoned, origin));
+        }
         if hostname_rule && !pol.reverse_dns {
             pol.reverse_dns = true;
             self.notes.push(diag(here.file, here.line, "Found hostname admit/deny in access_rules, turning on reverse DNS lookups for every connection"));
@@ -626,13 +679,14 @@ impl<'a> Loader<'a> {
 
     /// B.3: the ACL key for a path promiser, or `None` (logged) if ignored.
     pub(super) fn canonical_acl_path(&mut self, promiser: &str, here: &Here) -> Option<String> {
-        if promiser.len() > PATH_MAX - 1 {
+        let len = crate::bytestr::byte_len(promiser);
+        if len > PATH_MAX - 1 {
             self.ev.warnings.push(diag(
                 here.file,
                 here.line,
                 format!(
-                    "Path '{promiser}' in access_rules is too long ({} > {PATH_MAX}), ignoring!",
-                    promiser.len()
+                    "Path '{}' in access_rules is too long ({len} > {PATH_MAX}), ignoring!",
+                    crate::bytestr::display(promiser)
                 ),
             ));
             return None;
@@ -703,15 +757,6 @@ pub(super) fn has_unexpanded_var(s: &str) -> bool {
         .replace("${connection.hostname}", "")
         .replace("${connection.key}", "");
     t.contains("$(") || t.contains("${") || t.contains("@(") || t.contains("@{")
-}
-
-/// Whether an IP-rule problem is only "this never matches" (an empty
-/// entry or an empty address before `/n`, as MPF produces on a host with
-/// no `sys.policy_hub`). cf-serverd accepts those; rcf warns for allow
-/// lists and refuses them in deny lists (a never-matching deny rule would
-/// silently widen access).
-pub(super) fn is_soft_problem(rule: &str) -> bool {
-    rule.is_empty() || rule.starts_with('/')
 }
 
 /// A load-time check of an IP rule: bad CIDRs, impossible octets, and

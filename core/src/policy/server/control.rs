@@ -1,13 +1,15 @@
 //! `body server control`: 3.21's attributes and defaults into
 //! [`ServerControl`].
 
-use super::access::{ip_rule_problem, is_soft_problem};
+use super::access::ip_rule_problem;
 use super::*;
 
 impl<'a> Loader<'a> {
     pub(super) fn server_control(&mut self, c: &mut ServerControl) {
         let files = std::mem::take(&mut self.files);
         let mut lists: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        // the first denyconnects entry rcf cannot use (see ConnList)
+        let mut unusable_deny: Option<String> = None;
         for f in &files {
             for b in &f.blocks {
                 let Block::Body(body) = b else { continue };
@@ -83,20 +85,21 @@ impl<'a> Loader<'a> {
                             };
                             if known != "allowusers" {
                                 for it in &items {
-                                    if let Some(p) = ip_rule_problem(it) {
-                                        if is_soft_problem(it) && known != "denyconnects" {
-                                            self.ev.warnings.push(diag(
-                                                file,
-                                                line,
-                                                format!("{known}: {p}; this entry never matches"),
-                                            ));
-                                        } else {
-                                            self.errors.push(diag(
-                                                file,
-                                                line,
-                                                format!("{known}: {p}"),
-                                            ));
-                                        }
+                                    let Some(p) = ip_rule_problem(it) else {
+                                        continue;
+                                    };
+                                    // 3.21 logs a bad entry (when it is
+                                    // matched) and runs; it never matches.
+                                    if known == "denyconnects" {
+                                        // it might have meant anyone: deny all
+                                        self.ev.warnings.push(diag(file, line, format!("{known}: {p}; cf-serverd 3.21 skips this entry, rcf cannot tell whom it was meant to deny and refuses every connection (never looser)")));
+                                        unusable_deny.get_or_insert_with(|| it.clone());
+                                    } else {
+                                        self.ev.warnings.push(diag(
+                                            file,
+                                            line,
+                                            format!("{known}: {p}; this entry never matches (skipped, as cf-serverd 3.21 does)"),
+                                        ));
                                     }
                                 }
                             }
@@ -239,7 +242,10 @@ impl<'a> Loader<'a> {
             )
         };
         c.allowconnects = mk("allowconnects");
-        c.denyconnects = mk("denyconnects");
+        c.denyconnects = match &unusable_deny {
+            Some(bad) => mk("denyconnects").matching_all_for(bad),
+            None => mk("denyconnects"),
+        };
         c.allowallconnects = mk("allowallconnects");
         c.trustkeysfrom = mk("trustkeysfrom");
         c.allowlegacyconnects = mk("allowlegacyconnects");

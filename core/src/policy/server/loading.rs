@@ -36,10 +36,10 @@ impl<'a> Loader<'a> {
             ));
             return false;
         }
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
+        // Policy text is bytes, as in 3.21: a promiser holding bytes that are
+        // not UTF-8 must match those bytes in a request path, so they are
+        // carried losslessly (crate::bytestr) rather than replaced.
+        let text = crate::bytestr::encode(&bytes).into_owned();
         match super::super::parse::parse_policy(path, &text) {
             Ok(p) => {
                 self.files.push(p);
