@@ -139,6 +139,12 @@ fn generated_policies_decide_as_real_cf_serverd() {
                 problems.push(format!("UNANNOUNCED: {context}"));
             }
         }
+        // progress for the long runs: the counts so far
+        eprintln!(
+            "differential: policy {n} done: {requests} requests, {} stricter (announced), {} problems",
+            stricter.len(),
+            problems.len()
+        );
         if !problems.is_empty() {
             let all: Vec<String> = texts.iter().map(|(f, t)| format!("--- {f}\n{t}")).collect();
             problems.push(format!("policy {n}:\n{}", all.join("")));
