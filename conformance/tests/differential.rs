@@ -18,23 +18,6 @@ mod real_serverd;
 
 use rcf_conformance::policygen::{generate, Rng};
 use real_serverd::{free_port, header, Pair};
-use std::process::Command;
-
-/// `rcf-serverd ARGS` on the pair's server work dir: exit code, stdout, stderr.
-fn rcf_serverd(pair: &Pair, args: &[&str]) -> (i32, String, String) {
-    let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
-    let out = Command::new(bin)
-        .arg("--workdir")
-        .arg(&pair.srv)
-        .args(args)
-        .output()
-        .expect("run rcf-serverd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn generated_policies_decide_as_real_cf_serverd() {
@@ -78,30 +61,14 @@ fn generated_policies_decide_as_real_cf_serverd() {
             .collect();
         let real = pair.real_stat(&policy, port, &paths);
         // rcf-serverd itself: its warnings once, then one dry run per request
-        let (code, _, warnings) = rcf_serverd(&pair, &["--check-config", "-f", &policy_arg]);
+        let (code, _, warnings) = pair.rcf_serverd(&["--check-config", "-f", &policy_arg]);
         assert_eq!(code, 0, "rcf-serverd refused the policy:\n{warnings}");
         for ((dir, path), real_allowed) in dirs.iter().zip(&paths).zip(&real) {
             requests += 1;
-            let (code, why, err) = rcf_serverd(
-                &pair,
-                &[
-                    "--explain",
-                    "--ip",
-                    "127.0.0.1",
-                    "--key",
-                    &pair.client_key,
-                    "-f",
-                    &policy_arg,
-                    path,
-                ],
-            );
-            let allowed = match code {
-                0 => true,
-                1 => false,
-                _ => {
-                    problems.push(format!(
-                        "{dir}: rcf-serverd --explain failed ({code}):\n{err}"
-                    ));
+            let (allowed, why) = match pair.rcf_serverd_allows(&policy, path) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(format!("{dir}: {e}"));
                     continue;
                 }
             };

@@ -102,6 +102,11 @@ pub struct LoadOptions {
     pub env: BTreeMap<String, String>,
     /// Hard classes (`any` and `server` are always added).
     pub classes: BTreeSet<String>,
+    /// Soft classes defined before the policy is read (augments), in the
+    /// default namespace as 3.21 defines them: true as `name` there, and
+    /// only as `default:name` inside another namespace (unlike hard
+    /// classes, which every namespace sees).
+    pub soft_classes: BTreeSet<String>,
     /// Variables defined before the policy is read (augments, host-specific
     /// data), by (bundle, name); policy may test and override them.
     pub vars: BTreeMap<(String, String), Value>,
@@ -265,6 +270,7 @@ fn resolve_ref(name: &str, current: &str, in_bundle: bool) -> (Vec<String>, Stri
 impl<'a> Eval<'a> {
     pub fn new(src: &'a dyn PolicySource, opts: &'a LoadOptions) -> Self {
         let mut classes = opts.classes.clone();
+        classes.extend(opts.soft_classes.iter().cloned());
         classes.insert("any".into());
         classes.insert("server".into());
         Eval {
