@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rcf_conformance::lab::{
-    agent_workdirs, copy_tree, rcf_agent, require_cfengine, trees_equal, AccessRule, AnyServer,
-    ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    agent_workdirs, copy_tree, rcf_agent, require_cfengine, tree_entries, trees_equal, AccessRule,
+    AnyServer, ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 
 mod policy_lab;
@@ -131,24 +131,11 @@ fn step(c: &Clients, what: &str, kind: ServerKind, log: &str) {
 /// Relative path -> mode bits of every entry under `root`.
 fn modes(root: &Path) -> std::collections::BTreeMap<String, u32> {
     use std::os::unix::fs::PermissionsExt;
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let m = e.path().symlink_metadata().unwrap();
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            out.insert(rel, m.permissions().mode() & 0o7777);
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    out
+    tree_entries(root)
+        .unwrap()
+        .into_iter()
+        .map(|(rel, m)| (rel, m.permissions().mode() & 0o7777))
+        .collect()
 }
 
 fn differential(kind: ServerKind) {
@@ -252,7 +239,11 @@ fn differential(kind: ServerKind) {
         kind,
         &log(),
     );
-    assert!(c.rcf.path().join("modules/rcf_test_module.cfsaved").is_file());
+    assert!(c
+        .rcf
+        .path()
+        .join("modules/rcf_test_module.cfsaved")
+        .is_file());
     std::fs::write(c.mf.join("NOTES.md"), "not policy\n").unwrap();
     std::fs::write(c.mf.join("services/README"), "not policy either\n").unwrap();
     edit(&main, "# and a real change\n");

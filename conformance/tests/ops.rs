@@ -584,7 +584,7 @@ fn metrics_endpoint_scraped_by_curl_and_parsed() {
 // ---------------------------------------------------------------------------
 
 /// `--trust-max-new 1`: the first new key is trusted, the second refused
-/// (as if not in trustkeysfrom), the first stays trusted; `rcf-key -s` shows
+/// (as if not in trustkeysfrom), the first stays trusted; `rcf-key --list-trusted` shows
 /// when. `--trust-window`: a new key after the window is refused.
 #[test]
 fn trust_on_first_use_closes_itself() {

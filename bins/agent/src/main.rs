@@ -13,7 +13,9 @@
 //!   links on the server are copied as what they point to and dangling ones
 //!   made again per `link_type`, as 3.21 does; no `copy_size`,
 //!   `move_obstructions` (a wrong link or a file in the way of a link is a
-//!   failure, as 3.21 without it) nor hard-link structure preservation;
+//!   failure, as 3.21 without it); hard-linked source files stay hard
+//!   linked (the first name in rcf's name order is copied, 3.21 takes the
+//!   server's listing order);
 //!   `copylink_patterns` on a dangling link is refused (3.21 acts on an
 //!   uninitialised stat there); special files are reported and skipped.
 //! * Every file goes to `<dest>.cfnew` (0600, O_EXCL) like cf-agent, and is

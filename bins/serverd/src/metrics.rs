@@ -86,6 +86,7 @@ pub fn render(shared: &Shared) -> String {
         ("denyconnects", ld(&st.refused_denied)),
         ("allowallconnects", ld(&st.refused_second)),
         ("maxconnections", ld(&st.refused_too_many)),
+        ("preauth_budget", ld(&st.evicted_pending)),
         ("trustkeysfrom", tofu.refused_policy),
         ("trust_budget_closed", tofu.refused_closed),
         ("access_denied", ld(&st.denied_requests)),
