@@ -3,10 +3,7 @@
 //! (3.21 runs one `DoExec2` for both). A child of [`super`] so it reaches
 //! the [`ClassicServer`] state. Replies go out plain, as 3.21 sends them.
 
-use crate::frame::Status;
-use crate::machine::exec::{ExecClasses, ExecHost, ExecWait, TokenKind};
-use crate::machine::io::Event;
-use crate::machine::{Level, Now};
+use crate::machine::exec::{ExecHost, TokenKind};
 
 use super::{ClassicServer, Phase, Waiting};
 
@@ -44,34 +41,5 @@ impl ExecHost for ClassicServer {
         self.current.clone()
     }
 
-    fn exec_log(&mut self, level: Level, message: String) {
-        self.log(level, message);
-    }
-
-    fn exec_send(&mut self, payload: &[u8]) {
-        self.send(Status::Done, payload);
-    }
-
-    fn exec_refuse(&mut self) {
-        self.refuse();
-    }
-
-    fn exec_close(&mut self) {
-        self.close();
-    }
-
-    fn exec_done(&mut self, now: Now) {
-        self.done(now);
-    }
-
-    fn exec_wait(&mut self, wait: ExecWait, event: Event) {
-        self.phase = Phase::Busy;
-        self.waiting = Waiting::Exec(wait);
-        self.events.push_back(event);
-    }
-
-    fn exec_select(&mut self, now: Now, classes: ExecClasses) {
-        self.exec = Some(classes);
-        self.done(now);
-    }
+    crate::machine::exec::exec_host_plumbing!();
 }

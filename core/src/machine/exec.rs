@@ -249,6 +249,54 @@ pub trait ExecHost {
     fn exec_select(&mut self, now: Now, classes: ExecClasses);
 }
 
+/// The half of [`ExecHost`] that is the same for both servers, given the
+/// names they share: `log`, `send`, `refuse`, `close`, `done` methods and
+/// `phase` (`Phase::Busy`), `waiting` (`Waiting::Exec`), `events` and
+/// `exec` fields, resolved where the macro is used.
+macro_rules! exec_host_plumbing {
+    () => {
+        fn exec_log(&mut self, level: $crate::machine::Level, message: String) {
+            self.log(level, message);
+        }
+
+        fn exec_send(&mut self, payload: &[u8]) {
+            self.send($crate::frame::Status::Done, payload);
+        }
+
+        fn exec_refuse(&mut self) {
+            self.refuse();
+        }
+
+        fn exec_close(&mut self) {
+            self.close();
+        }
+
+        fn exec_done(&mut self, now: $crate::machine::Now) {
+            self.done(now);
+        }
+
+        fn exec_wait(
+            &mut self,
+            wait: $crate::machine::exec::ExecWait,
+            event: $crate::machine::io::Event,
+        ) {
+            self.phase = Phase::Busy;
+            self.waiting = Waiting::Exec(wait);
+            self.events.push_back(event);
+        }
+
+        fn exec_select(
+            &mut self,
+            now: $crate::machine::Now,
+            classes: $crate::machine::exec::ExecClasses,
+        ) {
+            self.exec = Some(classes);
+            self.done(now);
+        }
+    };
+}
+pub(crate) use exec_host_plumbing;
+
 /// A refusal before the run: `RefuseAccess`, the terminator the command
 /// loop always sends after `DoExec2`, and the connection ends.
 fn refused<H: ExecHost>(h: &mut H, why: &str) {

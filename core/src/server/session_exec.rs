@@ -3,10 +3,7 @@
 //! server lends the same). A child of [`super`] so it reaches the
 //! [`Session`] state.
 
-use crate::frame::Status;
-use crate::machine::exec::{ExecClasses, ExecHost, ExecWait, TokenKind};
-use crate::machine::io::Event;
-use crate::machine::{Level, Now};
+use crate::machine::exec::{ExecHost, TokenKind};
 
 use super::super::view::ResourceKind;
 use super::{Phase, Session, Waiting};
@@ -51,34 +48,5 @@ impl ExecHost for Session {
         self.current().into_owned()
     }
 
-    fn exec_log(&mut self, level: Level, message: String) {
-        self.log(level, message);
-    }
-
-    fn exec_send(&mut self, payload: &[u8]) {
-        self.send(Status::Done, payload);
-    }
-
-    fn exec_refuse(&mut self) {
-        self.refuse();
-    }
-
-    fn exec_close(&mut self) {
-        self.close();
-    }
-
-    fn exec_done(&mut self, now: Now) {
-        self.done(now);
-    }
-
-    fn exec_wait(&mut self, wait: ExecWait, event: Event) {
-        self.phase = Phase::Busy;
-        self.waiting = Waiting::Exec(wait);
-        self.events.push_back(event);
-    }
-
-    fn exec_select(&mut self, now: Now, classes: ExecClasses) {
-        self.exec = Some(classes);
-        self.done(now);
-    }
+    crate::machine::exec::exec_host_plumbing!();
 }
