@@ -7,36 +7,26 @@
 
 use rcf_conformance::lab::*;
 
-/// One cf-runagent invocation and what must follow from it.
-struct Case {
-    name: &'static str,
-    args: &'static [&'static str],
-    /// Expected argv of the cfruncommand (None: must not run).
-    argv: Option<&'static [&'static str]>,
-    /// A line every hailer must print.
-    says: &'static str,
-}
-
-const CASES: &[Case] = &[
-    Case {
+const CASES: &[ExecCase] = &[
+    ExecCase {
         name: "plain run",
         args: &[],
         argv: Some(&[]),
         says: "(exit code: 0)",
     },
-    Case {
+    ExecCase {
         name: "role1 granted",
         args: &["-D", "role1"],
         argv: Some(&["-D", "role1"]),
         says: "(exit code: 0)",
     },
-    Case {
+    ExecCase {
         name: "role12 refused (roles are anchored)",
         args: &["-D", "role12"],
         argv: None,
         says: "EXEC denied role activation",
     },
-    Case {
+    ExecCase {
         name: "selected class not defined on the server",
         args: &["-s", "no_such_class_here"],
         argv: None,
@@ -56,15 +46,6 @@ fn policy(script: &str, users: &[&str]) -> ServerPolicy {
     p.roles.push(("role1".into(), vec!["root".into()]));
     p
 }
-
-#[derive(Clone, Copy, Debug)]
-enum Hailer {
-    CfRunagent,
-    RcfAgent,
-}
-
-/// (exit code, EXEC reply lines, argv run) of one case.
-type Outcome = (Option<i32>, Vec<String>, Option<Vec<String>>);
 
 /// Run `who` with `args` (answering its trust prompt with `stdin`).
 fn invoke(cli: &Workdir, who: Hailer, args: &[&str], stdin: Option<&str>) -> ToolRun {
@@ -110,33 +91,8 @@ fn first_contact(cli: &Workdir, hp: &str, who: Hailer) {
     );
 }
 
-fn hail(cli: &Workdir, hp: &str, script: &CfrunScript, who: Hailer, c: &Case) -> Outcome {
-    let before = script.invocations().len();
-    let mut args = vec!["-H", hp];
-    args.extend_from_slice(c.args);
-    let run = invoke(cli, who, &args, None);
-    let inv = script.invocations();
-    assert!(inv.len() <= before + 1, "{}: ran more than once", c.name);
-    let lines: Vec<String> = run
-        .output
-        .lines()
-        .filter(|l| {
-            l.contains("EXEC denied")
-                || l.contains("(exit code")
-                || l.contains("nothing relevant")
-                || l.contains("rcflab cfruncommand ran")
-                || l.contains("!!")
-        })
-        .map(|l| l.trim().to_string())
-        .collect();
-    assert!(
-        run.contains(c.says),
-        "{} ({who:?} -> {hp}): expected `{}` in\n{}",
-        c.name,
-        c.says,
-        run.describe()
-    );
-    (run.code(), lines, inv.get(before).cloned())
+fn hail(cli: &Workdir, hp: &str, script: &CfrunScript, who: Hailer, c: &ExecCase) -> ExecOutcome {
+    hail_case(c, hp, script, |args| invoke(cli, who, args, None))
 }
 
 /// `lines` with the host name of `Hello <host> (<ip>)` blanked.
@@ -165,9 +121,9 @@ fn servers(tag: &str, cli: &Workdir, p: &ServerPolicy) -> (RealServer, RcfServer
         cli.trust(wd, "root").unwrap();
         wd.trust(cli, "root").unwrap();
     }
-    // A classic cf-runagent finds the server key through lastseen by IP,
-    // where cf-key put the client's own key for 127.0.0.1; it then falls
-    // back to the old-style `root-<ip>.pub`.
+    // A classic cf-runagent finds the server key through lastseen by IP;
+    // here 127.0.0.1 is also the client, whose own key it finds there (and
+    // no file for it), so it falls back to the old-style `root-<ip>.pub`.
     std::fs::copy(
         real_wd.pubkey_path(),
         cli.ppkeys().join("root-127.0.0.1.pub"),
@@ -244,7 +200,7 @@ fn classic_exec_user_not_in_allowusers_is_refused_by_both() {
     let script = CfrunScript::write(&cli.scratch()).unwrap();
     let sp = script.path.to_string_lossy().into_owned();
     let (real, ours, _wds) = servers("users", &cli, &policy(&sp, &["someone"]));
-    let c = Case {
+    let c = ExecCase {
         name: "user not in allowusers",
         args: &[],
         argv: None,
