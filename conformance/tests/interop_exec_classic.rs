@@ -7,32 +7,13 @@
 
 use rcf_conformance::lab::*;
 
-const CASES: &[ExecCase] = &[
-    ExecCase {
-        name: "plain run",
-        args: &[],
-        argv: Some(&[]),
-        says: "(exit code: 0)",
-    },
-    ExecCase {
-        name: "role1 granted",
-        args: &["-D", "role1"],
-        argv: Some(&["-D", "role1"]),
-        says: "(exit code: 0)",
-    },
-    ExecCase {
-        name: "role12 refused (roles are anchored)",
-        args: &["-D", "role12"],
-        argv: None,
-        says: "EXEC denied role activation",
-    },
-    ExecCase {
-        name: "selected class not defined on the server",
-        args: &["-s", "no_such_class_here"],
-        argv: None,
-        says: "nothing relevant to do here",
-    },
-];
+/// After [`BASIC_EXEC_CASES`]: `-s` with a class the server does not have.
+const SELECT_ELSEWHERE: ExecCase = ExecCase {
+    name: "selected class not defined on the server",
+    args: &["-s", "no_such_class_here"],
+    argv: None,
+    says: "nothing relevant to do here",
+};
 
 /// cf-runagent's policy: talk classic.
 const CLASSIC_RUNAGENT: &str = "body common control\n{\n  bundlesequence => { \"rcflab_noop\" };\n  protocol_version => \"classic\";\n}\nbundle agent rcflab_noop\n{\n  vars:\n    \"noop\" string => \"noop\";\n}\n";
@@ -146,7 +127,7 @@ fn classic_exec_cases_match_the_real_server() {
     let script = CfrunScript::write(&cli.scratch()).unwrap();
     let sp = script.path.to_string_lossy().into_owned();
     let (real, ours, _wds) = servers("ok", &cli, &policy(&sp, &["root"]));
-    for c in CASES {
+    for c in BASIC_EXEC_CASES.iter().chain([&SELECT_ELSEWHERE]) {
         let want = hail(&cli, &real.host_port(), &script, Hailer::CfRunagent, c);
         match c.argv {
             Some(a) => assert_eq!(

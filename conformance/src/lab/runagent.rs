@@ -16,6 +16,30 @@ pub struct ExecCase {
     pub says: &'static str,
 }
 
+/// The cases every EXEC comparison starts with: a plain run, a granted
+/// role and one an unanchored match would grant. The policy must grant
+/// the role `role1` to root (and no `role12`).
+pub const BASIC_EXEC_CASES: [ExecCase; 3] = [
+    ExecCase {
+        name: "plain run",
+        args: &[],
+        argv: Some(&[]),
+        says: "(exit code: 0)",
+    },
+    ExecCase {
+        name: "role1 admitted",
+        args: &["-D", "role1"],
+        argv: Some(&["-D", "role1"]),
+        says: "(exit code: 0)",
+    },
+    ExecCase {
+        name: "role12 not matched by anchored role1",
+        args: &["-D", "role12"],
+        argv: None,
+        says: "EXEC denied role activation",
+    },
+];
+
 /// Which client hails.
 #[derive(Clone, Copy, Debug)]
 pub enum Hailer {

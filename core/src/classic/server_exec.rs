@@ -8,24 +8,8 @@ use crate::machine::exec::{ExecHost, TokenKind};
 use super::{ClassicServer, Phase, Waiting};
 
 impl ExecHost for ClassicServer {
-    fn exec_command(&self) -> String {
-        self.policy.cfruncommand().to_string()
-    }
-
     fn exec_path_allowed(&self, path: &[u8]) -> bool {
         self.policy.exec_path_allowed(path, &self.peer)
-    }
-
-    fn exec_user(&self) -> String {
-        self.peer.username.clone()
-    }
-
-    fn exec_user_allowed(&self) -> bool {
-        self.policy.user_may_exec(&self.peer.username)
-    }
-
-    fn exec_class_defined(&self, name: &str) -> bool {
-        self.policy.class_defined(name)
     }
 
     fn exec_token_allowed(&self, kind: TokenKind, token: &str) -> bool {

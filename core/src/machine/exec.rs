@@ -249,12 +249,29 @@ pub trait ExecHost {
     fn exec_select(&mut self, now: Now, classes: ExecClasses);
 }
 
-/// The half of [`ExecHost`] that is the same for both servers, given the
-/// names they share: `log`, `send`, `refuse`, `close`, `done` methods and
-/// `phase` (`Phase::Busy`), `waiting` (`Waiting::Exec`), `events` and
-/// `exec` fields, resolved where the macro is used.
+/// The part of [`ExecHost`] that is the same for both servers, given the
+/// names they share: `log`, `send`, `refuse`, `close`, `done` methods;
+/// `policy` (with `cfruncommand`, `user_may_exec`, `class_defined`),
+/// `peer.username`, `phase` (`Phase::Busy`), `waiting` (`Waiting::Exec`),
+/// `events` and `exec` fields, resolved where the macro is used.
 macro_rules! exec_host_plumbing {
     () => {
+        fn exec_command(&self) -> String {
+            self.policy.cfruncommand().to_string()
+        }
+
+        fn exec_user(&self) -> String {
+            self.peer.username.clone()
+        }
+
+        fn exec_user_allowed(&self) -> bool {
+            self.policy.user_may_exec(&self.peer.username)
+        }
+
+        fn exec_class_defined(&self, name: &str) -> bool {
+            self.policy.class_defined(name)
+        }
+
         fn exec_log(&mut self, level: $crate::machine::Level, message: String) {
             self.log(level, message);
         }

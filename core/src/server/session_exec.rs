@@ -9,24 +9,8 @@ use super::super::view::ResourceKind;
 use super::{Phase, Session, Waiting};
 
 impl ExecHost for Session {
-    fn exec_command(&self) -> String {
-        self.policy.cfruncommand().to_string()
-    }
-
     fn exec_path_allowed(&self, path: &[u8]) -> bool {
         self.policy.check_path(path, &self.peer).allowed
-    }
-
-    fn exec_user(&self) -> String {
-        self.peer.username.clone()
-    }
-
-    fn exec_user_allowed(&self) -> bool {
-        self.policy.user_may_exec(&self.peer.username)
-    }
-
-    fn exec_class_defined(&self, name: &str) -> bool {
-        self.policy.class_defined(name)
     }
 
     fn exec_token_allowed(&self, kind: TokenKind, token: &str) -> bool {
