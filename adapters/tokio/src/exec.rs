@@ -1,6 +1,7 @@
 //! Running cfruncommand for EXEC: no shell, stdout and stderr merged line by
 //! line, a deadline after which the program is killed, and a bound on how
-//! many run at once. The argv comes from `rcf_core::server::exec::plan`.
+//! many run at once, for a TLS or a classic connection alike. The argv comes
+//! from `rcf_core::machine::exec::plan`.
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -42,8 +42,8 @@
 //! * No lastseen database is updated.
 //! * `Authentication dialogue with '…' failed` is printed for any TLS,
 //!   trust or identification failure (3.21 prints it for classic only).
-//! * `--protocol classic` works for every command (rcf-serverd's classic
-//!   server has no EXEC, so `runagent` over classic needs cf-serverd).
+//! * `--protocol classic` works for every command, `runagent` included
+//!   (cf-serverd and rcf-serverd both serve EXEC over classic).
 //! * TLS is rustls: TLS 1.3, or TLS 1.2 with ECDHE suites only; a
 //!   cf-serverd whose `allowciphers` leaves only static-RSA TLS 1.2 suites
 //!   cannot be reached, and a `--tls-ciphers` list of only static-RSA

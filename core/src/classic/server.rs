@@ -23,6 +23,9 @@
 //!   an encrypted empty message (3.21 sends uninitialised memory; cf-agent
 //!   never asks for an empty file).
 //! * Padding after a refusal is zeros, never stack contents.
+//! * `EXEC` (the steps of [`crate::machine::exec`], shared with the TLS
+//!   session) reads cf-runagent's class selection up to its terminator;
+//!   3.21 stops at the first match and reads the rest as commands.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -165,7 +165,7 @@ pub enum Event {
     /// Run a program without a shell, stdout and stderr merged, bounded by
     /// the adapter's timeout and concurrency limit. Answer: [`Answer::ExecStarted`].
     ExecStart {
-        /// Program and arguments, exactly (see `server::exec`).
+        /// Program and arguments, exactly (see `machine::exec`).
         argv: Vec<String>,
     },
     /// The next output line of a running program. Answer: [`Answer::ExecOutput`].
