@@ -567,7 +567,8 @@ impl ClassicServer {
             }
             (Waiting::Listing(op), Answer::Listing(r)) => self.listing(now, op, r),
             (Waiting::Exec(w), a) => {
-                if let Err((w, a)) = exec::answer(self, now, w, a) {
+                if let Err(back) = exec::answer(self, now, w, a) {
+                    let (w, a) = *back;
                     let want = w.expects();
                     self.waiting = Waiting::Exec(w);
                     return Err(CallerError::unexpected(want, &a));

@@ -459,13 +459,14 @@ fn run<H: ExecHost>(h: &mut H, now: Now, args: String) {
 }
 
 /// The adapter's answer while an EXEC waits on it (`wait`): `Err` gives
-/// the pair back when it answers something else.
+/// the pair back (boxed: an `Answer` can hold file data) when it answers
+/// something else.
 pub fn answer<H: ExecHost>(
     h: &mut H,
     now: Now,
     wait: ExecWait,
     a: Answer,
-) -> Result<(), (ExecWait, Answer)> {
+) -> Result<(), Box<(ExecWait, Answer)>> {
     match (wait, a) {
         (ExecWait::Canon { args }, Answer::Canonical(r)) => arg0(h, now, args, r),
         (ExecWait::Start, Answer::ExecStarted(Ok(handle))) => {
@@ -493,7 +494,7 @@ pub fn answer<H: ExecHost>(
             h.exec_send(&reply::exec_terminator());
             h.exec_done(now);
         }
-        (w, a) => return Err((w, a)),
+        (w, a) => return Err(Box::new((w, a))),
     }
     Ok(())
 }

@@ -361,7 +361,8 @@ impl Session {
                 self.done(now);
             }
             (Waiting::Exec(w), a) => {
-                if let Err((w, a)) = exec::answer(self, now, w, a) {
+                if let Err(back) = exec::answer(self, now, w, a) {
+                    let (w, a) = *back;
                     let want = w.expects();
                     self.waiting = Waiting::Exec(w);
                     return Err(CallerError::unexpected(want, &a));
