@@ -156,7 +156,17 @@ impl RawClient {
         key: &RsaPrivateKey,
         user: &str,
     ) -> (RawClient, Option<Vec<u8>>) {
-        let mut c = RawClient::connect(src, port, key);
+        RawClient::identify_over(connect_from(src, port).expect("connect"), key, user)
+    }
+
+    /// [`RawClient::identify`] over a connected socket (any family).
+    pub fn identify_over(
+        sock: TcpStream,
+        key: &RsaPrivateKey,
+        user: &str,
+    ) -> (RawClient, Option<Vec<u8>>) {
+        let mut c = RawClient::over(sock, key);
+        c.flush();
         let banner = c.line(IO).expect("server banner");
         assert!(
             banner.starts_with(b"CFE_v"),
