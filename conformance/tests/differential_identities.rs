@@ -2,7 +2,8 @@
 //! cf-serverd 3.21 and rcf-serverd, started one after the other on the same
 //! generated policy, work dir and tree, are asked the same STATs by several
 //! peers: different 127.x source addresses and `::1`, different keys, the
-//! users `root` and `nobody`, over TLS. Both servers listen on `::`, so IPv4
+//! users `root` and `nobody`, over TLS and the classic protocol (plain
+//! and encrypted). Both servers listen on `::`, so IPv4
 //! peers arrive as `::ffff:` mapped addresses. Reverse names come from a
 //! private `/etc/hosts` bind-mounted in a mount and network namespace the
 //! test makes (`unshare`; the test re-runs itself inside), with `::ffff:`
@@ -277,6 +278,7 @@ body server control
   allowconnects => {{ "127.0.0.0/8", "::1" }};
   allowallconnects => {{ "127.0.0.0/8", "::1" }};
   trustkeysfrom => {{ "127.0.0.0/8", "::1" }};
+  allowlegacyconnects => {{ "127.0.0.0/8", "::1" }};
   allowusers => {{ "root", "nobody" }};
   maxconnections => "50";
 }}
@@ -342,6 +344,64 @@ fn ask_all(
                     }
                 })
                 .collect()
+        })
+        .collect()
+}
+
+/// The classic protocol's answers: each peer, authenticated with its key
+/// (claiming its hosts-file name), STATs every path plain and encrypted;
+/// a closed or failed connection is re-opened, a refused one refuses.
+fn ask_all_classic(
+    peers: &[Peer],
+    keys: &[RsaPrivateKey],
+    port: u16,
+    asks: &[(String, String)],
+) -> Vec<Vec<bool>> {
+    use rcf_core::classic::{ClientConfig, ClientEvent};
+    use support::classic::{clock, Driver};
+    peers
+        .iter()
+        .map(|p| {
+            let cfg = ClientConfig {
+                local_ip: p.src.to_string(),
+                fqdn: p.name.unwrap_or("rcf-unnamed.example").into(),
+                user: p.user.into(),
+                key: std::sync::Arc::new(keys[p.key].clone()),
+                server_key: None,
+                trust_server: true,
+                timeout_ms: 20_000,
+            };
+            let open = || {
+                let sock = match p.src {
+                    IpAddr::V4(src) => connect_from(src, port).ok()?,
+                    IpAddr::V6(a) => TcpStream::connect((a, port)).ok()?,
+                };
+                match Driver::over(sock, cfg.clone()) {
+                    Ok((d, ClientEvent::Authenticated { .. })) => Some(d),
+                    _ => None,
+                }
+            };
+            let mut d = open();
+            let mut out = Vec::new();
+            for (_, path) in asks {
+                for enc in [false, true] {
+                    if d.is_none() {
+                        d = open();
+                    }
+                    let Some(c) = d.as_mut() else {
+                        out.push(false);
+                        continue;
+                    };
+                    let now = clock(c.start);
+                    let ok = c.client.stat(now, path.as_bytes(), enc).is_ok()
+                        && matches!(c.until_event().as_deref(), Ok([ClientEvent::Stat(_), ..]));
+                    if !c.client.is_idle() {
+                        d = None;
+                    }
+                    out.push(ok);
+                }
+            }
+            out
         })
         .collect()
 }
@@ -474,7 +534,12 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
             spawn_real_cf_serverd(&pair.srv, &real_policy, &[], &[], &real_log),
             &real_log,
             real_port,
-            || ask_all(&peers, &keys, real_port, &asks),
+            || {
+                (
+                    ask_all(&peers, &keys, real_port, &asks),
+                    ask_all_classic(&peers, &keys, real_port, &asks),
+                )
+            },
         );
         let rcf_log = pair.root.join(format!("rcf-{n}.log"));
         let mut cmd = Command::new(&rcf);
@@ -487,21 +552,38 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
             .stdout(f.try_clone().unwrap())
             .stderr(f);
         let ours = with_server(KillOnDrop(cmd.spawn().unwrap()), &rcf_log, rcf_port, || {
-            ask_all(&peers, &keys, rcf_port, &asks)
+            (
+                ask_all(&peers, &keys, rcf_port, &asks),
+                ask_all_classic(&peers, &keys, rcf_port, &asks),
+            )
         });
+        // (transport, encrypted, answer index of ask i)
+        let modes: [(Protocol, bool, fn(usize) -> usize); 3] = [
+            (Protocol::Tls, true, |i| i),
+            (Protocol::Classic, false, |i| 2 * i),
+            (Protocol::Classic, true, |i| 2 * i + 1),
+        ];
         // rcf's own reading of the same policy, to name each stricter class
         let pol = pair.rcf_load(&rcf_policy);
         for (pi, p) in peers.iter().enumerate() {
-            for (ai, (label, path)) in asks.iter().enumerate() {
+            for ((ai, (label, path)), (protocol, encrypted, at)) in asks
+                .iter()
+                .enumerate()
+                .flat_map(|a| modes.iter().map(move |m| (a, *m)))
+            {
                 requests += 1;
-                let (a, b) = (real[pi][ai], ours[pi][ai]);
+                let (real, ours) = match protocol {
+                    Protocol::Tls => (&real.0, &ours.0),
+                    Protocol::Classic => (&real.1, &ours.1),
+                };
+                let (a, b) = (real[pi][at(ai)], ours[pi][at(ai)]);
                 admitted += usize::from(a);
                 if a == b {
                     continue;
                 }
                 let what = format!(
-                    "policy {n} (seed {seed}), peer {} ({} key {} {}), {label}: real {a}, rcf {b}",
-                    p.label, p.src, p.key, p.user
+                    "policy {n} (seed {seed}), peer {} ({} key {} {}), {protocol:?}{} {label}: real {a}, rcf {b}",
+                    p.label, p.src, p.key, p.user, if encrypted { "" } else { " plain" }
                 );
                 if b {
                     problems.push(format!("LOOSER: {what}"));
@@ -513,8 +595,8 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
                     hostname: p.name,
                     key: &ids[p.key],
                     username: p.user,
-                    protocol: Protocol::Tls,
-                    encrypted: true,
+                    protocol,
+                    encrypted,
                 };
                 let dec = pol.check(&facts, Request::Path(path));
                 let dir = format!("/{}/", label.split(' ').next().unwrap_or(""));
@@ -538,7 +620,7 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
                 .filter(|(k, _)| text.contains(k))
                 .map(|(_, v)| *v)
                 .collect();
-                let class = format!("{reason} [{}]", features.join(", "));
+                let class = format!("{protocol:?} {reason} [{}]", features.join(", "));
                 *stricter.entry(class.clone()).or_default() += 1;
                 examples.entry(class).or_insert_with(|| {
                     format!(

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod classic;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
