@@ -113,7 +113,7 @@ pub use real_serverd::{
     PolicyFs, REAL_CF_KEY, REAL_CF_NET, REAL_CF_SERVERD,
 };
 pub use server::RealServer;
-pub use tree::{make_data_tree, trees_equal, trees_equal_deref, DataTree};
+pub use tree::{copy_tree, make_data_tree, trees_equal, trees_equal_deref, DataTree};
 pub use workdir::Workdir;
 
 use std::collections::HashSet;

@@ -16,27 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rcf_conformance::lab::{
-    agent_workdirs, rcf_agent, require_cfengine, trees_equal, AccessRule, AnyServer, ServerKind,
-    ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    agent_workdirs, copy_tree, rcf_agent, require_cfengine, trees_equal, AccessRule, AnyServer,
+    ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 
 const MPF: &str = "/usr/share/cfengine3/masterfiles";
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        let dst = to.join(e.file_name());
-        if t.is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else if t.is_file() {
-            std::fs::copy(e.path(), &dst).unwrap();
-        } else if t.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &dst).unwrap();
-        }
-    }
-}
 
 /// Give `wd` a `bin/` of its own (links to the real tools) instead of the
 /// lab's link to `/usr/bin`: the MPF's update policy writes into
@@ -185,7 +169,7 @@ fn differential(kind: ServerKind) {
     private_bin(&real);
     private_bin(&rcf);
     let mf = hub.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &mf);
+    copy_tree(Path::new(MPF), &mf).unwrap();
     if kind == ServerKind::Rcf {
         // The hub is made a hub by bootstrapping to itself.
         let b = rcf_agent(&hub, &["-I", "bootstrap", "--no-failsafe", "127.0.0.1"]).unwrap();
@@ -224,7 +208,7 @@ fn differential(kind: ServerKind) {
     // masterfiles in inputs/, its key trusted, policy_server.dat.
     for c in [&rcf, &real] {
         c.trust(&hub, "root").unwrap();
-        copy_tree(&mf, &c.inputs());
+        copy_tree(&mf, &c.inputs()).unwrap();
         std::fs::write(c.path().join("policy_server.dat"), format!("{hp}\n")).unwrap();
     }
     let c = Clients { hub, rcf, real, mf };
@@ -357,7 +341,7 @@ fn bootstrap_keys_roles_and_refusals() {
     // A client bootstrapping to a hub on its own loopback stays a client,
     // without the loopback warning.
     let hmf = hub.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &hmf);
+    copy_tree(Path::new(MPF), &hmf).unwrap();
     let mut rule = AccessRule::admit_loopback(hmf.to_string_lossy().into_owned());
     rule.shortcut = Some("masterfiles".into());
     let mut p = ServerPolicy::new(0);
@@ -389,7 +373,7 @@ fn bootstrap_keys_roles_and_refusals() {
 fn classic_bootstrap_and_update_real_hub() {
     let (hub, cli) = agent_workdirs("mpfclassic").unwrap();
     let mf = hub.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &mf);
+    copy_tree(Path::new(MPF), &mf).unwrap();
     let st = stamp(&hub, &mf, ServerKind::Real);
     assert!(st.success(), "{}", st.describe());
     let mut rule = AccessRule::admit_loopback(mf.to_string_lossy().into_owned());

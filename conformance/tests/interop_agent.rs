@@ -92,7 +92,15 @@ fn net_commands(kind: Kind) {
         vec!["stat", tree.as_str()],
         vec!["stat", missing.as_str()],
     ] {
+        // First contact for both on `connect`: each trusts the key and says
+        // so (`Trusting new key`, a notice cf-net prints too).
+        if args[0] == "connect" {
+            s.cli_wd.untrust_all();
+        }
         let ours = agent(&s.cli_wd, &[&["net", "-H", &hp][..], &args[..]].concat());
+        if args[0] == "connect" {
+            s.cli_wd.untrust_all();
+        }
         let real = cf_net(&s.cli_wd, &hp, &args).unwrap();
         let norm = |t: &str| {
             t.lines()

@@ -118,3 +118,104 @@ fn rcf_agent_classic_against_the_real_cf_serverd() {
 fn rcf_agent_classic_against_rcf_serverd() {
     against(false);
 }
+
+/// `rcf-agent net --protocol classic` and `runagent --protocol classic`
+/// against the real cf-serverd: every net subcommand prints what the real
+/// cf-net (over TLS, to the same server) prints, and EXEC runs the
+/// cfruncommand with the classes asked for.
+#[test]
+fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
+    require_cfengine().unwrap();
+    let srv_wd = Workdir::new("aclassic-net-srv").unwrap();
+    let cli = Workdir::new("aclassic-net-cli").unwrap();
+    srv_wd.cf_key().unwrap();
+    cli.cf_key().unwrap();
+    let data = make_data_tree(&srv_wd.scratch().join("data")).unwrap();
+    let script = CfrunScript::write(&cli.scratch()).unwrap();
+    let sp = script.path.to_string_lossy().into_owned();
+    let mut p = ServerPolicy::new(0).admit(data.share_path(""));
+    p.allowlegacyconnects = vec!["127.0.0.1".into()];
+    p.cfruncommand = Some(sp.clone());
+    p.allowusers = vec!["root".into()];
+    p.access.push(AccessRule::admit_loopback(sp.clone()));
+    p.roles.push(("role1".into(), vec!["root".into()]));
+    let srv = RealServer::start(&srv_wd, &p).unwrap();
+    let hp = srv.host_port();
+    let net = |args: &[&str]| {
+        let mut a = vec!["net", "--protocol", "classic", "-H", hp.as_str()];
+        a.extend_from_slice(args);
+        rcf_agent(&cli, &a).unwrap()
+    };
+    // connect (cf-net trusts the server key; over classic it is remembered).
+    let ours = net(&["connect"]);
+    assert_eq!(ours.code(), Some(0), "{}", ours.describe());
+    let real = cf_net(&cli, &hp, &["connect"]).unwrap();
+    assert_eq!(
+        ours.result_lines(),
+        real.result_lines(),
+        "connect\n{}\n{}",
+        ours.describe(),
+        real.describe()
+    );
+    assert_eq!(
+        ours.result_lines(),
+        vec![format!("Connected & authenticated successfully to '{hp}'")]
+    );
+    // stat: a file, a directory, a missing path.
+    for (path, code) in [
+        (data.share_path("hello.txt"), 0),
+        (data.share_path("tree"), 0),
+        (data.share_path("missing"), 1),
+    ] {
+        let ours = net(&["stat", &path]);
+        let real = cf_net(&cli, &hp, &["stat", &path]).unwrap();
+        assert_eq!(ours.code(), Some(code), "{}", ours.describe());
+        assert_eq!(
+            ours.result_lines(),
+            real.result_lines(),
+            "stat {path}\n{}\n{}",
+            ours.describe(),
+            real.describe()
+        );
+    }
+    // opendir: the same names in the same order.
+    let tree = data.share_path("tree");
+    let ours = net(&["opendir", &tree]);
+    let real = cf_net(&cli, &hp, &["opendir", &tree]).unwrap();
+    assert_eq!(ours.code(), Some(0), "{}", ours.describe());
+    assert_eq!(
+        ours.result_lines(),
+        real.result_lines(),
+        "opendir\n{}\n{}",
+        ours.describe(),
+        real.describe()
+    );
+    assert!(ours.result_lines().contains(&"a.txt".to_string()));
+    // get: the same bytes (a plain GET over several 2048-byte blocks).
+    let dest = cli.scratch().join("big.classic");
+    let ours = net(&[
+        "get",
+        &data.share_path("big.bin"),
+        "-o",
+        &dest.to_string_lossy(),
+    ]);
+    assert_eq!(ours.code(), Some(0), "{}", ours.describe());
+    trees_equal(&data.share.join("big.bin"), &dest).unwrap();
+    // runagent over classic: EXEC in clear, classes after it.
+    let runagent = |role: &str| {
+        let a = ["runagent", "--protocol", "classic", "-H", &hp, "-D", role];
+        rcf_agent(&cli, &a).unwrap()
+    };
+    let before = script.invocations().len();
+    let run = runagent("role1");
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    run.assert_contains("(exit code: 0)");
+    run.assert_contains("rcflab cfruncommand ran with args: -D role1");
+    let inv = script.invocations();
+    assert_eq!(inv.len(), before + 1, "{}", run.describe());
+    assert_eq!(inv[before], vec!["-D".to_string(), "role1".to_string()]);
+    // A role the server does not grant: refused, nothing runs, 255.
+    let run = runagent("other");
+    assert_eq!(run.code(), Some(255), "{}", run.describe());
+    assert_eq!(script.invocations().len(), before + 1);
+}

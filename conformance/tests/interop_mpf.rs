@@ -284,6 +284,54 @@ bundle server site_augmented
     assert!(!text.contains("/srv/aug_never"));
 }
 
+/// `def.json` values that 3.21 installs as data containers (an object, an
+/// array holding arrays), read by a site bundle through `$(def.x[k][j])`,
+/// iteration and `getvalues`; and a JSON file with 3.21's leniencies (a
+/// trailing comma, an unquoted key) that a strict parser would refuse.
+#[test]
+fn mpf_def_json_data_containers() {
+    let (tmp, wd, policy, port) = mpf_workdir();
+    std::fs::write(wd.join("policy_server.dat"), format!("127.0.0.1:{port}\n")).unwrap();
+    std::fs::write(
+        wd.join("inputs/def.json"),
+        r#"{
+  "vars": {
+    "site": { "admit": ["10.40.0.0/16", "10.41.1.1"], "dirs": { "pub": "/srv/pub/" }, n: 3 },
+    "mixed": [["10.42.0.1"], "10.42.0.2"],
+  },
+}
+"#,
+    )
+    .unwrap();
+    append_site_bundle(
+        &wd,
+        r#"
+bundle server site_data
+{
+  vars:
+    "adm" slist => getvalues("def.site[admit]");
+  access:
+    "$(def.site[dirs][pub])" admit_ips => { @(adm) };
+    "/srv/iter/" admit_ips => { "$(def.site[admit])" };
+    "/srv/mixed/" admit_ips => getvalues("def.mixed");
+    "/srv/n$(def.site[n])/" admit_ips => { "10.43.0.1" };
+}
+"#,
+    );
+    let real = compare(tmp.path(), &wd, &policy, port, &[]);
+    let text = real.join("\n");
+    for p in [
+        "/srv/pub",
+        "/srv/iter",
+        "/srv/mixed",
+        "/srv/n3",
+        "10.41.1.1",
+        "10.42.0.1",
+    ] {
+        assert!(text.contains(p), "{p} missing:\n{text}");
+    }
+}
+
 /// `def_preferred.json` wins over `def.json`; with
 /// `--ignore-preferred-augments` `def.json` is read again.
 #[test]

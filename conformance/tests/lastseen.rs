@@ -179,3 +179,100 @@ fn rcf_and_the_real_cf_serverd_write_one_lastseen_file_at_once() {
     assert_eq!((q.lastseen, q.q, q.dq), (last, 60.0, 0.0));
     eprintln!("{rounds} rounds of 20 records written while cf-serverd served 8 connections");
 }
+
+/// Issue 20, single node: rcf-serverd records each authenticated peer in
+/// 3.21's own `state/cf_lastseen.lmdb` (as cf-serverd's `LastSaw1`), so the
+/// real `cf-key -s` lists it; `rcf-key -s` prints exactly what `cf-key -s
+/// -n` prints from that file, in both forms; `rcf-key -r` removes a peer by
+/// host name (`localhost`, resolved to its addresses) from lastseen and its
+/// key from ppkeys, and the real cf-key agrees it is gone.
+#[test]
+fn single_node_rcf_serverd_peers_are_listed_by_the_real_cf_key() {
+    use rcf_conformance::lab::{cf_net, rcf_binary, Lab, RcfServer};
+    let lab = Lab::new("lastseen-rcf").unwrap();
+    lab.trust_both_ways().unwrap();
+    let srv = RcfServer::start(&lab.server, &lab.policy()).unwrap();
+    let hp = srv.host_port();
+    for _ in 0..2 {
+        let run = cf_net(&lab.client, &hp, &["connect"]).unwrap();
+        assert!(run.status.success(), "{}", run.output);
+    }
+    let wd = lab.server.path().to_path_buf();
+    let client_id = lab.client.key_id().unwrap();
+    // The recorder writes off the connection's thread: wait for it.
+    let t0 = std::time::Instant::now();
+    let out = loop {
+        let (code, out) = cf_key(&wd, &["-s", "-N", "-n"]);
+        assert_eq!(code, 0, "{out}");
+        if out.contains(&client_id) {
+            break out;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{out}\n{}",
+            srv.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let line = out.lines().find(|l| l.ends_with(&client_id)).unwrap();
+    assert!(
+        line.starts_with("Incoming\t127.0.0.1\t127.0.0.1\t"),
+        "{line}"
+    );
+    assert!(out.ends_with("Total Entries: 1\n"), "{out}");
+    let rcf_key = |args: &[&str]| {
+        let o = Command::new(rcf_binary("rcf-key").unwrap())
+            .args(args)
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    for (ours, theirs) in [
+        (vec!["-s", "-N"], vec!["-s", "-N", "-n"]),
+        (vec!["-s"], vec!["-s", "-n"]),
+    ] {
+        let (code, mine) = rcf_key(&ours);
+        assert_eq!(code, 0, "{mine}");
+        let out = Command::new("cf-key")
+            .args(&theirs)
+            .env("CFENGINE_TEST_OVERRIDE_WORKDIR", &wd)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
+        assert_eq!(
+            mine,
+            String::from_utf8_lossy(&out.stdout),
+            "rcf-key {ours:?} vs cf-key {theirs:?}"
+        );
+    }
+    srv.stop();
+    // By host name: localhost is 127.0.0.1 (and ::1).
+    assert!(lab
+        .server
+        .trusted_keys()
+        .iter()
+        .any(|f| f.contains(&client_id)));
+    let (code, out) = rcf_key(&["-I", "-r", "localhost"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Removed corresponding entries from lastseen database"),
+        "{out}"
+    );
+    assert!(
+        !lab.server
+            .trusted_keys()
+            .iter()
+            .any(|f| f.contains(&client_id)),
+        "{:?}",
+        lab.server.trusted_keys()
+    );
+    let (_, out) = cf_key(&wd, &["-s", "-N", "-n"]);
+    assert!(out.ends_with("Total Entries: 0\n"), "{out}");
+    let (code, _) = rcf_key(&["-r", "localhost"]);
+    assert_eq!(code, 253, "nothing left for that host");
+}

@@ -218,7 +218,11 @@ bundle server acl {{ access: "/srv/aug/" admit_ips => {{ @(def.acl) }}; }}
         .output()
         .unwrap();
     let check = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(summary(&check), daemon, "--check-config -v and the daemon disagree");
+    assert_eq!(
+        summary(&check),
+        daemon,
+        "--check-config -v and the daemon disagree"
+    );
 }
 
 /// The access summary block of a log or of `--check-config -v`'s output,
@@ -226,10 +230,19 @@ bundle server acl {{ access: "/srv/aug/" admit_ips => {{ @(def.acl) }}; }}
 fn summary(text: &str) -> Vec<String> {
     let lines: Vec<String> = text
         .lines()
-        .map(|l| l.strip_prefix(" verbose: ").unwrap_or(l).trim_end().to_string())
+        .map(|l| {
+            l.strip_prefix(" verbose: ")
+                .unwrap_or(l)
+                .trim_end()
+                .to_string()
+        })
         .collect();
-    let begin = lines.iter().position(|l| l.contains("BEGIN summary of access promises"));
-    let end = lines.iter().position(|l| l.contains("END summary of access promises"));
+    let begin = lines
+        .iter()
+        .position(|l| l.contains("BEGIN summary of access promises"));
+    let end = lines
+        .iter()
+        .position(|l| l.contains("END summary of access promises"));
     match (begin, end) {
         (Some(b), Some(e)) if b < e => lines[b..=e].to_vec(),
         _ => panic!("no access summary in:\n{text}"),

@@ -1,68 +1,30 @@
-//! Augments files from disk: JSON parsed with serde_json into the core's
-//! order-keeping [`Json`] (3.21 walks objects in file order, and the
-//! order decides which class check and which variable wins).
+//! Augments files from disk, parsed by the core's port of 3.21's JSON
+//! parser into the order-keeping [`Json`] (3.21 walks objects in file
+//! order, and the order decides which class check and which variable wins).
 
 use rcf_core::policy::augments::{AugmentsReader, Json};
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// 3.21 refuses augments files larger than this (`ReadJsonFile(..., 5 MB)`).
 pub const MAX_AUGMENTS_SIZE: usize = 5 * 1024 * 1024;
 
-struct Ordered(Json);
-
-impl<'de> Deserialize<'de> for Ordered {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("JSON")
-            }
-            fn visit_unit<E>(self) -> Result<Ordered, E> {
-                Ok(Ordered(Json::Null))
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Ordered, E> {
-                Ok(Ordered(Json::Bool(b)))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Ordered, E> {
-                Ok(Ordered(Json::Num(n.to_string())))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Ordered, E> {
-                Ok(Ordered(Json::Num(n.to_string())))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<Ordered, E> {
-                Ok(Ordered(Json::Num(n.to_string())))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Ordered, E> {
-                Ok(Ordered(Json::Str(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Ordered, E> {
-                Ok(Ordered(Json::Str(s)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Ordered, A::Error> {
-                let mut v = Vec::new();
-                while let Some(Ordered(x)) = a.next_element()? {
-                    v.push(x);
-                }
-                Ok(Ordered(Json::Arr(v)))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Ordered, A::Error> {
-                let mut v = Vec::new();
-                while let Some((k, Ordered(x))) = a.next_entry::<String, Ordered>()? {
-                    v.push((k, x));
-                }
-                Ok(Ordered(Json::Obj(v)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Parses JSON text; errors name the file and the line and column.
+/// Parses JSON text as 3.21 does (`JsonParseFile`: its lenient parser,
+/// object keys in file order, a repeated key replacing the earlier one,
+/// numbers as written); errors name the file, line and column.
 pub fn parse(path: &str, text: &[u8]) -> Result<Json, String> {
-    serde_json::from_slice::<Ordered>(text)
-        .map(|o| o.0)
-        .map_err(|e| format!("{path}:{}:{}: invalid JSON: {e}", e.line(), e.column()))
+    // 3.21 reads a C string: it ends at the first NUL
+    let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    let text = String::from_utf8_lossy(&text[..end]);
+    rcf_core::policy::json::parse_with_offset(&text).map_err(|(e, at)| {
+        let before = &text.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = at
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+            + 1;
+        format!("{path}:{line}:{col}: invalid JSON: {e}")
+    })
 }
 
 /// Reads augments files from the filesystem.
@@ -114,5 +76,14 @@ mod tests {
         );
         let e = parse("/p/def.json", b"{\n \"a\": }").unwrap_err();
         assert!(e.starts_with("/p/def.json:2:"), "{e}");
+        // 3.21's leniencies: trailing comma, unquoted key; a repeated key moves to the end
+        let j = parse("x", br#"{a: 1, "b": 2, "a": 3,}"#).unwrap();
+        assert_eq!(
+            j,
+            Json::Obj(vec![
+                ("b".into(), Json::Num("2".into())),
+                ("a".into(), Json::Num("3".into())),
+            ])
+        );
     }
 }

@@ -47,6 +47,10 @@ struct MdbVal {
 
 type Env = c_void;
 type Txn = c_void;
+type Cursor = c_void;
+/// `MDB_FIRST` and `MDB_NEXT` of lmdb.h's `MDB_cursor_op`.
+const MDB_FIRST: c_uint = 0;
+const MDB_NEXT: c_uint = 8;
 
 /// The LMDB entry points used, resolved once from [`LMDB_LIBRARY`].
 struct Lmdb {
@@ -61,6 +65,10 @@ struct Lmdb {
     dbi_open: unsafe extern "C" fn(*mut Txn, *const c_char, c_uint, *mut c_uint) -> c_int,
     get: unsafe extern "C" fn(*mut Txn, c_uint, *mut MdbVal, *mut MdbVal) -> c_int,
     put: unsafe extern "C" fn(*mut Txn, c_uint, *mut MdbVal, *mut MdbVal, c_uint) -> c_int,
+    del: unsafe extern "C" fn(*mut Txn, c_uint, *mut MdbVal, *mut MdbVal) -> c_int,
+    cursor_open: unsafe extern "C" fn(*mut Txn, c_uint, *mut *mut Cursor) -> c_int,
+    cursor_get: unsafe extern "C" fn(*mut Cursor, *mut MdbVal, *mut MdbVal, c_uint) -> c_int,
+    cursor_close: unsafe extern "C" fn(*mut Cursor),
     strerror: unsafe extern "C" fn(c_int) -> *const c_char,
 }
 
@@ -89,6 +97,10 @@ fn lmdb() -> Result<&'static Lmdb, LastseenError> {
                 dbi_open: sym!("mdb_dbi_open"),
                 get: sym!("mdb_get"),
                 put: sym!("mdb_put"),
+                del: sym!("mdb_del"),
+                cursor_open: sym!("mdb_cursor_open"),
+                cursor_get: sym!("mdb_cursor_get"),
+                cursor_close: sym!("mdb_cursor_close"),
                 strerror: sym!("mdb_strerror"),
                 _lib: lib,
             })
@@ -289,6 +301,110 @@ impl LmdbLastseen {
     }
 }
 
+/// One peer as `cf-key -s` lists it: a quality entry and its key's address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastseenRow {
+    /// The peer's key.
+    pub key: KeyId,
+    /// Who opened the connections.
+    pub direction: Direction,
+    /// The key's address (`k<key>` entry).
+    pub address: String,
+    /// Last time and interval statistics.
+    pub quality: Quality,
+}
+
+impl LmdbLastseen {
+    /// Every quality entry with its key's address, in the file's order
+    /// (what 3.21's `ScanLastSeenQuality` walks for `cf-key -s`); entries
+    /// whose key has no address or no readable record are skipped, as
+    /// there.
+    pub fn entries(&self) -> Result<Vec<LastseenRow>, LastseenError> {
+        self.txn(false, |t| {
+            let mut rows = Vec::new();
+            for (k, v) in t.all()? {
+                let Some(rest) = k.strip_prefix(b"q") else {
+                    continue;
+                };
+                let (direction, id) = match rest.split_first() {
+                    Some((b'i', id)) => (Direction::Incoming, id),
+                    Some((b'o', id)) => (Direction::Outgoing, id),
+                    _ => continue,
+                };
+                let id = id.strip_suffix(b"\0").unwrap_or(id);
+                let Some(key) = std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|s| s.parse::<KeyId>().ok())
+                else {
+                    continue;
+                };
+                let (Some(quality), Some(mut address)) =
+                    (Quality::decode(&v), t.get(&host_key(&key))?)
+                else {
+                    continue;
+                };
+                if address.last() == Some(&0) {
+                    address.pop();
+                }
+                rows.push(LastseenRow {
+                    key,
+                    direction,
+                    address: String::from_utf8_lossy(&address).into_owned(),
+                    quality,
+                });
+            }
+            Ok(rows)
+        })
+    }
+
+    /// Forget a key (`cf-key -r MD5=…`) or an address (`cf-key -r IP`): the
+    /// key's quality entries, its `k` entry and its address's `a` entry, in
+    /// one transaction. Returns the keys forgotten (none when nothing
+    /// matched).
+    pub fn forget(
+        &self,
+        key: Option<&KeyId>,
+        address: Option<&str>,
+    ) -> Result<Vec<KeyId>, LastseenError> {
+        self.txn(true, |t| {
+            let key = match (key, address) {
+                (Some(k), _) => k.clone(),
+                (None, Some(a)) => {
+                    let Some(mut v) = t.get(&address_key(a))? else {
+                        return Ok(Vec::new());
+                    };
+                    if v.last() == Some(&0) {
+                        v.pop();
+                    }
+                    match std::str::from_utf8(&v)
+                        .ok()
+                        .and_then(|s| s.parse::<KeyId>().ok())
+                    {
+                        Some(k) => k,
+                        None => return Ok(Vec::new()),
+                    }
+                }
+                (None, None) => return Ok(Vec::new()),
+            };
+            let mut found = false;
+            if let Some(mut a) = t.get(&host_key(&key))? {
+                if a.last() == Some(&0) {
+                    a.pop();
+                }
+                found |= t.del(&address_key(&String::from_utf8_lossy(&a)))?;
+            }
+            found |= t.del(&host_key(&key))?;
+            for d in [Direction::Incoming, Direction::Outgoing] {
+                found |= t.del(&quality_key(d, &key))?;
+            }
+            if let Some(a) = address {
+                found |= t.del(&address_key(a))?;
+            }
+            Ok(if found { vec![key] } else { Vec::new() })
+        })
+    }
+}
+
 struct TxnRef<'a> {
     s: &'a LmdbLastseen,
     txn: *mut Txn,
@@ -318,6 +434,63 @@ impl TxnRef<'_> {
             Ok(Some(
                 std::slice::from_raw_parts(v.data as *const u8, v.size).to_vec(),
             ))
+        }
+    }
+
+    /// Delete `key`; false when it was not there.
+    fn del(&self, key: &[u8]) -> Result<bool, LastseenError> {
+        let mut k = MdbVal {
+            size: key.len(),
+            data: key.as_ptr() as *mut c_void,
+        };
+        // SAFETY: `k` points to a live slice for the call; NULL data deletes
+        // every value of the key (there is one: no MDB_DUPSORT).
+        let rc = unsafe { (self.s.lib.del)(self.txn, self.dbi, &mut k, std::ptr::null_mut()) };
+        match rc {
+            0 => Ok(true),
+            MDB_NOTFOUND => Ok(false),
+            rc => Err(self.s.err("mdb_del", rc)),
+        }
+    }
+
+    /// Every (key, value) pair, in the database's order, copied out.
+    fn all(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, LastseenError> {
+        let mut cur: *mut Cursor = std::ptr::null_mut();
+        // SAFETY: the cursor is opened, used and closed inside this
+        // transaction; each returned pair points into the map and is
+        // copied before the next call.
+        unsafe {
+            let rc = (self.s.lib.cursor_open)(self.txn, self.dbi, &mut cur);
+            if rc != 0 {
+                return Err(self.s.err("mdb_cursor_open", rc));
+            }
+            let mut out = Vec::new();
+            let mut op = MDB_FIRST;
+            loop {
+                let mut k = MdbVal {
+                    size: 0,
+                    data: std::ptr::null_mut(),
+                };
+                let mut v = MdbVal {
+                    size: 0,
+                    data: std::ptr::null_mut(),
+                };
+                let rc = (self.s.lib.cursor_get)(cur, &mut k, &mut v, op);
+                if rc == MDB_NOTFOUND {
+                    break;
+                }
+                if rc != 0 {
+                    (self.s.lib.cursor_close)(cur);
+                    return Err(self.s.err("mdb_cursor_get", rc));
+                }
+                out.push((
+                    std::slice::from_raw_parts(k.data as *const u8, k.size).to_vec(),
+                    std::slice::from_raw_parts(v.data as *const u8, v.size).to_vec(),
+                ));
+                op = MDB_NEXT;
+            }
+            (self.s.lib.cursor_close)(cur);
+            Ok(out)
         }
     }
 

@@ -6,8 +6,14 @@
 //!   transaction): two replicas accepting the same new host at the same
 //!   moment store one key, and a unique index on (user, address) among
 //!   unrevoked keys refuses a second key for a host already trusted.
-//! * Every lookup asks the database first, so a revocation made anywhere
-//!   takes effect at the next connection on every replica.
+//! * A replica LISTENs on [`CHANNEL`] ([`PgTrustStore::listen_for_revocations`]);
+//!   a trigger announces every change to a trusted key there. While that
+//!   listening connection is up, a key this replica saw trusted since it
+//!   started listening is answered from its cache without a round trip
+//!   (a notification drops it first, so a revocation made anywhere takes
+//!   effect at the next connection on every replica, milliseconds later).
+//!   Any other lookup, and every lookup while not listening, asks the
+//!   database.
 //! * Each replica caches the keys it has seen trusted. When the database is
 //!   unreachable (or does not answer within the timeout), those keys are
 //!   still served (`Decision::Trusted { cached: true }`); anything else, new
@@ -26,6 +32,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -79,7 +86,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (key_id, direction)
      );
      CREATE INDEX rcf_lastseen_by_address ON rcf_lastseen (address);",
+    // 3: every change to a trusted key (a revocation by rcf-key -r, a hand
+    // edit, a delete) is announced on channel `rcf_trust` with the key id
+    // as payload (`*` for a TRUNCATE), so replicas drop it from their cache
+    // at once instead of asking the database on every connection.
+    "CREATE FUNCTION rcf_trust_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        IF TG_OP = 'TRUNCATE' THEN
+            PERFORM pg_notify('rcf_trust', '*');
+        ELSE
+            PERFORM pg_notify('rcf_trust', OLD.key_id);
+        END IF;
+        RETURN NULL;
+     END $$;
+     CREATE TRIGGER rcf_trust_changed AFTER UPDATE OR DELETE ON rcf_trust
+        FOR EACH ROW EXECUTE FUNCTION rcf_trust_notify();
+     CREATE TRIGGER rcf_trust_truncated AFTER TRUNCATE ON rcf_trust
+        FOR EACH STATEMENT EXECUTE FUNCTION rcf_trust_notify();",
 ];
+
+/// The channel replicas LISTEN on for changed keys (see migration 3).
+pub const CHANNEL: &str = "rcf_trust";
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -218,7 +245,15 @@ pub struct PgTrustStore {
     kind: DigestKind,
     timeout: Duration,
     client: Mutex<Option<Arc<Client>>>,
-    cache: RwLock<HashMap<(String, KeyId), RsaPublicKey>>,
+    cache: RwLock<HashMap<(String, KeyId), Cached>>,
+    /// The LISTEN connection is up (cache entries marked fresh may answer).
+    listening: AtomicBool,
+    /// Bumped by every notification and every change of `listening`: an
+    /// answer read from the database is cached as fresh only if no
+    /// invalidation arrived while it was read.
+    invalidations: AtomicU64,
+    /// Key checks answered from the fresh cache (metrics, tests).
+    cache_hits: AtomicU64,
     retry: Duration,
     down_since: Mutex<Option<tokio::time::Instant>>,
 }
@@ -237,6 +272,14 @@ struct Row {
     revoked: bool,
 }
 
+/// A key this replica saw trusted.
+struct Cached {
+    key: RsaPublicKey,
+    /// Read while listening for changes, and none arrived since: may be
+    /// answered without asking the database.
+    fresh: bool,
+}
+
 impl PgTrustStore {
     /// A store for `url`, naming keys with `kind` ids. Connects lazily: a
     /// replica starts even while the database is down (cache empty, so
@@ -249,6 +292,9 @@ impl PgTrustStore {
             timeout,
             client: Mutex::new(None),
             cache: RwLock::new(HashMap::new()),
+            listening: AtomicBool::new(false),
+            invalidations: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
             retry: DEFAULT_RETRY,
             down_since: Mutex::new(None),
         })
@@ -343,10 +389,141 @@ impl PgTrustStore {
     }
 
     fn cache_put(&self, user: &str, id: &KeyId, key: &RsaPublicKey) {
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((user.to_string(), id.clone()), key.clone());
+        self.cache_put_read(user, id, key, None);
+    }
+
+    /// Cache `key` as trusted; `read_at` is the invalidation count taken
+    /// before the database was read (`None`: not read from the database
+    /// just now), which decides whether the entry is fresh.
+    fn cache_put_read(&self, user: &str, id: &KeyId, key: &RsaPublicKey, read_at: Option<u64>) {
+        let mut c = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        // Checked under the cache's lock, which `invalidate` also takes: a
+        // notification handled after this cannot be missed.
+        let fresh = read_at.is_some_and(|g| {
+            self.listening.load(Ordering::Acquire)
+                && self.invalidations.load(Ordering::Acquire) == g
+        });
+        c.insert(
+            (user.to_string(), id.clone()),
+            Cached {
+                key: key.clone(),
+                fresh,
+            },
+        );
+    }
+
+    /// The fast path: `key` is cached as fresh and the LISTEN connection is
+    /// up, so no change to it was announced since it was read.
+    fn cache_fresh(&self, user: &str, id: &KeyId, key: &RsaPublicKey) -> bool {
+        self.listening.load(Ordering::Acquire)
+            && self
+                .cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(user.to_string(), id.clone()))
+                .is_some_and(|c| c.fresh && &c.key == key)
+    }
+
+    /// A change to key `payload` (or to every key, `*`) was announced, or
+    /// the listening state changed (`None`): forget the key, or mark every
+    /// entry as needing the database again (they stay as the fallback for
+    /// an unreachable database).
+    fn invalidate(&self, payload: Option<&str>) {
+        let mut c = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        match payload {
+            Some("*") => c.clear(),
+            Some(id) => c.retain(|(_, k), _| k.to_string() != id),
+            None => c.values_mut().for_each(|e| e.fresh = false),
+        }
+    }
+
+    /// Key checks answered from the fresh cache without a database round
+    /// trip, since start.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
+    }
+
+    /// Whether the LISTEN connection is up (the fast path is on).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Release);
+        self.invalidate(None);
+    }
+
+    /// Keep a LISTEN connection on [`CHANNEL`] for as long as the runtime
+    /// runs, reconnecting after the retry delay whenever it is lost; `note`
+    /// is told when listening starts and stops (for the server's log).
+    /// Without it the store is correct but asks the database every time.
+    pub fn listen_for_revocations(
+        self: Arc<Self>,
+        note: impl Fn(&str) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            // Log a failure to (re)connect once, not at every retry.
+            let mut quiet = false;
+            loop {
+                let r = self.listen_once(&note).await;
+                if self.is_listening() {
+                    self.set_listening(false);
+                    quiet = false;
+                }
+                match r {
+                    Err(e) if !quiet => {
+                        note(&format!(
+                            "Trust store: not listening for revocations ({e}); every key check asks the database"
+                        ));
+                        quiet = true;
+                    }
+                    Err(_) => {}
+                    Ok(()) => note(
+                        "Trust store: the listening connection ended; every key check asks the database until it is back",
+                    ),
+                }
+                tokio::time::sleep(self.retry).await;
+            }
+        })
+    }
+
+    async fn listen_once(&self, note: &(impl Fn(&str) + Send + Sync)) -> Result<(), PgError> {
+        let mut cfg = self.config.clone();
+        cfg.keepalives_idle(Duration::from_secs(5));
+        let (client, mut conn) = tokio::time::timeout(self.timeout, cfg.connect(NoTls))
+            .await
+            .map_err(|_| PgError::Unavailable(format!("no connection within {:?}", self.timeout)))?
+            .map_err(PgError::from_db)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                }
+            }
+        });
+        let listen = tokio::time::timeout(self.timeout, client.batch_execute("LISTEN rcf_trust"))
+            .await
+            .map_err(|_| PgError::Unavailable("LISTEN not answered".into()))
+            .and_then(|r| r.map_err(PgError::from_db));
+        if let Err(e) = listen {
+            driver.abort();
+            return Err(e);
+        }
+        self.set_listening(true);
+        note("Trust store: listening for revocations; trusted keys are answered from the cache");
+        while let Some(p) = rx.recv().await {
+            self.invalidate(Some(&p));
+        }
+        drop(client);
+        Ok(())
     }
 
     fn cache_drop(&self, user: &str, id: &KeyId) {
@@ -361,7 +538,7 @@ impl PgTrustStore {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(user.to_string(), id.clone()))
-            .is_some_and(|k| k == key)
+            .is_some_and(|c| &c.key == key)
     }
 
     async fn row(&self, user: &str, id: &str) -> Result<Option<Row>, PgError> {
@@ -410,7 +587,12 @@ impl PgTrustStore {
     ) -> Result<Decision, PgError> {
         check_public_key(presented).map_err(PgError::Key)?;
         let id = key_id(presented, self.kind);
+        if self.cache_fresh(user, &id, presented) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Decision::Trusted { id, cached: false });
+        }
         let ids = id.to_string();
+        let read_at = self.invalidations.load(Ordering::Acquire);
         let row = match self.row(user, &ids).await {
             Ok(r) => r,
             Err(e) if e.is_unavailable() && self.cache_has(user, &id, presented) => {
@@ -427,7 +609,7 @@ impl PgTrustStore {
                 });
             }
             Some(r) if self.same_key(&r, user, &id, presented)? => {
-                self.cache_put(user, &id, presented);
+                self.cache_put_read(user, &id, presented, Some(read_at));
                 return Ok(Decision::Trusted { id, cached: false });
             }
             Some(_) => {
@@ -460,7 +642,7 @@ impl PgTrustStore {
             })
             .await?;
         if inserted.is_some() {
-            self.cache_put(user, &id, presented);
+            self.cache_put_read(user, &id, presented, Some(read_at));
             return Ok(Decision::NewlyTrusted { id });
         }
         // A conflict: the same key stored meanwhile by another replica, or

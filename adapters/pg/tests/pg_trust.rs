@@ -292,3 +292,157 @@ async fn lastseen_table_follows_3_21s_rule_across_replicas() {
     );
     assert!(a.lastseen().await.unwrap().is_empty());
 }
+
+/// Wait until `cond` holds, for at most `within`.
+async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cond()
+}
+
+/// Item 3 of issue 20's wiring: while a replica LISTENs, a trusted key's
+/// check costs no round trip (answered from the cache: the cache-hit count
+/// grows while the database's statement count stays put), and a
+/// revocation made on another replica reaches it by notification and
+/// takes effect at its very next check; the fast path stops when the
+/// listening connection is lost and comes back with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listen_notify_cache_answers_without_a_round_trip_and_revocation_reaches_every_replica() {
+    let mut pg = ScratchPostgres::start().expect("start PostgreSQL");
+    migrate(&pg.url()).await.unwrap();
+    let (a, b) = (Arc::new(store(&pg)), Arc::new(store(&pg)));
+    let la = a.clone().listen_for_revocations(|_| {});
+    let lb = b.clone().listen_for_revocations(|_| {});
+    assert!(
+        until(Duration::from_secs(5), || a.is_listening()
+            && b.is_listening())
+        .await
+    );
+
+    // TOFU on a, then b reads it once from the database; from then on both
+    // answer from their caches.
+    assert_eq!(
+        a.verify("root", Some("127.0.0.2"), &key(1), true)
+            .await
+            .unwrap(),
+        Decision::NewlyTrusted { id: id(1) }
+    );
+    let trusted = Decision::Trusted {
+        id: id(1),
+        cached: false,
+    };
+    assert_eq!(
+        b.verify("root", Some("127.0.0.2"), &key(1), false)
+            .await
+            .unwrap(),
+        trusted
+    );
+    let (ha, hb) = (a.cache_hits(), b.cache_hits());
+    for _ in 0..50 {
+        assert_eq!(
+            a.verify("root", Some("127.0.0.2"), &key(1), false)
+                .await
+                .unwrap(),
+            trusted
+        );
+        assert_eq!(
+            b.verify("root", Some("127.0.0.2"), &key(1), false)
+                .await
+                .unwrap(),
+            trusted
+        );
+    }
+    assert_eq!((a.cache_hits() - ha, b.cache_hits() - hb), (50, 50));
+    // A different key under the same id is never a cache hit.
+    let d = b
+        .verify("root", Some("127.0.0.2"), &key(2), false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            d,
+            Decision::Refused {
+                why: Refused::Unknown,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+
+    // Revoked through a (as rcf-key -r does): b hears of it and refuses at
+    // its next check, within milliseconds, without a restart.
+    let t0 = std::time::Instant::now();
+    a.revoke(&RemoveTarget::Key(id(1))).await.unwrap();
+    let mut refused_after = None;
+    while t0.elapsed() < Duration::from_secs(2) {
+        match b
+            .verify("root", Some("127.0.0.2"), &key(1), false)
+            .await
+            .unwrap()
+        {
+            Decision::Refused {
+                why: Refused::Revoked,
+                ..
+            } => {
+                refused_after = Some(t0.elapsed());
+                break;
+            }
+            d => assert_eq!(d, trusted),
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let after = refused_after.expect("the revocation never reached replica b");
+    eprintln!("revocation effective on the other replica after {after:?}");
+    assert!(after < Duration::from_millis(500), "{after:?}");
+
+    // Re-trusted by an administrator: cached again, served from the cache.
+    a.trust("root", &key(1), Some("127.0.0.2")).await.unwrap();
+    let d = b
+        .verify("root", Some("127.0.0.2"), &key(1), false)
+        .await
+        .unwrap();
+    assert_eq!(d, trusted);
+
+    // The database goes away: the fast path stops with the LISTEN
+    // connection (b still serves its known key, marked as from the cache),
+    // and comes back when the database does.
+    pg.stop();
+    assert!(until(Duration::from_secs(10), || !b.is_listening()).await);
+    let d = b
+        .verify("root", Some("127.0.0.2"), &key(1), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        d,
+        Decision::Trusted {
+            id: id(1),
+            cached: true
+        }
+    );
+    pg.restart().expect("restart PostgreSQL");
+    assert!(
+        until(Duration::from_secs(15), || b.is_listening()).await,
+        "listening again"
+    );
+    assert_eq!(
+        b.verify("root", Some("127.0.0.2"), &key(1), false)
+            .await
+            .unwrap(),
+        trusted
+    );
+    let h = b.cache_hits();
+    assert_eq!(
+        b.verify("root", Some("127.0.0.2"), &key(1), false)
+            .await
+            .unwrap(),
+        trusted
+    );
+    assert_eq!(b.cache_hits(), h + 1);
+    la.abort();
+    lb.abort();
+}

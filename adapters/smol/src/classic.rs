@@ -116,32 +116,7 @@ impl ClassicConn {
         classic: ClassicOptions,
     ) -> Result<ClassicConn, Error> {
         let hp = format_host_port(&opts.host, opts.port);
-        let host = opts
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let connect = TcpStream::connect((host.as_str(), opts.port));
-        let stream = smol::future::or(async { Some(connect.await) }, async {
-            Timer::after(opts.timeout).await;
-            None
-        })
-        .await;
-        let stream = match stream {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                return Err(Error::Connect {
-                    addr: hp,
-                    detail: e.to_string(),
-                })
-            }
-            None => {
-                return Err(Error::Connect {
-                    addr: hp,
-                    detail: "Timeout connecting to server".into(),
-                })
-            }
-        };
+        let stream = crate::tcp::open(&opts, None).await?;
         let _ = stream.set_nodelay(true);
         let local_ip = stream
             .local_addr()
@@ -346,6 +321,25 @@ impl ClassicConn {
         }
     }
 
+    /// `EXEC` (cf-runagent), plain as cf-runagent sends it: each output
+    /// line to `on_line`; the remote exit code, if one was reported.
+    pub async fn exec(
+        &mut self,
+        args: &[u8],
+        select: &[Vec<u8>],
+        mut on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<i32>, Error> {
+        let now = clock(self.start);
+        self.client.exec(now, args, select).map_err(transport)?;
+        loop {
+            match self.reply().await? {
+                ClientEvent::ExecLine(l) => on_line(&l)?,
+                ClientEvent::ExecDone(code) => return Ok(code),
+                other => return Err(transport(format!("unexpected reply {other:?}"))),
+            }
+        }
+    }
+
     /// Close the socket.
     pub async fn close(mut self) {
         let _ = self.stream.close().await;
@@ -461,6 +455,19 @@ impl Conn {
                 }
                 Ok(v)
             }
+        }
+    }
+
+    /// `EXEC` (cf-runagent): output lines to `on_line`, the remote exit code.
+    pub async fn exec(
+        &mut self,
+        args: &[u8],
+        select: &[Vec<u8>],
+        on_line: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Option<i32>, Error> {
+        match self {
+            Conn::Tls(c) => c.exec(args, select, on_line).await,
+            Conn::Classic(c) => c.exec(args, select, on_line).await,
         }
     }
 

@@ -30,6 +30,7 @@ use smol::net::TcpStream;
 use smol::Timer;
 
 pub mod classic;
+mod tcp;
 pub use classic::{ClassicConn, ClassicOptions, Conn};
 
 /// Most `STAT`s [`Client::stat_many`] keeps in flight at once.
@@ -62,6 +63,11 @@ pub struct ConnectOptions {
     pub clock: TlsClock,
     /// Log sink.
     pub log: LogFn,
+    /// cf-agent's `bindtointerface`: the address (or name) outgoing
+    /// sockets are bound to before connecting; `None` lets the OS choose.
+    pub bind_to: Option<String>,
+    /// `force_ipv4`: connect to the server's IPv4 addresses only.
+    pub force_ipv4: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -153,45 +159,14 @@ impl Client {
 
     /// As [`Client::connect`], with the local (source) address bound to
     /// `bind` first (port chosen by the OS) when it is `Some`: a load
-    /// generator spreads its connections over 127.0.0.0/8 this way. `host`
-    /// must then be an IP address of the same family.
+    /// generator spreads its connections over 127.0.0.0/8 this way (a
+    /// failed bind is then an error). `host` must then be an IP address of
+    /// the same family.
     pub async fn connect_from(
         opts: ConnectOptions,
         bind: Option<std::net::IpAddr>,
     ) -> Result<Client, Error> {
-        let addr = format_host_port(&opts.host, opts.port);
-        let host = opts
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let connect = async {
-            match bind {
-                None => TcpStream::connect((host.as_str(), opts.port)).await,
-                Some(local) => connect_bound(local, &host, opts.port).await,
-            }
-        };
-        let timeout = opts.timeout;
-        let stream = smol::future::or(async { Some(connect.await) }, async {
-            Timer::after(timeout).await;
-            None
-        })
-        .await;
-        let stream = match stream {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                return Err(Error::Connect {
-                    addr,
-                    detail: e.to_string(),
-                })
-            }
-            None => {
-                return Err(Error::Connect {
-                    addr,
-                    detail: "Timeout connecting to server".into(),
-                })
-            }
-        };
+        let stream = tcp::open(&opts, bind).await?;
         let _ = stream.set_nodelay(true);
         let tls = TlsLayer::client(opts.tls.clone())
             .map_err(|e| ClientError::Transport(e.to_string()))?;
@@ -641,55 +616,6 @@ impl Client {
         self.conn.close();
         let _ = self.flush().await;
         let _ = self.stream.close().await;
-    }
-}
-
-/// A TCP connection from `local:0` to `host:port` (`host` an IP address):
-/// socket2 creates, binds and starts a non-blocking connect, smol's
-/// `Async` waits for it to complete.
-async fn connect_bound(
-    local: std::net::IpAddr,
-    host: &str,
-    port: u16,
-) -> std::io::Result<TcpStream> {
-    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-    let ip: std::net::IpAddr = host.parse().map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("not an IP address: {host}"),
-        )
-    })?;
-    let remote = std::net::SocketAddr::new(ip, port);
-    let socket = Socket::new(
-        Domain::for_address(remote),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.bind(&SockAddr::from(std::net::SocketAddr::new(local, 0)))?;
-    socket.set_nonblocking(true)?;
-    match socket.connect(&SockAddr::from(remote)) {
-        Ok(()) => {}
-        Err(e)
-            if e.raw_os_error() == Some(libc_einprogress())
-                || e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    let stream: std::net::TcpStream = socket.into();
-    let stream = smol::Async::new(stream)?;
-    stream.writable().await?;
-    if let Some(e) = stream.get_ref().take_error()? {
-        return Err(e);
-    }
-    stream.get_ref().peer_addr()?;
-    Ok(TcpStream::from(stream))
-}
-
-/// `EINPROGRESS` (115 on Linux, 36 on the BSDs and macOS).
-fn libc_einprogress() -> i32 {
-    if cfg!(any(target_os = "linux", target_os = "android")) {
-        115
-    } else {
-        36
     }
 }
 

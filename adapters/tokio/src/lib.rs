@@ -6,7 +6,7 @@
 //! the core's questions from `rcf_fs`. No protocol logic lives here.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,9 +16,10 @@ use rcf_core::server::admission::{unmap_ipv4_peer, Admission};
 use rcf_core::server::{Config, Level, Now};
 use rcf_core::tls::{ServerTls, TlsClock};
 use rcf_fs::serve::ServerFs;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub mod cluster;
 mod exec;
 mod machine;
 pub mod metrics;
@@ -153,6 +154,8 @@ pub struct Shared {
     /// every accepted connection: no `setsockopt` per connection. Set by
     /// whoever bound them (not for sockets passed by systemd).
     pub listeners_nodelay: std::sync::atomic::AtomicBool,
+    /// Cluster mode (`--proxy-from`, `--trust-store`, lastseen); empty by default.
+    pub cluster: cluster::Cluster,
     origin: Instant,
 }
 
@@ -202,6 +205,7 @@ impl Shared {
             exec_timeout: Duration::from_secs(600),
             tofu,
             listeners_nodelay: std::sync::atomic::AtomicBool::new(false),
+            cluster: cluster::Cluster::default(),
             origin: Instant::now(),
         })
     }
@@ -311,25 +315,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(release) = admit(&shared, addr) else {
-            drop(stream);
+        // Behind a load balancer (--proxy-from) the PROXY header is read first.
+        let Some(stream) = cluster::at_accept(&shared, stream, addr) else {
             continue;
         };
-        tokio::spawn(async move {
-            let shared = release.shared.clone();
-            serve::handle(stream, release.ip.clone(), shared).await;
-            drop(release);
-        });
+        let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
+        if let Some(release) = admit(&shared, ip) {
+            tokio::spawn(serve_admitted(stream, release));
+        }
     }
 }
 
-/// The accept step: admission of a connection from `peer` by the current
-/// policy (`allowconnects`, `denyconnects`, `allowallconnects`,
-/// `maxconnections`). On success the slot is held by the returned guard
-/// until the connection's task ends; on refusal it is counted and logged,
-/// and the caller drops the socket without a byte, as 3.21 does.
-fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Release> {
-    let ip = unmap_ipv4_peer(&peer.ip().to_string()).to_string();
+/// The accept step: admission of a connection served as `ip` (the TCP
+/// peer, or the client a PROXY header carried) by the current policy
+/// (`allowconnects`, `denyconnects`, `allowallconnects`, `maxconnections`).
+/// On success the slot is held by the returned guard until the
+/// connection's task ends; on refusal it is counted and logged, and the
+/// caller drops the socket without a byte, as 3.21 does.
+pub(crate) fn admit(shared: &Arc<Shared>, ip: String) -> Option<Release> {
     let admitted = {
         let policy = shared.policy.borrow().clone();
         let mut a = shared.admission.lock().expect("admission lock");
@@ -356,8 +359,16 @@ fn admit(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Release> {
     })
 }
 
+/// Serve an admitted connection as its guard's address, giving the
+/// admission slot back however it ends.
+pub(crate) async fn serve_admitted(stream: TcpStream, release: Release) {
+    let shared = release.shared.clone();
+    serve::handle(stream, release.ip.clone(), shared).await;
+    drop(release);
+}
+
 /// Gives the admission slot back however the task ends.
-struct Release {
+pub(crate) struct Release {
     shared: Arc<Shared>,
     ip: String,
 }

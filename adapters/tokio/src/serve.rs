@@ -198,6 +198,18 @@ async fn answer_event(
     ev: Event,
 ) -> Flow {
     let log = |l: Level, msg: &str| shared.logger.log(l, Some(ip), msg);
+    // Key questions go to the cluster's trust store when one is set.
+    let ev = match crate::cluster::answer_key(shared, ev).await {
+        crate::cluster::Keyed::Other(ev) => ev,
+        crate::cluster::Keyed::Answer(a) => {
+            if let Some(Err(e)) = a.map(|a| m.handle_answer(shared.now(), a)) {
+                log(Level::Error, &format!("internal: {e}"));
+                return Flow::Close;
+            }
+            return Flow::Next;
+        }
+        crate::cluster::Keyed::Close => return Flow::Close,
+    };
     if let Some(answer) = exec::handle(shared, ip, &ev, &mut st.run).await {
         if let Some(a) = answer {
             if let Err(e) = m.handle_answer(shared.now(), a) {
@@ -248,6 +260,7 @@ async fn answer_event(
 /// done): count it, and say when its key was already seen elsewhere.
 fn on_established(shared: &Shared, ip: &str, key_id: &str) {
     shared.stats.established.fetch_add(1, Ordering::Relaxed);
+    crate::cluster::established(shared, ip, key_id);
     if let Some(others) = shared.stats.detail.saw_key(key_id, ip) {
         shared.logger.log(
             Level::Notice,

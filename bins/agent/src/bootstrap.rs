@@ -27,6 +27,12 @@ const EXCLUDED: &[&str] = &[".svn", ".git", "git-core", ".no-distrib"];
 enum PullError {
     NoServer(String),
     Failed(String),
+    /// The hub serving the pull went away mid-run (connection lost and not
+    /// re-established, or timed out): the next hub of the list starts over.
+    Lost {
+        server: String,
+        msg: String,
+    },
 }
 
 /// What a pull copies.
@@ -145,19 +151,62 @@ pub(crate) fn swap_in(staging: &Path, inputs: &Path, workdir: &Path) -> std::io:
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pull(
-    workdir: &Path,
-    hub: &ServerAddr,
+/// What a pull does, whichever hub it is from.
+struct PullJob<'a> {
+    workdir: &'a Path,
+    /// Trust a hub key seen for the first time (bootstrap).
     trust_new: bool,
+    /// Make the host key when there is none (bootstrap).
     generate_key: bool,
-    conn: &ConnArgs,
+    conn: &'a ConnArgs,
     parallel: u16,
-    mode: &Mode,
-    out: &Output,
-) -> Result<Pulled, PullError> {
+    mode: &'a Mode,
+    out: &'a Output,
+}
+
+/// Pull from the first hub of `hubs` that connects and authenticates
+/// (refused, timed-out and untrusted hubs are skipped at connect time); a
+/// hub lost mid-run makes the whole pull start over, from a fresh staging
+/// directory, on the hubs after it, so the one swap into `inputs/` always
+/// comes from a single hub's complete answers.
+fn pull(job: &PullJob, hubs: &[ServerAddr]) -> Result<Pulled, PullError> {
+    let mut start = 0;
+    loop {
+        let r = pull_once(job, &hubs[start..]);
+        let Err(PullError::Lost { server, msg }) = r else {
+            return r;
+        };
+        match crate::failover::next_after(&hubs[start..], &server) {
+            Some(i) => {
+                job.out.log(Level::Error, &msg);
+                job.out.log(
+                    Level::Notice,
+                    &format!(
+                        "Policy server '{server}' was lost during the update; starting over from '{}'",
+                        hubs[start + i].text
+                    ),
+                );
+                start += i;
+            }
+            // The last hub: the run failed, as with a single hub.
+            None => return Err(PullError::Failed(msg)),
+        }
+    }
+}
+
+/// One pull from `hubs` (connect-time failover only).
+fn pull_once(job: &PullJob, hubs: &[ServerAddr]) -> Result<Pulled, PullError> {
+    let PullJob {
+        workdir,
+        trust_new,
+        generate_key,
+        conn,
+        parallel,
+        mode,
+        out,
+    } = *job;
     let version =
-        crate::protocol_or_classic(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
+        crate::protocol(conn, out).map_err(|_| PullError::Failed("unsupported protocol".into()))?;
     let classic = version == rcf_core::banner::ProtocolVersion::Classic;
     let key = crate::host_key(workdir, generate_key, out).map_err(|e| {
         PullError::Failed(format!("{e}; No public/private key pair is loaded, please create one by running \"rcf-key\" or \"cf-key\""))
@@ -196,7 +245,7 @@ fn pull(
         Mode::Mpf(s) => s.master_location.clone(),
     };
     let (r, summary, walked, stamp_failed) = smol::block_on(async {
-        let mut run = Run::new(vec![hub.clone()], base, out.clone());
+        let mut run = Run::new(hubs.to_vec(), base, out.clone());
         run.set_parallel(usize::from(parallel));
         if classic {
             run.use_classic(rcf_smol::ClassicOptions {
@@ -255,11 +304,19 @@ fn pull(
     }
     match r {
         Err(RunError::NoServer(_)) => return fail(PullError::NoServer(format!("No suitable server found for '{source}'"))),
-        Err(e) => return fail(PullError::Failed(e.to_string())),
+        Err(e) => {
+            return fail(match &e {
+                RunError::Lost { server, .. } => PullError::Lost {
+                    server: server.clone(),
+                    msg: e.to_string(),
+                },
+                RunError::NoServer(_) => PullError::Failed(e.to_string()),
+            })
+        }
         Ok(()) if !summary.failed.is_empty() => {
             return fail(PullError::Failed(format!(
                 "Failed to copy policy from policy server at {}:{source} ({} file(s) failed, first: {})",
-                hub.text,
+                summary.server.as_deref().unwrap_or(&hubs[0].text),
                 summary.failed.len(),
                 summary.failed[0].1
             )))
@@ -500,35 +557,44 @@ fn update_hub(workdir: &Path, out: &Output) -> u8 {
     }
 }
 
-/// `rcf-agent bootstrap HUB[:PORT]`.
+/// `rcf-agent bootstrap HUB[:PORT]…`: the hubs are tried in order (and a
+/// hub lost mid-run hands over to the next); `policy_server.dat` gets them
+/// all, one per line, the first being what cf-agent reads.
 #[allow(clippy::too_many_arguments)]
 pub fn bootstrap(
     workdir: &Path,
-    hub_arg: &str,
+    hub_list: &[String],
     trust_server: bool,
     conn: &ConnArgs,
     parallel: u16,
     failsafe: bool,
     out: &Output,
 ) -> u8 {
-    let hub = match crate::parse_host_port(hub_arg) {
-        Ok(h) => h,
+    let entries = crate::failover::entries(hub_list);
+    let hub_arg = entries.join(",");
+    let hub_arg = hub_arg.as_str();
+    let hubs = match crate::failover::parse(&entries) {
+        Ok(h) if !h.is_empty() => h,
+        Ok(_) => {
+            out.log(Level::Error, "no hub given");
+            return 2;
+        }
         Err(e) => {
             out.log(Level::Error, &e);
             return 2;
         }
     };
-    if let Err(code) = crate::protocol_or_classic(conn, out) {
+    if let Err(code) = crate::protocol(conn, out) {
         return code;
     }
-    if crate::hub::is_self(&hub.host, workdir) {
-        return bootstrap_self(workdir, hub_arg, &hub.host, failsafe, out);
+    if hubs.len() == 1 && crate::hub::is_self(&hubs[0].host, workdir) {
+        return bootstrap_self(workdir, hub_arg, &hubs[0].host, failsafe, out);
     }
     out.log(
         Level::Info,
         &format!(
             "Assuming role as regular client, bootstrapping to policy server: {}",
-            hub.text
+            hub_arg
         ),
     );
     if trust_server {
@@ -541,21 +607,20 @@ pub fn bootstrap(
         );
         return crate::EXIT_FAILED;
     }
-    match pull(
+    let job = PullJob {
         workdir,
-        &hub,
-        trust_server,
-        true,
+        trust_new: trust_server,
+        generate_key: true,
         conn,
         parallel,
-        &Mode::Mirror,
+        mode: &Mode::Mirror,
         out,
-    ) {
+    };
+    match pull(&job, &hubs) {
         Ok(Pulled { summary, .. }) => {
             let dat = workdir.join("policy_server.dat");
-            if let Err(e) =
-                rcf_fs::ppkeys::write_replace_atomic(&dat, format!("{hub_arg}\n").as_bytes(), 0o644)
-            {
+            let text = format!("{}\n", entries.join("\n"));
+            if let Err(e) = rcf_fs::ppkeys::write_replace_atomic(&dat, text.as_bytes(), 0o644) {
                 out.log(
                     Level::Error,
                     &format!("Can't write '{}': {e}", dat.display()),
@@ -585,37 +650,66 @@ pub fn bootstrap(
             json(out, false, hub_arg, None, Some(&msg));
             crate::EXIT_NO_SERVER
         }
-        Err(PullError::Failed(msg)) => failed_unchanged(out, hub_arg, &msg),
+        Err(PullError::Failed(msg) | PullError::Lost { msg, .. }) => {
+            failed_unchanged(out, hub_arg, &msg)
+        }
     }
 }
 
-/// `rcf-agent update`.
-pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out: &Output) -> u8 {
-    if crate::hub::am_policy_hub(workdir) && !mirror {
+/// `rcf-agent update`: from the hubs given (`-H`), else those in
+/// `policy_server.dat` (one per line), in order, with failover.
+pub fn update(
+    workdir: &Path,
+    hub_list: &[String],
+    conn: &ConnArgs,
+    parallel: u16,
+    mirror: bool,
+    out: &Output,
+) -> u8 {
+    if crate::hub::am_policy_hub(workdir) && !mirror && hub_list.is_empty() {
         return update_hub(workdir, out);
     }
     let dat = workdir.join("policy_server.dat");
-    let hub_arg = match fs::read_to_string(&dat) {
-        Ok(s) => s.lines().next().unwrap_or("").trim().to_string(),
-        Err(e) => {
+    let entries = if hub_list.is_empty() {
+        match fs::read_to_string(&dat) {
+            Ok(s) => crate::failover::entries(&[s]),
+            Err(e) => {
+                out.log(
+                    Level::Error,
+                    &format!(
+                        "No policy server is set ('{}': {e}); bootstrap first",
+                        dat.display()
+                    ),
+                );
+                return crate::EXIT_FAILED;
+            }
+        }
+    } else {
+        crate::failover::entries(hub_list)
+    };
+    let hub_arg = entries.join(",");
+    let hubs = match crate::failover::parse(&entries) {
+        Ok(h) if !h.is_empty() => h,
+        Ok(_) => {
             out.log(
                 Level::Error,
                 &format!(
-                    "No policy server is set ('{}': {e}); bootstrap first",
+                    "No policy server is set in '{}'; bootstrap first",
                     dat.display()
                 ),
             );
             return crate::EXIT_FAILED;
         }
-    };
-    let hub = match crate::parse_host_port(&hub_arg) {
-        Ok(h) => h,
-        Err(e) => {
+        Err(e) if hub_list.is_empty() => {
             out.log(Level::Error, &format!("{e} in '{}'", dat.display()));
             return crate::EXIT_FAILED;
         }
+        Err(e) => {
+            out.log(Level::Error, &e);
+            return 2;
+        }
     };
-    if let Err(code) = crate::protocol_or_classic(conn, out) {
+    if let Err(code) = crate::protocol(conn, out) {
         return code;
     }
     let inputs = workdir.join("inputs");
@@ -638,7 +732,16 @@ pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out:
             }
         }
     };
-    match pull(workdir, &hub, false, false, conn, parallel, &mode, out) {
+    let job = PullJob {
+        workdir,
+        trust_new: false,
+        generate_key: false,
+        conn,
+        parallel,
+        mode: &mode,
+        out,
+    };
+    match pull(&job, &hubs) {
         Ok(p) => {
             if p.walked {
                 out.log(Level::Notice, "Updated local policy from policy server");
@@ -667,7 +770,7 @@ pub fn update(workdir: &Path, conn: &ConnArgs, parallel: u16, mirror: bool, out:
             json(out, false, &hub_arg, None, Some(&msg));
             crate::EXIT_KEPT_LAST_GOOD
         }
-        Err(PullError::Failed(msg)) => {
+        Err(PullError::Failed(msg) | PullError::Lost { msg, .. }) => {
             out.log(Level::Error, &msg);
             out.log(
                 Level::Notice,

@@ -4,9 +4,8 @@
 //!
 //! Exit codes (see `--help`): 0 success; 1 something failed (a file was not
 //! copied, bootstrap verification failed, a local error); 2 usage; 3 no
-//! suitable server (none of the servers connected and authenticated); 4
-//! classic protocol requested where it is not supported (net, runagent); 5 `update` could not
-//! reach the hub and kept the last good inputs.
+//! suitable server (none of the servers connected and authenticated); 5
+//! `update` could not reach the hub and kept the last good inputs.
 //!
 //! Differences from cf-agent / cf-net 3.21 (deliberate or not yet done):
 //! * Not a policy engine: `copy` takes `copy_from` attributes as flags.
@@ -37,14 +36,16 @@
 //! * No lastseen database is updated.
 //! * `Authentication dialogue with '…' failed` is printed for any TLS,
 //!   trust or identification failure (3.21 prints it for classic only).
-//! * `--protocol classic` works for copy, bootstrap and update; net and
-//!   runagent exit 4.
+//! * `--protocol classic` works for every command (rcf-serverd's classic
+//!   server has no EXEC, so `runagent` over classic needs cf-serverd).
 //! * TLS is rustls: TLS 1.3, or TLS 1.2 with ECDHE suites only; a
 //!   cf-serverd whose `allowciphers` leaves only static-RSA TLS 1.2 suites
-//!   cannot be reached.
+//!   cannot be reached, and a `--tls-ciphers` list of only static-RSA
+//!   suites is refused (cf-agent would negotiate them).
 
 mod bootstrap;
 mod copy;
+mod failover;
 mod hub;
 mod mpf;
 mod net;
@@ -75,8 +76,6 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// No server in the list could be connected to and authenticated.
 pub const EXIT_NO_SERVER: u8 = 3;
-/// `--protocol classic` for a command that does not speak it (net, runagent).
-pub const EXIT_CLASSIC: u8 = 4;
 /// `update`: the hub was unreachable; the last good inputs were kept.
 pub const EXIT_KEPT_LAST_GOOD: u8 = 5;
 
@@ -90,8 +89,7 @@ password database), as rcf-key and cf-agent find it.
 
 Exit codes: 0 ok; 1 failed (a file not copied, verification failed, local
 error); 2 usage; 3 no suitable server (none connected and authenticated);
-4 classic protocol requested for net or runagent (not supported there); 5 update
-could not reach the hub and kept the last good inputs.";
+5 update could not reach the hub and kept the last good inputs.";
 
 #[derive(Parser, Debug)]
 #[command(name = "rcf-agent", version, about = "CFEngine 3.21-compatible remote copy, bootstrap and policy update", after_help = AFTER_HELP)]
@@ -136,9 +134,43 @@ pub struct ConnArgs {
     #[arg(long, default_value = "latest")]
     pub protocol: String,
     /// Connect and per-read timeout, seconds (copy_from timeout; cf-runagent's -t).
-    /// Default: 10 for copy, bootstrap and update (cf-agent's), 30 for net and runagent.
+    /// Default: 10 for copy, bootstrap and update (cf-agent's), 30 for runagent.
     #[arg(short = 't', long)]
     pub timeout: Option<u64>,
+    /// TLS ciphers to offer, OpenSSL names separated by ':' (body common
+    /// control tls_ciphers; `TLS_*` names are TLS 1.3 suites, a list
+    /// without one turns TLS 1.3 off). Static-RSA suites such as
+    /// AES256-GCM-SHA384 and AES256-SHA are unsupported by design: a list
+    /// of only those is refused.
+    #[arg(long = "tls-ciphers", value_name = "LIST")]
+    pub tls_ciphers: Option<String>,
+    /// Minimum TLS version: 1.0, 1.1, 1.2 or 1.3 (body common control
+    /// tls_min_version; rustls starts at 1.2).
+    #[arg(long = "tls-min-version", value_name = "VERSION")]
+    pub tls_min_version: Option<String>,
+    /// Bind outgoing connections to this local address (body agent control
+    /// bindtointerface); as in 3.21, a name that does not resolve fails the
+    /// connection, an address that cannot be bound is logged and the
+    /// connection made from any address.
+    #[arg(long = "bind-to-interface", value_name = "ADDRESS")]
+    pub bind_to_interface: Option<String>,
+    /// Connect to the server's IPv4 addresses only (copy_from force_ipv4).
+    #[arg(long = "force-ipv4")]
+    pub force_ipv4: bool,
+}
+
+impl ConnArgs {
+    /// Options with the defaults: latest protocol, no timeout given, no TLS settings.
+    pub fn new(protocol: &str, timeout: Option<u64>) -> ConnArgs {
+        ConnArgs {
+            protocol: protocol.to_string(),
+            timeout,
+            tls_ciphers: None,
+            tls_min_version: None,
+            bind_to_interface: None,
+            force_ipv4: false,
+        }
+    }
 }
 
 /// `--parallel`, shared by copy, bootstrap and update.
@@ -237,8 +269,14 @@ pub struct CopyArgs {
 
 #[derive(Args, Debug, Clone)]
 struct BootstrapArgs {
-    /// The hub, `HOST[:PORT]` (written to policy_server.dat exactly as given).
-    hub: String,
+    /// The hub, `HOST[:PORT]` (written to policy_server.dat exactly as
+    /// given); several (`a b`, `a,b`) are tried in order, and all are
+    /// written to policy_server.dat, one per line (cf-agent reads the first).
+    #[arg(value_name = "HUB", required_unless_present = "hub_opt")]
+    hub: Vec<String>,
+    /// More hubs, as `-H a -H b` (after the positional ones).
+    #[arg(short = 'H', long = "hub", value_name = "HOST[:PORT]")]
+    hub_opt: Vec<String>,
     /// yes (default): trust the hub's key on first contact; no: it must already be trusted.
     #[arg(long = "trust-server", default_value = "yes", value_parser = ["yes", "no"], num_args = 0..=1, default_missing_value = "yes")]
     trust_server: String,
@@ -254,6 +292,11 @@ struct BootstrapArgs {
 
 #[derive(Args, Debug, Clone)]
 struct UpdateArgs {
+    /// The hubs to update from, in order, with failover (`-H a -H b` or
+    /// `-H a,b`); default: policy_server.dat, one hub per line (cf-agent
+    /// reads only the first).
+    #[arg(short = 'H', long = "hub", value_name = "HOST[:PORT]")]
+    hub: Vec<String>,
     /// Mirror the whole `masterfiles` shortcut every run, unfiltered (no
     /// cf_promises_validated gate, no input_name_patterns, no validation):
     /// for hubs that do not serve the masterfiles policy framework.
@@ -265,24 +308,38 @@ struct UpdateArgs {
     par: ParallelArgs,
 }
 
+/// `net`'s options, named and shaped as cf-net's (`-H`, `-t`, `-c`), with
+/// rcf's own timeout and protocol choice on flags cf-net does not have.
 #[derive(Args, Debug, Clone)]
-struct NetArgs {
-    /// The server, `HOST[:PORT]`.
-    #[arg(
-        short = 'H',
-        long = "host",
-        required = true,
-        value_name = "HOST[:PORT]"
-    )]
-    host: String,
-    #[command(flatten)]
-    conn: ConnArgs,
+pub struct NetArgs {
+    /// Server hostnames or IPs, comma-separated (`HOST[:PORT],…`); defaults
+    /// to the policy server (the first line of WORKDIR/policy_server.dat).
+    /// As with cf-net, when -H is repeated only the last one is used.
+    #[arg(short = 'H', long = "host", value_name = "HOSTS")]
+    pub host: Vec<String>,
+    /// Minimum TLS version to use: 1.0, 1.1, 1.2 or 1.3 (cf-net's
+    /// --tls-version; rustls starts at 1.2).
+    #[arg(short = 't', long = "tls-version", value_name = "VERSION")]
+    pub tls_version: Option<String>,
+    /// TLS ciphers to use, OpenSSL names separated by ':' as 3.21 splits
+    /// them (cf-net's --ciphers; static-RSA suites are refused).
+    #[arg(short = 'c', long = "ciphers", value_name = "LIST")]
+    pub ciphers: Option<String>,
+    /// Connect and per-read timeout, seconds (cf-net's is a fixed 30).
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = NET_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Protocol: classic, 1, tls, 2, cookie, 3, latest.
+    #[arg(long, default_value = "latest")]
+    pub protocol: String,
     #[command(subcommand)]
-    what: NetCmd,
+    pub what: NetCmd,
 }
 
+/// cf-net's connect timeout (`ServerConnection(…, 30, …)`), seconds.
+pub const NET_TIMEOUT: u64 = 30;
+
 #[derive(Subcommand, Debug, Clone)]
-enum NetCmd {
+pub enum NetCmd {
     /// Connect and authenticate.
     Connect,
     /// Stat a remote path.
@@ -290,8 +347,14 @@ enum NetCmd {
     /// Fetch a remote file (to `./BASENAME` or `-o FILE`).
     Get {
         path: String,
+        /// Output file (cf-net's -o; `-` is refused as cf-net 3.21 refuses it).
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Fetch N times at once, each over its own connection (cf-net's
+        /// -j): `%d` in PATH and in the output name becomes 0..N-1; an
+        /// output name without `%d` gets `.0`, `.1`, … appended.
+        #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
     },
     /// List a remote directory.
     Opendir { path: String },
@@ -381,16 +444,10 @@ fn local_user() -> String {
     rcf_cli::passwd_field(&passwd, uid.as_raw(), 0).unwrap_or_else(|| uid.as_raw().to_string())
 }
 
-/// The wanted protocol version; `Err(exit code)` for classic or garbage.
+/// The wanted protocol version (classic included: every command speaks
+/// it); `Err(2)` for a name 3.21 does not know.
 fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
     match ProtocolVersion::from_policy_name(&conn.protocol) {
-        Some(ProtocolVersion::Classic) => {
-            out.log(
-                Level::Error,
-                "classic protocol not yet supported by this rcf-agent command (copy, bootstrap and update speak it)",
-            );
-            Err(EXIT_CLASSIC)
-        }
         Some(v) => Ok(v),
         None => {
             out.log(
@@ -402,13 +459,20 @@ fn protocol(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
     }
 }
 
-/// Like [`protocol`], but the classic protocol is accepted (the commands
-/// that speak it: copy, bootstrap, update).
-fn protocol_or_classic(conn: &ConnArgs, out: &Output) -> Result<ProtocolVersion, u8> {
-    match ProtocolVersion::from_policy_name(&conn.protocol) {
-        Some(ProtocolVersion::Classic) => Ok(ProtocolVersion::Classic),
-        _ => protocol(conn, out),
-    }
+/// What a `--protocol classic` connection needs besides [`ConnectOptions`]
+/// (`None` for TLS): our key, plain or encrypted requests, and
+/// `WORKDIR/state`, where the server keys seen over classic are remembered.
+pub fn classic_options(
+    workdir: &Path,
+    key: &rcf_core::keys::RsaPrivateKey,
+    version: ProtocolVersion,
+    encrypt: bool,
+) -> Option<rcf_smol::ClassicOptions> {
+    (version == ProtocolVersion::Classic).then(|| rcf_smol::ClassicOptions {
+        key: Arc::new(key.clone()),
+        encrypt,
+        state_dir: workdir.join("state"),
+    })
 }
 
 /// Load the host key, or make one when `generate` (bootstrap).
@@ -433,6 +497,47 @@ fn host_key(
         .map_err(|e| e.to_string())
 }
 
+/// The outgoing TLS settings from `--tls-ciphers` / `--tls-min-version`
+/// (cf-agent's `tls_ciphers` / `tls_min_version`, mapped onto rustls as
+/// 3.21 maps them onto OpenSSL). Each name rcf cannot use is a warning; a
+/// list that leaves nothing to negotiate is an error naming the
+/// static-RSA suites it held, never a silent fallback to other suites.
+pub fn tls_settings(conn: &ConnArgs, out: &Output) -> Result<TlsSettings, String> {
+    use rcf_core::tls::{Role, TlsWarningKind};
+    if conn.tls_ciphers.is_none() && conn.tls_min_version.is_none() {
+        return Ok(TlsSettings::client_default());
+    }
+    let (settings, warnings) = TlsSettings::from_cfengine(
+        Role::Client,
+        conn.tls_ciphers.as_deref(),
+        conn.tls_min_version.as_deref(),
+    );
+    let mut static_rsa = Vec::new();
+    for w in &warnings {
+        match &w.kind {
+            TlsWarningKind::UnsupportedByDesign { name, why } if why.contains("static RSA") => {
+                static_rsa.push(name.clone())
+            }
+            TlsWarningKind::Unusable(_) => continue,
+            // What the list means rather than a problem with it.
+            TlsWarningKind::Tls12Defaults | TlsWarningKind::Tls13Disabled => {
+                out.log(Level::Verbose, &w.to_string());
+                continue;
+            }
+            _ => {}
+        }
+        out.log(Level::Warning, &w.to_string());
+    }
+    match settings.unusable_reason() {
+        None => Ok(settings),
+        Some(why) if !static_rsa.is_empty() => Err(format!(
+            "{why}: the static-RSA suite(s) {} are unsupported by design (rustls implements only ECDHE key exchange and TLS 1.3); name an ECDHE-RSA-* or TLS_* suite",
+            static_rsa.join(", ")
+        )),
+        Some(why) => Err(format!("{why}; no TLS connection can be made")),
+    }
+}
+
 /// Connection options for `server`, everything but the address filled in.
 pub fn connect_options(
     workdir: &Path,
@@ -448,8 +553,8 @@ pub fn connect_options(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     );
-    let tls = rcf_core::tls::client_config(key, &TlsSettings::client_default(), &clock)
-        .map_err(|e| e.to_string())?;
+    let settings = tls_settings(conn, out)?;
+    let tls = rcf_core::tls::client_config(key, &settings, &clock).map_err(|e| e.to_string())?;
     let out2 = out.clone();
     Ok(ConnectOptions {
         host: String::new(),
@@ -462,6 +567,8 @@ pub fn connect_options(
         tls,
         clock,
         log: Arc::new(move |l, m| out2.log(l, m)),
+        bind_to: conn.bind_to_interface.clone(),
+        force_ipv4: conn.force_ipv4,
     })
 }
 
@@ -483,17 +590,17 @@ fn main() -> ExitCode {
     };
     let code = match &cli.cmd {
         Cmd::Copy(a) => copy::run(&wd, a, &out),
-        Cmd::Net(a) => net::run(&wd, &a.host, &a.conn, &a.what, &out),
+        Cmd::Net(a) => net::run(&wd, a, &out),
         Cmd::Bootstrap(a) => bootstrap::bootstrap(
             &wd,
-            &a.hub,
+            &[a.hub.clone(), a.hub_opt.clone()].concat(),
             a.trust_server == "yes",
             &a.conn,
             a.par.parallel,
             !a.no_failsafe,
             &out,
         ),
-        Cmd::Update(a) => bootstrap::update(&wd, &a.conn, a.par.parallel, a.mirror, &out),
+        Cmd::Update(a) => bootstrap::update(&wd, &a.hub, &a.conn, a.par.parallel, a.mirror, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rcf_core::client::Level;
-use rcf_smol::{Client, Error};
+use rcf_smol::{Conn, Error};
 
 use crate::output::Output;
 use crate::ConnArgs;
@@ -202,7 +202,8 @@ impl Job {
             };
             opts.host = addr.host.clone();
             opts.port = addr.port;
-            match Client::connect(opts).await {
+            let classic = crate::classic_options(&self.workdir, &self.key, self.version, false);
+            match Conn::connect(opts, classic).await {
                 Ok(c) => break c,
                 Err(Error::Untrusted { key_id, message }) if self.interactive && !trust => {
                     self.out

@@ -32,6 +32,12 @@ pub enum Scenario {
     /// 10% of the files changed since the agent's last run: their MD5
     /// differs (CFD_TRUE) and they are fetched with GET.
     Changed,
+    /// The MPF's update (`cfe_internal_update_policy_cpv`): STAT and MD5 of
+    /// `cf_promises_validated`; only when it differs is it fetched and the
+    /// tree walked as in `steady`. The stamp does not change during a
+    /// measurement, so a run is a handshake and two requests: what a
+    /// steady fleet costs a hub.
+    Mpf,
 }
 
 impl Scenario {
@@ -40,6 +46,7 @@ impl Scenario {
         match self {
             Scenario::Steady => "steady",
             Scenario::Changed => "changed",
+            Scenario::Mpf => "mpf",
         }
     }
 }
@@ -50,7 +57,8 @@ impl std::str::FromStr for Scenario {
         match s {
             "steady" => Ok(Scenario::Steady),
             "changed" => Ok(Scenario::Changed),
-            _ => Err(format!("unknown scenario {s:?} (steady, changed)")),
+            "mpf" => Ok(Scenario::Mpf),
+            _ => Err(format!("unknown scenario {s:?} (steady, changed, mpf)")),
         }
     }
 }
@@ -102,6 +110,8 @@ pub struct Shared {
     pub nfiles: usize,
     /// Scenario.
     pub scenario: Scenario,
+    /// `mpf`: the remote path of `cf_promises_validated` and its digest.
+    pub stamp: Option<(Vec<u8>, [u8; 16])>,
     next_addr: AtomicU32,
 }
 
@@ -127,8 +137,18 @@ impl Shared {
             digests: tree.files.iter().map(|f| f.digest).collect(),
             nfiles: tree.files.len(),
             scenario,
+            stamp: None,
             next_addr: AtomicU32::new(first_addr),
         }
+    }
+
+    /// The `mpf` scenario's stamp: `path` on the server, holding `content`.
+    pub fn with_stamp(mut self, path: &std::path::Path, content: &[u8]) -> Shared {
+        self.stamp = Some((
+            path.to_string_lossy().into_owned().into_bytes(),
+            Md5::digest(content).into(),
+        ));
+        self
     }
 
     /// The next source address: 127.0.0.2 upwards, wrapping within 127/8
@@ -153,6 +173,8 @@ pub struct RunInfo {
 /// One agent: its local copy (digests only) and which run it is on.
 pub struct Agent {
     local: Vec<[u8; 16]>,
+    /// `mpf`: the agent's copy of `cf_promises_validated` (its digest).
+    stamp: Option<[u8; 16]>,
     run: u64,
     id: usize,
 }
@@ -162,6 +184,7 @@ impl Agent {
     pub fn new(shared: &Shared, id: usize) -> Agent {
         Agent {
             local: shared.digests.clone(),
+            stamp: shared.stamp.as_ref().map(|(_, d)| *d),
             run: 0,
             id,
         }
@@ -172,7 +195,7 @@ impl Agent {
     /// local digest is made stale, which on the wire is exactly a file
     /// rewritten on the server: MD5 answers CFD_TRUE, the agent GETs it.
     fn make_stale(&mut self, shared: &Shared) -> usize {
-        if shared.scenario == Scenario::Steady {
+        if shared.scenario != Scenario::Changed {
             return 0;
         }
         let phase = ((self.id as u64 + self.run) % 10) as usize;
@@ -196,9 +219,59 @@ impl Agent {
         let mut c = Client::connect_from(shared.opts.clone(), Some(source))
             .await
             .map_err(|e| format!("connect from {source}: {e}"))?;
-        let r = self.session(&mut c, shared, stale).await;
+        let r = match shared.stamp.as_ref() {
+            Some(stamp) if shared.scenario == Scenario::Mpf => {
+                self.mpf(&mut c, shared, stamp).await
+            }
+            _ => self.session(&mut c, shared, stale).await,
+        };
         c.close().await;
         r
+    }
+
+    /// The MPF's gate: STAT and MD5 of the stamp against the local copy;
+    /// when it differs, GET it and walk the tree (`steady`'s session).
+    async fn mpf(
+        &mut self,
+        c: &mut Client,
+        shared: &Shared,
+        (path, digest): &(Vec<u8>, [u8; 16]),
+    ) -> Result<RunInfo, String> {
+        let local = self.stamp.unwrap_or([0; 16]);
+        let st = c
+            .stat(path)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|t| format!("STAT of the stamp refused: {t}"))?;
+        let differs = c
+            .md5(path, local)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|t| format!("MD5 of the stamp refused: {t}"))?;
+        let mut info = RunInfo {
+            requests: 2,
+            ..RunInfo::default()
+        };
+        if differs {
+            let mut h = Md5::new();
+            c.get(path, st.size, |b| {
+                h.update(b);
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|f| format!("GET of the stamp failed: {f:?}"))?;
+            let d: [u8; 16] = h.finalize().into();
+            if d != *digest {
+                return Err("GET of the stamp gave a wrong digest".into());
+            }
+            let walk = self.session(c, shared, 0).await?;
+            info.requests += 1 + walk.requests;
+            info.gets += 1 + walk.gets;
+            info.bytes += st.size + walk.bytes;
+            self.stamp = Some(d);
+        }
+        Ok(info)
     }
 
     async fn session(

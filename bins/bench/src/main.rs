@@ -14,6 +14,7 @@
 //! Everything is on loopback; every process started is stopped by PID.
 
 mod agents;
+mod cluster;
 mod delay;
 mod handshakes;
 mod load;
@@ -106,9 +107,15 @@ struct CompareArgs {
     /// Simulated agents, one or a comma-separated list.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 10, 100, 1000])]
     agents: Vec<usize>,
-    /// steady (nothing changed) or changed (10% of the files per run).
+    /// steady (nothing changed), changed (10% of the files per run) or mpf
+    /// (the MPF's cf_promises_validated gate: the tree is walked only when it changed).
     #[arg(long, default_value = "steady")]
     scenario: Scenario,
+    /// Also measure the cluster mode in the same run: rcf-serverd with the
+    /// PostgreSQL trust store, and HAProxy (send-proxy-v2) in front of 1 and 2
+    /// such replicas; prints the proxy hop's and the database's cost per run.
+    #[arg(long)]
+    cluster: bool,
     /// Most runs per agent per server (the load also stops at --duration).
     #[arg(long, default_value_t = 1_000_000)]
     runs: u64,
@@ -194,6 +201,8 @@ use rcf_conformance::lab::{AnyServer as Srv, ServerKind as Kind};
 #[derive(Debug, Clone)]
 struct Row {
     kind: Kind,
+    /// The row's name when it is not the server's (cluster variants).
+    label: Option<&'static str>,
     load: LoadResult,
     cpu_s: f64,
     rss_mb: f64,
@@ -294,6 +303,8 @@ fn setup(
         tls,
         clock,
         log: Arc::new(|_, _| {}),
+        bind_to: None,
+        force_ipv4: false,
     };
     Ok(Setup {
         client,
@@ -319,12 +330,45 @@ fn start_server(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, 
 fn compare(a: &CompareArgs) -> Result<(), String> {
     let kinds = kinds(&a.servers)?;
     let Setup {
-        client: _client,
+        client,
         wds,
         tree,
-        policy,
+        mut policy,
         base,
     } = setup(&kinds, &a.shape, a.timeout, a.maxconnections)?;
+    // mpf: the stamp the agents check, next to the tree (3.21's format).
+    let stamp = if a.scenario == Scenario::Mpf {
+        let dir = client.scratch().join("mpf-stamp");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join("cf_promises_validated");
+        let content = b"{\n  \"timestamp\": 1765000000\n}\n".to_vec();
+        std::fs::write(&path, &content).map_err(|e| e.to_string())?;
+        policy.access.push(AccessRule {
+            admit_ips: vec!["127.0.0.0/8".into()],
+            ..AccessRule::new(dir.to_string_lossy())
+        });
+        Some((path, content))
+    } else {
+        None
+    };
+    let make_shared = |opts: ConnectOptions, addr: u32| {
+        let s = Shared::new(opts, &tree, a.scenario, addr);
+        match &stamp {
+            Some((path, content)) => s.with_stamp(path, content),
+            None => s,
+        }
+    };
+    let rig = if a.cluster {
+        let hub = wds
+            .iter()
+            .zip(&kinds)
+            .find(|(_, k)| **k == Kind::Rcf)
+            .map(|(w, _)| w)
+            .ok_or("--cluster needs rcf-serverd among --servers")?;
+        Some(cluster::Rig::start(hub, &client)?)
+    } else {
+        None
+    };
     println!(
         "# tree: {} files, {} dirs, {} bytes; scenario {}; {:.0} s per server and K (at most {} runs per agent); {} client threads",
         tree.files.len(),
@@ -376,9 +420,31 @@ fn compare(a: &CompareArgs) -> Result<(), String> {
     for &k in &a.agents {
         let mut rows = Vec::new();
         for (kind, wd) in kinds.iter().zip(&wds) {
-            let row = measure(*kind, wd, &policy, &base, &tree, a, k, &mut addr)?;
+            let row = measure(*kind, wd, &policy, &base, &make_shared, a, k, &mut addr)?;
             print_row(k, &row);
             rows.push(row);
+        }
+        if let Some(rig) = &rig {
+            let mut proxy_cpu = Vec::new();
+            let mut crows = Vec::new();
+            for v in cluster::VARIANTS {
+                let (row, hap) =
+                    cluster::measure(rig, v, &policy, &base, &make_shared, a, k, &mut addr)?;
+                print_row(k, &row);
+                proxy_cpu.push(hap);
+                crows.push(row);
+            }
+            cluster_costs(
+                k,
+                rows.iter().find(|r| r.kind == Kind::Rcf),
+                &crows,
+                &proxy_cpu,
+            );
+            for r in &crows {
+                for e in &r.load.error_samples {
+                    println!("# {} K={k} error: {e}", r.label.unwrap_or("?"));
+                }
+            }
         }
         let get = |kind: Kind| rows.iter().find(|r| r.kind == kind);
         if let (Some(c), Some(r)) = (get(Kind::Real), get(Kind::Rcf)) {
@@ -419,7 +485,7 @@ fn measure(
     wd: &Workdir,
     policy: &ServerPolicy,
     base: &ConnectOptions,
-    tree: &tree::Tree,
+    make_shared: &dyn Fn(ConnectOptions, u32) -> Shared,
     a: &CompareArgs,
     k: usize,
     addr: &mut u32,
@@ -433,7 +499,7 @@ fn measure(
     let (pid, port) = (srv.pid(), srv.port());
     let mut opts = base.clone();
     opts.port = port;
-    let shared = Arc::new(Shared::new(opts, tree, a.scenario, *addr));
+    let shared = Arc::new(make_shared(opts, *addr));
     // One unmeasured run first: fail fast on a setup problem.
     let mut probe = load::Agent::new(&shared, usize::MAX / 2);
     if let Err(e) = smol::block_on(probe.run(&shared)) {
@@ -477,6 +543,7 @@ fn measure(
     let runs = load.runs.max(1) as f64;
     Ok(Row {
         kind,
+        label: None,
         load,
         cpu_s: cpu1 - cpu0,
         rss_mb,
@@ -484,11 +551,41 @@ fn measure(
     })
 }
 
+/// The cluster's costs at K, from the rows of one run: the database's
+/// (rcf+pg against rcf-serverd with ppkeys) and the proxy hop's (HAProxy in
+/// front of one replica against that replica alone), per run (= per
+/// connection: each run is one connection).
+fn cluster_costs(k: usize, ppkeys: Option<&Row>, rows: &[Row], proxy_cpu: &[f64]) {
+    let (Some(direct), Some(one), Some(two)) = (rows.first(), rows.get(1), rows.get(2)) else {
+        return;
+    };
+    let ms = |r: &Row| r.load.percentile(0.5) * 1e3;
+    if let Some(p) = ppkeys {
+        println!(
+            "{:>5} {:<12} database: rcf+pg/rcf runs/s = {:.3} (target >= 0.95), +{:.2} ms p50, {:+.5} server cpu s per connection",
+            k,
+            "cost",
+            direct.load.runs_per_s() / p.load.runs_per_s(),
+            ms(direct) - ms(p),
+            direct.cpu_per_run() - p.cpu_per_run()
+        );
+    }
+    println!(
+        "{:>5} {:<12} proxy hop: haproxy>1/rcf+pg runs/s = {:.3}, +{:.2} ms p50, haproxy cpu {:.5} s per connection; 2 replicas/1 runs/s = {:.2}",
+        k,
+        "cost",
+        one.load.runs_per_s() / direct.load.runs_per_s(),
+        ms(one) - ms(direct),
+        proxy_cpu.get(1).copied().unwrap_or(f64::NAN),
+        two.load.runs_per_s() / one.load.runs_per_s()
+    );
+}
+
 fn print_row(k: usize, r: &Row) {
     println!(
         "{:>5} {:<12} {:>7} {:>9.2} {:>9.1} {:>9.1} {:>10.4} {:>8.1} {:>6} {:>10.4}",
         k,
-        r.kind.name(),
+        r.label.unwrap_or(r.kind.name()),
         r.load.runs,
         r.load.runs_per_s(),
         r.load.percentile(0.5) * 1e3,

@@ -92,3 +92,26 @@ fn rcf_bench_cpus() -> usize {
 fn compare_changed_small() {
     check(&run("changed", &[]), "changed");
 }
+
+/// `--scenario mpf --cluster`: besides both servers, the rows of rcf-serverd
+/// with the PostgreSQL store and of HAProxy in front of 1 and 2 replicas
+/// (real HAProxy and PostgreSQL, started and stopped by the bench), each
+/// with every run completed, and the two cost lines.
+#[test]
+fn compare_mpf_cluster_small() {
+    let out = run("mpf", &["--cluster"]);
+    check(&out, "mpf");
+    for label in ["rcf+pg", "haproxy>1", "haproxy>2"] {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(label))
+            .unwrap_or_else(|| panic!("no row for {label}:\n{out}"));
+        let f: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!((f[2], f[8]), ("4", "0"), "runs, errors: {row}");
+    }
+    assert!(out.contains("database: rcf+pg/rcf runs/s = "), "{out}");
+    assert!(
+        out.contains("proxy hop: haproxy>1/rcf+pg runs/s = "),
+        "{out}"
+    );
+}

@@ -1,14 +1,14 @@
 //! rcf-key: make and manage CFEngine host keys, compatible with cf-key 3.21.
 //!
 //! Same options, files, messages and exit codes as cf-key where it matters;
-//! the differences come from having no lastseen database (see `--help`).
+//! the differences are listed in `--help`.
 //!
 //! What cf-key 3.21 does that rcf-key does not:
-//! * lastseen (`WORKDIR/state/cf_lastseen.lmdb`): `-s` lists ppkeys files
-//!   instead (columns User/IP/Key, not Direction/IP/Name/Last connection/Key);
-//!   `-t IP:FILE` records nothing; `-r` works on files only (no coherence
-//!   check, no exit 254, `-x` has no extra effect; "nothing found" exits
-//!   252/253 instead of cf-key's lastseen errors).
+//! * lastseen (`WORKDIR/state/cf_lastseen.lmdb`): `-s` lists it as cf-key
+//!   does, with no host name lookups (Name is the address, as `cf-key -n`)
+//!   and UTC times; `-t IP:FILE` records nothing there; `-r` has no
+//!   coherence check, no exit 254, `-x` has no extra effect; "nothing
+//!   found" exits 252/253. `--list-trusted` lists the ppkeys files.
 //! * It creates the whole WORKDIR tree (inputs, outputs, state, bin, ...) and
 //!   runs the generic agent start-up (classes, host discovery); rcf-key only
 //!   creates WORKDIR and WORKDIR/ppkeys (0700).
@@ -54,11 +54,14 @@ Work directory: --workdir DIR, else $CFENGINE_TEST_OVERRIDE_WORKDIR, else
 cf-key does ($HOME only if the user is not in /etc/passwd). Keys are written to WORKDIR/ppkeys/
 localhost.priv and localhost.pub (0600, directory 0700), plus WORKDIR/randseed.
 
-Differences from cf-key 3.21: there is no lastseen database. -s lists the
-trusted key files in ppkeys (user, key id, and the address of old-style
-<user>-<ip>.pub files) instead of lastseen entries; -t USER@IP:FILE does not
-record the address; -r removes the matching key files (for an address: the
-old-style files and the keys they hold) and exits 252/253 when none is found.
+Differences from cf-key 3.21: -s reads 3.21's own state/cf_lastseen.lmdb
+(the same table; Name is the address, no lookups, as cf-key -n; times in
+UTC). --list-trusted lists the trusted key files in ppkeys (user, key id,
+and the address of old-style <user>-<ip>.pub files). -t USER@IP:FILE does
+not record the address in lastseen; -r removes the lastseen entries of a key
+id, an address or a host name's addresses, the keys found there and the
+matching key files (no coherence check, -x has no extra effect), and exits
+252/253 when nothing is found.
 Keys under 2048 bits are refused (cf-serverd 3.21 on OpenSSL 3 cannot use
 them). -p also accepts a private key file (plain or legacy-encrypted).";
 
@@ -81,7 +84,7 @@ struct Cli {
     #[arg(short = 'p', long = "print-digest", value_name = "FILE", num_args = 0..=1)]
     print_digest: Option<Option<PathBuf>>,
 
-    /// List trusted keys (ppkeys files; cf-key lists lastseen).
+    /// List the peers in lastseen (WORKDIR/state/cf_lastseen.lmdb, as cf-key; the fleet's with --trust-store).
     #[arg(short = 's', long = "show-hosts")]
     show_hosts: bool,
 
@@ -97,8 +100,8 @@ struct Cli {
     #[arg(short = 't', long = "trust-key", value_name = "[[USER@]IP:]FILE")]
     trust_key: Option<String>,
 
-    /// Remove the trusted keys of a key id (MD5=…, SHA=…) or an address.
-    #[arg(short = 'r', long = "remove-keys", value_name = "ID|IP")]
+    /// Remove the trusted keys and lastseen entries of a key id (MD5=…, SHA=…), an address or a host name.
+    #[arg(short = 'r', long = "remove-keys", value_name = "ID|IP|HOST")]
     remove_keys: Option<String>,
 
     /// Accepted for compatibility with -r (without lastseen there is nothing to force).
@@ -133,8 +136,8 @@ struct Cli {
     #[arg(long = "trust-store", value_name = "URL")]
     trust_store: Option<String>,
 
-    /// With --trust-store: list the trusted keys (-s lists the fleet's lastseen there).
-    #[arg(long = "list-trusted", requires = "trust_store")]
+    /// List the trusted keys (the ppkeys files, or the --trust-store's keys).
+    #[arg(long = "list-trusted")]
     list_trusted: bool,
 
     /// Write every trusted key of --trust-store into DIR as ppkeys files.
@@ -252,7 +255,8 @@ fn run(cli: &Cli, log: &Log) -> u8 {
     if let Some(code) = trust_store::dispatch(cli, log) {
         return code;
     }
-    if cli.no_truncate && !cli.show_hosts {
+    if cli.no_truncate && !(cli.show_hosts || cli.list_trusted) {
+        // cf-key's message, verbatim (--list-trusted is rcf's own).
         log.error("--no-truncate / -N option is only for --show-hosts / -s");
         return 1;
     }
@@ -275,6 +279,9 @@ fn run(cli: &Cli, log: &Log) -> u8 {
     }
     // cf-key's precedence when several actions are given.
     if cli.show_hosts {
+        return show_lastseen(cli, log, &workdir);
+    }
+    if cli.list_trusted {
         return show_hosts(cli, log, &ppkeys_dir);
     }
     if let Some(file) = &cli.print_digest {
@@ -284,7 +291,7 @@ fn run(cli: &Cli, log: &Log) -> u8 {
         return print_digest(log, &file);
     }
     if let Some(target) = &cli.remove_keys {
-        return remove_keys(log, &ppkeys_dir, target);
+        return remove_keys(log, &workdir, &ppkeys_dir, target);
     }
     if let Some(arg) = &cli.trust_key {
         return trust_key(log, &ppkeys_dir, arg);
@@ -417,37 +424,173 @@ fn trust_key(log: &Log, ppkeys_dir: &Path, arg: &str) -> u8 {
     }
 }
 
-fn remove_keys(log: &Log, ppkeys_dir: &Path, target: &str) -> u8 {
-    let parsed = match target.parse::<RemoveTarget>() {
-        Ok(t) => t,
-        Err(e) => {
-            log.error(&e.to_string());
-            return 255;
-        }
-    };
-    match store(ppkeys_dir).remove(&parsed) {
-        Ok(removed) if removed.is_empty() => {
-            let (what, code) = match parsed {
-                RemoveTarget::Key(_) => ("digest", 252),
-                RemoveTarget::Address(_) => ("host", 253),
-            };
-            log.error(&format!("No trusted key file found for {what} '{target}'"));
-            code
-        }
-        Ok(removed) => {
-            for f in removed {
+/// What `-r TARGET` designates: a key id, an address, or a host name
+/// (resolved to its addresses, as 3.21's `RemoveKeys` resolves one with
+/// `Hostname2IPString`; a name that does not resolve is taken literally).
+/// Exit code 255 with cf-key's message for a malformed key id.
+pub(crate) fn remove_targets(log: &Log, target: &str) -> Result<Vec<RemoveTarget>, u8> {
+    let parsed = target.parse::<RemoveTarget>().map_err(|e| {
+        log.error(&e.to_string());
+        255u8
+    })?;
+    if let RemoveTarget::Address(a) = &parsed {
+        if a.parse::<std::net::IpAddr>().is_err() {
+            use std::net::ToSocketAddrs;
+            let mut addrs: Vec<String> = (a.as_str(), 0)
+                .to_socket_addrs()
+                .map(|it| it.map(|s| s.ip().to_string()).collect())
+                .unwrap_or_default();
+            addrs.sort();
+            addrs.dedup();
+            if !addrs.is_empty() {
                 log.log(
-                    Level::Info,
-                    &format!("Removed key file '{}'", ppkeys_dir.join(f).display()),
+                    Level::Verbose,
+                    &format!("Host '{a}' resolves to {}", addrs.join(", ")),
                 );
+                return Ok(addrs.into_iter().map(RemoveTarget::Address).collect());
             }
-            0
-        }
-        Err(e) => {
-            log.error(&format!("Unable to remove keys for '{target}': {e}"));
-            255
         }
     }
+    Ok(vec![parsed])
+}
+
+/// `-r` on a single node: the lastseen entries of the key or address (when
+/// `state/cf_lastseen.lmdb` exists; the keys found there for an address
+/// are removed from ppkeys too, as cf-key does), then the matching ppkeys
+/// files. 252/253 when nothing was found for a key id / an address.
+fn remove_keys(log: &Log, workdir: &Path, ppkeys_dir: &Path, target: &str) -> u8 {
+    let targets = match remove_targets(log, target) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let db = workdir.join(rcf_fs::lastseen::LASTSEEN_FILE);
+    let lastseen = if db.exists() {
+        match rcf_fs::lastseen::LmdbLastseen::open(workdir) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log.error(&format!("Unable to open lastseen database: {e}"));
+                return 255;
+            }
+        }
+    } else {
+        None
+    };
+    let mut found_any = false;
+    let mut targets_all = targets.clone();
+    for t in &targets {
+        let Some(l) = &lastseen else { break };
+        let forgotten = match t {
+            RemoveTarget::Key(k) => l.forget(Some(k), None),
+            RemoveTarget::Address(a) => l.forget(None, Some(a)),
+        };
+        match forgotten {
+            Ok(keys) if !keys.is_empty() => {
+                found_any = true;
+                log.log(
+                    Level::Info,
+                    "Removed corresponding entries from lastseen database.",
+                );
+                for k in keys {
+                    if !targets_all.contains(&RemoveTarget::Key(k.clone())) {
+                        targets_all.push(RemoveTarget::Key(k));
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log.error(&format!(
+                    "Unable to remove host from lastseen database: {e}"
+                ));
+                return 255;
+            }
+        }
+    }
+    for t in &targets_all {
+        match store(ppkeys_dir).remove(t) {
+            Ok(removed) => {
+                for f in removed {
+                    found_any = true;
+                    log.log(
+                        Level::Info,
+                        &format!("Removed key file '{}'", ppkeys_dir.join(f).display()),
+                    );
+                }
+            }
+            Err(e) => {
+                log.error(&format!("Unable to remove keys for '{target}': {e}"));
+                return 255;
+            }
+        }
+    }
+    if found_any {
+        return 0;
+    }
+    let (what, code) = match targets.first() {
+        Some(RemoveTarget::Key(_)) => ("digest", 252),
+        _ => ("host", 253),
+    };
+    log.error(&format!("No trusted key file found for {what} '{target}'"));
+    code
+}
+
+/// One `cf-key -s` row: direction, address, last time, key id.
+pub(crate) struct SeenRow {
+    pub(crate) direction: rcf_core::lastseen::Direction,
+    pub(crate) address: String,
+    pub(crate) lastseen: i64,
+    pub(crate) key: String,
+}
+
+/// cf-key 3.21's `-s` table (`ShowLastSeenHosts`): same header, columns,
+/// widths and `Total Entries` line; Name is the address (no lookups, as
+/// `cf-key -n`) and the time is UTC (cf-key prints local time).
+pub(crate) fn print_lastseen(cli: &Cli, rows: &[SeenRow]) -> u8 {
+    let mut out = std::io::stdout().lock();
+    let mut row = |d: &str, ip: &str, name: &str, when: &str, key: &str| {
+        if cli.no_truncate {
+            writeln!(out, "{d}\t{ip}\t{name}\t{when}\t{key}")
+        } else {
+            writeln!(
+                out,
+                "{d:<10.10} {ip:<40.40} {name:<25.25} {when:<26.26} {key}"
+            )
+        }
+        .is_ok()
+    };
+    let mut ok = row("Direction", "IP", "Name", "Last connection", "Key");
+    for e in rows {
+        ok &= row(
+            e.direction.name(),
+            &e.address,
+            &e.address,
+            &rcf_core::civil::ctime_utc(e.lastseen),
+            &e.key,
+        );
+    }
+    ok &= writeln!(out, "Total Entries: {}", rows.len()).is_ok();
+    u8::from(!ok)
+}
+
+/// `-s` on a single node: 3.21's own `state/cf_lastseen.lmdb` (made when
+/// missing, as cf-key does), in the file's order.
+fn show_lastseen(cli: &Cli, log: &Log, workdir: &Path) -> u8 {
+    let rows = match rcf_fs::lastseen::LmdbLastseen::open(workdir).and_then(|l| l.entries()) {
+        Ok(r) => r,
+        Err(e) => {
+            log.error(&format!("Unable to show lastseen database: {e}"));
+            return 1;
+        }
+    };
+    let rows: Vec<SeenRow> = rows
+        .into_iter()
+        .map(|r| SeenRow {
+            direction: r.direction,
+            address: r.address,
+            lastseen: r.quality.lastseen,
+            key: r.key.to_string(),
+        })
+        .collect();
+    print_lastseen(cli, &rows)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` for seconds since the Unix epoch, in UTC.

@@ -121,9 +121,8 @@ async fn show(cli: &Cli, log: &Log, store: &PgTrustStore) -> u8 {
     u8::from(!ok)
 }
 
-/// cf-key 3.21's `-s` table (`ShowLastSeenHosts`): same header, columns,
-/// widths and `Total Entries` line; Name is the address (no lookups, as
-/// `cf-key -n`) and the time is UTC (cf-key prints local time).
+/// cf-key 3.21's `-s` table of the fleet's lastseen (see
+/// [`crate::print_lastseen`]).
 async fn show_lastseen(cli: &Cli, log: &Log, store: &PgTrustStore) -> u8 {
     let all = match store.lastseen().await {
         Ok(a) => a,
@@ -132,81 +131,66 @@ async fn show_lastseen(cli: &Cli, log: &Log, store: &PgTrustStore) -> u8 {
             return 1;
         }
     };
-    let mut out = std::io::stdout().lock();
-    let mut row = |d: &str, ip: &str, name: &str, when: &str, key: &str| {
-        if cli.no_truncate {
-            writeln!(out, "{d}\t{ip}\t{name}\t{when}\t{key}")
-        } else {
-            writeln!(
-                out,
-                "{d:<10.10} {ip:<40.40} {name:<25.25} {when:<26.26} {key}"
-            )
-        }
-        .is_ok()
-    };
-    let mut ok = row("Direction", "IP", "Name", "Last connection", "Key");
-    for e in &all {
-        ok &= row(
-            e.direction.name(),
-            &e.address,
-            &e.address,
-            &ctime_utc(e.quality.lastseen),
-            &e.key.to_string(),
-        );
-    }
-    ok &= writeln!(out, "Total Entries: {}", all.len()).is_ok();
-    u8::from(!ok)
+    let rows: Vec<crate::SeenRow> = all
+        .into_iter()
+        .map(|e| crate::SeenRow {
+            direction: e.direction,
+            address: e.address,
+            lastseen: e.quality.lastseen,
+            key: e.key.to_string(),
+        })
+        .collect();
+    crate::print_lastseen(cli, &rows)
 }
 
-/// `Sat Dec  6 05:46:40 2025`: ctime(3)'s layout without the newline, UTC.
-pub(crate) fn ctime_utc(secs: i64) -> String {
-    rcf_core::civil::ctime_utc(secs)
-}
-
+/// `-r` on the shared store: for each address a host name resolves to
+/// (or the key id, or the address), forget its lastseen records and revoke
+/// its keys. 252/253 when nothing was found for a key id / an address.
 async fn revoke(log: &Log, store: &PgTrustStore, target: &str) -> u8 {
-    let parsed = match target.parse::<RemoveTarget>() {
+    let targets = match crate::remove_targets(log, target) {
         Ok(t) => t,
-        Err(e) => {
-            log.error(&e.to_string());
-            return 255;
-        }
+        Err(code) => return code,
     };
-    let forgotten = match store.forget_lastseen(&parsed).await {
-        Ok(n) => n,
-        Err(e) => {
-            log.error(&format!(
-                "Unable to remove lastseen entries for '{target}': {e}"
-            ));
-            return 255;
-        }
-    };
-    if forgotten > 0 {
-        log.log(
-            Level::Info,
-            &format!("Removed {forgotten} corresponding entries from lastseen database."),
-        );
-    }
-    match store.revoke(&parsed).await {
-        Ok(done) if done.is_empty() && forgotten > 0 => 0,
-        Ok(done) if done.is_empty() => {
-            let (what, code) = match parsed {
-                RemoveTarget::Key(_) => ("digest", 252),
-                RemoveTarget::Address(_) => ("host", 253),
-            };
-            log.error(&format!("No trusted key found for {what} '{target}'"));
-            code
-        }
-        Ok(done) => {
-            for d in done {
-                log.log(Level::Info, &format!("Revoked key '{d}'"));
+    let mut found = false;
+    for parsed in &targets {
+        let forgotten = match store.forget_lastseen(parsed).await {
+            Ok(n) => n,
+            Err(e) => {
+                log.error(&format!(
+                    "Unable to remove lastseen entries for '{target}': {e}"
+                ));
+                return 255;
             }
-            0
+        };
+        if forgotten > 0 {
+            found = true;
+            log.log(
+                Level::Info,
+                &format!("Removed {forgotten} corresponding entries from lastseen database."),
+            );
         }
-        Err(e) => {
-            log.error(&format!("Unable to revoke keys for '{target}': {e}"));
-            255
+        match store.revoke(parsed).await {
+            Ok(done) => {
+                for d in done {
+                    found = true;
+                    log.log(Level::Info, &format!("Revoked key '{d}'"));
+                }
+            }
+            Err(e) => {
+                log.error(&format!("Unable to revoke keys for '{target}': {e}"));
+                return 255;
+            }
         }
     }
+    if found {
+        return 0;
+    }
+    let (what, code) = match targets.first() {
+        Some(RemoveTarget::Key(_)) => ("digest", 252),
+        _ => ("host", 253),
+    };
+    log.error(&format!("No trusted key found for {what} '{target}'"));
+    code
 }
 
 async fn trust(log: &Log, store: &PgTrustStore, arg: &str) -> u8 {
@@ -331,8 +315,14 @@ async fn import(log: &Log, store: &PgTrustStore, dir: &Path) -> u8 {
 mod tests {
     #[test]
     fn ctime_layout() {
-        assert_eq!(super::ctime_utc(0), "Thu Jan  1 00:00:00 1970");
-        assert_eq!(super::ctime_utc(1_765_000_000), "Sat Dec  6 05:46:40 2025");
-        assert_eq!(super::ctime_utc(951_782_400), "Tue Feb 29 00:00:00 2000");
+        assert_eq!(rcf_core::civil::ctime_utc(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(
+            rcf_core::civil::ctime_utc(1_765_000_000),
+            "Sat Dec  6 05:46:40 2025"
+        );
+        assert_eq!(
+            rcf_core::civil::ctime_utc(951_782_400),
+            "Tue Feb 29 00:00:00 2000"
+        );
     }
 }

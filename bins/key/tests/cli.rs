@@ -157,15 +157,15 @@ fn trust_list_remove_cycle() {
     assert_eq!((r.code, r.stdout.as_str()), (0, ""));
     assert!(wd.join(format!("ppkeys/bob-{id}.pub")).exists());
 
-    // An old-style file shows its address in -s.
+    // An old-style file shows its address in --list-trusted.
     fs::copy(&peer_pub, wd.join("ppkeys/alice-192.0.2.7.pub")).unwrap();
-    let r = rcf_key(&wd, &["-s", "-N"]);
+    let r = rcf_key(&wd, &["--list-trusted", "-N"]);
     assert_eq!(r.code, 0);
     assert_eq!(
         r.stdout,
         format!("User\tIP\tKey\nalice\t192.0.2.7\t{id}\nbob\t-\t{id}\nroot\t-\t{id}\nTotal Entries: 3\n")
     );
-    let r = rcf_key(&wd, &["-s"]);
+    let r = rcf_key(&wd, &["--list-trusted"]);
     assert!(
         r.stdout
             .lines()

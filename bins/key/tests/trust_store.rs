@@ -104,7 +104,7 @@ fn trust_store_commands_and_ppkeys_round_trip() {
     );
     assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
     assert_eq!(mode(&out), 0o700);
-    let r = rcf_key(&wd2, &["-s", "-N"]); // ppkeys mode: the files
+    let r = rcf_key(&wd2, &["--list-trusted", "-N"]); // ppkeys mode: the files
     assert_eq!(
         r.stdout,
         format!("User\tIP\tKey\nroot\t-\t{}\nTotal Entries: 1\n", ids[0])

@@ -18,6 +18,7 @@ use rcf_fs::serve::ServerFs;
 use rcf_tokio::{Logger, Shared};
 
 mod check_config;
+mod cluster;
 mod explain;
 mod logsink;
 mod metrics;
@@ -133,6 +134,23 @@ struct Cli {
     /// rcf extension: trustkeysfrom closes itself this many seconds after the server started.
     #[arg(long = "trust-window", value_name = "SECS")]
     trust_window: Option<u64>,
+    /// rcf extension (cluster): only these peers (the load balancers) may, and must, open with a
+    /// PROXY header (v1 or v2, as HAProxy's send-proxy-v2); every decision then uses the client
+    /// address it carries. Any other PROXY header is refused. Also $RCF_PROXY_FROM.
+    #[arg(
+        long = "proxy-from",
+        value_name = "CIDR[,CIDR...]",
+        env = "RCF_PROXY_FROM"
+    )]
+    proxy_from: Option<String>,
+    /// rcf extension (cluster): trusted keys, revocations and lastseen in this PostgreSQL
+    /// database (postgresql://...), shared by replicas (default: WORKDIR/ppkeys and
+    /// state/cf_lastseen.lmdb). Also $RCF_TRUST_STORE.
+    #[arg(long = "trust-store", value_name = "URL", env = "RCF_TRUST_STORE")]
+    trust_store: Option<String>,
+    /// rcf extension (cluster): create or upgrade the --trust-store schema, then exit.
+    #[arg(long, requires = "trust_store")]
+    migrate: bool,
     /// rcf extension: explain the access decision for one peer and request (a dry run), then exit:
     /// 0 allowed, 1 denied, 2 bad policy or arguments.
     #[arg(long, requires = "ip", help_heading = "Explain")]
@@ -613,6 +631,26 @@ fn main() {
             &host_opts(&cli),
         ));
     }
+    // The systemd unit sets both variables, empty when the mode is off.
+    cli.trust_store = cli.trust_store.take().filter(|s| !s.trim().is_empty());
+    if cli.migrate {
+        let Some(url) = cli.trust_store.as_deref() else {
+            eprintln!("rcf-serverd: error: --migrate needs --trust-store postgresql://...");
+            std::process::exit(2);
+        };
+        std::process::exit(cluster::migrate(url));
+    }
+    let proxy_from = match cluster::proxy_policy(cli.proxy_from.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rcf-serverd: error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(Err(e)) = cli.trust_store.as_deref().map(cluster::check_url) {
+        eprintln!("rcf-serverd: error: {e}");
+        std::process::exit(2);
+    }
     let workdir = check_config::resolve_workdir(cli.workdir.as_deref());
     let foreground = cli.no_fork || cli.verbose || cli.debug;
     let lvl = level(&cli);
@@ -676,8 +714,10 @@ fn main() {
     // The files as they were when the policy was read: taken now, before
     // "Server is starting...", so an edit made right after the ready line
     // is seen by the first check instead of becoming the baseline.
-    let initial_fingerprint =
-        reload::fingerprint(&reload::validated_file(&workdir, cli.file.as_deref()), &watched);
+    let initial_fingerprint = reload::fingerprint(
+        &reload::validated_file(&workdir, cli.file.as_deref()),
+        &watched,
+    );
     for w in &policy.warnings {
         // The TLS settings below report TLS findings themselves, once.
         if !w.message.starts_with("Disabling TLS 1.3") {
@@ -889,6 +929,12 @@ fn main() {
                     cli.trust_window,
                     now,
                 ));
+        }
+        if let Err(e) =
+            cluster::wire(&shared, proxy_from, cli.trust_store.as_deref(), &workdir, &logger).await
+        {
+            logger.log(Level::Error, None, &format!("Unable to start server: {e}"));
+            std::process::exit(1);
         }
         let metrics_task = metrics_listener.map(|l| {
             let l = tokio::net::TcpListener::from_std(l).expect("metrics listener");

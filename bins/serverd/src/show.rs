@@ -51,7 +51,7 @@ pub fn classes(
 }
 
 /// A value as 3.21's `RvalWrite` prints it: scalars as is, lists as
-/// ` {"a","b"}` (with its leading space).
+/// ` {"a","b"}` (with its leading space), containers as compact JSON.
 fn write_value(v: &Value) -> String {
     match v {
         Value::Scalar(s) => s.clone(),
@@ -62,8 +62,8 @@ fn write_value(v: &Value) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
-        #[allow(unreachable_patterns)]
-        _ => String::from("<unsupported>"),
+        // a container prints compact, keys sorted
+        Value::Data(j) => j.to_compact(),
     }
 }
 

@@ -52,6 +52,22 @@ impl ToolRun {
         );
     }
 
+    /// The output without CFEngine-style log lines (`   error: …`,
+    /// `  notice: …`, `verbose: …`; cf-net, cf-agent and rcf-agent print
+    /// them alike) and blank lines: what a cf-net-style tool answered, for
+    /// comparing two tools' answers.
+    pub fn result_lines(&self) -> Vec<String> {
+        const LEVELS: [&str; 7] = [
+            "critical:", "error:", "warning:", "notice:", "info:", "verbose:", "debug:",
+        ];
+        self.output
+            .lines()
+            .filter(|l| !LEVELS.iter().any(|p| l.trim_start().starts_with(p)))
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Command, status, log path and the output tail, for assertion messages.
     pub fn describe(&self) -> String {
         format!(

@@ -24,6 +24,33 @@ impl DataTree {
     }
 }
 
+/// `from` copied to `to`: directories, files (contents and nothing else:
+/// new inodes and mtimes, as a separate checkout has) and symlinks (their
+/// targets as they are). `to` and its parents are made as needed; files
+/// already there are overwritten.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), LabError> {
+    let io = |what: &str, p: &Path| {
+        let what = format!("{what} {}", p.display());
+        move |e| LabError::io(what, e)
+    };
+    std::fs::create_dir_all(to).map_err(io("mkdir", to))?;
+    for e in std::fs::read_dir(from).map_err(io("read_dir", from))? {
+        let e = e.map_err(io("read_dir", from))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let t = e.file_type().map_err(io("stat", &src))?;
+        if t.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if t.is_file() {
+            std::fs::copy(&src, &dst).map_err(io("copy", &src))?;
+        } else if t.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(io("readlink", &src))?;
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(target, &dst).map_err(io("symlink", &dst))?;
+        }
+    }
+    Ok(())
+}
+
 fn w(p: &Path, data: &[u8]) -> Result<(), LabError> {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d)

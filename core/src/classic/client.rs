@@ -1,7 +1,8 @@
 //! The client side of a classic (protocol v1) connection: the `CAUTH` /
 //! `SAUTH` key exchange as cf-agent runs it (`IdentifyAgent`,
 //! `AuthenticateAgent`), then `STAT`, `GET`, `OPENDIR`, `MD5` and `VERSION`,
-//! each plain or in its encrypted `S*` form (PROTOCOL.md §7).
+//! each plain or in its encrypted `S*` form (PROTOCOL.md §7), and
+//! cf-runagent's `EXEC` (always plain, as cf-runagent sends it).
 //!
 //! # Driving it
 //! ```text
@@ -125,6 +126,12 @@ pub enum ClientEvent {
     },
     /// A `VERSION` reply text (`OK: 3.21.0`).
     Version(String),
+    /// One line of `EXEC` output, as the server sent it (`> …`, `BAD: …`,
+    /// `(exit code: N)`), without its C-string terminator.
+    ExecLine(Vec<u8>),
+    /// The `EXEC` output ended (`CFD_TERMINATOR`); the remote exit code
+    /// when a `(exit code: N)` line reported one.
+    ExecDone(Option<i32>),
     /// The server refused the request; the text is its reply.
     Refused(String),
     /// The server did something wrong (or stayed silent too long): the
@@ -219,7 +226,14 @@ enum Pending {
     },
     Md5,
     Version,
+    Exec {
+        code: Option<i32>,
+        lines: usize,
+    },
 }
+
+/// Most `EXEC` output lines accepted before the server is considered hostile.
+pub const MAX_EXEC_LINES: usize = 1_000_000;
 
 /// One classic client connection.
 pub struct ClassicClient {
@@ -329,8 +343,17 @@ impl ClassicClient {
     }
 
     /// The server closed the connection: [`ClientEvent::Failed`] with
-    /// [`ClassicClientError::HungUp`] if a reply was still due.
+    /// [`ClassicClientError::HungUp`] if a reply was still due, except
+    /// during `EXEC`, whose output then ends there
+    /// ([`ClientEvent::ExecDone`]) as cf-runagent stops reading at the
+    /// first failed receive (a refused `EXEC` is `BAD: …` and a close).
     pub fn handle_eof(&mut self, _now: Now) {
+        if let Pending::Exec { code, .. } = self.pending {
+            self.pending = Pending::None;
+            self.failed = true;
+            self.events.push_back(ClientEvent::ExecDone(code));
+            return;
+        }
         if !matches!(self.pending, Pending::None) {
             self.fail(ClassicClientError::HungUp);
         }
@@ -496,6 +519,34 @@ impl ClassicClient {
         self.request(now, "VERSION", b"VERSION".to_vec(), false, Pending::Version)
     }
 
+    /// `EXEC<args>` (cf-runagent's `HailExec`: `args` is `" -D…"` /
+    /// `" -b …"` or empty), followed at once by each non-empty class of
+    /// `select` (at most 9, as the TLS client) and `CFD_TERMINATOR`, all
+    /// plain transactions as cf-runagent sends them whatever the protocol.
+    /// Replies: [`ClientEvent::ExecLine`]… then [`ClientEvent::ExecDone`].
+    pub fn exec(
+        &mut self,
+        now: Now,
+        args: &[u8],
+        select: &[Vec<u8>],
+    ) -> Result<(), ClassicClientError> {
+        let cmd = [b"EXEC".as_slice(), args].concat();
+        self.request(
+            now,
+            "EXEC",
+            cmd,
+            false,
+            Pending::Exec {
+                code: None,
+                lines: 0,
+            },
+        )?;
+        for class in select.iter().filter(|c| !c.is_empty()).take(9) {
+            self.push(Status::Done, &class[..class.len().min(frame::MAX_PAYLOAD)])?;
+        }
+        self.push(Status::Done, reply::TERMINATOR)
+    }
+
     // ---- replies --------------------------------------------------------
 
     fn drive<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> Result<(), ClassicClientError> {
@@ -641,6 +692,27 @@ impl ClassicClient {
                     self.events.push_back(ClientEvent::Md5 { differs: false });
                 } else {
                     self.refused(p);
+                }
+            }
+            Pending::Exec { code, lines } => {
+                let line = c_str(p);
+                if line.starts_with(reply::TERMINATOR) {
+                    self.events.push_back(ClientEvent::ExecDone(code));
+                } else {
+                    if lines + 1 > MAX_EXEC_LINES {
+                        return Err(ClassicClientError::Unexpected("endless EXEC output".into()));
+                    }
+                    let code = match line.strip_prefix(b"(exit code: ") {
+                        Some(n) => std::str::from_utf8(n)
+                            .ok()
+                            .and_then(|t| t.trim_end().trim_end_matches(')').parse().ok()),
+                        None => code,
+                    };
+                    self.events.push_back(ClientEvent::ExecLine(line.to_vec()));
+                    self.pending = Pending::Exec {
+                        code,
+                        lines: lines + 1,
+                    };
                 }
             }
             Pending::Version => {

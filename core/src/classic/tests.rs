@@ -442,6 +442,37 @@ fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
 }
 
 #[test]
+fn exec_refused_by_a_classic_server_ends_at_its_close() {
+    // rcf's classic server has no cfruncommand: BAD and close, which ends
+    // the output as cf-runagent's failed receive does.
+    let mut p = authed(srv_pol());
+    p.client
+        .exec(p.now, b" -D role1", &[b"linux".to_vec(), Vec::new()])
+        .unwrap();
+    assert_eq!(
+        p.client.exec(p.now, b"", &[]),
+        Err(ClassicClientError::Busy)
+    );
+    p.run().unwrap();
+    assert!(p.server.is_closing());
+    p.client.handle_eof(p.now);
+    p.run().unwrap();
+    let ev = p.events();
+    assert!(
+        matches!(&ev[..], [ClientEvent::ExecLine(l), ClientEvent::ExecDone(None)] if l.starts_with(b"BAD:")),
+        "{ev:?}"
+    );
+    assert!(
+        p.log()
+            .iter()
+            .any(|l| l == "EXEC denied due to empty cfruncommand"),
+        "{:?}",
+        p.log()
+    );
+    assert!(!p.client.is_idle());
+}
+
+#[test]
 fn denied_sget_closes() {
     let mut p = authed(srv_pol());
     p.client.get(p.now, b"/secret/s.txt", 3, true).unwrap();

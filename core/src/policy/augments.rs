@@ -7,9 +7,10 @@
 //! iterates objects in file order) and answers [`AugmentsReader`] for the
 //! chain; the result is variables and classes for `LoadOptions`.
 //!
-//! What rcf cannot evaluate yet is an error, never a silent skip: a value
-//! that would become a data container (an object, or an array holding
-//! objects or arrays) and namespaced names (`ns:bundle.var`, `ns:class`),
+//! Values become what 3.21 makes of them: a primitive a string, an array
+//! of primitives an slist, anything else (an object, an array holding
+//! containers) a data container. What rcf cannot install yet is an error,
+//! never a silent skip: namespaced names (`ns:bundle.var`, `ns:class`),
 //! since a variable the MPF's `def.cf` would take from augments and rcf
 //! left unset could widen access.
 
@@ -17,52 +18,7 @@ use super::eval::{Eval, Here, LoadOptions, Value};
 use super::{Canon, PolicySource};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A JSON value with object keys in file order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    /// `null`.
-    Null,
-    /// `true`/`false`.
-    Bool(bool),
-    /// A number, as written.
-    Num(String),
-    /// A string.
-    Str(String),
-    /// An array.
-    Arr(Vec<Json>),
-    /// An object, keys in file order.
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(kv) => kv.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-    /// `JsonPrimitiveToString`: strings as is, numbers as written, booleans
-    /// as `true`/`false`; `None` for null and containers.
-    fn primitive(&self) -> Option<String> {
-        match self {
-            Json::Str(s) => Some(s.clone()),
-            Json::Num(n) => Some(n.clone()),
-            Json::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
-    }
-    fn is_primitive(&self) -> bool {
-        !matches!(self, Json::Arr(_) | Json::Obj(_))
-    }
-    fn primitives(&self) -> Option<Vec<String>> {
-        match self {
-            Json::Arr(a) if a.iter().all(Json::is_primitive) => {
-                Some(a.iter().filter_map(Json::primitive).collect())
-            }
-            _ => None,
-        }
-    }
-}
+pub use super::json::Json;
 
 /// Reads a further augments file named in an `augments` list: `Ok(None)`
 /// when it cannot be opened (3.21 logs that at verbose level), `Err` when
@@ -255,20 +211,44 @@ impl Ctx<'_> {
             ));
             return;
         }
-        let v = if let Some(s) = data.primitive() {
-            Value::Scalar(s)
-        } else if matches!(data, Json::Null) {
+        // JsonPrimitiveToString (reals `%.2f`); a number 3.21 exits on is an error
+        let scalar = |j: &Json| {
+            j.to_scalar()
+                .map_err(|e| format!("{file}: variable '{key}': {e}"))
+        };
+        let v = if matches!(data, Json::Null) {
             self.out
                 .warnings
                 .push(format!("{file}: variable '{key}' is null, not installed"));
             return;
-        } else if let Some(l) = data.primitives() {
+        } else if data.is_primitive() {
+            match scalar(data) {
+                Ok(Some(s)) => Value::Scalar(s),
+                Ok(None) => return,
+                Err(e) => return self.out.errors.push(e),
+            }
+        } else if let (Json::Arr(a), true) = (data, data.primitives().is_some()) {
+            // an array of primitives is an slist (nulls left out)
+            let mut l = Vec::new();
+            for x in a {
+                match scalar(x) {
+                    Ok(Some(s)) => l.push(s),
+                    Ok(None) => {}
+                    Err(e) => return self.out.errors.push(e),
+                }
+            }
             Value::List(l)
         } else {
-            self.out.errors.push(format!(
-                "{file}: variable '{key}' would be a data container, which rcf does not support yet"
-            ));
-            return;
+            // anything else is a data container, stored as 3.21 copies it
+            match data.normalised() {
+                Ok(j) => Value::Data(j),
+                Err(e) => {
+                    return self
+                        .out
+                        .errors
+                        .push(format!("{file}: variable '{key}': {e}"))
+                }
+            }
         };
         self.out.notes.push(format!(
             "Installing augments variable '{}.{}' from file '{file}'",
@@ -616,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_is_an_error_not_a_skip() {
+    fn containers_install_and_namespaces_are_errors() {
         let mut f = HashMap::new();
         f.insert(
             "/in/def.json".to_string(),
@@ -626,8 +606,12 @@ mod tests {
             )]),
         );
         let a = load(&base(), None, "/in/def.json", &Files(f));
-        assert_eq!(a.errors.len(), 2, "{:?}", a.errors);
-        assert!(a.vars.is_empty());
+        assert_eq!(a.errors.len(), 1, "{:?}", a.errors);
+        // an object is a data container, as in 3.21
+        assert_eq!(
+            a.vars[&("def".into(), "acl".into())],
+            Value::Data(obj(vec![("k", s("v"))]))
+        );
     }
 
     #[test]

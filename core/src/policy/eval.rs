@@ -4,9 +4,14 @@
 //! `sys.*`) comes from the caller.
 
 use super::ast::*;
+use super::json::Json;
 use super::{Diagnostic, PolicySource};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+
+mod data;
+mod io_fns;
+use data::DataVar;
 
 /// Deepest class-expression / expansion / function nesting evaluated.
 pub const MAX_EVAL_DEPTH: usize = 64;
@@ -29,6 +34,8 @@ pub enum Value {
     Scalar(String),
     /// slist, ilist, rlist.
     List(Vec<String>),
+    /// A data container (or, from `$(d[k])` lookups, one element of it).
+    Data(Json),
 }
 
 /// A condition as rcf knows it: CFEngine's classes are two-valued, but
@@ -142,6 +149,9 @@ pub(crate) struct Eval<'a> {
     /// Expanding a vars promise's value or a promiser: `$(bundle.var)`
     /// tries the current namespace first (see `resolve_ref`).
     pub in_bundle: std::cell::Cell<bool>,
+    /// Commands already run for `execresult`/`returnszero` (3.21 caches
+    /// these calls too, so each runs once per load, not once per pass).
+    pub exec_cache: BTreeMap<(super::ExecRequest, super::Capture), Option<super::ExecOutcome>>,
 }
 
 /// Result of expanding a string.
@@ -269,6 +279,7 @@ impl<'a> Eval<'a> {
             unknown_hits: RefCell::new(Vec::new()),
             uncertain_files: BTreeSet::new(),
             in_bundle: std::cell::Cell::new(false),
+            exec_cache: BTreeMap::new(),
         }
     }
 
@@ -303,6 +314,7 @@ impl<'a> Eval<'a> {
         let size = |v: &Value| match v {
             Value::Scalar(s) => s.len() + 16,
             Value::List(l) => l.iter().map(|x| x.len() + 16).sum::<usize>() + 16,
+            Value::Data(j) => j.to_compact().len() + 16,
         };
         let key = (scope.to_string(), name.to_string());
         let old = self
@@ -371,7 +383,10 @@ impl<'a> Eval<'a> {
                     self.hit_unknown(format!("variable '{scope}.{var}'"));
                     return None;
                 }
-                self.vars.get(&key).cloned()
+                if let Some(v) = self.vars.get(&key) {
+                    return Some(v.clone());
+                }
+                self.lookup_in_container(scope, var)
             }
         }
     }
@@ -429,7 +444,11 @@ impl<'a> Eval<'a> {
                 let inner = &s[i + 2..end];
                 let name = self.expand_inner(inner, here, depth + 1, unresolved);
                 let is_conn = strip_ns(&name).starts_with("connection.");
-                match self.lookup(&name, here) {
+                let found = match self.lookup(&name, here) {
+                    Some(Value::Data(j)) => self.data_scalar(&name, &j).map(Value::Scalar),
+                    v => v,
+                };
+                match found {
                     Some(Value::Scalar(v)) if !is_conn => out.push_str(&v),
                     _ => {
                         if !is_conn {
@@ -481,6 +500,7 @@ impl<'a> Eval<'a> {
                     match self.eval_rval(it, here, depth + 1)? {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
+                        Value::Data(_) => self.warn_data_in_list(it, here),
                     }
                     if out.len() > MAX_LIST_LEN {
                         self.warn(
@@ -508,8 +528,10 @@ impl<'a> Eval<'a> {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
-                    if let Some(v) = self.lookup(name, here) {
-                        return v;
+                    match self.lookup(name, here) {
+                        // a container is no list or scalar here: unresolved
+                        Some(Value::Data(_)) | None => {}
+                        Some(v) => return v,
                     }
                     unresolved.push(name.to_string());
                     return Value::Scalar(s.clone());
@@ -524,6 +546,7 @@ impl<'a> Eval<'a> {
                     match self.eval_rval_lenient(it, here, unresolved) {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
+                        Value::Data(_) => self.warn_data_in_list(it, here),
                     }
                     if out.len() > MAX_LIST_LEN {
                         self.warn(
@@ -538,6 +561,10 @@ impl<'a> Eval<'a> {
                 Value::List(out)
             }
             other => match self.eval_rval(other, here, 0) {
+                Some(Value::Data(_)) => {
+                    unresolved.push(format!("{other:?} (a data container)"));
+                    Value::Scalar(String::new())
+                }
                 Some(v) => v,
                 None => {
                     unresolved.push(format!("{other:?}"));
@@ -550,20 +577,28 @@ impl<'a> Eval<'a> {
     fn scalar_arg(&mut self, c: &FnCall, i: usize, here: &Here, depth: usize) -> Option<String> {
         match self.eval_rval(c.args.get(i)?, here, depth)? {
             Value::Scalar(s) => Some(s),
-            Value::List(_) => None,
+            Value::List(_) | Value::Data(_) => None,
         }
     }
 
+    /// A list argument: a list, or the name of a list variable, or a data
+    /// container (`@(d)`, its name, inline JSON) whose elements are all
+    /// strings, integers or booleans. A container holding anything else
+    /// is unknown: 3.21's functions differ in how they print or skip
+    /// those, and rcf does not guess.
     fn list_arg(&mut self, c: &FnCall, i: usize, here: &Here, depth: usize) -> Option<Vec<String>> {
         let a = c.args.get(i)?;
-        match self.eval_rval(a, here, depth)? {
-            Value::List(l) => Some(l),
+        let j = match self.eval_rval(a, here, depth)? {
+            Value::List(l) => return Some(l),
+            Value::Data(j) => j,
             // a bare name: the list variable called that
-            Value::Scalar(s) => match self.lookup(&s, here)? {
-                Value::List(l) => Some(l),
-                Value::Scalar(_) => None,
+            Value::Scalar(s) => match self.named_value(&s, here)? {
+                Value::List(l) => return Some(l),
+                Value::Scalar(_) => return None,
+                Value::Data(j) => j,
             },
-        }
+        };
+        self.data_as_list(&c.name, &j)
     }
 
     fn class_bool(b: bool) -> Option<Value> {
@@ -590,6 +625,12 @@ impl<'a> Eval<'a> {
         let h = &here_call;
         let name = strip_ns(&c.name);
         let argc = c.args.len();
+        if let Some(r) = self.call_data(name, c, h, depth) {
+            return r;
+        }
+        if let Some(r) = self.call_io(name, c, h, depth) {
+            return r;
+        }
         let need = |n: usize| argc == n;
         let r = match name {
             "getenv" if need(2) => {
@@ -667,47 +708,6 @@ impl<'a> Eval<'a> {
                 Self::class_bool(self.src.exists(&p))
             }
             "translatepath" if need(1) => Some(Value::Scalar(self.scalar_arg(c, 0, h, depth)?)),
-            "getvalues" | "getindices" if need(1) => {
-                let n = self.scalar_arg(c, 0, h, depth)?;
-                if let Some(v) = self.lookup(&n, h) {
-                    return Some(match (name, v) {
-                        ("getvalues", Value::List(l)) => Value::List(l),
-                        ("getvalues", Value::Scalar(s)) => Value::List(vec![s]),
-                        _ => Value::List(Vec::new()),
-                    });
-                }
-                let (scopes, var) = resolve_ref(&n, h.scope, self.in_bundle.get());
-                let scope = scopes.into_iter().next().unwrap_or_default();
-                let prefix = format!("{var}[");
-                let mut out = Vec::new();
-                for ((sc, k), v) in &self.vars {
-                    if *sc != scope || !k.starts_with(&prefix) || !k.ends_with(']') {
-                        continue;
-                    }
-                    let idx = &k[prefix.len()..k.len() - 1];
-                    if idx.contains('[') || idx.contains(']') {
-                        continue;
-                    }
-                    if name == "getindices" {
-                        out.push(idx.to_string());
-                    } else {
-                        match v {
-                            Value::Scalar(x) => out.push(x.clone()),
-                            Value::List(l) => out.extend(l.iter().cloned()),
-                        }
-                    }
-                }
-                Some(Value::List(out))
-            }
-            "length" if need(1) => Some(Value::Scalar(
-                self.list_arg(c, 0, h, depth)?.len().to_string(),
-            )),
-            "nth" if need(2) => {
-                let l = self.list_arg(c, 0, h, depth)?;
-                let i: i64 = self.scalar_arg(c, 1, h, depth)?.trim().parse().ok()?;
-                let i = if i < 0 { l.len() as i64 + i } else { i };
-                l.get(usize::try_from(i).ok()?).cloned().map(Value::Scalar)
-            }
             "lastnode" if need(2) => {
                 let s = self.scalar_arg(c, 0, h, depth)?;
                 let sep = self.scalar_arg(c, 1, h, depth)?;
@@ -788,23 +788,7 @@ impl<'a> Eval<'a> {
                 let re = self.scalar_arg(c, 1, h, depth)?;
                 let max: i64 = self.scalar_arg(c, 2, h, depth)?.trim().parse().ok()?;
                 let max = usize::try_from(max).unwrap_or(0);
-                let rx = super::addr::compile(&re);
-                let mut out = Vec::new();
-                let mut sp = text.as_str();
-                if let Some(rx) = &rx {
-                    while out.len() < max {
-                        let Ok(Some(m)) = rx.find(sp) else { break };
-                        if m.end() == 0 {
-                            break;
-                        }
-                        out.push(sp[..m.start()].to_string());
-                        sp = &sp[m.end()..];
-                    }
-                }
-                if out.len() < max && (sp.len() != text.len() || !sp.is_empty()) {
-                    out.push(sp.to_string());
-                }
-                Some(Value::List(out))
+                Some(Value::List(io_fns::split_regex(&text, &re, max, true)))
             }
             // RlistFromRegexSplitNoOverflow: max-1 pieces, then the rest
             "string_split" if need(3) => {
@@ -1079,9 +1063,18 @@ impl<'a> Eval<'a> {
                                         line: c.pos.line,
                                         ..here.clone()
                                     };
-                                    let why = ["a data container, which rcf does not evaluate yet"
-                                        .to_string()];
-                                    self.set_unknown_var(&scope, &e.text, &why, &h);
+                                    match self.eval_data_var(&c.rval, &h) {
+                                        DataVar::Set(j) => {
+                                            self.set_var(&scope, &e.text, Value::Data(j), &h)
+                                        }
+                                        DataVar::Undefined(why) => self.warn(
+                                            &h,
+                                            format!("data variable '{}' not set: {why}", e.text),
+                                        ),
+                                        DataVar::Unknown(why) => {
+                                            self.set_unknown_var(&scope, &e.text, &[why], &h)
+                                        }
+                                    }
                                     continue;
                                 }
                                 if !matches!(
@@ -1201,7 +1194,7 @@ impl<'a> Eval<'a> {
                                         })
                                     }
                                     Some(Value::Scalar(s)) => self.class_expr(&s, &h),
-                                    None => None,
+                                    Some(Value::Data(_)) | None => None,
                                 },
                                 "not" => match self.eval_rval(&c.rval, &h, 0) {
                                     Some(Value::Scalar(s)) => self.class_expr(&s, &h).map(Tri::not),
@@ -1257,8 +1250,10 @@ impl<'a> Eval<'a> {
     }
 
     /// Bindings for CFEngine's implicit iteration: every `$(v)` in the
-    /// promiser or in scalar constraints that names a list yields one
-    /// iteration per element (cartesian product, bounded).
+    /// promiser, in scalar constraints or in the items of list constraints
+    /// that names a list or a data container yields one iteration per
+    /// element (a container's primitive elements; cartesian product,
+    /// bounded).
     pub fn iterations(&mut self, p: &Promise, here: &Here) -> Vec<BTreeMap<String, String>> {
         let mut names: Vec<String> = Vec::new();
         let mut scan = |s: &str| {
@@ -1269,16 +1264,26 @@ impl<'a> Eval<'a> {
             }
         };
         scan(&p.promiser);
-        for c in &p.constraints {
-            if let Rval::Scalar(s) = &c.rval {
-                if list_ref(s).is_none() {
-                    scan(s);
-                }
+        // scalars and the items of lists (3.21 iterates over every rval)
+        fn walk(r: &Rval, scan: &mut dyn FnMut(&str)) {
+            match r {
+                Rval::Scalar(s) if list_ref(s).is_none() => scan(s),
+                Rval::List(items) => items.iter().for_each(|i| walk(i, scan)),
+                _ => {}
             }
+        }
+        for c in &p.constraints {
+            walk(&c.rval, &mut scan);
         }
         let mut out = vec![BTreeMap::new()];
         for n in names {
-            if let Some(Value::List(l)) = self.lookup(&n, here) {
+            let l = match self.lookup(&n, here) {
+                Some(Value::List(l)) => Some(l),
+                // a container iterates over its primitive elements
+                Some(Value::Data(j)) => self.data_iteration(&j),
+                _ => None,
+            };
+            if let Some(l) = l {
                 let mut next = Vec::new();
                 for b in &out {
                     for item in &l {

@@ -23,6 +23,9 @@
 //! - [`acl`]: the decision ([`ServerPolicy::check`]), connection lists,
 //!   shortcuts, [`ServerPolicy::explain`].
 //! - [`summary`]: the verbose `=== BEGIN summary of access promises ===` dump.
+//! - [`json`]: 3.21's JSON (its lenient parser, writers, `JsonSelect`),
+//!   the value of data containers; `eval`'s `data` submodule evaluates
+//!   them (`parsejson`, `readjson`, `mergedata`, `$(d[k])`, iteration).
 //!
 //! # Where rcf deliberately differs from 3.21 (all fail closed)
 //! - A failed or disabled reverse lookup with `deny_hostnames` on the
@@ -61,6 +64,7 @@ pub mod augments;
 pub mod eval;
 pub mod hardclass;
 pub mod hostclasses;
+pub mod json;
 pub mod parse;
 pub mod policy_server;
 pub mod server;
@@ -111,6 +115,85 @@ pub trait PolicySource {
     fn is_symlink(&self, _path: &str) -> bool {
         false
     }
+    /// `lstat()` of `path`, for `filestat()`: `Some(Ok(..))`, `Some(Err(why))`
+    /// when it fails (3.21's function fails then too), `None` when this
+    /// source cannot answer (the call is then unknown, never guessed).
+    fn lstat(&self, _path: &str) -> Option<Result<FileStat, String>> {
+        None
+    }
+    /// `host2ip()`: the first address the resolver gives for `name`
+    /// (`Some(None)` when it does not resolve), `None` when this source
+    /// cannot resolve names (unknown).
+    fn host_to_ip(&self, _name: &str) -> Option<Option<String>> {
+        None
+    }
+    /// 3.21's `IsExecutable` (`stat()` follows links: a regular file
+    /// with an execute bit), `None` when this source cannot answer.
+    fn is_executable(&self, _path: &str) -> Option<bool> {
+        None
+    }
+    /// Runs a command for `execresult()`/`returnszero()` (stdin from
+    /// /dev/null), capturing what `capture` says. `Some(Err(..))` when it
+    /// could not be run to its end (the call is then unknown), `None` when
+    /// this source does not run commands (unknown).
+    fn execute(&self, _req: &ExecRequest, _capture: Capture) -> Option<Result<ExecOutcome, String>> {
+        None
+    }
+}
+
+/// A command `execresult()` or `returnszero()` runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExecRequest {
+    /// `noshell`: the program (an absolute path) and its arguments, as
+    /// 3.21's `ArgSplitCommand` splits the command.
+    Argv(Vec<String>),
+    /// `useshell`: `/bin/sh -c COMMAND`.
+    Shell(String),
+}
+
+/// Which output of a command is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capture {
+    /// stdout and stderr through one pipe (`execresult`'s default).
+    Both,
+    /// stdout only (stderr discarded).
+    Stdout,
+    /// Neither (`returnszero`).
+    Nothing,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// The captured bytes.
+    pub output: Vec<u8>,
+}
+
+/// What `lstat()` says about a path (the fields `filestat()` reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileStat {
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_uid`.
+    pub uid: u32,
+    /// `st_gid`.
+    pub gid: u32,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_nlink`.
+    pub nlink: u64,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_atime` (seconds).
+    pub atime: i64,
+    /// `st_mtime` (seconds).
+    pub mtime: i64,
+    /// `st_ctime` (seconds).
+    pub ctime: i64,
 }
 
 /// A warning or error tied to a place in the policy.

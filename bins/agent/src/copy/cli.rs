@@ -114,17 +114,32 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         repository: a.default_repository.clone(),
     };
     smol::block_on(async {
-        let mut run = Run::new(servers, base, out.clone());
-        run.set_parallel(usize::from(a.par.parallel));
-        if classic {
-            run.use_classic(ClassicOptions {
-                key: std::sync::Arc::new(key.clone()),
-                encrypt: a.encrypt,
-                state_dir: workdir.join("state"),
-            });
-        }
-        let r = run.copy(&a.source, &a.dest, &opts).await;
-        let summary = run.finish().await;
+        // A server lost mid-run: the copy starts over on the ones after it.
+        let mut start = 0;
+        let mut earlier = None;
+        let (r, summary) = loop {
+            let mut run = Run::new(servers[start..].to_vec(), base.clone(), out.clone());
+            run.set_parallel(usize::from(a.par.parallel));
+            if classic {
+                run.use_classic(ClassicOptions {
+                    key: std::sync::Arc::new(key.clone()),
+                    encrypt: a.encrypt,
+                    state_dir: workdir.join("state"),
+                });
+            }
+            let r = run.copy(&a.source, &a.dest, &opts).await;
+            let mut summary = run.finish().await;
+            if let Some(e) = earlier.take() {
+                crate::failover::carry_over(e, &mut summary);
+            }
+            match crate::failover::after_loss(&servers[start..], &r, out) {
+                Some(i) => {
+                    start += i;
+                    earlier = Some(summary);
+                }
+                None => break (r, summary),
+            }
+        };
         let (code, err) = match &r {
             Ok(()) if summary.failed.is_empty() => (crate::EXIT_OK, None),
             Ok(()) => (crate::EXIT_FAILED, None),

@@ -184,6 +184,8 @@ impl<'a> Loader<'a> {
                 match v {
                     Value::List(l) => users.extend(l),
                     Value::Scalar(s) => users.push(s),
+                    // eval_rval_lenient reports a container as unresolved
+                    Value::Data(_) => {}
                 }
             } else if !COMMON_PROMISE_ATTRS.contains(&c.lval.as_str()) {
                 if matches!(c.rval, Rval::List(_)) {

@@ -60,7 +60,7 @@ impl<'a> Loader<'a> {
                     let scalar = |errs: &mut Vec<Diagnostic>, v: &Value| -> Option<String> {
                         match v {
                             Value::Scalar(s) => Some(s.clone()),
-                            Value::List(_) => {
+                            Value::List(_) | Value::Data(_) => {
                                 errs.push(diag(
                                     file,
                                     line,
@@ -80,6 +80,8 @@ impl<'a> Loader<'a> {
                             let items = match v {
                                 Value::List(l) => l,
                                 Value::Scalar(s) => vec![s],
+                                // eval_rval_lenient reports a container as unresolved
+                                Value::Data(_) => Vec::new(),
                             };
                             if known != "allowusers" {
                                 for it in &items {

@@ -104,6 +104,8 @@ impl<'a> Loader<'a> {
                     let vals = match v {
                         Value::List(l) => l,
                         Value::Scalar(s) => vec![s],
+                        // eval_rval_lenient reports a container as unresolved
+                        Value::Data(_) => Vec::new(),
                     };
                     for x in vals {
                         let full = if x.starts_with('/') {
