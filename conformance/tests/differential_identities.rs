@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use rcf_conformance::lab::{rcf_binary, spawn_real_cf_serverd, KillOnDrop};
 use rcf_core::keys::RsaPrivateKey;
 use rcf_core::policy::{ConnFacts, Protocol, Request};
-use real_serverd::{free_port, Pair};
+use real_serverd::{free_port, Pair, Rng};
 use support::*;
 
 const TEST: &str = "peers_addresses_keys_and_names_decide_as_real_cf_serverd";
@@ -111,23 +111,8 @@ fn peers() -> Vec<Peer> {
     ]
 }
 
-/// xorshift64*: deterministic, seedable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+/// The name a peer without a hosts-file name claims in classic CAUTH.
+const UNNAMED: &str = "rcf-unnamed.example";
 
 const IPS: &[&str] = &[
     "127.0.0.1",
@@ -301,13 +286,17 @@ body server control
     s
 }
 
+/// A TCP connection from `src` to the servers' `port` (`::1` for IPv6).
+fn dial(src: IpAddr, port: u16) -> Option<TcpStream> {
+    match src {
+        IpAddr::V4(src) => connect_from(src, port).ok(),
+        IpAddr::V6(a) => TcpStream::connect((a, port)).ok(),
+    }
+}
+
 /// Connects `peer` to `port` and identifies it with its key.
 fn connect(peer: &Peer, port: u16, key: &RsaPrivateKey) -> Option<RawClient> {
-    let sock = match peer.src {
-        IpAddr::V4(src) => connect_from(src, port).ok()?,
-        IpAddr::V6(a) => TcpStream::connect((a, port)).ok()?,
-    };
-    let (c, w) = RawClient::identify_over(sock, key, peer.user);
+    let (c, w) = RawClient::identify_over(dial(peer.src, port)?, key, peer.user);
     w.filter(|w| w.starts_with(b"OK WELCOME")).map(|_| c)
 }
 
@@ -364,7 +353,7 @@ fn ask_all_classic(
         .map(|p| {
             let cfg = ClientConfig {
                 local_ip: p.src.to_string(),
-                fqdn: p.name.unwrap_or("rcf-unnamed.example").into(),
+                fqdn: p.name.unwrap_or(UNNAMED).into(),
                 user: p.user.into(),
                 key: std::sync::Arc::new(keys[p.key].clone()),
                 server_key: None,
@@ -372,10 +361,7 @@ fn ask_all_classic(
                 timeout_ms: 20_000,
             };
             let open = || {
-                let sock = match p.src {
-                    IpAddr::V4(src) => connect_from(src, port).ok()?,
-                    IpAddr::V6(a) => TcpStream::connect((a, port)).ok()?,
-                };
+                let sock = dial(p.src, port)?;
                 match Driver::over(sock, cfg.clone()) {
                     Ok((d, ClientEvent::Authenticated { .. })) => Some(d),
                     _ => None,
@@ -566,7 +552,7 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
         // rcf's own reading of the same policy, to name each stricter class
         let pol = pair.rcf_load(&rcf_policy);
         for (pi, p) in peers.iter().enumerate() {
-            for ((ai, (label, path)), (protocol, encrypted, at)) in asks
+            for ((ai, (label, path)), (protocol, wire_encrypted, at)) in asks
                 .iter()
                 .enumerate()
                 .flat_map(|a| modes.iter().map(move |m| (a, *m)))
@@ -582,22 +568,30 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
                     continue;
                 }
                 let what = format!(
-                    "policy {n} (seed {seed}), peer {} ({} key {} {}), {protocol:?}{} {label}: real {a}, rcf {b}",
-                    p.label, p.src, p.key, p.user, if encrypted { "" } else { " plain" }
+                    "policy {n} (seed {seed}), peer {} ({} key {} {}), {protocol:?} {label}: real {a}, rcf {b}",
+                    p.label, p.src, p.key, p.user
                 );
                 if b {
                     problems.push(format!("LOOSER: {what}"));
                     continue;
                 }
                 let ip = p.src.to_string();
+                // classic: the name the peer claimed; a STAT counts as
+                // encrypted in both servers (3.21's SYNCH passes encrypt)
+                let claimed = p.name.unwrap_or(UNNAMED);
+                let (hostname, encrypted) = match protocol {
+                    Protocol::Tls => (p.name, true),
+                    Protocol::Classic => (Some(claimed), true),
+                };
                 let facts = ConnFacts {
                     ip: &ip,
-                    hostname: p.name,
+                    hostname,
                     key: &ids[p.key],
                     username: p.user,
                     protocol,
                     encrypted,
                 };
+                let plain = if wire_encrypted { "" } else { " plain" };
                 let dec = pol.check(&facts, Request::Path(path));
                 let dir = format!("/{}/", label.split(' ').next().unwrap_or(""));
                 let rule: Vec<&str> = access
@@ -620,11 +614,12 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
                 .filter(|(k, _)| text.contains(k))
                 .map(|(_, v)| *v)
                 .collect();
-                let class = format!("{protocol:?} {reason} [{}]", features.join(", "));
+                let class = format!("{protocol:?} {reason}");
                 *stricter.entry(class.clone()).or_default() += 1;
                 examples.entry(class).or_insert_with(|| {
                     format!(
-                        "{what}: {}\n      rule: {}",
+                        "{what}{plain} [{}]: {}\n      rule: {}",
+                        features.join(", "),
                         pol.explain(&dec),
                         rule.join("\n            ")
                     )
