@@ -7,7 +7,8 @@
 //! client and the real `cf-agent -f update.cf` (bundle
 //! `cfe_internal_update_policy_cpv`, which is what `update.cf` runs for the
 //! policy) on another leave identical `inputs/` trees, having transferred
-//! the same number of files. Run with the real cf-serverd and with
+//! the same number of files, and identical `WORKDIR/modules` trees (with
+//! modes: the MPF's `modules_presence`). Run with the real cf-serverd and with
 //! rcf-serverd as the hub. The hub's stamp is written by
 //! `cf-promises -T masterfiles`, as the hub's cf-agent does (only when the
 //! policy is valid).
@@ -147,6 +148,23 @@ fn step(c: &Clients, what: &str, kind: ServerKind, log: &str) {
             r2.describe()
         );
     }
+    // modules_presence: WORKDIR/modules, where the agent runs modules from.
+    let (mr, mo) = (c.real.path().join("modules"), c.rcf.path().join("modules"));
+    if let Err(d) = trees_equal(&mr, &mo) {
+        panic!(
+            "[{kind:?}] {what}: modules/ differ (left: cf-agent, right: rcf-agent): {d}\n{}\n{}",
+            r1.describe(),
+            r2.describe()
+        );
+    }
+    let (modes_real, modes_rcf) = (modes(&mr), modes(&mo));
+    assert_eq!(
+        modes_real,
+        modes_rcf,
+        "[{kind:?}] {what}: modules/ modes, cf-agent vs rcf-agent\n{}\n{}",
+        r1.describe(),
+        r2.describe()
+    );
     assert_eq!(
         n1,
         n2,
@@ -155,8 +173,32 @@ fn step(c: &Clients, what: &str, kind: ServerKind, log: &str) {
         r2.describe()
     );
     eprintln!(
-        "[agent_mpf_update] {kind:?} {what}: identical inputs/, {n1} file(s) transferred by each"
+        "[agent_mpf_update] {kind:?} {what}: identical inputs/ and modules/ ({} entries), {n1} file(s) transferred by each",
+        modes_real.len()
     );
+}
+
+/// Relative path -> mode bits of every entry under `root`.
+fn modes(root: &Path) -> std::collections::BTreeMap<String, u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, m.permissions().mode() & 0o7777);
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 fn differential(kind: ServerKind) {
@@ -248,6 +290,19 @@ fn differential(kind: ServerKind) {
         kind,
         &log(),
     );
+    std::fs::write(
+        c.mf.join("modules/rcf_test_module"),
+        "#!/bin/sh\necho =x=z\n",
+    )
+    .unwrap();
+    restamp();
+    step(
+        &c,
+        "a changed module (WORKDIR/modules keeps a .cfsaved)",
+        kind,
+        &log(),
+    );
+    assert!(c.rcf.path().join("modules/rcf_test_module.cfsaved").is_file());
     std::fs::write(c.mf.join("NOTES.md"), "not policy\n").unwrap();
     std::fs::write(c.mf.join("services/README"), "not policy either\n").unwrap();
     edit(&main, "# and a real change\n");

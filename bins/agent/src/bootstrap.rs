@@ -57,22 +57,9 @@ struct Pulled {
 fn digest_file_opts() -> CopyOpts {
     CopyOpts {
         compare: Compare::Digest,
-        verify: false,
-        recurse: false,
-        depth: None,
-        purge: false,
-        preserve: false,
-        missing_ok: false,
-        type_check: false,
-        force_update: false,
-        stealth: false,
-        collapse: false,
-        exclude: Vec::new(),
-        dirs: Default::default(),
-        select: None,
         // The MPF's copies purge, which removes cf-agent's backups again.
         backup: rcf_core::client::copy_plan::Backup::No,
-        repository: None,
+        ..CopyOpts::default()
     }
 }
 
@@ -656,9 +643,27 @@ pub fn bootstrap(
     }
 }
 
+/// `rcf-agent update`: the policy update (see `update_inputs`), then, in
+/// MPF mode, `modules_presence` into `WORKDIR/modules`.
+pub fn update(
+    workdir: &Path,
+    hub_list: &[String],
+    conn: &ConnArgs,
+    parallel: u16,
+    mirror: bool,
+    out: &Output,
+) -> u8 {
+    let code = update_inputs(workdir, hub_list, conn, parallel, mirror, out);
+    if !mirror {
+        // update.cf's modules_presence runs whatever the copies did.
+        crate::modules_presence::run(workdir, out);
+    }
+    code
+}
+
 /// `rcf-agent update`: from the hubs given (`-H`), else those in
 /// `policy_server.dat` (one per line), in order, with failover.
-pub fn update(
+fn update_inputs(
     workdir: &Path,
     hub_list: &[String],
     conn: &ConnArgs,

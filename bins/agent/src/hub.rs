@@ -171,10 +171,10 @@ impl LocalCopy {
     /// `failsafe_exclude_vcs_files`).
     pub fn failsafe() -> LocalCopy {
         LocalCopy {
-            select: Some(FileSelect {
-                leaf_name: NamePatterns::new(&[r"\.git.*", r"\.mailmap"]).expect("constant"),
-                negate: true,
-            }),
+            select: Some(FileSelect::leaf(
+                NamePatterns::new(&[r"\.git.*", r"\.mailmap"]).expect("constant"),
+                true,
+            )),
             dirs: mpf_update::inputs_dirs(),
         }
     }
@@ -232,9 +232,9 @@ pub fn sync_local(src: &Path, dst: &Path, c: &LocalCopy) -> Result<usize, String
             continue;
         }
         if !m.is_file()
-            || c.select
-                .as_ref()
-                .is_some_and(|sel| !sel.selects(n.as_encoded_bytes()))
+            || c.select.as_ref().is_some_and(|sel| {
+                !sel.selects(n.as_encoded_bytes(), s.as_os_str().as_encoded_bytes())
+            })
         {
             continue;
         }

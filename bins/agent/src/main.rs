@@ -8,10 +8,14 @@
 //! `update` could not reach the hub and kept the last good inputs.
 //!
 //! Differences from cf-agent / cf-net 3.21 (deliberate or not yet done):
-//! * Not a policy engine: `copy` takes `copy_from` attributes as flags.
-//!   No `copy_backup` (`.cfsaved`), `stealth`, `link_type`, `force_update`,
-//!   `copy_size`, `collapse_destination_dir`, excludes; dangling symlinks
-//!   (type 1 over TLS) and special files are reported and skipped.
+//! * Not a policy engine: `copy` takes `copy_from`, `depth_search` and
+//!   `file_select` (`leaf_name`, `path_name`) attributes as flags. Live
+//!   links on the server are copied as what they point to and dangling ones
+//!   made again per `link_type`, as 3.21 does; no `copy_size`,
+//!   `move_obstructions` (a wrong link or a file in the way of a link is a
+//!   failure, as 3.21 without it) nor hard-link structure preservation;
+//!   `copylink_patterns` on a dangling link is refused (3.21 acts on an
+//!   uninitialised stat there); special files are reported and skipped.
 //! * Every file goes to `<dest>.cfnew` (0600, O_EXCL) like cf-agent, and is
 //!   also fsynced and its source re-STATed after the GET before the rename:
 //!   one extra round trip per file, which catches a source that grew
@@ -47,6 +51,7 @@ mod bootstrap;
 mod copy;
 mod failover;
 mod hub;
+mod modules_presence;
 mod mpf;
 mod net;
 mod output;
@@ -222,9 +227,33 @@ pub struct CopyArgs {
     /// file_select leaf_name: only files whose name fully matches are copied (repeatable).
     #[arg(long = "leaf-name", value_name = "REGEX", requires = "recurse")]
     pub leaf_name: Vec<String>,
-    /// file_select file_result: leaf_name, or !leaf_name to copy the files that do not match.
-    #[arg(long = "file-result", default_value = "leaf_name", value_parser = ["leaf_name", "!leaf_name"])]
-    pub file_result: String,
+    /// file_select path_name: files whose whole source path fully matches set the path_name class (repeatable).
+    #[arg(long = "path-name", value_name = "REGEX", requires = "recurse")]
+    pub path_name: Vec<String>,
+    /// file_select file_result: a class expression over leaf_name and path_name (`!`, `.`/`&`, `|`, parentheses). Default with --leaf-name alone: leaf_name.
+    #[arg(long = "file-result", value_name = "EXPR")]
+    pub file_result: Option<String>,
+    /// link_type for a dangling source link or a linkcopy_patterns file: symlink, hardlink, relative, absolute.
+    #[arg(long = "link-type", default_value = "symlink", value_parser = ["symlink", "hardlink", "relative", "absolute"])]
+    pub link_type: String,
+    /// linkcopy_patterns: files whose name matches are linked to the source instead of copied (repeatable).
+    #[arg(long = "linkcopy-patterns", value_name = "REGEX")]
+    pub linkcopy_patterns: Vec<String>,
+    /// copylink_patterns (repeatable): a name matching both pattern lists is skipped; live links are always copied as files.
+    #[arg(long = "copylink-patterns", value_name = "REGEX")]
+    pub copylink_patterns: Vec<String>,
+    /// check_root: with --preserve, also give the destination directory the source directory's mode (and owner, as root).
+    #[arg(long = "check-root", requires = "recurse")]
+    pub check_root: bool,
+    /// depth_search xdev: do not copy nor enter entries on another device than the source.
+    #[arg(long, requires = "recurse")]
+    pub xdev: bool,
+    /// depth_search include_basedir: accepted; as in cf-agent it acts only on perms/changes/rename/delete, not on a copy.
+    #[arg(long = "include-basedir", requires = "recurse")]
+    pub include_basedir: bool,
+    /// depth_search rmdeadlinks: accepted; as in cf-agent a copy alone leaves dead links in the destination.
+    #[arg(long, requires = "recurse")]
+    pub rmdeadlinks: bool,
     /// force_update: copy even when the compare says the destination is up to date.
     #[arg(long = "force-update")]
     pub force_update: bool,

@@ -119,6 +119,12 @@ impl Workdir {
         &self.bins
     }
 
+    /// Start `cf-serverd` through `program` instead (a wrapper that ends
+    /// in `exec cf-serverd "$@"`, so the PID stays the server's).
+    pub fn set_serverd(&mut self, program: PathBuf) {
+        self.bins.serverd = program;
+    }
+
     /// `ppkeys/localhost.pub`.
     pub fn pubkey_path(&self) -> PathBuf {
         self.ppkeys().join("localhost.pub")

@@ -172,6 +172,23 @@ pub fn source_action(t: FileType, recurse: bool, depth: Option<u32>, level: u32)
     }
 }
 
+/// `depth_search`'s `xdev`: whether a source entry on device `dev` is
+/// skipped because the copy's source root is on `root_dev` (the server's
+/// `st_dev`, of the entry itself, not of a link's target). Files and
+/// directories alike, as `SourceSearchAndCopy`'s `DeviceBoundary`.
+pub fn skips_device(xdev: bool, dev: u64, root_dev: u64) -> bool {
+    xdev && dev != root_dev
+}
+
+/// The mode a directory of a recursive copy is given from its source
+/// directory (VerifyCopiedFileAttributes): the source's bits with
+/// `preserve`, none without (no `perms` either). Subdirectories get it on
+/// the way in (not when collapsed); the destination root only with
+/// `check_root`, after the walk.
+pub fn copied_dir_mode(preserve: bool, st: &StatReply) -> Option<u32> {
+    preserve.then(|| preserved_mode(st))
+}
+
 /// Whether purging inside `local` (as bytes) is allowed at all: a path of
 /// fewer than two bytes (`/`, empty) is refused ("too dangerous", as cf-agent).
 pub fn purge_allowed(local: &[u8]) -> bool {
@@ -526,6 +543,22 @@ mod tests {
         assert_eq!(source_action(FileType::Dir, true, Some(2), 2), DirNotCopied);
         assert_eq!(source_action(FileType::Link, true, None, 1), DanglingLink);
         assert_eq!(source_action(FileType::Fifo, true, None, 1), Special);
+    }
+
+    #[test]
+    fn directory_modes() {
+        let mut d = src(0, 0, 0);
+        d.file_type = FileType::Dir;
+        d.mode = 0o40751;
+        assert_eq!(copied_dir_mode(true, &d), Some(0o751));
+        assert_eq!(copied_dir_mode(false, &d), None);
+    }
+
+    #[test]
+    fn device_boundaries() {
+        assert!(!skips_device(false, 1, 2), "xdev off: every device");
+        assert!(skips_device(true, 1, 2));
+        assert!(!skips_device(true, 2, 2));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The client role (what cf-agent's `copy_from`, cf-net and bootstrap
 //! speak): a [`session::Session`] above TLS, a [`conn::Connection`] that
 //! wraps it with the TLS layer and the server-key trust check, and the pure
-//! helpers a copy needs ([`listing`], the `copy_from` rules in [`copy_plan`],
+//! helpers a copy needs ([`listing`], the `copy_from` rules in [`copy_plan`] and [`links`],
 //! the trust wording in [`trust_words`]).
 //!
 //! Like the server role, nothing here touches sockets, files or clocks; the
@@ -10,6 +10,7 @@
 
 pub mod conn;
 pub mod copy_plan;
+pub mod links;
 pub mod listing;
 pub mod mpf_update;
 pub mod select;

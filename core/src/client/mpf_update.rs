@@ -9,7 +9,13 @@
 //!    or on a policy hub, or when the gate is disabled, copy `<master>` to
 //!    `inputs/` (purge, `exclude_dirs` of `u_infinite_client_policy`,
 //!    `file_select => u_input_files`) and `<master>/modules` to
-//!    `inputs/modules` (purge, `u_recurse("inf")`, no name filter).
+//!    `inputs/modules` (purge, `u_recurse("inf")`, no name filter);
+//! 3. every run (`modules_presence`): render the vendored package modules
+//!    (`inputs/modules/packages/vendored/*.mustache`) into
+//!    `WORKDIR/modules/packages/` unless `inputs/modules/packages/` has a
+//!    module of that name, then copy `inputs/modules` into
+//!    `WORKDIR/modules` (local, digest compare, `.cfsaved` backups, no
+//!    purge, everything but `packages/vendored*`), all mode 0755.
 
 use super::select::{DirFilter, FileSelect, NamePatterns, PatternError};
 
@@ -97,10 +103,10 @@ impl UpdateSettings {
 
     /// `file_select => u_input_files`.
     pub fn inputs_select(&self) -> Result<FileSelect, PatternError> {
-        Ok(FileSelect {
-            leaf_name: NamePatterns::new(&self.input_name_patterns)?,
-            negate: false,
-        })
+        Ok(FileSelect::leaf(
+            NamePatterns::new(&self.input_name_patterns)?,
+            false,
+        ))
     }
 }
 
@@ -191,6 +197,79 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// `modules_presence`'s mode for everything it writes (`u_mo("755", "root")`).
+pub const MODULES_MODE: u32 = 0o755;
+
+/// The suffix of the template directory's files (`findfiles("…/vendored/*.mustache")`).
+pub const TEMPLATE_SUFFIX: &str = ".mustache";
+
+/// The backup an edit (`edit_template`) leaves of the file it changed
+/// (`edit_backup`'s default): `<file>.cf-before-edit`.
+pub const EDIT_BACKUP_SUFFIX: &str = ".cf-before-edit";
+
+/// The vendored package modules `modules_presence` renders: the stem of
+/// every `<name>.mustache` in `packages/vendored/`, except a name that
+/// `packages/` itself holds (the user's override wins), sorted.
+pub fn vendored_to_render(templates: &[String], package_entries: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = templates
+        .iter()
+        .filter_map(|t| t.strip_suffix(TEMPLATE_SUFFIX))
+        .filter(|m| !m.is_empty() && !package_entries.iter().any(|p| p == m))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `file_select => not_vendored_modules`: whether the file at `rel`
+/// (relative to `inputs/modules`) is copied to `WORKDIR/modules`. The MPF
+/// matches `$(sys.inputdir)/modules/(?!packages/vendored).*` against the
+/// whole path, so anything whose relative path starts with
+/// `packages/vendored` (the templates) is left out.
+pub fn copies_module(rel: &str) -> bool {
+    !rel.starts_with("packages/vendored")
+}
+
+/// Why a vendored template is not rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template has mustache tags; rcf renders only tag-free
+    /// templates (all of MPF 3.21's are).
+    #[error("template '{0}' has mustache tags, which rcf-agent does not render; the module is not written")]
+    HasTags(String),
+}
+
+/// A vendored template rendered with no data: the text itself when it
+/// holds no `{{` (a tag-free mustache template renders to itself).
+pub fn render_vendored<'a>(name: &str, template: &'a str) -> Result<&'a str, TemplateError> {
+    if template.contains("{{") {
+        Err(TemplateError::HasTags(name.to_string()))
+    } else {
+        Ok(template)
+    }
+}
+
+/// What an `edit_template` with `create => "true"` does to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditOutcome {
+    /// Missing: created empty, then edited (the backup holds nothing).
+    Create,
+    /// Already the rendered text: untouched, no backup.
+    Unchanged,
+    /// Other text: the old one goes to the backup, the new one in place.
+    Replace,
+}
+
+/// The edit a rendered module needs, given the file as it is (`None`: missing).
+pub fn edit_outcome(existing: Option<&[u8]>, rendered: &[u8]) -> EditOutcome {
+    match existing {
+        None => EditOutcome::Create,
+        Some(e) if e == rendered => EditOutcome::Unchanged,
+        Some(_) => EditOutcome::Replace,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,16 +288,19 @@ mod tests {
             "x.mustache",
             "run.sh",
         ] {
-            assert!(sel.selects(f.as_bytes()), "{f}");
+            assert!(sel.selects(f.as_bytes(), f.as_bytes()), "{f}");
         }
         for f in ["cf_promises_validated", "README.md", "module", "a.cf~"] {
-            assert!(!sel.selects(f.as_bytes()), "{f}");
+            assert!(!sel.selects(f.as_bytes(), f.as_bytes()), "{f}");
         }
         let o =
             UpdateSettings::resolve(Some(vec![r".*\.cf".into()]), Some("/srv/mf/".into()), true);
         assert_eq!(o.stamp_source(), "/srv/mf/cf_promises_validated");
         assert!(o.gate_disabled);
-        assert!(!o.inputs_select().expect("valid").selects(b"def.json"));
+        assert!(!o
+            .inputs_select()
+            .expect("valid")
+            .selects(b"def.json", b"def.json"));
         assert_eq!(
             UpdateSettings::resolve(None, Some(String::new()), false).master_location,
             "masterfiles"
@@ -271,5 +353,34 @@ mod tests {
         assert!(!inputs_dirs().enters(b"masterfiles/x/.no-distrib", b".no-distrib"));
         assert!(modules_dirs().enters(b"masterfiles/modules/.no-distrib", b".no-distrib"));
         assert!(!modules_dirs().enters(b"masterfiles/modules/.git", b".git"));
+    }
+
+    #[test]
+    fn modules_presence_rules() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            vendored_to_render(
+                &t(&["yum.mustache", "apt_get.mustache", "README", ".mustache"]),
+                &t(&["vendored", "apt_get"])
+            ),
+            vec!["yum".to_string()],
+            "an override in packages/ wins; only *.mustache"
+        );
+        assert!(copies_module("rcf_test_module"));
+        assert!(copies_module("packages/apt_get"));
+        assert!(copies_module("sub/packages/vendored/x"));
+        assert!(!copies_module("packages/vendored/yum.mustache"));
+        assert!(
+            !copies_module("packages/vendoredX/y"),
+            "a prefix, as the lookahead"
+        );
+        assert_eq!(
+            render_vendored("a", "#!/bin/sh\necho {x}\n"),
+            Ok("#!/bin/sh\necho {x}\n")
+        );
+        assert!(render_vendored("a", "{{vars.sys.bindir}}").is_err());
+        assert_eq!(edit_outcome(None, b"x"), EditOutcome::Create);
+        assert_eq!(edit_outcome(Some(b"x"), b"x"), EditOutcome::Unchanged);
+        assert_eq!(edit_outcome(Some(b""), b"x"), EditOutcome::Replace);
     }
 }

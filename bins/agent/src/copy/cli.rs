@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use rcf_core::client::copy_plan::Backup;
-use rcf_core::client::select::{DirFilter, FileSelect, NamePatterns};
+use rcf_core::client::links::LinkType;
+use rcf_core::client::select::{DirFilter, FileResult, FileSelect, NamePatterns};
 use rcf_core::client::Level;
 use rcf_smol::ClassicOptions;
 
@@ -64,30 +65,31 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         );
         return 2;
     };
-    let patterns = |v: &[String]| -> Result<Option<NamePatterns>, String> {
-        if v.is_empty() {
-            Ok(None)
-        } else {
-            NamePatterns::new(v).map(Some).map_err(|e| e.to_string())
-        }
-    };
-    let (dirs, select) = match (
-        patterns(&a.exclude_dirs),
-        patterns(&a.include_dirs),
-        patterns(&a.leaf_name),
-    ) {
-        (Ok(exclude), Ok(include), Ok(leaf)) => (
-            DirFilter { exclude, include },
-            leaf.map(|leaf_name| FileSelect {
-                leaf_name,
-                negate: a.file_result == "!leaf_name",
-            }),
-        ),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let (dirs, select) = match selection(a) {
+        Ok(x) => x,
+        Err(e) => {
             out.log(Level::Error, &e);
             return 2;
         }
     };
+    let (linkcopy, copylink) = match (
+        optional_patterns(&a.linkcopy_patterns),
+        optional_patterns(&a.copylink_patterns),
+    ) {
+        (Ok(l), Ok(c)) => (l, c),
+        (Err(e), _) | (_, Err(e)) => {
+            out.log(Level::Error, &e);
+            return 2;
+        }
+    };
+    if a.include_basedir || a.rmdeadlinks {
+        // DepthSearch applies them to the promiser's own tree only for
+        // perms, changes, rename or delete promises (verify_files.c phase 1).
+        out.log(
+            Level::Verbose,
+            "include_basedir and rmdeadlinks act on perms, changes, rename and delete, not on the copy itself (as cf-agent): dead links in the destination stay",
+        );
+    }
     let Some(backup) = Backup::parse(&a.copy_backup) else {
         out.log(
             Level::Error,
@@ -110,6 +112,11 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         exclude: Vec::new(),
         dirs,
         select,
+        xdev: a.xdev,
+        check_root: a.check_root,
+        link_type: LinkType::parse(&a.link_type).unwrap_or_default(),
+        linkcopy,
+        copylink,
         backup,
         repository: a.default_repository.clone(),
     };
@@ -152,4 +159,49 @@ pub fn run(workdir: &Path, a: &CopyArgs, out: &Output) -> u8 {
         out.emit_json(&summary.to_json(code == 0, err.as_deref()));
         code
     })
+}
+
+/// `depth_search`'s directory filter and `file_select` from the flags.
+/// `file_result` is required with `--path-name`, as cf-agent requires it
+/// in every `file_select` body; with `--leaf-name` alone it defaults to
+/// `leaf_name`.
+fn selection(a: &CopyArgs) -> Result<(DirFilter, Option<FileSelect>), String> {
+    let patterns = optional_patterns;
+    let dirs = DirFilter {
+        exclude: patterns(&a.exclude_dirs)?,
+        include: patterns(&a.include_dirs)?,
+    };
+    let leaf_name = patterns(&a.leaf_name)?;
+    let path_name = if a.path_name.is_empty() {
+        None
+    } else {
+        Some(NamePatterns::absolute(&a.path_name).map_err(|e| e.to_string())?)
+    };
+    let result = match (&a.file_result, &leaf_name, &path_name) {
+        (None, None, None) => return Ok((dirs, None)),
+        (None, Some(_), None) => "leaf_name",
+        (None, _, Some(_)) => return Err(
+            "--path-name needs --file-result (cf-agent requires file_result in a file_select body)"
+                .into(),
+        ),
+        (Some(r), _, _) => r.as_str(),
+    };
+    let result = FileResult::parse(result).map_err(|e| e.to_string())?;
+    Ok((
+        dirs,
+        Some(FileSelect {
+            leaf_name,
+            path_name,
+            result,
+        }),
+    ))
+}
+
+/// A pattern list flag: `None` when not given.
+fn optional_patterns(v: &[String]) -> Result<Option<NamePatterns>, String> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        NamePatterns::new(v).map(Some).map_err(|e| e.to_string())
+    }
 }

@@ -190,6 +190,7 @@ pub(super) async fn fetch<L: Link>(
         let mut done = 0u64;
         let total = st.size;
         let res = if st.size == 0 {
+            out.progress(&src_text, 0, 0);
             Ok(Ok(()))
         } else {
             let name = src_text.clone();

@@ -23,6 +23,7 @@
 
 mod cli;
 mod fetch;
+mod link;
 mod pool;
 mod summary;
 
@@ -34,8 +35,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use rcf_core::client::copy_plan::{self, FileVerdict, LocalFile, LocalKind, SourceAction};
+use rcf_core::client::links::{self, LinkType, PatternVerdict};
 use rcf_core::client::listing;
-use rcf_core::client::select::{DirFilter, FileSelect};
+use rcf_core::client::select::{DirFilter, FileSelect, NamePatterns};
 use rcf_core::client::Level;
 use rcf_core::reply::{FileType, StatReply};
 use rcf_fs::serve::ContentKey;
@@ -85,13 +87,56 @@ pub struct CopyOpts {
     /// `depth_search`'s `exclude_dirs`/`include_dirs`: directories not
     /// entered (nor created, nor purged).
     pub dirs: DirFilter,
-    /// `file_select`'s `leaf_name`: files not selected are neither copied
-    /// nor purged.
+    /// `file_select`'s `leaf_name`/`path_name`/`file_result`: files not
+    /// selected are neither copied nor purged.
     pub select: Option<FileSelect>,
+    /// `depth_search`'s `xdev`: entries on another device than the source
+    /// root are neither copied nor entered.
+    pub xdev: bool,
+    /// `link_type`: how a dangling source link (or a `linkcopy_patterns`
+    /// file) is made at the destination.
+    pub link_type: LinkType,
+    /// `linkcopy_patterns`: files linked to instead of copied.
+    pub linkcopy: Option<NamePatterns>,
+    /// `copylink_patterns`.
+    pub copylink: Option<NamePatterns>,
+    /// `check_root`: the destination directory gets the source
+    /// directory's attributes too (with `preserve`).
+    pub check_root: bool,
     /// `copy_backup`.
     pub backup: copy_plan::Backup,
     /// `default_repository`.
     pub repository: Option<PathBuf>,
+}
+
+impl Default for CopyOpts {
+    /// A `copy_from` with only `source` and `servers` set: cf-agent's
+    /// defaults (ctime compare, `copy_backup => "true"`, no recursion).
+    fn default() -> CopyOpts {
+        CopyOpts {
+            compare: Compare::Ctime,
+            verify: false,
+            recurse: false,
+            depth: None,
+            purge: false,
+            preserve: false,
+            missing_ok: false,
+            type_check: false,
+            force_update: false,
+            stealth: false,
+            collapse: false,
+            exclude: Vec::new(),
+            dirs: DirFilter::default(),
+            select: None,
+            xdev: false,
+            link_type: LinkType::Symlink,
+            linkcopy: None,
+            copylink: None,
+            check_root: false,
+            backup: copy_plan::Backup::Plain,
+            repository: None,
+        }
+    }
 }
 
 impl CopyOpts {
@@ -383,9 +428,9 @@ impl Run {
         match st.file_type {
             FileType::Dir if opts.recurse && self.parallel > 1 && self.classic.is_none() => {
                 let ex = self.ex.clone();
-                ex.run(self.copy_tree_pooled(&src, dest, opts)).await
+                ex.run(self.copy_tree_pooled(&src, dest, &st, opts)).await
             }
-            FileType::Dir if opts.recurse => self.copy_tree(&src, dest, opts).await,
+            FileType::Dir if opts.recurse => self.copy_tree(&src, dest, &st, opts).await,
             FileType::Dir => {
                 let msg = format!("Source '{source}' is a directory; use --recurse to copy it (maximum recursion level reached at '{source}')");
                 self.out.log(Level::Error, &msg);
@@ -411,50 +456,128 @@ impl Run {
         opts: &CopyOpts,
     ) -> Result<(), RunError> {
         let shown = dest.display().to_string();
-        match copy_plan::source_action(st.file_type, false, opts.depth, 1) {
-            SourceAction::CopyFile => match self.copy_file(src, dest, st, opts).await? {
-                Outcome::Copied => self.record_copied(shown),
-                Outcome::Kept => self.summary.kept += 1,
-                Outcome::Failed(msg) => {
-                    self.out.log(Level::Error, &msg);
-                    self.record_failed(shown, msg);
+        let outcome = match self.link_instead(src, dest, &st, opts) {
+            Some(o) => o,
+            None => match copy_plan::source_action(st.file_type, false, opts.depth, 1) {
+                SourceAction::CopyFile => self.copy_file(src, dest, st, opts).await?,
+                SourceAction::DanglingLink => self.dangling_link(src, dest, &st, opts),
+                SourceAction::Descend | SourceAction::DirNotCopied | SourceAction::Special => {
+                    self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Source '{}' is a special file ({:?}), not copied",
+                            String::from_utf8_lossy(src),
+                            st.file_type
+                        ),
+                    );
+                    return Ok(());
                 }
-                Outcome::Queued => {}
             },
-            SourceAction::DanglingLink => self.out.log(
-                Level::Warning,
-                &format!(
-                    "Source '{}' is a dangling symbolic link on the server, not copied",
-                    String::from_utf8_lossy(src)
-                ),
-            ),
-            SourceAction::Descend | SourceAction::DirNotCopied | SourceAction::Special => {
-                self.out.log(
-                    Level::Verbose,
-                    &format!(
-                        "Source '{}' is a special file ({:?}), not copied",
-                        String::from_utf8_lossy(src),
-                        st.file_type
-                    ),
-                )
+        };
+        match outcome {
+            Outcome::Copied => self.record_copied(shown),
+            Outcome::Kept => self.summary.kept += 1,
+            Outcome::Failed(msg) => {
+                self.out.log(Level::Error, &msg);
+                self.record_failed(shown, msg);
             }
+            Outcome::Queued => {}
         }
         Ok(())
     }
 
+    /// `linkcopy_patterns` (and the loop with `copylink_patterns`): the
+    /// outcome when the entry is linked or skipped instead of copied,
+    /// `None` when it is copied as usual.
+    fn link_instead(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        st: &StatReply,
+        opts: &CopyOpts,
+    ) -> Option<Outcome> {
+        if st.file_type == FileType::Dir {
+            return None;
+        }
+        let leaf = src.rsplit(|&c| c == b'/').next().unwrap_or(src);
+        match links::pattern_verdict(leaf, opts.linkcopy.as_ref(), opts.copylink.as_ref()) {
+            PatternVerdict::Copy => None,
+            PatternVerdict::Loop => {
+                self.out.log(
+                    Level::Info,
+                    &format!(
+                        "File {} matches both copylink_patterns and linkcopy_patterns - promise loop (skipping)!",
+                        String::from_utf8_lossy(src)
+                    ),
+                );
+                Some(Outcome::Kept)
+            }
+            PatternVerdict::Link => {
+                self.out.log(
+                    Level::Verbose,
+                    &format!(
+                        "Copy item '{}' marked for linking",
+                        String::from_utf8_lossy(src)
+                    ),
+                );
+                let target = (st.file_type == FileType::Link).then_some(st.link_target.as_slice());
+                Some(link::link_copy(&self.out, src, target, dest, opts))
+            }
+        }
+    }
+
+    /// A source that is a dangling link on the server: made again at the
+    /// destination as `link_type` says (cf-agent "always checks links"),
+    /// unless `compare => "exists"` finds something there already.
+    fn dangling_link(
+        &mut self,
+        src: &[u8],
+        dest: &Path,
+        st: &StatReply,
+        opts: &CopyOpts,
+    ) -> Outcome {
+        if let Ok(m) = fs::symlink_metadata(dest) {
+            if opts.compare == Compare::Exists {
+                self.out.log(
+                    Level::Verbose,
+                    "Existence only is promised, no copying required",
+                );
+                return Outcome::Kept;
+            }
+            if opts.type_check && !m.file_type().is_symlink() {
+                return Outcome::Failed(format!(
+                    "Promised file copy {} exists but type mismatch with source '{}'",
+                    dest.display(),
+                    String::from_utf8_lossy(src)
+                ));
+            }
+        }
+        link::link_copy(&self.out, src, Some(&st.link_target), dest, opts)
+    }
+
+    /// Copy the directory `src` (STATed as `root`: its device for `xdev`,
+    /// its mode for `check_root`) into `dest`.
     async fn copy_tree(
         &mut self,
         src: &[u8],
         dest: &Path,
+        root: &StatReply,
         opts: &CopyOpts,
     ) -> Result<(), RunError> {
-        let mut stack: Vec<(Vec<u8>, PathBuf, u32)> = vec![(src.to_vec(), dest.to_path_buf(), 1)];
-        while let Some((dir, local, level)) = stack.pop() {
+        let root_dev = root.dev;
+        // (source dir, destination, level, the source dir's STAT when its
+        // attributes go to the destination dir)
+        type Pending = (Vec<u8>, PathBuf, u32, Option<StatReply>);
+        let mut stack: Vec<Pending> = vec![(src.to_vec(), dest.to_path_buf(), 1, None)];
+        while let Some((dir, local, level, attrs)) = stack.pop() {
             let shown_dir = String::from_utf8_lossy(&dir).into_owned();
             if let Err(msg) = make_dir(&local, opts.type_check, &shown_dir) {
                 self.out.log(Level::Error, &msg);
                 self.record_failed(local.display().to_string(), msg);
                 continue;
+            }
+            if let Some(st) = attrs {
+                self.dir_attributes(&local, &st, opts);
             }
             self.ensure(&shown_dir).await?;
             let listing = match self.client.as_mut().expect("ensured").opendir(&dir).await {
@@ -488,7 +611,11 @@ impl Run {
                 .collect();
             // Files a `file_select` leaves out are never hashed ahead.
             let selected: Vec<Vec<u8>> = match &opts.select {
-                Some(sel) => names.iter().filter(|n| sel.selects(n)).cloned().collect(),
+                Some(sel) => names
+                    .iter()
+                    .filter(|n| sel.selects(n, &copy_plan::join_remote(&dir, n)))
+                    .cloned()
+                    .collect(),
                 None => Vec::new(),
             };
             {
@@ -559,6 +686,16 @@ impl Run {
                         continue;
                     }
                 };
+                if copy_plan::skips_device(opts.xdev, st.dev, root_dev) {
+                    self.out.log(
+                        Level::Verbose,
+                        &format!(
+                            "Skipping '{}' on different device",
+                            String::from_utf8_lossy(&child_src)
+                        ),
+                    );
+                    continue;
+                }
                 if st.file_type == FileType::Dir {
                     if !opts.dirs.enters(&child_src, &name) {
                         self.out.log(
@@ -575,14 +712,18 @@ impl Run {
                     {
                         // collapse_destination_dir: a subdirectory's files
                         // land in this directory's destination.
-                        let to = if opts.collapse {
-                            local.clone()
+                        let (to, attrs) = if opts.collapse {
+                            (local.clone(), None)
                         } else {
-                            child_dst
+                            (child_dst, Some(st))
                         };
-                        subdirs.push((child_src, to, level + 1));
+                        subdirs.push((child_src, to, level + 1, attrs));
                     }
-                } else if opts.select.as_ref().is_some_and(|sel| !sel.selects(&name)) {
+                } else if opts
+                    .select
+                    .as_ref()
+                    .is_some_and(|sel| !sel.selects(&name, &child_src))
+                {
                     self.out.log(
                         Level::Verbose,
                         &format!(
@@ -598,7 +739,29 @@ impl Run {
             subdirs.reverse();
             stack.extend(subdirs);
         }
+        if opts.check_root {
+            self.dir_attributes(dest, root, opts);
+        }
         Ok(())
+    }
+
+    /// VerifyCopiedFileAttributes for a directory of the copy: with
+    /// `preserve`, the source directory's permission bits (and owner and
+    /// group, as root); without it (and no `perms`, which rcf-agent does
+    /// not take) nothing changes.
+    fn dir_attributes(&mut self, local: &Path, st: &StatReply, opts: &CopyOpts) {
+        let Some(mode) = copy_plan::copied_dir_mode(opts.preserve, st) else {
+            return;
+        };
+        if let Err(e) = fs::set_permissions(local, fs::Permissions::from_mode(mode)) {
+            self.out.log(
+                Level::Error,
+                &format!("Can't set mode {mode:o} on '{}': {e}", local.display()),
+            );
+        }
+        if rustix::process::geteuid().is_root() {
+            let _ = std::os::unix::fs::chown(local, Some(st.uid), Some(st.gid));
+        }
     }
 
     /// Ask the server about every file of a directory whose local copy

@@ -304,6 +304,7 @@ impl Run {
         &mut self,
         src: &[u8],
         dest: &Path,
+        root: &StatReply,
         opts: &CopyOpts,
     ) -> Result<(), RunError> {
         let pool = Rc::new(RefCell::new(Pool {
@@ -312,7 +313,7 @@ impl Run {
         }));
         self.pool = Some(pool.clone());
         self.fetch_opts = opts.fetch_opts();
-        let mut r = self.copy_tree(src, dest, opts).await;
+        let mut r = self.copy_tree(src, dest, root, opts).await;
         {
             let mut p = pool.borrow_mut();
             p.walk_done = true;
