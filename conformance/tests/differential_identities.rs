@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use rcf_conformance::lab::{rcf_binary, spawn_real_cf_serverd, KillOnDrop};
 use rcf_core::keys::RsaPrivateKey;
 use rcf_core::policy::{ConnFacts, Protocol, Request};
-use real_serverd::{free_port, Pair, Rng};
+use real_serverd::{env_u64 as env, free_port, Pair, Rng};
 use support::*;
 
 const TEST: &str = "peers_addresses_keys_and_names_decide_as_real_cf_serverd";
@@ -300,96 +300,97 @@ fn connect(peer: &Peer, port: u16, key: &RsaPrivateKey) -> Option<RawClient> {
     w.filter(|w| w.starts_with(b"OK WELCOME")).map(|_| c)
 }
 
-/// Each peer's STAT answers (admitted?) for every path, from the server
-/// on `port`; a refused connection refuses every request.
+/// Every peer's answers from the server on `port`, asked through
+/// `transport` ([`tls_answers`] or [`classic_answers`]).
 fn ask_all(
     peers: &[Peer],
     keys: &[RsaPrivateKey],
     port: u16,
     asks: &[(String, String)],
+    transport: fn(&Peer, &RsaPrivateKey, u16, &[(String, String)]) -> Vec<bool>,
 ) -> Vec<Vec<bool>> {
     peers
         .iter()
-        .map(|p| {
-            let Some(mut c) = connect(p, port, &keys[p.key]) else {
-                return vec![false; asks.len()];
+        .map(|p| transport(p, &keys[p.key], port, asks))
+        .collect()
+}
+
+/// One peer's TLS STAT answers (admitted?) for every path; a refused
+/// connection refuses every request.
+fn tls_answers(p: &Peer, key: &RsaPrivateKey, port: u16, asks: &[(String, String)]) -> Vec<bool> {
+    let Some(mut c) = connect(p, port, key) else {
+        return vec![false; asks.len()];
+    };
+    asks.iter()
+        .map(|(_, path)| {
+            if c.closed {
+                return false;
+            }
+            let mut req = format!("SYNCH {} STAT ", unix_now()).into_bytes();
+            req.extend_from_slice(path.as_bytes());
+            c.txn(&req);
+            let Some(first) = c.reply(IO) else {
+                return false;
             };
-            asks.iter()
-                .map(|(_, path)| {
-                    if c.closed {
-                        return false;
-                    }
-                    let mut req = format!("SYNCH {} STAT ", unix_now()).into_bytes();
-                    req.extend_from_slice(path.as_bytes());
-                    c.txn(&req);
-                    let Some(first) = c.reply(IO) else {
-                        return false;
-                    };
-                    if first.starts_with(b"OK:") {
-                        let _ = c.reply(IO);
-                        true
-                    } else {
-                        false
-                    }
-                })
-                .collect()
+            if first.starts_with(b"OK:") {
+                let _ = c.reply(IO);
+                true
+            } else {
+                false
+            }
         })
         .collect()
 }
 
-/// The classic protocol's answers: each peer, authenticated with its key
-/// (claiming its hosts-file name), STATs every path plain and encrypted;
-/// a closed or failed connection is re-opened, a refused one refuses.
-fn ask_all_classic(
-    peers: &[Peer],
-    keys: &[RsaPrivateKey],
+/// One peer's classic answers: authenticated with its key (claiming its
+/// hosts-file name), it STATs every path plain and encrypted (two answers
+/// per path); a closed or failed connection is re-opened, a refused one
+/// refuses.
+fn classic_answers(
+    p: &Peer,
+    key: &RsaPrivateKey,
     port: u16,
     asks: &[(String, String)],
-) -> Vec<Vec<bool>> {
+) -> Vec<bool> {
     use rcf_core::classic::{ClientConfig, ClientEvent};
     use support::classic::{clock, Driver};
-    peers
-        .iter()
-        .map(|p| {
-            let cfg = ClientConfig {
-                local_ip: p.src.to_string(),
-                fqdn: p.name.unwrap_or(UNNAMED).into(),
-                user: p.user.into(),
-                key: std::sync::Arc::new(keys[p.key].clone()),
-                server_key: None,
-                trust_server: true,
-                timeout_ms: 20_000,
-            };
-            let open = || {
-                let sock = dial(p.src, port)?;
-                match Driver::over(sock, cfg.clone()) {
-                    Ok((d, ClientEvent::Authenticated { .. })) => Some(d),
-                    _ => None,
-                }
-            };
-            let mut d = open();
-            let mut out = Vec::new();
-            for (_, path) in asks {
-                for enc in [false, true] {
-                    if d.is_none() {
-                        d = open();
-                    }
-                    let Some(c) = d.as_mut() else {
-                        out.push(false);
-                        continue;
-                    };
-                    let now = clock(c.start);
-                    let ok = c.client.stat(now, path.as_bytes(), enc).is_ok()
-                        && matches!(c.until_event().as_deref(), Ok([ClientEvent::Stat(_), ..]));
-                    if !c.client.is_idle() {
-                        d = None;
-                    }
-                    out.push(ok);
-                }
+    let cfg = ClientConfig {
+        local_ip: p.src.to_string(),
+        fqdn: p.name.unwrap_or(UNNAMED).into(),
+        user: p.user.into(),
+        key: std::sync::Arc::new(key.clone()),
+        server_key: None,
+        trust_server: true,
+        timeout_ms: 20_000,
+    };
+    let open = || {
+        let sock = dial(p.src, port)?;
+        match Driver::over(sock, cfg.clone()) {
+            Ok((d, ClientEvent::Authenticated { .. })) => Some(d),
+            _ => None,
+        }
+    };
+    let mut d = open();
+    let mut out = Vec::new();
+    for (_, path) in asks {
+        for enc in [false, true] {
+            if d.is_none() {
+                d = open();
             }
-            out
-        })
-        .collect()
+            let Some(c) = d.as_mut() else {
+                out.push(false);
+                continue;
+            };
+            let now = clock(c.start);
+            let ok = c.client.stat(now, path.as_bytes(), enc).is_ok()
+                && matches!(c.until_event().as_deref(), Ok([ClientEvent::Stat(_), ..]));
+            if !c.client.is_idle() {
+                d = None;
+            }
+            out.push(ok);
+        }
+    }
+    out
 }
 
 /// Runs a server until its log says it listens on `port`, then `f`.
@@ -467,12 +468,6 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
     if std::env::var_os("RCF_IDS_IN_NAMESPACE").is_none() {
         return rerun_in_namespace();
     }
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let policies = env("RCF_IDS_POLICIES", 2);
     let rules = env("RCF_IDS_RULES", 16) as usize;
     let seed = env("RCF_IDS_SEED", 0x1d5_2026);
@@ -522,8 +517,8 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
             real_port,
             || {
                 (
-                    ask_all(&peers, &keys, real_port, &asks),
-                    ask_all_classic(&peers, &keys, real_port, &asks),
+                    ask_all(&peers, &keys, real_port, &asks, tls_answers),
+                    ask_all(&peers, &keys, real_port, &asks, classic_answers),
                 )
             },
         );
@@ -539,8 +534,8 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
             .stderr(f);
         let ours = with_server(KillOnDrop(cmd.spawn().unwrap()), &rcf_log, rcf_port, || {
             (
-                ask_all(&peers, &keys, rcf_port, &asks),
-                ask_all_classic(&peers, &keys, rcf_port, &asks),
+                ask_all(&peers, &keys, rcf_port, &asks, tls_answers),
+                ask_all(&peers, &keys, rcf_port, &asks, classic_answers),
             )
         });
         // (transport, encrypted, answer index of ask i)

@@ -262,6 +262,14 @@ impl Pair {
     }
 }
 
+/// The number in environment variable `k`, else `d` (run sizes and seeds).
+pub fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
 /// xorshift64*: deterministic, seedable, no dependency (the generated
 /// policies of the differential tests).
 pub struct Rng(pub u64);
