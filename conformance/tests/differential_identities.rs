@@ -1,6 +1,7 @@
 //! The differential harness's identity dimension (issue 18): the real
 //! cf-serverd 3.21 and rcf-serverd, started one after the other on the same
-//! generated policy, work dir and tree, are asked the same STATs by several
+//! generated policy, work dir and tree, are asked the same STATs and
+//! OPENDIRs by several
 //! peers: different 127.x source addresses and `::1`, different keys, the
 //! users `root` and `nobody`, over TLS and the classic protocol (plain
 //! and encrypted). Both servers listen on `::`, so IPv4
@@ -21,7 +22,7 @@
 //! transport.
 //!
 //! CI runs `RCF_IDS_POLICIES` (default 2) policies of `RCF_IDS_RULES`
-//! (default 16) rules from `RCF_IDS_SEED`; the large run is in the README.
+//! (default 12) rules from `RCF_IDS_SEED`; the large run is in the README.
 //! Fails (never skips) when the CFEngine binaries, `unshare` or root are
 //! missing. Servers are stopped by PID on drop, also on failure.
 
@@ -218,6 +219,7 @@ fn generate(
             }
             let _ = writeln!(access, "    \"{d}/{dir}/\" {};", attrs.join(", "));
         }
+        asks.push((format!("{dir} listing"), format!("{d}/{dir}/")));
         asks.push((dir, path));
     }
     // $(connection.ip) and $(connection.key) promisers: a directory per
@@ -315,8 +317,8 @@ fn ask_all(
         .collect()
 }
 
-/// One peer's TLS STAT answers (admitted?) for every path; a refused
-/// connection refuses every request.
+/// One peer's TLS answers (admitted?) for every path: OPENDIR for a path
+/// ending in `/`, else STAT; a refused connection refuses every request.
 fn tls_answers(p: &Peer, key: &RsaPrivateKey, port: u16, asks: &[(String, String)]) -> Vec<bool> {
     let Some(mut c) = connect(p, port, key) else {
         return vec![false; asks.len()];
@@ -324,6 +326,21 @@ fn tls_answers(p: &Peer, key: &RsaPrivateKey, port: u16, asks: &[(String, String
     asks.iter()
         .map(|(_, path)| {
             if c.closed {
+                return false;
+            }
+            if path.ends_with('/') {
+                c.txn(&rcf_core::request::encode_opendir(path.as_bytes()));
+                let mut first = true;
+                // the listing's transactions, up to its terminator
+                while let Some(t) = c.reply(IO) {
+                    if first && t.starts_with(b"BAD") {
+                        return false;
+                    }
+                    first = false;
+                    if contains(&t, b"---cfXen/gine/cfXen/gine---") {
+                        return true;
+                    }
+                }
                 return false;
             }
             let mut req = format!("SYNCH {} STAT ", unix_now()).into_bytes();
@@ -343,8 +360,9 @@ fn tls_answers(p: &Peer, key: &RsaPrivateKey, port: u16, asks: &[(String, String
 }
 
 /// One peer's classic answers: authenticated with its key (claiming its
-/// hosts-file name), it STATs every path plain and encrypted (two answers
-/// per path); a closed or failed connection is re-opened, a refused one
+/// hosts-file name), it asks for every path plain and encrypted (two
+/// answers per path; OPENDIR/SOPENDIR for a path ending in `/`, else
+/// SYNCH/SSYNCH); a closed or failed connection is re-opened, a refused one
 /// refuses.
 fn classic_answers(
     p: &Peer,
@@ -382,8 +400,16 @@ fn classic_answers(
                 continue;
             };
             let now = clock(c.start);
-            let ok = c.client.stat(now, path.as_bytes(), enc).is_ok()
-                && matches!(c.until_event().as_deref(), Ok([ClientEvent::Stat(_), ..]));
+            let ok = if path.ends_with('/') {
+                c.client.opendir(now, path.as_bytes(), enc).is_ok()
+                    && matches!(
+                        c.until_event().as_deref(),
+                        Ok([ClientEvent::Listing(_), ..])
+                    )
+            } else {
+                c.client.stat(now, path.as_bytes(), enc).is_ok()
+                    && matches!(c.until_event().as_deref(), Ok([ClientEvent::Stat(_), ..]))
+            };
             if !c.client.is_idle() {
                 d = None;
             }
@@ -469,7 +495,7 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
         return rerun_in_namespace();
     }
     let policies = env("RCF_IDS_POLICIES", 2);
-    let rules = env("RCF_IDS_RULES", 16) as usize;
+    let rules = env("RCF_IDS_RULES", 12) as usize;
     let seed = env("RCF_IDS_SEED", 0x1d5_2026);
     let t0 = Instant::now();
     // the namespace really answers reverse names, both families
@@ -572,11 +598,12 @@ fn peers_addresses_keys_and_names_decide_as_real_cf_serverd() {
                 }
                 let ip = p.src.to_string();
                 // classic: the name the peer claimed; a STAT counts as
-                // encrypted in both servers (3.21's SYNCH passes encrypt)
+                // encrypted in both servers (3.21's SYNCH passes encrypt),
+                // a plain OPENDIR does not
                 let claimed = p.name.unwrap_or(UNNAMED);
                 let (hostname, encrypted) = match protocol {
                     Protocol::Tls => (p.name, true),
-                    Protocol::Classic => (Some(claimed), true),
+                    Protocol::Classic => (Some(claimed), wire_encrypted || !path.ends_with('/')),
                 };
                 let facts = ConnFacts {
                     ip: &ip,
