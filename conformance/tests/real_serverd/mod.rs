@@ -158,25 +158,47 @@ impl Pair {
         bundles: &str,
         classic_modes: &[bool],
     ) -> (ServerPolicy, String, Vec<String>) {
-        let port = free_port();
-        let (access, paths) = self.access_cases(
+        let (text, paths, real, pol) = self.decide_both(
+            bundles,
+            "",
             cases
                 .iter()
                 .map(|(dir, cond, _)| (*dir, admit_if(dir, cond))),
         );
-        let text = format!(
-            "{}{bundles}bundle server acl\n{{\n  access:\n{access}}}\n",
-            header(port, &[])
-        );
-        let policy = self.input("promises.cf", &text);
-        let real = self.real_stat(&policy, port, &paths);
-        let pol = self.rcf_load(&policy);
         let labelled: Vec<(String, bool)> = cases
             .iter()
             .map(|(dir, cond, want)| (format!("{dir} {cond}"), *want))
             .collect();
         let problems = self.disagreements(&pol, &labelled, &real, &paths, classic_modes);
         (pol, text, problems)
+    }
+
+    /// The [`Pair::access_cases`] of `cases` in a policy with `bundles`
+    /// (policy text) before its `bundle server acl`, whose `vars` section
+    /// (if not empty) comes before `access:`: asked of the real cf-serverd
+    /// (STAT with cf-net) and loaded by rcf. Returns the policy text, the
+    /// files' paths, the real server's answers and rcf's policy.
+    pub fn decide_both<'a>(
+        &self,
+        bundles: &str,
+        vars: &str,
+        cases: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> (String, Vec<String>, Vec<bool>, ServerPolicy) {
+        let port = free_port();
+        let (access, paths) = self.access_cases(cases);
+        let vars = if vars.is_empty() {
+            String::new()
+        } else {
+            format!("  vars:\n{vars}")
+        };
+        let text = format!(
+            "{}{bundles}bundle server acl\n{{\n{vars}  access:\n{access}}}\n",
+            header(port, &[])
+        );
+        let policy = self.input("promises.cf", &text);
+        let real = self.real_stat(&policy, port, &paths);
+        let pol = self.rcf_load(&policy);
+        (text, paths, real, pol)
     }
 
     /// Starts the real cf-serverd on `policy` (which must bind 127.0.0.1 on
@@ -275,6 +297,33 @@ impl Pair {
             },
             encrypted: true,
         }
+    }
+}
+
+/// The number in environment variable `k`, else `d` (run sizes and seeds).
+pub fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+/// xorshift64*: deterministic, seedable, no dependency (the generated
+/// policies of the differential tests).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
     }
 }
 
