@@ -93,6 +93,7 @@ mod policy;
 mod proc;
 mod rcf;
 mod real_serverd;
+mod runagent;
 mod server;
 mod tree;
 mod workdir;
@@ -114,6 +115,7 @@ pub use real_serverd::{
     cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log, KillOnDrop,
     PolicyFs, REAL_CF_KEY, REAL_CF_NET, REAL_CF_SERVERD,
 };
+pub use runagent::{exec_reply_lines, hail_case, ExecCase, ExecOutcome, Hailer, BASIC_EXEC_CASES};
 pub use server::RealServer;
 pub use tree::{copy_tree, make_data_tree, tree_entries, trees_equal, trees_equal_deref, DataTree};
 pub use workdir::Workdir;
