@@ -10,8 +10,10 @@
 //!   session's questions in those replays and in the session tests.
 //! * [`lab`] runs the real CFEngine 3.21 binaries (and ours) sandboxed on
 //!   loopback for the interop tests.
+//! * [`policygen`] generates server policies for the differential runs.
 
 pub mod lab;
+pub mod policygen;
 pub mod runner;
 pub mod session_replay;
 pub mod transcript;

@@ -158,6 +158,26 @@ const CASES: &[(&str, &str, bool)] = &[
         r#""D/y/" admit_ips => { "127.0.0.1" }, deny_ips => { "$(g.d[ips])" };"#,
         false,
     ),
+    // found by the differential run: 3.21 leaves `@(container)` out of a
+    // deny list too (rcf used to treat it as an unresolved deny)
+    (
+        "z",
+        r#""D/z/" admit_ips => { "127.0.0.1" }, deny_ips => { "@(g.d[ips])", "10.9.9.9" };"#,
+        true,
+    ),
+    // ... also while `$(g.d[ips])` iterates the same promise: `@(...)`
+    // reads the container, not the iteration's value (differential run,
+    // seed 1, policy 17)
+    (
+        "zb",
+        r#""D/zb/" admit_ips => { "$(g.d[ips])" }, deny_ips => { "@(g.d[ips])", "10.9.9.9" };"#,
+        true,
+    ),
+    (
+        "zc",
+        r#""D/zc/" admit_ips => { "$(g.ips)" }, deny_ips => { "@(g.ips)" };"#,
+        false,
+    ),
 ];
 
 #[test]

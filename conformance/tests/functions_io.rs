@@ -1,7 +1,8 @@
 //! Functions that read the host (issue 17 point 2) against the real
 //! cf-serverd 3.21: `readfile`, `readstringlist`, `filestat`, `host2ip`,
 //! `execresult`, `returnszero` (3.21's cf-serverd runs these commands
-//! while it loads), `iprange`, `classesmatching` and `format`, each feeding a promiser, an
+//! while it loads), `iprange`, `classesmatching`, `format` and the
+//! `sys.os_release` container (issue 17 point 3), each feeding a promiser, an
 //! access list or a class guard of an access promise, so that
 //! `rcf-serverd --check-config -v` (with its own host discovery and the
 //! rcf-fs answers) must print the real `cf-serverd -v` summary line for line.
@@ -51,7 +52,10 @@ bundle common g
     "f3" string => format("%%%s%.2f", "z", "1.5");
     "f4" string => canonify(format("%d|%i|%-6.3s|", "x9", "3", "abcdef"));
     "cm" slist => classesmatching("cfengine_3_21.*");
+    "osid" string => canonify("$(sys.os_release[ID])_$(sys.os_release[VERSION_ID])_$(sys.os_release[PRETTY_NAME])");
+    "osk" slist => getindices("sys.os_release");
     "e1" string => canonify(execresult("/bin/echo hi  'a b'", "noshell"));
+    "e7" string => execresult("/bin/echo 127.0.0.1", "noshell");
     "e2" string => canonify(execresult("echo a; echo b >&2; echo '  '", "useshell"));
     "e3" string => execresult("/bin/false", "noshell");
     "e4" string => execresult("/nonexistent x", "noshell");
@@ -60,9 +64,11 @@ bundle common g
   classes:
     "rz1" expression => returnszero("/bin/true", "noshell");
     "rz3" expression => returnszero("exit 0", "useshell");
-    # a failing returnszero() as a classes expression makes the real
-    # cf-serverd exit ("Fatal CFEngine error: Cannot continue"): used in
-    # if/unless below instead
+    # 3.21 caches these functions by their arguments only: returnszero
+    # with the arguments of execresult e3 returns e3's empty output, an
+    # empty class expression that skips if and unless alike (below); as a
+    # classes expression it makes the real cf-serverd exit ("Fatal
+    # CFEngine error: Cannot continue")
     "ir1" expression => iprange("127.0.0.0/8");
     "ir2" expression => iprange("203.0.113.0/24");
     "ir3" expression => iprange("127.0.0.1-9");
@@ -92,8 +98,12 @@ bundle server s
     "/srv/rz2/" admit_ips => {{ "127.0.0.1" }}, if => returnszero("/bin/false", "noshell");
     "/srv/rz2n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/bin/false", "noshell");
     "/srv/rz3/" admit_ips => {{ "127.0.0.1" }}, if => "rz3";
+    "/srv/rz5n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/bin/false", "useshell");
+    "/srv/rz6/" admit_ips => {{ "127.0.0.1" }}, if => strcmp(returnszero("/bin/echo 127.0.0.1", "noshell"), "127.0.0.1");
     "/srv/rz4/" admit_ips => {{ "127.0.0.1" }}, if => returnszero("/nonexistent", "noshell");
     "/srv/rz4n/" admit_ips => {{ "127.0.0.1" }}, unless => returnszero("/nonexistent", "noshell");
+    "/srv/os_$(g.osid)/" admit_ips => {{ "127.0.0.1" }}, if => isvariable("sys.os_release");
+    "/srv/osk_$(g.osk)/" admit_ips => {{ "127.0.0.1" }};
     "/srv/ir1/" admit_ips => {{ "127.0.0.1" }}, if => "ir1";
     "/srv/ir2/" admit_ips => {{ "127.0.0.1" }}, if => "ir2";
     "/srv/ir3/" admit_ips => {{ "127.0.0.1" }}, if => "ir3";
@@ -111,11 +121,27 @@ bundle server s
         .collect();
     let joined = real.join("\n");
     // the real server's answers this test relies on
-    for want in ["/srv/r1_abc/", "/srv/l1/", "/srv/ir1/", "/srv/ir4/", "/srv/cm_cfengine_3_21/", "/srv/rz1/", "/srv/e_hi_a_b_"] {
-        assert!(joined.contains(want), "{want} not in the real summary:\n{joined}");
+    for want in [
+        "/srv/r1_abc/",
+        "/srv/l1/",
+        "/srv/ir1/",
+        "/srv/ir4/",
+        "/srv/cm_cfengine_3_21/",
+        "/srv/rz1/",
+        "/srv/e_hi_a_b_",
+        "/srv/rz5n/",
+        "/srv/rz6/",
+        "/srv/os_",
+        "/srv/osk_ID/",
+    ] {
+        assert!(
+            joined.contains(want),
+            "{want} not in the real summary:\n{joined}"
+        );
     }
     assert_eq!(
-        real, ours,
+        real,
+        ours,
         "summaries differ\nreal:\n{joined}\nrcf:\n{}\n{text}",
         ours.join("\n")
     );

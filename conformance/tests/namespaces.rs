@@ -73,6 +73,13 @@ const CASES: &[(&str, &str, bool)] = &[
     ),
     // a promiser resolves in its namespace first
     ("v", r#""$(g2.vdir)" admit_ips => { "127.0.0.1" };"#, true),
+    // iteration inside a namespaced bundle reads `bundle.var` in the
+    // current namespace only (found by the differential run: rcf iterated
+    // over the default namespace's list and admitted)
+    ("w", r#""D/w/" admit_ips => { "$(g.gl)" };"#, false),
+    ("x", r#""D/x/" admit_ips => { "$(g.gd[ips])" };"#, false),
+    ("y", r#""D/y/" admit_ips => { "$(g2.l)" };"#, true),
+    ("z", r#""D/z/" admit_ips => { "$(default:g.gl)" };"#, true),
 ];
 
 #[test]
@@ -106,7 +113,7 @@ bundle server acl
     );
     pair.input("ns.cf", &ns);
     let main = format!(
-        "{}bundle common g {{ vars: \"net\" string => \"127.0.0.1\"; classes: \"gcls\" expression => \"any\"; }}\n",
+        "{}bundle common g {{ vars: \"net\" string => \"127.0.0.1\"; \"gl\" slist => {{ \"127.0.0.1\" }}; \"gd\" data => '{{\"ips\": [\"127.0.0.1\"]}}'; classes: \"gcls\" expression => \"any\"; }}\n",
         header(port, &["ns.cf"])
     );
     let policy = pair.input("promises.cf", &main);
@@ -118,4 +125,41 @@ bundle server acl
         .collect();
     let problems = pair.disagreements(&pol, &cases, &real, &paths, &[false, true]);
     assert!(problems.is_empty(), "{}\n{ns}", problems.join("\n"));
+}
+
+/// Augments classes are soft classes of the default namespace: inside
+/// another namespace only `default:name` sees them (found by the
+/// differential run, seed 1 policy 29: rcf-serverd took them for hard
+/// classes and admitted). Decided by rcf-serverd itself (`--explain`).
+#[test]
+fn augments_classes_are_soft_in_the_default_namespace() {
+    let pair = Pair::new();
+    let port = free_port();
+    let (access, mut paths) = pair.access_cases([
+        ("a", r#""D/a/" admit_ips => { "127.0.0.1" }, if => "aug_cls";"#.to_string()),
+        ("b", r#""D/b/" admit_ips => { "127.0.0.1" }, if => "default:aug_cls";"#.to_string()),
+    ]);
+    let (main_access, main_paths) = pair.access_cases([(
+        "c",
+        r#""D/c/" admit_ips => { "127.0.0.1" }, if => "aug_cls";"#.to_string(),
+    )]);
+    paths.extend(main_paths);
+    pair.input(
+        "ns.cf",
+        &format!("body file control {{ namespace => \"ns\"; }}\nbundle server acl\n{{\n  access:\n{access}}}\n"),
+    );
+    pair.input("def.json", r#"{ "classes": { "aug_cls": ["any"] } }"#);
+    let policy = pair.input(
+        "promises.cf",
+        &format!(
+            "{}bundle server main_acl\n{{\n  access:\n{main_access}}}\n",
+            header(port, &["ns.cf"])
+        ),
+    );
+    let real = pair.real_stat(&policy, port, &paths);
+    assert_eq!(real, [false, true, true], "the real cf-serverd changed its mind");
+    for (path, want) in paths.iter().zip(&real) {
+        let (allowed, why) = pair.rcf_serverd_allows(&policy, path).unwrap();
+        assert_eq!(allowed, *want, "{path}: {why}");
+    }
 }

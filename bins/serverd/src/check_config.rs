@@ -129,6 +129,7 @@ fn load_options_noting(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptio
         sys,
         env: std::env::vars().collect(),
         classes: hc.classes,
+        soft_classes: Default::default(),
         vars: Default::default(),
         // discovery above is how 3.21 defines hard classes: an undefined
         // hard-class name is then false, as in 3.21, not unknown
@@ -175,7 +176,8 @@ pub fn prepare(
         &rcf_fs::augments::FsAugments,
     );
     aug.warnings.extend(pre_errors);
-    opts.classes.extend(aug.classes.iter().cloned());
+    // augments classes are soft, in the default namespace (not hard ones)
+    opts.soft_classes.extend(aug.classes.iter().cloned());
     opts.vars.extend(aug.vars.clone());
     (opts, aug, discovery)
 }

@@ -30,6 +30,7 @@ pub fn classes(
     let mut lines: Vec<String> = opts
         .classes
         .iter()
+        .chain(&opts.soft_classes)
         .filter(|c| rx.is_match(c))
         .map(|c| {
             let tags = if defined.contains(c) {

@@ -245,6 +245,44 @@ impl Pair {
         rcf_core::policy::load(&Fs, &opts).unwrap_or_else(|e| panic!("rcf refused:\n{e}"))
     }
 
+    /// `rcf-serverd ARGS` on the server work dir: exit code, stdout, stderr.
+    pub fn rcf_serverd(&self, args: &[&str]) -> (i32, String, String) {
+        let bin = rcf_conformance::lab::rcf_binary("rcf-serverd").unwrap();
+        let out = Command::new(bin)
+            .arg("--workdir")
+            .arg(&self.srv)
+            .args(args)
+            .output()
+            .expect("run rcf-serverd");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// rcf-serverd's own decision for the client on `path` (`--explain`,
+    /// a dry run with its discovery, augments and file answers): whether it
+    /// is allowed, and the explanation; `Err` with stderr when it failed.
+    pub fn rcf_serverd_allows(&self, policy: &Path, path: &str) -> Result<(bool, String), String> {
+        let policy = policy.to_string_lossy();
+        let args = [
+            "--explain",
+            "--ip",
+            "127.0.0.1",
+            "--key",
+            &self.client_key,
+            "-f",
+            &policy,
+            path,
+        ];
+        match self.rcf_serverd(&args) {
+            (0, why, _) => Ok((true, why)),
+            (1, why, _) => Ok((false, why)),
+            (code, _, err) => Err(format!("rcf-serverd --explain failed ({code}):\n{err}")),
+        }
+    }
+
     /// The client as rcf-serverd sees it, over TLS or classic.
     pub fn facts(&self, classic: bool) -> ConnFacts<'_> {
         ConnFacts {
@@ -268,25 +306,6 @@ pub fn env_u64(k: &str, d: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(d)
-}
-
-/// xorshift64*: deterministic, seedable, no dependency (the generated
-/// policies of the differential tests).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
 }
 
 /// The access promise admitting 127.0.0.1 to `DATA/DIR/` if `cond` holds,

@@ -102,6 +102,11 @@ pub struct LoadOptions {
     pub env: BTreeMap<String, String>,
     /// Hard classes (`any` and `server` are always added).
     pub classes: BTreeSet<String>,
+    /// Soft classes defined before the policy is read (augments), in the
+    /// default namespace as 3.21 defines them: true as `name` there, and
+    /// only as `default:name` inside another namespace (unlike hard
+    /// classes, which every namespace sees).
+    pub soft_classes: BTreeSet<String>,
     /// Variables defined before the policy is read (augments, host-specific
     /// data), by (bundle, name); policy may test and override them.
     pub vars: BTreeMap<(String, String), Value>,
@@ -149,9 +154,12 @@ pub(crate) struct Eval<'a> {
     /// Expanding a vars promise's value or a promiser: `$(bundle.var)`
     /// tries the current namespace first (see `resolve_ref`).
     pub in_bundle: std::cell::Cell<bool>,
-    /// Commands already run for `execresult`/`returnszero` (3.21 caches
-    /// these calls too, so each runs once per load, not once per pass).
-    pub exec_cache: BTreeMap<(super::ExecRequest, super::Capture), Option<super::ExecOutcome>>,
+    /// 3.21's function cache (`EvalContextFunctionCacheGet`): the results
+    /// of its cached functions (`execresult`, `returnszero`, `host2ip`,
+    /// ...) keyed by the expanded arguments only, so calls with the same
+    /// arguments share one result whatever the function; `None` marks a
+    /// result rcf could not evaluate.
+    pub fn_cache: BTreeMap<Vec<String>, Option<Value>>,
 }
 
 /// Result of expanding a string.
@@ -262,6 +270,7 @@ fn resolve_ref(name: &str, current: &str, in_bundle: bool) -> (Vec<String>, Stri
 impl<'a> Eval<'a> {
     pub fn new(src: &'a dyn PolicySource, opts: &'a LoadOptions) -> Self {
         let mut classes = opts.classes.clone();
+        classes.extend(opts.soft_classes.iter().cloned());
         classes.insert("any".into());
         classes.insert("server".into());
         Eval {
@@ -279,7 +288,7 @@ impl<'a> Eval<'a> {
             unknown_hits: RefCell::new(Vec::new()),
             uncertain_files: BTreeSet::new(),
             in_bundle: std::cell::Cell::new(false),
-            exec_cache: BTreeMap::new(),
+            fn_cache: BTreeMap::new(),
         }
     }
 
@@ -337,6 +346,13 @@ impl<'a> Eval<'a> {
         if let Some(v) = self.bindings.get(name) {
             return Some(Value::Scalar(v.clone()));
         }
+        self.lookup_unbound(name, here)
+    }
+
+    /// [`Self::lookup`] without the promise's iteration bindings: what
+    /// `@(name)` reads (3.21 binds only `$(name)` per iteration; `@(list)`
+    /// is the whole list, `@(container)` the container, in the same promise).
+    pub fn lookup_unbound(&self, name: &str, here: &Here) -> Option<Value> {
         let (scopes, var) = resolve_ref(name, here.scope, self.in_bundle.get());
         let mut found = None;
         for scope in &scopes {
@@ -351,7 +367,12 @@ impl<'a> Eval<'a> {
     /// A variable in one scope key (special scopes included).
     fn lookup_in(&self, scope: &str, var: &str, here: &Here) -> Option<Value> {
         match scope {
-            "sys" => self.opts.sys.get(var).cloned(),
+            "sys" => self
+                .opts
+                .sys
+                .get(var)
+                .cloned()
+                .or_else(|| self.lookup_in_container(scope, var)),
             "const" => Some(Value::Scalar(
                 match var {
                     "dollar" => "$",
@@ -484,7 +505,7 @@ impl<'a> Eval<'a> {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
-                    return self.lookup(name, here);
+                    return self.lookup_unbound(name, here);
                 }
                 let e = self.expand(s, here);
                 if e.unresolved.is_empty() {
@@ -528,7 +549,7 @@ impl<'a> Eval<'a> {
         match r {
             Rval::Scalar(s) => {
                 if let Some(name) = list_ref(s) {
-                    match self.lookup(name, here) {
+                    match self.lookup_unbound(name, here) {
                         // a container is no list or scalar here: unresolved
                         Some(Value::Data(_)) | None => {}
                         Some(v) => return v,
@@ -543,6 +564,16 @@ impl<'a> Eval<'a> {
             Rval::List(items) => {
                 let mut out = Vec::new();
                 for it in items {
+                    // `@(container)` in a list: 3.21 leaves it out (in
+                    // deny lists too: seen in the differential run)
+                    if let Rval::Scalar(s) = it {
+                        if let Some(Value::Data(_)) =
+                            list_ref(s).and_then(|n| self.lookup_unbound(n, here))
+                        {
+                            self.warn_data_in_list(it, here);
+                            continue;
+                        }
+                    }
                     match self.eval_rval_lenient(it, here, unresolved) {
                         Value::Scalar(s) => out.push(s),
                         Value::List(l) => out.extend(l),
@@ -626,6 +657,9 @@ impl<'a> Eval<'a> {
         let name = strip_ns(&c.name);
         let argc = c.args.len();
         if let Some(r) = self.call_data(name, c, h, depth) {
+            return r;
+        }
+        if let Some(r) = self.call_cached(name, c, h, depth) {
             return r;
         }
         if let Some(r) = self.call_io(name, c, h, depth) {
@@ -1277,7 +1311,7 @@ impl<'a> Eval<'a> {
         }
         let mut out = vec![BTreeMap::new()];
         for n in names {
-            let l = match self.lookup(&n, here) {
+            let l = match self.iteration_lookup(&n, here) {
                 Some(Value::List(l)) => Some(l),
                 // a container iterates over its primitive elements
                 Some(Value::Data(j)) => self.data_iteration(&j),
@@ -1300,6 +1334,18 @@ impl<'a> Eval<'a> {
             }
         }
         out
+    }
+}
+
+impl Eval<'_> {
+    /// The variable an iteration wheel reads: 3.21's iteration engine
+    /// qualifies `bundle.var` with the promise's namespace only (no
+    /// fallback to the default namespace, unlike expansion), so inside a
+    /// namespaced bundle `$(g.list)` of the default namespace does not
+    /// iterate and stays unexpanded (seen in the differential run).
+    fn iteration_lookup(&self, name: &str, here: &Here) -> Option<Value> {
+        let (scopes, var) = resolve_ref(name, here.scope, true);
+        self.lookup_in(scopes.first()?, &var, here)
     }
 }
 

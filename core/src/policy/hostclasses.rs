@@ -244,25 +244,20 @@ fn ctime(t: &Tm, sec: u32) -> String {
     )
 }
 
-/// Parses os-release (`KEY=value`, optionally quoted) into its pairs.
+/// os-release as 3.21 reads it (`JsonParseEnvFile`, 100 KiB): `sys.os_release`.
+fn os_release_json(text: &str) -> super::json::Json {
+    super::json::parse_env(text, 100 * 1024)
+}
+
+/// os-release's pairs (ID, VERSION_ID, ...), as [`os_release_json`] reads them.
 fn parse_os_release(text: &str) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
-                .unwrap_or(v);
-            m.insert(k.trim().to_string(), v.to_string());
-        }
+    match os_release_json(text) {
+        super::json::Json::Obj(kv) => kv
+            .into_iter()
+            .filter_map(|(k, v)| v.primitive().map(|v| (k, v)))
+            .collect(),
+        _ => BTreeMap::new(),
     }
-    m
 }
 
 /// The leading `%d.%d` / `%d` of a version line (`sscanf` semantics).
@@ -499,6 +494,7 @@ pub fn derive(f: &HostFacts) -> HardContext {
         c.insert("systemd".into());
     }
     if let Some((_, text)) = &f.os_release {
+        sys.insert("os_release".into(), Value::Data(os_release_json(text)));
         let m = parse_os_release(text);
         if let Some(id) = m.get("ID") {
             let id = canonify(id);

@@ -693,6 +693,77 @@ impl Parser<'_> {
     }
 }
 
+/// `JsonParseEnvFile` (os-release, `readdata(..., "ENV")`): `KEY=value`
+/// lines into an object of strings, in file order (a repeated key moves
+/// to the end). Lines are trimmed; empty lines, `#` comments, lines
+/// without `=` or without a key are skipped. A value may be quoted with
+/// `"` or `'` (the text after the closing quote is ignored); a backslash
+/// takes the next character literally, `\n` is a newline; an unescaped
+/// quote inside an unquoted value skips the line. Reading stops once the
+/// lines read exceed `size_max` bytes (newlines not counted).
+pub fn parse_env(text: &str, size_max: usize) -> Json {
+    let mut kv: Vec<(String, Json)> = Vec::new();
+    let mut bytes = 0usize;
+    for raw in text.split('\n') {
+        bytes += raw.len();
+        if bytes > size_max {
+            break;
+        }
+        let line = raw.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.is_empty() {
+            continue;
+        }
+        let trim = |x: &str| {
+            x.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}')
+                .to_string()
+        };
+        let (key, value) = (trim(k), trim(v));
+        let Some(value) = env_value(&value) else {
+            continue;
+        };
+        Json::obj_insert(&mut kv, key, Json::Str(value));
+    }
+    Json::Obj(kv)
+}
+
+/// `filtered_copy`: quotes and backslash escapes of an ENV value.
+fn env_value(v: &str) -> Option<String> {
+    let mut chars = v.chars().peekable();
+    let quote = match chars.peek() {
+        Some(&q) if q == '"' || q == '\'' => {
+            chars.next();
+            Some(q)
+        }
+        _ => None,
+    };
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        if Some(c) == quote {
+            break;
+        }
+        if quote.is_none() && (c == '"' || c == '\'') {
+            return None;
+        }
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(n) => out.push(n),
+                // a trailing backslash copies the terminating NUL: the value ends
+                None => break,
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
 /// An unknown token where a value goes: [`LOOKUP_TOKEN`] when it starts
 /// like a variable name (`^[a-zA-Z0-9_]`), which 3.21's lookup would try.
 fn value_token_error(c: u8) -> JsonError {
@@ -832,6 +903,25 @@ mod tests {
             all,
             ["10.0.0.1", "10.0.0.2", "1", "1", "2", "3", "true", "str"]
         );
+    }
+
+    #[test]
+    fn env_files_as_3_21() {
+        let j = parse_env(
+            "# c\nNAME=\"Debian GNU/Linux\"\n ID=debian \nBAD=a\"b\nQ='x y' trailing\nE=a\\nb\\\"c\n=nokey\nnoeq\nID=again\n",
+            100 * 1024,
+        );
+        assert_eq!(
+            j,
+            Json::Obj(vec![
+                ("NAME".into(), Json::Str("Debian GNU/Linux".into())),
+                ("Q".into(), Json::Str("x y".into())),
+                ("E".into(), Json::Str("a\nb\"c".into())),
+                ("ID".into(), Json::Str("again".into())),
+            ])
+        );
+        // the byte limit stops reading
+        assert_eq!(parse_env("A=1\nB=2\n", 4).len(), 1);
     }
 
     #[test]

@@ -136,7 +136,11 @@ pub trait PolicySource {
     /// /dev/null), capturing what `capture` says. `Some(Err(..))` when it
     /// could not be run to its end (the call is then unknown), `None` when
     /// this source does not run commands (unknown).
-    fn execute(&self, _req: &ExecRequest, _capture: Capture) -> Option<Result<ExecOutcome, String>> {
+    fn execute(
+        &self,
+        _req: &ExecRequest,
+        _capture: Capture,
+    ) -> Option<Result<ExecOutcome, String>> {
         None
     }
 }

@@ -63,8 +63,9 @@ fn lookup_possible(e: &JsonError) -> bool {
 
 impl Eval<'_> {
     /// `$(d[k][j])` where no variable `d[k][j]` exists but `d` is a data
-    /// container: the element at that path (3.21's `VariableResolve2`
-    /// fallback). An index 3.21 would exit on is unknown.
+    /// container (a policy variable, or `sys.os_release`): the element at
+    /// that path (3.21's `VariableResolve2` fallback). An index 3.21 would
+    /// exit on is unknown.
     pub(super) fn lookup_in_container(&self, scope: &str, var: &str) -> Option<Value> {
         let (base, idx) = split_indices(var)?;
         let key = (scope.to_string(), base.to_string());
@@ -72,7 +73,12 @@ impl Eval<'_> {
             self.hit_unknown(format!("variable '{scope}.{base}'"));
             return None;
         }
-        let Some(Value::Data(j)) = self.vars.get(&key) else {
+        let base_value = if scope == "sys" {
+            self.opts.sys.get(base)
+        } else {
+            self.vars.get(&key)
+        };
+        let Some(Value::Data(j)) = base_value else {
             return None;
         };
         match j.select(&idx) {
@@ -448,7 +454,7 @@ impl Eval<'_> {
             },
             Rval::Scalar(s) => {
                 if let Some(name) = super::list_ref(s) {
-                    return match self.lookup(name, here) {
+                    return match self.lookup_unbound(name, here) {
                         Some(Value::Data(j)) => DataVar::Set(j),
                         _ if self.unknown_hits.borrow().len() > before => {
                             unknown(self, String::new())

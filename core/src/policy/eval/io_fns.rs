@@ -112,7 +112,10 @@ impl Eval<'_> {
                     0
                 };
                 if max < 0 {
-                    self.warn(h, format!("readfile(): requested max size {max} is less than 0"));
+                    self.warn(
+                        h,
+                        format!("readfile(): requested max size {max} is less than 0"),
+                    );
                     return Some(None);
                 }
                 match self.read_file(&path, usize::try_from(max).unwrap_or(usize::MAX)) {
@@ -134,7 +137,9 @@ impl Eval<'_> {
                     Ok(s) => s,
                     Err(true) => return Some(None),
                     Err(false) => {
-                        self.hit_unknown(format!("readstringlist('{path}'), which rcf could not read"));
+                        self.hit_unknown(format!(
+                            "readstringlist('{path}'), which rcf could not read"
+                        ));
                         return Some(None);
                     }
                 };
@@ -149,14 +154,18 @@ impl Eval<'_> {
                     Some(Ok(st)) => st,
                     Some(Err(_)) => return Some(None),
                     None => {
-                        self.hit_unknown(format!("filestat('{path}'): no file information available"));
+                        self.hit_unknown(format!(
+                            "filestat('{path}'): no file information available"
+                        ));
                         return Some(None);
                     }
                 };
                 match stat_field(&st, &path, &field) {
                     Some(v) => Some(Value::Scalar(v)),
                     None => {
-                        self.hit_unknown(format!("filestat() field '{field}', which rcf does not report"));
+                        self.hit_unknown(format!(
+                            "filestat() field '{field}', which rcf does not report"
+                        ));
                         None
                     }
                 }
@@ -181,7 +190,9 @@ impl Eval<'_> {
                         "both" => Capture::Both,
                         "stdout" => Capture::Stdout,
                         other => {
-                            self.hit_unknown(format!("execresult() output '{other}', which rcf does not capture"));
+                            self.hit_unknown(format!(
+                                "execresult() output '{other}', which rcf does not capture"
+                            ));
                             return Some(None);
                         }
                     },
@@ -189,7 +200,7 @@ impl Eval<'_> {
                 let Exec::Run(req) = self.exec_request(&c.name, &cmd, &shell, h) else {
                     return Some(None);
                 };
-                let out = self.run_cached(&c.name, req, capture, &cmd)?;
+                let out = self.run(&c.name, &req, capture, &cmd)?;
                 Some(Value::Scalar(exec_output(&out.output)))
             }
             "returnszero" if argc == 2 => {
@@ -201,18 +212,9 @@ impl Eval<'_> {
                     Exec::Refused => return Some(Self::class_tri(Tri::False)),
                     Exec::Unknown => return Some(None),
                 };
-                let out = self.run_cached(&c.name, req, Capture::Nothing, &cmd)?;
+                let out = self.run(&c.name, &req, Capture::Nothing, &cmd)?;
                 // WEXITSTATUS(status) == 0: a command a signal ended reads as 0 too
-                if out.code.unwrap_or(0) == 0 {
-                    Self::class_tri(Tri::True)
-                } else {
-                    // seen with the real 3.21 cf-serverd: a command that ran and
-                    // failed yields the empty class expression, which neither
-                    // `if` nor `unless` accepts (the promise is skipped both
-                    // ways), and which as a classes `expression` makes
-                    // cf-serverd exit ('Fatal CFEngine error: Cannot continue')
-                    Some(Value::Scalar(String::new()))
-                }
+                Self::class_tri(Tri::from_bool(out.code.unwrap_or(0) == 0))
             }
             "iprange" if argc >= 1 => {
                 let range = self.scalar_arg(c, 0, h, depth)?;
@@ -232,7 +234,10 @@ impl Eval<'_> {
                     return Some(None);
                 }
                 let Some(rx) = addr::compile(&re) else {
-                    self.warn(h, format!("classesmatching(): invalid regular expression '{re}'"));
+                    self.warn(
+                        h,
+                        format!("classesmatching(): invalid regular expression '{re}'"),
+                    );
                     return Some(None);
                 };
                 let m = |k: &str| addr::full_match(&rx, k);
@@ -242,7 +247,9 @@ impl Eval<'_> {
                         .iter()
                         .any(|(s, k)| *s == h.scope && m(k));
                 if undecided || !self.opts.hard_classes_discovered {
-                    self.hit_unknown(format!("classesmatching('{re}') over classes rcf has not decided"));
+                    self.hit_unknown(format!(
+                        "classesmatching('{re}') over classes rcf has not decided"
+                    ));
                     return Some(None);
                 }
                 let mut out: Vec<String> = self.classes.iter().filter(|k| m(k)).cloned().collect();
@@ -279,7 +286,10 @@ impl Eval<'_> {
         match shell {
             "useshell" => return Exec::Run(ExecRequest::Shell(cmd.to_string())),
             "powershell" => {
-                self.warn(h, "execresult()/returnszero(): Powershell is only supported on Windows".into());
+                self.warn(
+                    h,
+                    "execresult()/returnszero(): Powershell is only supported on Windows".into(),
+                );
                 return Exec::Refused;
             }
             _ => {}
@@ -304,33 +314,109 @@ impl Eval<'_> {
         }
     }
 
-    /// Runs `req` once per load (3.21 caches these calls); `None`, with
-    /// the construct recorded, when the adapter could not run it.
-    fn run_cached(
+    /// Runs `req`; `None`, with the construct recorded, when the adapter
+    /// could not run it (3.21's cache, [`Self::call_cached`], makes this
+    /// happen once per argument list and load).
+    fn run(
         &mut self,
         fname: &str,
-        req: ExecRequest,
+        req: &ExecRequest,
         capture: Capture,
         cmd: &str,
     ) -> Option<ExecOutcome> {
-        let key = (req, capture);
-        let out = match self.exec_cache.get(&key) {
-            Some(o) => o.clone(),
-            None => {
-                let o = match self.src.execute(&key.0, capture) {
-                    Some(Ok(o)) => Some(o),
-                    Some(Err(_)) | None => None,
-                };
-                self.exec_cache.insert(key, o.clone());
-                o
+        match self.src.execute(req, capture) {
+            Some(Ok(o)) => Some(o),
+            Some(Err(_)) | None => {
+                self.hit_unknown(format!(
+                    "function '{fname}' running '{cmd}', which rcf could not run to its end"
+                ));
+                None
+            }
+        }
+    }
+
+    /// 3.21's cached functions (`FNCALL_OPTION_CACHED`): a call whose
+    /// expanded arguments were seen before returns the earlier result,
+    /// *whatever function produced it* (3.21 keys its cache by arguments
+    /// only: seen live, `returnszero("/bin/false", "noshell")` after
+    /// `execresult("/bin/false", "noshell")` returns that empty output, an
+    /// empty class expression). Failures are not cached; results rcf
+    /// could not evaluate poison their key. `None` when `name` is not cached.
+    pub(super) fn call_cached(
+        &mut self,
+        name: &str,
+        c: &FnCall,
+        h: &Here,
+        depth: usize,
+    ) -> Option<Option<Value>> {
+        const CACHED: &[&str] = &[
+            "execresult",
+            "execresult_as_data",
+            "findprocesses",
+            "host2ip",
+            "ip2host",
+            "hubknowledge",
+            "ldaplist",
+            "ldapvalue",
+            "processexists",
+            "readtcp",
+            "regldap",
+            "remotescalar",
+            "returnszero",
+        ];
+        if !CACHED.contains(&name) {
+            return None;
+        }
+        let implemented = matches!(name, "execresult" | "returnszero" | "host2ip");
+        let unsupported = |ev: &Self| {
+            ev.hit_unknown(format!(
+                "function '{}' with {} argument(s), which rcf does not support",
+                c.name,
+                c.args.len()
+            ))
+        };
+        let before = self.unknown_hits.borrow().len();
+        let mut args = Vec::new();
+        for i in 0..c.args.len() {
+            match self.scalar_arg(c, i, h, depth) {
+                Some(a) => args.push(a),
+                // unexpanded arguments: an implemented call fails (or is
+                // unknown) as it would uncached
+                None => {
+                    if !implemented {
+                        unsupported(self);
+                    }
+                    return Some(None);
+                }
+            }
+        }
+        match self.fn_cache.get(&args) {
+            Some(Some(v)) => return Some(Some(v.clone())),
+            Some(None) => {
+                self.hit_unknown(format!(
+                    "function '{name}' whose arguments match an earlier call rcf could not evaluate (3.21 returns that cached result)"
+                ));
+                return Some(None);
+            }
+            None => {}
+        }
+        let r = match self.call_io(name, c, h, depth) {
+            Some(r) if implemented => r,
+            _ => {
+                unsupported(self);
+                None
             }
         };
-        if out.is_none() {
-            self.hit_unknown(format!(
-                "function '{fname}' running '{cmd}', which rcf could not run to its end"
-            ));
+        match &r {
+            Some(v) => {
+                self.fn_cache.insert(args, Some(v.clone()));
+            }
+            None if self.unknown_hits.borrow().len() > before => {
+                self.fn_cache.insert(args, None);
+            }
+            None => {}
         }
-        out
+        Some(r)
     }
 
     /// `StripPatterns`: removes each match of `pattern` (first match
@@ -365,7 +451,9 @@ impl Eval<'_> {
         let ips = match self.opts.sys.get("ip_addresses") {
             Some(Value::List(l)) if self.opts.hard_classes_discovered => l.clone(),
             _ => {
-                self.hit_unknown(format!("iprange('{range}') without the host's discovered addresses"));
+                self.hit_unknown(format!(
+                    "iprange('{range}') without the host's discovered addresses"
+                ));
                 return None;
             }
         };
@@ -401,9 +489,8 @@ impl Eval<'_> {
         let mut rest = &fmt[first..];
         let mut args = args.iter();
         const CONV: &str = "diouxXeEfFgGaAcsCSpnm";
-        loop {
-            // ^(%%|%[^CONV%]*?[CONV])([^%]*)(.*)$
-            let Some(after) = rest.strip_prefix('%') else { break };
+        // ^(%%|%[^CONV%]*?[CONV])([^%]*)(.*)$
+        while let Some(after) = rest.strip_prefix('%') {
             let piece_len = if after.starts_with('%') {
                 Some(2)
             } else {
@@ -485,7 +572,9 @@ fn arg_split_command(cmd: &str) -> Vec<String> {
     let mut rest = cmd;
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}');
-        let Some(first) = rest.chars().next() else { break };
+        let Some(first) = rest.chars().next() else {
+            break;
+        };
         if matches!(first, '"' | '\'' | '`') {
             let body = &rest[1..];
             match body.find(first) {
@@ -523,7 +612,10 @@ fn exec_output(raw: &[u8]) -> String {
         s.push_str(line.strip_suffix('\n').unwrap_or(line));
         s.push('\n');
     }
-    s.truncate(s.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}').len());
+    s.truncate(
+        s.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}')
+            .len(),
+    );
     s
 }
 
@@ -536,7 +628,9 @@ fn scan_long(s: &str) -> i64 {
         _ => (false, t),
     };
     let digits: String = d.chars().take_while(char::is_ascii_digit).collect();
-    let v: i64 = digits.parse().unwrap_or(if digits.is_empty() { 0 } else { i64::MAX });
+    let v: i64 = digits
+        .parse()
+        .unwrap_or(if digits.is_empty() { 0 } else { i64::MAX });
     if neg {
         v.wrapping_neg()
     } else {
@@ -549,7 +643,9 @@ fn scan_double(s: &str) -> f64 {
     let t = s.trim_start();
     let end = t
         .char_indices()
-        .take_while(|&(i, ch)| ch.is_ascii_digit() || ch == '.' || (i == 0 && (ch == '-' || ch == '+')))
+        .take_while(|&(i, ch)| {
+            ch.is_ascii_digit() || ch == '.' || (i == 0 && (ch == '-' || ch == '+'))
+        })
         .last()
         .map_or(0, |(i, ch)| i + ch.len_utf8());
     t[..end].parse().unwrap_or(0.0)
@@ -766,7 +862,10 @@ mod tests {
     #[test]
     fn split_as_rlist_from_split_regex() {
         // readstringlist (no blanks) and splitstring (blanks kept)
-        assert_eq!(split_regex("\n10.0.0.1\n\n10.0.0.2 \n", "\n", 100, false), ["10.0.0.1", "10.0.0.2 "]);
+        assert_eq!(
+            split_regex("\n10.0.0.1\n\n10.0.0.2 \n", "\n", 100, false),
+            ["10.0.0.1", "10.0.0.2 "]
+        );
         assert_eq!(split_regex("# c\n10.0.0.1", "\\s+", 2, false), ["#", "c"]);
         assert_eq!(split_regex(",x,,y", ",", 9, true), ["", "x", "", "y"]);
         assert_eq!(split_regex("", ",", 5, true), Vec::<String>::new());
@@ -774,7 +873,10 @@ mod tests {
 
     #[test]
     fn commands_split_as_3_21() {
-        assert_eq!(arg_split_command("/bin/echo hi  'a b' \"c\"d"), ["/bin/echo", "hi", "a b", "c", "d"]);
+        assert_eq!(
+            arg_split_command("/bin/echo hi  'a b' \"c\"d"),
+            ["/bin/echo", "hi", "a b", "c", "d"]
+        );
         assert_eq!(arg_split_command("/bin/x 'open"), ["/bin/x", "open"]);
         assert_eq!(command_arg0("\"/opt/my prog\" -x"), "/opt/my prog");
         assert_eq!(command_arg0("/bin/echo hi"), "/bin/echo");
@@ -819,5 +921,79 @@ mod tests {
         assert_eq!(stat_field(&st, "/x/list", "type").unwrap(), "regular file");
         assert_eq!(stat_field(&st, "/x/list", "basename").unwrap(), "list");
         assert!(stat_field(&st, "/x/list", "xattr").is_none());
+    }
+}
+
+/// 3.21's argument-keyed cache through a whole load, with a source that
+/// "runs" commands in memory and counts the runs.
+#[cfg(test)]
+mod cache_tests {
+    use crate::policy::{
+        load, Canon, Capture, ExecOutcome, ExecRequest, LoadOptions, PolicySource,
+    };
+    use std::cell::Cell;
+
+    struct Runs {
+        policy: &'static str,
+        runs: Cell<u32>,
+    }
+
+    impl PolicySource for Runs {
+        fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+            (path == "/p.cf")
+                .then(|| self.policy.as_bytes().to_vec())
+                .ok_or_else(|| "no such file".into())
+        }
+        fn canonicalize(&self, _: &str) -> Canon {
+            Canon::Missing
+        }
+        fn exists(&self, _: &str) -> bool {
+            false
+        }
+        fn is_executable(&self, path: &str) -> Option<bool> {
+            Some(path == "/bin/x")
+        }
+        fn execute(&self, _: &ExecRequest, _: Capture) -> Option<Result<ExecOutcome, String>> {
+            self.runs.set(self.runs.get() + 1);
+            Some(Ok(ExecOutcome {
+                code: Some(1),
+                output: b"(  \n".to_vec(),
+            }))
+        }
+    }
+
+    #[test]
+    fn cached_by_arguments_whatever_the_function() {
+        let src = Runs {
+            policy: r#"
+bundle common g
+{
+  vars:
+    "a" string => execresult("/bin/x", "noshell");
+    "b" string => execresult("/bin/x", "noshell");
+  classes:
+    "c" expression => returnszero("/bin/x", "noshell");
+    "d" expression => returnszero("/bin/x", "useshell");
+}
+"#,
+            runs: Cell::new(0),
+        };
+        let opts = LoadOptions {
+            file: "/p.cf".into(),
+            hard_classes_discovered: true,
+            ..Default::default()
+        };
+        let p = load(&src, &opts).unwrap_or_else(|e| panic!("{e}"));
+        // one run for ("/bin/x", "noshell") (three evaluation passes, two
+        // functions), one for ("/bin/x", "useshell")
+        assert_eq!(src.runs.get(), 2);
+        // returnszero with execresult's arguments got its output: not a class expression
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.message.contains("malformed class expression '('")),
+            "{:#?}",
+            p.warnings
+        );
     }
 }
