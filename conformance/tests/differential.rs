@@ -17,10 +17,16 @@
 mod real_serverd;
 
 use rcf_conformance::policygen::{generate, Rng};
-use real_serverd::{env_u64 as env, free_port, header, Pair};
+use real_serverd::{free_port, header, Pair};
 
 #[test]
 fn generated_policies_decide_as_real_cf_serverd() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let policies = env("RCF_DIFF_POLICIES", 3);
     let rules = env("RCF_DIFF_RULES", 24) as usize;
     let seed = env("RCF_DIFF_SEED", 0x5eed_2026);

@@ -37,9 +37,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rcf_conformance::lab::{rcf_binary, spawn_real_cf_serverd, KillOnDrop};
+use rcf_conformance::policygen::Rng;
 use rcf_core::keys::RsaPrivateKey;
 use rcf_core::policy::{ConnFacts, Protocol, Request};
-use real_serverd::{env_u64 as env, free_port, Pair, Rng};
+use real_serverd::{env_u64 as env, free_port, Pair};
 use support::*;
 
 const TEST: &str = "peers_addresses_keys_and_names_decide_as_real_cf_serverd";

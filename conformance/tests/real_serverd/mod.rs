@@ -308,25 +308,6 @@ pub fn env_u64(k: &str, d: u64) -> u64 {
         .unwrap_or(d)
 }
 
-/// xorshift64*: deterministic, seedable, no dependency (the generated
-/// policies of the differential tests).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 /// The access promise admitting 127.0.0.1 to `DATA/DIR/` if `cond` holds,
 /// as [`Pair::access_cases`] takes it.
 pub fn admit_if(dir: &str, cond: &str) -> String {
