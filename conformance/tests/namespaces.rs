@@ -127,6 +127,42 @@ bundle server acl
     assert!(problems.is_empty(), "{}\n{ns}", problems.join("\n"));
 }
 
+/// `-D` classes are soft classes of the default namespace too (3.21 tags
+/// them source=environment): inside another namespace only `default:name`.
+#[test]
+fn define_classes_are_soft_in_the_default_namespace() {
+    let pair = Pair::new();
+    let port = free_port();
+    let (access, mut paths) = pair.access_cases([
+        ("a", r#""D/a/" admit_ips => { "127.0.0.1" }, if => "rcf_role";"#.to_string()),
+        ("b", r#""D/b/" admit_ips => { "127.0.0.1" }, if => "default:rcf_role";"#.to_string()),
+    ]);
+    let (main_access, main_paths) = pair.access_cases([(
+        "c",
+        r#""D/c/" admit_ips => { "127.0.0.1" }, if => "rcf_role";"#.to_string(),
+    )]);
+    paths.extend(main_paths);
+    pair.input(
+        "ns.cf",
+        &format!("body file control {{ namespace => \"ns\"; }}\nbundle server acl\n{{\n  access:\n{access}}}\n"),
+    );
+    let policy = pair.input(
+        "promises.cf",
+        &format!(
+            "{}bundle server main_acl\n{{\n  access:\n{main_access}}}\n",
+            header(port, &["ns.cf"])
+        ),
+    );
+    let real = pair.real_stat_with(&policy, port, &paths, &["-D", "rcf_role"]);
+    assert_eq!(real, [false, true, true], "the real cf-serverd changed its mind");
+    for (path, want) in paths.iter().zip(&real) {
+        let (allowed, why) = pair
+            .rcf_serverd_allows_with(&policy, path, &["-D", "rcf_role"])
+            .unwrap();
+        assert_eq!(allowed, *want, "{path}: {why}");
+    }
+}
+
 /// Augments classes are soft classes of the default namespace: inside
 /// another namespace only `default:name` sees them (found by the
 /// differential run, seed 1 policy 29: rcf-serverd took them for hard
