@@ -205,8 +205,19 @@ impl Pair {
     /// `port`), STATs every path with cf-net, stops it, and returns whether
     /// each was admitted. Panics if cf-serverd went to failsafe.
     pub fn real_stat(&self, policy: &Path, port: u16, paths: &[String]) -> Vec<bool> {
+        self.real_stat_with(policy, port, paths, &[])
+    }
+
+    /// [`Pair::real_stat`] with extra cf-serverd arguments (`-D`, ...).
+    pub fn real_stat_with(
+        &self,
+        policy: &Path,
+        port: u16,
+        paths: &[String],
+        extra: &[&str],
+    ) -> Vec<bool> {
         let log_path = self.root.join("cf-serverd.log");
-        let mut guard = spawn_real_cf_serverd(&self.srv, policy, &[], &[], &log_path);
+        let mut guard = spawn_real_cf_serverd(&self.srv, policy, extra, &[], &log_path);
         let text = wait_for_real_log(
             &mut guard,
             &log_path,
@@ -265,8 +276,19 @@ impl Pair {
     /// a dry run with its discovery, augments and file answers): whether it
     /// is allowed, and the explanation; `Err` with stderr when it failed.
     pub fn rcf_serverd_allows(&self, policy: &Path, path: &str) -> Result<(bool, String), String> {
+        self.rcf_serverd_allows_with(policy, path, &[])
+    }
+
+    /// [`Pair::rcf_serverd_allows`] with extra rcf-serverd arguments (`-D`, ...).
+    pub fn rcf_serverd_allows_with(
+        &self,
+        policy: &Path,
+        path: &str,
+        extra: &[&str],
+    ) -> Result<(bool, String), String> {
         let policy = policy.to_string_lossy();
-        let args = [
+        let mut args = extra.to_vec();
+        args.extend([
             "--explain",
             "--ip",
             "127.0.0.1",
@@ -275,7 +297,7 @@ impl Pair {
             "-f",
             &policy,
             path,
-        ];
+        ]);
         match self.rcf_serverd(&args) {
             (0, why, _) => Ok((true, why)),
             (1, why, _) => Ok((false, why)),
