@@ -374,6 +374,17 @@ fn a_flood_beyond_the_preauth_budget_never_stops_service_once_it_ends() {
     agent_is_served(&s, &srv, "before-flood");
     let fds0 = settled_fds(pid, usize::MAX, Duration::from_secs(15));
 
+    // Connections the server dropped before they identified: evicted from
+    // the budget, or (when the connects themselves outlast the deadline
+    // under load) timed out before they were pushed out.
+    let dropped = || {
+        let log = srv.log();
+        log.matches("pre-authentication budget is full").count()
+            + log
+                .matches("Connection timed out before the peer sent anything")
+                .count()
+    };
+
     // Round 1: 300 connections from 127.0.0.1 that the flooder closes itself.
     // The address may hold 10 before identifying; each new one beyond that
     // pushes out its oldest (counted once the server has worked through its
@@ -382,22 +393,19 @@ fn a_flood_beyond_the_preauth_budget_never_stops_service_once_it_ends() {
         .filter_map(|_| connect_from(Ipv4Addr::LOCALHOST, srv.port()).ok())
         .collect();
     let opened = flood.len();
-    let mut evicted = 0;
     let wait = Instant::now();
-    while wait.elapsed() < Duration::from_secs(10) {
-        evicted = srv
-            .log()
-            .matches("pre-authentication budget is full")
-            .count();
-        if evicted >= opened - 10 {
-            break;
-        }
+    while dropped() < opened - 10 && wait.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let dropped1 = dropped();
+    let evicted = srv
+        .log()
+        .matches("pre-authentication budget is full")
+        .count();
     let held = flood.iter_mut().filter(|s| !peer_closed(s)).count();
     assert!(
-        opened >= 250 && evicted >= opened - 10 && held <= 10,
-        "{evicted} of {opened} evicted, {held} held, with 10 per address"
+        opened >= 250 && dropped1 >= opened - 10 && evicted > 0 && held <= 10,
+        "{dropped1} of {opened} dropped ({evicted} evicted), {held} held, with 10 per address"
     );
     assert_eq!(
         srv.log().matches("Increase server maxconnections?").count(),
@@ -409,6 +417,7 @@ fn a_flood_beyond_the_preauth_budget_never_stops_service_once_it_ends() {
 
     // Round 2: the flood does not close, from 200 addresses; the total budget
     // holds 20 and the handshake deadline frees them.
+    let before = dropped();
     let mut flood: Vec<TcpStream> = (0..300)
         .filter_map(|i| {
             connect_from(Ipv4Addr::new(127, 0, 2, 1 + (i % 200) as u8), srv.port()).ok()
@@ -416,24 +425,14 @@ fn a_flood_beyond_the_preauth_budget_never_stops_service_once_it_ends() {
         .collect();
     let opened2 = flood.len();
     let wait = Instant::now();
-    while wait.elapsed() < Duration::from_secs(10)
-        && srv
-            .log()
-            .matches("pre-authentication budget is full")
-            .count()
-            < evicted + opened2 - 20
-    {
+    while dropped() < before + opened2 - 20 && wait.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let evicted2 = srv
-        .log()
-        .matches("pre-authentication budget is full")
-        .count()
-        - evicted;
+    let dropped2 = dropped() - before;
     let held = flood.iter_mut().filter(|s| !peer_closed(s)).count();
     assert!(
-        evicted2 >= opened2 - 20 && held <= 20,
-        "{evicted2} of {opened2} evicted, {held} held open with a pre-authentication budget of 20"
+        dropped2 >= opened2 - 20 && held <= 20,
+        "{dropped2} of {opened2} dropped, {held} held open with a pre-authentication budget of 20"
     );
     std::thread::sleep(Duration::from_millis(2500));
     let still = flood.iter_mut().filter(|s| !peer_closed(s)).count();
@@ -524,13 +523,15 @@ fn unidentified_floods_from_allowallconnects_addresses_do_not_starve_others() {
             })
         })
         .collect();
-    // Wait (bounded) until the flood is at strength: the budget is evicting.
+    // Wait (bounded) until the flood is at strength and sustained: the first
+    // 1000 can be evicted at most 1000 - 4 x 32 = 872 times, so 1200
+    // evictions mean re-opened connections are being pushed out too.
     let wait = Instant::now();
     while srv
         .log()
         .matches("pre-authentication budget is full")
         .count()
-        < 500
+        < 1200
         && wait.elapsed() < Duration::from_secs(30)
     {
         std::thread::sleep(Duration::from_millis(100));
@@ -581,7 +582,7 @@ fn unidentified_floods_from_allowallconnects_addresses_do_not_starve_others() {
         t0.elapsed()
     );
     assert!(
-        evicted >= 500 && reopened >= 250,
+        evicted >= 1200 && reopened >= 250,
         "the flood was not at strength: {evicted} evicted, {reopened} re-opened"
     );
     assert_eq!(too_many, 0, "the flood reached maxconnections");

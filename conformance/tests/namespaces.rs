@@ -127,28 +127,23 @@ bundle server acl
     assert!(problems.is_empty(), "{}\n{ns}", problems.join("\n"));
 }
 
-/// Augments classes are soft classes of the default namespace: inside
-/// another namespace only `default:name` sees them (found by the
-/// differential run, seed 1 policy 29: rcf-serverd took them for hard
-/// classes and admitted). Decided by rcf-serverd itself (`--explain`).
-#[test]
-fn augments_classes_are_soft_in_the_default_namespace() {
-    let pair = Pair::new();
-    let port = free_port();
+/// A policy guarding `DATA/a/` in namespace `ns` by `class`, `DATA/b/`
+/// there by `default:class`, and `DATA/c/` in the default namespace by
+/// `class`: the policy and the three paths.
+fn soft_class_policy(pair: &Pair, port: u16, class: &str) -> (std::path::PathBuf, Vec<String>) {
+    let rule = |dir: &str, cond: &str| {
+        format!(r#""D/{dir}/" admit_ips => {{ "127.0.0.1" }}, if => "{cond}";"#)
+    };
     let (access, mut paths) = pair.access_cases([
-        ("a", r#""D/a/" admit_ips => { "127.0.0.1" }, if => "aug_cls";"#.to_string()),
-        ("b", r#""D/b/" admit_ips => { "127.0.0.1" }, if => "default:aug_cls";"#.to_string()),
+        ("a", rule("a", class)),
+        ("b", rule("b", &format!("default:{class}"))),
     ]);
-    let (main_access, main_paths) = pair.access_cases([(
-        "c",
-        r#""D/c/" admit_ips => { "127.0.0.1" }, if => "aug_cls";"#.to_string(),
-    )]);
+    let (main_access, main_paths) = pair.access_cases([("c", rule("c", class))]);
     paths.extend(main_paths);
     pair.input(
         "ns.cf",
         &format!("body file control {{ namespace => \"ns\"; }}\nbundle server acl\n{{\n  access:\n{access}}}\n"),
     );
-    pair.input("def.json", r#"{ "classes": { "aug_cls": ["any"] } }"#);
     let policy = pair.input(
         "promises.cf",
         &format!(
@@ -156,10 +151,36 @@ fn augments_classes_are_soft_in_the_default_namespace() {
             header(port, &["ns.cf"])
         ),
     );
-    let real = pair.real_stat(&policy, port, &paths);
+    (policy, paths)
+}
+
+/// Runs [`soft_class_policy`] on both servers with `extra` arguments: a
+/// soft class of the default namespace is seen as `a` false, `b` and `c` true.
+fn check_soft_class(pair: &Pair, class: &str, extra: &[&str]) {
+    let port = free_port();
+    let (policy, paths) = soft_class_policy(pair, port, class);
+    let real = pair.real_stat_with(&policy, port, &paths, extra);
     assert_eq!(real, [false, true, true], "the real cf-serverd changed its mind");
     for (path, want) in paths.iter().zip(&real) {
-        let (allowed, why) = pair.rcf_serverd_allows(&policy, path).unwrap();
+        let (allowed, why) = pair.rcf_serverd_allows_with(&policy, path, extra).unwrap();
         assert_eq!(allowed, *want, "{path}: {why}");
     }
+}
+
+/// `-D` classes are soft classes of the default namespace too (3.21 tags
+/// them source=environment): inside another namespace only `default:name`.
+#[test]
+fn define_classes_are_soft_in_the_default_namespace() {
+    check_soft_class(&Pair::new(), "rcf_role", &["-D", "rcf_role"]);
+}
+
+/// Augments classes are soft classes of the default namespace: inside
+/// another namespace only `default:name` sees them (found by the
+/// differential run, seed 1 policy 29: rcf-serverd took them for hard
+/// classes and admitted). Decided by rcf-serverd itself (`--explain`).
+#[test]
+fn augments_classes_are_soft_in_the_default_namespace() {
+    let pair = Pair::new();
+    pair.input("def.json", r#"{ "classes": { "aug_cls": ["any"] } }"#);
+    check_soft_class(&pair, "aug_cls", &[]);
 }

@@ -6,6 +6,7 @@
 use rcf_core::policy::augments::{self, Augmented};
 use rcf_core::policy::{self, hostclasses, LoadOptions, ServerPolicy, Value};
 use rcf_fs::hostinfo;
+use std::collections::BTreeSet;
 use rcf_fs::policy_source::FsPolicySource;
 
 /// Default work directory of the Debian package.
@@ -91,12 +92,21 @@ pub fn host_context(workdir: &str, host: &HostOpts) -> hostclasses::HardContext 
     if host.ignore_preferred_augments {
         hc.classes.insert("ignore_preferred_augments".into());
     }
-    for d in &host.define {
-        for c in d.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-            hc.classes.insert(hostclasses::canonify(c));
-        }
-    }
     hc
+}
+
+/// The `-D` classes (comma-separated lists allowed, as 3.21), canonified.
+/// 3.21 defines them soft, in the default namespace (`source=environment`):
+/// inside another namespace only `default:name` sees them (checked with
+/// `cf-promises -D`).
+pub fn defined_classes(host: &HostOpts) -> BTreeSet<String> {
+    host.define
+        .iter()
+        .flat_map(|d| d.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(hostclasses::canonify)
+        .collect()
 }
 
 /// The `sys.*` variables, environment and hard classes the evaluator gets.
@@ -129,7 +139,7 @@ fn load_options_noting(file: &str, workdir: &str, host: &HostOpts) -> (LoadOptio
         sys,
         env: std::env::vars().collect(),
         classes: hc.classes,
-        soft_classes: Default::default(),
+        soft_classes: defined_classes(host),
         vars: Default::default(),
         // discovery above is how 3.21 defines hard classes: an undefined
         // hard-class name is then false, as in 3.21, not unknown

@@ -158,19 +158,13 @@ impl Pair {
         bundles: &str,
         classic_modes: &[bool],
     ) -> (ServerPolicy, String, Vec<String>) {
-        let port = free_port();
-        let (access, paths) = self.access_cases(
+        let (text, paths, real, pol) = self.decide_both(
+            bundles,
+            "",
             cases
                 .iter()
                 .map(|(dir, cond, _)| (*dir, admit_if(dir, cond))),
         );
-        let text = format!(
-            "{}{bundles}bundle server acl\n{{\n  access:\n{access}}}\n",
-            header(port, &[])
-        );
-        let policy = self.input("promises.cf", &text);
-        let real = self.real_stat(&policy, port, &paths);
-        let pol = self.rcf_load(&policy);
         let labelled: Vec<(String, bool)> = cases
             .iter()
             .map(|(dir, cond, want)| (format!("{dir} {cond}"), *want))
@@ -179,12 +173,51 @@ impl Pair {
         (pol, text, problems)
     }
 
+    /// The [`Pair::access_cases`] of `cases` in a policy with `bundles`
+    /// (policy text) before its `bundle server acl`, whose `vars` section
+    /// (if not empty) comes before `access:`: asked of the real cf-serverd
+    /// (STAT with cf-net) and loaded by rcf. Returns the policy text, the
+    /// files' paths, the real server's answers and rcf's policy.
+    pub fn decide_both<'a>(
+        &self,
+        bundles: &str,
+        vars: &str,
+        cases: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> (String, Vec<String>, Vec<bool>, ServerPolicy) {
+        let port = free_port();
+        let (access, paths) = self.access_cases(cases);
+        let vars = if vars.is_empty() {
+            String::new()
+        } else {
+            format!("  vars:\n{vars}")
+        };
+        let text = format!(
+            "{}{bundles}bundle server acl\n{{\n{vars}  access:\n{access}}}\n",
+            header(port, &[])
+        );
+        let policy = self.input("promises.cf", &text);
+        let real = self.real_stat(&policy, port, &paths);
+        let pol = self.rcf_load(&policy);
+        (text, paths, real, pol)
+    }
+
     /// Starts the real cf-serverd on `policy` (which must bind 127.0.0.1 on
     /// `port`), STATs every path with cf-net, stops it, and returns whether
     /// each was admitted. Panics if cf-serverd went to failsafe.
     pub fn real_stat(&self, policy: &Path, port: u16, paths: &[String]) -> Vec<bool> {
+        self.real_stat_with(policy, port, paths, &[])
+    }
+
+    /// [`Pair::real_stat`] with extra cf-serverd arguments (`-D`, ...).
+    pub fn real_stat_with(
+        &self,
+        policy: &Path,
+        port: u16,
+        paths: &[String],
+        extra: &[&str],
+    ) -> Vec<bool> {
         let log_path = self.root.join("cf-serverd.log");
-        let mut guard = spawn_real_cf_serverd(&self.srv, policy, &[], &[], &log_path);
+        let mut guard = spawn_real_cf_serverd(&self.srv, policy, extra, &[], &log_path);
         let text = wait_for_real_log(
             &mut guard,
             &log_path,
@@ -243,8 +276,19 @@ impl Pair {
     /// a dry run with its discovery, augments and file answers): whether it
     /// is allowed, and the explanation; `Err` with stderr when it failed.
     pub fn rcf_serverd_allows(&self, policy: &Path, path: &str) -> Result<(bool, String), String> {
+        self.rcf_serverd_allows_with(policy, path, &[])
+    }
+
+    /// [`Pair::rcf_serverd_allows`] with extra rcf-serverd arguments (`-D`, ...).
+    pub fn rcf_serverd_allows_with(
+        &self,
+        policy: &Path,
+        path: &str,
+        extra: &[&str],
+    ) -> Result<(bool, String), String> {
         let policy = policy.to_string_lossy();
-        let args = [
+        let mut args = extra.to_vec();
+        args.extend([
             "--explain",
             "--ip",
             "127.0.0.1",
@@ -253,7 +297,7 @@ impl Pair {
             "-f",
             &policy,
             path,
-        ];
+        ]);
         match self.rcf_serverd(&args) {
             (0, why, _) => Ok((true, why)),
             (1, why, _) => Ok((false, why)),
@@ -276,6 +320,14 @@ impl Pair {
             encrypted: true,
         }
     }
+}
+
+/// The number in environment variable `k`, else `d` (run sizes and seeds).
+pub fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 /// The access promise admitting 127.0.0.1 to `DATA/DIR/` if `cond` holds,

@@ -75,7 +75,9 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn all_classes(&self) -> BTreeSet<String> {
+        // hard classes and the soft ones defined before augments (-D)
         let mut c = self.base.classes.clone();
+        c.extend(self.base.soft_classes.iter().cloned());
         c.extend(self.out.classes.iter().cloned());
         c.insert("any".into());
         c
@@ -612,6 +614,20 @@ mod tests {
             a.vars[&("def".into(), "acl".into())],
             Value::Data(obj(vec![("k", s("v"))]))
         );
+    }
+
+    #[test]
+    fn augments_classes_see_define_classes() {
+        // -D classes are soft but defined before augments, as in 3.21
+        let mut f = HashMap::new();
+        f.insert(
+            "/in/def.json".to_string(),
+            obj(vec![("classes", obj(vec![("from_d", arr(&["role_.*"]))]))]),
+        );
+        let mut b = base();
+        b.soft_classes.insert("role_web".into());
+        let a = load(&b, None, "/in/def.json", &Files(f));
+        assert!(a.classes.contains("from_d"), "{a:?}");
     }
 
     #[test]

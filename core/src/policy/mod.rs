@@ -16,8 +16,10 @@
 //!   literal for per-request use. Namespaces as the real cf-serverd 3.21
 //!   resolves them: `$(bundle.var)` without `ns:` is the default
 //!   namespace's, except in vars values and promisers (current namespace
-//!   first); `$(var)` is the current bundle's; an unqualified soft class is
-//!   the current namespace's, hard classes are seen everywhere.
+//!   first) and in iteration wheels (current namespace only); `$(var)` is
+//!   the current bundle's; an unqualified soft class is the current
+//!   namespace's (augments and `-D` classes are soft, in the default
+//!   namespace), hard classes are seen everywhere.
 //! - [`server`]: `body server control` with 3.21's defaults, `access:` and
 //!   `roles:` into the TLS tables and the classic lists ([`load`]).
 //! - [`acl`]: the decision ([`ServerPolicy::check`]), connection lists,
