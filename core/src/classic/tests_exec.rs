@@ -235,3 +235,28 @@ fn a_program_that_cannot_start_ends_with_the_terminator() {
     );
     still_serves(&mut p);
 }
+
+#[test]
+fn refused_bundle_and_unknown_option_run_nothing_and_keep_the_connection() {
+    let mut p = exec_pair(exec_pol(), "root");
+    let (lines, done) = exec(&mut p, b" -b other", &[]);
+    assert_eq!(
+        lines,
+        ["EXEC denied bundle activation (check cf-serverd verbose output)"]
+    );
+    assert_eq!(done, Some(None));
+    let (lines, done) = exec(&mut p, b" -K", &[]);
+    assert_eq!(lines, ["EXEC denied: invalid arguments: -K"]);
+    assert_eq!(done, Some(None));
+    assert!(p.world.exec_runs.is_empty());
+    still_serves(&mut p);
+}
+
+#[test]
+fn a_matching_class_among_several_selects_the_run() {
+    let mut p = exec_pair(exec_pol(), "root");
+    let (lines, done) = exec(&mut p, b"", &["solaris", "linux"]);
+    assert_eq!(done, Some(Some(0)), "{lines:?}");
+    assert_eq!(p.world.exec_runs.len(), 1);
+    still_serves(&mut p);
+}
