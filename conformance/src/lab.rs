@@ -87,11 +87,13 @@ mod client;
 mod client_replay;
 mod either;
 mod fixture;
+mod haproxy;
 mod logs;
 mod policy;
 mod proc;
 mod rcf;
 mod real_serverd;
+mod runagent;
 mod server;
 mod tree;
 mod workdir;
@@ -104,6 +106,7 @@ pub use client::{
 pub use client_replay::{client_replay, ReplayReport};
 pub use either::{AnyServer, ServerKind};
 pub use fixture::Lab;
+pub use haproxy::{config as haproxy_config, HaProxy, HAPROXY};
 pub use logs::{normalize, parse_log, LogLine};
 pub use policy::{copy_policy, quote, AccessRule, CopySpec, ServerPolicy, LOOPBACKS};
 pub use proc::{port_listening, wait_port_listening, Daemon};
@@ -112,8 +115,9 @@ pub use real_serverd::{
     cf_key_trust_each_other, cf_net_stat, spawn_real_cf_serverd, wait_for_real_log, KillOnDrop,
     PolicyFs, REAL_CF_KEY, REAL_CF_NET, REAL_CF_SERVERD,
 };
+pub use runagent::{exec_reply_lines, hail_case, ExecCase, ExecOutcome, Hailer, BASIC_EXEC_CASES};
 pub use server::RealServer;
-pub use tree::{copy_tree, make_data_tree, trees_equal, trees_equal_deref, DataTree};
+pub use tree::{copy_tree, make_data_tree, tree_entries, trees_equal, trees_equal_deref, DataTree};
 pub use workdir::Workdir;
 
 use std::collections::HashSet;

@@ -23,24 +23,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rcf_conformance::lab::{
-    agent_workdirs, free_port, rcf_agent, rcf_binary, run_tool, trees_equal, Daemon, Workdir,
+    agent_workdirs, copy_tree, free_port, rcf_agent, rcf_binary, run_tool, trees_equal, Daemon,
+    Workdir,
 };
 
 const MPF: &str = "/usr/share/cfengine3/masterfiles";
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = e.file_type().unwrap();
-        let dst = to.join(e.file_name());
-        if t.is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else if t.is_file() {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
 
 /// The PIDs of every process whose environment names `workdir` as its
 /// `CFENGINE_TEST_OVERRIDE_WORKDIR`: the sandbox's processes, and only them.
@@ -127,7 +114,7 @@ fn real_cf_agent_bootstraps_to_an_rcf_only_hub() {
     let t0 = Instant::now();
     let (hub, cli) = agent_workdirs("bsself").unwrap();
     let mf = hub.path().join("masterfiles");
-    copy_tree(Path::new(MPF), &mf);
+    copy_tree(Path::new(MPF), &mf).unwrap();
 
     // The hub, made by rcf-agent bootstrapping to itself (no cf-agent runs there).
     let b = rcf_agent(&hub, &["-I", "bootstrap", "--no-failsafe", "127.0.0.1"]).unwrap();

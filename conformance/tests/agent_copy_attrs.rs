@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcf_conformance::lab::{
-    agent_workdirs, cf_agent_policy, quote, rcf_agent, trees_equal, AccessRule, AnyServer,
-    ServerKind, ServerPolicy, Workdir,
+    agent_workdirs, cf_agent_policy, quote, rcf_agent, tree_entries, trees_equal, AccessRule,
+    AnyServer, ServerKind, ServerPolicy, Workdir,
 };
 
 struct Row {
@@ -22,7 +22,8 @@ struct Row {
     select: &'static [&'static str],
     /// `copy_backup` (None: cf-agent's default, "true").
     backup: Option<&'static str>,
-    /// rcf-agent copy's flags for the same promise.
+    /// rcf-agent copy's flags for the same promise (`--copy-backup` is
+    /// added from `backup`).
     flags: &'static [&'static str],
     /// Files the destinations hold before the copy (an older version); a
     /// text `-> TARGET` makes a symbolic link instead.
@@ -41,14 +42,7 @@ const ROWS: &[Row] = &[
         depth: &[r#"exclude_dirs => { "\.git", "skip" };"#],
         select: &[],
         backup: Some("false"),
-        flags: &[
-            "--exclude-dirs",
-            r"\.git",
-            "--exclude-dirs",
-            "skip",
-            "--copy-backup",
-            "false",
-        ],
+        flags: &["--exclude-dirs", r"\.git", "--exclude-dirs", "skip"],
         before: &[],
         body: &[],
         times: false,
@@ -59,7 +53,7 @@ const ROWS: &[Row] = &[
         depth: &[r#"include_dirs => { "sub" };"#],
         select: &[],
         backup: Some("false"),
-        flags: &["--include-dirs", "sub", "--copy-backup", "false"],
+        flags: &["--include-dirs", "sub"],
         before: &[],
         body: &[],
         times: false,
@@ -70,7 +64,7 @@ const ROWS: &[Row] = &[
         depth: &[r#"exclude_dirs => { ".*/keep/sub" };"#],
         select: &[],
         backup: Some("false"),
-        flags: &["--exclude-dirs", ".*/keep/sub", "--copy-backup", "false"],
+        flags: &["--exclude-dirs", ".*/keep/sub"],
         before: &[],
         body: &[],
         times: false,
@@ -84,7 +78,7 @@ const ROWS: &[Row] = &[
             r#"file_result => "leaf_name";"#,
         ],
         backup: Some("false"),
-        flags: &["--leaf-name", r".*\.cf", "--copy-backup", "false"],
+        flags: &["--leaf-name", r".*\.cf"],
         before: &[],
         body: &[],
         times: false,
@@ -105,8 +99,6 @@ const ROWS: &[Row] = &[
             r"b\.txt",
             "--file-result",
             "!leaf_name",
-            "--copy-backup",
-            "false",
         ],
         before: &[],
         body: &[],
@@ -129,7 +121,7 @@ const ROWS: &[Row] = &[
         depth: &[],
         select: &[],
         backup: Some("false"),
-        flags: &["--copy-backup", "false"],
+        flags: &[],
         before: &[("a.cf", "old a\n")],
         body: &[],
         times: false,
@@ -140,7 +132,7 @@ const ROWS: &[Row] = &[
         depth: &[],
         select: &[],
         backup: Some("timestamp"),
-        flags: &["--copy-backup", "timestamp"],
+        flags: &[],
         before: &[("a.cf", "old a\n")],
         body: &[],
         times: false,
@@ -164,7 +156,7 @@ const ROWS: &[Row] = &[
         select: &[],
         backup: Some("false"),
         // (no two files of the source tree share a name)
-        flags: &["--collapse-destination-dir", "--copy-backup", "false"],
+        flags: &["--collapse-destination-dir"],
         before: &[],
         body: &["collapse_destination_dir => \"true\";"],
         times: false,
@@ -175,7 +167,7 @@ const ROWS: &[Row] = &[
         depth: &[],
         select: &[],
         backup: Some("false"),
-        flags: &["--stealth", "--copy-backup", "false"],
+        flags: &["--stealth"],
         before: &[],
         body: &["stealth => \"true\";"],
         times: true,
@@ -196,8 +188,6 @@ const ROWS: &[Row] = &[
             r"/.*/run\.sh",
             "--file-result",
             "path_name",
-            "--copy-backup",
-            "false",
         ],
         before: &[],
         body: &[],
@@ -220,8 +210,6 @@ const ROWS: &[Row] = &[
             "/.*/keep/.*",
             "--file-result",
             "leaf_name.!path_name",
-            "--copy-backup",
-            "false",
         ],
         before: &[],
         body: &[],
@@ -237,14 +225,7 @@ const ROWS: &[Row] = &[
             r#"file_result => "leaf_name|path_name";"#,
         ],
         backup: Some("false"),
-        flags: &[
-            "--leaf-name",
-            ".*",
-            "--file-result",
-            "leaf_name|path_name",
-            "--copy-backup",
-            "false",
-        ],
+        flags: &["--leaf-name", ".*", "--file-result", "leaf_name|path_name"],
         before: &[],
         body: &[],
         times: false,
@@ -257,7 +238,7 @@ const ROWS: &[Row] = &[
         depth: &[r#"include_basedir => "true";"#],
         select: &[],
         backup: Some("false"),
-        flags: &["--include-basedir", "--copy-backup", "false"],
+        flags: &["--include-basedir"],
         before: &[("old.txt", "old\n")],
         body: &[],
         times: false,
@@ -270,7 +251,7 @@ const ROWS: &[Row] = &[
         depth: &[r#"rmdeadlinks => "true";"#],
         select: &[],
         backup: Some("false"),
-        flags: &["--rmdeadlinks", "--copy-backup", "false"],
+        flags: &["--rmdeadlinks"],
         before: &[("dead.lnk", "-> nowhere"), ("sub/dead2", "-> ../nothing")],
         body: &[],
         times: false,
@@ -306,37 +287,20 @@ fn source_tree(root: &Path) {
 /// backup names reduced to `_TIMESTAMP.cfsaved` (they hold the run's times).
 fn modes(root: &Path) -> BTreeMap<String, String> {
     use std::os::unix::fs::MetadataExt;
-    let mut out = BTreeMap::new();
     let top = root.symlink_metadata().unwrap();
-    out.insert(
+    let mut out = BTreeMap::from([(
         ".".to_string(),
         format!("{:o}", top.permissions().mode() & 0o7777),
-    );
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let m = e.path().symlink_metadata().unwrap();
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let hard = if m.is_file() && m.nlink() > 1 {
-                "+hardlinked"
-            } else {
-                ""
-            };
-            let mode = if m.file_type().is_symlink() {
-                "link".to_string()
-            } else {
-                format!("{:o}{hard}", m.permissions().mode() & 0o7777)
-            };
-            out.insert(normalize(&rel), mode);
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
+    )]);
+    for (rel, m) in tree_entries(root).unwrap() {
+        let mode = if m.file_type().is_symlink() {
+            "link".to_string()
+        } else if m.is_file() && m.nlink() > 1 {
+            format!("{:o}+hardlinked", m.permissions().mode() & 0o7777)
+        } else {
+            format!("{:o}", m.permissions().mode() & 0o7777)
+        };
+        out.insert(normalize(&rel), mode);
     }
     out
 }
@@ -445,6 +409,28 @@ fn copy_attributes_match_cf_agent() {
     run_rows("copyattrs", ROWS, source_tree, |_, _| Box::new(()));
 }
 
+/// A row without `depth_search`/`file_select` lines, `copy_backup =>
+/// "false"`, times not compared.
+fn row(
+    name: &'static str,
+    flags: &'static [&'static str],
+    body: &'static [&'static str],
+    before: &'static [(&'static str, &'static str)],
+    fails: bool,
+) -> Row {
+    Row {
+        name,
+        depth: &[],
+        select: &[],
+        backup: Some("false"),
+        flags,
+        before,
+        body,
+        times: false,
+        fails,
+    }
+}
+
 /// A source tree with live and dangling links, absolute and relative.
 fn links_tree(root: &Path) {
     w(&root.join("a.txt"), "a\n", 0o644);
@@ -463,28 +449,17 @@ fn links_tree(root: &Path) {
 /// `linkcopy_patterns`/`copylink_patterns` turn copies into links.
 #[test]
 fn links_match_cf_agent() {
-    let row = |name, flags, body, before, fails| Row {
-        name,
-        depth: &[],
-        select: &[],
-        backup: Some("false"),
-        flags,
-        before,
-        body,
-        times: false,
-        fails,
-    };
     let rows = &[
         row(
             "dead and live links (link_type symlink)",
-            &["--copy-backup", "false"],
+            &[],
             &[],
             &[],
             false,
         ),
         row(
             "link_type relative",
-            &["--copy-backup", "false", "--link-type", "relative"],
+            &["--link-type", "relative"],
             &[r#"link_type => "relative";"#],
             &[],
             false,
@@ -492,7 +467,7 @@ fn links_match_cf_agent() {
         row(
             // the dangling targets do not exist here: no link, a failure
             "link_type absolute",
-            &["--copy-backup", "false", "--link-type", "absolute"],
+            &["--link-type", "absolute"],
             &[r#"link_type => "absolute";"#],
             &[],
             true,
@@ -500,8 +475,6 @@ fn links_match_cf_agent() {
         row(
             "linkcopy_patterns",
             &[
-                "--copy-backup",
-                "false",
                 "--linkcopy-patterns",
                 r"a\.txt",
                 "--linkcopy-patterns",
@@ -513,14 +486,7 @@ fn links_match_cf_agent() {
         ),
         row(
             "linkcopy_patterns relative",
-            &[
-                "--copy-backup",
-                "false",
-                "--link-type",
-                "relative",
-                "--linkcopy-patterns",
-                r"a\.txt",
-            ],
+            &["--link-type", "relative", "--linkcopy-patterns", r"a\.txt"],
             &[
                 r#"link_type => "relative";"#,
                 r#"linkcopy_patterns => { "a\.txt" };"#,
@@ -530,14 +496,7 @@ fn links_match_cf_agent() {
         ),
         row(
             "linkcopy_patterns absolute",
-            &[
-                "--copy-backup",
-                "false",
-                "--link-type",
-                "absolute",
-                "--linkcopy-patterns",
-                r"s\.txt",
-            ],
+            &["--link-type", "absolute", "--linkcopy-patterns", r"s\.txt"],
             &[
                 r#"link_type => "absolute";"#,
                 r#"linkcopy_patterns => { "s\.txt" };"#,
@@ -549,8 +508,6 @@ fn links_match_cf_agent() {
             // in both lists: skipped; copylink on a live link changes nothing
             "linkcopy and copylink patterns",
             &[
-                "--copy-backup",
-                "false",
                 "--linkcopy-patterns",
                 "rel.*",
                 "--copylink-patterns",
@@ -567,7 +524,7 @@ fn links_match_cf_agent() {
         ),
         row(
             "an existing correct link is kept",
-            &["--copy-backup", "false"],
+            &[],
             &[],
             &[
                 ("dead.lnk", "-> ./nowhere"),
@@ -577,50 +534,99 @@ fn links_match_cf_agent() {
         ),
         row(
             "a wrong link is not moved",
-            &["--copy-backup", "false"],
+            &[],
             &[],
             &[("dead.lnk", "-> elsewhere")],
             true,
         ),
         row(
             "a file in the way of a link",
-            &["--copy-backup", "false"],
+            &[],
             &[],
             &[("dead.lnk", "old\n")],
             true,
         ),
         row(
             "a link in the way of a file",
-            &["--copy-backup", "false"],
+            &[],
             &[],
             &[("a.txt", "-> nowhere")],
             false,
-        ),
-        row(
-            // last: the hard links raise the source's link count
-            "link_type hardlink",
-            &[
-                "--copy-backup",
-                "false",
-                "--link-type",
-                "hardlink",
-                "--linkcopy-patterns",
-                r"a\.txt",
-            ],
-            &[
-                r#"link_type => "hardlink";"#,
-                r#"linkcopy_patterns => { "a\.txt" };"#,
-            ],
-            &[],
-            true,
         ),
     ];
     let copied = run_rows("copylinks", rows, links_tree, |_, _| Box::new(()));
     assert_eq!(copied[0].get("dead.lnk").map(String::as_str), Some("link"));
     assert_eq!(copied[0].get("rel.lnk").map(String::as_str), Some("600"));
+}
+
+/// `link_type => "hardlink"`, on a tree where nothing else names a.txt:
+/// the hard link cf-agent makes to the source raises its link count, and
+/// the server reports a live link with its target's inode and count, so
+/// links to a.txt would make a hard-linked group for whichever agent runs
+/// second.
+#[test]
+fn hardlink_type_matches_cf_agent() {
+    fn tree(root: &Path) {
+        w(&root.join("a.txt"), "a\n", 0o644);
+        w(&root.join("sub/s.txt"), "s\n", 0o640);
+        w(&root.join("dead.lnk"), "-> nowhere", 0);
+        w(&root.join("deadabs.lnk"), "-> /nonexistent/x", 0);
+        w(&root.join("sub/deadup.lnk"), "-> ../gone", 0);
+    }
+    let rows = &[row(
+        "link_type hardlink",
+        &["--link-type", "hardlink", "--linkcopy-patterns", r"a\.txt"],
+        &[
+            r#"link_type => "hardlink";"#,
+            r#"linkcopy_patterns => { "a\.txt" };"#,
+        ],
+        &[],
+        true,
+    )];
+    let copied = run_rows("copyhardtype", rows, tree, |_, _| Box::new(()));
     assert_eq!(
-        copied[11].get("a.txt").map(String::as_str),
+        copied[0].get("a.txt").map(String::as_str),
         Some("644+hardlinked")
+    );
+}
+
+/// Hard links among the source's files are kept among the copies
+/// (`RegisterAHardLink`/`CopyRegularFile`: the first name of an inode is
+/// copied, the others are hard links to it).
+#[test]
+fn hard_links_match_cf_agent() {
+    fn tree(root: &Path) {
+        w(&root.join("a.txt"), "a\n", 0o644);
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::hard_link(root.join("a.txt"), root.join("b.txt")).unwrap();
+        std::fs::hard_link(root.join("a.txt"), root.join("sub/c.txt")).unwrap();
+        w(&root.join("d.txt"), "d\n", 0o600);
+        w(&root.join("e.txt"), "e\n", 0o644);
+        std::fs::hard_link(root.join("e.txt"), root.join("sub/f.txt")).unwrap();
+    }
+    let row = |name, backup, before| Row {
+        backup,
+        ..row(name, &[], &[], before, false)
+    };
+    let rows = &[
+        row("hard links", Some("false"), &[]),
+        // Without backups: which name of a group is copied (and so keeps
+        // a backup) follows the server's listing order in 3.21, name order
+        // in rcf-agent.
+        row(
+            "hard links over older copies",
+            Some("false"),
+            &[
+                ("b.txt", "old b\n"),
+                ("sub/c.txt", "a\n"),
+                ("e.txt", "old e\n"),
+            ],
+        ),
+    ];
+    let copied = run_rows("copyhard", rows, tree, |_, _| Box::new(()));
+    assert_eq!(
+        copied[0].get("sub/c.txt").map(String::as_str),
+        Some("600+hardlinked")
     );
 }
 
@@ -635,31 +641,17 @@ fn check_root_matches_cf_agent() {
         mode(&root.join("keep"), 0o711).unwrap();
         mode(root, 0o751).unwrap();
     }
-    let row = |name, flags, body| Row {
-        name,
-        depth: &[],
-        select: &[],
-        backup: Some("false"),
-        flags,
-        before: &[],
-        body,
-        times: false,
-        fails: false,
-    };
+    let row = |name, flags, body| row(name, flags, body, &[], false);
     let rows = &[
-        row(
-            "preserve",
-            &["--copy-backup", "false", "--preserve"],
-            &[r#"preserve => "true";"#],
-        ),
+        row("preserve", &["--preserve"], &[r#"preserve => "true";"#]),
         row(
             "preserve and check_root",
-            &["--copy-backup", "false", "--preserve", "--check-root"],
+            &["--preserve", "--check-root"],
             &[r#"preserve => "true";"#, r#"check_root => "true";"#],
         ),
         row(
             "check_root without preserve",
-            &["--copy-backup", "false", "--check-root"],
+            &["--check-root"],
             &[r#"check_root => "true";"#],
         ),
     ];
@@ -707,7 +699,7 @@ fn xdev_matches_cf_agent() {
             depth: &[],
             select: &[],
             backup: Some("false"),
-            flags: &["--copy-backup", "false"],
+            flags: &[],
             before: &[],
             body: &[],
             times: false,
@@ -718,7 +710,7 @@ fn xdev_matches_cf_agent() {
             depth: &[r#"xdev => "true";"#],
             select: &[],
             backup: Some("false"),
-            flags: &["--xdev", "--copy-backup", "false"],
+            flags: &["--xdev"],
             before: &[],
             body: &[],
             times: false,
@@ -786,6 +778,9 @@ fn run_rows(
             "--compare",
             "digest",
         ];
+        if let Some(b) = row.backup {
+            args.extend_from_slice(&["--copy-backup", b]);
+        }
         args.extend_from_slice(row.flags);
         let s = src.to_string_lossy().into_owned();
         let o = ours.to_string_lossy().into_owned();

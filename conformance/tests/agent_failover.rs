@@ -2,9 +2,10 @@
 //! with several hubs serving the same masterfiles (the stock MPF, stamped
 //! by the real `cf-promises -T`, copied to each hub; every hub presents
 //! the same host key, as replicas do). A refused first hub, a silent one
-//! (the connect times out), and one whose server process is killed in the
-//! middle of the run each end with the run completed through the next hub
-//! and the same `inputs/` (or destination tree) as a run against one hub.
+//! (the connect times out), one whose server process is killed in the
+//! middle of the run and one that hangs in the middle of the run each end
+//! with the run completed through the next hub and the same `inputs/` (or
+//! destination tree) as a run against one hub.
 //! The hubs are the real cf-serverd 3.21 and rcf-serverd. Loopback only.
 
 use std::io::{Read, Write};
@@ -38,29 +39,60 @@ fn replica(name: &str, first: &Workdir, mf: &Path) -> Workdir {
     wd
 }
 
-/// A TCP relay on 127.0.0.1 in front of a hub: once `kill_after` bytes
-/// came from the hub (over all its connections), it stops relaying, kills
-/// the hub's server process (by its PID, through the lab's guard), cuts
-/// every connection and stops listening. To the agent, the hub died in
-/// the middle of the run.
-struct DyingHub {
-    port: u16,
-    died: Arc<AtomicBool>,
-    total: Arc<AtomicU64>,
+/// How a [`FailingHub`] fails once its byte budget is spent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The hub's server process is killed (by its PID, through the lab's
+    /// guard), every connection cut, and the port closed: the hub died.
+    Killed,
+    /// Nothing more is relayed, connections stay open and new ones are
+    /// accepted but never answered: the hub hangs (the agent times out).
+    Stalled,
 }
 
-impl DyingHub {
-    fn start(hub: RcfServer, kill_after: u64) -> DyingHub {
+/// What the relay threads of a [`FailingHub`] share.
+struct Shared {
+    /// Bytes relayed from the hub so far, over all connections.
+    total: AtomicU64,
+    budget: u64,
+    failure: Failure,
+    /// The budget was spent and the hub failed.
+    failed: AtomicBool,
+    /// The test is over: stalled connections may close.
+    shutdown: AtomicBool,
+    hub: Mutex<Option<RcfServer>>,
+}
+
+/// A TCP relay on 127.0.0.1 in front of a hub that fails as `failure` says
+/// once `budget` bytes came from the hub: to the agent, the hub died or
+/// hung in the middle of the run.
+struct FailingHub {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl FailingHub {
+    fn start(hub: RcfServer, budget: u64, failure: Failure) -> FailingHub {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let port = l.local_addr().unwrap().port();
         let upstream = hub.port();
-        let hub = Arc::new(Mutex::new(Some(hub)));
-        let died = Arc::new(AtomicBool::new(false));
-        let total = Arc::new(AtomicU64::new(0));
-        let (d, t) = (died.clone(), total.clone());
+        let shared = Arc::new(Shared {
+            total: AtomicU64::new(0),
+            budget,
+            failure,
+            failed: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            hub: Mutex::new(Some(hub)),
+        });
+        let sh = shared.clone();
         std::thread::spawn(move || {
-            while !d.load(Ordering::SeqCst) {
+            let mut parked = Vec::new();
+            while !sh.shutdown.load(Ordering::SeqCst) {
+                let failed = sh.failed.load(Ordering::SeqCst);
+                if failed && sh.failure == Failure::Killed {
+                    break; // the listener is dropped: reconnects are refused
+                }
                 let client = match l.accept() {
                     Ok((c, _)) => c,
                     Err(_) => {
@@ -68,61 +100,75 @@ impl DyingHub {
                         continue;
                     }
                 };
+                if failed {
+                    parked.push(client); // accepted, never answered
+                    continue;
+                }
                 client.set_nonblocking(false).unwrap();
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || relay(c2, s2, None));
-                let kill = (total.clone(), kill_after, hub.clone(), d.clone());
-                std::thread::spawn(move || relay(server, client, Some(kill)));
+                let sh2 = sh.clone();
+                std::thread::spawn(move || relay(server, client, Some(&sh2)));
             }
-            // The listener is dropped here: reconnects are refused.
         });
-        DyingHub {
-            port,
-            died,
-            total: t,
-        }
+        FailingHub { port, shared }
+    }
+
+    fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    fn relayed(&self) -> u64 {
+        self.shared.total.load(Ordering::SeqCst)
     }
 }
 
-type Kill = (
-    Arc<AtomicU64>,
-    u64,
-    Arc<Mutex<Option<RcfServer>>>,
-    Arc<AtomicBool>,
-);
+impl Drop for FailingHub {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+    }
+}
 
-/// Copy `from` to `to` until EOF; with `kill`, count the bytes into the
-/// shared total and, at the limit, kill the hub instead of relaying more.
-fn relay(mut from: TcpStream, mut to: TcpStream, kill: Option<Kill>) {
+/// Copy `from` to `to` until EOF; with `hub`, count the bytes against its
+/// budget and, when it is spent, fail the hub instead of relaying more.
+fn relay(mut from: TcpStream, mut to: TcpStream, hub: Option<&Shared>) {
     let mut buf = [0u8; 4096];
     loop {
-        let n = match from.read(&mut buf) {
+        let mut n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let mut n = n;
-        let mut die = false;
-        if let Some((total, limit, _, _)) = &kill {
-            let before = total.fetch_add(n as u64, Ordering::SeqCst);
-            if before + n as u64 >= *limit {
-                n = limit.saturating_sub(before).min(n as u64) as usize;
-                die = true;
+        let mut spent = false;
+        if let Some(h) = hub {
+            let before = h.total.fetch_add(n as u64, Ordering::SeqCst);
+            if before + n as u64 >= h.budget {
+                n = h.budget.saturating_sub(before).min(n as u64) as usize;
+                spent = true;
             }
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        if die {
-            let (_, _, hub, died) = kill.as_ref().expect("die needs kill");
-            if let Some(h) = hub.lock().unwrap().take() {
-                h.stop();
+        let Some(h) = hub.filter(|_| spent) else {
+            continue;
+        };
+        h.failed.store(true, Ordering::SeqCst);
+        match h.failure {
+            Failure::Killed => {
+                if let Some(server) = h.hub.lock().unwrap().take() {
+                    server.stop();
+                }
             }
-            died.store(true, Ordering::SeqCst);
-            break;
+            Failure::Stalled => {
+                while !h.shutdown.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
         }
+        break;
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
@@ -221,16 +267,16 @@ fn update_bootstrap_and_copy_fail_over_to_the_next_hub() {
     change(&a_wd, &[&b_wd, &c_wd], 2);
     ok(&reference, &["update"]);
     let c_pid = c.pid();
-    let dying = DyingHub::start(c, 12_000);
+    let dying = FailingHub::start(c, 12_000, Failure::Killed);
     let hc = format!("127.0.0.1:{}", dying.port);
     let run = ok(
         &cli,
         &["--json", "update", "--parallel", "1", "-H", &hc, "-H", &hb],
     );
     assert!(
-        dying.died.load(Ordering::SeqCst),
+        dying.failed(),
         "the hub was not killed ({} bytes relayed)",
-        dying.total.load(Ordering::SeqCst)
+        dying.relayed()
     );
     assert!(
         !Path::new(&format!("/proc/{c_pid}")).exists()
@@ -254,11 +300,53 @@ fn update_bootstrap_and_copy_fail_over_to_the_next_hub() {
         "no staging left behind"
     );
 
+    // 3b. Another change; a hub that hangs in the middle of the update
+    //     (stops answering, keeps its connections and port open): the
+    //     read times out (-t 2), so does the reconnect, and B takes over.
+    change(&a_wd, &[&b_wd], 3);
+    ok(&reference, &["update"]);
+    let c3_wd = replica("fo-c3", &a_wd, &a_wd.path().join("masterfiles"));
+    let c3 = RcfServer::start(&c3_wd, &hub_policy(&c3_wd.path().join("masterfiles"))).unwrap();
+    let hung = FailingHub::start(c3, 12_000, Failure::Stalled);
+    let hh = format!("127.0.0.1:{}", hung.port);
+    let t0 = Instant::now();
+    let run = ok(
+        &cli,
+        &[
+            "--json",
+            "update",
+            "-t",
+            "2",
+            "--parallel",
+            "1",
+            "-H",
+            &hh,
+            "-H",
+            &hb,
+        ],
+    );
+    assert!(
+        hung.failed(),
+        "the hub never hung ({} bytes relayed)",
+        hung.relayed()
+    );
+    assert!(t0.elapsed() >= Duration::from_secs(2), "{:?}", t0.elapsed());
+    run.assert_contains(&format!(
+        "Policy server '{hh}' was lost during the update; starting over from '{hb}'"
+    ));
+    assert!(
+        run.contains(&format!("\"server\":\"{hb}\"")),
+        "{}",
+        run.describe()
+    );
+    trees_equal(&reference.inputs(), &cli.inputs()).unwrap();
+    drop(hung);
+
     // 4. copy: a hub killed in the middle of a full recursive copy; the
     //    copy goes on from B and the tree is the hub's masterfiles.
     let c2_wd = replica("fo-c2", &a_wd, &mf_a);
     let c2 = RcfServer::start(&c2_wd, &hub_policy(&c2_wd.path().join("masterfiles"))).unwrap();
-    let dying = DyingHub::start(c2, 300_000);
+    let dying = FailingHub::start(c2, 300_000, Failure::Killed);
     let hc2 = format!("127.0.0.1:{}", dying.port);
     let dest = cli.scratch().join("mf-copy");
     let run = ok(
@@ -279,9 +367,9 @@ fn update_bootstrap_and_copy_fail_over_to_the_next_hub() {
         ],
     );
     assert!(
-        dying.died.load(Ordering::SeqCst),
+        dying.failed(),
         "the hub was not killed ({} bytes relayed)",
-        dying.total.load(Ordering::SeqCst)
+        dying.relayed()
     );
     run.assert_contains(&format!(
         "Server '{hc2}' was lost during the run; starting over from '{hb}'"

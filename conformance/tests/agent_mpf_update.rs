@@ -17,31 +17,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rcf_conformance::lab::{
-    agent_workdirs, copy_tree, rcf_agent, require_cfengine, trees_equal, AccessRule, AnyServer,
-    ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    agent_workdirs, copy_tree, rcf_agent, require_cfengine, tree_entries, trees_equal, AccessRule,
+    AnyServer, ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 
-const MPF: &str = "/usr/share/cfengine3/masterfiles";
+mod policy_lab;
+use policy_lab::{cf_agent_update, private_bin};
 
-/// Give `wd` a `bin/` of its own (links to the real tools) instead of the
-/// lab's link to `/usr/bin`: the MPF's update policy writes into
-/// `$(sys.bindir)` (the python symlink), which must stay in the sandbox.
-fn private_bin(wd: &Workdir) {
-    let bin = wd.path().join("bin");
-    let real = std::fs::read_link(&bin).unwrap();
-    std::fs::remove_file(&bin).unwrap();
-    std::fs::create_dir(&bin).unwrap();
-    for t in [
-        "cf-agent",
-        "cf-promises",
-        "cf-key",
-        "cf-serverd",
-        "cf-execd",
-        "cf-monitord",
-    ] {
-        let _ = std::os::unix::fs::symlink(real.join(t), bin.join(t));
-    }
-}
+const MPF: &str = "/usr/share/cfengine3/masterfiles";
 
 /// Tag the hub's masterfiles with `cf_promises_validated` and
 /// `cf_promises_release_id` when the policy is valid: `cf-promises -T` on
@@ -61,39 +44,6 @@ fn stamp(hub: &Workdir, mf: &Path, kind: ServerKind) -> ToolRun {
         }
         ServerKind::Rcf => rcf_agent(hub, &["-v", "update"]).unwrap(),
     }
-}
-
-/// The real agent's update of the policy: `cf-agent -KI -f inputs/update.cf
-/// -b cfe_internal_update_policy_cpv`; returns the run and the number of
-/// files it transferred.
-fn cf_agent_update(wd: &Workdir) -> (ToolRun, usize) {
-    let upd = wd.inputs().join("update.cf");
-    let agent = wd.bins().agent.clone();
-    let run = rcf_conformance::lab::run_tool(
-        wd,
-        &agent,
-        &[
-            "-K",
-            "-I",
-            "-f",
-            &upd.to_string_lossy(),
-            "-b",
-            "cfe_internal_update_policy_cpv",
-        ],
-        None,
-        TOOL_TIMEOUT,
-    )
-    .unwrap();
-    // 3.21 logs one "info: Copied file '<src>' from '<server>' to '<dest>.cfnew'"
-    // per transfer (then "Updated '...' from source" for a replaced file,
-    // "Updated file '...'" for a new one). Local copies (modules_presence:
-    // inputs/modules to modules/) say "Copied file 'X' to 'Y'", no server.
-    let n = run
-        .lines_with("info: Copied file '")
-        .iter()
-        .filter(|l| l.contains("' from '"))
-        .count();
-    (run, n)
 }
 
 /// `rcf-agent --json update`; returns the run and the number of files it
@@ -181,24 +131,11 @@ fn step(c: &Clients, what: &str, kind: ServerKind, log: &str) {
 /// Relative path -> mode bits of every entry under `root`.
 fn modes(root: &Path) -> std::collections::BTreeMap<String, u32> {
     use std::os::unix::fs::PermissionsExt;
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let m = e.path().symlink_metadata().unwrap();
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            out.insert(rel, m.permissions().mode() & 0o7777);
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    out
+    tree_entries(root)
+        .unwrap()
+        .into_iter()
+        .map(|(rel, m)| (rel, m.permissions().mode() & 0o7777))
+        .collect()
 }
 
 fn differential(kind: ServerKind) {
@@ -302,7 +239,11 @@ fn differential(kind: ServerKind) {
         kind,
         &log(),
     );
-    assert!(c.rcf.path().join("modules/rcf_test_module.cfsaved").is_file());
+    assert!(c
+        .rcf
+        .path()
+        .join("modules/rcf_test_module.cfsaved")
+        .is_file());
     std::fs::write(c.mf.join("NOTES.md"), "not policy\n").unwrap();
     std::fs::write(c.mf.join("services/README"), "not policy either\n").unwrap();
     edit(&main, "# and a real change\n");

@@ -17,7 +17,6 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 

@@ -12,21 +12,20 @@ use std::time::{Duration, Instant};
 
 use rcf_conformance::lab::{
     cf_agent_policy, copy_policy, free_port, rcf_binary, run_tool, AccessRule, CopySpec, Daemon,
-    RcfServer, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    HaProxy, RcfServer, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
 };
 use rcf_pg::scratch::ScratchPostgres;
-
-const HAPROXY: &str = "/usr/sbin/haproxy";
 
 /// PostgreSQL, HAProxy and two replicas, with the data they serve.
 struct Cluster {
     pg: ScratchPostgres,
     url: String,
     /// The replicas' work dirs (one hub key, deployed to both).
-    wds: [Workdir; 2],
+    /// Kept for their temporary directories.
+    _wds: [Workdir; 2],
     replicas: [Option<RcfServer>; 2],
     ports: [u16; 2],
-    haproxy: Daemon,
+    haproxy: HaProxy,
     /// Where agents connect (HAProxy's frontend).
     front: u16,
     data: tempfile::TempDir,
@@ -41,6 +40,7 @@ fn policy(data: &Path, trust_new: bool) -> ServerPolicy {
     p.allowconnects = vec!["127.0.0.2".into(), "127.0.0.3".into(), "127.0.0.4".into()];
     p.denyconnects = vec!["127.0.0.3".into()];
     p.allowallconnects = vec!["127.0.0.2".into()];
+    p.allowlegacyconnects = vec!["127.0.0.2".into()];
     p.trustkeysfrom = if trust_new {
         vec!["127.0.0.2".into(), "127.0.0.4".into()]
     } else {
@@ -58,24 +58,8 @@ fn policy(data: &Path, trust_new: bool) -> ServerPolicy {
     p
 }
 
-fn haproxy_cfg(front: u16, ports: [u16; 2]) -> String {
-    format!(
-        "global\n  maxconn 200\n\
-         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  retries 3\n  option redispatch 1\n\
-         frontend cfengine\n  bind 127.0.0.1:{front}\n  default_backend replicas\n\
-         backend replicas\n  balance roundrobin\n\
-           server r1 127.0.0.1:{} send-proxy-v2 check check-send-proxy inter 300ms fall 1 rise 2\n\
-           server r2 127.0.0.1:{} send-proxy-v2 check check-send-proxy inter 300ms fall 1 rise 2\n",
-        ports[0], ports[1]
-    )
-}
-
 impl Cluster {
     fn start(name: &str) -> Cluster {
-        assert!(
-            Path::new(HAPROXY).exists(),
-            "{HAPROXY} is missing (apt-get install haproxy)"
-        );
         let pg = ScratchPostgres::start().expect("start PostgreSQL (apt-get install postgresql)");
         let url = pg.url();
         // The schema, by the server's own --migrate.
@@ -116,58 +100,22 @@ impl Cluster {
         assert_eq!(wds[0].key_id().unwrap(), wds[1].key_id().unwrap());
 
         let ports = [free_port(), free_port()];
-        let front = free_port();
         let policy = policy(data.path(), true);
-        let mut c = Cluster {
+        // The replicas first, so HAProxy's first health checks find them.
+        let replicas = [0, 1].map(|i| Some(start_replica(&wds[i], &policy, ports[i], &url)));
+        let haproxy = HaProxy::start(data.path(), &ports, 200, 300).unwrap();
+        let front = haproxy.front();
+        Cluster {
             pg,
             url,
-            wds,
-            replicas: [None, None],
+            _wds: wds,
+            replicas,
             ports,
-            haproxy: {
-                let cfg = data.path().join("haproxy.cfg");
-                std::fs::write(&cfg, haproxy_cfg(front, ports)).unwrap();
-                let mut cmd = Command::new(HAPROXY);
-                cmd.arg("-db").arg("-f").arg(&cfg);
-                Daemon::spawn("haproxy", cmd, &data.path().join("haproxy.log")).unwrap()
-            },
+            haproxy,
             front,
             data,
             policy,
-        };
-        for i in 0..2 {
-            c.start_replica(i);
         }
-        c.haproxy
-            .wait_listening(front, Duration::from_secs(10))
-            .unwrap();
-        c
-    }
-
-    fn start_replica(&mut self, i: usize) {
-        let mut p = self.policy.clone();
-        p.port = self.ports[i];
-        let r = RcfServer::start_with_flags(
-            &self.wds[i],
-            &p,
-            &[
-                "-v",
-                "--proxy-from",
-                "127.0.0.1/32",
-                "--trust-store",
-                &self.url,
-            ],
-        )
-        .unwrap();
-        assert!(
-            r.wait_for_log(
-                "Trust store: listening for revocations",
-                Duration::from_secs(10)
-            ),
-            "replica {i}:\n{}",
-            r.log()
-        );
-        self.replicas[i] = Some(r);
     }
 
     fn replica(&self, i: usize) -> &RcfServer {
@@ -230,16 +178,54 @@ impl Cluster {
     }
 }
 
+/// A replica on `port`: `-v`, `--proxy-from 127.0.0.1/32` (HAProxy), the
+/// shared store; waits until it listens for revocations.
+fn start_replica(wd: &Workdir, policy: &ServerPolicy, port: u16, url: &str) -> RcfServer {
+    let mut p = policy.clone();
+    p.port = port;
+    let r = RcfServer::start_with_flags(
+        wd,
+        &p,
+        &["-v", "--proxy-from", "127.0.0.1/32", "--trust-store", url],
+    )
+    .unwrap();
+    assert!(
+        r.wait_for_log(
+            "Trust store: listening for revocations",
+            Duration::from_secs(10)
+        ),
+        "replica on {port}:\n{}",
+        r.log()
+    );
+    r
+}
+
 /// A cf-agent run copying `files` (relative to the data dir) from
 /// `host:port` into the client's scratch dir, bound to `bind`.
 fn agent(client: &Workdir, bind: &str, port: u16, data: &Path, files: &[&str]) -> ToolRun {
+    agent_protocol(client, bind, port, data, files, None)
+}
+
+/// [`agent`] with `protocol_version` set (e.g. `classic`).
+fn agent_protocol(
+    client: &Workdir,
+    bind: &str,
+    port: u16,
+    data: &Path,
+    files: &[&str],
+    protocol: Option<&str>,
+) -> ToolRun {
     client.cf_key().unwrap();
     let specs: Vec<CopySpec> = files
         .iter()
         .map(|f| {
             let dest = client.scratch().join(f.replace('/', "_"));
             let _ = std::fs::remove_file(&dest);
-            CopySpec::new(port, format!("{}/{f}", data.display()), dest)
+            let spec = CopySpec::new(port, format!("{}/{f}", data.display()), dest);
+            match protocol {
+                Some(p) => spec.protocol(p),
+                None => spec,
+            }
         })
         .collect();
     let text = format!(
@@ -312,6 +298,56 @@ fn cluster_haproxy_tofu_acls_by_client_address_outage_and_refusals() {
             "replica {i} served none of the runs:\n{l}"
         );
         assert!(!l.contains("Trusting new key"), "{l}");
+    }
+
+    // The classic protocol through the proxy too: allowlegacyconnects and
+    // the key check (in the shared store) see the client's address.
+    let m = marks(&c);
+    let run = agent_protocol(
+        &client,
+        "127.0.0.2",
+        c.front,
+        &data,
+        &["common"],
+        Some("classic"),
+    );
+    assert!(copied(&client, "common").is_some(), "{}", run.describe());
+    let logs = c.logs();
+    assert!(
+        (0..2).any(|i| {
+            let l = since(&logs, &m, i);
+            l.contains("127.0.0.2>") && l.contains("considering the protocol as Classic")
+        }),
+        "{logs:#?}"
+    );
+
+    // A revocation by rcf-key reaches both replicas (LISTEN/NOTIFY): the
+    // next connection to either is refused, without a restart; trusting
+    // the key again (rcf-key -t) re-admits it.
+    c.rcf_key(&["-r", &agent_id]);
+    let m = marks(&c);
+    for _ in 0..2 {
+        let run = agent(&client, "127.0.0.2", c.front, &data, &["common"]);
+        assert_eq!(
+            copied(&client, "common"),
+            None,
+            "revoked key served:\n{}",
+            run.describe()
+        );
+    }
+    let logs = c.logs();
+    for i in 0..2 {
+        assert!(
+            since(&logs, &m, i).contains(&format!("key {agent_id} was revoked in the trust store")),
+            "replica {i}:\n{}",
+            since(&logs, &m, i)
+        );
+    }
+    let pubkey = client.pubkey_path();
+    c.rcf_key(&["-t", &format!("root@127.0.0.2:{}", pubkey.display())]);
+    for _ in 0..2 {
+        let run = agent(&client, "127.0.0.2", c.front, &data, &["common"]);
+        assert!(copied(&client, "common").is_some(), "{}", run.describe());
     }
 
     // 3. ACLs by the client's address through the proxy: admit_ips and

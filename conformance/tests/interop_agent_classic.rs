@@ -121,8 +121,9 @@ fn rcf_agent_classic_against_rcf_serverd() {
 
 /// `rcf-agent net --protocol classic` and `runagent --protocol classic`
 /// against the real cf-serverd: every net subcommand prints what the real
-/// cf-net (over TLS, to the same server) prints, and EXEC runs the
-/// cfruncommand with the classes asked for.
+/// cf-net (over TLS, to the same server) prints, EXEC runs the
+/// cfruncommand with the classes asked for, and the real cf-runagent over
+/// classic gets the same EXEC lines and exit codes.
 #[test]
 fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
     require_cfengine().unwrap();
@@ -218,4 +219,43 @@ fn rcf_agent_net_and_runagent_classic_against_the_real_cf_serverd() {
     let run = runagent("other");
     assert_eq!(run.code(), Some(255), "{}", run.describe());
     assert_eq!(script.invocations().len(), before + 1);
+    // The real cf-runagent over classic (protocol_version in its policy),
+    // trusting the server with -i: the same EXEC lines and exit codes.
+    let pol = cli.inputs().join("runagent-classic.cf");
+    std::fs::write(
+        &pol,
+        "body common control\n{\n  bundlesequence => { \"noop\" };\n  protocol_version => \"classic\";\n}\nbundle agent noop\n{\n  vars:\n    \"x\" string => \"x\";\n}\n",
+    )
+    .unwrap();
+    let pol = pol.to_string_lossy().into_owned();
+    for (role, code) in [("role1", 0), ("other", 255)] {
+        let real = cf_runagent(
+            &cli,
+            &["-f", &pol, "-i", "-H", &hp, "-D", role],
+            Some("yes\n"),
+        )
+        .unwrap();
+        let ours = runagent(role);
+        let exec_lines = |r: &ToolRun| -> Vec<String> {
+            r.output
+                .lines()
+                .filter(|l| l.contains("> "))
+                .filter(|l| {
+                    l.contains("(exit code")
+                        || l.contains("EXEC denied")
+                        || l.contains("cfruncommand ran")
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(real.code(), Some(code), "{}", real.describe());
+        assert_eq!(ours.code(), Some(code), "{}", ours.describe());
+        assert_eq!(
+            exec_lines(&ours),
+            exec_lines(&real),
+            "{}\n{}",
+            real.describe(),
+            ours.describe()
+        );
+    }
 }

@@ -10,20 +10,21 @@
 //! * the recorded classic transcripts, replayed as far as the lab keys allow
 //!   (see `recorded_classic_transcripts_replay`).
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::TcpStream;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcf_conformance::lab::*;
 use rcf_conformance::transcript::{self, Dir, Kind, Transcript};
-use rcf_core::classic::{
-    crypto, ClassicClient, ClassicClientError, ClassicServer, ClientConfig, ClientEvent,
-};
+use rcf_core::classic::{crypto, ClassicClientError, ClassicServer, ClientConfig, ClientEvent};
 use rcf_core::frame::{Decoder, Status};
 use rcf_core::reply::StatReply;
 use rcf_core::request::{self, Dialect, Request};
 use rcf_core::server::io::{Answer, Event, KeyStatus, Now};
+use support::classic::{clock, Driver, OsRng};
 
 struct Setup {
     srv_wd: Workdir,
@@ -517,124 +518,6 @@ fn core_client_maproot_same_as_real_server() {
 
 // ---- rcf-core ClassicClient -> real cf-serverd -----------------------------
 
-/// /dev/urandom through the RNG traits the core machines take.
-struct OsRng;
-impl rcf_core::classic::RngCore for OsRng {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
-    }
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(dest))
-            .expect("/dev/urandom");
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rsa::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl rcf_core::classic::CryptoRng for OsRng {}
-
-/// A blocking driver for the sans-I/O client.
-struct Driver {
-    sock: TcpStream,
-    client: ClassicClient,
-    start: Instant,
-}
-
-impl Driver {
-    fn connect(port: u16, cfg: ClientConfig) -> Result<(Driver, ClientEvent), ClassicClientError> {
-        let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let start = Instant::now();
-        let client = ClassicClient::new(cfg, clock(start), &mut OsRng)?;
-        let mut d = Driver {
-            sock,
-            client,
-            start,
-        };
-        let mut ev = d.until_event()?;
-        assert_eq!(ev.len(), 1, "{ev:?}");
-        Ok((d, ev.remove(0)))
-    }
-
-    /// Pump until at least one event arrives and the client is idle again;
-    /// the client's failure (its `Failed` event) is the `Err`.
-    fn until_event(&mut self) -> Result<Vec<ClientEvent>, ClassicClientError> {
-        let mut events = vec![];
-        let mut buf = vec![0u8; 16384];
-        loop {
-            if let Some(i) = events
-                .iter()
-                .position(|e| matches!(e, ClientEvent::Failed(_)))
-            {
-                let ClientEvent::Failed(e) = events.remove(i) else {
-                    unreachable!("matched Failed above")
-                };
-                return Err(e);
-            }
-            while let Some(b) = self.client.poll_transmit() {
-                // A server that hangs up mid-exchange: read what it said first.
-                if self.sock.write_all(&b).is_err() {
-                    break;
-                }
-            }
-            while let Some(e) = self.client.poll_event() {
-                events.push(e);
-            }
-            let finished = events.iter().any(|e| !matches!(e, ClientEvent::Data(_)));
-            if finished && (self.client.is_idle() || self.client.is_desynchronised()) {
-                return Ok(events);
-            }
-            let n = self.sock.read(&mut buf).unwrap_or(0);
-            let now = clock(self.start);
-            if n == 0 {
-                self.client.handle_eof(now);
-                events.extend(std::iter::from_fn(|| self.client.poll_event()));
-                if let Some(ClientEvent::Failed(e)) = events.last() {
-                    return Err(e.clone());
-                }
-                return Ok(events);
-            }
-            self.client.handle_input(now, &buf[..n], &mut OsRng);
-        }
-    }
-
-    fn stat(&mut self, path: &str, enc: bool) -> Result<StatReply, String> {
-        let now = clock(self.start);
-        self.client.stat(now, path.as_bytes(), enc).unwrap();
-        match self.until_event().unwrap().remove(0) {
-            ClientEvent::Stat(s) => Ok(s),
-            other => Err(format!("{other:?}")),
-        }
-    }
-
-    fn get(&mut self, path: &str, size: u64, enc: bool) -> Vec<u8> {
-        let now = clock(self.start);
-        self.client.get(now, path.as_bytes(), size, enc).unwrap();
-        let ev = self.until_event().unwrap();
-        assert_eq!(ev.last(), Some(&ClientEvent::FileDone), "{ev:?}");
-        ev.into_iter()
-            .filter_map(|e| {
-                if let ClientEvent::Data(d) = e {
-                    Some(d)
-                } else {
-                    None
-                }
-            })
-            .flatten()
-            .collect()
-    }
-}
-
 fn client_cfg(s: &Setup, server_key: Option<rsa::RsaPublicKey>) -> ClientConfig {
     let pem = std::fs::read(s.cli_wd.privkey_path()).unwrap();
     ClientConfig {
@@ -645,17 +528,6 @@ fn client_cfg(s: &Setup, server_key: Option<rsa::RsaPublicKey>) -> ClientConfig 
         server_key,
         trust_server: true,
         timeout_ms: 20_000,
-    }
-}
-
-/// The client machine's clock: ms since `start`, and the wall clock.
-fn clock(start: Instant) -> rcf_core::server::Now {
-    rcf_core::server::Now {
-        mono_ms: start.elapsed().as_millis() as u64,
-        unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
     }
 }
 

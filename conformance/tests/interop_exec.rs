@@ -4,71 +4,50 @@
 
 use rcf_conformance::lab::*;
 
-struct Case {
-    name: &'static str,
-    args: &'static [&'static str],
-    /// Expected argv of the cfruncommand (None: must not run).
-    argv: Option<&'static [&'static str]>,
-    /// A line cf-runagent must print.
-    says: &'static str,
-}
-
-const CASES: &[Case] = &[
-    Case {
-        name: "plain run",
-        args: &[],
-        argv: Some(&[]),
-        says: "(exit code: 0)",
-    },
-    Case {
-        name: "role1 admitted",
-        args: &["-D", "role1"],
-        argv: Some(&["-D", "role1"]),
-        says: "(exit code: 0)",
-    },
-    Case {
-        name: "role12 not matched by anchored role1",
-        args: &["-D", "role12"],
-        argv: None,
-        says: "EXEC denied role activation",
-    },
-    Case {
+/// After [`BASIC_EXEC_CASES`].
+const MORE_CASES: &[ExecCase] = &[
+    ExecCase {
         name: "several classes, all granted",
         args: &["-D", "role1,role2"],
         argv: Some(&["-D", "role1,role2"]),
         says: "(exit code: 0)",
     },
-    Case {
+    ExecCase {
         name: "several classes, one not granted",
         args: &["-D", "role1,other"],
         argv: None,
         says: "EXEC denied role activation",
     },
-    Case {
+    ExecCase {
         name: "repeated -D merged",
         args: &["-D", "role1", "-D", "role2"],
         argv: Some(&["-D", "role1,role2"]),
         says: "(exit code: 0)",
     },
-    Case {
+    ExecCase {
         name: "namespaced bundle admitted",
         args: &["--remote-bundles", "ns1:deploy"],
         argv: Some(&["--bundlesequence", "ns1:deploy"]),
         says: "(exit code: 0)",
     },
-    Case {
+    ExecCase {
         name: "other namespace refused",
         args: &["--remote-bundles", "ns2:deploy"],
         argv: None,
         says: "EXEC denied bundle activation",
     },
-    Case {
+    ExecCase {
         name: "token with @ refused",
         args: &["-D", "role1@evil"],
         argv: None,
         says: "EXEC denied role activation",
     },
 ];
+
+/// Every case, in order.
+fn cases() -> Vec<&'static ExecCase> {
+    BASIC_EXEC_CASES.iter().chain(MORE_CASES).collect()
+}
 
 fn policy(script: &str) -> ServerPolicy {
     let mut p = ServerPolicy::new(0);
@@ -83,67 +62,21 @@ fn policy(script: &str) -> ServerPolicy {
     p
 }
 
-/// Which client hails.
-#[derive(Clone, Copy, Debug)]
-enum Hailer {
-    /// The real cf-runagent 3.21.
-    CfRunagent,
-    /// `rcf-agent runagent`.
-    RcfAgent,
-}
-
 /// Run every case against `hp`; returns (exit code, EXEC lines, argv run) per case.
-fn run_cases(
-    cli: &Workdir,
-    hp: &str,
-    script: &CfrunScript,
-    who: Hailer,
-) -> Vec<(Option<i32>, Vec<String>, Option<Vec<String>>)> {
-    let mut out = Vec::new();
-    for c in CASES {
-        let before = script.invocations().len();
-        let mut args = vec!["-H", hp];
-        args.extend_from_slice(c.args);
-        let run = match who {
-            Hailer::CfRunagent => cf_runagent(cli, &args, None).unwrap(),
-            Hailer::RcfAgent => {
-                let mut a = vec!["runagent"];
-                a.extend_from_slice(&args);
-                rcf_agent(cli, &a).unwrap()
-            }
-        };
-        let inv = script.invocations();
-        let ran = inv.get(before).cloned();
-        assert!(inv.len() <= before + 1, "{}: ran more than once", c.name);
-        let lines: Vec<String> = run
-            .output
-            .lines()
-            .filter(|l| {
-                l.contains("EXEC denied")
-                    || l.contains("(exit code")
-                    || l.contains("nothing relevant")
+fn run_cases(cli: &Workdir, hp: &str, script: &CfrunScript, who: Hailer) -> Vec<ExecOutcome> {
+    cases()
+        .into_iter()
+        .map(|c| {
+            hail_case(c, hp, script, |args| match who {
+                Hailer::CfRunagent => cf_runagent(cli, args, None).unwrap(),
+                Hailer::RcfAgent => {
+                    let mut a = vec!["runagent"];
+                    a.extend_from_slice(args);
+                    rcf_agent(cli, &a).unwrap()
+                }
             })
-            .map(|l| l.trim().to_string())
-            .collect();
-        assert!(
-            run.contains(c.says),
-            "{} ({who:?}): expected `{}` in\n{}",
-            c.name,
-            c.says,
-            run.describe()
-        );
-        match c.argv {
-            Some(want) => assert_eq!(
-                ran.as_deref(),
-                Some(&want.iter().map(|s| s.to_string()).collect::<Vec<_>>()[..]),
-                "{}",
-                c.name
-            ),
-            None => assert_eq!(ran, None, "{}: must not run", c.name),
-        }
-        out.push((run.code(), lines, ran));
-    }
-    out
+        })
+        .collect()
 }
 
 #[test]
@@ -165,7 +98,7 @@ fn cf_runagent_cases_match_the_real_server() {
     // rcf-agent runagent against both servers: the same outcomes again.
     let c = run_cases(&cli, &real.host_port(), &script, Hailer::RcfAgent);
     let d = run_cases(&cli, &ours.host_port(), &script, Hailer::RcfAgent);
-    for (i, case) in CASES.iter().enumerate() {
+    for (i, case) in cases().into_iter().enumerate() {
         assert_eq!(
             a[i],
             b[i],

@@ -156,7 +156,6 @@ fn unevaluable_guards_and_bad_cidrs_never_widen_against_real_cf_serverd() {
 #[test]
 fn unexpandable_promiser_denies_every_path_for_its_peers() {
     let pair = Pair::new();
-    let port = free_port();
     let cases = [
         // 3.21: the promiser is DATA/k/, denied
         (
@@ -173,14 +172,11 @@ fn unexpandable_promiser_denies_every_path_for_its_peers() {
             true,
         ),
     ];
-    let (access, paths) = pair.access_cases(cases.iter().map(|(dir, r, _)| (*dir, r.to_string())));
-    let text = format!(
-        "{}bundle server acl\n{{\n  vars:\n    \"kdir\" string => execresult(\"/bin/echo k\", \"noshell\");\n  access:\n{access}}}\n",
-        header(port, &[])
+    let (text, paths, real, pol) = pair.decide_both(
+        "",
+        "    \"kdir\" string => execresult(\"/bin/echo k\", \"noshell\");\n",
+        cases.iter().map(|(dir, r, _)| (*dir, r.to_string())),
     );
-    let policy = pair.input("promises.cf", &text);
-    let real = pair.real_stat(&policy, port, &paths);
-    let pol = pair.rcf_load(&policy);
     let mut problems = Vec::new();
     for (((dir, _, want), real_allowed), path) in cases.iter().zip(&real).zip(&paths) {
         if want != real_allowed {

@@ -226,11 +226,13 @@ fn count(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
 }
 
-fn rcf_key_s(wd: &Workdir) -> String {
+/// `rcf-key --list-trusted`: the trusted keys and when each was trusted
+/// (`-s` lists lastseen, as cf-key does).
+fn rcf_key_list_trusted(wd: &Workdir) -> String {
     let out = Command::new(rcf_binary("rcf-key").unwrap())
         .arg("--workdir")
         .arg(wd.path())
-        .arg("-s")
+        .arg("--list-trusted")
         .output()
         .unwrap();
     assert!(
@@ -582,7 +584,7 @@ fn metrics_endpoint_scraped_by_curl_and_parsed() {
 // ---------------------------------------------------------------------------
 
 /// `--trust-max-new 1`: the first new key is trusted, the second refused
-/// (as if not in trustkeysfrom), the first stays trusted; `rcf-key -s` shows
+/// (as if not in trustkeysfrom), the first stays trusted; `rcf-key --list-trusted` shows
 /// when. `--trust-window`: a new key after the window is refused.
 #[test]
 fn trust_on_first_use_closes_itself() {
@@ -642,8 +644,8 @@ fn trust_on_first_use_closes_itself() {
         1.0
     );
     assert_eq!(m["rcf_serverd_trust_budget_open"], 0.0);
-    // rcf-key -s: when each key was trusted (UTC, the file's mtime).
-    let s = rcf_key_s(&lab.server);
+    // rcf-key --list-trusted: when each key was trusted (UTC, the file's mtime).
+    let s = rcf_key_list_trusted(&lab.server);
     let row = s
         .lines()
         .find(|l| l.contains(&first_id))

@@ -182,9 +182,14 @@ pub(crate) fn at_accept(
 
 /// Read the optional PROXY header at the start of `stream` from TCP peer
 /// `peer`, consuming exactly the header's bytes (whatever follows stays in
-/// the socket for the protocol sniffing and the machines). Peeks until
-/// `rcf_core::proxy` decides, so a peer that needs no header loses no byte;
-/// bounded by `deadline` and by the header's maximum size.
+/// the socket for the protocol sniffing and the machines), bounded by
+/// `deadline` and by the header's maximum size.
+///
+/// Peeks until `rcf_core::proxy` decides. A listed proxy's bytes are
+/// consumed as they come while the decision needs more (they can only be
+/// header bytes: a header, or a refusal), so a stalled or closed proxy is
+/// seen waiting or at EOF. A peer that needs no header loses no byte: its
+/// undecided bytes (a prefix of a signature) stay in the socket.
 pub async fn read_proxy(
     stream: &mut TcpStream,
     peer: SocketAddr,
@@ -193,35 +198,51 @@ pub async fn read_proxy(
 ) -> Result<Proxied, ProxyClose> {
     let mut buf = vec![0u8; V2_MAX_LEN + 1];
     let end = tokio::time::Instant::now() + deadline;
-    let mut seen = 0;
+    let timeout = || ProxyClose::Timeout(deadline);
+    // Header bytes already taken out of the socket (listed proxies only).
+    let mut taken: Vec<u8> = Vec::new();
     loop {
-        let n = tokio::time::timeout_at(end, stream.peek(&mut buf))
+        if tokio::time::Instant::now() >= end {
+            return Err(timeout());
+        }
+        let room = buf.len() - taken.len();
+        let n = tokio::time::timeout_at(end, stream.peek(&mut buf[..room]))
             .await
-            .map_err(|_| ProxyClose::Timeout(deadline))??;
+            .map_err(|_| timeout())??;
         let mut d = ProxyDecoder::new(peer, policy);
-        let step = if n == 0 {
-            d.closed().map(Step::Ready)
-        } else {
-            d.push(&buf[..n])
+        let step = match (taken.is_empty(), n) {
+            (true, 0) => d.closed().map(Step::Ready),
+            (false, 0) => {
+                d.push(&taken)?;
+                d.closed().map(Step::Ready)
+            }
+            _ => d.push(&[&taken[..], &buf[..n]].concat()),
         }?;
         match step {
             Step::Ready(p) => {
-                let header = n - p.rest.len().min(n);
-                if header > 0 {
-                    let mut skip = vec![0u8; header];
+                let header = (taken.len() + n).saturating_sub(p.rest.len());
+                let more = header.saturating_sub(taken.len());
+                if more > 0 {
+                    let mut skip = vec![0u8; more];
                     tokio::time::timeout_at(end, stream.read_exact(&mut skip))
                         .await
-                        .map_err(|_| ProxyClose::Timeout(deadline))??;
+                        .map_err(|_| timeout())??;
                 }
                 return Ok(p);
             }
+            Step::NeedMore if d.expect() == rcf_core::proxy::Expect::Header => {
+                // All of it is header (or refused later): take it, so the
+                // next peek waits for new bytes or sees the close.
+                let mut more = vec![0u8; n];
+                tokio::time::timeout_at(end, stream.read_exact(&mut more))
+                    .await
+                    .map_err(|_| timeout())??;
+                taken.extend_from_slice(&more);
+            }
             Step::NeedMore => {
-                if n == seen {
-                    // Nothing new since the last look: wait a little
-                    // (peek returns at once while any byte is queued).
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                seen = n;
+                // A prefix of a signature from a peer that needs no header:
+                // leave it in the socket and look again shortly.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     }
@@ -292,18 +313,11 @@ pub(crate) async fn answer_key(shared: &Shared, ev: Event) -> Keyed {
                     );
                     Keyed::Close
                 }
-                Err(e) => {
-                    shared
-                        .cluster
-                        .store_unavailable
-                        .fetch_add(1, Ordering::Relaxed);
-                    log(
-                        Level::Error,
-                        &ip,
-                        format!("Key lookup failed, dropping connection: {e}"),
-                    );
-                    Keyed::Close
-                }
+                Err(e) => unavailable(
+                    shared,
+                    &ip,
+                    format!("Key lookup failed, dropping connection: {e}"),
+                ),
             }
         }
         Event::SaveKey {
@@ -334,21 +348,24 @@ pub(crate) async fn answer_key(shared: &Shared, ev: Event) -> Keyed {
                 );
                 Keyed::Close
             }
-            Err(e) => {
-                shared
-                    .cluster
-                    .store_unavailable
-                    .fetch_add(1, Ordering::Relaxed);
-                log(
-                    Level::Error,
-                    &ip,
-                    format!("Not trusting new key {key_id}, dropping connection: {e}"),
-                );
-                Keyed::Close
-            }
+            Err(e) => unavailable(
+                shared,
+                &ip,
+                format!("Not trusting new key {key_id}, dropping connection: {e}"),
+            ),
         },
         other => Keyed::Other(other),
     }
+}
+
+/// The store could not be asked: count it, log `msg`, close.
+fn unavailable(shared: &Shared, ip: &str, msg: String) -> Keyed {
+    shared
+        .cluster
+        .store_unavailable
+        .fetch_add(1, Ordering::Relaxed);
+    shared.logger.log(Level::Error, Some(ip), &msg);
+    Keyed::Close
 }
 
 /// A session from `ip` authenticated with key `key_id`: record it as
@@ -356,5 +373,96 @@ pub(crate) async fn answer_key(shared: &Shared, ev: Event) -> Keyed {
 pub(crate) fn established(shared: &Shared, ip: &str, key_id: &str) {
     if let Some(s) = shared.cluster.lastseen.get() {
         s.seen(key_id, ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair on loopback: (client side, server side, the
+    /// server's view of the client's address).
+    async fn pair() -> (TcpStream, TcpStream, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, peer) = l.accept().await.unwrap();
+        (c, s, peer)
+    }
+
+    const V1: &[u8] = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 5308\r\n";
+
+    #[tokio::test]
+    async fn a_listed_proxy_header_is_consumed_exactly_and_the_rest_is_left() {
+        let policy = ProxyPolicy::parse("127.0.0.1/32").unwrap();
+        let (mut c, mut s, peer) = pair().await;
+        // Split inside the header: the reader waits for the rest.
+        c.write_all(&V1[..10]).await.unwrap();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            c.write_all(&[&V1[10..], b"CAUTH x"].concat())
+                .await
+                .unwrap();
+            c
+        });
+        let p = read_proxy(&mut s, peer, &policy, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(p.client, "192.0.2.7:40000".parse().unwrap());
+        let _c = writer.await.unwrap();
+        let mut rest = [0u8; 7];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"CAUTH x", "the protocol bytes stay in the socket");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_needs_no_header_loses_no_byte() {
+        let policy = ProxyPolicy::parse("10.0.0.0/8").unwrap();
+        let (mut c, mut s, peer) = pair().await;
+        c.write_all(b"CAUTH 127.0.0.1").await.unwrap();
+        let p = read_proxy(&mut s, peer, &policy, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(p.client, peer);
+        let mut first = [0u8; 5];
+        s.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"CAUTH");
+    }
+
+    #[tokio::test]
+    async fn headers_from_others_headerless_proxies_and_silence_are_refused() {
+        let listed = ProxyPolicy::parse("127.0.0.1/32").unwrap();
+        let unlisted = ProxyPolicy::parse("10.0.0.0/8").unwrap();
+        let (mut c, mut s, peer) = pair().await;
+        c.write_all(V1).await.unwrap();
+        let e = read_proxy(&mut s, peer, &unlisted, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not in --proxy-from"), "{e}");
+
+        let (mut c, mut s, peer) = pair().await;
+        c.write_all(b"CAUTH 127.0.0.1").await.unwrap();
+        let e = read_proxy(&mut s, peer, &listed, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("did not send a PROXY header"), "{e}");
+
+        let (_c, mut s, peer) = pair().await;
+        let e = read_proxy(&mut s, peer, &listed, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProxyClose::Timeout(_)), "{e}");
+
+        let (mut c, mut s, peer) = pair().await;
+        c.write_all(&V1[..20]).await.unwrap();
+        drop(c);
+        let e = read_proxy(&mut s, peer, &listed, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("closed inside the PROXY header"),
+            "{e}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcf_core::policy::ServerPolicy;
-use rcf_core::server::admission::{unmap_ipv4_peer, Admission};
+use rcf_core::server::admission::{unmap_ipv4_peer, Admission, ConnId, PendingLimits};
 use rcf_core::server::{Config, Level, Now};
 use rcf_core::tls::{ServerTls, TlsClock};
 use rcf_fs::serve::ServerFs;
@@ -105,6 +105,8 @@ pub struct Stats {
     pub refused_second: AtomicU64,
     /// Refused: maxconnections reached.
     pub refused_too_many: AtomicU64,
+    /// Dropped before identifying: the pre-authentication budget was full.
+    pub evicted_pending: AtomicU64,
     /// Requests refused by the access rules (`access denied …`).
     pub denied_requests: AtomicU64,
     /// Successful policy reloads.
@@ -133,8 +135,12 @@ pub struct Shared {
     pub tls_clock: TlsClock,
     /// Disk answers.
     pub fs: Arc<ServerFs>,
-    /// Open connections per IP.
+    /// Open connections per IP, identified sessions, and the
+    /// pre-authentication budget (see [`Shared::set_pending_limits`]).
     pub admission: Mutex<Admission>,
+    /// How to drop each pending connection the budget evicts: the
+    /// adapter's half of [`Admission`], which only names them.
+    evictions: Mutex<std::collections::HashMap<ConnId, tokio::sync::oneshot::Sender<()>>>,
     /// Session deadlines.
     pub cfg: Config,
     /// How long one write may block before the peer is dropped.
@@ -197,6 +203,7 @@ impl Shared {
             tls_clock,
             fs,
             admission: Mutex::new(Admission::new()),
+            evictions: Mutex::new(Default::default()),
             cfg,
             write_timeout,
             logger,
@@ -218,6 +225,14 @@ impl Shared {
         Now {
             mono_ms: self.origin.elapsed().as_millis() as u64,
             unix_s,
+        }
+    }
+
+    /// Bound the connections that have not identified yet (per address and
+    /// in all); call before serving.
+    pub fn set_pending_limits(&self, limits: PendingLimits) {
+        if let Ok(mut a) = self.admission.lock() {
+            *a = Admission::with_limits(limits);
         }
     }
 
@@ -320,63 +335,131 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
-        if let Some(release) = admit(&shared, ip) {
-            tokio::spawn(serve_admitted(stream, release));
+        if let Some(admitted) = admit(&shared, ip) {
+            tokio::spawn(serve_admitted(stream, admitted));
         }
     }
 }
 
+/// Logged for a connection dropped to make room in the pre-authentication
+/// budget.
+const PENDING_EVICTED: &str = "Dropping a connection that has not identified yet: the pre-authentication budget is full (oldest of the busiest address goes first)";
+
+/// An admitted connection: its slot, and what fires if the
+/// pre-authentication budget evicts it.
+pub(crate) struct Admitted {
+    slot: Slot,
+    evicted: tokio::sync::oneshot::Receiver<()>,
+}
+
 /// The accept step: admission of a connection served as `ip` (the TCP
 /// peer, or the client a PROXY header carried) by the current policy
-/// (`allowconnects`, `denyconnects`, `allowallconnects`, `maxconnections`).
-/// On success the slot is held by the returned guard until the
-/// connection's task ends; on refusal it is counted and logged, and the
-/// caller drops the socket without a byte, as 3.21 does.
-pub(crate) fn admit(shared: &Arc<Shared>, ip: String) -> Option<Release> {
+/// (`allowconnects`, `denyconnects`, `allowallconnects`, `maxconnections`)
+/// and the pre-authentication budget. On success the slot is held until
+/// the connection's task ends, and the connections this one evicts from
+/// the budget are told to close. On refusal it is counted and logged, and
+/// the caller drops the socket without a byte, as 3.21 does.
+pub(crate) fn admit(shared: &Arc<Shared>, ip: String) -> Option<Admitted> {
     let admitted = {
         let policy = shared.policy.borrow().clone();
         let mut a = shared.admission.lock().expect("admission lock");
         a.admit(&ip, &policy.control)
     };
-    if let Err(refusal) = admitted {
-        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        use rcf_core::server::admission::Refusal;
-        let by = match &refusal {
-            Refusal::NotAllowed(_) => &shared.stats.refused_not_allowed,
-            Refusal::Denied(_) => &shared.stats.refused_denied,
-            Refusal::Second(_) => &shared.stats.refused_second,
-            Refusal::TooMany { .. } => &shared.stats.refused_too_many,
-        };
-        by.fetch_add(1, Ordering::Relaxed);
-        shared.logger.log(Level::Error, None, &refusal.to_string());
-        return None;
+    let admitted = match admitted {
+        Ok(t) => t,
+        Err(refusal) => {
+            refused(shared, &refusal);
+            return None;
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let mut ev = shared.evictions.lock().expect("evictions lock");
+        for id in &admitted.evict {
+            if let Some(tx) = ev.remove(id) {
+                let _ = tx.send(());
+            }
+        }
+        ev.insert(admitted.id, tx);
     }
     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
-    Some(Release {
-        shared: shared.clone(),
-        ip,
+    Some(Admitted {
+        slot: Slot {
+            shared: shared.clone(),
+            ip,
+            id: admitted.id,
+        },
+        evicted: rx,
     })
 }
 
-/// Serve an admitted connection as its guard's address, giving the
-/// admission slot back however it ends.
-pub(crate) async fn serve_admitted(stream: TcpStream, release: Release) {
-    let shared = release.shared.clone();
-    serve::handle(stream, release.ip.clone(), shared).await;
-    drop(release);
+/// Serve an admitted connection as its slot's address, giving the slot
+/// back however it ends; an eviction from the pre-authentication budget
+/// drops the serving future, which closes the socket.
+pub(crate) async fn serve_admitted(stream: TcpStream, admitted: Admitted) {
+    let Admitted { slot, evicted } = admitted;
+    tokio::select! {
+        _ = serve::handle(stream, &slot) => {}
+        Ok(()) = evicted => {
+            slot.shared.stats.evicted_pending.fetch_add(1, Ordering::Relaxed);
+            slot.shared.logger.log(Level::Info, Some(&slot.ip), PENDING_EVICTED);
+        }
+    }
 }
 
-/// Gives the admission slot back however the task ends.
-pub(crate) struct Release {
-    shared: Arc<Shared>,
-    ip: String,
+/// Count and log a refusal, by reason (3.21's line, without the peer prefix).
+fn refused(shared: &Shared, refusal: &rcf_core::server::admission::Refusal) {
+    use rcf_core::server::admission::Refusal;
+    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    let by = match refusal {
+        Refusal::NotAllowed(_) => &shared.stats.refused_not_allowed,
+        Refusal::Denied(_) => &shared.stats.refused_denied,
+        Refusal::Second(_) => &shared.stats.refused_second,
+        Refusal::TooMany { .. } => &shared.stats.refused_too_many,
+    };
+    by.fetch_add(1, Ordering::Relaxed);
+    shared.logger.log(Level::Error, None, &refusal.to_string());
 }
 
-impl Drop for Release {
+/// An admitted connection's place in [`Admission`], given back however its
+/// task ends.
+pub(crate) struct Slot {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ip: String,
+    id: ConnId,
+}
+
+impl Slot {
+    /// The connection identified: it leaves the pre-authentication budget
+    /// and takes one of the `maxconnections` places; `false` (counted and
+    /// logged) when those are all taken: close it.
+    pub(crate) fn identify(&self) -> bool {
+        let policy = self.shared.policy.borrow().clone();
+        let r = {
+            let mut a = self.shared.admission.lock().expect("admission lock");
+            a.identify(self.id, &policy.control)
+        };
+        if let Ok(mut ev) = self.shared.evictions.lock() {
+            ev.remove(&self.id);
+        }
+        match r {
+            Ok(()) => true,
+            Err(refusal) => {
+                refused(&self.shared, &refusal);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
         if let Ok(mut a) = self.shared.admission.lock() {
-            a.release(&self.ip);
+            a.release(self.id);
+        }
+        if let Ok(mut ev) = self.shared.evictions.lock() {
+            ev.remove(&self.id);
         }
         self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::machine::{host_key, Machine};
-use crate::{exec, metrics, Shared};
+use crate::{exec, metrics, Shared, Slot};
 
 /// Logged when a peer stops reading and the write deadline passes.
 const WRITE_STALLED: &str = "Peer stopped reading (write deadline), closing connection";
@@ -32,21 +32,22 @@ const WRITE_STALLED: &str = "Peer stopped reading (write deadline), closing conn
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// Serve one admitted connection from accept to close.
-pub(crate) async fn handle(mut stream: TcpStream, ip: String, shared: Arc<Shared>) {
+pub(crate) async fn handle(mut stream: TcpStream, slot: &Slot) {
+    let (ip, shared) = (&slot.ip, &slot.shared);
     // The handshake deadline runs from here (accept) to WELCOME.
     let accepted = shared.now();
     shared
         .logger
-        .log(Level::Info, Some(&ip), "Accepting connection");
+        .log(Level::Info, Some(ip), "Accepting connection");
     if !shared.listeners_nodelay.load(Ordering::Relaxed) {
         let _ = stream.set_nodelay(true);
     }
     let mut policy_rx = shared.policy.subscribe();
     let policy = policy_rx.borrow_and_update().clone();
-    let Some(machine) = open(&stream, &ip, &shared, policy, accepted).await else {
+    let Some(machine) = open(&stream, ip, shared, policy, accepted).await else {
         return;
     };
-    drive(&mut stream, &ip, &shared, machine, policy_rx).await;
+    drive(&mut stream, slot, machine, policy_rx).await;
 }
 
 /// Classic or TLS, from the first bytes (the decision is the core's
@@ -257,8 +258,14 @@ async fn answer_event(
 }
 
 /// The session is established (TLS: WELCOME sent; classic: key exchange
-/// done): count it, and say when its key was already seen elsewhere.
-fn on_established(shared: &Shared, ip: &str, key_id: &str) {
+/// done): it leaves the pre-authentication budget for one of the
+/// `maxconnections` places (`false`: none left, close it), is counted, and
+/// its key noted where it was already seen elsewhere.
+fn on_established(slot: &Slot, key_id: &str) -> bool {
+    let (shared, ip) = (&slot.shared, slot.ip.as_str());
+    if !slot.identify() {
+        return false;
+    }
     shared.stats.established.fetch_add(1, Ordering::Relaxed);
     crate::cluster::established(shared, ip, key_id);
     if let Some(others) = shared.stats.detail.saw_key(key_id, ip) {
@@ -271,6 +278,7 @@ fn on_established(shared: &Shared, ip: &str, key_id: &str) {
             ),
         );
     }
+    true
 }
 
 /// Pump bytes between `stream` and `m` until the machine closes, the peer
@@ -279,11 +287,11 @@ fn on_established(shared: &Shared, ip: &str, key_id: &str) {
 /// then closes the socket without close_notify, as 3.21 does.
 async fn drive(
     stream: &mut TcpStream,
-    ip: &str,
-    shared: &Arc<Shared>,
+    slot: &Slot,
     mut m: Machine,
     mut policy_rx: watch::Receiver<Arc<ServerPolicy>>,
 ) {
+    let (ip, shared) = (slot.ip.as_str(), &slot.shared);
     let log = |l: Level, msg: &str| shared.logger.log(l, Some(ip), msg);
     let mut end = EndCount {
         shared: shared.clone(),
@@ -361,7 +369,9 @@ async fn drive(
         if !end.established {
             if let Some(key_id) = m.established_key() {
                 end.established = true;
-                on_established(shared, ip, key_id);
+                if !on_established(slot, key_id) {
+                    return;
+                }
             }
         }
         add_since(&shared.stats.bytes_served, &mut served, m.bytes_served());

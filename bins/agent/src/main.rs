@@ -13,7 +13,9 @@
 //!   links on the server are copied as what they point to and dangling ones
 //!   made again per `link_type`, as 3.21 does; no `copy_size`,
 //!   `move_obstructions` (a wrong link or a file in the way of a link is a
-//!   failure, as 3.21 without it) nor hard-link structure preservation;
+//!   failure, as 3.21 without it); hard-linked source files stay hard
+//!   linked (the first name in rcf's name order is copied, 3.21 takes the
+//!   server's listing order);
 //!   `copylink_patterns` on a dangling link is refused (3.21 acts on an
 //!   uninitialised stat there); special files are reported and skipped.
 //! * Every file goes to `<dest>.cfnew` (0600, O_EXCL) like cf-agent, and is
@@ -658,6 +660,36 @@ mod tests {
         assert_eq!(p("2001:db8::1"), Ok(("2001:db8::1".into(), 5308)));
         assert!(
             p("hub:0").is_err() && p("hub:x").is_err() && p(":1").is_err() && p("[::1]x").is_err()
+        );
+    }
+
+    #[test]
+    fn tls_settings_refuse_static_rsa_only_lists_naming_them() {
+        let out = Output::new(Level::Error, true);
+        let conn = |c: Option<&str>, v: Option<&str>| ConnArgs {
+            tls_ciphers: c.map(str::to_string),
+            tls_min_version: v.map(str::to_string),
+            ..ConnArgs::new("latest", None)
+        };
+        let e = tls_settings(&conn(Some("AES256-GCM-SHA384:AES256-SHA"), None), &out).unwrap_err();
+        assert!(
+            e.contains("AES256-GCM-SHA384, AES256-SHA are unsupported by design"),
+            "{e}"
+        );
+        // With a usable suite beside it, a static-RSA name is only a warning.
+        let s = tls_settings(&conn(Some("AES256-SHA:TLS_AES_256_GCM_SHA384"), None), &out).unwrap();
+        assert_eq!(s.tls13_suites().len(), 1);
+        // TLS 1.3 required with no TLS 1.3 suite: refused, not silently widened.
+        assert!(tls_settings(
+            &conn(Some("ECDHE-RSA-AES256-GCM-SHA384"), Some("1.3")),
+            &out
+        )
+        .is_err());
+        let s = tls_settings(&conn(None, Some("1.3")), &out).unwrap();
+        assert_eq!(s.min_version(), rcf_core::tls::TlsVersion::Tls13);
+        assert_eq!(
+            tls_settings(&conn(None, None), &out).unwrap(),
+            TlsSettings::client_default()
         );
     }
 

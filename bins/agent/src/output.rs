@@ -197,9 +197,11 @@ pub fn status_line(
     if let Some((name, done, total)) = current {
         let pct = done.saturating_mul(100) / total.max(1);
         s.push_str(&format!(" · {name} {pct}% of {}", HumanBytes(total)));
-        if rate > 0 {
-            let left = Duration::from_secs(total.saturating_sub(done) / rate);
-            s.push_str(&format!(", ETA {}", HumanDuration(left)));
+        if let Some(left) = total.saturating_sub(done).checked_div(rate) {
+            s.push_str(&format!(
+                ", ETA {}",
+                HumanDuration(Duration::from_secs(left))
+            ));
         }
     }
     s

@@ -232,8 +232,10 @@ impl Job {
         let r = client
             .exec(&self.args, &self.select, |line| {
                 let text = String::from_utf8_lossy(line);
+                // cf-runagent prints what follows `BAD:` as it came,
+                // its leading space included (`!!  Unspecified …`).
                 let shown = if let Some(rest) = text.strip_prefix("BAD:") {
-                    format!("{ip}> !! {}", rest.trim_start())
+                    format!("{ip}> !! {rest}")
                 } else if let Some(rest) = text.strip_prefix("> ") {
                     format!("{ip}> -> {rest}")
                 } else {

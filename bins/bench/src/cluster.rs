@@ -15,14 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcf_conformance::lab::{
-    free_port, rcf_binary, AnyServer, Daemon, ServerKind, ServerPolicy, Workdir,
+    rcf_binary, AnyServer, HaProxy, ServerKind, ServerPolicy, Workdir, HAPROXY,
 };
 use rcf_pg::scratch::ScratchPostgres;
 
 use crate::load::{self, Shared};
 use crate::{lab, procstat, CompareArgs, Row};
-
-const HAPROXY: &str = "/usr/sbin/haproxy";
 
 /// The cluster variants measured, in order.
 pub const VARIANTS: [Variant; 3] = [Variant::Direct, Variant::Proxied(1), Variant::Proxied(2)];
@@ -110,7 +108,7 @@ impl Rig {
 /// What one variant runs: its replicas and (when proxied) HAProxy.
 struct Running {
     servers: Vec<AnyServer>,
-    haproxy: Option<Daemon>,
+    haproxy: Option<HaProxy>,
     port: u16,
 }
 
@@ -146,29 +144,9 @@ fn start(rig: &Rig, v: Variant, policy: &ServerPolicy) -> Result<Running, String
             port,
         });
     }
-    let front = free_port();
-    let mut cfg = format!(
-        "global\n  maxconn 5000\n\
-         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-         frontend cfengine\n  bind 127.0.0.1:{front}\n  default_backend replicas\n\
-         backend replicas\n  balance roundrobin\n"
-    );
-    for (i, s) in servers.iter().enumerate() {
-        cfg.push_str(&format!(
-            "  server r{i} 127.0.0.1:{} send-proxy-v2 check check-send-proxy inter 2s\n",
-            s.port()
-        ));
-    }
-    let path = rig.tmp.path().join(format!("haproxy-{n}.cfg"));
-    std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(HAPROXY);
-    cmd.arg("-db").arg("-f").arg(&path);
-    let hap = lab(Daemon::spawn(
-        "haproxy",
-        cmd,
-        &rig.tmp.path().join(format!("haproxy-{n}.log")),
-    ))?;
-    lab(hap.wait_listening(front, Duration::from_secs(10)))?;
+    let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
+    let hap = lab(HaProxy::start(rig.tmp.path(), &ports, 5000, 2000))?;
+    let front = hap.front();
     Ok(Running {
         servers,
         haproxy: Some(hap),

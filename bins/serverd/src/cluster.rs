@@ -135,20 +135,11 @@ pub async fn wire(
                 .set_store(store.clone())
                 .map_err(|e| e.to_string())?;
             let handle = tokio::runtime::Handle::current();
-            let log = logger.clone();
-            let sink = Recorder::start(move |key, address, now| {
-                let seen = Seen {
-                    key,
-                    address,
-                    direction: Direction::Incoming,
-                    now,
-                };
+            let sink = Recorder::start(logger.clone(), move |seen| {
                 handle
-                    .block_on(store.record_lastseen(&seen))
+                    .block_on(store.record_lastseen(seen))
                     .map(|_| ())
-                    .map_err(|e| {
-                        log.log(Level::Verbose, Some(address), &format!("lastseen: {e}"));
-                    })
+                    .map_err(|e| e.to_string())
             });
             shared
                 .cluster
@@ -157,17 +148,8 @@ pub async fn wire(
         }
         None => match LmdbLastseen::open(std::path::Path::new(workdir)) {
             Ok(db) => {
-                let log = logger.clone();
-                let sink = Recorder::start(move |key, address, now| {
-                    let seen = Seen {
-                        key,
-                        address,
-                        direction: Direction::Incoming,
-                        now,
-                    };
-                    db.record(&seen).map(|_| ()).map_err(|e| {
-                        log.log(Level::Verbose, Some(address), &format!("{e}"));
-                    })
+                let sink = Recorder::start(logger.clone(), move |seen| {
+                    db.record(seen).map(|_| ()).map_err(|e| e.to_string())
                 });
                 shared
                     .cluster
@@ -200,24 +182,35 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn start<F>(mut write: F) -> Recorder
+    /// Start the thread; `write` records one incoming sighting, a failure
+    /// is logged (verbose) on `logger`.
+    fn start<F>(logger: Arc<Logger>, mut write: F) -> Recorder
     where
-        F: FnMut(&KeyId, &str, i64) -> Result<(), ()> + Send + 'static,
+        F: FnMut(&Seen<'_>) -> Result<(), String> + Send + 'static,
     {
         let (tx, rx) = sync_channel(LASTSEEN_QUEUE);
         let _ = std::thread::Builder::new()
             .name("rcf-lastseen".into())
-            .spawn(move || Self::run(rx, &mut write));
+            .spawn(move || {
+                Self::run(rx, &mut |key: &KeyId, address: &str, now: i64| {
+                    let seen = Seen {
+                        key,
+                        address,
+                        direction: Direction::Incoming,
+                        now,
+                    };
+                    if let Err(e) = write(&seen) {
+                        logger.log(Level::Verbose, Some(address), &format!("lastseen: {e}"));
+                    }
+                })
+            });
         Recorder {
             tx,
             dropped: Default::default(),
         }
     }
 
-    fn run<F>(rx: Receiver<(String, String)>, write: &mut F)
-    where
-        F: FnMut(&KeyId, &str, i64) -> Result<(), ()>,
-    {
+    fn run(rx: Receiver<(String, String)>, write: &mut dyn FnMut(&KeyId, &str, i64)) {
         while let Ok(first) = rx.recv() {
             let mut batch: HashMap<String, String> = HashMap::new();
             batch.insert(first.0, first.1);
@@ -230,7 +223,7 @@ impl Recorder {
                 .unwrap_or(0);
             for (k, a) in batch {
                 if let Ok(id) = k.parse::<KeyId>() {
-                    let _ = write(&id, &a, now);
+                    write(&id, &a, now);
                 }
             }
         }
@@ -274,8 +267,9 @@ mod tests {
     #[test]
     fn recorder_writes_each_key_once_per_batch() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let r = Recorder::start(move |k: &KeyId, a: &str, _| {
-            tx.send((k.to_string(), a.to_string())).unwrap();
+        let logger = Arc::new(Logger::stderr(Level::Error, false));
+        let r = Recorder::start(logger, move |s: &Seen<'_>| {
+            tx.send((s.key.to_string(), s.address.to_string())).unwrap();
             Ok(())
         });
         let id = "MD5=0123456789abcdef0123456789abcdef";

@@ -108,9 +108,18 @@ struct Cli {
     /// rcf extension: a daemonised server logs to this file instead of syslog (serverfacility).
     #[arg(long = "log-file")]
     log_file: Option<PathBuf>,
-    /// rcf extension: seconds from accept to WELCOME before a peer is dropped.
-    #[arg(long = "handshake-timeout", default_value_t = 30)]
+    /// rcf extension: seconds from accept to WELCOME before a peer is dropped (the real
+    /// cf-agent needs milliseconds; a short deadline keeps idle connections from piling up).
+    #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 5)]
     handshake_timeout: u64,
+    /// rcf extension: most connections from one address still before WELCOME, whatever
+    /// allowallconnects says; past it the address's oldest such connection is dropped.
+    #[arg(long = "preauth-per-address", value_name = "N", default_value_t = 32)]
+    preauth_per_address: usize,
+    /// rcf extension: most connections in all still before WELCOME, outside maxconnections
+    /// (which counts identified sessions); past it the oldest of the busiest address is dropped.
+    #[arg(long = "preauth-max", value_name = "N", default_value_t = 256)]
+    preauth_max: usize,
     /// rcf extension: seconds an identified peer may stay silent between requests (3.21: 600).
     #[arg(long = "idle-timeout", default_value_t = 600)]
     idle_timeout: u64,
@@ -917,6 +926,10 @@ fn main() {
             },
             std::time::Duration::from_secs(cli.write_timeout),
         );
+        shared.set_pending_limits(rcf_core::server::admission::PendingLimits {
+            per_address: cli.preauth_per_address,
+            total: cli.preauth_max,
+        });
         if cli.trust_max_new.is_some() || cli.trust_window.is_some() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -6,8 +6,9 @@
 //! What is exported (all names prefixed `rcf_serverd_`): connections
 //! accepted and open, handshakes completed, refusals by reason, bytes
 //! served, digest-cache hits and misses, per-command latency histograms,
-//! trust-on-first-use decisions, policy reloads, and how often one key was
-//! seen from several IPs (cloned hosts sharing a `localhost.priv`).
+//! trust-on-first-use decisions, policy reloads, how often one key was
+//! seen from several IPs (cloned hosts sharing a `localhost.priv`), and in
+//! cluster mode PROXY refusals and trust store outages.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -85,12 +86,23 @@ pub fn render(shared: &Shared) -> String {
         ("denyconnects", ld(&st.refused_denied)),
         ("allowallconnects", ld(&st.refused_second)),
         ("maxconnections", ld(&st.refused_too_many)),
+        ("preauth_budget", ld(&st.evicted_pending)),
         ("trustkeysfrom", tofu.refused_policy),
         ("trust_budget_closed", tofu.refused_closed),
         ("access_denied", ld(&st.denied_requests)),
+        // Cluster mode (docs/cluster.md): a PROXY header refused, or the
+        // trust store not answering a new (uncached) key.
+        ("proxy_header", ld(&shared.cluster.refused_proxy)),
+        ("trust_store_unavailable", ld(&shared.cluster.store_unavailable)),
     ] {
         let _ = writeln!(o, "rcf_serverd_refusals_total{{reason=\"{reason}\"}} {v}");
     }
+    counter(
+        &mut o,
+        "keys_trusted_from_cache_total",
+        "Cluster mode: known keys trusted from the replica's cache while the trust store was unreachable.",
+        ld(&shared.cluster.trusted_from_cache),
+    );
     counter(
         &mut o,
         "keys_trusted_total",

@@ -59,6 +59,34 @@ fn w(p: &Path, data: &[u8]) -> Result<(), LabError> {
     std::fs::write(p, data).map_err(|e| LabError::io(format!("write {}", p.display()), e))
 }
 
+/// Every entry below `root` (not `root` itself) with its `lstat`
+/// metadata, named by its path relative to `root`, sorted by name.
+pub fn tree_entries(root: &Path) -> Result<Vec<(String, std::fs::Metadata)>, LabError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd =
+            std::fs::read_dir(&d).map_err(|e| LabError::io(format!("list {}", d.display()), e))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let m = p
+                .symlink_metadata()
+                .map_err(|e| LabError::io(format!("lstat {}", p.display()), e))?;
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if m.is_dir() {
+                stack.push(p);
+            }
+            out.push((rel, m));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// 100 000 deterministic pseudo-random bytes (xorshift64*, fixed seed).
 pub(crate) fn big_bin() -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

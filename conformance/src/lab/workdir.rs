@@ -223,19 +223,22 @@ impl Workdir {
     }
 
     /// A fresh numbered path `lab-logs/<stem>-<n>.<ext>` (never reused).
+    /// Only a name already taken moves on to the next number; any other
+    /// error (the work dir removed under the test) returns that path, so
+    /// the caller's own open fails with it instead of counting forever.
     pub(crate) fn next_log(&self, stem: &str, ext: &str) -> PathBuf {
-        for n in 1.. {
+        let mut n = 1u64;
+        loop {
             let p = self.logs().join(format!("{stem}-{n}.{ext}"));
-            if std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&p)
-                .is_ok()
             {
-                return p;
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                _ => return p,
             }
         }
-        unreachable!()
     }
 }
 

@@ -21,6 +21,61 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Give `wd` a `bin/` of its own (links to the real tools) instead of the
+/// lab's link to `/usr/bin`: the MPF's update policy writes into
+/// `$(sys.bindir)` (the python symlink), which must stay in the sandbox.
+pub fn private_bin(wd: &rcf_conformance::lab::Workdir) {
+    let bin = wd.path().join("bin");
+    let real = std::fs::read_link(&bin).unwrap();
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::create_dir(&bin).unwrap();
+    for t in [
+        "cf-agent",
+        "cf-promises",
+        "cf-key",
+        "cf-serverd",
+        "cf-execd",
+        "cf-monitord",
+    ] {
+        let _ = std::os::unix::fs::symlink(real.join(t), bin.join(t));
+    }
+}
+
+/// The real agent's update of the policy: `cf-agent -KI -f inputs/update.cf
+/// -b cfe_internal_update_policy_cpv` (what the MPF's `update.cf` runs for
+/// the policy); returns the run and the number of files it transferred.
+pub fn cf_agent_update(
+    wd: &rcf_conformance::lab::Workdir,
+) -> (rcf_conformance::lab::ToolRun, usize) {
+    let upd = wd.inputs().join("update.cf");
+    let agent = wd.bins().agent.clone();
+    let run = rcf_conformance::lab::run_tool(
+        wd,
+        &agent,
+        &[
+            "-K",
+            "-I",
+            "-f",
+            &upd.to_string_lossy(),
+            "-b",
+            "cfe_internal_update_policy_cpv",
+        ],
+        None,
+        rcf_conformance::lab::TOOL_TIMEOUT,
+    )
+    .unwrap();
+    // 3.21 logs one "info: Copied file '<src>' from '<server>' to '<dest>.cfnew'"
+    // per transfer (then "Updated '...' from source" for a replaced file,
+    // "Updated file '...'" for a new one). Local copies (modules_presence:
+    // inputs/modules to modules/) say "Copied file 'X' to 'Y'", no server.
+    let n = run
+        .lines_with("info: Copied file '")
+        .iter()
+        .filter(|l| l.contains("' from '"))
+        .count();
+    (run, n)
+}
+
 pub const CF_SERVERD: &str = "/usr/bin/cf-serverd";
 pub const CF_KEY: &str = "/usr/bin/cf-key";
 

@@ -158,25 +158,47 @@ impl Pair {
         bundles: &str,
         classic_modes: &[bool],
     ) -> (ServerPolicy, String, Vec<String>) {
-        let port = free_port();
-        let (access, paths) = self.access_cases(
+        let (text, paths, real, pol) = self.decide_both(
+            bundles,
+            "",
             cases
                 .iter()
                 .map(|(dir, cond, _)| (*dir, admit_if(dir, cond))),
         );
-        let text = format!(
-            "{}{bundles}bundle server acl\n{{\n  access:\n{access}}}\n",
-            header(port, &[])
-        );
-        let policy = self.input("promises.cf", &text);
-        let real = self.real_stat(&policy, port, &paths);
-        let pol = self.rcf_load(&policy);
         let labelled: Vec<(String, bool)> = cases
             .iter()
             .map(|(dir, cond, want)| (format!("{dir} {cond}"), *want))
             .collect();
         let problems = self.disagreements(&pol, &labelled, &real, &paths, classic_modes);
         (pol, text, problems)
+    }
+
+    /// The [`Pair::access_cases`] of `cases` in a policy with `bundles`
+    /// (policy text) before its `bundle server acl`, whose `vars` section
+    /// (if not empty) comes before `access:`: asked of the real cf-serverd
+    /// (STAT with cf-net) and loaded by rcf. Returns the policy text, the
+    /// files' paths, the real server's answers and rcf's policy.
+    pub fn decide_both<'a>(
+        &self,
+        bundles: &str,
+        vars: &str,
+        cases: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> (String, Vec<String>, Vec<bool>, ServerPolicy) {
+        let port = free_port();
+        let (access, paths) = self.access_cases(cases);
+        let vars = if vars.is_empty() {
+            String::new()
+        } else {
+            format!("  vars:\n{vars}")
+        };
+        let text = format!(
+            "{}{bundles}bundle server acl\n{{\n{vars}  access:\n{access}}}\n",
+            header(port, &[])
+        );
+        let policy = self.input("promises.cf", &text);
+        let real = self.real_stat(&policy, port, &paths);
+        let pol = self.rcf_load(&policy);
+        (text, paths, real, pol)
     }
 
     /// Starts the real cf-serverd on `policy` (which must bind 127.0.0.1 on
@@ -298,6 +320,14 @@ impl Pair {
             encrypted: true,
         }
     }
+}
+
+/// The number in environment variable `k`, else `d` (run sizes and seeds).
+pub fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 /// The access promise admitting 127.0.0.1 to `DATA/DIR/` if `cond` holds,

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod classic;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
@@ -156,7 +158,17 @@ impl RawClient {
         key: &RsaPrivateKey,
         user: &str,
     ) -> (RawClient, Option<Vec<u8>>) {
-        let mut c = RawClient::connect(src, port, key);
+        RawClient::identify_over(connect_from(src, port).expect("connect"), key, user)
+    }
+
+    /// [`RawClient::identify`] over a connected socket (any family).
+    pub fn identify_over(
+        sock: TcpStream,
+        key: &RsaPrivateKey,
+        user: &str,
+    ) -> (RawClient, Option<Vec<u8>>) {
+        let mut c = RawClient::over(sock, key);
+        c.flush();
         let banner = c.line(IO).expect("server banner");
         assert!(
             banner.starts_with(b"CFE_v"),

@@ -31,11 +31,15 @@ use rand_core::{CryptoRng, RngCore};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 
 use crate::frame::{self, c_str, Decoder, Status};
+use crate::machine::exec::{self, ExecClasses, ExecWait, TokenKind};
 use crate::machine::io::{Answer, Canonical, Event, FileStat, KeyStatus, OpenedFile};
 use crate::machine::transfer::{self, Transfer};
 use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK};
 use crate::reply;
 use crate::request::{self, Dialect, Encrypted, Request, RequestError};
+
+#[path = "server_exec.rs"]
+mod exec_host;
 
 use super::crypto::{self, SessionCipher, DIGEST_LEN, SESSION_KEY_LEN};
 use super::wire::SGET_CHUNK;
@@ -81,6 +85,34 @@ pub trait ClassicPolicy: Send + Sync {
     fn check_path(&self, path: &[u8], peer: &ClassicPeer, encrypted: bool) -> ClassicDecision;
     /// The legacy `varadmit` ACL for a literal handle (VAR) or query name.
     fn check_literal(&self, name: &[u8], peer: &ClassicPeer, encrypted: bool) -> bool;
+
+    // EXEC (cf-runagent). 3.21's classic server runs the same `DoExec2` as
+    // its TLS one, so these are the TLS rules, not the legacy tables. Each
+    // default refuses, so a policy that does not answer them serves no EXEC.
+
+    /// `cfruncommand` (empty: EXEC is refused).
+    fn cfruncommand(&self) -> &str {
+        ""
+    }
+    /// The `paths` access rule admits the EXEC program at this canonical
+    /// path (3.21: `acl_CheckPath(paths_acl, …)` with the classic key and
+    /// no host name, as `revdns` is only looked up over TLS).
+    fn exec_path_allowed(&self, _path: &[u8], _peer: &ClassicPeer) -> bool {
+        false
+    }
+    /// The `roles` rule grants a `-D` class, or a `bundle` rule a `-b`
+    /// bundle, to this peer.
+    fn exec_token_allowed(&self, _kind: TokenKind, _token: &str, _peer: &ClassicPeer) -> bool {
+        false
+    }
+    /// `allowusers` names this user.
+    fn user_may_exec(&self, _user: &str) -> bool {
+        false
+    }
+    /// The class is defined on this server (for `cf-runagent -s`).
+    fn class_defined(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 impl ClassicPolicy for crate::policy::ServerPolicy {
@@ -127,6 +159,32 @@ impl ClassicPolicy for crate::policy::ServerPolicy {
         self.check(&facts(peer, encrypted), crate::policy::Request::Literal(n))
             .allowed
     }
+
+    fn cfruncommand(&self) -> &str {
+        &self.control.cfruncommand
+    }
+
+    fn exec_path_allowed(&self, path: &[u8], peer: &ClassicPeer) -> bool {
+        let p = crate::bytestr::encode(path);
+        self.check(&exec_facts(peer), crate::policy::Request::Path(&p))
+            .allowed
+    }
+
+    fn exec_token_allowed(&self, kind: TokenKind, token: &str, peer: &ClassicPeer) -> bool {
+        let req = match kind {
+            TokenKind::Class => crate::policy::Request::Role(token),
+            TokenKind::Bundle => crate::policy::Request::Bundle(token),
+        };
+        self.check(&exec_facts(peer), req).allowed
+    }
+
+    fn user_may_exec(&self, user: &str) -> bool {
+        self.allows_exec_user(user)
+    }
+
+    fn class_defined(&self, name: &str) -> bool {
+        self.defines_class(name)
+    }
 }
 
 /// `inner` with its `trusts_keys_from` answered through `gate` as well
@@ -165,6 +223,21 @@ impl ClassicPolicy for GatedClassic {
     fn check_literal(&self, name: &[u8], peer: &ClassicPeer, encrypted: bool) -> bool {
         self.inner.check_literal(name, peer, encrypted)
     }
+    fn cfruncommand(&self) -> &str {
+        self.inner.cfruncommand()
+    }
+    fn exec_path_allowed(&self, path: &[u8], peer: &ClassicPeer) -> bool {
+        self.inner.exec_path_allowed(path, peer)
+    }
+    fn exec_token_allowed(&self, kind: TokenKind, token: &str, peer: &ClassicPeer) -> bool {
+        self.inner.exec_token_allowed(kind, token, peer)
+    }
+    fn user_may_exec(&self, user: &str) -> bool {
+        self.inner.user_may_exec(user)
+    }
+    fn class_defined(&self, name: &str) -> bool {
+        self.inner.class_defined(name)
+    }
 }
 
 fn facts(peer: &ClassicPeer, encrypted: bool) -> crate::policy::ConnFacts<'_> {
@@ -175,6 +248,20 @@ fn facts(peer: &ClassicPeer, encrypted: bool) -> crate::policy::ConnFacts<'_> {
         username: &peer.username,
         protocol: crate::policy::Protocol::Classic,
         encrypted,
+    }
+}
+
+/// The facts EXEC's rules match on: 3.21 checks them with the TLS rule set
+/// (`paths_acl`, `roles_acl`, `bundles_acl`) on a classic connection too,
+/// with an empty `revdns`.
+fn exec_facts(peer: &ClassicPeer) -> crate::policy::ConnFacts<'_> {
+    crate::policy::ConnFacts {
+        ip: &peer.ip,
+        hostname: None,
+        key: &peer.key_id,
+        username: &peer.username,
+        protocol: crate::policy::Protocol::Tls,
+        encrypted: true,
     }
 }
 
@@ -261,6 +348,7 @@ enum Waiting {
     Read(Sending),
     Listing(PathOp),
     Digest([u8; 16]),
+    Exec(ExecWait),
 }
 
 #[derive(Debug, Default)]
@@ -292,6 +380,8 @@ pub struct ClassicServer {
     deadline: Option<u64>,
     served: u64,
     pumping: bool,
+    /// An admitted EXEC reading cf-runagent's class selection.
+    exec: Option<ExecClasses>,
 }
 
 /// uid of a user the server does not know (`CF_UNKNOWN_OWNER`).
@@ -336,6 +426,7 @@ impl ClassicServer {
             deadline,
             served: 0,
             pumping: false,
+            exec: None,
         }
     }
 
@@ -472,6 +563,13 @@ impl ClassicServer {
                 self.done(now);
             }
             (Waiting::Listing(op), Answer::Listing(r)) => self.listing(now, op, r),
+            (Waiting::Exec(w), a) => {
+                if let Err((w, a)) = exec::answer(self, now, w, a) {
+                    let want = w.expects();
+                    self.waiting = Waiting::Exec(w);
+                    return Err(CallerError::unexpected(want, &a));
+                }
+            }
             (w, a) => {
                 let want = match &w {
                     Waiting::Nothing => "nothing",
@@ -483,6 +581,7 @@ impl ClassicServer {
                     Waiting::Read(_) => "Data",
                     Waiting::Listing(_) => "Listing",
                     Waiting::Digest(_) => "Digest",
+                    Waiting::Exec(w) => w.expects(),
                 };
                 self.waiting = w;
                 return Err(CallerError::unexpected(want, &a));
@@ -535,7 +634,10 @@ impl ClassicServer {
                 Phase::SessionKey => self.session_key(now, &t.payload),
                 Phase::Ready => {
                     self.deadline = self.cfg.idle_deadline(now);
-                    self.command(now, &t.payload);
+                    match self.exec.take() {
+                        Some(ec) => self.exec = exec::class_data(self, now, ec, &t.payload),
+                        None => self.command(now, &t.payload),
+                    }
                 }
                 _ => return,
             }
@@ -922,9 +1024,11 @@ impl ClassicServer {
                 self.log(Level::Info, "Decrypt error CALL_ME_BACK".into());
                 self.close();
             }
-            Request::Exec { .. } => {
-                self.log(Level::Info, "EXEC denied due to empty cfruncommand".into());
-                self.refuse_close();
+            Request::Exec { args } => {
+                let args = String::from_utf8_lossy(&args).into_owned();
+                self.events
+                    .push_back(crate::machine::received("EXEC", 7, args.as_bytes()));
+                exec::start(self, args);
             }
             Request::Encrypted {
                 kind,
@@ -1512,8 +1616,10 @@ impl ClassicServer {
     fn close(&mut self) {
         if self.phase != Phase::Closing {
             self.phase = Phase::Closing;
-            if let Waiting::Read(s) = std::mem::replace(&mut self.waiting, Waiting::Nothing) {
-                self.events.push_back(s.t.close());
+            match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
+                Waiting::Read(s) => self.events.push_back(s.t.close()),
+                Waiting::Exec(w) => self.events.extend(w.on_close()),
+                _ => {}
             }
         }
     }

@@ -31,6 +31,8 @@ struct Pol {
     trust: bool,
     admit: Vec<(String, bool, bool)>, // path, ifencrypted, maproot
     deny: Vec<String>,
+    /// The EXEC settings (none: EXEC is refused as by an empty cfruncommand).
+    exec: Option<exec::ExecPol>,
 }
 
 impl ClassicPolicy for Pol {
@@ -72,7 +74,38 @@ impl ClassicPolicy for Pol {
     fn check_literal(&self, _name: &[u8], _peer: &ClassicPeer, _encrypted: bool) -> bool {
         false
     }
+    fn cfruncommand(&self) -> &str {
+        self.exec.as_ref().map_or("", |e| e.command.as_str())
+    }
+    fn exec_path_allowed(&self, path: &[u8], _peer: &ClassicPeer) -> bool {
+        self.exec
+            .as_ref()
+            .is_some_and(|e| e.programs.iter().any(|p| p.as_bytes() == path))
+    }
+    fn exec_token_allowed(
+        &self,
+        kind: crate::machine::exec::TokenKind,
+        token: &str,
+        peer: &ClassicPeer,
+    ) -> bool {
+        self.exec
+            .as_ref()
+            .is_some_and(|e| e.grants(kind, token, peer))
+    }
+    fn user_may_exec(&self, user: &str) -> bool {
+        self.exec
+            .as_ref()
+            .is_some_and(|e| e.users.iter().any(|u| u == user))
+    }
+    fn class_defined(&self, name: &str) -> bool {
+        self.exec
+            .as_ref()
+            .is_some_and(|e| e.classes.iter().any(|c| c == name))
+    }
 }
+
+#[path = "tests_exec.rs"]
+mod exec;
 
 /// The file world of these tests.
 fn world() -> World {
@@ -202,6 +235,7 @@ fn srv_pol() -> Pol {
         trust: true,
         admit: vec![("/srv".into(), false, false)],
         deny: vec![],
+        exec: None,
     }
 }
 
@@ -443,8 +477,7 @@ fn denied_get_plain_is_a_framed_refusal_and_desynchronises_the_client() {
 
 #[test]
 fn exec_refused_by_a_classic_server_ends_at_its_close() {
-    // rcf's classic server has no cfruncommand: BAD and close, which ends
-    // the output as cf-runagent's failed receive does.
+    // A policy without cfruncommand: BAD, the terminator and close.
     let mut p = authed(srv_pol());
     p.client
         .exec(p.now, b" -D role1", &[b"linux".to_vec(), Vec::new()])
@@ -469,7 +502,10 @@ fn exec_refused_by_a_classic_server_ends_at_its_close() {
         "{:?}",
         p.log()
     );
-    assert!(!p.client.is_idle());
+    assert!(
+        p.client.is_idle(),
+        "3.21 sends the terminator after a refusal too"
+    );
 }
 
 #[test]
@@ -495,6 +531,7 @@ fn ownership_rule_and_maproot() {
         trust: true,
         admit: vec![("/srv".into(), false, true)],
         deny: vec![],
+        exec: None,
     };
     let mut p = new_pair(pol, world(), "alice", false, true);
     p.run().unwrap();
@@ -510,6 +547,7 @@ fn only_encrypted() -> Pol {
         trust: true,
         admit: vec![("/srv".into(), true, false)],
         deny: vec![],
+        exec: None,
     }
 }
 

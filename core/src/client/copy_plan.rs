@@ -172,6 +172,14 @@ pub fn source_action(t: FileType, recurse: bool, depth: Option<u32>, level: u32)
     }
 }
 
+/// Whether a source entry takes part in hard-link preservation
+/// (`VerifyCopy`: `st_nlink > 1`; `CopyRegularFile` links regular files
+/// only): its first name met in a recursive copy is copied, the others
+/// become hard links to that copy.
+pub fn preserves_hard_link(t: FileType, nlink: i64) -> bool {
+    t == FileType::Regular && nlink > 1
+}
+
 /// `depth_search`'s `xdev`: whether a source entry on device `dev` is
 /// skipped because the copy's source root is on `root_dev` (the server's
 /// `st_dev`, of the entry itself, not of a link's target). Files and
@@ -552,6 +560,14 @@ mod tests {
         d.mode = 0o40751;
         assert_eq!(copied_dir_mode(true, &d), Some(0o751));
         assert_eq!(copied_dir_mode(false, &d), None);
+    }
+
+    #[test]
+    fn hard_link_candidates() {
+        assert!(preserves_hard_link(FileType::Regular, 2));
+        assert!(!preserves_hard_link(FileType::Regular, 1));
+        assert!(!preserves_hard_link(FileType::Dir, 3));
+        assert!(!preserves_hard_link(FileType::Link, 2));
     }
 
     #[test]

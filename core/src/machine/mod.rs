@@ -30,6 +30,7 @@
 //!   is unchanged. It is a bug in the adapter, not something a peer can
 //!   provoke.
 
+pub mod exec;
 pub mod io;
 pub mod transfer;
 

@@ -742,6 +742,27 @@ impl ServerPolicy {
         (c.allowconnects.is_empty() || c.allowconnects.contains(ip)) && !c.denyconnects.contains(ip)
     }
 
+    /// EXEC step 2: `allowusers` names `user` exactly (3.21's `AllowedUser`;
+    /// an empty name never matches).
+    pub fn allows_exec_user(&self, user: &str) -> bool {
+        !user.is_empty() && self.control.allowusers.iter().any(|u| u == user)
+    }
+
+    /// EXEC step 3 (`cf-runagent -s`): `name` is a class defined on this
+    /// server, or an anchored regex matching one (3.21's `MatchClasses`).
+    pub fn defines_class(&self, name: &str) -> bool {
+        if self.defined_classes.contains(name) {
+            return true;
+        }
+        match addr::compile(name) {
+            Some(re) => self
+                .defined_classes
+                .iter()
+                .any(|c| addr::full_match(&re, c)),
+            None => false,
+        }
+    }
+
     /// Expands a request path that does not start with `/` through the
     /// registered shortcuts (B.7), substituting `$(connection.*)` with the
     /// peer's values. `None` when no shortcut applies.

@@ -3,7 +3,7 @@
 
 pub mod admission;
 pub mod conn;
-pub mod exec;
+pub use crate::machine::exec;
 /// The questions and answers, kept here under their old path; they live in
 /// the neutral [`crate::machine`] module that the classic server shares.
 pub use crate::machine::io;

@@ -85,19 +85,10 @@ impl PolicyView for ServerPolicy {
     }
 
     fn user_may_exec(&self, user: &str) -> bool {
-        !user.is_empty() && self.control.allowusers.iter().any(|u| u == user)
+        self.allows_exec_user(user)
     }
 
     fn class_defined(&self, name: &str) -> bool {
-        if self.defined_classes.contains(name) {
-            return true;
-        }
-        match crate::policy::addr::compile(name) {
-            Some(re) => self
-                .defined_classes
-                .iter()
-                .any(|c| crate::policy::addr::full_match(&re, c)),
-            None => false,
-        }
+        self.defines_class(name)
     }
 }

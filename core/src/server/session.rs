@@ -18,7 +18,8 @@ use crate::reply;
 use crate::request::{self, Dialect, Request, RequestError};
 
 use super::view::{Peer, PolicyView, ResourceKind};
-use crate::machine::io::{Answer, Canonical, Event, ExecChunk, KeyStatus, OpenedFile};
+use crate::machine::exec::{self, ExecClasses, ExecWait};
+use crate::machine::io::{Answer, Canonical, Event, KeyStatus, OpenedFile};
 use crate::machine::transfer::{self, Transfer};
 pub use crate::machine::{CallerError, Config, Level, Now, GET_BLOCK, READ_CHUNK};
 
@@ -67,17 +68,7 @@ enum Waiting {
     Read(Transfer),
     Listing { path: Vec<u8> },
     Digest { digest: [u8; 16] },
-    ExecCanon { args: String },
-    ExecStart,
-    ExecRead { handle: u64 },
-}
-
-/// An admitted EXEC reading cf-runagent's class-selection transactions.
-#[derive(Debug)]
-struct ExecClasses {
-    args: String,
-    reads: u8,
-    matched: bool,
+    Exec(ExecWait),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,40 +360,13 @@ impl Session {
                 }
                 self.done(now);
             }
-            (Waiting::ExecCanon { args }, Answer::Canonical(r)) => self.exec_arg0(now, args, r),
-            (Waiting::ExecStart, Answer::ExecStarted(r)) => match r {
-                Ok(handle) => {
-                    self.waiting = Waiting::ExecRead { handle };
-                    self.events.push_back(Event::ExecRead { handle });
+            (Waiting::Exec(w), a) => {
+                if let Err((w, a)) = exec::answer(self, now, w, a) {
+                    let want = w.expects();
+                    self.waiting = Waiting::Exec(w);
+                    return Err(CallerError::unexpected(want, &a));
                 }
-                Err(e) => {
-                    self.log(
-                        Level::Error,
-                        format!("Unable to run '{}' (pipe: {e})", self.current()),
-                    );
-                    self.send(Status::Done, &reply::exec_terminator());
-                    self.done(now);
-                }
-            },
-            (Waiting::ExecRead { handle }, Answer::ExecOutput(c)) => match c {
-                ExecChunk::Line(mut line) => {
-                    // `> ` + line + `\n` must fit one transaction.
-                    line.truncate(frame::MAX_PAYLOAD - 3);
-                    let mut p = b"> ".to_vec();
-                    p.extend_from_slice(&line);
-                    p.push(b'\n');
-                    self.send(Status::Done, &p);
-                    self.waiting = Waiting::ExecRead { handle };
-                    self.events.push_back(Event::ExecRead { handle });
-                }
-                ExecChunk::Exit(code) => {
-                    if let Some(code) = code {
-                        self.send(Status::Done, format!("(exit code: {code})\n").as_bytes());
-                    }
-                    self.send(Status::Done, &reply::exec_terminator());
-                    self.done(now);
-                }
-            },
+            }
             (Waiting::Digest { digest }, Answer::Digest(mine)) => {
                 self.send(Status::Done, transfer::md5_reply(digest, mine));
                 self.done(now);
@@ -419,9 +383,7 @@ impl Session {
                     Waiting::Read(_) => "Data",
                     Waiting::Listing { .. } => "Listing",
                     Waiting::Digest { .. } => "Digest",
-                    Waiting::ExecCanon { .. } => "Canonical",
-                    Waiting::ExecStart => "ExecStarted",
-                    Waiting::ExecRead { .. } => "ExecOutput",
+                    Waiting::Exec(w) => w.expects(),
                 };
                 self.waiting = w;
                 return Err(CallerError::unexpected(want, &a));
@@ -602,7 +564,9 @@ impl Session {
             };
             self.deadline = self.cfg.idle_deadline(now);
             if self.exec.is_some() {
-                self.exec_class_data(now, &t.payload);
+                if let Some(ec) = self.exec.take() {
+                    self.exec = exec::class_data(self, now, ec, &t.payload);
+                }
             } else {
                 self.request(now, &t.payload);
             }
@@ -756,7 +720,9 @@ impl Session {
                 );
                 self.close();
             }
-            Request::Exec { args } => self.start_exec(String::from_utf8_lossy(&args).into_owned()),
+            Request::Exec { args } => {
+                exec::start(self, String::from_utf8_lossy(&args).into_owned())
+            }
             // Classic-only words cannot come out of the TLS table.
             _ => self.protocol_error("command not valid inside TLS"),
         }
@@ -1035,7 +1001,7 @@ impl Session {
             self.phase = Phase::Closing;
             match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
                 Waiting::Read(t) => self.events.push_back(Event::Close { handle: t.handle }),
-                Waiting::ExecRead { handle } => self.events.push_back(Event::ExecKill { handle }),
+                Waiting::Exec(w) => self.events.extend(w.on_close()),
                 _ => {}
             }
         }

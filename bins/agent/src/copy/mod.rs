@@ -182,6 +182,12 @@ pub struct Run {
     /// `MD5` verdicts asked ahead of time for a directory's files, with the
     /// state of the local file they were computed from.
     md5_cache: HashMap<Vec<u8>, (ContentKey, Result<bool, String>)>,
+    /// During a recursive copy: the destination of the first name of each
+    /// source inode with more than one link (cf-agent's `inode_cache`).
+    inodes: HashMap<i64, PathBuf>,
+    /// Destinations to make hard links to their inode's first copy once
+    /// the transfers are done: (destination, first copy).
+    hard_links: Vec<(PathBuf, PathBuf)>,
     out: Output,
     pub summary: Summary,
     /// Directories that had a file renamed into them, fsynced once each at
@@ -225,6 +231,8 @@ impl Run {
             classic: None,
             stat_cache: HashMap::new(),
             md5_cache: HashMap::new(),
+            inodes: HashMap::new(),
+            hard_links: Vec::new(),
             out,
             summary: Summary::default(),
             dirs_to_sync: Default::default(),
@@ -426,11 +434,17 @@ impl Run {
             }
         };
         match st.file_type {
-            FileType::Dir if opts.recurse && self.parallel > 1 && self.classic.is_none() => {
-                let ex = self.ex.clone();
-                ex.run(self.copy_tree_pooled(&src, dest, &st, opts)).await
+            FileType::Dir if opts.recurse => {
+                self.inodes.clear();
+                let r = if self.parallel > 1 && self.classic.is_none() {
+                    let ex = self.ex.clone();
+                    ex.run(self.copy_tree_pooled(&src, dest, &st, opts)).await
+                } else {
+                    self.copy_tree(&src, dest, &st, opts).await
+                };
+                self.finish_hard_links();
+                r
             }
-            FileType::Dir if opts.recurse => self.copy_tree(&src, dest, &st, opts).await,
             FileType::Dir => {
                 let msg = format!("Source '{source}' is a directory; use --recurse to copy it (maximum recursion level reached at '{source}')");
                 self.out.log(Level::Error, &msg);
@@ -687,24 +701,12 @@ impl Run {
                     }
                 };
                 if copy_plan::skips_device(opts.xdev, st.dev, root_dev) {
-                    self.out.log(
-                        Level::Verbose,
-                        &format!(
-                            "Skipping '{}' on different device",
-                            String::from_utf8_lossy(&child_src)
-                        ),
-                    );
+                    self.skipping("Skipping '{}' on different device", &child_src);
                     continue;
                 }
                 if st.file_type == FileType::Dir {
                     if !opts.dirs.enters(&child_src, &name) {
-                        self.out.log(
-                            Level::Verbose,
-                            &format!(
-                                "Skipping matched excluded directory '{}'",
-                                String::from_utf8_lossy(&child_src)
-                            ),
-                        );
+                        self.skipping("Skipping matched excluded directory '{}'", &child_src);
                         continue;
                     }
                     if copy_plan::source_action(FileType::Dir, true, opts.depth, level)
@@ -724,14 +726,8 @@ impl Run {
                     .as_ref()
                     .is_some_and(|sel| !sel.selects(&name, &child_src))
                 {
-                    self.out.log(
-                        Level::Verbose,
-                        &format!(
-                            "Skipping non-selected file '{}'",
-                            String::from_utf8_lossy(&child_src)
-                        ),
-                    );
-                } else {
+                    self.skipping("Skipping non-selected file '{}'", &child_src);
+                } else if !self.hard_link_instead(&st, &child_dst) {
                     self.entry(&child_src, &child_dst, st, opts).await?;
                 }
             }
@@ -743,6 +739,77 @@ impl Run {
             self.dir_attributes(dest, root, opts);
         }
         Ok(())
+    }
+
+    /// Hard-link structure (`RegisterAHardLink`): a regular source file
+    /// with several links whose inode was met before under another name is
+    /// not copied; whatever is at its destination is removed, and it is made
+    /// a hard link to the first name's copy when the transfers are done.
+    /// Returns whether it was taken over so.
+    fn hard_link_instead(&mut self, st: &StatReply, dest: &Path) -> bool {
+        if !copy_plan::preserves_hard_link(st.file_type, st.nlink) {
+            return false;
+        }
+        let first = match self.inodes.get(&st.ino) {
+            None => {
+                self.inodes.insert(st.ino, dest.to_path_buf());
+                return false;
+            }
+            Some(first) if first == dest => return false,
+            Some(first) => first.clone(),
+        };
+        if fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
+            match fs::remove_file(dest) {
+                Ok(()) => self.out.log(
+                    Level::Info,
+                    &format!(
+                        "Removed old hard link '{}' to preserve structure",
+                        dest.display()
+                    ),
+                ),
+                Err(e) => {
+                    let msg = format!("Couldn't remove '{}': {e}", dest.display());
+                    self.out.log(Level::Error, &msg);
+                    self.record_failed(dest.display().to_string(), msg);
+                    return true;
+                }
+            }
+        }
+        self.hard_links.push((dest.to_path_buf(), first));
+        true
+    }
+
+    /// Make the hard links [`Run::hard_link_instead`] put off.
+    fn finish_hard_links(&mut self) {
+        for (dest, first) in std::mem::take(&mut self.hard_links) {
+            let shown = dest.display().to_string();
+            match fs::hard_link(&first, &dest) {
+                Ok(()) => {
+                    self.out.log(
+                        Level::Info,
+                        &format!("Hard linked file '{shown}' -> '{}'", first.display()),
+                    );
+                    self.summary.copied.push(shown);
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "Couldn't hard link '{}' to '{shown}'. (link: {e})",
+                        first.display()
+                    );
+                    self.out.log(Level::Error, &msg);
+                    self.summary.failed.push((shown, msg));
+                }
+            }
+        }
+    }
+
+    /// A verbose line about a source entry the walk leaves out; `what`
+    /// holds one `{}` for the path.
+    fn skipping(&self, what: &str, path: &[u8]) {
+        self.out.log(
+            Level::Verbose,
+            &what.replacen("{}", &String::from_utf8_lossy(path), 1),
+        );
     }
 
     /// VerifyCopiedFileAttributes for a directory of the copy: with
