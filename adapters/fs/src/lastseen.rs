@@ -13,7 +13,9 @@
 //! (`MDB_VERSION_MISMATCH`) instead of being used.
 //!
 //! The environment is opened like CFEngine's `dbm_lmdb.c` does
-//! (`MDB_NOSUBDIR`, map size 100 MiB, mode 0600), once per process (LMDB
+//! (`MDB_NOSUBDIR`, map size 100 MiB, mode 0600; on a policy hub, i.e. when
+//! `state/am_policy_hub` exists, also `MDB_NOSYNC`, as 3.21 opens lastseen
+//! there: no fsync per commit), once per process (LMDB
 //! forbids opening one file twice in a process): keep one
 //! [`LmdbLastseen`] per work directory.
 
@@ -37,6 +39,9 @@ pub const LMDB_LIBRARY: &str = "liblmdb.so.0";
 const MAP_SIZE: usize = 104_857_600;
 const MDB_NOSUBDIR: c_uint = 0x4000;
 const MDB_RDONLY: c_uint = 0x20000;
+/// lmdb.h's `MDB_NOSYNC`: commits are not flushed to disk (3.21 sets it for
+/// lastseen on policy hubs, `dbm_lmdb.c` `DBPrivOpenDB`).
+const MDB_NOSYNC: c_uint = 0x10000;
 const MDB_NOTFOUND: c_int = -30798;
 
 #[repr(C)]
@@ -59,6 +64,7 @@ struct Lmdb {
     env_set_mapsize: unsafe extern "C" fn(*mut Env, usize) -> c_int,
     env_open: unsafe extern "C" fn(*mut Env, *const c_char, c_uint, u32) -> c_int,
     env_close: unsafe extern "C" fn(*mut Env),
+    env_get_flags: unsafe extern "C" fn(*mut Env, *mut c_uint) -> c_int,
     txn_begin: unsafe extern "C" fn(*mut Env, *mut Txn, c_uint, *mut *mut Txn) -> c_int,
     txn_commit: unsafe extern "C" fn(*mut Txn) -> c_int,
     txn_abort: unsafe extern "C" fn(*mut Txn),
@@ -91,6 +97,7 @@ fn lmdb() -> Result<&'static Lmdb, LastseenError> {
                 env_set_mapsize: sym!("mdb_env_set_mapsize"),
                 env_open: sym!("mdb_env_open"),
                 env_close: sym!("mdb_env_close"),
+                env_get_flags: sym!("mdb_env_get_flags"),
                 txn_begin: sym!("mdb_txn_begin"),
                 txn_commit: sym!("mdb_txn_commit"),
                 txn_abort: sym!("mdb_txn_abort"),
@@ -167,6 +174,12 @@ impl std::fmt::Debug for LmdbLastseen {
 impl LmdbLastseen {
     /// Open (creating if needed) `WORKDIR/state/cf_lastseen.lmdb`; the
     /// state directory is made 0700 when missing, as CFEngine makes it.
+    /// On a policy hub (`WORKDIR/state/am_policy_hub` exists) commits are
+    /// not fsync'ed (`MDB_NOSYNC`), exactly when 3.21 does the same: a hub
+    /// records a sighting per connection, and an fsync each was a tenth of
+    /// rcf-serverd's CPU per handshake. A crash of the process loses
+    /// nothing (the pages are in the page cache); a crash of the machine
+    /// may lose the last sightings, as with 3.21.
     pub fn open(workdir: &Path) -> Result<Self, LastseenError> {
         let path = workdir.join(LASTSEEN_FILE);
         if let Some(dir) = path.parent() {
@@ -182,11 +195,18 @@ impl LmdbLastseen {
                     })?;
             }
         }
-        Self::open_file(&path)
+        let hub = workdir.join("state").join("am_policy_hub").exists();
+        Self::open_with(&path, if hub { MDB_NOSYNC } else { 0 })
     }
 
-    /// Open (creating if needed) the database file `path`.
+    /// Open (creating if needed) the database file `path`; every commit is
+    /// flushed to disk.
     pub fn open_file(path: &Path) -> Result<Self, LastseenError> {
+        Self::open_with(path, 0)
+    }
+
+    /// [`LmdbLastseen::open_file`] with extra `mdb_env_open` flags.
+    fn open_with(path: &Path, flags: c_uint) -> Result<Self, LastseenError> {
         let lib = lmdb()?;
         let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| LastseenError::Lmdb {
             op: "open",
@@ -207,7 +227,7 @@ impl LmdbLastseen {
                 (lib.env_close)(env);
                 return Err(me_err("mdb_env_set_mapsize", rc));
             }
-            let rc = (lib.env_open)(env, cpath.as_ptr(), MDB_NOSUBDIR, 0o600);
+            let rc = (lib.env_open)(env, cpath.as_ptr(), MDB_NOSUBDIR | flags, 0o600);
             if rc != 0 {
                 (lib.env_close)(env);
                 return Err(me_err("mdb_env_open", rc));
@@ -219,6 +239,18 @@ impl LmdbLastseen {
             path: path.to_path_buf(),
             lock: Mutex::new(()),
         })
+    }
+
+    /// Whether each commit is flushed to disk (false on a policy hub, as
+    /// with 3.21; see [`LmdbLastseen::open`]).
+    pub fn syncs(&self) -> Result<bool, LastseenError> {
+        let mut flags: c_uint = 0;
+        // SAFETY: `env` is open for the life of `self`; LMDB only reads it.
+        let rc = unsafe { (self.lib.env_get_flags)(self.env, &mut flags) };
+        if rc != 0 {
+            return Err(self.err("mdb_env_get_flags", rc));
+        }
+        Ok(flags & MDB_NOSYNC == 0)
     }
 
     fn err_of(lib: &Lmdb, op: &'static str, path: &Path, rc: c_int) -> LastseenError {
@@ -543,5 +575,22 @@ impl LastseenStore for LmdbLastseen {
             )?;
             Ok(q)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 3.21 skips the fsync of lastseen commits on a policy hub only
+    /// (`dbm_lmdb.c`: `GetAmPolicyHub() && id == dbid_lastseen`).
+    #[test]
+    fn commits_are_synced_except_on_a_policy_hub() {
+        let plain = tempfile::tempdir().unwrap();
+        assert!(LmdbLastseen::open(plain.path()).unwrap().syncs().unwrap());
+        let hub = tempfile::tempdir().unwrap();
+        std::fs::create_dir(hub.path().join("state")).unwrap();
+        std::fs::write(hub.path().join("state/am_policy_hub"), b"").unwrap();
+        assert!(!LmdbLastseen::open(hub.path()).unwrap().syncs().unwrap());
     }
 }
