@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rcf_core::keys::backend::TrustBackend;
 use rcf_core::keys::ppkeys;
-use rcf_core::keys::trust::{RemoveTarget, TrustStore};
+use rcf_core::keys::trust::TrustStore;
 use rcf_core::keys::DigestKind;
 use rcf_fs::ppkeys::FsPpkeys;
 use rcf_pg::PgTrustStore;
