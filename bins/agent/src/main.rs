@@ -631,7 +631,7 @@ fn main() -> ExitCode {
             !a.no_failsafe,
             &out,
         ),
-        Cmd::Update(a) => bootstrap::update(&wd, &a, &out),
+        Cmd::Update(a) => bootstrap::update(&wd, a, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)
