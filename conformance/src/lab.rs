@@ -101,7 +101,8 @@ mod workdir;
 pub use agent::{agent_workdirs, rcf_agent, spawn_rcf_agent};
 pub use client::{
     cf_agent_copies, cf_agent_copies_with_flags, cf_agent_copy, cf_agent_policy, cf_net,
-    cf_runagent, parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome, ToolRun,
+    cf_promises_stamp, cf_runagent, parse_outcomes, run_tool, AgentRun, CfrunScript, CopyOutcome,
+    ToolRun,
 };
 pub use client_replay::{client_replay, ReplayReport};
 pub use either::{AnyServer, ServerKind};

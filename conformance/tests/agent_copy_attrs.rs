@@ -406,7 +406,7 @@ fn policy(row: &Row, port: u16, src: &Path, dest: &Path) -> String {
 
 #[test]
 fn copy_attributes_match_cf_agent() {
-    run_rows("copyattrs", ROWS, source_tree, |_, _| Box::new(()));
+    run_rows("copyattrs", ROWS, source_tree, no_prepare);
 }
 
 /// A row without `depth_search`/`file_select` lines, `copy_backup =>
@@ -554,9 +554,9 @@ fn links_match_cf_agent() {
             false,
         ),
     ];
-    let copied = run_rows("copylinks", rows, links_tree, |_, _| Box::new(()));
-    assert_eq!(copied[0].get("dead.lnk").map(String::as_str), Some("link"));
-    assert_eq!(copied[0].get("rel.lnk").map(String::as_str), Some("600"));
+    let copied = run_rows("copylinks", rows, links_tree, no_prepare);
+    assert_eq!(entry(&copied, 0, "dead.lnk"), Some("link"));
+    assert_eq!(entry(&copied, 0, "rel.lnk"), Some("600"));
 }
 
 /// `link_type => "hardlink"`, on a tree where nothing else names a.txt:
@@ -583,11 +583,8 @@ fn hardlink_type_matches_cf_agent() {
         &[],
         true,
     )];
-    let copied = run_rows("copyhardtype", rows, tree, |_, _| Box::new(()));
-    assert_eq!(
-        copied[0].get("a.txt").map(String::as_str),
-        Some("644+hardlinked")
-    );
+    let copied = run_rows("copyhardtype", rows, tree, no_prepare);
+    assert_eq!(entry(&copied, 0, "a.txt"), Some("644+hardlinked"));
 }
 
 /// Hard links among the source's files are kept among the copies
@@ -623,11 +620,8 @@ fn hard_links_match_cf_agent() {
             ],
         ),
     ];
-    let copied = run_rows("copyhard", rows, tree, |_, _| Box::new(()));
-    assert_eq!(
-        copied[0].get("sub/c.txt").map(String::as_str),
-        Some("600+hardlinked")
-    );
+    let copied = run_rows("copyhard", rows, tree, no_prepare);
+    assert_eq!(entry(&copied, 0, "sub/c.txt"), Some("600+hardlinked"));
 }
 
 /// `check_root`: with `preserve`, the destination root takes the source
@@ -655,9 +649,9 @@ fn check_root_matches_cf_agent() {
             &[r#"check_root => "true";"#],
         ),
     ];
-    let copied = run_rows("copyroot", rows, tree, |_, _| Box::new(()));
-    assert_eq!(copied[0].get("sub").map(String::as_str), Some("750"));
-    assert_eq!(copied[1].get(".").map(String::as_str), Some("751"));
+    let copied = run_rows("copyroot", rows, tree, no_prepare);
+    assert_eq!(entry(&copied, 0, "sub"), Some("750"));
+    assert_eq!(entry(&copied, 1, "."), Some("751"));
 }
 
 /// `depth_search`'s `xdev`: the server sees a tmpfs mounted on `mnt/` of
@@ -732,6 +726,16 @@ fn quote_sh(s: &str) -> String {
 /// `prepare` had its say on the server's work dir; what it returns lives
 /// until the server stops), and fail with every row whose results differ.
 /// Returns each row's destination entries and modes (see [`modes`]).
+/// `run_rows`' `prepare` when the server needs nothing beyond the tree.
+fn no_prepare(_: &mut Workdir, _: &Path) -> Box<dyn std::any::Any> {
+    Box::new(())
+}
+
+/// What `run_rows` recorded for `path` in row `row` (mode, link, …).
+fn entry<'a>(copied: &'a [BTreeMap<String, String>], row: usize, path: &str) -> Option<&'a str> {
+    copied[row].get(path).map(String::as_str)
+}
+
 fn run_rows(
     name: &str,
     rows: &[Row],

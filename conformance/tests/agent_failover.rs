@@ -192,15 +192,7 @@ fn change(first: &Workdir, replicas: &[&Workdir], n: u32) {
     std::fs::write(&main, text).unwrap();
     std::fs::write(mf.join(format!("services/added{n}.cf")), "# added\n").unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let cfp = first.bins().promises.clone();
-    let st = run_tool(
-        first,
-        &cfp,
-        &["-T", &mf.to_string_lossy()],
-        None,
-        TOOL_TIMEOUT,
-    )
-    .unwrap();
+    let st = cf_promises_stamp(first, &mf).unwrap();
     assert!(st.success(), "{}", st.describe());
     for r in replicas {
         copy_tree(&mf, &r.path().join("masterfiles")).unwrap();

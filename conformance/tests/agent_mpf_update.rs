@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use rcf_conformance::lab::{
     agent_workdirs, copy_tree, rcf_agent, require_cfengine, tree_entries, trees_equal, AccessRule,
-    AnyServer, ServerKind, ServerPolicy, ToolRun, Workdir, TOOL_TIMEOUT,
+    AnyServer, ServerKind, ServerPolicy, ToolRun, Workdir,
 };
 
 mod policy_lab;
@@ -31,17 +31,7 @@ const MPF: &str = "/usr/share/cfengine3/masterfiles";
 /// the CFEngine hub, `rcf-agent update` on the rcf hub.
 fn stamp(hub: &Workdir, mf: &Path, kind: ServerKind) -> ToolRun {
     match kind {
-        ServerKind::Real => {
-            let cfp = hub.bins().promises.clone();
-            rcf_conformance::lab::run_tool(
-                hub,
-                &cfp,
-                &["-T", &mf.to_string_lossy()],
-                None,
-                TOOL_TIMEOUT,
-            )
-            .unwrap()
-        }
+        ServerKind::Real => rcf_conformance::lab::cf_promises_stamp(hub, mf).unwrap(),
         ServerKind::Rcf => rcf_agent(hub, &["-v", "update"]).unwrap(),
     }
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcf_conformance::lab::{
-    run_tool, AccessRule, HaProxy, RcfServer, ServerPolicy, Workdir, TOOL_TIMEOUT,
+    cf_promises_stamp, AccessRule, HaProxy, RcfServer, ServerPolicy, Workdir,
 };
 
 mod policy_lab;
@@ -43,15 +43,7 @@ fn mpf_update_bouncing_between_replicas_with_separate_checkouts_transfers_nothin
     // One release: the MPF with its stamp, made once (cf-promises -T).
     let src = wds[0].scratch().join("release");
     copy_tree(Path::new(MPF), &src);
-    let promises = wds[0].bins().promises.clone();
-    let t = run_tool(
-        &wds[0],
-        &promises,
-        &["-T", &src.to_string_lossy()],
-        None,
-        TOOL_TIMEOUT,
-    )
-    .unwrap();
+    let t = cf_promises_stamp(&wds[0], &src).unwrap();
     assert!(t.success(), "{}", t.describe());
     assert!(src.join("cf_promises_validated").is_file());
     // Two checkouts of it, a second apart: other inodes, other mtimes.

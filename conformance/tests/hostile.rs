@@ -31,6 +31,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// rcf-serverd `-v` sharing `s`'s data to 127.0.0.0/8, which may connect
+/// as often as it likes (`allowallconnects`), at most `maxconnections`
+/// identified sessions at once.
+fn start_capped(s: &Setup, maxconnections: u32) -> RcfServer {
+    let mut pol = ServerPolicy::new(0).admit(s.data.share_path(""));
+    pol.allowconnects = vec!["127.0.0.0/8".into()];
+    pol.allowallconnects = vec!["127.0.0.0/8".into()];
+    pol.maxconnections = Some(maxconnections);
+    RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v"]).unwrap()
+}
+
 fn setup(name: &str) -> Setup {
     require_cfengine().unwrap();
     let srv_wd = Workdir::new(&format!("{name}-srv")).unwrap();
@@ -479,12 +490,8 @@ fn unidentified_floods_from_allowallconnects_addresses_do_not_starve_others() {
         "RLIMIT_NOFILE {nofile}: the test needs 1,000 flood sockets and the server's"
     );
     let s = setup("h5");
-    let mut pol = ServerPolicy::new(0).admit(s.data.share_path(""));
-    pol.allowconnects = vec!["127.0.0.0/8".into()];
-    pol.allowallconnects = vec!["127.0.0.0/8".into()];
-    pol.maxconnections = Some(30);
     // The defaults: --handshake-timeout 5, --preauth-per-address 32, --preauth-max 256.
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v"]).unwrap();
+    let srv = start_capped(&s, 30);
     let pid = srv.pid();
     let port = srv.port();
     // Without a flood, three times: the median is the baseline (the box's
@@ -601,11 +608,7 @@ fn unidentified_floods_from_allowallconnects_addresses_do_not_starve_others() {
 fn maxconnections_caps_identified_sessions() {
     let _serial = serial();
     let s = setup("h6");
-    let mut pol = ServerPolicy::new(0).admit(s.data.share_path(""));
-    pol.allowconnects = vec!["127.0.0.0/8".into()];
-    pol.allowallconnects = vec!["127.0.0.0/8".into()];
-    pol.maxconnections = Some(2);
-    let srv = RcfServer::start_with_flags(&s.srv_wd, &pol, &["-v"]).unwrap();
+    let srv = start_capped(&s, 2);
     let key = client_key(&s.cli_wd);
     let welcomed =
         |w: &Option<Vec<u8>>| w.as_deref().unwrap_or_default().starts_with(b"OK WELCOME");

@@ -645,16 +645,9 @@ pub fn bootstrap(
 
 /// `rcf-agent update`: the policy update (see `update_inputs`), then, in
 /// MPF mode, `modules_presence` into `WORKDIR/modules`.
-pub fn update(
-    workdir: &Path,
-    hub_list: &[String],
-    conn: &ConnArgs,
-    parallel: u16,
-    mirror: bool,
-    out: &Output,
-) -> u8 {
-    let code = update_inputs(workdir, hub_list, conn, parallel, mirror, out);
-    if !mirror {
+pub fn update(workdir: &Path, args: &crate::UpdateArgs, out: &Output) -> u8 {
+    let code = update_inputs(workdir, args, out);
+    if !args.mirror {
         // update.cf's modules_presence runs whatever the copies did.
         crate::modules_presence::run(workdir, out);
     }
@@ -663,14 +656,9 @@ pub fn update(
 
 /// `rcf-agent update`: from the hubs given (`-H`), else those in
 /// `policy_server.dat` (one per line), in order, with failover.
-fn update_inputs(
-    workdir: &Path,
-    hub_list: &[String],
-    conn: &ConnArgs,
-    parallel: u16,
-    mirror: bool,
-    out: &Output,
-) -> u8 {
+fn update_inputs(workdir: &Path, args: &crate::UpdateArgs, out: &Output) -> u8 {
+    let (hub_list, conn, parallel, mirror) =
+        (&args.hub[..], &args.conn, args.par.parallel, args.mirror);
     if crate::hub::am_policy_hub(workdir) && !mirror && hub_list.is_empty() {
         return update_hub(workdir, out);
     }

@@ -322,21 +322,21 @@ struct BootstrapArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-struct UpdateArgs {
+pub(crate) struct UpdateArgs {
     /// The hubs to update from, in order, with failover (`-H a -H b` or
     /// `-H a,b`); default: policy_server.dat, one hub per line (cf-agent
     /// reads only the first).
     #[arg(short = 'H', long = "hub", value_name = "HOST[:PORT]")]
-    hub: Vec<String>,
+    pub(crate) hub: Vec<String>,
     /// Mirror the whole `masterfiles` shortcut every run, unfiltered (no
     /// cf_promises_validated gate, no input_name_patterns, no validation):
     /// for hubs that do not serve the masterfiles policy framework.
     #[arg(long)]
-    mirror: bool,
+    pub(crate) mirror: bool,
     #[command(flatten)]
-    conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
     #[command(flatten)]
-    par: ParallelArgs,
+    pub(crate) par: ParallelArgs,
 }
 
 /// `net`'s options, named and shaped as cf-net's (`-H`, `-t`, `-c`), with
@@ -631,7 +631,7 @@ fn main() -> ExitCode {
             !a.no_failsafe,
             &out,
         ),
-        Cmd::Update(a) => bootstrap::update(&wd, &a.hub, &a.conn, a.par.parallel, a.mirror, &out),
+        Cmd::Update(a) => bootstrap::update(&wd, a, &out),
         Cmd::Runagent(a) => runagent::run(&wd, a, &out),
     };
     ExitCode::from(code)

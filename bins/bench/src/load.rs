@@ -253,15 +253,7 @@ impl Agent {
             ..RunInfo::default()
         };
         if differs {
-            let mut h = Md5::new();
-            c.get(path, st.size, |b| {
-                h.update(b);
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|f| format!("GET of the stamp failed: {f:?}"))?;
-            let d: [u8; 16] = h.finalize().into();
+            let (d, _) = get_md5(c, path, st.size, "GET of the stamp").await?;
             if d != *digest {
                 return Err("GET of the stamp gave a wrong digest".into());
             }
@@ -400,18 +392,8 @@ impl Agent {
         // GET what differs, check it, update the local copy.
         for (p, size, i) in differ {
             info.requests += 1;
-            let mut h = Md5::new();
-            let mut got = 0u64;
             let path = &arena[p];
-            c.get(path, size, |b| {
-                got += b.len() as u64;
-                h.update(b);
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|f| format!("GET failed: {f:?}"))?;
-            let d: [u8; 16] = h.finalize().into();
+            let (d, got) = get_md5(c, path, size, "GET").await?;
             if d != shared.digests[i] {
                 return Err(format!(
                     "GET {} gave a wrong digest",
@@ -424,6 +406,27 @@ impl Agent {
         }
         Ok(info)
     }
+}
+
+/// GET `path` (`size` bytes) whole: its MD5 and the bytes received. An
+/// error names the request as `what` (e.g. "GET of the stamp").
+async fn get_md5(
+    c: &mut Client,
+    path: &[u8],
+    size: u64,
+    what: &str,
+) -> Result<([u8; 16], u64), String> {
+    let mut h = Md5::new();
+    let mut got = 0u64;
+    c.get(path, size, |b| {
+        got += b.len() as u64;
+        h.update(b);
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|f| format!("{what} failed: {f:?}"))?;
+    Ok((h.finalize().into(), got))
 }
 
 /// The client's wall clock, seconds (the STAT `client_time`).

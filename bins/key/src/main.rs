@@ -525,11 +525,19 @@ fn remove_keys(log: &Log, workdir: &Path, ppkeys_dir: &Path, target: &str) -> u8
     if found_any {
         return 0;
     }
+    none_found(log, &targets, target, "key file")
+}
+
+/// The end of a removal (`-r`, and the PostgreSQL store's revoke) that
+/// found nothing to remove: logs cf-key's "No trusted `noun` found for
+/// digest|host 'target'" and returns its exit code, 252 when the first
+/// target is a key digest, 253 for a host (as 3.21's cf-key does).
+pub(crate) fn none_found(log: &Log, targets: &[RemoveTarget], target: &str, noun: &str) -> u8 {
     let (what, code) = match targets.first() {
         Some(RemoveTarget::Key(_)) => ("digest", 252),
         _ => ("host", 253),
     };
-    log.error(&format!("No trusted key file found for {what} '{target}'"));
+    log.error(&format!("No trusted {noun} found for {what} '{target}'"));
     code
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rcf_core::keys::backend::TrustBackend;
 use rcf_core::keys::ppkeys;
-use rcf_core::keys::trust::{RemoveTarget, TrustStore};
+use rcf_core::keys::trust::TrustStore;
 use rcf_core::keys::DigestKind;
 use rcf_fs::ppkeys::FsPpkeys;
 use rcf_pg::PgTrustStore;
@@ -185,12 +185,7 @@ async fn revoke(log: &Log, store: &PgTrustStore, target: &str) -> u8 {
     if found {
         return 0;
     }
-    let (what, code) = match targets.first() {
-        Some(RemoveTarget::Key(_)) => ("digest", 252),
-        _ => ("host", 253),
-    };
-    log.error(&format!("No trusted key found for {what} '{target}'"));
-    code
+    crate::none_found(log, &targets, target, "key")
 }
 
 async fn trust(log: &Log, store: &PgTrustStore, arg: &str) -> u8 {

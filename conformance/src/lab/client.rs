@@ -81,6 +81,21 @@ impl ToolRun {
     }
 }
 
+/// `cf-promises -T masterfiles` in `wd`'s sandbox: 3.21 checks the
+/// policy and, when it is valid, stamps the tree with
+/// `cf_promises_validated` and `cf_promises_release_id` (what a hub's
+/// masterfiles need before agents will take an update from it).
+pub fn cf_promises_stamp(wd: &Workdir, masterfiles: &Path) -> Result<ToolRun, LabError> {
+    let cfp = wd.bins().promises.clone();
+    run_tool(
+        wd,
+        &cfp,
+        &["-T", &masterfiles.to_string_lossy()],
+        None,
+        crate::lab::TOOL_TIMEOUT,
+    )
+}
+
 /// Run `program args...` in `wd`'s sandbox env (see [`Workdir::command`]),
 /// output to a fresh `lab-logs/<program>-<n>.log`, `stdin` written and
 /// closed if given, killed (process group) after `timeout`.

@@ -566,14 +566,7 @@ impl ClassicServer {
                 self.done(now);
             }
             (Waiting::Listing(op), Answer::Listing(r)) => self.listing(now, op, r),
-            (Waiting::Exec(w), a) => {
-                if let Err(back) = exec::answer(self, now, w, a) {
-                    let (w, a) = *back;
-                    let want = w.expects();
-                    self.waiting = Waiting::Exec(w);
-                    return Err(CallerError::unexpected(want, &a));
-                }
-            }
+            (Waiting::Exec(w), a) => exec::answer(self, now, w, a)?,
             (w, a) => {
                 let want = match &w {
                     Waiting::Nothing => "nothing",

@@ -7,7 +7,7 @@
 //! authorised. No client byte is ever re-split or passed to a shell.
 
 use crate::machine::io::{Answer, Canonical, Event, ExecChunk};
-use crate::machine::{Level, Now};
+use crate::machine::{CallerError, Level, Now};
 use crate::reply;
 
 /// Longest command line 3.21 will run (`len >= CF_BUFSIZE` is refused).
@@ -243,6 +243,9 @@ pub trait ExecHost {
     fn exec_done(&mut self, now: Now);
     /// Wait for the adapter to answer `event`.
     fn exec_wait(&mut self, wait: ExecWait, event: Event);
+    /// Keep waiting as before (no new event): the adapter answered
+    /// something else, which is the caller's error, not the peer's.
+    fn exec_keep(&mut self, wait: ExecWait);
     /// Keep `classes` and read the class-selection transactions next (each
     /// goes to [`class_data`]), carrying on with buffered input; called
     /// from an answer, never from inside the input loop.
@@ -300,6 +303,10 @@ macro_rules! exec_host_plumbing {
             self.phase = Phase::Busy;
             self.waiting = Waiting::Exec(wait);
             self.events.push_back(event);
+        }
+
+        fn exec_keep(&mut self, wait: $crate::machine::exec::ExecWait) {
+            self.waiting = Waiting::Exec(wait);
         }
 
         fn exec_select(
@@ -458,15 +465,15 @@ fn run<H: ExecHost>(h: &mut H, now: Now, args: String) {
     }
 }
 
-/// The adapter's answer while an EXEC waits on it (`wait`): `Err` gives
-/// the pair back (boxed: an `Answer` can hold file data) when it answers
-/// something else.
+/// The adapter's answer while an EXEC waits on it (`wait`): when it
+/// answers something else, the EXEC keeps waiting ([`ExecHost::exec_keep`])
+/// and the caller gets [`CallerError::UnexpectedAnswer`].
 pub fn answer<H: ExecHost>(
     h: &mut H,
     now: Now,
     wait: ExecWait,
     a: Answer,
-) -> Result<(), Box<(ExecWait, Answer)>> {
+) -> Result<(), CallerError> {
     match (wait, a) {
         (ExecWait::Canon { args }, Answer::Canonical(r)) => arg0(h, now, args, r),
         (ExecWait::Start, Answer::ExecStarted(Ok(handle))) => {
@@ -494,7 +501,11 @@ pub fn answer<H: ExecHost>(
             h.exec_send(&reply::exec_terminator());
             h.exec_done(now);
         }
-        (w, a) => return Err(Box::new((w, a))),
+        (w, a) => {
+            let want = w.expects();
+            h.exec_keep(w);
+            return Err(CallerError::unexpected(want, &a));
+        }
     }
     Ok(())
 }

@@ -360,14 +360,7 @@ impl Session {
                 }
                 self.done(now);
             }
-            (Waiting::Exec(w), a) => {
-                if let Err(back) = exec::answer(self, now, w, a) {
-                    let (w, a) = *back;
-                    let want = w.expects();
-                    self.waiting = Waiting::Exec(w);
-                    return Err(CallerError::unexpected(want, &a));
-                }
-            }
+            (Waiting::Exec(w), a) => exec::answer(self, now, w, a)?,
             (Waiting::Digest { digest }, Answer::Digest(mine)) => {
                 self.send(Status::Done, transfer::md5_reply(digest, mine));
                 self.done(now);
