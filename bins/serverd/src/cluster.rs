@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcf_core::keys::{DigestKind, KeyId};
-use rcf_core::lastseen::{Direction, LastseenStore, Seen};
+use rcf_core::lastseen::{Direction, Seen};
 use rcf_core::proxy::ProxyPolicy;
 use rcf_core::server::Level;
 use rcf_fs::lastseen::LmdbLastseen;
@@ -142,11 +142,13 @@ pub async fn wire(
                 .set_store(store.clone())
                 .map_err(|e| e.to_string())?;
             let handle = tokio::runtime::Handle::current();
-            let sink = Recorder::start(logger.clone(), move |seen| {
-                handle
-                    .block_on(store.record_lastseen(seen))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+            let sink = Recorder::start(logger.clone(), move |batch| {
+                for seen in batch {
+                    handle
+                        .block_on(store.record_lastseen(seen))
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
             });
             shared
                 .cluster
@@ -155,8 +157,8 @@ pub async fn wire(
         }
         None => match LmdbLastseen::open(std::path::Path::new(workdir)) {
             Ok(db) => {
-                let sink = Recorder::start(logger.clone(), move |seen| {
-                    db.record(seen).map(|_| ()).map_err(|e| e.to_string())
+                let sink = Recorder::start(logger.clone(), move |batch| {
+                    db.record_all(batch).map_err(|e| e.to_string())
                 });
                 shared
                     .cluster
@@ -189,25 +191,29 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Start the thread; `write` records one incoming sighting, a failure
-    /// is logged (verbose) on `logger`.
+    /// Start the thread; `write` records one batch of incoming sightings
+    /// (one transaction where the store has them), a failure is logged
+    /// (verbose) on `logger`.
     fn start<F>(logger: Arc<Logger>, mut write: F) -> Recorder
     where
-        F: FnMut(&Seen<'_>) -> Result<(), String> + Send + 'static,
+        F: FnMut(&[Seen<'_>]) -> Result<(), String> + Send + 'static,
     {
         let (tx, rx) = sync_channel(LASTSEEN_QUEUE);
         let _ = std::thread::Builder::new()
             .name("rcf-lastseen".into())
             .spawn(move || {
-                Self::run(rx, &mut |key: &KeyId, address: &str, now: i64| {
-                    let seen = Seen {
-                        key,
-                        address,
-                        direction: Direction::Incoming,
-                        now,
-                    };
+                Self::run(rx, &mut |batch: &[(KeyId, String)], now: i64| {
+                    let seen: Vec<Seen<'_>> = batch
+                        .iter()
+                        .map(|(key, address)| Seen {
+                            key,
+                            address,
+                            direction: Direction::Incoming,
+                            now,
+                        })
+                        .collect();
                     if let Err(e) = write(&seen) {
-                        logger.log(Level::Verbose, Some(address), &format!("lastseen: {e}"));
+                        logger.log(Level::Verbose, None, &format!("lastseen: {e}"));
                     }
                 })
             });
@@ -217,7 +223,7 @@ impl Recorder {
         }
     }
 
-    fn run(rx: Receiver<(String, String)>, write: &mut dyn FnMut(&KeyId, &str, i64)) {
+    fn run(rx: Receiver<(String, String)>, write: &mut dyn FnMut(&[(KeyId, String)], i64)) {
         while let Ok(first) = rx.recv() {
             let mut batch: HashMap<String, String> = HashMap::new();
             batch.insert(first.0, first.1);
@@ -228,10 +234,12 @@ impl Recorder {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            for (k, a) in batch {
-                if let Ok(id) = k.parse::<KeyId>() {
-                    write(&id, &a, now);
-                }
+            let parsed: Vec<(KeyId, String)> = batch
+                .into_iter()
+                .filter_map(|(k, a)| k.parse::<KeyId>().ok().map(|id| (id, a)))
+                .collect();
+            if !parsed.is_empty() {
+                write(&parsed, now);
             }
             std::thread::sleep(LASTSEEN_WINDOW);
         }
@@ -276,8 +284,10 @@ mod tests {
     fn recorder_writes_each_key_once_per_batch() {
         let (tx, rx) = std::sync::mpsc::channel();
         let logger = Arc::new(Logger::stderr(Level::Error, false));
-        let r = Recorder::start(logger, move |s: &Seen<'_>| {
-            tx.send((s.key.to_string(), s.address.to_string())).unwrap();
+        let r = Recorder::start(logger, move |batch: &[Seen<'_>]| {
+            for s in batch {
+                tx.send((s.key.to_string(), s.address.to_string())).unwrap();
+            }
             Ok(())
         });
         let id = "MD5=0123456789abcdef0123456789abcdef";
