@@ -568,21 +568,29 @@ impl LmdbLastseen {
     /// [`LastseenStore::record`] for several sightings in one transaction:
     /// one commit (and, outside a hub, one fsync) for a whole batch, so a
     /// busy server does not pay a disk sync per connection. A sighting with
-    /// an unusable address is skipped; the others are still recorded.
+    /// an unusable address is not recorded, the others still are; the
+    /// first such address is then the error, as `record` would have
+    /// returned it for that sighting alone.
     pub fn record_all(&self, seen: &[Seen<'_>]) -> Result<(), LastseenError> {
-        let usable: Vec<&Seen<'_>> = seen
-            .iter()
-            .filter(|s| check_address(s.address).is_ok())
-            .collect();
-        if usable.is_empty() {
-            return Ok(());
-        }
-        self.txn(true, |t| {
-            for s in usable {
-                put_seen(t, s)?;
+        let mut refused = None;
+        let mut usable = Vec::with_capacity(seen.len());
+        for s in seen {
+            match check_address(s.address) {
+                Ok(()) => usable.push(s),
+                Err(e) => {
+                    refused.get_or_insert(e);
+                }
             }
-            Ok(())
-        })
+        }
+        if !usable.is_empty() {
+            self.txn(true, |t| {
+                for s in usable {
+                    put_seen(t, s)?;
+                }
+                Ok(())
+            })?;
+        }
+        refused.map_or(Ok(()), |e| Err(e.into()))
     }
 }
 
@@ -617,5 +625,30 @@ mod tests {
         std::fs::create_dir(hub.path().join("state")).unwrap();
         std::fs::write(hub.path().join("state/am_policy_hub"), b"").unwrap();
         assert!(!LmdbLastseen::open(hub.path()).unwrap().syncs().unwrap());
+    }
+
+    /// A batch records every usable sighting in one transaction and still
+    /// reports an unusable address, as `record` does for it alone.
+    #[test]
+    fn a_batch_records_the_usable_sightings_and_reports_a_bad_address() {
+        let wd = tempfile::tempdir().unwrap();
+        let db = LmdbLastseen::open(wd.path()).unwrap();
+        let a: KeyId = "MD5=0123456789abcdef0123456789abcdef".parse().unwrap();
+        let b: KeyId = "MD5=fedcba9876543210fedcba9876543210".parse().unwrap();
+        let seen = |key, address| Seen {
+            key,
+            address,
+            direction: Direction::Incoming,
+            now: 1_700_000_000,
+        };
+        let bad = "";
+        assert!(db.record(&seen(&b, bad)).is_err());
+        let batch = [seen(&a, "127.0.0.2"), seen(&b, bad)];
+        assert!(db.record_all(&batch).is_err());
+        let rows = db.entries().unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].key, a);
+        assert_eq!(rows[0].address, "127.0.0.2");
+        assert_eq!(db.address(&a).unwrap().as_deref(), Some("127.0.0.2"));
     }
 }
