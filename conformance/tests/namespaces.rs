@@ -160,7 +160,11 @@ fn check_soft_class(pair: &Pair, class: &str, extra: &[&str]) {
     let port = free_port();
     let (policy, paths) = soft_class_policy(pair, port, class);
     let real = pair.real_stat_with(&policy, port, &paths, extra);
-    assert_eq!(real, [false, true, true], "the real cf-serverd changed its mind");
+    assert_eq!(
+        real,
+        [false, true, true],
+        "the real cf-serverd changed its mind"
+    );
     for (path, want) in paths.iter().zip(&real) {
         let (allowed, why) = pair.rcf_serverd_allows_with(&policy, path, extra).unwrap();
         assert_eq!(allowed, *want, "{path}: {why}");

@@ -6,8 +6,8 @@
 use rcf_core::policy::augments::{self, Augmented};
 use rcf_core::policy::{self, hostclasses, LoadOptions, ServerPolicy, Value};
 use rcf_fs::hostinfo;
-use std::collections::BTreeSet;
 use rcf_fs::policy_source::FsPolicySource;
+use std::collections::BTreeSet;
 
 /// Default work directory of the Debian package.
 pub const DEFAULT_WORKDIR: &str = "/var/lib/cfengine3";

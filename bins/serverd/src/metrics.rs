@@ -93,7 +93,10 @@ pub fn render(shared: &Shared) -> String {
         // Cluster mode (docs/cluster.md): a PROXY header refused, or the
         // trust store not answering a new (uncached) key.
         ("proxy_header", ld(&shared.cluster.refused_proxy)),
-        ("trust_store_unavailable", ld(&shared.cluster.store_unavailable)),
+        (
+            "trust_store_unavailable",
+            ld(&shared.cluster.store_unavailable),
+        ),
     ] {
         let _ = writeln!(o, "rcf_serverd_refusals_total{{reason=\"{reason}\"}} {v}");
     }

@@ -58,7 +58,13 @@ impl ToolRun {
     /// comparing two tools' answers.
     pub fn result_lines(&self) -> Vec<String> {
         const LEVELS: [&str; 7] = [
-            "critical:", "error:", "warning:", "notice:", "info:", "verbose:", "debug:",
+            "critical:",
+            "error:",
+            "warning:",
+            "notice:",
+            "info:",
+            "verbose:",
+            "debug:",
         ];
         self.output
             .lines()
