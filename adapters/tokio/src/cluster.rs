@@ -260,6 +260,13 @@ pub(crate) enum Keyed {
     Close,
 }
 
+/// Whether [`answer_key`] answers `ev`: a key question while a shared
+/// trust store is set.
+pub(crate) fn takes(shared: &Shared, ev: &Event) -> bool {
+    matches!(ev, Event::LookupKey { .. } | Event::SaveKey { .. })
+        && shared.cluster.store.get().is_some()
+}
+
 /// Answer a key lookup (`LookupKey`) or a trust-on-first-use save
 /// (`SaveKey`) from the shared trust store, when one is set. A lookup is
 /// `Trusted` only when the store (or, while it is unreachable, this

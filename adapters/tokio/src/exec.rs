@@ -50,6 +50,14 @@ async fn pump(r: impl AsyncRead + Unpin, tx: mpsc::Sender<Vec<u8>>) {
 
 use tokio::io::AsyncReadExt as _;
 
+/// Whether `ev` is an EXEC event, which [`handle`] answers.
+pub(crate) fn takes(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::ExecStart { .. } | Event::ExecRead { .. } | Event::ExecKill { .. }
+    )
+}
+
 /// Handle an EXEC event, if `ev` is one. `Some(answer)` (possibly none for
 /// a kill) means the event was ours.
 pub(crate) async fn handle(
