@@ -21,8 +21,31 @@ type SpawnReq = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
 /// server shared between tests). This thread lives until the process
 /// exits, so children die exactly when the test process dies, whatever
 /// thread started or stops them.
-fn spawn_via_spawner(cmd: Command) -> std::io::Result<Child> {
+///
+/// The child gets the CPU affinity of the thread that asked, as if that
+/// thread had forked it: a benchmark that narrows its own thread to one
+/// CPU before starting a server (`rcf-bench --pin`) means the server to
+/// start there and size itself for that CPU, not for the spawner's mask.
+fn spawn_via_spawner(mut cmd: Command) -> std::io::Result<Child> {
     use std::sync::mpsc::{channel, Sender};
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes inside it.
+    let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the calling thread's mask into a cpu_set_t of the size passed.
+    let have = unsafe {
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mask)
+    } == 0;
+    if have {
+        // SAFETY: sched_setaffinity is a plain syscall, async-signal-safe
+        // between fork and exec; `mask` is moved into the closure.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mask) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     use std::sync::{Mutex, OnceLock};
     static SPAWNER: OnceLock<Mutex<Sender<SpawnReq>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
