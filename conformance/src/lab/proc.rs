@@ -31,9 +31,9 @@ fn spawn_via_spawner(mut cmd: Command) -> std::io::Result<Child> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity writes inside it.
     let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: the calling thread's mask into a cpu_set_t of the size passed.
-    let have = unsafe {
-        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mask)
-    } == 0;
+    let have =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mask) }
+            == 0;
     if have {
         // SAFETY: sched_setaffinity is a plain syscall, async-signal-safe
         // between fork and exec; `mask` is moved into the closure.
