@@ -58,8 +58,9 @@ pub struct HandshakesArgs {
     /// Seconds of load per server.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Client OS threads the loops are spread over.
-    #[arg(long, default_value_t = 2)]
+    /// Client OS threads the loops are spread over; 0 = one per
+    /// load-generator CPU under --pin, else 2.
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Which servers: both, cfe, rcf.
     #[arg(long, default_value = "both")]
@@ -244,6 +245,10 @@ impl Row {
 
 /// Entry point.
 pub fn run(a: &HandshakesArgs) -> Result<(), String> {
+    let a = &HandshakesArgs {
+        threads: procstat::load_threads(a.threads, a.pin),
+        ..a.clone()
+    };
     let kinds = kinds(&a.servers)?;
     let Setup {
         client,

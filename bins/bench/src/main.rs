@@ -122,8 +122,9 @@ struct CompareArgs {
     /// Seconds of load per server and K (runs in progress then finish).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Client OS threads (the agents are tasks spread over them).
-    #[arg(long, default_value_t = 2)]
+    /// Client OS threads (the agents are tasks spread over them); 0 = one
+    /// per load-generator CPU under --pin, else 2.
+    #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Which servers: both, cfe, rcf.
     #[arg(long, default_value = "both")]
@@ -328,6 +329,10 @@ fn start_server(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, 
 }
 
 fn compare(a: &CompareArgs) -> Result<(), String> {
+    let a = &CompareArgs {
+        threads: procstat::load_threads(a.threads, a.pin),
+        ..a.clone()
+    };
     let kinds = kinds(&a.servers)?;
     let Setup {
         client,
