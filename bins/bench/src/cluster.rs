@@ -118,7 +118,11 @@ impl Running {
     }
 }
 
-fn start(rig: &Rig, v: Variant, policy: &ServerPolicy) -> Result<Running, String> {
+/// Start the variant's replicas and (proxied) HAProxy. With `pin`, as for
+/// the single servers: each replica starts on CPU 0 (one event loop) and
+/// HAProxy on the load generator's CPUs, so `rcf+pg` compares with the
+/// pinned `rcf-serverd` row on equal terms.
+fn start(rig: &Rig, v: Variant, policy: &ServerPolicy, pin: bool) -> Result<Running, String> {
     let n = match v {
         Variant::Direct => 1,
         Variant::Proxied(n) => n,
@@ -128,13 +132,14 @@ fn start(rig: &Rig, v: Variant, policy: &ServerPolicy) -> Result<Running, String
         flags.extend(["--proxy-from", "127.0.0.1/32"]);
     }
     let mut servers = Vec::new();
+    let client_cpus: Vec<usize> = (1..procstat::ncpus()).collect();
     for wd in &rig.replicas[..n] {
-        servers.push(lab(AnyServer::start_with_flags(
-            ServerKind::Rcf,
-            wd,
-            policy,
-            &flags,
-        ))?);
+        let go = || lab(AnyServer::start_with_flags(ServerKind::Rcf, wd, policy, &flags));
+        servers.push(if pin {
+            procstat::spawn_on(&[0], go)?
+        } else {
+            go()?
+        });
     }
     if v == Variant::Direct {
         let port = servers[0].port();
@@ -145,7 +150,12 @@ fn start(rig: &Rig, v: Variant, policy: &ServerPolicy) -> Result<Running, String
         });
     }
     let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
-    let hap = lab(HaProxy::start(rig.tmp.path(), &ports, 5000, 2000))?;
+    let go = || lab(HaProxy::start(rig.tmp.path(), &ports, 5000, 2000));
+    let hap = if pin {
+        procstat::spawn_on(&client_cpus, go)?
+    } else {
+        go()?
+    };
     let front = hap.front();
     Ok(Running {
         servers,
@@ -158,9 +168,11 @@ fn cpu(pids: &[u32]) -> Result<f64, String> {
     pids.iter().map(|&p| procstat::cpu_seconds(p)).sum()
 }
 
-/// Measure one variant at K agents, as `measure` does for one server (not
-/// pinned: the replicas, HAProxy and PostgreSQL share all CPUs). The row's
-/// CPU is the replicas' (all of them); `proxy_cpu_s` is HAProxy's.
+/// Measure one variant at K agents, as `measure` does for one server.
+/// With `--pin` the replicas are kept on CPU 0 and HAProxy and the load
+/// generator on the other CPUs (PostgreSQL, nearly idle behind the trust
+/// cache, is not pinned); without it all share every CPU. The row's CPU is
+/// the replicas' (all of them); `proxy_cpu_s` is HAProxy's.
 #[allow(clippy::too_many_arguments)]
 pub fn measure(
     rig: &Rig,
@@ -174,7 +186,7 @@ pub fn measure(
 ) -> Result<(Row, f64), String> {
     let mut policy = policy.clone();
     policy.port = 0;
-    let run = start(rig, v, &policy)?;
+    let run = start(rig, v, &policy, a.pin)?;
     let mut opts = base.clone();
     opts.port = run.port;
     let shared = Arc::new(make_shared(opts, *addr));
@@ -196,6 +208,18 @@ pub fn measure(
     }
     let pids = run.server_pids();
     let hap_pid: Vec<u32> = run.haproxy.iter().map(|h| h.pid()).collect();
+    let client_cpus: Option<Vec<usize>> = if a.pin {
+        let cpus: Vec<usize> = (1..procstat::ncpus()).collect();
+        for &p in &pids {
+            procstat::pin_process(p, &[0])?;
+        }
+        for &p in &hap_pid {
+            procstat::pin_process(p, &cpus)?;
+        }
+        Some(cpus)
+    } else {
+        None
+    };
     let (cpu0, hap0, self0) = (cpu(&pids)?, cpu(&hap_pid)?, procstat::self_cpu_seconds());
     let load = load::run_load(
         shared.clone(),
@@ -203,8 +227,19 @@ pub fn measure(
         a.threads,
         Duration::from_secs_f64(a.duration),
         a.runs,
-        None,
+        client_cpus.as_deref(),
     );
+    if a.pin {
+        for &p in &pids {
+            let masks = procstat::allowed_cpus(p);
+            if masks != ["0"] {
+                return Err(format!(
+                    "{}: replica threads escaped the pin: {masks:?}",
+                    v.label()
+                ));
+            }
+        }
+    }
     let (cpu1, hap1, self1) = (cpu(&pids)?, cpu(&hap_pid)?, procstat::self_cpu_seconds());
     let rss_mb = pids
         .iter()
