@@ -490,7 +490,8 @@ fn unidentified_floods_from_allowallconnects_addresses_do_not_starve_others() {
         "RLIMIT_NOFILE {nofile}: the test needs 1,000 flood sockets and the server's"
     );
     let s = setup("h5");
-    // The defaults: --handshake-timeout 5, --preauth-per-address 32, --preauth-max 256.
+    // The defaults: --handshake-timeout 5, --preauth-per-address 32, --preauth-max a quarter
+    // of RLIMIT_NOFILE (2048 here; the 4 flooding addresses meet their own cap first).
     let srv = start_capped(&s, 30);
     let pid = srv.pid();
     let port = srv.port();
