@@ -540,6 +540,15 @@ fn measure(
             ));
         }
     }
+    // A server that died under the load (cf-serverd 3.21 sometimes does)
+    // is said so, with its log, rather than as an unreadable /proc entry.
+    if !srv.is_running() {
+        return Err(format!(
+            "{} died during the load at K={k}\n--- server log tail ---\n{}",
+            kind.name(),
+            rcf_conformance::lab::tail(&srv.log(), 30)
+        ));
+    }
     let cpu1 = procstat::cpu_seconds(pid)?;
     let self1 = procstat::self_cpu_seconds();
     let rss_mb = procstat::vm_hwm_kb(pid)? as f64 / 1024.0;
