@@ -134,7 +134,14 @@ fn start(rig: &Rig, v: Variant, policy: &ServerPolicy, pin: bool) -> Result<Runn
     let mut servers = Vec::new();
     let client_cpus: Vec<usize> = (1..procstat::ncpus()).collect();
     for wd in &rig.replicas[..n] {
-        let go = || lab(AnyServer::start_with_flags(ServerKind::Rcf, wd, policy, &flags));
+        let go = || {
+            lab(AnyServer::start_with_flags(
+                ServerKind::Rcf,
+                wd,
+                policy,
+                &flags,
+            ))
+        };
         servers.push(if pin {
             procstat::spawn_on(&[0], go)?
         } else {

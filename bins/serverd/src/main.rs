@@ -471,7 +471,9 @@ fn default_preauth_max() -> usize {
 
 /// [`default_preauth_max`] for an open-files limit of `nofile`.
 fn preauth_max_for(nofile: libc::rlim_t) -> usize {
-    usize::try_from(nofile / 4).unwrap_or(usize::MAX).clamp(256, 4096)
+    usize::try_from(nofile / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(256, 4096)
 }
 
 /// Fork; the parent exits 0 (the port already listens), the child detaches.
