@@ -12,7 +12,6 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rcf_conformance::lab::{
     rcf_binary, AnyServer, HaProxy, ServerKind, ServerPolicy, Workdir, HAPROXY,
@@ -228,23 +227,10 @@ pub fn measure(
         None
     };
     let (cpu0, hap0, self0) = (cpu(&pids)?, cpu(&hap_pid)?, procstat::self_cpu_seconds());
-    let load = load::run_load(
-        shared.clone(),
-        k,
-        a.threads,
-        Duration::from_secs_f64(a.duration),
-        a.runs,
-        client_cpus.as_deref(),
-    );
+    let load = a.load(&shared, k, client_cpus.as_deref());
     if a.pin {
         for &p in &pids {
-            let masks = procstat::allowed_cpus(p);
-            if masks != ["0"] {
-                return Err(format!(
-                    "{}: replica threads escaped the pin: {masks:?}",
-                    v.label()
-                ));
-            }
+            procstat::check_on_cpu0(p, v.label())?;
         }
     }
     let (cpu1, hap1, self1) = (cpu(&pids)?, cpu(&hap_pid)?, procstat::self_cpu_seconds());

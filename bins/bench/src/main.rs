@@ -328,6 +328,25 @@ fn start_server(kind: Kind, wd: &Workdir, policy: &ServerPolicy) -> Result<Srv, 
     lab(Srv::start_with_flags(kind, wd, policy, &flags))
 }
 
+impl CompareArgs {
+    /// K agents of `shared` for `--duration` or `--runs`, on `cpus`.
+    fn load(
+        &self,
+        shared: &Arc<load::Shared>,
+        k: usize,
+        cpus: Option<&[usize]>,
+    ) -> load::LoadResult {
+        load::run_load(
+            shared.clone(),
+            k,
+            self.threads,
+            Duration::from_secs_f64(self.duration),
+            self.runs,
+            cpus,
+        )
+    }
+}
+
 fn compare(a: &CompareArgs) -> Result<(), String> {
     let a = &CompareArgs {
         threads: procstat::load_threads(a.threads, a.pin),
@@ -523,22 +542,9 @@ fn measure(
     };
     let cpu0 = procstat::cpu_seconds(pid)?;
     let self0 = procstat::self_cpu_seconds();
-    let load = load::run_load(
-        shared.clone(),
-        k,
-        a.threads,
-        Duration::from_secs_f64(a.duration),
-        a.runs,
-        client_cpus.as_deref(),
-    );
+    let load = a.load(&shared, k, client_cpus.as_deref());
     if a.pin {
-        let masks = procstat::allowed_cpus(pid);
-        if masks != ["0"] {
-            return Err(format!(
-                "{}: server threads escaped the pin: {masks:?}",
-                kind.name()
-            ));
-        }
+        procstat::check_on_cpu0(pid, kind.name())?;
     }
     // A server that died under the load (cf-serverd 3.21 sometimes does)
     // is said so, with its log, rather than as an unreadable /proc entry.

@@ -146,6 +146,16 @@ pub fn pin_process(pid: u32, cpus: &[usize]) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Fails, naming `what`, when a thread of `pid` may run anywhere but CPU 0
+/// (a `--pin` run whose server escaped measures nothing).
+pub fn check_on_cpu0(pid: u32, what: &str) -> Result<(), String> {
+    let masks = allowed_cpus(pid);
+    if masks != ["0"] {
+        return Err(format!("{what}: server threads escaped the pin: {masks:?}"));
+    }
+    Ok(())
+}
+
 /// The distinct `Cpus_allowed_list` values of `pid`'s threads now (to show
 /// that pinning held, including threads created since).
 pub fn allowed_cpus(pid: u32) -> Vec<String> {
