@@ -149,3 +149,62 @@ fn a_port_in_use_is_refused_not_shared() {
     };
     assert!(text.contains("Unable to start server"), "{text}");
 }
+
+/// rcf-serverd raises its open-files soft limit to the hard one at start
+/// (Debian's soft 1024 is below what maxconnections plus the
+/// pre-authentication budget may need), and sizes the budget's default
+/// from it: a quarter, within 256-4096, said in a verbose start-up line.
+#[test]
+fn open_files_soft_limit_is_raised_and_sizes_the_preauth_budget() {
+    require_cfengine().unwrap();
+    // SAFETY: getrlimit/setrlimit on a local struct; the soft limit is only
+    // lowered (children inherit it) and put back below.
+    let (soft, hard) = unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+        (l.rlim_cur, l.rlim_max)
+    };
+    assert!(
+        hard > 1024,
+        "the test needs a hard open-files limit above 1024, have {hard}"
+    );
+    let set = |cur: libc::rlim_t| unsafe {
+        let l = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: hard,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &l), 0);
+    };
+    set(1024);
+    let wd = Workdir::new("nofile-srv").unwrap();
+    let (p, _) = policy_for(&wd, 0);
+    let started = RcfServer::start_with_flags(&wd, &p, &["-v"]);
+    set(soft);
+    let srv = started.unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let hard_s = if hard == libc::RLIM_INFINITY {
+        "unlimited".to_string()
+    } else {
+        hard.to_string()
+    };
+    assert_eq!(
+        (fields[3], fields[4]),
+        (hard_s.as_str(), hard_s.as_str()),
+        "{line}"
+    );
+    let want = (hard / 4).clamp(256, 4096);
+    let log = srv.log();
+    assert!(
+        log.contains(&format!(
+            "Open files limit {hard}; pre-authentication budget {want} in all, 32 per address"
+        )),
+        "{}",
+        tail(&log, 20)
+    );
+}

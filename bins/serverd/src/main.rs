@@ -118,7 +118,8 @@ struct Cli {
     preauth_per_address: usize,
     /// rcf extension: most connections in all still before WELCOME, outside maxconnections
     /// (which counts identified sessions); past it the oldest of the busiest address is dropped.
-    /// Default: a quarter of the open-files limit (RLIMIT_NOFILE), at least 256 and at most 4096.
+    /// Default: a quarter of the open-files limit (RLIMIT_NOFILE, whose soft value is raised to
+    /// the hard one at start), at least 256 and at most 4096.
     #[arg(long = "preauth-max", value_name = "N")]
     preauth_max: Option<usize>,
     /// rcf extension: seconds an identified peer may stay silent between requests (3.21: 600).
@@ -447,29 +448,39 @@ fn bind(addr: &str, port: u16, shards: usize) -> std::io::Result<Vec<Vec<std::ne
     Ok(one.into_iter().map(|l| vec![l]).collect())
 }
 
-/// The default pre-authentication budget in all: a quarter of the
-/// open-files limit, between 256 and 4096. Why: a budget smaller than a
-/// fleet's burst drops handshakes half done. 1,000 agents connecting at
-/// once on one core against a budget of 256 lost 11,810 runs in 10 s and
-/// two thirds of the server's CPU (`rcf-bench compare --scenario mpf
-/// --agents 1000 --pin`, session 7), and 0 with 1,024. A budget larger
-/// than the descriptors left would let idle peers exhaust those before
-/// it is ever full, and nothing would then be dropped for a newcomer.
-/// About 11 KB of memory per pending connection was measured.
-fn default_preauth_max() -> usize {
-    // SAFETY: getrlimit on a zeroed local struct.
-    let soft = unsafe {
+/// Raise the open-files soft limit to the hard one and return it (the
+/// soft one if that fails). Why: Debian's soft default of 1024 is below
+/// what `maxconnections` plus the pre-authentication budget may need, and
+/// the hard limit is the admin's own bound (`LimitNOFILE`, limits.conf).
+fn raise_nofile() -> libc::rlim_t {
+    // SAFETY: getrlimit/setrlimit on a zeroed local struct.
+    unsafe {
         let mut l: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
-            l.rlim_cur
-        } else {
-            1024
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 1024;
         }
-    };
-    preauth_max_for(soft)
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return l.rlim_max;
+            }
+        }
+        l.rlim_cur
+    }
 }
 
-/// [`default_preauth_max`] for an open-files limit of `nofile`.
+/// The default pre-authentication budget in all for an open-files limit
+/// of `nofile`: a quarter of it, between 256 and 4096. Why: a budget
+/// smaller than a fleet's burst drops handshakes half done. 1,000 agents
+/// connecting at once on one core against a budget of 256 lost 11,810
+/// runs in 10 s and two thirds of the server's CPU (`rcf-bench compare
+/// --scenario mpf --agents 1000 --pin`, session 7), and 0 with 1,024. A
+/// budget larger than the descriptors left would let idle peers exhaust
+/// those before it is ever full, and nothing would then be dropped for a
+/// newcomer. About 11 KB of memory per pending connection was measured.
 fn preauth_max_for(nofile: libc::rlim_t) -> usize {
     usize::try_from(nofile / 4)
         .unwrap_or(usize::MAX)
@@ -816,6 +827,8 @@ fn main() {
         }
     };
     let activated = !inherited.is_empty();
+    let nofile = raise_nofile();
+    let preauth_max = cli.preauth_max.unwrap_or_else(|| preauth_max_for(nofile));
     // One event loop per CPU unless told otherwise; systemd's sockets
     // (which cannot be multiplied) are served by one work-stealing runtime.
     let shards = match cli.threads {
@@ -922,6 +935,14 @@ fn main() {
         );
     }
     logger.log(
+        Level::Verbose,
+        None,
+        &format!(
+            "Open files limit {nofile}; pre-authentication budget {preauth_max} in all, {} per address",
+            cli.preauth_per_address
+        ),
+    );
+    logger.log(
         Level::Notice,
         None,
         &format!("Server is starting... (policy '{file}', port {port})"),
@@ -958,7 +979,7 @@ fn main() {
         );
         shared.set_pending_limits(rcf_core::server::admission::PendingLimits {
             per_address: cli.preauth_per_address,
-            total: cli.preauth_max.unwrap_or_else(default_preauth_max),
+            total: preauth_max,
         });
         if cli.trust_max_new.is_some() || cli.trust_window.is_some() {
             let now = std::time::SystemTime::now()
