@@ -30,7 +30,7 @@ use rcf_core::keys::backend::{Decision, Refused, TrustBackend};
 use rcf_core::keys::RsaPublicKey;
 use rcf_core::proxy::{Proxied, ProxyDecoder, ProxyPolicy, Refusal, Step, V2_MAX_LEN};
 use rcf_core::server::admission::unmap_ipv4_peer;
-use rcf_core::server::{Answer, Event, Level};
+use rcf_core::server::{Answer, Event, Level, Now};
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -150,6 +150,7 @@ pub(crate) fn at_accept(
     shared: &Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
+    accepted: Now,
 ) -> Option<TcpStream> {
     let Some(policy) = shared.cluster.proxy().cloned() else {
         return Some(stream);
@@ -162,7 +163,7 @@ pub(crate) fn at_accept(
             Ok(p) => {
                 let ip = unmap_ipv4_peer(&p.client.ip().to_string()).to_string();
                 if let Some(release) = crate::admit(&shared, ip) {
-                    crate::serve_admitted(stream, release).await;
+                    crate::serve_admitted(stream, release, accepted).await;
                 }
             }
             Err(why) => {

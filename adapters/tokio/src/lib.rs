@@ -342,13 +342,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        // The handshake deadline runs from here, whatever comes first.
+        let accepted = shared.now();
         // Behind a load balancer (--proxy-from) the PROXY header is read first.
-        let Some(stream) = cluster::at_accept(&shared, stream, addr) else {
+        let Some(stream) = cluster::at_accept(&shared, stream, addr, accepted) else {
             continue;
         };
         let ip = unmap_ipv4_peer(&addr.ip().to_string()).to_string();
         if let Some(admitted) = admit(&shared, ip) {
-            tokio::spawn(serve_admitted(stream, admitted));
+            tokio::spawn(serve_admitted(stream, admitted, accepted));
         }
     }
 }
@@ -406,13 +408,14 @@ pub(crate) fn admit(shared: &Arc<Shared>, ip: String) -> Option<Admitted> {
     })
 }
 
-/// Serve an admitted connection as its slot's address, giving the slot
-/// back however it ends; an eviction from the pre-authentication budget
-/// drops the serving future, which closes the socket.
-pub(crate) async fn serve_admitted(stream: TcpStream, admitted: Admitted) {
+/// Serve an admitted connection, `accepted` at that time, as its slot's
+/// address, giving the slot back however it ends; an eviction from the
+/// pre-authentication budget drops the serving future, which closes the
+/// socket.
+pub(crate) async fn serve_admitted(stream: TcpStream, admitted: Admitted, accepted: Now) {
     let Admitted { slot, evicted } = admitted;
     tokio::select! {
-        _ = serve::handle(stream, &slot) => {}
+        _ = serve::handle(stream, &slot, accepted) => {}
         Ok(()) = evicted => {
             slot.shared.stats.evicted_pending.fetch_add(1, Ordering::Relaxed);
             slot.shared.logger.log(Level::Info, Some(&slot.ip), PENDING_EVICTED);

@@ -31,11 +31,11 @@ const WRITE_STALLED: &str = "Peer stopped reading (write deadline), closing conn
 /// Output is written once this much is pending, or when nothing else is.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Serve one admitted connection from accept to close.
-pub(crate) async fn handle(mut stream: TcpStream, slot: &Slot) {
+/// Serve one admitted connection, `accepted` at that time, to close. The
+/// handshake deadline runs from `accepted` to WELCOME, so a PROXY header
+/// read before admission counts against it too.
+pub(crate) async fn handle(mut stream: TcpStream, slot: &Slot, accepted: Now) {
     let (ip, shared) = (&slot.ip, &slot.shared);
-    // The handshake deadline runs from here (accept) to WELCOME.
-    let accepted = shared.now();
     shared
         .logger
         .log(Level::Info, Some(ip), "Accepting connection");
@@ -86,7 +86,10 @@ async fn open(
     accepted: Now,
 ) -> Option<Machine> {
     let log = |l: Level, m: &str| shared.logger.log(l, Some(ip), m);
-    let handshake = Duration::from_millis(shared.cfg.handshake_timeout_ms);
+    // What is left of the handshake deadline, which runs from accept (a
+    // PROXY header may have been read since).
+    let spent = shared.now().mono_ms.saturating_sub(accepted.mono_ms);
+    let handshake = Duration::from_millis(shared.cfg.handshake_timeout_ms.saturating_sub(spent));
     match classify(stream, handshake).await {
         None if shared.now().mono_ms >= accepted.mono_ms + shared.cfg.handshake_timeout_ms => {
             log(
