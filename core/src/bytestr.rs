@@ -33,6 +33,12 @@ fn may_hold_escape(bytes: &[u8]) -> bool {
     !bytes.is_ascii() && bytes.contains(&ESCAPE_LEAD)
 }
 
+/// Whether `s` holds an escape character (only decoded when a byte search
+/// says it may).
+fn holds_escape(s: &str) -> bool {
+    may_hold_escape(s.as_bytes()) && s.chars().any(is_escape)
+}
+
 fn is_escape(c: char) -> bool {
     (ESCAPE_BASE..=ESCAPE_BASE + 0xFF).contains(&u32::from(c))
 }
@@ -48,7 +54,7 @@ fn push_escaped(out: &mut String, bytes: &[u8]) {
 /// bytes are UTF-8 without escape-range characters, the common case.
 pub fn encode(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(s) = std::str::from_utf8(bytes) {
-        if !may_hold_escape(bytes) || !s.chars().any(is_escape) {
+        if !holds_escape(s) {
             return Cow::Borrowed(s);
         }
     }
@@ -70,7 +76,7 @@ pub fn encode(bytes: &[u8]) -> Cow<'_, str> {
 /// their byte, every other character its UTF-8. Borrows when `s` holds no
 /// escape character.
 pub fn decode(s: &str) -> Cow<'_, [u8]> {
-    if !may_hold_escape(s.as_bytes()) || !s.chars().any(is_escape) {
+    if !holds_escape(s) {
         return Cow::Borrowed(s.as_bytes());
     }
     let mut out = Vec::with_capacity(s.len());

@@ -191,36 +191,30 @@ enum Flow {
 
 /// Answer `ev` now if it is a quick question (metadata, a cached digest, a
 /// key whose file exists) that neither the cluster's trust store nor the
-/// EXEC runner takes; `Err(ev)` hands it back for [`answer_event`].
+/// EXEC runner takes; `None` leaves it to [`answer_event`].
 fn answer_quick(
     shared: &Arc<Shared>,
     ip: &str,
     m: &mut Machine,
     st: &mut Answering,
-    ev: Event,
-) -> Result<Flow, Event> {
-    if crate::cluster::takes(shared, &ev) || exec::takes(&ev) {
-        return Err(ev);
+    ev: &Event,
+) -> Option<Flow> {
+    if crate::cluster::takes(shared, ev) || exec::takes(ev) {
+        return None;
     }
-    let Some(mut f) = st.files.take() else {
-        return Err(ev);
-    };
-    let quick = match &ev {
+    let f = st.files.as_mut()?;
+    let (answer, note) = match ev {
         Event::Digest { path } => shared
             .fs
-            .peek_digest(&mut f, path)
+            .peek_digest(f, path)
             .map(|d| (Some(Answer::Digest(Some(d))), None)),
         e @ Event::LookupKey { .. } => shared.fs.quick_key(e).map(|a| (Some(a), None)),
-        e if ServerFs::is_quick(e) => Some(shared.fs.answer(&mut f, e)),
+        e if ServerFs::is_quick(e) => Some(shared.fs.answer(f, e)),
         _ => None,
-    };
-    st.files = Some(f);
-    let Some((answer, note)) = quick else {
-        return Err(ev);
-    };
+    }?;
     // Quick answers of one burst share one clock reading.
     let now = *st.now.get_or_insert_with(|| shared.now());
-    Ok(give(shared, ip, m, now, answer, note))
+    Some(give(shared, ip, m, now, answer, note))
 }
 
 /// Log an answer's note and hand the answer to the machine.
@@ -258,27 +252,17 @@ async fn answer_event(
     st: &mut Answering,
     ev: Event,
 ) -> Flow {
-    let log = |l: Level, msg: &str| shared.logger.log(l, Some(ip), msg);
     // Key questions go to the cluster's trust store when one is set.
     let ev = match crate::cluster::answer_key(shared, ev).await {
         crate::cluster::Keyed::Other(ev) => ev,
-        crate::cluster::Keyed::Answer(a) => {
-            if let Some(Err(e)) = a.map(|a| m.handle_answer(shared.now(), a)) {
-                log(Level::Error, &format!("internal: {e}"));
-                return Flow::Close;
-            }
-            return Flow::Next;
-        }
+        crate::cluster::Keyed::Answer(a) => return give(shared, ip, m, shared.now(), a, None),
         crate::cluster::Keyed::Close => return Flow::Close,
     };
     if let Some(answer) = exec::handle(shared, ip, &ev, &mut st.run).await {
-        if let Some(a) = answer {
-            if let Err(e) = m.handle_answer(shared.now(), a) {
-                log(Level::Error, &format!("internal: {e}"));
-                return Flow::Close;
-            }
-        }
-        return Flow::Flush;
+        return match give(shared, ip, m, shared.now(), answer, None) {
+            Flow::Close => Flow::Close,
+            _ => Flow::Flush,
+        };
     }
     // Not quick (see `answer_quick`, which already tried): it may block.
     let f = st.files.take().unwrap_or_default();
@@ -379,9 +363,9 @@ async fn drive(
             // answered without building the async answer's future: moving
             // that future and the event through it per request cost ~4% of
             // a steady run's instructions (callgrind, session 7).
-            let flow = match answer_quick(shared, ip, &mut m, &mut st, ev) {
-                Ok(flow) => flow,
-                Err(ev) => Box::pin(answer_event(shared, ip, &mut m, &mut st, ev)).await,
+            let flow = match answer_quick(shared, ip, &mut m, &mut st, &ev) {
+                Some(flow) => flow,
+                None => Box::pin(answer_event(shared, ip, &mut m, &mut st, ev)).await,
             };
             match flow {
                 Flow::Next => {}

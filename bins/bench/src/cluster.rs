@@ -131,7 +131,6 @@ fn start(rig: &Rig, v: Variant, policy: &ServerPolicy, pin: bool) -> Result<Runn
         flags.extend(["--proxy-from", "127.0.0.1/32"]);
     }
     let mut servers = Vec::new();
-    let client_cpus: Vec<usize> = (1..procstat::ncpus()).collect();
     for wd in &rig.replicas[..n] {
         let go = || {
             lab(AnyServer::start_with_flags(
@@ -158,7 +157,7 @@ fn start(rig: &Rig, v: Variant, policy: &ServerPolicy, pin: bool) -> Result<Runn
     let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
     let go = || lab(HaProxy::start(rig.tmp.path(), &ports, 5000, 2000));
     let hap = if pin {
-        procstat::spawn_on(&client_cpus, go)?
+        procstat::spawn_on(&procstat::load_cpus(), go)?
     } else {
         go()?
     };
@@ -215,7 +214,7 @@ pub fn measure(
     let pids = run.server_pids();
     let hap_pid: Vec<u32> = run.haproxy.iter().map(|h| h.pid()).collect();
     let client_cpus: Option<Vec<usize>> = if a.pin {
-        let cpus: Vec<usize> = (1..procstat::ncpus()).collect();
+        let cpus = procstat::load_cpus();
         for &p in &pids {
             procstat::pin_process(p, &[0])?;
         }

@@ -423,7 +423,7 @@ fn measure(
     let pid = srv.pid();
     let client_cpus: Option<Vec<usize>> = if a.pin {
         procstat::pin_process(pid, &[0])?;
-        Some((1..procstat::ncpus()).collect())
+        Some(procstat::load_cpus())
     } else {
         None
     };

@@ -81,6 +81,12 @@ pub fn ncpus() -> usize {
     }
 }
 
+/// The CPUs `--pin` gives the load generator (and HAProxy): all but CPU 0,
+/// which is the server's.
+pub fn load_cpus() -> Vec<usize> {
+    (1..ncpus()).collect()
+}
+
 /// The load generator's OS threads: `asked`, or for 0 one per CPU the
 /// load generator has under `--pin` (all but CPU 0), else 2. Why: more
 /// threads than CPUs only switch between themselves; on a 2-CPU box two
@@ -90,7 +96,7 @@ pub fn ncpus() -> usize {
 /// threads, 83% with 1).
 pub fn load_threads(asked: usize, pin: bool) -> usize {
     match (asked, pin) {
-        (0, true) => ncpus().saturating_sub(1).max(1),
+        (0, true) => load_cpus().len().max(1),
         (0, false) => 2,
         (n, _) => n,
     }
