@@ -214,6 +214,10 @@ fn single_node_rcf_serverd_peers_are_listed_by_the_real_cf_key() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    // The second connection's sighting may land in a later write than the
+    // first: stop the server so the file no longer changes between the two
+    // tools' reads (CI once saw 17:13:32 from one and :33 from the other).
+    srv.stop();
     let line = out.lines().find(|l| l.ends_with(&client_id)).unwrap();
     assert!(
         line.starts_with("Incoming\t127.0.0.1\t127.0.0.1\t"),
@@ -250,7 +254,6 @@ fn single_node_rcf_serverd_peers_are_listed_by_the_real_cf_key() {
             "rcf-key {ours:?} vs cf-key {theirs:?}"
         );
     }
-    srv.stop();
     // By host name: localhost is 127.0.0.1 (and ::1).
     assert!(lab
         .server
