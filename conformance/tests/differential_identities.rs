@@ -441,9 +441,21 @@ fn with_server<T>(mut guard: KillOnDrop, log: &Path, port: u16, f: impl FnOnce()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = f();
+    // A failure inside `f` shows the server's own account of it.
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     drop(guard);
-    out
+    match out {
+        Ok(out) => out,
+        Err(e) => {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(80).collect();
+            eprintln!("server log {} (last 80 lines):", log.display());
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
+            std::panic::resume_unwind(e)
+        }
+    }
 }
 
 /// Makes a key pair with the real cf-key in a fresh directory.
