@@ -382,46 +382,57 @@ fn listen_backlog() -> i32 {
 /// `SO_REUSEPORT` (one per event-loop thread); returned per shard.
 fn bind(addr: &str, port: u16, shards: usize) -> std::io::Result<Vec<Vec<std::net::TcpListener>>> {
     use socket2::{Domain, Socket, Type};
-    let mk =
-        |sa: SocketAddr, dual: bool, reuse_port: bool| -> std::io::Result<std::net::TcpListener> {
-            let s = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
-            s.set_reuse_address(true)?;
-            // Inherited by accepted connections (Linux): one setsockopt
-            // here instead of one per connection.
-            s.set_tcp_nodelay(true)?;
-            if reuse_port {
-                use std::os::fd::AsRawFd;
-                let one: libc::c_int = 1;
-                // SAFETY: a valid socket, an int option of the size passed.
-                let r = unsafe {
-                    libc::setsockopt(
-                        s.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_REUSEPORT,
-                        &one as *const libc::c_int as *const libc::c_void,
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
-                if r != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+    // `listen` false: bind only. A bind already fails with EADDRINUSE on a
+    // port someone listens on, and a socket that never listened cannot take
+    // (and then reset) a peer's connection when it is dropped.
+    let mk_as = |sa: SocketAddr,
+                 dual: bool,
+                 reuse_port: bool,
+                 listen: bool|
+     -> std::io::Result<std::net::TcpListener> {
+        let s = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        // Inherited by accepted connections (Linux): one setsockopt
+        // here instead of one per connection.
+        s.set_tcp_nodelay(true)?;
+        if reuse_port {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            // SAFETY: a valid socket, an int option of the size passed.
+            let r = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEPORT,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
             }
-            if dual {
-                s.set_only_v6(false)?;
-            }
-            s.bind(&sa.into())?;
+        }
+        if dual {
+            s.set_only_v6(false)?;
+        }
+        s.bind(&sa.into())?;
+        if listen {
             s.listen(listen_backlog())?;
-            s.set_nonblocking(true)?;
-            Ok(s.into())
-        };
+        }
+        s.set_nonblocking(true)?;
+        Ok(s.into())
+    };
+    let mk = |sa, dual, reuse_port| mk_as(sa, dual, reuse_port, true);
     let group = |sa: SocketAddr, dual: bool| -> std::io::Result<Vec<std::net::TcpListener>> {
         if shards <= 1 {
             return Ok(vec![mk(sa, dual, false)?]);
         }
         // A plain bind first: a port already in use (cf-serverd, or another
         // rcf-serverd whose own sockets share SO_REUSEPORT) fails here as it
-        // always did, instead of silently joining that server's group.
-        drop(mk(sa, dual, false)?);
+        // always did, instead of silently joining that server's group. It
+        // never listens: it once did, and a peer connecting at start-up
+        // could land in its backlog and be reset when it was dropped.
+        drop(mk_as(sa, dual, false, false)?);
         (0..shards).map(|_| mk(sa, dual, true)).collect()
     };
     let one = if addr.is_empty() {
