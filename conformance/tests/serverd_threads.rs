@@ -2,7 +2,10 @@
 //! SO_REUSEPORT socket): concurrent copies are served exactly, `--threads`
 //! sizes them, and the port is still exclusive: a second server on a port
 //! already in use (ours or cf-serverd) fails to start instead of joining
-//! the socket group. Loopback only; servers stopped by PID (lab `Daemon`).
+//! the socket group; a peer connecting during start-up is served, not
+//! reset. Loopback only; servers stopped by PID (lab `Daemon`).
+
+mod support;
 
 use rcf_conformance::lab::*;
 
@@ -207,4 +210,88 @@ fn open_files_soft_limit_is_raised_and_sizes_the_preauth_budget() {
         "{}",
         tail(&log, 20)
     );
+}
+
+/// Kills a traced rcf-serverd, then its strace, by PID: strace 6.1 has no
+/// `--kill-on-exit`, and killing strace alone would only detach it.
+struct Traced(std::process::Child);
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        let kids =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for kid in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+        {
+            // SAFETY: signalling a process this test started (strace's child).
+            unsafe { libc::kill(kid, libc::SIGKILL) };
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With several event loops, rcf-serverd checks that the port is free with
+/// a plain socket before it binds its `SO_REUSEPORT` group. That socket
+/// used to listen, so a peer connecting in that moment was reset when the
+/// check socket was dropped (seen once as a TLS peer closed before the
+/// banner, under load). strace holds the server inside its first
+/// `listen()` for 3 s while a peer connects: the peer must be served
+/// (it reads the banner), not reset.
+#[test]
+fn a_peer_connecting_during_start_up_is_served_not_reset() {
+    use std::time::{Duration, Instant};
+    require_cfengine().unwrap();
+    let strace = std::path::Path::new("/usr/bin/strace");
+    assert!(
+        strace.exists(),
+        "strace is missing: apt-get install strace (./test installs it)"
+    );
+    let wd = Workdir::new("threads-startup").unwrap();
+    wd.cf_key().unwrap();
+    let (p, _) = policy_for(&wd, free_port());
+    let policy_path = wd.inputs().join("promises.cf");
+    std::fs::write(&policy_path, p.render_bytes()).unwrap();
+    let key =
+        rcf_core::keys::parse_private_pem(&std::fs::read(wd.privkey_path()).unwrap()).unwrap();
+    // The peer dials every 5 ms from before the server exists.
+    let port = p.port;
+    let peer = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let sock = loop {
+            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "never connected");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let at = t0.elapsed();
+        // Served: the TLS handshake completes and the banner comes.
+        let (c, _) = support::RawClient::identify_over(sock, &key, "root");
+        (at, c.closed)
+    });
+    let log = wd.scratch().join("traced.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut cmd = wd.command(strace);
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=listen"])
+        .args(["-e", "inject=listen:delay_exit=3000000:when=1"])
+        .arg(rcf_binary("rcf-serverd").unwrap())
+        .args(["-F", "-v", "--threads", "2", "--workdir"])
+        .arg(wd.path())
+        .arg("-f")
+        .arg(&policy_path)
+        .stdin(std::process::Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f);
+    let srv = Traced(cmd.spawn().unwrap());
+    let out = peer.join();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    drop(srv);
+    let (at, _) = out.unwrap_or_else(|_| {
+        panic!("the peer that connected during start-up was not served:\n{text}")
+    });
+    // It connected while the server was held in its first listen().
+    assert!(at < Duration::from_secs(3), "connected only after {at:?}");
 }
