@@ -448,11 +448,11 @@ fn with_server<T>(mut guard: KillOnDrop, log: &Path, port: u16, f: impl FnOnce()
         Ok(out) => out,
         Err(e) => {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(80).collect();
-            eprintln!("server log {} (last 80 lines):", log.display());
-            for l in tail.iter().rev() {
-                eprintln!("  {l}");
-            }
+            eprintln!(
+                "server log {} (last 80 lines):\n{}",
+                log.display(),
+                rcf_conformance::lab::tail(&text, 80)
+            );
             std::panic::resume_unwind(e)
         }
     }

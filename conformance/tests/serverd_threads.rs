@@ -269,8 +269,8 @@ fn a_peer_connecting_during_start_up_is_served_not_reset() {
         };
         let at = t0.elapsed();
         // Served: the TLS handshake completes and the banner comes.
-        let (c, _) = support::RawClient::identify_over(sock, &key, "root");
-        (at, c.closed)
+        support::RawClient::identify_over(sock, &key, "root");
+        at
     });
     let log = wd.scratch().join("traced.log");
     let f = std::fs::File::create(&log).unwrap();
@@ -289,7 +289,7 @@ fn a_peer_connecting_during_start_up_is_served_not_reset() {
     let out = peer.join();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     drop(srv);
-    let (at, _) = out.unwrap_or_else(|_| {
+    let at = out.unwrap_or_else(|_| {
         panic!("the peer that connected during start-up was not served:\n{text}")
     });
     // It connected while the server was held in its first listen().
